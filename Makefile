@@ -1,0 +1,17 @@
+# The README's quick-start commands. Every target runs the idempotent set-up first.
+.PHONY: setup test demo lint contracts
+
+setup:
+	scripts/setup
+
+test: setup
+	.venv/bin/python -m pytest -q
+
+demo: setup
+	scripts/demo
+
+lint: setup
+	.venv/bin/ruff check src tests
+
+contracts: setup
+	.venv/bin/python scripts/compile_contracts.py
