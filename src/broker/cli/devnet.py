@@ -1,0 +1,100 @@
+"""``0g-broker devnet up | down | status``: the embedded local chain (anvil + our contracts).
+
+Messages go to stderr (rich), data to stdout. Exit status 0 on success, 1 with a one-line error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from broker._exceptions import BrokerError
+from broker.devnet import devnet_down, devnet_status, devnet_up, load_devnet_state
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Run a local devnet: anvil on 127.0.0.1 with the 0G serving contracts.",
+    no_args_is_help=True,
+)
+_err = Console(stderr=True)
+
+_StateFile = typer.Option(
+    None, "--state-file", help="State file (default $ZG_HOME/devnet/state.json)."
+)
+
+
+def _fail(exc: BrokerError) -> None:
+    _err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def up(
+    port: int = typer.Option(
+        8545, "--port", min=0, max=65535, help="Port on 127.0.0.1 (0: any free port)."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the devnet state as JSON."),
+    show_keys: bool = typer.Option(
+        False, "--show-keys", help="Include the dev accounts' private keys."
+    ),
+    state_file: Path | None = _StateFile,
+) -> None:
+    """Start the devnet (or reuse a running one) and deploy the contracts."""
+    try:
+        with _err.status("starting devnet..."):
+            state = devnet_up(port=port, state_file=state_file)
+    except BrokerError as exc:
+        _fail(exc)
+    if json_out:
+        typer.echo(json.dumps(state.public_dict(show_keys=show_keys), indent=2))
+        return
+    _err.print(
+        f"devnet running at {state.rpc_url} (chain {state.chain_id}, pid {state.anvil_pid})",
+        highlight=False,
+    )
+    typer.echo(f"rpc_url={state.rpc_url}")
+    typer.echo(f"ledger_address={state.ledger_address}")
+    typer.echo(f"inference_address={state.inference_address}")
+
+
+@app.command()
+def down(state_file: Path | None = _StateFile) -> None:
+    """Stop the devnet and remove its state."""
+    try:
+        stopped = devnet_down(state_file)
+    except BrokerError as exc:
+        _fail(exc)
+    _err.print("devnet stopped" if stopped else "devnet was not running", highlight=False)
+
+
+@app.command()
+def status(
+    json_out: bool = typer.Option(False, "--json", help="Print the status as JSON."),
+    show_keys: bool = typer.Option(
+        False, "--show-keys", help="Include the dev accounts' private keys."
+    ),
+    state_file: Path | None = _StateFile,
+) -> None:
+    """Show whether the devnet runs, and its addresses."""
+    info = devnet_status(state_file)
+    if show_keys and info["running"]:
+        try:
+            info["state"] = load_devnet_state(state_file).public_dict(show_keys=True)
+        except BrokerError as exc:
+            _fail(exc)
+    if json_out:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    if not info["running"]:
+        _err.print("devnet is not running; run `0g-broker devnet up`", highlight=False)
+        return
+    state = info["state"]
+    typer.echo(
+        f"running: {state['rpc_url']} (chain {state['chain_id']}, block {info['block_number']})"
+    )
+    typer.echo(f"ledger_address={state['ledger_address']}")
+    typer.echo(f"inference_address={state['inference_address']}")

@@ -1,0 +1,123 @@
+"""The devnet state file: where the running devnet is and what is deployed on it.
+
+Default path ``$ZG_HOME/devnet/state.json`` (mode 0600, written atomically). It records anvil's
+well-known dev keys (public test keys, never real funds), which :class:`DevAccount` hides from reprs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_serializer
+
+from broker.config.settings import broker_home
+from broker.devnet.errors import DevnetError, DevnetNotRunningError
+
+__all__ = [
+    "DevAccount",
+    "DevnetState",
+    "default_state_file",
+    "read_state",
+    "remove_state",
+    "write_state",
+]
+
+
+class DevAccount(BaseModel):
+    """A funded dev account: checksummed ``address`` and its ``private_key`` (hidden in reprs, written
+    to the state file as ``0x`` hex because anvil's dev keys are public)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    address: str
+    private_key: SecretStr
+
+    @field_serializer("private_key", when_used="json")
+    def _dump_key(self, value: SecretStr) -> str:
+        return value.get_secret_value()
+
+
+class DevnetState(BaseModel):
+    """Everything a client needs to use the devnet.
+
+    Fields: ``rpc_url`` (``http://127.0.0.1:<port>``), ``chain_id`` (31337), ``ledger_address`` and
+    ``inference_address`` (proxy addresses, checksummed), ``owner`` (deployer = dev account 0),
+    ``accounts`` (funded dev accounts), ``anvil_pid``, ``port``, ``started_at`` (UTC), ``log_file``
+    (anvil's output), ``detached`` (whether anvil outlives the process that started it).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    rpc_url: str
+    chain_id: int
+    ledger_address: str
+    inference_address: str
+    owner: str
+    accounts: list[DevAccount]
+    anvil_pid: int
+    port: int
+    started_at: datetime
+    log_file: Path | None = None
+    detached: bool = False
+
+    def public_dict(self, *, show_keys: bool = False) -> dict[str, Any]:
+        """JSON-ready dict; private keys are dropped unless ``show_keys``."""
+        data = self.model_dump(mode="json")
+        if not show_keys:
+            data["accounts"] = [{"address": a["address"]} for a in data["accounts"]]
+        return data
+
+
+def default_state_file() -> Path:
+    """``<broker_home()>/devnet/state.json``."""
+    return broker_home() / "devnet" / "state.json"
+
+
+def write_state(state: DevnetState, path: Path | None = None) -> Path:
+    """Write ``state`` as JSON to ``path`` (default :func:`default_state_file`) atomically, mode 0600.
+
+    Returns the path written.
+    """
+    path = Path(path or default_state_file())
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(state.model_dump_json(indent=2))
+        fh.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_state(path: Path | None = None) -> DevnetState:
+    """Read the state file.
+
+    Raises:
+        DevnetNotRunningError: the file does not exist.
+        DevnetError: the file is unreadable or malformed.
+    """
+    path = Path(path or default_state_file())
+    try:
+        raw = path.read_text()
+    except FileNotFoundError:
+        raise DevnetNotRunningError("devnet is not running; run `0g-broker devnet up`") from None
+    except OSError as exc:
+        raise DevnetError(f"cannot read devnet state {path}: {exc.strerror}") from None
+    try:
+        return DevnetState.model_validate(json.loads(raw))
+    except (ValueError, ValidationError) as exc:
+        raise DevnetError(f"devnet state {path} is malformed: {str(exc).splitlines()[0]}") from None
+
+
+def remove_state(path: Path | None = None) -> bool:
+    """Delete the state file; True when one existed."""
+    path = Path(path or default_state_file())
+    try:
+        path.unlink()
+        return True
+    except FileNotFoundError:
+        return False
