@@ -11,8 +11,31 @@ See the README for the command-line interface (``0g-broker``).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from broker._exceptions import BrokerError
 
-__all__ = ["BrokerError", "__version__"]
+if TYPE_CHECKING:  # pragma: no cover
+    from broker.broker import Broker, ReadOnlyBroker, create_broker, create_read_only_broker
+
+__all__ = [
+    "Broker",
+    "BrokerError",
+    "ReadOnlyBroker",
+    "__version__",
+    "create_broker",
+    "create_read_only_broker",
+]
 
 __version__ = "0.1.0"
+
+_LAZY = {"Broker", "ReadOnlyBroker", "create_broker", "create_read_only_broker"}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: importing ``broker`` must stay cheap (web3 is only loaded when a broker is needed).
+    if name in _LAZY:
+        from broker import broker as _broker_module
+
+        return getattr(_broker_module, name)
+    raise AttributeError(f"module 'broker' has no attribute {name!r}")

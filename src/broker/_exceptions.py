@@ -26,20 +26,20 @@ Layout (modelled on ``httpx._exceptions``)::
 from __future__ import annotations
 
 __all__ = [
+    "AttestationError",
     "BrokerError",
+    "ChainError",
     "ConfigError",
+    "DevnetError",
+    "InferenceError",
     "InputError",
     "InvalidAddressError",
     "InvalidAmountError",
     "KeyStoreError",
-    "ChainError",
+    "LedgerError",
+    "ProviderError",
     "RPCError",
     "TransactionError",
-    "LedgerError",
-    "InferenceError",
-    "AttestationError",
-    "ProviderError",
-    "DevnetError",
 ]
 
 

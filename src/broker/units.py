@@ -10,7 +10,7 @@ from decimal import Decimal, InvalidOperation
 
 from broker._exceptions import InvalidAmountError
 
-__all__ = ["NEURON_PER_0G", "Amount", "parse_0g", "to_neuron", "format_0g", "Neuron"]
+__all__ = ["NEURON_PER_0G", "Amount", "Neuron", "format_0g", "parse_0g", "to_neuron"]
 
 NEURON_PER_0G = 10**18
 
@@ -45,7 +45,7 @@ def parse_0g(amount: str | int | Decimal, *, allow_zero: bool = False) -> int:
     """
     if isinstance(amount, Neuron):
         return to_neuron(amount, allow_zero=allow_zero)
-    if isinstance(amount, bool) or isinstance(amount, float):
+    if isinstance(amount, (bool, float)):
         raise InvalidAmountError(
             f"amount {amount!r} is a {type(amount).__name__}; pass 0G as a decimal string, "
             "an int or a Decimal"

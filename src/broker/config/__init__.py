@@ -14,7 +14,18 @@ from broker.config.networks import (
 from broker.config.settings import Settings, broker_home, config_file, load_settings, save_config
 
 __all__ = [
-    "DEVNET", "HARDHAT", "MAINNET", "PRESETS", "TESTNET", "TESTNET_DEV", "NetworkPreset",
-    "get_preset", "preset_for_chain_id", "Settings", "broker_home", "config_file",
-    "load_settings", "save_config",
+    "DEVNET",
+    "HARDHAT",
+    "MAINNET",
+    "PRESETS",
+    "TESTNET",
+    "TESTNET_DEV",
+    "NetworkPreset",
+    "Settings",
+    "broker_home",
+    "config_file",
+    "get_preset",
+    "load_settings",
+    "preset_for_chain_id",
+    "save_config",
 ]

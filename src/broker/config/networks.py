@@ -13,8 +13,17 @@ from dataclasses import dataclass
 
 from broker._exceptions import ConfigError
 
-__all__ = ["NetworkPreset", "PRESETS", "MAINNET", "TESTNET", "TESTNET_DEV", "HARDHAT", "DEVNET",
-           "get_preset", "preset_for_chain_id"]
+__all__ = [
+    "DEVNET",
+    "HARDHAT",
+    "MAINNET",
+    "PRESETS",
+    "TESTNET",
+    "TESTNET_DEV",
+    "NetworkPreset",
+    "get_preset",
+    "preset_for_chain_id",
+]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,304 @@
+"""``create_broker``: the entry point that wires connection, signer, sender and sub-brokers.
+
+Mirrors the SDK's ``createZGComputeNetworkBroker`` (``user-broker.md`` §1.3–§1.5) with explicit
+network selection instead of chain-id guessing: the preset (or, for ``devnet``, the devnet state
+file) gives the RPC URL and contract addresses, explicit arguments and ``ZG_*`` settings override
+them, the node's chain id is checked against the preset, and the inference service name is read
+from ``LedgerManager.getServiceInfo(inference_address).fullName`` (never hard-coded).
+
+The inference broker lives in another module: it registers a factory with
+:func:`register_inference_factory`, called as ``factory(broker)`` at the end of
+:func:`create_broker` to fill ``broker.inference``; :mod:`broker.inference.broker` is imported for
+that purpose when no factory is registered yet.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from web3 import Web3
+
+from broker._exceptions import ConfigError
+from broker.chain.addresses import checksum_address
+from broker.chain.connection import connect
+from broker.chain.contracts import InferenceServingContract, LedgerManagerContract
+from broker.chain.keys import Wallet, load_wallet
+from broker.chain.sender import TransactionSender
+from broker.config.networks import NetworkPreset, get_preset
+from broker.config.settings import Settings, load_settings
+from broker.ledger.broker import LedgerBroker
+from broker.ledger.errors import UnregisteredServiceError
+
+__all__ = [
+    "Broker",
+    "ReadOnlyBroker",
+    "ResolvedNetwork",
+    "create_broker",
+    "create_read_only_broker",
+    "register_inference_factory",
+    "resolve_network",
+]
+
+logger = logging.getLogger(__name__)
+
+_inference_factories: list[Callable[[Broker], Any]] = []
+
+
+def register_inference_factory(factory: Callable[[Broker], Any]) -> None:
+    """Register ``factory(broker) -> inference broker``; :func:`create_broker` calls the last one
+    registered and stores its result in ``broker.inference``."""
+    _inference_factories.append(factory)
+
+
+def _load_default_inference_factory() -> None:
+    """Import :mod:`broker.inference.broker` (which registers its factory on import) when no
+    factory is registered yet; skipped silently only when that module does not exist."""
+    if _inference_factories:
+        return
+    try:
+        importlib.import_module("broker.inference.broker")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("broker.inference.broker", "broker.inference"):
+            raise
+
+
+class ResolvedNetwork:
+    """The network a broker talks to.
+
+    Attributes:
+        name: preset name (``mainnet``, ``devnet``...).
+        rpc_url: JSON-RPC URL.
+        chain_id: the chain id the node must serve (``None``: not checked).
+        ledger_address / inference_address: checksummed contract addresses.
+        dev_accounts: for ``devnet``, the state's dev accounts (address, private_key); else ``[]``.
+    """
+
+    def __init__(self, name: str, rpc_url: str, chain_id: int | None, ledger_address: str,
+                 inference_address: str, dev_accounts: list[Any] | None = None) -> None:
+        self.name = name
+        self.rpc_url = rpc_url
+        self.chain_id = chain_id
+        self.ledger_address = ledger_address
+        self.inference_address = inference_address
+        self.dev_accounts = list(dev_accounts or [])
+
+    def __repr__(self) -> str:
+        return (f"ResolvedNetwork(name={self.name!r}, chain_id={self.chain_id}, "
+                f"ledger={self.ledger_address}, inference={self.inference_address})")
+
+
+def resolve_network(
+    network: str | None = None,
+    *,
+    rpc_url: str | None = None,
+    ledger_address: str | None = None,
+    inference_address: str | None = None,
+    settings: Settings | None = None,
+) -> ResolvedNetwork:
+    """Work out RPC URL, chain id and addresses without connecting.
+
+    Precedence: explicit arguments > ``settings`` (``ZG_*`` env, config file) > the preset; for
+    ``devnet`` the preset values come from :func:`broker.devnet.load_devnet_state`. The chain id is
+    not checked (``chain_id=None``) when a custom RPC URL is given explicitly.
+
+    Raises:
+        ConfigError: unknown network, no RPC URL or addresses, devnet state missing.
+        InvalidAddressError: a malformed address override.
+    """
+    settings = settings or load_settings()
+    name = network or settings.network
+    preset: NetworkPreset = get_preset(name)
+    explicit_rpc = rpc_url or settings.rpc_url
+    base_rpc, base_ledger, base_inference = preset.rpc_url, preset.ledger_address, \
+        preset.inference_address
+    chain_id: int | None = preset.chain_id
+    dev_accounts: list[Any] = []
+    if preset.name == "devnet" and not (explicit_rpc and (ledger_address or settings.ledger_address)
+                                        and (inference_address or settings.inference_address)):
+        try:
+            from broker.devnet import load_devnet_state
+        except ImportError as exc:  # pragma: no cover - devnet package missing
+            raise ConfigError(f"the devnet module is unavailable ({exc})") from None
+        try:
+            state = load_devnet_state()
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - DevnetError or file errors
+            raise ConfigError(
+                f"no devnet state ({exc}); start one with `0g-broker devnet up`"
+            ) from None
+        base_rpc, base_ledger, base_inference = (state.rpc_url, state.ledger_address,
+                                                 state.inference_address)
+        chain_id = int(state.chain_id)
+        dev_accounts = list(getattr(state, "accounts", []) or [])
+    rpc = explicit_rpc or base_rpc
+    if explicit_rpc and explicit_rpc != base_rpc:
+        chain_id = None
+    ledger = ledger_address or settings.ledger_address or base_ledger
+    inference = inference_address or settings.inference_address or base_inference
+    if not rpc:
+        raise ConfigError(f"network {preset.name!r} has no RPC URL; pass rpc_url / --rpc")
+    if not ledger or not inference:
+        raise ConfigError(
+            f"network {preset.name!r} has no contract addresses; pass ledger_address and "
+            "inference_address"
+        )
+    return ResolvedNetwork(
+        preset.name, rpc, chain_id,
+        checksum_address(ledger, field="ledger contract address"),
+        checksum_address(inference, field="inference contract address"),
+        dev_accounts,
+    )
+
+
+def _service_name(ledger_contract: LedgerManagerContract, inference_address: str) -> str:
+    info = ledger_contract.get_service_info(inference_address)
+    if not info.full_name:
+        raise UnregisteredServiceError(
+            f"inference contract {inference_address} is not registered in LedgerManager "
+            f"{ledger_contract.address}; check the contract addresses"
+        )
+    return info.full_name
+
+
+class ReadOnlyBroker:
+    """A broker without a signer: views only (``user-broker.md`` §1.5).
+
+    Attributes:
+        network: :class:`ResolvedNetwork`.
+        w3: the connected :class:`~web3.Web3`.
+        ledger_contract / inference_contract: read-only wrappers (writes raise
+            ``SignerRequiredError``).
+        service_name: the inference service's on-chain name (``inference-v1.0``).
+    """
+
+    def __init__(self, network: ResolvedNetwork, w3: Web3,
+                 ledger_contract: LedgerManagerContract,
+                 inference_contract: InferenceServingContract, service_name: str) -> None:
+        self.network = network
+        self.w3 = w3
+        self.ledger_contract = ledger_contract
+        self.inference_contract = inference_contract
+        self.service_name = service_name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(network={self.network.name!r})"
+
+
+class Broker(ReadOnlyBroker):
+    """Everything for one account on one network.
+
+    Attributes:
+        address: the account (checksummed).
+        sender: its :class:`~broker.chain.sender.TransactionSender` (shared by every write).
+        ledger: :class:`~broker.ledger.broker.LedgerBroker`.
+        inference: the inference broker, filled by a registered factory
+            (:func:`register_inference_factory`); ``None`` until then.
+        (plus the :class:`ReadOnlyBroker` attributes)
+    """
+
+    inference: Any = None
+
+    def __init__(self, network: ResolvedNetwork, w3: Web3, wallet: Wallet,
+                 sender: TransactionSender, ledger_contract: LedgerManagerContract,
+                 inference_contract: InferenceServingContract, service_name: str) -> None:
+        super().__init__(network, w3, ledger_contract, inference_contract, service_name)
+        self.wallet = wallet
+        self.address = wallet.address
+        self.sender = sender
+        self.ledger = LedgerBroker(ledger_contract, inference_contract,
+                                   {"inference": service_name})
+        self.inference = None
+
+    def __repr__(self) -> str:
+        return f"Broker(network={self.network.name!r}, address={self.address})"
+
+
+def create_read_only_broker(
+    network: str | None = None,
+    *,
+    rpc_url: str | None = None,
+    ledger_address: str | None = None,
+    inference_address: str | None = None,
+    settings: Settings | None = None,
+) -> ReadOnlyBroker:
+    """Connect without a key (views only). Arguments as :func:`create_broker`.
+
+    Raises:
+        ConfigError, ChainIdMismatchError, RPCError, UnregisteredServiceError.
+    """
+    net = resolve_network(network, rpc_url=rpc_url, ledger_address=ledger_address,
+                          inference_address=inference_address, settings=settings)
+    w3 = connect(net.rpc_url, expected_chain_id=net.chain_id)
+    ledger = LedgerManagerContract(w3, net.ledger_address)
+    inference = InferenceServingContract(w3, net.inference_address)
+    return ReadOnlyBroker(net, w3, ledger, inference, _service_name(ledger, net.inference_address))
+
+
+def create_broker(
+    private_key: str | None = None,
+    *,
+    network: str | None = None,
+    rpc_url: str | None = None,
+    ledger_address: str | None = None,
+    inference_address: str | None = None,
+    gas_price: int | None = None,
+    max_gas_price: int | None = None,
+    gas_bump: Decimal | str | None = None,
+    receipt_timeout: float | None = None,
+    settings: Settings | None = None,
+    wallet: Wallet | None = None,
+) -> Broker:
+    """Create a broker for one account.
+
+    Args:
+        private_key: hex key; else ``ZG_PRIVATE_KEY``, else the encrypted keystore
+            (:func:`broker.chain.keys.load_wallet`).
+        network: preset name; default ``settings.network`` (``ZG_NETWORK``, config, ``mainnet``).
+            ``devnet`` reads RPC and addresses from the devnet state file.
+        rpc_url / ledger_address / inference_address: overrides (win over settings and preset).
+            An explicit RPC URL disables the chain-id check.
+        gas_price / max_gas_price: neuron per gas (see :class:`TransactionSender`).
+        gas_bump: multiplier per replacement (> 1). receipt_timeout: seconds.
+        settings: a :class:`~broker.config.settings.Settings` (default: loaded from env/config).
+        wallet: an already-resolved signer (wins over ``private_key``).
+
+    Returns:
+        :class:`Broker` with ``.ledger`` ready and ``.inference`` filled when an inference
+        factory is registered.
+
+    Raises:
+        ConfigError: unknown network or missing addresses; ``ChainIdMismatchError`` when the node
+            serves another chain; ``UnregisteredServiceError`` when the inference contract is not
+            registered in the LedgerManager.
+        KeyStoreError: no key / wrong password / malformed key.
+        RPCError: the node is unreachable.
+    """
+    settings = settings or load_settings()
+    net = resolve_network(network, rpc_url=rpc_url, ledger_address=ledger_address,
+                          inference_address=inference_address, settings=settings)
+    signer = wallet or load_wallet(private_key, settings=settings)
+    w3 = connect(net.rpc_url, expected_chain_id=net.chain_id)
+    sender = TransactionSender(
+        w3,
+        signer,
+        gas_price=gas_price if gas_price is not None else settings.gas_price,
+        max_gas_price=max_gas_price if max_gas_price is not None else settings.max_gas_price,
+        gas_bump=Decimal(str(gas_bump)) if gas_bump is not None else settings.gas_bump,
+        receipt_timeout=receipt_timeout if receipt_timeout is not None
+        else settings.receipt_timeout,
+        max_bumps=settings.max_bumps,
+    )
+    ledger = LedgerManagerContract(w3, net.ledger_address, sender)
+    inference = InferenceServingContract(w3, net.inference_address, sender)
+    broker = Broker(net, w3, signer, sender, ledger, inference,
+                    _service_name(ledger, net.inference_address))
+    _load_default_inference_factory()
+    if _inference_factories:
+        broker.inference = _inference_factories[-1](broker)
+    logger.debug("broker ready: %r", broker)
+    return broker

@@ -1,0 +1,95 @@
+"""The ``0g-broker`` command line (typer). Command names follow ``0g-compute-cli``.
+
+Global options come before the command: ``0g-broker --network devnet --json get-account``.
+Exit codes: 0 success, 1 a :class:`~broker._exceptions.BrokerError` (one red line on stderr;
+``ZG_DEBUG=1`` adds the traceback), 2 usage errors. Data goes to stdout, messages to stderr.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Annotated
+
+import typer
+
+from broker.cli import ledger as ledger_cmds
+from broker.cli import login as login_cmds
+from broker.cli import network as network_cmds
+from broker.cli.context import CliOptions
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="0g-broker",
+    help="Python broker for the 0G Compute Network.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    network: Annotated[str | None, typer.Option(
+        "--network", envvar="ZG_NETWORK",
+        help="Network preset (mainnet, testnet, testnet-dev, hardhat, devnet); default from "
+             "the config file, else mainnet.")] = None,
+    rpc: Annotated[str | None, typer.Option("--rpc", help="JSON-RPC URL override.")] = None,
+    ledger_ca: Annotated[str | None, typer.Option(
+        "--ledger-ca", help="LedgerManager address override.")] = None,
+    inference_ca: Annotated[str | None, typer.Option(
+        "--inference-ca", help="InferenceServing address override.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    gas_price: Annotated[int | None, typer.Option(
+        "--gas-price", min=0, help="Gas price in neuron (wei) per gas.")] = None,
+    max_gas_price: Annotated[int | None, typer.Option(
+        "--max-gas-price", min=0, help="Cap for gas-price bumps, neuron per gas.")] = None,
+) -> None:
+    ctx.obj = CliOptions(network=network, rpc=rpc, ledger_ca=ledger_ca,
+                         inference_ca=inference_ca, json=json_out, gas_price=gas_price,
+                         max_gas_price=max_gas_price)
+
+
+network_cmds.register(app)
+login_cmds.register(app)
+ledger_cmds.register(app)
+
+#: Other areas' CLI modules. A module with a typer ``app`` is mounted as a sub-command group under
+#: the given name; otherwise its ``register(app)`` adds top-level commands. A module that does not
+#: exist (yet) is skipped; an error *inside* an existing module is not hidden.
+AREA_MODULES: tuple[tuple[str, str], ...] = (
+    ("devnet", "broker.cli.devnet"),
+    ("inference", "broker.cli.inference"),
+    ("verify", "broker.cli.verify"),
+    ("proxy", "broker.cli.proxy"),
+    ("funding", "broker.cli.funding"),
+    ("provider", "broker.cli.provider"),
+    ("worker", "broker.cli.worker"),
+)
+
+
+def _mount_areas(root: typer.Typer) -> None:
+    for name, module_name in AREA_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue
+            raise
+        if isinstance(getattr(module, "app", None), typer.Typer):
+            root.add_typer(module.app, name=name)
+        elif callable(getattr(module, "register", None)):
+            module.register(root)
+
+
+_mount_areas(app)
+
+
+def main() -> None:
+    """Console-script entry point (``0g-broker``)."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
