@@ -1,0 +1,294 @@
+"""Persistent local state of the inference broker, in SQLite through SQLAlchemy 2.
+
+Three tables:
+
+* ``fee_totals`` — per (user, provider): ``cached_fee`` (the SDK's ``<provider>_cachedFee``,
+  user-broker.md 7.2: increased by ``process_response``, overwritten by ``/unsettledfee``, reset to 0
+  after a funding transfer), ``total_fee`` (lifetime sum, never reset) and ``request_count``. The SDK
+  keeps this in memory only (§13 item 3); here a restart loses nothing.
+* ``verification_results`` — recent response verifications for dashboards (bounded).
+* ``issued_tokens`` — persistent API-key ids handed out per (user, provider, generation), so that
+  repeated ``get_secret`` calls do not reuse id 0 (§13 item 10).
+
+Amounts are ints in neuron, stored as decimal TEXT (they exceed SQLite's 64-bit integers). Writes are
+serialised by a process-local lock and, on SQLite, by ``BEGIN IMMEDIATE`` across processes.
+Addresses are stored lower-cased.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import (
+    Boolean,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from broker.inference.response_signature import VerificationReason, VerificationResult
+
+__all__ = ["FeeStore", "FeeTotals", "VerificationRecord", "default_database_url"]
+
+DEFAULT_MAX_VERIFICATIONS = 1000
+
+
+def default_database_url() -> str:
+    """``sqlite:///<broker_home()>/inference.db`` (``$ZG_HOME``, default ``~/.0g-broker``)."""
+    from broker.config.settings import broker_home
+
+    return f"sqlite:///{broker_home() / 'inference.db'}"
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _FeeRow(_Base):
+    __tablename__ = "fee_totals"
+    user: Mapped[str] = mapped_column(String(42), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(42), primary_key=True)
+    cached_fee: Mapped[str] = mapped_column(Text, default="0")
+    total_fee: Mapped[str] = mapped_column(Text, default="0")
+    request_count: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[float] = mapped_column(default=0.0)
+
+
+class _VerificationRow(_Base):
+    __tablename__ = "verification_results"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user: Mapped[str] = mapped_column(String(42), index=True)
+    provider: Mapped[str] = mapped_column(String(42), index=True)
+    chat_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+    verified: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    reason: Mapped[str] = mapped_column(String(64))
+    signer: Mapped[str | None] = mapped_column(String(42), nullable=True)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(index=True)
+
+
+class _IssuedTokenRow(_Base):
+    __tablename__ = "issued_tokens"
+    __table_args__ = (UniqueConstraint("user", "provider", "generation", "token_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user: Mapped[str] = mapped_column(String(42))
+    provider: Mapped[str] = mapped_column(String(42))
+    generation: Mapped[int] = mapped_column(Integer)
+    token_id: Mapped[int] = mapped_column(Integer)
+    created_at_ms: Mapped[int] = mapped_column(Integer)
+    expires_at_ms: Mapped[int] = mapped_column(Integer)
+
+
+@dataclass(frozen=True, slots=True)
+class FeeTotals:
+    """Fee counters of one (user, provider), in neuron."""
+
+    cached_fee: int
+    total_fee: int
+    request_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationRecord:
+    """One stored verification; ``created_at`` is Unix seconds (float)."""
+
+    user: str
+    provider: str
+    chat_id: str | None
+    verified: bool | None
+    reason: VerificationReason
+    signer: str | None
+    detail: str
+    created_at: float
+
+
+class FeeStore:
+    """Thread-safe persistent fee totals, verification log and issued-token ids.
+
+    Args:
+        url: SQLAlchemy URL (default :func:`default_database_url`); the SQLite file's directory is
+            created if missing.
+        max_verifications: how many verification rows to keep (oldest pruned).
+    """
+
+    def __init__(
+        self, url: str | None = None, *, max_verifications: int = DEFAULT_MAX_VERIFICATIONS
+    ):
+        self.url = url or default_database_url()
+        self.max_verifications = max_verifications
+        self._lock = threading.RLock()
+        self._engine = self._make_engine(self.url)
+        _Base.metadata.create_all(self._engine)
+        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+
+    @staticmethod
+    def _make_engine(url: str) -> Engine:
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+            Path(url[len("sqlite:///") :]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url)
+        if engine.dialect.name == "sqlite":
+
+            @event.listens_for(engine, "connect")
+            def _connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+                dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+                dbapi_connection.execute("PRAGMA busy_timeout = 10000")
+
+            @event.listens_for(engine, "begin")
+            def _begin(conn):  # type: ignore[no-untyped-def]
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+    def close(self) -> None:
+        """Dispose of the engine's connections."""
+        self._engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"FeeStore({self._engine.url.render_as_string(hide_password=True)!r})"
+
+    # -- fees --------------------------------------------------------------------------------
+
+    def _row(self, session: Session, user: str, provider: str) -> _FeeRow:
+        row = session.get(_FeeRow, (user.lower(), provider.lower()))
+        if row is None:
+            row = _FeeRow(
+                user=user.lower(),
+                provider=provider.lower(),
+                cached_fee="0",
+                total_fee="0",
+                request_count=0,
+                updated_at=time.time(),
+            )
+            session.add(row)
+        return row
+
+    def add_fee(self, user: str, provider: str, fee: int) -> FeeTotals:
+        """Add one response's fee (neuron, ≥ 0) to the cached and lifetime totals.
+
+        Returns:
+            The new :class:`FeeTotals`.
+
+        Raises:
+            ValueError: ``fee`` is negative or not an int.
+        """
+        if isinstance(fee, bool) or not isinstance(fee, int) or fee < 0:
+            raise ValueError(f"fee must be a non-negative int in neuron, got {fee!r}")
+        with self._lock, self._sessions.begin() as session:
+            row = self._row(session, user, provider)
+            row.cached_fee = str(int(row.cached_fee) + fee)
+            row.total_fee = str(int(row.total_fee) + fee)
+            row.request_count = (row.request_count or 0) + 1
+            row.updated_at = time.time()
+            return FeeTotals(int(row.cached_fee), int(row.total_fee), row.request_count)
+
+    def set_cached_fee(self, user: str, provider: str, fee: int) -> None:
+        """Overwrite the cached (unsettled) fee, e.g. with the provider's ``/unsettledfee`` value or
+        0 after a funding transfer (neuron, ≥ 0)."""
+        if isinstance(fee, bool) or not isinstance(fee, int) or fee < 0:
+            raise ValueError(f"fee must be a non-negative int in neuron, got {fee!r}")
+        with self._lock, self._sessions.begin() as session:
+            row = self._row(session, user, provider)
+            row.cached_fee = str(fee)
+            row.updated_at = time.time()
+
+    def get_totals(self, user: str, provider: str) -> FeeTotals:
+        """The counters of (user, provider); zeros when nothing was recorded."""
+        with self._lock, self._sessions() as session:
+            row = session.get(_FeeRow, (user.lower(), provider.lower()))
+            if row is None:
+                return FeeTotals(0, 0, 0)
+            return FeeTotals(int(row.cached_fee), int(row.total_fee), row.request_count)
+
+    def get_cached_fee(self, user: str, provider: str) -> int:
+        """The cached (unsettled) fee in neuron; 0 when nothing was recorded."""
+        return self.get_totals(user, provider).cached_fee
+
+    # -- verification log --------------------------------------------------------------------
+
+    def record_verification(self, user: str, provider: str, result: VerificationResult) -> None:
+        """Store one verification result and prune beyond ``max_verifications`` rows."""
+        with self._lock, self._sessions.begin() as session:
+            session.add(
+                _VerificationRow(
+                    user=user.lower(), provider=provider.lower(), chat_id=result.chat_id,
+                    verified=result.verified, reason=result.reason.value, signer=result.signer,
+                    detail=result.detail[:1000], created_at=time.time(),
+                )
+            )  # fmt: skip
+            session.flush()
+            count = session.scalar(select(func.count()).select_from(_VerificationRow)) or 0
+            excess = count - self.max_verifications
+            if excess > 0:
+                old_ids = select(_VerificationRow.id).order_by(_VerificationRow.id).limit(excess)
+                session.execute(
+                    delete(_VerificationRow).where(
+                        _VerificationRow.id.in_(old_ids.scalar_subquery())
+                    )
+                )
+
+    def recent_verifications(
+        self, limit: int = 50, *, provider: str | None = None
+    ) -> list[VerificationRecord]:
+        """The latest verification results, newest first (optionally for one provider)."""
+        stmt = select(_VerificationRow).order_by(_VerificationRow.id.desc()).limit(limit)
+        if provider is not None:
+            stmt = stmt.where(_VerificationRow.provider == provider.lower())
+        with self._lock, self._sessions() as session:
+            return [
+                VerificationRecord(
+                    r.user,
+                    r.provider,
+                    r.chat_id,
+                    r.verified,
+                    VerificationReason(r.reason),
+                    r.signer,
+                    r.detail,
+                    r.created_at,
+                )
+                for r in session.scalars(stmt)
+            ]
+
+    # -- issued API-key ids ------------------------------------------------------------------
+
+    def issued_token_ids(self, user: str, provider: str, generation: int) -> set[int]:
+        """Persistent token ids already issued locally for (user, provider) in ``generation``."""
+        stmt = select(_IssuedTokenRow.token_id).where(
+            _IssuedTokenRow.user == user.lower(),
+            _IssuedTokenRow.provider == provider.lower(),
+            _IssuedTokenRow.generation == generation,
+        )
+        with self._lock, self._sessions() as session:
+            return set(session.scalars(stmt))
+
+    def record_issued_token(
+        self, user: str, provider: str, generation: int, token_id: int,
+        created_at_ms: int, expires_at_ms: int,
+    ) -> None:  # fmt: skip
+        """Remember that ``token_id`` was issued (idempotent for the same id and generation)."""
+        with self._lock, self._sessions.begin() as session:
+            exists = session.scalar(
+                select(_IssuedTokenRow.id).where(
+                    _IssuedTokenRow.user == user.lower(),
+                    _IssuedTokenRow.provider == provider.lower(),
+                    _IssuedTokenRow.generation == generation,
+                    _IssuedTokenRow.token_id == token_id,
+                )
+            )
+            if exists is None:
+                session.add(
+                    _IssuedTokenRow(
+                        user=user.lower(), provider=provider.lower(), generation=generation,
+                        token_id=token_id, created_at_ms=created_at_ms, expires_at_ms=expires_at_ms,
+                    )
+                )  # fmt: skip

@@ -1,0 +1,452 @@
+"""``app-sk-`` session tokens: build, serialise, sign, parse and verify.
+
+This is the one module that knows the wire format of user-broker.md §6 and the provider checks of
+provider-gateway.md B3. It does no HTTP and no chain access: the caller supplies the account's
+generation and revocation bitmap, so the provider gateway can reuse :func:`verify_session_token`.
+
+Wire format (§6.1–6.2)::
+
+    raw  = {"address":…,"provider":…,"timestamp":<ms>,"expiresAt":<ms|0>,"nonce":…,
+            "generation":<int>,"tokenId":<0..255>}            (compact JSON, this key order)
+    sig  = personal_sign(keccak256(utf8(raw)))                 (EIP-191 over the 32 raw bytes, v 27/28)
+    key  = "app-sk-" + base64_std(utf8(raw) + "|" + sig)       (API key; header = "Bearer " + key)
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
+
+from broker.inference.errors import (
+    InvalidTokenIdError,
+    MalformedTokenError,
+    TokenExpiredError,
+    TokenGenerationMismatchError,
+    TokenProviderMismatchError,
+    TokenRevokedError,
+    TokenSignatureError,
+)
+
+__all__ = [
+    "API_KEY_PREFIX",
+    "BEARER_PREFIX",
+    "EPHEMERAL_TOKEN_ID",
+    "MAX_EPHEMERAL_DURATION_MS",
+    "MAX_PERSISTENT_TOKEN_ID",
+    "ParsedAuthorization",
+    "SessionToken",
+    "authorization_header",
+    "is_token_revoked",
+    "lowest_free_token_id",
+    "new_nonce",
+    "new_session_token",
+    "now_ms",
+    "parse_authorization",
+    "recover_token_signer",
+    "sign_session_token",
+    "verify_session_token",
+]
+
+API_KEY_PREFIX = "app-sk-"
+BEARER_PREFIX = "Bearer app-sk-"
+EPHEMERAL_TOKEN_ID = 255
+MAX_PERSISTENT_TOKEN_ID = 254
+MAX_EPHEMERAL_DURATION_MS = 86_400_000
+_UINT64_MAX = 2**64 - 1
+_INT64_MAX = 2**63 - 1
+
+# B3 texts
+MSG_BAD_HEADER = (
+    "missing or invalid Authorization header, must be Bearer app-sk-<base64(rawMessage:signature)>"
+)
+MSG_BAD_PAYLOAD = "invalid Authorization payload, expect base64(rawMessage:signature)"
+MSG_WRONG_PROVIDER = "session token is for different provider"
+MSG_EPHEMERAL_NO_EXPIRY = "ephemeral token must have an expiration time"
+MSG_EPHEMERAL_TOO_LONG = "ephemeral token duration cannot exceed 24 hours"
+MSG_EXPIRED = "session token expired"
+MSG_GENERATION_EXPIRED = "session token has been revoked (generation expired)"
+MSG_FUTURE_GENERATION = "invalid session token (future generation)"
+MSG_REVOKED = "session token has been revoked"
+MSG_SIGNATURE_MISMATCH = "signature verification failed: address mismatch"
+
+
+def now_ms() -> int:
+    """The current Unix time in integer milliseconds (JavaScript ``Date.now()``)."""
+    return time.time_ns() // 1_000_000
+
+
+def new_nonce() -> str:
+    """A fresh token nonce: 32 lowercase hex characters from :mod:`secrets` (the SDK's browser
+    format, user-broker.md 6.1). The provider treats the nonce as opaque."""
+    return secrets.token_hex(16)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionToken:
+    """The session token of user-broker.md §6.1 (field names in snake_case).
+
+    Attributes:
+        address: the user's address (EIP-55 checksummed as the SDK sends it).
+        provider: the provider's address, as given (the provider compares case-insensitively).
+        timestamp: creation time, Unix milliseconds.
+        expires_at: expiry, Unix milliseconds; 0 = never (persistent tokens only).
+        nonce: opaque ASCII string.
+        generation: the (user, provider) account generation the token belongs to.
+        token_id: 255 for ephemeral tokens, 0–254 for persistent API keys.
+    """
+
+    address: str
+    provider: str
+    timestamp: int
+    expires_at: int
+    nonce: str
+    generation: int
+    token_id: int
+
+    @property
+    def is_ephemeral(self) -> bool:
+        """True for token id 255 (SDK request tokens), False for persistent API keys (0–254)."""
+        return self.token_id == EPHEMERAL_TOKEN_ID
+
+    def to_dict(self) -> dict[str, Any]:
+        """The token as the wire JSON object, keys in the order of §6.1."""
+        return {
+            "address": self.address,
+            "provider": self.provider,
+            "timestamp": int(self.timestamp),
+            "expiresAt": int(self.expires_at),
+            "nonce": self.nonce,
+            "generation": int(self.generation),
+            "tokenId": int(self.token_id),
+        }
+
+    def to_json(self) -> str:
+        """The ``rawMessage``: compact ``JSON.stringify`` output, byte-identical to the SDK."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
+    def message_hash(self) -> bytes:
+        """``keccak256(utf8(rawMessage))``, 32 bytes (the value that is personal-signed)."""
+        return keccak(self.to_json().encode("utf-8"))
+
+    def is_expired(self, now_s: int | None = None) -> bool:
+        """B3 check 7: ``expires_at > 0`` and ``now_s > expires_at // 1000``.
+
+        Args:
+            now_s: current Unix time in seconds (default: now).
+        """
+        if self.expires_at <= 0:
+            return False
+        now_s = int(time.time()) if now_s is None else now_s
+        return now_s > self.expires_at // 1000
+
+
+class ParsedAuthorization(NamedTuple):
+    """What :func:`parse_authorization` returns.
+
+    Attributes:
+        token: the decoded :class:`SessionToken`.
+        signature: the signature text as received (``0x`` + hex).
+        raw_message: the token JSON bytes exactly as received (hash these, never a re-serialisation).
+    """
+
+    token: SessionToken
+    signature: str
+    raw_message: bytes
+
+
+def new_session_token(
+    address: str,
+    provider: str,
+    *,
+    generation: int = 0,
+    token_id: int = EPHEMERAL_TOKEN_ID,
+    duration_ms: int | None = None,
+    timestamp_ms: int | None = None,
+    nonce: str | None = None,
+) -> SessionToken:
+    """Build a session token the way the SDK's ``generateSessionToken`` does (user-broker.md 6.1).
+
+    Args:
+        address: the user's checksummed address.
+        provider: the provider's address (kept as given).
+        generation: the account's current generation (``getAccount().generation``; 0 if none).
+        token_id: 255 (ephemeral, default) or 0–254 (persistent API key).
+        duration_ms: lifetime in milliseconds. Ephemeral: default and maximum 24 h; a non-positive
+            value means 24 h. Persistent: ``None``/0/negative = never expires (``expiresAt`` 0).
+        timestamp_ms: creation time in Unix ms (default: now).
+        nonce: the nonce (default: :func:`new_nonce`).
+
+    Returns:
+        The unsigned :class:`SessionToken`.
+
+    Raises:
+        InvalidTokenIdError: ``token_id`` is not an int in 0–255.
+        MalformedTokenError: an ephemeral duration above 24 h, or a negative generation.
+    """
+    if isinstance(token_id, bool) or not isinstance(token_id, int) or not 0 <= token_id <= 255:
+        raise InvalidTokenIdError(f"Invalid tokenId: {token_id}. Must be between 0 and 254")
+    if isinstance(generation, bool) or not isinstance(generation, int) or generation < 0:
+        raise MalformedTokenError(f"generation must be a non-negative int, got {generation!r}")
+    ts = now_ms() if timestamp_ms is None else int(timestamp_ms)
+    if token_id == EPHEMERAL_TOKEN_ID:
+        duration = MAX_EPHEMERAL_DURATION_MS if not duration_ms or duration_ms <= 0 else duration_ms
+        if duration > MAX_EPHEMERAL_DURATION_MS:
+            raise MalformedTokenError(MSG_EPHEMERAL_TOO_LONG)
+        expires_at = ts + int(duration)
+    else:
+        expires_at = ts + int(duration_ms) if duration_ms and duration_ms > 0 else 0
+    return SessionToken(
+        address=address,
+        provider=provider,
+        timestamp=ts,
+        expires_at=expires_at,
+        nonce=new_nonce() if nonce is None else nonce,
+        generation=generation,
+        token_id=token_id,
+    )
+
+
+def _sign_hash(message_hash: bytes, account: LocalAccount) -> str:
+    signed = account.sign_message(encode_defunct(primitive=message_hash))
+    return "0x" + bytes(signed.signature).hex()
+
+
+def sign_session_token(token: SessionToken, account: LocalAccount) -> str:
+    """Sign a token and return the API-key string ``"app-sk-" + base64(raw + "|" + sig)``.
+
+    The signature is EIP-191 personal_sign over the 32 keccak bytes of the raw JSON, ``0x`` + 130
+    lowercase hex characters with v ∈ {27, 28} (user-broker.md 6.2). Signing is deterministic
+    (RFC 6979), so the result reproduces test-vectors.md §1, §2 and C1 byte for byte.
+
+    Args:
+        token: the token to sign (``token.address`` should be ``account.address``).
+        account: the user's eth_account ``LocalAccount``.
+
+    Returns:
+        The API key (no ``Bearer `` prefix; see :func:`authorization_header`). It is a bearer
+        credential: never log it.
+    """
+    raw = token.to_json()
+    signature = _sign_hash(keccak(raw.encode("utf-8")), account)
+    payload = (raw + "|" + signature).encode("utf-8")
+    return API_KEY_PREFIX + base64.b64encode(payload).decode("ascii")
+
+
+def authorization_header(api_key: str) -> str:
+    """``"Bearer " + api_key`` — the ``Authorization`` header value for an ``app-sk-`` key."""
+    return "Bearer " + api_key
+
+
+def _json_int(obj: dict[str, Any], key: str, *, lo: int, hi: int) -> int:
+    value = obj.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MalformedTokenError(
+            f"invalid session token format in Authorization: field {key} is not an integer"
+        )
+    if not lo <= value <= hi:
+        raise MalformedTokenError(
+            f"invalid session token format in Authorization: field {key} out of range"
+        )
+    return value
+
+
+def _json_str(obj: dict[str, Any], key: str) -> str:
+    value = obj.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise MalformedTokenError(
+            f"invalid session token format in Authorization: field {key} is not a string"
+        )
+    return value
+
+
+def parse_authorization(header_or_key: str, *, require_bearer: bool = False) -> ParsedAuthorization:
+    """Decode an ``Authorization`` header (``Bearer app-sk-…``) or a bare API key (``app-sk-…``).
+
+    Follows provider-gateway.md B3 checks 1–4: prefix, standard padded base64, split on the
+    **first** ``|``, JSON object with the §6.1 fields (unknown fields ignored, missing ones 0/"" as
+    in Go; ``tokenId`` must fit uint8, ``generation`` uint64, timestamps int64).
+
+    Args:
+        header_or_key: the header value or the API key.
+        require_bearer: accept only ``Bearer app-sk-…`` (what a provider receives).
+
+    Returns:
+        :class:`ParsedAuthorization` ``(token, signature, raw_message)``.
+
+    Raises:
+        MalformedTokenError: any of checks 1–4 fails (message = the B3 text).
+    """
+    if not isinstance(header_or_key, str):
+        raise MalformedTokenError(MSG_BAD_HEADER)
+    if header_or_key.startswith(BEARER_PREFIX):
+        encoded = header_or_key[len(BEARER_PREFIX) :]
+    elif not require_bearer and header_or_key.startswith(API_KEY_PREFIX):
+        encoded = header_or_key[len(API_KEY_PREFIX) :]
+    else:
+        raise MalformedTokenError(MSG_BAD_HEADER)
+    try:
+        payload = base64.b64decode(encoded.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
+        raise MalformedTokenError(f"invalid base64 in Authorization header: {exc}") from None
+    raw, sep, signature_bytes = payload.partition(b"|")
+    if not sep:
+        raise MalformedTokenError(MSG_BAD_PAYLOAD)
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MalformedTokenError(f"invalid session token format in Authorization: {exc}") from None
+    if not isinstance(obj, dict):
+        raise MalformedTokenError(
+            "invalid session token format in Authorization: not a JSON object"
+        )
+    token = SessionToken(
+        address=_json_str(obj, "address"),
+        provider=_json_str(obj, "provider"),
+        timestamp=_json_int(obj, "timestamp", lo=-(2**63), hi=_INT64_MAX),
+        expires_at=_json_int(obj, "expiresAt", lo=-(2**63), hi=_INT64_MAX),
+        nonce=_json_str(obj, "nonce"),
+        generation=_json_int(obj, "generation", lo=0, hi=_UINT64_MAX),
+        token_id=_json_int(obj, "tokenId", lo=0, hi=255),
+    )
+    try:
+        signature = signature_bytes.decode("ascii")
+    except UnicodeDecodeError:
+        signature = signature_bytes.decode("latin-1")
+    return ParsedAuthorization(token, signature, raw)
+
+
+def recover_token_signer(raw_message: bytes, signature: str) -> str:
+    """Recover the address that signed ``raw_message`` (B3 check 10).
+
+    Args:
+        raw_message: the token JSON bytes exactly as received.
+        signature: ``0x`` + 130 hex characters, v ∈ {27, 28}.
+
+    Returns:
+        The checksummed signer address.
+
+    Raises:
+        TokenSignatureError: not ``0x`` hex (``invalid signature format: …``), not 65 bytes
+            (``invalid signature length``), or v not 27/28.
+    """
+    if not signature.startswith(("0x", "0X")):
+        raise TokenSignatureError("invalid signature format: hex string without 0x prefix")
+    try:
+        sig = bytes.fromhex(signature[2:])
+    except ValueError:
+        raise TokenSignatureError("invalid signature format: invalid hex string") from None
+    if len(sig) != 65:
+        raise TokenSignatureError("invalid signature length")
+    if sig[64] not in (27, 28):
+        raise TokenSignatureError("signature verification failed: invalid recovery id")
+    try:
+        return Account.recover_message(encode_defunct(primitive=keccak(raw_message)), signature=sig)
+    except Exception:  # noqa: BLE001 - any failure of recovery is a bad signature
+        raise TokenSignatureError("signature verification failed: invalid signature") from None
+
+
+def is_token_revoked(revoked_bitmap: int, token_id: int) -> bool:
+    """True when bit ``1 << token_id`` is set in ``revoked_bitmap`` (ids 0–254; 255 never)."""
+    if token_id == EPHEMERAL_TOKEN_ID:
+        return False
+    return bool((int(revoked_bitmap) >> token_id) & 1)
+
+
+def lowest_free_token_id(
+    revoked_bitmap: int, taken: set[int] | frozenset[int] = frozenset()
+) -> int:
+    """The lowest id in 0–254 that is neither revoked in ``revoked_bitmap`` nor in ``taken``.
+
+    The SDK skips only revoked ids (so repeated keys reuse id 0, user-broker.md §13 item 10); pass
+    the ids already issued locally as ``taken`` to avoid that.
+
+    Raises:
+        InvalidTokenIdError: every id is revoked or taken
+            (``API Key limit reached (255). Call revokeAllTokens() to reset.``).
+    """
+    for token_id in range(MAX_PERSISTENT_TOKEN_ID + 1):
+        if token_id not in taken and not is_token_revoked(revoked_bitmap, token_id):
+            return token_id
+    raise InvalidTokenIdError("API Key limit reached (255). Call revokeAllTokens() to reset.")
+
+
+def verify_session_token(
+    authorization: str,
+    *,
+    provider_address: str,
+    account_generation: int | None = None,
+    revoked_bitmap: int = 0,
+    now_s: int | None = None,
+    require_bearer: bool = True,
+) -> ParsedAuthorization:
+    """Validate an ``Authorization`` header as a provider does (provider-gateway.md B3, in order).
+
+    1–4 decode (:func:`parse_authorization`); 5 ``token.provider`` equals ``provider_address``
+    case-insensitively; 6 ephemeral tokens (id 255) have ``expiresAt != 0`` and last ≤ 24 h;
+    7 not expired; 8 generation equals ``account_generation`` and, for ids 0–254, the revocation bit
+    is clear (skipped when ``account_generation`` is ``None``: the account does not exist);
+    10 the signature over the received bytes recovers to ``token.address``. (Check 9, the
+    provider's verified-token cache, is the caller's business.)
+
+    Args:
+        authorization: the header value (``Bearer app-sk-…``; a bare key when ``require_bearer``
+            is False).
+        provider_address: this provider's address.
+        account_generation: the on-chain ``Account.generation`` of (token.address, provider), or
+            ``None`` if the account does not exist.
+        revoked_bitmap: the on-chain ``Account.revokedBitmap`` (int).
+        now_s: current Unix time in seconds (default: now).
+        require_bearer: see :func:`parse_authorization`.
+
+    Returns:
+        The :class:`ParsedAuthorization`; the authenticated user is ``.token.address``.
+
+    Raises:
+        MalformedTokenError, TokenProviderMismatchError, TokenExpiredError,
+        TokenGenerationMismatchError, TokenRevokedError, TokenSignatureError: the first failing
+        check, with the B3 message.
+    """
+    parsed = parse_authorization(authorization, require_bearer=require_bearer)
+    token = parsed.token
+    if token.provider.lower() != provider_address.lower():
+        raise TokenProviderMismatchError(MSG_WRONG_PROVIDER)
+    if token.token_id == EPHEMERAL_TOKEN_ID:
+        if token.expires_at == 0:
+            raise MalformedTokenError(MSG_EPHEMERAL_NO_EXPIRY)
+        if token.expires_at - token.timestamp > MAX_EPHEMERAL_DURATION_MS:
+            raise MalformedTokenError(MSG_EPHEMERAL_TOO_LONG)
+    if token.is_expired(now_s):
+        raise TokenExpiredError(MSG_EXPIRED)
+    if account_generation is not None:
+        if token.generation < account_generation:
+            raise TokenGenerationMismatchError(
+                MSG_GENERATION_EXPIRED,
+                token_generation=token.generation,
+                account_generation=account_generation,
+            )
+        if token.generation > account_generation:
+            raise TokenGenerationMismatchError(
+                MSG_FUTURE_GENERATION,
+                token_generation=token.generation,
+                account_generation=account_generation,
+            )
+        if is_token_revoked(revoked_bitmap, token.token_id):
+            raise TokenRevokedError(MSG_REVOKED)
+    signer = recover_token_signer(parsed.raw_message, parsed.signature)
+    if signer.lower() != token.address.lower():
+        raise TokenSignatureError(MSG_SIGNATURE_MISMATCH)
+    return parsed

@@ -1,0 +1,85 @@
+"""The SQLite fee store: persistence across engines, thread safety, verification log, token ids."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from broker.inference.fee_store import FeeStore, FeeTotals, default_database_url
+from broker.inference.response_signature import VerificationReason, VerificationResult
+
+USER = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+PROVIDER = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+
+
+def test_totals_survive_a_new_engine_on_the_same_file(tmp_path):
+    url = f"sqlite:///{tmp_path / 'sub' / 'inference.db'}"
+    store = FeeStore(url)
+    big = 25 * 10**18  # beyond SQLite's 64-bit integers once summed
+    store.add_fee(USER, PROVIDER, big)
+    assert store.add_fee(USER.lower(), PROVIDER.upper().replace("0X", "0x"), 5) == FeeTotals(
+        big + 5, big + 5, 2
+    )
+    store.set_cached_fee(USER, PROVIDER, 0)
+    store.close()
+
+    reopened = FeeStore(url)
+    assert reopened.get_totals(USER, PROVIDER) == FeeTotals(0, big + 5, 2)
+    assert reopened.get_cached_fee(USER, "0x" + "1" * 40) == 0
+    with pytest.raises(ValueError):
+        reopened.add_fee(USER, PROVIDER, -1)
+    reopened.close()
+
+
+def test_concurrent_adds_lose_nothing(tmp_path):
+    store = FeeStore(f"sqlite:///{tmp_path / 'f.db'}")
+    other = FeeStore(f"sqlite:///{tmp_path / 'f.db'}")  # a second engine, as another process would
+
+    def work(s: FeeStore) -> None:
+        for _ in range(25):
+            s.add_fee(USER, PROVIDER, 3)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in (store, store, other, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.get_totals(USER, PROVIDER) == FeeTotals(300, 300, 100)
+
+
+def test_verification_log_is_bounded_and_newest_first(tmp_path):
+    store = FeeStore(f"sqlite:///{tmp_path / 'v.db'}", max_verifications=3)
+    for i in range(5):
+        store.record_verification(
+            USER, PROVIDER,
+            VerificationResult(i % 2 == 0, VerificationReason.VERIFIED, PROVIDER, f"c{i}", "d"),
+        )  # fmt: skip
+    store.record_verification(
+        USER, "0x" + "2" * 40, VerificationResult(None, VerificationReason.NO_CHAT_ID)
+    )
+    records = store.recent_verifications()
+    assert [r.chat_id for r in records] == [None, "c4", "c3"]
+    only = store.recent_verifications(provider=PROVIDER)
+    assert [(r.chat_id, r.verified) for r in only] == [("c4", True), ("c3", False)]
+    assert only[0].reason is VerificationReason.VERIFIED
+
+
+def test_issued_token_ids_per_generation(tmp_path):
+    store = FeeStore(f"sqlite:///{tmp_path / 't.db'}")
+    store.record_issued_token(USER, PROVIDER, 0, 0, 1, 0)
+    store.record_issued_token(USER, PROVIDER, 0, 0, 1, 0)  # idempotent
+    store.record_issued_token(USER, PROVIDER, 0, 4, 1, 0)
+    store.record_issued_token(USER, PROVIDER, 1, 9, 1, 0)
+    assert store.issued_token_ids(USER.lower(), PROVIDER, 0) == {0, 4}
+    assert store.issued_token_ids(USER, PROVIDER, 1) == {9}
+    assert store.issued_token_ids(USER, PROVIDER, 2) == set()
+
+
+def test_default_url_is_under_zg_home(_isolated_home):
+    assert default_database_url() == f"sqlite:///{_isolated_home / 'inference.db'}"
+    store = FeeStore()
+    store.add_fee(USER, PROVIDER, 1)
+    assert (_isolated_home / "inference.db").exists()
+    assert "inference.db" in repr(store)
+    store.close()

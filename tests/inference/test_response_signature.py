@@ -1,0 +1,205 @@
+"""Response-signature verification (user-broker.md §8.2) against a real loopback HTTP server."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import socket
+
+import httpx
+import pytest
+from eth_account import Account
+from eth_account.messages import encode_defunct
+
+from broker.inference.models import Service
+from broker.inference.response_signature import (
+    VerificationReason,
+    averify_response_signature,
+    recover_text_signer,
+    select_signing_address,
+    signature_url,
+    verify_response_signature,
+)
+
+TEE_KEY = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"
+TEE_ADDR = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+MOCK_TEE_KEY = "0x4c0883a69102937d6231471b5dbb6204fe512961708279b7e1a8d7d7a3c2b9e3"
+MOCK_TEE_ADDR = "0x325744be57db298C2652c672B32Eb12875d92D83"
+C2_TEXT = (
+    "798d46639491d6c18f1779ddfca7da4b672f23a4cb57d66eeae48d9b8ccb6075:"
+    "c0993b73008754c78bb31f82dac937b4ce524866efb1605fc11853cdfd436013"
+)
+C2_SIG = (
+    "0x173f5550c0ab24b6b6d88ed339992373c183bf44f848b20de29994965d2e611948bfeb3c94fd74be89b3ae7c"
+    "bec3514f0d2da69e279c01fa9b037d5942b32b701c"
+)
+
+
+def _service(url: str, **overrides) -> Service:
+    base = {
+        "provider": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8", "service_type": "chatbot", "url": url,
+        "input_price": 1, "output_price": 2, "updated_at": 0, "model": "org/model v1", "verifiability": "TeeML",
+        "additional_info": '{"ProviderType":"decentralized"}', "tee_signer_address": MOCK_TEE_ADDR,
+        "tee_signer_acknowledged": True,
+    }  # fmt: skip
+    base.update(overrides)
+    return Service(**base)
+
+
+def _sign(text: str, key: str) -> str:
+    return "0x" + bytes(Account.sign_message(encode_defunct(text=text), key).signature).hex()
+
+
+def test_vectors_section3_and_c2():
+    assert _sign("example-signed-text", TEE_KEY) == (
+        "0x48c7a4309c5281382240cf8f05fb8609fcb5e0ec5a1f52eeecd73837b33665af5f806197337976a57f8123"
+        "ac746c28b1f43d016ba81f0822feded7226782bee01c"
+    )
+    assert (
+        recover_text_signer("example-signed-text", _sign("example-signed-text", TEE_KEY))
+        == TEE_ADDR
+    )
+    req = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
+    res = b'{"id":"x","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}'
+    assert hashlib.sha256(req).hexdigest() + ":" + hashlib.sha256(res).hexdigest() == C2_TEXT
+    assert _sign(C2_TEXT, MOCK_TEE_KEY) == C2_SIG
+    assert recover_text_signer(C2_TEXT, C2_SIG) == MOCK_TEE_ADDR
+
+
+def test_signature_url_encodes_chat_id_and_model():
+    url = signature_url("http://h:1/", "a/b?c d", "org/model v1")
+    assert url == "http://h:1/v1/proxy/signature/a%2Fb%3Fc%20d?model=org%2Fmodel+v1"
+
+
+def test_valid_signature_verifies(fake_provider):
+    chat_id = "chatcmpl/ü 1"
+    fake_provider.set_signature(
+        chat_id,
+        200,
+        {
+            "text": C2_TEXT,
+            "signature": C2_SIG,
+            "signing_address": MOCK_TEE_ADDR,
+            "signing_algo": "ecdsa",
+        },
+    )
+    result = verify_response_signature(_service(fake_provider.url), chat_id)
+    assert result.verified is True and result.reason is VerificationReason.VERIFIED
+    assert result.signer == MOCK_TEE_ADDR and result.recovered == MOCK_TEE_ADDR
+    path, headers = fake_provider.requests[-1]
+    assert path == "/v1/proxy/signature/chatcmpl%2F%C3%BC%201?model=org%2Fmodel+v1"
+    assert "authorization" not in {k.lower() for k in headers}
+
+
+def test_forged_and_wrong_signer(fake_provider):
+    forged = C2_SIG[:20] + ("1" if C2_SIG[20] != "1" else "2") + C2_SIG[21:]
+    fake_provider.set_signature("forged", 200, {"text": C2_TEXT, "signature": forged})
+    result = verify_response_signature(_service(fake_provider.url), "forged")
+    assert result.verified is False
+    assert result.reason in (
+        VerificationReason.SIGNATURE_MISMATCH,
+        VerificationReason.SIGNATURE_MALFORMED,
+    )
+    # a valid signature by another key (the signing_address field is ignored, as in the SDK)
+    fake_provider.set_signature(
+        "other",
+        200,
+        {"text": C2_TEXT, "signature": _sign(C2_TEXT, TEE_KEY), "signing_address": MOCK_TEE_ADDR},
+    )
+    result = verify_response_signature(_service(fake_provider.url), "other")
+    assert result.verified is False and result.reason is VerificationReason.SIGNATURE_MISMATCH
+    assert result.recovered == TEE_ADDR
+    # text tampered after signing
+    fake_provider.set_signature("tampered", 200, {"text": C2_TEXT + "0", "signature": C2_SIG})
+    assert verify_response_signature(_service(fake_provider.url), "tampered").verified is False
+    fake_provider.set_signature("short", 200, {"text": C2_TEXT, "signature": "0x1234"})
+    result = verify_response_signature(_service(fake_provider.url), "short")
+    assert (result.verified, result.reason) == (False, VerificationReason.SIGNATURE_MALFORMED)
+
+
+def test_http_errors_return_unavailable(fake_provider):
+    fake_provider.set_signature(
+        "gone",
+        400,
+        {"error": "prepare HTTP request: Chat id not found or expired, chat_id_not_found"},
+    )
+    result = verify_response_signature(_service(fake_provider.url), "gone")
+    assert (result.verified, result.reason) == (False, VerificationReason.SIGNATURE_UNAVAILABLE)
+    assert "400" in result.detail and "Chat id not found" in result.detail
+    fake_provider.set_signature("html", 200, b"<html>oops</html>")
+    result = verify_response_signature(_service(fake_provider.url), "html")
+    assert result.reason is VerificationReason.SIGNATURE_UNAVAILABLE
+
+
+def test_unreachable_endpoint_returns_unavailable():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = verify_response_signature(_service(f"http://127.0.0.1:{port}"), "x", timeout=2)
+    assert (result.verified, result.reason) == (False, VerificationReason.SIGNATURE_UNAVAILABLE)
+
+
+@pytest.mark.parametrize(
+    "overrides, reason",
+    [
+        ({"verifiability": ""}, VerificationReason.NOT_VERIFIABLE),
+        ({"verifiability": "teeml"}, VerificationReason.NOT_VERIFIABLE),
+        ({"tee_signer_acknowledged": False}, VerificationReason.SIGNER_NOT_ACKNOWLEDGED),
+        ({"additional_info": ""}, VerificationReason.ADDITIONAL_INFO_MISSING),
+        ({"additional_info": "{not json"}, VerificationReason.ADDITIONAL_INFO_INVALID),
+    ],
+)
+def test_not_verifiable_services_return_false_without_fetching(fake_provider, overrides, reason):
+    result = verify_response_signature(_service(fake_provider.url, **overrides), "id")
+    assert (result.verified, result.reason) == (False, reason)
+    assert fake_provider.requests == []
+
+
+def test_no_chat_id_returns_none(fake_provider):
+    result = verify_response_signature(_service(fake_provider.url), None)
+    assert result.verified is None and result.reason is VerificationReason.NO_CHAT_ID
+    assert verify_response_signature(_service(fake_provider.url), "").verified is None
+
+
+def test_signer_selection_table():
+    target = "0x" + "ab" * 20
+    svc = _service("http://x")
+    cases = [
+        ({"TargetSeparated": True, "TargetTeeAddress": target}, target),
+        (
+            {"TargetSeparated": True, "TargetTeeAddress": target, "ProviderType": "centralized"},
+            MOCK_TEE_ADDR,
+        ),
+        ({"TargetSeparated": True, "TargetTeeAddress": ""}, MOCK_TEE_ADDR),
+        ({"TargetSeparated": "true", "TargetTeeAddress": target}, MOCK_TEE_ADDR),
+        ({"TargetTeeAddress": target}, MOCK_TEE_ADDR),
+        ({"TargetSeparated": True, "TargetTeeAddress": target, "ProviderType": "weird"}, target),
+    ]
+    for info, expected in cases:
+        assert (
+            select_signing_address(dataclasses.replace(svc, additional_info=json.dumps(info)), info)
+            == expected
+        ), info
+
+
+def test_target_separated_signer_is_used(fake_provider):
+    target_key = Account.create()
+    text = "abc:def"
+    fake_provider.set_signature(
+        "sep", 200, {"text": text, "signature": _sign(text, target_key.key)}
+    )
+    info = json.dumps({"TargetSeparated": True, "TargetTeeAddress": target_key.address})
+    result = verify_response_signature(_service(fake_provider.url, additional_info=info), "sep")
+    assert result.verified is True and result.signer == target_key.address
+
+
+async def test_async_variant(fake_provider):
+    fake_provider.set_signature("a1", 200, {"text": C2_TEXT, "signature": C2_SIG})
+    async with httpx.AsyncClient() as client:
+        ok = await averify_response_signature(_service(fake_provider.url), "a1", client=client)
+        missing = await averify_response_signature(
+            _service(fake_provider.url), "nope", client=client
+        )
+    assert ok.verified is True
+    assert (missing.verified, missing.reason) == (False, VerificationReason.SIGNATURE_UNAVAILABLE)
