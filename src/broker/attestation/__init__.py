@@ -1,0 +1,58 @@
+"""broker.attestation: full local verification of a provider's dstack / Intel TDX attestation.
+
+Entry point: :func:`verify_attestation` (one ``/v1/quote`` body) and :func:`fetch_quote_report`.
+The reference SDK only compares unauthenticated JSON fields; here the quote itself is verified
+(signatures, PCK chain to the pinned Intel SGX Root CA, TCB status with dcap-qvl), and the signer,
+event log and compose are tied to it (attestation.md §5).
+"""
+
+from broker.attestation.collateral import (
+    CollateralCache,
+    PccsCollateralFetcher,
+    TcbEvaluation,
+    evaluate_tcb,
+    load_collateral,
+)
+from broker.attestation.errors import (
+    AttestationError,
+    AttestationFetchError,
+    AttestationPolicyError,
+    CollateralError,
+    QuoteFormatError,
+    ReportFormatError,
+)
+from broker.attestation.policy import AttestationPolicy, load_policy
+from broker.attestation.quote import Quote, parse_quote
+from broker.attestation.report import CheckResult, CheckStatus, Verdict, VerificationReport
+from broker.attestation.verifier import (
+    FetchedReport,
+    fetch_quote_report,
+    signer_from_report_data,
+    verify_attestation,
+)
+
+__all__ = [
+    "AttestationError",
+    "AttestationFetchError",
+    "AttestationPolicy",
+    "AttestationPolicyError",
+    "CheckResult",
+    "CheckStatus",
+    "CollateralCache",
+    "CollateralError",
+    "FetchedReport",
+    "PccsCollateralFetcher",
+    "Quote",
+    "QuoteFormatError",
+    "ReportFormatError",
+    "TcbEvaluation",
+    "Verdict",
+    "VerificationReport",
+    "evaluate_tcb",
+    "fetch_quote_report",
+    "load_collateral",
+    "load_policy",
+    "parse_quote",
+    "signer_from_report_data",
+    "verify_attestation",
+]

@@ -1,0 +1,64 @@
+"""The dstack app compose: its hash and the container images it names.
+
+Source: attestation.md §1.6: ``compose_hash = SHA-256(raw bytes of app-compose.json)``, hashed as
+served (``tcb_info.app_compose`` is the file verbatim; never re-serialise it); the compose file itself
+is YAML in the ``docker_compose_file`` key (PyYAML).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import yaml
+
+__all__ = ["ImageRef", "compose_hash", "compose_images"]
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A container image named by a compose service.
+
+    ``reference`` is the text as written (``repo[:tag][@sha256:<hex>]``); ``digest`` the
+    ``sha256:<hex>`` part, or ``None`` when the image is not pinned by digest.
+    """
+
+    service: str
+    reference: str
+    digest: str | None
+
+
+def compose_hash(app_compose: str | bytes) -> str:
+    """Lower-case hex SHA-256 of the app compose text (UTF-8 bytes as served)."""
+    data = app_compose.encode("utf-8") if isinstance(app_compose, str) else bytes(app_compose)
+    return hashlib.sha256(data).hexdigest()
+
+
+def compose_images(app_compose: str) -> list[ImageRef]:
+    """The images of the services in ``app_compose``'s ``docker_compose_file``, in file order.
+
+    Args:
+        app_compose: the raw app-compose.json text.
+    Returns:
+        one :class:`ImageRef` per service with an ``image`` key; ``[]`` when the compose is not JSON,
+        has no ``docker_compose_file``, or that is not a YAML mapping with ``services`` (a compose
+        that cannot be read names no trusted image; callers treat an empty list as "unknown").
+    """
+    try:
+        doc = json.loads(app_compose)
+        compose = (
+            yaml.safe_load(doc.get("docker_compose_file") or "") if isinstance(doc, dict) else None
+        )
+    except (ValueError, yaml.YAMLError):
+        return []
+    services = compose.get("services") if isinstance(compose, dict) else None
+    if not isinstance(services, dict):
+        return []
+    out = []
+    for name, svc in services.items():
+        image = svc.get("image") if isinstance(svc, dict) else None
+        if isinstance(image, str) and image:
+            digest = image.split("@", 1)[1] if "@" in image else None
+            out.append(ImageRef(service=str(name), reference=image, digest=digest))
+    return out

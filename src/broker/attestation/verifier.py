@@ -1,0 +1,694 @@
+"""Full local verification of a provider's dstack/TDX attestation report.
+
+Runs the steps of attestation.md §5.1 in order: recognise the ``/v1/quote`` body, parse the quote,
+check the quote signature, the QE report binding and signature, the PCK chain up to the pinned Intel
+root, the TCB status (dcap-qvl with collateral), the TD attributes, the signer named by the *quote's*
+report_data (never the JSON field alone), the ``ZG-Quote-Signature`` header, the RTMR replay of the
+event log, the compose hash, MRCONFIGID, the user's allowlists and the quote age. Each step becomes a
+:class:`~broker.attestation.report.CheckResult`; the verdict fails closed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dcap_qvl
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_utils import keccak, to_checksum_address
+
+from broker.attestation.collateral import (
+    TcbEvaluationError,
+    evaluate_tcb,
+    load_collateral,
+)
+from broker.attestation.compose import compose_hash, compose_images
+from broker.attestation.errors import (
+    AttestationFetchError,
+    CollateralError,
+    QuoteFormatError,
+    ReportFormatError,
+)
+from broker.attestation.eventlog import (
+    app_events,
+    parse_event_log,
+    replay_event_log,
+    system_event,
+)
+from broker.attestation.pck import PckChain, PckChainError, load_root_ca, verify_pck_chain
+from broker.attestation.policy import AttestationPolicy
+from broker.attestation.quote import Quote, parse_quote, split_pem_chain
+from broker.attestation.report import CheckStatus, VerificationReport
+from broker.attestation.report_formats import (
+    AttestationReportBody,
+    ReportKind,
+    parse_report_body,
+)
+from broker.attestation.signature import (
+    SignatureCheckError,
+    verify_qe_report_binding,
+    verify_qe_report_signature,
+    verify_quote_signature,
+)
+
+__all__ = [
+    "QUOTE_SIGNATURE_HEADER",
+    "FetchedReport",
+    "fetch_quote_report",
+    "signer_from_report_data",
+    "verify_attestation",
+]
+
+QUOTE_SIGNATURE_HEADER = "ZG-Quote-Signature"
+"""Response header of newer providers: EIP-191 signature of keccak256(body) by the TEE signer."""
+
+PASSED, FAILED, SKIPPED = CheckStatus.PASSED, CheckStatus.FAILED, CheckStatus.SKIPPED
+_ADDR_ASCII = re.compile(rb"^0x[0-9a-fA-F]{40}$")
+
+
+@dataclass(frozen=True)
+class FetchedReport:
+    """A downloaded report: the exact ``body`` bytes, the ``ZG-Quote-Signature`` header (or
+    ``None``), and the ``url`` fetched."""
+
+    body: bytes
+    quote_signature: str | None
+    url: str
+
+
+def fetch_quote_report(
+    url: str,
+    *,
+    client: httpx.Client | None = None,
+    timeout: float = 30.0,
+    path: str = "/v1/quote",
+    params: dict[str, str] | None = None,
+) -> FetchedReport:
+    """``GET {url}{path}`` and keep the raw body (provider-gateway.md B8; attestation.md §1.1).
+
+    Args:
+        url: the service URL from the chain (``Service.url``), without a trailing path.
+        client: an ``httpx.Client`` to reuse (not closed here).
+        timeout: seconds.
+        path: ``/v1/quote`` or the separated LLM report path.
+        params: query parameters (e.g. ``{"model": ...}``).
+    Returns:
+        :class:`FetchedReport`.
+    Raises:
+        AttestationFetchError: network error or a non-2xx answer.
+    """
+    target = url.rstrip("/") + path
+    own = client is None
+    client = client or httpx.Client(follow_redirects=True)
+    try:
+        resp = client.get(target, params=params, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise AttestationFetchError(f"GET {target} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if own:
+            client.close()
+    if not 200 <= resp.status_code < 300:
+        raise AttestationFetchError(f"GET {target} answered HTTP {resp.status_code}")
+    return FetchedReport(resp.content, resp.headers.get(QUOTE_SIGNATURE_HEADER), target)
+
+
+def signer_from_report_data(report_data: bytes) -> tuple[str | None, str]:
+    """Read the TEE signer address from a quote's 64-byte REPORTDATA (attestation.md §1.3).
+
+    Layouts: v1 binary (``rd[52:56] == be32(1)``, ``rd[56:64]`` zero: address ``rd[32:52]``,
+    X25519 ``enc_pub`` ``rd[0:32]``), or legacy ASCII (``"0x"`` + 40 hex in ``rd[0:42]``, rest zero).
+
+    Returns:
+        ``(address_eip55 | None, layout)`` with layout ``"v1"``, ``"legacy"`` or ``"unknown"``.
+    """
+    rd = bytes(report_data)
+    if len(rd) == 64 and rd[52:56] == b"\x00\x00\x00\x01" and not any(rd[56:]):
+        return to_checksum_address(rd[32:52]), "v1"
+    if len(rd) == 64 and _ADDR_ASCII.match(rd[:42]) and not any(rd[42:]):
+        return to_checksum_address(rd[:42].decode()), "legacy"
+    return None, "unknown"
+
+
+def _now(now: datetime | float | None) -> datetime:
+    if now is None:
+        return datetime.now(UTC)
+    if isinstance(now, datetime):
+        return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+    return datetime.fromtimestamp(int(now), UTC)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _canonical(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _payload_text(payload: bytes) -> str:
+    """An event payload as text when it is printable UTF-8, else as hex."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return payload.hex()
+    return text if text.isprintable() else payload.hex()
+
+
+class _Run:
+    """State of one verification (internal)."""
+
+    def __init__(
+        self,
+        report: VerificationReport,
+        policy: AttestationPolicy,
+        now: datetime,
+        root_ca: Any,
+    ) -> None:
+        self.r = report
+        self.policy = policy
+        self.now = now
+        self.root_ca = root_ca
+        self.quote: Quote | None = None
+        self.chain: PckChain | None = None
+
+    # -- quote crypto -------------------------------------------------------------------------
+    def crypto(self, quote: Quote) -> None:
+        r = self.r
+        try:
+            verify_quote_signature(quote)
+            r.add("quote_signature", PASSED, "quote body signed by the attestation key")
+        except SignatureCheckError as exc:
+            r.add("quote_signature", FAILED, str(exc))
+        try:
+            verify_qe_report_binding(quote)
+            r.add("qe_report_binding", PASSED, "QE report_data binds the attestation key")
+        except SignatureCheckError as exc:
+            r.add("qe_report_binding", FAILED, str(exc))
+        leaf_key = None
+        try:
+            leaf = x509.load_pem_x509_certificate(split_pem_chain(quote.pck_chain_pem)[0].encode())
+            leaf_key = leaf.public_key()
+        except (ValueError, IndexError):
+            pass
+        if not isinstance(leaf_key, ec.EllipticCurvePublicKey):
+            r.add("qe_report_signature", FAILED, "PCK leaf certificate missing or not an EC key")
+        else:
+            try:
+                verify_qe_report_signature(quote, leaf_key)
+                r.add("qe_report_signature", PASSED, "QE report signed by the PCK leaf key")
+            except SignatureCheckError as exc:
+                r.add("qe_report_signature", FAILED, str(exc))
+        try:
+            self.chain = verify_pck_chain(quote.pck_chain_pem, now=self.now, root_ca=self.root_ca)
+            r.evidence["fmspc"] = self.chain.sgx.fmspc
+            r.add(
+                "pck_chain",
+                PASSED,
+                "PCK chain verifies up to the "
+                + ("pinned Intel SGX Root CA" if self.root_ca is None else "injected root CA"),
+                fmspc=self.chain.sgx.fmspc,
+                ca=self.chain.ca_type,
+                leaf_serial=format(self.chain.leaf.serial_number, "x"),
+            )
+        except PckChainError as exc:
+            r.add("pck_chain", FAILED, str(exc))
+
+    # -- TCB ----------------------------------------------------------------------------------
+    def tcb(self, quote: Quote, collateral: Any) -> None:
+        r, required = self.r, self.policy.require_tcb
+        if collateral is None:
+            r.add(
+                "tcb_status",
+                SKIPPED,
+                "no collateral given: TCB status not evaluated",
+                required=required,
+            )
+            return
+        try:
+            if hasattr(collateral, "get_collateral"):
+                if self.chain is not None:
+                    fmspc, ca = self.chain.sgx.fmspc, self.chain.ca_type
+                else:
+                    parsed = dcap_qvl.parse_quote(quote.raw)
+                    fmspc, ca = parsed.fmspc(), parsed.ca()
+                col = collateral.get_collateral(fmspc, ca, now=self.now)
+            else:
+                col = load_collateral(collateral)
+        except (CollateralError, ValueError, RuntimeError) as exc:
+            r.add("tcb_status", SKIPPED, f"collateral unavailable: {exc}", required=required)
+            return
+        root_der = None
+        if self.root_ca is not None:
+            root_der = load_root_ca(self.root_ca).public_bytes(serialization.Encoding.DER)
+        try:
+            ev = evaluate_tcb(quote.raw, col, now=self.now, root_ca_der=root_der)
+        except TcbEvaluationError as exc:
+            reason = str(exc)
+            status = "Revoked" if "revoked" in reason.lower() else None
+            r.tcb_status = status
+            r.add(
+                "tcb_status",
+                FAILED,
+                f"DCAP verification refused the quote: {reason}",
+                required=required,
+            )
+            return
+        r.tcb_status, r.advisory_ids = ev.status, list(ev.advisory_ids)
+        details = {
+            "tcb_status": ev.status,
+            "advisory_ids": list(ev.advisory_ids),
+            "collateral_expiry": ev.collateral_expiry.isoformat() if ev.collateral_expiry else None,
+        }
+        rejected = sorted(set(ev.advisory_ids) & self.policy.rejected_advisory_ids)
+        if ev.status not in self.policy.accepted_tcb_statuses:
+            r.add(
+                "tcb_status",
+                FAILED,
+                f"TCB status {ev.status} is not accepted",
+                required=required,
+                **details,
+            )
+        elif rejected:
+            r.add(
+                "tcb_status",
+                FAILED,
+                f"rejected advisories: {', '.join(rejected)}",
+                required=required,
+                **details,
+            )
+        else:
+            r.add("tcb_status", PASSED, f"TCB status {ev.status}", required=required, **details)
+
+    # -- TD attributes and signer -------------------------------------------------------------
+    def td_attributes(self, quote: Quote) -> None:
+        body, problems = quote.body, []
+        if body.is_debug:
+            problems.append("TD debug attribute is set")
+        if any(body.mr_signer_seam):
+            problems.append("MRSIGNERSEAM is not zero (TDX module not signed by Intel)")
+        if body.mr_service_td is not None and any(body.mr_service_td):
+            problems.append("MRSERVICETD is not zero")
+        if problems:
+            self.r.add("td_attributes", FAILED, "; ".join(problems))
+        else:
+            self.r.add("td_attributes", PASSED, "not debug; Intel TDX module; no service TD")
+
+    def signer(
+        self,
+        quote: Quote,
+        body: AttestationReportBody,
+        expected_signer: str | None,
+        raw_body: bytes | None,
+        header_sig: str | None,
+    ) -> None:
+        r, rd = self.r, quote.body.report_data
+        address, layout = signer_from_report_data(rd)
+        r.signer = address
+        required = self.policy.require_signer
+        if address is None:
+            r.add(
+                "report_data_signer",
+                FAILED,
+                "the quote's report_data does not carry a 0G signer address "
+                "(neither the legacy ASCII nor the v1 binary layout)",
+                required=required,
+            )
+        elif expected_signer is None:
+            r.add(
+                "report_data_signer",
+                SKIPPED,
+                f"no expected signer given; quote names {address}",
+                required=required,
+                layout=layout,
+            )
+        elif address.lower() != expected_signer.lower():
+            r.add(
+                "report_data_signer",
+                FAILED,
+                f"quote names signer {address}, expected {to_checksum_address(expected_signer)}",
+                required=required,
+                layout=layout,
+            )
+        else:
+            r.add(
+                "report_data_signer",
+                PASSED,
+                f"quote names signer {address}",
+                required=required,
+                layout=layout,
+            )
+
+        if body.report_data is None:
+            r.add("report_data_json", SKIPPED, "report has no report_data field", required=False)
+        elif body.report_data.ljust(64, b"\x00") != rd:
+            r.add(
+                "report_data_json",
+                FAILED,
+                "the JSON report_data differs from the quote's report_data",
+                required=False,
+            )
+        else:
+            r.add("report_data_json", PASSED, "JSON report_data equals the quote's", required=False)
+
+        if header_sig is None or raw_body is None:
+            why = "no ZG-Quote-Signature header" if header_sig is None else "raw body not available"
+            r.add("quote_response_signature", SKIPPED, why, required=False)
+            return
+        try:
+            digest = keccak(raw_body)
+            recovered = Account.recover_message(
+                encode_defunct(primitive=digest), signature=header_sig
+            )
+        except Exception as exc:  # noqa: BLE001 - eth_account raises many types on malformed input
+            r.add(
+                "quote_response_signature",
+                FAILED,
+                f"malformed ZG-Quote-Signature: {type(exc).__name__}",
+                required=False,
+            )
+            return
+        if address is not None and recovered.lower() == address.lower():
+            r.add(
+                "quote_response_signature",
+                PASSED,
+                "response body signed by the attested signer",
+                required=False,
+            )
+        else:
+            r.add(
+                "quote_response_signature",
+                FAILED,
+                f"ZG-Quote-Signature recovers to {recovered}, not the attested signer",
+                required=False,
+            )
+
+    # -- event log and compose ----------------------------------------------------------------
+    def measurements(self, quote: Quote, body: AttestationReportBody) -> None:
+        r = self.r
+        raw_log = body.event_log
+        if raw_log in (None, "", []) and body.tcb_info is not None:
+            raw_log = body.tcb_info.get("event_log")
+        if raw_log in (None, "", []):
+            r.add("rtmr3_replay", SKIPPED, "report has no event log")
+            r.add("compose_hash", SKIPPED, "report has no event log")
+            return
+        r.evidence["event_log_sha256"] = _sha256(_canonical(raw_log))
+        try:
+            events = parse_event_log(raw_log)
+        except ReportFormatError as exc:
+            r.add("rtmr3_replay", FAILED, str(exc))
+            r.add("compose_hash", SKIPPED, "event log unreadable")
+            return
+        replay = replay_event_log(events)
+        rtmrs = quote.body.rtmrs
+        if replay.rtmrs[3] != rtmrs[3]:
+            r.add(
+                "rtmr3_replay",
+                FAILED,
+                "replayed RTMR3 differs from the quote's: the event log is not the measured one",
+                replayed=replay.rtmrs[3].hex(),
+            )
+        elif replay.errors:
+            r.add("rtmr3_replay", FAILED, "; ".join(replay.errors))
+        else:
+            r.add("rtmr3_replay", PASSED, "event log replays to the quote's RTMR3")
+        if replay.boot_digests_missing:
+            r.add("rtmr0_2_replay", SKIPPED, "boot event digests absent", required=False)
+        else:
+            bad = [f"RTMR{i}" for i in range(3) if replay.rtmrs[i] != rtmrs[i]]
+            if bad:
+                r.add("rtmr0_2_replay", FAILED, f"replayed {', '.join(bad)} differ from the quote")
+            else:
+                r.add("rtmr0_2_replay", PASSED, "boot events replay to RTMR0-2", required=False)
+
+        facts = {}
+        for name in ("app-id", "instance-id", "key-provider", "os-image-hash", "storage-fs"):
+            ev = system_event(events, name)
+            if ev is not None:
+                text = name in ("key-provider", "storage-fs")
+                facts[name.replace("-", "_")] = (
+                    _payload_text(ev.payload) if text else ev.payload.hex()
+                )
+        apps = [f"{e.event}={_payload_text(e.payload)}" for e in app_events(events)]
+        event = system_event(events, "compose-hash")
+        app_compose = (body.tcb_info or {}).get("app_compose")
+        if event is None:
+            r.add("compose_hash", FAILED, "no compose-hash event before system-ready")
+        elif not isinstance(app_compose, str):
+            r.add(
+                "compose_hash",
+                SKIPPED,
+                "tcb_info.app_compose absent: compose cannot be checked",
+                event_compose_hash=event.payload.hex(),
+            )
+        else:
+            computed = compose_hash(app_compose)
+            r.evidence["app_compose_sha256"] = computed
+            r.images = [img.reference for img in compose_images(app_compose)]
+            if computed != event.payload.hex():
+                r.add(
+                    "compose_hash",
+                    FAILED,
+                    "sha256(app_compose) differs from the compose-hash event",
+                    computed=computed,
+                    event=event.payload.hex(),
+                    **facts,
+                )
+            else:
+                r.compose_hash = computed
+                r.add(
+                    "compose_hash",
+                    PASSED,
+                    f"app_compose hashes to {computed}",
+                    app_events=apps,
+                    **facts,
+                )
+
+        cfg = quote.body.mr_config_id
+        if not any(cfg):
+            r.add("mr_config_id", SKIPPED, "MRCONFIGID not used (all zero)", required=False)
+        elif cfg[0] == 1 and event is not None:
+            if cfg[1:33] == event.payload and not any(cfg[33:]):
+                r.add("mr_config_id", PASSED, "MRCONFIGID v1 names the compose hash")
+            else:
+                r.add(
+                    "mr_config_id",
+                    FAILED,
+                    "MRCONFIGID v1 does not name the compose-hash event's hash",
+                )
+        else:
+            r.add(
+                "mr_config_id", SKIPPED, f"MRCONFIGID version {cfg[0]} not checked", required=False
+            )
+
+    # -- policy -------------------------------------------------------------------------------
+    def allowlists(self, quote: Quote) -> None:
+        p, r, b = self.policy, self.r, quote.body
+        for name, allowed, value in (
+            ("policy_mrtd", p.allowed_mrtd, b.mr_td),
+            ("policy_rtmr0", p.allowed_rtmr0, b.rt_mr0),
+            ("policy_rtmr1", p.allowed_rtmr1, b.rt_mr1),
+            ("policy_rtmr2", p.allowed_rtmr2, b.rt_mr2),
+        ):
+            if allowed:
+                ok = value.hex() in allowed
+                r.add(
+                    name,
+                    PASSED if ok else FAILED,
+                    f"{value.hex()} {'is' if ok else 'is not'} allowed",
+                )
+        if p.allowed_compose_hashes:
+            if r.compose_hash is None:
+                r.add("policy_compose_hash", SKIPPED, "compose hash not established")
+            else:
+                ok = r.compose_hash in p.allowed_compose_hashes
+                r.add(
+                    "policy_compose_hash",
+                    PASSED if ok else FAILED,
+                    f"compose hash {'is' if ok else 'is not'} allowed",
+                )
+        if p.allowed_image_digests:
+            if r.compose_hash is None or not r.images:
+                r.add(
+                    "policy_image_digests",
+                    SKIPPED,
+                    "images not established from a verified compose",
+                )
+            else:
+                bad = [
+                    ref
+                    for ref in r.images
+                    if "@" not in ref or ref.split("@", 1)[1].lower() not in p.allowed_image_digests
+                ]
+                if bad:
+                    r.add("policy_image_digests", FAILED, f"images not allowed: {', '.join(bad)}")
+                else:
+                    r.add(
+                        "policy_image_digests", PASSED, "every image is pinned by an allowed digest"
+                    )
+
+    def quote_age(self, doc: Any) -> None:
+        r, limit = self.r, self.policy.max_quote_age_s
+        ts = doc.get("timestamp") if isinstance(doc, dict) else None
+        if isinstance(ts, int | float) and not isinstance(ts, bool):
+            ts_s = int(ts / 1000) if ts > 10**11 else int(ts)  # accept milliseconds too
+            r.quote_age_s = int(self.now.timestamp()) - ts_s
+            r.quote_age_source = "report timestamp (unauthenticated)"
+        else:
+            r.quote_age_source = "unknown: a TDX quote carries no timestamp"
+        if limit is None:
+            return
+        if r.quote_age_s is None:
+            r.add("quote_age", SKIPPED, f"quote age unknown; policy requires at most {limit} s")
+        elif r.quote_age_s > limit or r.quote_age_s < -300:
+            r.add("quote_age", FAILED, f"quote age {r.quote_age_s} s outside 0..{limit} s")
+        else:
+            r.add("quote_age", PASSED, f"quote age {r.quote_age_s} s")
+
+
+def verify_attestation(
+    report_json: dict[str, Any] | bytes | str,
+    *,
+    expected_signer: str | None,
+    collateral: Any = None,
+    now: datetime | int | None = None,
+    policy: AttestationPolicy | None = None,
+    root_ca: Any = None,
+    output_dir: str | Path | None = None,
+    quote_signature: str | None = None,
+    file_prefix: str = "",
+    provider: str | None = None,
+    url: str | None = None,
+) -> VerificationReport:
+    """Verify a ``/v1/quote`` report locally (attestation.md §5.1).
+
+    Args:
+        report_json: the body exactly as received (bytes; needed for ``quote_signature``) or parsed.
+        expected_signer: the on-chain ``teeSignerAddress`` (or ``TargetTeeAddress``) to find in the
+            quote's report_data; ``None`` skips the comparison (the verdict is then not verified
+            unless ``policy.require_signer`` is False).
+        collateral: ``None`` (TCB check skipped), offline collateral (``QuoteCollateralV3``, dict,
+            JSON text, ``Path``), or a source with ``get_collateral(fmspc, ca, *, now)`` such as
+            :class:`~broker.attestation.collateral.PccsCollateralFetcher`.
+        now: verification time (datetime or Unix seconds); default the current time.
+        policy: :class:`AttestationPolicy`; default: require TCB and signer, no allowlists.
+        root_ca: trust-root override for tests (certificate, DER or PEM); default the pinned Intel
+            SGX Root CA.
+        output_dir: when given, ``<prefix>attestation_report.json`` (raw body), ``<prefix>quote.bin``
+            and ``<prefix>verification_report.json`` are written there (created if needed).
+        quote_signature: the ``ZG-Quote-Signature`` response header, if any.
+        file_prefix: prefix of the file names (``"broker_"``, ``"llm_"``).
+        provider, url: context recorded in the report.
+    Returns:
+        :class:`VerificationReport`; failures are checks, not exceptions.
+    Raises:
+        OSError: ``output_dir`` cannot be written.
+    """
+    policy = policy or AttestationPolicy()
+    now_dt = _now(now)
+    raw_body: bytes | None
+    if isinstance(report_json, bytes | bytearray):
+        raw_body = bytes(report_json)
+    elif isinstance(report_json, str):
+        raw_body = report_json.encode()
+    else:
+        raw_body = None
+    report = VerificationReport(tee="unknown", report_format="unknown", provider=provider, url=url)
+    report.verified_at = int(now_dt.timestamp())
+    quote_bytes: bytes | None = None
+    try:
+        doc: Any = json.loads(raw_body) if raw_body is not None else report_json
+    except ValueError:
+        doc = None
+    report.evidence["report_body_sha256"] = _sha256(
+        raw_body if raw_body is not None else _canonical(report_json)
+    )
+    run = _Run(report, policy, now_dt, root_ca)
+    try:
+        try:
+            body = parse_report_body(doc if doc is not None else (raw_body or b""))
+        except ReportFormatError as exc:
+            report.add("report_format", FAILED, str(exc))
+            return report
+        report.report_format = body.format
+        if body.kind is ReportKind.NO_TEE:
+            report.tee = "none"
+            report.add("tee_present", SKIPPED, f"no TEE: {body.reason}")
+            return report
+        if body.kind is ReportKind.UNSUPPORTED:
+            report.tee = "unsupported"
+            report.add("report_format", SKIPPED, body.reason)
+            return report
+        report.tee = "tdx"
+        report.add("report_format", PASSED, f"{body.format} report")
+        assert body.quote is not None
+        quote_bytes = body.quote
+        try:
+            quote = parse_quote(body.quote)
+        except QuoteFormatError as exc:
+            report.add("quote_structure", FAILED, str(exc))
+            return report
+        quote_bytes = quote.raw
+        b = quote.body
+        report.evidence.update(
+            quote_sha256=_sha256(quote.raw),
+            mrtd=b.mr_td.hex(),
+            rtmr0=b.rt_mr0.hex(),
+            rtmr1=b.rt_mr1.hex(),
+            rtmr2=b.rt_mr2.hex(),
+            rtmr3=b.rt_mr3.hex(),
+            mr_config_id=b.mr_config_id.hex(),
+            report_data=b.report_data.hex(),
+        )
+        report.add(
+            "quote_structure",
+            PASSED,
+            f"TDX quote v{quote.version}, TD {'1.5' if quote.body_type == 3 else '1.0'} body",
+            zero_tail=quote.tail_len,
+        )
+        run.crypto(quote)
+        run.tcb(quote, collateral)
+        run.td_attributes(quote)
+        run.signer(quote, body, expected_signer, raw_body, quote_signature)
+        run.measurements(quote, body)
+        run.allowlists(quote)
+        run.quote_age(doc)
+        return report
+    finally:
+        if output_dir is not None:
+            _save(report, Path(output_dir), file_prefix, raw_body, report_json, quote_bytes)
+
+
+def _save(
+    report: VerificationReport,
+    out: Path,
+    prefix: str,
+    raw_body: bytes | None,
+    report_json: Any,
+    quote_bytes: bytes | None,
+) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    body_file = out / f"{prefix}attestation_report.json"
+    body_file.write_bytes(raw_body if raw_body is not None else json.dumps(report_json).encode())
+    report.files.append(str(body_file))
+    if quote_bytes is not None:
+        quote_file = out / f"{prefix}quote.bin"
+        quote_file.write_bytes(quote_bytes)
+        report.files.append(str(quote_file))
+    result_file = out / f"{prefix}verification_report.json"
+    report.files.append(str(result_file))
+    result_file.write_text(report.to_json())

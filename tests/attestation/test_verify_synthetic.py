@@ -1,0 +1,362 @@
+"""verify_attestation on a synthetic Intel-like attestation: a passing report, and one test per
+class of tampering asserting exactly which check fails (attestation.md §5.3 item 2)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+import pytest
+from attestation_synth import (
+    NOW,
+    Pki,
+    default_app_compose,
+    default_event_log,
+    runtime_event,
+    v1_report_data,
+)
+
+from broker.attestation import AttestationPolicy, Verdict, verify_attestation
+from broker.attestation.report import CheckStatus
+
+NO_TCB = AttestationPolicy(require_tcb=False)
+REQUIRED_PASS = [
+    "report_format",
+    "quote_structure",
+    "quote_signature",
+    "qe_report_binding",
+    "qe_report_signature",
+    "pck_chain",
+    "td_attributes",
+    "report_data_signer",
+    "rtmr3_replay",
+    "compose_hash",
+]
+
+
+def _verify(synth, body, *, policy=NO_TCB, signer=None, **kw):
+    kw.setdefault("root_ca", synth.pki.root_der)
+    kw.setdefault("now", NOW)
+    return verify_attestation(
+        json.dumps(body).encode(), expected_signer=signer or synth.signer, policy=policy, **kw
+    )
+
+
+def _failed(report) -> set[str]:
+    return {c.name for c in report.failed_checks}
+
+
+def _flip(hex_quote: str, offset: int) -> str:
+    raw = bytearray(bytes.fromhex(hex_quote))
+    raw[offset] ^= 0x01
+    return raw.hex()
+
+
+def test_untampered_report_passes_every_check(synth, tmp_path):
+    body = synth.report()
+    report = _verify(synth, body, output_dir=tmp_path)
+    statuses = {c.name: c.status for c in report.checks}
+    for name in REQUIRED_PASS + ["report_data_json", "rtmr0_2_replay", "mr_config_id"]:
+        assert statuses[name] is CheckStatus.PASSED, (name, report.check(name))
+    assert report.verdict is Verdict.VERIFIED and report.verified
+    assert report.signer == synth.signer
+    assert report.compose_hash == hashlib.sha256(default_app_compose().encode()).hexdigest()
+    assert report.images == [f"0gfoundation/0g-serving-broker@sha256:{'ab' * 32}"]
+    assert (
+        report.evidence["quote_sha256"] == hashlib.sha256(bytes.fromhex(body["quote"])).hexdigest()
+    )
+    assert report.evidence["fmspc"] == "00906EA10000"
+    # the output folder holds the raw report, the quote and the result JSON
+    saved = json.loads((tmp_path / "verification_report.json").read_text())
+    assert saved["verdict"] == "verified"
+    assert (tmp_path / "attestation_report.json").read_bytes() == json.dumps(body).encode()
+    assert (tmp_path / "quote.bin").read_bytes() == bytes.fromhex(body["quote"])
+
+
+def test_default_policy_does_not_pass_without_tcb(synth):
+    report = _verify(synth, synth.report(), policy=None)
+    tcb = report.check("tcb_status")
+    assert tcb.status is CheckStatus.SKIPPED and tcb.required
+    assert not report.failed_checks
+    assert report.verdict is Verdict.NOT_VERIFIED
+
+
+def test_production_root_rejects_synthetic_chain(synth):
+    report = _verify(synth, synth.report(), root_ca=None)
+    assert _failed(report) == {"pck_chain"}
+    assert "does not verify up to the trusted root" in report.check("pck_chain").reason
+    assert report.verdict is Verdict.FAILED
+
+
+def test_v5_quote_and_v1_report_data_layout(synth):
+    body = synth.report(version=5, report_data=v1_report_data(synth.signer))
+    report = _verify(synth, body)
+    assert report.verdict is Verdict.VERIFIED, [c.to_dict() for c in report.failed_checks]
+    assert report.check("quote_structure").reason.startswith("TDX quote v5, TD 1.5")
+    assert report.check("report_data_signer").details["layout"] == "v1"
+
+
+def test_zero_tail_is_tolerated_and_nonzero_tail_fails(synth):
+    body = synth.report()
+    body["quote"] += "00" * 70
+    assert _verify(synth, body).verdict is Verdict.VERIFIED
+    body["quote"] += "01"
+    report = _verify(synth, body)
+    assert _failed(report) == {"quote_structure"}
+    assert report.verdict is Verdict.FAILED
+
+
+def test_tampered_body_byte_fails_quote_signature(synth):
+    body = synth.report()
+    body["quote"] = _flip(body["quote"], 64)  # MRSEAM
+    assert _failed(_verify(synth, body)) == {"quote_signature"}
+
+
+def test_tampered_quote_signature_fails(synth):
+    body = synth.report()
+    body["quote"] = _flip(body["quote"], 636 + 10)
+    assert _failed(_verify(synth, body)) == {"quote_signature"}
+
+
+def test_tampered_qe_report_fails_qe_signature(synth):
+    body = synth.report()
+    body["quote"] = _flip(body["quote"], 636 + 134 + 0)  # QE CPUSVN
+    assert _failed(_verify(synth, body)) == {"qe_report_signature"}
+
+
+def test_foreign_attestation_key_fails_qe_binding(synth):
+    # A QE report (validly signed by the PCK key) that binds a different attestation key.
+    body = synth.report(
+        quote=None, qe_report_data=hashlib.sha256(b"other key").digest() + bytes(32)
+    )
+    assert _failed(_verify(synth, body)) == {"qe_report_binding"}
+
+
+def test_forged_intermediate_fails_pck_chain(synth):
+    forged = Pki.create()
+    # the same leaf key, certified by an intermediate that the trusted root never signed
+    leaf = Pki.issue_leaf(synth.pki.leaf_key, forged.inter_key)
+    from cryptography.hazmat.primitives import serialization
+
+    pem = b"".join(
+        c.public_bytes(serialization.Encoding.PEM) for c in (leaf, forged.inter, synth.pki.root)
+    )
+    body = synth.report(chain_pem=pem.decode())
+    report = _verify(synth, body)
+    assert _failed(report) == {"pck_chain"}
+    assert report.check("qe_report_signature").status is CheckStatus.PASSED
+
+
+def test_expired_leaf_fails_pck_chain(synth):
+    from datetime import UTC, datetime
+
+    report = _verify(synth, synth.report(), now=datetime(2031, 1, 1, tzinfo=UTC))
+    assert _failed(report) == {"pck_chain"}
+
+
+def test_wrong_signer_in_report_data_fails_signer_check(synth):
+    other = "0x" + "12" * 20
+    body = synth.report(report_data=other.encode().ljust(64, b"\x00"))
+    report = _verify(synth, body)
+    assert _failed(report) == {"report_data_signer"}
+    assert report.signer.lower() == other
+
+
+def test_json_report_data_cannot_override_the_quote(synth):
+    # The quote names another signer; the unauthenticated JSON field names the expected one.
+    other = "0x" + "12" * 20
+    body = synth.report(
+        report_data=other.encode().ljust(64, b"\x00"),
+        json_report_data=synth.signer.encode().ljust(64, b"\x00"),
+    )
+    report = _verify(synth, body)
+    assert _failed(report) == {"report_data_signer", "report_data_json"}
+
+
+def test_tampered_event_log_fails_rtmr3(synth):
+    chash = hashlib.sha256(default_app_compose().encode()).digest()
+    measured = default_event_log(chash)
+    shown = json.loads(json.dumps(measured))
+    key_provider = next(e for e in shown if e["event"] == "key-provider")
+    key_provider["event_payload"] = b'{"name":"kms","id":"01"}'.hex()
+    key_provider["digest"] = ""
+    report = _verify(synth, synth.report(measured_log=measured, event_log=shown))
+    assert _failed(report) == {"rtmr3_replay"}
+
+
+def test_empty_runtime_digests_still_replay(synth):
+    chash = hashlib.sha256(default_app_compose().encode()).digest()
+    measured = default_event_log(chash)
+    shown = json.loads(json.dumps(measured))
+    for ev in shown:
+        if ev["imr"] == 3:
+            ev["digest"] = ""
+    assert _verify(synth, synth.report(measured_log=measured, event_log=shown)).verified
+
+
+def test_tampered_app_compose_fails_compose_hash(synth):
+    body = synth.report()
+    tcb = json.loads(body["tcb_info"])
+    tcb["app_compose"] = default_app_compose(image="evil/broker:latest")
+    body["tcb_info"] = json.dumps(tcb)
+    report = _verify(synth, body)
+    assert _failed(report) == {"compose_hash"}
+
+
+def test_compose_hash_event_after_system_ready_is_ignored(synth):
+    evil = default_app_compose(image="evil/broker:latest")
+    evil_hash = hashlib.sha256(evil.encode()).digest()
+    honest = hashlib.sha256(default_app_compose().encode()).digest()
+    # the measured log is honest, plus an app event re-declaring compose-hash after system-ready
+    measured = default_event_log(honest, app_events=[("compose-hash", evil_hash)])
+    body = synth.report(app_compose=evil, measured_log=measured, mr_config_v1=False)
+    report = _verify(synth, body)
+    assert _failed(report) == {"compose_hash"}
+
+
+def test_compose_hash_only_after_system_ready_is_not_trusted(synth):
+    chash = hashlib.sha256(default_app_compose().encode()).digest()
+    log = [e for e in default_event_log(chash) if e["event"] != "compose-hash"]
+    log.append(runtime_event("compose-hash", chash))  # written by a container after system-ready
+    report = _verify(synth, synth.report(measured_log=log))
+    assert _failed(report) == {"compose_hash"}
+    assert "before system-ready" in report.check("compose_hash").reason
+
+
+def test_debug_td_fails_td_attributes(synth):
+    assert _failed(_verify(synth, synth.report(debug=True))) == {"td_attributes"}
+
+
+def test_quote_response_signature_header(synth):
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+    from eth_utils import keccak
+
+    signer = Account.create()
+    body = synth.report(report_data=signer.address.encode().ljust(64, b"\x00"))
+    raw = json.dumps(body).encode()
+    sig = Account.sign_message(encode_defunct(primitive=keccak(raw)), signer.key).signature.hex()
+    ok = verify_attestation(
+        raw,
+        expected_signer=signer.address,
+        policy=NO_TCB,
+        root_ca=synth.pki.root_der,
+        now=NOW,
+        quote_signature=sig,
+    )
+    assert ok.check("quote_response_signature").status is CheckStatus.PASSED and ok.verified
+    other = Account.create()
+    bad_sig = Account.sign_message(encode_defunct(primitive=keccak(raw)), other.key).signature.hex()
+    bad = verify_attestation(
+        raw,
+        expected_signer=signer.address,
+        policy=NO_TCB,
+        root_ca=synth.pki.root_der,
+        now=NOW,
+        quote_signature=bad_sig,
+    )
+    assert _failed(bad) == {"quote_response_signature"}
+    assert bad.verdict is Verdict.FAILED
+
+
+def test_allowlists(synth):
+    body = synth.report()
+    chash = hashlib.sha256(default_app_compose().encode()).hexdigest()
+    good = AttestationPolicy(
+        require_tcb=False,
+        allowed_mrtd=[hashlib.sha384(b"mrtd").hexdigest()],
+        allowed_compose_hashes=[chash],
+        allowed_image_digests=["sha256:" + "ab" * 32],
+    )
+    report = _verify(synth, body, policy=good)
+    assert report.verified
+    assert {c.name for c in report.checks} >= {
+        "policy_mrtd",
+        "policy_compose_hash",
+        "policy_image_digests",
+    }
+    bad = AttestationPolicy(
+        require_tcb=False,
+        allowed_mrtd=["00" * 48],
+        allowed_compose_hashes=["11" * 32],
+        allowed_image_digests=["sha256:" + "cd" * 32],
+    )
+    assert _failed(_verify(synth, body, policy=bad)) == {
+        "policy_mrtd",
+        "policy_compose_hash",
+        "policy_image_digests",
+    }
+
+
+def test_quote_age_policy_fails_closed(synth):
+    body = synth.report()
+    policy = AttestationPolicy(require_tcb=False, max_quote_age_s=3600)
+    unknown = _verify(synth, body, policy=policy)
+    assert unknown.check("quote_age").status is CheckStatus.SKIPPED
+    assert unknown.verdict is Verdict.NOT_VERIFIED
+    body["timestamp"] = int(NOW.timestamp()) - 60
+    fresh = _verify(synth, body, policy=policy)
+    assert fresh.quote_age_s == 60 and fresh.verified
+    body["timestamp"] = int(NOW.timestamp()) - 7200
+    assert _failed(_verify(synth, body, policy=policy)) == {"quote_age"}
+
+
+def test_missing_expected_signer_is_not_verified(synth):
+    report = verify_attestation(
+        synth.report(), expected_signer=None, policy=NO_TCB, root_ca=synth.pki.root_der, now=NOW
+    )
+    assert report.check("report_data_signer").status is CheckStatus.SKIPPED
+    assert report.signer == synth.signer
+    assert report.verdict is Verdict.NOT_VERIFIED
+
+
+@pytest.mark.parametrize(
+    "body, tee, fmt",
+    [
+        (
+            {"compose_content": "services: {}", "evidence": base64.b64encode(b"x").decode()},
+            "unsupported",
+            "cryptopilot",
+        ),
+        (
+            {
+                "report_data": base64.b64encode(b"0x" + b"1" * 40).decode(),
+                "intel_quote": "mock_intel_quote",
+                "nvidia_payload": "mock_nvidia_payload",
+                "event_log": [],
+                "info": {"app_id": "mock_app_id", "tcb_info": '{"mock": "tcb_info"}'},
+            },
+            "none",
+            "no-tee",
+        ),
+        (
+            {"report_data": base64.b64encode(b"0x" + b"1" * 40).decode(), "quote": ""},
+            "none",
+            "no-tee",
+        ),
+    ],
+)
+def test_non_tdx_formats_are_classified_not_crashed(body, tee, fmt, tmp_path):
+    report = verify_attestation(
+        json.dumps(body), expected_signer="0x" + "11" * 20, now=NOW, output_dir=tmp_path
+    )
+    assert (report.tee, report.report_format) == (tee, fmt)
+    assert report.verdict is Verdict.NOT_VERIFIED and not report.failed_checks
+    assert (
+        json.loads((tmp_path / "verification_report.json").read_text())["verdict"] == "not_verified"
+    )
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", json.dumps({"quote": "zz"}).encode()])
+def test_malformed_bodies_fail_report_format(raw):
+    report = verify_attestation(raw, expected_signer=None, now=NOW)
+    assert _failed(report) == {"report_format"} and report.verdict is Verdict.FAILED
+
+
+def test_runtime_event_helper_matches_recomputation():
+    ev = runtime_event("compose-hash", b"\x01" * 32)
+    from broker.attestation.eventlog import parse_event_log, runtime_event_digest
+
+    parsed = parse_event_log([ev])[0]
+    assert runtime_event_digest(parsed).hex() == ev["digest"]
