@@ -1,0 +1,327 @@
+"""The model manager: lazy loading, unloading (on request or after an idle timeout), and one GPU job
+at a time on a single executor thread behind a bounded queue."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from broker.worker.errors import GenerationError, QueueFullError, WorkerError
+from broker.worker.pipelines import ImagePipelines, ModelLimits, limits_for, load_pipelines
+
+__all__ = ["EngineState", "EngineStatus", "ImageEngine", "ImageTask"]
+
+logger = logging.getLogger(__name__)
+
+EngineState = Literal["idle", "loading", "generating"]
+
+
+@dataclass
+class ImageTask:
+    """One generation job for the pipeline.
+
+    Attributes:
+        prompt: the text prompt; negative_prompt: optional (used only when guidance > 0).
+        n: images to make (``num_images_per_prompt``).
+        width / height: pixels, already validated against the model's :class:`ModelLimits`.
+        num_inference_steps / guidance_scale: denoising steps and CFG scale.
+        seed: seed of the CPU ``torch.Generator`` (same seed and inputs → same pixels).
+        image: a PIL image for edits (image-to-image), else ``None`` (text-to-image).
+        mask: a PIL ``L`` mask (white = repaint) for inpainting edits, else ``None``.
+        strength: edit strength in [0, 1] (how much of ``image`` is re-noised).
+    """
+
+    prompt: str
+    n: int
+    width: int
+    height: int
+    num_inference_steps: int
+    guidance_scale: float
+    seed: int
+    negative_prompt: str | None = None
+    image: Any = None
+    mask: Any = None
+    strength: float = 0.6
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    """A snapshot of the engine (``GET /v1/internal/status``).
+
+    Attributes:
+        state: ``"idle"``, ``"loading"`` or ``"generating"``.
+        loaded: whether the model is in memory; model: its reference; device: ``"cpu"``/``"cuda"``
+            once loaded, else the configured device.
+        queue_length: jobs waiting behind the running one; queue_size: the most that may wait.
+        running: jobs running now (0 or 1).
+        idle_seconds: seconds since the last job finished (``None`` before the first one).
+    """
+
+    state: EngineState
+    loaded: bool
+    model: str
+    device: str
+    queue_length: int
+    queue_size: int
+    running: int
+    idle_seconds: float | None
+
+
+class ImageEngine:
+    """Owns the pipelines and runs :class:`ImageTask` s one at a time.
+
+    The model loads lazily on the first task (state ``loading``), on the single executor thread.
+    ``queue_size`` tasks may wait behind the running one; :meth:`submit` raises
+    :class:`QueueFullError` beyond that. After ``idle_unload_seconds`` without work the model is
+    unloaded (0 disables the timer); the next task loads it again.
+
+    Args:
+        model: ``"tiny"``, a Hub id or a local directory (see
+            :func:`broker.worker.pipelines.load_pipelines`).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        queue_size: waiting tasks allowed (>= 0).
+        idle_unload_seconds: idle time before unloading, in seconds (0 = never).
+        loader: ``(model, device) -> ImagePipelines``; defaults to the real loader.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        device: str = "auto",
+        *,
+        queue_size: int = 8,
+        idle_unload_seconds: float = 0.0,
+        loader: Callable[[str, str], ImagePipelines] = load_pipelines,
+    ):
+        self.model = model
+        self.device = device
+        self.limits: ModelLimits = limits_for(model)
+        self.queue_size = queue_size
+        self.idle_unload_seconds = idle_unload_seconds
+        self._loader = loader
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zimage-gpu")
+        self._lock = threading.Lock()  # counters, state, timer
+        self._model_lock = threading.Lock()  # held while loading, generating or unloading
+        self._pipelines: ImagePipelines | None = None
+        self._state: EngineState = "idle"
+        self._waiting = 0
+        self._running = 0
+        self._last_finished: float | None = None
+        self._avg_job_seconds: float | None = None
+        self._timer: threading.Timer | None = None
+        self._closed = False
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def submit(
+        self, task: ImageTask, on_start: Callable[[], None] | None = None
+    ) -> Future[list[Any]]:
+        """Queue ``task``; returns a future resolving to a list of ``n`` PIL images.
+
+        Args:
+            task: the validated job.
+            on_start: called on the executor thread when the task starts (before loading).
+
+        Raises:
+            QueueFullError: ``queue_size`` tasks already wait (``retry_after`` in seconds).
+            WorkerError: the engine is shut down.
+            The future raises :class:`ModelLoadError`, :class:`WorkerDependencyError` or
+            :class:`GenerationError`.
+        """
+        with self._lock:
+            if self._closed:
+                raise WorkerError("the image engine is shut down")
+            if self._waiting + self._running > self.queue_size:
+                raise QueueFullError(
+                    f"the image queue is full ({self._waiting} waiting); retry later",
+                    retry_after=self._estimate_wait(self._waiting + self._running),
+                )
+            self._waiting += 1
+            self._cancel_timer()
+        return self._executor.submit(self._run, task, on_start)
+
+    def status(self) -> EngineStatus:
+        """A snapshot of state, load status and queue length (never blocks on a running job)."""
+        with self._lock:
+            pipes = self._pipelines
+            return EngineStatus(
+                state=self._state,
+                loaded=pipes is not None,
+                model=self.model,
+                device=pipes.device if pipes is not None else self.device,
+                queue_length=self._waiting,
+                queue_size=self.queue_size,
+                running=self._running,
+                idle_seconds=(
+                    None
+                    if self._last_finished is None or self._running
+                    else round(time.monotonic() - self._last_finished, 3)
+                ),
+            )
+
+    def retry_after(self, position: int | None = None) -> int:
+        """Suggested wait in whole seconds (>= 1) for a job ``position`` places from the front
+        (default: behind everything queued now), from the running average job duration."""
+        with self._lock:
+            if position is None:
+                position = self._waiting + self._running
+            return self._estimate_wait(position)
+
+    def load(self) -> ImagePipelines:
+        """Load the model now (blocking; waits for a running job). Returns the pipelines.
+
+        Raises:
+            ModelLoadError, WorkerDependencyError: as :func:`load_pipelines`.
+        """
+        with self._model_lock:
+            return self._ensure_loaded()
+
+    def unload(self) -> bool:
+        """Drop the pipelines and free their memory (waits for a running job to finish).
+
+        Returns:
+            ``True`` if a model was loaded and is now unloaded, ``False`` if none was loaded.
+        """
+        with self._model_lock:
+            return self._unload_locked()
+
+    def shutdown(self) -> None:
+        """Stop the idle timer and the executor (queued tasks are cancelled) and unload."""
+        with self._lock:
+            self._closed = True
+            self._cancel_timer()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self.unload()
+
+    # -- executor thread ----------------------------------------------------------------------
+
+    def _run(self, task: ImageTask, on_start: Callable[[], None] | None) -> list[Any]:
+        with self._lock:
+            self._waiting -= 1
+            self._running = 1
+        started = time.monotonic()
+        try:
+            if on_start is not None:
+                on_start()
+            with self._model_lock:
+                pipes = self._ensure_loaded()
+                self._set_state("generating")
+                generate_started = time.monotonic()
+                images = self._generate(pipes, task)
+                self._record_duration(time.monotonic() - generate_started)
+            return images
+        except WorkerError:
+            raise
+        except Exception as exc:  # torch / diffusers errors (OOM, bad tensors...)
+            logger.exception("image generation failed")
+            raise GenerationError(f"image generation failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            with self._lock:
+                self._running = 0
+                self._state = "idle"
+                self._last_finished = time.monotonic()
+                self._arm_timer()
+            logger.debug("task done in %.3f s", time.monotonic() - started)
+
+    def _ensure_loaded(self) -> ImagePipelines:
+        if self._pipelines is None:
+            self._set_state("loading")
+            logger.info("loading model %s on %s", self.model, self.device)
+            try:
+                pipes = self._loader(self.model, self.device)
+            finally:
+                self._set_state("idle")
+            with self._lock:
+                self._pipelines = pipes
+        return self._pipelines
+
+    def _generate(self, pipes: ImagePipelines, task: ImageTask) -> list[Any]:
+        import torch
+
+        generator = torch.Generator(device="cpu").manual_seed(task.seed)
+        common = {
+            "prompt": task.prompt,
+            "negative_prompt": task.negative_prompt if task.guidance_scale > 0 else None,
+            "height": task.height,
+            "width": task.width,
+            "num_inference_steps": task.num_inference_steps,
+            "guidance_scale": task.guidance_scale,
+            "num_images_per_prompt": task.n,
+            "generator": generator,
+            "max_sequence_length": pipes.limits.max_sequence_length,
+        }
+        if task.image is None:
+            output = pipes.text_to_image(**common)
+        elif task.mask is None:
+            output = pipes.image_to_image(image=task.image, strength=task.strength, **common)
+        else:
+            output = pipes.inpaint(
+                image=task.image, mask_image=task.mask, strength=task.strength, **common
+            )
+        return list(output.images)
+
+    def _unload_locked(self) -> bool:
+        with self._lock:
+            pipes, self._pipelines = self._pipelines, None
+        if pipes is None:
+            return False
+        device = pipes.device
+        del pipes
+        gc.collect()
+        if device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+        logger.info("model %s unloaded", self.model)
+        return True
+
+    # -- helpers (self._lock held) ------------------------------------------------------------
+
+    def _set_state(self, state: EngineState) -> None:
+        with self._lock:
+            self._state = state
+
+    def _record_duration(self, seconds: float) -> None:
+        with self._lock:
+            avg = self._avg_job_seconds
+            self._avg_job_seconds = seconds if avg is None else 0.7 * avg + 0.3 * seconds
+
+    def _estimate_wait(self, position: int) -> int:
+        per_job = self._avg_job_seconds if self._avg_job_seconds is not None else 1.0
+        return max(1, math.ceil(per_job * max(position, 1)))
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm_timer(self) -> None:
+        self._cancel_timer()
+        if self.idle_unload_seconds > 0 and not self._closed and self._pipelines is not None:
+            self._timer = threading.Timer(self.idle_unload_seconds, self._on_idle)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _on_idle(self) -> None:
+        with self._lock:
+            if self._timer is not threading.current_thread():
+                return  # re-armed or cancelled meanwhile
+            if self._waiting or self._running:
+                return
+            self._timer = None
+        if self._model_lock.acquire(blocking=False):
+            try:
+                with self._lock:
+                    busy = bool(self._waiting or self._running)
+                if not busy:
+                    logger.info("idle for %s s: unloading", self.idle_unload_seconds)
+                    self._unload_locked()
+            finally:
+                self._model_lock.release()

@@ -1,0 +1,64 @@
+"""Settings of the Z-Image worker (``0g-broker worker serve``), environment prefix ``ZG_WORKER_``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["DEFAULT_MODEL", "WorkerSettings"]
+
+DEFAULT_MODEL = "Tongyi-MAI/Z-Image-Turbo"
+
+
+class WorkerSettings(BaseSettings):
+    """Worker configuration. Environment variables: ``ZG_WORKER_MODEL``, ``ZG_WORKER_PORT``...
+
+    Times are in seconds. ``idle_unload_seconds = 0`` disables the idle unload timer.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ZG_WORKER_", extra="ignore")
+
+    model: str = Field(
+        DEFAULT_MODEL,
+        description="'tiny' (random-weight test pipeline), a Hugging Face Hub id or a local directory.",
+    )
+    served_model_name: str | None = Field(
+        None, description="Name reported by /v1/models and accepted as `model`; default: `model`."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto = CUDA (bf16) when available, else CPU (float32)."
+    )
+    host: str = Field("127.0.0.1", description="Bind address.")
+    port: int = Field(8000, ge=0, le=65535, description="Bind port (0 = any free port).")
+    public_base_url: str | None = Field(
+        None,
+        description="Base URL used in `url` responses (e.g. https://worker.example); "
+        "default: the base URL the request arrived on.",
+    )
+    idle_unload_seconds: float = Field(
+        600.0, ge=0, description="Unload the model after this many idle seconds (0 = never)."
+    )
+    queue_size: int = Field(
+        8, ge=0, description="Jobs allowed to wait behind the running one; more get HTTP 429."
+    )
+    max_n: int = Field(4, ge=1, le=16, description="Largest `n` (images per request).")
+    max_inference_steps: int = Field(100, ge=1, description="Largest `num_inference_steps`.")
+    max_upload_bytes: int = Field(
+        20 * 1024 * 1024, ge=1, description="Largest uploaded image (edits), in bytes."
+    )
+    file_ttl_seconds: float = Field(
+        3600.0, gt=0, description="How long images served for `url` responses stay available."
+    )
+    job_ttl_seconds: float = Field(
+        3600.0, gt=0, description="How long finished async jobs stay queryable."
+    )
+    webhook_attempts: int = Field(3, ge=1, le=10, description="Webhook POST attempts per job.")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one webhook POST.")
+    log_level: str = Field("info", description="uvicorn log level.")
+
+    @property
+    def model_name(self) -> str:
+        """The model name clients see (``served_model_name`` or ``model``)."""
+        return self.served_model_name or self.model
