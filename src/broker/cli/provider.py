@@ -1,0 +1,55 @@
+"""``0g-broker provider``: run and register the provider gateway (mounted by ``broker.cli.main``)."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Provider gateway (settlement agent): serve and register.", no_args_is_help=True)
+console = Console()
+
+
+@app.command()
+def serve(host: str = typer.Option(None, help="Bind address (default 127.0.0.1)."),
+          port: int = typer.Option(None, help="Port (default 3080).")) -> None:
+    """Run the gateway (settings from ZG_PROVIDER_* variables)."""
+    from broker.provider.serve import serve as run
+    from broker.provider.settings import ProviderSettings
+
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    run(ProviderSettings(**overrides))
+
+
+@app.command()
+def register(acknowledge_as_owner: bool = typer.Option(
+        False, help="Devnet: also send acknowledgeTEESignerByOwner with the devnet owner key.")) -> None:
+    """Stake and register/update the service (addOrUpdateService with additionalInfo)."""
+    from broker.chain.connection import connect
+    from broker.chain.contracts import InferenceServingContract
+    from broker.chain.sender import TransactionSender
+    from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
+    from broker.provider.serve import load_provider_wallet, resolve_chain
+    from broker.provider.settings import ProviderSettings
+    from broker.provider.tee import load_tee_signer
+
+    settings = ProviderSettings()
+    rpc_url, address = resolve_chain(settings)
+    w3 = connect(rpc_url)
+    wallet = load_provider_wallet(settings)
+    contract = InferenceServingContract(w3, address, TransactionSender(w3, wallet))
+    signer = load_tee_signer(settings)
+    outcome = register_service(contract, settings, signer.address)
+    console.print(f"service {outcome}: provider {wallet.address}, TEE signer {signer.address}")
+    if acknowledge_as_owner:
+        from eth_account import Account
+
+        from broker.devnet.state import read_state
+
+        state = read_state()
+        owner_key = next(a.private_key.get_secret_value() for a in state.accounts
+                         if a.address.lower() == state.owner.lower())
+        owner = InferenceServingContract(w3, address, TransactionSender(w3, Account.from_key(owner_key)))
+        acknowledge_tee_signer_by_owner(owner, wallet.address)
+        console.print("TEE signer acknowledged by the contract owner")

@@ -1,0 +1,269 @@
+"""The gateway's FastAPI app (``provider-gateway.md`` B2–B8).
+
+Request path for ``/v1/proxy/<billable route>``, in order (B6, B3, B4, B5, B7, B9): per-IP bucket →
+global in-flight cap → body cap → token → per-user bucket and in-flight cap → account gate →
+``pending`` row → forward → fee recorded and response signed (both durable) → response released
+with ``ZG-Res-Key``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from broker.provider.billing import compute_fee
+from broker.provider.errors import (
+    BodyTooLargeError,
+    ForbiddenError,
+    GatewayHTTPError,
+    UnsupportedEndpointError,
+)
+from broker.provider.forward import (
+    BILLABLE_ROUTES,
+    FREE_PREFIXES,
+    Forwarder,
+    forward_headers,
+    normalise_route,
+    response_headers,
+    rewrite_request,
+)
+from broker.provider.gateway import Gateway
+from broker.provider.limits import client_ip
+from broker.provider.protocol import ModelCard, ModelList, SignatureResponse, UnsettledFeeResponse
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+EXPOSED = ["ZG-Res-Key", "Retry-After", "Provider", "Content-Type", "Content-Encoding"]
+ASYNC_ROUTES = {"/images/generations": "/async/images/generations",
+                "/images/edits": "/async/images/edits"}
+
+
+def _error(exc: GatewayHTTPError) -> JSONResponse:
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+    return JSONResponse({"error": exc.message}, status_code=exc.status_code, headers=headers)
+
+
+async def _read_body(request: Request, cap: int) -> bytes:
+    length = request.headers.get("content-length")
+    message = f"Request body size exceeds the maximum allowed size of {cap >> 20}MB"
+    if length and length.isdigit() and int(length) > cap:
+        raise BodyTooLargeError(message)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise BodyTooLargeError(message)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(gw: Gateway) -> FastAPI:
+    """Build the app for one gateway. The caller closes nothing: the app's lifespan closes the
+    backend client; the database and scheduler belong to the caller."""
+    settings = gw.settings
+    forwarder = Forwarder(settings.backend_timeout)
+    secrets_hdr = {k: v.get_secret_value() for k, v in settings.additional_secret.items()}
+    whitelist = {a.lower() for a in settings.whitelist}
+
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        await forwarder.aclose()
+
+    app = FastAPI(title="0g-broker provider gateway", lifespan=lifespan, docs_url=None,
+                  redoc_url=None, openapi_url=None)
+    app.add_middleware(CORSMiddleware, allow_origin_regex=".*", allow_credentials=True,
+                       allow_methods=["*"],
+                       allow_headers=["Content-Type", "Authorization", "X-Requested-With",
+                                      "Accept", "Origin"],
+                       expose_headers=EXPOSED, max_age=43200)
+
+    @app.exception_handler(GatewayHTTPError)
+    async def _gateway_error(_req: Request, exc: GatewayHTTPError) -> JSONResponse:
+        return _error(exc)
+
+    # ------------------------------------------------------------------ free routes
+
+    @app.get("/v1/quote")
+    async def quote() -> Response:
+        return Response(json.dumps(gw.signer.quote()), media_type="application/json")
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        card = ModelCard(id=settings.model, owned_by=gw.provider, service_type=settings.service_type,
+                         input_price=str(settings.input_price),
+                         output_price=str(settings.output_price), **settings.model_info)
+        return ModelList(data=[card]).model_dump()
+
+    @app.get("/v1/user/{address}/unsettledfee")
+    async def unsettled_fee(address: str, request: Request) -> dict:
+        gw.limits.check_ip(client_ip(request.headers, request.client and request.client.host))
+        user = await run_in_threadpool(gw.auth.authenticate, request.headers.get("authorization"))
+        if user.lower() != address.lower():
+            raise ForbiddenError("you can only query your own unsettled fee")
+        fee = await run_in_threadpool(gw.ledger.unsettled_fee, user)
+        return UnsettledFeeResponse(userAddress=address, unsettledFee=str(fee)).model_dump()
+
+    @app.get("/v1/proxy/signature/{chat_id}")
+    async def signature(chat_id: str) -> dict:
+        sig = await run_in_threadpool(gw.signatures.get, chat_id)
+        return SignatureResponse(text=sig.text, signature=sig.signature,
+                                 signing_address=gw.signer.address).model_dump()
+
+    # ------------------------------------------------------------------ billed proxying
+
+    async def _admit(request: Request, route: str) -> tuple[str, bytes, int]:
+        """Auth, user limits and the account gate; returns (user, body, locked balance)."""
+        body = await _read_body(request, settings.max_body_bytes)
+        user = await run_in_threadpool(gw.auth.authenticate, request.headers.get("authorization"))
+        if user.lower() in whitelist:
+            return user, body, -1
+        gw.limits.enter_user(user)
+        try:
+            unsettled = await run_in_threadpool(gw.ledger.unsettled_fee, user)
+            locked = await run_in_threadpool(gw.auth.check_account, user,
+                                             unsettled_fee=unsettled)
+        except BaseException:
+            gw.limits.leave_user(user)
+            raise
+        return user, body, locked
+
+    def _after_billing(user: str, locked: int) -> None:
+        if locked >= 0 and locked - gw.ledger.unsettled_fee(user) < settings.min_locked_balance:
+            gw.trigger_settlement()
+
+    async def _billed(request: Request, route: str, backend_path: str) -> Response:
+        user, body, locked = await _admit(request, route)
+        billed = locked >= 0
+        try:
+            ctype = request.headers.get("content-type", "")
+            fwd_body = rewrite_request(settings.service_type, route, body, ctype)
+            chat_id = str(uuid.uuid4())
+            if billed:
+                await run_in_threadpool(gw.ledger.open_request, chat_id, user,
+                                        settings.service_type, settings.model)
+            params = dict(request.query_params)
+            if settings.service_type == "text-to-image" and route == "/images/generations":
+                params["wait"] = "true"
+            url = settings.backend_for(route) + backend_path
+            headers = forward_headers(request.headers, secrets_hdr)
+            if fwd_body is not body:
+                headers["content-type"] = "application/json"
+            try:
+                upstream = await forwarder.send(request.method, url, headers, fwd_body, params)
+            except Exception as exc:  # noqa: BLE001
+                if billed:
+                    await run_in_threadpool(gw.ledger.fail, chat_id)
+                raise GatewayHTTPError(f"forward request: backend unreachable "
+                                       f"({type(exc).__name__})", status_code=502) from None
+        except BaseException:
+            if billed:
+                gw.limits.leave_user(user)
+            raise
+        out_headers = response_headers(upstream.headers)
+        streamed = "text/event-stream" in upstream.headers.get("content-type", "")
+
+        async def finish(raw: bytes) -> None:
+            if upstream.status_code not in (200, 202):
+                if billed:
+                    await run_in_threadpool(gw.ledger.fail, chat_id)
+                return
+            if billed:
+                fee = compute_fee(settings.service_type, fwd_body, raw, streamed=streamed,
+                                  input_price=settings.input_price,
+                                  output_price=settings.output_price)
+                await run_in_threadpool(gw.ledger.bill, chat_id, fee)
+            await run_in_threadpool(gw.signatures.sign_and_store, chat_id, fwd_body, raw)
+            if billed:
+                await run_in_threadpool(_after_billing, user, locked)
+
+        if upstream.status_code in (200, 202):
+            out_headers.update({"ZG-Res-Key": chat_id, "Provider": gw.provider,
+                                "X-Accel-Buffering": "no"})
+            if billed:
+                out_headers.update(gw.limits.user_headers(user))
+
+        if streamed and upstream.status_code == 200:
+            async def relay() -> AsyncIterator[bytes]:
+                buf = bytearray()
+                try:
+                    async for chunk in upstream.aiter_raw():
+                        buf.extend(chunk)
+                        yield chunk
+                finally:
+                    await upstream.aclose()
+                    try:
+                        await finish(bytes(buf))
+                    finally:
+                        if billed:
+                            gw.limits.leave_user(user)
+
+            return StreamingResponse(relay(), status_code=200, headers=out_headers)
+        try:
+            raw = b"".join([c async for c in upstream.aiter_raw()])
+            await upstream.aclose()
+            await finish(raw)      # durable fee + signature before the response is released
+        finally:
+            if billed:
+                gw.limits.leave_user(user)
+        return Response(raw, status_code=upstream.status_code, headers=out_headers)
+
+    async def _free(request: Request, route: str, backend_path: str) -> Response:
+        body = await _read_body(request, settings.max_body_bytes)
+        upstream = await forwarder.send(request.method, settings.backend_for(route) + backend_path,
+                                        forward_headers(request.headers, secrets_hdr), body,
+                                        dict(request.query_params))
+        raw = b"".join([c async for c in upstream.aiter_raw()])
+        await upstream.aclose()
+        return Response(raw, status_code=upstream.status_code,
+                        headers=response_headers(upstream.headers))
+
+    async def _guarded(request: Request, handler, route: str, backend_path: str) -> Response:
+        gw.limits.check_ip(client_ip(request.headers, request.client and request.client.host))
+        gw.limits.enter_global()
+        try:
+            return await handler(request, route, backend_path)
+        finally:
+            gw.limits.leave_global()
+
+    @app.api_route("/v1/proxy/{path:path}",
+                   methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    async def proxy(path: str, request: Request) -> Response:
+        route = normalise_route(path)
+        if route in BILLABLE_ROUTES:
+            return await _guarded(request, _billed, route, route)
+        if route.startswith(FREE_PREFIXES):
+            return await _guarded(request, _free, route, route)
+        raise UnsupportedEndpointError()
+
+    @app.post("/v1/async/images/generations")
+    async def async_generate(request: Request) -> Response:
+        return await _guarded(request, _billed, "/images/generations", ASYNC_ROUTES["/images/generations"])
+
+    @app.post("/v1/async/images/edits")
+    async def async_edit(request: Request) -> Response:
+        return await _guarded(request, _billed, "/images/edits", ASYNC_ROUTES["/images/edits"])
+
+    @app.get("/v1/async/jobs/{job_id}")
+    async def async_job(job_id: str, request: Request) -> Response:
+        gw.limits.check_ip(client_ip(request.headers, request.client and request.client.host))
+        await run_in_threadpool(gw.auth.authenticate, request.headers.get("authorization"))
+        upstream = await forwarder.send("GET", settings.backend_for("/images") +
+                                        f"/async/jobs/{job_id}", {}, b"")
+        raw = b"".join([c async for c in upstream.aiter_raw()])
+        await upstream.aclose()
+        return Response(raw, status_code=upstream.status_code,
+                        headers=response_headers(upstream.headers))
+
+    return app

@@ -1,0 +1,93 @@
+"""Authentication (``provider-gateway.md`` B3) and account checks (B4) for gateway requests.
+
+Token parsing and the B3 checks are :mod:`broker.inference.token`'s; this module only supplies the
+on-chain generation / revocation bitmap and maps the typed token errors to the gateway's 400
+``validate session: <msg>`` answers, then runs the B4 balance gate.
+"""
+
+from __future__ import annotations
+
+from broker.inference.errors import TokenError
+from broker.inference.token import parse_authorization, verify_session_token
+from broker.provider.accounts import AccountCache
+from broker.provider.errors import RequestValidationError, SessionValidationError
+from broker.units import format_0g
+
+__all__ = ["Authenticator"]
+
+
+class Authenticator:
+    """Validates ``Authorization: Bearer app-sk-…`` headers and account state for one provider.
+
+    Args:
+        accounts: the chain account cache.
+        min_locked_balance: reserve in neuron required above unsettled fees (B4.5; 1 0G).
+    """
+
+    def __init__(self, accounts: AccountCache, *, min_locked_balance: int = 10**18) -> None:
+        self.accounts = accounts
+        self.provider = accounts.provider
+        self.min_locked_balance = min_locked_balance
+
+    def authenticate(self, authorization: str | None) -> str:
+        """Run B3 checks 1–10 and return the authenticated user address (checksummed as sent).
+
+        Raises:
+            SessionValidationError: the first failing check (400, ``validate session: <msg>``).
+            RPCError: the chain could not be read.
+        """
+        try:
+            parsed = parse_authorization(authorization or "", require_bearer=True)
+            generation, bitmap = None, 0
+            if parsed.token.provider.lower() == self.provider.lower() and parsed.token.address:
+                acc = self.accounts.get(parsed.token.address)
+                if acc is not None:
+                    generation, bitmap = acc.generation, acc.revoked_bitmap
+            verify_session_token(authorization or "", provider_address=self.provider,
+                                 account_generation=generation, revoked_bitmap=bitmap)
+        except TokenError as exc:
+            raise SessionValidationError(exc.message) from None
+        return parsed.token.address
+
+    def check_account(self, user: str, *, unsettled_fee: int, input_fee: int = 0) -> int:
+        """The B4 gate for a billable request.
+
+        Args:
+            user: the authenticated user.
+            unsettled_fee: the user's fees not yet settled (neuron).
+            input_fee: estimated fee of this request known up front (neuron; 0 for most types).
+
+        Returns:
+            The user's locked balance in neuron (``balance − pendingRefund``).
+
+        Raises:
+            RequestValidationError: no account, not acknowledged, TEE signer not acknowledged, or
+                insufficient balance (after one forced re-read from chain).
+        """
+        acc = self.accounts.get(user)
+        if acc is None:
+            acc = self.accounts.get(user, refresh=True)
+        if acc is None:
+            raise RequestValidationError(f"get account from contract, account not exist: {user}")
+        if not acc.acknowledged:
+            raise RequestValidationError(
+                "user not acknowledge the provider, please use acknowledgeProviderSigner function "
+                "in sdk first, it will take effect in 2 minutes")
+        svc = self.accounts.service()
+        if svc is None or not svc.tee_signer_acknowledged:
+            svc = self.accounts.service(refresh=True)
+            if svc is None or not svc.tee_signer_acknowledged:
+                raise RequestValidationError("service not acknowledge the tee signer")
+        required = input_fee + unsettled_fee + self.min_locked_balance
+        if acc.locked_balance < required:
+            acc = self.accounts.get(user, refresh=True) or acc
+        if acc.locked_balance < required:
+            deficit = required - acc.locked_balance
+            raise RequestValidationError(
+                f"insufficient balance: your locked balance is {format_0g(acc.locked_balance)} 0G, "
+                f"but the required minimum is {format_0g(required)} 0G (breakdown: minimum reserve "
+                f"{format_0g(self.min_locked_balance)} 0G + unsettled fees "
+                f"{format_0g(unsettled_fee)} 0G + current request fee {format_0g(input_fee)} 0G). "
+                "Please add more funds with: 0g-compute-cli transfer-fund --provider "
+                f"{self.provider} --amount {format_0g(deficit)}")
+        return acc.locked_balance

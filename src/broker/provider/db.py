@@ -1,0 +1,156 @@
+"""The gateway database (SQLAlchemy 2; SQLite by default, PostgreSQL supported).
+
+Tables (``provider-gateway.md`` B9, with our crash-safety bookkeeping):
+
+* ``requests`` — one row per billable request, written **before** forwarding (fees 0, status
+  ``pending``) and given its fee **before** the response is released (status ``unsettled``). Then
+  ``settling`` (``batch_id`` set) → ``settled`` / back to ``unsettled`` (not covered) / ``forfeited``
+  (NO_TEE_SIGNER), or ``failed`` (backend error, never charged). Fees are decimal strings in neuron
+  (exact on every backend; SQLite's NUMERIC is a float).
+* ``settlement_batches`` — one signed ``TEESettlement`` per user: nonce, total fee, requests hash,
+  signature, the block number before sending, tx hash and per-item result.
+* ``chat_signatures`` — response signatures (B7) keyed by the lower-cased chat id, with expiry; kept
+  in the database so a restart does not lose them (fixes D5).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+__all__ = [
+    "Base",
+    "BatchStatus",
+    "ChatSignature",
+    "Database",
+    "RequestRecord",
+    "RequestStatus",
+    "SettlementBatch",
+    "open_database",
+]
+
+
+class RequestStatus:
+    """Values of ``requests.status``."""
+
+    PENDING = "pending"          # forwarded, fee not yet known
+    UNSETTLED = "unsettled"      # billed, waiting for settlement
+    SETTLING = "settling"        # part of an outstanding batch
+    SETTLED = "settled"          # paid on chain
+    FORFEITED = "forfeited"      # NO_TEE_SIGNER: cannot ever be settled (B10.4)
+    FAILED = "failed"            # backend failure: never charged
+    OUTSTANDING = (PENDING, UNSETTLED, SETTLING)
+
+
+class BatchStatus:
+    """Values of ``settlement_batches.status``."""
+
+    PREPARED = "prepared"        # signed and stored; maybe sent, maybe not
+    CONFIRMED = "confirmed"      # nonce consumed on chain, result recorded
+    REJECTED = "rejected"        # the contract refused the item (nonce not consumed)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the gateway tables."""
+
+
+class RequestRecord(Base):
+    """A billable request (B9). Fees in neuron as decimal strings."""
+
+    __tablename__ = "requests"
+
+    request_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_address: Mapped[str] = mapped_column(String(42), index=True)
+    service_type: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(256), default="")
+    input_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    input_fee: Mapped[str] = mapped_column(String(80), default="0")
+    output_fee: Mapped[str] = mapped_column(String(80), default="0")
+    fee: Mapped[str] = mapped_column(String(80), default="0")
+    status: Mapped[str] = mapped_column(String(16), default=RequestStatus.PENDING, index=True)
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("settlement_batches.id"), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    updated_at: Mapped[float] = mapped_column(Float, default=time.time, onupdate=time.time)
+
+    __table_args__ = (Index("ix_requests_user_status", "user_address", "status"),)
+
+
+class SettlementBatch(Base):
+    """One signed ``TEESettlementData`` item for one user (B10.3)."""
+
+    __tablename__ = "settlement_batches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_address: Mapped[str] = mapped_column(String(42), index=True)
+    nonce: Mapped[str] = mapped_column(String(80))
+    total_fee: Mapped[str] = mapped_column(String(80))
+    requests_hash: Mapped[str] = mapped_column(String(66))
+    signature: Mapped[str] = mapped_column(String(132))
+    from_block: Mapped[int] = mapped_column(BigInteger, default=0)
+    tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default=BatchStatus.PREPARED, index=True)
+    result_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    unsettled_amount: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class ChatSignature(Base):
+    """A response signature (B7)."""
+
+    __tablename__ = "chat_signatures"
+
+    chat_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    signature: Mapped[str] = mapped_column(String(132))
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class Database:
+    """An engine plus a session factory.
+
+    Args:
+        url: SQLAlchemy URL (``sqlite:///path.db``, ``postgresql+psycopg://...``).
+    """
+
+    def __init__(self, url: str, **engine_kwargs: Any) -> None:
+        self.url = url
+        self.engine: Engine = create_engine(url, **engine_kwargs)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        Base.metadata.create_all(self.engine)
+        self.session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def __repr__(self) -> str:
+        return f"Database({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def open_database(url: str) -> Database:
+    """Open (and create the tables of) the gateway database at ``url``."""
+    return Database(url)

@@ -1,0 +1,117 @@
+"""Assemble and run a gateway (``0g-broker provider serve``; start-up order of B1)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from broker.chain.connection import connect
+from broker.chain.contracts import InferenceServingContract
+from broker.chain.keys import load_keystore, wallet_from_key
+from broker.chain.sender import TransactionSender
+from broker.config.networks import get_preset
+from broker.provider.accounts import AccountCache
+from broker.provider.auth import Authenticator
+from broker.provider.billing import FeeLedger
+from broker.provider.db import open_database
+from broker.provider.errors import ProviderConfigError
+from broker.provider.gateway import Gateway
+from broker.provider.limits import Limits
+from broker.provider.settings import ProviderSettings
+from broker.provider.settlement import SettlementScheduler, Settler
+from broker.provider.signing import SignatureStore
+from broker.provider.tee import load_tee_signer
+
+__all__ = ["build_gateway", "load_provider_wallet", "resolve_chain", "serve"]
+
+logger = logging.getLogger(__name__)
+
+
+def load_provider_wallet(settings: ProviderSettings):
+    """The provider wallet from ``private_key`` or ``keystore`` + ``keystore_password``.
+
+    Raises:
+        ProviderConfigError: neither is configured. KeyStoreError: bad key or password.
+    """
+    if settings.private_key is not None:
+        return wallet_from_key(settings.private_key.get_secret_value())
+    if settings.keystore is not None and settings.keystore_password is not None:
+        return load_keystore(settings.keystore, settings.keystore_password.get_secret_value())
+    raise ProviderConfigError("no provider key: set ZG_PROVIDER_PRIVATE_KEY or "
+                              "ZG_PROVIDER_KEYSTORE and ZG_PROVIDER_KEYSTORE_PASSWORD")
+
+
+def resolve_chain(settings: ProviderSettings) -> tuple[str, str]:
+    """``(rpc_url, inference_address)`` from the settings, the preset, or the devnet state file."""
+    rpc, addr = settings.rpc_url, settings.inference_address
+    if rpc and addr:
+        return rpc, addr
+    if settings.network == "devnet":
+        try:
+            from broker.devnet.state import read_state
+            state = read_state()
+            return rpc or state.rpc_url, addr or state.inference_address
+        except Exception as exc:
+            raise ProviderConfigError("devnet state not found; run `0g-broker devnet up` or set "
+                                      "ZG_PROVIDER_RPC_URL and ZG_PROVIDER_INFERENCE_ADDRESS") from exc
+    preset = get_preset(settings.network)
+    if not (rpc or preset.rpc_url) or not (addr or preset.inference_address):
+        raise ProviderConfigError(f"network {settings.network} has no RPC URL or address")
+    return rpc or preset.rpc_url, addr or preset.inference_address
+
+
+def build_gateway(settings: ProviderSettings, *, signer: Any = None,
+                  on_sent: Callable[[Any], None] | None = None,
+                  with_scheduler: bool = True) -> Gateway:
+    """Connect, open the database, derive the TEE signer, sync accounts, run one reconciliation.
+
+    Args:
+        settings: the gateway settings.
+        signer: a TEE signer to use instead of :func:`~broker.provider.tee.load_tee_signer`.
+        on_sent: settlement fault-injection hook (tests).
+        with_scheduler: create (not start) the APScheduler settlement job.
+
+    Returns:
+        The :class:`Gateway` (start ``gateway.scheduler`` yourself, or use :func:`serve`).
+    """
+    rpc_url, inference_address = resolve_chain(settings)
+    w3 = connect(rpc_url)
+    wallet = load_provider_wallet(settings)
+    sender = TransactionSender(w3, wallet)
+    contract = InferenceServingContract(w3, inference_address, sender)
+    signer = signer or load_tee_signer(settings)
+    db = open_database(settings.database_url())
+    accounts = AccountCache(contract, wallet.address, account_ttl=settings.account_cache_ttl,
+                            service_ttl=settings.service_cache_ttl)
+    accounts.sync_all()
+    settler = Settler(db, contract, accounts, signer, chain_id=sender.chain_id, on_sent=on_sent)
+    settler.reconcile()
+    gw = Gateway(settings=settings, provider=wallet.address, signer=signer, db=db,
+                 ledger=FeeLedger(db), signatures=SignatureStore(db, signer, settings.signature_ttl),
+                 accounts=accounts,
+                 auth=Authenticator(accounts, min_locked_balance=settings.min_locked_balance),
+                 limits=Limits(per_ip_rps=settings.per_ip_rps, per_ip_burst=settings.per_ip_burst,
+                               per_user_rpm=settings.per_user_rpm,
+                               per_user_burst=settings.per_user_burst,
+                               max_per_user_concurrent=settings.max_per_user_concurrent,
+                               max_global_concurrent=settings.max_global_concurrent),
+                 settler=settler)
+    if with_scheduler:
+        gw.scheduler = SettlementScheduler(settler, settings.settlement_interval)
+    return gw
+
+
+def serve(settings: ProviderSettings) -> None:
+    """Run the gateway with uvicorn on ``settings.host:settings.port`` until interrupted."""
+    import uvicorn
+
+    from broker.provider.app import create_app
+
+    gw = build_gateway(settings)
+    gw.scheduler.start()
+    try:
+        uvicorn.run(create_app(gw), host=settings.host, port=settings.port, log_level="info")
+    finally:
+        gw.scheduler.shutdown()
+        gw.db.dispose()

@@ -1,0 +1,274 @@
+"""End to end on anvil: a user pays for three images through the gateway, the gateway settles, the
+on-chain balances move by exactly the billed fees; token refusals; limits; crash-safe settlement.
+
+Real parts: the session ``devnet`` (anvil + our contracts), a real uvicorn gateway and a small
+OpenAI-compatible image backend on loopback, a real SQLite file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+import uvicorn
+from eth_account import Account
+from fastapi import FastAPI, Request
+
+from broker.chain.connection import connect
+from broker.chain.contracts import InferenceServingContract, LedgerManagerContract
+from broker.chain.sender import TransactionSender
+from broker.inference.response_signature import recover_text_signer
+from broker.inference.token import authorization_header, new_session_token, sign_session_token
+from broker.provider.app import create_app
+from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
+from broker.provider.serve import build_gateway
+from broker.provider.settings import ProviderSettings
+from broker.provider.settlement import Settler
+from broker.provider.tee import LocalTeeSigner
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+PRICE = 10**16          # 0.01 0G per image
+ZG = 10**18
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Server:
+    def __init__(self, app, port: int) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                                    log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = f"http://127.0.0.1:{port}"
+
+    def __enter__(self):
+        self.thread.start()
+        for _ in range(200):
+            if self.server.started:
+                return self
+            time.sleep(0.02)
+        raise RuntimeError("server did not start")
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(5)
+
+
+def _image_backend() -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/images/generations")
+    async def gen(request: Request):
+        body = await request.json()
+        await asyncio.sleep(float(body.get("sleep", 0)))
+        return {"created": 1, "data": [{"b64_json": "aW1n"}] * int(body.get("n", 1))}
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def world(devnet, tmp_path_factory):
+    from broker.devnet import fund_new_account
+
+    tmp = tmp_path_factory.mktemp("gateway")
+    provider = fund_new_account(devnet, amount_neuron=1000 * ZG)
+    w3 = connect(devnet.rpc_url)
+    gw_port = _free_port()
+    settings = ProviderSettings(
+        rpc_url=devnet.rpc_url, inference_address=devnet.inference_address,
+        private_key="0x" + bytes(provider.key).hex(), tee_signer_key="0x" + "11" * 32,
+        dstack_socket=tmp / "none.sock", service_type="text-to-image", model="tiny",
+        output_price=PRICE, serving_url=f"http://127.0.0.1:{gw_port}",
+        db_url=f"sqlite:///{tmp / 'gateway.db'}", max_body_bytes=1 << 20)
+    signer = LocalTeeSigner(bytes.fromhex("11" * 32))
+    pcontract = InferenceServingContract(w3, devnet.inference_address,
+                                         TransactionSender(w3, provider))
+    assert register_service(pcontract, settings, signer.address) == "registered"
+    owner_key = next(a.private_key.get_secret_value() for a in devnet.accounts
+                     if a.address.lower() == devnet.owner.lower())
+    owner = Account.from_key(owner_key)
+    acknowledge_tee_signer_by_owner(
+        InferenceServingContract(w3, devnet.inference_address, TransactionSender(w3, owner)),
+        provider.address)
+    with _Server(_image_backend(), _free_port()) as backend:
+        settings = settings.model_copy(update={"target_url": backend.url})
+        gw = build_gateway(settings, signer=signer, with_scheduler=False)
+        with _Server(create_app(gw), gw_port) as server:
+            yield {"devnet": devnet, "w3": w3, "gw": gw, "url": server.url, "provider": provider,
+                   "settings": settings, "signer": signer, "pcontract": pcontract}
+        gw.db.dispose()
+
+
+def _fund_user(world, account, transfer=5 * ZG):
+    w3 = world["w3"]
+    ledger = LedgerManagerContract(w3, world["devnet"].ledger_address, TransactionSender(w3, account))
+    ledger.add_ledger("", 10 * ZG)
+    ledger.transfer_fund(world["provider"].address, "inference-v1.0", transfer)
+
+
+def _header(world, account, **kw) -> dict[str, str]:
+    tok = new_session_token(account.address, world["provider"].address, **kw)
+    return {"Authorization": authorization_header(sign_session_token(tok, account))}
+
+
+def _account(world, user):
+    return world["pcontract"].get_account(user.address, world["provider"].address)
+
+
+def test_three_images_settle_exactly(world, fresh_account):
+    user = fresh_account
+    _fund_user(world, user)
+    before = _account(world, user).balance
+    url, gw, w3 = world["url"], world["gw"], world["w3"]
+    chat_ids = []
+    with httpx.Client(timeout=30) as c:
+        for _ in range(3):
+            r = c.post(url + "/v1/proxy/images/generations", headers=_header(world, user),
+                       json={"model": "tiny", "prompt": "a cat", "n": 1})
+            assert r.status_code == 200, r.text
+            chat_ids.append(r.headers["ZG-Res-Key"])
+            sig = c.get(url + f"/v1/proxy/signature/{r.headers['ZG-Res-Key']}?model=tiny").json()
+            # process_response's check: recovers to the registered TEE signer ...
+            assert recover_text_signer(sig["text"], sig["signature"]) == world["signer"].address
+            # ... and not to a swapped key
+            other = LocalTeeSigner(bytes.fromhex("22" * 32))
+            assert recover_text_signer(sig["text"], other.sign_text(sig["text"])) \
+                != world["signer"].address
+        fee = c.get(url + f"/v1/user/{user.address}/unsettledfee", headers=_header(world, user))
+        assert fee.json() == {"userAddress": user.address, "unsettledFee": str(3 * PRICE)}
+        forbidden = c.get(url + f"/v1/user/{world['provider'].address}/unsettledfee",
+                          headers=_header(world, user))
+        assert forbidden.status_code == 403
+        assert forbidden.json() == {"error": "you can only query your own unsettled fee"}
+    wallet_before = w3.eth.get_balance(world["provider"].address)
+    receipts = []
+    gw.settler.on_sent = receipts.append
+    try:
+        report = gw.settler.settle_once()
+    finally:
+        gw.settler.on_sent = None
+    assert report.settled[user.address] == 3 * PRICE
+    assert _account(world, user).balance == before - 3 * PRICE
+    gas = sum(r["gasUsed"] * r["effectiveGasPrice"] for r in receipts)
+    assert w3.eth.get_balance(world["provider"].address) == wallet_before + 3 * PRICE - gas
+    assert gw.ledger.unsettled_fee(user.address) == 0
+    assert len(set(chat_ids)) == 3
+
+
+def test_token_refusals(world, fresh_account):
+    user = fresh_account
+    _fund_user(world, user)
+    url = world["url"]
+    body = {"model": "tiny", "prompt": "x"}
+    now = int(time.time() * 1000)
+    stranger = Account.create()
+    forged_tok = new_session_token(user.address, world["provider"].address)
+    forged = {"Authorization": authorization_header(sign_session_token(forged_tok, stranger))}
+    cases = [
+        (forged, "validate session: signature verification failed: address mismatch"),
+        (_header(world, user, timestamp_ms=now - 3 * 86_400_000, duration_ms=86_400_000),
+         "validate session: session token expired"),
+        ({"Authorization": authorization_header(sign_session_token(
+            new_session_token(user.address, stranger.address), user))},
+         "validate session: session token is for different provider"),
+        (_header(world, user, generation=1),
+         "validate session: invalid session token (future generation)"),
+        ({"Authorization": "Bearer nope"},
+         ("validate session: missing or invalid Authorization header, must be Bearer "
+         "app-sk-<base64(rawMessage:signature)>")),
+    ]
+    with httpx.Client(timeout=30) as c:
+        for headers, text in cases:
+            r = c.post(url + "/v1/proxy/images/generations", headers=headers, json=body)
+            assert (r.status_code, r.json()) == (400, {"error": text})
+        # revoked API key (token id 3)
+        InferenceServingContract(world["w3"], world["devnet"].inference_address,
+                                 TransactionSender(world["w3"], user)).revoke_token(
+            world["provider"].address, 3)
+        world["gw"].accounts.invalidate(user.address)
+        r = c.post(url + "/v1/proxy/images/generations", json=body,
+                   headers=_header(world, user, token_id=3))
+        assert r.json() == {"error": "validate session: session token has been revoked"}
+        # unsupported route and body cap
+        r = c.post(url + "/v1/proxy/embeddings", headers=_header(world, user), json=body)
+        assert r.json() == {"error": "unsupported endpoint: endpoint not supported"}
+        r = c.post(url + "/v1/proxy/images/generations", headers=_header(world, user),
+                   content=b"x" * (2 << 20))
+        assert r.status_code == 413
+        q = c.get(url + "/v1/quote").json()
+        assert q["tee"] == "none" and q["attested"] is False
+        models = c.get(url + "/v1/models").json()
+        assert models["object"] == "list" and models["data"][0]["id"] == "tiny"
+
+
+def test_low_balance_refused(world, fresh_account):
+    user = fresh_account
+    _fund_user(world, user, transfer=ZG)        # exactly the 1 0G reserve
+    post = lambda: httpx.post(world["url"] + "/v1/proxy/images/generations",
+                              headers=_header(world, user), json={"prompt": "x"}, timeout=30)
+    assert post().status_code == 200              # 1 0G >= 0 unsettled + 1 0G
+    r = post()                                    # 1 0G < 0.01 unsettled + 1 0G
+    assert r.status_code == 400
+    assert r.json()["error"].startswith(
+        "validate request: insufficient balance: your locked balance is 1 0G, but the required "
+        "minimum is 1.01 0G")
+
+
+def test_rate_limit_burst(world, fresh_account):
+    user = fresh_account
+    _fund_user(world, user)
+
+    async def burst():
+        async with httpx.AsyncClient(timeout=30) as c:
+            return await asyncio.gather(*[
+                c.post(world["url"] + "/v1/proxy/images/generations",
+                       headers=_header(world, user), json={"prompt": "x", "sleep": 0.3})
+                for _ in range(9)])
+
+    results = asyncio.run(burst())
+    codes = sorted(r.status_code for r in results)
+    assert codes.count(200) == 5 and codes.count(429) == 4
+    for r in results:
+        if r.status_code == 429:
+            assert int(r.headers["Retry-After"]) >= 1
+    # only the served requests were billed
+    assert world["gw"].ledger.unsettled_fee(user.address) == 5 * PRICE
+
+
+class _Crash(BaseException):
+    pass
+
+
+def test_crash_between_send_and_confirm(world, fresh_account):
+    user = fresh_account
+    _fund_user(world, user)
+    gw = world["gw"]
+    before = _account(world, user).balance
+    for _ in range(2):
+        r = httpx.post(world["url"] + "/v1/proxy/images/generations",
+                       headers=_header(world, user), json={"prompt": "x"}, timeout=30)
+        assert r.status_code == 200
+    # settle other users first so only this user is in the crashing pass
+    def crash(_receipt):
+        raise _Crash()
+
+    crashing = Settler(gw.db, gw.settler.contract, gw.accounts, world["signer"],
+                       chain_id=world["w3"].eth.chain_id, on_sent=crash)
+    with pytest.raises(_Crash):
+        crashing.settle_once()
+    assert _account(world, user).balance == before - 2 * PRICE      # paid on chain ...
+    assert gw.ledger.unsettled_fee(user.address) == 2 * PRICE       # ... not yet recorded
+    # "restart": a fresh gateway on the same database reconciles at start-up
+    fresh = build_gateway(world["settings"], signer=world["signer"], with_scheduler=False)
+    assert fresh.ledger.unsettled_fee(user.address) == 0
+    fresh.settler.settle_once()                                      # nothing charged twice
+    assert _account(world, user).balance == before - 2 * PRICE
+    fresh.db.dispose()
