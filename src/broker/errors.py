@@ -1,0 +1,41 @@
+"""Every error class of 0g-broker in one place: ``from broker.errors import X``.
+
+The categories come from :mod:`broker._exceptions`; each area's specific classes from its
+``errors`` module. Contract reverts: :mod:`broker.chain.errors` generates one class per custom error
+of the ABIs (``InsufficientBalanceError``...), all re-exported here via its ``__all__``.
+
+To add an area: ``from broker.<area>.errors import *`` plus the module in ``_AREAS`` below.
+"""
+
+from broker import _exceptions
+from broker._exceptions import *
+from broker.attestation import errors as _attestation
+from broker.attestation.errors import *
+from broker.chain import artifacts as _artifacts
+from broker.chain import errors as _chain
+from broker.chain.artifacts import ArtifactNotFoundError  # noqa: F401 - re-exported
+from broker.chain.errors import *
+from broker.devnet import errors as _devnet
+from broker.devnet.errors import *
+from broker.inference import errors as _inference
+from broker.inference.errors import *
+from broker.ledger import errors as _ledger
+from broker.ledger.errors import *
+from broker.provider import errors as _provider
+from broker.provider.errors import *
+from broker.worker import errors as _worker
+from broker.worker.errors import *
+
+_AREAS = (
+    _exceptions, _artifacts, _chain, _ledger, _devnet, _inference, _attestation, _provider, _worker,
+)
+
+# Only the exception classes (the areas' __all__ also list helpers such as decode_revert).
+__all__ = sorted(  # noqa: PLE0605 - computed from the areas
+    {
+        name
+        for module in _AREAS
+        for name in module.__all__
+        if isinstance(getattr(module, name), type) and issubclass(getattr(module, name), Exception)
+    }
+)
