@@ -17,6 +17,8 @@ from broker.chain.artifacts import ArtifactNotFoundError  # noqa: F401 - re-expo
 from broker.chain.errors import *
 from broker.devnet import errors as _devnet
 from broker.devnet.errors import *
+from broker.funding import errors as _funding
+from broker.funding.errors import *
 from broker.inference import errors as _inference
 from broker.inference.errors import *
 from broker.ledger import errors as _ledger
@@ -27,7 +29,8 @@ from broker.worker import errors as _worker
 from broker.worker.errors import *
 
 _AREAS = (
-    _exceptions, _artifacts, _chain, _ledger, _devnet, _inference, _attestation, _provider, _worker,
+    _exceptions, _artifacts, _chain, _ledger, _devnet, _inference, _funding, _attestation, _provider,
+    _worker,
 )
 
 # Only the exception classes (the areas' __all__ also list helpers such as decode_revert).

@@ -16,8 +16,11 @@ tokens, headers, signature URLs) is the SDK's; local differences, each a fix fro
   ``check_provider_signer_status`` is logged and reported in the return value, and can be turned off
   (item 7); refund lock times are never negative (item 8).
 
-Auto-funding is a pluggable :class:`FundingStrategy` called at the start of
-:meth:`InferenceBroker.get_request_headers` (default :class:`NoFunding`).
+Auto-funding (§7.3–§7.4): :meth:`InferenceBroker.start_auto_funding` runs background cycles on an
+APScheduler job per provider (:mod:`broker.funding`); otherwise a pluggable :class:`FundingStrategy`
+runs at the start of :meth:`InferenceBroker.get_request_headers` — by default
+:class:`~broker.funding.inline.InlineFunding` (the SDK's inline check, single-flight per provider and
+rate-limited; it does not create missing sub-accounts). Pass ``funding=NoFunding()`` to turn it off.
 """
 
 from __future__ import annotations
@@ -37,6 +40,11 @@ from broker.chain.addresses import checksum_address
 from broker.chain.contracts import InferenceServingContract
 from broker.chain.errors import error_class
 from broker.chain.sender import TransactionSender, call_view
+from broker.funding.checker import FundingChecker, FundingListener
+from broker.funding.inline import InlineFunding
+from broker.funding.policy import DEFAULT_BUFFER_MULTIPLIER, BufferMultiplier
+from broker.funding.scheduler import DEFAULT_INTERVAL_S, FundingScheduler
+from broker.funding.status import FundingStatus
 from broker.inference.errors import (
     AccountNotFoundError,
     InvalidTokenIdError,
@@ -80,6 +88,9 @@ from broker.ledger.models import TxResult
 from broker.units import Neuron
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from broker.attestation import AttestationPolicy, VerificationReport
     from broker.broker import Broker
     from broker.ledger.broker import LedgerBroker
 
@@ -179,7 +190,8 @@ class InferenceBroker:
             :class:`~broker.inference.fee_store.FeeStore` at ``$ZG_HOME/inference.db``, opened on
             first use).
         http_client: an ``httpx.Client`` for provider calls (default: one owned by the broker).
-        funding: the :class:`FundingStrategy` run before each request header (default: none).
+        funding: the :class:`FundingStrategy` run before each request header (default:
+            :class:`~broker.funding.inline.InlineFunding`; ``NoFunding()`` turns it off).
         clock: ``() -> Unix seconds`` (float), for caches and refund lock times.
     """
 
@@ -205,7 +217,9 @@ class InferenceBroker:
         self._fee_store = fee_store
         self._own_http = http_client is None
         self._http = http_client or httpx.Client(timeout=DEFAULT_SIGNATURE_TIMEOUT_S)
-        self.funding: FundingStrategy = funding or NoFunding()
+        self.funding: FundingStrategy = funding or InlineFunding()
+        self._funding_checker: FundingChecker | None = None
+        self._funding_scheduler: FundingScheduler | None = None
         self._clock = clock
         self._lock = threading.RLock()
         self._provider_locks: dict[str, threading.Lock] = {}
@@ -231,7 +245,13 @@ class InferenceBroker:
         return f"InferenceBroker(address={self.address}, contract={self.contract.address})"
 
     def close(self) -> None:
-        """Close the owned HTTP client and fee store."""
+        """Stop auto-funding (no scheduler thread is left), close the owned HTTP clients and the
+        fee store."""
+        self.stop_auto_funding()
+        with self._lock:
+            checker, self._funding_checker = self._funding_checker, None
+        if checker is not None:
+            checker.close()
         if self._own_http:
             self._http.close()
         if self._fee_store is not None:
@@ -576,6 +596,12 @@ class InferenceBroker:
         """
         provider = self._provider(provider)
         self.funding.before_request(self, provider)
+        return self.session_headers(provider)
+
+    def session_headers(self, provider: str) -> dict[str, str]:
+        """:meth:`get_request_headers` without the funding strategy (used by the funding cycle
+        itself for ``/unsettledfee``). Same return value and errors."""
+        provider = self._provider(provider)
         try:
             ok = self.acknowledged(provider)
         except AccountNotFoundError:
@@ -594,6 +620,91 @@ class InferenceBroker:
         with self._lock:
             self._sessions.pop(provider, None)
             self._account_info.pop(provider, None)
+
+    # ------------------------------------------------------------------------- auto-funding (§7.3-7.4)
+
+    @property
+    def funding_checker(self) -> FundingChecker:
+        """The broker's :class:`~broker.funding.checker.FundingChecker` (created on first use),
+        shared by the scheduler and the inline strategy so cycles are single-flight per provider."""
+        with self._lock:
+            if self._funding_checker is None:
+                self._funding_checker = FundingChecker(self)
+            return self._funding_checker
+
+    def _scheduler(self) -> FundingScheduler:
+        with self._lock:
+            if self._funding_scheduler is None:
+                self._funding_scheduler = FundingScheduler(self.funding_checker)
+            return self._funding_scheduler
+
+    def start_auto_funding(
+        self,
+        provider: str,
+        interval: float = DEFAULT_INTERVAL_S,
+        buffer_multiplier: BufferMultiplier = DEFAULT_BUFFER_MULTIPLIER,
+    ) -> FundingStatus:
+        """SDK ``startAutoFunding``: keep the sub-account's locked balance at or above the
+        provider's unsettled fee + ``buffer_multiplier`` × 1 0G, checking every ``interval``
+        **seconds** (the SDK takes milliseconds). Runs one cycle now, then in the background (one
+        APScheduler job per provider, never overlapping); while it runs, ``get_request_headers``
+        skips its inline check for this provider. Restarting replaces the settings.
+
+        Args:
+            provider: provider address.
+            interval: seconds between checks (> 0; default 30).
+            buffer_multiplier: 0G above the unsettled fee (int, ``Decimal`` or decimal string;
+                default 2).
+
+        Returns:
+            :class:`~broker.funding.status.FundingStatus` after the first cycle.
+
+        Raises:
+            InvalidAddressError, FundingConfigError. Funding failures are reported in the status
+            (``last_error``) and to listeners, never raised.
+        """
+        return self._scheduler().start(self._provider(provider), interval, buffer_multiplier)
+
+    def stop_auto_funding(self, provider: str | None = None) -> None:
+        """SDK ``stopAutoFunding``: stop the job of ``provider``, or of every provider when
+        ``None``; when none is left the scheduler is shut down (``wait=False``; no thread keeps the
+        process alive)."""
+        with self._lock:
+            scheduler = self._funding_scheduler
+        if scheduler is not None:
+            scheduler.stop(None if provider is None else self._provider(provider))
+
+    def auto_funding_status(self, provider: str) -> FundingStatus:
+        """The :class:`~broker.funding.status.FundingStatus` of ``provider`` (last check, last
+        transfer, last error, unsettled fee and locked balance in neuron)."""
+        return self.funding_checker.status(self._provider(provider))
+
+    def add_funding_listener(self, callback: FundingListener) -> Any:
+        """Call ``callback(FundingEvent)`` for every funding decision (``check`` / ``transfer`` /
+        ``error``), from the thread that ran the cycle. Returns a zero-argument function that
+        removes the listener."""
+        return self.funding_checker.add_listener(callback)
+
+    # ------------------------------------------------------------------------- attestation (§9)
+
+    def verify_service(
+        self,
+        provider: str,
+        output_dir: str | Path | None = None,
+        *,
+        collateral: Any = None,
+        now: Any = None,
+        policy: AttestationPolicy | None = None,
+    ) -> VerificationReport:
+        """SDK ``verifyService``: verify the provider's TEE attestation locally; delegates to
+        :func:`broker.inference.verify.verify_service` with this broker as the service lookup (see
+        there for arguments, the returned :class:`~broker.attestation.VerificationReport` and the
+        errors raised)."""
+        from broker.inference.verify import verify_service
+
+        return verify_service(
+            self, provider, output_dir, collateral=collateral, now=now, policy=policy
+        )
 
     # ------------------------------------------------------------------------- API keys (§5.5)
 
