@@ -41,12 +41,20 @@ def up(
     show_keys: bool = typer.Option(
         False, "--show-keys", help="Include the dev accounts' private keys."
     ),
+    with_provider: bool = typer.Option(
+        False, "--with-provider",
+        help="Also start a provider (Z-Image worker + gateway) registered and acknowledged on chain.",
+    ),
+    model: str = typer.Option(
+        "tiny", "--model", help="Worker model with --with-provider ('tiny': random weights, CPU)."
+    ),
     state_file: Path | None = _StateFile,
 ) -> None:
     """Start the devnet (or reuse a running one) and deploy the contracts."""
     try:
         with _err.status("starting devnet..."):
-            state = devnet_up(port=port, state_file=state_file)
+            state = devnet_up(port=port, state_file=state_file, with_provider=with_provider,
+                              model=model)
     except BrokerError as exc:
         _fail(exc)
     if json_out:
@@ -59,6 +67,15 @@ def up(
     typer.echo(f"rpc_url={state.rpc_url}")
     typer.echo(f"ledger_address={state.ledger_address}")
     typer.echo(f"inference_address={state.inference_address}")
+    if state.provider is not None:
+        _echo_provider(state.provider.model_dump(mode="json"))
+
+
+def _echo_provider(provider: dict) -> None:
+    typer.echo(f"provider_address={provider['address']}")
+    typer.echo(f"provider_gateway_url={provider['gateway_url']}")
+    typer.echo(f"provider_worker_url={provider['worker_url']}")
+    typer.echo(f"provider_model={provider['model']}")
 
 
 @app.command()
@@ -98,3 +115,6 @@ def status(
     )
     typer.echo(f"ledger_address={state['ledger_address']}")
     typer.echo(f"inference_address={state['inference_address']}")
+    if info["provider"] is not None:
+        _echo_provider(info["provider"])
+        typer.echo(f"provider_running={str(info['provider']['running']).lower()}")

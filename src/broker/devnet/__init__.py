@@ -16,7 +16,8 @@ from broker.devnet.manager import (
     load_devnet_state,
     start_devnet,
 )
-from broker.devnet.state import DevAccount, DevnetState, default_state_file
+from broker.devnet.stack import ProviderStack, start_provider_stack
+from broker.devnet.state import DevAccount, DevnetState, ProviderStackState, default_state_file
 
 __all__ = [
     "AnvilNotFoundError",
@@ -26,6 +27,8 @@ __all__ = [
     "DevnetNotRunningError",
     "DevnetState",
     "PortInUseError",
+    "ProviderStack",
+    "ProviderStackState",
     "default_state_file",
     "devnet_down",
     "devnet_status",
@@ -33,4 +36,5 @@ __all__ = [
     "fund_new_account",
     "load_devnet_state",
     "start_devnet",
+    "start_provider_stack",
 ]

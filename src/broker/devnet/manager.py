@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
+import httpx
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
@@ -28,9 +29,11 @@ from broker.devnet.anvil import (
 )
 from broker.devnet.deploy import deploy_contracts, fee_fields, verify_deployment
 from broker.devnet.errors import DevnetError, DevnetNotRunningError, PortInUseError
+from broker.devnet.stack import process_alive, start_provider_stack, stop_process
 from broker.devnet.state import (
     DevAccount,
     DevnetState,
+    ProviderStackState,
     default_state_file,
     read_state,
     remove_state,
@@ -146,39 +149,80 @@ def _is_live(state: DevnetState) -> bool:
     return verify_deployment(w3, state.ledger_address, state.inference_address)
 
 
+def _provider_live(provider: ProviderStackState) -> bool:
+    if not provider.pids() or not all(process_alive(p) for p in provider.pids()):
+        return False
+    try:
+        return httpx.get(provider.gateway_url + "/health", timeout=3.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _stop_provider(provider: ProviderStackState | None) -> None:
+    if provider is not None:
+        for pid in (provider.gateway_pid, provider.worker_pid):
+            if pid:
+                stop_process(pid)
+
+
 def devnet_up(
     *,
     port: int = DEFAULT_PORT,
     state_file: Path | None = None,
     accounts: int = DEFAULT_ACCOUNTS,
+    with_provider: bool = False,
+    model: str = "tiny",
 ) -> DevnetState:
     """Ensure a detached devnet runs and return its state (idempotent).
 
     When the state file names a live anvil whose chain has our contracts at the recorded addresses,
-    that state is returned unchanged. Otherwise a stale recorded process is stopped and a new detached
-    devnet is started on ``port`` (contracts deployed, state written).
+    that state is reused. Otherwise a stale recorded process is stopped and a new detached devnet is
+    started on ``port`` (contracts deployed, state written).
+
+    With ``with_provider``, a complete provider (Z-Image worker ``model`` + gateway, registered and
+    acknowledged on chain; :func:`broker.devnet.stack.start_provider_stack` with ``detach=True``)
+    is started unless a live one is recorded; its addresses, URLs, pids and log files are recorded
+    in the state (``state.provider``). Its files live in ``<state folder>/provider``.
 
     Raises:
-        PortInUseError, DevnetError: as :func:`start_devnet`.
+        PortInUseError, DevnetError: as :func:`start_devnet`; DevnetError: the provider did not
+            start (the devnet is left running, no provider process is left).
     """
     state_file = Path(state_file or default_state_file())
     try:
         current = read_state(state_file)
     except DevnetError:
         current = None
+    state: DevnetState | None = None
     if current is not None:
         if _is_live(current):
-            return current
-        stop_pid(current.anvil_pid)
-        remove_state(state_file)
-    return start_devnet(port=port, state_file=state_file, accounts=accounts, detach=True).state
+            state = current
+        else:
+            _stop_provider(current.provider)
+            stop_pid(current.anvil_pid)
+            remove_state(state_file)
+    if state is None:
+        state = start_devnet(port=port, state_file=state_file, accounts=accounts,
+                             detach=True).state
+    if not with_provider or (state.provider is not None and _provider_live(state.provider)):
+        return state
+    _stop_provider(state.provider)
+    stack = start_provider_stack(state.model_copy(update={"provider": None}), model=model,
+                                 home=state_file.parent / "provider", detach=True)
+    state = state.model_copy(update={"provider": stack.info})
+    try:
+        write_state(state, state_file)
+    except BaseException:
+        stack.stop()
+        raise
+    return state
 
 
 def devnet_down(state_file: Path | None = None) -> bool:
-    """Stop the recorded devnet and delete the state file.
+    """Stop the recorded devnet (and its provider stack, if any) and delete the state file.
 
     Returns True when a state file existed (a recorded devnet was taken down), False when there was
-    nothing to do. Afterwards no recorded anvil process is left.
+    nothing to do. Afterwards no recorded anvil, worker or gateway process is left.
 
     Raises:
         DevnetError: the process could not be stopped.
@@ -191,6 +235,7 @@ def devnet_down(state_file: Path | None = None) -> bool:
     except DevnetError:
         remove_state(state_file)  # malformed: nothing we can stop
         return True
+    _stop_provider(state.provider)
     stop_pid(state.anvil_pid)
     remove_state(state_file)
     return True
@@ -200,8 +245,10 @@ def devnet_status(state_file: Path | None = None) -> dict[str, Any]:
     """Describe the devnet.
 
     Returns:
-        ``{"running": bool, "state_file": str, "state": dict | None, "block_number": int | None}``;
-        ``state`` is :meth:`DevnetState.public_dict` (no private keys).
+        ``{"running": bool, "state_file": str, "state": dict | None, "block_number": int | None,
+        "provider": dict | None}``; ``state`` is :meth:`DevnetState.public_dict` (no private keys);
+        ``provider`` is the recorded provider stack plus ``"running": bool`` (processes alive and
+        the gateway's ``/health`` answering).
     """
     state_file = Path(state_file or default_state_file())
     result: dict[str, Any] = {
@@ -209,12 +256,16 @@ def devnet_status(state_file: Path | None = None) -> dict[str, Any]:
         "state_file": str(state_file),
         "state": None,
         "block_number": None,
+        "provider": None,
     }
     try:
         state = read_state(state_file)
     except DevnetError:
         return result
     result["state"] = state.public_dict()
+    if state.provider is not None:
+        result["provider"] = {**state.provider.model_dump(mode="json"),
+                              "running": _provider_live(state.provider)}
     if _is_live(state):
         result["running"] = True
         try:

@@ -20,6 +20,7 @@ from broker.devnet.errors import DevnetError, DevnetNotRunningError
 __all__ = [
     "DevAccount",
     "DevnetState",
+    "ProviderStackState",
     "default_state_file",
     "read_state",
     "remove_state",
@@ -41,13 +42,41 @@ class DevAccount(BaseModel):
         return value.get_secret_value()
 
 
+class ProviderStackState(BaseModel):
+    """What the devnet state records about a provider stack (no secrets).
+
+    Fields: ``address`` (provider wallet), ``tee_signer_address``, ``model``, ``gateway_url``,
+    ``worker_url``, ``price_per_image`` (neuron), ``home`` (its folder: keys, database, logs),
+    ``gateway_pid`` / ``worker_pid`` and ``gateway_log`` / ``worker_log`` (detached stacks only).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    address: str
+    tee_signer_address: str
+    model: str
+    gateway_url: str
+    worker_url: str
+    price_per_image: int
+    home: Path
+    gateway_pid: int | None = None
+    worker_pid: int | None = None
+    gateway_log: Path | None = None
+    worker_log: Path | None = None
+
+    def pids(self) -> list[int]:
+        """The recorded process ids (empty for an in-process stack)."""
+        return [p for p in (self.worker_pid, self.gateway_pid) if p]
+
+
 class DevnetState(BaseModel):
     """Everything a client needs to use the devnet.
 
     Fields: ``rpc_url`` (``http://127.0.0.1:<port>``), ``chain_id`` (31337), ``ledger_address`` and
     ``inference_address`` (proxy addresses, checksummed), ``owner`` (deployer = dev account 0),
     ``accounts`` (funded dev accounts), ``anvil_pid``, ``port``, ``started_at`` (UTC), ``log_file``
-    (anvil's output), ``detached`` (whether anvil outlives the process that started it).
+    (anvil's output), ``detached`` (whether anvil outlives the process that started it),
+    ``provider`` (the provider stack started by ``devnet up --with-provider``, if any).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -63,6 +92,7 @@ class DevnetState(BaseModel):
     started_at: datetime
     log_file: Path | None = None
     detached: bool = False
+    provider: ProviderStackState | None = None
 
     def public_dict(self, *, show_keys: bool = False) -> dict[str, Any]:
         """JSON-ready dict; private keys are dropped unless ``show_keys``."""

@@ -8,6 +8,7 @@ with ``ZG-Res-Key``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -18,7 +19,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from broker.provider.billing import compute_fee
+from broker.provider.async_jobs import AsyncJobTracker
+from broker.provider.billing import compute_fee, request_image_count
 from broker.provider.errors import (
     BodyTooLargeError,
     ForbiddenError,
@@ -47,6 +49,18 @@ ASYNC_ROUTES = {"/images/generations": "/async/images/generations",
                 "/images/edits": "/async/images/edits"}
 
 
+def _job_id(raw: bytes) -> str | None:
+    """``jobId`` (or ``id``) of a backend's 202 body, or None."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(body, dict):
+        return None
+    job_id = body.get("jobId") or body.get("id")
+    return job_id if isinstance(job_id, str) and job_id else None
+
+
 def _error(exc: GatewayHTTPError) -> JSONResponse:
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
     return JSONResponse({"error": exc.message}, status_code=exc.status_code, headers=headers)
@@ -73,12 +87,39 @@ def create_app(gw: Gateway) -> FastAPI:
     forwarder = Forwarder(settings.backend_timeout)
     secrets_hdr = {k: v.get_secret_value() for k, v in settings.additional_secret.items()}
     whitelist = {a.lower() for a in settings.whitelist}
+    if gw.async_jobs is None:
+        gw.async_jobs = AsyncJobTracker(gw.db, gw.ledger, settings.output_price)
+    jobs: AsyncJobTracker = gw.async_jobs
+    watchers: set[asyncio.Task] = set()
+
+    async def poll_job(job_id: str) -> tuple[int, object, float | None]:
+        upstream = await forwarder.send("GET", settings.backend_for("/images") +
+                                        f"/async/jobs/{job_id}", dict(secrets_hdr), b"")
+        raw = b"".join([c async for c in upstream.aiter_raw()])
+        await upstream.aclose()
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        retry = upstream.headers.get("retry-after")
+        return upstream.status_code, body, float(retry) if retry and retry.isdigit() else None
+
+    def start_watch(job_id: str) -> None:
+        task = asyncio.create_task(jobs.watch(job_id, lambda: poll_job(job_id),
+                                              timeout=settings.backend_timeout))
+        watchers.add(task)
+        task.add_done_callback(watchers.discard)
 
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        for job_id in await run_in_threadpool(jobs.pending):   # resume after a restart
+            start_watch(job_id)
         yield
+        for task in list(watchers):
+            task.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
         await forwarder.aclose()
 
     app = FastAPI(title="0g-broker provider gateway", lifespan=lifespan, docs_url=None,
@@ -94,6 +135,10 @@ def create_app(gw: Gateway) -> FastAPI:
         return _error(exc)
 
     # ------------------------------------------------------------------ free routes
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "provider": gw.provider}
 
     @app.get("/v1/quote")
     async def quote() -> Response:
@@ -143,7 +188,8 @@ def create_app(gw: Gateway) -> FastAPI:
         if locked >= 0 and locked - gw.ledger.unsettled_fee(user) < settings.min_locked_balance:
             gw.trigger_settlement()
 
-    async def _billed(request: Request, route: str, backend_path: str) -> Response:
+    async def _billed(request: Request, route: str, backend_path: str,
+                      async_job: bool = False) -> Response:
         user, body, locked = await _admit(request, route)
         billed = locked >= 0
         try:
@@ -154,7 +200,8 @@ def create_app(gw: Gateway) -> FastAPI:
                 await run_in_threadpool(gw.ledger.open_request, chat_id, user,
                                         settings.service_type, settings.model)
             params = dict(request.query_params)
-            if settings.service_type == "text-to-image" and route == "/images/generations":
+            if settings.service_type == "text-to-image" and route == "/images/generations" \
+                    and not async_job:
                 params["wait"] = "true"
             url = settings.backend_for(route) + backend_path
             headers = forward_headers(request.headers, secrets_hdr)
@@ -175,6 +222,18 @@ def create_app(gw: Gateway) -> FastAPI:
         streamed = "text/event-stream" in upstream.headers.get("content-type", "")
 
         async def finish(raw: bytes) -> None:
+            if async_job:
+                job_id = _job_id(raw) if upstream.status_code == 202 else None
+                if job_id is None:
+                    if billed:
+                        await run_in_threadpool(gw.ledger.fail, chat_id)
+                    return
+                # billed when the backend reports the job completed (module async_jobs)
+                await run_in_threadpool(jobs.register, job_id, chat_id if billed else None, user,
+                                        request_image_count(fwd_body))
+                await run_in_threadpool(gw.signatures.sign_and_store, chat_id, fwd_body, raw)
+                start_watch(job_id)
+                return
             if upstream.status_code not in (200, 202):
                 if billed:
                     await run_in_threadpool(gw.ledger.fail, chat_id)
@@ -229,13 +288,51 @@ def create_app(gw: Gateway) -> FastAPI:
         return Response(raw, status_code=upstream.status_code,
                         headers=response_headers(upstream.headers))
 
-    async def _guarded(request: Request, handler, route: str, backend_path: str) -> Response:
+    async def _guarded(request: Request, handler, route: str, backend_path: str,
+                       **kw) -> Response:
         gw.limits.check_ip(client_ip(request.headers, request.client and request.client.host))
         gw.limits.enter_global()
         try:
-            return await handler(request, route, backend_path)
+            return await handler(request, route, backend_path, **kw)
         finally:
             gw.limits.leave_global()
+
+    async def _async_create(request: Request, route: str) -> Response:
+        return await _guarded(request, _billed, route, ASYNC_ROUTES[route], async_job=True)
+
+    async def _async_poll(job_id: str, request: Request) -> Response:
+        gw.limits.check_ip(client_ip(request.headers, request.client and request.client.host))
+        user = await run_in_threadpool(gw.auth.authenticate, request.headers.get("authorization"))
+        owner = await run_in_threadpool(jobs.owner, job_id)
+        if owner is None or owner.lower() != user.lower():
+            raise GatewayHTTPError("job not found", status_code=404)
+        upstream = await forwarder.send("GET", settings.backend_for("/images") +
+                                        f"/async/jobs/{job_id}", dict(secrets_hdr), b"")
+        raw = b"".join([c async for c in upstream.aiter_raw()])
+        await upstream.aclose()
+        code = upstream.status_code
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        await run_in_threadpool(jobs.observe, job_id, code, body)
+        # Retry-After and the other backend headers pass through
+        return Response(raw, status_code=code, headers=response_headers(upstream.headers))
+
+    @app.post("/v1/async/images/generations")
+    @app.post("/v1/proxy/async/images/generations")
+    async def async_generate(request: Request) -> Response:
+        return await _async_create(request, "/images/generations")
+
+    @app.post("/v1/async/images/edits")
+    @app.post("/v1/proxy/async/images/edits")
+    async def async_edit(request: Request) -> Response:
+        return await _async_create(request, "/images/edits")
+
+    @app.get("/v1/async/jobs/{job_id}")
+    @app.get("/v1/proxy/async/jobs/{job_id}")
+    async def async_job(job_id: str, request: Request) -> Response:
+        return await _async_poll(job_id, request)
 
     @app.api_route("/v1/proxy/{path:path}",
                    methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
@@ -246,24 +343,5 @@ def create_app(gw: Gateway) -> FastAPI:
         if route.startswith(FREE_PREFIXES):
             return await _guarded(request, _free, route, route)
         raise UnsupportedEndpointError()
-
-    @app.post("/v1/async/images/generations")
-    async def async_generate(request: Request) -> Response:
-        return await _guarded(request, _billed, "/images/generations", ASYNC_ROUTES["/images/generations"])
-
-    @app.post("/v1/async/images/edits")
-    async def async_edit(request: Request) -> Response:
-        return await _guarded(request, _billed, "/images/edits", ASYNC_ROUTES["/images/edits"])
-
-    @app.get("/v1/async/jobs/{job_id}")
-    async def async_job(job_id: str, request: Request) -> Response:
-        gw.limits.check_ip(client_ip(request.headers, request.client and request.client.host))
-        await run_in_threadpool(gw.auth.authenticate, request.headers.get("authorization"))
-        upstream = await forwarder.send("GET", settings.backend_for("/images") +
-                                        f"/async/jobs/{job_id}", {}, b"")
-        raw = b"".join([c async for c in upstream.aiter_raw()])
-        await upstream.aclose()
-        return Response(raw, status_code=upstream.status_code,
-                        headers=response_headers(upstream.headers))
 
     return app

@@ -11,6 +11,8 @@ Tables (``provider-gateway.md`` B9, with our crash-safety bookkeeping):
   signature, the block number before sending, tx hash and per-item result.
 * ``chat_signatures`` — response signatures (B7) keyed by the lower-cased chat id, with expiry; kept
   in the database so a restart does not lose them (fixes D5).
+* ``async_jobs`` — async image jobs accepted by the backend (B2): job id → the billed request row,
+  its user and image count, and whether the job was billed (on completion) or failed.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 __all__ = [
+    "AsyncJobRecord",
+    "AsyncJobStatus",
     "Base",
     "BatchStatus",
     "ChatSignature",
@@ -62,6 +66,14 @@ class BatchStatus:
     PREPARED = "prepared"        # signed and stored; maybe sent, maybe not
     CONFIRMED = "confirmed"      # nonce consumed on chain, result recorded
     REJECTED = "rejected"        # the contract refused the item (nonce not consumed)
+
+
+class AsyncJobStatus:
+    """Values of ``async_jobs.status``."""
+
+    PENDING = "pending"          # accepted by the backend, not finished
+    BILLED = "billed"            # completed; its request row got the fee (exactly once)
+    FAILED = "failed"            # failed or vanished on the backend; never charged
 
 
 class Base(DeclarativeBase):
@@ -118,6 +130,19 @@ class ChatSignature(Base):
     text: Mapped[str] = mapped_column(Text)
     signature: Mapped[str] = mapped_column(String(132))
     expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class AsyncJobRecord(Base):
+    """An async image job (B2) and the request row it bills on completion."""
+
+    __tablename__ = "async_jobs"
+
+    job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    user_address: Mapped[str] = mapped_column(String(42), index=True)
+    images: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(16), default=AsyncJobStatus.PENDING, index=True)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
 
 
 class Database:

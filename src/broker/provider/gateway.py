@@ -28,6 +28,8 @@ class Gateway:
         accounts, auth: chain state and request validation.
         limits: B6 limits.
         settler, scheduler: settlement (``scheduler`` may be ``None`` in tests).
+        async_jobs: the :class:`~broker.provider.async_jobs.AsyncJobTracker` (made by the app
+            when ``None``).
     """
 
     settings: ProviderSettings
@@ -41,6 +43,7 @@ class Gateway:
     limits: Limits
     settler: Any = None
     scheduler: Any = None
+    async_jobs: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def trigger_settlement(self) -> None:

@@ -1,0 +1,397 @@
+"""A complete provider on the devnet: the Z-Image worker, the gateway in front of it, and the service
+registered and acknowledged on chain (``provider-gateway.md`` B1, B11, B12, D10).
+
+:func:`start_provider_stack` is used by ``0g-broker devnet up --with-provider`` (``detach=True``:
+two subprocesses that outlive the caller, pids recorded in the devnet state) and in-process by tests
+and demos (``detach=False``: uvicorn threads; :attr:`ProviderStack.gateway` is the live
+:class:`~broker.provider.gateway.Gateway`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Self
+
+import httpx
+from eth_account import Account
+
+from broker.config.settings import broker_home
+from broker.devnet.errors import DevnetError
+from broker.devnet.state import DevnetState, ProviderStackState
+
+__all__ = [
+    "DEFAULT_PRICE_PER_IMAGE",
+    "PROVIDER_ACCOUNT_INDEX",
+    "ProviderStack",
+    "ProviderStackState",
+    "process_alive",
+    "provider_settings",
+    "start_provider_stack",
+    "stop_process",
+]
+
+#: 0.001 0G per image, in neuron.
+DEFAULT_PRICE_PER_IMAGE = 10**15
+#: The dev account used as the provider wallet by default (0 is the owner, the last one funds
+#: ``fund_new_account``).
+PROVIDER_ACCOUNT_INDEX = 1
+_HEALTH_TIMEOUT = 180.0
+_MARKER = "broker.cli.main"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def process_alive(pid: int) -> bool:
+    """True when ``pid`` runs and is one of our ``broker.cli.main`` processes (not a zombie)."""
+    from broker.devnet.anvil import pid_alive
+
+    if not pid_alive(pid):
+        return False
+    try:
+        return _MARKER.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+
+
+def stop_process(pid: int, timeout: float = 10.0) -> bool:
+    """Stop one of our server processes: SIGTERM, wait up to ``timeout`` seconds, then SIGKILL.
+
+    Returns True when a live process was stopped, False when there was none (a pid now used by an
+    unrelated program is left alone).
+
+    Raises:
+        DevnetError: it survived SIGKILL.
+    """
+    from broker.devnet.anvil import pid_alive
+
+    if not process_alive(pid):
+        return False
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return True
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                return True
+            time.sleep(0.05)
+    raise DevnetError(f"process {pid} did not stop")
+
+
+def provider_settings(state: DevnetState, *, provider_key: str, home: Path, model: str,
+                      gateway_port: int, worker_url: str, price_per_image: int,
+                      chat_backend_url: str | None = None):
+    """The :class:`~broker.provider.settings.ProviderSettings` of a devnet stack.
+
+    Text-to-image service at ``price_per_image`` neuron per image, backend ``<worker_url>/v1``,
+    SQLite database and TEE signer key file under ``home``; never a dstack socket (devnet).
+    """
+    from broker.provider.settings import ProviderSettings
+
+    return ProviderSettings(
+        network="devnet", rpc_url=state.rpc_url, inference_address=state.inference_address,
+        private_key=provider_key, tee_key_file=home / "tee_signer.json",
+        dstack_socket=home / "no-dstack.sock", service_type="text-to-image", model=model,
+        input_price=0, output_price=price_per_image,
+        serving_url=f"http://127.0.0.1:{gateway_port}", target_url=worker_url + "/v1",
+        openai_backend_url=chat_backend_url, db_url=f"sqlite:///{home / 'gateway.db'}",
+        port=gateway_port, host="127.0.0.1")
+
+
+class _Thread:
+    """A uvicorn server in a daemon thread."""
+
+    def __init__(self, app: Any, port: int) -> None:
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                                    log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True,
+                                       name=f"uvicorn-{port}")
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
+class ProviderStack:
+    """A running devnet provider (worker + gateway), registered and acknowledged on chain.
+
+    Attributes:
+        gateway_url, worker_url: ``http://127.0.0.1:<port>`` (users call ``<gateway_url>/v1/proxy``).
+        provider_address: the provider wallet; service: the on-chain
+            :class:`~broker.chain.contracts.Service` after acknowledgement.
+        settings: the gateway's :class:`~broker.provider.settings.ProviderSettings` (holds the key;
+            never printed). info: :class:`ProviderStackState` (recordable, no secrets).
+        gateway: the in-process :class:`~broker.provider.gateway.Gateway` (None when detached).
+        detached: whether the servers are subprocesses that outlive this object.
+
+    Use as a context manager or call :meth:`stop`. A detached stack is stopped only by :meth:`stop`
+    (or ``devnet down``), not by leaving the ``with`` block.
+    """
+
+    def __init__(self, info: ProviderStackState, settings: Any, service: Any, *,
+                 gateway: Any = None, threads: list[_Thread] | None = None,
+                 detached: bool = False) -> None:
+        self.info = info
+        self.settings = settings
+        self.service = service
+        self.gateway = gateway
+        self.detached = detached
+        self._threads = threads or []
+
+    gateway_url = property(lambda self: self.info.gateway_url)
+    worker_url = property(lambda self: self.info.worker_url)
+    provider_address = property(lambda self: self.info.address)
+    tee_signer_address = property(lambda self: self.info.tee_signer_address)
+
+    def __repr__(self) -> str:
+        return (f"ProviderStack(provider={self.provider_address}, gateway={self.gateway_url}, "
+                f"worker={self.worker_url}, detached={self.detached})")
+
+    def restart_gateway(self, *, signer: Any = None, on_sent: Any = None) -> Any:
+        """Restart the in-process gateway on the same port, database and registration.
+
+        Args:
+            signer: a TEE signer to use instead of the registered one (e.g. to show that responses
+                signed by a swapped key no longer verify); default the key file in ``home``.
+            on_sent: settlement hook passed to :func:`~broker.provider.serve.build_gateway`.
+
+        Returns:
+            The new :class:`~broker.provider.gateway.Gateway` (also :attr:`gateway`).
+
+        Raises:
+            DevnetError: the stack is detached, or the new gateway did not answer ``/health``.
+        """
+        from broker.provider.app import create_app as gateway_app
+        from broker.provider.serve import build_gateway
+
+        if self.detached or len(self._threads) < 2:
+            raise DevnetError("only an in-process provider stack can restart its gateway")
+        old = self.gateway
+        if old is not None and old.scheduler is not None:
+            with contextlib.suppress(Exception):
+                old.scheduler.shutdown()
+        self._threads.pop().stop()
+        if old is not None:
+            old.db.dispose()
+        gw = build_gateway(self.settings, signer=signer, on_sent=on_sent)
+        self.gateway = gw
+        self._threads.append(_Thread(gateway_app(gw), self.settings.port))
+        _wait_health(self.gateway_url, [], _HEALTH_TIMEOUT, "gateway", None)
+        gw.scheduler.start()
+        return gw
+
+    def stop(self) -> None:
+        """Stop the gateway (and its settlement scheduler), then the worker; no process is left."""
+        for pid in (self.info.gateway_pid, self.info.worker_pid):
+            if pid:
+                stop_process(pid)
+        gw = self.gateway
+        if gw is not None and gw.scheduler is not None:
+            with contextlib.suppress(Exception):  # not started / already stopped
+                gw.scheduler.shutdown()
+        for t in reversed(self._threads):
+            t.stop()
+        self._threads = []
+        if gw is not None:
+            gw.db.dispose()
+            self.gateway = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.detached:
+            self.stop()
+
+
+def _wait_health(url: str, pids: list[int], timeout: float, what: str,
+                 log: Path | None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in pids:
+            if not process_alive(pid):
+                hint = f"; see {log}" if log else ""
+                raise DevnetError(f"the {what} exited during start-up{hint}")
+        try:
+            if httpx.get(url + "/health", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    hint = f"; see {log}" if log else ""
+    raise DevnetError(f"the {what} did not answer {url}/health within {timeout:.0f} s{hint}")
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> int:
+    log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", _MARKER, *args], env=env,
+                                stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
+                                start_new_session=True, close_fds=True)
+    finally:
+        os.close(fd)
+    return proc.pid
+
+
+def _owner_key(state: DevnetState) -> str:
+    for acc in state.accounts:
+        if acc.address.lower() == state.owner.lower():
+            return acc.private_key.get_secret_value()
+    raise DevnetError("the devnet state has no key for the contract owner")
+
+
+def _register(state: DevnetState, settings: Any, tee_address: str) -> Any:
+    from broker.chain.connection import connect
+    from broker.chain.contracts import InferenceServingContract
+    from broker.chain.sender import TransactionSender
+    from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
+
+    w3 = connect(state.rpc_url)
+    wallet = Account.from_key(settings.private_key.get_secret_value())
+    contract = InferenceServingContract(w3, state.inference_address, TransactionSender(w3, wallet))
+    register_service(contract, settings, tee_address)
+    service = contract.get_service(wallet.address)
+    if not service.tee_signer_acknowledged:
+        owner = Account.from_key(_owner_key(state))
+        acknowledge_tee_signer_by_owner(
+            InferenceServingContract(w3, state.inference_address, TransactionSender(w3, owner)),
+            wallet.address)
+        service = contract.get_service(wallet.address)
+    return service
+
+
+def start_provider_stack(
+    state: DevnetState,
+    *,
+    model: str = "tiny",
+    worker_port: int = 0,
+    gateway_port: int = 0,
+    provider_key: str | None = None,
+    price_per_image: int = DEFAULT_PRICE_PER_IMAGE,
+    chat_backend_url: str | None = None,
+    home: Path | None = None,
+    detach: bool = False,
+    health_timeout: float = _HEALTH_TIMEOUT,
+) -> ProviderStack:
+    """Start the worker and the gateway, register the service and have the owner acknowledge it.
+
+    Steps: start the Z-Image worker (``model``) → derive (or reuse) the TEE signer key in ``home`` →
+    ``addOrUpdateService`` from the provider wallet (stake 100 0G on first registration,
+    ``additionalInfo`` JSON of B11, text-to-image at ``price_per_image``) → the devnet owner sends
+    ``acknowledgeTEESignerByOwner`` (D10) → start the gateway → wait until both ``/health`` answer.
+
+    Args:
+        state: the running devnet.
+        model: worker model (``"tiny"``: random weights, CPU, offline); also the on-chain model name.
+        worker_port, gateway_port: loopback ports (0: free ports).
+        provider_key: provider wallet key (hex); default dev account ``PROVIDER_ACCOUNT_INDEX`` (1).
+        price_per_image: neuron per image (the on-chain ``outputPrice``; B9 bills ``n × price``).
+        chat_backend_url: an OpenAI-compatible backend (``…/v1``) for ``/chat/completions`` and
+            audio routes; billing still follows the service type (text-to-image).
+        home: folder for the TEE key, the gateway database and logs (default
+            ``$ZG_HOME/devnet/provider``).
+        detach: subprocesses (``0g-broker worker serve`` / ``provider serve``) that outlive this
+            process, pids and logs in :attr:`ProviderStack.info`; else in-process uvicorn threads.
+        health_timeout: seconds to wait for each ``/health``.
+
+    Returns:
+        A running :class:`ProviderStack`.
+
+    Raises:
+        DevnetError: a server did not start. ContractRevertError / TransactionError: registration
+            failed (e.g. the provider wallet lacks the 100 0G stake).
+    """
+    from broker.provider.tee import load_tee_signer
+
+    if price_per_image < 0:
+        raise ValueError("price_per_image must be >= 0 (neuron)")
+    home = Path(home or broker_home() / "devnet" / "provider")
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if provider_key is None:
+        provider_key = state.accounts[PROVIDER_ACCOUNT_INDEX].private_key.get_secret_value()
+    worker_port = worker_port or _free_port()
+    gateway_port = gateway_port or _free_port()
+    worker_url = f"http://127.0.0.1:{worker_port}"
+    settings = provider_settings(state, provider_key=provider_key, home=home, model=model,
+                                 gateway_port=gateway_port, worker_url=worker_url,
+                                 price_per_image=price_per_image,
+                                 chat_backend_url=chat_backend_url)
+    provider = Account.from_key(provider_key).address
+    signer = load_tee_signer(settings)
+    info = ProviderStackState(address=provider, tee_signer_address=signer.address, model=model,
+                              gateway_url=settings.serving_url, worker_url=worker_url,
+                              price_per_image=price_per_image, home=home)
+    if detach:
+        return _start_detached(state, settings, signer.address, info, health_timeout)
+    return _start_in_process(state, settings, signer, info, health_timeout)
+
+
+def _start_in_process(state, settings, signer, info, health_timeout) -> ProviderStack:
+    from broker.provider.app import create_app as gateway_app
+    from broker.provider.serve import build_gateway
+    from broker.worker.app import create_app as worker_app
+    from broker.worker.settings import WorkerSettings
+
+    port = int(info.worker_url.rsplit(":", 1)[1])
+    threads = [_Thread(worker_app(WorkerSettings(model=info.model, port=port,
+                                                 idle_unload_seconds=0)), port)]
+    gw = None
+    try:
+        _wait_health(info.worker_url, [], health_timeout, "worker", None)
+        service = _register(state, settings, signer.address)
+        gw = build_gateway(settings, signer=signer)
+        threads.append(_Thread(gateway_app(gw), settings.port))
+        _wait_health(info.gateway_url, [], health_timeout, "gateway", None)
+        gw.scheduler.start()
+    except BaseException:
+        ProviderStack(info, settings, None, gateway=gw, threads=threads).stop()
+        raise
+    return ProviderStack(info, settings, service, gateway=gw, threads=threads)
+
+
+def _start_detached(state, settings, tee_address, info, health_timeout) -> ProviderStack:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ZG_PROVIDER_", "ZG_WORKER_"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    logs = info.home / "logs"
+    worker_log, gateway_log = logs / "worker.log", logs / "gateway.log"
+    worker_port = info.worker_url.rsplit(":", 1)[1]
+    worker_pid = _spawn(["worker", "serve", "--model", info.model, "--port", worker_port,
+                         "--host", "127.0.0.1", "--idle-unload", "0"], env, worker_log)
+    info = info.model_copy(update={"worker_pid": worker_pid, "worker_log": worker_log})
+    try:
+        _wait_health(info.worker_url, [worker_pid], health_timeout, "worker", worker_log)
+        service = _register(state, settings, tee_address)
+        genv = dict(env)
+        for name in ("network", "rpc_url", "inference_address", "tee_key_file", "dstack_socket",
+                     "service_type", "model", "input_price", "output_price", "serving_url",
+                     "target_url", "openai_backend_url", "db_url"):
+            value = getattr(settings, name)
+            if value is not None:
+                genv[f"ZG_PROVIDER_{name.upper()}"] = str(value)
+        genv["ZG_PROVIDER_PRIVATE_KEY"] = settings.private_key.get_secret_value()
+        gateway_pid = _spawn(["provider", "serve", "--port", str(settings.port),
+                              "--host", "127.0.0.1"], genv, gateway_log)
+        info = info.model_copy(update={"gateway_pid": gateway_pid, "gateway_log": gateway_log})
+        _wait_health(info.gateway_url, [gateway_pid], health_timeout, "gateway", gateway_log)
+    except BaseException:
+        for pid in info.pids():
+            stop_process(pid)
+        raise
+    return ProviderStack(info, settings, service, detached=True)
