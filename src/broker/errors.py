@@ -25,12 +25,14 @@ from broker.ledger import errors as _ledger
 from broker.ledger.errors import *
 from broker.provider import errors as _provider
 from broker.provider.errors import *
+from broker.proxy import errors as _proxy
+from broker.proxy.errors import *
 from broker.worker import errors as _worker
 from broker.worker.errors import *
 
 _AREAS = (
     _exceptions, _artifacts, _chain, _ledger, _devnet, _inference, _funding, _attestation, _provider,
-    _worker,
+    _proxy, _worker,
 )
 
 # Only the exception classes (the areas' __all__ also list helpers such as decode_revert).

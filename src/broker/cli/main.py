@@ -56,14 +56,12 @@ login_cmds.register(app)
 ledger_cmds.register(app)
 
 #: Other areas' CLI modules. A module with a typer ``app`` is mounted as a sub-command group under
-#: the given name; otherwise its ``register(app)`` adds top-level commands. A module that does not
-#: exist (yet) is skipped; an error *inside* an existing module is not hidden.
+#: the given name; otherwise its ``register(app)`` adds top-level commands.
 AREA_MODULES: tuple[tuple[str, str], ...] = (
     ("devnet", "broker.cli.devnet"),
     ("inference", "broker.cli.inference"),
     ("verify", "broker.cli.verify"),
-    ("proxy", "broker.cli.proxy"),
-    ("funding", "broker.cli.funding"),
+    ("serve", "broker.cli.serve"),
     ("provider", "broker.cli.provider"),
     ("worker", "broker.cli.worker"),
 )
@@ -71,16 +69,13 @@ AREA_MODULES: tuple[tuple[str, str], ...] = (
 
 def _mount_areas(root: typer.Typer) -> None:
     for name, module_name in AREA_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
+        module = importlib.import_module(module_name)
         if isinstance(getattr(module, "app", None), typer.Typer):
             root.add_typer(module.app, name=name)
         elif callable(getattr(module, "register", None)):
             module.register(root)
+        else:
+            raise TypeError(f"{module_name} has neither a typer `app` nor `register(app)`")
 
 
 _mount_areas(app)

@@ -1,0 +1,99 @@
+"""Top-level ``0g-broker serve`` (the OpenAI-compatible local proxy) and ``0g-broker demo`` (the main
+job in one command); registered by :mod:`broker.cli.main` through :func:`register`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from broker.cli.context import make_broker, options
+from broker.cli.output import err, handle_errors, print_json
+
+__all__ = ["register"]
+
+
+@handle_errors
+def serve_cmd(
+    ctx: typer.Context,
+    provider: Annotated[str, typer.Option("--provider", envvar="ZG_SERVE_PROVIDER",
+                                          help="Provider address to serve.")],
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 3000,
+    api_key: Annotated[str | None, typer.Option(
+        "--api-key", envvar="ZG_SERVE_API_KEY",
+        help="Require clients to send 'Authorization: Bearer <key>'.")] = None,
+    verify: Annotated[str, typer.Option(
+        help="Response verification: off, warn (report only) or enforce (refuse).")] = "warn",
+    auto_funding: Annotated[bool, typer.Option(
+        "--auto-funding/--no-auto-funding", help="Top up the sub-account in the background.")] = True,
+    images_timeout: Annotated[float, typer.Option(help="Image request timeout, seconds.")] = 600.0,
+    chat_timeout: Annotated[float, typer.Option(help="Chat request timeout, seconds.")] = 300.0,
+) -> None:
+    """Run the OpenAI-compatible local proxy for one provider: it pays, signs, verifies and bills
+    every request."""
+    from pydantic import ValidationError
+
+    from broker.proxy.app import serve
+    from broker.proxy.errors import ProxyConfigError
+    from broker.proxy.settings import ServeSettings
+
+    try:
+        settings = ServeSettings(provider=provider, host=host, port=port, api_key=api_key,
+                                 verify=verify, auto_funding=auto_funding,
+                                 images_timeout=images_timeout, chat_timeout=chat_timeout)
+    except ValidationError as exc:
+        raise ProxyConfigError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                         for e in exc.errors())) from None
+    broker = make_broker(ctx)
+    err.print(f"serving provider {settings.provider} on http://{host}:{port}/v1 "
+              f"(verify {settings.verify})")
+    try:
+        serve(broker, settings)
+    finally:
+        if broker.inference is not None:
+            broker.inference.close()
+
+
+@handle_errors
+def demo_cmd(
+    ctx: typer.Context,
+    prompt: Annotated[str, typer.Option(help="Image prompt.")] = "a red fox in the snow, watercolor",
+    out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("demo.png"),
+    model: Annotated[str, typer.Option(
+        help="Worker model: 'tiny' (offline test weights) or a local Z-Image folder.")] = "tiny",
+    size: Annotated[str | None, typer.Option(help="WIDTHxHEIGHT (default: the model's).")] = None,
+    keep: Annotated[bool, typer.Option(
+        "--keep", help="Keep everything running until Ctrl-C.")] = False,
+) -> None:
+    """The main job in one command: devnet, tiny worker, provider gateway and serve; one image
+    generated with the openai client through serve, paid and verified; then everything stopped."""
+    import signal
+
+    from broker.proxy.demo import run_demo
+
+    def _terminate(_sig, _frame):  # SIGTERM / SIGHUP: unwind like Ctrl-C so everything stops
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, _terminate) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        result = run_demo(prompt, out, model=model, keep=keep, size=size)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if options(ctx).json:
+        print_json({"out": str(result.out), "fee": str(result.fee), "verified": result.verified,
+                    "chat_id": result.chat_id, "provider": result.provider})
+
+
+def register(app: typer.Typer) -> None:
+    """Add the top-level ``serve`` and ``demo`` commands to ``app``."""
+    app.command("serve")(serve_cmd)
+    app.command("demo")(demo_cmd)
+
+
+if __name__ == "__main__":  # ``python -m broker.cli.serve demo ...`` without the root CLI
+    _standalone = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    register(_standalone)
+    _standalone()

@@ -1,0 +1,192 @@
+"""``create_app(broker, settings)``: the OpenAI-compatible local proxy as a FastAPI app, with a
+lifespan that runs the start-up steps (:mod:`broker.proxy.startup`) and stops auto-funding and the
+upstream pool on shutdown; and :func:`serve` to run it with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from rich.console import Console
+from starlette.concurrency import run_in_threadpool
+
+from broker._exceptions import BrokerError, ChainError, InputError
+from broker.chain.addresses import checksum_address
+from broker.inference.errors import SignerNotAcknowledgedError
+from broker.proxy.billing import Billing
+from broker.proxy.context import ProxyContext
+from broker.proxy.errors import ProxyConfigError, ProxyHTTPError
+from broker.proxy.metrics import ProxyMetrics
+from broker.proxy.protocol import ErrorBody, ErrorResponse
+from broker.proxy.router import router
+from broker.proxy.settings import ServeSettings
+from broker.proxy.startup import prepare_provider
+from broker.proxy.upstream import Upstream
+from broker.proxy.verification import Verifier
+
+__all__ = ["create_app", "error_response", "serve"]
+
+logger = logging.getLogger(__name__)
+
+
+def error_response(exc: ProxyHTTPError) -> JSONResponse:
+    """The OpenAI-shaped JSON error (with ``Retry-After`` when the error carries one)."""
+    body = ErrorResponse(error=ErrorBody(message=exc.message, type=exc.type, code=exc.code,
+                                         param=exc.param))
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+    return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=headers)
+
+
+def _broker_error(exc: BrokerError) -> ProxyHTTPError:
+    if isinstance(exc, SignerNotAcknowledgedError):
+        return ProxyHTTPError(str(exc), status_code=403, type="permission_error",
+                              code="signer_not_acknowledged")
+    if isinstance(exc, InputError):
+        return ProxyHTTPError(str(exc), status_code=400, type="invalid_request_error")
+    if isinstance(exc, ChainError):
+        return ProxyHTTPError(f"chain error: {exc}", status_code=502, type="upstream_error",
+                              code="chain_error")
+    return ProxyHTTPError(str(exc), status_code=500, type="api_error", code=type(exc).__name__)
+
+
+def _route_label(path: str) -> str:
+    if path.startswith("/v1/async/jobs/"):
+        return "/v1/async/jobs/{id}"
+    known = ("/health", "/metrics", "/v1/account", "/v1/models", "/v1/chat/completions",
+             "/v1/images/generations", "/v1/images/edits", "/v1/async/images/generations",
+             "/v1/audio/transcriptions", "/v1/verify")
+    return path if path in known else "other"
+
+
+class _MetricsMiddleware:
+    """Pure ASGI middleware: counts requests by route and status and observes the time to the
+    response start (the first byte for streams)."""
+
+    def __init__(self, app: Any, metrics: ProxyMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        route = _route_label(scope.get("path", ""))
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                self.metrics.latency.labels(route=route).observe(time.perf_counter() - start)
+                self.metrics.requests.labels(route=route, status=str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+
+def create_app(broker: Any, settings: ServeSettings, *, console: Console | None = None,
+               run_startup: bool = True) -> FastAPI:
+    """Build the proxy app for one provider.
+
+    Args:
+        broker: a :class:`broker.broker.Broker` (``.inference`` and ``.ledger`` used) or an
+            :class:`~broker.inference.broker.InferenceBroker` (then ``/v1/account`` has no ledger).
+        settings: :class:`ServeSettings`; ``settings.provider`` is required.
+        console: where start-up progress goes (default stderr).
+        run_startup: run the start-up steps (funding, acknowledgement, auto-funding) in the
+            lifespan; ``False`` only resolves the service.
+
+    Returns:
+        The FastAPI app; ``app.state.proxy`` is the :class:`ProxyContext` once started.
+
+    Raises:
+        ProxyConfigError: no provider, or a malformed address.
+        (In the lifespan) ProxyStartupError and chain errors from the start-up steps.
+    """
+    if not settings.provider:
+        raise ProxyConfigError("no provider: pass --provider ADDRESS (or set ZG_SERVE_PROVIDER)")
+    try:
+        provider = checksum_address(settings.provider, field="provider")
+    except InputError as exc:
+        raise ProxyConfigError(str(exc)) from None
+    inference = getattr(broker, "inference", None) or broker
+    full_broker = broker if inference is not broker else None
+    metrics = ProxyMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        remove_listener = None
+        if hasattr(inference, "add_funding_listener"):
+            def on_funding(event: Any) -> None:
+                if getattr(event, "provider", provider).lower() != provider.lower():
+                    return
+                metrics.funding_events.labels(kind=event.kind).inc()
+                if event.kind == "transfer" and event.amount:
+                    metrics.funding_transferred.inc(event.amount)
+
+            remove_listener = inference.add_funding_listener(on_funding)
+        try:
+            if run_startup:
+                report = await run_in_threadpool(prepare_provider, inference, provider,
+                                                 settings, console=console)
+                service, funding_started = report.service, report.auto_funding
+            else:
+                service = await run_in_threadpool(inference.get_service, provider, refresh=True)
+                funding_started = False
+        except BaseException:
+            if callable(remove_listener):
+                remove_listener()
+            raise
+        upstream = Upstream(inference, service.provider, service.url, settings, metrics)
+        ctx = ProxyContext(settings=settings, inference=inference, provider=service.provider,
+                           service=service, upstream=upstream,
+                           verifier=Verifier(inference, service.provider, settings.verify,
+                                             upstream.client, metrics),
+                           billing=Billing(inference, service.provider, metrics),
+                           metrics=metrics, broker=full_broker)
+        app.state.proxy = ctx
+        try:
+            yield
+        finally:
+            if funding_started:
+                inference.stop_auto_funding(service.provider)
+            if callable(remove_listener):
+                remove_listener()
+            await upstream.aclose()
+
+    app = FastAPI(title="0g-broker serve", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+
+    @app.exception_handler(ProxyHTTPError)
+    async def _proxy_error(_req: Request, exc: ProxyHTTPError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(BrokerError)
+    async def _other_error(_req: Request, exc: BrokerError) -> JSONResponse:
+        logger.warning("request failed: %s", exc)
+        return error_response(_broker_error(exc))
+
+    app.include_router(router)
+    app.add_middleware(_MetricsMiddleware, metrics=metrics)
+    app.state.metrics = metrics
+    return app
+
+
+def serve(broker: Any, settings: ServeSettings, *, console: Console | None = None) -> None:
+    """Run the proxy with uvicorn on ``settings.host:settings.port`` until interrupted (blocking).
+
+    Raises:
+        ProxyConfigError, ProxyStartupError: see :func:`create_app`.
+    """
+    import uvicorn
+
+    app = create_app(broker, settings, console=console)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                            lifespan="on")
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        raise ProxyConfigError(
+            f"serve did not start on {settings.host}:{settings.port} (port in use, or start-up "
+            "failed; see the messages above)")

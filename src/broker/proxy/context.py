@@ -1,0 +1,124 @@
+"""What every request handler of the proxy shares (:class:`ProxyContext`), body reading with a cap,
+and the common "complete response" path: read, bill, verify, answer."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from fastapi import Request
+from fastapi.responses import Response
+
+from broker.inference.chat_id import extract_chat_id
+from broker.proxy.errors import ProxyHTTPError
+from broker.proxy.upstream import passthrough_headers
+from broker.proxy.verification import VERIFIED_HEADER, header_value
+
+if TYPE_CHECKING:
+    from broker.inference.broker import InferenceBroker
+    from broker.inference.models import Service
+    from broker.proxy.billing import Billing
+    from broker.proxy.metrics import ProxyMetrics
+    from broker.proxy.settings import ServeSettings
+    from broker.proxy.upstream import Upstream
+    from broker.proxy.verification import Verifier
+
+__all__ = ["FEE_HEADER", "ProxyContext", "complete_response", "read_body", "read_json"]
+
+#: Response header with the fee accounted for the request, in neuron.
+FEE_HEADER = "X-0G-Fee"
+
+
+@dataclass
+class ProxyContext:
+    """The parts of a running proxy (``app.state.proxy``).
+
+    Attributes:
+        settings: serve settings. inference: the user's inference broker. provider: checksummed
+        provider address. service: its on-chain service (as resolved at start-up). upstream,
+        verifier, billing, metrics: the per-request machinery. broker: the whole
+        :class:`broker.broker.Broker` (ledger reads for ``/v1/account``), may be ``None``.
+    """
+
+    settings: ServeSettings
+    inference: InferenceBroker
+    provider: str
+    service: Service
+    upstream: Upstream
+    verifier: Verifier
+    billing: Billing
+    metrics: ProxyMetrics
+    broker: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def default_model(self) -> str:
+        """The provider's on-chain default model."""
+        return self.service.model
+
+
+async def read_body(request: Request, cap: int) -> bytes:
+    """The request body, refusing more than ``cap`` bytes with 413.
+
+    Raises:
+        ProxyHTTPError: 413 ``invalid_request_error`` / ``body_too_large``.
+    """
+    length = request.headers.get("content-length")
+    too_big = ProxyHTTPError(f"request body larger than {cap} bytes", status_code=413,
+                             type="invalid_request_error", code="body_too_large")
+    if length and length.isdigit() and int(length) > cap:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, cap: int) -> dict[str, Any]:
+    """The request body as a JSON object.
+
+    Raises:
+        ProxyHTTPError: 400 when the body is not a JSON object; 413 when too large.
+    """
+    body = await read_body(request, cap)
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ProxyHTTPError("request body is not valid JSON", status_code=400,
+                             type="invalid_request_error", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise ProxyHTTPError("request body must be a JSON object", status_code=400,
+                             type="invalid_request_error", code="invalid_json")
+    return data
+
+
+async def complete_response(ctx: ProxyContext, response: httpx.Response,
+                            bill: Callable[[bytes], Any] | None) -> Response:
+    """Finish a non-streamed upstream response: map errors, read it, account the fee, verify the
+    signature (``enforce`` may refuse), and answer with the provider's status and headers (including
+    ``ZG-Res-Key``) plus ``X-0G-Verified`` and ``X-0G-Fee``.
+
+    Args:
+        ctx: the proxy context. response: the upstream response (body unread).
+        bill: ``raw_response -> content for the fee extractor`` (``None``: bill nothing).
+
+    Raises:
+        ProxyHTTPError: mapped upstream errors; VerificationRefusedError in ``enforce`` mode.
+    """
+    await ctx.upstream.raise_for_status(response)
+    raw = await ctx.upstream.read(response)
+    chat_id = extract_chat_id(response.headers, raw)
+    fee = await ctx.billing.record(bill(raw)) if bill is not None else 0
+    result = await ctx.verifier.verify(chat_id)
+    ctx.verifier.enforce(result)
+    headers = passthrough_headers(response.headers)
+    headers[VERIFIED_HEADER] = header_value(result)
+    headers[FEE_HEADER] = str(fee)
+    return Response(raw, status_code=response.status_code, headers=headers,
+                    media_type=response.headers.get("content-type", "application/json"))

@@ -1,0 +1,166 @@
+"""The main job in one command (``0g-broker demo``): devnet → tiny worker + provider gateway →
+``serve`` → one image generated with the official ``openai`` client through ``serve``, paid, signed,
+verified and billed → PNG written → everything stopped.
+
+Everything runs in this process (anvil as a child process, the servers as uvicorn threads) inside
+context managers, so nothing is left behind on success, failure or Ctrl-C. ``keep=True`` keeps the
+whole stack serving in the foreground until Ctrl-C instead of stopping at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Self
+
+from rich.console import Console
+from rich.text import Text
+
+from broker.units import format_0g
+
+__all__ = ["DemoResult", "run_demo"]
+
+ZG = 10**18
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """What the demo did.
+
+    Attributes:
+        out: the PNG written. fee: neuron accounted for the image (the ``X-0G-Fee`` header).
+        verified: ``X-0G-Verified`` (``"true"`` when the TEE signature matched). chat_id: the
+        ``ZG-Res-Key``. provider: provider address. serve_url: where ``serve`` listened.
+    """
+
+    out: Path
+    fee: int
+    verified: str
+    chat_id: str
+    provider: str
+    serve_url: str
+
+
+class _Uvicorn:
+    def __init__(self, app, port: int) -> None:
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                                    log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True, name="serve")
+        self.url = f"http://127.0.0.1:{port}"
+
+    def __enter__(self) -> Self:
+        from broker.proxy.errors import ProxyStartupError
+
+        self.thread.start()
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise ProxyStartupError("serve did not start (see the messages above)")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_demo(prompt: str, out: Path, *, model: str = "tiny", keep: bool = False,
+             size: str | None = None, console: Console | None = None) -> DemoResult:
+    """Run the demo end to end (blocking; a few seconds to a minute with the tiny model on CPU).
+
+    Args:
+        prompt: the image prompt. out: PNG path to write (parent folders created).
+        model: worker model: ``"tiny"`` (random weights, offline) or a local Z-Image folder / hub id.
+        keep: after the image, keep everything running until Ctrl-C.
+        size: ``WIDTHxHEIGHT`` (default: the model's default size).
+        console: progress output (default stderr).
+
+    Returns:
+        :class:`DemoResult`.
+
+    Raises:
+        DevnetError (anvil missing: run ``scripts/setup``), ProxyStartupError, openai errors from the
+        image request.
+    """
+    import openai
+
+    from broker.broker import create_broker
+    from broker.devnet import fund_new_account, start_devnet
+    from broker.devnet.stack import start_provider_stack
+    from broker.proxy.app import create_app
+    from broker.proxy.settings import ServeSettings
+
+    console = console or Console(stderr=True)
+    out = Path(out)
+
+    def ok(text: str) -> None:
+        console.print(Text("✓ ", style="green") + Text(text))
+
+    with tempfile.TemporaryDirectory(prefix="0g-demo-") as tmp:
+        home = Path(tmp)
+        with console.status("starting the devnet (anvil + contracts)…"):
+            net = start_devnet(port=0, state_file=home / "devnet" / "state.json")
+        with net:
+            state = net.state
+            ok(f"devnet at {state.rpc_url}")
+            with console.status(f"starting the worker ({model}) and the provider gateway…"):
+                stack = start_provider_stack(state, model=model, home=home / "provider")
+            with stack:
+                ok(f"provider {stack.provider_address} at {stack.gateway_url} "
+                   f"({format_0g(stack.service.output_price)} 0G per image)")
+                with console.status("creating a user account with a 10 0G ledger…"):
+                    user = fund_new_account(state, 100 * ZG)
+                    broker = create_broker("0x" + bytes(user.key).hex(), network="devnet",
+                                           rpc_url=state.rpc_url,
+                                           ledger_address=state.ledger_address,
+                                           inference_address=state.inference_address)
+                    broker.ledger.add_ledger(10)
+                ok(f"user {broker.address}: ledger of 10 0G")
+                try:
+                    settings = ServeSettings(provider=stack.provider_address, port=_free_port())
+                    app = create_app(broker, settings, console=console)
+                    with _Uvicorn(app, settings.port) as server:
+                        ok(f"serve at {server.url}/v1 (OpenAI-compatible)")
+                        client = openai.OpenAI(base_url=server.url + "/v1", api_key="local",
+                                               max_retries=0, timeout=900)
+                        extra = {"size": size} if size else {}
+                        with console.status(f"generating '{prompt}' through serve…"):
+                            raw = client.images.with_raw_response.generate(
+                                prompt=prompt, n=1, response_format="b64_json", **extra)
+                        image = raw.parse()
+                        out.parent.mkdir(parents=True, exist_ok=True)
+                        out.write_bytes(base64.b64decode(image.data[0].b64_json or ""))
+                        result = DemoResult(out=out, fee=int(raw.headers.get("X-0G-Fee", "0")),
+                                            verified=raw.headers.get("X-0G-Verified", "none"),
+                                            chat_id=raw.headers.get("ZG-Res-Key", ""),
+                                            provider=stack.provider_address,
+                                            serve_url=server.url)
+                        ok(f"wrote {out} ({out.stat().st_size} bytes)")
+                        ok(f"paid {format_0g(result.fee)} 0G; response signature verified: "
+                           f"{result.verified} (ZG-Res-Key {result.chat_id})")
+                        if keep:
+                            console.print(f"running: serve {server.url}/v1, gateway "
+                                          f"{stack.gateway_url}, devnet {state.rpc_url}; "
+                                          "Ctrl-C stops everything")
+                            try:
+                                while server.thread.is_alive():
+                                    time.sleep(0.5)
+                            except KeyboardInterrupt:
+                                pass
+                finally:
+                    broker.inference.close()
+        console.print("stopped everything the demo started")
+    return result

@@ -1,0 +1,141 @@
+"""The proxy's FastAPI routes. Handlers only pick the context and delegate to the ``serving_*``
+modules; errors become OpenAI-shaped responses in :mod:`broker.proxy.app`."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from broker.proxy import serving_audio, serving_chat, serving_images, serving_models
+from broker.proxy.account import account_snapshot
+from broker.proxy.context import ProxyContext, read_json
+from broker.proxy.errors import ProxyHTTPError
+from broker.proxy.metrics import CONTENT_TYPE_LATEST
+from broker.proxy.protocol import HealthResponse, VerifyRequest, VerifyResponse
+
+__all__ = ["require_api_key", "router"]
+
+logger = logging.getLogger(__name__)
+
+
+def _ctx(request: Request) -> ProxyContext:
+    return request.app.state.proxy
+
+
+def require_api_key(request: Request) -> None:
+    """When ``api_key`` is set, require ``Authorization: Bearer <api_key>`` (constant-time check).
+
+    Raises:
+        ProxyHTTPError: 401 ``authentication_error`` / ``invalid_api_key``.
+    """
+    key = _ctx(request).settings.api_key
+    if key is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), key.get_secret_value().encode()):
+        raise ProxyHTTPError("Incorrect API key provided", status_code=401,
+                             type="authentication_error", code="invalid_api_key")
+
+
+router = APIRouter()
+guarded = APIRouter(dependencies=[Depends(require_api_key)])
+
+
+@router.get("/health", response_model=HealthResponse)
+async def health(request: Request) -> HealthResponse:
+    """Liveness and what is being served (no provider call, nothing billed)."""
+    ctx = _ctx(request)
+    return HealthResponse(provider=ctx.provider, service_url=ctx.service.url,
+                          model=ctx.service.model, service_type=ctx.service.service_type,
+                          verify=ctx.settings.verify)
+
+
+@guarded.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition (balances refreshed from the chain on each scrape)."""
+    ctx = _ctx(request)
+    try:
+        await run_in_threadpool(account_snapshot, ctx)
+    except Exception as exc:  # noqa: BLE001 - metrics must render even when the node is down
+        logger.warning("balance refresh for /metrics failed: %s", exc)
+    return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@guarded.get("/v1/account")
+async def account(request: Request) -> JSONResponse:
+    """Ledger, sub-account, fees, auto-funding state, recent verification results."""
+    snapshot = await run_in_threadpool(account_snapshot, _ctx(request))
+    return JSONResponse(snapshot.model_dump(mode="json"))
+
+
+@guarded.get("/v1/models")
+async def models(request: Request) -> Response:
+    """The provider's models in OpenAI's list shape."""
+    return await serving_models.list_models(_ctx(request))
+
+
+@guarded.post("/v1/chat/completions")
+async def chat(request: Request) -> Response:
+    """Chat completions (streaming passed through as it arrives)."""
+    return await serving_chat.chat_completions(_ctx(request), request)
+
+
+@guarded.post("/v1/images/generations")
+async def images_generations(request: Request) -> Response:
+    """Text-to-image."""
+    return await serving_images.generate_image(_ctx(request), request)
+
+
+@guarded.post("/v1/images/edits")
+async def images_edits(request: Request) -> Response:
+    """Image editing (multipart)."""
+    return await serving_images.edit_image(_ctx(request), request)
+
+
+@guarded.post("/v1/async/images/generations")
+async def async_images(request: Request) -> Response:
+    """Queue a text-to-image job (202)."""
+    return await serving_images.async_generate_image(_ctx(request), request)
+
+
+@guarded.get("/v1/async/jobs/{job_id}")
+async def async_job(job_id: str, request: Request) -> Response:
+    """Poll an image job (``Retry-After`` passed through)."""
+    return await serving_images.get_job(_ctx(request), job_id)
+
+
+@guarded.post("/v1/audio/transcriptions")
+async def audio(request: Request) -> Response:
+    """Speech-to-text (multipart)."""
+    return await serving_audio.transcriptions(_ctx(request), request)
+
+
+@guarded.post("/v1/verify", response_model=VerifyResponse)
+async def verify(request: Request) -> VerifyResponse:
+    """Verify a response by its chat ID (``ZG-Res-Key`` or completion ``id``) even in mode off."""
+    ctx = _ctx(request)
+    data = await read_json(request, 64 << 10)
+    try:
+        body = VerifyRequest.model_validate(data)
+    except ValueError:
+        raise ProxyHTTPError("Missing id in request body", status_code=400,
+                             type="invalid_request_error", code="missing_id",
+                             param="id") from None
+    verifier = ctx.verifier
+    if verifier.mode == "off":
+        from broker.proxy.verification import Verifier
+
+        verifier = Verifier(ctx.inference, ctx.provider, "warn", ctx.upstream.client, ctx.metrics)
+    result = await verifier.verify(body.id)
+    assert result is not None
+    return VerifyResponse(isValid=result.verified, reason=result.reason.value,
+                          chat_id=result.chat_id, signer=result.signer, detail=result.detail)
+
+
+router.include_router(guarded)

@@ -1,0 +1,33 @@
+"""``POST /v1/audio/transcriptions`` (``user-broker.md`` §10.1): the multipart body is passed
+through with a ``model`` field inserted when missing; SSE answers are relayed as they arrive; usage
+(duration or token mode, §7.2) is billed; the response signature is verified."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.responses import Response
+
+from broker.proxy.context import ProxyContext, complete_response, read_body
+from broker.proxy.errors import ProxyHTTPError
+from broker.proxy.multipart import ensure_field
+from broker.proxy.serving_chat import _usage
+from broker.proxy.streaming import stream_response
+
+__all__ = ["transcriptions"]
+
+
+async def transcriptions(ctx: ProxyContext, request: Request) -> Response:
+    """Forward a transcription request; bill its ``usage``; verify."""
+    ctype = request.headers.get("content-type", "")
+    if not ctype.lower().startswith("multipart/form-data"):
+        raise ProxyHTTPError("audio/transcriptions expects multipart/form-data", status_code=400,
+                             type="invalid_request_error", code="invalid_content_type")
+    raw = ensure_field(await read_body(request, ctx.settings.max_body_bytes), ctype, "model",
+                       ctx.default_model)
+    response = await ctx.upstream.send("POST", "/audio/transcriptions", family="audio",
+                                       content=raw, content_type=ctype,
+                                       route="audio/transcriptions")
+    if "text/event-stream" in response.headers.get("content-type", "") and \
+            response.status_code < 400:
+        return stream_response(ctx, response)
+    return await complete_response(ctx, response, _usage)

@@ -1,0 +1,67 @@
+"""``POST /v1/chat/completions`` (``user-broker.md`` §10.1, with §13 items 14 and 16 fixed).
+
+The caller's ``model`` is kept (the provider's default inserted only when missing); streams are
+requested with ``stream_options.include_usage`` so usage can be billed, and relayed as they arrive
+(:mod:`broker.proxy.streaming`); non-streamed answers keep the provider's status and ``ZG-Res-Key``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import Request
+from fastapi.responses import Response
+
+from broker.proxy.context import ProxyContext, complete_response, read_json
+from broker.proxy.errors import ProxyHTTPError
+from broker.proxy.streaming import stream_response
+from broker.proxy.upstream import json_dumps
+
+__all__ = ["chat_completions", "prepare_chat_request"]
+
+
+def prepare_chat_request(body: dict, default_model: str) -> tuple[bytes, bool]:
+    """Validate and rewrite a chat request.
+
+    Returns:
+        ``(forwarded JSON bytes, stream)``.
+
+    Raises:
+        ProxyHTTPError: 400 when ``messages`` is not a non-empty list.
+    """
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ProxyHTTPError("Missing or invalid messages in request body", status_code=400,
+                             type="invalid_request_error", code="invalid_messages",
+                             param="messages")
+    if not body.get("model"):
+        body["model"] = default_model
+    stream = body.get("stream") in (True, "true")
+    if stream:
+        body["stream"] = True
+        opts = body.get("stream_options")
+        opts = dict(opts) if isinstance(opts, dict) else {}
+        opts.setdefault("include_usage", True)
+        body["stream_options"] = opts
+    return json_dumps(body), stream
+
+
+def _usage(raw: bytes) -> str | None:
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    usage = data.get("usage") if isinstance(data, dict) else None
+    return json.dumps(usage) if isinstance(usage, dict) else None
+
+
+async def chat_completions(ctx: ProxyContext, request: Request) -> Response:
+    """Forward a chat completion; bill its usage; verify its signature."""
+    body, stream = prepare_chat_request(await read_json(request, ctx.settings.max_body_bytes),
+                                        ctx.default_model)
+    response = await ctx.upstream.send("POST", "/chat/completions", family="chat", content=body,
+                                       content_type="application/json", route="chat/completions")
+    if stream and "text/event-stream" in response.headers.get("content-type", "") and \
+            response.status_code < 400:
+        return stream_response(ctx, response)
+    return await complete_response(ctx, response, _usage)

@@ -1,0 +1,58 @@
+"""Settings of ``0g-broker serve`` (pydantic-settings, environment prefix ``ZG_SERVE_``).
+
+Times are seconds; money is neuron. ``api_key`` is a :class:`SecretStr` and never printed.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ServeSettings", "VerifyMode"]
+
+#: ``off``: never verify; ``warn``: verify, report in ``X-0G-Verified`` and the metrics, answer
+#: anyway; ``enforce``: a response that does not verify is refused with 502.
+VerifyMode = Literal["off", "warn", "enforce"]
+
+
+class ServeSettings(BaseSettings):
+    """All settings of the local proxy.
+
+    Attributes (environment ``ZG_SERVE_<NAME>``):
+        provider: provider address to serve (required to start).
+        host / port: bind address (default 127.0.0.1:3000).
+        api_key: when set, clients must send ``Authorization: Bearer <api_key>``.
+        verify: :data:`VerifyMode` (default ``warn``).
+        images_timeout / chat_timeout / audio_timeout / default_timeout: upstream read timeouts per
+            route family, seconds (600 / 300 / 300 / 60).
+        connect_timeout: seconds to open an upstream connection.
+        max_body_bytes: largest client body (default 32 MiB, the gateway's cap).
+        max_connections: pooled upstream connections.
+        auto_funding: start the auto-funding scheduler at start-up (when available).
+        funding_interval: seconds between funding checks. funding_buffer_multiplier: keep the
+            sub-account at ``unsettled + multiplier × 1 0G``.
+        ensure_acknowledged: acknowledge the provider's signer at start-up when needed.
+        recent_verifications: how many results ``/v1/account`` shows.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ZG_SERVE_", extra="ignore")
+
+    provider: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(3000, ge=0, le=65535)
+    api_key: SecretStr | None = None
+    verify: VerifyMode = "warn"
+    images_timeout: float = Field(600.0, gt=0)
+    chat_timeout: float = Field(300.0, gt=0)
+    audio_timeout: float = Field(300.0, gt=0)
+    default_timeout: float = Field(60.0, gt=0)
+    connect_timeout: float = Field(10.0, gt=0)
+    max_body_bytes: int = Field(32 << 20, ge=1)
+    max_connections: int = Field(256, ge=1)
+    auto_funding: bool = True
+    funding_interval: float = Field(30.0, gt=0)
+    funding_buffer_multiplier: int = Field(2, ge=1)
+    ensure_acknowledged: bool = True
+    recent_verifications: int = Field(20, ge=0, le=500)

@@ -1,0 +1,137 @@
+"""The start-up steps of ``0g-broker serve`` ("At start" of issue 5; ``user-broker.md`` §10.1 with
+§13 item 15 fixed: no billed health-check request, no racy port probe).
+
+1. resolve the provider's service on chain;
+2. make sure the sub-account is funded (one check-and-fund cycle: created when missing, topped up to
+   the provider's unsettled fee + ``buffer × 1 0G``);
+3. make sure this user acknowledged the provider's TEE signer (one transaction when needed);
+4. start auto-funding in the background.
+
+Progress goes to stderr (rich); nothing here is billed by the provider.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.text import Text
+
+from broker._exceptions import BrokerError
+from broker.inference.errors import UnknownProviderError
+from broker.proxy.errors import ProxyStartupError
+from broker.units import format_0g
+
+if TYPE_CHECKING:
+    from broker.inference.broker import InferenceBroker
+    from broker.inference.models import Service
+    from broker.proxy.settings import ServeSettings
+
+__all__ = ["StartupReport", "prepare_provider"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StartupReport:
+    """What start-up found and did.
+
+    Attributes:
+        provider: checksummed provider address. service: its on-chain service.
+        acknowledged_now: an ``acknowledgeTEESigner`` transaction was sent.
+        locked_balance: neuron locked in the sub-account after funding (``None`` if unknown).
+        transferred: neuron moved from the ledger by the start-up funding check.
+        auto_funding: background auto-funding was started.
+    """
+
+    provider: str
+    service: Service
+    acknowledged_now: bool
+    locked_balance: int | None
+    transferred: int
+    auto_funding: bool
+
+
+def _ok(console: Console, text: str) -> None:
+    console.print(Text("✓ ", style="green") + Text(text))
+
+
+def _warn(console: Console, text: str) -> None:
+    console.print(Text("! ", style="yellow") + Text(text, style="yellow"))
+
+
+def prepare_provider(inference: InferenceBroker, provider: str, settings: ServeSettings, *,
+                     console: Console | None = None) -> StartupReport:
+    """Run the start-up steps for ``provider`` (blocking; chain reads and up to two transactions).
+
+    Args:
+        inference: the user's inference broker.
+        provider: provider address.
+        settings: serve settings (``ensure_acknowledged``, ``auto_funding``, funding interval in
+            seconds and buffer multiplier).
+        console: where progress goes (default: a stderr console).
+
+    Returns:
+        :class:`StartupReport`.
+
+    Raises:
+        ProxyStartupError: no service for ``provider``, the sub-account could not be funded (e.g. no
+            ledger or not enough in it; the message says how to deposit), or the acknowledgement
+            failed.
+    """
+    console = console or Console(stderr=True)
+    with console.status("resolving the provider's service on chain…"):
+        try:
+            service = inference.get_service(provider, refresh=True)
+        except UnknownProviderError as exc:
+            raise ProxyStartupError(str(exc)) from None
+    provider = service.provider
+    _ok(console, f"provider {provider}: {service.service_type} '{service.model}' at {service.url}")
+    if not service.tee_signer_acknowledged:
+        _warn(console, "the contract owner has not acknowledged this provider's TEE signer; the "
+                       "provider will refuse requests until it is")
+
+    transferred, locked = 0, None
+    checker = getattr(inference, "funding_checker", None)
+    with console.status("checking the sub-account's funds…"):
+        if checker is not None:
+            before = checker.status(provider)
+            status = checker.check(provider, settings.funding_buffer_multiplier)
+            if status.transfers > before.transfers:
+                transferred = status.last_transfer_amount
+            locked = status.locked_balance
+            if locked is None:
+                raise ProxyStartupError(
+                    f"the sub-account for {provider} could not be funded"
+                    f"{': ' + status.last_error if status.last_error else ''}. Create or top up "
+                    "the ledger first: 0g-broker add-account --amount 3 (or deposit --amount N)")
+            if status.last_error:
+                _warn(console, f"funding check: {status.last_error}")
+    if locked is not None:
+        moved = f" (transferred {format_0g(transferred)} 0G)" if transferred else ""
+        _ok(console, f"sub-account funded: {format_0g(locked)} 0G locked{moved}")
+
+    acknowledged_now = False
+    if settings.ensure_acknowledged:
+        with console.status("acknowledging the provider's signer…"):
+            try:
+                result = inference.acknowledge_provider_signer(provider)
+            except BrokerError as exc:
+                raise ProxyStartupError(
+                    f"could not acknowledge provider {provider}: {exc}") from None
+        acknowledged_now = not result.already_acknowledged
+        _ok(console, "provider signer acknowledged" + (" (transaction sent)" if acknowledged_now
+                                                        else ""))
+
+    started = False
+    if settings.auto_funding and hasattr(inference, "start_auto_funding"):
+        status: Any = inference.start_auto_funding(provider, settings.funding_interval,
+                                                   settings.funding_buffer_multiplier)
+        started = True
+        if status.locked_balance is not None:
+            locked = status.locked_balance
+        _ok(console, f"auto-funding every {settings.funding_interval:g} s "
+                     f"(keeps unsettled fees + {settings.funding_buffer_multiplier} 0G)")
+    return StartupReport(provider, service, acknowledged_now, locked, transferred, started)

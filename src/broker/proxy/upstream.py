@@ -1,0 +1,244 @@
+"""The connection to the provider: a pooled :class:`httpx.AsyncClient`, fresh request headers,
+one retry after a session rejection, and the mapping of provider errors to OpenAI's error shape.
+
+Sources: ``user-broker.md`` §10.1 (routes and upstream URLs), §13 items 9, 14 and 16 (token refresh,
+status passthrough, timeouts); ``provider-gateway.md`` B2, B4.5 (insufficient balance is a 400), B6
+(429 / 503 with ``Retry-After``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any, Literal
+
+import httpx
+from starlette.concurrency import run_in_threadpool
+
+from broker.inference.broker import is_session_rejection
+from broker.proxy.errors import (
+    ProxyHTTPError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
+
+if TYPE_CHECKING:
+    from broker.inference.broker import InferenceBroker
+    from broker.proxy.metrics import ProxyMetrics
+    from broker.proxy.settings import ServeSettings
+
+__all__ = ["Family", "Upstream", "error_from_upstream", "json_dumps", "passthrough_headers"]
+
+logger = logging.getLogger(__name__)
+
+#: Route family, which selects the read timeout.
+Family = Literal["images", "chat", "audio", "default"]
+
+_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding",
+        "access-control-allow-origin", "access-control-expose-headers",
+        "access-control-allow-credentials", "vary", "server", "date"}
+
+
+def _message_of(body: bytes) -> tuple[str, str | None, str | None]:
+    """(message, type, code) from a provider error body: the gateway's ``{"error": "..."}``,
+    OpenAI's ``{"error": {...}}``, or plain text."""
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text[:2000] or "no error message", None, None
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, str):
+            return err, None, None
+        if isinstance(err, dict):
+            code = err.get("code")
+            return (str(err.get("message") or text[:2000]), err.get("type"),
+                    None if code is None else str(code))
+        if isinstance(data.get("detail"), str):
+            return data["detail"], None, None
+    return text[:2000], None, None
+
+
+def error_from_upstream(status: int, body: bytes, headers: httpx.Headers | dict[str, str]
+                        ) -> ProxyHTTPError:
+    """Map a provider error response to the error the proxy answers with.
+
+    ========================================== ====== ============================
+    provider answer                            status OpenAI ``type`` / ``code``
+    ========================================== ====== ============================
+    400 ``insufficient balance`` (B4.5) or 402 402    ``insufficient_quota``
+    429 (B6)                                   429    ``rate_limit_error`` + ``Retry-After``
+    503 (B6 saturation)                        503    ``upstream_overloaded`` + ``Retry-After``
+    504                                        504    ``upstream_timeout``
+    other 5xx (backend failure)                502    ``upstream_error``, code ``upstream_<status>``
+    other 4xx                                  kept   ``invalid_request_error`` (or the body's)
+    ========================================== ====== ============================
+
+    Args:
+        status: the provider's HTTP status (≥ 400).
+        body: its raw body. headers: its headers (``Retry-After`` is read).
+
+    Returns:
+        A :class:`~broker.proxy.errors.ProxyHTTPError` (not raised).
+    """
+    message, etype, code = _message_of(body)
+    retry_after = headers.get("retry-after") or headers.get("Retry-After")
+    lowered = message.lower()
+    if status == 402 or (status == 400 and "insufficient balance" in lowered):
+        return UpstreamError(message, status_code=402, type="insufficient_quota",
+                             code="insufficient_balance")
+    if status == 429:
+        return UpstreamError(message, status_code=429, type="rate_limit_error",
+                             code=code or "rate_limited", retry_after=retry_after or "1")
+    if status == 503:
+        return UpstreamError(message, status_code=503, type="upstream_overloaded",
+                             code=code or "overloaded", retry_after=retry_after or "1")
+    if status == 504:
+        return UpstreamTimeoutError(message, code="upstream_timeout")
+    if status >= 500:
+        return UpstreamError(f"upstream error (HTTP {status}): {message}", status_code=502,
+                             code=f"upstream_{status}")
+    return UpstreamError(message, status_code=status, type=etype or "invalid_request_error",
+                         code=code)
+
+
+def passthrough_headers(headers: httpx.Headers) -> dict[str, str]:
+    """Provider response headers worth returning to the client (``ZG-Res-Key``, ``Retry-After``,
+    ``Location``, rate-limit headers, content type); hop-by-hop and CORS headers dropped."""
+    return {k: v for k, v in headers.items() if k.lower() not in _HOP}
+
+
+class Upstream:
+    """Requests to one provider on behalf of the user.
+
+    Args:
+        inference: the user's :class:`~broker.inference.broker.InferenceBroker` (headers, session
+            invalidation).
+        provider: checksummed provider address.
+        service_url: the provider's base URL (on-chain ``Service.url``).
+        settings: the serve settings (timeouts in seconds, pool size).
+        metrics: where upstream statuses are counted (optional).
+    """
+
+    def __init__(self, inference: InferenceBroker, provider: str, service_url: str,
+                 settings: ServeSettings, metrics: ProxyMetrics | None = None) -> None:
+        self.inference = inference
+        self.provider = provider
+        self.base_url = service_url.rstrip("/")
+        self.settings = settings
+        self.metrics = metrics
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.default_timeout, connect=settings.connect_timeout),
+            limits=httpx.Limits(max_connections=settings.max_connections,
+                                max_keepalive_connections=settings.max_connections),
+        )
+
+    def __repr__(self) -> str:
+        return f"Upstream(provider={self.provider}, url={self.base_url})"
+
+    def timeout(self, family: Family) -> httpx.Timeout:
+        """The timeout of a route family (read/write/pool = the family's seconds)."""
+        seconds = {"images": self.settings.images_timeout, "chat": self.settings.chat_timeout,
+                   "audio": self.settings.audio_timeout}.get(family, self.settings.default_timeout)
+        return httpx.Timeout(seconds, connect=self.settings.connect_timeout)
+
+    async def auth_headers(self) -> dict[str, str]:
+        """Fresh ``Authorization`` for this provider (``get_request_headers`` in a worker thread:
+        it may read the chain). Raises the inference broker's errors (e.g. not acknowledged)."""
+        return await run_in_threadpool(self.inference.get_request_headers, self.provider)
+
+    async def send(self, method: str, path: str, *, family: Family = "default",
+                   content: bytes | None = None, content_type: str | None = None,
+                   params: dict[str, str] | None = None, proxy: bool = True,
+                   authenticated: bool = True, route: str = "") -> httpx.Response:
+        """Send one request and return the response with its body **unread** (stream or read it,
+        then close it).
+
+        Args:
+            method: HTTP method. path: path after ``{url}/v1/proxy`` (``proxy=True``) or after
+                ``{url}`` (``proxy=False``, e.g. ``/v1/async/jobs/<id>``).
+            family: selects the timeout. content / content_type: the body.
+            params: query parameters. authenticated: add the session header.
+            route: label for the metrics.
+
+        Returns:
+            The :class:`httpx.Response` (any status; error mapping is the caller's job via
+            :meth:`raise_for_status`).
+
+        Raises:
+            UpstreamTimeoutError (504), UpstreamUnavailableError (502); the inference broker's
+            errors while building headers.
+        """
+        url = self.base_url + ("/v1/proxy" if proxy else "") + path
+        for attempt in (0, 1):
+            headers: dict[str, str] = {}
+            if content_type:
+                headers["Content-Type"] = content_type
+            if authenticated:
+                headers.update(await self.auth_headers())
+            request = self.client.build_request(method, url, content=content, params=params,
+                                                headers=headers, timeout=self.timeout(family))
+            try:
+                response = await self.client.send(request, stream=True)
+            except httpx.TimeoutException:
+                self._count(route, "timeout")
+                raise UpstreamTimeoutError(
+                    f"the provider did not answer within {self.timeout(family).read:g} s",
+                    code="upstream_timeout") from None
+            except httpx.HTTPError as exc:
+                self._count(route, "unreachable")
+                raise UpstreamUnavailableError(
+                    f"the provider is unreachable ({type(exc).__name__})",
+                    code="upstream_unreachable") from None
+            self._count(route, str(response.status_code))
+            if (authenticated and attempt == 0 and response.status_code in (400, 401, 403)):
+                body = await response.aread()
+                if is_session_rejection(response.status_code, body):
+                    await response.aclose()
+                    logger.info("provider %s rejected the session token; refreshing it once",
+                                self.provider)
+                    await run_in_threadpool(self.inference.invalidate_session, self.provider)
+                    continue
+            return response
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def read(self, response: httpx.Response) -> bytes:
+        """The whole body of a streamed response (then closed).
+
+        Raises:
+            UpstreamTimeoutError, UpstreamUnavailableError: the body did not arrive.
+        """
+        try:
+            return await response.aread()
+        except httpx.TimeoutException:
+            raise UpstreamTimeoutError("the provider's response timed out",
+                                       code="upstream_timeout") from None
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailableError(
+                f"the provider's response broke off ({type(exc).__name__})",
+                code="upstream_unreachable") from None
+        finally:
+            await response.aclose()
+
+    async def raise_for_status(self, response: httpx.Response) -> None:
+        """Raise the mapped :class:`ProxyHTTPError` when ``response`` is an error (≥ 400); the body
+        is read and the response closed in that case."""
+        if response.status_code < 400:
+            return
+        body = await self.read(response)
+        raise error_from_upstream(response.status_code, body, response.headers)
+
+    def _count(self, route: str, status: str) -> None:
+        if self.metrics is not None:
+            self.metrics.upstream_responses.labels(route=route or "other", status=status).inc()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self.client.aclose()
+
+
+def json_dumps(data: Any) -> bytes:
+    """Compact JSON bytes (what is forwarded)."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
