@@ -1,12 +1,17 @@
-"""Shared fixtures: an isolated ZG_HOME per test session, the reference folder, and one real devnet
-(anvil + our contracts) per test session with fresh funded accounts per test."""
+"""Shared fixtures: an isolated ZG_HOME per test session, the reference folder, one real devnet
+(anvil + our contracts) per test session with fresh funded accounts per test, and brokers on it.
+
+``tests/helpers`` goes on sys.path: its modules (``devnet_helpers``) are imported by name."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
@@ -69,3 +74,29 @@ def fresh_account(devnet):
     from broker.devnet import fund_new_account
 
     return fund_new_account(devnet, amount_neuron=1000 * 10**18)
+
+
+@pytest.fixture()
+def make_broker(devnet):
+    """``make_broker(account, **overrides)`` → a :class:`broker.broker.Broker` on the devnet."""
+    from devnet_helpers import key_hex
+
+    from broker.broker import create_broker
+
+    def make(account, **kwargs):
+        params = {
+            "network": "devnet",
+            "rpc_url": devnet.rpc_url,
+            "ledger_address": devnet.ledger_address,
+            "inference_address": devnet.inference_address,
+            **kwargs,
+        }
+        return create_broker(key_hex(account), **params)
+
+    return make
+
+
+@pytest.fixture()
+def funded_broker(make_broker, fresh_account):
+    """A broker for a fresh account holding 1000 0G (no ledger yet)."""
+    return make_broker(fresh_account)

@@ -9,6 +9,7 @@ import time
 from decimal import Decimal
 
 import pytest
+from devnet_helpers import run_concurrently
 from eth_account import Account
 from web3 import Web3
 
@@ -78,19 +79,12 @@ def test_concurrent_sends_share_one_nonce_lane(w3, devnet, fresh_account):
     sender = TransactionSender(w3, fresh_account)
     start = _nonce(w3, fresh_account.address)
     targets = [Account.create().address for _ in range(10)]
-    receipts, errors = [], []
+    receipts = []
 
     def send(to):
-        try:
-            receipts.append(sender.send_raw({"to": to, "value": 12345}))
-        except Exception as exc:  # noqa: BLE001
-            errors.append(exc)
+        receipts.append(sender.send_raw({"to": to, "value": 12345}))
 
-    threads = [threading.Thread(target=send, args=(t,)) for t in targets]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    errors = run_concurrently(send, targets, join_timeout=60)
     assert errors == []
     nonces = sorted(w3.eth.get_transaction(r["transactionHash"])["nonce"] for r in receipts)
     assert nonces == list(range(start, start + 10))

@@ -9,11 +9,11 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from devnet_helpers import register_chatbot_service
 from eth_account import Account
 from web3 import Web3
 
 from broker.chain.contracts import InferenceServingContract
-from broker.chain.sender import TransactionSender
 from broker.inference.token import parse_authorization, verify_session_token
 
 pytestmark = pytest.mark.timeout(120)
@@ -48,21 +48,9 @@ def models_server():
 @pytest.fixture(scope="module")
 def cli_provider(devnet, models_server):
     """A chatbot service at the loopback URL, acknowledged by the contract owner."""
-    from broker.devnet import fund_new_account
-
-    provider = fund_new_account(devnet, amount_neuron=200 * OG)
-    w3 = Web3(Web3.HTTPProvider(devnet.rpc_url))
-    contract = InferenceServingContract(w3, devnet.inference_address,
-                                        TransactionSender(w3, provider))
-    info = json.dumps({"ProviderType": "decentralized"})
-    contract.add_or_update_service(
-        ("chatbot", models_server, "m-1", "TeeML", 10**9, 3 * 10**9, info, TEE_ADDR),
-        value=100 * OG)
-    owner_key = next(a.private_key.get_secret_value() for a in devnet.accounts
-                     if a.address.lower() == devnet.owner.lower())
-    owner = InferenceServingContract(w3, devnet.inference_address,
-                                     TransactionSender(w3, Account.from_key(owner_key)))
-    owner.sender.send(owner.contract.functions.acknowledgeTEESignerByOwner(provider.address))
+    provider = register_chatbot_service(devnet, models_server, model="m-1", input_price=10**9,
+                                        output_price=3 * 10**9, tee_address=TEE_ADDR,
+                                        owner_ack=True)
     return provider.address
 
 

@@ -36,10 +36,9 @@ def params(tee: str, **over):
     return tuple(base.values())
 
 
-def sign_settlement(
-    chain, tee, *, user, provider, total_fee, nonce, requests_hash=b"\x11" * 32
-) -> bytes:
-    typed = {
+def settlement_typed_data(chain_id: int, verifying_contract: str, message: dict) -> dict:
+    """The EIP-712 ``TEESettlement`` typed data (``full_message``) of InferenceServing."""
+    return {
         "types": {
             "EIP712Domain": [
                 {"name": "name", "type": "string"},
@@ -59,17 +58,27 @@ def sign_settlement(
         "domain": {
             "name": "0G Inference Serving",
             "version": "1",
-            "chainId": chain.state.chain_id,
-            "verifyingContract": chain.inference.address,
+            "chainId": chain_id,
+            "verifyingContract": verifying_contract,
         },
-        "message": {
+        "message": message,
+    }
+
+
+def sign_settlement(
+    chain, tee, *, user, provider, total_fee, nonce, requests_hash=b"\x11" * 32
+) -> bytes:
+    typed = settlement_typed_data(
+        chain.state.chain_id,
+        chain.inference.address,
+        {
             "requestsHash": requests_hash,
             "nonce": nonce,
             "provider": provider,
             "user": user,
             "totalFee": total_fee,
         },
-    }
+    )
     return bytes(Account.sign_message(encode_typed_data(full_message=typed), tee.key).signature)
 
 
@@ -347,30 +356,10 @@ def test_refund_cancellation_cycle_and_paging(chain, setup) -> None:
 
 def test_c3_typed_data_digest_matches_vector() -> None:
     """Our EIP-712 encoding reproduces test-vectors.md C3 (mainnet domain)."""
-    typed = {
-        "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-                {"name": "verifyingContract", "type": "address"},
-            ],
-            "TEESettlement": [
-                {"name": "requestsHash", "type": "bytes32"},
-                {"name": "nonce", "type": "uint256"},
-                {"name": "provider", "type": "address"},
-                {"name": "user", "type": "address"},
-                {"name": "totalFee", "type": "uint256"},
-            ],
-        },
-        "primaryType": "TEESettlement",
-        "domain": {
-            "name": "0G Inference Serving",
-            "version": "1",
-            "chainId": 16661,
-            "verifyingContract": "0x47340d900bdFec2BD393c626E12ea0656F938d84",
-        },
-        "message": {
+    typed = settlement_typed_data(
+        16661,
+        "0x47340d900bdFec2BD393c626E12ea0656F938d84",
+        {
             "requestsHash": bytes.fromhex(
                 "abde05883a6b9503d461fd07b0db2fd3da30a0a55794a76d6296241efc56b9a8"
             ),
@@ -379,7 +368,7 @@ def test_c3_typed_data_digest_matches_vector() -> None:
             "user": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
             "totalFee": 3500,
         },
-    }
+    )
     msg = encode_typed_data(full_message=typed)
     digest = keccak(b"\x19" + msg.version + msg.header + msg.body)
     assert digest.hex() == "0bbcca7a40a37976dc2d69e07710121d3a06515395070fa051e8b9b1015af7b4"

@@ -4,7 +4,6 @@ service registered on the session devnet at its URL, and a funded user with an I
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
@@ -12,12 +11,10 @@ from dataclasses import dataclass, field
 
 import pytest
 import uvicorn
+from devnet_helpers import register_chatbot_service
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from web3 import Web3
 
-from broker.chain.contracts import InferenceServingContract
-from broker.chain.sender import TransactionSender
 from broker.inference.token import parse_authorization
 
 OG = 10**18
@@ -85,16 +82,8 @@ def fee_server():
 @pytest.fixture(scope="module")
 def funding_provider(devnet, fee_server):
     """A chatbot service registered at the fake server's URL; returns the provider address."""
-    from broker.devnet import fund_new_account
-
-    provider = fund_new_account(devnet, amount_neuron=200 * OG)
-    w3 = Web3(Web3.HTTPProvider(devnet.rpc_url))
-    contract = InferenceServingContract(w3, devnet.inference_address,
-                                        TransactionSender(w3, provider))
-    info = json.dumps({"ProviderType": "decentralized"})
-    contract.add_or_update_service(
-        ("chatbot", fee_server.url, "m", "TeeML", 10**9, 2 * 10**9, info, TEE_ADDR),
-        value=100 * OG)
+    provider = register_chatbot_service(devnet, fee_server.url, model="m", input_price=10**9,
+                                        output_price=2 * 10**9, tee_address=TEE_ADDR)
     return provider.address
 
 

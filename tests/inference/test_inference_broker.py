@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from eth_account import Account
-from web3 import Web3
+from devnet_helpers import C2_SIG, C2_TEXT, MOCK_TEE_ADDR, register_chatbot_service
 
-from broker.chain.contracts import InferenceServingContract
-from broker.chain.sender import TransactionSender
 from broker.inference import broker as broker_mod
 from broker.inference.broker import InferenceBroker, is_session_rejection
 from broker.inference.errors import (
@@ -27,42 +22,13 @@ from broker.inference.token import parse_authorization, verify_session_token
 
 pytestmark = pytest.mark.timeout(180)
 
-MOCK_TEE_KEY = "0x4c0883a69102937d6231471b5dbb6204fe512961708279b7e1a8d7d7a3c2b9e3"
-MOCK_TEE_ADDR = "0x325744be57db298C2652c672B32Eb12875d92D83"
-C2_TEXT = (
-    "798d46639491d6c18f1779ddfca7da4b672f23a4cb57d66eeae48d9b8ccb6075:"
-    "c0993b73008754c78bb31f82dac937b4ce524866efb1605fc11853cdfd436013"
-)
-C2_SIG = (
-    "0x173f5550c0ab24b6b6d88ed339992373c183bf44f848b20de29994965d2e611948bfeb3c94fd74be89b3ae7c"
-    "bec3514f0d2da69e279c01fa9b037d5942b32b701c"
-)
 INPUT_PRICE, OUTPUT_PRICE = 10**9, 2 * 10**9
 
 
 def _register_service(devnet, url: str, *, owner_ack: bool = True, model: str = "org/model v1"):
-    from broker.devnet import fund_new_account
-
-    provider = fund_new_account(devnet, amount_neuron=200 * 10**18)
-    w3 = Web3(Web3.HTTPProvider(devnet.rpc_url))
-    contract = InferenceServingContract(
-        w3, devnet.inference_address, TransactionSender(w3, provider)
-    )
-    info = json.dumps({"ProviderType": "decentralized"})
-    contract.add_or_update_service(
-        ("chatbot", url, model, "TeeML", INPUT_PRICE, OUTPUT_PRICE, info, MOCK_TEE_ADDR),
-        value=100 * 10**18,
-    )
-    if owner_ack:
-        owner = next(a for a in devnet.accounts if a.address.lower() == devnet.owner.lower())
-        owner_acct = Account.from_key(owner.private_key.get_secret_value())
-        owner_contract = InferenceServingContract(
-            w3, devnet.inference_address, TransactionSender(w3, owner_acct)
-        )
-        owner_contract.sender.send(
-            owner_contract.contract.functions.acknowledgeTEESignerByOwner(provider.address)
-        )
-    return provider
+    return register_chatbot_service(devnet, url, model=model, input_price=INPUT_PRICE,
+                                    output_price=OUTPUT_PRICE, tee_address=MOCK_TEE_ADDR,
+                                    owner_ack=owner_ack)
 
 
 @pytest.fixture(scope="module")

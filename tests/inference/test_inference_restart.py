@@ -4,13 +4,9 @@ no ``/unsettledfee`` (devnet + loopback fake provider)."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from web3 import Web3
+from devnet_helpers import register_chatbot_service
 
-from broker.chain.contracts import InferenceServingContract
-from broker.chain.sender import TransactionSender
 from broker.inference.broker import InferenceBroker, NoFunding
 from broker.inference.fee_store import FeeStore
 
@@ -24,12 +20,9 @@ def test_new_broker_on_same_database_keeps_fees(devnet, fake_provider, tmp_path)
     from broker.broker import create_broker
     from broker.devnet import fund_new_account
 
-    provider = fund_new_account(devnet, amount_neuron=200 * OG)
-    w3 = Web3(Web3.HTTPProvider(devnet.rpc_url))
-    InferenceServingContract(w3, devnet.inference_address, TransactionSender(w3, provider)) \
-        .add_or_update_service(("chatbot", fake_provider.url, "m", "TeeML", PRICE, PRICE,
-                                json.dumps({"ProviderType": "decentralized"}),
-                                "0x325744be57db298C2652c672B32Eb12875d92D83"), value=100 * OG)
+    provider = register_chatbot_service(devnet, fake_provider.url, model="m", input_price=PRICE,
+                                        output_price=PRICE,
+                                        tee_address="0x325744be57db298C2652c672B32Eb12875d92D83")
     user = fund_new_account(devnet, amount_neuron=100 * OG)
     base = create_broker("0x" + bytes(user.key).hex(), network="devnet", rpc_url=devnet.rpc_url,
                          ledger_address=devnet.ledger_address,

@@ -9,6 +9,7 @@ import socket
 
 import httpx
 import pytest
+from devnet_helpers import C2_SIG, C2_TEXT, MOCK_TEE_ADDR, MOCK_TEE_KEY
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
@@ -24,16 +25,6 @@ from broker.inference.response_signature import (
 
 TEE_KEY = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"
 TEE_ADDR = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
-MOCK_TEE_KEY = "0x4c0883a69102937d6231471b5dbb6204fe512961708279b7e1a8d7d7a3c2b9e3"
-MOCK_TEE_ADDR = "0x325744be57db298C2652c672B32Eb12875d92D83"
-C2_TEXT = (
-    "798d46639491d6c18f1779ddfca7da4b672f23a4cb57d66eeae48d9b8ccb6075:"
-    "c0993b73008754c78bb31f82dac937b4ce524866efb1605fc11853cdfd436013"
-)
-C2_SIG = (
-    "0x173f5550c0ab24b6b6d88ed339992373c183bf44f848b20de29994965d2e611948bfeb3c94fd74be89b3ae7c"
-    "bec3514f0d2da69e279c01fa9b037d5942b32b701c"
-)
 
 
 def _service(url: str, **overrides) -> Service:

@@ -3,10 +3,10 @@ contract reverts when the checks are bypassed, concurrency."""
 
 from __future__ import annotations
 
-import threading
 from decimal import Decimal
 
 import pytest
+from devnet_helpers import run_concurrently
 from eth_account import Account
 
 from broker._exceptions import InputError, InvalidAddressError, InvalidAmountError
@@ -134,19 +134,11 @@ def test_concurrent_transfers(b):
     # providers[0] exists first so that a sub-1-0G top-up is valid for it
     b.ledger.transfer_fund(providers[0], "inference", "1")
     nonce = _nonce(b)
-    errors = []
 
     def go(p):
-        try:
-            b.ledger.transfer_fund(p, "inference", "0.5" if p == providers[0] else "1")
-        except Exception as exc:  # noqa: BLE001
-            errors.append(exc)
+        b.ledger.transfer_fund(p, "inference", "0.5" if p == providers[0] else "1")
 
-    threads = [threading.Thread(target=go, args=(p,)) for p in providers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    errors = run_concurrently(go, providers, join_timeout=120)
     assert errors == []
     assert _nonce(b) == nonce + 10
     ledger = b.ledger.get_ledger()
@@ -161,19 +153,11 @@ def test_concurrent_transfers_same_provider(with_ledger):
     b = with_ledger
     p = _provider()
     b.ledger.transfer_fund(p, "inference", "1")
-    errors = []
 
-    def go():
-        try:
-            b.ledger.transfer_fund(p, "inference", "0.5")
-        except Exception as exc:  # noqa: BLE001
-            errors.append(exc)
+    def go(_):
+        b.ledger.transfer_fund(p, "inference", "0.5")
 
-    threads = [threading.Thread(target=go) for _ in range(10)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    errors = run_concurrently(go, range(10), join_timeout=120)
     assert errors == []
     assert b.inference_contract.get_account(b.address, p).balance == 6 * OG
     assert b.ledger.get_ledger().available_balance == 4 * OG

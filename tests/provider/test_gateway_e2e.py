@@ -15,6 +15,7 @@ import time
 import httpx
 import pytest
 import uvicorn
+from devnet_helpers import settle_once_recording
 from eth_account import Account
 from fastapi import FastAPI, Request
 
@@ -149,12 +150,7 @@ def test_three_images_settle_exactly(world, fresh_account):
         assert forbidden.status_code == 403
         assert forbidden.json() == {"error": "you can only query your own unsettled fee"}
     wallet_before = w3.eth.get_balance(world["provider"].address)
-    receipts = []
-    gw.settler.on_sent = receipts.append
-    try:
-        report = gw.settler.settle_once()
-    finally:
-        gw.settler.on_sent = None
+    report, receipts = settle_once_recording(gw)
     assert report.settled[user.address] == 3 * PRICE
     assert _account(world, user).balance == before - 3 * PRICE
     gas = sum(r["gasUsed"] * r["effectiveGasPrice"] for r in receipts)

@@ -10,6 +10,7 @@ import time
 
 import httpx
 import pytest
+from devnet_helpers import settle_once_recording
 
 from broker.broker import create_broker
 from broker.chain.connection import connect
@@ -78,12 +79,7 @@ def test_three_images_verified_and_settled_exactly(stack, devnet, fresh_account)
     gw = stack.gateway
     assert gw.ledger.unsettled_fee(fresh_account.address) == 3 * PRICE
     wallet_before = w3.eth.get_balance(provider)
-    receipts: list = []
-    gw.settler.on_sent = receipts.append
-    try:
-        report = gw.settler.settle_once()
-    finally:
-        gw.settler.on_sent = None
+    report, receipts = settle_once_recording(gw)
     assert report.settled[fresh_account.address] == 3 * PRICE
     assert contract.get_account(fresh_account.address, provider).balance == sub_before - 3 * PRICE
     assert broker.ledger.get_ledger().total_balance == ledger_before - 3 * PRICE

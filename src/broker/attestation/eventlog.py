@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.attestation.errors import ReportFormatError
+from broker.attestation.report_formats import json_document
 
 __all__ = [
     "RUNTIME_EVENT_TYPE",
@@ -82,13 +83,7 @@ def parse_event_log(value: str | bytes | list[Any]) -> list[Event]:
     Raises:
         ReportFormatError: not a JSON array of objects, or a field has the wrong type.
     """
-    if isinstance(value, str | bytes):
-        try:
-            value = json.loads(value)
-        except ValueError as exc:
-            raise ReportFormatError("event_log is not JSON") from exc
-    if not isinstance(value, list):
-        raise ReportFormatError("event_log is not a JSON array")
+    value = json_document(value, "event_log", list)
     events = []
     for i, item in enumerate(value):
         if not isinstance(item, dict):

@@ -18,7 +18,7 @@ from typing import Any
 
 from broker.attestation.errors import ReportFormatError
 
-__all__ = ["AttestationReportBody", "ReportKind", "parse_report_body"]
+__all__ = ["AttestationReportBody", "ReportKind", "json_document", "parse_report_body"]
 
 
 class ReportKind(StrEnum):
@@ -57,6 +57,32 @@ class AttestationReportBody:
     report_data: bytes | None = None
     vm_config: str | None = None
     signing_address: str | None = None
+
+
+def json_document(value: Any, what: str, kind: type[dict | list], *,
+                  decode: bool | None = None) -> Any:
+    """Decode a JSON document given as text (or already parsed) and check its top-level type.
+
+    Args:
+        value: JSON text (``str``/``bytes``) or an already-parsed value.
+        what: the name used in error messages (``"<what> is not JSON"``).
+        kind: ``dict`` (a JSON object) or ``list`` (a JSON array).
+        decode: whether to ``json.loads`` ``value``; default: when it is ``str`` or ``bytes``.
+    Returns:
+        the decoded value, of type ``kind``.
+    Raises:
+        ReportFormatError: not JSON, or not a JSON object/array as ``kind`` asks.
+    """
+    if decode is None:
+        decode = isinstance(value, str | bytes)
+    if decode:
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise ReportFormatError(f"{what} is not JSON") from exc
+    if not isinstance(value, kind):
+        raise ReportFormatError(f"{what} is not a JSON {'array' if kind is list else 'object'}")
+    return value
 
 
 def _decode_quote(value: Any) -> bytes:
@@ -99,14 +125,7 @@ def _decode_tcb_info(doc: dict[str, Any]) -> dict[str, Any] | None:
         value = doc["info"].get("tcb_info")
     if value in (None, ""):
         return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as exc:
-            raise ReportFormatError("tcb_info is not JSON") from exc
-    if not isinstance(value, dict):
-        raise ReportFormatError("tcb_info is not a JSON object")
-    return value
+    return json_document(value, "tcb_info", dict, decode=isinstance(value, str))
 
 
 def parse_report_body(body: dict[str, Any] | str | bytes) -> AttestationReportBody:
@@ -121,13 +140,7 @@ def parse_report_body(body: dict[str, Any] | str | bytes) -> AttestationReportBo
     Raises:
         ReportFormatError: not JSON, not an object, or a field with the wrong type/encoding.
     """
-    if isinstance(body, bytes | str):
-        try:
-            body = json.loads(body)
-        except ValueError as exc:
-            raise ReportFormatError("attestation report is not JSON") from exc
-    if not isinstance(body, dict):
-        raise ReportFormatError("attestation report is not a JSON object")
+    body = json_document(body, "attestation report", dict)
 
     if "compose_content" in body and "evidence" in body:
         return AttestationReportBody(

@@ -34,6 +34,7 @@ __all__ = [
     "rpc_ready",
     "start_anvil",
     "stop_pid",
+    "terminate_pid",
 ]
 
 DEVNET_CHAIN_ID = 31337
@@ -147,6 +148,18 @@ def stop_pid(pid: int, timeout: float = 5.0) -> bool:
     """
     if not pid_alive(pid) or not _is_anvil(pid):
         return False
+    return terminate_pid(pid, timeout, f"anvil (pid {pid})")
+
+
+def terminate_pid(pid: int, timeout: float, what: str) -> bool:
+    """SIGTERM ``pid``, wait up to ``timeout`` seconds, then SIGKILL and wait up to 5 s more.
+
+    The caller has already checked that ``pid`` is the process it means to stop. ``what`` names it in
+    the error. Returns True (the process is gone).
+
+    Raises:
+        DevnetError: ``<what> did not stop`` (it survived SIGKILL).
+    """
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         try:
             os.kill(pid, sig)
@@ -157,7 +170,7 @@ def stop_pid(pid: int, timeout: float = 5.0) -> bool:
             if not pid_alive(pid):
                 return True
             time.sleep(0.05)
-    raise DevnetError(f"anvil (pid {pid}) did not stop")
+    raise DevnetError(f"{what} did not stop")
 
 
 @dataclass

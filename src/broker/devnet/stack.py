@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -74,21 +73,11 @@ def stop_process(pid: int, timeout: float = 10.0) -> bool:
     Raises:
         DevnetError: it survived SIGKILL.
     """
-    from broker.devnet.anvil import pid_alive
+    from broker.devnet.anvil import terminate_pid
 
     if not process_alive(pid):
         return False
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return True
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not pid_alive(pid):
-                return True
-            time.sleep(0.05)
-    raise DevnetError(f"process {pid} did not stop")
+    return terminate_pid(pid, timeout, f"process {pid}")
 
 
 def provider_settings(state: DevnetState, *, provider_key: str, home: Path, model: str,

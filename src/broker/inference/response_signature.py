@@ -217,6 +217,23 @@ def evaluate_signature_response(
     return VerificationResult(True, VerificationReason.VERIFIED, signer, chat_id, "", recovered)
 
 
+_SIGNATURE_HEADERS = {"Content-Type": "application/json"}
+
+
+def _prepare_signature_request(
+    service: Service, chat_id: str | None, model: str | None
+) -> VerificationResult | tuple[str, str]:
+    """The non-I/O part shared by the sync and async verifiers: a final result, or
+    ``(signing address, signature URL)``."""
+    checked = check_service_verifiable(service, chat_id)
+    if isinstance(checked, VerificationResult):
+        return checked
+    assert chat_id is not None
+    return checked, signature_url(
+        service.url, chat_id, model if model is not None else service.model
+    )
+
+
 def verify_response_signature(
     service: Service,
     chat_id: str | None,
@@ -238,22 +255,20 @@ def verify_response_signature(
     Returns:
         A :class:`VerificationResult`.
     """
-    checked = check_service_verifiable(service, chat_id)
-    if isinstance(checked, VerificationResult):
-        return checked
-    assert chat_id is not None
-    url = signature_url(service.url, chat_id, model if model is not None else service.model)
-    headers = {"Content-Type": "application/json"}
+    prepared = _prepare_signature_request(service, chat_id, model)
+    if isinstance(prepared, VerificationResult):
+        return prepared
+    signer, url = prepared
     own = client is None
     http = client or httpx.Client(timeout=timeout)
     try:
-        response = http.get(url, headers=headers, timeout=timeout)
+        response = http.get(url, headers=_SIGNATURE_HEADERS, timeout=timeout)
     except httpx.HTTPError as exc:
-        return evaluate_signature_response(None, checked, chat_id, type(exc).__name__ + f": {exc}")
+        return evaluate_signature_response(None, signer, chat_id, type(exc).__name__ + f": {exc}")
     finally:
         if own:
             http.close()
-    return evaluate_signature_response(response, checked, chat_id)
+    return evaluate_signature_response(response, signer, chat_id)
 
 
 async def averify_response_signature(
@@ -265,19 +280,17 @@ async def averify_response_signature(
     timeout: float = DEFAULT_SIGNATURE_TIMEOUT_S,
 ) -> VerificationResult:
     """Async twin of :func:`verify_response_signature` (``httpx.AsyncClient``); same contract."""
-    checked = check_service_verifiable(service, chat_id)
-    if isinstance(checked, VerificationResult):
-        return checked
-    assert chat_id is not None
-    url = signature_url(service.url, chat_id, model if model is not None else service.model)
-    headers = {"Content-Type": "application/json"}
+    prepared = _prepare_signature_request(service, chat_id, model)
+    if isinstance(prepared, VerificationResult):
+        return prepared
+    signer, url = prepared
     own = client is None
     http = client or httpx.AsyncClient(timeout=timeout)
     try:
-        response = await http.get(url, headers=headers, timeout=timeout)
+        response = await http.get(url, headers=_SIGNATURE_HEADERS, timeout=timeout)
     except httpx.HTTPError as exc:
-        return evaluate_signature_response(None, checked, chat_id, type(exc).__name__ + f": {exc}")
+        return evaluate_signature_response(None, signer, chat_id, type(exc).__name__ + f": {exc}")
     finally:
         if own:
             await http.aclose()
-    return evaluate_signature_response(response, checked, chat_id)
+    return evaluate_signature_response(response, signer, chat_id)

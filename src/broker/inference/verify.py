@@ -17,7 +17,6 @@ Report selection follows user-broker.md §9.1 step 3 (with §8.2 for the signer 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -28,12 +27,12 @@ import httpx
 from broker.attestation import (
     AttestationError,
     AttestationPolicy,
-    ReportFormatError,
     VerificationReport,
     fetch_quote_report,
     verify_attestation,
 )
 from broker.attestation.report import CheckStatus
+from broker.attestation.report_formats import json_document
 
 __all__ = ["ServiceLike", "ServiceLookup", "verify_service"]
 
@@ -64,13 +63,7 @@ def _lookup(broker_or_lookup: Any) -> ServiceLookup:
 def _additional_info(text: str) -> dict[str, Any]:
     if not text:
         return {}
-    try:
-        info = json.loads(text)
-    except ValueError as exc:
-        raise ReportFormatError("the service's additionalInfo is not JSON") from exc
-    if not isinstance(info, dict):
-        raise ReportFormatError("the service's additionalInfo is not a JSON object")
-    return info
+    return json_document(text, "the service's additionalInfo", dict, decode=True)
 
 
 def verify_service(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.chain.contracts import Ledger
 from broker.units import format_0g
 
 __all__ = [
@@ -44,20 +45,13 @@ class TxResult:
 
 
 @dataclass(frozen=True)
-class LedgerDetail:
+class LedgerDetail(Ledger):
     """The user's ledger (``getLedger``), amounts in neuron.
 
-    ``locked_balance`` = total − available: funds transferred to provider sub-accounts.
+    Fields ``user``, ``available_balance``, ``total_balance``, ``additional_info`` and
+    ``locked_balance`` = total − available (funds transferred to provider sub-accounts), as in
+    :class:`broker.chain.contracts.Ledger`.
     """
-
-    user: str
-    available_balance: int
-    total_balance: int
-    additional_info: str
-
-    @property
-    def locked_balance(self) -> int:
-        return self.total_balance - self.available_balance
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,16 @@ def _first_error_param(errors: list[dict]) -> tuple[str | None, str]:
     return param, f"{param}: {message}" if param else message
 
 
+def _validation_response(errors: list) -> JSONResponse:
+    """HTTP 400 ``invalid_request_error`` for pydantic errors (code ``missing_field`` when the first
+    error is a missing field, else ``invalid_value``)."""
+    param, message = _first_error_param(errors)
+    code = "missing_field" if errors and errors[0].get("type") == "missing" else "invalid_value"
+    return JSONResponse(
+        error_body(message, "invalid_request_error", param=param, code=code), status_code=400
+    )
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -112,20 +122,11 @@ def _install_error_handlers(app: FastAPI) -> None:
                 ),
                 status_code=400,
             )
-        param, message = _first_error_param(errors)
-        code = "missing_field" if errors and errors[0].get("type") == "missing" else "invalid_value"
-        return JSONResponse(
-            error_body(message, "invalid_request_error", param=param, code=code), status_code=400
-        )
+        return _validation_response(errors)
 
     @app.exception_handler(ValidationError)
     async def _validation(_: Request, exc: ValidationError) -> JSONResponse:
-        errors = list(exc.errors())
-        param, message = _first_error_param(errors)
-        code = "missing_field" if errors and errors[0].get("type") == "missing" else "invalid_value"
-        return JSONResponse(
-            error_body(message, "invalid_request_error", param=param, code=code), status_code=400
-        )
+        return _validation_response(list(exc.errors()))
 
     @app.exception_handler(InvalidImageRequestError)
     async def _invalid(_: Request, exc: InvalidImageRequestError) -> JSONResponse:

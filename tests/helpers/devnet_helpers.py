@@ -1,0 +1,115 @@
+"""Helpers shared by several test folders (imported by name: ``tests/conftest.py`` puts
+``tests/helpers`` on sys.path): account keys, a chatbot service registered on the session devnet,
+concurrent calls, and the mock TEE signer of test-vectors.md C2."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from eth_account import Account
+from web3 import Web3
+
+from broker.chain.contracts import InferenceServingContract
+from broker.chain.sender import TransactionSender
+
+OG = 10**18
+
+#: The mock TEE signer of test-vectors.md C2 (key and address).
+MOCK_TEE_KEY = "0x4c0883a69102937d6231471b5dbb6204fe512961708279b7e1a8d7d7a3c2b9e3"
+MOCK_TEE_ADDR = "0x325744be57db298C2652c672B32Eb12875d92D83"
+#: test-vectors.md C2: the signed response text and its signature by ``MOCK_TEE_KEY``.
+C2_TEXT = (
+    "798d46639491d6c18f1779ddfca7da4b672f23a4cb57d66eeae48d9b8ccb6075:"
+    "c0993b73008754c78bb31f82dac937b4ce524866efb1605fc11853cdfd436013"
+)
+C2_SIG = (
+    "0x173f5550c0ab24b6b6d88ed339992373c183bf44f848b20de29994965d2e611948bfeb3c94fd74be89b3ae7c"
+    "bec3514f0d2da69e279c01fa9b037d5942b32b701c"
+)
+
+
+def key_hex(account) -> str:
+    """``0x`` hex private key of an ``eth_account`` LocalAccount."""
+    return "0x" + bytes(account.key).hex()
+
+
+def register_chatbot_service(
+    devnet,
+    url: str,
+    *,
+    model: str,
+    input_price: int,
+    output_price: int,
+    tee_address: str = MOCK_TEE_ADDR,
+    owner_ack: bool = False,
+):
+    """Register a ``TeeML`` chatbot service at ``url`` from a new provider funded with 200 0G
+    (stake 100 0G, ``additionalInfo`` ``{"ProviderType": "decentralized"}``; prices in neuron per
+    token); with ``owner_ack`` the devnet owner acknowledges its TEE signer.
+
+    Returns:
+        The provider's ``eth_account`` LocalAccount.
+    """
+    from broker.devnet import fund_new_account
+
+    provider = fund_new_account(devnet, amount_neuron=200 * OG)
+    w3 = Web3(Web3.HTTPProvider(devnet.rpc_url))
+    contract = InferenceServingContract(
+        w3, devnet.inference_address, TransactionSender(w3, provider)
+    )
+    info = json.dumps({"ProviderType": "decentralized"})
+    contract.add_or_update_service(
+        ("chatbot", url, model, "TeeML", input_price, output_price, info, tee_address),
+        value=100 * OG,
+    )
+    if owner_ack:
+        owner_key = next(a.private_key.get_secret_value() for a in devnet.accounts
+                         if a.address.lower() == devnet.owner.lower())
+        owner = InferenceServingContract(
+            w3, devnet.inference_address, TransactionSender(w3, Account.from_key(owner_key))
+        )
+        owner.sender.send(owner.contract.functions.acknowledgeTEESignerByOwner(provider.address))
+    return provider
+
+
+def run_concurrently(fn: Callable[[Any], Any], items: Iterable[Any], *,
+                     join_timeout: float) -> list[BaseException]:
+    """Call ``fn(item)`` for every item, each in its own thread (all started, then all joined with
+    ``join_timeout`` seconds each).
+
+    Returns:
+        The exceptions the calls raised (empty when all succeeded).
+    """
+    errors: list[BaseException] = []
+
+    def run(item: Any) -> None:
+        try:
+            fn(item)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(item,)) for item in items]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(join_timeout)
+    return errors
+
+
+def settle_once_recording(gateway) -> tuple[Any, list]:
+    """Run ``gateway.settler.settle_once()`` with an ``on_sent`` hook that collects the receipts of
+    the settlement transactions (the hook is removed afterwards, even on error).
+
+    Returns:
+        ``(report, receipts)``.
+    """
+    receipts: list = []
+    gateway.settler.on_sent = receipts.append
+    try:
+        report = gateway.settler.settle_once()
+    finally:
+        gateway.settler.on_sent = None
+    return report, receipts
