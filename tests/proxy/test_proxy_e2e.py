@@ -199,6 +199,28 @@ def test_prompt_required(client):
     assert info.value.body["code"] == "missing_prompt"
 
 
+def test_bad_input_refused_and_not_billed(serve, stack, user_broker):
+    """Malformed JSON, a non-object body and an oversized body get typed 400/413 errors in OpenAI's
+    shape, and nothing reaches the provider or is billed."""
+    st, _ = stack
+    before = _local_fee(user_broker, st.provider_address)
+    gateway = _gateway_fee(stack, user_broker)
+    auth = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    with httpx.Client(base_url=serve, headers=auth, timeout=60) as c:
+        r = c.post("/v1/images/generations", content=b'{"prompt": "a fox",')
+        assert r.status_code == 400
+        assert r.json()["error"]["message"] == "request body is not valid JSON"
+        r = c.post("/v1/chat/completions", content=b'["not", "an", "object"]')
+        assert r.status_code == 400
+        assert r.json()["error"]["message"] == "request body must be a JSON object"
+        big = b'{"prompt": "' + b"x" * (32 << 20) + b'"}'
+        r = c.post("/v1/images/generations", content=big)
+        assert r.status_code == 413
+        assert r.json()["error"]["type"] == "invalid_request_error"
+    assert _local_fee(user_broker, st.provider_address) == before
+    assert _gateway_fee(stack, user_broker) == gateway
+
+
 def test_metrics(serve, client):
     client.models.list()
     text = httpx.get(serve + "/metrics", headers={"Authorization": f"Bearer {API_KEY}"}).text
