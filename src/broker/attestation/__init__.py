@@ -20,10 +20,12 @@ from broker.attestation.errors import (
     CollateralError,
     QuoteFormatError,
     ReportFormatError,
+    TcbEvaluationError,
 )
 from broker.attestation.policy import AttestationPolicy, load_policy
 from broker.attestation.quote import Quote, parse_quote
 from broker.attestation.report import CheckResult, CheckStatus, Verdict, VerificationReport
+from broker.attestation.tcb import TCB_STATUSES, TcbFailure
 from broker.attestation.verifier import (
     FetchedReport,
     fetch_quote_report,
@@ -32,6 +34,7 @@ from broker.attestation.verifier import (
 )
 
 __all__ = [
+    "TCB_STATUSES",
     "AttestationError",
     "AttestationFetchError",
     "AttestationPolicy",
@@ -46,6 +49,8 @@ __all__ = [
     "QuoteFormatError",
     "ReportFormatError",
     "TcbEvaluation",
+    "TcbEvaluationError",
+    "TcbFailure",
     "Verdict",
     "VerificationReport",
     "evaluate_tcb",

@@ -5,6 +5,10 @@ Sources: attestation.md §2.8 ("Needs collateral": endpoints, verbatim signed JS
 §3.1 (dcap-qvl 0.7: ``QuoteCollateralV3`` JSON form, ``verify`` / ``verify_with_root_ca``; it raises
 on crypto/chain/CRL/expiry errors and on ``Revoked``, and returns other statuses such as
 ``OutOfDate`` for the caller to judge).
+
+dcap-qvl is the TCB authority for real *and* synthetic collateral: ``verify_with_root_ca`` takes the
+injected test root, so the synthetic collateral of the tests runs through the same code as Intel's
+(see :mod:`broker.attestation.tcb` for why no second TCB matcher exists and how refusals are named).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from broker.attestation.errors import CollateralError, TcbEvaluationError
+from broker.attestation.tcb import REVOKED, TcbFailure, classify_dcap_failure
 from broker.config.settings import broker_home
 
 __all__ = [
@@ -35,6 +40,7 @@ __all__ = [
     "TcbEvaluationError",
     "collateral_expiry",
     "evaluate_tcb",
+    "find_revoked_certificates",
     "load_collateral",
 ]
 
@@ -337,9 +343,12 @@ def evaluate_tcb(
         root_ca_der: trust root override (DER); ``None`` = dcap-qvl's built-in Intel root.
     Returns:
         :class:`TcbEvaluation` (the status is returned, not judged: ``OutOfDate`` etc. are the
-        caller's policy).
+        caller's policy; ``detail`` has ``platform_status`` and ``qe_status`` with their advisories).
     Raises:
-        TcbEvaluationError: dcap-qvl refused the quote (its message included), including ``Revoked``.
+        TcbEvaluationError: dcap-qvl refused the quote; ``.code`` classifies why
+            (:class:`~broker.attestation.tcb.TcbFailure`), ``.status`` is ``"Revoked"`` for a
+            revoked TCB level or a CRL-listed certificate, and the message is the summary followed
+            by dcap-qvl's own text on one line.
     """
     now_s = int(_now_dt(now).timestamp())
     try:
@@ -348,7 +357,12 @@ def evaluate_tcb(
         else:
             verified = dcap_qvl.verify_with_root_ca(raw_quote, collateral, root_ca_der, now_s)
     except (ValueError, RuntimeError) as exc:
-        raise TcbEvaluationError(str(exc)) from exc
+        message = " ".join(str(exc).split())
+        code, summary = classify_dcap_failure(message)
+        revoked = code in (TcbFailure.TCB_REVOKED, TcbFailure.CERTIFICATE_REVOKED)
+        raise TcbEvaluationError(
+            f"{summary}: {message}", code=str(code), status=REVOKED if revoked else None
+        ) from exc
     try:
         detail = json.loads(verified.to_json())
     except ValueError:  # pragma: no cover - dcap-qvl always returns JSON
@@ -360,3 +374,33 @@ def evaluate_tcb(
         collateral_expiry=collateral_expiry(collateral),
         detail=detail,
     )
+
+
+def find_revoked_certificates(
+    collateral: dcap_qvl.QuoteCollateralV3, certificates: list[x509.Certificate]
+) -> list[tuple[str, str]]:
+    """Which of ``certificates`` the collateral's CRLs list, to name them in a report.
+
+    Only CRLs whose issuer name equals the certificate's issuer are consulted (the PCK CRL for the
+    PCK leaf, the root CA CRL for the PCK CA); signatures are not checked here (dcap-qvl does that),
+    so use this only to *explain* a refusal, never to accept.
+
+    Args:
+        collateral: the collateral given to :func:`evaluate_tcb`.
+        certificates: e.g. ``[PckChain.leaf, PckChain.intermediate]``.
+    Returns:
+        ``[(crl_name, serial_hex)]`` with ``crl_name`` ``"pck_crl"`` or ``"root_ca_crl"``; empty if
+        none is listed or a CRL cannot be parsed.
+    """
+    found: list[tuple[str, str]] = []
+    for name in ("pck_crl", "root_ca_crl"):
+        try:
+            crl = x509.load_der_x509_crl(bytes(getattr(collateral, name)))
+        except ValueError:
+            continue
+        for cert in certificates:
+            if cert.issuer != crl.issuer:
+                continue
+            if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+                found.append((name, format(cert.serial_number, "x")))
+    return found

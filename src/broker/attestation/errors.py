@@ -52,4 +52,15 @@ class PckChainError(AttestationError):
 
 class TcbEvaluationError(CollateralError):
     """dcap-qvl refused the quote with this collateral (bad signature/chain, CRL revocation,
-    expired or not-yet-valid collateral, no matching TCB level, ``Revoked``); ``str()`` is why."""
+    expired or not-yet-valid collateral, no matching TCB level, ``Revoked``); ``str()`` is why.
+
+    Attributes:
+        code: a :class:`broker.attestation.tcb.TcbFailure` value (``"tcb_revoked"``,
+            ``"certificate_revoked"``, ``"collateral_expired"``...), ``"other"`` when unknown.
+        status: ``"Revoked"`` for a revoked TCB level or certificate, else ``None``.
+    """
+
+    def __init__(self, message: str, *, code: str = "other", status: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status

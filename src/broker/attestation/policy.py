@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from broker.attestation.errors import AttestationPolicyError
+from broker.attestation.tcb import REVOKED, TCB_STATUSES
 from broker.config.settings import broker_home
 
 __all__ = ["AttestationPolicy", "default_policy_path", "load_policy"]
@@ -41,7 +42,9 @@ class AttestationPolicy(BaseModel):
             skipped TCB check does not block the verdict (tests, air-gapped use).
         require_signer: the quote's report_data must name the expected TEE signer.
         accepted_tcb_statuses: TCB statuses accepted (default ``UpToDate``, ``SWHardeningNeeded``);
-            ``Revoked`` is never accepted.
+            each must be one of Intel's (:data:`broker.attestation.tcb.TCB_STATUSES`), and
+            ``Revoked`` is never accepted. Any other status evaluated fails the TCB check, and a
+            failed check fails the verdict even when ``require_tcb`` is False.
         rejected_advisory_ids: Intel advisory IDs (``INTEL-SA-…``) that fail the TCB check.
         allowed_mrtd, allowed_rtmr0, allowed_rtmr1, allowed_rtmr2: hex (48 bytes) allowlists; empty =
             not checked.
@@ -71,8 +74,12 @@ class AttestationPolicy(BaseModel):
     @field_validator("accepted_tcb_statuses")
     @classmethod
     def _no_revoked(cls, v: frozenset[str]) -> frozenset[str]:
-        if "Revoked" in v:
+        if REVOKED in v:
             raise ValueError("Revoked can never be an accepted TCB status")
+        unknown = sorted(v - TCB_STATUSES)
+        if unknown:
+            known = ", ".join(sorted(TCB_STATUSES - {REVOKED}))
+            raise ValueError(f"unknown TCB status(es) {unknown}; known: {known}")
         return v
 
     @field_validator("allowed_mrtd", "allowed_rtmr0", "allowed_rtmr1", "allowed_rtmr2")

@@ -59,8 +59,9 @@ class AttestationReportBody:
     signing_address: str | None = None
 
 
-def json_document(value: Any, what: str, kind: type[dict | list], *,
-                  decode: bool | None = None) -> Any:
+def json_document(
+    value: Any, what: str, kind: type[dict | list], *, decode: bool | None = None
+) -> Any:
     """Decode a JSON document given as text (or already parsed) and check its top-level type.
 
     Args:

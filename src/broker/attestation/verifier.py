@@ -29,7 +29,9 @@ from eth_utils import keccak, to_checksum_address
 
 from broker.attestation.collateral import (
     TcbEvaluationError,
+    collateral_expiry,
     evaluate_tcb,
+    find_revoked_certificates,
     load_collateral,
 )
 from broker.attestation.compose import compose_hash, compose_images
@@ -60,6 +62,7 @@ from broker.attestation.signature import (
     verify_qe_report_signature,
     verify_quote_signature,
 )
+from broker.attestation.tcb import REVOKED, TCB_STATUSES, TcbFailure
 
 __all__ = [
     "QUOTE_SIGNATURE_HEADER",
@@ -254,31 +257,51 @@ class _Run:
         root_der = None
         if self.root_ca is not None:
             root_der = load_root_ca(self.root_ca).public_bytes(serialization.Encoding.DER)
+        expiry = collateral_expiry(col)
         try:
             ev = evaluate_tcb(quote.raw, col, now=self.now, root_ca_der=root_der)
         except TcbEvaluationError as exc:
-            reason = str(exc)
-            status = "Revoked" if "revoked" in reason.lower() else None
-            r.tcb_status = status
+            # A refusal always fails the check (whatever require_tcb says: a failed check fails the
+            # verdict), and names why: revoked level / revoked certificate / stale collateral ...
+            r.tcb_status = exc.status
+            extra: dict[str, Any] = {}
+            if exc.code == TcbFailure.CERTIFICATE_REVOKED and self.chain is not None:
+                listed = find_revoked_certificates(col, [self.chain.leaf, self.chain.intermediate])
+                extra["revoked_certificates"] = [f"{crl}:{serial}" for crl, serial in listed]
             r.add(
                 "tcb_status",
                 FAILED,
-                f"DCAP verification refused the quote: {reason}",
+                f"DCAP verification refused the quote: {exc}",
                 required=required,
+                failure=exc.code,
+                tcb_status=exc.status,
+                collateral_expiry=expiry.isoformat() if expiry else None,
+                **extra,
             )
             return
         r.tcb_status, r.advisory_ids = ev.status, list(ev.advisory_ids)
         details = {
             "tcb_status": ev.status,
             "advisory_ids": list(ev.advisory_ids),
+            "platform_status": ev.detail.get("platform_status"),
+            "qe_status": ev.detail.get("qe_status"),
             "collateral_expiry": ev.collateral_expiry.isoformat() if ev.collateral_expiry else None,
         }
         rejected = sorted(set(ev.advisory_ids) & self.policy.rejected_advisory_ids)
-        if ev.status not in self.policy.accepted_tcb_statuses:
+        advisories = f" (advisories: {', '.join(ev.advisory_ids)})" if ev.advisory_ids else ""
+        if ev.status not in TCB_STATUSES or ev.status == REVOKED:
             r.add(
                 "tcb_status",
                 FAILED,
-                f"TCB status {ev.status} is not accepted",
+                f"TCB status {ev.status!r} is not an acceptable Intel status{advisories}",
+                required=required,
+                **details,
+            )
+        elif ev.status not in self.policy.accepted_tcb_statuses:
+            r.add(
+                "tcb_status",
+                FAILED,
+                f"TCB status {ev.status} is not accepted by the policy{advisories}",
                 required=required,
                 **details,
             )
@@ -291,7 +314,13 @@ class _Run:
                 **details,
             )
         else:
-            r.add("tcb_status", PASSED, f"TCB status {ev.status}", required=required, **details)
+            r.add(
+                "tcb_status",
+                PASSED,
+                f"TCB status {ev.status}{advisories}",
+                required=required,
+                **details,
+            )
 
     # -- TD attributes and signer -------------------------------------------------------------
     def td_attributes(self, quote: Quote) -> None:
