@@ -100,3 +100,20 @@ def make_broker(devnet):
 def funded_broker(make_broker, fresh_account):
     """A broker for a fresh account holding 1000 0G (no ledger yet)."""
     return make_broker(fresh_account)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One throw-away PostgreSQL server on 127.0.0.1 for the session (skips when unavailable);
+    see ``tests/helpers/postgres_helpers.py``."""
+    from postgres_helpers import start_postgres
+
+    server = start_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def postgres_url(postgres_server) -> str:
+    """A fresh, empty database on the session's PostgreSQL; its SQLAlchemy URL."""
+    return postgres_server.create_database("t")

@@ -1,4 +1,5 @@
-"""Persistent local state of the inference broker, in SQLite through SQLAlchemy 2.
+"""Persistent local state of the inference broker, in SQLite (default) or PostgreSQL through
+SQLAlchemy 2.
 
 Three tables:
 
@@ -10,8 +11,9 @@ Three tables:
 * ``issued_tokens`` — persistent API-key ids handed out per (user, provider, generation), so that
   repeated ``get_secret`` calls do not reuse id 0 (§13 item 10).
 
-Amounts are ints in neuron, stored as decimal TEXT (they exceed SQLite's 64-bit integers). Writes are
-serialised by a process-local lock and, on SQLite, by ``BEGIN IMMEDIATE`` across processes.
+Amounts are ints in neuron, stored as decimal TEXT (they exceed 64-bit integers). Writes are
+serialised by a process-local lock and, across processes, on SQLite by ``BEGIN IMMEDIATE`` and on
+PostgreSQL by ``INSERT … ON CONFLICT DO NOTHING`` plus ``SELECT … FOR UPDATE`` of the fee row.
 Addresses are stored lower-cased.
 """
 
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Integer,
     String,
@@ -86,8 +89,9 @@ class _IssuedTokenRow(_Base):
     provider: Mapped[str] = mapped_column(String(42))
     generation: Mapped[int] = mapped_column(Integer)
     token_id: Mapped[int] = mapped_column(Integer)
-    created_at_ms: Mapped[int] = mapped_column(Integer)
-    expires_at_ms: Mapped[int] = mapped_column(Integer)
+    # Unix milliseconds exceed 32 bits (PostgreSQL's INTEGER)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    expires_at_ms: Mapped[int] = mapped_column(BigInteger)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +121,8 @@ class FeeStore:
     """Thread-safe persistent fee totals, verification log and issued-token ids.
 
     Args:
-        url: SQLAlchemy URL (default :func:`default_database_url`); the SQLite file's directory is
-            created if missing.
+        url: SQLAlchemy URL (default :func:`default_database_url`; also
+            ``postgresql+psycopg://…``); the SQLite file's directory is created if missing.
         max_verifications: how many verification rows to keep (oldest pruned).
     """
 
@@ -136,7 +140,7 @@ class FeeStore:
     def _make_engine(url: str) -> Engine:
         if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
             Path(url[len("sqlite:///") :]).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url)
+        engine = create_engine(url, **({} if url.startswith("sqlite") else {"pool_pre_ping": True}))
         if engine.dialect.name == "sqlite":
 
             @event.listens_for(engine, "connect")
@@ -160,7 +164,18 @@ class FeeStore:
     # -- fees --------------------------------------------------------------------------------
 
     def _row(self, session: Session, user: str, provider: str) -> _FeeRow:
-        row = session.get(_FeeRow, (user.lower(), provider.lower()))
+        """The fee row of (user, provider), created if missing, locked for this transaction."""
+        key = (user.lower(), provider.lower())
+        if session.get_bind().dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+
+            session.execute(
+                insert(_FeeRow)
+                .values(user=key[0], provider=key[1], cached_fee="0", total_fee="0",
+                        request_count=0, updated_at=time.time())
+                .on_conflict_do_nothing(index_elements=["user", "provider"])
+            )  # fmt: skip
+        row = session.get(_FeeRow, key, with_for_update=True)
         if row is None:
             row = _FeeRow(
                 user=user.lower(),

@@ -150,10 +150,15 @@ class Database:
 
     Args:
         url: SQLAlchemy URL (``sqlite:///path.db``, ``postgresql+psycopg://...``).
+        engine_kwargs: passed to :func:`sqlalchemy.create_engine` (server databases default to
+            ``pool_pre_ping=True``).
     """
 
     def __init__(self, url: str, **engine_kwargs: Any) -> None:
         self.url = url
+        if not url.startswith("sqlite"):
+            # a server database may restart under us: test pooled connections before use
+            engine_kwargs.setdefault("pool_pre_ping", True)
         self.engine: Engine = create_engine(url, **engine_kwargs)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)

@@ -224,7 +224,19 @@ class Settler:
                 continue
             nonce = max(acc.nonce + 1, time.time_ns() // 100)
             item = self.sign(user, chosen, nonce)
+            hashes = [r.request_hash for r in chosen]
             with self.db.session.begin() as s:
+                # Lock the chosen rows and re-check them and the user inside the write transaction:
+                # another gateway process on the same PostgreSQL database may have batched them
+                # meanwhile (SQLite ignores FOR UPDATE; its writers are serialised anyway).
+                still = s.scalars(select(RequestRecord.request_hash).where(
+                    RequestRecord.request_hash.in_(hashes),
+                    RequestRecord.status == RequestStatus.UNSETTLED).with_for_update()).all()
+                taken = s.scalar(select(SettlementBatch.id).where(
+                    SettlementBatch.user_address == user,
+                    SettlementBatch.status == BatchStatus.PREPARED).limit(1))
+                if len(still) != len(hashes) or taken is not None:
+                    continue
                 batch = SettlementBatch(user_address=user, nonce=str(nonce),
                                         total_fee=str(item.total_fee),
                                         requests_hash="0x" + item.requests_hash.hex(),
@@ -233,7 +245,7 @@ class Settler:
                 s.add(batch)
                 s.flush()
                 s.execute(update(RequestRecord).where(
-                    RequestRecord.request_hash.in_([r.request_hash for r in chosen]),
+                    RequestRecord.request_hash.in_(hashes),
                     RequestRecord.status == RequestStatus.UNSETTLED)
                     .values(status=RequestStatus.SETTLING, batch_id=batch.id))
             out.append(batch)
@@ -283,8 +295,11 @@ class Settler:
                report: SettlementReport) -> None:
         paid = int(batch.total_fee) - unsettled
         with self.db.session.begin() as s:
+            if not self._lock_prepared(s, batch):
+                return
             rows = s.scalars(select(RequestRecord).where(RequestRecord.batch_id == batch.id)
-                             .order_by(RequestRecord.created_at, RequestRecord.request_hash)).all()
+                             .order_by(RequestRecord.created_at, RequestRecord.request_hash)
+                             .with_for_update()).all()
             covered = 0
             for r in rows:
                 if covered + int(r.fee) <= paid:
@@ -298,8 +313,18 @@ class Settler:
         report.settled[batch.user_address] = report.settled.get(batch.user_address, 0) + paid
         logger.info("settled %s neuron for %s (status %s)", paid, batch.user_address, status)
 
+    @staticmethod
+    def _lock_prepared(s: Any, batch: SettlementBatch) -> bool:
+        """Lock the batch row (``FOR UPDATE``; a no-op on SQLite) and tell whether it is still
+        ``prepared``, i.e. no other process on the same database recorded its result already."""
+        current = s.scalar(select(SettlementBatch.status).where(SettlementBatch.id == batch.id)
+                           .with_for_update())
+        return current == BatchStatus.PREPARED
+
     def _reject(self, batch: SettlementBatch, status: int, report: SettlementReport) -> None:
         with self.db.session.begin() as s:
+            if not self._lock_prepared(s, batch):
+                return
             s.execute(update(RequestRecord).where(RequestRecord.batch_id == batch.id).values(
                 status=RequestStatus.UNSETTLED, batch_id=None))
             s.execute(update(SettlementBatch).where(SettlementBatch.id == batch.id).values(
