@@ -7,10 +7,16 @@ import json
 import time
 
 import pytest
+from pydantic import SecretStr
 
 from broker.provider.billing import FeeLedger, compute_fee
 from broker.provider.db import RequestStatus, open_database
-from broker.provider.errors import OverloadedError, RateLimitedError, SignatureNotFoundError
+from broker.provider.errors import (
+    OverloadedError,
+    ProviderConfigError,
+    RateLimitedError,
+    SignatureNotFoundError,
+)
 from broker.provider.forward import normalise_route, rewrite_request
 from broker.provider.limits import Limits, TokenBucket, client_ip
 from broker.provider.register import additional_info
@@ -133,10 +139,17 @@ def test_routes_and_rewrites():
 
 
 def test_no_tee_quote_and_key_file(tmp_path):
-    s = ProviderSettings(tee_key_file=tmp_path / "k.json", dstack_socket=tmp_path / "none.sock")
+    plain = ProviderSettings(tee_key_file=tmp_path / "k.json", dstack_socket=tmp_path / "none.sock")
+    with pytest.raises(ProviderConfigError, match="no TEE signer key"):
+        load_tee_signer(plain)                                # never a plain-text key file
+    assert not (tmp_path / "k.json").exists()
+    s = ProviderSettings(tee_key_file=tmp_path / "k.json", tee_key_password="pw",
+                         dstack_socket=tmp_path / "none.sock")
     signer = load_tee_signer(s)
     assert (tmp_path / "k.json").stat().st_mode & 0o777 == 0o600
     assert load_tee_signer(s).address == signer.address      # generated once
+    with pytest.raises(ProviderConfigError, match="wrong password"):
+        load_tee_signer(s.model_copy(update={"tee_key_password": SecretStr("other")}))
     q = signer.quote()
     assert q["tee"] == "none" and q["attested"] is False and "quote" not in q
     assert "No TEE" in q["message"]

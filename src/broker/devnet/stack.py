@@ -28,6 +28,7 @@ from broker.devnet.state import DevnetState, ProviderStackState
 
 __all__ = [
     "DEFAULT_PRICE_PER_IMAGE",
+    "DEVNET_TEE_SIGNER_KEY",
     "PROVIDER_ACCOUNT_INDEX",
     "ProviderStack",
     "ProviderStackState",
@@ -42,6 +43,10 @@ DEFAULT_PRICE_PER_IMAGE = 10**15
 #: The dev account used as the provider wallet by default (0 is the owner, the last one funds
 #: ``fund_new_account``).
 PROVIDER_ACCOUNT_INDEX = 1
+#: The devnet provider's TEE signer key: the public mock key the reference gateway uses on local
+#: chains (``provider-gateway.md`` B1, address ``0x325744be57db298C2652c672B32Eb12875d92D83``). Like
+#: anvil's dev keys it is public, so nothing secret is stored for the devnet.
+DEVNET_TEE_SIGNER_KEY = "4c0883a69102937d6231471b5dbb6204fe512961708279b7e1a8d7d7a3c2b9e3"
 _HEALTH_TIMEOUT = 180.0
 _MARKER = "broker.cli.main"
 
@@ -86,13 +91,14 @@ def provider_settings(state: DevnetState, *, provider_key: str, home: Path, mode
     """The :class:`~broker.provider.settings.ProviderSettings` of a devnet stack.
 
     Text-to-image service at ``price_per_image`` neuron per image, backend ``<worker_url>/v1``,
-    SQLite database and TEE signer key file under ``home``; never a dstack socket (devnet).
+    SQLite database under ``home``; never a dstack socket (devnet). The TEE signer is
+    :data:`DEVNET_TEE_SIGNER_KEY`, the reference's public mock key for local chains.
     """
     from broker.provider.settings import ProviderSettings
 
     return ProviderSettings(
         network="devnet", rpc_url=state.rpc_url, inference_address=state.inference_address,
-        private_key=provider_key, tee_key_file=home / "tee_signer.json",
+        private_key=provider_key, tee_signer_key=DEVNET_TEE_SIGNER_KEY,
         dstack_socket=home / "no-dstack.sock", service_type="text-to-image", model=model,
         input_price=0, output_price=price_per_image,
         serving_url=f"http://127.0.0.1:{gateway_port}", target_url=worker_url + "/v1",
@@ -368,13 +374,14 @@ def _start_detached(state, settings, tee_address, info, health_timeout) -> Provi
         _wait_health(info.worker_url, [worker_pid], health_timeout, "worker", worker_log)
         service = _register(state, settings, tee_address)
         genv = dict(env)
-        for name in ("network", "rpc_url", "inference_address", "tee_key_file", "dstack_socket",
+        for name in ("network", "rpc_url", "inference_address", "dstack_socket",
                      "service_type", "model", "input_price", "output_price", "serving_url",
                      "target_url", "openai_backend_url", "db_url"):
             value = getattr(settings, name)
             if value is not None:
                 genv[f"ZG_PROVIDER_{name.upper()}"] = str(value)
         genv["ZG_PROVIDER_PRIVATE_KEY"] = settings.private_key.get_secret_value()
+        genv["ZG_PROVIDER_TEE_SIGNER_KEY"] = settings.tee_signer_key.get_secret_value()
         gateway_pid = _spawn(["provider", "serve", "--port", str(settings.port),
                               "--host", "127.0.0.1"], genv, gateway_log)
         info = info.model_copy(update={"gateway_pid": gateway_pid, "gateway_log": gateway_log})

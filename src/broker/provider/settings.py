@@ -45,12 +45,14 @@ class ProviderSettings(BaseSettings):
     keystore_password: SecretStr | None = Field(None, description="Password of that keystore.")
     # TEE signer
     tee_signer_key: SecretStr | None = Field(
-        None, description="TEE signer key (hex) when not derived from dstack; else generated once.")
+        None, description="TEE signer key (hex) when not derived from dstack (no TDX); else the "
+        "encrypted key file below.")
     tee_key_file: Path | None = Field(
-        None, description="Where the generated no-TEE signer key lives (default "
+        None, description="Encrypted (keystore v3) no-TEE signer key file, generated once (default "
         "$ZG_HOME/provider/tee_signer.json, mode 0600).")
     tee_key_password: SecretStr | None = Field(
-        None, description="Encrypts the generated signer key file (keystore v3) when set.")
+        None, description="Password of the signer key file; required when neither dstack nor "
+        "tee_signer_key provides the key.")
     dstack_socket: Path = Field(Path("/var/run/dstack.sock"),
                                 description="dstack guest socket; used when it exists.")
     # service

@@ -152,12 +152,14 @@ def _write_private(path: Path, text: str) -> None:
 def load_tee_signer(settings) -> TeeSigner:
     """The signer for these settings.
 
-    Order: dstack when ``settings.dstack_socket`` exists; else ``settings.tee_signer_key``; else a key
-    generated once and kept in ``settings.tee_key_path()`` (mode 0600; a keystore v3 encrypted with
-    ``tee_key_password`` when given).
+    Order: dstack when ``settings.dstack_socket`` exists; else ``settings.tee_signer_key`` (hex, e.g.
+    from ``ZG_PROVIDER_TEE_SIGNER_KEY``); else the encrypted key file ``settings.tee_key_path()``
+    (keystore v3, mode 0600), decrypted with ``tee_key_password`` — generated once when absent. The key
+    is never written in plain text.
 
     Raises:
-        ProviderConfigError: the key file is unreadable, or encrypted and no/wrong password given.
+        ProviderConfigError: no key source (neither a key nor a password for the key file), the key
+            file is unreadable or not a keystore, or the password is wrong.
     """
     if settings.dstack_socket.exists():
         return DstackTeeSigner(settings.dstack_socket)
@@ -165,24 +167,23 @@ def load_tee_signer(settings) -> TeeSigner:
         return LocalTeeSigner(bytes.fromhex(
             settings.tee_signer_key.get_secret_value().removeprefix("0x")))
     path = settings.tee_key_path()
-    password = settings.tee_key_password.get_secret_value() if settings.tee_key_password else None
+    if settings.tee_key_password is None:
+        raise ProviderConfigError(
+            "no TEE signer key: set ZG_PROVIDER_TEE_SIGNER_KEY, or ZG_PROVIDER_TEE_KEY_PASSWORD to "
+            f"use (or create) the encrypted key file {path}"
+        )
+    password = settings.tee_key_password.get_secret_value()
     if path.exists():
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise ProviderConfigError(f"cannot read the TEE signer key file {path}") from exc
-        if "crypto" in data:
-            if password is None:
-                raise ProviderConfigError(f"{path} is encrypted; set ZG_PROVIDER_TEE_KEY_PASSWORD")
-            try:
-                return LocalTeeSigner(bytes(Account.decrypt(data, password)))
-            except ValueError:
-                raise ProviderConfigError(f"wrong password for {path}") from None
-        return LocalTeeSigner(bytes.fromhex(data["private_key"].removeprefix("0x")))
+        if not isinstance(data, dict) or "crypto" not in data:
+            raise ProviderConfigError(f"{path} is not an encrypted keystore (v3)")
+        try:
+            return LocalTeeSigner(bytes(Account.decrypt(data, password)))
+        except ValueError:
+            raise ProviderConfigError(f"wrong password for {path}") from None
     key = secrets.token_bytes(32)
-    signer = LocalTeeSigner(key)
-    if password is not None:
-        _write_private(path, json.dumps(Account.encrypt(key, password)))
-    else:
-        _write_private(path, json.dumps({"address": signer.address, "private_key": key.hex()}))
-    return signer
+    _write_private(path, json.dumps(Account.encrypt(key, password)))
+    return LocalTeeSigner(key)
