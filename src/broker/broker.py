@@ -128,9 +128,10 @@ def resolve_network(
         except ConfigError:
             raise
         except Exception as exc:  # noqa: BLE001 - DevnetError or file errors
-            raise ConfigError(
-                f"no devnet state ({exc}); start one with `0g-broker devnet up`"
-            ) from None
+            message = str(exc)
+            if "devnet up" not in message:
+                message = f"no usable devnet state ({message}); start one with `0g-broker devnet up`"
+            raise ConfigError(message) from None
         base_rpc, base_ledger, base_inference = (state.rpc_url, state.ledger_address,
                                                  state.inference_address)
         chain_id = int(state.chain_id)
