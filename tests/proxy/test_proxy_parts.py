@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from broker.proxy.errors import ProxyConfigError, ProxyHTTPError
 from broker.proxy.multipart import boundary_of, ensure_field, text_field
 from broker.proxy.serving_chat import prepare_chat_request
+from broker.proxy.serving_images import prepare_image_request
 from broker.proxy.settings import ServeSettings
 from broker.proxy.upstream import error_from_upstream
 
@@ -76,6 +77,18 @@ def test_prepare_chat_request():
     with pytest.raises(ProxyHTTPError) as info:
         prepare_chat_request({"messages": []}, "d")
     assert info.value.status_code == 400 and info.value.param == "messages"
+
+
+def test_prepare_image_request_fills_size_and_n_like_the_sdk():
+    """§10.1: ``{model, prompt, size: "512x512", n: 1, ...body}``: defaults only when absent."""
+    data = json.loads(prepare_image_request({"prompt": "a fox"}, "default-m"))
+    assert data == {"prompt": "a fox", "model": "default-m", "size": "512x512", "n": 1}
+    data = json.loads(prepare_image_request(
+        {"prompt": "a fox", "model": "mine", "size": "64x64", "n": 3}, "default-m"))
+    assert (data["model"], data["size"], data["n"]) == ("mine", "64x64", 3)
+    with pytest.raises(ProxyHTTPError) as info:
+        prepare_image_request({"prompt": " "}, "d")
+    assert info.value.status_code == 400 and info.value.message == "Missing prompt in request body"
 
 
 def test_settings_defaults_and_secret(monkeypatch):

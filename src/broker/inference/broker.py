@@ -134,7 +134,9 @@ class FundingStrategy(Protocol):
 
 
 class NoFunding:
-    """The default :class:`FundingStrategy`: do nothing (fund explicitly or with the scheduler)."""
+    """A :class:`FundingStrategy` that does nothing (fund explicitly or with the scheduler). The
+    default is :class:`~broker.funding.inline.InlineFunding` (the SDK's inline check); pass
+    ``funding=NoFunding()`` to turn it off."""
 
     def before_request(self, broker: InferenceBroker, provider: str) -> None:
         return None

@@ -5,9 +5,13 @@ from the SDK, all local (the contract calls are the same):
 
 * amounts are parsed exactly (:func:`broker.units.to_neuron`): 0G as ``str``/``int``/``Decimal``, or
   :class:`~broker.units.Neuron` for neuron; floats are refused;
-* every client-side check runs before anything is sent (3 0G to create a ledger, ``LedgerExists``
-  pre-check, 1 0G for a new sub-account, available balance for transfers and refunds, the 0-or-≥3 0G
-  rule of ``refund``), raising :mod:`broker.ledger.errors` classes;
+* every client-side check runs before anything is sent (the minimum to create a ledger,
+  ``LedgerExists`` pre-check, the minimum for a new sub-account, available balance for transfers and
+  refunds, the 0-or-≥ minimum rule of ``refund``), raising :mod:`broker.ledger.errors` classes. The
+  minimums are the deployed contract's own ``MIN_ACCOUNT_BALANCE`` / ``MIN_TRANSFER_AMOUNT``
+  (mainnet 3 0G / 1 0G; the Galileo testnet contract has 0.1 0G / 0.01 0G, contracts.md A2.1), read
+  once per broker, so no operation the contract accepts is refused locally (the SDK hard-codes
+  3 0G for ledger creation and only warns below 1 0G for transfers);
 * ``retrieve_fund`` sends providers in batches of at most 20 (§13 item 4);
 * writes return :class:`~broker.ledger.models.TxResult` (the SDK returns nothing).
 """
@@ -21,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from broker._exceptions import InputError
 from broker.chain.addresses import checksum_address
 from broker.chain.contracts import InferenceServingContract, LedgerManagerContract
-from broker.chain.errors import SignerRequiredError, error_class
+from broker.chain.errors import ContractRevertError, SignerRequiredError, error_class
 from broker.chain.sender import TransactionSender
 from broker.ledger.errors import (
     InsufficientLedgerBalanceError,
@@ -88,6 +92,7 @@ class LedgerBroker:
         if user is None and sender is None:
             raise SignerRequiredError("LedgerBroker needs a signer or a user address")
         self.user = checksum_address(user) if user else sender.address  # type: ignore[union-attr]
+        self._constants: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"LedgerBroker(user={self.user})"
@@ -110,6 +115,38 @@ class LedgerBroker:
             f"Service name not available for {service_type_or_name!r} "
             f"(known: {', '.join(sorted(self.service_names)) or 'none'})"
         )
+
+    def _constant(self, name: str, default: int) -> int:
+        value = self._constants.get(name)
+        if value is None:
+            try:
+                value = self.ledger_contract.constant(name)
+            except ContractRevertError:  # a contract without the getter: the mainnet value
+                value = default
+            self._constants[name] = value
+        return value
+
+    @property
+    def min_account_balance(self) -> int:
+        """Neuron needed to create a ledger and the smallest non-zero balance a ``refund`` may
+        leave: the contract's ``MIN_ACCOUNT_BALANCE()`` (mainnet 3 0G, Galileo testnet 0.1 0G),
+        read once and cached; :data:`MIN_LEDGER_BALANCE` when the contract has no such getter.
+
+        Raises:
+            RPCError: the node is unreachable.
+        """
+        return self._constant("MIN_ACCOUNT_BALANCE", MIN_LEDGER_BALANCE)
+
+    @property
+    def min_transfer_amount(self) -> int:
+        """Neuron needed for the first transfer to a new provider sub-account: the contract's
+        ``MIN_TRANSFER_AMOUNT()`` (mainnet 1 0G, Galileo testnet 0.01 0G), read once and cached;
+        :data:`MIN_TRANSFER_AMOUNT` when the contract has no such getter.
+
+        Raises:
+            RPCError: the node is unreachable.
+        """
+        return self._constant("MIN_TRANSFER_AMOUNT", MIN_TRANSFER_AMOUNT)
 
     def _find_ledger(self, user: str | None = None):
         try:
@@ -135,7 +172,8 @@ class LedgerBroker:
         """Create the ledger with an initial deposit (``addLedger(additionalInfo)`` payable).
 
         Args:
-            balance: 0G (``str``/``int``/``Decimal``) or :class:`~broker.units.Neuron`; ≥ 3 0G.
+            balance: 0G (``str``/``int``/``Decimal``) or :class:`~broker.units.Neuron`; at least
+                :attr:`min_account_balance` (3 0G on mainnet).
             additional_info: free text stored on the ledger (≤ 4096 UTF-8 bytes).
 
         Returns:
@@ -143,16 +181,17 @@ class LedgerBroker:
 
         Raises:
             InvalidAmountError: malformed amount (float, negative, NaN, > 18 decimals).
-            MinimumBalanceError: below 3 0G.
+            MinimumBalanceError: below :attr:`min_account_balance`.
             InputError: ``additional_info`` too long.
             LedgerAlreadyExistsError: the account already has a ledger.
             ContractRevertError, TransactionError, RPCError: from the chain.
         """
         value = to_neuron(balance)
-        if value < MIN_LEDGER_BALANCE:
+        minimum = self.min_account_balance
+        if value < minimum:
             raise MinimumBalanceError(
-                f"Minimum balance to create a ledger is 3 0G, but got {format_0g(value)} 0G. "
-                "Please use: broker.ledger.add_ledger(3)"
+                f"Minimum balance to create a ledger is {format_0g(minimum)} 0G, but got "
+                f"{format_0g(value)} 0G. Please use: broker.ledger.add_ledger({format_0g(minimum)})"
             )
         if len(additional_info.encode()) > MAX_ADDITIONAL_INFO_LENGTH:
             raise InputError(
@@ -170,7 +209,8 @@ class LedgerBroker:
         """Add funds to the ledger (``depositFund()`` payable); creates the ledger when absent.
 
         Args:
-            amount: 0G or :class:`~broker.units.Neuron`, > 0; ≥ 3 0G when no ledger exists yet.
+            amount: 0G or :class:`~broker.units.Neuron`, > 0; at least :attr:`min_account_balance`
+                when no ledger exists yet.
 
         Returns:
             :class:`TxResult`.
@@ -179,11 +219,12 @@ class LedgerBroker:
             InvalidAmountError, MinimumBalanceError; chain errors.
         """
         value = to_neuron(amount)
-        if value < MIN_LEDGER_BALANCE and self._find_ledger() is None:
+        minimum = self.min_account_balance
+        if value < minimum and self._find_ledger() is None:
             raise MinimumBalanceError(
                 "No ledger exists yet. deposit_fund will create one, but the contract requires a "
-                f"minimum of 3 0G. Got {format_0g(value)} 0G. Please use: "
-                "broker.ledger.deposit_fund(3)"
+                f"minimum of {format_0g(minimum)} 0G. Got {format_0g(value)} 0G. Please use: "
+                f"broker.ledger.deposit_fund({format_0g(minimum)})"
             )
         return self._result(self.ledger_contract.deposit_fund(value))
 
@@ -192,25 +233,27 @@ class LedgerBroker:
 
         Args:
             recipient: address of the ledger owner.
-            amount: 0G or :class:`~broker.units.Neuron`, > 0; ≥ 3 0G when the recipient has no
-                ledger (the contract creates one).
+            amount: 0G or :class:`~broker.units.Neuron`, > 0; at least :attr:`min_account_balance`
+                when the recipient has no ledger (the contract creates one).
 
         Raises:
             InvalidAddressError, InvalidAmountError, MinimumBalanceError; chain errors.
         """
         recipient = checksum_address(recipient, field="recipient")
         value = to_neuron(amount)
-        if value < MIN_LEDGER_BALANCE and self._find_ledger(recipient) is None:
+        minimum = self.min_account_balance
+        if value < minimum and self._find_ledger(recipient) is None:
             raise MinimumBalanceError(
-                f"{recipient} has no ledger yet; creating one needs at least 3 0G, got "
-                f"{format_0g(value)} 0G"
+                f"{recipient} has no ledger yet; creating one needs at least {format_0g(minimum)} "
+                f"0G, got {format_0g(value)} 0G"
             )
         return self._result(self.ledger_contract.deposit_fund_for(recipient, value))
 
     def refund(self, amount: Amount) -> TxResult:
         """Withdraw from the ledger's available balance to the wallet (``refund(amount)``).
 
-        The remaining available balance must be 0 or at least 3 0G (contract rule); withdrawing
+        The remaining available balance must be 0 or at least :attr:`min_account_balance` (contract
+        rule; 3 0G on mainnet); withdrawing
         everything (total reaching 0) deletes the ledger and its sub-accounts.
 
         Args:
@@ -228,10 +271,11 @@ class LedgerBroker:
                 f" 0G, requested {format_0g(value)} 0G"
             )
         remaining = ledger.available_balance - value
-        if 0 < remaining < MIN_LEDGER_BALANCE:
+        minimum = self.min_account_balance
+        if 0 < remaining < minimum:
             raise MinimumBalanceError(
                 f"refund would leave {format_0g(remaining)} 0G available; the remainder must be 0 "
-                "or at least 3 0G"
+                f"or at least {format_0g(minimum)} 0G"
             )
         return self._result(self.ledger_contract.refund(value))
 
@@ -242,7 +286,8 @@ class LedgerBroker:
         (``"1.5"``, ``2``, ``Decimal``) unless wrapped in :class:`~broker.units.Neuron`.
 
         For an existing sub-account the contract first cancels pending refunds (up to ``amount``)
-        and debits only the rest from the ledger; a new sub-account needs at least 1 0G.
+        and debits only the rest from the ledger; a new sub-account needs at least
+        :attr:`min_transfer_amount` (1 0G on mainnet).
 
         Args:
             provider: provider address.
@@ -261,9 +306,11 @@ class LedgerBroker:
             pending = self.inference_contract.get_pending_refund(self.user, provider)
             needed = value - min(value, pending)
         else:
-            if value < MIN_TRANSFER_AMOUNT:
+            minimum = self.min_transfer_amount
+            if value < minimum:
                 raise MinimumBalanceError(
-                    f"a new provider sub-account needs at least 1 0G, got {format_0g(value)} 0G"
+                    f"a new provider sub-account needs at least {format_0g(minimum)} 0G, got "
+                    f"{format_0g(value)} 0G"
                 )
             needed = value
         if ledger.available_balance < needed:

@@ -1,8 +1,9 @@
 """Image routes: ``POST /v1/images/generations``, ``POST /v1/images/edits``,
 ``POST /v1/async/images/generations``, ``GET /v1/async/jobs/{id}`` (``user-broker.md`` §10.1).
 
-Differences from the SDK's ``serve`` (§13 items 14, 16): the caller's ``model`` is kept (the default
-is inserted only when missing), the provider's status and headers (``ZG-Res-Key``, ``Retry-After``,
+Generation requests are rewritten as the SDK's ``serve`` does (``size`` 512x512 and ``n`` 1 when
+missing). Differences from the SDK's ``serve`` (§13 items 14, 16): the caller's ``model`` is kept
+(the default is inserted only when missing or empty), the provider's status and headers (``ZG-Res-Key``, ``Retry-After``,
 ``Location``) are returned, errors come back in OpenAI's shape, timeouts apply (images 600 s), and
 async jobs are billed once at submission (polling never bills).
 """
@@ -17,22 +18,50 @@ from broker.proxy.errors import ProxyHTTPError
 from broker.proxy.multipart import ensure_field, text_field
 from broker.proxy.upstream import json_dumps
 
-__all__ = ["async_generate_image", "edit_image", "generate_image", "get_job"]
+__all__ = [
+    "DEFAULT_IMAGE_SIZE",
+    "async_generate_image",
+    "edit_image",
+    "generate_image",
+    "get_job",
+    "prepare_image_request",
+]
+
+#: ``size`` the SDK's ``serve`` sends when the client gives none (§10.1).
+DEFAULT_IMAGE_SIZE = "512x512"
 
 
-def _image_request(ctx: ProxyContext, body: dict) -> bytes:
+def prepare_image_request(body: dict, default_model: str) -> bytes:
+    """Validate and rewrite a text-to-image request as the SDK's ``serve`` does (§10.1:
+    ``{model, prompt, size: "512x512", n: 1, ...body}``): ``size`` and ``n`` are added only when
+    the client sent none, the client's values win; ``model`` is the provider's default when missing
+    or empty.
+
+    Args:
+        body: the client's JSON object (modified in place).
+        default_model: the provider's on-chain default model.
+
+    Returns:
+        The forwarded JSON bytes (also what is billed: ``n`` images).
+
+    Raises:
+        ProxyHTTPError: 400 ``Missing prompt in request body``.
+    """
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise ProxyHTTPError("Missing prompt in request body", status_code=400,
                              type="invalid_request_error", code="missing_prompt", param="prompt")
     if not body.get("model"):
-        body["model"] = ctx.default_model
+        body["model"] = default_model
+    body.setdefault("size", DEFAULT_IMAGE_SIZE)
+    body.setdefault("n", 1)
     return json_dumps(body)
 
 
 async def generate_image(ctx: ProxyContext, request: Request) -> Response:
     """Text-to-image through the provider (``{url}/v1/proxy/images/generations``); billed ``n``."""
-    body = _image_request(ctx, await read_json(request, ctx.settings.max_body_bytes))
+    body = prepare_image_request(await read_json(request, ctx.settings.max_body_bytes),
+                                 ctx.default_model)
     response = await ctx.upstream.send("POST", "/images/generations", family="images",
                                        content=body, content_type="application/json",
                                        route="images/generations")
@@ -58,7 +87,8 @@ async def edit_image(ctx: ProxyContext, request: Request) -> Response:
 async def async_generate_image(ctx: ProxyContext, request: Request) -> Response:
     """Queue a text-to-image job (``{url}/v1/async/images/generations``); 202 with the job id and
     ``Retry-After`` passed through; billed once here."""
-    body = _image_request(ctx, await read_json(request, ctx.settings.max_body_bytes))
+    body = prepare_image_request(await read_json(request, ctx.settings.max_body_bytes),
+                                 ctx.default_model)
     response = await ctx.upstream.send("POST", "/v1/async/images/generations", proxy=False,
                                        family="images", content=body,
                                        content_type="application/json",
