@@ -71,6 +71,10 @@ def test_inference_commands(cli, key_env, fresh_account, devnet, cli_provider):
             listed[provider]["output_price_0g"]) == ("m-1", str(3 * 10**9), "0.000000003")
     r = run("list-providers")
     assert r.exit_code == 0 and provider in r.stdout and "Output Price Per Token" in r.stdout
+    for group in ("inference", "inf"):      # 0g-compute-cli's names: `inference list-providers`
+        r = run(group, "list-providers", "--json")
+        assert r.exit_code == 0, r.stderr
+        assert provider in {s["provider"] for s in json.loads(r.stdout)}
 
     r = run("get-secret", "--provider", provider)
     assert r.exit_code == 1 and "no sub-account" in r.stderr  # nothing created silently

@@ -81,6 +81,23 @@ def _mount_areas(root: typer.Typer) -> None:
 _mount_areas(app)
 
 
+def _inference_group() -> typer.Typer:
+    """The inference commands again under ``inference`` (alias ``inf``), as 0g-compute-cli names
+    them (``0g-compute-cli inference list-providers``); the top-level names stay."""
+    from broker.cli import inference, serve, verify
+
+    group = typer.Typer(no_args_is_help=True, help="Inference commands, as in `0g-compute-cli "
+                        "inference ...` (the same commands are also available at the top level).")
+    inference.register(group)
+    verify.register(group)
+    group.command("serve")(serve.serve_cmd)
+    return group
+
+
+app.add_typer(_inference_group(), name="inference")
+app.add_typer(_inference_group(), name="inf", hidden=True)
+
+
 def main() -> None:
     """Console-script entry point (``0g-broker``)."""
     app()
