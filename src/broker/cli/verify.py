@@ -1,5 +1,6 @@
 """``0g-broker verify --provider ADDR [--output-dir DIR] [--json]``: full local verification of a
-provider's TEE attestation (user-broker.md §9, done without the SDK's manual docker step).
+provider's TEE attestation (user-broker.md §9, done without the SDK's manual docker step); and
+``0g-broker download-report --provider ADDR --output FILE`` (§11.3): the raw report, unverified.
 
 Exit codes: 0 verified; 1 not verified or failed (or a :class:`BrokerError`); 2 usage error.
 """
@@ -131,3 +132,27 @@ def register(app: typer.Typer, get_broker: Callable[[typer.Context], Any] | None
         help="Verify a provider's TEE attestation locally (TDX quote, "
         "Intel chain, TCB, signer, event log, compose).",
     )(handle_errors(verify))
+
+    def download_report(
+        ctx: typer.Context,
+        provider: Annotated[str, typer.Option("--provider", help="Provider address.")],
+        output: Annotated[
+            Path, typer.Option("--output", help="File to write the raw report to.")
+        ],
+    ) -> None:
+        from broker.attestation import fetch_quote_report
+        from broker.inference.verify import _lookup
+
+        service = _lookup(factory(ctx))(provider)
+        fetched = fetch_quote_report(service.url)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = output.with_name(output.name + ".tmp")
+        tmp.write_bytes(fetched.body)
+        tmp.replace(output)
+        out.print(f"Saved the attestation report of {provider} ({len(fetched.body)} bytes, "
+                  f"from {fetched.url}) to {output}", highlight=False)
+
+    app.command(
+        "download-report",
+        help="Download the provider's raw attestation report (GET {url}/v1/quote) to a file.",
+    )(handle_errors(download_report))
