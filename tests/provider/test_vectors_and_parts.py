@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import time
+import zlib
 
 import pytest
 from pydantic import SecretStr
@@ -17,7 +19,13 @@ from broker.provider.errors import (
     RateLimitedError,
     SignatureNotFoundError,
 )
-from broker.provider.forward import normalise_route, rewrite_request
+from broker.provider.forward import (
+    decoded_body,
+    forward_accept_encoding,
+    forward_headers,
+    normalise_route,
+    rewrite_request,
+)
 from broker.provider.limits import Limits, TokenBucket, client_ip
 from broker.provider.register import additional_info
 from broker.provider.settings import ProviderSettings
@@ -167,3 +175,27 @@ def test_additional_info_sorted_compact():
     info = additional_info(ProviderSettings(verifier_url="v"))
     assert info == ('{"ImageDigest":"","ImageName":"","TEEVerifier":"dstack",'
                     '"TargetSeparated":false,"TargetTeeAddress":"","VerifierURL":"v"}')
+
+
+def test_accept_encoding_forwarded_only_for_decodable_codings():
+    assert forward_accept_encoding(None) == "identity"
+    assert forward_accept_encoding("br, zstd") == "identity"
+    assert forward_accept_encoding("gzip, deflate, br;q=0.9, zstd") == "gzip, deflate"
+    assert forward_accept_encoding("GZIP;q=0.5, *") == "GZIP;q=0.5"
+    out = forward_headers({"authorization": "Bearer x", "accept-encoding": "br",
+                           "content-type": "application/json"}, {"X-Api-Key": "k"})
+    assert out == {"accept-encoding": "identity", "content-type": "application/json",
+                   "X-Api-Key": "k"}
+
+
+def test_decoded_body_for_billing():
+    body = b'{"usage":{"prompt_tokens":1}}'
+    assert decoded_body(gzip.compress(body), "gzip") == body
+    assert decoded_body(zlib.compress(body), "deflate") == body
+    raw_deflate = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    assert decoded_body(raw_deflate.compress(body) + raw_deflate.flush(), "Deflate") == body
+    assert decoded_body(gzip.compress(gzip.compress(body)), "gzip, gzip") == body
+    assert decoded_body(body, None) == body and decoded_body(body, "identity") == body
+    assert decoded_body(b"not gzip", "gzip") == b"not gzip"        # corrupt: unchanged
+    assert decoded_body(b"\x01\x02", "br") == b"\x01\x02"          # unknown coding: unchanged
+    assert decoded_body(gzip.compress(b"x" * 1000), "gzip", limit=10) == b"x" * 10

@@ -4,6 +4,11 @@ Request path for ``/v1/proxy/<billable route>``, in order (B6, B3, B4, B5, B7, B
 global in-flight cap → body cap → token → per-user bucket and in-flight cap → account gate →
 ``pending`` row → forward → fee recorded and response signed (both durable) → response released
 with ``ZG-Res-Key``.
+
+Streams (B5): a background task reads the backend stream to its end and relays it chunk by chunk;
+if the client disconnects it keeps reading, so the request is billed from the complete stream's usage
+and the user's in-flight slot is released. The fee and the signature are stored before the client
+sees the end of the stream. Compressed backend bodies are decoded for billing only.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from broker.provider.forward import (
     BILLABLE_ROUTES,
     FREE_PREFIXES,
     Forwarder,
+    decoded_body,
     forward_headers,
     normalise_route,
     response_headers,
@@ -47,6 +53,14 @@ logger = logging.getLogger(__name__)
 EXPOSED = ["ZG-Res-Key", "Retry-After", "Provider", "Content-Type", "Content-Encoding"]
 ASYNC_ROUTES = {"/images/generations": "/async/images/generations",
                 "/images/edits": "/async/images/edits"}
+
+
+def _json_or_none(raw: bytes, content_encoding: str | None) -> object:
+    """The JSON value of a (possibly compressed) backend body, or None."""
+    try:
+        return json.loads(decoded_body(raw, content_encoding))
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def _job_id(raw: bytes) -> str | None:
@@ -91,16 +105,14 @@ def create_app(gw: Gateway) -> FastAPI:
         gw.async_jobs = AsyncJobTracker(gw.db, gw.ledger, settings.output_price)
     jobs: AsyncJobTracker = gw.async_jobs
     watchers: set[asyncio.Task] = set()
+    streams: set[asyncio.Task] = set()     # backend streams being read to their end (B5)
 
     async def poll_job(job_id: str) -> tuple[int, object, float | None]:
         upstream = await forwarder.send("GET", settings.backend_for("/images") +
                                         f"/async/jobs/{job_id}", dict(secrets_hdr), b"")
         raw = b"".join([c async for c in upstream.aiter_raw()])
         await upstream.aclose()
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            body = None
+        body = _json_or_none(raw, upstream.headers.get("content-encoding"))
         retry = upstream.headers.get("retry-after")
         return upstream.status_code, body, float(retry) if retry and retry.isdigit() else None
 
@@ -117,9 +129,11 @@ def create_app(gw: Gateway) -> FastAPI:
         for job_id in await run_in_threadpool(jobs.pending):   # resume after a restart
             start_watch(job_id)
         yield
-        for task in list(watchers):
+        if streams:     # let streams in progress finish billing (bounded)
+            await asyncio.wait(list(streams), timeout=30)
+        for task in list(watchers) + list(streams):
             task.cancel()
-        await asyncio.gather(*watchers, return_exceptions=True)
+        await asyncio.gather(*watchers, *streams, return_exceptions=True)
         await forwarder.aclose()
 
     app = FastAPI(title="0g-broker provider gateway", lifespan=lifespan, docs_url=None,
@@ -221,9 +235,13 @@ def create_app(gw: Gateway) -> FastAPI:
         out_headers = response_headers(upstream.headers)
         streamed = "text/event-stream" in upstream.headers.get("content-type", "")
 
+        encoding = upstream.headers.get("content-encoding")
+
         async def finish(raw: bytes) -> None:
+            # the signature covers the bytes as received; billing reads them decoded (B5, B7)
+            plain = decoded_body(raw, encoding) if encoding else raw
             if async_job:
-                job_id = _job_id(raw) if upstream.status_code == 202 else None
+                job_id = _job_id(plain) if upstream.status_code == 202 else None
                 if job_id is None:
                     if billed:
                         await run_in_threadpool(gw.ledger.fail, chat_id)
@@ -239,7 +257,7 @@ def create_app(gw: Gateway) -> FastAPI:
                     await run_in_threadpool(gw.ledger.fail, chat_id)
                 return
             if billed:
-                fee = compute_fee(settings.service_type, fwd_body, raw, streamed=streamed,
+                fee = compute_fee(settings.service_type, fwd_body, plain, streamed=streamed,
                                   input_price=settings.input_price,
                                   output_price=settings.output_price)
                 await run_in_threadpool(gw.ledger.bill, chat_id, fee)
@@ -254,21 +272,45 @@ def create_app(gw: Gateway) -> FastAPI:
                 out_headers.update(gw.limits.user_headers(user))
 
         if streamed and upstream.status_code == 200:
-            async def relay() -> AsyncIterator[bytes]:
+            queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+            client_gone = asyncio.Event()
+
+            async def pump() -> None:
+                """Read the whole backend stream (also after a client disconnect), bill and sign
+                it, then end the client's stream."""
                 buf = bytearray()
                 try:
                     async for chunk in upstream.aiter_raw():
                         buf.extend(chunk)
-                        yield chunk
+                        if not client_gone.is_set():
+                            queue.put_nowait(chunk)
+                except Exception as exc:  # noqa: BLE001 - bill what arrived
+                    logger.warning("backend stream %s broke: %s", chat_id, type(exc).__name__)
                 finally:
-                    await upstream.aclose()
                     try:
+                        await upstream.aclose()
                         await finish(bytes(buf))
+                    except Exception:
+                        logger.exception("billing stream %s failed", chat_id)
                     finally:
                         if billed:
                             gw.limits.leave_user(user)
+                        queue.put_nowait(None)
 
-            return StreamingResponse(relay(), status_code=200, headers=out_headers)
+            task = asyncio.create_task(pump())
+            streams.add(task)
+            task.add_done_callback(streams.discard)
+
+            async def relay() -> AsyncIterator[bytes]:
+                try:
+                    while (chunk := await queue.get()) is not None:
+                        yield chunk
+                finally:
+                    client_gone.set()
+
+            response = StreamingResponse(relay(), status_code=200, headers=out_headers)
+            response.stream_task = task     # _guarded keeps the global slot until it is done
+            return response
         try:
             raw = b"".join([c async for c in upstream.aiter_raw()])
             await upstream.aclose()
@@ -292,10 +334,17 @@ def create_app(gw: Gateway) -> FastAPI:
                        **kw) -> Response:
         gw.limits.check_ip(client_ip(request.headers, request.client and request.client.host))
         gw.limits.enter_global()
+        handed_over = False
         try:
-            return await handler(request, route, backend_path, **kw)
+            response = await handler(request, route, backend_path, **kw)
+            task = getattr(response, "stream_task", None)
+            if task is not None:        # a stream holds its global slot until read to the end
+                task.add_done_callback(lambda _t: gw.limits.leave_global())
+                handed_over = True
+            return response
         finally:
-            gw.limits.leave_global()
+            if not handed_over:
+                gw.limits.leave_global()
 
     async def _async_create(request: Request, route: str) -> Response:
         return await _guarded(request, _billed, route, ASYNC_ROUTES[route], async_job=True)
@@ -311,10 +360,7 @@ def create_app(gw: Gateway) -> FastAPI:
         raw = b"".join([c async for c in upstream.aiter_raw()])
         await upstream.aclose()
         code = upstream.status_code
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            body = None
+        body = _json_or_none(raw, upstream.headers.get("content-encoding"))
         await run_in_threadpool(jobs.observe, job_id, code, body)
         # Retry-After and the other backend headers pass through
         return Response(raw, status_code=code, headers=response_headers(upstream.headers))

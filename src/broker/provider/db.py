@@ -4,8 +4,9 @@ Tables (``provider-gateway.md`` B9, with our crash-safety bookkeeping):
 
 * ``requests`` — one row per billable request, written **before** forwarding (fees 0, status
   ``pending``) and given its fee **before** the response is released (status ``unsettled``). Then
-  ``settling`` (``batch_id`` set) → ``settled`` / back to ``unsettled`` (not covered) / ``forfeited``
-  (NO_TEE_SIGNER), or ``failed`` (backend error, never charged). Fees are decimal strings in neuron
+  ``settling`` (``batch_id`` set) → ``settled`` / back to ``unsettled`` (not covered, or refused by
+  the contract: NO_TEE_SIGNER keeps the fees, see :mod:`broker.provider.settlement`), or ``failed``
+  (backend error, never charged). ``forfeited`` is reserved and never written. Fees are decimal strings in neuron
   (exact on every backend; SQLite's NUMERIC is a float).
 * ``settlement_batches`` — one signed ``TEESettlement`` per user: nonce, total fee, requests hash,
   signature, the block number before sending, tx hash and per-item result.
@@ -55,7 +56,7 @@ class RequestStatus:
     UNSETTLED = "unsettled"      # billed, waiting for settlement
     SETTLING = "settling"        # part of an outstanding batch
     SETTLED = "settled"          # paid on chain
-    FORFEITED = "forfeited"      # NO_TEE_SIGNER: cannot ever be settled (B10.4)
+    FORFEITED = "forfeited"      # reserved; never written (NO_TEE_SIGNER keeps the fees)
     FAILED = "failed"            # backend failure: never charged
     OUTSTANDING = (PENDING, UNSETTLED, SETTLING)
 

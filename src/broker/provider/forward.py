@@ -1,16 +1,28 @@
 """Forwarding to the backend (``provider-gateway.md`` B5): routing, request rewriting, header
-filtering, and a pooled :class:`httpx.AsyncClient`."""
+filtering, response decoding for billing, and a pooled :class:`httpx.AsyncClient`.
+
+Compression. The client's ``Accept-Encoding`` is forwarded, restricted to the codings this module can
+decode for billing (``gzip``, ``deflate``, ``identity``); without one the backend is asked for
+``identity``. The client receives the backend's bytes unchanged (with their ``Content-Encoding``);
+the gateway decodes a copy only to read the usage (B5: "decoded for parsing only"). The Go broker
+forwards every coding because it can decode ``br`` too; we cannot without an extra dependency, and a
+body we cannot read would be billed wrongly.
+"""
 
 from __future__ import annotations
 
 import json
+import zlib
 
 import httpx
 
 __all__ = [
     "BILLABLE_ROUTES",
+    "DECODABLE_CODINGS",
     "FREE_PREFIXES",
     "Forwarder",
+    "decoded_body",
+    "forward_accept_encoding",
     "forward_headers",
     "normalise_route",
     "response_headers",
@@ -23,6 +35,8 @@ FREE_PREFIXES = ("/attestation",)
 _STRIPPED = {"address", "fee", "input-fee", "nonce", "request-hash", "signature", "session-token",
              "session-signature", "authorization", "host", "content-length", "connection",
              "transfer-encoding", "accept-encoding"}
+#: Content codings the gateway can decode to bill a response.
+DECODABLE_CODINGS = ("gzip", "x-gzip", "deflate", "identity")
 _HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 
 
@@ -52,11 +66,62 @@ def rewrite_request(service_type: str, route: str, body: bytes, content_type: st
     return body
 
 
+def forward_accept_encoding(value: str | None) -> str:
+    """The ``Accept-Encoding`` to send to the backend for a client's header value.
+
+    Keeps the client's entries (with their ``q`` values) whose coding is in
+    :data:`DECODABLE_CODINGS`; ``"identity"`` when none is left or the client sent none.
+    """
+    kept = []
+    for part in (value or "").split(","):
+        coding = part.split(";", 1)[0].strip().lower()
+        if coding in DECODABLE_CODINGS:
+            kept.append(part.strip())
+    return ", ".join(kept) or "identity"
+
+
 def forward_headers(headers, extra: dict[str, str]) -> dict[str, str]:
-    """Client headers minus the credential/legacy ones (B5), plus ``additionalSecret`` entries."""
+    """Client headers minus the credential/legacy and hop-by-hop ones (B5), with the
+    ``Accept-Encoding`` of :func:`forward_accept_encoding`, plus ``additionalSecret`` entries."""
     out = {k: v for k, v in headers.items() if k.lower() not in _STRIPPED}
+    out["accept-encoding"] = forward_accept_encoding(headers.get("accept-encoding"))
     out.update(extra)
     return out
+
+
+def decoded_body(raw: bytes, content_encoding: str | None, *, limit: int = 64 << 20) -> bytes:
+    """``raw`` with its ``Content-Encoding`` removed, for parsing only (B5).
+
+    Args:
+        raw: the body bytes as received from the backend.
+        content_encoding: the backend's ``Content-Encoding`` header (codings applied in order).
+        limit: the most decoded bytes returned (a larger body is cut at ``limit``).
+
+    Returns:
+        The decoded bytes; ``raw`` itself when there is no coding, and also when a coding is
+        unknown or the data is corrupt (the caller's parser then fails and billing falls back as
+        for any unreadable body).
+    """
+    codings = [c.strip().lower() for c in (content_encoding or "").split(",") if c.strip()]
+    data = raw
+    for coding in reversed(codings):
+        if coding == "identity":
+            continue
+        if coding in ("gzip", "x-gzip"):
+            attempts = (16 + zlib.MAX_WBITS,)
+        elif coding == "deflate":
+            attempts = (zlib.MAX_WBITS, -zlib.MAX_WBITS)      # zlib-wrapped, else raw deflate
+        else:
+            return raw
+        for wbits in attempts:
+            try:
+                data = zlib.decompressobj(wbits).decompress(data, limit)
+                break
+            except zlib.error:
+                continue
+        else:
+            return raw
+    return data
 
 
 def response_headers(headers: httpx.Headers) -> dict[str, str]:
@@ -72,8 +137,10 @@ class Forwarder:
     """
 
     def __init__(self, timeout: float = 900.0) -> None:
+        # identity unless a request says otherwise (httpx would ask for gzip and br by default)
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10.0),
-                                        limits=httpx.Limits(max_connections=200))
+                                        limits=httpx.Limits(max_connections=200),
+                                        headers={"Accept-Encoding": "identity"})
 
     async def send(self, method: str, url: str, headers: dict[str, str], body: bytes,
                    params: dict[str, str] | None = None) -> httpx.Response:

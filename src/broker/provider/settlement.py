@@ -12,6 +12,15 @@ lost. :meth:`Settler.reconcile` applies this after a restart.
 
 Nonces are ``max(account.nonce + 1, unix_seconds × 10**7)`` (compatible with the Go broker's scheme,
 D9, and strictly increasing).
+
+Preview (B10.4). New items are first checked with ``previewSettlementResults`` (``eth_call`` from the
+provider, chunks of 50); items the contract would refuse (PROVIDER_MISMATCH, NO_TEE_SIGNER,
+INVALID_NONCE, INVALID_SIGNATURE) are not stored or sent, so a pass in which every item would fail
+sends no transaction. Unlike the Go broker, NO_TEE_SIGNER does **not** forfeit the user's fees: the
+owner's acknowledgement is reset by any critical-field change of the service and given again later,
+so the rows stay ``unsettled`` and are settled once the signer is acknowledged again. PARTIAL cannot
+be previewed here because only the prefix of rows the balance covers is signed; if it happens anyway
+(the balance fell meanwhile) the uncovered rows go back to ``unsettled``.
 """
 
 from __future__ import annotations
@@ -169,7 +178,7 @@ class Settler:
         with self._lock:
             report = SettlementReport()
             self._reconcile(report)
-            prepared = self._prepare()
+            prepared = self._prepare(report)
             for start in range(0, len(prepared), MAX_BATCH):
                 self._submit(prepared[start:start + MAX_BATCH], report)
             with self.db.session() as s:
@@ -195,8 +204,28 @@ class Settler:
         for start in range(0, len(resend), MAX_BATCH):
             self._submit(resend[start:start + MAX_BATCH], report)
 
-    def _prepare(self) -> list[SettlementBatch]:
-        """Sign and store one batch per user with unsettled fees (rows → ``settling``)."""
+    def _preview(self, items: Sequence[TEESettlement]) -> dict[str, int]:
+        """``previewSettlementResults`` for ``items`` (chunks of 50, ``from`` = provider): the
+        failure status per lower-cased user (PARTIAL is not a failure). An RPC error previews
+        nothing (the items are sent; the contract refuses bad ones per item)."""
+        failed: dict[str, int] = {}
+        fn = self.contract.contract.functions.previewSettlementResults
+        for start in range(0, len(items), MAX_BATCH):
+            chunk = [i.as_tuple() for i in items[start:start + MAX_BATCH]]
+            try:
+                users, reasons, _partial_users, _amounts = self.contract._call(
+                    fn(chunk), from_=self.provider)
+            except Exception as exc:  # noqa: BLE001 - a preview is advisory
+                logger.warning("previewSettlementResults failed: %s", type(exc).__name__)
+                continue
+            for user, reason in zip(users, reasons, strict=True):
+                failed.setdefault(user.lower(), int(reason))
+        return failed
+
+    def _prepare(self, report: SettlementReport | None = None) -> list[SettlementBatch]:
+        """Sign, preview and store one batch per user with unsettled fees (rows → ``settling``);
+        users whose item the contract would refuse go to ``report.refused`` and keep their rows
+        ``unsettled``."""
         with self.db.session() as s:
             rows = s.scalars(select(RequestRecord).where(
                 RequestRecord.status == RequestStatus.UNSETTLED)
@@ -208,7 +237,7 @@ class Settler:
             if r.user_address not in busy and int(r.fee) > 0:
                 by_user.setdefault(r.user_address, []).append(r)
         block = int(self.contract.w3.eth.block_number)
-        out: list[SettlementBatch] = []
+        candidates: list[tuple[str, list[str], TEESettlement]] = []
         for user, urows in by_user.items():
             acc = self.accounts.get(user, refresh=True)
             if acc is None:
@@ -223,8 +252,19 @@ class Settler:
             if not chosen:
                 continue
             nonce = max(acc.nonce + 1, time.time_ns() // 100)
-            item = self.sign(user, chosen, nonce)
-            hashes = [r.request_hash for r in chosen]
+            candidates.append((user, [r.request_hash for r in chosen],
+                               self.sign(user, chosen, nonce)))
+        refused = self._preview([item for _, _, item in candidates]) if candidates else {}
+        out: list[SettlementBatch] = []
+        for user, hashes, item in candidates:
+            status = refused.get(user.lower())
+            if status is not None:
+                if report is not None:
+                    report.refused[user] = status
+                logger.warning("settlement for %s not sent: the contract would refuse it "
+                               "(status %s)", user, status)
+                continue
+            nonce = item.nonce
             with self.db.session.begin() as s:
                 # Lock the chosen rows and re-check them and the user inside the write transaction:
                 # another gateway process on the same PostgreSQL database may have batched them
