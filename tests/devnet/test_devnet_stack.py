@@ -79,6 +79,24 @@ def test_devnet_up_with_provider_then_down(tmp_path):
         fee = httpx.get(prov["gateway_url"] + f"/v1/user/{user.address}/unsettledfee",
                         headers=headers, timeout=30).json()
         assert fee["unsettledFee"] == str(prov["price_per_image"])
+
+        # Attestation through the CLI against the real gateway: no TDX here, so the report says
+        # plainly that there is no TEE and the verdict is "not verified" (exit 1), never a pass.
+        root = [sys.executable, "-m", "broker.cli.main", "--network", "devnet"]
+        report_file = tmp_path / "report.json"
+        dl = subprocess.run([*root, "download-report", "--provider", prov["address"],
+                             "--output", str(report_file)], env=env, capture_output=True, check=False,
+                            text=True, timeout=120)
+        assert dl.returncode == 0, dl.stderr
+        raw = json.loads(report_file.read_text())
+        assert raw["tee"] == "none" and raw["attested"] is False and "quote" not in raw
+        ver = subprocess.run([*root, "verify", "--provider", prov["address"], "--json",
+                              "--output-dir", str(tmp_path / "att")], env=env, check=False,
+                             capture_output=True, text=True, timeout=120)
+        assert ver.returncode == 1, ver.stderr
+        verdict = json.loads(ver.stdout)
+        assert verdict["verdict"] == "not_verified" and verdict["tee"] == "none"
+        assert (tmp_path / "att").is_dir() and any((tmp_path / "att").iterdir())
     finally:
         down = _cli(["down"], env)
     assert down.returncode == 0, down.stderr
