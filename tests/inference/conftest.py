@@ -17,14 +17,29 @@ import pytest
 
 @dataclass
 class FakeProvider:
-    """Routes: ``responses[path] = (status, body)`` where path excludes the query string."""
+    """Routes: ``responses[path] = (status, body)`` where path excludes the query string;
+    ``queued[path]`` answers given once each, in order, before ``responses[path]``."""
 
     url: str = ""
     responses: dict[str, tuple[int, Any]] = field(default_factory=dict)
+    queued: dict[str, list[tuple[int, Any]]] = field(default_factory=dict)
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
 
     def set_signature(self, chat_id: str, status: int, body: Any) -> None:
         self.responses[f"/v1/proxy/signature/{chat_id}"] = (status, body)
+
+    def queue_signature(self, chat_id: str, status: int, body: Any, times: int = 1) -> None:
+        """Answer the next ``times`` signature requests of ``chat_id`` with ``(status, body)``."""
+        self.queued.setdefault(f"/v1/proxy/signature/{chat_id}", []).extend(
+            [(status, body)] * times
+        )
+
+    def answer(self, path: str) -> tuple[int, Any]:
+        """The answer to a GET of ``path``."""
+        pending = self.queued.get(path)
+        if pending:
+            return pending.pop(0)
+        return self.responses.get(path, (404, {"error": "not found"}))
 
 
 @contextmanager
@@ -36,7 +51,7 @@ def serve_fake_provider() -> Iterator[FakeProvider]:
         def do_GET(self) -> None:
             state.requests.append((self.path, dict(self.headers.items())))
             path = unquote(urlsplit(self.path).path)
-            status, body = state.responses.get(path, (404, {"error": "not found"}))
+            status, body = state.answer(path)
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

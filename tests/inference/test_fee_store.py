@@ -83,3 +83,68 @@ def test_default_url_is_under_zg_home(_isolated_home):
     assert (_isolated_home / "inference.db").exists()
     assert "inference.db" in repr(store)
     store.close()
+
+
+def _bill_concurrently(stores: list[FeeStore], job_id: str, fee: int) -> list[FeeTotals | None]:
+    """Each store bills ``job_id`` from its own threads at once (as concurrent polls would)."""
+    results: list[FeeTotals | None] = []
+    lock = threading.Lock()
+
+    def work(s: FeeStore) -> None:
+        out = s.bill_async_job(USER, PROVIDER, job_id, fee)
+        with lock:
+            results.append(out)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in stores for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def check_async_job_lifecycle(url: str) -> None:
+    """Shared by the SQLite and PostgreSQL tests: record → bill once → survive a restart."""
+    from broker.inference.fee_store import AsyncJobStatus
+
+    store = FeeStore(url)
+    assert store.record_async_job(USER, PROVIDER, "imgjob_a", 2) is True
+    assert store.record_async_job(USER.lower(), PROVIDER, "imgjob_a", 5) is False   # idempotent
+    assert store.record_async_job(USER, PROVIDER, "imgjob_f", 1) is True
+    job = store.get_async_job(USER, PROVIDER, "imgjob_a")
+    assert (job.images, job.status, job.fee) == (2, AsyncJobStatus.PENDING, 0)
+    assert store.get_totals(USER, PROVIDER) == FeeTotals(0, 0, 0)           # nothing billed yet
+    with pytest.raises(ValueError):
+        store.record_async_job(USER, PROVIDER, "", 1)
+    with pytest.raises(ValueError):
+        store.record_async_job(USER, PROVIDER, "imgjob_x", -1)
+    with pytest.raises(ValueError):
+        store.bill_async_job(USER, PROVIDER, "imgjob_a", -5)
+
+    # a second engine on the same database (another serve process) and concurrent polls
+    other = FeeStore(url)
+    results = _bill_concurrently([store, other], "imgjob_a", 2 * 10**25)
+    assert [r for r in results if r is not None] == [FeeTotals(2 * 10**25, 2 * 10**25, 1)]
+    assert store.bill_async_job(USER, PROVIDER, "imgjob_a", 1) is None       # already billed
+    assert store.fail_async_job(USER, PROVIDER, "imgjob_a") is False         # billed stays billed
+    assert store.fail_async_job(USER, PROVIDER, "imgjob_f") is True
+    assert other.fail_async_job(USER, PROVIDER, "imgjob_f") is False
+    assert store.bill_async_job(USER, PROVIDER, "imgjob_f", 7) is None       # failed: never billed
+    assert store.bill_async_job(USER, PROVIDER, "unknown", 7) is None        # unknown: never
+    other.close()
+    store.close()
+
+    reopened = FeeStore(url)                                                 # a restart
+    assert reopened.get_totals(USER, PROVIDER) == FeeTotals(2 * 10**25, 2 * 10**25, 1)
+    jobs = {j.job_id: j for j in reopened.async_jobs(USER, PROVIDER)}
+    assert (jobs["imgjob_a"].status, jobs["imgjob_a"].fee) == (AsyncJobStatus.BILLED, 2 * 10**25)
+    assert jobs["imgjob_f"].status is AsyncJobStatus.FAILED and jobs["imgjob_f"].fee == 0
+    assert [j.job_id for j in reopened.async_jobs(USER, PROVIDER, AsyncJobStatus.FAILED)] == [
+        "imgjob_f"]
+    assert reopened.async_jobs(USER, "0x" + "4" * 40) == []
+    assert reopened.bill_async_job(USER, PROVIDER, "imgjob_a", 1) is None
+    reopened.close()
+
+
+def test_async_jobs_billed_once_and_durable_sqlite(tmp_path):
+    check_async_job_lifecycle(f"sqlite:///{tmp_path / 'fees.db'}")

@@ -51,3 +51,9 @@ def test_fee_store_on_postgres(postgres_url):
     [rec] = reopened.recent_verifications()
     assert (rec.verified, rec.reason, rec.chat_id) == (True, VerificationReason.VERIFIED, "c1")
     reopened.close()
+
+
+def test_async_jobs_billed_once_and_durable_postgres(postgres_url):
+    from test_fee_store import check_async_job_lifecycle
+
+    check_async_job_lifecycle(postgres_url)

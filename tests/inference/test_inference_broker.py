@@ -174,6 +174,11 @@ def test_process_response_verifies_and_records_fees(env):
     assert (result.verified, result.reason) == (False, VerificationReason.SIGNATURE_UNAVAILABLE)
     recent = inf.fee_store.recent_verifications(provider=provider)
     assert [r.chat_id for r in recent[:2]] == ["chat-2", "chat-1"]
+    # right after a stream the provider may not have stored the signature yet: retried briefly
+    server.queue_signature("chat-3", 400, {"error": "Chat id not found or expired"})
+    server.set_signature("chat-3", 200, {"text": C2_TEXT, "signature": C2_SIG})
+    assert inf.process_response(provider, "chat-3", usage) is True
+    assert sum(1 for path, _ in server.requests if "/signature/chat-3?" in path) == 2
 
 
 def test_discovery_metadata_models_and_paging(env, devnet, monkeypatch):

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import socket
+import time
 
 import httpx
 import pytest
@@ -22,6 +23,8 @@ from broker.inference.response_signature import (
     signature_url,
     verify_response_signature,
 )
+
+NOT_FOUND = {"error": "prepare HTTP request: Chat id not found or expired, chat_id_not_found"}
 
 TEE_KEY = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"
 TEE_ADDR = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
@@ -115,7 +118,7 @@ def test_http_errors_return_unavailable(fake_provider):
         400,
         {"error": "prepare HTTP request: Chat id not found or expired, chat_id_not_found"},
     )
-    result = verify_response_signature(_service(fake_provider.url), "gone")
+    result = verify_response_signature(_service(fake_provider.url), "gone", not_found_backoff=0.01)
     assert (result.verified, result.reason) == (False, VerificationReason.SIGNATURE_UNAVAILABLE)
     assert "400" in result.detail and "Chat id not found" in result.detail
     fake_provider.set_signature("html", 200, b"<html>oops</html>")
@@ -194,3 +197,69 @@ async def test_async_variant(fake_provider):
         )
     assert ok.verified is True
     assert (missing.verified, missing.reason) == (False, VerificationReason.SIGNATURE_UNAVAILABLE)
+
+
+def _signature_requests(fake_provider, chat_id: str) -> int:
+    return sum(1 for path, _ in fake_provider.requests
+               if path.startswith(f"/v1/proxy/signature/{chat_id}?"))
+
+
+def test_signature_stored_late_is_retried(fake_provider):
+    """The provider stores the signature a moment after the stream ends: the first fetches answer
+    the B7 not-found error, a later one the signature."""
+    fake_provider.queue_signature("late", 400, NOT_FOUND, times=2)
+    fake_provider.set_signature("late", 200, {"text": C2_TEXT, "signature": C2_SIG})
+    started = time.monotonic()
+    result = verify_response_signature(_service(fake_provider.url), "late")
+    elapsed = time.monotonic() - started
+    assert result.verified is True and result.reason is VerificationReason.VERIFIED
+    assert _signature_requests(fake_provider, "late") == 3
+    assert 1.4 <= elapsed < 3.0                                    # waited 0.5 s + 1.0 s
+
+
+def test_not_found_retries_are_bounded(fake_provider):
+    fake_provider.set_signature("never", 400, NOT_FOUND)
+    started = time.monotonic()
+    result = verify_response_signature(_service(fake_provider.url), "never",
+                                       not_found_backoff=0.05)
+    assert time.monotonic() - started < 1.0
+    assert (result.verified, result.reason) == (False, VerificationReason.SIGNATURE_UNAVAILABLE)
+    assert "chat_id_not_found" in result.detail
+    assert _signature_requests(fake_provider, "never") == 3
+    one = verify_response_signature(_service(fake_provider.url), "never", not_found_attempts=1)
+    assert one.verified is False and _signature_requests(fake_provider, "never") == 4
+    with pytest.raises(ValueError):
+        verify_response_signature(_service(fake_provider.url), "never", not_found_attempts=0)
+
+
+def test_other_failures_are_not_retried(fake_provider):
+    fake_provider.set_signature("boom", 500, {"error": "internal"})
+    fake_provider.set_signature("forbidden", 403, {"error": "forbidden"})
+    for chat_id in ("boom", "forbidden", "unrouted"):      # "unrouted": the server's plain 404
+        result = verify_response_signature(_service(fake_provider.url), chat_id)
+        assert result.reason is VerificationReason.SIGNATURE_UNAVAILABLE
+        assert _signature_requests(fake_provider, chat_id) == 1
+    fake_provider.set_signature("bad", 200, {"text": C2_TEXT, "signature": "0x1234"})
+    assert verify_response_signature(_service(fake_provider.url), "bad").reason is \
+        VerificationReason.SIGNATURE_MALFORMED
+    assert _signature_requests(fake_provider, "bad") == 1
+
+
+async def test_async_signature_stored_late_is_retried(fake_provider):
+    fake_provider.queue_signature("alate", 400, NOT_FOUND)
+    fake_provider.set_signature("alate", 200, {"text": C2_TEXT, "signature": C2_SIG})
+    async with httpx.AsyncClient() as client:
+        result = await averify_response_signature(_service(fake_provider.url), "alate",
+                                                  client=client, not_found_backoff=0.05)
+        never = await averify_response_signature(_service(fake_provider.url), "agone",
+                                                 client=client, not_found_backoff=0.01)
+    assert result.verified is True and _signature_requests(fake_provider, "alate") == 2
+    assert never.verified is False and _signature_requests(fake_provider, "agone") == 1
+
+
+async def test_async_not_found_retries_are_bounded(fake_provider):
+    fake_provider.set_signature("anever", 400, NOT_FOUND)
+    result = await averify_response_signature(_service(fake_provider.url), "anever",
+                                              not_found_attempts=2, not_found_backoff=0.01)
+    assert result.reason is VerificationReason.SIGNATURE_UNAVAILABLE
+    assert _signature_requests(fake_provider, "anever") == 2

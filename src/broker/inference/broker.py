@@ -811,6 +811,11 @@ class InferenceBroker:
                 The fee (neuron, on-chain prices) is added to the fee store.
             model: ``model`` query of the signature fetch (default: the on-chain default model).
 
+        Right after a stream the provider may not have stored the signature yet: its "chat id not
+        found" answer (B7) is retried up to 3 fetches within about 1.5 s
+        (:data:`~broker.inference.response_signature.SIGNATURE_NOT_FOUND_ATTEMPTS`); other failures
+        are not retried.
+
         Returns:
             :class:`~broker.inference.response_signature.VerificationResult`; results with a chat
             ID are also recorded in the fee store. Never raises for HTTP or signature problems or an

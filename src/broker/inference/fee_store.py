@@ -1,7 +1,7 @@
 """Persistent local state of the inference broker, in SQLite (default) or PostgreSQL through
 SQLAlchemy 2.
 
-Three tables:
+Four tables:
 
 * ``fee_totals`` — per (user, provider): ``cached_fee`` (the SDK's ``<provider>_cachedFee``,
   user-broker.md 7.2: increased by ``process_response``, overwritten by ``/unsettledfee``, reset to 0
@@ -10,6 +10,11 @@ Three tables:
 * ``verification_results`` — recent response verifications for dashboards (bounded).
 * ``issued_tokens`` — persistent API-key ids handed out per (user, provider, generation), so that
   repeated ``get_secret`` calls do not reuse id 0 (§13 item 10).
+* ``async_jobs`` — async image jobs submitted through ``serve`` per (user, provider, job id): the
+  requested image count and whether the job is ``pending``, ``billed`` (its fee was added to
+  ``fee_totals`` in the same transaction, exactly once) or ``failed`` (never billed), so that a
+  restarted ``serve`` neither loses nor double-counts a job's fee (provider-gateway.md B9: the
+  provider bills an async job when it completes).
 
 Amounts are ints in neuron, stored as decimal TEXT (they exceed 64-bit integers). Writes are
 serialised by a process-local lock and, across processes, on SQLite by ``BEGIN IMMEDIATE`` and on
@@ -19,6 +24,7 @@ Addresses are stored lower-cased.
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
 from dataclasses import dataclass
@@ -42,7 +48,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from broker.inference.response_signature import VerificationReason, VerificationResult
 
-__all__ = ["FeeStore", "FeeTotals", "VerificationRecord", "default_database_url"]
+__all__ = [
+    "AsyncJob",
+    "AsyncJobStatus",
+    "FeeStore",
+    "FeeTotals",
+    "VerificationRecord",
+    "default_database_url",
+]
 
 DEFAULT_MAX_VERIFICATIONS = 1000
 
@@ -94,6 +107,52 @@ class _IssuedTokenRow(_Base):
     expires_at_ms: Mapped[int] = mapped_column(BigInteger)
 
 
+class _AsyncJobRow(_Base):
+    __tablename__ = "async_jobs"
+    user: Mapped[str] = mapped_column(String(42), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(42), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    images: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    fee: Mapped[str] = mapped_column(Text, default="0")
+    created_at: Mapped[float] = mapped_column(default=0.0)
+    updated_at: Mapped[float] = mapped_column(default=0.0)
+
+
+class AsyncJobStatus(enum.StrEnum):
+    """Local billing state of an async image job."""
+
+    PENDING = "pending"
+    BILLED = "billed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class AsyncJob:
+    """One async image job submitted through ``serve``.
+
+    Attributes:
+        user, provider: lower-cased addresses. job_id: the provider's job id.
+        images: requested image count (``n``). status: :class:`AsyncJobStatus`.
+        fee: neuron added to the fee totals when billed (0 otherwise).
+        created_at, updated_at: Unix seconds.
+    """
+
+    user: str
+    provider: str
+    job_id: str
+    images: int
+    status: AsyncJobStatus
+    fee: int
+    created_at: float
+    updated_at: float
+
+
+def _async_job(row: _AsyncJobRow) -> AsyncJob:
+    return AsyncJob(row.user, row.provider, row.job_id, row.images, AsyncJobStatus(row.status),
+                    int(row.fee), row.created_at, row.updated_at)
+
+
 @dataclass(frozen=True, slots=True)
 class FeeTotals:
     """Fee counters of one (user, provider), in neuron."""
@@ -117,8 +176,14 @@ class VerificationRecord:
     created_at: float
 
 
+def _check_fee(fee: int) -> None:
+    if isinstance(fee, bool) or not isinstance(fee, int) or fee < 0:
+        raise ValueError(f"fee must be a non-negative int in neuron, got {fee!r}")
+
+
 class FeeStore:
-    """Thread-safe persistent fee totals, verification log and issued-token ids.
+    """Thread-safe persistent fee totals, verification log, issued-token ids and async-job billing
+    state.
 
     Args:
         url: SQLAlchemy URL (default :func:`default_database_url`; also
@@ -188,6 +253,14 @@ class FeeStore:
             session.add(row)
         return row
 
+    @staticmethod
+    def _add(row: _FeeRow, fee: int) -> FeeTotals:
+        row.cached_fee = str(int(row.cached_fee) + fee)
+        row.total_fee = str(int(row.total_fee) + fee)
+        row.request_count = (row.request_count or 0) + 1
+        row.updated_at = time.time()
+        return FeeTotals(int(row.cached_fee), int(row.total_fee), row.request_count)
+
     def add_fee(self, user: str, provider: str, fee: int) -> FeeTotals:
         """Add one response's fee (neuron, ≥ 0) to the cached and lifetime totals.
 
@@ -197,21 +270,14 @@ class FeeStore:
         Raises:
             ValueError: ``fee`` is negative or not an int.
         """
-        if isinstance(fee, bool) or not isinstance(fee, int) or fee < 0:
-            raise ValueError(f"fee must be a non-negative int in neuron, got {fee!r}")
+        _check_fee(fee)
         with self._lock, self._sessions.begin() as session:
-            row = self._row(session, user, provider)
-            row.cached_fee = str(int(row.cached_fee) + fee)
-            row.total_fee = str(int(row.total_fee) + fee)
-            row.request_count = (row.request_count or 0) + 1
-            row.updated_at = time.time()
-            return FeeTotals(int(row.cached_fee), int(row.total_fee), row.request_count)
+            return self._add(self._row(session, user, provider), fee)
 
     def set_cached_fee(self, user: str, provider: str, fee: int) -> None:
         """Overwrite the cached (unsettled) fee, e.g. with the provider's ``/unsettledfee`` value or
         0 after a funding transfer (neuron, ≥ 0)."""
-        if isinstance(fee, bool) or not isinstance(fee, int) or fee < 0:
-            raise ValueError(f"fee must be a non-negative int in neuron, got {fee!r}")
+        _check_fee(fee)
         with self._lock, self._sessions.begin() as session:
             row = self._row(session, user, provider)
             row.cached_fee = str(fee)
@@ -307,3 +373,100 @@ class FeeStore:
                         token_id=token_id, created_at_ms=created_at_ms, expires_at_ms=expires_at_ms,
                     )
                 )  # fmt: skip
+
+    # -- async image jobs --------------------------------------------------------------------
+
+    def record_async_job(self, user: str, provider: str, job_id: str, images: int) -> bool:
+        """Remember a job accepted by the provider (``pending``, nothing billed yet).
+
+        Args:
+            user, provider: addresses. job_id: the provider's job id (1–200 characters).
+            images: requested image count ``n`` (≥ 0), billed as ``n × outputPrice`` on completion.
+
+        Returns:
+            True when recorded now; False when the job was already known (left unchanged).
+
+        Raises:
+            ValueError: empty or over-long ``job_id``, or ``images`` not a non-negative int.
+        """
+        if not job_id or len(job_id) > 200:
+            raise ValueError("job_id must be 1 to 200 characters")
+        if isinstance(images, bool) or not isinstance(images, int) or images < 0:
+            raise ValueError(f"images must be a non-negative int, got {images!r}")
+        key = (user.lower(), provider.lower(), job_id)
+        now = time.time()
+        with self._lock, self._sessions.begin() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+
+                done = session.execute(
+                    insert(_AsyncJobRow)
+                    .values(user=key[0], provider=key[1], job_id=job_id, images=images,
+                            status=AsyncJobStatus.PENDING.value, fee="0", created_at=now,
+                            updated_at=now)
+                    .on_conflict_do_nothing(index_elements=["user", "provider", "job_id"])
+                    .returning(_AsyncJobRow.job_id)
+                )  # fmt: skip
+                return done.scalar_one_or_none() is not None
+            if session.get(_AsyncJobRow, key) is not None:
+                return False
+            session.add(
+                _AsyncJobRow(user=key[0], provider=key[1], job_id=job_id, images=images,
+                             status=AsyncJobStatus.PENDING.value, fee="0", created_at=now,
+                             updated_at=now)
+            )  # fmt: skip
+            return True
+
+    def get_async_job(self, user: str, provider: str, job_id: str) -> AsyncJob | None:
+        """The recorded job, or None when this store never saw it."""
+        with self._lock, self._sessions() as session:
+            row = session.get(_AsyncJobRow, (user.lower(), provider.lower(), job_id))
+            return _async_job(row) if row is not None else None
+
+    def async_jobs(self, user: str, provider: str,
+                   status: AsyncJobStatus | None = None) -> list[AsyncJob]:
+        """The recorded jobs of (user, provider), oldest first, optionally of one ``status``."""
+        stmt = select(_AsyncJobRow).where(
+            _AsyncJobRow.user == user.lower(), _AsyncJobRow.provider == provider.lower()
+        ).order_by(_AsyncJobRow.created_at)
+        if status is not None:
+            stmt = stmt.where(_AsyncJobRow.status == AsyncJobStatus(status).value)
+        with self._lock, self._sessions() as session:
+            return [_async_job(row) for row in session.scalars(stmt)]
+
+    def bill_async_job(self, user: str, provider: str, job_id: str, fee: int) -> FeeTotals | None:
+        """Bill a completed job exactly once: if it is ``pending``, mark it ``billed`` with ``fee``
+        and add ``fee`` (neuron) to the fee totals, in one transaction (row locked).
+
+        Returns:
+            The new :class:`FeeTotals`, or None (nothing changed) when the job is unknown, already
+            billed or failed.
+
+        Raises:
+            ValueError: ``fee`` is negative or not an int.
+        """
+        _check_fee(fee)
+        with self._lock, self._sessions.begin() as session:
+            row = session.get(_AsyncJobRow, (user.lower(), provider.lower(), job_id),
+                              with_for_update=True)
+            if row is None or row.status != AsyncJobStatus.PENDING.value:
+                return None
+            row.status = AsyncJobStatus.BILLED.value
+            row.fee = str(fee)
+            row.updated_at = time.time()
+            return self._add(self._row(session, user, provider), fee)
+
+    def fail_async_job(self, user: str, provider: str, job_id: str) -> bool:
+        """Mark a ``pending`` job ``failed`` (it is never billed).
+
+        Returns:
+            True when this call changed it; False when unknown, billed or already failed.
+        """
+        with self._lock, self._sessions.begin() as session:
+            row = session.get(_AsyncJobRow, (user.lower(), provider.lower(), job_id),
+                              with_for_update=True)
+            if row is None or row.status != AsyncJobStatus.PENDING.value:
+                return False
+            row.status = AsyncJobStatus.FAILED.value
+            row.updated_at = time.time()
+            return True

@@ -8,13 +8,19 @@ the contract owner, and its ``additionalInfo`` a JSON object; the signing addres
 
 Improvements over SDK 0.9.0 (§13 item 11): chat ID and model are URL-encoded; HTTP failures and
 malformed signatures give ``verified=False`` with a reason instead of raising; the caller may pass the
-model actually used (multi-model providers).
+model actually used (multi-model providers); a provider may store the signature a moment after the
+last byte of a stream (the ``openai`` client stops reading at ``data: [DONE]``), so the B7 "chat id not
+found" answer is retried a bounded number of times (:data:`SIGNATURE_NOT_FOUND_ATTEMPTS`, linear
+backoff :data:`SIGNATURE_NOT_FOUND_BACKOFF_S`: 0.5 s then 1.0 s, 1.5 s in all); no other failure is
+retried.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
@@ -30,11 +36,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_SIGNATURE_TIMEOUT_S",
+    "SIGNATURE_NOT_FOUND_ATTEMPTS",
+    "SIGNATURE_NOT_FOUND_BACKOFF_S",
     "VerificationReason",
     "VerificationResult",
     "averify_response_signature",
     "check_service_verifiable",
     "evaluate_signature_response",
+    "is_signature_not_found",
     "recover_text_signer",
     "select_signing_address",
     "signature_url",
@@ -44,6 +53,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_SIGNATURE_TIMEOUT_S = 10.0
+#: How many times the signature is fetched while the provider answers "chat id not found" (B7).
+SIGNATURE_NOT_FOUND_ATTEMPTS = 3
+#: Seconds before retry ``k`` (1-based) is ``k ×`` this: 0.5 s, 1.0 s (1.5 s in all by default).
+SIGNATURE_NOT_FOUND_BACKOFF_S = 0.5
 _ZERO_ADDRESS = "0x" + "0" * 40
 
 
@@ -217,6 +230,27 @@ def evaluate_signature_response(
     return VerificationResult(True, VerificationReason.VERIFIED, signer, chat_id, "", recovered)
 
 
+def is_signature_not_found(response: httpx.Response | None) -> bool:
+    """Whether ``response`` is the provider's "not stored (yet) or expired" answer of B7: a 4xx whose
+    body says ``Chat id not found`` / ``chat_id_not_found`` (the reference answers 400
+    ``{"error":"prepare HTTP request: Chat id not found or expired, chat_id_not_found"}``). Other
+    4xx (e.g. an unknown route's 404), 5xx and transport errors are not.
+    """
+    if response is None or not 400 <= response.status_code < 500:
+        return False
+    text = response.text.lower() if response.content else ""
+    return "chat_id_not_found" in text or "chat id not found" in text
+
+
+def _retry_delays(attempts: int, backoff: float) -> list[float]:
+    """Seconds to wait before each retry: ``backoff × k`` for k = 1 … attempts − 1."""
+    if attempts < 1:
+        raise ValueError(f"not_found_attempts must be >= 1, got {attempts}")
+    if backoff < 0:
+        raise ValueError(f"not_found_backoff must be >= 0 seconds, got {backoff}")
+    return [backoff * k for k in range(1, attempts)]
+
+
 _SIGNATURE_HEADERS = {"Content-Type": "application/json"}
 
 
@@ -241,20 +275,33 @@ def verify_response_signature(
     client: httpx.Client | None = None,
     model: str | None = None,
     timeout: float = DEFAULT_SIGNATURE_TIMEOUT_S,
+    not_found_attempts: int = SIGNATURE_NOT_FOUND_ATTEMPTS,
+    not_found_backoff: float = SIGNATURE_NOT_FOUND_BACKOFF_S,
 ) -> VerificationResult:
     """Verify a response's TEE signature (§8.2), synchronously. Never raises for network, HTTP or
     signature-format problems (those give ``verified=False``).
+
+    While the provider answers "chat id not found" (:func:`is_signature_not_found`: it may store the
+    signature a moment after the stream's last byte) the fetch is repeated, at most
+    ``not_found_attempts`` times in all, sleeping ``k × not_found_backoff`` seconds before retry
+    ``k``; any other answer or failure ends at once.
 
     Args:
         service: the provider's on-chain :class:`Service` (fresh enough to have the current signer).
         chat_id: from :mod:`broker.inference.chat_id`; empty → ``verified=None``.
         client: an ``httpx.Client`` to reuse (default: a temporary one).
         model: the ``model`` query value (default: the on-chain ``service.model``, as the SDK does).
-        timeout: seconds for the signature fetch.
+        timeout: seconds for each signature fetch.
+        not_found_attempts: fetches at most while the answer is "not found" (≥ 1; 1 = no retry).
+        not_found_backoff: seconds; retry ``k`` waits ``k × not_found_backoff``.
 
     Returns:
         A :class:`VerificationResult`.
+
+    Raises:
+        ValueError: ``not_found_attempts`` < 1 or ``not_found_backoff`` < 0.
     """
+    delays = _retry_delays(not_found_attempts, not_found_backoff)
     prepared = _prepare_signature_request(service, chat_id, model)
     if isinstance(prepared, VerificationResult):
         return prepared
@@ -262,7 +309,12 @@ def verify_response_signature(
     own = client is None
     http = client or httpx.Client(timeout=timeout)
     try:
-        response = http.get(url, headers=_SIGNATURE_HEADERS, timeout=timeout)
+        for delay in [*delays, None]:
+            response = http.get(url, headers=_SIGNATURE_HEADERS, timeout=timeout)
+            if delay is None or not is_signature_not_found(response):
+                break
+            logger.debug("signature of %s not stored yet; retrying in %.2f s", chat_id, delay)
+            time.sleep(delay)
     except httpx.HTTPError as exc:
         return evaluate_signature_response(None, signer, chat_id, type(exc).__name__ + f": {exc}")
     finally:
@@ -278,8 +330,12 @@ async def averify_response_signature(
     client: httpx.AsyncClient | None = None,
     model: str | None = None,
     timeout: float = DEFAULT_SIGNATURE_TIMEOUT_S,
+    not_found_attempts: int = SIGNATURE_NOT_FOUND_ATTEMPTS,
+    not_found_backoff: float = SIGNATURE_NOT_FOUND_BACKOFF_S,
 ) -> VerificationResult:
-    """Async twin of :func:`verify_response_signature` (``httpx.AsyncClient``); same contract."""
+    """Async twin of :func:`verify_response_signature` (``httpx.AsyncClient``, ``asyncio.sleep``
+    between "not found" retries); same arguments and contract."""
+    delays = _retry_delays(not_found_attempts, not_found_backoff)
     prepared = _prepare_signature_request(service, chat_id, model)
     if isinstance(prepared, VerificationResult):
         return prepared
@@ -287,7 +343,12 @@ async def averify_response_signature(
     own = client is None
     http = client or httpx.AsyncClient(timeout=timeout)
     try:
-        response = await http.get(url, headers=_SIGNATURE_HEADERS, timeout=timeout)
+        for delay in [*delays, None]:
+            response = await http.get(url, headers=_SIGNATURE_HEADERS, timeout=timeout)
+            if delay is None or not is_signature_not_found(response):
+                break
+            logger.debug("signature of %s not stored yet; retrying in %.2f s", chat_id, delay)
+            await asyncio.sleep(delay)
     except httpx.HTTPError as exc:
         return evaluate_signature_response(None, signer, chat_id, type(exc).__name__ + f": {exc}")
     finally:

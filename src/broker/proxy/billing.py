@@ -3,12 +3,18 @@ on-chain prices and the extractor of the provider's service type, is added to th
 :class:`~broker.inference.fee_store.FeeStore` (neuron) and to the metrics.
 
 What is billed: chat and audio by the response ``usage`` (streams: the last SSE chunk with usage,
-collected by :class:`~broker.inference.fees.UsageStreamCollector`); images by the **request** ``n``
-(once, at submission for async jobs: polling never bills, fixing §13 item 3's double counting).
+collected by :class:`~broker.inference.fees.UsageStreamCollector`); images by the **request** ``n``.
+
+Async image jobs are billed as the provider bills them (provider-gateway.md B9): nothing at submission
+(the job id and its ``n`` are recorded in the fee store), ``n × outputPrice`` exactly once when a poll
+first reports the job ``completed``, and never when it fails or the provider no longer knows it (404).
+The job's state lives in the fee store's database, so a restarted ``serve`` neither loses nor
+double-counts it (and §13 item 3's double counting on polls cannot happen).
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -16,15 +22,24 @@ from typing import TYPE_CHECKING, Any
 from starlette.concurrency import run_in_threadpool
 
 from broker.inference.errors import UnknownServiceTypeError, UsageError
-from broker.inference.fees import fee_for_content
+from broker.inference.fee_store import AsyncJobStatus
+from broker.inference.fees import extract_text_to_image_usage, fee_for_content
 
 if TYPE_CHECKING:
     from broker.inference.broker import InferenceBroker
     from broker.proxy.metrics import ProxyMetrics
 
-__all__ = ["Billing"]
+__all__ = ["AsyncJobOutcome", "Billing"]
 
 logger = logging.getLogger(__name__)
+
+
+class AsyncJobOutcome(enum.StrEnum):
+    """What one job poll changed locally (:meth:`Billing.observe_async_job`)."""
+
+    BILLED = "billed"          # first ``completed``: the fee was accounted now
+    FAILED = "failed"          # first ``failed`` / 404: marked failed, never billed
+    UNCHANGED = "unchanged"    # still running, already billed/failed, or unknown to this store
 
 
 class Billing:
@@ -67,3 +82,58 @@ class Billing:
         if self.metrics is not None and fee:
             self.metrics.fees.inc(fee)
         return fee
+
+    # -- async image jobs --------------------------------------------------------------------
+
+    async def record_async_job(self, job_id: str, request: Mapping[str, Any]) -> bool:
+        """Remember a job the provider accepted (202 with ``jobId``) with the request's image
+        count ``n`` (default 1); nothing is billed yet.
+
+        Returns:
+            True when newly recorded (False: already known).
+
+        Raises:
+            ValueError: an empty or over-long ``job_id``.
+        """
+        images = extract_text_to_image_usage(request).output_count
+        store = self.inference.fee_store
+        return await run_in_threadpool(store.record_async_job, self.inference.address,
+                                       self.provider, job_id, images)
+
+    def _observe(self, job_id: str, status_code: int, body: Any) -> tuple[AsyncJobOutcome, int]:
+        store, user = self.inference.fee_store, self.inference.address
+        status = body.get("status") if isinstance(body, dict) else None
+        if status_code == 200 and status == "completed":
+            job = store.get_async_job(user, self.provider, job_id)
+            if job is None or job.status is not AsyncJobStatus.PENDING:
+                return AsyncJobOutcome.UNCHANGED, 0
+            fee = self.fee_of({"n": job.images})
+            if store.bill_async_job(user, self.provider, job_id, fee) is None:
+                return AsyncJobOutcome.UNCHANGED, 0      # a concurrent poll billed it first
+            return AsyncJobOutcome.BILLED, fee
+        failed = status_code == 404 or (status_code == 200 and status == "failed")
+        if failed and store.fail_async_job(user, self.provider, job_id):
+            return AsyncJobOutcome.FAILED, 0
+        return AsyncJobOutcome.UNCHANGED, 0
+
+    async def observe_async_job(self, job_id: str, status_code: int,
+                                body: Any) -> tuple[AsyncJobOutcome, int]:
+        """Apply one poll answer of ``GET {url}/v1/async/jobs/{job_id}``.
+
+        ``200`` with ``status == "completed"`` bills a ``pending`` job once: ``n × outputPrice``
+        neuron (``n`` recorded at submission, the fee computed by
+        :func:`broker.inference.fees.fee_for_content` at the current on-chain prices) added to the
+        fee store atomically with the job's ``billed`` mark; ``200`` ``failed`` or ``404`` marks it
+        ``failed`` (never billed); anything else (pending, running, other errors) changes nothing.
+        Jobs this store never recorded are never billed.
+
+        Args:
+            job_id: the job id. status_code: the provider's HTTP status. body: its JSON (or None).
+
+        Returns:
+            ``(outcome, fee in neuron accounted by this call)``.
+        """
+        outcome, fee = await run_in_threadpool(self._observe, job_id, status_code, body)
+        if self.metrics is not None and fee:
+            self.metrics.fees.inc(fee)
+        return outcome, fee

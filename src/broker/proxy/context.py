@@ -4,7 +4,7 @@ and the common "complete response" path: read, bill, verify, answer."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -99,7 +99,9 @@ async def read_json(request: Request, cap: int) -> dict[str, Any]:
 
 
 async def complete_response(ctx: ProxyContext, response: httpx.Response,
-                            bill: Callable[[bytes], Any] | None) -> Response:
+                            bill: Callable[[bytes], Any] | None,
+                            on_body: Callable[[int, bytes], Awaitable[None]] | None = None
+                            ) -> Response:
     """Finish a non-streamed upstream response: map errors, read it, account the fee, verify the
     signature (``enforce`` may refuse), and answer with the provider's status and headers (including
     ``ZG-Res-Key``) plus ``X-0G-Verified`` and ``X-0G-Fee``.
@@ -107,6 +109,8 @@ async def complete_response(ctx: ProxyContext, response: httpx.Response,
     Args:
         ctx: the proxy context. response: the upstream response (body unread).
         bill: ``raw_response -> content for the fee extractor`` (``None``: bill nothing).
+        on_body: awaited with ``(status, raw_response)`` of a successful response before it is
+            verified (e.g. to record an async job); optional.
 
     Raises:
         ProxyHTTPError: mapped upstream errors; VerificationRefusedError in ``enforce`` mode.
@@ -114,6 +118,8 @@ async def complete_response(ctx: ProxyContext, response: httpx.Response,
     await ctx.upstream.raise_for_status(response)
     raw = await ctx.upstream.read(response)
     chat_id = extract_chat_id(response.headers, raw)
+    if on_body is not None:
+        await on_body(response.status_code, raw)
     fee = await ctx.billing.record(bill(raw)) if bill is not None else 0
     result = await ctx.verifier.verify(chat_id)
     ctx.verifier.enforce(result)

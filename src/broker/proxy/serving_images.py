@@ -5,18 +5,39 @@ Generation requests are rewritten as the SDK's ``serve`` does (``size`` 512x512 
 missing). Differences from the SDK's ``serve`` (§13 items 14, 16): the caller's ``model`` is kept
 (the default is inserted only when missing or empty), the provider's status and headers (``ZG-Res-Key``, ``Retry-After``,
 ``Location``) are returned, errors come back in OpenAI's shape, timeouts apply (images 600 s), and
-async jobs are billed once at submission (polling never bills).
+async jobs are billed as the provider bills them (provider-gateway.md B9): the submission records the
+job (nothing billed), the first poll that reports ``completed`` bills ``n × outputPrice`` once, a
+``failed`` job (or one the provider answers 404 for) is never billed; the state is kept in the fee
+store's database (:class:`~broker.proxy.billing.Billing`).
+
+Verification of async jobs: the submission's 202 carries ``ZG-Res-Key`` and its signature is checked
+as for any response. A completed poll is verified (mode ``warn``/``enforce``) when it carries a
+``ZG-Res-Key``; our gateway (and the reference) do not sign job results, so a completed poll without
+one gets ``X-0G-Verified: none`` and, on the billing poll, a ``verified=None`` entry in the
+verification log; ``enforce`` does not refuse it (there is nothing it could check).
 """
 
 from __future__ import annotations
 
+import json
+import logging
+from typing import Any
+
 from fastapi import Request
 from fastapi.responses import Response
 
-from broker.proxy.context import ProxyContext, complete_response, read_body, read_json
+from broker.proxy.billing import AsyncJobOutcome
+from broker.proxy.context import (
+    FEE_HEADER,
+    ProxyContext,
+    complete_response,
+    read_body,
+    read_json,
+)
 from broker.proxy.errors import ProxyHTTPError
 from broker.proxy.multipart import ensure_field, text_field
-from broker.proxy.upstream import json_dumps
+from broker.proxy.upstream import error_from_upstream, json_dumps
+from broker.proxy.verification import VERIFIED_HEADER, header_value
 
 __all__ = [
     "DEFAULT_IMAGE_SIZE",
@@ -26,6 +47,8 @@ __all__ = [
     "get_job",
     "prepare_image_request",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: ``size`` the SDK's ``serve`` sends when the client gives none (§10.1).
 DEFAULT_IMAGE_SIZE = "512x512"
@@ -84,28 +107,77 @@ async def edit_image(ctx: ProxyContext, request: Request) -> Response:
     return await complete_response(ctx, response, lambda _raw: content)
 
 
+def _json_or_none(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _job_id_of(raw: bytes) -> str | None:
+    """``jobId`` (else ``id``) of a job body, or None."""
+    body = _json_or_none(raw)
+    if not isinstance(body, dict):
+        return None
+    job_id = body.get("jobId") or body.get("id")
+    return job_id if isinstance(job_id, str) and 0 < len(job_id) <= 200 else None
+
+
 async def async_generate_image(ctx: ProxyContext, request: Request) -> Response:
     """Queue a text-to-image job (``{url}/v1/async/images/generations``); 202 with the job id and
-    ``Retry-After`` passed through; billed once here."""
+    ``Retry-After`` passed through. Nothing is billed here: the job id and its ``n`` are recorded in
+    the fee store and billed when a poll first reports the job completed (:func:`get_job`)."""
     body = prepare_image_request(await read_json(request, ctx.settings.max_body_bytes),
                                  ctx.default_model)
     response = await ctx.upstream.send("POST", "/v1/async/images/generations", proxy=False,
                                        family="images", content=body,
                                        content_type="application/json",
                                        route="async/images/generations")
-    return await complete_response(ctx, response, lambda _raw: body)
+
+    async def remember(_status: int, raw: bytes) -> None:
+        job_id = _job_id_of(raw)
+        if job_id is None:
+            logger.warning("the provider %s accepted an async job without a job id; it cannot be "
+                           "billed locally", ctx.provider)
+            return
+        await ctx.billing.record_async_job(job_id, json.loads(body))
+
+    return await complete_response(ctx, response, None, on_body=remember)
 
 
 async def get_job(ctx: ProxyContext, job_id: str) -> Response:
-    """Poll a job (``{url}/v1/async/jobs/{id}``): the provider's status, body and ``Retry-After``;
-    never billed, never verified (the submission was)."""
+    """Poll a job (``{url}/v1/async/jobs/{id}``): the provider's status, body and ``Retry-After``.
+
+    The first answer ``completed`` bills the job (``X-0G-Fee``: the neuron accounted by this poll,
+    0 on every other poll); ``failed`` or 404 marks it never billed. A completed poll is verified
+    when it carries ``ZG-Res-Key`` (``enforce`` may refuse it); without one ``X-0G-Verified`` is
+    ``none`` (the provider does not sign job results).
+
+    Raises:
+        ProxyHTTPError: 400 for an invalid id; the provider's errors mapped (404 stays 404);
+        VerificationRefusedError in ``enforce`` mode for a signed result that does not verify.
+    """
     if not job_id or "/" in job_id or len(job_id) > 200:
         raise ProxyHTTPError("invalid job id", status_code=400, type="invalid_request_error")
     response = await ctx.upstream.send("GET", f"/v1/async/jobs/{job_id}", proxy=False,
                                        route="async/jobs")
-    await ctx.upstream.raise_for_status(response)
     raw = await ctx.upstream.read(response)
+    body = _json_or_none(raw)
+    outcome, fee = await ctx.billing.observe_async_job(job_id, response.status_code, body)
+    if response.status_code >= 400:
+        raise error_from_upstream(response.status_code, raw, response.headers)
     headers = {k: v for k, v in response.headers.items()
-               if k.lower() in ("retry-after", "location")}
+               if k.lower() in ("retry-after", "location", "zg-res-key")}
+    headers[FEE_HEADER] = str(fee)
+    if isinstance(body, dict) and body.get("status") == "completed":
+        chat_id = response.headers.get("zg-res-key")
+        if chat_id:
+            result = await ctx.verifier.verify(chat_id)
+            ctx.verifier.enforce(result)
+        else:
+            result = await ctx.verifier.unsigned(
+                f"async job {job_id}: the provider does not sign job results (no ZG-Res-Key)",
+                record=outcome is AsyncJobOutcome.BILLED)
+        headers[VERIFIED_HEADER] = header_value(result)
     return Response(raw, status_code=response.status_code, headers=headers,
                     media_type=response.headers.get("content-type", "application/json"))

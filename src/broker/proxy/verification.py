@@ -93,6 +93,25 @@ class Verifier:
                            result.detail or result.reason.value)
         return result
 
+    async def unsigned(self, detail: str, *, record: bool = True) -> VerificationResult | None:
+        """The outcome for a response the provider does not sign (e.g. an async job's completed
+        poll, which carries no ``ZG-Res-Key``): ``verified=None`` (reason ``no_chat_id``) with
+        ``detail``, counted in the metrics and, when ``record``, stored in the verification log.
+
+        Returns:
+            ``None`` in mode ``off``; else the :class:`VerificationResult`.
+        """
+        if self.mode == "off":
+            return None
+        result = VerificationResult(None, VerificationReason.NO_CHAT_ID, detail=detail)
+        if record:
+            await run_in_threadpool(self.inference.fee_store.record_verification,
+                                    self.inference.address, self.provider, result)
+        if self.metrics is not None:
+            self.metrics.verifications.labels(result=header_value(result),
+                                              reason=result.reason.value).inc()
+        return result
+
     def enforce(self, result: VerificationResult | None) -> None:
         """In mode ``enforce``, raise unless ``result`` verified.
 
