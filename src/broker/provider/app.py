@@ -2,8 +2,9 @@
 
 Request path for ``/v1/proxy/<billable route>``, in order (B6, B3, B4, B5, B7, B9): per-IP bucket →
 global in-flight cap → body cap → token → per-user bucket and in-flight cap → account gate →
-``pending`` row → forward → fee recorded and response signed (both durable) → response released
-with ``ZG-Res-Key``.
+``pending`` row → forward → fee recorded and response signed (one durable commit) → response
+released with ``ZG-Res-Key``. The blocking work runs in two worker-thread hops (token to ``pending``
+row; fee and signature), never on the event loop. CORS: :mod:`broker.provider.cors` (B2).
 
 Streams (B5): a background task reads the backend stream to its end and relays it chunk by chunk;
 if the client disconnects it keeps reading, so the request is billed from the complete stream's usage
@@ -20,12 +21,12 @@ import uuid
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from broker.provider.async_jobs import AsyncJobTracker
 from broker.provider.billing import compute_fee, request_image_count
+from broker.provider.cors import GatewayCORS
 from broker.provider.errors import (
     BodyTooLargeError,
     ForbiddenError,
@@ -50,7 +51,6 @@ __all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
 
-EXPOSED = ["ZG-Res-Key", "Retry-After", "Provider", "Content-Type", "Content-Encoding"]
 ASYNC_ROUTES = {"/images/generations": "/async/images/generations",
                 "/images/edits": "/async/images/edits"}
 
@@ -138,11 +138,17 @@ def create_app(gw: Gateway) -> FastAPI:
 
     app = FastAPI(title="0g-broker provider gateway", lifespan=lifespan, docs_url=None,
                   redoc_url=None, openapi_url=None)
-    app.add_middleware(CORSMiddleware, allow_origin_regex=".*", allow_credentials=True,
-                       allow_methods=["*"],
-                       allow_headers=["Content-Type", "Authorization", "X-Requested-With",
-                                      "Accept", "Origin"],
-                       expose_headers=EXPOSED, max_age=43200)
+    app.add_middleware(GatewayCORS)     # the two B2 policies, by path
+
+    def _peer(request: Request) -> str:
+        return client_ip(request.headers, request.client and request.client.host)
+
+    def _check_ip(request: Request) -> None:
+        """The per-IP bucket of B6: ``/v1/proxy/*`` and the other ``/v1`` routes differ."""
+        if request.url.path.startswith("/v1/proxy/"):
+            gw.limits.check_ip(_peer(request))
+        else:
+            gw.limits.check_handler_ip(_peer(request))
 
     @app.exception_handler(GatewayHTTPError)
     async def _gateway_error(_req: Request, exc: GatewayHTTPError) -> JSONResponse:
@@ -155,11 +161,13 @@ def create_app(gw: Gateway) -> FastAPI:
         return {"status": "ok", "provider": gw.provider}
 
     @app.get("/v1/quote")
-    async def quote() -> Response:
+    async def quote(request: Request) -> Response:
+        _check_ip(request)
         return Response(json.dumps(gw.signer.quote()), media_type="application/json")
 
     @app.get("/v1/models")
-    async def models() -> dict:
+    async def models(request: Request) -> dict:
+        _check_ip(request)
         card = ModelCard(id=settings.model, owned_by=gw.provider, service_type=settings.service_type,
                          input_price=str(settings.input_price),
                          output_price=str(settings.output_price), **settings.model_info)
@@ -167,7 +175,7 @@ def create_app(gw: Gateway) -> FastAPI:
 
     @app.get("/v1/user/{address}/unsettledfee")
     async def unsettled_fee(address: str, request: Request) -> dict:
-        gw.limits.check_ip(client_ip(request.headers, request.client and request.client.host))
+        _check_ip(request)
         user = await run_in_threadpool(gw.auth.authenticate, request.headers.get("authorization"))
         if user.lower() != address.lower():
             raise ForbiddenError("you can only query your own unsettled fee")
@@ -175,44 +183,60 @@ def create_app(gw: Gateway) -> FastAPI:
         return UnsettledFeeResponse(userAddress=address, unsettledFee=str(fee)).model_dump()
 
     @app.get("/v1/proxy/signature/{chat_id}")
-    async def signature(chat_id: str) -> dict:
+    async def signature(chat_id: str, request: Request) -> dict:
+        _check_ip(request)
         sig = await run_in_threadpool(gw.signatures.get, chat_id)
         return SignatureResponse(text=sig.text, signature=sig.signature,
                                  signing_address=gw.signer.address).model_dump()
 
     # ------------------------------------------------------------------ billed proxying
 
-    async def _admit(request: Request, route: str) -> tuple[str, bytes, int]:
-        """Auth, user limits and the account gate; returns (user, body, locked balance)."""
-        body = await _read_body(request, settings.max_body_bytes)
-        user = await run_in_threadpool(gw.auth.authenticate, request.headers.get("authorization"))
+    def _admit_sync(authorization: str | None, chat_id: str) -> tuple[str, int, int]:
+        """B3, the per-user limits, B4 and the ``pending`` row (B4.6), in one worker-thread hop.
+        Returns (user, locked balance in neuron, or -1 for a whitelisted user, who is not billed;
+        the user's unsettled fees in neuron before this request)."""
+        user = gw.auth.authenticate(authorization)
         if user.lower() in whitelist:
-            return user, body, -1
+            return user, -1, 0
         gw.limits.enter_user(user)
         try:
-            unsettled = await run_in_threadpool(gw.ledger.unsettled_fee, user)
-            locked = await run_in_threadpool(gw.auth.check_account, user,
-                                             unsettled_fee=unsettled)
+            unsettled = gw.ledger.unsettled_fee(user)
+            locked = gw.auth.check_account(user, unsettled_fee=unsettled)
+            gw.ledger.open_request(chat_id, user, settings.service_type, settings.model)
         except BaseException:
             gw.limits.leave_user(user)
             raise
-        return user, body, locked
+        return user, locked, unsettled
 
-    def _after_billing(user: str, locked: int) -> None:
-        if locked >= 0 and locked - gw.ledger.unsettled_fee(user) < settings.min_locked_balance:
+    def _record_sync(chat_id: str, fwd_body: bytes, raw: bytes, encoding: str | None,
+                     streamed: bool, billed: bool, locked: int, unsettled: int) -> None:
+        """Fee and response signature of a completed request, committed together (one durable
+        transaction) before the response is released (B5, B7, B9); then an early settlement is
+        asked for when the locked balance no longer covers the fees seen at admission plus this
+        one and the reserve (B4.5, B10)."""
+        fee = None
+        if billed:
+            # the signature covers the bytes as received; billing reads them decoded (B5, B7)
+            plain = decoded_body(raw, encoding) if encoding else raw
+            fee = compute_fee(settings.service_type, fwd_body, plain, streamed=streamed,
+                              input_price=settings.input_price, output_price=settings.output_price)
+        with gw.db.engine.begin() as conn:
+            if fee is not None:
+                gw.ledger.bill(chat_id, fee, conn=conn)
+            gw.signatures.sign_and_store(chat_id, fwd_body, raw, conn=conn)
+        if fee is not None and locked - (unsettled + fee.fee) < settings.min_locked_balance:
             gw.trigger_settlement()
 
     async def _billed(request: Request, route: str, backend_path: str,
                       async_job: bool = False) -> Response:
-        user, body, locked = await _admit(request, route)
+        body = await _read_body(request, settings.max_body_bytes)
+        chat_id = str(uuid.uuid4())
+        user, locked, unsettled = await run_in_threadpool(
+            _admit_sync, request.headers.get("authorization"), chat_id)
         billed = locked >= 0
         try:
             ctype = request.headers.get("content-type", "")
             fwd_body = rewrite_request(settings.service_type, route, body, ctype)
-            chat_id = str(uuid.uuid4())
-            if billed:
-                await run_in_threadpool(gw.ledger.open_request, chat_id, user,
-                                        settings.service_type, settings.model)
             params = dict(request.query_params)
             if settings.service_type == "text-to-image" and route == "/images/generations" \
                     and not async_job:
@@ -238,9 +262,8 @@ def create_app(gw: Gateway) -> FastAPI:
         encoding = upstream.headers.get("content-encoding")
 
         async def finish(raw: bytes) -> None:
-            # the signature covers the bytes as received; billing reads them decoded (B5, B7)
-            plain = decoded_body(raw, encoding) if encoding else raw
             if async_job:
+                plain = decoded_body(raw, encoding) if encoding else raw
                 job_id = _job_id(plain) if upstream.status_code == 202 else None
                 if job_id is None:
                     if billed:
@@ -256,14 +279,8 @@ def create_app(gw: Gateway) -> FastAPI:
                 if billed:
                     await run_in_threadpool(gw.ledger.fail, chat_id)
                 return
-            if billed:
-                fee = compute_fee(settings.service_type, fwd_body, plain, streamed=streamed,
-                                  input_price=settings.input_price,
-                                  output_price=settings.output_price)
-                await run_in_threadpool(gw.ledger.bill, chat_id, fee)
-            await run_in_threadpool(gw.signatures.sign_and_store, chat_id, fwd_body, raw)
-            if billed:
-                await run_in_threadpool(_after_billing, user, locked)
+            await run_in_threadpool(_record_sync, chat_id, fwd_body, raw, encoding, streamed,
+                                    billed, locked, unsettled)
 
         if upstream.status_code in (200, 202):
             out_headers.update({"ZG-Res-Key": chat_id, "Provider": gw.provider,
@@ -332,7 +349,7 @@ def create_app(gw: Gateway) -> FastAPI:
 
     async def _guarded(request: Request, handler, route: str, backend_path: str,
                        **kw) -> Response:
-        gw.limits.check_ip(client_ip(request.headers, request.client and request.client.host))
+        _check_ip(request)
         gw.limits.enter_global()
         handed_over = False
         try:
@@ -350,7 +367,7 @@ def create_app(gw: Gateway) -> FastAPI:
         return await _guarded(request, _billed, route, ASYNC_ROUTES[route], async_job=True)
 
     async def _async_poll(job_id: str, request: Request) -> Response:
-        gw.limits.check_ip(client_ip(request.headers, request.client and request.client.host))
+        _check_ip(request)
         user = await run_in_threadpool(gw.auth.authenticate, request.headers.get("authorization"))
         owner = await run_in_threadpool(jobs.owner, job_id)
         if owner is None or owner.lower() != user.lower():

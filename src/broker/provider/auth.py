@@ -3,9 +3,19 @@
 Token parsing and the B3 checks are :mod:`broker.inference.token`'s; this module only supplies the
 on-chain generation / revocation bitmap and maps the typed token errors to the gateway's 400
 ``validate session: <msg>`` answers, then runs the B4 balance gate.
+
+B3 check 9 (the verified-token cache, 5 min) is kept here: a header that passed every check is
+remembered with the account state (generation, revocation bitmap) it was checked against; the same
+header bytes with the same account state skip the signature recovery (check 10) — expiry (check 7)
+is still checked on every request, and any change of the on-chain account state re-runs all checks.
 """
 
 from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import NamedTuple
 
 from broker.inference.errors import TokenError
 from broker.inference.token import parse_authorization, verify_session_token
@@ -13,7 +23,19 @@ from broker.provider.accounts import AccountCache
 from broker.provider.errors import RequestValidationError, SessionValidationError
 from broker.units import format_0g
 
-__all__ = ["Authenticator"]
+__all__ = ["VERIFIED_CACHE_TTL", "Authenticator"]
+
+#: Seconds a verified header is remembered (B3 check 9: 5 min).
+VERIFIED_CACHE_TTL = 300.0
+_VERIFIED_CACHE_MAX = 50_000
+
+
+class _Verified(NamedTuple):
+    user: str
+    expires_at_ms: int
+    generation: int | None
+    bitmap: int
+    stamp: float
 
 
 class Authenticator:
@@ -28,6 +50,22 @@ class Authenticator:
         self.accounts = accounts
         self.provider = accounts.provider
         self.min_locked_balance = min_locked_balance
+        self._verified: OrderedDict[str, _Verified] = OrderedDict()
+        self._verified_lock = threading.Lock()
+
+    def _cached(self, authorization: str) -> str | None:
+        """The user of a header verified before against the current account state (check 9)."""
+        with self._verified_lock:
+            hit = self._verified.get(authorization)
+        if hit is None or time.monotonic() - hit.stamp >= VERIFIED_CACHE_TTL:
+            return None
+        if hit.expires_at_ms > 0 and int(time.time()) > hit.expires_at_ms // 1000:
+            return None                                   # check 7 fails: verify in full
+        acc = self.accounts.get(hit.user)
+        state = (acc.generation, acc.revoked_bitmap) if acc is not None else (None, 0)
+        if state != (hit.generation, hit.bitmap):
+            return None                                   # account changed: checks 8 and 10 again
+        return hit.user
 
     def authenticate(self, authorization: str | None) -> str:
         """Run B3 checks 1–10 and return the authenticated user address (checksummed as sent).
@@ -36,6 +74,8 @@ class Authenticator:
             SessionValidationError: the first failing check (400, ``validate session: <msg>``).
             RPCError: the chain could not be read.
         """
+        if authorization and (user := self._cached(authorization)) is not None:
+            return user
         try:
             parsed = parse_authorization(authorization or "", require_bearer=True)
             generation, bitmap = None, 0
@@ -47,6 +87,13 @@ class Authenticator:
                                  account_generation=generation, revoked_bitmap=bitmap)
         except TokenError as exc:
             raise SessionValidationError(exc.message) from None
+        entry = _Verified(parsed.token.address, parsed.token.expires_at, generation, bitmap,
+                          time.monotonic())
+        with self._verified_lock:
+            self._verified[authorization] = entry
+            self._verified.move_to_end(authorization)
+            if len(self._verified) > _VERIFIED_CACHE_MAX:
+                self._verified.popitem(last=False)
         return parsed.token.address
 
     def check_account(self, user: str, *, unsettled_fee: int, input_fee: int = 0) -> int:

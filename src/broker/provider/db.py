@@ -100,7 +100,9 @@ class RequestRecord(Base):
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
     updated_at: Mapped[float] = mapped_column(Float, default=time.time, onupdate=time.time)
 
-    __table_args__ = (Index("ix_requests_user_status", "user_address", "status"),)
+    __table_args__ = (Index("ix_requests_user_status", "user_address", "status"),
+                      # covers the per-request unsettled-fee sum (no table lookups)
+                      Index("ix_requests_user_status_fee", "user_address", "status", "fee"))
 
 
 class SettlementBatch(Base):
@@ -164,6 +166,8 @@ class Database:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         Base.metadata.create_all(self.engine)
+        for index in RequestRecord.__table__.indexes:    # indexes added after a table existed
+            index.create(self.engine, checkfirst=True)
         self.session = sessionmaker(self.engine, expire_on_commit=False)
 
     def __repr__(self) -> str:

@@ -1,6 +1,8 @@
 """Rate, concurrency and in-flight limits (``provider-gateway.md`` B6).
 
-* per client IP: token bucket (default 15/s, burst 20) ⇒ 429;
+* per client IP on ``/v1/proxy/*``: token bucket (default 15/s, burst 20) ⇒ 429;
+* per client IP on the other ``/v1`` handler routes (quote, models, unsettledfee, async): a separate
+  token bucket (default 10/s, burst 20) ⇒ 429;
 * global in-flight cap (default 20), non-blocking ⇒ 503;
 * per user: token bucket ``per_user_rpm``/min with burst (default 30/min, burst 5) ⇒ 429, and at most
   ``max_per_user_concurrent`` (default 5) requests in flight ⇒ 429.
@@ -140,20 +142,36 @@ class Limits:
         per_user_rpm, per_user_burst: per-user bucket (requests per minute, capacity).
         max_per_user_concurrent: per-user in-flight cap.
         max_global_concurrent: global in-flight cap.
+        handler_ip_rps, handler_ip_burst: per-IP bucket of the other ``/v1`` routes (B6: 10/s,
+            burst 20). ``None``: ``2/3 × per_ip_rps`` and ``per_ip_burst`` (the B6 ratio, so the
+            defaults give exactly 10/s and 20, and raising the proxy bucket raises this one).
     """
 
     def __init__(self, *, per_ip_rps: float = 15.0, per_ip_burst: int = 20,
                  per_user_rpm: int = 30, per_user_burst: int = 5,
-                 max_per_user_concurrent: int = 5, max_global_concurrent: int = 20) -> None:
+                 max_per_user_concurrent: int = 5, max_global_concurrent: int = 20,
+                 handler_ip_rps: float | None = None,
+                 handler_ip_burst: int | None = None) -> None:
         self.per_user_rpm = per_user_rpm
         self.ip = KeyedBuckets(per_ip_rps, per_ip_burst)
+        self.handler_ip = KeyedBuckets(
+            handler_ip_rps if handler_ip_rps is not None else per_ip_rps * 2 / 3,
+            handler_ip_burst if handler_ip_burst is not None else per_ip_burst)
         self.user = KeyedBuckets(per_user_rpm / 60.0, per_user_burst)
         self.user_inflight = InFlight(max_per_user_concurrent)
         self.global_inflight = InFlight(max_global_concurrent)
 
     def check_ip(self, ip: str) -> None:
-        """Raises :class:`RateLimitedError` (429) when the IP's bucket is empty."""
+        """The ``/v1/proxy`` per-IP bucket (B6.1). Raises :class:`RateLimitedError` (429) when
+        the IP's bucket is empty."""
         wait = self.ip.take(ip)
+        if wait:
+            raise RateLimitedError(IP_MESSAGE, retry_after=_retry(wait))
+
+    def check_handler_ip(self, ip: str) -> None:
+        """The per-IP bucket of the other ``/v1`` routes (B6, last line). Raises
+        :class:`RateLimitedError` (429) when the IP's bucket is empty."""
+        wait = self.handler_ip.take(ip)
         if wait:
             raise RateLimitedError(IP_MESSAGE, retry_after=_retry(wait))
 

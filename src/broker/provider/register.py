@@ -36,21 +36,30 @@ def _same(svc: Service, params: tuple) -> bool:
 
 def register_service(contract: InferenceServingContract, settings: ProviderSettings,
                      tee_signer_address: str) -> str:
-    """``SyncService`` (B11): register (with ``provider_stake`` neuron) or update the service.
+    """``SyncService`` (B11): register (with ``provider_stake`` neuron), update, or remove the service.
+
+    An empty ``settings.serving_url`` means "no public service": a registered service is removed
+    (``removeService()``, which returns the stake, ``contracts.md`` A3.3) and nothing is registered.
 
     Returns:
-        ``"registered"``, ``"updated"`` or ``"unchanged"``.
+        ``"registered"``, ``"updated"``, ``"unchanged"``, ``"removed"`` (serving URL empty, service
+        was registered) or ``"absent"`` (serving URL empty, nothing registered).
 
     Raises:
         ContractRevertError: e.g. ``InsufficientStake``; TransactionError / RPCError.
     """
-    params = service_params(settings, tee_signer_address)
     try:
         svc: Service | None = contract.get_service(contract.sender.address)
     except ContractRevertError as exc:
         if exc.error_name != "ServiceNotExist":
             raise
         svc = None
+    if not settings.serving_url.strip():
+        if svc is None:
+            return "absent"
+        contract.remove_service()
+        return "removed"
+    params = service_params(settings, tee_signer_address)
     if svc is not None and _same(svc, params):
         return "unchanged"
     # removeService returns the stake, so no service ⇔ no stake (contracts.md A3.3)

@@ -95,7 +95,9 @@ def build_gateway(settings: ProviderSettings, *, signer: Any = None,
                                per_user_rpm=settings.per_user_rpm,
                                per_user_burst=settings.per_user_burst,
                                max_per_user_concurrent=settings.max_per_user_concurrent,
-                               max_global_concurrent=settings.max_global_concurrent),
+                               max_global_concurrent=settings.max_global_concurrent,
+                               handler_ip_rps=settings.handler_ip_rps,
+                               handler_ip_burst=settings.handler_ip_burst),
                  settler=settler)
     if with_scheduler:
         gw.scheduler = SettlementScheduler(settler, settings.settlement_interval)

@@ -82,6 +82,8 @@ class ProviderSettings(BaseSettings):
     # limits (B6)
     per_ip_rps: float = Field(15.0, gt=0)
     per_ip_burst: int = Field(20, ge=1)
+    handler_ip_rps: float = Field(10.0, gt=0, description="Per-IP rate of the non-proxy /v1 routes.")
+    handler_ip_burst: int = Field(20, ge=1)
     per_user_rpm: int = Field(30, ge=1)
     per_user_burst: int = Field(5, ge=1)
     max_per_user_concurrent: int = Field(5, ge=1)

@@ -11,7 +11,10 @@ import hashlib
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import delete
+from sqlalchemy import bindparam, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
 
 from broker.provider.db import ChatSignature, Database
 from broker.provider.errors import SignatureNotFoundError
@@ -33,21 +36,54 @@ class StoredSignature:
     signature: str
 
 
+_SIGNATURES = ChatSignature.__table__
+_GET = select(_SIGNATURES.c.text, _SIGNATURES.c.signature, _SIGNATURES.c.expires_at).where(
+    _SIGNATURES.c.chat_id == bindparam("chat_id"))
+
+
 class SignatureStore:
-    """Response signatures keyed by chat id, kept ``ttl`` seconds (default 20 min, B7)."""
+    """Response signatures keyed by chat id, kept ``ttl`` seconds (default 20 min, B7).
+
+    Reads and writes use SQLAlchemy Core on the engine (one per billed request and one per
+    signature lookup); the write is an upsert (SQLite, PostgreSQL; other databases: ORM merge).
+    """
 
     def __init__(self, db: Database, signer, ttl: float = 1200.0) -> None:
         self.db = db
         self.signer = signer
         self.ttl = ttl
+        dialect = db.engine.dialect.name
+        if dialect in ("sqlite", "postgresql"):
+            mod = sqlite if dialect == "sqlite" else postgresql
+            stmt = mod.insert(_SIGNATURES)
+            self._upsert = stmt.on_conflict_do_update(
+                index_elements=[_SIGNATURES.c.chat_id],
+                set_={"text": stmt.excluded.text, "signature": stmt.excluded.signature,
+                      "expires_at": stmt.excluded.expires_at})
+        else:
+            self._upsert = None
 
-    def sign_and_store(self, chat_id: str, request_body: bytes, response_body: bytes) -> StoredSignature:
-        """Sign the B7 text for this exchange and store it (committed on return)."""
+    def _write(self, conn: Connection, row: dict) -> None:
+        if self._upsert is not None:
+            conn.execute(self._upsert, row)
+        else:
+            with Session(bind=conn) as s:
+                s.merge(ChatSignature(**row))
+                s.flush()
+
+    def sign_and_store(self, chat_id: str, request_body: bytes, response_body: bytes, *,
+                       conn: Connection | None = None) -> StoredSignature:
+        """Sign the B7 text for this exchange and store it (committed on return; with ``conn``,
+        a connection inside an open transaction, the write joins it and the caller commits)."""
         text = response_signature_text(request_body, response_body)
         sig = StoredSignature(text, self.signer.sign_text(text))
-        with self.db.session.begin() as s:
-            s.merge(ChatSignature(chat_id=chat_id.lower(), text=sig.text, signature=sig.signature,
-                                  expires_at=time.time() + self.ttl))
+        row = {"chat_id": chat_id.lower(), "text": sig.text, "signature": sig.signature,
+               "expires_at": time.time() + self.ttl}
+        if conn is not None:
+            self._write(conn, row)
+            return sig
+        with self.db.engine.begin() as c:
+            self._write(c, row)
         return sig
 
     def get(self, chat_id: str) -> StoredSignature:
@@ -56,8 +92,8 @@ class SignatureStore:
         Raises:
             SignatureNotFoundError: unknown or expired (400 with the B7 text).
         """
-        with self.db.session() as s:
-            row = s.get(ChatSignature, chat_id.lower())
+        with self.db.engine.connect() as conn:
+            row = conn.execute(_GET, {"chat_id": chat_id.lower()}).first()
         if row is None or row.expires_at < time.time():
             raise SignatureNotFoundError()
         return StoredSignature(row.text, row.signature)

@@ -18,8 +18,10 @@ import secrets
 from pathlib import Path
 from typing import Any, Protocol
 
+from coincurve import PrivateKey
 from eth_account import Account
-from eth_account.messages import encode_defunct, encode_typed_data
+from eth_account.messages import encode_typed_data
+from eth_utils import keccak
 
 from broker.provider.errors import ProviderConfigError
 
@@ -64,15 +66,23 @@ class _KeySigner:
 
     def __init__(self, private_key: bytes) -> None:
         self._account = Account.from_key(private_key)
+        self._key = PrivateKey(bytes(self._account.key))
         self.address: str = self._account.address
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(address={self.address})"
 
     def sign_text(self, text: str) -> str:
-        """EIP-191 personal_sign of ``text`` (B7); returns ``0x`` hex with v = 27/28."""
-        sig = self._account.sign_message(encode_defunct(text=text)).signature
-        return "0x" + bytes(sig).hex()
+        """EIP-191 personal_sign of ``text`` (B7); returns ``0x`` hex with v = 27/28.
+
+        Signed with libsecp256k1 (coincurve) directly: RFC 6979 nonces and low-s, so the bytes
+        equal ``eth_account``'s ``sign_message(encode_defunct(text=text))`` at a tenth of the cost
+        (one is made per billed request).
+        """
+        message = text.encode("utf-8")
+        digest = keccak(b"\x19Ethereum Signed Message:\n" + str(len(message)).encode() + message)
+        sig = self._key.sign_recoverable(digest, hasher=None)      # r ‖ s ‖ recovery id
+        return "0x" + sig[:64].hex() + f"{sig[64] + 27:02x}"
 
     def sign_typed_data(self, typed_data: dict[str, Any]) -> bytes:
         """EIP-712 signature of ``typed_data`` (``contracts.md`` A3.5); 65 bytes, v = 27/28."""

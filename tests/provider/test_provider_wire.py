@@ -1,0 +1,311 @@
+"""Gateway wire details of ``provider-gateway.md``: the two CORS policies (B2), the per-IP limit of
+the non-proxy ``/v1`` routes (B6), ``SyncService`` removing the service when ``servingUrl`` is empty
+(B11), and the exact, fast ``unsettledFee`` sum (B9).
+
+Real parts: the session ``devnet``, a real uvicorn gateway on loopback, a real SQLite file.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+
+import httpx
+import pytest
+import uvicorn
+from eth_account import Account
+from eth_account.messages import encode_defunct
+
+from broker.chain.connection import connect
+from broker.chain.contracts import InferenceServingContract
+from broker.chain.errors import ContractRevertError
+from broker.chain.sender import TransactionSender
+from broker.inference.token import authorization_header, new_session_token, sign_session_token
+from broker.provider.app import create_app
+from broker.provider.billing import Fee, FeeLedger
+from broker.provider.db import open_database
+from broker.provider.errors import SessionValidationError
+from broker.provider.limits import IP_MESSAGE, Limits
+from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
+from broker.provider.serve import build_gateway
+from broker.provider.settings import ProviderSettings
+from broker.provider.tee import LocalTeeSigner
+
+pytestmark = [pytest.mark.timeout(180)]
+
+ZG = 10**18
+ORIGIN = "https://app.example.org"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Server:
+    def __init__(self, app, port: int) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                                    log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = f"http://127.0.0.1:{port}"
+
+    def __enter__(self):
+        self.thread.start()
+        for _ in range(250):
+            if self.server.started:
+                return self
+            time.sleep(0.02)
+        raise RuntimeError("server did not start")
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(5)
+
+
+def _settings(devnet, tmp, provider, port: int, **kw) -> ProviderSettings:
+    return ProviderSettings(
+        rpc_url=devnet.rpc_url, inference_address=devnet.inference_address,
+        private_key="0x" + bytes(provider.key).hex(), tee_signer_key="0x" + "22" * 32,
+        dstack_socket=tmp / "none.sock", service_type="chatbot", model="wire-model",
+        input_price=1, output_price=2, serving_url=f"http://127.0.0.1:{port}",
+        target_url="http://127.0.0.1:9", db_url=f"sqlite:///{tmp / 'gateway.db'}", **kw)
+
+
+def _contract(devnet, account) -> InferenceServingContract:
+    w3 = connect(devnet.rpc_url)
+    return InferenceServingContract(w3, devnet.inference_address, TransactionSender(w3, account))
+
+
+@pytest.fixture(scope="module")
+def gateway(devnet, tmp_path_factory):
+    from broker.devnet import fund_new_account
+
+    tmp = tmp_path_factory.mktemp("wire")
+    provider = fund_new_account(devnet, amount_neuron=1000 * ZG)
+    port = _free_port()
+    settings = _settings(devnet, tmp, provider, port)
+    signer = LocalTeeSigner(bytes.fromhex("22" * 32))
+    assert register_service(_contract(devnet, provider), settings, signer.address) == "registered"
+    owner_key = next(a.private_key.get_secret_value() for a in devnet.accounts
+                     if a.address.lower() == devnet.owner.lower())
+    acknowledge_tee_signer_by_owner(_contract(devnet, Account.from_key(owner_key)),
+                                    provider.address)
+    gw = build_gateway(settings, signer=signer, with_scheduler=False)
+    with _Server(create_app(gw), port) as server:
+        yield {"gw": gw, "url": server.url, "provider": provider}
+    gw.db.dispose()
+
+
+def _ip() -> dict[str, str]:
+    """A client IP of its own (B6 keys the buckets on the first X-Forwarded-For entry)."""
+    n = uuid.uuid4().int
+    return {"X-Forwarded-For": f"10.{n % 250}.{(n >> 8) % 250}.{(n >> 16) % 250}"}
+
+
+# ---------------------------------------------------------------------------------- B2 CORS
+
+def _csv(value: str | None) -> set[str]:
+    return {v.strip().lower() for v in (value or "").split(",") if v.strip()}
+
+
+def test_handler_routes_cors_is_star_with_authorization(gateway):
+    with httpx.Client(base_url=gateway["url"], timeout=10) as c:
+        for path in ("/v1/quote", "/v1/models"):
+            r = c.get(path, headers={"Origin": ORIGIN, **_ip()})
+            assert r.status_code == 200, r.text
+            assert r.headers["access-control-allow-origin"] == "*"
+            assert "access-control-allow-credentials" not in r.headers
+            assert _csv(r.headers["access-control-expose-headers"]) == {"zg-res-key",
+                                                                        "retry-after"}
+            assert "authorization" in _csv(r.headers["access-control-allow-headers"])
+        # errors carry the policy too (the SDK reads them from a browser)
+        r = c.get("/v1/user/0x" + "00" * 20 + "/unsettledfee", headers={"Origin": ORIGIN, **_ip()})
+        assert r.status_code == 400
+        assert r.headers["access-control-allow-origin"] == "*"
+        # preflights: 204, empty, without reaching the routes (no auth asked)
+        for path in ("/v1/user/0x" + "00" * 20 + "/unsettledfee", "/v1/quote",
+                     "/v1/async/images/generations", "/v1/models"):
+            r = c.options(path, headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET",
+                                         "Access-Control-Request-Headers": "authorization",
+                                         **_ip()})
+            assert r.status_code == 204, (path, r.status_code, r.text)
+            assert r.content == b""
+            assert r.headers["access-control-allow-origin"] == "*"
+            assert "authorization" in _csv(r.headers["access-control-allow-headers"])
+            assert _csv(r.headers["access-control-expose-headers"]) == {"zg-res-key",
+                                                                        "retry-after"}
+        # outside /v1: no CORS at all
+        r = c.get("/health", headers={"Origin": ORIGIN})
+        assert r.status_code == 200
+        assert "access-control-allow-origin" not in r.headers
+
+
+def test_proxy_cors_reflects_origin_with_credentials(gateway):
+    with httpx.Client(base_url=gateway["url"], timeout=10) as c:
+        r = c.get("/v1/proxy/signature/" + str(uuid.uuid4()), headers={"Origin": ORIGIN, **_ip()})
+        assert r.status_code == 400        # unknown chat id (B7), still with the CORS headers
+        assert r.headers["access-control-allow-origin"] == ORIGIN
+        assert r.headers["access-control-allow-credentials"] == "true"
+        assert _csv(r.headers["access-control-expose-headers"]) == {
+            "zg-res-key", "provider", "content-type", "content-encoding"}
+        pre = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST",
+               "Access-Control-Request-Headers": "authorization, content-type, x-requested-with"}
+        r = c.options("/v1/proxy/chat/completions", headers={**pre, **_ip()})
+        assert r.status_code == 204, r.text
+        assert r.headers["access-control-allow-origin"] == ORIGIN
+        assert r.headers["access-control-allow-credentials"] == "true"
+        assert r.headers["access-control-max-age"] == str(12 * 3600)
+        assert {"content-type", "authorization", "x-requested-with", "accept", "origin"} <= \
+            _csv(r.headers["access-control-allow-headers"])
+        # a header outside the list is refused
+        r = c.options("/v1/proxy/chat/completions",
+                      headers={**pre, "Access-Control-Request-Headers": "x-secret-thing", **_ip()})
+        assert r.status_code >= 400
+        assert r.headers.get("access-control-allow-origin") != "*"
+
+
+# ---------------------------------------------------------------------------------- B6 limits
+
+def test_handler_ip_bucket_defaults_are_b6():
+    lim = Limits()
+    assert (lim.handler_ip.rate, lim.handler_ip.burst) == (10.0, 20)
+    assert (lim.ip.rate, lim.ip.burst) == (15.0, 20)
+    settings = ProviderSettings(_env_file=None)
+    assert (settings.handler_ip_rps, settings.handler_ip_burst) == (10.0, 20)
+    lim = Limits(per_ip_rps=3, per_ip_burst=2, handler_ip_rps=1, handler_ip_burst=1)
+    lim.check_handler_ip("a")
+    with pytest.raises(Exception) as info:
+        lim.check_handler_ip("a")
+    assert info.value.status_code == 429 and info.value.retry_after >= 1
+    lim.check_ip("a"), lim.check_ip("a")        # the proxy bucket is separate
+
+
+def test_handler_routes_share_a_per_ip_bucket_apart_from_the_proxy(gateway):
+    gw = gateway["gw"]
+    assert (gw.limits.handler_ip.rate, gw.limits.handler_ip.burst) == (10.0, 20)
+    ip = _ip()
+    user_path = "/v1/user/0x" + "00" * 20 + "/unsettledfee"
+    with httpx.Client(base_url=gateway["url"], timeout=10) as c:
+        # the configured bucket: a burst of 20, then 429 (refills at 10/s only)
+        codes = [c.get("/v1/models" if i % 2 else "/v1/quote", headers=ip).status_code
+                 for i in range(60)]
+        assert codes[:20] == [200] * 20
+        assert 429 in codes
+        time.sleep(0.35)                    # 10/s: tokens again
+        assert c.get("/v1/models", headers=ip).status_code == 200
+        # which routes share the bucket: a bucket that does not refill during the test
+        real = gw.limits
+        gw.limits = Limits(handler_ip_rps=0.001, handler_ip_burst=2)
+        try:
+            assert c.get("/v1/models", headers=ip).status_code == 200
+            assert c.get("/v1/quote", headers=ip).status_code == 200
+            r = c.get("/v1/models", headers=ip)
+            assert r.status_code == 429
+            assert r.json() == {"error": IP_MESSAGE}
+            assert int(r.headers["retry-after"]) >= 1
+            # unsettledfee and the async routes use it too (refused before authentication)
+            assert c.get(user_path, headers=ip).status_code == 429
+            assert c.post("/v1/async/images/generations", headers=ip, json={}).status_code == 429
+            assert c.get("/v1/async/jobs/abc", headers=ip).status_code == 429
+            # the /v1/proxy bucket of the same IP is untouched: the B7 answer, not 429
+            r = c.get("/v1/proxy/signature/" + str(uuid.uuid4()), headers=ip)
+            assert r.status_code == 400 and "chat_id_not_found" in r.json()["error"]
+            # another IP is not affected
+            assert c.get("/v1/models", headers=_ip()).status_code == 200
+        finally:
+            gw.limits = real
+
+
+def test_proxy_signature_route_uses_the_proxy_ip_bucket(gateway):
+    ip = _ip()
+    with httpx.Client(base_url=gateway["url"], timeout=10) as c:
+        codes = [c.get(f"/v1/proxy/signature/{uuid.uuid4()}", headers=ip).status_code
+                 for _ in range(45)]
+    assert codes[:20] == [400] * 20
+    assert 429 in codes
+
+
+# ---------------------------------------------------------------------------------- B11
+
+def test_sync_service_removes_the_service_when_serving_url_is_empty(devnet, tmp_path,
+                                                                    fresh_account):
+    provider = fresh_account
+    contract = _contract(devnet, provider)
+    w3 = contract.w3 if hasattr(contract, "w3") else connect(devnet.rpc_url)
+    settings = _settings(devnet, tmp_path, provider, 1)
+    signer = LocalTeeSigner(bytes.fromhex("22" * 32))
+    empty = settings.model_copy(update={"serving_url": ""})
+    assert register_service(contract, empty, signer.address) == "absent"
+    with pytest.raises(ContractRevertError):
+        contract.get_service(provider.address)
+    assert register_service(contract, settings, signer.address) == "registered"
+    assert contract.get_service(provider.address).url == settings.serving_url
+    staked = w3.eth.get_balance(provider.address)
+    assert register_service(contract, empty, signer.address) == "removed"
+    with pytest.raises(ContractRevertError) as info:
+        contract.get_service(provider.address)
+    assert info.value.error_name == "ServiceNotExist"
+    # removeService returned the 100 0G stake (less gas)
+    assert w3.eth.get_balance(provider.address) - staked > 99 * ZG
+    assert register_service(contract, empty, signer.address) == "absent"
+
+
+# ---------------------------------------------------------------------------------- B9 sum
+
+def test_unsettled_fee_is_exact_beyond_int64(tmp_path):
+    """The SQL sum splits the decimal strings, so fees and totals above 2**63 stay exact."""
+    ledger = FeeLedger(open_database(f"sqlite:///{tmp_path / 'fees.db'}"))
+    user, other = "0x" + "ab" * 20, "0x" + "cd" * 20
+    fees = [7, 10**9, 10**9 - 1, 123_456_789_012, 2**64 + 5, 3 * 10**27 + 999_999_999, 0]
+    for i, fee in enumerate(fees):
+        rid = f"r{i}"
+        ledger.open_request(rid, user, "chatbot", "m")
+        ledger.bill(rid, Fee(0, 1, 0, fee))
+    ledger.open_request("pending", user, "chatbot", "m")      # fee 0, outstanding
+    ledger.open_request("failed", user, "chatbot", "m")
+    ledger.fail("failed")
+    ledger.open_request("o1", other, "chatbot", "m")
+    ledger.bill("o1", Fee(0, 1, 0, 2**70))
+    assert ledger.unsettled_fee(user) == sum(fees)
+    assert ledger.unsettled_fee(other) == 2**70
+    assert ledger.unsettled_fee("0x" + "ef" * 20) == 0
+    # beyond what the split sum can hold: summed in Python, still exact
+    ledger.open_request("huge", other, "chatbot", "m")
+    ledger.bill("huge", Fee(0, 1, 0, 2**100))
+    assert ledger.unsettled_fee(other) == 2**70 + 2**100
+    for i in range(12):         # highs overflowing SUM itself
+        ledger.open_request(f"big{i}", user, "chatbot", "m")
+        ledger.bill(f"big{i}", Fee(0, 1, 0, 9 * 10**26 + i))
+    assert ledger.unsettled_fee(user) == sum(fees) + 12 * 9 * 10**26 + sum(range(12))
+    ledger.db.dispose()
+
+
+def test_verified_token_cache_still_checks_expiry_and_forgery(gateway, fresh_account):
+    """B3 check 9: a verified header is remembered, but check 7 (expiry) runs on every request
+    and a different signature over the same message is verified in full."""
+    gw, provider = gateway["gw"], gateway["provider"]
+    user = fresh_account
+    now_ms = int(time.time() * 1000)
+    tok = new_session_token(user.address, provider.address, timestamp_ms=now_ms,
+                            duration_ms=(now_ms // 1000 + 2) * 1000 - now_ms)
+    header = authorization_header(sign_session_token(tok, user))
+    assert gw.auth.authenticate(header) == user.address
+    assert gw.auth.authenticate(header) == user.address        # served from the cache
+    forged = authorization_header(sign_session_token(tok, Account.create()))
+    with pytest.raises(SessionValidationError, match="address mismatch"):
+        gw.auth.authenticate(forged)
+    time.sleep(3.2)
+    with pytest.raises(SessionValidationError, match="session token expired"):
+        gw.auth.authenticate(header)
+
+
+def test_tee_signer_sign_text_matches_eth_account():
+    """The libsecp256k1 fast path gives eth_account's personal_sign bytes (B7)."""
+    for i in range(40):
+        key = bytes([i + 1]) * 32
+        text = f"{i:x}" * 32 + ":" + "é" * i
+        expected = Account.from_key(key).sign_message(encode_defunct(text=text)).signature
+        assert LocalTeeSigner(key).sign_text(text) == "0x" + bytes(expected).hex()
