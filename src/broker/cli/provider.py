@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
+
+from broker.cli.output import err, handle_errors
 
 __all__ = ["app"]
 
 app = typer.Typer(help="Provider gateway (settlement agent): serve and register.", no_args_is_help=True)
-console = Console()
 
 
 @app.command()
+@handle_errors
 def serve(host: str = typer.Option(None, help="Bind address (default 127.0.0.1)."),
           port: int = typer.Option(None, help="Port (default 3080).")) -> None:
     """Run the gateway (settings from ZG_PROVIDER_* variables)."""
@@ -23,6 +24,7 @@ def serve(host: str = typer.Option(None, help="Bind address (default 127.0.0.1).
 
 
 @app.command()
+@handle_errors
 def register(acknowledge_as_owner: bool = typer.Option(
         False, help="Devnet: also send acknowledgeTEESignerByOwner with the devnet owner key.")) -> None:
     """Stake and register/update the service (addOrUpdateService with additionalInfo)."""
@@ -41,8 +43,11 @@ def register(acknowledge_as_owner: bool = typer.Option(
     contract = InferenceServingContract(w3, address, TransactionSender(w3, wallet))
     signer = load_tee_signer(settings)
     outcome = register_service(contract, settings, signer.address)
-    console.print(f"service {outcome}: provider {wallet.address}, TEE signer {signer.address}")
-    if acknowledge_as_owner:
+    err.print(f"service {outcome}: provider {wallet.address}, TEE signer {signer.address}",
+              highlight=False)
+    if acknowledge_as_owner and outcome in ("removed", "absent"):
+        err.print("no service registered (empty serving URL): nothing to acknowledge")
+    elif acknowledge_as_owner:
         from eth_account import Account
 
         from broker.devnet.state import read_state
@@ -52,4 +57,4 @@ def register(acknowledge_as_owner: bool = typer.Option(
                          if a.address.lower() == state.owner.lower())
         owner = InferenceServingContract(w3, address, TransactionSender(w3, Account.from_key(owner_key)))
         acknowledge_tee_signer_by_owner(owner, wallet.address)
-        console.print("TEE signer acknowledged by the contract owner")
+        err.print("TEE signer acknowledged by the contract owner")

@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from broker.cli.output import handle_errors
+
 __all__ = ["app"]
 
 app = typer.Typer(help="Z-Image GPU worker (OpenAI-compatible image server).", no_args_is_help=True)
@@ -17,6 +19,7 @@ def _worker() -> None:
 
 
 @app.command()
+@handle_errors
 def serve(
     model: Annotated[
         str | None,
