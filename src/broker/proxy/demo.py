@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.text import Text
 
 from broker.units import format_0g
+from broker.worker.pipelines.loader import limits_for
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -136,7 +137,10 @@ def run_demo(prompt: str, out: Path, *, model: str = "tiny", keep: bool = False,
                         ok(f"serve at {server.url}/v1 (OpenAI-compatible)")
                         client = openai.OpenAI(base_url=server.url + "/v1", api_key="local",
                                                max_retries=0, timeout=900)
-                        extra = {"size": size} if size else {}
+                        # An explicit size: serve fills the SDK's 512x512 when none is given,
+                        # which is more than the tiny model can draw.
+                        width, height = limits_for(model).default_size
+                        extra = {"size": size or f"{width}x{height}"}
                         with console.status(f"generating '{prompt}' through serve…"):
                             raw = client.images.with_raw_response.generate(
                                 prompt=prompt, n=1, response_format="b64_json", **extra)

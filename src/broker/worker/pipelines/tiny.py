@@ -19,12 +19,13 @@ from broker.worker.pipelines.base import (
 
 __all__ = ["TINY_CHAT_TEMPLATE", "TINY_LIMITS", "build_tiny_pipelines", "build_tiny_tokenizer"]
 
-#: Limits of the tiny model: sizes multiple of 4 (VAE scale 2) in [16, 512], 64×64 by default,
-#: 2 steps, guidance 0.0 (like Turbo), 128 prompt tokens.
+#: Limits of the tiny model: sizes multiple of 4 (VAE scale 2 × patch 2) in [16, 128] — the
+#: transformer's rotary axes hold 32 patch positions per side, so 128 px is the largest side it can
+#: generate — 64×64 by default, 2 steps, guidance 0.0 (like Turbo), 128 prompt tokens.
 TINY_LIMITS = ModelLimits(
     size_multiple=4,
     min_side=16,
-    max_side=512,
+    max_side=128,
     default_size=(64, 64),
     default_steps=2,
     default_guidance=0.0,
