@@ -14,12 +14,10 @@ import time
 
 import httpx
 import pytest
+from devnet_helpers import devnet_user_broker, provider_stack
 from funding_helpers import OG, funding_threads, locked, wait_for
 
-from broker.broker import create_broker
-from broker.devnet import fund_new_account, start_provider_stack
 from broker.funding import FundingEvent
-from broker.provider.limits import Limits
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -32,20 +30,13 @@ IMAGE = {"model": "tiny", "prompt": "a red cube", "n": 1, "size": "32x32",
 @pytest.fixture(scope="module")
 def stack(devnet, tmp_path_factory):
     """One in-process provider stack for the module, with raised gateway limits."""
-    provider = fund_new_account(devnet, 1000 * OG)
-    with start_provider_stack(devnet, provider_key="0x" + bytes(provider.key).hex(),
-                              price_per_image=PRICE,
-                              home=tmp_path_factory.mktemp("funding-stack")) as st:
-        st.gateway.limits = Limits(per_ip_rps=1000, per_ip_burst=1000, per_user_rpm=100000,
-                                   per_user_burst=1000, max_per_user_concurrent=100,
-                                   max_global_concurrent=200)
+    with provider_stack(devnet, tmp_path_factory.mktemp("funding-stack"), price_per_image=PRICE,
+                        raise_limits=True) as st:
         yield st
 
 
 def test_auto_funding_tops_up_against_the_gateway(stack, devnet, fresh_account):
-    broker = create_broker("0x" + bytes(fresh_account.key).hex(), network="devnet",
-                           rpc_url=devnet.rpc_url, ledger_address=devnet.ledger_address,
-                           inference_address=devnet.inference_address)
+    broker = devnet_user_broker(devnet, fresh_account)
     inf, provider, gw = broker.inference, stack.provider_address, stack.gateway
     broker.ledger.add_ledger("20")
     assert inf.acknowledge_provider_signer(provider).sub_account_created    # 1 0G

@@ -1,12 +1,14 @@
 """Helpers shared by several test folders (imported by name: ``tests/conftest.py`` puts
 ``tests/helpers`` on sys.path): account keys, a chatbot service registered on the session devnet,
-concurrent calls, and the mock TEE signer of test-vectors.md C2."""
+concurrent calls, the mock TEE signer of test-vectors.md C2, user brokers on the devnet and an
+in-process provider stack run by a freshly funded provider."""
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from eth_account import Account
@@ -34,6 +36,13 @@ C2_SIG = (
 def key_hex(account) -> str:
     """``0x`` hex private key of an ``eth_account`` LocalAccount."""
     return "0x" + bytes(account.key).hex()
+
+
+def devnet_owner(devnet):
+    """The contract owner's ``eth_account`` LocalAccount (a dev account of the devnet)."""
+    owner_key = next(a.private_key.get_secret_value() for a in devnet.accounts
+                     if a.address.lower() == devnet.owner.lower())
+    return Account.from_key(owner_key)
 
 
 def register_chatbot_service(
@@ -66,10 +75,8 @@ def register_chatbot_service(
         value=100 * OG,
     )
     if owner_ack:
-        owner_key = next(a.private_key.get_secret_value() for a in devnet.accounts
-                         if a.address.lower() == devnet.owner.lower())
         owner = InferenceServingContract(
-            w3, devnet.inference_address, TransactionSender(w3, Account.from_key(owner_key))
+            w3, devnet.inference_address, TransactionSender(w3, devnet_owner(devnet))
         )
         owner.sender.send(owner.contract.functions.acknowledgeTEESignerByOwner(provider.address))
     return provider
@@ -113,3 +120,45 @@ def settle_once_recording(gateway) -> tuple[Any, list]:
     finally:
         gateway.settler.on_sent = None
     return report, receipts
+
+
+#: Gateway limits raised far above what a test sends (keyword arguments of ``Limits``).
+RAISED_GATEWAY_LIMITS = {
+    "per_ip_rps": 1000, "per_ip_burst": 1000, "per_user_rpm": 100000, "per_user_burst": 1000,
+    "max_per_user_concurrent": 100, "max_global_concurrent": 200,
+}
+
+
+def devnet_user_broker(devnet, account):
+    """A :class:`broker.broker.Broker` for ``account`` on the session devnet."""
+    from broker.broker import create_broker
+
+    return create_broker(key_hex(account), network="devnet", rpc_url=devnet.rpc_url,
+                         ledger_address=devnet.ledger_address,
+                         inference_address=devnet.inference_address)
+
+
+def funded_user_broker(devnet, ledger: int, amount_neuron: int = 100 * OG):
+    """A broker for a new account funded with ``amount_neuron`` neuron and holding a ledger of
+    ``ledger`` 0G."""
+    from broker.devnet import fund_new_account
+
+    broker = devnet_user_broker(devnet, fund_new_account(devnet, amount_neuron=amount_neuron))
+    broker.ledger.add_ledger(ledger)
+    return broker
+
+
+@contextmanager
+def provider_stack(devnet, home, *, raise_limits: bool = False, **stack_kwargs) -> Iterator[Any]:
+    """``with provider_stack(devnet, home, **kw) as st:`` runs
+    :func:`broker.devnet.start_provider_stack` (``home``, ``**kw``) for a new provider account funded
+    with 1000 0G; ``raise_limits`` sets the gateway's limits to :data:`RAISED_GATEWAY_LIMITS`."""
+    from broker.devnet import fund_new_account, start_provider_stack
+    from broker.provider.limits import Limits
+
+    provider = fund_new_account(devnet, amount_neuron=1000 * OG)
+    with start_provider_stack(devnet, provider_key=key_hex(provider), home=home,
+                              **stack_kwargs) as st:
+        if raise_limits:
+            st.gateway.limits = Limits(**RAISED_GATEWAY_LIMITS)
+        yield st

@@ -8,16 +8,14 @@ OpenAI-compatible image backend on loopback, a real SQLite file.
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 
 import httpx
 import pytest
-import uvicorn
-from devnet_helpers import settle_once_recording
+from devnet_helpers import devnet_owner, settle_once_recording
 from eth_account import Account
 from fastapi import FastAPI, Request
+from server_helpers import UvicornThread, free_port
 
 from broker.chain.connection import connect
 from broker.chain.contracts import InferenceServingContract, LedgerManagerContract
@@ -35,32 +33,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 PRICE = 10**16          # 0.01 0G per image
 ZG = 10**18
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Server:
-    def __init__(self, app, port: int) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                                    log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.url = f"http://127.0.0.1:{port}"
-
-    def __enter__(self):
-        self.thread.start()
-        for _ in range(200):
-            if self.server.started:
-                return self
-            time.sleep(0.02)
-        raise RuntimeError("server did not start")
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(5)
 
 
 def _image_backend() -> FastAPI:
@@ -82,7 +54,7 @@ def world(devnet, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gateway")
     provider = fund_new_account(devnet, amount_neuron=1000 * ZG)
     w3 = connect(devnet.rpc_url)
-    gw_port = _free_port()
+    gw_port = free_port()
     settings = ProviderSettings(
         rpc_url=devnet.rpc_url, inference_address=devnet.inference_address,
         private_key="0x" + bytes(provider.key).hex(), tee_signer_key="0x" + "11" * 32,
@@ -93,16 +65,14 @@ def world(devnet, tmp_path_factory):
     pcontract = InferenceServingContract(w3, devnet.inference_address,
                                          TransactionSender(w3, provider))
     assert register_service(pcontract, settings, signer.address) == "registered"
-    owner_key = next(a.private_key.get_secret_value() for a in devnet.accounts
-                     if a.address.lower() == devnet.owner.lower())
-    owner = Account.from_key(owner_key)
+    owner = devnet_owner(devnet)
     acknowledge_tee_signer_by_owner(
         InferenceServingContract(w3, devnet.inference_address, TransactionSender(w3, owner)),
         provider.address)
-    with _Server(_image_backend(), _free_port()) as backend:
+    with UvicornThread(_image_backend(), free_port()) as backend:
         settings = settings.model_copy(update={"target_url": backend.url})
         gw = build_gateway(settings, signer=signer, with_scheduler=False)
-        with _Server(create_app(gw), gw_port) as server:
+        with UvicornThread(create_app(gw), gw_port) as server:
             yield {"devnet": devnet, "w3": w3, "gw": gw, "url": server.url, "provider": provider,
                    "settings": settings, "signer": signer, "pcontract": pcontract}
         gw.db.dispose()

@@ -15,17 +15,14 @@ import asyncio
 import gzip
 import hashlib
 import json
-import socket
-import threading
 import time
 
 import httpx
 import pytest
-import uvicorn
-from devnet_helpers import settle_once_recording
-from eth_account import Account
+from devnet_helpers import devnet_owner, settle_once_recording
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
+from server_helpers import UvicornThread, free_port
 
 from broker.chain.connection import connect
 from broker.chain.contracts import InferenceServingContract, LedgerManagerContract
@@ -45,32 +42,6 @@ IN_PRICE, OUT_PRICE = 10**9, 3 * 10**9
 USAGE = {"prompt_tokens": 7, "completion_tokens": 11, "total_tokens": 18}
 FEE = 7 * IN_PRICE + 11 * OUT_PRICE
 WORDS = ["alpha ", "beta ", "gamma ", "delta ", "epsilon "]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Server:
-    def __init__(self, app, port: int) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                                    log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.url = f"http://127.0.0.1:{port}"
-
-    def __enter__(self):
-        self.thread.start()
-        for _ in range(200):
-            if self.server.started:
-                return self
-            time.sleep(0.02)
-        raise RuntimeError("server did not start")
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(5)
 
 
 def _chat_backend(seen: list) -> FastAPI:
@@ -114,14 +85,12 @@ def chat_world(devnet, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("chat-gateway")
     provider = fund_new_account(devnet, amount_neuron=1000 * ZG)
     w3 = connect(devnet.rpc_url)
-    gw_port = _free_port()
+    gw_port = free_port()
     seen: list = []
     signer = LocalTeeSigner(bytes.fromhex("33" * 32))
-    owner_key = next(a.private_key.get_secret_value() for a in devnet.accounts
-                     if a.address.lower() == devnet.owner.lower())
     owner = InferenceServingContract(w3, devnet.inference_address,
-                                     TransactionSender(w3, Account.from_key(owner_key)))
-    with _Server(_chat_backend(seen), _free_port()) as backend:
+                                     TransactionSender(w3, devnet_owner(devnet)))
+    with UvicornThread(_chat_backend(seen), free_port()) as backend:
         settings = ProviderSettings(
             rpc_url=devnet.rpc_url, inference_address=devnet.inference_address,
             private_key="0x" + bytes(provider.key).hex(), dstack_socket=tmp / "none.sock",
@@ -133,7 +102,7 @@ def chat_world(devnet, tmp_path_factory):
         assert register_service(pcontract, settings, signer.address) == "registered"
         acknowledge_tee_signer_by_owner(owner, provider.address)
         gw = build_gateway(settings, signer=signer, with_scheduler=False)
-        with _Server(create_app(gw), gw_port) as server:
+        with UvicornThread(create_app(gw), gw_port) as server:
             yield {"w3": w3, "gw": gw, "url": server.url, "provider": provider, "seen": seen,
                    "devnet": devnet, "owner": owner, "pcontract": pcontract}
         gw.db.dispose()

@@ -7,16 +7,15 @@ Real parts: the session ``devnet``, a real uvicorn gateway on loopback, a real S
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 import uuid
 
 import httpx
 import pytest
-import uvicorn
+from devnet_helpers import devnet_owner
 from eth_account import Account
 from eth_account.messages import encode_defunct
+from server_helpers import UvicornThread, free_port
 
 from broker.chain.connection import connect
 from broker.chain.contracts import InferenceServingContract
@@ -39,32 +38,6 @@ ZG = 10**18
 ORIGIN = "https://app.example.org"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Server:
-    def __init__(self, app, port: int) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                                    log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.url = f"http://127.0.0.1:{port}"
-
-    def __enter__(self):
-        self.thread.start()
-        for _ in range(250):
-            if self.server.started:
-                return self
-            time.sleep(0.02)
-        raise RuntimeError("server did not start")
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(5)
-
-
 def _settings(devnet, tmp, provider, port: int, **kw) -> ProviderSettings:
     return ProviderSettings(
         rpc_url=devnet.rpc_url, inference_address=devnet.inference_address,
@@ -85,16 +58,13 @@ def gateway(devnet, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("wire")
     provider = fund_new_account(devnet, amount_neuron=1000 * ZG)
-    port = _free_port()
+    port = free_port()
     settings = _settings(devnet, tmp, provider, port)
     signer = LocalTeeSigner(bytes.fromhex("22" * 32))
     assert register_service(_contract(devnet, provider), settings, signer.address) == "registered"
-    owner_key = next(a.private_key.get_secret_value() for a in devnet.accounts
-                     if a.address.lower() == devnet.owner.lower())
-    acknowledge_tee_signer_by_owner(_contract(devnet, Account.from_key(owner_key)),
-                                    provider.address)
+    acknowledge_tee_signer_by_owner(_contract(devnet, devnet_owner(devnet)), provider.address)
     gw = build_gateway(settings, signer=signer, with_scheduler=False)
-    with _Server(create_app(gw), port) as server:
+    with UvicornThread(create_app(gw), port, start_polls=250) as server:
         yield {"gw": gw, "url": server.url, "provider": provider}
     gw.db.dispose()
 

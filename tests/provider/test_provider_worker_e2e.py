@@ -10,12 +10,11 @@ import time
 
 import httpx
 import pytest
-from devnet_helpers import settle_once_recording
+from devnet_helpers import devnet_user_broker, provider_stack, settle_once_recording
 
-from broker.broker import create_broker
 from broker.chain.connection import connect
 from broker.chain.contracts import InferenceServingContract
-from broker.devnet import fund_new_account, start_provider_stack
+from broker.devnet import fund_new_account
 from broker.provider.tee import LocalTeeSigner
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -28,17 +27,12 @@ IMAGE = {"model": "tiny", "prompt": "a red cube", "n": 1, "size": "32x32",
 
 @pytest.fixture(scope="module")
 def stack(devnet, tmp_path_factory):
-    provider = fund_new_account(devnet, 1000 * ZG)
-    with start_provider_stack(devnet, provider_key="0x" + bytes(provider.key).hex(),
-                              price_per_image=PRICE,
-                              home=tmp_path_factory.mktemp("stack")) as st:
+    with provider_stack(devnet, tmp_path_factory.mktemp("stack"), price_per_image=PRICE) as st:
         yield st
 
 
 def _user(devnet, account):
-    return create_broker("0x" + bytes(account.key).hex(), network="devnet",
-                           rpc_url=devnet.rpc_url, ledger_address=devnet.ledger_address,
-                           inference_address=devnet.inference_address)
+    return devnet_user_broker(devnet, account)
 
 
 def _fund(broker, provider: str, transfer: str = "5") -> None:

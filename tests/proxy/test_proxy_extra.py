@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import openai
 import pytest
+from devnet_helpers import funded_user_broker, provider_stack
 from proxy_helpers import ThreadServer, fake_llm_app
 
 from broker.proxy import ServeSettings, create_app
@@ -24,33 +25,17 @@ API_KEY = "sk-local-extra"
 @pytest.fixture(scope="module")
 def costly_stack(devnet, tmp_path_factory):
     """A provider stack whose service costs 2.5 0G per request (raised gateway limits)."""
-    from broker.devnet import fund_new_account
-    from broker.devnet.stack import start_provider_stack
-    from broker.provider.limits import Limits
-
-    provider = fund_new_account(devnet, amount_neuron=1000 * ZG)
-    key = "0x" + bytes(provider.key).hex()
     with ThreadServer(fake_llm_app()) as backend, \
-            start_provider_stack(devnet, model="tiny", provider_key=key, chat_backend_url=backend,
-                                 price_per_image=PRICE,
-                                 home=tmp_path_factory.mktemp("costly")) as st:
-        st.gateway.limits = Limits(per_ip_rps=1000, per_ip_burst=1000, per_user_rpm=100000,
-                                   per_user_burst=1000, max_per_user_concurrent=100,
-                                   max_global_concurrent=200)
+            provider_stack(devnet, tmp_path_factory.mktemp("costly"), model="tiny",
+                           chat_backend_url=backend, price_per_image=PRICE,
+                           raise_limits=True) as st:
         yield st
 
 
 @pytest.fixture(scope="module")
 def poor_user(devnet, costly_stack):
     """A broker whose 3 0G ledger is entirely in the provider's sub-account."""
-    from broker.broker import create_broker
-    from broker.devnet import fund_new_account
-
-    account = fund_new_account(devnet, amount_neuron=100 * ZG)
-    broker = create_broker("0x" + bytes(account.key).hex(), network="devnet",
-                           rpc_url=devnet.rpc_url, ledger_address=devnet.ledger_address,
-                           inference_address=devnet.inference_address)
-    broker.ledger.add_ledger(3)
+    broker = funded_user_broker(devnet, ledger=3, amount_neuron=100 * ZG)
     broker.ledger.transfer_fund(costly_stack.provider_address, "inference", 3)
     yield broker
     broker.inference.close()

@@ -2,7 +2,8 @@
 
 Modules: ``token`` (``app-sk-`` session tokens and the provider-side check), ``chat_id``,
 ``response_signature``, ``fees``, ``fee_store``, ``models``, ``errors``, ``broker``
-(``InferenceBroker``). Names below are loaded lazily so ``import broker.inference`` stays cheap.
+(``InferenceBroker``, the facade over ``state``, ``services``, ``accounts``, ``sessions`` and
+``responses``). Names below are loaded lazily so ``import broker.inference`` stays cheap.
 """
 
 from __future__ import annotations

@@ -21,15 +21,20 @@ APScheduler job per provider (:mod:`broker.funding`); otherwise a pluggable :cla
 runs at the start of :meth:`InferenceBroker.get_request_headers` — by default
 :class:`~broker.funding.inline.InlineFunding` (the SDK's inline check, single-flight per provider and
 rate-limited; it does not create missing sub-accounts). Pass ``funding=NoFunding()`` to turn it off.
+
+This module is the public facade. Like the SDK's processors (``inference/broker/{account,request,
+response,verifier}.js``), the work is done by parts it composes, all sharing one
+:class:`~broker.inference.state.BrokerState` (caches and their lock) owned by the broker:
+:mod:`~broker.inference.services` (discovery, §5.1), :mod:`~broker.inference.accounts` (sub-accounts
+and acknowledgement, §5.2–§5.3), :mod:`~broker.inference.sessions` (headers, session tokens and API
+keys, §5.4–§5.5, §6) and :mod:`~broker.inference.responses` (fees and verification, §7–§8). Public
+methods checksum the provider address, then delegate.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
@@ -38,54 +43,34 @@ from web3 import Web3
 
 from broker.chain.addresses import checksum_address
 from broker.chain.contracts import InferenceServingContract
-from broker.chain.errors import error_class
-from broker.chain.sender import TransactionSender, call_view
+from broker.chain.sender import TransactionSender
 from broker.funding.checker import FundingChecker, FundingListener
 from broker.funding.inline import InlineFunding
 from broker.funding.policy import DEFAULT_BUFFER_MULTIPLIER, BufferMultiplier
 from broker.funding.scheduler import DEFAULT_INTERVAL_S, FundingScheduler
 from broker.funding.status import FundingStatus
-from broker.inference.errors import (
-    AccountNotFoundError,
-    InvalidTokenIdError,
-    ProviderModelsError,
-    RevokeAcknowledgementError,
-    SignerNotAcknowledgedError,
-    UnknownProviderError,
-    UnknownServiceTypeError,
-    UsageError,
+from broker.inference.accounts import (
+    ACCOUNT_INFO_TTL_S,
+    SUB_ACCOUNT_CREATION_AMOUNT,
+    AcknowledgeResult,
+    SubAccounts,
 )
 from broker.inference.fee_store import FeeStore
-from broker.inference.fees import fee_for_content
 from broker.inference.models import (
     Account,
     AccountDetail,
     ApiKeyInfo,
-    ProviderModelInfo,
     ProviderModels,
     Service,
     ServiceMetadata,
     SignerStatus,
 )
-from broker.inference.response_signature import (
-    DEFAULT_SIGNATURE_TIMEOUT_S,
-    VerificationReason,
-    VerificationResult,
-    verify_response_signature,
-)
-from broker.inference.token import (
-    EPHEMERAL_TOKEN_ID,
-    MAX_PERSISTENT_TOKEN_ID,
-    SessionToken,
-    authorization_header,
-    is_token_revoked,
-    lowest_free_token_id,
-    new_session_token,
-    now_ms,
-    sign_session_token,
-)
+from broker.inference.response_signature import DEFAULT_SIGNATURE_TIMEOUT_S, VerificationResult
+from broker.inference.responses import ResponseProcessor
+from broker.inference.services import PAGE_LIMIT, SERVICE_CACHE_TTL_S, ServiceDirectory
+from broker.inference.sessions import SESSION_REFRESH_MARGIN_MS, SessionManager
+from broker.inference.state import BrokerState
 from broker.ledger.models import TxResult
-from broker.units import Neuron
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -107,23 +92,6 @@ __all__ = [
     "is_session_rejection",
 ]
 
-logger = logging.getLogger(__name__)
-
-SERVICE_CACHE_TTL_S = 600.0
-ACK_CACHE_TTL_S = 600.0
-ACCOUNT_INFO_TTL_S = 300.0
-SESSION_REFRESH_MARGIN_MS = 3_600_000
-PAGE_LIMIT = 50
-SUB_ACCOUNT_CREATION_AMOUNT = 10**18  # neuron (1 0G, MIN_TRANSFER_AMOUNT)
-MODELS_TIMEOUT_S = 10.0
-MODELS_MAX_BYTES = 5_000_000
-
-_SIGNATURE_RETRY_REASONS = (
-    VerificationReason.SIGNER_NOT_ACKNOWLEDGED,
-    VerificationReason.SIGNATURE_MISMATCH,
-    VerificationReason.NOT_VERIFIABLE,
-)
-
 
 class FundingStrategy(Protocol):
     """Hook run at the start of every :meth:`InferenceBroker.get_request_headers` (the SDK's inline
@@ -142,25 +110,6 @@ class NoFunding:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class AcknowledgeResult:
-    """What :meth:`InferenceBroker.acknowledge_provider_signer` did.
-
-    Attributes:
-        provider: checksummed provider address.
-        sub_account_created: a sub-account was created first by transferring ``transferred``.
-        transferred: neuron moved from the ledger to create the sub-account (0 if none).
-        already_acknowledged: nothing to do; no acknowledgement transaction was sent.
-        tx: the ``acknowledgeTEESigner`` transaction, if one was sent.
-    """
-
-    provider: str
-    sub_account_created: bool
-    transferred: int
-    already_acknowledged: bool
-    tx: TxResult | None
-
-
 def is_session_rejection(status_code: int, body: str | bytes = "") -> bool:
     """True when a provider response means the cached session token should be dropped and the request
     retried once (§13 item 9): HTTP 401/403, or 400 whose body mentions ``validate session``."""
@@ -170,12 +119,6 @@ def is_session_rejection(status_code: int, body: str | bytes = "") -> bool:
         text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
         return "validate session" in text
     return False
-
-
-@dataclass
-class _Session:
-    token: SessionToken
-    api_key: str
 
 
 class InferenceBroker:
@@ -212,7 +155,6 @@ class InferenceBroker:
     ) -> None:
         self.w3 = w3
         self.sender = sender
-        self._account = account
         self.address: str = checksum_address(account.address, field="account")
         self.contract = InferenceServingContract(w3, inference_contract_address, sender)
         self.ledger = ledger_broker
@@ -222,13 +164,19 @@ class InferenceBroker:
         self.funding: FundingStrategy = funding or InlineFunding()
         self._funding_checker: FundingChecker | None = None
         self._funding_scheduler: FundingScheduler | None = None
-        self._clock = clock
-        self._lock = threading.RLock()
-        self._provider_locks: dict[str, threading.Lock] = {}
-        self._services: dict[str, tuple[Service, float]] = {}
-        self._acks: dict[str, float] = {}
-        self._account_info: dict[str, tuple[int, int, float]] = {}
-        self._sessions: dict[str, _Session] = {}
+        # the processors share one state (caches and their lock), owned here and passed explicitly
+        self._state = BrokerState(clock=clock)
+        self._lock = self._state.lock
+        self._services = ServiceDirectory(self.contract, self._state, self._http)
+        self._accounts = SubAccounts(
+            self.contract, sender, self.address, ledger_broker, self._services, self._state
+        )
+        self._sessions = SessionManager(
+            self.contract, self.address, account, self._accounts, self._open_fee_store, self._state
+        )
+        self._responses = ResponseProcessor(
+            self.address, self._services, self._open_fee_store, self._http
+        )
 
     @classmethod
     def from_broker(cls, broker: Broker, **kwargs: Any) -> InferenceBroker:
@@ -262,6 +210,9 @@ class InferenceBroker:
     @property
     def fee_store(self) -> FeeStore:
         """The fee store (opened at the default location on first use when none was given)."""
+        return self._open_fee_store()
+
+    def _open_fee_store(self) -> FeeStore:
         with self._lock:
             if self._fee_store is None:
                 self._fee_store = FeeStore()
@@ -270,28 +221,7 @@ class InferenceBroker:
     def _provider(self, provider: str) -> str:
         return checksum_address(provider, field="provider")
 
-    def _provider_lock(self, provider: str) -> threading.Lock:
-        with self._lock:
-            return self._provider_locks.setdefault(provider, threading.Lock())
-
     # ------------------------------------------------------------------------- discovery (§5.1)
-
-    def _fetch_service(self, provider: str) -> Service:
-        try:
-            service = Service.from_chain(self.contract.get_service(provider))
-        except error_class("ServiceNotExist"):
-            raise UnknownProviderError(f"no service registered for provider {provider}") from None
-        with self._lock:
-            self._services[provider] = (service, self._clock() + SERVICE_CACHE_TTL_S)
-        return service
-
-    def _cached_service(self, provider: str) -> tuple[Service, bool]:
-        """(service, came_from_cache)."""
-        with self._lock:
-            entry = self._services.get(provider)
-        if entry is not None and entry[1] > self._clock():
-            return entry[0], True
-        return self._fetch_service(provider), False
 
     def get_service(self, provider: str, *, refresh: bool = False) -> Service:
         """``getService(provider)``, cached 10 min (``refresh`` bypasses the cache).
@@ -303,10 +233,7 @@ class InferenceBroker:
             InvalidAddressError: malformed address. UnknownProviderError: none registered.
             RPCError: the node is unreachable.
         """
-        provider = self._provider(provider)
-        if refresh:
-            return self._fetch_service(provider)
-        return self._cached_service(provider)[0]
+        return self._services.get(self._provider(provider), refresh=refresh)
 
     def list_service(self, include_unacknowledged: bool = False) -> list[Service]:
         """Every registered service (all pages of ``getAllServices(offset, 50)``); unless
@@ -315,27 +242,13 @@ class InferenceBroker:
         Returns:
             list of :class:`~broker.inference.models.Service`, in contract order.
         """
-        services: list[Service] = []
-        offset = 0
-        while True:
-            page, total = self.contract.get_all_services(offset, PAGE_LIMIT)
-            services.extend(Service.from_chain(s) for s in page)
-            offset += len(page)
-            if not page or offset >= total:
-                break
-        expiry = self._clock() + SERVICE_CACHE_TTL_S
-        with self._lock:
-            for s in services:
-                self._services[checksum_address(s.provider)] = (s, expiry)
-        if include_unacknowledged:
-            return services
-        return [s for s in services if s.tee_signer_acknowledged]
+        # PAGE_LIMIT is read here, at call time, so this module's constant stays the page size
+        return self._services.list_all(include_unacknowledged, page_limit=PAGE_LIMIT)
 
     def get_service_metadata(self, provider: str, model: str | None = None) -> ServiceMetadata:
         """``{endpoint: url + "/v1/proxy", model: model or service.model}`` [0.9]. The model id is
         not validated locally (the provider rejects unknown ids)."""
-        service = self.get_service(provider)
-        return ServiceMetadata(endpoint=service.url + "/v1/proxy", model=model or service.model)
+        return self._services.metadata(self._provider(provider), model)
 
     def get_provider_models(self, provider: str) -> ProviderModels:
         """``GET {url}/v1/models`` [0.9] (no authentication, 10 s, ≤ 5 MB) with a strict shape check:
@@ -344,50 +257,9 @@ class InferenceBroker:
         Raises:
             ProviderModelsError: HTTP failure, oversized or non-JSON body, or another shape.
         """
-        service = self.get_service(provider)
-        url = service.url.rstrip("/") + "/v1/models"
-        try:
-            response = self._http.get(url, timeout=MODELS_TIMEOUT_S)
-        except httpx.HTTPError as exc:
-            raise ProviderModelsError(f"GET {url} failed: {type(exc).__name__}") from None
-        if not response.is_success:
-            raise ProviderModelsError(f"GET {url} returned HTTP {response.status_code}")
-        if len(response.content) > MODELS_MAX_BYTES:
-            raise ProviderModelsError(f"GET {url}: body larger than {MODELS_MAX_BYTES} bytes")
-        try:
-            body = response.json()
-        except ValueError:
-            raise ProviderModelsError(f"GET {url}: response is not JSON") from None
-        if (
-            not isinstance(body, dict)
-            or body.get("object") != "list"
-            or not isinstance(body.get("data"), list)
-        ):
-            raise ProviderModelsError(f'GET {url}: expected {{"object": "list", "data": [...]}}')
-        try:
-            models = [ProviderModelInfo.model_validate(m) for m in body["data"]]
-        except ValueError as exc:
-            raise ProviderModelsError(f"GET {url}: invalid model entry ({exc})") from None
-        return ProviderModels(
-            provider=service.provider, url=service.url, multi_model=service.multi_model,
-            price_denomination=service.price_denomination, default_model=service.model,
-            models=models,
-        )  # fmt: skip
+        return self._services.provider_models(self._provider(provider))
 
     # ------------------------------------------------------------------------- accounts (§5.2)
-
-    def _read_account(self, provider: str) -> Account | None:
-        try:
-            account = self.contract.get_account(self.address, provider)
-        except error_class("AccountNotExists"):
-            return None
-        with self._lock:
-            self._account_info[provider] = (
-                account.generation,
-                account.revoked_bitmap,
-                self._clock() + ACCOUNT_INFO_TTL_S,
-            )
-        return account
 
     def get_account(self, provider: str) -> Account:
         """``getAccount(user, provider)``: the sub-account (amounts in neuron).
@@ -395,14 +267,7 @@ class InferenceBroker:
         Raises:
             AccountNotFoundError: no sub-account. InvalidAddressError, RPCError.
         """
-        provider = self._provider(provider)
-        account = self._read_account(provider)
-        if account is None:
-            raise AccountNotFoundError(
-                f"no sub-account for provider {provider}; transfer funds to it first "
-                "(ledger.transfer_fund)"
-            )
-        return account
+        return self._accounts.get(self._provider(provider))
 
     def get_account_with_detail(self, provider: str) -> AccountDetail:
         """The sub-account and its pending refunds with ``remain_time`` = seconds until unlock
@@ -411,50 +276,14 @@ class InferenceBroker:
         Raises:
             AccountNotFoundError, InvalidAddressError, RPCError.
         """
-        account = self.get_account(provider)
-        lock_time = self.contract.lock_time()
-        return AccountDetail.build(account, lock_time, int(self._clock()))
+        return self._accounts.detail(self._provider(provider))
 
     def list_account(self) -> list[Account]:
         """All of this user's sub-accounts (all pages of ``getAccountsByUser(user, offset, 50)``)."""
-        accounts: list[Account] = []
-        offset = 0
-        fns = self.contract.contract.functions
-        while True:
-            page, total = call_view(fns.getAccountsByUser(self.address, offset, PAGE_LIMIT))
-            accounts.extend(Account.from_tuple(a) for a in page)
-            offset += len(page)
-            if not page or offset >= int(total):
-                break
-        return accounts
-
-    def _account_info_cached(self, provider: str) -> tuple[int, int]:
-        """(generation, revoked_bitmap), cached 5 min; (0, 0) when no account exists."""
-        with self._lock:
-            entry = self._account_info.get(provider)
-        if entry is not None and entry[2] > self._clock():
-            return entry[0], entry[1]
-        account = self._read_account(provider)
-        return (0, 0) if account is None else (account.generation, account.revoked_bitmap)
+        # PAGE_LIMIT is read here, at call time, so this module's constant stays the page size
+        return self._accounts.list_all(page_limit=PAGE_LIMIT)
 
     # ------------------------------------------------------------------------- acknowledgement (§5.3)
-
-    def _ensure_sub_account(self, provider: str, create: bool) -> tuple[Account, bool]:
-        account = self._read_account(provider)
-        if account is not None:
-            return account, False
-        if not create:
-            raise AccountNotFoundError(
-                f"no sub-account for provider {provider} (create_sub_account=False)"
-            )
-        logger.warning(
-            "creating the sub-account for provider %s: transferring 1 0G from the ledger", provider
-        )
-        self.ledger.transfer_fund(provider, "inference", Neuron(SUB_ACCOUNT_CREATION_AMOUNT))
-        account = self._read_account(provider)
-        if account is None:  # pragma: no cover - the transfer creates it
-            raise AccountNotFoundError(f"sub-account for {provider} missing after transferFund")
-        return account, True
 
     def acknowledge_provider_signer(
         self, provider: str, *, create_sub_account: bool = True
@@ -472,19 +301,7 @@ class InferenceBroker:
             AccountNotFoundError (``create_sub_account=False``); ledger errors (no ledger,
             insufficient balance); chain errors.
         """
-        provider = self._provider(provider)
-        account, created = self._ensure_sub_account(provider, create_sub_account)
-        transferred = SUB_ACCOUNT_CREATION_AMOUNT if created else 0
-        if account.acknowledged:
-            with self._lock:
-                self._acks[provider] = self._clock() + ACK_CACHE_TTL_S
-            return AcknowledgeResult(provider, created, transferred, True, None)
-        receipt = self.contract.acknowledge_tee_signer(provider, True)
-        with self._lock:
-            self._acks[provider] = self._clock() + ACK_CACHE_TTL_S
-        return AcknowledgeResult(
-            provider, created, transferred, False, TxResult.from_receipt(receipt)
-        )
+        return self._accounts.acknowledge(self._provider(provider), create_sub_account)
 
     def acknowledged(self, provider: str) -> bool:
         """Whether this user acknowledged the provider's signer (positive answers cached 10 min).
@@ -492,16 +309,7 @@ class InferenceBroker:
         Raises:
             AccountNotFoundError: no sub-account.
         """
-        provider = self._provider(provider)
-        with self._lock:
-            expiry = self._acks.get(provider)
-        if expiry is not None and expiry > self._clock():
-            return True
-        account = self.get_account(provider)
-        if account.acknowledged:
-            with self._lock:
-                self._acks[provider] = self._clock() + ACK_CACHE_TTL_S
-        return account.acknowledged
+        return self._accounts.acknowledged(self._provider(provider))
 
     def check_provider_signer_status(
         self, provider: str, *, create_sub_account: bool = True
@@ -515,16 +323,7 @@ class InferenceBroker:
             :class:`~broker.inference.models.SignerStatus`: ``is_acknowledged`` iff
             ``teeSignerAcknowledged`` and a non-zero signer address.
         """
-        provider = self._provider(provider)
-        created = False
-        if create_sub_account:
-            _, created = self._ensure_sub_account(provider, True)
-        service = self.get_service(provider, refresh=True)
-        signer = service.tee_signer_address
-        zero = not signer or int(signer, 16) == 0
-        if service.tee_signer_acknowledged and not zero:
-            return SignerStatus(True, signer, created)
-        return SignerStatus(False, "" if zero else signer, created)
+        return self._accounts.signer_status(self._provider(provider), create_sub_account)
 
     def revoke_acknowledge_provider_signer(self, provider: str) -> TxResult:
         """Withdraw this user's acknowledgement (``acknowledgeTEESigner(p, false)``).
@@ -533,16 +332,7 @@ class InferenceBroker:
             RevokeAcknowledgementError: the sub-account balance is not zero (nothing sent).
             AccountNotFoundError, chain errors.
         """
-        provider = self._provider(provider)
-        account = self.get_account(provider)
-        if account.balance > 0:
-            raise RevokeAcknowledgementError(
-                "Cannot revoke acknowledgement when account balance is not zero."
-            )
-        receipt = self.contract.acknowledge_tee_signer(provider, False)
-        with self._lock:
-            self._acks.pop(provider, None)
-        return TxResult.from_receipt(receipt)
+        return self._accounts.revoke_acknowledgement(self._provider(provider))
 
     def acknowledge_provider_tee_signer(self, provider: str) -> TxResult:
         """Contract-owner only: ``acknowledgeTEESignerByOwner(provider)``.
@@ -550,39 +340,13 @@ class InferenceBroker:
         Raises:
             ContractRevertError (e.g. ``OwnableUnauthorizedAccount`` for non-owners), chain errors.
         """
-        provider = self._provider(provider)
-        fn = self.contract.contract.functions.acknowledgeTEESignerByOwner(provider)
-        receipt = self.sender.send(fn)
-        with self._lock:
-            self._services.pop(provider, None)
-        return TxResult.from_receipt(receipt)
+        return self._accounts.owner_acknowledge(self._provider(provider))
 
     def revoke_provider_tee_signer_acknowledgement(self, provider: str) -> TxResult:
         """Contract-owner only: ``revokeTEESignerAcknowledgement(provider)``."""
-        provider = self._provider(provider)
-        fn = self.contract.contract.functions.revokeTEESignerAcknowledgement(provider)
-        receipt = self.sender.send(fn)
-        with self._lock:
-            self._services.pop(provider, None)
-        return TxResult.from_receipt(receipt)
+        return self._accounts.owner_revoke(self._provider(provider))
 
     # ------------------------------------------------------------------------- headers (§5.4, §6)
-
-    def _session(self, provider: str) -> _Session:
-        with self._provider_lock(provider):
-            with self._lock:
-                session = self._sessions.get(provider)
-            if (
-                session is not None
-                and session.token.expires_at > now_ms() + SESSION_REFRESH_MARGIN_MS
-            ):
-                return session
-            generation, _ = self._account_info_cached(provider)
-            token = new_session_token(self.address, provider, generation=generation)
-            session = _Session(token, sign_session_token(token, self._account))
-            with self._lock:
-                self._sessions[provider] = session
-            return session
 
     def get_request_headers(self, provider: str, content: Any = None) -> dict[str, str]:
         """``{"Authorization": "Bearer app-sk-…"}`` for a request to ``provider``.
@@ -603,25 +367,12 @@ class InferenceBroker:
     def session_headers(self, provider: str) -> dict[str, str]:
         """:meth:`get_request_headers` without the funding strategy (used by the funding cycle
         itself for ``/unsettledfee``). Same return value and errors."""
-        provider = self._provider(provider)
-        try:
-            ok = self.acknowledged(provider)
-        except AccountNotFoundError:
-            ok = False
-        if not ok:
-            raise SignerNotAcknowledgedError(
-                f"Provider signer is not acknowledged ({provider}); call "
-                "acknowledge_provider_signer first"
-            )
-        return {"Authorization": authorization_header(self._session(provider).api_key)}
+        return self._sessions.headers(self._provider(provider))
 
     def invalidate_session(self, provider: str) -> None:
         """Forget the cached ephemeral token and account info of ``provider`` (call it when the
         provider rejects a token, then retry once; see :func:`is_session_rejection`)."""
-        provider = self._provider(provider)
-        with self._lock:
-            self._sessions.pop(provider, None)
-            self._account_info.pop(provider, None)
+        self._sessions.invalidate(self._provider(provider))
 
     # ------------------------------------------------------------------------- auto-funding (§7.3-7.4)
 
@@ -727,42 +478,7 @@ class InferenceBroker:
         Raises:
             InvalidTokenIdError: id out of range or already revoked, or no id left.
         """
-        provider = self._provider(provider)
-        if token_id is not None and (
-            isinstance(token_id, bool)
-            or not isinstance(token_id, int)
-            or not 0 <= token_id <= MAX_PERSISTENT_TOKEN_ID
-        ):
-            raise InvalidTokenIdError(f"Invalid tokenId: {token_id}. Must be between 0 and 254")
-        account = self._read_account(provider)
-        generation = account.generation if account else 0
-        bitmap = account.revoked_bitmap if account else 0
-        with self._provider_lock(provider):
-            if token_id is None:
-                taken = self.fee_store.issued_token_ids(self.address, provider, generation)
-                token_id = lowest_free_token_id(bitmap, taken)
-            elif is_token_revoked(bitmap, token_id):
-                raise InvalidTokenIdError(
-                    f"TokenId {token_id} is already revoked. Use a different tokenId or call "
-                    "revokeAllTokens() to reset."
-                )
-            token = new_session_token(
-                self.address,
-                provider,
-                generation=generation,
-                token_id=token_id,
-                duration_ms=duration,
-            )
-            raw = sign_session_token(token, self._account)
-            self.fee_store.record_issued_token(
-                self.address, provider, generation, token_id, token.timestamp, token.expires_at
-            )
-        return ApiKeyInfo(
-            token_id=token_id,
-            created_at=token.timestamp,
-            expires_at=token.expires_at,
-            raw_token=raw,
-        )
+        return self._sessions.create_api_key(self._provider(provider), token_id, duration)
 
     def revoke_token(self, provider: str, token_id: int) -> TxResult:
         """Revoke one persistent key: ``revokeToken(provider, tokenId)``.
@@ -771,25 +487,12 @@ class InferenceBroker:
             InvalidTokenIdError: 255 (``Cannot revoke ephemeral token individually…``) or outside
                 0–254 (nothing sent). Chain errors.
         """
-        provider = self._provider(provider)
-        if token_id == EPHEMERAL_TOKEN_ID:
-            raise InvalidTokenIdError(
-                "Cannot revoke ephemeral token individually. Use revokeAllTokens() instead."
-            )
-        if isinstance(token_id, bool) or not isinstance(token_id, int) or not 0 <= token_id <= 254:
-            raise InvalidTokenIdError(f"Invalid tokenId: {token_id}. Must be between 0 and 254")
-        receipt = self.contract.revoke_token(provider, token_id)
-        with self._lock:
-            self._account_info.pop(provider, None)
-        return TxResult.from_receipt(receipt)
+        return self._sessions.revoke_token(self._provider(provider), token_id)
 
     def revoke_all_tokens(self, provider: str) -> TxResult:
         """Revoke every token of this user for ``provider``: ``revokeAllTokens`` bumps the
         generation and clears the bitmap; the cached session token is dropped."""
-        provider = self._provider(provider)
-        receipt = self.contract.revoke_all_tokens(provider)
-        self.invalidate_session(provider)
-        return TxResult.from_receipt(receipt)
+        return self._sessions.revoke_all_tokens(self._provider(provider))
 
     # ------------------------------------------------------------------------- responses (§7, §8)
 
@@ -824,31 +527,7 @@ class InferenceBroker:
         Raises:
             InvalidAddressError, UnknownProviderError, RPCError.
         """
-        provider = self._provider(provider)
-        service, cached = self._cached_service(provider)
-        if content:
-            try:
-                fee = fee_for_content(
-                    service.service_type, content, service.input_price, service.output_price
-                )
-            except (UnknownServiceTypeError, UsageError) as exc:
-                logger.warning("fee not recorded for %s: %s", provider, exc)
-            else:
-                self.fee_store.add_fee(self.address, provider, fee)
-        result = verify_response_signature(service, chat_id, client=self._http, model=model)
-        if result.verified is False and cached and result.reason in _SIGNATURE_RETRY_REASONS:
-            service = self._fetch_service(provider)
-            result = verify_response_signature(service, chat_id, client=self._http, model=model)
-        if chat_id:
-            self.fee_store.record_verification(self.address, provider, result)
-        if result.verified is False:
-            logger.warning(
-                "response %s from %s not verified: %s",
-                chat_id,
-                provider,
-                result.detail or result.reason.value,
-            )
-        return result
+        return self._responses.process(self._provider(provider), chat_id, content, model)
 
     def process_response(
         self,

@@ -254,6 +254,22 @@ def _retry_delays(attempts: int, backoff: float) -> list[float]:
 _SIGNATURE_HEADERS = {"Content-Type": "application/json"}
 
 
+def _next_delay(response: httpx.Response, delay: float | None, chat_id: str | None) -> float | None:
+    """The retry policy shared by the sync and async verifiers: seconds to wait before fetching
+    again, or ``None`` when ``response`` is final (not a "not found" answer, or no retry left)."""
+    if delay is None or not is_signature_not_found(response):
+        return None
+    logger.debug("signature of %s not stored yet; retrying in %.2f s", chat_id, delay)
+    return delay
+
+
+def _transport_failure(
+    exc: httpx.HTTPError, signer: str, chat_id: str | None
+) -> VerificationResult:
+    """``verified=False`` for a signature fetch that failed below HTTP (connect, timeout, …)."""
+    return evaluate_signature_response(None, signer, chat_id, type(exc).__name__ + f": {exc}")
+
+
 def _prepare_signature_request(
     service: Service, chat_id: str | None, model: str | None
 ) -> VerificationResult | tuple[str, str]:
@@ -311,12 +327,12 @@ def verify_response_signature(
     try:
         for delay in [*delays, None]:
             response = http.get(url, headers=_SIGNATURE_HEADERS, timeout=timeout)
-            if delay is None or not is_signature_not_found(response):
+            wait = _next_delay(response, delay, chat_id)
+            if wait is None:
                 break
-            logger.debug("signature of %s not stored yet; retrying in %.2f s", chat_id, delay)
-            time.sleep(delay)
+            time.sleep(wait)
     except httpx.HTTPError as exc:
-        return evaluate_signature_response(None, signer, chat_id, type(exc).__name__ + f": {exc}")
+        return _transport_failure(exc, signer, chat_id)
     finally:
         if own:
             http.close()
@@ -345,12 +361,12 @@ async def averify_response_signature(
     try:
         for delay in [*delays, None]:
             response = await http.get(url, headers=_SIGNATURE_HEADERS, timeout=timeout)
-            if delay is None or not is_signature_not_found(response):
+            wait = _next_delay(response, delay, chat_id)
+            if wait is None:
                 break
-            logger.debug("signature of %s not stored yet; retrying in %.2f s", chat_id, delay)
-            await asyncio.sleep(delay)
+            await asyncio.sleep(wait)
     except httpx.HTTPError as exc:
-        return evaluate_signature_response(None, signer, chat_id, type(exc).__name__ + f": {exc}")
+        return _transport_failure(exc, signer, chat_id)
     finally:
         if own:
             await http.aclose()

@@ -1,0 +1,49 @@
+"""Loopback HTTP servers for tests (imported by name: ``tests/conftest.py`` puts ``tests/helpers`` on
+sys.path): a free port, and a uvicorn server running an ASGI app in a daemon thread."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import uvicorn
+
+__all__ = ["UvicornThread", "free_port"]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class UvicornThread:
+    """``with UvicornThread(app, port) as server:`` serves ``app`` on ``127.0.0.1:port`` (``server.url``)
+    from a daemon thread; ``server.server`` is the ``uvicorn.Server``.
+
+    Args:
+        app: the ASGI app.
+        port: the loopback port (see :func:`free_port`).
+        start_polls: how many 20 ms polls to wait for the start before raising ``RuntimeError``.
+    """
+
+    def __init__(self, app, port: int, *, start_polls: int = 200) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                                    log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = f"http://127.0.0.1:{port}"
+        self._start_polls = start_polls
+
+    def __enter__(self):
+        self.thread.start()
+        for _ in range(self._start_polls):
+            if self.server.started:
+                return self
+            time.sleep(0.02)
+        raise RuntimeError("server did not start")
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(5)
