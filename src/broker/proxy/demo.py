@@ -20,6 +20,7 @@ from typing import Self
 from rich.console import Console
 from rich.text import Text
 
+from broker.proxy.errors import ProxyConfigError
 from broker.units import format_0g
 from broker.worker.pipelines.loader import limits_for
 
@@ -93,10 +94,18 @@ def run_demo(prompt: str, out: Path, *, model: str = "tiny", keep: bool = False,
         :class:`DemoResult`.
 
     Raises:
+        ProxyConfigError (the ``[demo]`` extra — openai, torch, diffusers — is not installed),
         DevnetError (anvil missing: run ``scripts/setup``), ProxyStartupError, openai errors from the
         image request.
     """
-    import openai
+    try:
+        import openai
+        import torch  # noqa: F401 - the tiny worker runs in this process
+    except ImportError as exc:
+        raise ProxyConfigError(
+            f"the demo needs the [demo] extra ({exc.name} is missing): "
+            "pip install '0g-broker[demo]' (or run scripts/setup)"
+        ) from None
 
     from broker.broker import create_broker
     from broker.devnet import fund_new_account, start_devnet
