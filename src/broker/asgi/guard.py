@@ -61,6 +61,7 @@ __all__ = [
     "UNSAFE_METHODS",
     "GuardRefusal",
     "LocalGuard",
+    "bound_host_names",
     "is_loopback_host",
     "openai_error_body",
     "split_list",
@@ -161,6 +162,17 @@ def is_loopback_host(host: str) -> bool:
         return False
     mapped = getattr(ip, "ipv4_mapped", None)
     return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+def bound_host_names(bind: str) -> list[str]:
+    """The ``Host`` names a server bound to ``bind`` accepts besides the loopback names: the address
+    itself when it is a specific non-loopback one (``"192.168.1.5"`` → ``["192.168.1.5"]``, an
+    address cannot be rebound); none for wildcards (``0.0.0.0``, ``::``, ``""``) or loopback, where
+    the operator lists the names clients use in ``allowed_hosts``."""
+    host = bind.strip().strip("[]").lower()
+    if host in ("", "0.0.0.0", "::") or is_loopback_host(host):
+        return []
+    return [host]
 
 
 def _origin_key(value: str) -> tuple[str, str, int] | None:
