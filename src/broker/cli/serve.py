@@ -37,14 +37,14 @@ def serve_cmd(
 ) -> None:
     """Run the OpenAI-compatible local proxy for one provider: it pays, signs, verifies and bills
     every request."""
-    from click.core import ParameterSource
     from pydantic import ValidationError
 
     from broker.proxy.app import serve
     from broker.proxy.errors import ProxyConfigError
     from broker.proxy.settings import ServeSettings
 
-    if api_key is not None and ctx.get_parameter_source("api_key") == ParameterSource.COMMANDLINE:
+    source = ctx.get_parameter_source("api_key")      # typer's own click: compare by name
+    if api_key is not None and getattr(source, "name", "") == "COMMANDLINE":
         err.print("warning: --api-key is visible to other local users in the process list; "
                   "use ZG_SERVE_API_KEY or --api-key-file")
     if api_key_file is not None and api_key_file.exists() and \
