@@ -44,7 +44,6 @@ from broker.provider.forward import (
     rewrite_request,
 )
 from broker.provider.gateway import Gateway
-from broker.provider.limits import client_ip
 from broker.provider.protocol import ModelCard, ModelList, SignatureResponse, UnsettledFeeResponse
 
 __all__ = ["create_app"]
@@ -141,7 +140,7 @@ def create_app(gw: Gateway) -> FastAPI:
     app.add_middleware(GatewayCORS)     # the two B2 policies, by path
 
     def _peer(request: Request) -> str:
-        return client_ip(request.headers, request.client and request.client.host)
+        return gw.limits.client_ip(request.headers, request.client and request.client.host)
 
     def _check_ip(request: Request) -> None:
         """The per-IP bucket of B6: ``/v1/proxy/*`` and the other ``/v1`` routes differ."""

@@ -23,7 +23,7 @@ from broker.provider.settlement import SettlementScheduler, Settler
 from broker.provider.signing import SignatureStore
 from broker.provider.tee import load_tee_signer
 
-__all__ = ["build_gateway", "load_provider_wallet", "resolve_chain", "serve"]
+__all__ = ["UVICORN_OPTIONS", "build_gateway", "load_provider_wallet", "resolve_chain", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,11 +97,18 @@ def build_gateway(settings: ProviderSettings, *, signer: Any = None,
                                max_per_user_concurrent=settings.max_per_user_concurrent,
                                max_global_concurrent=settings.max_global_concurrent,
                                handler_ip_rps=settings.handler_ip_rps,
-                               handler_ip_burst=settings.handler_ip_burst),
+                               handler_ip_burst=settings.handler_ip_burst,
+                               trusted_proxies=settings.trusted_proxies),
                  settler=settler)
     if with_scheduler:
         gw.scheduler = SettlementScheduler(settler, settings.settlement_interval)
     return gw
+
+
+#: uvicorn options of the gateway: the client address for the per-IP limits comes from the
+#: configured ``trusted_proxies`` (:func:`broker.provider.limits.client_ip`), so uvicorn must not
+#: rewrite the peer from ``X-Forwarded-For`` itself (its default trusts any local client).
+UVICORN_OPTIONS: dict[str, object] = {"proxy_headers": False}
 
 
 def serve(settings: ProviderSettings) -> None:
@@ -113,7 +120,8 @@ def serve(settings: ProviderSettings) -> None:
     gw = build_gateway(settings)
     gw.scheduler.start()
     try:
-        uvicorn.run(create_app(gw), host=settings.host, port=settings.port, log_level="info")
+        uvicorn.run(create_app(gw), host=settings.host, port=settings.port, log_level="info",
+                    **UVICORN_OPTIONS)
     finally:
         gw.scheduler.shutdown()
         gw.db.dispose()
