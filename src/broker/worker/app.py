@@ -77,6 +77,7 @@ def create_app(
                 client,
                 attempts=settings.webhook_attempts,
                 timeout_seconds=settings.webhook_timeout_seconds,
+                allow_private=settings.webhook_allow_private,
             )
             service = ImageService(settings, engine, jobs, files, notifier)
             app.state.image_service = service
@@ -126,10 +127,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
         if errors and errors[0].get("type") == "json_invalid":
+            reason = str((errors[0].get("ctx") or {}).get("error") or "")
+            message = reason if reason.startswith("request body") else (
+                "request body is not valid JSON"
+            )
             return JSONResponse(
-                error_body(
-                    "request body is not valid JSON", "invalid_request_error", code="invalid_json"
-                ),
+                error_body(message, "invalid_request_error", code="invalid_json"),
                 status_code=400,
             )
         return _validation_response(errors)

@@ -64,7 +64,14 @@ class WorkerSettings(BaseSettings):
         3600.0, gt=0, description="How long finished async jobs stay queryable."
     )
     webhook_attempts: int = Field(3, ge=1, le=10, description="Webhook POST attempts per job.")
-    webhook_timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one webhook POST.")
+    webhook_timeout_seconds: float = Field(
+        5.0, gt=0, le=60, description="Timeout of one webhook POST (connect, read, write)."
+    )
+    webhook_allow_private: bool = Field(
+        False,
+        description="Also POST webhooks to loopback, private and link-local addresses "
+        "(default: public addresses only).",
+    )
     log_level: str = Field("info", description="uvicorn log level.")
 
     @property
