@@ -156,7 +156,11 @@ def create_app(gw: Gateway) -> FastAPI:
     async def lifespan(_app: FastAPI):
         for job_id in await run_in_threadpool(jobs.pending):   # resume after a restart
             start_watch(job_id)
+        if gw.revocations is not None:
+            gw.revocations.start()
         yield
+        if gw.revocations is not None:
+            await run_in_threadpool(gw.revocations.stop)
         if streams:     # let streams in progress finish billing (bounded)
             await asyncio.wait(list(streams), timeout=30)
         for task in list(watchers) + list(streams):

@@ -18,6 +18,7 @@ from broker.provider.db import open_database
 from broker.provider.errors import ProviderConfigError
 from broker.provider.gateway import Gateway
 from broker.provider.limits import Limits
+from broker.provider.revocations import RevocationWatcher
 from broker.provider.settings import ProviderSettings
 from broker.provider.settlement import SettlementScheduler, Settler
 from broker.provider.signing import SignatureStore
@@ -73,7 +74,8 @@ def build_gateway(settings: ProviderSettings, *, signer: Any = None,
         with_scheduler: create (not start) the APScheduler settlement job.
 
     Returns:
-        The :class:`Gateway` (start ``gateway.scheduler`` yourself, or use :func:`serve`).
+        The :class:`Gateway` (start ``gateway.scheduler`` yourself, or use :func:`serve`; the app's
+        lifespan runs ``gateway.revocations``).
     """
     rpc_url, inference_address = resolve_chain(settings)
     w3 = connect(rpc_url)
@@ -83,7 +85,10 @@ def build_gateway(settings: ProviderSettings, *, signer: Any = None,
     signer = signer or load_tee_signer(settings)
     db = open_database(settings.database_url())
     accounts = AccountCache(contract, wallet.address, account_ttl=settings.account_cache_ttl,
-                            service_ttl=settings.service_cache_ttl)
+                            service_ttl=settings.service_cache_ttl,
+                            fallback_ttl=settings.account_fallback_ttl)
+    revocations = RevocationWatcher(w3, inference_address, accounts,  # before the sync: no gap
+                                    interval=settings.revocation_poll_interval)
     accounts.sync_all()
     settler = Settler(db, contract, accounts, signer, chain_id=sender.chain_id, on_sent=on_sent)
     settler.reconcile()
@@ -99,7 +104,7 @@ def build_gateway(settings: ProviderSettings, *, signer: Any = None,
                                handler_ip_rps=settings.handler_ip_rps,
                                handler_ip_burst=settings.handler_ip_burst,
                                trusted_proxies=settings.trusted_proxies),
-                 settler=settler)
+                 settler=settler, revocations=revocations)
     if with_scheduler:
         gw.scheduler = SettlementScheduler(settler, settings.settlement_interval)
     return gw

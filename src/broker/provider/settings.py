@@ -99,7 +99,15 @@ class ProviderSettings(BaseSettings):
         "peer address). Environment: comma-separated or a JSON list.")
     # billing and settlement (B4, B10)
     min_locked_balance: int = Field(10**18, ge=0, description="Reserve in neuron (1 0G, B4.5).")
-    account_cache_ttl: float = Field(600.0, ge=0)
+    account_cache_ttl: float = Field(600.0, ge=0, description="getAccount cache (B3.8, B4) while "
+                                     "the revocation watcher keeps up.")
+    revocation_poll_interval: float = Field(
+        2.0, gt=0, description="Seconds between polls of the revocation events (TokenRevoked, "
+        "TokensRevoked, AllTokensRevoked, AccountDeleted); a revocation is refused within one "
+        "block plus about this.")
+    account_fallback_ttl: float = Field(
+        5.0, ge=0, description="getAccount cache while the revocation watcher is behind (node "
+        "not answering eth_getLogs).")
     service_cache_ttl: float = Field(900.0, ge=0)
     signature_ttl: float = Field(1200.0, gt=0, description="Response-signature retention.")
     settlement_interval: float = Field(600.0, gt=0)

@@ -63,7 +63,8 @@ async def health(request: Request) -> HealthResponse:
 
 @guarded.get("/metrics")
 async def metrics(request: Request) -> Response:
-    """Prometheus exposition (balances refreshed from the chain on each scrape)."""
+    """Prometheus exposition (balances refreshed from the chain on each scrape, within
+    ``chain_timeout`` seconds; the last known values otherwise)."""
     ctx = _ctx(request)
     try:
         await run_in_threadpool(account_snapshot, ctx)
@@ -74,7 +75,9 @@ async def metrics(request: Request) -> Response:
 
 @guarded.get("/v1/account")
 async def account(request: Request) -> JSONResponse:
-    """Ledger, sub-account, fees, auto-funding state, recent verification results."""
+    """Ledger, sub-account, fees, auto-funding state, recent verification results; 200 within
+    ``chain_timeout`` seconds even when the node hangs (``chain.ok`` false, ``chain.unavailable``
+    naming the parts not read)."""
     snapshot = await run_in_threadpool(account_snapshot, _ctx(request))
     return JSONResponse(snapshot.model_dump(mode="json"))
 

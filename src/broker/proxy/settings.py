@@ -49,6 +49,8 @@ class ServeSettings(BaseSettings):
             sub-account at ``unsettled + multiplier × 1 0G``.
         ensure_acknowledged: acknowledge the provider's signer at start-up when needed.
         recent_verifications: how many results ``/v1/account`` shows.
+        chain_timeout: seconds the chain reads of ``/v1/account`` and ``/metrics`` may take (3);
+            parts not read in time are reported as unavailable.
     """
 
     model_config = SettingsConfigDict(env_prefix="ZG_SERVE_", extra="ignore")
@@ -73,6 +75,7 @@ class ServeSettings(BaseSettings):
     funding_buffer_multiplier: int = Field(2, ge=1)
     ensure_acknowledged: bool = True
     recent_verifications: int = Field(20, ge=0, le=500)
+    chain_timeout: float = Field(3.0, gt=0)
 
     @field_validator("allowed_hosts", "allowed_origins", mode="before")
     @classmethod
