@@ -1,0 +1,8 @@
+"""Wire rules shared by the user side (``serve``, the inference broker) and the provider gateway.
+
+Pure functions, no I/O: anything both sides compute (a hash, a canonical body, a count) lives in ONE
+module here so that the two sides cannot drift apart. Import the module you need, e.g.
+``from broker.wire.signed_text import signed_text``; each module declares its own ``__all__``.
+"""
+
+__all__: list[str] = []
