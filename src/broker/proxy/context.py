@@ -118,7 +118,8 @@ def forwarded_body(data: dict[str, Any]) -> bytes:
 async def complete_response(ctx: ProxyContext, response: httpx.Response,
                             bill: Callable[[bytes], Any] | None,
                             on_body: Callable[[int, bytes], Awaitable[None]] | None = None,
-                            *, request_body: bytes | None = None) -> Response:
+                            *, request_body: bytes | None = None,
+                            refused_bill: Callable[[bytes], Any] | None = None) -> Response:
     """Finish a non-streamed upstream response: map errors, read it, verify its signature bound to
     the bytes (``enforce`` may refuse), account the fee, and answer with the provider's status and
     headers (including ``ZG-Res-Key``) plus ``X-0G-Verified``, ``X-0G-Verification-Reason`` and
@@ -130,10 +131,12 @@ async def complete_response(ctx: ProxyContext, response: httpx.Response,
     Args:
         ctx: the proxy context. response: the upstream response (body unread).
         bill: ``raw_response -> content for the fee extractor`` (``None``: bill nothing).
-        on_body: awaited with ``(status, raw_response)`` of a successful response before it is
-            answered (e.g. to record an async job); optional.
+        on_body: awaited with ``(status, raw_response)`` of a successful response that is not
+            refused, before it is answered (e.g. to record an async job); optional.
         request_body: the bytes sent upstream, in the form the gateway forwards them (their
             sha256 must be the signed request hash); ``None``: only the response is bound.
+        refused_bill: what to bill as disputed when ``enforce`` refuses (default ``bill``), e.g.
+            an async submission's request, which the provider bills when the job completes.
 
     Raises:
         ProxyHTTPError: mapped upstream errors; VerificationRefusedError in ``enforce`` mode.
@@ -145,9 +148,10 @@ async def complete_response(ctx: ProxyContext, response: httpx.Response,
     binding = ResponseBinding.of(request_body=request_body, response_body=received)
     result = await ctx.verifier.verify(chat_id, binding=binding)
     refused = ctx.verifier.refuses(result)
-    if on_body is not None:
+    if on_body is not None and not refused:
         await on_body(response.status_code, raw)
-    fee = await ctx.billing.record(bill(raw) if bill is not None else None,
+    charge = refused_bill if refused and refused_bill is not None else bill
+    fee = await ctx.billing.record(charge(raw) if charge is not None else None,
                                    disputed=result if refused else None, chat_id=chat_id)
     ctx.verifier.enforce(result)
     headers = passthrough_headers(response.headers)

@@ -145,7 +145,10 @@ async def async_generate_image(ctx: ProxyContext, request: Request) -> Response:
             return
         await ctx.billing.record_async_job(job_id, json.loads(body))
 
-    return await complete_response(ctx, response, None, on_body=remember, request_body=body)
+    # refused in enforce: the provider still bills the job when it completes (B9); recorded as
+    # disputed now (n images), since the client never learns the job id to poll it
+    return await complete_response(ctx, response, None, on_body=remember, request_body=body,
+                                   refused_bill=lambda _raw: body)
 
 
 async def get_job(ctx: ProxyContext, job_id: str) -> Response:

@@ -88,19 +88,20 @@ class Verifier:
 
     def _reused(self, chat_id: str | None, binding: ResponseBinding | None
                 ) -> VerificationResult | None:
-        """``chat_id_mismatch`` when ``chat_id`` already named an earlier, different response;
-        else remember it (bounded by :data:`SEEN_CHAT_IDS`) and return ``None``."""
+        """``chat_id_mismatch`` when ``chat_id`` already named an earlier response of this proxy
+        (each response gets a fresh ``ZG-Res-Key``, B5: a repeated one was swapped or replayed,
+        even when the two exchanges had identical bytes); else remember it (bounded by
+        :data:`SEEN_CHAT_IDS`) and return ``None``. Only responses with bytes (``binding``) are
+        tracked."""
         if not chat_id or binding is None or binding.response_hash is None:
             return None
         key = chat_id.lower()
-        earlier = self._seen.get(key, "")
-        if earlier and earlier != binding.response_hash:
+        if key in self._seen:
             return VerificationResult(
                 False, VerificationReason.CHAT_ID_MISMATCH, chat_id=chat_id,
                 detail="this chat id already belonged to an earlier response (replayed or swapped "
                        "ZG-Res-Key)", binding=binding.level)
         self._seen[key] = binding.response_hash
-        self._seen.move_to_end(key)
         while len(self._seen) > SEEN_CHAT_IDS:
             self._seen.popitem(last=False)
         return None
