@@ -14,8 +14,9 @@ sides hash the same bytes:
   notation for ``1e-6 ≤ |x| < 1e21``, else ``1e+21`` / ``1e-7`` exponent form (so ``1.0`` → ``1``,
   ``1e2`` → ``100``).
 
-Where a number cannot be forwarded exactly (an integer that a ``float64`` cannot hold, such as
-``2**53 + 1``, or a value outside its range, NaN and infinities) the request is refused with
+Where a number cannot be forwarded exactly (an integer literal whose value a ``float64`` cannot
+hold, such as ``2**53 + 1``, or one outside its range, NaN and infinities; a literal such as
+``41305553579641070`` that *is* the exact value of its float64 passes) the request is refused with
 :class:`ForwardedRequestError` instead of being silently changed: the gateway would forward a
 different number than the caller sent.
 
@@ -124,14 +125,15 @@ def _encode(value: Any, out: list[str]) -> None:
         out.append(_go_string(value))
     elif isinstance(value, int):
         try:
-            as_float = float(value)
+            text = go_float(float(value))
         except OverflowError:
-            as_float = math.inf
-        if math.isinf(as_float) or int(as_float) != value:
+            text = ""
+        # Go decodes the literal to the nearest float64 and prints that: the value must survive
+        if not text or Decimal(text) != value:
             raise ForwardedRequestError(
                 f"the integer {str(value)[:30]} cannot be forwarded exactly (a gateway decodes "
                 "numbers as float64); send it as a string")
-        out.append(go_float(as_float))
+        out.append(text)
     elif isinstance(value, float):
         out.append(go_float(value))
     elif isinstance(value, dict):
