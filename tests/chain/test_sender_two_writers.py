@@ -98,3 +98,30 @@ def test_sender_switches_off_transport_retry_of_sends_only(devnet, fresh_account
     after = list(w3.provider.exception_retry_configuration.method_allowlist)
     assert "eth_sendRawTransaction" not in after
     assert set(before) - set(after) == {"eth_sendRawTransaction"}     # reads still retried
+
+
+def test_unanswered_send_is_not_resent_and_says_it_may_be_mined(devnet, fresh_account):
+    from relay_helpers import HangingRelay
+
+    from broker._exceptions import TransactionError
+
+    relay = HangingRelay(devnet.rpc_url)
+    try:
+        w3 = Web3(Web3.HTTPProvider(relay.url, request_kwargs={"timeout": 2}))
+        sender = TransactionSender(w3, fresh_account, gas_price=2 * w3.eth.gas_price)
+        assert sender.chain_id == devnet.chain_id
+        direct = Web3(Web3.HTTPProvider(devnet.rpc_url))
+        start = direct.eth.get_transaction_count(fresh_account.address)
+        to = Account.create().address
+        relay.mute_sends.set()        # the node gets the transaction; its answer is lost
+        with pytest.raises(TransactionError) as info:
+            sender.send_raw({"to": to, "value": 777, "gas": 21_000})
+        message = str(info.value)
+        assert "may still be mined" in message and "0x" in message
+        relay.release()
+        assert direct.eth.get_transaction_count(fresh_account.address) == start + 1
+        assert direct.eth.get_balance(to) == 777          # landed once, not resent
+        receipt = sender.send_raw({"to": to, "value": 1, "gas": 21_000})   # the lane recovers
+        assert receipt["status"] == 1 and direct.eth.get_balance(to) == 778
+    finally:
+        relay.close()
