@@ -1,25 +1,41 @@
 """A loopback TCP relay in front of a JSON-RPC node that can be switched to misbehave (imported by
-name: ``tests/conftest.py`` puts ``tests/helpers`` on sys.path): the node "hangs" (requests
-swallowed, never answered), or answers nothing to ``eth_sendRawTransaction`` although the node got
-the transaction."""
+name: ``tests/conftest.py`` puts ``tests/helpers`` on sys.path): the node "hangs" (requests held,
+not answered until released), or answers nothing to ``eth_sendRawTransaction`` although the node
+got the transaction."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 __all__ = ["HangingRelay"]
 
 
+@dataclass
+class _Conn:
+    client: socket.socket
+    upstream: socket.socket
+    held: list[bytes] = field(default_factory=list)
+    muted: bool = False
+
+    def close(self) -> None:
+        for s in (self.client, self.upstream):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                s.close()
+
+
 class HangingRelay:
     """A TCP relay to ``target`` (``http://host:port``); :attr:`url` is its own URL.
 
-    * while :attr:`hang` is set, bytes from clients are swallowed (no answer ever comes);
+    * while :attr:`hang` is set, bytes from clients are held (no answer comes);
+      :meth:`release` passes them on, so requests in flight then complete;
     * while :attr:`mute_sends` is set, a connection that carried ``eth_sendRawTransaction`` gets
-      no more answers (the request itself reaches the node).
-
-    :meth:`release` clears both and drops every connection; :meth:`close` also stops listening.
+      no more answers (the request itself reaches the node); :meth:`release` closes it.
     """
 
     def __init__(self, target: str) -> None:
@@ -27,7 +43,7 @@ class HangingRelay:
         self.target = (parts.hostname, parts.port)
         self.hang = threading.Event()
         self.mute_sends = threading.Event()
-        self._conns: list[socket.socket] = []
+        self._conns: list[_Conn] = []
         self._lock = threading.Lock()
         self._server = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
@@ -39,49 +55,54 @@ class HangingRelay:
                 client, _ = self._server.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(self.target)
+            conn = _Conn(client, socket.create_connection(self.target))
             with self._lock:
-                self._conns += [client, upstream]
-            muted = threading.Event()
-            threading.Thread(target=self._pump, args=(client, upstream, True, muted),
-                             daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False, muted),
-                             daemon=True).start()
+                self._conns.append(conn)
+            threading.Thread(target=self._from_client, args=(conn,), daemon=True).start()
+            threading.Thread(target=self._from_node, args=(conn,), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool,
-              muted: threading.Event) -> None:
+    def _from_client(self, conn: _Conn) -> None:
         try:
-            while data := src.recv(65536):
-                if from_client:
+            while data := conn.client.recv(65536):
+                with self._lock:
                     if self.hang.is_set():
-                        continue                      # swallowed: the node never answers
+                        conn.held.append(data)
+                        continue
                     if self.mute_sends.is_set() and b"eth_sendRawTransaction" in data:
-                        muted.set()
-                elif muted.is_set():
-                    continue                          # the node answered; the client never hears
-                dst.sendall(data)
+                        conn.muted = True
+                conn.upstream.sendall(data)
         except OSError:
             pass
-        for s in (src, dst):
-            try:
-                s.close()
-            except OSError:
-                pass
+        conn.close()
+
+    def _from_node(self, conn: _Conn) -> None:
+        try:
+            while data := conn.upstream.recv(65536):
+                if not conn.muted:
+                    conn.client.sendall(data)
+        except OSError:
+            pass
+        conn.close()
 
     def release(self) -> None:
-        """Stop misbehaving and drop the open connections (clients reconnect)."""
-        self.hang.clear()
-        self.mute_sends.clear()
+        """Stop misbehaving: held requests go on to the node, muted connections are closed."""
         with self._lock:
-            conns, self._conns = self._conns, []
-        for s in conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            except OSError:
-                pass
+            self.hang.clear()
+            self.mute_sends.clear()
+            for conn in list(self._conns):
+                if conn.muted:
+                    conn.close()
+                    self._conns.remove(conn)
+                    continue
+                held, conn.held = conn.held, []
+                for data in held:
+                    with contextlib.suppress(OSError):
+                        conn.upstream.sendall(data)
 
     def close(self) -> None:
-        """:meth:`release`, then stop listening."""
-        self.release()
+        """Stop listening and drop every connection."""
         self._server.close()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            conn.close()
