@@ -125,3 +125,43 @@ def test_unanswered_send_is_not_resent_and_says_it_may_be_mined(devnet, fresh_ac
         assert receipt["status"] == 1 and direct.eth.get_balance(to) == 778
     finally:
         relay.close()
+
+
+def test_a_transaction_replaced_by_another_writer_is_sent_again(devnet, fresh_account,
+                                                                manual_mining):
+    """Another writer (here a wallet signing by hand) replaces our pending transaction at a
+    higher price and its transaction is mined: ours can never be mined, so the sender re-signs it
+    with a fresh nonce instead of timing out (and it lands exactly once)."""
+    w3 = manual_mining
+    price = w3.eth.gas_price + GWEI
+    sender = TransactionSender(w3, fresh_account, gas_price=price, receipt_timeout=1,
+                               max_bumps=3)
+    ours, theirs = Account.create().address, Account.create().address
+    w3.provider.make_request("evm_setAutomine", [False])
+    nonce = _pending(w3, fresh_account.address)
+    result: dict[str, object] = {}
+
+    def send() -> None:
+        try:
+            result["receipt"] = sender.send_raw({"to": ours, "value": 5, "gas": 21_000})
+        except Exception as exc:  # noqa: BLE001
+            result["error"] = exc
+
+    t = threading.Thread(target=send)
+    t.start()
+    deadline = time.monotonic() + 10
+    while _pending(w3, fresh_account.address) == nonce and time.monotonic() < deadline:
+        time.sleep(0.05)
+    other = fresh_account.sign_transaction({
+        "to": theirs, "value": 9, "gas": 21_000, "gasPrice": 20 * price, "nonce": nonce,
+        "chainId": devnet.chain_id})
+    w3.eth.send_raw_transaction(other.raw_transaction)       # replaces ours in the pool
+    w3.provider.make_request("evm_mine", [])
+    while t.is_alive() and time.monotonic() < deadline + 20:
+        time.sleep(0.3)
+        w3.provider.make_request("evm_mine", [])
+    t.join(5)
+    assert "error" not in result, result.get("error")
+    receipt = result["receipt"]
+    assert w3.eth.get_transaction(receipt["transactionHash"])["nonce"] == nonce + 1
+    assert (w3.eth.get_balance(ours), w3.eth.get_balance(theirs)) == (5, 9)

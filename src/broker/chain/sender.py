@@ -27,7 +27,11 @@ It fixes the reference SDK's transaction path (``user-broker.md`` §2.2–§2.3,
   would come back ``already known`` and look like another writer's). Another writer's transaction
   is never replaced: only our own broadcast nonce is bumped. A transport failure of
   ``eth_sendRawTransaction`` itself is not retried: the error says the transaction may still be
-  mined and gives its hash. Each sender adds its own random *lane salt* (1–65536 gas) to the gas
+  mined and gives its hash. Before its first broadcast a nonce is checked against the node's
+  ``pending`` count (another writer's pending transactions take nonces our lane does not know).
+  When another writer's transaction took our nonce anyway (it replaced ours in the pool at a
+  higher price) and none of our transactions for that nonce exists any more, nothing of ours can
+  be mined: the transaction is re-signed with a fresh nonce. Each sender adds its own random *lane salt* (1–65536 gas) to the gas
   limit, so two writers practically never sign byte-identical transactions: identical bytes would
   be one transaction on chain that both writers report as theirs (one operation silently lost);
   the salt costs nothing (a legacy transaction pays for the gas used, not the limit). Two writers still cost retries and can race a bump; for heavy use keep
@@ -374,12 +378,34 @@ class TransactionSender:
                 f"gas price {price} neuron/gas exceeds max_gas_price {cap}",
                 nonce=-1, gas_price=price,
             )
-        bumps: list[int] = []
+        for _ in range(NONCE_RETRIES + 1):
+            bumps: list[int] = []
+            nonce, tx_hash, used = self._first_broadcast(base, price, cap, bumps)
+            receipt = self._await_receipt(base, nonce, [tx_hash], used, cap, bumps)
+            if receipt is not None:
+                break
+            # Another writer's transaction consumed our nonce and none of ours exists any more
+            # (replaced in the pool, then dropped): nothing of ours can be mined; send anew.
+            logger.info("nonce %d was consumed by another writer; resending with a fresh nonce",
+                        nonce)
+        else:
+            raise TransactionError(
+                f"another writer on this key consumed the nonce {NONCE_RETRIES + 1} times; "
+                "nothing was mined for this transaction (keep one writer per key)")
+        if receipt["status"] != 1:
+            raise self._decode_failed(base, receipt)
+        return receipt
+
+    def _first_broadcast(self, base: dict[str, Any], price: int, cap: int,
+                         bumps: list[int]) -> tuple[int, str, int]:
+        """Take a nonce and broadcast; returns ``(nonce, hash, price used)``."""
         with self._lock:
             for attempt in range(NONCE_RETRIES + 1):
-                if self._nonce is None:
-                    self._nonce = self._pending_nonce()
-                nonce = self._nonce
+                # The node's pending count catches another writer's transactions that our local
+                # lane does not know about (their nonces are taken even while still pending).
+                pending = self._pending_nonce()
+                nonce = pending if self._nonce is None else max(self._nonce, pending)
+                self._nonce = nonce
                 try:
                     tx_hash, price = self._broadcast(base, nonce, price, cap, bumps, ours=False)
                 except _SendUnanswered as exc:
@@ -401,12 +427,19 @@ class TransactionSender:
                     self._nonce = None
                     raise
                 self._nonce = nonce + 1
-                break
-        hashes = [tx_hash]
+                return nonce, tx_hash, price
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _await_receipt(self, base: dict[str, Any], nonce: int, hashes: list[str], price: int,
+                       cap: int, bumps: list[int]) -> TxReceipt | None:
+        """Wait for a receipt of any of ``hashes``, bumping on timeouts. ``None``: the nonce was
+        consumed by another writer and none of our transactions exists (:meth:`_nonce_lost`)."""
         while True:
             receipt = self._wait_any(hashes, self.receipt_timeout)
             if receipt is not None:
-                break
+                return receipt
+            if self._nonce_lost(nonce, hashes):
+                return None
             if len(bumps) >= self.max_bumps:
                 self._nonce = None
                 raise TransactionTimeoutError(
@@ -426,14 +459,35 @@ class TransactionSender:
                 continue    # the replacement may or may not be in: keep waiting for any hash
             except RPCError as exc:
                 if _matches(str(exc), _NONCE_TOO_LOW_MARKERS):
-                    continue  # one of our earlier transactions was mined meanwhile
+                    continue  # mined meanwhile (ours: the receipt comes; else _nonce_lost)
                 self._nonce = None
                 raise self._refused(exc) from None
             logger.debug("replaced nonce %d with %s at gas price %d", nonce, new_hash, price)
             hashes.append(new_hash)
-        if receipt["status"] != 1:
-            raise self._decode_failed(base, receipt)
-        return receipt
+
+    def _nonce_lost(self, nonce: int, hashes: list[str]) -> bool:
+        """``True`` when ``nonce`` is used on chain and the node knows none of ``hashes`` (not
+        mined, not pending): then none of them can ever be mined, and resending is safe."""
+        try:
+            with rpc_guard("eth_getTransactionCount"):
+                mined = int(self.w3.eth.get_transaction_count(self.address, "latest"))
+            if mined <= nonce:
+                return False
+            for h in hashes:
+                try:
+                    with rpc_guard("eth_getTransactionByHash"):
+                        if self.w3.eth.get_transaction(h) is not None:
+                            return False
+                except TransactionNotFound:
+                    continue
+                except RPCError as exc:
+                    if "not found" not in str(exc).lower():
+                        return False
+        except RPCError:
+            return False            # cannot tell: keep treating it as possibly ours
+        with self._lock:
+            self._nonce = None
+        return True
 
     @staticmethod
     def _refused(exc: RPCError) -> TransactionError:
