@@ -268,7 +268,10 @@ class TransactionSender:
             ContractRevertError: the estimate or the mined transaction reverted (typed subclass).
             GasPriceCapError: still underpriced at ``max_gas_price`` / after ``max_bumps``.
             TransactionTimeoutError: no receipt after the last replacement.
-            TransactionError: the node refused the transaction (for example insufficient funds).
+            TransactionError: the node refused the transaction (for example insufficient funds),
+                did not answer ``eth_sendRawTransaction`` (the message gives the hash: it may
+                still be mined), or another writer on this key took the nonce more than
+                :data:`NONCE_RETRIES` times.
             RPCError: transport failure.
         """
         if value < 0:
