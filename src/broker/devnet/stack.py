@@ -32,6 +32,7 @@ __all__ = [
     "PROVIDER_ACCOUNT_INDEX",
     "ProviderStack",
     "ProviderStackState",
+    "check_worker_model",
     "process_alive",
     "provider_settings",
     "start_provider_stack",
@@ -83,6 +84,34 @@ def stop_process(pid: int, timeout: float = 10.0) -> bool:
     if not process_alive(pid):
         return False
     return terminate_pid(pid, timeout, f"process {pid}")
+
+
+def check_worker_model(model: str) -> str:
+    """Pre-flight for ``--model`` of ``devnet up --with-provider`` and ``demo``, before anything is
+    started: ``"tiny"``, an existing local folder, or a Hub id (``org/name``; fetched by the worker).
+
+    Args:
+        model: the model reference.
+
+    Returns:
+        ``model`` unchanged.
+
+    Raises:
+        InputError: empty, or a path (absolute, ``./``, ``../``, ``~``) that is not a folder.
+    """
+    from broker._exceptions import InputError
+
+    text = (model or "").strip()
+    if not text:
+        raise InputError("the worker model is empty: pass 'tiny', a local Z-Image folder or a Hub id")
+    if text == "tiny":
+        return model
+    path = Path(text).expanduser()
+    looks_local = text.startswith(("/", "./", "../", "~")) or path.exists()
+    if looks_local and not path.is_dir():
+        raise InputError(f"model folder {text} does not exist (or is not a folder); pass 'tiny', "
+                         "a local Z-Image folder or a Hub id")
+    return model
 
 
 def provider_settings(state: DevnetState, *, provider_key: str, home: Path, model: str,
@@ -317,6 +346,7 @@ def start_provider_stack(
 
     if price_per_image < 0:
         raise ValueError("price_per_image must be >= 0 (neuron)")
+    check_worker_model(model)
     home = Path(home or broker_home() / "devnet" / "provider")
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     if provider_key is None:
