@@ -33,6 +33,7 @@ __all__ = [
     "ProviderStack",
     "ProviderStackState",
     "check_worker_model",
+    "gateway_db_name",
     "process_alive",
     "provider_settings",
     "start_provider_stack",
@@ -114,13 +115,26 @@ def check_worker_model(model: str) -> str:
     return model
 
 
+def gateway_db_name(state: DevnetState) -> str:
+    """The gateway database file of a devnet stack, keyed by the devnet instance:
+    ``gateway-<chain_tag>.db`` (chain id, LedgerManager address and genesis hash, see
+    :func:`broker.config.chain_state.chain_tag`), so a new devnet never inherits an old one's
+    unsettled fees (every devnet has chain id 31337 and the same contract addresses)."""
+    from web3 import Web3
+
+    from broker.config.chain_state import chain_tag, genesis_hash
+
+    w3 = Web3(Web3.HTTPProvider(state.rpc_url, request_kwargs={"timeout": 10}))
+    return f"gateway-{chain_tag('devnet', state.chain_id, state.ledger_address, genesis_hash(w3))}.db"
+
+
 def provider_settings(state: DevnetState, *, provider_key: str, home: Path, model: str,
                       gateway_port: int, worker_url: str, price_per_image: int,
-                      chat_backend_url: str | None = None):
+                      chat_backend_url: str | None = None, db_name: str = "gateway.db"):
     """The :class:`~broker.provider.settings.ProviderSettings` of a devnet stack.
 
     Text-to-image service at ``price_per_image`` neuron per image, backend ``<worker_url>/v1``,
-    SQLite database under ``home``; never a dstack socket (devnet). The TEE signer is
+    SQLite database ``home/db_name`` (:func:`gateway_db_name` for a devnet instance); never a dstack socket (devnet). The TEE signer is
     :data:`DEVNET_TEE_SIGNER_KEY`, the reference's public mock key for local chains.
     """
     from broker.provider.settings import ProviderSettings
@@ -131,7 +145,7 @@ def provider_settings(state: DevnetState, *, provider_key: str, home: Path, mode
         dstack_socket=home / "no-dstack.sock", service_type="text-to-image", model=model,
         input_price=0, output_price=price_per_image,
         serving_url=f"http://127.0.0.1:{gateway_port}", target_url=worker_url + "/v1",
-        openai_backend_url=chat_backend_url, db_url=f"sqlite:///{home / 'gateway.db'}",
+        openai_backend_url=chat_backend_url, db_url=f"sqlite:///{home / db_name}",
         port=gateway_port, host="127.0.0.1")
 
 
@@ -357,7 +371,8 @@ def start_provider_stack(
     settings = provider_settings(state, provider_key=provider_key, home=home, model=model,
                                  gateway_port=gateway_port, worker_url=worker_url,
                                  price_per_image=price_per_image,
-                                 chat_backend_url=chat_backend_url)
+                                 chat_backend_url=chat_backend_url,
+                                 db_name=gateway_db_name(state))
     provider = Account.from_key(provider_key).address
     signer = load_tee_signer(settings)
     info = ProviderStackState(address=provider, tee_signer_address=signer.address, model=model,
