@@ -94,3 +94,13 @@ def test_errors_carry_a_cli_hint_but_a_neutral_message(funded_broker):
         funded_broker.ledger.add_ledger("1")
     assert "broker.ledger" not in str(minimum.value)
     assert minimum.value.hint == "0g-broker add-account --amount 3"
+
+
+def test_deposit_of_the_whole_wallet_leaves_no_gas_and_says_so(funded_broker):
+    b = funded_broker
+    balance = b.w3.eth.get_balance(b.address)                     # exactly 1000 0G
+    nonce = _nonce(b)
+    with pytest.raises(InsufficientWalletBalanceError, match="plus gas") as info:
+        b.ledger.add_ledger("1000")                                # covers the value, not the gas
+    assert "Insufficient funds for gas" not in str(info.value)
+    assert info.value.balance == balance and _nonce(b) == nonce

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from broker._exceptions import BrokerError, InputError
 from broker.devnet import devnet_down, devnet_status, devnet_up, load_devnet_state
@@ -30,7 +31,9 @@ _StateFile = typer.Option(
 
 
 def _fail(exc: BrokerError) -> None:
-    _err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
+    # the message is printed as plain text: brackets in it ("[worker]") are not rich markup
+    _err.print(Text("error: ", style="red") + Text(" ".join(str(exc).split())),
+               highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "PROVIDER_ACCOUNT_INDEX",
     "ProviderStack",
     "ProviderStackState",
+    "check_worker_installed",
     "check_worker_model",
     "gateway_db_name",
     "process_alive",
@@ -85,6 +86,26 @@ def stop_process(pid: int, timeout: float = 10.0) -> bool:
     if not process_alive(pid):
         return False
     return terminate_pid(pid, timeout, f"process {pid}")
+
+
+def check_worker_installed() -> None:
+    """Pre-flight: the worker's packages (the ``[worker]`` extra: torch, diffusers) are installed,
+    checked without importing them.
+
+    Raises:
+        DevnetError: one is missing (the message says how to install it).
+    """
+    import importlib.util
+
+    for name in ("torch", "diffusers"):
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # ValueError: a module stubbed out in sys.modules
+            found = False
+        if not found:
+            raise DevnetError(
+                f"the provider's worker needs the [worker] extra ({name} is missing): "
+                "pip install '0g-broker[worker]' (or run scripts/setup)")
 
 
 def check_worker_model(model: str) -> str:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from broker._exceptions import InputError
+from broker._exceptions import InputError, TransactionError
 from broker.chain.addresses import checksum_address
 from broker.chain.contracts import InferenceServingContract, LedgerManagerContract
 from broker.chain.errors import ContractRevertError, SignerRequiredError, error_class
@@ -174,11 +174,30 @@ class LedgerBroker:
         address = sender.address if sender is not None else self.user
         balance = int(self.ledger_contract.w3.eth.get_balance(address))
         if balance < value:
-            raise InsufficientWalletBalanceError(
-                f"the wallet {address} holds {format_0g(balance)} 0G, less than the "
-                f"{format_0g(value)} 0G {what} plus gas",
-                balance=balance, amount=value,
-            )
+            raise self._wallet_error(address, balance, value, what)
+
+    @staticmethod
+    def _wallet_error(address: str, balance: int, value: int,
+                      what: str) -> InsufficientWalletBalanceError:
+        return InsufficientWalletBalanceError(
+            f"the wallet {address} holds {format_0g(balance)} 0G, less than the "
+            f"{format_0g(value)} 0G {what} plus gas",
+            balance=balance, amount=value,
+        )
+
+    def _send_deposit(self, send, value: int, what: str) -> TxResult:
+        """Send a payable deposit; the node's "insufficient funds for gas * price + value"
+        (the wallet covers the amount but not the gas too) becomes
+        :class:`InsufficientWalletBalanceError`, in 0G."""
+        try:
+            return self._result(send())
+        except TransactionError as exc:
+            if "insufficient funds" not in str(exc).lower():
+                raise
+            sender = self.ledger_contract.sender
+            address = sender.address if sender is not None else self.user
+            balance = int(self.ledger_contract.w3.eth.get_balance(address))
+            raise self._wallet_error(address, balance, value, what) from None
 
     @staticmethod
     def _result(receipt) -> TxResult:
@@ -222,8 +241,10 @@ class LedgerBroker:
                 "Account already exists: deposit to add funds",
                 hint="0g-broker deposit --amount N (or 0g-broker get-account to view it)",
             )
-        self._require_wallet_balance(value, "to create the ledger with")
-        return self._result(self.ledger_contract.add_ledger(additional_info, value))
+        what = "to create the ledger with"
+        self._require_wallet_balance(value, what)
+        return self._send_deposit(
+            lambda: self.ledger_contract.add_ledger(additional_info, value), value, what)
 
     def deposit_fund(self, amount: Amount) -> TxResult:
         """Add funds to the ledger (``depositFund()`` payable); creates the ledger when absent.
@@ -247,7 +268,8 @@ class LedgerBroker:
                 hint=f"0g-broker deposit --amount {format_0g(minimum)}",
             )
         self._require_wallet_balance(value, "to deposit")
-        return self._result(self.ledger_contract.deposit_fund(value))
+        return self._send_deposit(lambda: self.ledger_contract.deposit_fund(value), value,
+                                  "to deposit")
 
     def deposit_fund_for(self, recipient: str, amount: Amount) -> TxResult:
         """Deposit into another account's ledger (``depositFundFor(recipient)`` payable).
@@ -269,7 +291,8 @@ class LedgerBroker:
                 f"0G, got {format_0g(value)} 0G"
             )
         self._require_wallet_balance(value, "to deposit")
-        return self._result(self.ledger_contract.deposit_fund_for(recipient, value))
+        return self._send_deposit(lambda: self.ledger_contract.deposit_fund_for(recipient, value),
+                                  value, "to deposit")
 
     def refund(self, amount: Amount) -> TxResult:
         """Withdraw from the ledger's available balance to the wallet (``refund(amount)``).
