@@ -53,6 +53,50 @@ def test_fees_do_not_leak_into_a_new_devnet(home, caplog):
     assert (dir_a / "fees.sqlite").exists()              # the old chain's record is kept apart
 
 
+def _register_dev_provider(state) -> str:
+    """Register a chatbot service (unreachable URL) from dev account 1: the same provider address
+    on every devnet."""
+    import json
+
+    from web3 import Web3
+
+    from broker.chain.contracts import InferenceServingContract
+    from broker.chain.keys import wallet_from_key
+    from broker.chain.sender import TransactionSender
+
+    wallet = wallet_from_key(state.accounts[1].private_key.get_secret_value())
+    w3 = Web3(Web3.HTTPProvider(state.rpc_url))
+    contract = InferenceServingContract(w3, state.inference_address, TransactionSender(w3, wallet))
+    contract.add_or_update_service(
+        ("chatbot", "http://127.0.0.1:9", "m", "TeeML", 1, 1,
+         json.dumps({"ProviderType": "decentralized"}), wallet.address), value=100 * OG)
+    return wallet.address
+
+
+@pytest.mark.timeout(180)
+def test_serve_funding_does_not_count_an_old_devnets_fees(home):
+    """The start-up funding cycle of serve (the provider unreachable: the cached fee decides) funds
+    a new devnet's sub-account for this chain's fees only: 2 0G (the buffer), not 5 + 2."""
+    from broker import create_broker
+    from broker.devnet import start_devnet
+
+    state_file = home / "devnet" / "state.json"
+    transferred = []
+    for old_fee in (5 * OG, 0):
+        with start_devnet(port=0, state_file=state_file) as net:
+            provider = _register_dev_provider(net.state)
+            b = create_broker(network="devnet")
+            try:
+                b.ledger.deposit_fund("10")
+                status = b.inference.funding_checker.check(provider, 2)
+                transferred.append(status.last_transfer_amount)
+                if old_fee:   # unsettled on this chain when it goes down
+                    b.inference.fee_store.set_cached_fee(b.address, provider, old_fee)
+            finally:
+                b.inference.close()
+    assert transferred == [2 * OG, 2 * OG]
+
+
 def test_explicit_key_wins_over_the_devnet_fallback(home, devnet, fresh_account, caplog):
     from broker import create_broker
     from broker.devnet.state import write_state
