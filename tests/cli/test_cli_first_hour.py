@@ -192,3 +192,15 @@ def test_console_script_serve_unregistered_exit_1(cli_home, devnet):
     # the dev-account notice, then the error
     assert len(lines) == 2 and "dev account" in lines[0] and other in lines[1], r.stderr
     assert "Traceback" not in r.stderr and "serving provider" not in r.stderr
+
+
+def test_serve_without_a_ledger_is_one_line_and_spends_nothing(cli, key_env, devnet,
+                                                                fresh_account, registered):
+    """A start-up step that fails after the pre-flight (no ledger to fund from) is still one line."""
+    nonce = _nonce(devnet, fresh_account.address)
+    r = cli("--network", "devnet", "serve", "--provider", registered, "--port", _free_port(),
+            env=key_env)
+    assert r.exit_code == 1
+    assert "Traceback" not in r.stderr + r.stdout
+    assert "add-account" in r.stderr
+    assert _nonce(devnet, fresh_account.address) == nonce

@@ -54,7 +54,7 @@ def serve_cmd(
     from pydantic import ValidationError
 
     from broker.proxy.app import serve
-    from broker.proxy.errors import ProxyConfigError
+    from broker.proxy.errors import ProxyConfigError, ProxyStartupError
     from broker.proxy.settings import ServeSettings
     from broker.proxy.startup import check_port, preflight
 
@@ -77,6 +77,11 @@ def serve_cmd(
               f"(verify {settings.verify})")
     try:
         serve(broker, settings)
+    except SystemExit as exc:  # uvicorn exits 3 when a start-up step fails (logged above)
+        if exc.code in (0, None):
+            raise
+        raise ProxyStartupError(f"serve did not start (exit status {exc.code} of the server; "
+                                "see the messages above)") from None
     finally:
         if broker.inference is not None:
             broker.inference.close()

@@ -24,6 +24,7 @@ from rich.text import Text
 from broker._exceptions import BrokerError
 from broker.inference.errors import UnknownProviderError
 from broker.inference.fees import SERVICE_TYPES
+from broker.ledger.errors import NoLedgerError
 from broker.ports import port_available
 from broker.proxy.errors import ProxyConfigError, ProxyStartupError
 from broker.units import format_0g
@@ -84,7 +85,8 @@ def preflight(inference: InferenceBroker, provider: str, settings: ServeSettings
 
     Checks that ``settings.host:settings.port`` is free (when ``settings`` is given), that a service
     is registered at ``provider`` (``getService``), that its service type is one serve handles
-    (:data:`broker.inference.fees.SERVICE_TYPES`) and that it names a model.
+    (:data:`broker.inference.fees.SERVICE_TYPES`), that it names a model, and that the user has a
+    ledger to fund the sub-account from (``getLedger``).
 
     Args:
         inference: the user's inference broker.
@@ -96,7 +98,8 @@ def preflight(inference: InferenceBroker, provider: str, settings: ServeSettings
 
     Raises:
         ProxyConfigError: the port is taken. ProxyStartupError: no service at ``provider``, an
-            unsupported service type or no model. InvalidAddressError: malformed address.
+            unsupported service type, no model, or no ledger. InvalidAddressError: malformed
+            address.
     """
     if settings is not None:
         check_port(settings.host, settings.port)
@@ -113,6 +116,12 @@ def preflight(inference: InferenceBroker, provider: str, settings: ServeSettings
     if not (service.model or "").strip():
         raise ProxyStartupError(
             f"provider {service.provider} registers no model for its service; nothing was spent")
+    ledger = getattr(inference, "ledger", None)
+    if ledger is not None and hasattr(ledger, "get_ledger"):
+        try:
+            ledger.get_ledger()          # funding the sub-account needs a ledger to draw from
+        except NoLedgerError as exc:
+            raise ProxyStartupError(f"{exc}; nothing was spent", hint=exc.hint) from None
     return service
 
 
