@@ -32,7 +32,10 @@ def genesis_hash(w3: Any) -> str | None:
     value = block.get("hash")
     if value is None:
         return None
-    return value.hex() if hasattr(value, "hex") and not isinstance(value, str) else str(value)
+    if isinstance(value, (bytes, bytearray)):
+        return "0x" + bytes(value).hex()
+    text = str(value)
+    return text if text.startswith("0x") else "0x" + text
 
 
 def chain_tag(network: str, chain_id: int | None, ledger_address: str,
