@@ -204,3 +204,18 @@ def test_serve_without_a_ledger_is_one_line_and_spends_nothing(cli, key_env, dev
     assert "Traceback" not in r.stderr + r.stdout
     assert "add-account" in r.stderr
     assert _nonce(devnet, fresh_account.address) == nonce
+
+
+def test_a_server_on_a_busy_port_exits_1_not_uvicorns_code(cli_home):
+    """``worker serve`` (uvicorn) on a taken port: exit 1, not uvicorn's own status, no traceback."""
+    env = {**os.environ, "ZG_HOME": str(cli_home)}
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        r = subprocess.run([str(BIN), "worker", "serve", "--model", "tiny", "--port", port],
+                           check=False, capture_output=True, text=True, env=env, timeout=180)
+    assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        "✗ the server did not start (its exit status 3; see the messages above)")

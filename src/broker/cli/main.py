@@ -15,6 +15,7 @@ import typer
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
+from broker._exceptions import BrokerError
 from broker.cli import ledger as ledger_cmds
 from broker.cli import login as login_cmds
 from broker.cli import network as network_cmds
@@ -44,6 +45,12 @@ class RootGroup(TyperGroup):
             raise typer.Exit(report_error(exc)) from None
         except KeyboardInterrupt as exc:
             raise typer.Exit(report_error(exc)) from None
+        except SystemExit as exc:  # a server (uvicorn) exiting 3 when its start-up failed
+            if not isinstance(exc.code, int) or exc.code in (0, 1, 2, 130):
+                raise
+            report_error(BrokerError(
+                f"the server did not start (its exit status {exc.code}; see the messages above)"))
+            raise typer.Exit(1) from None
 
 
 app = typer.Typer(
