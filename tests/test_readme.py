@@ -72,6 +72,15 @@ def test_readme_blocks_are_found():
     assert sum(skipped for *_, skipped in blocks) == 1     # skips stay rare
 
 
+def test_readme_states_the_tiny_models_sizes():
+    from broker.worker.pipelines.loader import limits_for
+
+    lim = limits_for("tiny")
+    text = " ".join(README.read_text().split())
+    assert f"{lim.default_size[0]}x{lim.default_size[1]} for the tiny model" in text
+    assert f"from {lim.min_side} to {lim.max_side} px in steps of {lim.size_multiple}" in text
+
+
 class _Runner:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
