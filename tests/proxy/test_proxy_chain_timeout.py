@@ -13,8 +13,8 @@ import time
 import httpx
 import pytest
 from devnet_helpers import register_chatbot_service
-from proxy_helpers import ThreadServer
 from hang_relay_helpers import HangingRelay
+from proxy_helpers import ThreadServer
 
 from broker.proxy import ServeSettings, create_app
 
