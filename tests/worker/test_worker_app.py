@@ -48,15 +48,28 @@ def _png_bytes(size=(64, 64), color=(10, 120, 200)) -> bytes:
 
 def test_lazy_load_status_health_models(http):
     status = http.get("/v1/internal/status").json()
-    assert status["loaded"] is False and status["state"] == "idle"
+    assert status["loaded"] is False and status["status"] == "idle" and "state" not in status
     assert status["queue_length"] == 0 and status["model"] == "tiny"
-    assert http.get("/health").json() == {"status": "ok"}
+    assert status["load_error"] is None
+    health = http.get("/health").json()
+    assert health == {
+        "status": "ok",
+        "model_loaded": False,
+        "model": "tiny",
+        "state": "idle",
+        "load_error": None,
+    }
     models = http.get("/v1/models").json()
     assert models["object"] == "list" and models["data"][0]["id"] == "tiny"
+    card = models["data"][0]
+    assert card["capabilities"] == ["text-to-image", "image-to-image"]
+    assert card["limits"]["max_side"] == 2048 and card["limits"]["size_multiple"] == 16
+    assert card["limits"]["default_size"] == "1024x1024"
     assert http.get("/v1/internal/status").json()["loaded"] is False  # models did not load it
     r = http.post("/v1/images/generations", json={"prompt": "a red fox", "size": "32x32"})
     assert r.status_code == 200, r.text
     assert http.get("/v1/internal/status").json()["loaded"] is True
+    assert http.get("/health").json()["model_loaded"] is True
 
 
 def test_openai_client_generate(worker_url):
@@ -93,7 +106,13 @@ def test_edit_with_mask_and_explicit_size(http):
     r = http.post(
         "/v1/images/edits",
         files={"image": ("a.png", _png_bytes(), "image/png"), "mask": ("m.png", buffer.getvalue())},
-        data={"prompt": "a window", "size": "32x32", "strength": "0.8", "seed": "3"},
+        data={
+            "prompt": "a window",
+            "size": "32x32",
+            "strength": "0.8",
+            "seed": "3",
+            "response_format": "b64_json",
+        },
     )
     assert r.status_code == 200, r.text
     assert _decode(r.json()["data"][0]["b64_json"]).size == (32, 32)
@@ -139,7 +158,14 @@ def test_seed_is_deterministic(http):
         ({"prompt": "x", "n": 0}, "n"),
         ({"prompt": "x", "size": "big"}, "size"),
         ({"prompt": "x", "size": "66x64"}, "size"),
+        ({"prompt": "x", "size": "24x24"}, "size"),  # a multiple of 8 but not of 16
         ({"prompt": "x", "size": "4096x4096"}, "size"),
+        ({"prompt": "x", "size": "2064x16"}, "size"),  # one patch beyond 2048
+        ({"prompt": "x", "size": "0x0"}, "size"),
+        ({"prompt": "x", "cfg_normalization": "maybe"}, "cfg_normalization"),
+        ({"prompt": "x", "cfg_truncation": 1.5}, "cfg_truncation"),
+        ({"prompt": "x", "max_sequence_length": 513}, "max_sequence_length"),
+        ({"prompt": "x", "max_sequence_length": 0}, "max_sequence_length"),
         ({"size": "64x64"}, "prompt"),
         ({"prompt": ""}, "prompt"),
         ({"prompt": "x", "response_format": "gif"}, "response_format"),

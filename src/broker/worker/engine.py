@@ -13,7 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from broker.worker.errors import GenerationError, QueueFullError, WorkerError
+from broker.worker.errors import GenerationError, ModelLoadError, QueueFullError, WorkerError
 from broker.worker.pipelines import ImagePipelines, ModelLimits, limits_for, load_pipelines
 
 __all__ = ["EngineState", "EngineStatus", "ImageEngine", "ImageTask"]
@@ -36,6 +36,9 @@ class ImageTask:
         image: a PIL image for edits (image-to-image), else ``None`` (text-to-image).
         mask: a PIL ``L`` mask (white = repaint) for inpainting edits, else ``None``.
         strength: edit strength in [0, 1] (how much of ``image`` is re-noised).
+        cfg_normalization / cfg_truncation: diffusers ``ZImagePipeline`` guidance options (they act
+            when ``guidance_scale`` > 1).
+        max_sequence_length: prompt tokens for the text encoder (``None``: the model's limit).
     """
 
     prompt: str
@@ -49,6 +52,9 @@ class ImageTask:
     image: Any = None
     mask: Any = None
     strength: float = 0.6
+    cfg_normalization: bool = False
+    cfg_truncation: float = 1.0
+    max_sequence_length: int | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ class EngineStatus:
         queue_length: jobs waiting behind the running one; queue_size: the most that may wait.
         running: jobs running now (0 or 1).
         idle_seconds: seconds since the last job finished (``None`` before the first one).
+        load_error: the message of the last failed load (``None`` once a load succeeds).
     """
 
     state: EngineState
@@ -72,6 +79,7 @@ class EngineStatus:
     queue_size: int
     running: int
     idle_seconds: float | None
+    load_error: str | None = None
 
 
 class ImageEngine:
@@ -117,6 +125,7 @@ class ImageEngine:
         self._avg_job_seconds: float | None = None
         self._timer: threading.Timer | None = None
         self._closed = False
+        self._load_error: str | None = None
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -164,6 +173,7 @@ class ImageEngine:
                     if self._last_finished is None or self._running
                     else round(time.monotonic() - self._last_finished, 3)
                 ),
+                load_error=self._load_error,
             )
 
     def retry_after(self, position: int | None = None) -> int:
@@ -178,7 +188,9 @@ class ImageEngine:
         """Load the model now (blocking; waits for a running job). Returns the pipelines.
 
         Raises:
-            ModelLoadError, WorkerDependencyError: as :func:`load_pipelines`.
+            ModelLoadError: the load failed (any loader error, with its cause in the message);
+                the next task or call tries again.
+            WorkerDependencyError: the ``[worker]`` extra is missing.
         """
         with self._model_lock:
             return self._ensure_loaded()
@@ -231,16 +243,31 @@ class ImageEngine:
             logger.debug("task done in %.3f s", time.monotonic() - started)
 
     def _ensure_loaded(self) -> ImagePipelines:
+        """Load the pipelines unless loaded (``self._model_lock`` held). A failure leaves the
+        engine unloaded, so the next task retries; its message is kept for the status."""
         if self._pipelines is None:
             self._set_state("loading")
             logger.info("loading model %s on %s", self.model, self.device)
             try:
                 pipes = self._loader(self.model, self.device)
+            except WorkerError as exc:
+                self._record_load_error(str(exc))
+                raise
+            except Exception as exc:  # OOM while moving to the device, broken files...
+                logger.exception("loading model %s failed", self.model)
+                message = f"cannot load model {self.model!r}: {type(exc).__name__}: {exc}"
+                self._record_load_error(message)
+                raise ModelLoadError(message) from exc
             finally:
                 self._set_state("idle")
             with self._lock:
                 self._pipelines = pipes
+                self._load_error = None
         return self._pipelines
+
+    def _record_load_error(self, message: str) -> None:
+        with self._lock:
+            self._load_error = message
 
     def _generate(self, pipes: ImagePipelines, task: ImageTask) -> list[Any]:
         import torch
@@ -253,9 +280,11 @@ class ImageEngine:
             "width": task.width,
             "num_inference_steps": task.num_inference_steps,
             "guidance_scale": task.guidance_scale,
+            "cfg_normalization": task.cfg_normalization,
+            "cfg_truncation": task.cfg_truncation,
             "num_images_per_prompt": task.n,
             "generator": generator,
-            "max_sequence_length": pipes.limits.max_sequence_length,
+            "max_sequence_length": task.max_sequence_length or pipes.limits.max_sequence_length,
         }
         if task.image is None:
             output = pipes.text_to_image(**common)

@@ -65,7 +65,8 @@ class ImageService:
         """Validate a generation request against the model and settings limits.
 
         Raises:
-            InvalidImageRequestError: ``n`` > ``max_n``, bad ``size``, too many steps.
+            InvalidImageRequestError: ``n`` > ``max_n``, bad ``size``, too many steps, or
+                ``max_sequence_length`` above the model's.
         """
         limits = self.engine.limits
         width, height = parse_size(
@@ -78,8 +79,9 @@ class ImageService:
         return self._task(request, width, height)
 
     def edit_task(self, form: ImageEditForm, images: list[bytes], mask: bytes | None) -> ImageTask:
-        """Validate an edit: one input image (decoded with Pillow), an optional mask (OpenAI alpha
-        convention), ``size`` defaulting to the image size rounded down to the model's multiple.
+        """Validate an edit: one input image (PNG, JPEG or WebP), an optional mask (OpenAI alpha
+        convention), ``size`` defaulting to the image size rounded down to the model's multiple,
+        ``guidance_scale`` defaulting to the model's edit default (1.5 where it uses guidance).
 
         Raises:
             InvalidImageRequestError: missing/extra/undecodable image, bad mask, bad fields.
@@ -113,11 +115,13 @@ class ImageService:
             image = image.resize((width, height))
             if mask_image is not None:
                 mask_image = mask_image.resize((width, height))
-        task = self._task(form, width, height)
+        task = self._task(form, width, height, default_guidance=limits.default_edit_guidance)
         task.image, task.mask, task.strength = image, mask_image, form.strength
         return task
 
-    def _task(self, request: Any, width: int, height: int) -> ImageTask:
+    def _task(
+        self, request: Any, width: int, height: int, *, default_guidance: float | None = None
+    ) -> ImageTask:
         limits = self.engine.limits
         if request.n > self.settings.max_n:
             raise InvalidImageRequestError(
@@ -129,9 +133,14 @@ class ImageService:
                 f"num_inference_steps must be at most {self.settings.max_inference_steps}",
                 param="num_inference_steps",
             )
-        guidance = (
-            limits.default_guidance if request.guidance_scale is None else request.guidance_scale
-        )
+        if default_guidance is None:
+            default_guidance = limits.default_guidance
+        guidance = default_guidance if request.guidance_scale is None else request.guidance_scale
+        if (request.max_sequence_length or 0) > limits.max_sequence_length:
+            raise InvalidImageRequestError(
+                f"max_sequence_length must be at most {limits.max_sequence_length}",
+                param="max_sequence_length",
+            )
         return ImageTask(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
@@ -141,6 +150,9 @@ class ImageService:
             num_inference_steps=steps,
             guidance_scale=guidance,
             seed=request.seed if request.seed is not None else secrets.randbits(31),
+            cfg_normalization=request.cfg_normalization,
+            cfg_truncation=request.cfg_truncation,
+            max_sequence_length=request.max_sequence_length,
         )
 
     @staticmethod
@@ -212,9 +224,16 @@ class ImageService:
             if options.response_format == "url":
                 file_id = self.files.put(encoded, options.output_format)
                 base = (self.settings.public_base_url or options.base_url).rstrip("/")
-                data.append(ImageData(url=f"{base}/v1/images/files/{file_id}"))
+                data.append(
+                    ImageData(url=f"{base}/v1/images/files/{file_id}", revised_prompt=task.prompt)
+                )
             else:
-                data.append(ImageData(b64_json=base64.b64encode(encoded).decode("ascii")))
+                data.append(
+                    ImageData(
+                        b64_json=base64.b64encode(encoded).decode("ascii"),
+                        revised_prompt=task.prompt,
+                    )
+                )
         return ImagesResponse(
             created=int(time.time()),
             data=data,
