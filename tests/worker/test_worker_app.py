@@ -58,6 +58,7 @@ def test_lazy_load_status_health_models(http):
         "model": "tiny",
         "state": "idle",
         "load_error": None,
+        "safety_checker": None,
     }
     models = http.get("/v1/models").json()
     assert models["object"] == "list" and models["data"][0]["id"] == "tiny"

@@ -152,8 +152,9 @@ def test_engine_direct_queue_and_unload():
             engine.submit(_task())
         assert err.value.retry_after >= 1
         loader.gate.set()
-        images = running.result(timeout=60)
-        assert len(images) == 1 and images[0].size == (32, 32)
+        generation = running.result(timeout=60)
+        assert len(generation.images) == 1 and generation.images[0].size == (32, 32)
+        assert generation.has_nsfw_concepts is None  # no checker: no verdict
         with pytest.raises(GenerationError, match="simulated"):
             engine.submit(_task("explode")).result(timeout=60)
         assert engine.status().loaded is True

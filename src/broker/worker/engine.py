@@ -16,7 +16,7 @@ from typing import Any, Literal
 from broker.worker.errors import GenerationError, ModelLoadError, QueueFullError, WorkerError
 from broker.worker.pipelines import ImagePipelines, ModelLimits, limits_for, load_pipelines
 
-__all__ = ["EngineState", "EngineStatus", "ImageEngine", "ImageTask"]
+__all__ = ["EngineState", "EngineStatus", "Generation", "ImageEngine", "ImageTask"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class ImageTask:
         cfg_normalization / cfg_truncation: diffusers ``ZImagePipeline`` guidance options (they act
             when ``guidance_scale`` > 1).
         max_sequence_length: prompt tokens for the text encoder (``None``: the model's limit).
+        safety_check: run the engine's safety checker on the images (needs one configured).
     """
 
     prompt: str
@@ -55,6 +56,21 @@ class ImageTask:
     cfg_normalization: bool = False
     cfg_truncation: float = 1.0
     max_sequence_length: int | None = None
+    safety_check: bool = False
+
+
+@dataclass
+class Generation:
+    """What a task produced.
+
+    Attributes:
+        images: ``n`` PIL images (flagged ones included; the caller withholds them).
+        has_nsfw_concepts: one bool per image from the safety checker (``True`` = flagged), or
+            ``None`` when no check ran.
+    """
+
+    images: list[Any]
+    has_nsfw_concepts: list[bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +113,9 @@ class ImageEngine:
         queue_size: waiting tasks allowed (>= 0).
         idle_unload_seconds: idle time before unloading, in seconds (0 = never).
         loader: ``(model, device) -> ImagePipelines``; defaults to the real loader.
+        safety_checker: ``None`` (no checker), ``"tiny"``, a Hub id or a directory of a diffusers
+            safety checker (see :mod:`broker.worker.pipelines.safety`); loaded with the model.
+        safety_loader: ``(reference, device) -> SafetyChecker``; defaults to the real loader.
     """
 
     def __init__(
@@ -107,8 +126,11 @@ class ImageEngine:
         queue_size: int = 8,
         idle_unload_seconds: float = 0.0,
         loader: Callable[[str, str], ImagePipelines] = load_pipelines,
+        safety_checker: str | None = None,
+        safety_loader: Callable[[str, str], Any] | None = None,
     ):
         self.model = model
+        self.safety_checker = safety_checker or None
         self.device = device
         self.limits: ModelLimits = limits_for(model)
         self.queue_size = queue_size
@@ -117,7 +139,9 @@ class ImageEngine:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zimage-gpu")
         self._lock = threading.Lock()  # counters, state, timer
         self._model_lock = threading.Lock()  # held while loading, generating or unloading
+        self._safety_loader = safety_loader
         self._pipelines: ImagePipelines | None = None
+        self._checker: Any = None
         self._state: EngineState = "idle"
         self._waiting = 0
         self._running = 0
@@ -131,8 +155,9 @@ class ImageEngine:
 
     def submit(
         self, task: ImageTask, on_start: Callable[[], None] | None = None
-    ) -> Future[list[Any]]:
-        """Queue ``task``; returns a future resolving to a list of ``n`` PIL images.
+    ) -> Future[Generation]:
+        """Queue ``task``; returns a future resolving to a :class:`Generation` (``n`` PIL images
+        and, for ``task.safety_check``, the checker's flags).
 
         Args:
             task: the validated job.
@@ -214,7 +239,7 @@ class ImageEngine:
 
     # -- executor thread ----------------------------------------------------------------------
 
-    def _run(self, task: ImageTask, on_start: Callable[[], None] | None) -> list[Any]:
+    def _run(self, task: ImageTask, on_start: Callable[[], None] | None) -> Generation:
         with self._lock:
             self._waiting -= 1
             self._running = 1
@@ -226,9 +251,11 @@ class ImageEngine:
                 pipes = self._ensure_loaded()
                 self._set_state("generating")
                 generate_started = time.monotonic()
-                images = self._generate(pipes, task)
+                result = Generation(self._generate(pipes, task))
+                if task.safety_check and self._checker is not None:
+                    result.has_nsfw_concepts = self._checker.check(result.images)
                 self._record_duration(time.monotonic() - generate_started)
-            return images
+            return result
         except WorkerError:
             raise
         except Exception as exc:  # torch / diffusers errors (OOM, bad tensors...)
@@ -263,7 +290,30 @@ class ImageEngine:
             with self._lock:
                 self._pipelines = pipes
                 self._load_error = None
+        if self.safety_checker is not None and self._checker is None:
+            self._load_checker()
         return self._pipelines
+
+    def _load_checker(self) -> None:
+        from broker.worker.pipelines.safety import load_safety_checker
+
+        loader = self._safety_loader or load_safety_checker
+        self._set_state("loading")
+        try:
+            checker = loader(self.safety_checker, self.device)
+        except WorkerError as exc:
+            self._record_load_error(str(exc))
+            raise
+        except Exception as exc:
+            logger.exception("loading safety checker %s failed", self.safety_checker)
+            message = f"cannot load safety checker {self.safety_checker!r}: {exc}"
+            self._record_load_error(message)
+            raise ModelLoadError(message) from exc
+        finally:
+            self._set_state("idle")
+        with self._lock:
+            self._checker = checker
+            self._load_error = None
 
     def _record_load_error(self, message: str) -> None:
         with self._lock:
@@ -299,6 +349,7 @@ class ImageEngine:
     def _unload_locked(self) -> bool:
         with self._lock:
             pipes, self._pipelines = self._pipelines, None
+            self._checker = None
         if pipes is None:
             return False
         device = pipes.device

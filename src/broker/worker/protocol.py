@@ -62,6 +62,11 @@ class _ImageOptions(BaseModel):
         None, ge=1, description="Most prompt tokens given to the text encoder (<= the model's)."
     )
     negative_prompt: str | None = Field(None, max_length=32_000)
+    enable_safety_checker: bool | None = Field(
+        None,
+        description="Run the worker's safety checker (default: when the worker has one). Without "
+        "one, the answer says no check ran (safety_checked false).",
+    )
     user: str | None = None
 
 
@@ -94,21 +99,27 @@ class ImageEditForm(_ImageOptions):
 
 
 class ImageData(BaseModel):
-    """One image: ``b64_json`` or ``url``."""
+    """One image: ``b64_json`` or ``url``; neither when the safety checker flagged it (withheld)."""
 
     b64_json: str | None = None
     url: str | None = None
     revised_prompt: str | None = Field(None, description="The prompt the image was made from.")
+    has_nsfw_concepts: bool | None = Field(
+        None, description="The safety checker's verdict (true = withheld); absent when unchecked."
+    )
 
 
 class ImagesResponse(BaseModel):
-    """OpenAI images response, plus the ``seed`` used (same seed + inputs → same pixels)."""
+    """OpenAI images response, plus the ``seed`` used (same seed + inputs → same pixels) and
+    ``safety_checked``: whether a safety checker looked at the images (present when the worker has
+    one or the request set ``enable_safety_checker``; never true unless a check ran)."""
 
     created: int
     data: list[ImageData]
     output_format: Literal["png", "jpeg", "webp"]
     size: str
     seed: int
+    safety_checked: bool | None = None
 
 
 class ImageJobCreated(BaseModel):
@@ -163,6 +174,7 @@ class HealthResponse(BaseModel):
     model: str
     state: Literal["idle", "loading", "generating"]
     load_error: str | None = None
+    safety_checker: str | None = Field(None, description="The configured safety checker, if any.")
 
 
 class UnloadResponse(BaseModel):

@@ -54,6 +54,7 @@ async def health(request: Request) -> HealthResponse:
         model=service.settings.model_name,
         state=snapshot.state,
         load_error=snapshot.load_error,
+        safety_checker=service.engine.safety_checker,
     )
 
 
@@ -77,6 +78,7 @@ async def list_models(request: Request) -> ModelList:
                     "default_guidance_scale": limits.default_guidance,
                     "default_edit_guidance_scale": limits.default_edit_guidance,
                     "max_sequence_length": limits.max_sequence_length,
+                    "safety_checker": service.engine.safety_checker,
                     "max_n": service.settings.max_n,
                 },
             )

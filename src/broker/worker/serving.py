@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from broker.worker.engine import ImageEngine, ImageTask
+from broker.worker.engine import Generation, ImageEngine, ImageTask
 from broker.worker.errors import InvalidImageRequestError, WorkerError
 from broker.worker.images import FileStore, decode_image, decode_mask, encode_image, parse_size
 from broker.worker.jobs import ImageJob, JobRegistry, WebhookNotifier
@@ -26,13 +26,15 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class OutputOptions:
     """How results are returned: ``response_format`` (b64_json | url), ``output_format``
-    (png | jpeg | webp), ``output_compression`` (0–100 or ``None``) and the ``base_url`` used to
-    build ``url`` values (no trailing slash)."""
+    (png | jpeg | webp), ``output_compression`` (0–100 or ``None``), the ``base_url`` used to
+    build ``url`` values (no trailing slash), and ``report_safety``: whether the answer carries
+    ``safety_checked`` (the worker has a checker, or the request set ``enable_safety_checker``)."""
 
     response_format: str
     output_format: str
     output_compression: int | None
     base_url: str
+    report_safety: bool = False
 
 
 class ImageService:
@@ -153,16 +155,23 @@ class ImageService:
             cfg_normalization=request.cfg_normalization,
             cfg_truncation=request.cfg_truncation,
             max_sequence_length=request.max_sequence_length,
+            safety_check=(
+                self.engine.safety_checker is not None
+                and request.enable_safety_checker is not False
+            ),
         )
 
-    @staticmethod
-    def output_options(request: Any, base_url: str) -> OutputOptions:
+    def output_options(self, request: Any, base_url: str) -> OutputOptions:
         """The :class:`OutputOptions` of a request; ``base_url`` is the request's base URL."""
         return OutputOptions(
             response_format=request.response_format,
             output_format=request.output_format,
             output_compression=request.output_compression,
             base_url=base_url.rstrip("/"),
+            report_safety=(
+                self.engine.safety_checker is not None
+                or request.enable_safety_checker is not None
+            ),
         )
 
     # -- running --------------------------------------------------------------------------------
@@ -175,8 +184,8 @@ class ImageService:
             ModelLoadError / GenerationError / WorkerDependencyError: the job failed.
         """
         future = self.engine.submit(task)
-        images = await asyncio.wrap_future(future)
-        return await asyncio.to_thread(self._respond, task, images, options)
+        generation = await asyncio.wrap_future(future)
+        return await asyncio.to_thread(self._respond, task, generation, options)
 
     def submit_job(
         self, task: ImageTask, options: OutputOptions, webhook_url: str | None
@@ -200,8 +209,8 @@ class ImageService:
 
     async def _finish_job(self, job_id: str, future, task: ImageTask, options: OutputOptions):
         try:
-            images = await asyncio.wrap_future(future)
-            response = await asyncio.to_thread(self._respond, task, images, options)
+            generation = await asyncio.wrap_future(future)
+            response = await asyncio.to_thread(self._respond, task, generation, options)
         except asyncio.CancelledError:
             self.jobs.fail(job_id, "the worker shut down before the job finished")
             raise
@@ -216,30 +225,31 @@ class ImageService:
             await self.notifier.notify(job.webhook_url, job.to_dict())
 
     def _respond(
-        self, task: ImageTask, images: list[Any], options: OutputOptions
+        self, task: ImageTask, generation: Generation, options: OutputOptions
     ) -> ImagesResponse:
+        flags = generation.has_nsfw_concepts
         data = []
-        for image in images:
+        for index, image in enumerate(generation.images):
+            flagged = None if flags is None else flags[index]
+            if flagged:  # withheld: neither bytes nor a url
+                data.append(ImageData(revised_prompt=task.prompt, has_nsfw_concepts=True))
+                continue
             encoded = encode_image(image, options.output_format, options.output_compression)
             if options.response_format == "url":
                 file_id = self.files.put(encoded, options.output_format)
                 base = (self.settings.public_base_url or options.base_url).rstrip("/")
-                data.append(
-                    ImageData(url=f"{base}/v1/images/files/{file_id}", revised_prompt=task.prompt)
-                )
+                item = ImageData(url=f"{base}/v1/images/files/{file_id}")
             else:
-                data.append(
-                    ImageData(
-                        b64_json=base64.b64encode(encoded).decode("ascii"),
-                        revised_prompt=task.prompt,
-                    )
-                )
+                item = ImageData(b64_json=base64.b64encode(encoded).decode("ascii"))
+            item.revised_prompt, item.has_nsfw_concepts = task.prompt, flagged
+            data.append(item)
         return ImagesResponse(
             created=int(time.time()),
             data=data,
             output_format=options.output_format,
             size=f"{task.width}x{task.height}",
             seed=task.seed,
+            safety_checked=(flags is not None) if options.report_safety else None,
         )
 
     async def aclose(self) -> None:

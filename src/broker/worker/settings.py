@@ -32,6 +32,12 @@ class WorkerSettings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Bind address.")
     port: int = Field(8000, ge=0, le=65535, description="Bind port (0 = any free port).")
+    safety_checker: str | None = Field(
+        None,
+        description="Image safety checker loaded with the model: 'tiny' (random weights, tests), a "
+        "Hub id such as CompVis/stable-diffusion-safety-checker, or a directory; none by default "
+        "(answers then say that no check ran).",
+    )
     public_base_url: str | None = Field(
         None,
         description="Base URL used in `url` responses (e.g. https://worker.example); "
