@@ -34,7 +34,11 @@ BILLABLE_ROUTES = ("/chat/completions", "/images/generations", "/images/edits",
 FREE_PREFIXES = ("/attestation",)
 _STRIPPED = {"address", "fee", "input-fee", "nonce", "request-hash", "signature", "session-token",
              "session-signature", "authorization", "host", "content-length", "connection",
-             "transfer-encoding", "accept-encoding"}
+             "transfer-encoding", "accept-encoding",
+             # the browser's context is the gateway's business (B2 CORS), not the backend's: a
+             # local backend behind broker.asgi.guard.LocalGuard refuses foreign origins
+             "origin", "referer", "sec-fetch-site", "sec-fetch-mode", "sec-fetch-dest",
+             "sec-fetch-user"}
 #: Content codings the gateway can decode to bill a response.
 DECODABLE_CODINGS = ("gzip", "x-gzip", "deflate", "identity")
 _HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"}
@@ -81,7 +85,7 @@ def forward_accept_encoding(value: str | None) -> str:
 
 
 def forward_headers(headers, extra: dict[str, str]) -> dict[str, str]:
-    """Client headers minus the credential/legacy and hop-by-hop ones (B5), with the
+    """Client headers minus the credential/legacy, hop-by-hop and browser-context ones (B5), with the
     ``Accept-Encoding`` of :func:`forward_accept_encoding`, plus ``additionalSecret`` entries."""
     out = {k: v for k, v in headers.items() if k.lower() not in _STRIPPED}
     out["accept-encoding"] = forward_accept_encoding(headers.get("accept-encoding"))

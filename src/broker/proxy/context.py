@@ -3,7 +3,6 @@ and the common "complete response" path: read, bill, verify, answer."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -16,6 +15,7 @@ from broker.inference.chat_id import extract_chat_id
 from broker.proxy.errors import ProxyHTTPError
 from broker.proxy.upstream import passthrough_headers
 from broker.proxy.verification import VERIFIED_HEADER, header_value
+from broker.wire.json_body import InvalidJSONBodyError, loads_request_json
 
 if TYPE_CHECKING:
     from broker.inference.broker import InferenceBroker
@@ -81,17 +81,20 @@ async def read_body(request: Request, cap: int) -> bytes:
 
 
 async def read_json(request: Request, cap: int) -> dict[str, Any]:
-    """The request body as a JSON object.
+    """The request body as a JSON object, by the servers' one safe parse
+    (:func:`broker.wire.json_body.loads_request_json`).
 
     Raises:
-        ProxyHTTPError: 400 when the body is not a JSON object; 413 when too large.
+        ProxyHTTPError: 400 ``invalid_json`` when the body is not a JSON object, is not UTF-8 or
+            holds a lone surrogate escape; 400 ``json_too_deep`` when it nests deeper than 64
+            levels; 413 when too large.
     """
     body = await read_body(request, cap)
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise ProxyHTTPError("request body is not valid JSON", status_code=400,
-                             type="invalid_request_error", code="invalid_json") from None
+        data = loads_request_json(body)
+    except InvalidJSONBodyError as exc:
+        raise ProxyHTTPError(str(exc), status_code=400, type="invalid_request_error",
+                             code=exc.code) from None
     if not isinstance(data, dict):
         raise ProxyHTTPError("request body must be a JSON object", status_code=400,
                              type="invalid_request_error", code="invalid_json")

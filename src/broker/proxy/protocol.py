@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 __all__ = [
     "AccountResponse",
+    "ChainInfo",
     "ErrorBody",
     "ErrorResponse",
     "FeeInfo",
@@ -108,6 +109,18 @@ class VerificationInfo(BaseModel):
     at: float
 
 
+class ChainInfo(BaseModel):
+    """Whether the chain reads of ``/v1/account`` answered in time (``chain_timeout``).
+
+    ``ok`` is ``False`` when a part could not be read; ``unavailable`` names those parts
+    (``ledger``, ``sub_account``; they are ``null`` in the answer) and ``error`` says why (e.g.
+    ``chain node did not answer within 3 s``)."""
+
+    ok: bool = True
+    error: str | None = None
+    unavailable: list[str] = []
+
+
 class AccountResponse(BaseModel):
     """``GET /v1/account``: everything a dashboard needs, as JSON."""
 
@@ -118,3 +131,4 @@ class AccountResponse(BaseModel):
     fees: FeeInfo
     auto_funding: FundingInfo
     recent_verifications: list[VerificationInfo]
+    chain: ChainInfo = ChainInfo()

@@ -3,6 +3,7 @@ modules; errors become OpenAI-shaped responses in :mod:`broker.proxy.app`."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 
@@ -27,7 +28,10 @@ def _ctx(request: Request) -> ProxyContext:
 
 
 def require_api_key(request: Request) -> None:
-    """When ``api_key`` is set, require ``Authorization: Bearer <api_key>`` (constant-time check).
+    """When ``api_key`` is set, require ``Authorization: Bearer <api_key>``.
+
+    The scheme is compared case-insensitively; the key in constant time, as SHA-256 digests, so
+    that neither its content nor its length shows in the timing.
 
     Raises:
         ProxyHTTPError: 401 ``authentication_error`` / ``invalid_api_key``.
@@ -36,9 +40,10 @@ def require_api_key(request: Request) -> None:
     if key is None:
         return
     header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), key.get_secret_value().encode()):
+    scheme, _, given = header.strip().partition(" ")
+    expected = hashlib.sha256(key.get_secret_value().encode()).digest()
+    offered = hashlib.sha256(given.strip().encode("utf-8", "surrogateescape")).digest()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(offered, expected):
         raise ProxyHTTPError("Incorrect API key provided", status_code=401,
                              type="authentication_error", code="invalid_api_key")
 
@@ -58,7 +63,8 @@ async def health(request: Request) -> HealthResponse:
 
 @guarded.get("/metrics")
 async def metrics(request: Request) -> Response:
-    """Prometheus exposition (balances refreshed from the chain on each scrape)."""
+    """Prometheus exposition (balances refreshed from the chain on each scrape, within
+    ``chain_timeout`` seconds; the last known values otherwise)."""
     ctx = _ctx(request)
     try:
         await run_in_threadpool(account_snapshot, ctx)
@@ -69,7 +75,9 @@ async def metrics(request: Request) -> Response:
 
 @guarded.get("/v1/account")
 async def account(request: Request) -> JSONResponse:
-    """Ledger, sub-account, fees, auto-funding state, recent verification results."""
+    """Ledger, sub-account, fees, auto-funding state, recent verification results; 200 within
+    ``chain_timeout`` seconds even when the node hangs (``chain.ok`` false, ``chain.unavailable``
+    naming the parts not read)."""
     snapshot = await run_in_threadpool(account_snapshot, _ctx(request))
     return JSONResponse(snapshot.model_dump(mode="json"))
 

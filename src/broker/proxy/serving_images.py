@@ -35,9 +35,11 @@ from broker.proxy.context import (
     read_json,
 )
 from broker.proxy.errors import ProxyHTTPError
-from broker.proxy.multipart import ensure_field, text_field
+from broker.proxy.multipart import ensure_field
 from broker.proxy.upstream import error_from_upstream, json_dumps
 from broker.proxy.verification import VERIFIED_HEADER, header_value
+from broker.wire.job_id import is_valid_job_id
+from broker.wire.n import InvalidNError, parse_n, request_n
 
 __all__ = [
     "DEFAULT_IMAGE_SIZE",
@@ -68,7 +70,8 @@ def prepare_image_request(body: dict, default_model: str) -> bytes:
         The forwarded JSON bytes (also what is billed: ``n`` images).
 
     Raises:
-        ProxyHTTPError: 400 ``Missing prompt in request body``.
+        ProxyHTTPError: 400 ``Missing prompt in request body``; 400 ``invalid_n`` when ``n`` is not
+            an integer from 1 to 16 (:mod:`broker.wire.n`; ``"2.0"`` or ``2.0`` is refused).
     """
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
@@ -77,8 +80,21 @@ def prepare_image_request(body: dict, default_model: str) -> bytes:
     if not body.get("model"):
         body["model"] = default_model
     body.setdefault("size", DEFAULT_IMAGE_SIZE)
-    body.setdefault("n", 1)
+    body["n"] = _checked_n(parse_n, body.get("n"))
     return json_dumps(body)
+
+
+def _checked_n(rule, *args) -> int:
+    """``n`` by the shared rule (:mod:`broker.wire.n`): the count billed and forwarded.
+
+    Raises:
+        ProxyHTTPError: 400 ``invalid_request_error`` / ``invalid_n``, param ``n``.
+    """
+    try:
+        return rule(*args)
+    except InvalidNError as exc:
+        raise ProxyHTTPError(str(exc), status_code=400, type="invalid_request_error",
+                             code="invalid_n", param="n") from None
 
 
 async def generate_image(ctx: ProxyContext, request: Request) -> Response:
@@ -100,8 +116,7 @@ async def edit_image(ctx: ProxyContext, request: Request) -> Response:
                              type="invalid_request_error", code="invalid_content_type")
     raw = ensure_field(await read_body(request, ctx.settings.max_body_bytes), ctype, "model",
                        ctx.default_model)
-    n = text_field(raw, ctype, "n")
-    content = {"n": int(n)} if n and n.strip().isdigit() else {"n": 1}
+    content = {"n": _checked_n(request_n, raw, ctype)}
     response = await ctx.upstream.send("POST", "/images/edits", family="images", content=raw,
                                        content_type=ctype, route="images/edits")
     return await complete_response(ctx, response, lambda _raw: content)
@@ -120,7 +135,7 @@ def _job_id_of(raw: bytes) -> str | None:
     if not isinstance(body, dict):
         return None
     job_id = body.get("jobId") or body.get("id")
-    return job_id if isinstance(job_id, str) and 0 < len(job_id) <= 200 else None
+    return job_id if is_valid_job_id(job_id) else None
 
 
 async def async_generate_image(ctx: ProxyContext, request: Request) -> Response:
@@ -154,11 +169,13 @@ async def get_job(ctx: ProxyContext, job_id: str) -> Response:
     ``none`` (the provider does not sign job results).
 
     Raises:
-        ProxyHTTPError: 400 for an invalid id; the provider's errors mapped (404 stays 404);
+        ProxyHTTPError: 404 for a malformed id (:mod:`broker.wire.job_id`); the provider's errors
+        mapped (404 stays 404);
         VerificationRefusedError in ``enforce`` mode for a signed result that does not verify.
     """
-    if not job_id or "/" in job_id or len(job_id) > 200:
-        raise ProxyHTTPError("invalid job id", status_code=400, type="invalid_request_error")
+    if not is_valid_job_id(job_id):
+        raise ProxyHTTPError("job not found (malformed job id)", status_code=404,
+                             type="invalid_request_error", code="job_not_found", param="job_id")
     response = await ctx.upstream.send("GET", f"/v1/async/jobs/{job_id}", proxy=False,
                                        route="async/jobs")
     raw = await ctx.upstream.read(response)
