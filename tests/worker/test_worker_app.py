@@ -83,7 +83,11 @@ def test_openai_client_generate(worker_url):
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=f"{worker_url}/v1", api_key="unused")
     result = client.images.generate(
-        model="tiny", prompt="a lighthouse at dawn", size="64x64", response_format="b64_json"
+        model="tiny",
+        prompt="a lighthouse at dawn",
+        size="64x64",
+        response_format="b64_json",
+        extra_body={"num_inference_steps": 2},
     )
     assert len(result.data) == 1
     image = _decode(result.data[0].b64_json)
@@ -96,7 +100,12 @@ def test_openai_client_edit(worker_url):
     source = io.BytesIO(_png_bytes((48, 32)))
     source.name = "source.png"
     result = client.images.edit(
-        model="tiny", image=source, prompt="make it green", n=2, response_format="b64_json"
+        model="tiny",
+        image=source,
+        prompt="make it green",
+        n=2,
+        response_format="b64_json",
+        extra_body={"num_inference_steps": 2},
     )
     assert len(result.data) == 2
     for item in result.data:
@@ -129,7 +138,13 @@ def test_edit_with_mask_and_explicit_size(http):
 def test_output_formats(http, fmt, pil):
     r = http.post(
         "/v1/images/generations",
-        json={"prompt": "a tree", "size": "64x32", "output_format": fmt, "seed": 1},
+        json={
+            "prompt": "a tree",
+            "size": "64x32",
+            "output_format": fmt,
+            "seed": 1,
+            "num_inference_steps": 2,
+        },
     )
     assert r.status_code == 200, r.text
     body = r.json()
@@ -141,7 +156,8 @@ def test_output_formats(http, fmt, pil):
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
 def test_n_images(http, n):
     r = http.post(
-        "/v1/images/generations?wait=true", json={"prompt": "dots", "n": n, "size": "16x16"}
+        "/v1/images/generations?wait=true",
+        json={"prompt": "dots", "n": n, "size": "16x16", "num_inference_steps": 2},
     )
     assert r.status_code == 200, r.text
     assert len(r.json()["data"]) == n
@@ -304,11 +320,17 @@ def test_async_rejects_invalid_input_before_queueing(http):
 
 
 def test_unload_endpoint(http):
-    http.post("/v1/images/generations", json={"prompt": "warm", "size": "16x16"})
+    http.post(
+        "/v1/images/generations",
+        json={"prompt": "warm", "size": "16x16", "num_inference_steps": 1},
+    )
     r = http.post("/v1/internal/unload")
     assert r.status_code == 200
     assert r.json()["unloaded"] is True and r.json()["status"]["loaded"] is False
     assert http.get("/v1/internal/unload").json()["unloaded"] is False  # GET works; nothing left
-    r = http.post("/v1/images/generations", json={"prompt": "reload", "size": "16x16"})
+    r = http.post(
+        "/v1/images/generations",
+        json={"prompt": "reload", "size": "16x16", "num_inference_steps": 1},
+    )
     assert r.status_code == 200
     assert http.get("/v1/internal/status").json()["loaded"] is True
