@@ -89,3 +89,13 @@ def test_bare_generate_uses_the_sdk_default_512(client):
     # issue #10: `client.images.generate(prompt="a cat")` answered 400 (512x512 beyond 128 px).
     result = client.images.generate(prompt="a cat", response_format="b64_json")
     assert _png(result.data[0].b64_json).size == (512, 512)
+
+
+def test_text_file_as_edit_image_through_serve(client):
+    # issue #10: the answer named `<_io.BytesIO object at 0x...>` instead of the accepted formats.
+    with pytest.raises(openai.BadRequestError) as info:
+        client.images.edit(image=("notes.txt", b"just some text\n", "text/plain"),
+                           prompt="make it blue", response_format="b64_json")
+    message = str(info.value)
+    assert "image is not a PNG/JPEG/WebP image" in message
+    assert "BytesIO" not in message and "object at 0x" not in message
