@@ -8,7 +8,8 @@ real 2:3:3 proportion, a refiner stage, qk-norm; a VAE with four blocks (scale f
 widths, two layers per block, mid-block attention, no quant convs, the real scaling/shift factors);
 the real scheduler (shift 3.0). Only the widths and depths are small, so it accepts every size the
 real model accepts (multiples of 16 up to 2048 per side) and a 1024x1024 image at Turbo's 8 steps
-takes about 3 s on two CPU cores. The weights are fixed by seed, so a given request seed gives the
+costs 7–9 CPU seconds (about 3 s on two otherwise idle cores; ``benchmarks/tiny_model.py``). The
+weights are fixed by seed, so a given request seed gives the
 same pixels.
 """
 
