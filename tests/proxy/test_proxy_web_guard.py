@@ -168,3 +168,40 @@ def test_allowed_origin_gets_cors(serve):
         assert r.headers["access-control-allow-origin"] == APP_ORIGIN
         assert "X-0G-Fee" in r.headers["access-control-expose-headers"]
         assert int(r.headers["x-0g-fee"]) > 0
+
+
+def test_guard_settings_from_the_environment(monkeypatch, tmp_path):
+    from pydantic import ValidationError
+
+    from broker.proxy.errors import ProxyConfigError
+
+    monkeypatch.setenv("ZG_SERVE_ALLOWED_HOSTS", "broker.lan, box:8080")
+    monkeypatch.setenv("ZG_SERVE_ALLOWED_ORIGINS", '["http://localhost:5173"]')
+    s = ServeSettings()
+    assert s.allowed_hosts == ["broker.lan", "box:8080"]
+    assert s.allowed_origins == ["http://localhost:5173"]
+    for bad in ("*", "localhost:5173", "http://x.example/path"):
+        monkeypatch.setenv("ZG_SERVE_ALLOWED_ORIGINS", bad)
+        with pytest.raises(ValidationError):
+            ServeSettings()
+    monkeypatch.delenv("ZG_SERVE_ALLOWED_ORIGINS")
+    key_file = tmp_path / "key"
+    key_file.write_text("  sk-in-a-file  \n")
+    s = ServeSettings(api_key_file=key_file)
+    assert s.api_key.get_secret_value() == "sk-in-a-file" and "sk-in-a-file" not in repr(s)
+    with pytest.raises(ProxyConfigError, match="not both") as info:
+        ServeSettings(api_key="sk-typed", api_key_file=key_file)
+    assert "sk-typed" not in str(info.value)
+    with pytest.raises(ProxyConfigError, match="empty"):
+        ServeSettings(api_key=" ")
+
+
+async def test_bound_address_is_an_allowed_host():
+    """``serve --host 192.168.1.5``: clients call it by that address; other names are refused."""
+    settings = ServeSettings(provider="0x" + "1" * 40, host="192.168.1.5")
+    app = create_app(object(), settings, run_startup=False)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://192.168.1.5:3000") as c:
+        assert (await c.get("/health")).status_code != 403      # reaches the app
+        r = await c.get("/health", headers={"Host": "evil.example:3000"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "host_not_allowed"

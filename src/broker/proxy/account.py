@@ -105,5 +105,7 @@ def account_snapshot(ctx: ProxyContext) -> AccountResponse:
     return AccountResponse(
         user=inference.address, provider=provider, ledger=ledger, sub_account=sub,
         fees=FeeInfo(unsettled_fee=str(totals.cached_fee), total_fee=str(totals.total_fee),
-                     request_count=totals.request_count),
+                     request_count=totals.request_count,
+                     disputed_fee=str(inference.fee_store.disputed_totals(
+                         inference.address, provider).total_fee)),
         auto_funding=funding, recent_verifications=recent, chain=chain)
