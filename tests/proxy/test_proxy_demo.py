@@ -45,7 +45,7 @@ def test_demo_command_end_to_end(tmp_path):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     with Image.open(out) as image:
-        assert image.format == "PNG" and image.size == (64, 64)   # the tiny model's default size
+        assert image.format == "PNG" and image.size == (512, 512)   # serve's (the SDK's) default size
     text = " ".join((run.stdout + run.stderr).split())
     assert "paid 0.001 0G" in text and "response signature verified: true" in text
     assert "stopped everything the demo started" in text

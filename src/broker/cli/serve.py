@@ -107,7 +107,7 @@ def demo_cmd(
     out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("demo.png"),
     model: Annotated[str, typer.Option(
         help="Worker model: 'tiny' (offline test weights) or a local Z-Image folder.")] = "tiny",
-    size: Annotated[str | None, typer.Option(help="WIDTHxHEIGHT (default: the model's).")] = None,
+    size: Annotated[str | None, typer.Option(help="WIDTHxHEIGHT (default: 512x512, the SDK's).")] = None,
     keep: Annotated[bool, typer.Option(
         "--keep", help="Keep everything running until Ctrl-C.")] = False,
 ) -> None:

@@ -137,7 +137,7 @@ def run_demo(prompt: str, out: Path, *, model: str = "tiny", keep: bool = False,
         prompt: the image prompt. out: PNG path to write (parent folders created).
         model: worker model: ``"tiny"`` (random weights, offline) or a local Z-Image folder / hub id.
         keep: after the image, keep everything running until Ctrl-C.
-        size: ``WIDTHxHEIGHT`` (default: the model's default size).
+        size: ``WIDTHxHEIGHT`` (default: none sent, so serve uses the SDK's 512x512).
         console: progress output (default stderr).
 
     Returns:
@@ -149,7 +149,7 @@ def run_demo(prompt: str, out: Path, *, model: str = "tiny", keep: bool = False,
         DevnetError (anvil missing: run ``scripts/setup``), ProxyStartupError, openai errors from the
         image request.
     """
-    width, height = check_demo_options(model, size)
+    check_demo_options(model, size)
     try:
         import openai
         import torch  # noqa: F401 - the tiny worker runs in this process
@@ -201,9 +201,9 @@ def run_demo(prompt: str, out: Path, *, model: str = "tiny", keep: bool = False,
                         ok(f"serve at {server.url}/v1 (OpenAI-compatible)")
                         client = openai.OpenAI(base_url=server.url + "/v1", api_key=api_key,
                                                max_retries=0, timeout=900)
-                        # An explicit size: serve fills the SDK's 512x512 when none is given,
-                        # which is more than the tiny model can draw.
-                        extra = {"size": f"{width}x{height}"}
+                        # No size: serve fills the SDK's 512x512 (about a second with the tiny
+                        # model on CPU).
+                        extra = {"size": size} if size else {}
                         with console.status(f"generating '{prompt}' through serve…"):
                             raw = client.images.with_raw_response.generate(
                                 prompt=prompt, n=1, response_format="b64_json", **extra)
