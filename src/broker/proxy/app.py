@@ -27,6 +27,7 @@ from broker.proxy.settings import ServeSettings
 from broker.proxy.startup import prepare_provider
 from broker.proxy.upstream import Upstream
 from broker.proxy.verification import Verifier
+from broker.ui.dashboard import mount_dashboard
 
 __all__ = ["create_app", "error_response", "serve"]
 
@@ -168,6 +169,7 @@ def create_app(broker: Any, settings: ServeSettings, *, console: Console | None 
         return error_response(_broker_error(exc))
 
     app.include_router(router)
+    mount_dashboard(app, inference, full_broker, settings)     # /ui/: the user dashboard
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
     app.state.metrics = metrics
     return app

@@ -143,7 +143,7 @@ def run_demo(prompt: str, out: Path, *, model: str = "tiny", keep: bool = False,
                     settings = ServeSettings(provider=stack.provider_address, port=_free_port())
                     app = create_app(broker, settings, console=console)
                     with _Uvicorn(app, settings.port) as server:
-                        ok(f"serve at {server.url}/v1 (OpenAI-compatible)")
+                        ok(f"serve at {server.url}/v1 (OpenAI-compatible); dashboard {server.url}/ui/")
                         client = openai.OpenAI(base_url=server.url + "/v1", api_key="local",
                                                max_retries=0, timeout=900)
                         # An explicit size: serve fills the SDK's 512x512 when none is given,
