@@ -98,8 +98,11 @@ def serve_ui(broker: Any, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) 
     import uvicorn
 
     server = uvicorn.Server(uvicorn.Config(create_ui_app(broker, host=host), host=host, port=port,
-                                           log_level="warning"))
-    server.run()
+                                           log_level="critical"))
+    try:
+        server.run()
+    except SystemExit:      # uvicorn exits when it cannot bind; say it in one line instead
+        pass
     if not server.started:
         raise UIStartError(f"the dashboard did not start on {host}:{port} (port in use, or the "
                            "address is not available here)")
