@@ -115,7 +115,7 @@ def test_cross_site_requests_refused(standalone, change, words):
 
 
 def test_token_is_bound_to_the_browser_session(standalone):
-    url, broker, client, token = standalone
+    url, _broker, _client, token = standalone
     with httpx.Client(base_url=url) as other:          # another browser: its own cookie
         other.get("/ui/")
         resp = _post(other, url, "/ui/api/actions", token, {"action": "deposit", "amount": "0.1"})
