@@ -9,7 +9,7 @@ import shutil
 from types import SimpleNamespace
 
 import pytest
-from devnet_helpers import funded_user_broker, provider_stack
+from devnet_helpers import devnet_user_broker, key_hex, provider_stack
 from server_helpers import UvicornThread, free_port
 
 API_KEY = "sk-ui-test-key"
@@ -18,19 +18,24 @@ ADMIN_KEY = "admin-ui-test-key"
 
 @pytest.fixture(scope="session")
 def ui_stack(devnet, tmp_path_factory):
-    """``SimpleNamespace(stack, broker, serve_url, app, api_key, admin_key)``: a provider stack
-    (raised limits, ops admin key), a user with a 10 0G ledger, and ``serve`` (API key) for it."""
+    """``SimpleNamespace(stack, broker, user_key, serve_url, app, api_key, admin_key, devnet)``: a
+    provider stack (raised limits, ops admin key), a user with a 10 0G ledger, and ``serve`` (API
+    key) for it."""
+    from broker.devnet import fund_new_account
     from broker.proxy import ServeSettings, create_app
 
     with provider_stack(devnet, tmp_path_factory.mktemp("ui-stack"), model="tiny",
                         raise_limits=True) as st:
         st.gateway.extra["admin_key"] = ADMIN_KEY
-        broker = funded_user_broker(devnet, ledger=10)
+        account = fund_new_account(devnet, amount_neuron=100 * 10**18)
+        broker = devnet_user_broker(devnet, account)
+        broker.ledger.add_ledger(10)
         settings = ServeSettings(provider=st.provider_address, api_key=API_KEY,
                                  funding_interval=600)
         app = create_app(broker, settings)
         with UvicornThread(app, free_port(), start_polls=3000) as server:
-            yield SimpleNamespace(stack=st, broker=broker, serve_url=server.url, app=app,
+            yield SimpleNamespace(stack=st, broker=broker, user_key=key_hex(account),
+                                  serve_url=server.url, app=app,
                                   api_key=API_KEY, admin_key=ADMIN_KEY, devnet=devnet)
         broker.inference.close()
 

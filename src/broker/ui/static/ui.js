@@ -69,7 +69,7 @@ const ZG = (() => {
     if (!addr) return el("span", {text: "–"});
     const s = el("span", {cls: "addr", title: addr, "data-full": addr,
                           text: addr.length > 14 ? `${addr.slice(0, 6)}…${addr.slice(-4)}` : addr});
-    const b = el("button", {cls: "copy", type: "button", title: "copy", text: "⧉"});
+    const b = el("button", {cls: "copy", type: "button", title: `copy ${addr}`, text: "copy"});
     b.addEventListener("click", () => navigator.clipboard && navigator.clipboard.writeText(addr));
     return el("span", {}, s, b);
   };
@@ -91,7 +91,7 @@ const ZG = (() => {
   const chart = (id, config) => {
     if (typeof Chart === "undefined") return;
     if (charts[id]) { charts[id].data = config.data; charts[id].update("none"); return; }
-    config.options = Object.assign({animation: false, responsive: true,
+    config.options = Object.assign({animation: false, responsive: true, maintainAspectRatio: false,
                                     plugins: {legend: {display: config.type === "doughnut"}}}, config.options || {});
     charts[id] = new Chart(document.getElementById(id), config);
   };
