@@ -143,6 +143,7 @@ def test_standalone_deposit_through_the_confirmation(chromium, ui_stack, tmp_pat
             page.wait_for_selector("#acct-total .amt")
             assert page.locator("#acct-total .amt").inner_text() == "3 0G"
             assert page.is_hidden("#playground") and page.is_visible("#actions")
+            assert page.is_hidden("#requests")     # recorded by serve, not here
             before = broker.ledger.get_ledger().total_balance
             # cancel: nothing moves
             page.fill("#act-amount", "0.5")
@@ -157,6 +158,8 @@ def test_standalone_deposit_through_the_confirmation(chromium, ui_stack, tmp_pat
             # confirm: exactly the amount shown moves
             page.click("#act-go")
             page.wait_for_selector("#act-dialog[open]")
+            page.evaluate("() => window.scrollTo(0, 0)")
+            _shoot(page, "standalone", tmp_path)       # the confirmation, amount in 0G
             page.click("#act-confirm")
             page.wait_for_function("() => document.querySelector('#act-result').textContent"
                                    ".startsWith('done')", timeout=120_000)
@@ -167,7 +170,6 @@ def test_standalone_deposit_through_the_confirmation(chromium, ui_stack, tmp_pat
             shown = _account_on_page(page)
             assert shown["total"] == (cli["total"], f"{cli['total_0g']} 0G")
             assert shown["inference"] == {s["provider"]: s["balance"] for s in cli["inference"]}
-            _shoot(page, "standalone", tmp_path)
             assert not errors, errors
     finally:
         context.close()

@@ -9,6 +9,7 @@ import openai
 import pytest
 
 from broker.ui.views import account_view
+from broker.units import format_0g
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,10 @@ def test_config_says_a_key_is_needed_without_revealing_it(ui_stack):
     assert cfg["mode"] == "serve" and cfg["key_required"] is True and cfg["actions"] is False
     assert cfg["provider"] == ui_stack.stack.provider_address
     assert ui_stack.api_key not in str(cfg)
+    assert cfg["user"] is None               # the user's address only with the key
+    with_key = httpx.get(ui_stack.serve_url + "/ui/api/config",
+                         headers={"Authorization": f"Bearer {ui_stack.api_key}"}).json()
+    assert with_key["user"] == ui_stack.broker.address
 
 
 def test_account_numbers_match_the_library(http, ui_stack):
@@ -59,7 +64,8 @@ def test_account_numbers_match_the_library(http, ui_stack):
     assert got["address"] == ui_stack.broker.address and got["ledger"] is True
     assert (got["total"], got["available"], got["locked"]) == (
         str(ledger.total), str(ledger.available), str(ledger.locked))
-    assert got["total_0g"] == "10"      # exact 0G text, no float rounding
+    assert got["total_0g"] == format_0g(ledger.total)     # exact 0G text, no float rounding
+    assert "e" not in got["total_0g"].lower()
     subs = {s["provider"]: s for s in got["inference"]}
     sub = subs[ui_stack.stack.provider_address]
     detail = ui_stack.broker.ledger.get_sub_account_with_detail(ui_stack.stack.provider_address)
@@ -116,3 +122,19 @@ def test_funding_state(http, ui_stack):
     assert got["provider"] == ui_stack.stack.provider_address
     assert got["status"]["running"] is True and got["status"]["interval"] == 600
     assert isinstance(got["events"], list)
+
+
+def test_funding_failures_are_kept_with_their_reason(http, ui_stack):
+    from datetime import UTC, datetime
+
+    from broker.funding.status import FundingEvent
+
+    listener = ui_stack.app.state.ui.funding      # the listener serve's broker calls
+    listener(FundingEvent(kind="check", provider=ui_stack.stack.provider_address,
+                          at=datetime.now(UTC)))
+    listener(FundingEvent(kind="error", provider=ui_stack.stack.provider_address,
+                          at=datetime.now(UTC), detail="RPC unreachable: connection refused"))
+    events = http.get("/ui/api/funding").json()["events"]
+    assert events[0]["kind"] == "error"
+    assert events[0]["detail"] == "RPC unreachable: connection refused"
+    assert all(e["kind"] in ("transfer", "error") for e in events)     # checks are not listed

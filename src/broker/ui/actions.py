@@ -29,7 +29,7 @@ from fastapi import Request
 from broker._exceptions import BrokerError, InputError
 from broker.chain.addresses import checksum_address
 from broker.ledger.errors import NoLedgerError
-from broker.ui.errors import ActionNotFoundError, CsrfError, UIError, UIInputError
+from broker.ui.errors import ActionNotFoundError, CsrfError, UIChainError, UIInputError
 from broker.units import Neuron, format_0g, parse_0g
 
 __all__ = ["ACTIONS", "ACTION_TTL", "SESSION_COOKIE", "ActionBook", "CsrfGuard", "PendingAction"]
@@ -198,7 +198,7 @@ class ActionBook:
 
         Raises:
             ActionNotFoundError: unknown, already used or expired id.
-            UIError: the chain refused it (the reason in words; nothing moved).
+            UIChainError: the chain refused it or the transaction failed (the reason in words).
         """
         with self._lock:
             self._expire()
@@ -218,9 +218,7 @@ class ActionBook:
         except InputError as exc:
             raise UIInputError(str(exc)) from None
         except BrokerError as exc:
-            err = UIError(f"{pending.action} failed: {exc}")
-            err.status_code = 502
-            raise err from None
+            raise UIChainError(f"{pending.action} failed: {exc}") from None
         return {"ok": True, **{k: v for k, v in pending.as_json().items()
                                if k in ("action", "amount", "amount_0g", "provider")},
                 "tx_hash": result.tx_hash, "block_number": result.block_number}

@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from broker._exceptions import BrokerError, InputError
 from broker.chain.addresses import checksum_address
 from broker.ui.activity import FundingLog, RequestLog, RequestLogMiddleware
-from broker.ui.errors import UIAuthError, UIError, UIInputError
+from broker.ui.errors import UIAuthError, UIChainError, UIError, UIInputError
 from broker.ui.render import error_json, mount_static, page
 from broker.ui.views import account_view, providers_view, verification_report_view
 
@@ -83,9 +83,7 @@ async def _call(fn: Callable[..., Any], *args: Any) -> Any:
     except InputError as exc:
         raise UIInputError(str(exc)) from None
     except BrokerError as exc:
-        err = UIError(f"{type(exc).__name__}: {exc}")
-        err.status_code = 502
-        raise err from None
+        raise UIChainError(f"{type(exc).__name__}: {exc}") from None
 
 
 def build_dashboard_router(source: DashboardSource) -> APIRouter:
@@ -112,10 +110,14 @@ def build_dashboard_router(source: DashboardSource) -> APIRouter:
 
     @router.get("/ui/api/config")
     async def config(request: Request) -> dict[str, Any]:
-        inference = source.get_inference()
+        """What the page needs before the key: the user's address only with the key."""
+        try:
+            _check_key(source, request)
+            user = getattr(source.get_inference(), "address", None)
+        except UIAuthError:
+            user = None
         return {"mode": source.mode, "key_required": source.get_api_key() is not None,
-                "provider": source.get_provider(),
-                "user": getattr(inference, "address", None),
+                "provider": source.get_provider(), "user": user,
                 "actions": source.mode == "standalone", **source.extra_config(request)}
 
     @api.get("/ui/api/account")

@@ -10,6 +10,7 @@ __all__ = [
     "AdminKeyMissingError",
     "CsrfError",
     "UIAuthError",
+    "UIChainError",
     "UIError",
     "UIInputError",
     "UIStartError",
@@ -55,3 +56,9 @@ class AdminKeyMissingError(UIError, ConfigError):
 
 class UIStartError(UIError, ConfigError):
     """The standalone dashboard could not start (port in use, address not available)."""
+
+
+class UIChainError(UIError):
+    """The chain or the provider failed or refused (502); the reason in words."""
+
+    status_code = 502

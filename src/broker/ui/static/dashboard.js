@@ -172,12 +172,16 @@
     document.body.dataset.loaded = String(Date.now());
   }
 
-  async function start() {
-    ZG.setupKeyForm(refresh);
+  async function loadConfig() {
     try { config = await api("/ui/api/config"); } catch (e) { banner(e.message); }
     document.body.dataset.mode = config.mode;
     $("who").replaceChildren("user ", short(config.user),
       ...(config.provider ? [" · provider ", short(config.provider)] : []));
+  }
+
+  async function start() {
+    ZG.setupKeyForm(async () => { await loadConfig(); await refresh(); });
+    await loadConfig();
     $("req-filter").addEventListener("change", () => loadRequests().catch(e => banner(e.message)));
     $("pg-form").addEventListener("submit", generate);
     $("act-form").addEventListener("submit", prepareAction);
