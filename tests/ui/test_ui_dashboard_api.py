@@ -138,3 +138,10 @@ def test_funding_failures_are_kept_with_their_reason(http, ui_stack):
     assert events[0]["kind"] == "error"
     assert events[0]["detail"] == "RPC unreachable: connection refused"
     assert all(e["kind"] in ("transfer", "error") for e in events)     # checks are not listed
+
+
+def test_serve_offers_no_money_moving_action(ui_stack):
+    headers = {"Authorization": f"Bearer {ui_stack.api_key}", "Origin": ui_stack.serve_url}
+    resp = httpx.post(ui_stack.serve_url + "/ui/api/actions",
+                      json={"action": "deposit", "amount": "1"}, headers=headers)
+    assert resp.status_code in (404, 405)

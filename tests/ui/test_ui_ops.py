@@ -109,3 +109,23 @@ def test_metrics_exported(admin, ui_stack):
                  "zg_gateway_worker_up 1.0", "zg_gateway_worker_queue_length"):
         assert name in text, name
     assert ui_stack.admin_key not in text
+
+
+def test_rate_limit_rejections_and_errors_counted_per_minute():
+    from prometheus_client import generate_latest
+
+    from broker.ui.ops import GatewayActivity
+
+    activity = GatewayActivity()
+    activity.observe("/v1/proxy/images/generations", 200, 1.5)
+    activity.observe("/v1/proxy/images/generations", 429, 0.001)
+    activity.observe("/v1/proxy/chat/completions", 502, 0.2)
+    activity.observe("/v1/proxy/async/jobs/abc", 404, 0.01)
+    minute = activity.traffic()[-1]
+    assert (minute["ok"], minute["rate_limited"], minute["client_errors"],
+            minute["server_errors"]) == (1, 1, 1, 1)
+    text = generate_latest(activity.registry).decode()
+    assert 'zg_gateway_rate_limited_total{route="/v1/proxy/images/generations"} 1.0' in text
+    assert 'route="/v1/proxy/async/jobs/{id}"' in text and "abc" not in text   # bounded labels
+    gens = activity.generations()
+    assert [g["status"] for g in gens] == [429, 200] and gens[1]["ms"] == 1500.0
