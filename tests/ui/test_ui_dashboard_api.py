@@ -88,6 +88,8 @@ def test_requests_are_logged_with_fee_and_outcome_and_filterable(http, ui_stack)
     ok = next(r for r in rows if r["status"] == 200 and r["route"] == "/v1/images/generations")
     assert ok["fee"] == fee and ok["verified"] == raw.headers["X-0G-Verified"] == "true"
     assert ok["latency_ms"] > 0 and ok["method"] == "POST"
+    assert ok["chat_id"] == raw.headers["ZG-Res-Key"]
+    assert ok["verification_reason"] == "verified"      # the stored result of that response
     err = next(r for r in rows if r["status"] == 400)
     assert err["verified"] == "" and err["fee"] == "0" and err["reason"]      # in words
     only_true = http.get("/ui/api/requests", params={"verified": "true"}).json()["requests"]

@@ -33,7 +33,8 @@ class RequestRecord:
         ``model`` field (JSON bodies) or ``""``. fee: neuron (``X-0G-Fee``; 0 when absent).
         verified: ``X-0G-Verified`` (``true``/``false``/``none``/``off``) or ``""`` when the
         response had none (errors). latency_ms: to the response start. reason: the error or
-        verification reason in words (``""`` when none).
+        verification reason in words (``""`` when none). chat_id: the response's ``ZG-Res-Key``
+        (``""`` when none), to find the stored verification result.
     """
 
     at: float
@@ -45,6 +46,7 @@ class RequestRecord:
     verified: str
     latency_ms: float
     reason: str = ""
+    chat_id: str = ""
 
     def as_json(self) -> dict[str, Any]:
         """JSON-ready dict (fee as neuron string plus ``fee_0g``)."""
@@ -148,7 +150,8 @@ class RequestLogMiddleware:
             self.log.add(RequestRecord(
                 at=at, method=scope.get("method", ""), route=path, status=state["status"] or 500,
                 model=_model_of(bytes(peek)), fee=int(fee) if fee.isdigit() else 0,
-                verified=verified, latency_ms=round(state["latency"], 1), reason=reason))
+                verified=verified, latency_ms=round(state["latency"], 1), reason=reason,
+                chat_id=headers.get("zg-res-key", "")[:200]))
 
 
 class FundingLog:

@@ -141,7 +141,16 @@ def build_dashboard_router(source: DashboardSource) -> APIRouter:
         if verified is not None and verified not in _OUTCOMES:
             raise UIInputError(f"verified must be one of {', '.join(_OUTCOMES)}")
         limit = max(1, min(limit, 500))
-        return {"requests": [r.as_json() for r in source.requests.recent(limit, verified)]}
+        rows = [r.as_json() for r in source.requests.recent(limit, verified)]
+        if any(r["chat_id"] for r in rows):
+            results = await _call(_verification_reasons, source, 500)
+            for row in rows:
+                found = results.get(row["chat_id"].lower()) if row["chat_id"] else None
+                if found is not None:
+                    row["verification_reason"], row["verification_detail"] = found
+                    if row["verified"] == "false":
+                        row["reason"] = f"{found[0]}: {found[1]}" if found[1] else found[0]
+        return {"requests": rows}
 
     @api.get("/ui/api/providers")
     async def providers() -> dict[str, Any]:
@@ -158,6 +167,18 @@ def build_dashboard_router(source: DashboardSource) -> APIRouter:
 
     router.include_router(api)
     return router
+
+
+def _verification_reasons(source: DashboardSource, limit: int) -> dict[str, tuple[str, str]]:
+    """``chat_id (lower) -> (reason, detail)`` of the latest stored verification results
+    (``fee_store.recent_verifications``; blocking)."""
+    inference = source.get_inference()
+    store = getattr(inference, "fee_store", None)
+    if store is None:
+        return {}
+    records = store.recent_verifications(limit, provider=source.get_provider())
+    return {r.chat_id.lower(): (r.reason.value, r.detail or "") for r in reversed(records)
+            if r.chat_id}
 
 
 def install_error_handler(app: FastAPI) -> None:

@@ -53,7 +53,10 @@
     const r = await api("/ui/api/requests" + (filter ? `?verified=${encodeURIComponent(filter)}` : ""));
     fill($("req-table").tBodies[0], r.requests.map(q => el("tr", {"data-verified": q.verified || "error"},
       cell(rel(q.at)), cell(`${q.method} ${q.route}`), cell(q.model || "–"), cell(String(q.status)),
-      cell(amount(q.fee_0g, q.fee)), cell(q.verified || "–"), cell(q.reason || ""),
+      cell(amount(q.fee_0g, q.fee)),
+      cell(el("span", {cls: q.verified === "true" ? "good" : q.verified === "false" ? "bad" : "",
+                       title: q.verification_reason || "", text: q.verified || "–"})),
+      cell(q.reason || ""),
       cell(`${Math.round(q.latency_ms)} ms`))),
       config.mode === "serve" ? "no requests yet" : "requests are recorded by `0g-broker serve`");
     if (!filter) drawCharts(r.requests);
