@@ -99,6 +99,7 @@ AREA_MODULES: tuple[tuple[str, str], ...] = (
     ("serve", "broker.cli.serve"),
     ("provider", "broker.cli.provider"),
     ("worker", "broker.cli.worker"),
+    ("ui", "broker.cli.ui"),
 )
 
 

@@ -28,6 +28,7 @@ from broker.proxy.settings import ServeSettings
 from broker.proxy.startup import prepare_provider
 from broker.proxy.upstream import Upstream
 from broker.proxy.verification import Verifier
+from broker.ui.dashboard import mount_dashboard
 
 __all__ = ["EXPOSED_HEADERS", "MULTIPART_PATHS", "create_app", "error_response", "serve"]
 
@@ -176,6 +177,7 @@ def create_app(broker: Any, settings: ServeSettings, *, console: Console | None 
         return error_response(_broker_error(exc))
 
     app.include_router(router)
+    mount_dashboard(app, inference, full_broker, settings)     # /ui/: the user dashboard
     # web pages may not use serve: Host, Origin, Sec-Fetch-Site and Content-Type checks
     app.add_middleware(LocalGuard,
                        allowed_hosts=[*settings.allowed_hosts, *bound_host_names(settings.host)],

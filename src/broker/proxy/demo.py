@@ -198,7 +198,7 @@ def run_demo(prompt: str, out: Path, *, model: str = "tiny", keep: bool = False,
                                              api_key=api_key)
                     app = create_app(broker, settings, console=console)
                     with _Uvicorn(app, settings.port) as server:
-                        ok(f"serve at {server.url}/v1 (OpenAI-compatible)")
+                        ok(f"serve at {server.url}/v1 (OpenAI-compatible); dashboard {server.url}/ui/")
                         client = openai.OpenAI(base_url=server.url + "/v1", api_key=api_key,
                                                max_retries=0, timeout=900)
                         # No size: serve fills the SDK's 512x512 (about a second with the tiny
