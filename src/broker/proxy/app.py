@@ -10,16 +10,23 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from rich.console import Console
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker._exceptions import BrokerError, ChainError, InputError
 from broker.chain.addresses import checksum_address
 from broker.inference.errors import SignerNotAcknowledgedError
 from broker.proxy.billing import Billing
 from broker.proxy.context import ProxyContext
-from broker.proxy.errors import ProxyConfigError, ProxyHTTPError
+from broker.proxy.errors import (
+    ProxyConfigError,
+    ProxyHTTPError,
+    http_exception_error,
+    validation_error,
+)
 from broker.proxy.metrics import ProxyMetrics
 from broker.proxy.protocol import ErrorBody, ErrorResponse
 from broker.proxy.router import router
@@ -37,8 +44,10 @@ def error_response(exc: ProxyHTTPError) -> JSONResponse:
     """The OpenAI-shaped JSON error (with ``Retry-After`` when the error carries one)."""
     body = ErrorResponse(error=ErrorBody(message=exc.message, type=exc.type, code=exc.code,
                                          param=exc.param))
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-    return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=headers)
+    headers = dict(exc.headers)
+    if exc.retry_after:
+        headers["Retry-After"] = str(exc.retry_after)
+    return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=headers or None)
 
 
 def _broker_error(exc: BrokerError) -> ProxyHTTPError:
@@ -56,7 +65,7 @@ def _broker_error(exc: BrokerError) -> ProxyHTTPError:
 def _route_label(path: str) -> str:
     if path.startswith("/v1/async/jobs/"):
         return "/v1/async/jobs/{id}"
-    known = ("/health", "/metrics", "/v1/account", "/v1/models", "/v1/chat/completions",
+    known = ("/health", "/ready", "/metrics", "/v1/account", "/v1/models", "/v1/chat/completions",
              "/v1/images/generations", "/v1/images/edits", "/v1/async/images/generations",
              "/v1/audio/transcriptions", "/v1/verify")
     return path if path in known else "other"
@@ -166,6 +175,15 @@ def create_app(broker: Any, settings: ServeSettings, *, console: Console | None 
     async def _other_error(_req: Request, exc: BrokerError) -> JSONResponse:
         logger.warning("request failed: %s", exc)
         return error_response(_broker_error(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(http_exception_error(req.method, req.url.path, exc.status_code,
+                                                   exc.detail, exc.headers))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(validation_error(exc.errors()))
 
     app.include_router(router)
     app.add_middleware(_MetricsMiddleware, metrics=metrics)

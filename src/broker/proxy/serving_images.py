@@ -36,6 +36,7 @@ from broker.proxy.context import (
 )
 from broker.proxy.errors import ProxyHTTPError
 from broker.proxy.multipart import ensure_field, text_field
+from broker.proxy.service_routes import check_model
 from broker.proxy.upstream import error_from_upstream, json_dumps
 from broker.proxy.verification import VERIFIED_HEADER, header_value
 
@@ -83,8 +84,9 @@ def prepare_image_request(body: dict, default_model: str) -> bytes:
 
 async def generate_image(ctx: ProxyContext, request: Request) -> Response:
     """Text-to-image through the provider (``{url}/v1/proxy/images/generations``); billed ``n``."""
-    body = prepare_image_request(await read_json(request, ctx.settings.max_body_bytes),
-                                 ctx.default_model)
+    data = await read_json(request, ctx.settings.max_body_bytes)
+    check_model(ctx, "images", data.get("model"))
+    body = prepare_image_request(data, ctx.default_model)
     response = await ctx.upstream.send("POST", "/images/generations", family="images",
                                        content=body, content_type="application/json",
                                        route="images/generations")
@@ -98,8 +100,9 @@ async def edit_image(ctx: ProxyContext, request: Request) -> Response:
     if not ctype.lower().startswith("multipart/form-data"):
         raise ProxyHTTPError("images/edits expects multipart/form-data", status_code=400,
                              type="invalid_request_error", code="invalid_content_type")
-    raw = ensure_field(await read_body(request, ctx.settings.max_body_bytes), ctype, "model",
-                       ctx.default_model)
+    raw = await read_body(request, ctx.settings.max_body_bytes)
+    check_model(ctx, "image-edits", text_field(raw, ctype, "model"))
+    raw = ensure_field(raw, ctype, "model", ctx.default_model)
     n = text_field(raw, ctype, "n")
     content = {"n": int(n)} if n and n.strip().isdigit() else {"n": 1}
     response = await ctx.upstream.send("POST", "/images/edits", family="images", content=raw,
@@ -127,8 +130,9 @@ async def async_generate_image(ctx: ProxyContext, request: Request) -> Response:
     """Queue a text-to-image job (``{url}/v1/async/images/generations``); 202 with the job id and
     ``Retry-After`` passed through. Nothing is billed here: the job id and its ``n`` are recorded in
     the fee store and billed when a poll first reports the job completed (:func:`get_job`)."""
-    body = prepare_image_request(await read_json(request, ctx.settings.max_body_bytes),
-                                 ctx.default_model)
+    data = await read_json(request, ctx.settings.max_body_bytes)
+    check_model(ctx, "images", data.get("model"))
+    body = prepare_image_request(data, ctx.default_model)
     response = await ctx.upstream.send("POST", "/v1/async/images/generations", proxy=False,
                                        family="images", content=body,
                                        content_type="application/json",

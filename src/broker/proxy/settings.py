@@ -35,6 +35,9 @@ class ServeSettings(BaseSettings):
             sub-account at ``unsettled + multiplier × 1 0G``.
         ensure_acknowledged: acknowledge the provider's signer at start-up when needed.
         recent_verifications: how many results ``/v1/account`` shows.
+        extra_routes: forward routes outside the provider's service type instead of refusing them
+            with 404 (gateways that also front another backend, e.g. the devnet stack's chat
+            backend); see :mod:`broker.proxy.service_routes`.
     """
 
     model_config = SettingsConfigDict(env_prefix="ZG_SERVE_", extra="ignore")
@@ -56,3 +59,4 @@ class ServeSettings(BaseSettings):
     funding_buffer_multiplier: int = Field(2, ge=1)
     ensure_acknowledged: bool = True
     recent_verifications: int = Field(20, ge=0, le=500)
+    extra_routes: bool = False
