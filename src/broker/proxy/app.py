@@ -28,8 +28,11 @@ from broker.proxy.errors import (
     validation_error,
 )
 from broker.proxy.metrics import ProxyMetrics
+from broker.proxy.pixazo import is_pixazo_path
+from broker.proxy.pixazo.errors import PixazoHTTPError, pixazo_error_response
+from broker.proxy.pixazo.router import pixazo_router
 from broker.proxy.protocol import ErrorBody, ErrorResponse
-from broker.proxy.router import router
+from broker.proxy.router import close_extras, router
 from broker.proxy.settings import ServeSettings
 from broker.proxy.startup import prepare_provider
 from broker.proxy.upstream import Upstream
@@ -48,6 +51,14 @@ def error_response(exc: ProxyHTTPError) -> JSONResponse:
     if exc.retry_after:
         headers["Retry-After"] = str(exc.retry_after)
     return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=headers or None)
+
+
+def _render(request: Request, exc: ProxyHTTPError) -> JSONResponse:
+    """``exc`` in the shape of the API the request used: Pixazo's on its paths, else OpenAI's."""
+    if is_pixazo_path(request.url.path):
+        return pixazo_error_response(exc.status_code, exc.message, retry_after=exc.retry_after,
+                                     headers=exc.headers)
+    return error_response(exc)
 
 
 def _broker_error(exc: BrokerError) -> ProxyHTTPError:
@@ -163,29 +174,36 @@ def create_app(broker: Any, settings: ServeSettings, *, console: Console | None 
             if callable(remove_listener):
                 remove_listener()
             await upstream.aclose()
+            await close_extras(ctx)
 
     app = FastAPI(title="0g-broker serve", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
 
     @app.exception_handler(ProxyHTTPError)
-    async def _proxy_error(_req: Request, exc: ProxyHTTPError) -> JSONResponse:
-        return error_response(exc)
+    async def _proxy_error(req: Request, exc: ProxyHTTPError) -> JSONResponse:
+        return _render(req, exc)
+
+    @app.exception_handler(PixazoHTTPError)
+    async def _pixazo_error(_req: Request, exc: PixazoHTTPError) -> JSONResponse:
+        return pixazo_error_response(exc.status_code, exc.message, error=exc.error,
+                                     retry_after=exc.retry_after)
 
     @app.exception_handler(BrokerError)
-    async def _other_error(_req: Request, exc: BrokerError) -> JSONResponse:
+    async def _other_error(req: Request, exc: BrokerError) -> JSONResponse:
         logger.warning("request failed: %s", exc)
-        return error_response(_broker_error(exc))
+        return _render(req, _broker_error(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(req: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(http_exception_error(req.method, req.url.path, exc.status_code,
-                                                   exc.detail, exc.headers))
+        return _render(req, http_exception_error(req.method, req.url.path, exc.status_code,
+                                                 exc.detail, exc.headers))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_req: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(validation_error(exc.errors()))
+    async def _validation_error(req: Request, exc: RequestValidationError) -> JSONResponse:
+        return _render(req, validation_error(exc.errors()))
 
     app.include_router(router)
+    app.include_router(pixazo_router)
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
     app.state.metrics = metrics
     return app

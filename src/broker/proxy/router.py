@@ -10,7 +10,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from broker.proxy import serving_audio, serving_chat, serving_images, serving_models
+from broker.proxy import (
+    router_async,
+    serving_audio,
+    serving_chat,
+    serving_images,
+    serving_models,
+)
 from broker.proxy.account import account_snapshot
 from broker.proxy.context import ProxyContext, read_json
 from broker.proxy.errors import ProxyHTTPError
@@ -19,7 +25,7 @@ from broker.proxy.protocol import HealthResponse, VerifyRequest, VerifyResponse
 from broker.proxy.readiness import ReadyResponse, readiness
 from broker.proxy.service_routes import check_route
 
-__all__ = ["require_api_key", "router"]
+__all__ = ["close_extras", "require_api_key", "router"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,14 +121,17 @@ async def images_edits(request: Request) -> Response:
 async def async_images(request: Request) -> Response:
     """Queue a text-to-image job (202)."""
     check_route(_ctx(request), "images")
-    return await serving_images.async_generate_image(_ctx(request), request)
+    ctx = _ctx(request)
+    response = await serving_images.async_generate_image(ctx, request)
+    return await router_async.decorate_submission(ctx, request, response)
 
 
 @guarded.get("/v1/async/jobs/{job_id}")
 async def async_job(job_id: str, request: Request) -> Response:
     """Poll an image job (``Retry-After`` passed through)."""
     check_route(_ctx(request), "images")
-    return await serving_images.get_job(_ctx(request), job_id)
+    ctx = _ctx(request)
+    return await router_async.decorate_poll(ctx, job_id, await serving_images.get_job(ctx, job_id))
 
 
 @guarded.post("/v1/audio/transcriptions")
@@ -155,3 +164,13 @@ async def verify(request: Request) -> VerifyResponse:
 
 
 router.include_router(guarded)
+
+
+async def close_extras(ctx: ProxyContext) -> None:
+    """Stop what the routes started lazily (Pixazo watchers, serve's state store)."""
+    from broker.proxy.pixazo.serving import stop_watchers
+
+    await stop_watchers(ctx)
+    store = ctx.extra.pop("state_store", None)
+    if store is not None:
+        store.close()

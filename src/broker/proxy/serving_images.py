@@ -36,6 +36,7 @@ from broker.proxy.context import (
 )
 from broker.proxy.errors import ProxyHTTPError
 from broker.proxy.multipart import ensure_field, text_field
+from broker.proxy.router_async import pop_router_extensions
 from broker.proxy.service_routes import check_model
 from broker.proxy.upstream import error_from_upstream, json_dumps
 from broker.proxy.verification import VERIFIED_HEADER, header_value
@@ -85,6 +86,7 @@ def prepare_image_request(body: dict, default_model: str) -> bytes:
 async def generate_image(ctx: ProxyContext, request: Request) -> Response:
     """Text-to-image through the provider (``{url}/v1/proxy/images/generations``); billed ``n``."""
     data = await read_json(request, ctx.settings.max_body_bytes)
+    pop_router_extensions(data, request)
     check_model(ctx, "images", data.get("model"))
     body = prepare_image_request(data, ctx.default_model)
     response = await ctx.upstream.send("POST", "/images/generations", family="images",
@@ -131,6 +133,7 @@ async def async_generate_image(ctx: ProxyContext, request: Request) -> Response:
     ``Retry-After`` passed through. Nothing is billed here: the job id and its ``n`` are recorded in
     the fee store and billed when a poll first reports the job completed (:func:`get_job`)."""
     data = await read_json(request, ctx.settings.max_body_bytes)
+    pop_router_extensions(data, request)
     check_model(ctx, "images", data.get("model"))
     body = prepare_image_request(data, ctx.default_model)
     response = await ctx.upstream.send("POST", "/v1/async/images/generations", proxy=False,
