@@ -210,6 +210,59 @@ def test_auth_webhook_and_unknown_ids(serve):
     _is_pixazo_error(httpx.get(serve + "/v2/media/unknown.png", headers=bearer), 404, "Not Found")
     _is_pixazo_error(httpx.post(serve + TURBO, headers=HEADERS, content=b"{bad"), 400,
                      "Bad Request")
+    _is_pixazo_error(httpx.get(serve + TURBO, headers=HEADERS), 405, "Method Not Allowed")
+
+
+def test_status_of_another_users_request_is_not_found(devnet, stack, serve):
+    """Two wallets share serve's state database: one never sees the other's request."""
+    from devnet_helpers import devnet_user_broker
+
+    from broker.devnet import fund_new_account
+
+    st, _ = stack
+    r = httpx.post(serve + TURBO, headers=HEADERS, timeout=60,
+                   json={**TURBO_EXAMPLE, "num_inference_steps": 1})
+    assert r.status_code == 202, r.text
+    request_id = r.json()["request_id"]
+    other = devnet_user_broker(devnet, fund_new_account(devnet, amount_neuron=10**18))
+    try:
+        settings = ServeSettings(provider=st.provider_address, api_key=KEY, auto_funding=False)
+        with ThreadServer(create_app(other, settings, run_startup=False)) as url:
+            theirs = httpx.get(f"{url}/v2/requests/status/{request_id}", headers=HEADERS)
+    finally:
+        other.inference.close()
+    _is_pixazo_error(theirs, 404, "Not Found")
+    _poll(r.json()["polling_url"])                            # and the owner still sees it
+
+
+def test_webhook_delivery_rechecks_the_target():
+    """Delivery applies the URL rule again (a loopback receiver is refused unless allowed) and does
+    not follow redirects."""
+    import asyncio
+
+    from fastapi.responses import RedirectResponse
+
+    from broker.proxy.pixazo.serving import deliver_webhook
+
+    hits: list[str] = []
+    app = FastAPI()
+
+    @app.post("/hook")
+    async def hook():
+        hits.append("hook")
+        return {}
+
+    @app.post("/moved")
+    async def moved():
+        hits.append("moved")
+        return RedirectResponse("/hook", status_code=307)
+
+    with ThreadServer(app) as url:
+        refused = asyncio.run(deliver_webhook(url + "/hook", {"a": 1}))
+        allowed = asyncio.run(deliver_webhook(url + "/hook", {"a": 1}, allow_private=True))
+        redirected = asyncio.run(deliver_webhook(url + "/moved", {"a": 1}, allow_private=True))
+    assert (refused, allowed, redirected) == (False, True, False)
+    assert hits == ["hook", "moved"]
 
 
 def test_lost_job_is_error_and_never_charged(serve, stack, user_broker, gate):

@@ -94,8 +94,38 @@ def test_no_tee_fields_without_verify_tee(stack, user_broker):
                              "response_format": "b64_json"})
         assert r.status_code == 202 and r.json()["provider_address"] == st.provider_address
         body = _poll(url, r.json()["jobId"], st.provider_address).json()
+        elsewhere = httpx.get(f"{url}/v1/async/jobs/{r.json()['jobId']}", headers=AUTH,
+                              params={"provider_address": "0x" + "ab" * 20}, timeout=60)
     assert body["status"] == "completed" and "x_0g_trace" in body
     assert "tee_verified" not in body and "tee_verification" not in body
+    assert elsewhere.status_code == 404                       # jobs are pinned to their provider
+    assert elsewhere.json()["error"]["code"] == "job_not_found"
+    assert st.provider_address in elsewhere.json()["error"]["message"]
+
+
+def test_z_image_fields_on_the_openai_route(stack, user_broker):
+    """Fields OpenAI has no equivalent for (seed, negative_prompt, output_format,
+    num_inference_steps, guidance_scale) pass through ``/v1/images/generations``."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    st, _ = stack
+    body = {"prompt": "a fox", "size": "48x32", "response_format": "b64_json", "seed": 7,
+            "negative_prompt": "blurry", "output_format": "jpeg", "num_inference_steps": 2,
+            "guidance_scale": 1.5}
+    with _serve(user_broker, st.provider_address) as url:
+        first, second, other = (
+            httpx.post(url + "/v1/images/generations", headers=AUTH, timeout=300, json=b)
+            for b in (body, body, {**body, "seed": 8}))
+    images = []
+    for r in (first, second, other):
+        assert r.status_code == 200, r.text
+        images.append(base64.b64decode(r.json()["data"][0]["b64_json"]))
+    with Image.open(io.BytesIO(images[0])) as image:
+        assert image.format == "JPEG" and image.size == (48, 32)
+    assert images[0] == images[1] and images[0] != images[2]    # the seed reached the model
 
 
 def _recording_provider(received: list[dict]) -> FastAPI:

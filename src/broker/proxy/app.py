@@ -76,9 +76,14 @@ def _broker_error(exc: BrokerError) -> ProxyHTTPError:
 def _route_label(path: str) -> str:
     if path.startswith("/v1/async/jobs/"):
         return "/v1/async/jobs/{id}"
+    if path.startswith("/v2/requests/status/"):
+        return "/v2/requests/status/{id}"
+    if path.startswith("/v2/media/"):
+        return "/v2/media/{id}"
     known = ("/health", "/ready", "/metrics", "/v1/account", "/v1/models", "/v1/chat/completions",
              "/v1/images/generations", "/v1/images/edits", "/v1/async/images/generations",
-             "/v1/audio/transcriptions", "/v1/verify")
+             "/v1/audio/transcriptions", "/v1/verify",
+             "/z-image-turbo-834/v1/z-image-turbo-request", "/z-image-base/v1/z-image-base-request")
     return path if path in known else "other"
 
 

@@ -131,6 +131,7 @@ async def async_job(job_id: str, request: Request) -> Response:
     """Poll an image job (``Retry-After`` passed through)."""
     check_route(_ctx(request), "images")
     ctx = _ctx(request)
+    router_async.check_provider_address(ctx, request.query_params.get("provider_address"))
     return await router_async.decorate_poll(ctx, job_id, await serving_images.get_job(ctx, job_id))
 
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ROUTER_EXTENSION_FIELDS",
+    "check_provider_address",
     "decorate_poll",
     "decorate_submission",
     "pop_router_extensions",
@@ -58,6 +59,24 @@ def pop_router_extensions(body: dict[str, Any], request: Request | None = None
     if request is not None:
         setattr(request.state, _EXTENSIONS_KEY, found)
     return found
+
+
+def check_provider_address(ctx: ProxyContext, provider_address: str | None) -> None:
+    """A poll's ``?provider_address=`` (jobs are pinned to their provider, seed 001) must be the
+    provider this ``serve`` serves (case-insensitive); absent is fine.
+
+    Raises:
+        ProxyHTTPError: 404 ``invalid_request_error`` / ``job_not_found`` naming both addresses.
+    """
+    if provider_address is None or provider_address.lower() == ctx.provider.lower():
+        return
+    from broker.proxy.errors import ProxyHTTPError
+
+    shown = provider_address[:64].encode("utf-8", "replace").decode("utf-8")
+    raise ProxyHTTPError(
+        f"this serve runs jobs of provider {ctx.provider} only; it has no job of provider "
+        f"{shown}", status_code=404, type="invalid_request_error", code="job_not_found",
+        param="provider_address")
 
 
 def state_store(ctx: ProxyContext) -> ServeStateStore:
