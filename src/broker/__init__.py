@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from broker import _recursion
 from broker._exceptions import BrokerError
+
+_recursion.install()  # py_ecc (via web3) must not leave the recursion limit raised to 100 000
 
 if TYPE_CHECKING:  # pragma: no cover
     from broker.broker import Broker, ReadOnlyBroker, create_broker, create_read_only_broker

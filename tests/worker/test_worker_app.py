@@ -23,7 +23,13 @@ pytestmark = [pytest.mark.worker, pytest.mark.timeout(120)]
 
 @pytest.fixture(scope="module")
 def worker_url(serve_app):
-    settings = WorkerSettings(model="tiny", device="cpu", idle_unload_seconds=0, queue_size=8)
+    settings = WorkerSettings(
+        model="tiny",
+        device="cpu",
+        idle_unload_seconds=0,
+        queue_size=8,
+        webhook_allow_private=True,  # the webhook receiver listens on loopback
+    )
     with serve_app(create_app(settings)) as url:
         yield url
 

@@ -24,8 +24,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from broker.inference.chat_id import chat_id_from_body, chat_id_from_sse
 from broker.provider.async_jobs import AsyncJobTracker
-from broker.provider.billing import compute_fee, request_image_count
+from broker.provider.billing import compute_fee
 from broker.provider.cors import GatewayCORS
 from broker.provider.errors import (
     BodyTooLargeError,
@@ -44,8 +45,11 @@ from broker.provider.forward import (
     rewrite_request,
 )
 from broker.provider.gateway import Gateway
-from broker.provider.limits import client_ip
 from broker.provider.protocol import ModelCard, ModelList, SignatureResponse, UnsettledFeeResponse
+from broker.wire.forwarded_request import ForwardedRequestError
+from broker.wire.job_id import is_valid_job_id
+from broker.wire.json_body import InvalidJSONBodyError, loads_request_json
+from broker.wire.n import DEFAULT_N, InvalidNError, request_n
 
 __all__ = ["create_app"]
 
@@ -73,6 +77,32 @@ def _job_id(raw: bytes) -> str | None:
         return None
     job_id = body.get("jobId") or body.get("id")
     return job_id if isinstance(job_id, str) and job_id else None
+
+
+_IMAGE_ROUTES = ("/images/generations", "/images/edits")
+
+
+def _check_body(route: str, body: bytes, content_type: str | None) -> int:
+    """Refuse a request body before anything is recorded or forwarded, and return the image
+    count it bills (1 for other routes).
+
+    A JSON body (``Content-Type`` ``*json*``) must pass the servers' one safe parse
+    (:mod:`broker.wire.json_body`: no deep nesting, lone surrogates or invalid UTF-8); an image
+    request's ``n`` must follow :mod:`broker.wire.n` (the worker makes, and serve bills, the same
+    count).
+
+    Raises:
+        GatewayHTTPError: 400 with the reason.
+    """
+    ctype = (content_type or "").lower()
+    try:
+        if route in _IMAGE_ROUTES:
+            return request_n(body, content_type)
+        if "json" in ctype.split(";", 1)[0] and body:
+            loads_request_json(body)
+    except (InvalidJSONBodyError, InvalidNError) as exc:
+        raise GatewayHTTPError(str(exc), status_code=400) from None
+    return DEFAULT_N
 
 
 def _error(exc: GatewayHTTPError) -> JSONResponse:
@@ -128,7 +158,11 @@ def create_app(gw: Gateway) -> FastAPI:
     async def lifespan(_app: FastAPI):
         for job_id in await run_in_threadpool(jobs.pending):   # resume after a restart
             start_watch(job_id)
+        if gw.revocations is not None:
+            gw.revocations.start()
         yield
+        if gw.revocations is not None:
+            await run_in_threadpool(gw.revocations.stop)
         if streams:     # let streams in progress finish billing (bounded)
             await asyncio.wait(list(streams), timeout=30)
         for task in list(watchers) + list(streams):
@@ -141,7 +175,7 @@ def create_app(gw: Gateway) -> FastAPI:
     app.add_middleware(GatewayCORS)     # the two B2 policies, by path
 
     def _peer(request: Request) -> str:
-        return client_ip(request.headers, request.client and request.client.host)
+        return gw.limits.client_ip(request.headers, request.client and request.client.host)
 
     def _check_ip(request: Request) -> None:
         """The per-IP bucket of B6: ``/v1/proxy/*`` and the other ``/v1`` routes differ."""
@@ -209,34 +243,42 @@ def create_app(gw: Gateway) -> FastAPI:
         return user, locked, unsettled
 
     def _record_sync(chat_id: str, fwd_body: bytes, raw: bytes, encoding: str | None,
-                     streamed: bool, billed: bool, locked: int, unsettled: int) -> None:
+                     streamed: bool, billed: bool, locked: int, unsettled: int,
+                     image_count: int) -> None:
         """Fee and response signature of a completed request, committed together (one durable
         transaction) before the response is released (B5, B7, B9); then an early settlement is
         asked for when the locked balance no longer covers the fees seen at admission plus this
         one and the reserve (B4.5, B10)."""
         fee = None
+        # the signature covers the bytes as received; billing reads them decoded (B5, B7)
+        plain = decoded_body(raw, encoding) if encoding else raw
         if billed:
-            # the signature covers the bytes as received; billing reads them decoded (B5, B7)
-            plain = decoded_body(raw, encoding) if encoding else raw
             fee = compute_fee(settings.service_type, fwd_body, plain, streamed=streamed,
-                              input_price=settings.input_price, output_price=settings.output_price)
+                              input_price=settings.input_price, output_price=settings.output_price,
+                              image_count=image_count)
+        completion_id = chat_id_from_sse(plain) if streamed else chat_id_from_body(plain)
         with gw.db.engine.begin() as conn:
             if fee is not None:
                 gw.ledger.bill(chat_id, fee, conn=conn)
-            gw.signatures.sign_and_store(chat_id, fwd_body, raw, conn=conn)
+            gw.signatures.sign_and_store(chat_id, fwd_body, raw, conn=conn,
+                                         aliases=(completion_id,) if completion_id else ())
         if fee is not None and locked - (unsettled + fee.fee) < settings.min_locked_balance:
             gw.trigger_settlement()
 
     async def _billed(request: Request, route: str, backend_path: str,
                       async_job: bool = False) -> Response:
         body = await _read_body(request, settings.max_body_bytes)
+        image_count = _check_body(route, body, request.headers.get("content-type"))
+        ctype = request.headers.get("content-type", "")
+        try:     # the body as forwarded, which the signature's request hash covers (B5, B7)
+            fwd_body = rewrite_request(settings.service_type, route, body, ctype)
+        except ForwardedRequestError as exc:
+            raise GatewayHTTPError(f"invalid request body: {exc}", status_code=400) from None
         chat_id = str(uuid.uuid4())
         user, locked, unsettled = await run_in_threadpool(
             _admit_sync, request.headers.get("authorization"), chat_id)
         billed = locked >= 0
         try:
-            ctype = request.headers.get("content-type", "")
-            fwd_body = rewrite_request(settings.service_type, route, body, ctype)
             params = dict(request.query_params)
             if settings.service_type == "text-to-image" and route == "/images/generations" \
                     and not async_job:
@@ -271,7 +313,7 @@ def create_app(gw: Gateway) -> FastAPI:
                     return
                 # billed when the backend reports the job completed (module async_jobs)
                 await run_in_threadpool(jobs.register, job_id, chat_id if billed else None, user,
-                                        request_image_count(fwd_body))
+                                        image_count)
                 await run_in_threadpool(gw.signatures.sign_and_store, chat_id, fwd_body, raw)
                 start_watch(job_id)
                 return
@@ -280,7 +322,7 @@ def create_app(gw: Gateway) -> FastAPI:
                     await run_in_threadpool(gw.ledger.fail, chat_id)
                 return
             await run_in_threadpool(_record_sync, chat_id, fwd_body, raw, encoding, streamed,
-                                    billed, locked, unsettled)
+                                    billed, locked, unsettled, image_count)
 
         if upstream.status_code in (200, 202):
             out_headers.update({"ZG-Res-Key": chat_id, "Provider": gw.provider,
@@ -368,6 +410,8 @@ def create_app(gw: Gateway) -> FastAPI:
 
     async def _async_poll(job_id: str, request: Request) -> Response:
         _check_ip(request)
+        if not is_valid_job_id(job_id):
+            raise GatewayHTTPError("job not found", status_code=404)
         user = await run_in_threadpool(gw.auth.authenticate, request.headers.get("authorization"))
         owner = await run_in_threadpool(jobs.owner, job_id)
         if owner is None or owner.lower() != user.lower():

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from broker.provider.db import Database, RequestRecord, RequestStatus
+from broker.wire.n import request_n
 
 __all__ = ["Fee", "FeeLedger", "compute_fee", "request_image_count", "sse_usage"]
 
@@ -56,16 +57,15 @@ def _int(value: Any) -> int:
     return 0
 
 
-def request_image_count(request_body: bytes) -> int:
-    """``n`` of an image request (JSON or multipart form already parsed to JSON); default 1."""
-    try:
-        data = json.loads(request_body)
-    except (ValueError, UnicodeDecodeError):
-        return 1
-    if isinstance(data, dict) and "n" in data:
-        n = _int(data["n"])
-        return n if n > 0 else 1
-    return 1
+def request_image_count(request_body: bytes, content_type: str | None = None) -> int:
+    """``n`` of an image request (JSON, or a multipart form with ``content_type``), by the rule
+    the worker and ``serve`` apply (:func:`broker.wire.n.request_n`); default 1.
+
+    Raises:
+        InvalidNError / InvalidJSONBodyError: the request breaks the rule (the gateway refuses
+            such a request with 400 before forwarding it, so a billed request never does).
+    """
+    return request_n(request_body, content_type or "application/json")
 
 
 def sse_usage(stream: bytes) -> tuple[dict | None, str]:
@@ -140,7 +140,8 @@ def _speech_fee(response: bytes, in_price: int, out_price: int) -> Fee:
 
 
 def compute_fee(service_type: str, request_body: bytes, response_body: bytes, *,
-                input_price: int, output_price: int, streamed: bool = False) -> Fee:
+                input_price: int, output_price: int, streamed: bool = False,
+                image_count: int | None = None) -> Fee:
     """Bill one successful request (B9).
 
     Args:
@@ -148,12 +149,14 @@ def compute_fee(service_type: str, request_body: bytes, response_body: bytes, *,
         request_body: the body as forwarded (for images: JSON with ``n``).
         response_body: the raw backend body (an SSE stream when ``streamed``).
         input_price, output_price: on-chain prices in neuron.
+        image_count: images billed for an image request, as checked when it arrived
+            (default: :func:`request_image_count` of a JSON ``request_body``).
 
     Returns:
         :class:`Fee`. Images: ``n × outputPrice`` (B9, D11); chat: usage tokens, else words.
     """
     if service_type in ("text-to-image", "image-editing"):
-        n = request_image_count(request_body)
+        n = image_count if image_count is not None else request_image_count(request_body)
         return Fee(0, n, 0, n * output_price)
     if service_type == "speech-to-text":
         return _speech_fee(response_body, input_price, output_price)

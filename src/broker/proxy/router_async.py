@@ -30,6 +30,7 @@ from broker.inference.fee_store import AsyncJobStatus
 from broker.proxy.state_store import RouterJob, ServeStateStore
 from broker.proxy.timefmt import iso_utc
 from broker.units import format_0g
+from broker.wire.job_id import is_valid_job_id
 
 if TYPE_CHECKING:
     from fastapi import Request
@@ -111,7 +112,7 @@ async def decorate_submission(ctx: ProxyContext, request: Request, response: Res
         return response
     job_id = body.get("jobId") or body.get("id")
     extensions = getattr(request.state, _EXTENSIONS_KEY, {}) or {}
-    if isinstance(job_id, str) and 0 < len(job_id) <= 200:
+    if is_valid_job_id(job_id):
         job = RouterJob(job_id=job_id, request_id=response.headers.get("zg-res-key"),
                         verify_tee=extensions.get("verify_tee") is True, created_at=time.time())
         await run_in_threadpool(state_store(ctx).record_router_job, ctx.inference.address,

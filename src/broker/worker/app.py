@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from broker.asgi.guard import MULTIPART_TYPES, LocalGuard, bound_host_names
 from broker.worker.engine import ImageEngine
 from broker.worker.errors import (
     GenerationError,
@@ -76,6 +77,7 @@ def create_app(
                 client,
                 attempts=settings.webhook_attempts,
                 timeout_seconds=settings.webhook_timeout_seconds,
+                allow_private=settings.webhook_allow_private,
             )
             service = ImageService(settings, engine, jobs, files, notifier)
             app.state.image_service = service
@@ -88,6 +90,15 @@ def create_app(
     app = FastAPI(title="0g-broker Z-Image worker", lifespan=lifespan)
     app.include_router(router)
     _install_error_handlers(app)
+    # web pages may not use the worker (Host, Origin, Sec-Fetch-Site, Content-Type checks)
+    app.add_middleware(
+        LocalGuard,
+        allowed_hosts=[*settings.allowed_hosts, *bound_host_names(settings.host)],
+        allowed_origins=settings.allowed_origins,
+        content_types={p: MULTIPART_TYPES for p in ("/v1/images/edits", "/v1/async/images/edits")},
+        hosts_hint="; list it in ZG_WORKER_ALLOWED_HOSTS",
+        origins_hint="; list it in ZG_WORKER_ALLOWED_ORIGINS",
+    )
     return app
 
 
@@ -116,10 +127,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
         if errors and errors[0].get("type") == "json_invalid":
+            reason = str((errors[0].get("ctx") or {}).get("error") or "")
+            message = reason if reason.startswith("request body") else (
+                "request body is not valid JSON"
+            )
             return JSONResponse(
-                error_body(
-                    "request body is not valid JSON", "invalid_request_error", code="invalid_json"
-                ),
+                error_body(message, "invalid_request_error", code="invalid_json"),
                 status_code=400,
             )
         return _validation_response(errors)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,8 @@ from typing import Any, Literal
 
 import httpx
 
-from broker.worker.errors import JobNotFoundError
+from broker.wire.webhook import WebhookURLError, check_webhook_address, check_webhook_url
+from broker.worker.errors import InvalidImageRequestError, JobNotFoundError
 
 __all__ = ["ImageJob", "JobRegistry", "JobStatus", "WebhookNotifier"]
 
@@ -157,15 +159,25 @@ class JobRegistry:
 
 
 class WebhookNotifier:
-    """POSTs a finished job's body (JSON) to its ``webhook_url`` with bounded retries.
+    """POSTs a finished job's body (JSON) to its ``webhook_url`` with bounded retries, only to
+    public addresses unless the operator allows private ones (server-side request forgery guard,
+    rule in :mod:`broker.wire.webhook`).
+
+    At submission :meth:`check_url` refuses a URL that is malformed or names a non-public address
+    (HTTP 400). At delivery the host is resolved again (DNS may have changed), every address is
+    checked, and the POST goes to the checked address (``Host`` and TLS server name kept), so a
+    second DNS answer cannot redirect it. Redirects are not followed (a 3xx is a failed attempt).
 
     A delivery succeeds on any 2xx answer. Failures (connection errors, timeouts, non-2xx) are
     retried up to ``attempts`` times in total with exponential backoff (``backoff_seconds`` × 2^i);
-    the last failure is logged, never raised.
+    a refused target is not retried. The last failure is logged, never raised.
 
     Args:
         client: a shared ``httpx.AsyncClient``.
-        attempts: total attempts (>= 1); timeout_seconds: per attempt.
+        attempts: total attempts (>= 1); timeout_seconds: per attempt (connect, read, write and
+            pool, seconds).
+        allow_private: also deliver to loopback, private and link-local addresses
+            (``ZG_WORKER_WEBHOOK_ALLOW_PRIVATE``).
     """
 
     def __init__(
@@ -173,19 +185,75 @@ class WebhookNotifier:
         client: httpx.AsyncClient,
         *,
         attempts: int = 3,
-        timeout_seconds: float = 10.0,
+        timeout_seconds: float = 5.0,
         backoff_seconds: float = 0.5,
+        allow_private: bool = False,
     ):
         self._client = client
         self._attempts = attempts
         self._timeout = timeout_seconds
         self._backoff = backoff_seconds
+        self.allow_private = allow_private
+
+    def check_url(self, url: str) -> None:
+        """Refuse a ``webhook_url`` at submission.
+
+        Raises:
+            InvalidImageRequestError: (``param="webhook_url"``, ``code="invalid_webhook_url"``)
+                the URL is malformed or targets a refused address.
+        """
+        try:
+            check_webhook_url(url, allow_private=self.allow_private)
+        except WebhookURLError as exc:
+            raise InvalidImageRequestError(
+                str(exc), param="webhook_url", code="invalid_webhook_url"
+            ) from None
+
+    async def resolve(self, url: str) -> httpx.URL:
+        """The URL to POST to: ``url`` with its host replaced by a checked address.
+
+        Raises:
+            WebhookURLError: the URL or one of the addresses its host resolves to is refused, or
+                the host does not resolve.
+        """
+        check_webhook_url(url, allow_private=self.allow_private)
+        target = httpx.URL(url)
+        port = target.port or (443 if target.scheme == "https" else 80)
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                target.host, port, type=socket.SOCK_STREAM
+            )
+        except (OSError, UnicodeError):
+            raise WebhookURLError(f"webhook_url: host {target.host} does not resolve") from None
+        addresses = [info[4][0] for info in infos]
+        if not addresses:
+            raise WebhookURLError(f"webhook_url: host {target.host} does not resolve")
+        for address in addresses:  # all of them: a resolver may rotate its answers
+            check_webhook_address(address, allow_private=self.allow_private)
+        return target.copy_with(host=addresses[0].split("%", 1)[0])
 
     async def notify(self, url: str, payload: dict[str, Any]) -> bool:
-        """Deliver ``payload`` to ``url``. Returns ``True`` once a 2xx answer arrived."""
+        """Deliver ``payload`` to ``url``. Returns ``True`` once a 2xx answer arrived; ``False``
+        after the last failed attempt or at once when the target is refused."""
+        original = httpx.URL(url)
+        headers = {"Host": original.netloc.decode("ascii")}
+        extensions = {"sni_hostname": original.host} if original.scheme == "https" else {}
+        problem = "not attempted"
         for attempt in range(self._attempts):
             try:
-                response = await self._client.post(url, json=payload, timeout=self._timeout)
+                target = await self.resolve(url)
+            except WebhookURLError as exc:
+                logger.warning("webhook for job %s refused: %s", payload.get("id"), exc)
+                return False
+            try:
+                response = await self._client.post(
+                    target,
+                    json=payload,
+                    headers=headers,
+                    extensions=extensions,
+                    timeout=self._timeout,
+                    follow_redirects=False,
+                )
                 if response.is_success:
                     return True
                 problem = f"HTTP {response.status_code}"

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+
+from broker.wire.n import MAX_N, parse_n, parse_n_field
 
 __all__ = [
     "AsyncImageGenerationRequest",
@@ -33,7 +35,7 @@ class _ImageOptions(BaseModel):
 
     prompt: str = Field(..., min_length=1, max_length=32_000, description="Text prompt.")
     model: str | None = Field(None, description="Model name; informational (one model per worker).")
-    n: int = Field(1, ge=1, description="Images to generate (1 to max_n, default 4).")
+    n: int = Field(1, ge=1, le=MAX_N, description="Images to generate (1 to max_n, default 4).")
     size: str | None = Field(None, description="WIDTHxHEIGHT in pixels, or 'auto'.")
     response_format: Literal["b64_json", "url"] = Field("b64_json")
     output_format: Literal["png", "jpeg", "webp"] = Field("png")
@@ -43,6 +45,13 @@ class _ImageOptions(BaseModel):
     guidance_scale: float | None = Field(None, ge=0, le=50, description="CFG scale (0 = off).")
     negative_prompt: str | None = Field(None, max_length=32_000)
     user: str | None = None
+
+
+    @field_validator("n", mode="before")
+    @classmethod
+    def _n_is_an_integer(cls, value: Any) -> int:
+        # one rule with the gateway's and serve's billing (broker.wire.n): "2.0" or 2.0 is refused
+        return parse_n(value)
 
 
 class ImageGenerationRequest(_ImageOptions):
@@ -63,6 +72,12 @@ class ImageEditForm(_ImageOptions):
 
     strength: float = Field(0.6, ge=0, le=1, description="How much of the image is re-noised.")
     webhook_url: AnyHttpUrl | None = Field(None, description="Async edits only.")
+
+    @field_validator("n", mode="before")
+    @classmethod
+    def _n_is_an_integer(cls, value: Any) -> int:
+        # a form field is text: plain digits only (broker.wire.n)
+        return parse_n_field(value)
 
 
 class ImageData(BaseModel):

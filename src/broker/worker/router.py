@@ -12,6 +12,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
+from broker.wire.job_id import is_valid_job_id
+from broker.worker.body import SafeJSONRoute
 from broker.worker.errors import InvalidImageRequestError, JobNotFoundError
 from broker.worker.protocol import (
     AsyncImageGenerationRequest,
@@ -28,7 +30,7 @@ from broker.worker.serving import ImageService
 
 __all__ = ["router"]
 
-router = APIRouter()
+router = APIRouter(route_class=SafeJSONRoute)
 _STARTED = int(time.time())
 
 
@@ -108,6 +110,8 @@ async def edit_image(request: Request) -> ImagesResponse:
 async def create_image_job(body: AsyncImageGenerationRequest, request: Request) -> JSONResponse:
     """Queue a text-to-image job; 202 with the job id, ``Location`` and ``Retry-After``."""
     service = _service(request)
+    if body.webhook_url:
+        service.notifier.check_url(str(body.webhook_url))
     task = service.generation_task(body)
     options = service.output_options(body, str(request.base_url))
     job = service.submit_job(task, options, str(body.webhook_url) if body.webhook_url else None)
@@ -119,6 +123,8 @@ async def create_edit_job(request: Request) -> JSONResponse:
     """Queue an edit job (multipart, as ``/v1/images/edits`` plus ``webhook_url``); 202."""
     service = _service(request)
     form, images, mask = await _read_edit_form(request)
+    if form.webhook_url:
+        service.notifier.check_url(str(form.webhook_url))
     task = await asyncio.to_thread(service.edit_task, form, images, mask)
     options = service.output_options(form, str(request.base_url))
     job = service.submit_job(task, options, str(form.webhook_url) if form.webhook_url else None)
@@ -130,6 +136,8 @@ async def get_job(job_id: str, request: Request) -> JSONResponse:
     """Job status; when completed ``data`` holds the images response. ``Retry-After`` (seconds)
     while pending or running; 404 for unknown or expired ids."""
     service = _service(request)
+    if not is_valid_job_id(job_id):
+        raise JobNotFoundError("no image job with this id (malformed id)")
     job = service.jobs.get(job_id)
     headers = {} if job.done else {"Retry-After": str(service.engine.retry_after(1))}
     return JSONResponse(job.to_dict(), headers=headers)
@@ -176,6 +184,8 @@ async def _read_edit_form(request: Request) -> tuple[ImageEditForm, list[bytes],
         elif key == "mask":
             mask = await _read_upload("mask", value, limit)
         elif isinstance(value, str):
+            if key in fields:  # which copy counts differs between parsers (n: billed vs made)
+                raise InvalidImageRequestError(f"{key} must be given at most once", param=key)
             fields[key] = value
     return ImageEditForm.model_validate(fields), images, mask
 

@@ -41,7 +41,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from broker.proxy.context import FEE_HEADER, read_json
+from broker.proxy.context import FEE_HEADER, complete_response, read_json
 from broker.proxy.errors import ProxyHTTPError
 from broker.proxy.pixazo.errors import PixazoHTTPError
 from broker.proxy.pixazo.protocol import (
@@ -55,7 +55,8 @@ from broker.proxy.pixazo.protocol import (
 from broker.proxy.router_async import state_store
 from broker.proxy.timefmt import iso_utc
 from broker.proxy.upstream import json_dumps
-from broker.proxy.verification import VERIFIED_HEADER, header_value
+from broker.proxy.verification import REASON_HEADER, VERIFIED_HEADER
+from broker.wire.job_id import is_valid_job_id
 from broker.wire.webhook import WebhookURLError, check_webhook_address, check_webhook_url
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ def _job_id(raw: bytes) -> str | None:
     except (ValueError, UnicodeDecodeError):
         return None
     job_id = (body.get("jobId") or body.get("id")) if isinstance(body, dict) else None
-    return job_id if isinstance(job_id, str) and 0 < len(job_id) <= 200 else None
+    return job_id if is_valid_job_id(job_id) else None
 
 
 def _base_url(request: Request) -> str:
@@ -148,16 +149,23 @@ async def submit(ctx: ProxyContext, request: Request, model_id: str) -> Response
     response = await ctx.upstream.send("POST", "/v1/async/images/generations", proxy=False,
                                        family="images", content=body,
                                        content_type="application/json", route="pixazo/submit")
-    await ctx.upstream.raise_for_status(response)
-    raw = await ctx.upstream.read(response)
-    job_id = _job_id(raw)
+    accepted: dict[str, str] = {}
+
+    async def remember(_status: int, raw: bytes) -> None:
+        job_id = _job_id(raw)
+        if job_id is not None:
+            accepted["job_id"] = job_id
+            await ctx.billing.record_async_job(job_id, {"n": req.num_images})
+
+    # the submission's signature is checked bound to the bytes (enforce may refuse: then the job
+    # is recorded as disputed, as on the OpenAI async route)
+    answer_202 = await complete_response(ctx, response, None, on_body=remember,
+                                         request_body=body, refused_bill=lambda _raw: body)
+    job_id = accepted.get("job_id")
     if job_id is None:
         raise PixazoHTTPError(502, "the provider accepted the request without a job id; "
                               "nothing was billed locally")
-    await ctx.billing.record_async_job(job_id, {"n": req.num_images})
-    chat_id = response.headers.get("zg-res-key")
-    result = await ctx.verifier.verify(chat_id)
-    ctx.verifier.enforce(result)
+    chat_id = answer_202.headers.get("zg-res-key")
     request_id = f"{model_id}_{uuid.uuid4()}"
     options = {"output_format": req.output_format, "num_images": req.num_images,
                "enable_safety_checker": req.enable_safety_checker, "zg_res_key": chat_id,
@@ -169,7 +177,8 @@ async def submit(ctx: ProxyContext, request: Request, model_id: str) -> Response
         _start_watcher(ctx, request_id)
     answer = PixazoSubmitResponse(
         request_id=request_id, polling_url=f"{_base_url(request)}/v2/requests/status/{request_id}")
-    headers = {VERIFIED_HEADER: header_value(result), FEE_HEADER: "0"}
+    headers = {k: answer_202.headers[k] for k in (VERIFIED_HEADER, REASON_HEADER, FEE_HEADER)
+               if k in answer_202.headers}
     return JSONResponse(answer.model_dump(), status_code=202, headers=headers)
 
 

@@ -1,0 +1,95 @@
+"""The one JSON parse every server applies to a request body (``serve``, the gateway, the worker).
+
+:func:`loads_request_json` parses with orjson (no recursion: a body of 100 000 nested arrays
+cannot exhaust the C stack) and refuses what the handlers cannot process safely: invalid UTF-8, lone
+UTF-16 surrogates (``"\\ud800"``, which cannot be encoded again), ``NaN``/``Infinity`` and nesting
+deeper than :data:`MAX_JSON_DEPTH`. Integers beyond 64 bits are parsed as floats (orjson), which
+the integer fields (``n``, ``max_tokens``...) refuse. The errors are :class:`InvalidJSONBodyError`
+(an ``InputError``): every server answers 400 in its own shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from broker._exceptions import InputError
+
+__all__ = ["MAX_JSON_DEPTH", "InvalidJSONBodyError", "json_depth", "loads_request_json"]
+
+#: Deepest nesting of arrays/objects accepted in a request body (OpenAI bodies, JSON schemas of
+#: tools included, stay far below; deeper values could overflow recursive code downstream).
+MAX_JSON_DEPTH = 64
+
+
+class InvalidJSONBodyError(InputError):
+    """The request body is not JSON a server accepts. ``code`` is ``"invalid_json"`` or
+    ``"json_too_deep"``."""
+
+    def __init__(self, message: str, *, code: str = "invalid_json") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def json_depth(value: Any, *, limit: int | None = None) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0, ``[]`` is 1, ``[[1]]`` is 2).
+
+    Iterative (no recursion). With ``limit``, stops as soon as the depth exceeds it and returns
+    ``limit + 1``.
+    """
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        depth += 1
+        if depth > deepest:
+            deepest = depth
+            if limit is not None and deepest > limit:
+                return deepest
+        stack.extend((child, depth) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+def loads_request_json(raw: bytes | bytearray | memoryview | str, *,
+                       max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse a request body.
+
+    Args:
+        raw: the body bytes (UTF-8) or text.
+        max_depth: deepest accepted array/object nesting (default :data:`MAX_JSON_DEPTH`).
+
+    Returns:
+        The parsed value (dict, list, str, int, float, bool or None).
+
+    Raises:
+        InvalidJSONBodyError: not valid JSON or not valid UTF-8, a lone surrogate escape, ``NaN``,
+            or deeper than ``max_depth`` (``code == "json_too_deep"``). The message is one line
+            and does not repeat the body.
+    """
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        reason = str(exc).split(":", 1)[0]
+        if "depth" in reason or "recursion" in reason:
+            raise InvalidJSONBodyError(
+                f"request body nests deeper than {max_depth} levels", code="json_too_deep"
+            ) from None
+        if "surrogate" in reason:
+            message = "request body is not valid JSON (lone UTF-16 surrogate in a string)"
+        elif "UTF-8" in reason:
+            message = "request body is not valid UTF-8"
+        else:
+            message = "request body is not valid JSON"
+        raise InvalidJSONBodyError(message) from None
+    if isinstance(value, dict | list) and json_depth(value, limit=max_depth) > max_depth:
+        raise InvalidJSONBodyError(
+            f"request body nests deeper than {max_depth} levels", code="json_too_deep"
+        )
+    return value

@@ -1,0 +1,70 @@
+"""The servers' one JSON body parse (broker.wire.json_body): deep nesting, lone surrogates and bad
+UTF-8 are refused with a typed error, without recursion."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from broker._exceptions import InputError
+from broker.wire.json_body import (
+    MAX_JSON_DEPTH,
+    InvalidJSONBodyError,
+    json_depth,
+    loads_request_json,
+)
+
+
+def nested(depth: int, open_: str = "[", close: str = "]") -> bytes:
+    return ('{"prompt":"x","extra":' + open_ * depth + close * depth + "}").encode()
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH, 1025, 100_000])
+def test_deep_arrays_refused(depth: int) -> None:
+    with pytest.raises(InvalidJSONBodyError) as info:
+        loads_request_json(nested(depth))
+    assert info.value.code == "json_too_deep" and isinstance(info.value, InputError)
+
+
+def test_deep_objects_refused() -> None:
+    body = b'{"a":' * 50_000 + b"1" + b"}" * 50_000
+    with pytest.raises(InvalidJSONBodyError, match="deeper than"):
+        loads_request_json(body)
+
+
+def test_depth_at_the_limit_accepted() -> None:
+    value = loads_request_json(nested(MAX_JSON_DEPTH - 1))
+    assert json_depth(value) == MAX_JSON_DEPTH
+    assert json.dumps(value)  # downstream recursive code copes with what is accepted
+
+
+@pytest.mark.parametrize("body", [
+    rb'{"prompt":"\ud800"}', rb'{"prompt":"\udc00"}', rb'{"prompt":"\ud800\u0041"}',
+    b'{"prompt":"\xed\xa0\x80"}',
+])
+def test_lone_surrogates_refused(body: bytes) -> None:
+    with pytest.raises(InvalidJSONBodyError):
+        loads_request_json(body)
+
+
+@pytest.mark.parametrize("body", [b"\xff\xfe{}", b'{"a":NaN}', b'{"a":Infinity}', b"", b"{",
+                                  b'{"a":1e999}'])
+def test_invalid_bodies_refused(body: bytes) -> None:
+    with pytest.raises(InvalidJSONBodyError) as info:
+        loads_request_json(body)
+    assert info.value.code == "invalid_json"
+
+
+def test_valid_bodies_parsed_like_json() -> None:
+    body = '{"prompt":"\\ud83d\\ude00 ok","n":2,"a":[1,2.5,null,true],"s":"é"}'
+    assert loads_request_json(body.encode()) == json.loads(body)
+    assert loads_request_json(body) == json.loads(body)
+
+
+def test_json_depth_iterative() -> None:
+    assert json_depth(1) == 0 and json_depth([]) == 1 and json_depth({"a": [{}]}) == 3
+    deep: list = []
+    for _ in range(10_000):
+        deep = [deep]
+    assert json_depth(deep, limit=10) == 11
