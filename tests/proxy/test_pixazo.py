@@ -337,3 +337,59 @@ def test_provider_refusals_in_pixazo_shape(devnet, user_broker):
     assert busy.headers["Retry-After"] == "9"
     fees = user_broker.inference.fee_store.get_totals(user_broker.address, provider.address)
     assert fees.total_fee == 0
+
+
+def _checked_provider(png_b64: str) -> FastAPI:
+    """A provider whose jobs complete at once: ``checked`` prompts as a worker with a safety checker
+    answers (one image withheld and flagged, ``safety_checked: true``), others without any check."""
+    app = FastAPI()
+    jobs: dict[str, dict] = {}
+
+    @app.post("/v1/async/images/generations")
+    async def submit(request: Request):
+        body = await request.json()
+        job_id = f"job{len(jobs)}"
+        if "checked" in body["prompt"]:
+            result = {"created": 1, "safety_checked": True, "data": [
+                {"b64_json": png_b64, "has_nsfw_concepts": False}, {"has_nsfw_concepts": True}]}
+        else:
+            result = {"created": 1, "data": [{"b64_json": png_b64}] * body["n"]}
+        jobs[job_id] = {"jobId": job_id, "status": "completed", "created": 1, "data": result}
+        return JSONResponse({"jobId": job_id, "status": "pending", "created": 1},
+                            status_code=202)
+
+    @app.get("/v1/async/jobs/{job_id}")
+    async def poll(job_id: str):
+        return jobs[job_id]
+
+    return app
+
+
+def test_safety_checker_verdicts_never_pretended(devnet, user_broker):
+    import base64
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), "white").save(buf, format="PNG")
+    png_b64 = base64.b64encode(buf.getvalue()).decode()
+    with ThreadServer(_checked_provider(png_b64)) as provider_url:
+        provider = register_image_service(devnet, provider_url, output_price=10**15)
+        settings = ServeSettings(provider=provider.address, api_key=KEY, auto_funding=False)
+        with ThreadServer(create_app(user_broker, settings)) as url:
+            checked = httpx.post(url + TURBO, headers=HEADERS, timeout=60,
+                                 json={**TURBO_EXAMPLE, "prompt": "checked", "num_images": 2})
+            plain = httpx.post(url + TURBO, headers=HEADERS, timeout=60,
+                               json={**TURBO_EXAMPLE, "prompt": "plain"})
+            off = httpx.post(url + TURBO, headers=HEADERS, timeout=60,
+                             json={**TURBO_EXAMPLE, "prompt": "plain",
+                                   "enable_safety_checker": False})
+            done = [_poll(r.json()["polling_url"])[-1]
+                    for r in (checked, plain, off)]
+    assert [d["status"] for d in done] == ["COMPLETED"] * 3
+    assert done[0]["output"]["has_nsfw_concepts"] == [False, True]
+    assert len(done[0]["output"]["media_url"]) == 1                   # the flagged one withheld
+    assert done[0]["safety_checker"] == {"requested": True, "ran": True}
+    assert "has_nsfw_concepts" not in done[1]["output"]
+    assert done[1]["safety_checker"]["ran"] is False
+    assert "safety_checker" not in done[2]                             # not asked, none ran
+    fees = user_broker.inference.fee_store.get_totals(user_broker.address, provider.address)
+    assert fees.total_fee == 4 * 10**15                                 # 2 + 1 + 1 images

@@ -200,28 +200,48 @@ def _status_body(record: PixazoRecord) -> dict[str, Any]:
     return out
 
 
-def _decode_images(result: Any) -> list[bytes] | None:
+def _images_and_flags(result: Any) -> tuple[list[bytes | None], list[bool | None]] | None:
+    """The images of a completed job (``None`` for one the provider's safety checker withheld:
+    no bytes, ``has_nsfw_concepts: true``) and the per-image verdicts (``None``: unchecked); the
+    per-item ``has_nsfw_concepts`` of our worker or a top-level list (diffusers' form). ``None``
+    when the result has no usable image list."""
     items = result.get("data") if isinstance(result, dict) else None
     if not isinstance(items, list) or not items:
         return None
-    images = []
+    images: list[bytes | None] = []
+    flags: list[bool | None] = []
     for item in items:
-        b64 = item.get("b64_json") if isinstance(item, dict) else None
+        if not isinstance(item, dict):
+            return None
+        flag = item.get("has_nsfw_concepts")
+        flags.append(flag if isinstance(flag, bool) else None)
+        b64 = item.get("b64_json")
+        if b64 is None and flag is True:
+            images.append(None)                                # withheld by the checker
+            continue
         if not isinstance(b64, str):
             return None
         try:
             images.append(base64.b64decode(b64, validate=True))
         except (binascii.Error, ValueError):
             return None
-    return images
+    top = result.get("has_nsfw_concepts")
+    if isinstance(top, list) and len(top) == len(items) and all(isinstance(f, bool) for f in top):
+        flags = list(top)
+    return images, flags
 
 
-def _safety(record: PixazoRecord, result: Any) -> tuple[dict[str, Any] | None, list | None]:
-    if not record.options.get("enable_safety_checker"):
+def _safety(record: PixazoRecord, result: dict[str, Any], flags: list[bool | None]
+            ) -> tuple[dict[str, Any] | None, list[bool] | None]:
+    """``(safety_checker status, has_nsfw_concepts)``: a check ran only when the provider says so
+    (``safety_checked: true``) or gave a verdict for every image; never pretended."""
+    requested = bool(record.options.get("enable_safety_checker"))
+    ran = result.get("safety_checked") is True or (bool(flags) and
+                                                   all(f is not None for f in flags))
+    if ran:
+        return {"requested": requested, "ran": True}, [bool(f) for f in flags]
+    if not requested:
         return None, None
-    flags = result.get("has_nsfw_concepts") if isinstance(result, dict) else None
-    if isinstance(flags, list) and all(isinstance(f, bool) for f in flags):
-        return {"requested": True, "ran": True}, flags
     return ({"requested": True, "ran": False,
              "detail": "the provider's answer carries no has_nsfw_concepts: no safety check ran"},
             None)
@@ -231,22 +251,25 @@ async def _complete(ctx: ProxyContext, record: PixazoRecord, job: dict[str, Any]
                     ) -> PixazoRecord | None:
     store = state_store(ctx)
     result = job.get("data")
-    images = _decode_images(result)
-    if images is None:
+    decoded = _images_and_flags(result)
+    if decoded is None:
         return await run_in_threadpool(
             store.update_pixazo, record.request_id, status="FAILED",
             error="the provider's completed job carries no decodable image", final_body={})
+    images, flags = decoded
     fmt = record.options.get("output_format", "png")
     mime = _MIME.get(fmt, "application/octet-stream")
     base = record.options.get("base_url", "")
     urls = []
     for data in images:
+        if data is None:                  # withheld by the provider's safety checker: no URL
+            continue
         media_id = secrets.token_urlsafe(16)
         await run_in_threadpool(store.put_media, ctx.inference.address, record.request_id,
                                 media_id, mime, data, ctx.settings.media_ttl)
         urls.append(f"{base}/v2/media/{media_id}.{fmt}")
-    safety, flags = _safety(record, result)
-    output = PixazoOutput(media_url=urls, media_type=mime, has_nsfw_concepts=flags)
+    safety, verdicts = _safety(record, result, flags)
+    output = PixazoOutput(media_url=urls, media_type=mime, has_nsfw_concepts=verdicts)
     final = {"output": output.model_dump(mode="json", exclude_none=True),
              "safety_checker": safety}
     return await run_in_threadpool(store.update_pixazo, record.request_id, status="COMPLETED",
