@@ -164,3 +164,24 @@ def test_extension_fields_not_forwarded(devnet, user_broker):
         assert body["prompt"] == "a fox" and body["model"] == "z-image"
         assert "provider" not in body and "verify_tee" not in body
     assert poll_missing.status_code == 404                   # this provider has no poll route
+
+
+def test_unusable_state_database_fails_at_start(stack, user_broker, tmp_path):
+    """A state database that cannot be opened stops serve at start-up with one clear line (no
+    transaction sent, no half-working server); the URL's password is not shown."""
+    from fastapi.testclient import TestClient
+
+    from broker.proxy.errors import ProxyConfigError
+
+    st, _ = stack
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    nonce = user_broker.sender.w3.eth.get_transaction_count(user_broker.address)
+    for url, shown in [(f"sqlite:///{blocker}/serve.db", str(blocker)),
+                       ("postgresql://u:hunter2@127.0.0.1:1/db", "u:***@127.0.0.1:1")]:
+        app = create_app(user_broker, ServeSettings(provider=st.provider_address, state_url=url))
+        with pytest.raises(ProxyConfigError) as info, TestClient(app):
+            pass
+        assert shown in str(info.value) and "hunter2" not in str(info.value)
+        assert "ZG_SERVE_STATE_URL" in str(info.value)
+    assert user_broker.sender.w3.eth.get_transaction_count(user_broker.address) == nonce

@@ -36,6 +36,7 @@ from broker.proxy.protocol import ErrorBody, ErrorResponse
 from broker.proxy.router import close_extras, router
 from broker.proxy.settings import ServeSettings
 from broker.proxy.startup import prepare_provider
+from broker.proxy.state_store import ServeStateStore
 from broker.proxy.upstream import Upstream
 from broker.proxy.verification import Verifier
 
@@ -149,6 +150,8 @@ def create_app(broker: Any, settings: ServeSettings, *, console: Console | None 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # serve's own state database first: a bad ZG_SERVE_STATE_URL fails before any transaction
+        state = await run_in_threadpool(ServeStateStore, settings.state_url)
         remove_listener = None
         if hasattr(inference, "add_funding_listener"):
             def on_funding(event: Any) -> None:
@@ -170,6 +173,7 @@ def create_app(broker: Any, settings: ServeSettings, *, console: Console | None 
         except BaseException:
             if callable(remove_listener):
                 remove_listener()
+            state.close()
             raise
         upstream = Upstream(inference, service.provider, service.url, settings, metrics)
         ctx = ProxyContext(settings=settings, inference=inference, provider=service.provider,
@@ -178,6 +182,7 @@ def create_app(broker: Any, settings: ServeSettings, *, console: Console | None 
                                              upstream.client, metrics),
                            billing=Billing(inference, service.provider, metrics),
                            metrics=metrics, broker=full_broker)
+        ctx.extra["state_store"] = state
         app.state.proxy = ctx
         try:
             yield
@@ -214,6 +219,13 @@ def create_app(broker: Any, settings: ServeSettings, *, console: Console | None 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(req: Request, exc: RequestValidationError) -> JSONResponse:
         return _render(req, validation_error(exc.errors()))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(req: Request, exc: Exception) -> JSONResponse:
+        # a bug, not the client's fault: logged with its traceback, never shown to the client
+        logger.error("unexpected error on %s %s", req.method, req.url.path, exc_info=exc)
+        return _render(req, ProxyHTTPError("internal error in serve (logged)", status_code=500,
+                                           type="api_error", code="internal_error"))
 
     app.include_router(router)
     app.include_router(pixazo_router)

@@ -42,8 +42,11 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+from broker.proxy.errors import ProxyConfigError
 
 __all__ = [
     "MediaItem",
@@ -59,6 +62,13 @@ def default_state_url() -> str:
     from broker.config.settings import broker_home
 
     return f"sqlite:///{broker_home() / 'serve.db'}"
+
+
+def _safe_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(malformed URL)"
 
 
 class _Base(DeclarativeBase):
@@ -159,13 +169,23 @@ class ServeStateStore:
 
     Args:
         url: SQLAlchemy URL (default :func:`default_state_url`).
+
+    Raises:
+        ProxyConfigError: the database cannot be opened or created (the message names the URL
+            without its password).
     """
 
     def __init__(self, url: str | None = None) -> None:
         self.url = url or default_state_url()
         self._lock = threading.RLock()
-        self._engine = self._make_engine(self.url)
-        _Base.metadata.create_all(self._engine)
+        try:
+            self._engine = self._make_engine(self.url)
+            _Base.metadata.create_all(self._engine)
+        except (SQLAlchemyError, OSError, ValueError, ImportError) as exc:
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+            raise ProxyConfigError(
+                f"serve's state database {_safe_url(self.url)} cannot be opened ({reason}); "
+                "set ZG_SERVE_STATE_URL to a writable location") from None
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
 
     @staticmethod
