@@ -172,6 +172,15 @@ def test_base_minimum_and_per_image_billing(serve, stack, user_broker):
             assert image.format == "JPEG" and image.size == (64, 128)   # 9:16 at 128 px
     after = _fees(stack, user_broker)
     assert (after[0] - before[0], after[1] - before[1]) == (2 * price, 2 * price)
+    # a restarted serve (same wallet, same state database) answers the same, images included
+    st, _ = stack
+    settings = ServeSettings(provider=st.provider_address, api_key=KEY, auto_funding=False)
+    with ThreadServer(create_app(user_broker, settings, run_startup=False)) as url:
+        again = httpx.get(f"{url}/v2/requests/status/{done['request_id']}", headers=HEADERS)
+        image = httpx.get(url + "/v2/media/" + done["output"]["media_url"][0].rsplit("/", 1)[1],
+                          headers=HEADERS)
+    assert again.json() == done and image.status_code == 200
+    assert _fees(stack, user_broker) == after
 
 
 @pytest.mark.parametrize(("path", "body", "needle"), [

@@ -1,7 +1,7 @@
 """``/ready`` (readiness) beside ``/health`` (liveness), on a real devnet: all checks ok with a
 running stack; the provider's gateway gone, no sub-account, and the chain gone (a loopback relay in
-front of anvil that is shut down) are each named as the part that is down, with 503, while
-``/health`` still answers 200."""
+front of anvil that is shut down, which also makes auto-funding fail) are each named as the part
+that is down, with 503, while ``/health`` still answers 200."""
 
 from __future__ import annotations
 
@@ -99,11 +99,17 @@ def test_chain_gone(devnet, stack, user_broker):
                            ledger_address=devnet.ledger_address,
                            inference_address=devnet.inference_address)
     try:
-        settings = ServeSettings(provider=st.provider_address, auto_funding=False)
-        with ThreadServer(create_app(broker, settings, run_startup=False)) as url:
+        settings = ServeSettings(provider=st.provider_address, funding_interval=0.5)
+        with ThreadServer(create_app(broker, settings)) as url:
             up = _ready(url)
             relay.stop()
-            down = _ready(url)
+            deadline = time.monotonic() + 30
+            while True:                       # until auto-funding has tried (and failed) once
+                down = _ready(url)
+                if not down.json()["checks"]["auto_funding"]["ok"]:
+                    break
+                assert time.monotonic() < deadline, down.text
+                time.sleep(0.3)
             health = httpx.get(url + "/health")
     finally:
         broker.inference.close()
@@ -113,3 +119,4 @@ def test_chain_gone(devnet, stack, user_broker):
     assert checks["chain"]["ok"] is False and checks["chain"]["detail"]
     assert checks["provider"]["ok"] is True                  # the gateway is still there
     assert checks["sub_account"]["ok"] is False               # it is read from the chain
+    assert checks["auto_funding"]["detail"].startswith("last check failed")
