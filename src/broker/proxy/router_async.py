@@ -50,6 +50,7 @@ __all__ = [
 ROUTER_EXTENSION_FIELDS = ("provider", "verify_tee")
 
 _EXTENSIONS_KEY = "router_extensions"
+_TEE_CACHE_SIZE = 10_000
 
 
 def pop_router_extensions(body: dict[str, Any], request: Request | None = None
@@ -163,6 +164,8 @@ async def _tee(ctx: ProxyContext, job: RouterJob, poll_key: str | None) -> dict[
            "tee_verification": {"reason": None if result is None else result.reason.value,
                                 "chat_id": chat_id, "detail": detail}}
     if result is not None and result.verified is not None:
+        if len(cache) >= _TEE_CACHE_SIZE:
+            cache.clear()                     # a bound, not an LRU: results are cheap to redo
         cache[job.job_id] = out
     return out
 
