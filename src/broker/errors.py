@@ -29,12 +29,14 @@ from broker.provider import errors as _provider
 from broker.provider.errors import *
 from broker.proxy import errors as _proxy
 from broker.proxy.errors import *
+from broker.proxy.pixazo import errors as _pixazo
+from broker.proxy.pixazo.errors import *
 from broker.worker import errors as _worker
 from broker.worker.errors import *
 
 _AREAS = (
     _exceptions, _artifacts, _chain, _ledger, _devnet, _inference, _funding, _attestation, _provider,
-    _proxy, _worker, _asgi,
+    _proxy, _pixazo, _worker, _asgi,
 )
 
 # Only the exception classes (the areas' __all__ also list helpers such as decode_revert).

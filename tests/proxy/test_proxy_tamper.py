@@ -73,9 +73,9 @@ def relayed(devnet, tmp_path_factory):
             _point_service_at(devnet, st, relay_url)
             user = funded_user_broker(devnet, ledger=10, amount_neuron=100 * ZG)
             warn = ServeSettings(provider=st.provider_address, api_key=API_KEY,
-                                 funding_interval=600)
+                                 funding_interval=600, extra_routes=True)
             enforce = ServeSettings(provider=st.provider_address, api_key=API_KEY,
-                                    verify="enforce", auto_funding=False)
+                                    verify="enforce", auto_funding=False, extra_routes=True)
             try:
                 with ThreadServer(create_app(user, warn)) as warn_url, \
                         ThreadServer(create_app(user, enforce, run_startup=False)) as enforce_url:
