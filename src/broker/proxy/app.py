@@ -9,7 +9,7 @@ import time
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from rich.console import Console
 from starlette.concurrency import run_in_threadpool
@@ -22,11 +22,12 @@ from broker.proxy.context import ProxyContext
 from broker.proxy.errors import ProxyConfigError, ProxyHTTPError
 from broker.proxy.metrics import ProxyMetrics
 from broker.proxy.protocol import ErrorBody, ErrorResponse
-from broker.proxy.router import router
+from broker.proxy.router import require_api_key, router
 from broker.proxy.settings import ServeSettings
 from broker.proxy.startup import prepare_provider
 from broker.proxy.upstream import Upstream
 from broker.proxy.verification import Verifier
+from broker.wire.openapi import SERVE_REQUEST_BODIES, add_openapi_route
 
 __all__ = ["create_app", "error_response", "serve"]
 
@@ -157,6 +158,7 @@ def create_app(broker: Any, settings: ServeSettings, *, console: Console | None 
 
     app = FastAPI(title="0g-broker serve", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
+    add_openapi_route(app, SERVE_REQUEST_BODIES, dependencies=[Depends(require_api_key)])
 
     @app.exception_handler(ProxyHTTPError)
     async def _proxy_error(_req: Request, exc: ProxyHTTPError) -> JSONResponse:
