@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import broker  # noqa: F401  first: its import hook keeps py_ecc from raising the recursion limit
+
 sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -9,6 +9,8 @@ To add an area: ``from broker.<area>.errors import *`` plus the module in ``_ARE
 
 from broker import _exceptions
 from broker._exceptions import *
+from broker.asgi import errors as _asgi
+from broker.asgi.errors import *
 from broker.attestation import errors as _attestation
 from broker.attestation.errors import *
 from broker.chain import artifacts as _artifacts
@@ -32,7 +34,7 @@ from broker.worker.errors import *
 
 _AREAS = (
     _exceptions, _artifacts, _chain, _ledger, _devnet, _inference, _funding, _attestation, _provider,
-    _proxy, _worker,
+    _proxy, _worker, _asgi,
 )
 
 # Only the exception classes (the areas' __all__ also list helpers such as decode_revert).

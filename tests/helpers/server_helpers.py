@@ -27,11 +27,12 @@ class UvicornThread:
         app: the ASGI app.
         port: the loopback port (see :func:`free_port`).
         start_polls: how many 20 ms polls to wait for the start before raising ``RuntimeError``.
+        config: more ``uvicorn.Config`` options (e.g. ``proxy_headers=False``).
     """
 
-    def __init__(self, app, port: int, *, start_polls: int = 200) -> None:
+    def __init__(self, app, port: int, *, start_polls: int = 200, **config) -> None:
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                                    log_level="warning"))
+                                                    log_level="warning", **config))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.url = f"http://127.0.0.1:{port}"
         self._start_polls = start_polls

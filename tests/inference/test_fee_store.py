@@ -148,3 +148,30 @@ def check_async_job_lifecycle(url: str) -> None:
 
 def test_async_jobs_billed_once_and_durable_sqlite(tmp_path):
     check_async_job_lifecycle(f"sqlite:///{tmp_path / 'fees.db'}")
+
+
+def check_disputed_fees(url: str) -> None:
+    """A refused response's fee: owed (cached fee) but kept apart from the accepted total, exact
+    beyond 64 bits, durable across engines; the input is checked."""
+    from broker.inference.fee_store import DisputedTotals
+
+    store = FeeStore(url)
+    big = 3 * 10**30 + 1
+    store.add_fee(USER, PROVIDER, 10)
+    assert store.disputed_totals(USER, PROVIDER) == DisputedTotals(0, 0)
+    assert store.record_disputed(USER, PROVIDER, "chat-1", big, "response_hash_mismatch") == \
+        DisputedTotals(1, big)
+    assert store.record_disputed(USER.lower(), PROVIDER, None, 5, "chat_id_mismatch") == \
+        DisputedTotals(2, big + 5)
+    with pytest.raises(ValueError):
+        store.record_disputed(USER, PROVIDER, "x", -1, "r")
+    store.close()
+    reopened = FeeStore(url)
+    assert reopened.disputed_totals(USER, PROVIDER) == DisputedTotals(2, big + 5)
+    assert reopened.get_totals(USER, PROVIDER) == FeeTotals(10 + big + 5, 10, 1)
+    assert reopened.disputed_totals(USER, "0x" + "2" * 40) == DisputedTotals(0, 0)
+    reopened.close()
+
+
+def test_disputed_fees_sqlite(tmp_path):
+    check_disputed_fees(f"sqlite:///{tmp_path / 'inference.db'}")

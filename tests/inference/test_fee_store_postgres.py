@@ -57,3 +57,9 @@ def test_async_jobs_billed_once_and_durable_postgres(postgres_url):
     from test_fee_store import check_async_job_lifecycle
 
     check_async_job_lifecycle(postgres_url)
+
+
+def test_disputed_fees_postgres(postgres_url):
+    from test_fee_store import check_disputed_fees
+
+    check_disputed_fees(postgres_url)

@@ -59,7 +59,8 @@ def gateway(devnet, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wire")
     provider = fund_new_account(devnet, amount_neuron=1000 * ZG)
     port = free_port()
-    settings = _settings(devnet, tmp, provider, port)
+    # the test client on loopback plays the reverse proxy that names each client in XFF
+    settings = _settings(devnet, tmp, provider, port, trusted_proxies=["127.0.0.1"])
     signer = LocalTeeSigner(bytes.fromhex("22" * 32))
     assert register_service(_contract(devnet, provider), settings, signer.address) == "registered"
     acknowledge_tee_signer_by_owner(_contract(devnet, devnet_owner(devnet)), provider.address)
@@ -70,7 +71,7 @@ def gateway(devnet, tmp_path_factory):
 
 
 def _ip() -> dict[str, str]:
-    """A client IP of its own (B6 keys the buckets on the first X-Forwarded-For entry)."""
+    """A client IP of its own (the buckets key on X-Forwarded-For from a trusted proxy)."""
     n = uuid.uuid4().int
     return {"X-Forwarded-For": f"10.{n % 250}.{(n >> 8) % 250}.{(n >> 16) % 250}"}
 
@@ -168,7 +169,8 @@ def test_handler_routes_share_a_per_ip_bucket_apart_from_the_proxy(gateway):
         assert c.get("/v1/models", headers=ip).status_code == 200
         # which routes share the bucket: a bucket that does not refill during the test
         real = gw.limits
-        gw.limits = Limits(handler_ip_rps=0.001, handler_ip_burst=2)
+        gw.limits = Limits(handler_ip_rps=0.001, handler_ip_burst=2,
+                           trusted_proxies=["127.0.0.1"])
         try:
             assert c.get("/v1/models", headers=ip).status_code == 200
             assert c.get("/v1/quote", headers=ip).status_code == 200

@@ -249,7 +249,7 @@ def test_enforce_refuses_unverified(stack, user_broker):
                 c.images.generate(prompt="fox", size="64x64", response_format="b64_json")
             assert info.value.status_code == 502
             assert info.value.body["type"] == "verification_error"
-            assert info.value.body["code"] == "signature_mismatch"
+            assert info.value.body["code"] == "signer_mismatch"
             # the provider billed the one request it served; nothing retried, nothing more
             assert _gateway_fee(stack, user_broker) - before == st.service.output_price
             with pytest.raises(openai.APIError, match="did not verify"):

@@ -23,7 +23,11 @@ def serve_cmd(
     port: Annotated[int, typer.Option(help="Port.")] = 3000,
     api_key: Annotated[str | None, typer.Option(
         "--api-key", envvar="ZG_SERVE_API_KEY",
-        help="Require clients to send 'Authorization: Bearer <key>'.")] = None,
+        help="Require clients to send 'Authorization: Bearer <key>'. On the command line the key "
+        "is visible to other local users: prefer ZG_SERVE_API_KEY or --api-key-file.")] = None,
+    api_key_file: Annotated[Path | None, typer.Option(
+        "--api-key-file", envvar="ZG_SERVE_API_KEY_FILE",
+        help="Read the API key from this file (first line; keep it mode 600).")] = None,
     verify: Annotated[str, typer.Option(
         help="Response verification: off, warn (report only) or enforce (refuse).")] = "warn",
     auto_funding: Annotated[bool, typer.Option(
@@ -39,8 +43,17 @@ def serve_cmd(
     from broker.proxy.errors import ProxyConfigError
     from broker.proxy.settings import ServeSettings
 
+    source = ctx.get_parameter_source("api_key")      # typer's own click: compare by name
+    if api_key is not None and getattr(source, "name", "") == "COMMANDLINE":
+        err.print("warning: --api-key is visible to other local users in the process list; "
+                  "use ZG_SERVE_API_KEY or --api-key-file")
+    if api_key_file is not None and api_key_file.exists() and \
+            api_key_file.stat().st_mode & 0o077:
+        err.print(f"warning: the API key file {api_key_file} is readable by other users "
+                  "(chmod 600 it)")
     try:
         settings = ServeSettings(provider=provider, host=host, port=port, api_key=api_key,
+                                 api_key_file=api_key_file,
                                  verify=verify, auto_funding=auto_funding,
                                  images_timeout=images_timeout, chat_timeout=chat_timeout)
     except ValidationError as exc:

@@ -65,7 +65,11 @@ from broker.inference.models import (
     ServiceMetadata,
     SignerStatus,
 )
-from broker.inference.response_signature import DEFAULT_SIGNATURE_TIMEOUT_S, VerificationResult
+from broker.inference.response_signature import (
+    DEFAULT_SIGNATURE_TIMEOUT_S,
+    ResponseBinding,
+    VerificationResult,
+)
 from broker.inference.responses import ResponseProcessor
 from broker.inference.services import PAGE_LIMIT, SERVICE_CACHE_TTL_S, ServiceDirectory
 from broker.inference.sessions import SESSION_REFRESH_MARGIN_MS, SessionManager
@@ -503,6 +507,8 @@ class InferenceBroker:
         content: str | bytes | Mapping[str, Any] | None = None,
         *,
         model: str | None = None,
+        response_body: bytes | None = None,
+        request_body: bytes | None = None,
     ) -> VerificationResult:
         """Account the fee of ``content`` and verify the response signature of ``chat_id``.
 
@@ -513,11 +519,19 @@ class InferenceBroker:
                 or the whole completion body; images: the request JSON with ``n``; speech: usage).
                 The fee (neuron, on-chain prices) is added to the fee store.
             model: ``model`` query of the signature fetch (default: the on-chain default model).
+            response_body: the response bytes exactly as received (streams: the whole raw SSE
+                stream; not decompressed). Given, the signed text must name their sha256
+                (``response_hash_mismatch`` otherwise); without it only the signature is checked
+                (the SDK's behaviour), and the result says ``binding="signature_only"``.
+            request_body: the request body as the gateway forwarded it
+                (:mod:`broker.wire.forwarded_request`); checked only with ``response_body``
+                (``request_hash_mismatch``); without it the result says
+                ``binding="response_only"``.
 
         Right after a stream the provider may not have stored the signature yet: its "chat id not
         found" answer (B7) is retried up to 3 fetches within about 1.5 s
-        (:data:`~broker.inference.response_signature.SIGNATURE_NOT_FOUND_ATTEMPTS`); other failures
-        are not retried.
+        (:data:`~broker.inference.response_signature.SIGNATURE_NOT_FOUND_ATTEMPTS`); a 429 is
+        retried after its ``Retry-After`` (10 s in all); other failures are not retried.
 
         Returns:
             :class:`~broker.inference.response_signature.VerificationResult`; results with a chat
@@ -527,17 +541,27 @@ class InferenceBroker:
         Raises:
             InvalidAddressError, UnknownProviderError, RPCError.
         """
-        return self._responses.process(self._provider(provider), chat_id, content, model)
+        binding = None
+        if response_body is not None:
+            binding = ResponseBinding.of(request_body=request_body, response_body=response_body)
+        return self._responses.process(self._provider(provider), chat_id, content, model,
+                                       binding)
 
     def process_response(
         self,
         provider: str,
         chat_id: str | None = None,
         content: str | bytes | Mapping[str, Any] | None = None,
+        *,
+        response_body: bytes | None = None,
+        request_body: bytes | None = None,
     ) -> bool | None:
         """SDK ``processResponse``: ``None`` without a chat ID, else whether the TEE signature
-        verified. See :meth:`process_response_detailed`."""
-        return self.process_response_detailed(provider, chat_id, content).verified
+        verified (bound to ``response_body`` / ``request_body`` when given). See
+        :meth:`process_response_detailed`."""
+        return self.process_response_detailed(provider, chat_id, content,
+                                              response_body=response_body,
+                                              request_body=request_body).verified
 
 
 def _register() -> None:

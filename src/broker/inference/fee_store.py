@@ -1,7 +1,7 @@
 """Persistent local state of the inference broker, in SQLite (default) or PostgreSQL through
 SQLAlchemy 2.
 
-Four tables:
+Five tables:
 
 * ``fee_totals`` — per (user, provider): ``cached_fee`` (the SDK's ``<provider>_cachedFee``,
   user-broker.md 7.2: increased by ``process_response``, overwritten by ``/unsettledfee``, reset to 0
@@ -15,6 +15,11 @@ Four tables:
   ``fee_totals`` in the same transaction, exactly once) or ``failed`` (never billed), so that a
   restarted ``serve`` neither loses nor double-counts a job's fee (provider-gateway.md B9: the
   provider bills an async job when it completes).
+* ``disputed_fees`` — the provider's charge for responses that ``serve --verify enforce`` refused
+  (their signature did not bind the bytes received): one row per refused response (chat id, fee,
+  reason). The fee is owed to the provider all the same (it billed the request), so it is also added
+  to ``cached_fee`` (the unsettled estimate used for funding) but not to ``total_fee``: accepted
+  plus disputed fees equal what the gateway billed, and the disputed part stays visible.
 
 Amounts are ints in neuron, stored as decimal TEXT (they exceed 64-bit integers). Writes are
 serialised by a process-local lock and, across processes, on SQLite by ``BEGIN IMMEDIATE`` and on
@@ -51,6 +56,7 @@ from broker.inference.response_signature import VerificationReason, Verification
 __all__ = [
     "AsyncJob",
     "AsyncJobStatus",
+    "DisputedTotals",
     "FeeStore",
     "FeeTotals",
     "VerificationRecord",
@@ -107,6 +113,17 @@ class _IssuedTokenRow(_Base):
     expires_at_ms: Mapped[int] = mapped_column(BigInteger)
 
 
+class _DisputedFeeRow(_Base):
+    __tablename__ = "disputed_fees"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user: Mapped[str] = mapped_column(String(42), index=True)
+    provider: Mapped[str] = mapped_column(String(42), index=True)
+    chat_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+    fee: Mapped[str] = mapped_column(Text, default="0")
+    reason: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(default=0.0)
+
+
 class _AsyncJobRow(_Base):
     __tablename__ = "async_jobs"
     user: Mapped[str] = mapped_column(String(42), primary_key=True)
@@ -160,6 +177,14 @@ class FeeTotals:
     cached_fee: int
     total_fee: int
     request_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class DisputedTotals:
+    """Refused-but-billed responses of one (user, provider): how many and their fees (neuron)."""
+
+    count: int
+    total_fee: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +319,47 @@ class FeeStore:
     def get_cached_fee(self, user: str, provider: str) -> int:
         """The cached (unsettled) fee in neuron; 0 when nothing was recorded."""
         return self.get_totals(user, provider).cached_fee
+
+    # -- disputed fees -----------------------------------------------------------------------
+
+    def record_disputed(self, user: str, provider: str, chat_id: str | None, fee: int,
+                        reason: str) -> DisputedTotals:
+        """Record the provider's charge (neuron, ≥ 0) for a response that was refused because it
+        did not verify; the fee is added to ``cached_fee`` (it is owed) and to the disputed totals,
+        not to ``total_fee`` (module docstring).
+
+        Args:
+            user, provider: addresses. chat_id: the refused response's chat id (may be ``None``).
+            fee: neuron. reason: the verification reason (e.g. ``response_hash_mismatch``).
+
+        Returns:
+            The new :class:`DisputedTotals` of (user, provider).
+
+        Raises:
+            ValueError: ``fee`` is negative or not an int.
+        """
+        _check_fee(fee)
+        with self._lock, self._sessions.begin() as session:
+            row = self._row(session, user, provider)
+            row.cached_fee = str(int(row.cached_fee) + fee)
+            row.updated_at = time.time()
+            session.add(_DisputedFeeRow(user=user.lower(), provider=provider.lower(),
+                                        chat_id=chat_id, fee=str(fee), reason=reason[:64],
+                                        created_at=time.time()))
+            session.flush()
+            return self._disputed(session, user, provider)
+
+    @staticmethod
+    def _disputed(session: Session, user: str, provider: str) -> DisputedTotals:
+        fees = session.scalars(select(_DisputedFeeRow.fee).where(
+            _DisputedFeeRow.user == user.lower(), _DisputedFeeRow.provider == provider.lower()))
+        values = [int(f) for f in fees]
+        return DisputedTotals(len(values), sum(values))
+
+    def disputed_totals(self, user: str, provider: str) -> DisputedTotals:
+        """How many refused responses of (user, provider) the provider billed, and their fees."""
+        with self._lock, self._sessions() as session:
+            return self._disputed(session, user, provider)
 
     # -- verification log --------------------------------------------------------------------
 

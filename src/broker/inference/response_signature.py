@@ -13,6 +13,17 @@ last byte of a stream (the ``openai`` client stops reading at ``data: [DONE]``),
 found" answer is retried a bounded number of times (:data:`SIGNATURE_NOT_FOUND_ATTEMPTS`, linear
 backoff :data:`SIGNATURE_NOT_FOUND_BACKOFF_S`: 0.5 s then 1.0 s, 1.5 s in all); no other failure is
 retried.
+
+Binding (issue: "verification must check the bytes that were received"). The SDK only checks that
+``text`` was signed by the TEE signer, so a replayed or swapped signature verifies for any response.
+When the caller passes a :class:`ResponseBinding` (the hex SHA-256 of the request as forwarded,
+:mod:`broker.wire.forwarded_request`, and of the response bytes as received), the signed text
+(:mod:`broker.wire.signed_text`) must also name exactly these hashes; the result's ``binding`` says
+what was checked: ``"full"`` (both hashes), ``"response_only"`` (the request hash could not be
+reproduced for this route; the response hash is never skipped when the bytes are known) or
+``"signature_only"`` (no bytes given: the SDK's check, which proves nothing about *this* response).
+A ``429``/``503`` from the signature endpoint is retried after its ``Retry-After`` (at most
+:data:`RATE_LIMIT_BUDGET_S` seconds of waiting in all).
 """
 
 from __future__ import annotations
@@ -30,14 +41,20 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from broker.inference.service_info import is_verifiable, parse_additional_info, provider_type
+from broker.wire.signed_text import SignedTextError, compare_signed_text, sha256_hex
 
 if TYPE_CHECKING:
     from broker.chain.contracts import Service
 
 __all__ = [
+    "BINDING_FULL",
+    "BINDING_RESPONSE_ONLY",
+    "BINDING_SIGNATURE_ONLY",
     "DEFAULT_SIGNATURE_TIMEOUT_S",
+    "RATE_LIMIT_BUDGET_S",
     "SIGNATURE_NOT_FOUND_ATTEMPTS",
     "SIGNATURE_NOT_FOUND_BACKOFF_S",
+    "ResponseBinding",
     "VerificationReason",
     "VerificationResult",
     "averify_response_signature",
@@ -45,6 +62,7 @@ __all__ = [
     "evaluate_signature_response",
     "is_signature_not_found",
     "recover_text_signer",
+    "retry_after_seconds",
     "select_signing_address",
     "signature_url",
     "verify_response_signature",
@@ -57,6 +75,14 @@ DEFAULT_SIGNATURE_TIMEOUT_S = 10.0
 SIGNATURE_NOT_FOUND_ATTEMPTS = 3
 #: Seconds before retry ``k`` (1-based) is ``k ×`` this: 0.5 s, 1.0 s (1.5 s in all by default).
 SIGNATURE_NOT_FOUND_BACKOFF_S = 0.5
+#: Most seconds spent waiting on ``Retry-After`` of a rate-limited (429/503) signature endpoint.
+RATE_LIMIT_BUDGET_S = 10.0
+#: ``VerificationResult.binding``: both hashes of the signed text matched the local bytes.
+BINDING_FULL = "full"
+#: Only the response hash was compared (the request as forwarded could not be reproduced).
+BINDING_RESPONSE_ONLY = "response_only"
+#: Only the signature over the text was checked (no bytes given: the SDK's behaviour).
+BINDING_SIGNATURE_ONLY = "signature_only"
 _ZERO_ADDRESS = "0x" + "0" * 40
 
 
@@ -71,7 +97,47 @@ class VerificationReason(enum.StrEnum):
     ADDITIONAL_INFO_INVALID = "additional_info_invalid"
     SIGNATURE_UNAVAILABLE = "signature_unavailable"
     SIGNATURE_MALFORMED = "signature_malformed"
-    SIGNATURE_MISMATCH = "signature_mismatch"
+    #: the signature recovers to another address than the acknowledged TEE signer
+    SIGNER_MISMATCH = "signer_mismatch"
+    SIGNATURE_MISMATCH = "signer_mismatch"      # former name, same member
+    #: the signed text is not ``<sha256>:<sha256>`` (B7), so it binds nothing
+    SIGNED_TEXT_MALFORMED = "signed_text_malformed"
+    #: the signed response hash is not the hash of the bytes received
+    RESPONSE_HASH_MISMATCH = "response_hash_mismatch"
+    #: the signed request hash is not the hash of the request as forwarded
+    REQUEST_HASH_MISMATCH = "request_hash_mismatch"
+    #: the chat id is not this response's (e.g. one already used by an earlier response)
+    CHAT_ID_MISMATCH = "chat_id_mismatch"
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseBinding:
+    """The local hashes a signed text must name (lowercase hex SHA-256).
+
+    Attributes:
+        response_hash: of the response bytes exactly as received (streams: the whole raw stream;
+            not decompressed); ``None`` when the caller does not have them.
+        request_hash: of the request body as the gateway forwarded it; ``None`` when it cannot be
+            reproduced for the route (the result then says ``binding="response_only"``).
+    """
+
+    response_hash: str | None = None
+    request_hash: str | None = None
+
+    @classmethod
+    def of(cls, *, request_body: bytes | None = None,
+           response_body: bytes | None = None) -> ResponseBinding:
+        """Hash the given bytes (``None`` stays ``None``)."""
+        return cls(None if response_body is None else sha256_hex(response_body),
+                   None if request_body is None else sha256_hex(request_body))
+
+    @property
+    def level(self) -> str:
+        """What a match proves: :data:`BINDING_FULL`, :data:`BINDING_RESPONSE_ONLY` or
+        :data:`BINDING_SIGNATURE_ONLY`."""
+        if self.response_hash is None:
+            return BINDING_SIGNATURE_ONLY
+        return BINDING_FULL if self.request_hash is not None else BINDING_RESPONSE_ONLY
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +152,11 @@ class VerificationResult:
         chat_id: the chat ID checked (``None`` when absent).
         detail: a human-readable explanation (SDK warning text, HTTP status, recovered address).
         recovered: the address the signature recovers to, when it could be computed.
+        binding: what the verdict covers: ``"full"`` (signature, request and response hashes),
+            ``"response_only"`` (signature and response hash), ``"signature_only"`` (the SDK's
+            check: the text was signed, nothing ties it to this response); ``None`` when the
+            signature was not reached.
+        signed_text: the text the provider signed (when fetched).
     """
 
     verified: bool | None
@@ -94,6 +165,8 @@ class VerificationResult:
     chat_id: str | None = None
     detail: str = ""
     recovered: str | None = None
+    binding: str | None = None
+    signed_text: str | None = None
 
 
 def select_signing_address(service: Service, info: dict[str, Any]) -> str:
@@ -178,16 +251,50 @@ def check_service_verifiable(service: Service, chat_id: str | None) -> Verificat
     return signer
 
 
+def _check_binding(text: str, signer: str, chat_id: str, recovered: str,
+                   binding: ResponseBinding | None) -> VerificationResult:
+    """The verdict once the signature recovered to ``signer``: compare the signed hashes."""
+    level = binding.level if binding is not None else BINDING_SIGNATURE_ONLY
+    if binding is None or binding.response_hash is None:
+        return VerificationResult(True, VerificationReason.VERIFIED, signer, chat_id,
+                                  "signature only: no response bytes to compare", recovered,
+                                  level, text)
+    try:
+        match = compare_signed_text(text, response_hash=binding.response_hash,
+                                    request_hash=binding.request_hash)
+    except SignedTextError as exc:
+        return VerificationResult(False, VerificationReason.SIGNED_TEXT_MALFORMED, signer,
+                                  chat_id, str(exc), recovered, level, text)
+    if not match.response_matches:
+        extra = "" if match.request_matches is not False else "; the request hash differs too"
+        return VerificationResult(
+            False, VerificationReason.RESPONSE_HASH_MISMATCH, signer, chat_id,
+            f"the signed response hash is not sha256 of the bytes received{extra}", recovered,
+            level, text)
+    if match.request_matches is False:
+        return VerificationResult(
+            False, VerificationReason.REQUEST_HASH_MISMATCH, signer, chat_id,
+            "the signed request hash is not sha256 of the request as forwarded", recovered,
+            level, text)
+    detail = "" if level == BINDING_FULL else \
+        "response bytes checked; the request as forwarded could not be reproduced"
+    return VerificationResult(True, VerificationReason.VERIFIED, signer, chat_id, detail,
+                              recovered, level, text)
+
+
 def evaluate_signature_response(
-    response: httpx.Response | None, signer: str, chat_id: str, error: str | None = None
+    response: httpx.Response | None, signer: str, chat_id: str, error: str | None = None,
+    binding: ResponseBinding | None = None,
 ) -> VerificationResult:
-    """Turn the signature endpoint's answer into a result (§8.2 steps 7–8); never raises.
+    """Turn the signature endpoint's answer into a result (§8.2 steps 7–8, then the binding);
+    never raises.
 
     Args:
         response: the HTTP response, or ``None`` when the request failed (``error`` says why).
         signer: the expected signing address.
         chat_id: the chat ID.
         error: transport error text when ``response`` is ``None``.
+        binding: the local hashes the signed text must name (``None``: signature only).
     """
     unavailable = VerificationReason.SIGNATURE_UNAVAILABLE
     if response is None:
@@ -221,13 +328,15 @@ def evaluate_signature_response(
             signer,
             chat_id,
             f"malformed signature: {exc}",
+            signed_text=text,
         )
     if recovered.lower() != signer.lower():
         return VerificationResult(
-            False, VerificationReason.SIGNATURE_MISMATCH, signer, chat_id,
+            False, VerificationReason.SIGNER_MISMATCH, signer, chat_id,
             f"signature recovers to {recovered}, expected {signer}", recovered,
+            signed_text=text,
         )  # fmt: skip
-    return VerificationResult(True, VerificationReason.VERIFIED, signer, chat_id, "", recovered)
+    return _check_binding(text, signer, chat_id, recovered, binding)
 
 
 def is_signature_not_found(response: httpx.Response | None) -> bool:
@@ -254,13 +363,40 @@ def _retry_delays(attempts: int, backoff: float) -> list[float]:
 _SIGNATURE_HEADERS = {"Content-Type": "application/json"}
 
 
-def _next_delay(response: httpx.Response, delay: float | None, chat_id: str | None) -> float | None:
-    """The retry policy shared by the sync and async verifiers: seconds to wait before fetching
-    again, or ``None`` when ``response`` is final (not a "not found" answer, or no retry left)."""
-    if delay is None or not is_signature_not_found(response):
+def retry_after_seconds(response: httpx.Response, default: float = 1.0) -> float:
+    """``Retry-After`` of ``response`` in seconds (delta-seconds form; ``default`` when absent or
+    an HTTP date); never negative."""
+    value = response.headers.get("retry-after", "").strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return default
+
+
+class _RetryPolicy:
+    """The retry policy shared by the sync and async verifiers: "not found" answers retried with
+    the linear backoff, 429/503 answers after their ``Retry-After`` within a total budget."""
+
+    def __init__(self, attempts: int, backoff: float, budget: float, chat_id: str | None) -> None:
+        self.not_found = iter(_retry_delays(attempts, backoff))
+        self.budget = budget
+        self.chat_id = chat_id
+
+    def next_delay(self, response: httpx.Response) -> float | None:
+        """Seconds to wait before fetching again, or ``None`` when ``response`` is final."""
+        if is_signature_not_found(response):
+            delay = next(self.not_found, None)
+            if delay is not None:
+                logger.debug("signature of %s not stored yet; retrying in %.2f s", self.chat_id,
+                             delay)
+            return delay
+        if response.status_code in (429, 503) and self.budget > 0:
+            delay = min(retry_after_seconds(response), self.budget)
+            self.budget -= max(delay, 0.05)
+            logger.info("signature endpoint answered %s; retrying %s in %.2f s",
+                        response.status_code, self.chat_id, delay)
+            return delay
         return None
-    logger.debug("signature of %s not stored yet; retrying in %.2f s", chat_id, delay)
-    return delay
 
 
 def _transport_failure(
@@ -293,14 +429,18 @@ def verify_response_signature(
     timeout: float = DEFAULT_SIGNATURE_TIMEOUT_S,
     not_found_attempts: int = SIGNATURE_NOT_FOUND_ATTEMPTS,
     not_found_backoff: float = SIGNATURE_NOT_FOUND_BACKOFF_S,
+    binding: ResponseBinding | None = None,
+    rate_limit_budget: float = RATE_LIMIT_BUDGET_S,
 ) -> VerificationResult:
-    """Verify a response's TEE signature (§8.2), synchronously. Never raises for network, HTTP or
-    signature-format problems (those give ``verified=False``).
+    """Verify a response's TEE signature (§8.2) and, given ``binding``, that the signed text names
+    this response's bytes; synchronously. Never raises for network, HTTP or signature-format
+    problems (those give ``verified=False``).
 
     While the provider answers "chat id not found" (:func:`is_signature_not_found`: it may store the
     signature a moment after the stream's last byte) the fetch is repeated, at most
     ``not_found_attempts`` times in all, sleeping ``k × not_found_backoff`` seconds before retry
-    ``k``; any other answer or failure ends at once.
+    ``k``; a 429/503 answer is retried after its ``Retry-After`` while ``rate_limit_budget``
+    seconds of waiting remain; any other answer or failure ends at once.
 
     Args:
         service: the provider's on-chain :class:`Service` (fresh enough to have the current signer).
@@ -310,6 +450,9 @@ def verify_response_signature(
         timeout: seconds for each signature fetch.
         not_found_attempts: fetches at most while the answer is "not found" (≥ 1; 1 = no retry).
         not_found_backoff: seconds; retry ``k`` waits ``k × not_found_backoff``.
+        binding: the local request/response hashes (:class:`ResponseBinding`); ``None`` checks the
+            signature only (``binding="signature_only"`` in the result).
+        rate_limit_budget: seconds of ``Retry-After`` waiting allowed in all.
 
     Returns:
         A :class:`VerificationResult`.
@@ -317,7 +460,7 @@ def verify_response_signature(
     Raises:
         ValueError: ``not_found_attempts`` < 1 or ``not_found_backoff`` < 0.
     """
-    delays = _retry_delays(not_found_attempts, not_found_backoff)
+    policy = _RetryPolicy(not_found_attempts, not_found_backoff, rate_limit_budget, chat_id)
     prepared = _prepare_signature_request(service, chat_id, model)
     if isinstance(prepared, VerificationResult):
         return prepared
@@ -325,9 +468,9 @@ def verify_response_signature(
     own = client is None
     http = client or httpx.Client(timeout=timeout)
     try:
-        for delay in [*delays, None]:
+        while True:
             response = http.get(url, headers=_SIGNATURE_HEADERS, timeout=timeout)
-            wait = _next_delay(response, delay, chat_id)
+            wait = policy.next_delay(response)
             if wait is None:
                 break
             time.sleep(wait)
@@ -336,7 +479,7 @@ def verify_response_signature(
     finally:
         if own:
             http.close()
-    return evaluate_signature_response(response, signer, chat_id)
+    return evaluate_signature_response(response, signer, chat_id, binding=binding)
 
 
 async def averify_response_signature(
@@ -348,10 +491,12 @@ async def averify_response_signature(
     timeout: float = DEFAULT_SIGNATURE_TIMEOUT_S,
     not_found_attempts: int = SIGNATURE_NOT_FOUND_ATTEMPTS,
     not_found_backoff: float = SIGNATURE_NOT_FOUND_BACKOFF_S,
+    binding: ResponseBinding | None = None,
+    rate_limit_budget: float = RATE_LIMIT_BUDGET_S,
 ) -> VerificationResult:
     """Async twin of :func:`verify_response_signature` (``httpx.AsyncClient``, ``asyncio.sleep``
-    between "not found" retries); same arguments and contract."""
-    delays = _retry_delays(not_found_attempts, not_found_backoff)
+    between retries); same arguments and contract."""
+    policy = _RetryPolicy(not_found_attempts, not_found_backoff, rate_limit_budget, chat_id)
     prepared = _prepare_signature_request(service, chat_id, model)
     if isinstance(prepared, VerificationResult):
         return prepared
@@ -359,9 +504,9 @@ async def averify_response_signature(
     own = client is None
     http = client or httpx.AsyncClient(timeout=timeout)
     try:
-        for delay in [*delays, None]:
+        while True:
             response = await http.get(url, headers=_SIGNATURE_HEADERS, timeout=timeout)
-            wait = _next_delay(response, delay, chat_id)
+            wait = policy.next_delay(response)
             if wait is None:
                 break
             await asyncio.sleep(wait)
@@ -370,4 +515,4 @@ async def averify_response_signature(
     finally:
         if own:
             await http.aclose()
-    return evaluate_signature_response(response, signer, chat_id)
+    return evaluate_signature_response(response, signer, chat_id, binding=binding)

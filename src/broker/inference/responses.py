@@ -22,6 +22,7 @@ from broker.inference.fee_store import FeeStore
 from broker.inference.fees import fee_for_content
 from broker.inference.models import Service
 from broker.inference.response_signature import (
+    ResponseBinding,
     VerificationReason,
     VerificationResult,
     verify_response_signature,
@@ -78,8 +79,10 @@ class ResponseProcessor:
         chat_id: str | None,
         content: str | bytes | Mapping[str, Any] | None,
         model: str | None,
+        binding: ResponseBinding | None = None,
     ) -> VerificationResult:
-        """Account the fee of ``content`` (neuron) and verify the signature of ``chat_id``; see
+        """Account the fee of ``content`` (neuron) and verify the signature of ``chat_id``, bound
+        to ``binding`` when given; see
         :meth:`~broker.inference.broker.InferenceBroker.process_response_detailed`.
 
         Raises:
@@ -88,10 +91,12 @@ class ResponseProcessor:
         service, cached = self._services.cached(provider)
         if content:
             self._record_fee(provider, service, content)
-        result = verify_response_signature(service, chat_id, client=self._http, model=model)
+        result = verify_response_signature(service, chat_id, client=self._http, model=model,
+                                           binding=binding)
         if result.verified is False and cached and result.reason in SIGNATURE_RETRY_REASONS:
             service = self._services.fetch(provider)
-            result = verify_response_signature(service, chat_id, client=self._http, model=model)
+            result = verify_response_signature(service, chat_id, client=self._http, model=model,
+                                               binding=binding)
         if chat_id:
             self._fee_store().record_verification(self._address, provider, result)
         if result.verified is False:

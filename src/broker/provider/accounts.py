@@ -2,7 +2,10 @@
 B1 start-up sync, B3 check 8, B4).
 
 * accounts: ``getAccountsByProvider`` in pages of 50 at start, then per user ``getAccount`` cached
-  ``account_ttl`` seconds (default 600); ``refresh=True`` forces a read;
+  ``account_ttl`` seconds (default 600) while a
+  :class:`~broker.provider.revocations.RevocationWatcher` keeps up (it drops the entry of a user
+  whose tokens are revoked), else ``fallback_ttl`` seconds (default 5); ``refresh=True`` forces a
+  read. A read that overlaps an invalidation of the same user is returned but not cached;
 * the gateway's own service (prices, ``teeSignerAcknowledged``): cached ``service_ttl`` (900 s).
 
 Calls are synchronous (web3); the app runs them in a worker thread.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 from broker.chain.contracts import Account, InferenceServingContract, Service
 from broker.chain.errors import ContractRevertError
@@ -28,15 +32,27 @@ class AccountCache:
         contract: the InferenceServing wrapper.
         provider: this provider's checksummed address.
         account_ttl, service_ttl: cache lifetimes in seconds.
+        fallback_ttl: account cache lifetime in seconds while no healthy revocation watcher is
+            attached (``watcher``); a revocation takes effect within it.
+
+    Attributes:
+        watcher: the attached :class:`~broker.provider.revocations.RevocationWatcher` (set by it)
+            or ``None``.
     """
 
     def __init__(self, contract: InferenceServingContract, provider: str, *,
-                 account_ttl: float = 600.0, service_ttl: float = 900.0) -> None:
+                 account_ttl: float = 600.0, service_ttl: float = 900.0,
+                 fallback_ttl: float = 5.0) -> None:
         self.contract = contract
         self.provider = provider
         self.account_ttl = account_ttl
         self.service_ttl = service_ttl
+        self.fallback_ttl = fallback_ttl
+        self.watcher: Any = None
         self._accounts: dict[str, tuple[float, Account | None]] = {}
+        self._seq = 0                                  # invalidation counter
+        self._dropped_at: dict[str, int] = {}          # user -> counter of its last invalidation
+        self._all_dropped_at = 0
         self._service: tuple[float, Service | None] | None = None
         self._lock = threading.Lock()
 
@@ -68,11 +84,11 @@ class AccountCache:
             RPCError: the node cannot be reached.
         """
         key = user.lower()
-        if not refresh:
-            with self._lock:
-                hit = self._accounts.get(key)
-            if hit is not None and time.monotonic() - hit[0] < self.account_ttl:
-                return hit[1]
+        with self._lock:
+            hit = self._accounts.get(key)
+            seq = self._seq
+        if not refresh and hit is not None and time.monotonic() - hit[0] < self.ttl():
+            return hit[1]
         try:
             acc: Account | None = self.contract.get_account(user, self.provider)
         except ContractRevertError as exc:
@@ -80,16 +96,34 @@ class AccountCache:
                 raise
             acc = None
         with self._lock:
-            self._accounts[key] = (time.monotonic(), acc)
+            if self._dropped_at.get(key, 0) <= seq and self._all_dropped_at <= seq:
+                self._accounts[key] = (time.monotonic(), acc)
         return acc
 
-    def invalidate(self, user: str | None = None) -> None:
-        """Forget one user's cached account (or all)."""
+    def is_cached(self, user: str) -> bool:
+        """Whether ``user``'s account is cached and younger than :meth:`ttl`."""
         with self._lock:
+            hit = self._accounts.get(user.lower())
+        return hit is not None and time.monotonic() - hit[0] < self.ttl()
+
+    def ttl(self) -> float:
+        """Seconds an account entry is used: ``account_ttl`` while the revocation watcher keeps
+        up, else ``min(account_ttl, fallback_ttl)``."""
+        watcher = self.watcher
+        if watcher is not None and watcher.healthy:
+            return self.account_ttl
+        return min(self.account_ttl, self.fallback_ttl)
+
+    def invalidate(self, user: str | None = None) -> None:
+        """Forget one user's cached account (or all); a read in flight for it is not cached."""
+        with self._lock:
+            self._seq += 1
             if user is None:
                 self._accounts.clear()
+                self._all_dropped_at = self._seq
             else:
                 self._accounts.pop(user.lower(), None)
+                self._dropped_at[user.lower()] = self._seq
 
     def service(self, *, refresh: bool = False) -> Service | None:
         """This provider's on-chain service, or ``None`` when not registered."""

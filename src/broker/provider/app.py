@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from broker.inference.chat_id import chat_id_from_body, chat_id_from_sse
 from broker.provider.async_jobs import AsyncJobTracker
 from broker.provider.billing import compute_fee
 from broker.provider.cors import GatewayCORS
@@ -44,8 +45,8 @@ from broker.provider.forward import (
     rewrite_request,
 )
 from broker.provider.gateway import Gateway
-from broker.provider.limits import client_ip
 from broker.provider.protocol import ModelCard, ModelList, SignatureResponse, UnsettledFeeResponse
+from broker.wire.forwarded_request import ForwardedRequestError
 from broker.wire.job_id import is_valid_job_id
 from broker.wire.json_body import InvalidJSONBodyError, loads_request_json
 from broker.wire.n import DEFAULT_N, InvalidNError, request_n
@@ -158,7 +159,11 @@ def create_app(gw: Gateway) -> FastAPI:
     async def lifespan(_app: FastAPI):
         for job_id in await run_in_threadpool(jobs.pending):   # resume after a restart
             start_watch(job_id)
+        if gw.revocations is not None:
+            gw.revocations.start()
         yield
+        if gw.revocations is not None:
+            await run_in_threadpool(gw.revocations.stop)
         if streams:     # let streams in progress finish billing (bounded)
             await asyncio.wait(list(streams), timeout=30)
         for task in list(watchers) + list(streams):
@@ -172,7 +177,7 @@ def create_app(gw: Gateway) -> FastAPI:
     app.add_middleware(GatewayCORS)     # the two B2 policies, by path
 
     def _peer(request: Request) -> str:
-        return client_ip(request.headers, request.client and request.client.host)
+        return gw.limits.client_ip(request.headers, request.client and request.client.host)
 
     def _check_ip(request: Request) -> None:
         """The per-IP bucket of B6: ``/v1/proxy/*`` and the other ``/v1`` routes differ."""
@@ -247,16 +252,18 @@ def create_app(gw: Gateway) -> FastAPI:
         asked for when the locked balance no longer covers the fees seen at admission plus this
         one and the reserve (B4.5, B10)."""
         fee = None
+        # the signature covers the bytes as received; billing reads them decoded (B5, B7)
+        plain = decoded_body(raw, encoding) if encoding else raw
         if billed:
-            # the signature covers the bytes as received; billing reads them decoded (B5, B7)
-            plain = decoded_body(raw, encoding) if encoding else raw
             fee = compute_fee(settings.service_type, fwd_body, plain, streamed=streamed,
                               input_price=settings.input_price, output_price=settings.output_price,
                               image_count=image_count)
+        completion_id = chat_id_from_sse(plain) if streamed else chat_id_from_body(plain)
         with gw.db.engine.begin() as conn:
             if fee is not None:
                 gw.ledger.bill(chat_id, fee, conn=conn)
-            gw.signatures.sign_and_store(chat_id, fwd_body, raw, conn=conn)
+            gw.signatures.sign_and_store(chat_id, fwd_body, raw, conn=conn,
+                                         aliases=(completion_id,) if completion_id else ())
         if fee is not None and locked - (unsettled + fee.fee) < settings.min_locked_balance:
             gw.trigger_settlement()
 
@@ -264,13 +271,16 @@ def create_app(gw: Gateway) -> FastAPI:
                       async_job: bool = False) -> Response:
         body = await _read_body(request, settings.max_body_bytes)
         image_count = _check_body(route, body, request.headers.get("content-type"))
+        ctype = request.headers.get("content-type", "")
+        try:     # the body as forwarded, which the signature's request hash covers (B5, B7)
+            fwd_body = rewrite_request(settings.service_type, route, body, ctype)
+        except ForwardedRequestError as exc:
+            raise GatewayHTTPError(f"invalid request body: {exc}", status_code=400) from None
         chat_id = str(uuid.uuid4())
         user, locked, unsettled = await run_in_threadpool(
             _admit_sync, request.headers.get("authorization"), chat_id)
         billed = locked >= 0
         try:
-            ctype = request.headers.get("content-type", "")
-            fwd_body = rewrite_request(settings.service_type, route, body, ctype)
             params = dict(request.query_params)
             if settings.service_type == "text-to-image" and route == "/images/generations" \
                     and not async_job:

@@ -11,10 +11,10 @@ body we cannot read would be billed wrongly.
 
 from __future__ import annotations
 
-import json
-import zlib
-
 import httpx
+
+from broker.wire.content_coding import DECODABLE_CODINGS, decoded_body
+from broker.wire.forwarded_request import forwarded_json_body, is_json_content_type
 
 __all__ = [
     "BILLABLE_ROUTES",
@@ -34,9 +34,11 @@ BILLABLE_ROUTES = ("/chat/completions", "/images/generations", "/images/edits",
 FREE_PREFIXES = ("/attestation",)
 _STRIPPED = {"address", "fee", "input-fee", "nonce", "request-hash", "signature", "session-token",
              "session-signature", "authorization", "host", "content-length", "connection",
-             "transfer-encoding", "accept-encoding"}
-#: Content codings the gateway can decode to bill a response.
-DECODABLE_CODINGS = ("gzip", "x-gzip", "deflate", "identity")
+             "transfer-encoding", "accept-encoding",
+             # the browser's context is the gateway's business (B2 CORS), not the backend's: a
+             # local backend behind broker.asgi.guard.LocalGuard refuses foreign origins
+             "origin", "referer", "sec-fetch-site", "sec-fetch-mode", "sec-fetch-dest",
+             "sec-fetch-user"}
 _HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 
 
@@ -49,21 +51,22 @@ def normalise_route(path: str) -> str:
 
 
 def rewrite_request(service_type: str, route: str, body: bytes, content_type: str) -> bytes:
-    """B5 rewrites: chat streams get ``stream_options.include_usage = true``."""
-    if service_type != "chatbot" or route != "/chat/completions" or \
-            "json" not in content_type.lower():
+    """The body forwarded to the backend (B5), which the B7 request hash covers.
+
+    A JSON object body is re-marshalled in Go's form
+    (:func:`broker.wire.forwarded_request.forwarded_json_body`: sorted keys, Go escaping and
+    numbers), with ``stream_options.include_usage = true`` added to chatbot streams; ``serve``
+    computes the same bytes before sending. Any other body (multipart, not JSON, not an object) is
+    forwarded unchanged.
+
+    Raises:
+        ForwardedRequestError: a JSON number that cannot be forwarded exactly (400 at the route).
+    """
+    if not is_json_content_type(content_type):
         return body
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return body
-    if isinstance(data, dict) and data.get("stream") is True:
-        opts = data.get("stream_options")
-        if not isinstance(opts, dict) or "include_usage" not in opts:
-            data["stream_options"] = {**(opts if isinstance(opts, dict) else {}),
-                                      "include_usage": True}
-            return json.dumps(data, separators=(",", ":")).encode()
-    return body
+    chat = service_type == "chatbot" and route == "/chat/completions"
+    forwarded = forwarded_json_body(body, chat_stream_rewrite=chat)
+    return body if forwarded is None or forwarded == body else forwarded
 
 
 def forward_accept_encoding(value: str | None) -> str:
@@ -81,47 +84,12 @@ def forward_accept_encoding(value: str | None) -> str:
 
 
 def forward_headers(headers, extra: dict[str, str]) -> dict[str, str]:
-    """Client headers minus the credential/legacy and hop-by-hop ones (B5), with the
+    """Client headers minus the credential/legacy, hop-by-hop and browser-context ones (B5), with the
     ``Accept-Encoding`` of :func:`forward_accept_encoding`, plus ``additionalSecret`` entries."""
     out = {k: v for k, v in headers.items() if k.lower() not in _STRIPPED}
     out["accept-encoding"] = forward_accept_encoding(headers.get("accept-encoding"))
     out.update(extra)
     return out
-
-
-def decoded_body(raw: bytes, content_encoding: str | None, *, limit: int = 64 << 20) -> bytes:
-    """``raw`` with its ``Content-Encoding`` removed, for parsing only (B5).
-
-    Args:
-        raw: the body bytes as received from the backend.
-        content_encoding: the backend's ``Content-Encoding`` header (codings applied in order).
-        limit: the most decoded bytes returned (a larger body is cut at ``limit``).
-
-    Returns:
-        The decoded bytes; ``raw`` itself when there is no coding, and also when a coding is
-        unknown or the data is corrupt (the caller's parser then fails and billing falls back as
-        for any unreadable body).
-    """
-    codings = [c.strip().lower() for c in (content_encoding or "").split(",") if c.strip()]
-    data = raw
-    for coding in reversed(codings):
-        if coding == "identity":
-            continue
-        if coding in ("gzip", "x-gzip"):
-            attempts = (16 + zlib.MAX_WBITS,)
-        elif coding == "deflate":
-            attempts = (zlib.MAX_WBITS, -zlib.MAX_WBITS)      # zlib-wrapped, else raw deflate
-        else:
-            return raw
-        for wbits in attempts:
-            try:
-                data = zlib.decompressobj(wbits).decompress(data, limit)
-                break
-            except zlib.error:
-                continue
-        else:
-            return raw
-    return data
 
 
 def response_headers(headers: httpx.Headers) -> dict[str, str]:

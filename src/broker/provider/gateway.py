@@ -30,6 +30,8 @@ class Gateway:
         settler, scheduler: settlement (``scheduler`` may be ``None`` in tests).
         async_jobs: the :class:`~broker.provider.async_jobs.AsyncJobTracker` (made by the app
             when ``None``).
+        revocations: the :class:`~broker.provider.revocations.RevocationWatcher` (started and
+            stopped by the app's lifespan) or ``None``.
     """
 
     settings: ProviderSettings
@@ -44,6 +46,7 @@ class Gateway:
     settler: Any = None
     scheduler: Any = None
     async_jobs: Any = None
+    revocations: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def trigger_settlement(self) -> None:

@@ -8,19 +8,34 @@
   ``max_per_user_concurrent`` (default 5) requests in flight ⇒ 429.
 
 Every refusal carries ``retry_after`` (whole seconds, ≥ 1) for the ``Retry-After`` header.
+
+Per-user 429 messages keep B6's wire text but name the limit that was actually hit: the per-minute
+rate (``limit: 30 requests/min``) only when the user did send ``per_user_rpm`` requests in the last
+60 s; otherwise the burst ran out (``limit: burst of 5 requests, refilled at 30 requests/min``).
+
+Client IP (B6 keys the IP buckets on the first ``X-Forwarded-For`` entry, which any client can
+write): here ``X-Forwarded-For`` / ``X-Real-IP`` are believed only when the peer is one of
+``trusted_proxies``, and then the first untrusted hop from the right is the client (see
+:func:`client_ip`). With no trusted proxies (the default) the peer address is the client.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from broker.provider.errors import OverloadedError, RateLimitedError
 
-__all__ = ["InFlight", "KeyedBuckets", "Limits", "TokenBucket", "client_ip"]
+__all__ = ["InFlight", "KeyedBuckets", "Limits", "TokenBucket", "client_ip",
+           "parse_trusted_proxies"]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 IP_MESSAGE = "Too many requests. Please try again later."
 GLOBAL_MESSAGE = "Server is currently processing too many requests. Please try again later."
@@ -117,17 +132,91 @@ class InFlight:
             return self._counts.get(key, 0)
 
 
-def client_ip(headers, peer: str | None) -> str:
-    """The client IP of B6: first ``X-Forwarded-For`` entry, else ``X-Real-IP``, else the peer."""
-    xff = headers.get("x-forwarded-for")
-    if xff:
-        first = xff.split(",")[0].strip()
-        if first:
-            return first
-    real = headers.get("x-real-ip")
-    if real and real.strip():
-        return real.strip()
-    return peer or "unknown"
+def parse_trusted_proxies(entries: Iterable[str]) -> tuple[IPNetwork, ...]:
+    """IP addresses or CIDR blocks (``"10.0.0.0/8"``, ``"::1"``) → networks.
+
+    Raises:
+        ValueError: an entry is neither (the message names it).
+    """
+    out = []
+    for entry in entries:
+        text = str(entry).strip()
+        try:
+            out.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ValueError(f"trusted proxy {text[:60]!r} is not an IP address or CIDR block") \
+                from None
+    return tuple(out)
+
+
+def _parse_ip(text: str | None) -> IPAddress | None:
+    """An address from a peer or a forwarded hop (``1.2.3.4``, ``1.2.3.4:80``, ``[::1]:80``,
+    ``::1``); IPv4-mapped IPv6 addresses are unmapped; ``None`` when it is not an address."""
+    text = (text or "").strip().strip('"')
+    if text.startswith("["):
+        end = text.find("]")
+        text = text[1:end] if end > 0 else ""
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return mapped or ip
+
+
+def _trusted(ip: IPAddress, proxies: tuple[IPNetwork, ...]) -> bool:
+    return any(ip.version == net.version and ip in net for net in proxies)
+
+
+def _header_values(headers, name: str) -> list[str]:
+    getlist = getattr(headers, "getlist", None)
+    if getlist is not None:
+        return list(getlist(name))
+    value = headers.get(name)
+    return [value] if value else []
+
+
+def client_ip(headers, peer: str | None, trusted_proxies: Iterable[IPNetwork] = ()) -> str:
+    """The client IP the per-IP limits key on.
+
+    * The peer is not a trusted proxy (always so with no ``trusted_proxies``): the peer.
+    * The peer is trusted: walk ``X-Forwarded-For`` (all its header lines, in order) from the right,
+      skipping trusted hops; the first untrusted hop is the client. A hop that is not an address
+      stops the walk at the trusted hop after it (a proxy we trust wrote what follows; what it was
+      given is not believed). Every hop trusted: the leftmost one.
+    * The peer is trusted and there is no ``X-Forwarded-For``: ``X-Real-IP`` when it is an
+      address, else the peer.
+
+    Args:
+        headers: request headers (Starlette ``Headers`` or a ``dict`` with lower-case names).
+        peer: the TCP peer address (``None`` when unknown: ``"unknown"`` is returned).
+        trusted_proxies: networks of :func:`parse_trusted_proxies`.
+
+    Returns:
+        The address in canonical text form.
+    """
+    proxies = tuple(trusted_proxies)
+    peer_ip = _parse_ip(peer)
+    if peer_ip is None:
+        return peer or "unknown"
+    if not proxies or not _trusted(peer_ip, proxies):
+        return str(peer_ip)
+    hops = [hop for value in _header_values(headers, "x-forwarded-for")
+            for hop in value.split(",") if hop.strip()]
+    if hops:
+        nearest = peer_ip
+        for hop in reversed(hops):
+            ip = _parse_ip(hop)
+            if ip is None:
+                return str(nearest)
+            if not _trusted(ip, proxies):
+                return str(ip)
+            nearest = ip
+        return str(nearest)
+    real = _parse_ip(headers.get("x-real-ip"))
+    return str(real) if real is not None else str(peer_ip)
 
 
 def _retry(seconds: float) -> int:
@@ -145,14 +234,25 @@ class Limits:
         handler_ip_rps, handler_ip_burst: per-IP bucket of the other ``/v1`` routes (B6: 10/s,
             burst 20). ``None``: ``2/3 × per_ip_rps`` and ``per_ip_burst`` (the B6 ratio, so the
             defaults give exactly 10/s and 20, and raising the proxy bucket raises this one).
+        trusted_proxies: IPs / CIDR blocks whose ``X-Forwarded-For`` is believed
+            (:meth:`client_ip`); default none.
+
+    Raises:
+        ValueError: a trusted proxy entry is not an address or CIDR block.
     """
 
     def __init__(self, *, per_ip_rps: float = 15.0, per_ip_burst: int = 20,
                  per_user_rpm: int = 30, per_user_burst: int = 5,
                  max_per_user_concurrent: int = 5, max_global_concurrent: int = 20,
                  handler_ip_rps: float | None = None,
-                 handler_ip_burst: int | None = None) -> None:
+                 handler_ip_burst: int | None = None,
+                 trusted_proxies: Iterable[str] = ()) -> None:
         self.per_user_rpm = per_user_rpm
+        self.trusted_proxies = parse_trusted_proxies(trusted_proxies)
+        # accepted request times per user over the last minute (at most per_user_rpm kept), to
+        # tell a spent burst from a reached per-minute rate
+        self._recent: OrderedDict[str, deque[float]] = OrderedDict()
+        self._recent_lock = threading.Lock()
         self.ip = KeyedBuckets(per_ip_rps, per_ip_burst)
         self.handler_ip = KeyedBuckets(
             handler_ip_rps if handler_ip_rps is not None else per_ip_rps * 2 / 3,
@@ -160,6 +260,26 @@ class Limits:
         self.user = KeyedBuckets(per_user_rpm / 60.0, per_user_burst)
         self.user_inflight = InFlight(max_per_user_concurrent)
         self.global_inflight = InFlight(max_global_concurrent)
+
+    def client_ip(self, headers, peer: str | None) -> str:
+        """:func:`client_ip` with this gateway's ``trusted_proxies``."""
+        return client_ip(headers, peer, self.trusted_proxies)
+
+    def _note_accepted(self, key: str, now: float) -> None:
+        with self._recent_lock:
+            times = self._recent.get(key)
+            if times is None:
+                times = self._recent[key] = deque(maxlen=max(1, self.per_user_rpm))
+                if len(self._recent) > self.user.max_keys:
+                    self._recent.popitem(last=False)
+            else:
+                self._recent.move_to_end(key)
+            times.append(now)
+
+    def _per_minute_reached(self, key: str, now: float) -> bool:
+        with self._recent_lock:
+            times = self._recent.get(key, ())
+            return sum(1 for t in times if now - t < 60.0) >= self.per_user_rpm
 
     def check_ip(self, ip: str) -> None:
         """The ``/v1/proxy`` per-IP bucket (B6.1). Raises :class:`RateLimitedError` (429) when
@@ -185,13 +305,25 @@ class Limits:
         self.global_inflight.release()
 
     def enter_user(self, user: str) -> None:
-        """Per-user rate bucket then in-flight slot (B6.4). Raises :class:`RateLimitedError` (429)."""
+        """Per-user rate bucket then in-flight slot (B6.4).
+
+        Raises:
+            RateLimitedError: 429 naming the limit hit: the burst, the per-minute rate, or the
+                concurrent requests.
+        """
         key = user.lower()
         wait = self.user.take(key)
+        now = time.monotonic()
         if wait:
+            if self._per_minute_reached(key, now):
+                limit = f"{self.per_user_rpm} requests/min"
+            else:
+                limit = (f"burst of {self.user.burst} requests, refilled at "
+                         f"{self.per_user_rpm} requests/min")
             raise RateLimitedError(
-                "Rate limit exceeded. Please slow down your request rate "
-                f"(limit: {self.per_user_rpm} requests/min).", retry_after=_retry(wait))
+                f"Rate limit exceeded. Please slow down your request rate (limit: {limit}).",
+                retry_after=_retry(wait))
+        self._note_accepted(key, now)
         busy = self.user_inflight.acquire(key)
         if busy is not None:
             raise RateLimitedError(

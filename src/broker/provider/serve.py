@@ -18,12 +18,13 @@ from broker.provider.db import open_database
 from broker.provider.errors import ProviderConfigError
 from broker.provider.gateway import Gateway
 from broker.provider.limits import Limits
+from broker.provider.revocations import RevocationWatcher
 from broker.provider.settings import ProviderSettings
 from broker.provider.settlement import SettlementScheduler, Settler
 from broker.provider.signing import SignatureStore
 from broker.provider.tee import load_tee_signer
 
-__all__ = ["build_gateway", "load_provider_wallet", "resolve_chain", "serve"]
+__all__ = ["UVICORN_OPTIONS", "build_gateway", "load_provider_wallet", "resolve_chain", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,8 @@ def build_gateway(settings: ProviderSettings, *, signer: Any = None,
         with_scheduler: create (not start) the APScheduler settlement job.
 
     Returns:
-        The :class:`Gateway` (start ``gateway.scheduler`` yourself, or use :func:`serve`).
+        The :class:`Gateway` (start ``gateway.scheduler`` yourself, or use :func:`serve`; the app's
+        lifespan runs ``gateway.revocations``).
     """
     rpc_url, inference_address = resolve_chain(settings)
     w3 = connect(rpc_url)
@@ -83,7 +85,10 @@ def build_gateway(settings: ProviderSettings, *, signer: Any = None,
     signer = signer or load_tee_signer(settings)
     db = open_database(settings.database_url())
     accounts = AccountCache(contract, wallet.address, account_ttl=settings.account_cache_ttl,
-                            service_ttl=settings.service_cache_ttl)
+                            service_ttl=settings.service_cache_ttl,
+                            fallback_ttl=settings.account_fallback_ttl)
+    revocations = RevocationWatcher(w3, inference_address, accounts,  # before the sync: no gap
+                                    interval=settings.revocation_poll_interval)
     accounts.sync_all()
     settler = Settler(db, contract, accounts, signer, chain_id=sender.chain_id, on_sent=on_sent)
     settler.reconcile()
@@ -97,11 +102,18 @@ def build_gateway(settings: ProviderSettings, *, signer: Any = None,
                                max_per_user_concurrent=settings.max_per_user_concurrent,
                                max_global_concurrent=settings.max_global_concurrent,
                                handler_ip_rps=settings.handler_ip_rps,
-                               handler_ip_burst=settings.handler_ip_burst),
-                 settler=settler)
+                               handler_ip_burst=settings.handler_ip_burst,
+                               trusted_proxies=settings.trusted_proxies),
+                 settler=settler, revocations=revocations)
     if with_scheduler:
         gw.scheduler = SettlementScheduler(settler, settings.settlement_interval)
     return gw
+
+
+#: uvicorn options of the gateway: the client address for the per-IP limits comes from the
+#: configured ``trusted_proxies`` (:func:`broker.provider.limits.client_ip`), so uvicorn must not
+#: rewrite the peer from ``X-Forwarded-For`` itself (its default trusts any local client).
+UVICORN_OPTIONS: dict[str, object] = {"proxy_headers": False}
 
 
 def serve(settings: ProviderSettings) -> None:
@@ -113,7 +125,8 @@ def serve(settings: ProviderSettings) -> None:
     gw = build_gateway(settings)
     gw.scheduler.start()
     try:
-        uvicorn.run(create_app(gw), host=settings.host, port=settings.port, log_level="info")
+        uvicorn.run(create_app(gw), host=settings.host, port=settings.port, log_level="info",
+                    **UVICORN_OPTIONS)
     finally:
         gw.scheduler.shutdown()
         gw.db.dispose()

@@ -9,10 +9,12 @@ appear in reprs or logs.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from broker.asgi.guard import split_list
 from broker.config.settings import broker_home
 
 __all__ = ["SERVICE_TYPES", "ProviderSettings", "provider_home"]
@@ -90,9 +92,22 @@ class ProviderSettings(BaseSettings):
     max_global_concurrent: int = Field(20, ge=1)
     max_body_bytes: int = Field(32 << 20, ge=1)
     whitelist: list[str] = Field(default_factory=list)
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="IPs / CIDR blocks of the reverse proxies in front of the gateway; only their "
+        "X-Forwarded-For / X-Real-IP name the client for the per-IP limits (default none: the "
+        "peer address). Environment: comma-separated or a JSON list.")
     # billing and settlement (B4, B10)
     min_locked_balance: int = Field(10**18, ge=0, description="Reserve in neuron (1 0G, B4.5).")
-    account_cache_ttl: float = Field(600.0, ge=0)
+    account_cache_ttl: float = Field(600.0, ge=0, description="getAccount cache (B3.8, B4) while "
+                                     "the revocation watcher keeps up.")
+    revocation_poll_interval: float = Field(
+        2.0, gt=0, description="Seconds between polls of the revocation events (TokenRevoked, "
+        "TokensRevoked, AllTokensRevoked, AccountDeleted); a revocation is refused within one "
+        "block plus about this.")
+    account_fallback_ttl: float = Field(
+        5.0, ge=0, description="getAccount cache while the revocation watcher is behind (node "
+        "not answering eth_getLogs).")
     service_cache_ttl: float = Field(900.0, ge=0)
     signature_ttl: float = Field(1200.0, gt=0, description="Response-signature retention.")
     settlement_interval: float = Field(600.0, gt=0)
@@ -101,6 +116,19 @@ class ProviderSettings(BaseSettings):
     # server
     host: str = Field("127.0.0.1")
     port: int = Field(3080, ge=0, le=65535)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        return split_list(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        from broker.provider.limits import parse_trusted_proxies
+
+        parse_trusted_proxies(value)          # ValueError naming the bad entry
+        return [v.strip() for v in value]
 
     @field_validator("service_type")
     @classmethod

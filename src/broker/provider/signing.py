@@ -2,12 +2,14 @@
 
 The signed text is ``hex(sha256(request as forwarded)) + ":" + hex(sha256(raw response))``; the
 signature is EIP-191 personal_sign by the TEE signer key. Signatures are stored in the database under
-the lower-cased chat id (``ZG-Res-Key``) so that ``GET /v1/proxy/signature/{id}`` survives a restart.
+the lower-cased chat id (``ZG-Res-Key``) so that ``GET /v1/proxy/signature/{id}`` survives a restart,
+and also under the response's own ``id`` (the completion id of a chat answer or of its stream's first
+chunk) so that the SDK's documented fallback ``processResponse(provider, data.id)``
+(``user-broker.md`` §8.1) finds it as well (the ``ZG-Res-Key`` entry always stays).
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 
@@ -18,14 +20,15 @@ from sqlalchemy.orm import Session
 
 from broker.provider.db import ChatSignature, Database
 from broker.provider.errors import SignatureNotFoundError
+from broker.wire.signed_text import signed_text
 
 __all__ = ["SignatureStore", "StoredSignature", "response_signature_text"]
 
 
 def response_signature_text(request_body: bytes, response_body: bytes) -> str:
-    """``sha256(request):sha256(response)`` in lowercase hex (B7)."""
-    return (hashlib.sha256(request_body).hexdigest() + ":"
-            + hashlib.sha256(response_body).hexdigest())
+    """``sha256(request):sha256(response)`` in lowercase hex (B7); see
+    :func:`broker.wire.signed_text.signed_text`."""
+    return signed_text(request_body, response_body)
 
 
 @dataclass(frozen=True)
@@ -72,18 +75,31 @@ class SignatureStore:
                 s.flush()
 
     def sign_and_store(self, chat_id: str, request_body: bytes, response_body: bytes, *,
-                       conn: Connection | None = None) -> StoredSignature:
+                       conn: Connection | None = None,
+                       aliases: tuple[str, ...] = ()) -> StoredSignature:
         """Sign the B7 text for this exchange and store it (committed on return; with ``conn``,
-        a connection inside an open transaction, the write joins it and the caller commits)."""
+        a connection inside an open transaction, the write joins it and the caller commits).
+
+        Args:
+            chat_id: the ``ZG-Res-Key`` of the response.
+            request_body: the body as forwarded (B5). response_body: the raw backend bytes.
+            aliases: further ids to store the same signature under (the response's completion
+                ``id``); empty, over-long (> 128 characters, the key's size) or ``chat_id``-equal ones are skipped.
+        """
         text = response_signature_text(request_body, response_body)
         sig = StoredSignature(text, self.signer.sign_text(text))
-        row = {"chat_id": chat_id.lower(), "text": sig.text, "signature": sig.signature,
-               "expires_at": time.time() + self.ttl}
+        expires = time.time() + self.ttl
+        keys = [chat_id.lower()]
+        keys += [a.lower() for a in aliases if a and len(a) <= 128 and a.lower() not in keys]
+        rows = [{"chat_id": key, "text": sig.text, "signature": sig.signature,
+                 "expires_at": expires} for key in keys]
         if conn is not None:
-            self._write(conn, row)
+            for row in rows:
+                self._write(conn, row)
             return sig
         with self.db.engine.begin() as c:
-            self._write(c, row)
+            for row in rows:
+                self._write(c, row)
         return sig
 
     def get(self, chat_id: str) -> StoredSignature:

@@ -15,6 +15,7 @@ from rich.console import Console
 from starlette.concurrency import run_in_threadpool
 
 from broker._exceptions import BrokerError, ChainError, InputError
+from broker.asgi.guard import MULTIPART_TYPES, LocalGuard, bound_host_names
 from broker.chain.addresses import checksum_address
 from broker.inference.errors import SignerNotAcknowledgedError
 from broker.proxy.billing import Billing
@@ -29,7 +30,12 @@ from broker.proxy.upstream import Upstream
 from broker.proxy.verification import Verifier
 from broker.wire.openapi import SERVE_REQUEST_BODIES, add_openapi_route
 
-__all__ = ["create_app", "error_response", "serve"]
+__all__ = ["EXPOSED_HEADERS", "MULTIPART_PATHS", "create_app", "error_response", "serve"]
+
+#: Routes that take ``multipart/form-data`` (the others take JSON), for the web guard.
+MULTIPART_PATHS = ("/v1/images/edits", "/v1/audio/transcriptions")
+#: Response headers a page of an allowed origin may read.
+EXPOSED_HEADERS = ("X-0G-Fee", "X-0G-Verified", "ZG-Res-Key", "Retry-After")
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +94,9 @@ class _MetricsMiddleware:
 
 def create_app(broker: Any, settings: ServeSettings, *, console: Console | None = None,
                run_startup: bool = True) -> FastAPI:
-    """Build the proxy app for one provider.
+    """Build the proxy app for one provider, behind :class:`broker.asgi.guard.LocalGuard`
+    (loopback or ``allowed_hosts`` Host, no foreign ``Origin`` unless in ``allowed_origins``,
+    JSON or multipart bodies only), so that a web page cannot spend through it.
 
     Args:
         broker: a :class:`broker.broker.Broker` (``.inference`` and ``.ledger`` used) or an
@@ -170,6 +178,14 @@ def create_app(broker: Any, settings: ServeSettings, *, console: Console | None 
         return error_response(_broker_error(exc))
 
     app.include_router(router)
+    # web pages may not use serve: Host, Origin, Sec-Fetch-Site and Content-Type checks
+    app.add_middleware(LocalGuard,
+                       allowed_hosts=[*settings.allowed_hosts, *bound_host_names(settings.host)],
+                       allowed_origins=settings.allowed_origins,
+                       content_types={path: MULTIPART_TYPES for path in MULTIPART_PATHS},
+                       hosts_hint="; list it in ZG_SERVE_ALLOWED_HOSTS",
+                       origins_hint="; list it in ZG_SERVE_ALLOWED_ORIGINS",
+                       expose_headers=EXPOSED_HEADERS)
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
     app.state.metrics = metrics
     return app

@@ -2,6 +2,9 @@
 on-chain prices and the extractor of the provider's service type, is added to the inference broker's
 :class:`~broker.inference.fee_store.FeeStore` (neuron) and to the metrics.
 
+A response that ``serve --verify enforce`` refused is still billed by the provider: its fee is
+recorded as *disputed* (separately, with the reason), so the local books match the gateway's.
+
 What is billed: chat and audio by the response ``usage`` (streams: the last SSE chunk with usage,
 collected by :class:`~broker.inference.fees.UsageStreamCollector`); images by the **request** ``n``.
 
@@ -27,6 +30,7 @@ from broker.inference.fees import extract_text_to_image_usage, fee_for_content
 
 if TYPE_CHECKING:
     from broker.inference.broker import InferenceBroker
+    from broker.inference.response_signature import VerificationResult
     from broker.proxy.metrics import ProxyMetrics
 
 __all__ = ["AsyncJobOutcome", "Billing"]
@@ -68,19 +72,38 @@ class Billing:
             logger.warning("fee not accounted for %s: %s", self.provider, exc)
             return 0
 
-    def _record(self, content: bytes | str | Mapping[str, Any] | None) -> int:
+    def _record(self, content: bytes | str | Mapping[str, Any] | None,
+                disputed: VerificationResult | None, chat_id: str | None) -> int:
         fee = self.fee_of(content)
-        self.inference.fee_store.add_fee(self.inference.address, self.provider, fee)
+        store = self.inference.fee_store
+        if disputed is not None:
+            store.record_disputed(self.inference.address, self.provider, chat_id, fee,
+                                  disputed.reason.value)
+        else:
+            store.add_fee(self.inference.address, self.provider, fee)
         return fee
 
-    async def record(self, content: bytes | str | Mapping[str, Any] | None) -> int:
+    async def record(self, content: bytes | str | Mapping[str, Any] | None, *,
+                     disputed: VerificationResult | None = None,
+                     chat_id: str | None = None) -> int:
         """Account one answered request; returns its fee (neuron). ``content`` ``None`` (no usage
-        reported) bills nothing and records nothing."""
+        reported) bills nothing and records nothing.
+
+        Args:
+            content: usage JSON or image request (see :meth:`fee_of`).
+            disputed: the failed verification of a response that ``enforce`` refused: the fee is
+                recorded as disputed (:meth:`FeeStore.record_disputed
+                <broker.inference.fee_store.FeeStore.record_disputed>`), not as accepted.
+            chat_id: the response's chat id (kept with a disputed fee).
+        """
         if content is None:
             return 0
-        fee = await run_in_threadpool(self._record, content)
+        fee = await run_in_threadpool(self._record, content, disputed, chat_id)
         if self.metrics is not None and fee:
-            self.metrics.fees.inc(fee)
+            if disputed is None:
+                self.metrics.fees.inc(fee)
+            else:
+                self.metrics.disputed_fees.inc(fee)
         return fee
 
     # -- async image jobs --------------------------------------------------------------------

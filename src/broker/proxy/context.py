@@ -12,9 +12,11 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from broker.inference.chat_id import extract_chat_id
+from broker.inference.response_signature import ResponseBinding
 from broker.proxy.errors import ProxyHTTPError
-from broker.proxy.upstream import passthrough_headers
-from broker.proxy.verification import VERIFIED_HEADER, header_value
+from broker.proxy.upstream import decode_body, passthrough_headers
+from broker.proxy.verification import REASON_HEADER, VERIFIED_HEADER, header_value, reason_value
+from broker.wire.forwarded_request import ForwardedRequestError, canonical_json
 from broker.wire.json_body import InvalidJSONBodyError, loads_request_json
 
 if TYPE_CHECKING:
@@ -26,7 +28,8 @@ if TYPE_CHECKING:
     from broker.proxy.upstream import Upstream
     from broker.proxy.verification import Verifier
 
-__all__ = ["FEE_HEADER", "ProxyContext", "complete_response", "read_body", "read_json"]
+__all__ = ["FEE_HEADER", "ProxyContext", "complete_response", "forwarded_body", "read_body",
+           "read_json"]
 
 #: Response header with the fee accounted for the request, in neuron.
 FEE_HEADER = "X-0G-Fee"
@@ -101,33 +104,62 @@ async def read_json(request: Request, cap: int) -> dict[str, Any]:
     return data
 
 
+def forwarded_body(data: dict[str, Any]) -> bytes:
+    """``data`` in the form a gateway forwards a JSON body (Go ``json.Marshal``,
+    :func:`broker.wire.forwarded_request.canonical_json`): what ``serve`` sends and hashes.
+
+    Raises:
+        ProxyHTTPError: 400 ``invalid_number`` for a number that cannot be forwarded exactly.
+    """
+    try:
+        return canonical_json(data)
+    except ForwardedRequestError as exc:
+        raise ProxyHTTPError(str(exc), status_code=400, type="invalid_request_error",
+                             code="invalid_number") from None
+
+
 async def complete_response(ctx: ProxyContext, response: httpx.Response,
                             bill: Callable[[bytes], Any] | None,
-                            on_body: Callable[[int, bytes], Awaitable[None]] | None = None
-                            ) -> Response:
-    """Finish a non-streamed upstream response: map errors, read it, account the fee, verify the
-    signature (``enforce`` may refuse), and answer with the provider's status and headers (including
-    ``ZG-Res-Key``) plus ``X-0G-Verified`` and ``X-0G-Fee``.
+                            on_body: Callable[[int, bytes], Awaitable[None]] | None = None,
+                            *, request_body: bytes | None = None,
+                            refused_bill: Callable[[bytes], Any] | None = None) -> Response:
+    """Finish a non-streamed upstream response: map errors, read it, verify its signature bound to
+    the bytes (``enforce`` may refuse), account the fee, and answer with the provider's status and
+    headers (including ``ZG-Res-Key``) plus ``X-0G-Verified``, ``X-0G-Verification-Reason`` and
+    ``X-0G-Fee``.
+
+    A refused response's fee is recorded as *disputed* (the provider billed it; the local books
+    keep matching) and nothing of it reaches the client.
 
     Args:
         ctx: the proxy context. response: the upstream response (body unread).
         bill: ``raw_response -> content for the fee extractor`` (``None``: bill nothing).
-        on_body: awaited with ``(status, raw_response)`` of a successful response before it is
-            verified (e.g. to record an async job); optional.
+        on_body: awaited with ``(status, raw_response)`` of a successful response that is not
+            refused, before it is answered (e.g. to record an async job); optional.
+        request_body: the bytes sent upstream, in the form the gateway forwards them (their
+            sha256 must be the signed request hash); ``None``: only the response is bound.
+        refused_bill: what to bill as disputed when ``enforce`` refuses (default ``bill``), e.g.
+            an async submission's request, which the provider bills when the job completes.
 
     Raises:
         ProxyHTTPError: mapped upstream errors; VerificationRefusedError in ``enforce`` mode.
     """
     await ctx.upstream.raise_for_status(response)
-    raw = await ctx.upstream.read(response)
+    received = await ctx.upstream.read_raw(response)
+    raw = decode_body(received, response.headers)
     chat_id = extract_chat_id(response.headers, raw)
-    if on_body is not None:
+    binding = ResponseBinding.of(request_body=request_body, response_body=received)
+    result = await ctx.verifier.verify(chat_id, binding=binding)
+    refused = ctx.verifier.refuses(result)
+    if on_body is not None and not refused:
         await on_body(response.status_code, raw)
-    fee = await ctx.billing.record(bill(raw)) if bill is not None else 0
-    result = await ctx.verifier.verify(chat_id)
+    charge = refused_bill if refused and refused_bill is not None else bill
+    fee = await ctx.billing.record(charge(raw) if charge is not None else None,
+                                   disputed=result if refused else None, chat_id=chat_id)
     ctx.verifier.enforce(result)
     headers = passthrough_headers(response.headers)
     headers[VERIFIED_HEADER] = header_value(result)
+    headers[REASON_HEADER] = reason_value(result)
     headers[FEE_HEADER] = str(fee)
     return Response(raw, status_code=response.status_code, headers=headers,
                     media_type=response.headers.get("content-type", "application/json"))

@@ -1,6 +1,7 @@
 """The main job in one command (``0g-broker demo``): devnet → tiny worker + provider gateway →
 ``serve`` → one image generated with the official ``openai`` client through ``serve``, paid, signed,
-verified and billed → PNG written → everything stopped.
+verified and billed → PNG written → everything stopped. ``serve`` requires a random API key known
+only to this process (with ``keep``, written to a mode-0600 file whose path is printed).
 
 Everything runs in this process (anvil as a child process, the servers as uvicorn threads) inside
 context managers, so nothing is left behind on success, failure or Ctrl-C. ``keep=True`` keeps the
@@ -10,6 +11,8 @@ whole stack serving in the foreground until Ctrl-C instead of stopping at once.
 from __future__ import annotations
 
 import base64
+import os
+import secrets
 import tempfile
 import threading
 import time
@@ -69,6 +72,14 @@ class _Uvicorn:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(30)
+
+
+def _write_key_file(path: Path, key: str) -> Path:
+    """Write ``key`` to ``path`` readable by the owner only (mode 0600 from creation)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return path
 
 
 def _free_port() -> int:
@@ -140,11 +151,14 @@ def run_demo(prompt: str, out: Path, *, model: str = "tiny", keep: bool = False,
                     broker.ledger.add_ledger(10)
                 ok(f"user {broker.address}: ledger of 10 0G")
                 try:
-                    settings = ServeSettings(provider=stack.provider_address, port=_free_port())
+                    # a one-off key, in-process only (never on a command line or printed)
+                    api_key = secrets.token_urlsafe(24)
+                    settings = ServeSettings(provider=stack.provider_address, port=_free_port(),
+                                             api_key=api_key)
                     app = create_app(broker, settings, console=console)
                     with _Uvicorn(app, settings.port) as server:
                         ok(f"serve at {server.url}/v1 (OpenAI-compatible)")
-                        client = openai.OpenAI(base_url=server.url + "/v1", api_key="local",
+                        client = openai.OpenAI(base_url=server.url + "/v1", api_key=api_key,
                                                max_retries=0, timeout=900)
                         # An explicit size: serve fills the SDK's 512x512 when none is given,
                         # which is more than the tiny model can draw.
@@ -165,9 +179,10 @@ def run_demo(prompt: str, out: Path, *, model: str = "tiny", keep: bool = False,
                         ok(f"paid {format_0g(result.fee)} 0G; response signature verified: "
                            f"{result.verified} (ZG-Res-Key {result.chat_id})")
                         if keep:
-                            console.print(f"running: serve {server.url}/v1, gateway "
-                                          f"{stack.gateway_url}, devnet {state.rpc_url}; "
-                                          "Ctrl-C stops everything")
+                            key_file = _write_key_file(home / "serve_api_key", api_key)
+                            console.print(f"running: serve {server.url}/v1 (API key in "
+                                          f"{key_file}), gateway {stack.gateway_url}, devnet "
+                                          f"{state.rpc_url}; Ctrl-C stops everything")
                             try:
                                 while server.thread.is_alive():
                                     time.sleep(0.5)

@@ -44,6 +44,10 @@ class ProxyMetrics:
                                      ["result", "reason"], registry=r)
         self.fees = Counter("zg_serve_fees_neuron", "Fees accounted locally, in neuron.",
                             registry=r)
+        self.disputed_fees = Counter(
+            "zg_serve_disputed_fees_neuron",
+            "Fees the provider billed for responses refused by verify mode enforce, in neuron.",
+            registry=r)
         self.balance = Gauge("zg_serve_balance_neuron", "Balances in neuron.", ["account"],
                              registry=r)
         self.funding_events = Counter("zg_serve_funding_events", "Auto-funding events.", ["kind"],

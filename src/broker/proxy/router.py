@@ -3,6 +3,8 @@ modules; errors become OpenAI-shaped responses in :mod:`broker.proxy.app`."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import logging
 
@@ -10,12 +12,14 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from broker.inference.response_signature import ResponseBinding
 from broker.proxy import serving_audio, serving_chat, serving_images, serving_models
 from broker.proxy.account import account_snapshot
 from broker.proxy.context import ProxyContext, read_json
 from broker.proxy.errors import ProxyHTTPError
 from broker.proxy.metrics import CONTENT_TYPE_LATEST
 from broker.proxy.protocol import HealthResponse, VerifyRequest, VerifyResponse
+from broker.wire.signed_text import sha256_hex
 
 __all__ = ["require_api_key", "router"]
 
@@ -27,7 +31,10 @@ def _ctx(request: Request) -> ProxyContext:
 
 
 def require_api_key(request: Request) -> None:
-    """When ``api_key`` is set, require ``Authorization: Bearer <api_key>`` (constant-time check).
+    """When ``api_key`` is set, require ``Authorization: Bearer <api_key>``.
+
+    The scheme is compared case-insensitively; the key in constant time, as SHA-256 digests, so
+    that neither its content nor its length shows in the timing.
 
     Raises:
         ProxyHTTPError: 401 ``authentication_error`` / ``invalid_api_key``.
@@ -36,9 +43,10 @@ def require_api_key(request: Request) -> None:
     if key is None:
         return
     header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), key.get_secret_value().encode()):
+    scheme, _, given = header.strip().partition(" ")
+    expected = hashlib.sha256(key.get_secret_value().encode()).digest()
+    offered = hashlib.sha256(given.strip().encode("utf-8", "surrogateescape")).digest()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(offered, expected):
         raise ProxyHTTPError("Incorrect API key provided", status_code=401,
                              type="authentication_error", code="invalid_api_key")
 
@@ -58,7 +66,8 @@ async def health(request: Request) -> HealthResponse:
 
 @guarded.get("/metrics")
 async def metrics(request: Request) -> Response:
-    """Prometheus exposition (balances refreshed from the chain on each scrape)."""
+    """Prometheus exposition (balances refreshed from the chain on each scrape, within
+    ``chain_timeout`` seconds; the last known values otherwise)."""
     ctx = _ctx(request)
     try:
         await run_in_threadpool(account_snapshot, ctx)
@@ -69,7 +78,9 @@ async def metrics(request: Request) -> Response:
 
 @guarded.get("/v1/account")
 async def account(request: Request) -> JSONResponse:
-    """Ledger, sub-account, fees, auto-funding state, recent verification results."""
+    """Ledger, sub-account, fees, auto-funding state, recent verification results; 200 within
+    ``chain_timeout`` seconds even when the node hangs (``chain.ok`` false, ``chain.unavailable``
+    naming the parts not read)."""
     snapshot = await run_in_threadpool(account_snapshot, _ctx(request))
     return JSONResponse(snapshot.model_dump(mode="json"))
 
@@ -116,26 +127,70 @@ async def audio(request: Request) -> Response:
     return await serving_audio.transcriptions(_ctx(request), request)
 
 
+def _verify_binding(body: VerifyRequest) -> ResponseBinding | None:
+    """The :class:`ResponseBinding` of a ``/v1/verify`` body, or ``None`` (signature only).
+
+    Raises:
+        ProxyHTTPError: 400 for two forms of one body, bad base64, or a request without response.
+    """
+    def one(text: str | None, b64: str | None, digest: str | None, name: str) -> str | None:
+        given = [v for v in (text, b64, digest) if v is not None]
+        if len(given) > 1:
+            raise ProxyHTTPError(f"give at most one of {name}, {name}_b64, {name}_sha256",
+                                 status_code=400, type="invalid_request_error",
+                                 code="invalid_binding", param=name)
+        if digest is not None:
+            return digest.lower()
+        if b64 is not None:
+            try:
+                return sha256_hex(base64.b64decode(b64, validate=True))
+            except ValueError:
+                raise ProxyHTTPError(f"{name}_b64 is not base64", status_code=400,
+                                     type="invalid_request_error", code="invalid_binding",
+                                     param=f"{name}_b64") from None
+        return None if text is None else sha256_hex(text.encode("utf-8", "surrogatepass"))
+
+    response = one(body.response, body.response_b64, body.response_sha256, "response")
+    request = one(body.request, body.request_b64, body.request_sha256, "request")
+    if response is None and request is not None:
+        raise ProxyHTTPError("a request hash needs the response too (the response hash is "
+                             "never skipped)", status_code=400, type="invalid_request_error",
+                             code="invalid_binding", param="response")
+    return None if response is None else ResponseBinding(response, request)
+
+
 @guarded.post("/v1/verify", response_model=VerifyResponse)
 async def verify(request: Request) -> VerifyResponse:
-    """Verify a response by its chat ID (``ZG-Res-Key`` or completion ``id``) even in mode off."""
+    """Verify a response by its chat ID (``ZG-Res-Key`` or completion ``id``) even in mode off;
+    bound to the response (and request) bytes or hashes when the body gives them."""
     ctx = _ctx(request)
-    data = await read_json(request, 64 << 10)
+    data = await read_json(request, 64 << 20)
+    if not data.get("id"):
+        raise ProxyHTTPError("Missing id in request body", status_code=400,
+                             type="invalid_request_error", code="missing_id", param="id")
     try:
         body = VerifyRequest.model_validate(data)
-    except ValueError:
-        raise ProxyHTTPError("Missing id in request body", status_code=400,
-                             type="invalid_request_error", code="missing_id",
-                             param="id") from None
-    verifier = ctx.verifier
-    if verifier.mode == "off":
-        from broker.proxy.verification import Verifier
+    except ValueError as exc:
+        raise ProxyHTTPError(f"invalid verify request: {_first_error(exc)}", status_code=400,
+                             type="invalid_request_error", code="invalid_verify_request") from None
+    binding = _verify_binding(body)
+    from broker.proxy.verification import Verifier
 
-        verifier = Verifier(ctx.inference, ctx.provider, "warn", ctx.upstream.client, ctx.metrics)
-    result = await verifier.verify(body.id)
+    # a fresh verifier: re-verifying a chat id this proxy has seen is not a reuse
+    verifier = Verifier(ctx.inference, ctx.provider, "warn", ctx.upstream.client, ctx.metrics)
+    result = await verifier.verify(body.id, binding=binding)
     assert result is not None
     return VerifyResponse(isValid=result.verified, reason=result.reason.value,
-                          chat_id=result.chat_id, signer=result.signer, detail=result.detail)
+                          chat_id=result.chat_id, signer=result.signer, detail=result.detail,
+                          binding=result.binding)
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return f"{'.'.join(map(str, first.get('loc', ())))}: {first.get('msg', '')}"
+    return "malformed body"
 
 
 router.include_router(guarded)

@@ -1,6 +1,7 @@
 """``POST /v1/audio/transcriptions`` (``user-broker.md`` §10.1): the multipart body is passed
 through with a ``model`` field inserted when missing; SSE answers are relayed as they arrive; usage
-(duration or token mode, §7.2) is billed; the response signature is verified."""
+(duration or token mode, §7.2) is billed; the response signature is verified, bound to the multipart
+bytes sent (the gateway forwards them unchanged) and the response bytes received."""
 
 from __future__ import annotations
 
@@ -29,5 +30,5 @@ async def transcriptions(ctx: ProxyContext, request: Request) -> Response:
                                        route="audio/transcriptions")
     if "text/event-stream" in response.headers.get("content-type", "") and \
             response.status_code < 400:
-        return stream_response(ctx, response)
-    return await complete_response(ctx, response, _usage)
+        return await stream_response(ctx, response, request_body=raw)
+    return await complete_response(ctx, response, _usage, request_body=raw)

@@ -12,10 +12,10 @@ import json
 from fastapi import Request
 from fastapi.responses import Response
 
-from broker.proxy.context import ProxyContext, complete_response, read_json
+from broker.proxy.context import ProxyContext, complete_response, forwarded_body, read_json
 from broker.proxy.errors import ProxyHTTPError
 from broker.proxy.streaming import stream_response
-from broker.proxy.upstream import json_dumps
+from broker.wire.forwarded_request import apply_chat_stream_rewrite
 
 __all__ = ["chat_completions", "prepare_chat_request"]
 
@@ -24,10 +24,13 @@ def prepare_chat_request(body: dict, default_model: str) -> tuple[bytes, bool]:
     """Validate and rewrite a chat request.
 
     Returns:
-        ``(forwarded JSON bytes, stream)``.
+        ``(forwarded JSON bytes, stream)``: the bytes are in the form a gateway forwards them
+        (:func:`broker.wire.forwarded_request.canonical_json`, Go's ``json.Marshal``; streams with
+        ``stream_options.include_usage``), so their sha256 is the request hash the provider signs.
 
     Raises:
-        ProxyHTTPError: 400 when ``messages`` is not a non-empty list.
+        ProxyHTTPError: 400 when ``messages`` is not a non-empty list, or when a number cannot be
+            forwarded exactly (an integer beyond a float64).
     """
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -39,11 +42,8 @@ def prepare_chat_request(body: dict, default_model: str) -> tuple[bytes, bool]:
     stream = body.get("stream") in (True, "true")
     if stream:
         body["stream"] = True
-        opts = body.get("stream_options")
-        opts = dict(opts) if isinstance(opts, dict) else {}
-        opts.setdefault("include_usage", True)
-        body["stream_options"] = opts
-    return json_dumps(body), stream
+        apply_chat_stream_rewrite(body)
+    return forwarded_body(body), stream
 
 
 def _usage(raw: bytes) -> str | None:
@@ -63,5 +63,5 @@ async def chat_completions(ctx: ProxyContext, request: Request) -> Response:
                                        content_type="application/json", route="chat/completions")
     if stream and "text/event-stream" in response.headers.get("content-type", "") and \
             response.status_code < 400:
-        return stream_response(ctx, response)
-    return await complete_response(ctx, response, _usage)
+        return await stream_response(ctx, response, request_body=body)
+    return await complete_response(ctx, response, _usage, request_body=body)

@@ -26,18 +26,20 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 
+from broker.inference.response_signature import ResponseBinding
 from broker.proxy.billing import AsyncJobOutcome
 from broker.proxy.context import (
     FEE_HEADER,
     ProxyContext,
     complete_response,
+    forwarded_body,
     read_body,
     read_json,
 )
 from broker.proxy.errors import ProxyHTTPError
 from broker.proxy.multipart import ensure_field
-from broker.proxy.upstream import error_from_upstream, json_dumps
-from broker.proxy.verification import VERIFIED_HEADER, header_value
+from broker.proxy.upstream import decode_body, error_from_upstream
+from broker.proxy.verification import REASON_HEADER, VERIFIED_HEADER, header_value, reason_value
 from broker.wire.job_id import is_valid_job_id
 from broker.wire.n import InvalidNError, parse_n, request_n
 
@@ -67,7 +69,8 @@ def prepare_image_request(body: dict, default_model: str) -> bytes:
         default_model: the provider's on-chain default model.
 
     Returns:
-        The forwarded JSON bytes (also what is billed: ``n`` images).
+        The forwarded JSON bytes in the gateway's form (:func:`~broker.proxy.context.forwarded_body`;
+        their sha256 is the signed request hash), also what is billed: ``n`` images.
 
     Raises:
         ProxyHTTPError: 400 ``Missing prompt in request body``; 400 ``invalid_n`` when ``n`` is not
@@ -81,7 +84,7 @@ def prepare_image_request(body: dict, default_model: str) -> bytes:
         body["model"] = default_model
     body.setdefault("size", DEFAULT_IMAGE_SIZE)
     body["n"] = _checked_n(parse_n, body.get("n"))
-    return json_dumps(body)
+    return forwarded_body(body)
 
 
 def _checked_n(rule, *args) -> int:
@@ -104,7 +107,7 @@ async def generate_image(ctx: ProxyContext, request: Request) -> Response:
     response = await ctx.upstream.send("POST", "/images/generations", family="images",
                                        content=body, content_type="application/json",
                                        route="images/generations")
-    return await complete_response(ctx, response, lambda _raw: body)
+    return await complete_response(ctx, response, lambda _raw: body, request_body=body)
 
 
 async def edit_image(ctx: ProxyContext, request: Request) -> Response:
@@ -119,7 +122,7 @@ async def edit_image(ctx: ProxyContext, request: Request) -> Response:
     content = {"n": _checked_n(request_n, raw, ctype)}
     response = await ctx.upstream.send("POST", "/images/edits", family="images", content=raw,
                                        content_type=ctype, route="images/edits")
-    return await complete_response(ctx, response, lambda _raw: content)
+    return await complete_response(ctx, response, lambda _raw: content, request_body=raw)
 
 
 def _json_or_none(raw: bytes) -> Any:
@@ -157,7 +160,10 @@ async def async_generate_image(ctx: ProxyContext, request: Request) -> Response:
             return
         await ctx.billing.record_async_job(job_id, json.loads(body))
 
-    return await complete_response(ctx, response, None, on_body=remember)
+    # refused in enforce: the provider still bills the job when it completes (B9); recorded as
+    # disputed now (n images), since the client never learns the job id to poll it
+    return await complete_response(ctx, response, None, on_body=remember, request_body=body,
+                                   refused_bill=lambda _raw: body)
 
 
 async def get_job(ctx: ProxyContext, job_id: str) -> Response:
@@ -178,7 +184,8 @@ async def get_job(ctx: ProxyContext, job_id: str) -> Response:
                              type="invalid_request_error", code="job_not_found", param="job_id")
     response = await ctx.upstream.send("GET", f"/v1/async/jobs/{job_id}", proxy=False,
                                        route="async/jobs")
-    raw = await ctx.upstream.read(response)
+    received = await ctx.upstream.read_raw(response)
+    raw = decode_body(received, response.headers)
     body = _json_or_none(raw)
     outcome, fee = await ctx.billing.observe_async_job(job_id, response.status_code, body)
     if response.status_code >= 400:
@@ -188,13 +195,15 @@ async def get_job(ctx: ProxyContext, job_id: str) -> Response:
     headers[FEE_HEADER] = str(fee)
     if isinstance(body, dict) and body.get("status") == "completed":
         chat_id = response.headers.get("zg-res-key")
-        if chat_id:
-            result = await ctx.verifier.verify(chat_id)
+        if chat_id:     # signed by the gateway: bind the result bytes (no request body to hash)
+            result = await ctx.verifier.verify(
+                chat_id, binding=ResponseBinding.of(response_body=received))
             ctx.verifier.enforce(result)
         else:
             result = await ctx.verifier.unsigned(
                 f"async job {job_id}: the provider does not sign job results (no ZG-Res-Key)",
                 record=outcome is AsyncJobOutcome.BILLED)
         headers[VERIFIED_HEADER] = header_value(result)
+        headers[REASON_HEADER] = reason_value(result)
     return Response(raw, status_code=response.status_code, headers=headers,
                     media_type=response.headers.get("content-type", "application/json"))

@@ -1,16 +1,22 @@
 """Settings of ``0g-broker serve`` (pydantic-settings, environment prefix ``ZG_SERVE_``).
 
-Times are seconds; money is neuron. ``api_key`` is a :class:`SecretStr` and never printed.
+Times are seconds; money is neuron. ``api_key`` is a :class:`SecretStr` and never printed; it can
+come from ``ZG_SERVE_API_KEY`` or a file (``api_key_file`` / ``ZG_SERVE_API_KEY_FILE``), so that it
+is not visible in the process list.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["ServeSettings", "VerifyMode"]
+from broker.asgi.guard import LocalGuard, split_list
+from broker.proxy.errors import ProxyConfigError
+
+__all__ = ["ServeSettings", "VerifyMode", "read_api_key_file"]
 
 #: ``off``: never verify; ``warn``: verify, report in ``X-0G-Verified`` and the metrics, answer
 #: anyway; ``enforce``: a response that does not verify is refused with 502.
@@ -23,7 +29,15 @@ class ServeSettings(BaseSettings):
     Attributes (environment ``ZG_SERVE_<NAME>``):
         provider: provider address to serve (required to start).
         host / port: bind address (default 127.0.0.1:3000).
-        api_key: when set, clients must send ``Authorization: Bearer <api_key>``.
+        api_key: when set, clients must send ``Authorization: Bearer <api_key>`` (not empty).
+        api_key_file: a file holding the API key (first non-blank line); read at validation into
+            ``api_key`` (:func:`read_api_key_file`). Giving both, or an empty key, raises
+            :class:`~broker.proxy.errors.ProxyConfigError`.
+        allowed_hosts: ``Host`` names accepted besides the loopback names (``name`` or
+            ``name:port``; ``*`` turns the DNS-rebinding check off); the environment takes a
+            comma-separated list or a JSON list. See :mod:`broker.asgi.guard`.
+        allowed_origins: web origins (``scheme://host[:port]``) allowed to call cross-origin
+            (default none: web pages other than serve's own are refused).
         verify: :data:`VerifyMode` (default ``warn``).
         images_timeout / chat_timeout / audio_timeout / default_timeout: upstream read timeouts per
             route family, seconds (600 / 300 / 300 / 60).
@@ -35,6 +49,8 @@ class ServeSettings(BaseSettings):
             sub-account at ``unsettled + multiplier × 1 0G``.
         ensure_acknowledged: acknowledge the provider's signer at start-up when needed.
         recent_verifications: how many results ``/v1/account`` shows.
+        chain_timeout: seconds the chain reads of ``/v1/account`` and ``/metrics`` may take (3);
+            parts not read in time are reported as unavailable.
     """
 
     model_config = SettingsConfigDict(env_prefix="ZG_SERVE_", extra="ignore")
@@ -43,6 +59,9 @@ class ServeSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(3000, ge=0, le=65535)
     api_key: SecretStr | None = None
+    api_key_file: Path | None = None
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     verify: VerifyMode = "warn"
     images_timeout: float = Field(600.0, gt=0)
     chat_timeout: float = Field(300.0, gt=0)
@@ -56,3 +75,52 @@ class ServeSettings(BaseSettings):
     funding_buffer_multiplier: int = Field(2, ge=1)
     ensure_acknowledged: bool = True
     recent_verifications: int = Field(20, ge=0, le=500)
+    chain_timeout: float = Field(3.0, gt=0)
+
+    @field_validator("allowed_hosts", "allowed_origins", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return split_list(value)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        LocalGuard(None, allowed_hosts=value)        # GuardConfigError (a ValueError) when bad
+        return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        LocalGuard(None, allowed_origins=value)
+        return value
+
+    @model_validator(mode="after")
+    def _load_api_key(self) -> ServeSettings:
+        # ProxyConfigError (not ValueError): pydantic would echo the raw input, key included.
+        if self.api_key_file is not None:
+            if self.api_key is not None:
+                raise ProxyConfigError("give the API key one way: ZG_SERVE_API_KEY (--api-key) "
+                                       "or an API key file, not both")
+            self.api_key = read_api_key_file(self.api_key_file)
+        elif self.api_key is not None and not self.api_key.get_secret_value().strip():
+            raise ProxyConfigError("the API key is empty (unset it to serve without a key)")
+        return self
+
+
+def read_api_key_file(path: Path) -> SecretStr:
+    """The API key held in ``path`` (its first non-blank line, surrounding blanks dropped).
+
+    Raises:
+        ProxyConfigError: the file cannot be read or holds no key (the message names the path,
+            never the content).
+    """
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise ProxyConfigError(f"cannot read the API key file {path}: {reason}") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ProxyConfigError(f"the API key file {path} is empty")
+    return SecretStr(lines[0])

@@ -1,33 +1,44 @@
-"""Relaying an upstream SSE stream to the client as it arrives, with usage billing and response
-verification once it ends.
+"""Streamed (SSE) answers: usage billing and response verification bound to the whole raw stream.
 
-Each event is relayed as soon as it is complete. The terminating ``data: [DONE]`` is held back until
-the usage is billed and the signature checked, so a client that has seen ``[DONE]`` can rely on the
-accounting being done. Before ``[DONE]`` an SSE comment ``: X-0G-Verified: <value>`` carries the
-outcome (clients ignore comments). In ``enforce`` mode a stream whose signature does not verify ends
-with an OpenAI error event ``data: {"error": {...}}`` instead of ``[DONE]`` (the official clients raise
-``APIError``). A client that disconnects early does not stop the accounting: the rest of the stream
-is drained and billed in the background.
+The signature covers sha256 of the complete raw SSE byte stream as the gateway received it (B7), so
+a stream can only be verified once it has ended:
+
+* ``enforce``: the whole stream is read (and hashed) first, then verified; a stream that does not
+  verify is refused with a 502 before any of its bytes reach the client (its fee recorded as
+  disputed); one that verifies is sent in one go. Enforce therefore gives up incremental delivery.
+* ``warn`` / ``off``: each event is relayed as soon as it is complete while the raw bytes are hashed
+  incrementally. The terminating ``data: [DONE]`` is held back until the usage is billed and the
+  signature checked, so a client that has seen ``[DONE]`` can rely on the accounting being done.
+  Before ``[DONE]`` the SSE comments ``: X-0G-Verified: <value>`` and
+  ``: X-0G-Verification-Reason: <reason>`` carry the outcome (clients ignore comments). A client
+  that disconnects early does not stop the accounting: the rest of the stream is drained, hashed,
+  billed and verified in the background.
+
+A stream with a ``Content-Encoding`` (not requested by ``serve``) is handled as in ``enforce``
+(read whole, hashed raw, decoded), whatever the mode.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator
 
 import httpx
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from broker.inference.chat_id import SSEChatIdExtractor, chat_id_from_headers
 from broker.inference.fees import UsageStreamCollector
+from broker.inference.response_signature import ResponseBinding, VerificationResult
 from broker.inference.sse import SSEDecoder
 from broker.proxy.context import ProxyContext
 from broker.proxy.errors import ProxyHTTPError
 from broker.proxy.protocol import ErrorBody, ErrorResponse
-from broker.proxy.upstream import passthrough_headers
-from broker.proxy.verification import VERIFIED_HEADER, header_value
+from broker.proxy.upstream import decode_body, passthrough_headers
+from broker.proxy.verification import REASON_HEADER, VERIFIED_HEADER, header_value, reason_value
+from broker.wire.signed_text import sha256_hex
 
 __all__ = ["stream_response"]
 
@@ -54,31 +65,54 @@ def _encode(events: list[str]) -> bytes:
     return bytes(out)
 
 
+def _outcome_comments(result: VerificationResult | None) -> bytes:
+    return (f": {VERIFIED_HEADER}: {header_value(result)}\n\n"
+            f": {REASON_HEADER}: {reason_value(result)}\n\n").encode()
+
+
 class _StreamState:
-    def __init__(self, response: httpx.Response) -> None:
+    """Usage, chat id and the running sha256 of the raw stream."""
+
+    def __init__(self, response: httpx.Response, request_body: bytes | None) -> None:
         self.usage = UsageStreamCollector()
         self.ids = SSEChatIdExtractor()
         self.chat_id = chat_id_from_headers(response.headers)
+        self.hash = hashlib.sha256()
+        self.request_hash = None if request_body is None else sha256_hex(request_body)
         self.finished = False
 
-    def feed(self, chunk: bytes) -> None:
+    def feed_raw(self, chunk: bytes) -> None:
+        """A chunk as received (hashed) that is also the decoded text (no coding)."""
+        self.hash.update(chunk)
+        self.feed_text(chunk)
+
+    def feed_text(self, chunk: bytes) -> None:
         self.usage.feed(chunk)
         if self.chat_id is None:
             self.ids.feed(chunk)
 
+    def binding(self) -> ResponseBinding:
+        return ResponseBinding(self.hash.hexdigest(), self.request_hash)
 
-async def _settle(ctx: ProxyContext, state: _StreamState):
+
+async def _settle(ctx: ProxyContext, state: _StreamState, *, refusable: bool = False
+                  ) -> VerificationResult | None:
+    """Verify, then bill (as disputed when ``refusable`` and enforce refuses); returns the
+    result."""
     usage = state.usage.close()
     chat_id = state.chat_id or state.ids.close()
-    await ctx.billing.record(json.dumps(usage) if usage is not None else None)
-    return await ctx.verifier.verify(chat_id)
+    result = await ctx.verifier.verify(chat_id, binding=state.binding())
+    refused = refusable and ctx.verifier.refuses(result)
+    await ctx.billing.record(json.dumps(usage) if usage is not None else None,
+                             disputed=result if refused else None, chat_id=chat_id)
+    return result
 
 
 async def _drain_and_settle(ctx: ProxyContext, response: httpx.Response,
                             state: _StreamState) -> None:
     try:
-        async for chunk in response.aiter_bytes():
-            state.feed(chunk)
+        async for chunk in response.aiter_raw():
+            state.feed_raw(chunk)
     except httpx.HTTPError:
         pass
     finally:
@@ -89,20 +123,63 @@ async def _drain_and_settle(ctx: ProxyContext, response: httpx.Response,
         logger.exception("accounting of an abandoned stream failed")
 
 
-def stream_response(ctx: ProxyContext, response: httpx.Response) -> StreamingResponse:
-    """A :class:`StreamingResponse` relaying ``response`` (status 200, SSE) to the client.
+def _client_headers(ctx: ProxyContext, response: httpx.Response) -> dict[str, str]:
+    headers = passthrough_headers(response.headers)
+    headers.pop("content-type", None)
+    headers.pop("Content-Type", None)
+    headers["Cache-Control"] = "no-cache"
+    headers["X-Accel-Buffering"] = "no"
+    return headers
+
+
+async def _buffered(ctx: ProxyContext, response: httpx.Response,
+                    request_body: bytes | None) -> Response:
+    """Read the whole stream, verify it, then answer it in one piece (or refuse it)."""
+    state = _StreamState(response, request_body)
+    received = await ctx.upstream.read_raw(response)
+    state.hash.update(received)
+    text = decode_body(received, response.headers)
+    state.feed_text(text)
+    state.finished = True
+    result = await _settle(ctx, state, refusable=True)
+    ctx.verifier.enforce(result)        # nothing was sent yet: a refusal is a plain 502
+    decoder = SSEDecoder()
+    body = _encode(decoder.feed(text)) + _encode(decoder.close())
+    body += _outcome_comments(result) + b"data: [DONE]\n\n"
+    headers = _client_headers(ctx, response)
+    headers[VERIFIED_HEADER] = header_value(result)
+    headers[REASON_HEADER] = reason_value(result)
+    return Response(body, status_code=response.status_code, headers=headers,
+                    media_type="text/event-stream")
+
+
+async def stream_response(ctx: ProxyContext, response: httpx.Response, *,
+                          request_body: bytes | None = None) -> Response:
+    """The client's answer for an upstream SSE ``response`` (status < 400, body unread).
 
     Args:
-        ctx: the proxy context. response: the upstream response, status < 400, body unread.
+        ctx: the proxy context. response: the upstream response.
+        request_body: the bytes sent upstream in the form the gateway forwards them (their sha256
+            must be the signed request hash); ``None``: only the response is bound.
+
+    Returns:
+        ``enforce`` (or a compressed stream): a complete :class:`Response` after verification;
+        otherwise a :class:`StreamingResponse` relaying events as they arrive.
+
+    Raises:
+        VerificationRefusedError: ``enforce`` and the stream did not verify (nothing was sent).
+        UpstreamTimeoutError, UpstreamUnavailableError: a buffered stream broke off.
     """
-    enforce = ctx.verifier.mode == "enforce"
-    state = _StreamState(response)
+    coding = response.headers.get("content-encoding", "identity").strip().lower()
+    if ctx.verifier.mode == "enforce" or coding not in ("", "identity"):
+        return await _buffered(ctx, response, request_body)
+    state = _StreamState(response, request_body)
 
     async def relay() -> AsyncIterator[bytes]:
         decoder = SSEDecoder()
         try:
-            async for chunk in response.aiter_bytes():
-                state.feed(chunk)
+            async for chunk in response.aiter_raw():
+                state.feed_raw(chunk)
                 out = _encode(decoder.feed(chunk))
                 if out:
                     yield out
@@ -129,20 +206,10 @@ def stream_response(ctx: ProxyContext, response: httpx.Response) -> StreamingRes
         state.finished = True
         await response.aclose()
         result = await _settle(ctx, state)
-        yield f": {VERIFIED_HEADER}: {header_value(result)}\n\n".encode()
-        if enforce:
-            try:
-                ctx.verifier.enforce(result)
-            except ProxyHTTPError as exc:
-                yield _error_event(exc)
-                return
+        yield _outcome_comments(result)
         yield b"data: [DONE]\n\n"
 
-    headers = passthrough_headers(response.headers)
-    headers.pop("content-type", None)
-    headers.pop("Content-Type", None)
+    headers = _client_headers(ctx, response)
     headers[VERIFIED_HEADER] = "off" if ctx.verifier.mode == "off" else "deferred"
-    headers["Cache-Control"] = "no-cache"
-    headers["X-Accel-Buffering"] = "no"
     return StreamingResponse(relay(), status_code=response.status_code, headers=headers,
                              media_type="text/event-stream")

@@ -22,13 +22,15 @@ from broker.proxy.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
+from broker.wire.content_coding import decoded_body
 
 if TYPE_CHECKING:
     from broker.inference.broker import InferenceBroker
     from broker.proxy.metrics import ProxyMetrics
     from broker.proxy.settings import ServeSettings
 
-__all__ = ["Family", "Upstream", "error_from_upstream", "json_dumps", "passthrough_headers"]
+__all__ = ["Family", "Upstream", "decode_body", "error_from_upstream", "json_dumps",
+           "passthrough_headers"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +112,16 @@ def passthrough_headers(headers: httpx.Headers) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.lower() not in _HOP}
 
 
+class _RawReplay(httpx.AsyncByteStream):
+    """A response body already read from the network, streamed again as the same raw bytes."""
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw
+
+    async def __aiter__(self):
+        yield self._raw
+
+
 class Upstream:
     """Requests to one provider on behalf of the user.
 
@@ -129,10 +141,13 @@ class Upstream:
         self.base_url = service_url.rstrip("/")
         self.settings = settings
         self.metrics = metrics
+        # identity: the signature covers the bytes as received (B7, not decompressed); a body
+        # that comes compressed anyway is hashed raw and decoded for the client (read_raw)
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.default_timeout, connect=settings.connect_timeout),
             limits=httpx.Limits(max_connections=settings.max_connections,
                                 max_keepalive_connections=settings.max_connections),
+            headers={"Accept-Encoding": "identity"},
         )
 
     def __repr__(self) -> str:
@@ -194,24 +209,27 @@ class Upstream:
                     code="upstream_unreachable") from None
             self._count(route, str(response.status_code))
             if (authenticated and attempt == 0 and response.status_code in (400, 401, 403)):
-                body = await response.aread()
-                if is_session_rejection(response.status_code, body):
-                    await response.aclose()
+                raw = await self.read_raw(response)
+                if is_session_rejection(response.status_code, decode_body(raw, response.headers)):
                     logger.info("provider %s rejected the session token; refreshing it once",
                                 self.provider)
                     await run_in_threadpool(self.inference.invalidate_session, self.provider)
                     continue
+                # the body was read to look at it: hand on a response that replays those bytes
+                return httpx.Response(response.status_code, headers=response.headers,
+                                      stream=_RawReplay(raw), request=request)
             return response
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def read(self, response: httpx.Response) -> bytes:
-        """The whole body of a streamed response (then closed).
+    async def read_raw(self, response: httpx.Response) -> bytes:
+        """The whole body of a streamed response exactly as received (no ``Content-Encoding``
+        removed: what the provider's signature covers, B7), then closed.
 
         Raises:
             UpstreamTimeoutError, UpstreamUnavailableError: the body did not arrive.
         """
         try:
-            return await response.aread()
+            return b"".join([chunk async for chunk in response.aiter_raw()])
         except httpx.TimeoutException:
             raise UpstreamTimeoutError("the provider's response timed out",
                                        code="upstream_timeout") from None
@@ -221,6 +239,14 @@ class Upstream:
                 code="upstream_unreachable") from None
         finally:
             await response.aclose()
+
+    async def read(self, response: httpx.Response) -> bytes:
+        """The whole body of a streamed response, its ``Content-Encoding`` removed (then closed).
+
+        Raises:
+            UpstreamTimeoutError, UpstreamUnavailableError: the body did not arrive.
+        """
+        return decode_body(await self.read_raw(response), response.headers)
 
     async def raise_for_status(self, response: httpx.Response) -> None:
         """Raise the mapped :class:`ProxyHTTPError` when ``response`` is an error (≥ 400); the body
@@ -237,6 +263,13 @@ class Upstream:
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self.client.aclose()
+
+
+def decode_body(raw: bytes, headers: httpx.Headers) -> bytes:
+    """``raw`` with the response's ``Content-Encoding`` removed (for the client and for billing;
+    the raw bytes are what is hashed)."""
+    encoding = headers.get("content-encoding")
+    return decoded_body(raw, encoding) if encoding else raw
 
 
 def json_dumps(data: Any) -> bytes:

@@ -1,7 +1,9 @@
-"""Wire rules shared by the user side (``serve``) and the provider side (gateway, worker).
+"""Wire rules shared by the user side (``serve``, the inference broker) and the provider side
+(gateway, worker).
 
-Each module here is one pure rule (no I/O) that both sides import, so that they cannot disagree.
-Import the modules by path (``from broker.wire.n import parse_n``).
+Pure functions, no I/O: anything both sides compute (a hash, a canonical body, a count) lives in ONE
+module here so that the two sides cannot drift apart. Import the module you need by path, e.g.
+``from broker.wire.n import parse_n``; each module declares its own ``__all__``.
 """
 
 __all__: list[str] = []

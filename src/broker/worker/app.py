@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from broker.asgi.guard import MULTIPART_TYPES, LocalGuard, bound_host_names
 from broker.worker.engine import ImageEngine
 from broker.worker.errors import (
     GenerationError,
@@ -89,6 +90,15 @@ def create_app(
     app = FastAPI(title="0g-broker Z-Image worker", lifespan=lifespan)
     app.include_router(router)
     _install_error_handlers(app)
+    # web pages may not use the worker (Host, Origin, Sec-Fetch-Site, Content-Type checks)
+    app.add_middleware(
+        LocalGuard,
+        allowed_hosts=[*settings.allowed_hosts, *bound_host_names(settings.host)],
+        allowed_origins=settings.allowed_origins,
+        content_types={p: MULTIPART_TYPES for p in ("/v1/images/edits", "/v1/async/images/edits")},
+        hosts_hint="; list it in ZG_WORKER_ALLOWED_HOSTS",
+        origins_hint="; list it in ZG_WORKER_ALLOWED_ORIGINS",
+    )
     return app
 
 

@@ -1,0 +1,30 @@
+"""Reusable pure-ASGI building blocks shared by the local servers (``serve``, the worker, the
+dashboard).
+
+Modules: ``guard`` (:class:`LocalGuard`: Host / Origin / ``Sec-Fetch-Site`` / Content-Type checks
+that keep a web page from using a local server), ``errors``.
+"""
+
+from broker.asgi.errors import GuardConfigError
+from broker.asgi.guard import (
+    JSON_TYPES,
+    MULTIPART_TYPES,
+    GuardRefusal,
+    LocalGuard,
+    bound_host_names,
+    is_loopback_host,
+    openai_error_body,
+    split_list,
+)
+
+__all__ = [
+    "JSON_TYPES",
+    "MULTIPART_TYPES",
+    "GuardConfigError",
+    "GuardRefusal",
+    "LocalGuard",
+    "bound_host_names",
+    "is_loopback_host",
+    "openai_error_body",
+    "split_list",
+]

@@ -1,0 +1,231 @@
+"""The request body "as forwarded" by the gateway, which the B7 request hash covers
+(``provider-gateway.md`` B5, B7).
+
+The reference gateway decodes a JSON request into a Go ``map[string]interface{}``, applies the B5
+rewrites and re-marshals it with ``encoding/json``. This module reproduces that form so that both
+sides hash the same bytes:
+
+* objects: keys sorted by their UTF-8 bytes, compact (no spaces); arrays keep their order;
+* strings: ``"`` and ``\\`` escaped, ``\\b \\f \\n \\r \\t`` short escapes (Go ≥ 1.22), other
+  control characters ``\\u00XX``; ``<``, ``>``, ``&`` as ``\\u003c \\u003e \\u0026`` and U+2028 /
+  U+2029 as ``\\u2028`` / ``\\u2029`` (Go's HTML-safe escaping); other characters as raw UTF-8; a
+  lone surrogate (``"\\ud800"``) becomes U+FFFD, as Go's decoder makes it;
+* numbers: a Go ``float64`` printed by ``strconv`` with the shortest round-trip digits, fixed
+  notation for ``1e-6 ≤ |x| < 1e21``, else ``1e+21`` / ``1e-7`` exponent form (so ``1.0`` → ``1``,
+  ``1e2`` → ``100``).
+
+Where a number cannot be forwarded exactly (an integer literal whose value a ``float64`` cannot
+hold, such as ``2**53 + 1``, or one outside its range, NaN and infinities; a literal such as
+``41305553579641070`` that *is* the exact value of its float64 passes) the request is refused with
+:class:`ForwardedRequestError` instead of being silently changed: the gateway would forward a
+different number than the caller sent.
+
+The form is a fixed point: re-marshalling it (by Go with ``float64`` or with ``json.Number``, or by
+:func:`canonical_json`) gives the same bytes. ``serve`` therefore sends this form and hashes it, and
+our gateway forwards (and hashes) the same form of whatever it receives, so the request hash can be
+reproduced whichever gateway is in between.
+
+Rewrites (B5): chatbot ``/chat/completions`` with ``"stream": true`` and no
+``stream_options.include_usage`` gets ``stream_options.include_usage = true``
+(:func:`apply_chat_stream_rewrite`); text-to-image adds the query ``wait=true``, which does not
+change the body. Multipart bodies (``/images/edits``, ``/audio/transcriptions``) are forwarded as
+received: their hash is the hash of the bytes sent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from decimal import Decimal
+from typing import Any
+
+from broker._exceptions import InputError
+
+__all__ = [
+    "ForwardedRequestError",
+    "apply_chat_stream_rewrite",
+    "canonical_json",
+    "forwarded_json_body",
+    "go_float",
+    "is_json_content_type",
+]
+
+class ForwardedRequestError(InputError):
+    """A JSON request that cannot be forwarded byte-exactly (see the module docstring)."""
+
+
+def is_json_content_type(content_type: str | None) -> bool:
+    """Whether a ``Content-Type`` names a JSON body (``application/json``, ``…+json``)."""
+    return "json" in (content_type or "").lower()
+
+
+def go_float(value: float) -> str:
+    """``value`` as Go's ``encoding/json`` prints a ``float64``: shortest round-trip digits
+    (Python's ``repr`` digits are the same), fixed notation for ``1e-6 <= |x| < 1e21``, else
+    exponent form with a sign and at least one digit (``1e+21``, ``1.5e-7``, ``1e-10``).
+
+    Raises:
+        ForwardedRequestError: NaN or an infinity (Go refuses them too).
+    """
+    if math.isnan(value) or math.isinf(value):
+        raise ForwardedRequestError("NaN and infinite numbers cannot be sent as JSON")
+    sign = "-" if math.copysign(1.0, value) < 0 else ""
+    if value == 0:
+        return sign + "0"
+    exact = Decimal(repr(abs(value))).normalize()
+    digits = "".join(map(str, exact.as_tuple().digits))
+    point = len(digits) + int(exact.as_tuple().exponent)      # value = 0.digits × 10^point
+    if 1e-6 <= abs(value) < 1e21:
+        if point <= 0:
+            return sign + "0." + "0" * -point + digits
+        if point >= len(digits):
+            return sign + digits + "0" * (point - len(digits))
+        return sign + digits[:point] + "." + digits[point:]
+    e = point - 1
+    mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+    return f"{sign}{mantissa}e{'-' if e < 0 else '+'}{abs(e)}"
+
+
+_SHORT = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
+          "\t": "\\t", "<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
+          "\u2029": "\\u2029"}
+
+
+def _go_string(text: str) -> str:
+    out = ['"']
+    for ch in text:
+        code = ord(ch)
+        if ch in _SHORT:
+            out.append(_SHORT[ch])
+        elif code < 0x20:
+            out.append(f"\\u{code:04x}")
+        elif 0xD800 <= code <= 0xDFFF:
+            out.append("\ufffd")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _go_key(text: str) -> str:
+    """A key as Go's decoder would hold it (lone surrogates → U+FFFD)."""
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+    return text
+
+
+def _encode(value: Any, out: list[str]) -> None:
+    if value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, str):
+        out.append(_go_string(value))
+    elif isinstance(value, int):
+        try:
+            text = go_float(float(value))
+        except OverflowError:
+            text = ""
+        # Go decodes the literal to the nearest float64 and prints that: the value must survive
+        if not text or Decimal(text) != value:
+            raise ForwardedRequestError(
+                f"the integer {str(value)[:30]} cannot be forwarded exactly (a gateway decodes "
+                "numbers as float64); send it as a string")
+        out.append(text)
+    elif isinstance(value, float):
+        out.append(go_float(value))
+    elif isinstance(value, dict):
+        items = {}
+        for key, item in value.items():     # later duplicates win, as in Go
+            items[_go_key(str(key))] = item
+        out.append("{")
+        for i, key in enumerate(sorted(items, key=lambda k: k.encode("utf-8"))):
+            if i:
+                out.append(",")
+            out.append(_go_string(key))
+            out.append(":")
+            _encode(items[key], out)
+        out.append("}")
+    elif isinstance(value, list | tuple):
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            _encode(item, out)
+        out.append("]")
+    else:
+        raise ForwardedRequestError(f"a {type(value).__name__} cannot be sent as JSON")
+
+
+def canonical_json(value: Any) -> bytes:
+    """Go ``json.Marshal`` of ``value`` decoded into ``interface{}`` (module docstring).
+
+    Args:
+        value: decoded JSON (dict/list/str/int/float/bool/None).
+
+    Returns:
+        UTF-8 bytes.
+
+    Raises:
+        ForwardedRequestError: a number that cannot be forwarded exactly, NaN/infinity, or a value
+            that is not JSON.
+    """
+    out: list[str] = []
+    _encode(value, out)
+    return "".join(out).encode("utf-8")
+
+
+def apply_chat_stream_rewrite(data: dict[str, Any]) -> bool:
+    """B5 chatbot rewrite, in place: ``"stream": true`` without ``stream_options.include_usage``
+    gets ``stream_options.include_usage = true`` (a non-object ``stream_options`` is replaced).
+
+    Returns:
+        Whether ``data`` was changed.
+    """
+    if data.get("stream") is not True:
+        return False
+    opts = data.get("stream_options")
+    if isinstance(opts, dict) and "include_usage" in opts:
+        return False
+    data["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
+    return True
+
+
+def _reject_constant(name: str) -> Any:
+    raise ForwardedRequestError(f"{name} is not a JSON number")
+
+
+def _parse_int(text: str) -> int | float:
+    """JSON integers; ``-0`` stays a negative zero (Go's float64 prints ``-0``)."""
+    return -0.0 if text == "-0" else int(text)
+
+
+def forwarded_json_body(body: bytes, *, chat_stream_rewrite: bool = False) -> bytes | None:
+    """The bytes a gateway forwards for a JSON request ``body`` (B5): decoded, rewritten and
+    re-marshalled in the Go form.
+
+    Args:
+        body: the JSON request body as received.
+        chat_stream_rewrite: apply :func:`apply_chat_stream_rewrite` (chatbot
+            ``/chat/completions``).
+
+    Returns:
+        The canonical bytes, or ``None`` when ``body`` is not a JSON object (the gateway then
+        forwards it unchanged).
+
+    Raises:
+        ForwardedRequestError: the body is a JSON object that cannot be forwarded exactly.
+    """
+    try:
+        data = json.loads(body, parse_constant=_reject_constant, parse_int=_parse_int)
+    except ForwardedRequestError:
+        raise
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    if chat_stream_rewrite:
+        apply_chat_stream_rewrite(data)
+    return canonical_json(data)

@@ -1,0 +1,173 @@
+"""A tampering HTTP relay for tests: a real server on loopback that sits between ``serve`` and a
+provider gateway (the on-chain service URL points at it, as a network attacker or a malicious proxy
+in front of the gateway would) and changes what passes through according to :attr:`TamperRelay.mode`.
+
+Modes (``None`` relays everything unchanged):
+
+* ``flip_image_b64``: one base64 character of the first ``b64_json`` of an image answer is changed;
+* ``swap_res_key``: the ``ZG-Res-Key`` header is replaced by the one delivered with the previous
+  response;
+* ``replay_signature``: ``GET /v1/proxy/signature/<id>`` answers the body of an earlier signature;
+* ``tamper_chat``: one character of a chat completion's text is changed;
+* ``tamper_stream``: one character of an SSE chunk is changed;
+* ``tamper_audio``: one character of a transcription's text is changed;
+* ``tamper_async``: the ``Retry-After``-carrying 202 body of an async job submission is changed;
+* ``tamper_request``: the request body is changed on its way to the gateway (the prompt/messages);
+* ``signature_429``: the first ``GET /v1/proxy/signature/...`` of each chat id answers 429 with
+  ``Retry-After: 1`` (the gateway's rate limit), later ones pass.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+__all__ = ["MODES", "TamperRelay", "flip_char"]
+
+MODES = ("flip_image_b64", "swap_res_key", "replay_signature", "tamper_chat", "tamper_stream",
+         "tamper_audio", "tamper_async", "tamper_request", "signature_429")
+
+_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive", "host",
+        "content-encoding"}
+_B64 = re.compile(rb'"b64_json"\s*:\s*"')
+
+
+def flip_char(data: bytes, at: int) -> bytes:
+    """``data`` with the byte at ``at`` replaced by another letter (keeps base64 and JSON valid)."""
+    old = data[at:at + 1]
+    new = b"B" if old == b"A" else b"A"
+    return data[:at] + new + data[at + 1:]
+
+
+class TamperRelay:
+    """The relay app and its state; ``relay.app`` is the ASGI app.
+
+    Args:
+        target: the gateway's base URL.
+
+    Attributes:
+        mode: the tamper mode (see the module docstring) or ``None``.
+        res_keys: every ``ZG-Res-Key`` the gateway sent (oldest first); delivered_keys: the ones
+            passed on (after a swap).
+        signatures: signature bodies relayed, by chat id.
+        tampered: how many messages were changed in the current mode.
+    """
+
+    def __init__(self, target: str) -> None:
+        self.target = target.rstrip("/")
+        self.mode: str | None = None
+        self.res_keys: list[str] = []
+        self.delivered_keys: list[str] = []
+        self.signatures: dict[str, bytes] = {}
+        self.tampered = 0
+        self._limited: set[str] = set()
+        self._lock = threading.Lock()
+        self.app = Starlette(routes=[Route("/{path:path}", self._handle,
+                                           methods=["GET", "POST", "PUT", "DELETE", "PATCH"])])
+
+    def _count(self) -> None:
+        with self._lock:
+            self.tampered += 1
+
+    def _tamper_request(self, path: str, body: bytes) -> bytes:
+        if self.mode != "tamper_request" or not body:
+            return body
+        for needle in (b'"prompt":"', b'"content":"'):
+            at = body.find(needle)
+            if at >= 0:
+                self._count()
+                return flip_char(body, at + len(needle))
+        return body
+
+    def _tamper_body(self, path: str, body: bytes) -> bytes:
+        mode = self.mode
+        if mode == "flip_image_b64" and path.endswith("images/generations"):
+            match = _B64.search(body)
+            if match:
+                self._count()
+                return flip_char(body, match.end() + 40)
+        if mode == "tamper_chat" and path.endswith("chat/completions"):
+            at = body.find(b"hello there")
+            if at >= 0:
+                self._count()
+                return body[:at] + b"hello thwre" + body[at + 11:]
+        if mode == "tamper_audio" and path.endswith("audio/transcriptions"):
+            at = body.find(b"transcribed")
+            if at >= 0:
+                self._count()
+                return body[:at] + b"transcrabed" + body[at + 11:]
+        if mode == "tamper_async" and "async/images" in path:
+            at = body.find(b'"status"')
+            if at >= 0:
+                self._count()
+                return body[:at] + b'"statuz"' + body[at + 8:]
+        return body
+
+    def _signature(self, chat_id: str, status: int, body: bytes) -> Response | None:
+        """The answer for a signature fetch in the signature modes, or None to relay it."""
+        if status == 200:
+            self.signatures.setdefault(chat_id, body)
+        if self.mode == "replay_signature":
+            earlier = [b for k, b in self.signatures.items() if k != chat_id]
+            if earlier:
+                self._count()
+                return Response(earlier[0], status_code=200, media_type="application/json")
+        return None
+
+    async def _handle(self, request: Request) -> Response:
+        path = request.url.path
+        body = self._tamper_request(path, await request.body())
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        if self.mode == "signature_429" and "/signature/" in path:
+            chat_id = path.rsplit("/", 1)[1]
+            with self._lock:
+                first = chat_id not in self._limited
+                self._limited.add(chat_id)
+            if first:
+                self._count()
+                return Response(b'{"error":"Too many requests. Please try again later."}',
+                                status_code=429, headers={"Retry-After": "1"},
+                                media_type="application/json")
+        client = httpx.AsyncClient(timeout=600)
+        upstream = await client.send(
+            client.build_request(request.method, self.target + path, headers=headers,
+                                 content=body, params=request.query_params), stream=True)
+        out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
+        key = upstream.headers.get("zg-res-key")
+        if key:
+            self.res_keys.append(key)
+            if self.mode == "swap_res_key" and self.delivered_keys:
+                out_headers["zg-res-key"] = self.delivered_keys[-1]
+                self._count()
+            self.delivered_keys.append(out_headers["zg-res-key"])
+        if "text/event-stream" in upstream.headers.get("content-type", ""):
+            async def relay():
+                done = False
+                try:
+                    async for chunk in upstream.aiter_raw():
+                        if self.mode == "tamper_stream" and not done and b" two" in chunk:
+                            chunk = chunk.replace(b" two", b" tw0", 1)
+                            done = True
+                            self._count()
+                        yield chunk
+                finally:
+                    await upstream.aclose()
+                    await client.aclose()
+
+            return StreamingResponse(relay(), status_code=upstream.status_code,
+                                     headers=out_headers)
+        raw = b"".join([c async for c in upstream.aiter_raw()])
+        await upstream.aclose()
+        await client.aclose()
+        if "/signature/" in path:
+            replaced = self._signature(path.rsplit("/", 1)[1], upstream.status_code, raw)
+            if replaced is not None:
+                return replaced
+        raw = self._tamper_body(path, raw)
+        return Response(raw, status_code=upstream.status_code, headers=out_headers)

@@ -1,0 +1,284 @@
+"""End to end: a tampering relay on loopback between ``serve`` and a real gateway (devnet chain,
+tiny Z-Image worker, fake chat/audio backend). The provider's on-chain URL points at the relay, as a
+malicious proxy in front of the gateway would arrange. Every tamper mode is tried in ``warn``
+(answer kept, ``X-0G-Verified: false`` with the failing part) and ``enforce`` (refused with 502
+before any byte reaches the client, the provider's charge recorded as disputed); a clean relay
+still verifies. ``test_zz_tamper_report`` prints the counts per mode (run with ``-s``)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+
+import httpx
+import pytest
+from devnet_helpers import devnet_owner, funded_user_broker, provider_stack
+from eth_account import Account
+from proxy_helpers import ThreadServer, fake_llm_app
+from relay_helpers import TamperRelay
+
+from broker.proxy import ServeSettings, create_app
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+API_KEY = "sk-tamper-test"
+ZG = 10**18
+TRIES = 2
+HASH_REASONS = {"response_hash_mismatch", "request_hash_mismatch"}
+#: mode → (request kind, reasons the verification may give)
+EXPECTED = {
+    "flip_image_b64": ("image", {"response_hash_mismatch"}),
+    "swap_res_key": ("chat", {"chat_id_mismatch"}),
+    "replay_signature": ("chat", HASH_REASONS),
+    "tamper_chat": ("chat", {"response_hash_mismatch"}),
+    "tamper_stream": ("stream", {"response_hash_mismatch"}),
+    "tamper_audio": ("audio", {"response_hash_mismatch"}),
+    "tamper_request": ("chat", {"request_hash_mismatch"}),
+    "tamper_async": ("async", {"response_hash_mismatch"}),     # last: its jobs bill later
+}
+#: the gateway's own rate limit on the signature endpoint: retried, then verified
+ACCEPTED_MODES = ("signature_429",)
+STATS: dict[tuple[str, str], dict[str, int]] = {}
+_counter = itertools.count()
+
+
+def _point_service_at(devnet, st, url: str) -> None:
+    """Re-register the provider's service with ``url`` (the relay) and re-acknowledge its signer."""
+    from broker.chain.connection import connect
+    from broker.chain.contracts import InferenceServingContract
+    from broker.chain.sender import TransactionSender
+    from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
+
+    w3 = connect(devnet.rpc_url)
+    wallet = Account.from_key(st.settings.private_key.get_secret_value())
+    contract = InferenceServingContract(w3, devnet.inference_address, TransactionSender(w3, wallet))
+    register_service(contract, st.settings.model_copy(update={"serving_url": url}),
+                     st.info.tee_signer_address)
+    if not contract.get_service(wallet.address).tee_signer_acknowledged:
+        owner = InferenceServingContract(w3, devnet.inference_address,
+                                         TransactionSender(w3, devnet_owner(devnet)))
+        acknowledge_tee_signer_by_owner(owner, wallet.address)
+    assert contract.get_service(wallet.address).url == url
+
+
+@pytest.fixture(scope="module")
+def relayed(devnet, tmp_path_factory):
+    """``(stack, relay, user broker, {"warn": url, "enforce": url})``."""
+    with ThreadServer(fake_llm_app()) as backend, \
+            provider_stack(devnet, tmp_path_factory.mktemp("tamper"), model="tiny",
+                           chat_backend_url=backend, raise_limits=True) as st:
+        relay = TamperRelay(st.gateway_url)
+        with ThreadServer(relay.app) as relay_url:
+            _point_service_at(devnet, st, relay_url)
+            user = funded_user_broker(devnet, ledger=10, amount_neuron=100 * ZG)
+            warn = ServeSettings(provider=st.provider_address, api_key=API_KEY,
+                                 funding_interval=600)
+            enforce = ServeSettings(provider=st.provider_address, api_key=API_KEY,
+                                    verify="enforce", auto_funding=False)
+            try:
+                with ThreadServer(create_app(user, warn)) as warn_url, \
+                        ThreadServer(create_app(user, enforce, run_startup=False)) as enforce_url:
+                    yield st, relay, user, {"warn": warn_url, "enforce": enforce_url}
+            finally:
+                user.inference.close()
+
+
+class Outcome:
+    """One request's answer as the client saw it."""
+
+    def __init__(self, status: int, headers: httpx.Headers, text: str) -> None:
+        self.status, self.headers, self.text = status, headers, text
+        self.verified = headers.get("X-0G-Verified")
+        self.full_reason = headers.get("X-0G-Verification-Reason") or ""
+        if "text/event-stream" in headers.get("content-type", ""):    # warn: trailing comments
+            for line in text.splitlines():
+                if line.startswith(": X-0G-Verified: "):
+                    self.verified = line.split(": ", 2)[2]
+                if line.startswith(": X-0G-Verification-Reason: "):
+                    self.full_reason = line.split(": ", 2)[2]
+        self.reason = self.full_reason.split(";")[0] or None
+
+    @property
+    def error(self) -> dict:
+        try:
+            return json.loads(self.text).get("error") or {}
+        except ValueError:
+            return {}
+
+
+def _send(url: str, kind: str) -> Outcome:
+    n = next(_counter)
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {API_KEY}"},
+                      timeout=300) as c:
+        if kind == "image":
+            r = c.post("/v1/images/generations", json={"prompt": f"a fox {n}", "size": "64x64",
+                                                        "response_format": "b64_json"})
+        elif kind == "chat":
+            r = c.post("/v1/chat/completions",
+                       json={"model": "tiny", "messages": [{"role": "user", "content": f"hi {n}"}],
+                             "temperature": 0.5, "seed": 7})
+        elif kind == "stream":
+            r = c.post("/v1/chat/completions",
+                       json={"model": "tiny", "stream": True,
+                             "messages": [{"role": "user", "content": f"count {n}"}]})
+        elif kind == "audio":
+            r = c.post("/v1/audio/transcriptions", data={"model": "whisper-x"},
+                       files={"file": ("a.wav", b"RIFF....WAVE%d" % n, "audio/wav")})
+        else:
+            r = c.post("/v1/async/images/generations",
+                       json={"prompt": f"a fox {n}", "size": "64x64",
+                             "response_format": "b64_json"})
+    return Outcome(r.status_code, r.headers, r.text)
+
+
+_PAYLOAD_MARKS = ("b64_json", "hello th", "transcr", "jobId", "data: {")
+
+
+def _fees(st, user):
+    store = user.inference.fee_store
+    return (store.get_totals(user.address, st.provider_address).total_fee,
+            store.disputed_totals(user.address, st.provider_address).total_fee,
+            st.gateway.ledger.unsettled_fee(user.address))
+
+
+@pytest.mark.parametrize("verify", ["warn", "enforce"])
+@pytest.mark.parametrize("mode", [*ACCEPTED_MODES, *EXPECTED])
+def test_tamper_mode(relayed, verify, mode):
+    st, relay, user, urls = relayed
+    kind, reasons = EXPECTED.get(mode, ("chat", {"verified"}))
+    relay.mode = None
+    clean = _send(urls[verify], kind)           # the same route through a clean relay verifies
+    assert clean.status < 300, clean.text
+    assert (clean.verified, clean.full_reason) == ("true", "verified; binding=full"), \
+        clean.text[:300]
+    stats = STATS.setdefault((mode, verify), {"tried": 0, "refused": 0, "wrongly_accepted": 0,
+                                              "5xx": 0})
+    relay.mode, relay.tampered = mode, 0
+    try:
+        for _ in range(TRIES):
+            before = _fees(st, user)
+            started = time.monotonic()
+            got = _send(urls[verify], kind)
+            stats["tried"] += 1
+            refusal = got.status == 502 and got.error.get("type") == "verification_error"
+            if got.status >= 500 and not refusal:
+                stats["5xx"] += 1
+            if mode in ACCEPTED_MODES:
+                assert got.status < 300 and got.verified == "true", got.text[:300]
+                assert time.monotonic() - started >= 1.0          # waited for Retry-After
+                continue
+            if verify == "warn":
+                if got.verified == "false":
+                    stats["refused"] += 1
+                elif got.verified == "true":
+                    stats["wrongly_accepted"] += 1
+                assert got.status < 300, got.text[:300]
+                assert (got.verified, got.reason in reasons) == ("false", True), \
+                    (got.verified, got.reason)
+            else:
+                if refusal:
+                    stats["refused"] += 1
+                elif got.status < 300:
+                    stats["wrongly_accepted"] += 1
+                assert refusal, (got.status, got.text[:300])
+                assert got.error["code"] in reasons, got.error
+                assert not any(mark in got.text for mark in _PAYLOAD_MARKS)   # nothing leaked
+                if kind != "async":     # an async job is billed by the gateway when it completes
+                    accepted, disputed, gateway = _fees(st, user)
+                    assert accepted == before[0]                          # not booked as accepted
+                    assert disputed - before[1] == gateway - before[2] > 0  # books match
+        assert relay.tampered >= TRIES
+    finally:
+        relay.mode = None
+
+
+def test_disputed_fee_in_account_and_metrics(relayed):
+    st, relay, user, urls = relayed
+    relay.mode = "tamper_chat"
+    try:
+        got = _send(urls["enforce"], "chat")
+    finally:
+        relay.mode = None
+    assert got.status == 502 and got.error["code"] == "response_hash_mismatch"
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    acc = httpx.get(urls["enforce"] + "/v1/account", headers=auth, timeout=60).json()
+    disputed = user.inference.fee_store.disputed_totals(user.address, st.provider_address)
+    assert int(acc["fees"]["disputed_fee"]) == disputed.total_fee > 0
+    metrics = httpx.get(urls["enforce"] + "/metrics", headers=auth, timeout=60).text
+    assert "zg_serve_disputed_fees_neuron_total" in metrics
+    assert 'reason="response_hash_mismatch",result="false"' in metrics
+
+
+def test_verify_route_binds_bytes(relayed):
+    """``POST /v1/verify`` with the bytes: a genuine response verifies ``full``; other bytes give
+    ``response_hash_mismatch``; without bytes the answer says ``signature_only``; and the
+    completion ``id`` (issue #12 fallback) finds the signature on our gateway."""
+    urls = relayed[3]
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "verify me"}]}
+    with httpx.Client(base_url=urls["warn"], headers=auth, timeout=120) as c:
+        r = c.post("/v1/chat/completions", json=body)
+        assert r.headers["X-0G-Verified"] == "true"
+        key, completion_id = r.headers["ZG-Res-Key"], r.json()["id"]
+        from broker.wire.forwarded_request import canonical_json
+
+        sent = canonical_json(body)
+        full = c.post("/v1/verify", json={"id": key, "response": r.text,
+                                          "request": sent.decode()}).json()
+        assert (full["isValid"], full["binding"]) == (True, "full"), full
+        resp_only = c.post("/v1/verify", json={"id": key, "response": r.text}).json()
+        assert (resp_only["isValid"], resp_only["binding"]) == (True, "response_only")
+        other = c.post("/v1/verify", json={"id": key, "response": r.text + " "}).json()
+        assert (other["isValid"], other["reason"]) == (False, "response_hash_mismatch")
+        wrong_req = c.post("/v1/verify", json={"id": key, "response": r.text,
+                                               "request": "{}"}).json()
+        assert (wrong_req["isValid"], wrong_req["reason"]) == (False, "request_hash_mismatch")
+        sig_only = c.post("/v1/verify", json={"id": key}).json()
+        assert (sig_only["isValid"], sig_only["binding"]) == (True, "signature_only")
+        by_id = c.post("/v1/verify", json={"id": completion_id, "response": r.text}).json()
+        assert by_id["isValid"] is True, by_id
+        bad = c.post("/v1/verify", json={"id": key, "response": "x", "response_b64": "eA=="})
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_binding"
+        lone = c.post("/v1/verify", json={"id": key, "request": "{}"})
+        assert lone.status_code == 400 and lone.json()["error"]["code"] == "invalid_binding"
+
+
+def test_process_response_by_completion_id_against_our_gateway(relayed):
+    """Issue #12: ``process_response(provider, data.id)`` (the SDK's documented fallback) verifies
+    against our gateway, for a chat answer and for a stream (the first chunk's ``id``); with the
+    bytes the check is bound to them."""
+    st, _relay, user, _urls = relayed
+    url = st.gateway_url + "/v1/proxy/chat/completions"
+    inference = user.inference
+    for stream in (False, True):
+        body = {"model": "tiny", "stream": stream,
+                "messages": [{"role": "user", "content": f"sdk {stream}"}]}
+        headers = {**inference.get_request_headers(st.provider_address),
+                   "Content-Type": "application/json"}
+        r = httpx.post(url, content=json.dumps(body), headers=headers, timeout=120)
+        assert r.status_code == 200, r.text
+        if stream:
+            from broker.inference.chat_id import chat_id_from_sse
+
+            completion_id = chat_id_from_sse(r.content)
+        else:
+            completion_id = r.json()["id"]
+        assert completion_id and completion_id != r.headers["ZG-Res-Key"]
+        assert inference.process_response(st.provider_address, completion_id) is True
+        result = inference.process_response_detailed(st.provider_address, completion_id,
+                                                     response_body=r.content)
+        assert (result.verified, result.binding) == (True, "response_only")
+        result = inference.process_response_detailed(st.provider_address, completion_id,
+                                                     response_body=r.content + b"x")
+        assert result.reason.value == "response_hash_mismatch"
+
+
+def test_zz_tamper_report(relayed):
+    """Print the counts per tamper mode; nothing may be wrongly accepted or answer 5xx."""
+    lines = [f"{'mode':18} {'verify':8} {'tried':>5} {'refused':>7} {'wrong':>5} {'5xx':>4}"]
+    for (mode, verify), s in sorted(STATS.items()):
+        lines.append(f"{mode:18} {verify:8} {s['tried']:5d} {s['refused']:7d} "
+                     f"{s['wrongly_accepted']:5d} {s['5xx']:4d}")
+    print("\n" + "\n".join(lines))
+    assert all(s["wrongly_accepted"] == 0 and s["5xx"] == 0 for s in STATS.values())
