@@ -10,6 +10,7 @@ servers' checks stay where they are (:mod:`broker.wire.json_body`, :mod:`broker.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -108,7 +109,17 @@ def _schema_of(model: type[BaseModel], components: dict[str, Any]) -> dict[str, 
 
 
 def _document(app: FastAPI, bodies: RequestBodies) -> dict[str, Any]:
-    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    with warnings.catch_warnings():     # routes with several methods share one operation id ...
+        warnings.simplefilter("ignore", UserWarning)
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    seen: set[str] = set()
+    for path_item in schema.get("paths", {}).values():   # ... made unique here, per method
+        for method, operation in path_item.items():
+            op_id = operation.get("operationId")
+            if op_id is not None and op_id in seen:
+                operation["operationId"] = op_id = f"{op_id}_{method}"
+            if op_id is not None:
+                seen.add(op_id)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     paths = schema.setdefault("paths", {})
     for (path, method), (media, model) in bodies.items():
