@@ -1,7 +1,8 @@
 """Property-based fuzzing (schemathesis + hypothesis) of ``serve``, the provider gateway and the
 worker from their published ``/openapi.json``, on the real servers over loopback.
 
-Rule: no answer is a server error (>= 500) -- every upstream here is healthy, so even 502/503/504
+Requests follow the documented shapes (positive) or break them (negative: wrong types, missing
+fields, out-of-range values). Rule: no answer is a server error (>= 500) -- every upstream here is healthy, so even 502/503/504
 would be our fault -- every server is alive afterwards, and ``serve`` accounts exactly the fees it
 announced in ``X-0G-Fee`` (a refused request bills nothing). ``ZG_FUZZ_EXAMPLES`` (default 3) is
 the number of generated requests per operation; raise it locally for a longer run.
@@ -16,7 +17,8 @@ import pytest
 from fuzz_helpers import API_KEY
 
 schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, settings, strategies
+from schemathesis import GenerationMode
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -39,7 +41,8 @@ def _fuzz(base_url: str, headers: dict, tally, *, fees: list[int] | None = None)
         @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
                   phases=[Phase.explicit, Phase.generate],
                   suppress_health_check=list(HealthCheck))
-        @given(case=operation.as_strategy())
+        @given(case=strategies.one_of(operation.as_strategy(GenerationMode.POSITIVE),
+                                      operation.as_strategy(GenerationMode.NEGATIVE)))
         def run(case) -> None:
             nonlocal sent
             response = case.call(base_url=base_url, headers=headers, timeout=120)
