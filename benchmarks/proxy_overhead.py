@@ -121,7 +121,8 @@ def role_serve(handshake: Path, port: int) -> None:
     hs = json.loads(handshake.read_text())
     broker = create_broker(hs["key"], network="devnet", rpc_url=hs["rpc_url"],
                            ledger_address=hs["ledger"], inference_address=hs["inference"])
-    settings = ServeSettings(provider=hs["provider"], port=port, funding_interval=600)
+    settings = ServeSettings(provider=hs["provider"], port=port, funding_interval=600,
+                             extra_routes=True)
     uvicorn.run(create_app(broker, settings), host="127.0.0.1", port=port, log_level="error")
 
 

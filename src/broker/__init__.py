@@ -28,11 +28,14 @@ __all__ = [
     "__version__",
     "create_broker",
     "create_read_only_broker",
+    "errors",
 ]
 
 __version__ = "0.1.0"
 
 _LAZY = {"Broker", "ReadOnlyBroker", "create_broker", "create_read_only_broker"}
+#: Submodules reachable as attributes of ``broker`` (imported on first access).
+_LAZY_MODULES = {"errors", "units"}
 
 
 def __getattr__(name: str) -> Any:
@@ -41,4 +44,8 @@ def __getattr__(name: str) -> Any:
         from broker import broker as _broker_module
 
         return getattr(_broker_module, name)
+    if name in _LAZY_MODULES:  # ``import broker; broker.errors.X`` without importing it first
+        import importlib
+
+        return importlib.import_module(f"broker.{name}")
     raise AttributeError(f"module 'broker' has no attribute {name!r}")

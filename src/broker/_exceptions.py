@@ -48,7 +48,19 @@ class BrokerError(Exception):
 
     ``str(err)`` is a one-line, human-readable message that never contains a secret (private key,
     API key, keystore password).
+
+    Attributes:
+        hint: an optional next step phrased for the command line (e.g. ``"0g-broker add-account
+            --amount 3"``), shown by the CLI after the message; ``None`` when there is none. The
+            message itself stays library-neutral.
     """
+
+    hint: str | None = None
+
+    def __init__(self, *args: object, hint: str | None = None) -> None:
+        super().__init__(*args)
+        if hint is not None:
+            self.hint = hint
 
 
 class ConfigError(BrokerError):

@@ -26,8 +26,9 @@ from broker._exceptions import ConfigError
 from broker.chain.addresses import checksum_address
 from broker.chain.connection import connect
 from broker.chain.contracts import InferenceServingContract, LedgerManagerContract
-from broker.chain.keys import Wallet, load_wallet
+from broker.chain.keys import Wallet, key_source, load_wallet
 from broker.chain.sender import TransactionSender
+from broker.config.chain_state import LOCAL_CHAIN_IDS, chain_state_dir, genesis_hash
 from broker.config.networks import NetworkPreset, get_preset
 from broker.config.settings import Settings, load_settings
 from broker.ledger.broker import LedgerBroker
@@ -39,6 +40,7 @@ __all__ = [
     "ResolvedNetwork",
     "create_broker",
     "create_read_only_broker",
+    "devnet_fallback_key",
     "register_inference_factory",
     "resolve_network",
 ]
@@ -156,6 +158,27 @@ def resolve_network(
     )
 
 
+def devnet_fallback_key(net: ResolvedNetwork, private_key: str | None = None, *,
+                        settings: Settings | None = None) -> str | None:
+    """The devnet's first dev account key when ``net`` is the devnet and no key is configured
+    (no ``private_key``, no ``ZG_PRIVATE_KEY``, no keystore); ``None`` otherwise. The key is public
+    (anvil's well-known test mnemonic); the caller announces its use.
+
+    Args:
+        net: the resolved network. private_key: an explicit key, if any. settings: where
+            ``ZG_PRIVATE_KEY`` / the keystore path come from.
+
+    Returns:
+        The ``0x`` hex key, or ``None``.
+    """
+    if net.name != "devnet" or not net.dev_accounts:
+        return None
+    if key_source(private_key, settings=settings) is not None:
+        return None
+    key = net.dev_accounts[0].private_key
+    return key.get_secret_value() if hasattr(key, "get_secret_value") else str(key)
+
+
 def _service_name(ledger_contract: LedgerManagerContract, inference_address: str) -> str:
     info = ledger_contract.get_service_info(inference_address)
     if not info.full_name:
@@ -197,12 +220,17 @@ class Broker(ReadOnlyBroker):
         address: the account (checksummed).
         sender: its :class:`~broker.chain.sender.TransactionSender` (shared by every write).
         ledger: :class:`~broker.ledger.broker.LedgerBroker`.
+        state_dir: the folder for state that belongs to this chain (the fee store
+            ``fees.sqlite``): ``$ZG_HOME/chains/<network>-<chain id>-<ledger[:10]>[-<genesis>]``
+            (:func:`broker.config.chain_state.chain_state_dir`; a devnet's includes its genesis
+            hash, so a new devnet never sees an old one's fees).
         inference: the inference broker, filled by a registered factory
             (:func:`register_inference_factory`); ``None`` until then.
         (plus the :class:`ReadOnlyBroker` attributes)
     """
 
     inference: Any = None
+    state_dir: Any = None
 
     def __init__(self, network: ResolvedNetwork, w3: Web3, wallet: Wallet,
                  sender: TransactionSender, ledger_contract: LedgerManagerContract,
@@ -258,7 +286,9 @@ def create_broker(
 
     Args:
         private_key: hex key; else ``ZG_PRIVATE_KEY``, else the encrypted keystore
-            (:func:`broker.chain.keys.load_wallet`).
+            (:func:`broker.chain.keys.load_wallet`); on ``devnet`` with none of them, the devnet's
+            first dev account (a public anvil key), announced with a logging warning (as the CLI
+            does).
         network: preset name; default ``settings.network`` (``ZG_NETWORK``, config, ``mainnet``).
             ``devnet`` reads RPC and addresses from the devnet state file.
         rpc_url / ledger_address / inference_address: overrides (win over settings and preset).
@@ -282,6 +312,12 @@ def create_broker(
     settings = settings or load_settings()
     net = resolve_network(network, rpc_url=rpc_url, ledger_address=ledger_address,
                           inference_address=inference_address, settings=settings)
+    if wallet is None and private_key is None:
+        fallback = devnet_fallback_key(net, settings=settings)
+        if fallback is not None:
+            logger.warning("no key configured: using devnet dev account %s (public anvil key)",
+                           net.dev_accounts[0].address)
+            private_key = fallback
     signer = wallet or load_wallet(private_key, settings=settings)
     w3 = connect(net.rpc_url, expected_chain_id=net.chain_id)
     sender = TransactionSender(
@@ -298,6 +334,10 @@ def create_broker(
     inference = InferenceServingContract(w3, net.inference_address, sender)
     broker = Broker(net, w3, signer, sender, ledger, inference,
                     _service_name(ledger, net.inference_address))
+    chain_id = net.chain_id if net.chain_id is not None else int(w3.eth.chain_id)
+    broker.state_dir = chain_state_dir(
+        net.name, chain_id, net.ledger_address,
+        genesis_hash(w3) if chain_id in LOCAL_CHAIN_IDS else None)
     _load_default_inference_factory()
     if _inference_factories:
         broker.inference = _inference_factories[-1](broker)

@@ -33,7 +33,7 @@ def test_ledger_flow(cli, key_env, fresh_account):
     steps = [
         ("add-account", "--amount", "5"),
         ("deposit", "--amount", "1.5"),
-        ("transfer-fund", "--provider", provider, "--amount", "2"),
+        ("transfer-fund", "--provider", provider, "--amount", "2", "--force"),  # unregistered
     ]
     for step in steps:
         r = cli("--network", "devnet", *step, env=key_env)
@@ -70,10 +70,10 @@ def test_errors_are_one_red_line_with_exit_1(cli, key_env):
     assert r.stderr.count("\n") == 1 and "Minimum balance to create a ledger is 3 0G" in r.stderr
     assert "Traceback" not in r.stderr and r.stdout == ""
     r = cli("--network", "devnet", "deposit", "--amount", "0.1x", env=key_env)
-    assert r.exit_code == 1 and "not a number" in r.stderr
+    assert r.exit_code == 2 and "not a number" in r.stderr  # a bad option value: usage error
     r = cli("--network", "devnet", "transfer-fund", "--provider", "0x12", "--amount", "1",
             env=key_env)
-    assert r.exit_code == 1 and "invalid provider" in r.stderr
+    assert r.exit_code == 2 and "invalid provider" in r.stderr
     r = cli("--network", "devnet", "get-account", env={**key_env, "ZG_DEBUG": "1"})
     assert r.exit_code == 1 and "Traceback" in r.stderr and "Account does not exist" in r.stderr
     r = cli("--network", "moon", "get-account", env=key_env)

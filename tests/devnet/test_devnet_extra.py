@@ -57,5 +57,5 @@ def test_devnet_up_on_a_taken_port_fails_cleanly(tmp_path):
     assert not (home / "devnet" / "state.json").exists()
     # the CLI agrees that nothing runs
     status = _cli(["status"], env)
-    assert status.returncode == 0
+    assert status.returncode == 1  # stopped: exit 1
     assert "not running" in status.stderr

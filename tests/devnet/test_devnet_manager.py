@@ -32,7 +32,7 @@ def test_cli_up_is_idempotent_and_down_leaves_no_process(tmp_path: Path) -> None
     state_file = tmp_path / "devnet" / "state.json"
     runner = CliRunner()
     res = runner.invoke(app, ["status", "--json", "--state-file", str(state_file)])
-    assert res.exit_code == 0 and json.loads(res.stdout)["running"] is False
+    assert res.exit_code == 1 and json.loads(res.stdout)["running"] is False
 
     res = runner.invoke(app, ["up", "--port", "0", "--json", "--state-file", str(state_file)])
     assert res.exit_code == 0, res.output

@@ -40,7 +40,8 @@ def fuzz_serve(fuzz_stack, fuzz_user):
     from broker.proxy import ServeSettings, create_app
 
     st, _ = fuzz_stack
-    settings = ServeSettings(provider=st.provider_address, api_key=API_KEY, funding_interval=600)
+    settings = ServeSettings(provider=st.provider_address, api_key=API_KEY, funding_interval=600,
+                             extra_routes=True)       # the stack also fronts a chat backend
     with UvicornThread(create_app(fuzz_user, settings), free_port(), start_polls=3000) as server:
         yield server.url
 

@@ -5,6 +5,7 @@ in front of the gateway would) and changes what passes through according to :att
 Modes (``None`` relays everything unchanged):
 
 * ``flip_image_b64``: one base64 character of the first ``b64_json`` of an image answer is changed;
+* ``flip_edit_b64``: the same for an image edit (multipart request);
 * ``swap_res_key``: the ``ZG-Res-Key`` header is replaced by the one delivered with the previous
   response;
 * ``replay_signature``: ``GET /v1/proxy/signature/<id>`` answers the body of an earlier signature;
@@ -30,7 +31,7 @@ from starlette.routing import Route
 
 __all__ = ["MODES", "TamperRelay", "flip_char"]
 
-MODES = ("flip_image_b64", "swap_res_key", "replay_signature", "tamper_chat", "tamper_stream",
+MODES = ("flip_image_b64", "flip_edit_b64", "swap_res_key", "replay_signature", "tamper_chat", "tamper_stream",
          "tamper_audio", "tamper_async", "tamper_request", "signature_429")
 
 _HOP = {"content-length", "transfer-encoding", "connection", "keep-alive", "host",
@@ -87,7 +88,8 @@ class TamperRelay:
 
     def _tamper_body(self, path: str, body: bytes) -> bytes:
         mode = self.mode
-        if mode == "flip_image_b64" and path.endswith("images/generations"):
+        if (mode == "flip_image_b64" and path.endswith("images/generations")) or \
+                (mode == "flip_edit_b64" and path.endswith("images/edits")):
             match = _B64.search(body)
             if match:
                 self._count()

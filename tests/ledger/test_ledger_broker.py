@@ -17,6 +17,7 @@ from broker.ledger.errors import (
     LedgerNotEmptyError,
     MinimumBalanceError,
     NoLedgerError,
+    ProviderNotRegisteredError,
     UnknownServiceError,
 )
 from broker.units import Neuron
@@ -80,9 +81,10 @@ def test_deposit_creates_ledger_and_deposit_for(b):
 def test_transfer_retrieve_and_views(with_ledger):
     b = with_ledger
     p1, p2 = _provider(), _provider()
-    b.ledger.transfer_fund(p1, "inference", "2")
-    b.ledger.transfer_fund(p2, "inference-v1.0", Neuron(OG))
-    b.ledger.transfer_fund(p1, "inference", "0.25")  # existing sub-account: below 1 0G is fine
+    b.ledger.transfer_fund(p1, "inference", "2", allow_unregistered=True)
+    b.ledger.transfer_fund(p2, "inference-v1.0", Neuron(OG), allow_unregistered=True)
+    # existing sub-account: below 1 0G is fine
+    b.ledger.transfer_fund(p1, "inference", "0.25", allow_unregistered=True)
     assert b.ledger.get_ledger_providers() == [p1, p2]
     overview = b.ledger.get_ledger_with_detail()
     assert (overview.total, overview.locked, overview.available) == \
@@ -100,7 +102,7 @@ def test_transfer_retrieve_and_views(with_ledger):
     assert {s.provider for s in with_balance} == {p1, p2}
     # transfer to an account with a pending refund cancels the refund first (A2.6): no ledger debit
     available = b.ledger.get_ledger().available_balance
-    b.ledger.transfer_fund(p1, "inference", "1")
+    b.ledger.transfer_fund(p1, "inference", "1", allow_unregistered=True)
     assert b.ledger.get_ledger().available_balance == available
     assert b.inference_contract.get_account(b.address, p1).pending_refund == 125 * OG // 100
     # retrieve everything (default: all providers)
@@ -112,7 +114,7 @@ def test_retrieve_fund_batches_by_20(b):
     b.ledger.add_ledger("30")
     providers = [_provider() for _ in range(21)]
     for p in providers:
-        b.ledger.transfer_fund(p, "inference", "1")
+        b.ledger.transfer_fund(p, "inference", "1", allow_unregistered=True)
     results = b.ledger.retrieve_fund()
     assert len(results) == 2 and results[0].tx_hash != results[1].tx_hash
     assert all(b.inference_contract.get_pending_refund(b.address, p) == OG for p in providers)
@@ -132,11 +134,12 @@ def test_concurrent_transfers(b):
     b.ledger.add_ledger("20")
     providers = [_provider() for _ in range(10)]
     # providers[0] exists first so that a sub-1-0G top-up is valid for it
-    b.ledger.transfer_fund(providers[0], "inference", "1")
+    b.ledger.transfer_fund(providers[0], "inference", "1", allow_unregistered=True)
     nonce = _nonce(b)
 
     def go(p):
-        b.ledger.transfer_fund(p, "inference", "0.5" if p == providers[0] else "1")
+        b.ledger.transfer_fund(p, "inference", "0.5" if p == providers[0] else "1",
+                                   allow_unregistered=True)
 
     errors = run_concurrently(go, providers, join_timeout=120)
     assert errors == []
@@ -152,10 +155,10 @@ def test_concurrent_transfers(b):
 def test_concurrent_transfers_same_provider(with_ledger):
     b = with_ledger
     p = _provider()
-    b.ledger.transfer_fund(p, "inference", "1")
+    b.ledger.transfer_fund(p, "inference", "1", allow_unregistered=True)
 
     def go(_):
-        b.ledger.transfer_fund(p, "inference", "0.5")
+        b.ledger.transfer_fund(p, "inference", "0.5", allow_unregistered=True)
 
     errors = run_concurrently(go, range(10), join_timeout=120)
     assert errors == []
@@ -176,8 +179,9 @@ def test_concurrent_transfers_same_provider(with_ledger):
         (lambda b: b.ledger.deposit_fund("0.0000000000000000001"), InvalidAmountError, "decimals"),
         (lambda b: b.ledger.deposit_fund_for("0x123", "3"), InvalidAddressError, "recipient"),
         (lambda b: b.ledger.deposit_fund_for(_provider(), "1"), MinimumBalanceError, "no ledger"),
-        (lambda b: b.ledger.refund("1"), NoLedgerError, "add-account"),
-        (lambda b: b.ledger.transfer_fund(_provider(), "inference", "1"), NoLedgerError, "Account"),
+        (lambda b: b.ledger.refund("1"), NoLedgerError, "Account does not exist"),
+        (lambda b: b.ledger.transfer_fund(_provider(), "inference", "1",
+                                          allow_unregistered=True), NoLedgerError, "Account"),
         (lambda b: b.ledger.transfer_fund("not-an-address", "inference", "1"),
          InvalidAddressError, "provider"),
         (lambda b: b.ledger.transfer_fund(_provider(), "fine-tuning", "1"), UnknownServiceError,
@@ -199,10 +203,14 @@ def test_client_checks_without_ledger_send_nothing(b, call, error, text):
         (lambda b: b.ledger.add_ledger("3"), LedgerAlreadyExistsError, "Account already exists"),
         (lambda b: b.ledger.refund("11"), InsufficientLedgerBalanceError, "available 10 0G"),
         (lambda b: b.ledger.refund("8"), MinimumBalanceError, "leave 2 0G"),
-        (lambda b: b.ledger.transfer_fund(_provider(), "inference", "0.5"), MinimumBalanceError,
+        (lambda b: b.ledger.transfer_fund(_provider(), "inference", "0.5",
+                                          allow_unregistered=True), MinimumBalanceError,
          "at least 1 0G"),
-        (lambda b: b.ledger.transfer_fund(_provider(), "inference", "10.5"),
+        (lambda b: b.ledger.transfer_fund(_provider(), "inference", "10.5",
+                                          allow_unregistered=True),
          InsufficientLedgerBalanceError, "needs 10.5 0G"),
+        (lambda b: b.ledger.transfer_fund(_provider(), "inference", "1"),
+         ProviderNotRegisteredError, "no service is registered at 0x"),
         (lambda b: b.ledger.delete_ledger(), LedgerNotEmptyError, "withdraw all funds"),
         (lambda b: b.ledger.retrieve_fund(providers=["0xzz"]), InvalidAddressError, "provider"),
     ],

@@ -33,6 +33,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 PRICE = 10**16          # 0.01 0G per image
 ZG = 10**18
+RECEIVED: list[bytes] = []      # request bodies as the image backend received them
 
 
 def _image_backend() -> FastAPI:
@@ -40,6 +41,7 @@ def _image_backend() -> FastAPI:
 
     @app.post("/images/generations")
     async def gen(request: Request):
+        RECEIVED.append(await request.body())
         body = await request.json()
         await asyncio.sleep(float(body.get("sleep", 0)))
         return {"created": 1, "data": [{"b64_json": "aW1n"}] * int(body.get("n", 1))}
@@ -238,3 +240,34 @@ def test_crash_between_send_and_confirm(world, fresh_account):
     fresh.settler.settle_once()                                      # nothing charged twice
     assert _account(world, user).balance == before - 2 * PRICE
     fresh.db.dispose()
+
+
+def test_signed_text_binds_the_forwarded_body(world, fresh_account):
+    """The gateway forwards the Go ``json.Marshal`` form of a JSON body (B5) and signs sha256 of
+    exactly those bytes and of the response bytes (B7), so a client can reproduce both hashes; a
+    number it cannot forward exactly is refused (400) before anything is billed."""
+    import hashlib
+
+    from broker.wire.forwarded_request import canonical_json
+
+    user = fresh_account
+    _fund_user(world, user)
+    url, gw = world["url"], world["gw"]
+    body = {"prompt": "a <cat> & a dog", "model": "tiny", "n": 1, "guidance": 1.0}
+    with httpx.Client(timeout=30) as c:
+        r = c.post(url + "/v1/proxy/images/generations", headers=_header(world, user),
+                   content=b'{ "prompt" : "a <cat> & a dog", "model": "tiny", "n": 1, '
+                           b'"guidance": 1.0 }',
+                   params={"x": "1"})
+        assert r.status_code == 200, r.text
+        assert RECEIVED[-1] == canonical_json(body)
+        assert RECEIVED[-1] == b'{"guidance":1,"model":"tiny","n":1,"prompt":"a \\u003ccat\\u003e ' \
+                               b'\\u0026 a dog"}'
+        sig = c.get(url + f"/v1/proxy/signature/{r.headers['ZG-Res-Key']}").json()
+        assert sig["text"] == (hashlib.sha256(canonical_json(body)).hexdigest() + ":"
+                               + hashlib.sha256(r.content).hexdigest())
+        before = gw.ledger.unsettled_fee(user.address)
+        bad = c.post(url + "/v1/proxy/images/generations", headers=_header(world, user),
+                     content=b'{"prompt": "x", "seed": 9007199254740993}')
+        assert bad.status_code == 400 and "cannot be forwarded exactly" in bad.json()["error"]
+        assert gw.ledger.unsettled_fee(user.address) == before

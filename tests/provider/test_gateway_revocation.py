@@ -217,3 +217,31 @@ def test_watcher_invalidates_only_the_revoking_user(devnet, gateway, fresh_accou
     assert not accounts.is_cached(fresh_account.address) and accounts.is_cached(other.address)
     assert (accounts.get(fresh_account.address).revoked_bitmap >> 7) & 1 == 1
     assert watcher.poll_once() == 0                  # nothing new: no invalidation
+
+
+def test_a_read_overlapping_an_invalidation_is_not_cached(devnet, gateway, fresh_account):
+    """A getAccount answer that left the node before a revocation event was processed must not be
+    cached for 600 s: the read in flight during ``invalidate`` is returned but not kept."""
+    import threading
+
+    from hang_relay_helpers import HangingRelay
+
+    relay = HangingRelay(devnet.rpc_url)
+    try:
+        w3 = connect(relay.url)
+        accounts = AccountCache(InferenceServingContract(w3, devnet.inference_address),
+                                gateway["provider"], fallback_ttl=600)
+        user = fresh_account.address
+        relay.hang.set()
+        reader = threading.Thread(target=accounts.get, args=(user,))
+        reader.start()
+        time.sleep(0.5)                       # the read is in flight (the node "hangs")
+        accounts.invalidate(user)             # a revocation event for this user
+        relay.release()                       # the read completes now
+        reader.join(30)
+        assert not reader.is_alive()
+        assert not accounts.is_cached(user)
+        accounts.get(user)                    # a read after the invalidation is cached
+        assert accounts.is_cached(user)
+    finally:
+        relay.close()

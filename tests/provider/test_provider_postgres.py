@@ -69,6 +69,8 @@ def test_fee_ledger_jobs_and_signatures_survive_a_restart(postgres_url):
     sigs = SignatureStore(db, signer)
     stored = sigs.sign_and_store("Chat-1", b'{"prompt":"x"}', b'{"data":[]}')
     sigs.sign_and_store("chat-1", b'{"prompt":"x"}', b'{"data":[]}')   # upsert, same key
+    aliased = sigs.sign_and_store("chat-2", b'{}', b'{"id":"cmpl-9"}',
+                                  aliases=("Cmpl-9", "chat-2", "", "x" * 129))
     db.dispose()
 
     again = Database(postgres_url)                    # restart: nothing lost
@@ -76,6 +78,9 @@ def test_fee_ledger_jobs_and_signatures_survive_a_restart(postgres_url):
     assert ledger2.unsettled_fee(USER) == huge + 5 + 3 * PRICE
     assert AsyncJobTracker(again, ledger2, PRICE).pending() == []
     assert SignatureStore(again, signer).get("CHAT-1") == stored
+    # the completion id finds the same signature (issue #12); unusable aliases are skipped
+    assert SignatureStore(again, signer).get("cmpl-9") == aliased == \
+        SignatureStore(again, signer).get("chat-2")
     with again.session() as s:
         row = s.get(RequestRecord, "a" * 64)
         assert (row.fee, row.input_fee, row.status) == (str(huge + 5), str(huge),

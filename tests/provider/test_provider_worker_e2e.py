@@ -52,7 +52,7 @@ def test_stack_is_registered_and_acknowledged(stack):
     assert svc.url == stack.gateway_url and svc.model == "tiny"
     assert svc.output_price == PRICE and svc.verifiability == "TeeML"
     assert svc.tee_signer_address == stack.tee_signer_address and svc.tee_signer_acknowledged
-    assert httpx.get(stack.worker_url + "/health").json() == {"status": "ok"}
+    assert httpx.get(stack.worker_url + "/health").json()["status"] == "ok"
     assert httpx.get(stack.gateway_url + "/health").json()["provider"] == stack.provider_address
 
 

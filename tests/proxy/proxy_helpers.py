@@ -13,7 +13,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-__all__ = ["ThreadServer", "fake_llm_app", "free_port"]
+__all__ = ["ThreadServer", "fake_llm_app", "free_port", "register_image_service"]
 
 USAGE = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
 
@@ -99,3 +99,28 @@ def fake_llm_app(chunk_delay: float = 0.0) -> FastAPI:
                 "usage": {"type": "duration", "seconds": 3.4}}
 
     return app
+
+
+def register_image_service(devnet, url: str, *, model: str = "z-image",
+                           output_price: int = 10**15):
+    """Register a ``text-to-image`` TeeML service at ``url`` (e.g. a fake provider on loopback)
+    from a new provider funded with 200 0G (stake 100 0G); the devnet owner acknowledges its TEE
+    signer (the provider's own address). Returns the provider's LocalAccount."""
+    from devnet_helpers import OG, devnet_owner
+    from web3 import Web3
+
+    from broker.chain.contracts import InferenceServingContract
+    from broker.chain.sender import TransactionSender
+    from broker.devnet import fund_new_account
+
+    provider = fund_new_account(devnet, amount_neuron=200 * OG)
+    w3 = Web3(Web3.HTTPProvider(devnet.rpc_url))
+    contract = InferenceServingContract(w3, devnet.inference_address,
+                                        TransactionSender(w3, provider))
+    contract.add_or_update_service(
+        ("text-to-image", url, model, "TeeML", 0, output_price,
+         json.dumps({"ProviderType": "decentralized"}), provider.address), value=100 * OG)
+    owner = InferenceServingContract(w3, devnet.inference_address,
+                                     TransactionSender(w3, devnet_owner(devnet)))
+    owner.sender.send(owner.contract.functions.acknowledgeTEESignerByOwner(provider.address))
+    return provider

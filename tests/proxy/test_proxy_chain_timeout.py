@@ -8,14 +8,12 @@ Real parts: the session devnet behind a loopback TCP relay that can be switched 
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from devnet_helpers import register_chatbot_service
+from hang_relay_helpers import HangingRelay
 from proxy_helpers import ThreadServer
 
 from broker.proxy import ServeSettings, create_app
@@ -24,63 +22,6 @@ pytestmark = pytest.mark.timeout(120)
 
 ZG = 10**18
 TIMEOUT = 1.5
-
-
-class HangingRelay:
-    """A TCP relay to ``target``; while :attr:`hang` is set, bytes from clients are swallowed (no
-    answer ever comes). :meth:`release` stops hanging and drops the connections."""
-
-    def __init__(self, target: str) -> None:
-        parts = urlsplit(target)
-        self.target = (parts.hostname, parts.port)
-        self.hang = threading.Event()
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            with self._lock:
-                self._conns += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False),
-                             daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
-        try:
-            while data := src.recv(65536):
-                if from_client and self.hang.is_set():
-                    continue                          # swallowed: the node never answers
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.close()
-            except OSError:
-                pass
-
-    def release(self) -> None:
-        self.hang.clear()
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for s in conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        self.release()
-        self._server.close()
 
 
 @pytest.fixture()

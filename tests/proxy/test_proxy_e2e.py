@@ -25,7 +25,8 @@ API_KEY = "sk-local-test"
 @pytest.fixture(scope="module")
 def serve(stack, user_broker):
     st, _ = stack
-    settings = ServeSettings(provider=st.provider_address, api_key=API_KEY, funding_interval=600)
+    settings = ServeSettings(provider=st.provider_address, api_key=API_KEY, funding_interval=600,
+                             extra_routes=True)     # the stack also fronts a chat backend
     with ThreadServer(create_app(user_broker, settings)) as url:
         yield url
 
@@ -235,7 +236,7 @@ def test_metrics(serve, client):
 def test_enforce_refuses_unverified(stack, user_broker):
     st, _ = stack
     gw = st.gateway
-    settings = ServeSettings(provider=st.provider_address, verify="enforce")
+    settings = ServeSettings(provider=st.provider_address, verify="enforce", extra_routes=True)
     with ThreadServer(create_app(user_broker, settings, run_startup=False)) as url:
         c = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=300)
         ok = c.images.with_raw_response.generate(prompt="fox", size="64x64",

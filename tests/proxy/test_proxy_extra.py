@@ -50,7 +50,8 @@ def _fees(stack, user) -> tuple[int, int]:
 def test_gateway_balance_refusal_is_402_insufficient_quota(costly_stack, poor_user):
     st, user = costly_stack, poor_user
     assert st.service.output_price == PRICE
-    settings = ServeSettings(provider=st.provider_address, api_key=API_KEY, auto_funding=False)
+    settings = ServeSettings(provider=st.provider_address, api_key=API_KEY, auto_funding=False,
+                             extra_routes=True)
     with ThreadServer(create_app(user, settings)) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=API_KEY, max_retries=0, timeout=120)
         messages = [{"role": "user", "content": "hi"}]

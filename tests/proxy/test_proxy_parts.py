@@ -119,4 +119,4 @@ def test_cli_registers_serve_and_demo():
     assert "--provider" in out and "--verify" in out and "--api-key" in out
     assert "--keep" in runner.invoke(app, ["demo", "--help"]).output
     bad = runner.invoke(app, ["serve", "--provider", "0x" + "1" * 40, "--verify", "maybe"])
-    assert bad.exit_code == 1
+    assert bad.exit_code == 2  # a bad option value is a usage error

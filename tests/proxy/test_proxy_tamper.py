@@ -7,6 +7,7 @@ still verifies. ``test_zz_tamper_report`` prints the counts per mode (run with `
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import time
@@ -15,6 +16,7 @@ import httpx
 import pytest
 from devnet_helpers import devnet_owner, funded_user_broker, provider_stack
 from eth_account import Account
+from PIL import Image
 from proxy_helpers import ThreadServer, fake_llm_app
 from relay_helpers import TamperRelay
 
@@ -29,6 +31,7 @@ HASH_REASONS = {"response_hash_mismatch", "request_hash_mismatch"}
 #: mode → (request kind, reasons the verification may give)
 EXPECTED = {
     "flip_image_b64": ("image", {"response_hash_mismatch"}),
+    "flip_edit_b64": ("edit", {"response_hash_mismatch"}),
     "swap_res_key": ("chat", {"chat_id_mismatch"}),
     "replay_signature": ("chat", HASH_REASONS),
     "tamper_chat": ("chat", {"response_hash_mismatch"}),
@@ -73,9 +76,9 @@ def relayed(devnet, tmp_path_factory):
             _point_service_at(devnet, st, relay_url)
             user = funded_user_broker(devnet, ledger=10, amount_neuron=100 * ZG)
             warn = ServeSettings(provider=st.provider_address, api_key=API_KEY,
-                                 funding_interval=600)
+                                 funding_interval=600, extra_routes=True)
             enforce = ServeSettings(provider=st.provider_address, api_key=API_KEY,
-                                    verify="enforce", auto_funding=False)
+                                    verify="enforce", auto_funding=False, extra_routes=True)
             try:
                 with ThreadServer(create_app(user, warn)) as warn_url, \
                         ThreadServer(create_app(user, enforce, run_startup=False)) as enforce_url:
@@ -122,6 +125,12 @@ def _send(url: str, kind: str) -> Outcome:
             r = c.post("/v1/chat/completions",
                        json={"model": "tiny", "stream": True,
                              "messages": [{"role": "user", "content": f"count {n}"}]})
+        elif kind == "edit":
+            buf = io.BytesIO()
+            Image.new("RGB", (32, 32), (n % 256, 0, 0)).save(buf, format="PNG")
+            r = c.post("/v1/images/edits", files={"image": ("in.png", buf.getvalue(), "image/png")},
+                       data={"prompt": f"blue {n}", "size": "64x64",
+                             "response_format": "b64_json"})
         elif kind == "audio":
             r = c.post("/v1/audio/transcriptions", data={"model": "whisper-x"},
                        files={"file": ("a.wav", b"RIFF....WAVE%d" % n, "audio/wav")})

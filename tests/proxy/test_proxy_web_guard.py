@@ -28,7 +28,7 @@ def serve(stack, user_broker):
     """``serve`` with the defaults of ``0g-broker serve`` (no API key) plus one allowed origin."""
     st, _ = stack
     settings = ServeSettings(provider=st.provider_address, funding_interval=600,
-                             allowed_origins=[APP_ORIGIN])
+                             allowed_origins=[APP_ORIGIN], extra_routes=True)
     with ThreadServer(create_app(user_broker, settings)) as url:
         yield url
 

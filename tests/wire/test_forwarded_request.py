@@ -46,6 +46,8 @@ def test_numbers_that_cannot_be_forwarded_exactly_are_refused():
             canonical_json(bad)
     with pytest.raises(ForwardedRequestError):
         forwarded_json_body(b'{"x": NaN}')
+    with pytest.raises(ForwardedRequestError, match="nested deeper"):     # never a RecursionError
+        forwarded_json_body(b'{"x":' + b"[" * 900 + b"]" * 900 + b"}")
     assert canonical_json({"seed": 2**53 + 2}) == b'{"seed":9007199254740994}'   # exact
 
 

@@ -54,22 +54,40 @@ def _png_bytes(size=(64, 64), color=(10, 120, 200)) -> bytes:
 
 def test_lazy_load_status_health_models(http):
     status = http.get("/v1/internal/status").json()
-    assert status["loaded"] is False and status["state"] == "idle"
+    assert status["loaded"] is False and status["status"] == "idle" and "state" not in status
     assert status["queue_length"] == 0 and status["model"] == "tiny"
-    assert http.get("/health").json() == {"status": "ok"}
+    assert status["load_error"] is None
+    health = http.get("/health").json()
+    assert health == {
+        "status": "ok",
+        "model_loaded": False,
+        "model": "tiny",
+        "state": "idle",
+        "load_error": None,
+        "safety_checker": None,
+    }
     models = http.get("/v1/models").json()
     assert models["object"] == "list" and models["data"][0]["id"] == "tiny"
+    card = models["data"][0]
+    assert card["capabilities"] == ["text-to-image", "image-to-image"]
+    assert card["limits"]["max_side"] == 2048 and card["limits"]["size_multiple"] == 16
+    assert card["limits"]["default_size"] == "1024x1024"
     assert http.get("/v1/internal/status").json()["loaded"] is False  # models did not load it
     r = http.post("/v1/images/generations", json={"prompt": "a red fox", "size": "32x32"})
     assert r.status_code == 200, r.text
     assert http.get("/v1/internal/status").json()["loaded"] is True
+    assert http.get("/health").json()["model_loaded"] is True
 
 
 def test_openai_client_generate(worker_url):
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=f"{worker_url}/v1", api_key="unused")
     result = client.images.generate(
-        model="tiny", prompt="a lighthouse at dawn", size="64x64", response_format="b64_json"
+        model="tiny",
+        prompt="a lighthouse at dawn",
+        size="64x64",
+        response_format="b64_json",
+        extra_body={"num_inference_steps": 2},
     )
     assert len(result.data) == 1
     image = _decode(result.data[0].b64_json)
@@ -82,7 +100,12 @@ def test_openai_client_edit(worker_url):
     source = io.BytesIO(_png_bytes((48, 32)))
     source.name = "source.png"
     result = client.images.edit(
-        model="tiny", image=source, prompt="make it green", n=2, response_format="b64_json"
+        model="tiny",
+        image=source,
+        prompt="make it green",
+        n=2,
+        response_format="b64_json",
+        extra_body={"num_inference_steps": 2},
     )
     assert len(result.data) == 2
     for item in result.data:
@@ -99,7 +122,13 @@ def test_edit_with_mask_and_explicit_size(http):
     r = http.post(
         "/v1/images/edits",
         files={"image": ("a.png", _png_bytes(), "image/png"), "mask": ("m.png", buffer.getvalue())},
-        data={"prompt": "a window", "size": "32x32", "strength": "0.8", "seed": "3"},
+        data={
+            "prompt": "a window",
+            "size": "32x32",
+            "strength": "0.8",
+            "seed": "3",
+            "response_format": "b64_json",
+        },
     )
     assert r.status_code == 200, r.text
     assert _decode(r.json()["data"][0]["b64_json"]).size == (32, 32)
@@ -109,7 +138,13 @@ def test_edit_with_mask_and_explicit_size(http):
 def test_output_formats(http, fmt, pil):
     r = http.post(
         "/v1/images/generations",
-        json={"prompt": "a tree", "size": "64x32", "output_format": fmt, "seed": 1},
+        json={
+            "prompt": "a tree",
+            "size": "64x32",
+            "output_format": fmt,
+            "seed": 1,
+            "num_inference_steps": 2,
+        },
     )
     assert r.status_code == 200, r.text
     body = r.json()
@@ -121,7 +156,8 @@ def test_output_formats(http, fmt, pil):
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
 def test_n_images(http, n):
     r = http.post(
-        "/v1/images/generations?wait=true", json={"prompt": "dots", "n": n, "size": "16x16"}
+        "/v1/images/generations?wait=true",
+        json={"prompt": "dots", "n": n, "size": "16x16", "num_inference_steps": 2},
     )
     assert r.status_code == 200, r.text
     assert len(r.json()["data"]) == n
@@ -145,7 +181,14 @@ def test_seed_is_deterministic(http):
         ({"prompt": "x", "n": 0}, "n"),
         ({"prompt": "x", "size": "big"}, "size"),
         ({"prompt": "x", "size": "66x64"}, "size"),
+        ({"prompt": "x", "size": "24x24"}, "size"),  # a multiple of 8 but not of 16
         ({"prompt": "x", "size": "4096x4096"}, "size"),
+        ({"prompt": "x", "size": "2064x16"}, "size"),  # one patch beyond 2048
+        ({"prompt": "x", "size": "0x0"}, "size"),
+        ({"prompt": "x", "cfg_normalization": "maybe"}, "cfg_normalization"),
+        ({"prompt": "x", "cfg_truncation": 1.5}, "cfg_truncation"),
+        ({"prompt": "x", "max_sequence_length": 513}, "max_sequence_length"),
+        ({"prompt": "x", "max_sequence_length": 0}, "max_sequence_length"),
         ({"size": "64x64"}, "prompt"),
         ({"prompt": ""}, "prompt"),
         ({"prompt": "x", "response_format": "gif"}, "response_format"),
@@ -277,11 +320,17 @@ def test_async_rejects_invalid_input_before_queueing(http):
 
 
 def test_unload_endpoint(http):
-    http.post("/v1/images/generations", json={"prompt": "warm", "size": "16x16"})
+    http.post(
+        "/v1/images/generations",
+        json={"prompt": "warm", "size": "16x16", "num_inference_steps": 1},
+    )
     r = http.post("/v1/internal/unload")
     assert r.status_code == 200
     assert r.json()["unloaded"] is True and r.json()["status"]["loaded"] is False
     assert http.get("/v1/internal/unload").json()["unloaded"] is False  # GET works; nothing left
-    r = http.post("/v1/images/generations", json={"prompt": "reload", "size": "16x16"})
+    r = http.post(
+        "/v1/images/generations",
+        json={"prompt": "reload", "size": "16x16", "num_inference_steps": 1},
+    )
     assert r.status_code == 200
     assert http.get("/v1/internal/status").json()["loaded"] is True

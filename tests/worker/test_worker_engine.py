@@ -86,12 +86,12 @@ def worker(serve_app, gated):
 
 def test_queue_full_states_and_idle_unload(worker, gated):
     status = worker.get("/v1/internal/status").json()
-    assert status["loaded"] is False and status["state"] == "idle"
+    assert status["loaded"] is False and status["status"] == "idle"
 
     gated.gate.clear()
     first = worker.post("/v1/async/images/generations", json={"prompt": "one", "size": "32x32"})
     assert first.status_code == 202
-    _wait_for(lambda: worker.get("/v1/internal/status").json()["state"] == "generating")
+    _wait_for(lambda: worker.get("/v1/internal/status").json()["status"] == "generating")
     status = worker.get("/v1/internal/status").json()
     assert status["loaded"] is True and status["running"] == 1 and status["queue_length"] == 0
 
@@ -138,7 +138,7 @@ def test_pipeline_error_fails_the_job(worker):
     sync = worker.post("/v1/images/generations", json={"prompt": "explode", "size": "16x16"})
     assert sync.status_code == 500
     assert sync.json()["error"]["code"] == "generation_failed"
-    assert worker.get("/v1/internal/status").json()["state"] == "idle"
+    assert worker.get("/v1/internal/status").json()["status"] == "idle"
 
 
 def test_engine_direct_queue_and_unload():
@@ -152,8 +152,9 @@ def test_engine_direct_queue_and_unload():
             engine.submit(_task())
         assert err.value.retry_after >= 1
         loader.gate.set()
-        images = running.result(timeout=60)
-        assert len(images) == 1 and images[0].size == (32, 32)
+        generation = running.result(timeout=60)
+        assert len(generation.images) == 1 and generation.images[0].size == (32, 32)
+        assert generation.has_nsfw_concepts is None  # no checker: no verdict
         with pytest.raises(GenerationError, match="simulated"):
             engine.submit(_task("explode")).result(timeout=60)
         assert engine.status().loaded is True

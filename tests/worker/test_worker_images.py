@@ -105,3 +105,29 @@ def test_file_store_ttl():
     time.sleep(0.3)
     assert store.get(file_id) is None
     assert len(store) == 0
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"a plain text file\n",
+        b"GIF89a\x01\x00\x01\x00\x00\x00\x00;",  # Pillow reads GIFs; the API does not take them
+        b"BM" + b"\x00" * 60,
+    ],
+)
+def test_decode_accepts_only_png_jpeg_webp_without_reprs(data):
+    with pytest.raises(InvalidImageRequestError) as err:
+        decode_image(data, param="image")
+    assert str(err.value) == "image is not a PNG/JPEG/WebP image"
+    assert err.value.code == "invalid_image"
+
+
+@pytest.mark.parametrize(("fmt", "pil_name"), [("png", "PNG"), ("jpeg", "JPEG"), ("webp", "WEBP")])
+def test_decode_accepts_the_three_formats(fmt, pil_name):
+    assert decode_image(encode_image(Image.new("RGB", (8, 8)), fmt)).format == pil_name
+
+
+def test_decode_names_a_truncated_image():
+    data = encode_image(Image.effect_noise((64, 64), 50).convert("RGB"), "png")
+    with pytest.raises(InvalidImageRequestError, match="truncated or corrupt PNG image"):
+        decode_image(data[: len(data) // 2])

@@ -71,8 +71,9 @@ def test_edit_pipelines_share_components(tiny):
 def test_local_directory_loads_through_from_pretrained(tiny, tmp_path):
     tiny.text_to_image.save_pretrained(tmp_path / "zimage-tiny")
     loaded = load_pipelines(str(tmp_path / "zimage-tiny"), "cpu")
-    assert loaded.limits.size_multiple == 4  # read from vae/config.json
+    assert loaded.limits.size_multiple == 16  # read from vae/config.json (4 blocks)
     assert loaded.limits.default_steps == 50  # not a Turbo model
+    assert loaded.limits.default_edit_guidance == 1.5
     assert np.array_equal(np.asarray(_generate(tiny, 9)[0]), np.asarray(_generate(loaded, 9)[0]))
 
 
@@ -80,7 +81,52 @@ def test_limits_for_hub_ids():
     turbo = limits_for("Tongyi-MAI/Z-Image-Turbo")
     assert (turbo.default_steps, turbo.default_guidance) == (8, 0.0)
     assert turbo.size_multiple == 16 and turbo.default_size == (1024, 1024)
+    assert turbo.default_edit_guidance == 0.0  # guidance-distilled
     assert limits_for("tiny") is TINY_LIMITS
+    assert TINY_LIMITS == turbo  # the tiny model accepts exactly what the real one does
+
+
+#: Keys of the real configs that the tiny model shrinks (widths and depths); every other key must
+#: equal the real model's.
+_SHRUNK = {
+    "transformer": {"dim", "n_layers", "n_heads", "n_kv_heads", "cap_feat_dim",
+                    "axes_dims"},
+    "vae": {"block_out_channels", "norm_num_groups"},
+}
+
+
+@pytest.mark.parametrize("component", ["transformer", "vae"])
+def test_tiny_model_is_built_like_the_real_one(tiny, reference_dir, component):
+    import json
+
+    real = json.loads((reference_dir / "z-image-turbo" / component / "config.json").read_text())
+    mine = dict(getattr(tiny.text_to_image, component).config)
+    for key, value in real.items():
+        if key.startswith("_") or key in _SHRUNK[component]:
+            continue
+        assert json.loads(json.dumps(mine[key])) == value, key
+    if component == "transformer":
+        # same rotary split of the head dimension (32:48:48 of 128)
+        head = mine["dim"] // mine["n_heads"]
+        assert [d / head for d in mine["axes_dims"]] == [d / 128 for d in real["axes_dims"]]
+    else:
+        assert len(mine["block_out_channels"]) == len(real["block_out_channels"]) == 4
+        ratios = [c / mine["block_out_channels"][0] for c in mine["block_out_channels"]]
+        assert ratios == [c / real["block_out_channels"][0] for c in real["block_out_channels"]]
+    scheduler = json.loads((reference_dir / "z-image-turbo/scheduler/scheduler_config.json")
+                           .read_text())
+    assert tiny.text_to_image.scheduler.config["shift"] == scheduler["shift"]
+
+
+def test_tiny_model_structure():
+    from broker.worker.pipelines.tiny import TINY_TRANSFORMER_CONFIG, TINY_VAE_CONFIG
+
+    pipe = load_pipelines("tiny", "cpu").text_to_image
+    assert pipe.vae_scale_factor == 8 and len(TINY_VAE_CONFIG["block_out_channels"]) == 4
+    assert TINY_TRANSFORMER_CONFIG["all_patch_size"] == (2,)
+    # 2048 px / 8 (VAE) / 2 (patch) = 128 positions per side; the rotary axes hold 512
+    assert min(TINY_TRANSFORMER_CONFIG["axes_lens"][1:]) >= 2048 // 8 // 2
+    assert pipe.vae.config.latent_channels == pipe.transformer.config.in_channels == 16
 
 
 def test_missing_model_is_a_load_error(tmp_path):

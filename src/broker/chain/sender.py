@@ -15,6 +15,27 @@ It fixes the reference SDK's transaction path (``user-broker.md`` §2.2–§2.3,
   :class:`~broker.chain.errors.TransactionTimeoutError`.
 * **Mined reverts.** A status-0 receipt is replayed with ``eth_call`` on the state just before its
   block and decoded into the typed error.
+* **Other writers on the same key** (two processes, two brokers). When the *first* broadcast of a
+  nonce is refused with ``nonce too low``, ``already known`` / ``already imported`` (another writer
+  signed the very same bytes) or ``replacement transaction underpriced`` (another writer's
+  transaction holds that nonce in the pool), the nonce is re-read from the node (``pending``) and
+  the transaction re-signed and resent, at most :data:`NONCE_RETRIES` times (after a short random
+  pause, so the writers fall out of step). This never sends one
+  operation twice: the node refused our bytes, so nothing of ours is in flight with that nonce —
+  provided nothing else re-sends them, which is why web3's transport retry is switched off for
+  ``eth_sendRawTransaction`` on the sender's provider (a retried send that had reached the node
+  would come back ``already known`` and look like another writer's). Another writer's transaction
+  is never replaced: only our own broadcast nonce is bumped. A transport failure of
+  ``eth_sendRawTransaction`` itself is not retried: the error says the transaction may still be
+  mined and gives its hash. Before its first broadcast a nonce is checked against the node's
+  ``pending`` count (another writer's pending transactions take nonces our lane does not know).
+  When another writer's transaction took our nonce anyway (it replaced ours in the pool at a
+  higher price) and none of our transactions for that nonce exists any more, nothing of ours can
+  be mined: the transaction is re-signed with a fresh nonce. Each sender adds its own random *lane salt* (1–65536 gas) to the gas
+  limit, so two writers practically never sign byte-identical transactions: identical bytes would
+  be one transaction on chain that both writers report as theirs (one operation silently lost);
+  the salt costs nothing (a legacy transaction pays for the gas used, not the limit). Two writers still cost retries and can race a bump; for heavy use keep
+  one writer per key (README, "One writer per key").
 
 Transactions are legacy (type 0, ``gasPrice``); nothing off-chain depends on the type (§2.2).
 """
@@ -23,6 +44,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -53,13 +75,37 @@ from broker.chain.errors import (
     decode_revert,
 )
 
-__all__ = ["TransactionSender", "call_view", "rpc_guard"]
+__all__ = ["NONCE_RETRIES", "TransactionSender", "call_view", "no_send_retry", "rpc_guard"]
 
 logger = logging.getLogger(__name__)
 
 _REVERT_EXC = (ContractCustomError, ContractLogicError, ContractPanicError)
 _UNDERPRICED_MARKERS = ("underpriced", "fee too low", "max fee per gas less than block base fee")
-_NONCE_TOO_LOW_MARKERS = ("nonce too low", "already known", "nonce has already been used")
+_NONCE_TOO_LOW_MARKERS = ("nonce too low", "already known", "already imported",
+                          "nonce has already been used", "known transaction")
+_REPLACEMENT_MARKERS = ("replacement transaction underpriced", "replacement fee too low")
+
+#: How many times a new transaction is re-signed with a fresh nonce after another writer on the
+#: same key took its nonce (with a random pause of up to 20 ms × 2^attempt before each).
+NONCE_RETRIES = 5
+_SEND_METHOD = "eth_sendRawTransaction"
+
+
+def no_send_retry(w3: Web3) -> Web3:
+    """Switch off web3's transport retry for ``eth_sendRawTransaction`` on ``w3``'s HTTP provider
+    (other methods keep it). A send retried after a timeout may reach the node twice; the second
+    answer (``already known``) would hide that the first was accepted.
+
+    Returns:
+        ``w3`` (changed in place; providers without a retry configuration are left alone).
+    """
+    provider = w3.provider
+    cfg = getattr(provider, "exception_retry_configuration", None)
+    allow = getattr(cfg, "method_allowlist", None)
+    if cfg is not None and allow is not None and _SEND_METHOD in allow:
+        provider.exception_retry_configuration = cfg.model_copy(
+            update={"method_allowlist": [m for m in allow if m != _SEND_METHOD]})
+    return w3
 
 
 def _rpc_message(exc: BaseException) -> str:
@@ -112,6 +158,10 @@ def call_view(fn: ContractFunction, *, from_: str | None = None,
         return fn.call(params, block_identifier=block_identifier)
 
 
+class _SendUnanswered(RPCError):
+    """``eth_sendRawTransaction`` got no answer: the transaction may or may not be in."""
+
+
 def _matches(message: str, markers: tuple[str, ...]) -> bool:
     low = message.lower()
     return any(m in low for m in markers)
@@ -160,7 +210,7 @@ class TransactionSender:
             raise InputError("receipt_timeout must be positive")
         if max_bumps < 0:
             raise InputError("max_bumps must not be negative")
-        self.w3 = w3
+        self.w3 = no_send_retry(w3)
         self._account = account
         self.gas_price = gas_price
         self.max_gas_price = max_gas_price
@@ -170,6 +220,7 @@ class TransactionSender:
         self.poll_interval = poll_interval
         self.gas_limit_margin = Decimal(str(gas_limit_margin))
         self._lock = threading.Lock()
+        self._salt = secrets.randbelow(1 << 16) + 1     # gas; see "Other writers" above
         self._nonce: int | None = None
         self._chain_id: int | None = None
 
@@ -217,7 +268,10 @@ class TransactionSender:
             ContractRevertError: the estimate or the mined transaction reverted (typed subclass).
             GasPriceCapError: still underpriced at ``max_gas_price`` / after ``max_bumps``.
             TransactionTimeoutError: no receipt after the last replacement.
-            TransactionError: the node refused the transaction (for example insufficient funds).
+            TransactionError: the node refused the transaction (for example insufficient funds),
+                did not answer ``eth_sendRawTransaction`` (the message gives the hash: it may
+                still be mined), or another writer on this key took the nonce more than
+                :data:`NONCE_RETRIES` times.
             RPCError: transport failure.
         """
         if value < 0:
@@ -230,7 +284,7 @@ class TransactionSender:
 
         Args:
             tx: ``to`` (address), ``data`` (hex), optional ``value`` (neuron), optional ``gas``
-                (skips estimation when given), optional ``gasPrice`` (initial price, neuron per
+                (skips estimation when given; the lane salt is added), optional ``gasPrice`` (initial price, neuron per
                 gas). ``nonce``, ``chainId`` and ``from`` are filled in here.
 
         Returns:
@@ -247,11 +301,11 @@ class TransactionSender:
         if base["to"] is None:
             base.pop("to")
         if tx.get("gas") is not None:
-            base["gas"] = int(tx["gas"])
+            base["gas"] = int(tx["gas"]) + self._salt
         else:
             with rpc_guard("eth_estimateGas"):
                 estimate = self.w3.eth.estimate_gas({"from": self.address, **base})
-            base["gas"] = math.ceil(Decimal(estimate) * self.gas_limit_margin)
+            base["gas"] = math.ceil(Decimal(estimate) * self.gas_limit_margin) + self._salt
         price = int(tx["gasPrice"]) if tx.get("gasPrice") is not None else self._initial_price()
         return self._land(base, price)
 
@@ -279,22 +333,38 @@ class TransactionSender:
     def _sign_and_send(self, base: dict[str, Any], nonce: int, price: int) -> str:
         tx = {**base, "nonce": nonce, "gasPrice": price, "chainId": self.chain_id}
         signed = self._account.sign_transaction(tx)
-        with rpc_guard("eth_sendRawTransaction"):
-            tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+        try:
+            with rpc_guard("eth_sendRawTransaction"):
+                tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+        except RPCError as exc:
+            if isinstance(exc.__cause__, (requests.exceptions.RequestException, OSError)):
+                raise _SendUnanswered(
+                    f"the node did not answer eth_sendRawTransaction "
+                    f"({type(exc.__cause__).__name__}); transaction 0x{bytes(signed.hash).hex()} "
+                    f"(nonce {nonce}) may still be mined: check it before sending again"
+                ) from None
+            raise
         hex_hash = "0x" + bytes(tx_hash).hex()
         logger.debug("sent tx %s nonce=%d gas_price=%d", hex_hash, nonce, price)
         return hex_hash
 
     def _broadcast(self, base: dict[str, Any], nonce: int, price: int, cap: int,
-                   bumps: list[int]) -> tuple[str, int]:
-        """Broadcast, bumping on underpriced errors. Returns (hash, price used)."""
+                   bumps: list[int], *, ours: bool = True) -> tuple[str, int]:
+        """Broadcast, bumping on underpriced errors. Returns (hash, price used).
+
+        ``ours``: a transaction of ours already holds ``nonce`` (a replacement); when ``False``
+        a "replacement transaction underpriced" means another writer's does, and is raised."""
         while True:
             try:
                 return self._sign_and_send(base, nonce, price), price
+            except _SendUnanswered:
+                raise
             except RPCError as exc:
                 message = str(exc)
                 if not _matches(message, _UNDERPRICED_MARKERS):
                     raise
+                if not ours and _matches(message, _REPLACEMENT_MARKERS):
+                    raise       # another writer's transaction holds this nonce: never replace it
                 if len(bumps) >= self.max_bumps:
                     raise GasPriceCapError(
                         f"transaction still underpriced at {price} neuron/gas after "
@@ -311,29 +381,68 @@ class TransactionSender:
                 f"gas price {price} neuron/gas exceeds max_gas_price {cap}",
                 nonce=-1, gas_price=price,
             )
-        bumps: list[int] = []
+        for _ in range(NONCE_RETRIES + 1):
+            bumps: list[int] = []
+            nonce, tx_hash, used = self._first_broadcast(base, price, cap, bumps)
+            receipt = self._await_receipt(base, nonce, [tx_hash], used, cap, bumps)
+            if receipt is not None:
+                break
+            # Another writer's transaction consumed our nonce and none of ours exists any more
+            # (replaced in the pool, then dropped): nothing of ours can be mined; send anew.
+            logger.info("nonce %d was consumed by another writer; resending with a fresh nonce",
+                        nonce)
+        else:
+            raise TransactionError(
+                f"another writer on this key consumed the nonce {NONCE_RETRIES + 1} times; "
+                "nothing was mined for this transaction (keep one writer per key)")
+        if receipt["status"] != 1:
+            raise self._decode_failed(base, receipt)
+        return receipt
+
+    def _first_broadcast(self, base: dict[str, Any], price: int, cap: int,
+                         bumps: list[int]) -> tuple[int, str, int]:
+        """Take a nonce and broadcast; returns ``(nonce, hash, price used)``."""
         with self._lock:
-            for attempt in range(3):
-                if self._nonce is None:
-                    self._nonce = self._pending_nonce()
-                nonce = self._nonce
+            for attempt in range(NONCE_RETRIES + 1):
+                # The node's pending count catches another writer's transactions that our local
+                # lane does not know about (their nonces are taken even while still pending).
+                pending = self._pending_nonce()
+                nonce = pending if self._nonce is None else max(self._nonce, pending)
+                self._nonce = nonce
                 try:
-                    tx_hash, price = self._broadcast(base, nonce, price, cap, bumps)
+                    tx_hash, price = self._broadcast(base, nonce, price, cap, bumps, ours=False)
+                except _SendUnanswered as exc:
+                    self._nonce = None
+                    raise TransactionError(str(exc)) from None
                 except RPCError as exc:
                     self._nonce = None  # resync on the next transaction
-                    if _matches(str(exc), _NONCE_TOO_LOW_MARKERS) and attempt < 2:
-                        continue  # someone else used this nonce: take a fresh one
+                    message = str(exc)
+                    taken = _matches(message, _NONCE_TOO_LOW_MARKERS + _REPLACEMENT_MARKERS)
+                    if taken and attempt < NONCE_RETRIES:
+                        # Another writer on this key took the nonce; the node refused our bytes,
+                        # so nothing of ours is in flight: re-sign with a fresh nonce.
+                        logger.info("nonce %d taken by another writer (%s); resending with a "
+                                    "fresh nonce", nonce, message)
+                        time.sleep(secrets.randbelow(20 << attempt) / 1000)
+                        continue
                     raise self._refused(exc) from None
                 except BaseException:
                     self._nonce = None
                     raise
                 self._nonce = nonce + 1
-                break
-        hashes = [tx_hash]
+                return nonce, tx_hash, price
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _await_receipt(self, base: dict[str, Any], nonce: int, hashes: list[str], price: int,
+                       cap: int, bumps: list[int]) -> TxReceipt | None:
+        """Wait for a receipt of any of ``hashes``, bumping on timeouts. ``None``: the nonce was
+        consumed by another writer and none of our transactions exists (:meth:`_nonce_lost`)."""
         while True:
             receipt = self._wait_any(hashes, self.receipt_timeout)
             if receipt is not None:
-                break
+                return receipt
+            if self._nonce_lost(nonce, hashes):
+                return None
             if len(bumps) >= self.max_bumps:
                 self._nonce = None
                 raise TransactionTimeoutError(
@@ -349,16 +458,39 @@ class TransactionSender:
             bumps.append(price)
             try:
                 new_hash, price = self._broadcast(base, nonce, price, cap, bumps)
+            except _SendUnanswered:
+                continue    # the replacement may or may not be in: keep waiting for any hash
             except RPCError as exc:
                 if _matches(str(exc), _NONCE_TOO_LOW_MARKERS):
-                    continue  # one of our earlier transactions was mined meanwhile
+                    continue  # mined meanwhile (ours: the receipt comes; else _nonce_lost)
                 self._nonce = None
                 raise self._refused(exc) from None
             logger.debug("replaced nonce %d with %s at gas price %d", nonce, new_hash, price)
             hashes.append(new_hash)
-        if receipt["status"] != 1:
-            raise self._decode_failed(base, receipt)
-        return receipt
+
+    def _nonce_lost(self, nonce: int, hashes: list[str]) -> bool:
+        """``True`` when ``nonce`` is used on chain and the node knows none of ``hashes`` (not
+        mined, not pending): then none of them can ever be mined, and resending is safe."""
+        try:
+            with rpc_guard("eth_getTransactionCount"):
+                mined = int(self.w3.eth.get_transaction_count(self.address, "latest"))
+            if mined <= nonce:
+                return False
+            for h in hashes:
+                try:
+                    with rpc_guard("eth_getTransactionByHash"):
+                        if self.w3.eth.get_transaction(h) is not None:
+                            return False
+                except TransactionNotFound:
+                    continue
+                except RPCError as exc:
+                    if "not found" not in str(exc).lower():
+                        return False
+        except RPCError:
+            return False            # cannot tell: keep treating it as possibly ours
+        with self._lock:
+            self._nonce = None
+        return True
 
     @staticmethod
     def _refused(exc: RPCError) -> TransactionError:

@@ -6,12 +6,13 @@ from dataclasses import dataclass
 
 import typer
 
-from broker.broker import Broker, create_broker, resolve_network
+from broker._exceptions import InputError
+from broker.broker import Broker, create_broker, devnet_fallback_key, resolve_network
 from broker.chain.keys import key_source
 from broker.cli.output import message
 from broker.config.settings import Settings, load_settings
 
-__all__ = ["CliOptions", "make_broker", "options"]
+__all__ = ["CliOptions", "address_param", "amount_param", "make_broker", "options"]
 
 
 @dataclass
@@ -57,11 +58,9 @@ def make_broker(ctx: typer.Context) -> Broker:
     if network.strip().lower() == "devnet" and key_source(None, settings=settings) is None:
         net = resolve_network(network, rpc_url=opts.rpc, ledger_address=opts.ledger_ca,
                               inference_address=opts.inference_ca, settings=settings)
-        if net.dev_accounts:
-            dev = net.dev_accounts[0]
-            key = dev.private_key
-            private_key = key.get_secret_value() if hasattr(key, "get_secret_value") else key
-            message(f"no key configured: using devnet dev account {dev.address} "
+        private_key = devnet_fallback_key(net, settings=settings)
+        if private_key is not None:
+            message(f"no key configured: using devnet dev account {net.dev_accounts[0].address} "
                     "(public anvil key)", style="yellow")
     return create_broker(
         private_key,
@@ -73,3 +72,32 @@ def make_broker(ctx: typer.Context) -> Broker:
         max_gas_price=opts.max_gas_price,
         settings=settings,
     )
+
+
+def address_param(value: str | list[str] | None) -> str | list[str] | None:
+    """Option callback for addresses (``--provider``): a malformed one is a usage error (exit 2)
+    before anything connects. Returns the value(s) checksummed; ``None`` passes through."""
+    from broker.chain.addresses import checksum_address
+
+    if value is None:
+        return None
+    try:
+        if isinstance(value, list):
+            return [checksum_address(v, field="provider") for v in value]
+        return checksum_address(value, field="provider")
+    except InputError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def amount_param(value: str | None) -> str | None:
+    """Option callback for 0G amounts (``--amount``): checked exactly with
+    :func:`broker.units.parse_0g`; a malformed one is a usage error (exit 2). Returns the text."""
+    from broker.units import parse_0g
+
+    if value is None:
+        return None
+    try:
+        parse_0g(value)
+    except InputError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value

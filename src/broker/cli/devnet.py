@@ -1,6 +1,8 @@
 """``0g-broker devnet up | down | status``: the embedded local chain (anvil + our contracts).
 
-Messages go to stderr (rich), data to stdout. Exit status 0 on success, 1 with a one-line error.
+Messages go to stderr (rich), data to stdout. Exit status 0 on success, 1 with a one-line error, 2
+on a usage error; ``devnet status`` exits 1 when the devnet is not running (its ``--json`` still
+prints ``"running": false``), so scripts can test it.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
-from broker._exceptions import BrokerError
+from broker._exceptions import BrokerError, InputError
 from broker.devnet import devnet_down, devnet_status, devnet_up, load_devnet_state
 
 __all__ = ["app"]
@@ -28,7 +31,9 @@ _StateFile = typer.Option(
 
 
 def _fail(exc: BrokerError) -> None:
-    _err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
+    # the message is printed as plain text: brackets in it ("[worker]") are not rich markup
+    _err.print(Text("error: ", style="red") + Text(" ".join(str(exc).split())),
+               highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -55,6 +60,8 @@ def up(
         with _err.status("starting devnet..."):
             state = devnet_up(port=port, state_file=state_file, with_provider=with_provider,
                               model=model)
+    except InputError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--model'") from None
     except BrokerError as exc:
         _fail(exc)
     if json_out:
@@ -96,7 +103,7 @@ def status(
     ),
     state_file: Path | None = _StateFile,
 ) -> None:
-    """Show whether the devnet runs, and its addresses."""
+    """Show whether the devnet runs, and its addresses. Exit status 1 when it is not running."""
     info = devnet_status(state_file)
     if show_keys and info["running"]:
         try:
@@ -105,10 +112,12 @@ def status(
             _fail(exc)
     if json_out:
         typer.echo(json.dumps(info, indent=2))
+        if not info["running"]:
+            raise typer.Exit(1)
         return
     if not info["running"]:
         _err.print("devnet is not running; run `0g-broker devnet up`", highlight=False)
-        return
+        raise typer.Exit(1)
     state = info["state"]
     typer.echo(
         f"running: {state['rpc_url']} (chain {state['chain_id']}, block {info['block_number']})"

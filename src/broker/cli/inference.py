@@ -15,14 +15,15 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from broker.cli.context import make_broker, options
+from broker.cli.context import address_param, make_broker, options
 from broker.cli.output import amount_fields, handle_errors, message, out, print_json
 from broker.ledger.models import TxResult
 from broker.units import format_0g
 
 __all__ = ["CURL_PATHS", "register"]
 
-ProviderOpt = Annotated[str, typer.Option("--provider", help="Provider address.")]
+ProviderOpt = Annotated[str, typer.Option("--provider", callback=address_param,
+                                          help="Provider address.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 
 #: the example request path per service type (as in ``get-secret`` of 0g-compute-cli).

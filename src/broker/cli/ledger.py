@@ -9,14 +9,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from broker.cli.context import make_broker, options
+from broker.cli.context import address_param, amount_param, make_broker, options
 from broker.cli.output import amount_fields, handle_errors, message, out, print_json
 from broker.ledger.models import TxResult
 from broker.units import format_0g
 
 __all__ = ["register"]
 
-AmountOpt = Annotated[str, typer.Option("--amount", "-a", help="Amount in 0G (e.g. 3 or 0.5).")]
+AmountOpt = Annotated[str, typer.Option("--amount", "-a", callback=amount_param,
+                                        help="Amount in 0G (e.g. 3 or 0.5).")]
+ProviderOpt = Annotated[str, typer.Option("--provider", callback=address_param,
+                                          help="Provider address.")]
 ServiceOpt = Annotated[str, typer.Option("--service", help="Service type or name.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 
@@ -62,14 +65,18 @@ def refund(ctx: typer.Context, amount: AmountOpt, as_json: JsonOpt = False) -> N
 
 def transfer_fund(
     ctx: typer.Context,
-    provider: Annotated[str, typer.Option("--provider", help="Provider address.")],
+    provider: ProviderOpt,
     amount: AmountOpt,
     service: ServiceOpt = "inference",
+    force: Annotated[bool, typer.Option(
+        "--force", help="Transfer even when no service is registered at the address.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Transfer funds from the ledger to a provider sub-account (at least 1 0G for a new one)."""
+    """Transfer funds from the ledger to a provider sub-account (at least 1 0G for a new one).
+    Refused when no service is registered at the address (a typo would lock the funds) unless
+    --force."""
     b = make_broker(ctx)
-    result = b.ledger.transfer_fund(provider, service, amount)
+    result = b.ledger.transfer_fund(provider, service, amount, allow_unregistered=force)
     _tx_out(ctx, result, f"Transferred {amount} 0G to {provider} ({service})", as_json=as_json)
 
 
@@ -77,7 +84,8 @@ def retrieve_fund(
     ctx: typer.Context,
     service: ServiceOpt = "inference",
     provider: Annotated[list[str] | None, typer.Option(
-        "--provider", help="Provider address (repeatable); default: all providers.")] = None,
+        "--provider", callback=address_param,
+        help="Provider address (repeatable); default: all providers.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Request refunds from provider sub-accounts and collect matured ones."""
@@ -126,7 +134,7 @@ def get_account(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 def get_sub_account(
     ctx: typer.Context,
-    provider: Annotated[str, typer.Option("--provider", help="Provider address.")],
+    provider: ProviderOpt,
     service: ServiceOpt = "inference",
     as_json: JsonOpt = False,
 ) -> None:

@@ -41,13 +41,18 @@ def login(
     elif stdin:
         key = sys.stdin.readline().strip()
     else:
+        if not sys.stdin.isatty():
+            raise KeyStoreError(
+                "no terminal to prompt for the private key: pass --stdin or --private-key-env VAR "
+                "and set ZG_KEYSTORE_PASSWORD")
         key = typer.prompt("Private key", hide_input=True)
     wallet = wallet_from_key(key)
     if settings.keystore_password is not None:
         password = settings.keystore_password.get_secret_value()
     else:
         if not sys.stdin.isatty():
-            raise KeyStoreError("set ZG_KEYSTORE_PASSWORD (no terminal to prompt on)")
+            raise KeyStoreError(
+                "no terminal to prompt for the keystore password: set ZG_KEYSTORE_PASSWORD")
         password = typer.prompt("Keystore password", hide_input=True,
                                 confirmation_prompt=True)
     written = create_keystore(key, password, path)

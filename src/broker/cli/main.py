@@ -8,18 +8,53 @@ Exit codes: 0 success, 1 a :class:`~broker._exceptions.BrokerError` (one red lin
 from __future__ import annotations
 
 import importlib
-from typing import Annotated
+from typing import Annotated, Any
 
+import click
 import typer
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
+from broker._exceptions import BrokerError
 from broker.cli import ledger as ledger_cmds
 from broker.cli import login as login_cmds
 from broker.cli import network as network_cmds
 from broker.cli.context import CliOptions
+from broker.cli.output import report_error
 
-__all__ = ["app", "main"]
+__all__ = ["RootGroup", "app", "main"]
+
+
+#: Exceptions that carry their own exit code (usage errors: 2; ``typer.Exit``): not ours to report.
+_PASS_THROUGH = (TyperException, typer.Exit, typer.Abort, click.exceptions.ClickException,
+                 click.exceptions.Exit, click.exceptions.Abort)
+
+
+class RootGroup(TyperGroup):
+    """The root command group: every command runs through :meth:`invoke`, so any error that a
+    command lets through (a :class:`~broker._exceptions.BrokerError` or anything unexpected) ends
+    as one line on stderr and exit 1, never a traceback (``ZG_DEBUG=1`` prints it); click's own
+    usage errors keep exit 2."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _PASS_THROUGH:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the one place turning errors into exit codes
+            raise typer.Exit(report_error(exc)) from None
+        except KeyboardInterrupt as exc:
+            raise typer.Exit(report_error(exc)) from None
+        except SystemExit as exc:  # a server (uvicorn) exiting 3 when its start-up failed
+            if not isinstance(exc.code, int) or exc.code in (0, 1, 2, 130):
+                raise
+            report_error(BrokerError(
+                f"the server did not start (its exit status {exc.code}; see the messages above)"))
+            raise typer.Exit(1) from None
+
 
 app = typer.Typer(
+    cls=RootGroup,
     name="0g-broker",
     help="Python broker for the 0G Compute Network.",
     no_args_is_help=True,
@@ -64,6 +99,7 @@ AREA_MODULES: tuple[tuple[str, str], ...] = (
     ("serve", "broker.cli.serve"),
     ("provider", "broker.cli.provider"),
     ("worker", "broker.cli.worker"),
+    ("ui", "broker.cli.ui"),
 )
 
 

@@ -17,7 +17,10 @@ from rich.text import Text
 from broker._exceptions import BrokerError
 from broker.units import format_0g
 
-__all__ = ["amount_fields", "err", "handle_errors", "message", "out", "print_json"]
+__all__ = [
+    "amount_fields", "err", "error_line", "handle_errors", "message", "out", "print_json",
+    "report_error",
+]
 
 #: stdout: data (tables, JSON).
 out = Console(soft_wrap=True)
@@ -43,22 +46,46 @@ def amount_fields(name: str, neuron: int) -> dict[str, str]:
     return {name: str(int(neuron)), f"{name}_0g": format_0g(int(neuron))}
 
 
+def _debug() -> bool:
+    return os.environ.get("ZG_DEBUG", "").lower() in ("1", "true", "yes")
+
+
+def error_line(exc: BaseException) -> str:
+    """The one-line text the CLI shows for ``exc``: its message on one line plus, for a
+    :class:`BrokerError` with a ``hint``, ``(hint: ...)``; other exceptions are prefixed with
+    their class name (an unexpected error, never a traceback)."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, BrokerError):
+        text = text or type(exc).__name__
+        hint = getattr(exc, "hint", None)
+        if hint:
+            text = f"{text} (hint: {' '.join(str(hint).split())})"
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def report_error(exc: BaseException) -> int:
+    """Print ``exc`` as one red line on stderr (``ZG_DEBUG=1``: the traceback first) and return
+    the exit code: 130 for Ctrl-C, else 1."""
+    if isinstance(exc, KeyboardInterrupt):
+        err.print(Text("interrupted", style="red"))
+        return 130
+    if _debug():
+        traceback.print_exception(exc)
+    err.print(Text(f"✗ {error_line(exc)}", style="bold red"))
+    return 1
+
+
 def handle_errors(fn: F) -> F:
     """Decorate a command: a :class:`BrokerError` becomes one red line on stderr and exit code 1
-    (``ZG_DEBUG=1`` also prints the traceback); Ctrl-C exits 130."""
+    (``ZG_DEBUG=1`` also prints the traceback); Ctrl-C exits 130. (The root command group does the
+    same for any other exception: :class:`broker.cli.main.RootGroup`.)"""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except BrokerError as exc:
-            if os.environ.get("ZG_DEBUG", "").lower() in ("1", "true", "yes"):
-                traceback.print_exc()
-            text = " ".join(str(exc).split()) or type(exc).__name__
-            err.print(Text(f"✗ {text}", style="bold red"))
-            raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            err.print(Text("interrupted", style="red"))
-            raise typer.Exit(130) from None
+        except (BrokerError, KeyboardInterrupt) as exc:
+            raise typer.Exit(report_error(exc)) from None
 
     return wrapper  # type: ignore[return-value]

@@ -3,24 +3,35 @@ job in one command); registered by :mod:`broker.cli.main` through :func:`registe
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from broker.cli.context import make_broker, options
+from broker._exceptions import InputError
+from broker.cli.context import address_param, make_broker, options
 from broker.cli.output import err, handle_errors, print_json
 
-__all__ = ["register"]
+__all__ = ["VerifyChoice", "register"]
+
+
+class VerifyChoice(StrEnum):
+    """``--verify`` values (:data:`broker.proxy.settings.VerifyMode`)."""
+
+    off = "off"
+    warn = "warn"
+    enforce = "enforce"
 
 
 @handle_errors
 def serve_cmd(
     ctx: typer.Context,
     provider: Annotated[str, typer.Option("--provider", envvar="ZG_SERVE_PROVIDER",
+                                          callback=address_param,
                                           help="Provider address to serve.")],
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 3000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 3000,
     api_key: Annotated[str | None, typer.Option(
         "--api-key", envvar="ZG_SERVE_API_KEY",
         help="Require clients to send 'Authorization: Bearer <key>'. On the command line the key "
@@ -28,20 +39,28 @@ def serve_cmd(
     api_key_file: Annotated[Path | None, typer.Option(
         "--api-key-file", envvar="ZG_SERVE_API_KEY_FILE",
         help="Read the API key from this file (first line; keep it mode 600).")] = None,
-    verify: Annotated[str, typer.Option(
-        help="Response verification: off, warn (report only) or enforce (refuse).")] = "warn",
+    verify: Annotated[VerifyChoice, typer.Option(
+        help="Response verification: off, warn (report only) or enforce (refuse).")]
+    = VerifyChoice.warn,
     auto_funding: Annotated[bool, typer.Option(
         "--auto-funding/--no-auto-funding", help="Top up the sub-account in the background.")] = True,
-    images_timeout: Annotated[float, typer.Option(help="Image request timeout, seconds.")] = 600.0,
-    chat_timeout: Annotated[float, typer.Option(help="Chat request timeout, seconds.")] = 300.0,
+    images_timeout: Annotated[float, typer.Option(
+        min=0.001, help="Image request timeout, seconds.")] = 600.0,
+    chat_timeout: Annotated[float, typer.Option(
+        min=0.001, help="Chat request timeout, seconds.")] = 300.0,
 ) -> None:
     """Run the OpenAI-compatible local proxy for one provider: it pays, signs, verifies and bills
-    every request."""
+    every request.
+
+    Everything that can be checked at start is checked before any transaction (the port is free,
+    a key is configured, the provider is registered with a service type and model serve handles);
+    a start that fails there spends nothing."""
     from pydantic import ValidationError
 
     from broker.proxy.app import serve
-    from broker.proxy.errors import ProxyConfigError
+    from broker.proxy.errors import ProxyConfigError, ProxyStartupError
     from broker.proxy.settings import ServeSettings
+    from broker.proxy.startup import check_port, preflight
 
     source = ctx.get_parameter_source("api_key")      # typer's own click: compare by name
     if api_key is not None and getattr(source, "name", "") == "COMMANDLINE":
@@ -54,16 +73,28 @@ def serve_cmd(
     try:
         settings = ServeSettings(provider=provider, host=host, port=port, api_key=api_key,
                                  api_key_file=api_key_file,
-                                 verify=verify, auto_funding=auto_funding,
+                                 verify=verify.value, auto_funding=auto_funding,
                                  images_timeout=images_timeout, chat_timeout=chat_timeout)
     except ValidationError as exc:
         raise ProxyConfigError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
                                          for e in exc.errors())) from None
+    # pre-flight, before anything is sent: port, key, provider, service type, model
+    check_port(settings.host, settings.port)
     broker = make_broker(ctx)
+    try:
+        preflight(broker.inference, settings.provider, settings)
+    except BaseException:
+        broker.inference.close()
+        raise
     err.print(f"serving provider {settings.provider} on http://{host}:{port}/v1 "
               f"(verify {settings.verify})")
     try:
         serve(broker, settings)
+    except SystemExit as exc:  # uvicorn exits 3 when a start-up step fails (logged above)
+        if exc.code in (0, None):
+            raise
+        raise ProxyStartupError(f"serve did not start (exit status {exc.code} of the server; "
+                                "see the messages above)") from None
     finally:
         if broker.inference is not None:
             broker.inference.close()
@@ -76,7 +107,7 @@ def demo_cmd(
     out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("demo.png"),
     model: Annotated[str, typer.Option(
         help="Worker model: 'tiny' (offline test weights) or a local Z-Image folder.")] = "tiny",
-    size: Annotated[str | None, typer.Option(help="WIDTHxHEIGHT (default: the model's).")] = None,
+    size: Annotated[str | None, typer.Option(help="WIDTHxHEIGHT (default: 512x512, the SDK's).")] = None,
     keep: Annotated[bool, typer.Option(
         "--keep", help="Keep everything running until Ctrl-C.")] = False,
 ) -> None:
@@ -84,7 +115,12 @@ def demo_cmd(
     generated with the openai client through serve, paid and verified; then everything stopped."""
     import signal
 
-    from broker.proxy.demo import run_demo
+    from broker.proxy.demo import check_demo_options, run_demo
+
+    try:  # pre-flight: bad values are usage errors, found before anything starts
+        check_demo_options(model, size)
+    except InputError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--size' / '--model'") from None
 
     def _terminate(_sig, _frame):  # SIGTERM / SIGHUP: unwind like Ctrl-C so everything stops
         raise KeyboardInterrupt

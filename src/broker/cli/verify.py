@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from broker.cli.context import address_param
 from broker.cli.output import handle_errors, out, print_json
 
 __all__ = ["print_report", "register"]
@@ -70,7 +71,8 @@ def register(app: typer.Typer, get_broker: Callable[[typer.Context], Any] | None
 
     def verify(
         ctx: typer.Context,
-        provider: Annotated[str, typer.Option("--provider", help="Provider address.")],
+        provider: Annotated[str, typer.Option("--provider", callback=address_param,
+                                              help="Provider address.")],
         output_dir: Annotated[
             Path | None,
             typer.Option(
@@ -135,7 +137,8 @@ def register(app: typer.Typer, get_broker: Callable[[typer.Context], Any] | None
 
     def download_report(
         ctx: typer.Context,
-        provider: Annotated[str, typer.Option("--provider", help="Provider address.")],
+        provider: Annotated[str, typer.Option("--provider", callback=address_param,
+                                              help="Provider address.")],
         output: Annotated[
             Path, typer.Option("--output", help="File to write the raw report to.")
         ],

@@ -38,6 +38,14 @@ def serve(
     public_base_url: Annotated[
         str | None, typer.Option("--public-base-url", help="Base URL used in `url` responses.")
     ] = None,
+    safety_checker: Annotated[
+        str | None,
+        typer.Option(
+            "--safety-checker",
+            help="Image safety checker: 'tiny' (tests), a Hub id or a local directory "
+            "(default: none; answers then say no check ran).",
+        ),
+    ] = None,
 ) -> None:
     """Serve text-to-image and edits on /v1/images/* (and async jobs on /v1/async/*).
 
@@ -57,6 +65,7 @@ def serve(
         "idle_unload_seconds": idle_unload,
         "queue_size": queue_size,
         "public_base_url": public_base_url,
+        "safety_checker": safety_checker,
     }
     try:
         settings = WorkerSettings(**{k: v for k, v in overrides.items() if v is not None})

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from broker.devnet.errors import AnvilNotFoundError, DevnetError, PortInUseError
+from broker.ports import port_available
 
 __all__ = [
     "DEFAULT_ACCOUNTS",
@@ -81,13 +82,10 @@ def find_anvil() -> Path:
 
 
 def port_in_use(port: int, host: str = HOST) -> bool:
-    """True when something already listens on (or holds) ``host:port`` (TCP)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
+    """True when something already listens on ``host:port`` (TCP). Checked with ``SO_REUSEADDR``,
+    as anvil binds (:func:`broker.ports.port_available`), so connections of a stopped devnet left
+    in ``TIME_WAIT`` do not count."""
+    return not port_available(host, port)
 
 
 def pick_free_port(host: str = HOST) -> int:

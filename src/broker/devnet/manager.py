@@ -185,10 +185,17 @@ def devnet_up(
     in the state (``state.provider``). Its files live in ``<state folder>/provider``.
 
     Raises:
+        InputError: ``model`` names a missing folder; DevnetError: the ``[worker]`` extra is
+            missing (both checked before anything starts).
         PortInUseError, DevnetError: as :func:`start_devnet`; DevnetError: the provider did not
             start (the devnet is left running, no provider process is left).
     """
     state_file = Path(state_file or default_state_file())
+    if with_provider:  # pre-flight before anything starts
+        from broker.devnet.stack import check_worker_installed, check_worker_model
+
+        check_worker_model(model)
+        check_worker_installed()
     try:
         current = read_state(state_file)
     except DevnetError:

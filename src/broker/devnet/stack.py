@@ -32,6 +32,9 @@ __all__ = [
     "PROVIDER_ACCOUNT_INDEX",
     "ProviderStack",
     "ProviderStackState",
+    "check_worker_installed",
+    "check_worker_model",
+    "gateway_db_name",
     "process_alive",
     "provider_settings",
     "start_provider_stack",
@@ -85,13 +88,74 @@ def stop_process(pid: int, timeout: float = 10.0) -> bool:
     return terminate_pid(pid, timeout, f"process {pid}")
 
 
+def check_worker_installed() -> None:
+    """Pre-flight: the worker's packages (the ``[worker]`` extra: torch, diffusers) are installed,
+    checked without importing them.
+
+    Raises:
+        DevnetError: one is missing (the message says how to install it).
+    """
+    import importlib.util
+
+    for name in ("torch", "diffusers"):
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # ValueError: a module stubbed out in sys.modules
+            found = False
+        if not found:
+            raise DevnetError(
+                f"the provider's worker needs the [worker] extra ({name} is missing): "
+                "pip install '0g-broker[worker]' (or run scripts/setup)")
+
+
+def check_worker_model(model: str) -> str:
+    """Pre-flight for ``--model`` of ``devnet up --with-provider`` and ``demo``, before anything is
+    started: ``"tiny"``, an existing local folder, or a Hub id (``org/name``; fetched by the worker).
+
+    Args:
+        model: the model reference.
+
+    Returns:
+        ``model`` unchanged.
+
+    Raises:
+        InputError: empty, or a path (absolute, ``./``, ``../``, ``~``) that is not a folder.
+    """
+    from broker._exceptions import InputError
+
+    text = (model or "").strip()
+    if not text:
+        raise InputError("the worker model is empty: pass 'tiny', a local Z-Image folder or a Hub id")
+    if text == "tiny":
+        return model
+    path = Path(text).expanduser()
+    looks_local = text.startswith(("/", "./", "../", "~")) or path.exists()
+    if looks_local and not path.is_dir():
+        raise InputError(f"model folder {text} does not exist (or is not a folder); pass 'tiny', "
+                         "a local Z-Image folder or a Hub id")
+    return model
+
+
+def gateway_db_name(state: DevnetState) -> str:
+    """The gateway database file of a devnet stack, keyed by the devnet instance:
+    ``gateway-<chain_tag>.db`` (chain id, LedgerManager address and genesis hash, see
+    :func:`broker.config.chain_state.chain_tag`), so a new devnet never inherits an old one's
+    unsettled fees (every devnet has chain id 31337 and the same contract addresses)."""
+    from web3 import Web3
+
+    from broker.config.chain_state import chain_tag, genesis_hash
+
+    w3 = Web3(Web3.HTTPProvider(state.rpc_url, request_kwargs={"timeout": 10}))
+    return f"gateway-{chain_tag('devnet', state.chain_id, state.ledger_address, genesis_hash(w3))}.db"
+
+
 def provider_settings(state: DevnetState, *, provider_key: str, home: Path, model: str,
                       gateway_port: int, worker_url: str, price_per_image: int,
-                      chat_backend_url: str | None = None):
+                      chat_backend_url: str | None = None, db_name: str = "gateway.db"):
     """The :class:`~broker.provider.settings.ProviderSettings` of a devnet stack.
 
     Text-to-image service at ``price_per_image`` neuron per image, backend ``<worker_url>/v1``,
-    SQLite database under ``home``; never a dstack socket (devnet). The TEE signer is
+    SQLite database ``home/db_name`` (:func:`gateway_db_name` for a devnet instance); never a dstack socket (devnet). The TEE signer is
     :data:`DEVNET_TEE_SIGNER_KEY`, the reference's public mock key for local chains.
     """
     from broker.provider.settings import ProviderSettings
@@ -102,7 +166,7 @@ def provider_settings(state: DevnetState, *, provider_key: str, home: Path, mode
         dstack_socket=home / "no-dstack.sock", service_type="text-to-image", model=model,
         input_price=0, output_price=price_per_image,
         serving_url=f"http://127.0.0.1:{gateway_port}", target_url=worker_url + "/v1",
-        openai_backend_url=chat_backend_url, db_url=f"sqlite:///{home / 'gateway.db'}",
+        openai_backend_url=chat_backend_url, db_url=f"sqlite:///{home / db_name}",
         port=gateway_port, host="127.0.0.1")
 
 
@@ -317,6 +381,7 @@ def start_provider_stack(
 
     if price_per_image < 0:
         raise ValueError("price_per_image must be >= 0 (neuron)")
+    check_worker_model(model)
     home = Path(home or broker_home() / "devnet" / "provider")
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     if provider_key is None:
@@ -327,7 +392,8 @@ def start_provider_stack(
     settings = provider_settings(state, provider_key=provider_key, home=home, model=model,
                                  gateway_port=gateway_port, worker_url=worker_url,
                                  price_per_image=price_per_image,
-                                 chat_backend_url=chat_backend_url)
+                                 chat_backend_url=chat_backend_url,
+                                 db_name=gateway_db_name(state))
     provider = Account.from_key(provider_key).address
     signer = load_tee_signer(settings)
     info = ProviderStackState(address=provider, tee_signer_address=signer.address, model=model,

@@ -138,6 +138,8 @@ class InferenceBroker:
         fee_store: persistent fees / verification log / issued token ids (default: a
             :class:`~broker.inference.fee_store.FeeStore` at ``$ZG_HOME/inference.db``, opened on
             first use).
+        fee_store_url: the SQLAlchemy URL of the default fee store when ``fee_store`` is not given
+            (:meth:`from_broker` passes the broker's per-chain ``state_dir/fees.sqlite``).
         http_client: an ``httpx.Client`` for provider calls (default: one owned by the broker).
         funding: the :class:`FundingStrategy` run before each request header (default:
             :class:`~broker.funding.inline.InlineFunding`; ``NoFunding()`` turns it off).
@@ -153,6 +155,7 @@ class InferenceBroker:
         ledger_broker: LedgerBroker,
         *,
         fee_store: FeeStore | None = None,
+        fee_store_url: str | None = None,
         http_client: httpx.Client | None = None,
         funding: FundingStrategy | None = None,
         clock: Any = time.time,
@@ -163,6 +166,7 @@ class InferenceBroker:
         self.contract = InferenceServingContract(w3, inference_contract_address, sender)
         self.ledger = ledger_broker
         self._fee_store = fee_store
+        self._fee_store_url = fee_store_url
         self._own_http = http_client is None
         self._http = http_client or httpx.Client(timeout=DEFAULT_SIGNATURE_TIMEOUT_S)
         self.funding: FundingStrategy = funding or InlineFunding()
@@ -185,7 +189,11 @@ class InferenceBroker:
     @classmethod
     def from_broker(cls, broker: Broker, **kwargs: Any) -> InferenceBroker:
         """Build from a :class:`broker.broker.Broker` (its w3, sender, wallet, contract and
-        ledger); suitable for :func:`broker.broker.register_inference_factory`."""
+        ledger; the fee store in its per-chain ``state_dir``, ``fees.sqlite``, unless ``fee_store``
+        is given); suitable for :func:`broker.broker.register_inference_factory`."""
+        state_dir = getattr(broker, "state_dir", None)
+        if state_dir is not None and "fee_store" not in kwargs:
+            kwargs["fee_store_url"] = f"sqlite:///{state_dir / 'fees.sqlite'}"
         return cls(
             broker.w3,
             broker.sender,
@@ -219,7 +227,7 @@ class InferenceBroker:
     def _open_fee_store(self) -> FeeStore:
         with self._lock:
             if self._fee_store is None:
-                self._fee_store = FeeStore()
+                self._fee_store = FeeStore(self._fee_store_url)
             return self._fee_store
 
     def _provider(self, provider: str) -> str:
@@ -302,10 +310,15 @@ class InferenceBroker:
             :class:`AcknowledgeResult`.
 
         Raises:
+            ProviderNotRegisteredError: no service is registered at ``provider`` (checked first,
+                also when a sub-account exists, so a mistyped address is never acknowledged);
             AccountNotFoundError (``create_sub_account=False``); ledger errors (no ledger,
             insufficient balance); chain errors.
         """
-        return self._accounts.acknowledge(self._provider(provider), create_sub_account)
+        provider = self._provider(provider)
+        self.ledger.require_registered(
+            provider, hint="0g-broker list-providers shows the registered providers")
+        return self._accounts.acknowledge(provider, create_sub_account)
 
     def acknowledged(self, provider: str) -> bool:
         """Whether this user acknowledged the provider's signer (positive answers cached 10 min).

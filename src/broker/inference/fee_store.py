@@ -385,12 +385,16 @@ class FeeStore:
                 )
 
     def recent_verifications(
-        self, limit: int = 50, *, provider: str | None = None
+        self, limit: int = 50, *, provider: str | None = None, user: str | None = None
     ) -> list[VerificationRecord]:
-        """The latest verification results, newest first (optionally for one provider)."""
+        """The latest verification results, newest first (optionally for one provider and/or one
+        user: a store shared by several wallets must be filtered by ``user`` before a record is
+        shown to one of them)."""
         stmt = select(_VerificationRow).order_by(_VerificationRow.id.desc()).limit(limit)
         if provider is not None:
             stmt = stmt.where(_VerificationRow.provider == provider.lower())
+        if user is not None:
+            stmt = stmt.where(_VerificationRow.user == user.lower())
         with self._lock, self._sessions() as session:
             return [
                 VerificationRecord(

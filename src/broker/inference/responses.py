@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 #: Verification failures that may come from a stale cached service: retried once after a refresh.
 SIGNATURE_RETRY_REASONS = (
     VerificationReason.SIGNER_NOT_ACKNOWLEDGED,
-    VerificationReason.SIGNATURE_MISMATCH,
+    VerificationReason.SIGNER_MISMATCH,
     VerificationReason.NOT_VERIFIABLE,
 )
 

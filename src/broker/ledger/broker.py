@@ -22,17 +22,19 @@ import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from broker._exceptions import InputError
+from broker._exceptions import InputError, TransactionError
 from broker.chain.addresses import checksum_address
 from broker.chain.contracts import InferenceServingContract, LedgerManagerContract
 from broker.chain.errors import ContractRevertError, SignerRequiredError, error_class
 from broker.chain.sender import TransactionSender
 from broker.ledger.errors import (
     InsufficientLedgerBalanceError,
+    InsufficientWalletBalanceError,
     LedgerAlreadyExistsError,
     LedgerNotEmptyError,
     MinimumBalanceError,
     NoLedgerError,
+    ProviderNotRegisteredError,
     UnknownServiceError,
 )
 from broker.ledger.models import (
@@ -157,10 +159,45 @@ class LedgerBroker:
     def _require_ledger(self):
         ledger = self._find_ledger()
         if ledger is None:
+            minimum = format_0g(self.min_account_balance)
             raise NoLedgerError(
-                'Account does not exist. Please create an account first using "add-account".'
+                f"Account does not exist: create the ledger first (at least {minimum} 0G)",
+                hint=f"0g-broker add-account --amount {minimum}",
             )
         return ledger
+
+    def _require_wallet_balance(self, value: int, what: str) -> None:
+        """Refuse ``value`` neuron (to deposit) when the wallet holds less (gas comes on top);
+        without this the node answers with an ``insufficient funds for gas * price + value``
+        estimate error."""
+        sender = self.ledger_contract.sender
+        address = sender.address if sender is not None else self.user
+        balance = int(self.ledger_contract.w3.eth.get_balance(address))
+        if balance < value:
+            raise self._wallet_error(address, balance, value, what)
+
+    @staticmethod
+    def _wallet_error(address: str, balance: int, value: int,
+                      what: str) -> InsufficientWalletBalanceError:
+        return InsufficientWalletBalanceError(
+            f"the wallet {address} holds {format_0g(balance)} 0G, less than the "
+            f"{format_0g(value)} 0G {what} plus gas",
+            balance=balance, amount=value,
+        )
+
+    def _send_deposit(self, send, value: int, what: str) -> TxResult:
+        """Send a payable deposit; the node's "insufficient funds for gas * price + value"
+        (the wallet covers the amount but not the gas too) becomes
+        :class:`InsufficientWalletBalanceError`, in 0G."""
+        try:
+            return self._result(send())
+        except TransactionError as exc:
+            if "insufficient funds" not in str(exc).lower():
+                raise
+            sender = self.ledger_contract.sender
+            address = sender.address if sender is not None else self.user
+            balance = int(self.ledger_contract.w3.eth.get_balance(address))
+            raise self._wallet_error(address, balance, value, what) from None
 
     @staticmethod
     def _result(receipt) -> TxResult:
@@ -191,7 +228,8 @@ class LedgerBroker:
         if value < minimum:
             raise MinimumBalanceError(
                 f"Minimum balance to create a ledger is {format_0g(minimum)} 0G, but got "
-                f"{format_0g(value)} 0G. Please use: broker.ledger.add_ledger({format_0g(minimum)})"
+                f"{format_0g(value)} 0G",
+                hint=f"0g-broker add-account --amount {format_0g(minimum)}",
             )
         if len(additional_info.encode()) > MAX_ADDITIONAL_INFO_LENGTH:
             raise InputError(
@@ -200,10 +238,13 @@ class LedgerBroker:
             )
         if self._find_ledger() is not None:
             raise LedgerAlreadyExistsError(
-                'Account already exists. Use "deposit" to add funds or "get-account" to view '
-                "details."
+                "Account already exists: deposit to add funds",
+                hint="0g-broker deposit --amount N (or 0g-broker get-account to view it)",
             )
-        return self._result(self.ledger_contract.add_ledger(additional_info, value))
+        what = "to create the ledger with"
+        self._require_wallet_balance(value, what)
+        return self._send_deposit(
+            lambda: self.ledger_contract.add_ledger(additional_info, value), value, what)
 
     def deposit_fund(self, amount: Amount) -> TxResult:
         """Add funds to the ledger (``depositFund()`` payable); creates the ledger when absent.
@@ -222,11 +263,13 @@ class LedgerBroker:
         minimum = self.min_account_balance
         if value < minimum and self._find_ledger() is None:
             raise MinimumBalanceError(
-                "No ledger exists yet. deposit_fund will create one, but the contract requires a "
-                f"minimum of {format_0g(minimum)} 0G. Got {format_0g(value)} 0G. Please use: "
-                f"broker.ledger.deposit_fund({format_0g(minimum)})"
+                "No ledger exists yet. A deposit creates one, but the contract requires a "
+                f"minimum of {format_0g(minimum)} 0G. Got {format_0g(value)} 0G",
+                hint=f"0g-broker deposit --amount {format_0g(minimum)}",
             )
-        return self._result(self.ledger_contract.deposit_fund(value))
+        self._require_wallet_balance(value, "to deposit")
+        return self._send_deposit(lambda: self.ledger_contract.deposit_fund(value), value,
+                                  "to deposit")
 
     def deposit_fund_for(self, recipient: str, amount: Amount) -> TxResult:
         """Deposit into another account's ledger (``depositFundFor(recipient)`` payable).
@@ -247,7 +290,9 @@ class LedgerBroker:
                 f"{recipient} has no ledger yet; creating one needs at least {format_0g(minimum)} "
                 f"0G, got {format_0g(value)} 0G"
             )
-        return self._result(self.ledger_contract.deposit_fund_for(recipient, value))
+        self._require_wallet_balance(value, "to deposit")
+        return self._send_deposit(lambda: self.ledger_contract.deposit_fund_for(recipient, value),
+                                  value, "to deposit")
 
     def refund(self, amount: Amount) -> TxResult:
         """Withdraw from the ledger's available balance to the wallet (``refund(amount)``).
@@ -279,7 +324,8 @@ class LedgerBroker:
             )
         return self._result(self.ledger_contract.refund(value))
 
-    def transfer_fund(self, provider: str, service_type_or_name: str, amount: Amount) -> TxResult:
+    def transfer_fund(self, provider: str, service_type_or_name: str, amount: Amount, *,
+                      allow_unregistered: bool = False) -> TxResult:
         """Move funds from the ledger to a provider sub-account (``transferFund``, A2.6).
 
         **Units:** the SDK's ``transferFund`` takes *neuron* (bigint); here ``amount`` is **0G**
@@ -293,15 +339,21 @@ class LedgerBroker:
             provider: provider address.
             service_type_or_name: ``"inference"`` or the full name (``"inference-v1.0"``).
             amount: 0G or :class:`~broker.units.Neuron`, > 0.
+            allow_unregistered: transfer even when no service is registered at ``provider``
+                (``serviceExists``); by default that is refused, since the funds would be locked
+                where nobody serves them (usually a mistyped address).
 
         Raises:
             InvalidAddressError, InvalidAmountError, UnknownServiceError, NoLedgerError,
-            MinimumBalanceError, InsufficientLedgerBalanceError; chain errors.
+            ProviderNotRegisteredError, MinimumBalanceError, InsufficientLedgerBalanceError; chain
+            errors.
         """
         provider = checksum_address(provider, field="provider")
         name = self.service_name(service_type_or_name)
         value = to_neuron(amount)
         ledger = self._require_ledger()
+        if not allow_unregistered:
+            self.require_registered(provider)
         if self.inference_contract.account_exists(self.user, provider):
             pending = self.inference_contract.get_pending_refund(self.user, provider)
             needed = value - min(value, pending)
@@ -319,6 +371,29 @@ class LedgerBroker:
                 f"{format_0g(ledger.available_balance)} 0G, the transfer needs {format_0g(needed)} 0G"
             )
         return self._result(self.ledger_contract.transfer_fund(provider, name, value))
+
+    def require_registered(self, provider: str, *, hint: str | None = None) -> str:
+        """Check that an inference service is registered at ``provider`` (``serviceExists``,
+        InferenceServing A3.3).
+
+        Args:
+            provider: provider address.
+            hint: the CLI hint of the error (default: list the providers; ``--force``).
+
+        Returns:
+            The checksummed address.
+
+        Raises:
+            InvalidAddressError: malformed address.
+            ProviderNotRegisteredError: no service there.
+            RPCError: the node is unreachable.
+        """
+        provider = checksum_address(provider, field="provider")
+        if not self.inference_contract.service_exists(provider):
+            raise ProviderNotRegisteredError(
+                provider, hint=hint or "0g-broker list-providers shows the registered ones; "
+                                       "--force transfers anyway")
+        return provider
 
     def retrieve_fund(self, service_type: str = "inference",
                       providers: Sequence[str] | None = None) -> list[TxResult]:

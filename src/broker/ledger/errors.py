@@ -6,14 +6,16 @@ the generated :mod:`broker.chain.errors` classes (``LedgerExistsError``, ...).
 
 from __future__ import annotations
 
-from broker._exceptions import ConfigError, LedgerError
+from broker._exceptions import ConfigError, InputError, LedgerError
 
 __all__ = [
     "InsufficientLedgerBalanceError",
+    "InsufficientWalletBalanceError",
     "LedgerAlreadyExistsError",
     "LedgerNotEmptyError",
     "MinimumBalanceError",
     "NoLedgerError",
+    "ProviderNotRegisteredError",
     "UnknownServiceError",
     "UnregisteredServiceError",
 ]
@@ -47,3 +49,29 @@ class UnregisteredServiceError(ConfigError):
 
 class LedgerNotEmptyError(LedgerError):
     """``delete_ledger`` while the ledger still holds funds (withdraw them with ``refund``)."""
+
+
+class ProviderNotRegisteredError(LedgerError, InputError):
+    """No inference service is registered at the provider address (``serviceExists(provider)`` is
+    false), so a transfer or an acknowledgement would lock funds where nobody can serve them; usually
+    a mistyped address. ``address`` is the checksummed address. Refused before anything is sent;
+    ``allow_unregistered=True`` (CLI ``--force``) overrides it for a transfer."""
+
+    def __init__(self, address: str, *, hint: str | None = None) -> None:
+        super().__init__(
+            f"no service is registered at {address}: check the provider address (a transfer there "
+            "would lock funds that no provider can serve)",
+            hint=hint,
+        )
+        self.address = address
+
+
+class InsufficientWalletBalanceError(LedgerError):
+    """The wallet's own balance (native 0G, not the ledger) does not cover an amount to deposit
+    plus gas. ``balance`` and ``amount`` are in neuron. Refused before anything is sent."""
+
+    def __init__(self, message: str, *, balance: int, amount: int,
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.balance = balance
+        self.amount = amount

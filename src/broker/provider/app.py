@@ -46,6 +46,7 @@ from broker.provider.forward import (
 )
 from broker.provider.gateway import Gateway
 from broker.provider.protocol import ModelCard, ModelList, SignatureResponse, UnsettledFeeResponse
+from broker.ui.ops import mount_ops
 from broker.wire.forwarded_request import ForwardedRequestError
 from broker.wire.job_id import is_valid_job_id
 from broker.wire.json_body import InvalidJSONBodyError, loads_request_json
@@ -175,6 +176,7 @@ def create_app(gw: Gateway) -> FastAPI:
                   redoc_url=None, openapi_url=None)
     add_openapi_route(app, GATEWAY_REQUEST_BODIES)     # public: the gateway has no API key
     app.add_middleware(GatewayCORS)     # the two B2 policies, by path
+    mount_ops(app, gw)                  # /ui/ ops page and /metrics, behind the admin key
 
     def _peer(request: Request) -> str:
         return gw.limits.client_ip(request.headers, request.client and request.client.host)

@@ -53,7 +53,7 @@ def normalise_route(path: str) -> str:
 def rewrite_request(service_type: str, route: str, body: bytes, content_type: str) -> bytes:
     """The body forwarded to the backend (B5), which the B7 request hash covers.
 
-    A JSON object body is re-marshalled in Go's form
+    A JSON object body (``Content-Type`` JSON or absent) is re-marshalled in Go's form
     (:func:`broker.wire.forwarded_request.forwarded_json_body`: sorted keys, Go escaping and
     numbers), with ``stream_options.include_usage = true`` added to chatbot streams; ``serve``
     computes the same bytes before sending. Any other body (multipart, not JSON, not an object) is
@@ -62,8 +62,8 @@ def rewrite_request(service_type: str, route: str, body: bytes, content_type: st
     Raises:
         ForwardedRequestError: a JSON number that cannot be forwarded exactly (400 at the route).
     """
-    if not is_json_content_type(content_type):
-        return body
+    if content_type.strip() and not is_json_content_type(content_type):
+        return body         # multipart and other typed bodies pass unchanged
     chat = service_type == "chatbot" and route == "/chat/completions"
     forwarded = forwarded_json_body(body, chat_stream_rewrite=chat)
     return body if forwarded is None or forwarded == body else forwarded

@@ -309,30 +309,32 @@ class Settler:
         for ev in self.contract.contract.events.TEESettlementResult().process_receipt(receipt, errors=DISCARD):
             results.setdefault(ev["args"]["user"].lower(),
                                (int(ev["args"]["status"]), int(ev["args"]["unsettledAmount"])))
+        tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
         for batch in batches:
             res = results.get(batch.user_address.lower())
             if res is not None and res[0] in (SettlementStatus.SUCCESS, SettlementStatus.PARTIAL):
-                self._apply(batch, res[0], res[1], report)
+                self._apply(batch, res[0], res[1], report, tx_hash=tx_hash)
             elif not self._resolve_from_chain(batch, report):
-                self._reject(batch, res[0] if res else -1, report)
+                self._reject(batch, res[0] if res else -1, report, tx_hash=tx_hash)
 
     def _resolve_from_chain(self, batch: SettlementBatch, report: SettlementReport) -> bool:
         """If the account nonce shows the batch was accepted, apply its logged result; True then."""
         acc = self.accounts.get(batch.user_address, refresh=True)
         if acc is None or acc.nonce < int(batch.nonce):
             return False
-        status, unsettled = SettlementStatus.SUCCESS, 0
+        status, unsettled, tx_hash = SettlementStatus.SUCCESS, 0, None
         logs = self.contract.contract.events.TEESettlementResult().get_logs(
             from_block=batch.from_block, argument_filters={"user": batch.user_address})
         for ev in logs:
             if int(ev["args"]["status"]) in (SettlementStatus.SUCCESS, SettlementStatus.PARTIAL):
                 status, unsettled = int(ev["args"]["status"]), int(ev["args"]["unsettledAmount"])
+                tx_hash = "0x" + bytes(ev["transactionHash"]).hex()
                 break
-        self._apply(batch, status, unsettled, report)
+        self._apply(batch, status, unsettled, report, tx_hash=tx_hash)
         return True
 
     def _apply(self, batch: SettlementBatch, status: int, unsettled: int,
-               report: SettlementReport) -> None:
+               report: SettlementReport, tx_hash: str | None = None) -> None:
         paid = int(batch.total_fee) - unsettled
         with self.db.session.begin() as s:
             if not self._lock_prepared(s, batch):
@@ -348,7 +350,8 @@ class Settler:
                 else:   # not covered by a PARTIAL settlement: charge again later
                     r.status, r.batch_id = RequestStatus.UNSETTLED, None
             s.execute(update(SettlementBatch).where(SettlementBatch.id == batch.id).values(
-                status=BatchStatus.CONFIRMED, result_status=status, unsettled_amount=str(unsettled)))
+                status=BatchStatus.CONFIRMED, result_status=status, unsettled_amount=str(unsettled),
+                tx_hash=tx_hash or batch.tx_hash))
         self.accounts.invalidate(batch.user_address)
         report.settled[batch.user_address] = report.settled.get(batch.user_address, 0) + paid
         logger.info("settled %s neuron for %s (status %s)", paid, batch.user_address, status)
@@ -361,14 +364,15 @@ class Settler:
                            .with_for_update())
         return current == BatchStatus.PREPARED
 
-    def _reject(self, batch: SettlementBatch, status: int, report: SettlementReport) -> None:
+    def _reject(self, batch: SettlementBatch, status: int, report: SettlementReport,
+                tx_hash: str | None = None) -> None:
         with self.db.session.begin() as s:
             if not self._lock_prepared(s, batch):
                 return
             s.execute(update(RequestRecord).where(RequestRecord.batch_id == batch.id).values(
                 status=RequestStatus.UNSETTLED, batch_id=None))
             s.execute(update(SettlementBatch).where(SettlementBatch.id == batch.id).values(
-                status=BatchStatus.REJECTED, result_status=status))
+                status=BatchStatus.REJECTED, result_status=status, tx_hash=tx_hash or batch.tx_hash))
         report.refused[batch.user_address] = status
         logger.warning("settlement for %s refused by the contract (status %s)",
                        batch.user_address, status)

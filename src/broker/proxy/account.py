@@ -100,7 +100,8 @@ def account_snapshot(ctx: ProxyContext) -> AccountResponse:
         VerificationInfo(chat_id=r.chat_id, verified=r.verified, reason=r.reason.value,
                          signer=r.signer, detail=r.detail, at=r.created_at)
         for r in inference.fee_store.recent_verifications(ctx.settings.recent_verifications,
-                                                          provider=provider)
+                                                          provider=provider,
+                                                          user=inference.address)
     ] if ctx.settings.recent_verifications else []
     return AccountResponse(
         user=inference.address, provider=provider, ledger=ledger, sub_account=sub,

@@ -10,9 +10,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from rich.console import Console
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker._exceptions import BrokerError, ChainError, InputError
 from broker.asgi.guard import MULTIPART_TYPES, LocalGuard, bound_host_names
@@ -20,14 +22,24 @@ from broker.chain.addresses import checksum_address
 from broker.inference.errors import SignerNotAcknowledgedError
 from broker.proxy.billing import Billing
 from broker.proxy.context import ProxyContext
-from broker.proxy.errors import ProxyConfigError, ProxyHTTPError
+from broker.proxy.errors import (
+    ProxyConfigError,
+    ProxyHTTPError,
+    http_exception_error,
+    validation_error,
+)
 from broker.proxy.metrics import ProxyMetrics
+from broker.proxy.pixazo import is_pixazo_path
+from broker.proxy.pixazo.errors import PixazoHTTPError, pixazo_error_response
+from broker.proxy.pixazo.router import pixazo_router
 from broker.proxy.protocol import ErrorBody, ErrorResponse
-from broker.proxy.router import require_api_key, router
+from broker.proxy.router import close_extras, require_api_key, router
 from broker.proxy.settings import ServeSettings
 from broker.proxy.startup import prepare_provider
+from broker.proxy.state_store import ServeStateStore
 from broker.proxy.upstream import Upstream
 from broker.proxy.verification import Verifier
+from broker.ui.dashboard import mount_dashboard
 from broker.wire.openapi import SERVE_REQUEST_BODIES, add_openapi_route
 
 __all__ = ["EXPOSED_HEADERS", "MULTIPART_PATHS", "create_app", "error_response", "serve"]
@@ -44,8 +56,18 @@ def error_response(exc: ProxyHTTPError) -> JSONResponse:
     """The OpenAI-shaped JSON error (with ``Retry-After`` when the error carries one)."""
     body = ErrorResponse(error=ErrorBody(message=exc.message, type=exc.type, code=exc.code,
                                          param=exc.param))
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-    return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=headers)
+    headers = dict(exc.headers)
+    if exc.retry_after:
+        headers["Retry-After"] = str(exc.retry_after)
+    return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=headers or None)
+
+
+def _render(request: Request, exc: ProxyHTTPError) -> JSONResponse:
+    """``exc`` in the shape of the API the request used: Pixazo's on its paths, else OpenAI's."""
+    if is_pixazo_path(request.url.path):
+        return pixazo_error_response(exc.status_code, exc.message, retry_after=exc.retry_after,
+                                     headers=exc.headers)
+    return error_response(exc)
 
 
 def _broker_error(exc: BrokerError) -> ProxyHTTPError:
@@ -63,9 +85,14 @@ def _broker_error(exc: BrokerError) -> ProxyHTTPError:
 def _route_label(path: str) -> str:
     if path.startswith("/v1/async/jobs/"):
         return "/v1/async/jobs/{id}"
-    known = ("/health", "/metrics", "/v1/account", "/v1/models", "/v1/chat/completions",
+    if path.startswith("/v2/requests/status/"):
+        return "/v2/requests/status/{id}"
+    if path.startswith("/v2/media/"):
+        return "/v2/media/{id}"
+    known = ("/health", "/ready", "/metrics", "/v1/account", "/v1/models", "/v1/chat/completions",
              "/v1/images/generations", "/v1/images/edits", "/v1/async/images/generations",
-             "/v1/audio/transcriptions", "/v1/verify")
+             "/v1/audio/transcriptions", "/v1/verify",
+             "/z-image-turbo-834/v1/z-image-turbo-request", "/z-image-base/v1/z-image-base-request")
     return path if path in known else "other"
 
 
@@ -125,6 +152,8 @@ def create_app(broker: Any, settings: ServeSettings, *, console: Console | None 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # serve's own state database first: a bad ZG_SERVE_STATE_URL fails before any transaction
+        state = await run_in_threadpool(ServeStateStore, settings.state_url)
         remove_listener = None
         if hasattr(inference, "add_funding_listener"):
             def on_funding(event: Any) -> None:
@@ -146,6 +175,7 @@ def create_app(broker: Any, settings: ServeSettings, *, console: Console | None 
         except BaseException:
             if callable(remove_listener):
                 remove_listener()
+            state.close()
             raise
         upstream = Upstream(inference, service.provider, service.url, settings, metrics)
         ctx = ProxyContext(settings=settings, inference=inference, provider=service.provider,
@@ -154,6 +184,7 @@ def create_app(broker: Any, settings: ServeSettings, *, console: Console | None 
                                              upstream.client, metrics),
                            billing=Billing(inference, service.provider, metrics),
                            metrics=metrics, broker=full_broker)
+        ctx.extra["state_store"] = state
         app.state.proxy = ctx
         try:
             yield
@@ -163,21 +194,45 @@ def create_app(broker: Any, settings: ServeSettings, *, console: Console | None 
             if callable(remove_listener):
                 remove_listener()
             await upstream.aclose()
+            await close_extras(ctx)
 
     app = FastAPI(title="0g-broker serve", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     add_openapi_route(app, SERVE_REQUEST_BODIES, dependencies=[Depends(require_api_key)])
 
     @app.exception_handler(ProxyHTTPError)
-    async def _proxy_error(_req: Request, exc: ProxyHTTPError) -> JSONResponse:
-        return error_response(exc)
+    async def _proxy_error(req: Request, exc: ProxyHTTPError) -> JSONResponse:
+        return _render(req, exc)
+
+    @app.exception_handler(PixazoHTTPError)
+    async def _pixazo_error(_req: Request, exc: PixazoHTTPError) -> JSONResponse:
+        return pixazo_error_response(exc.status_code, exc.message, error=exc.error,
+                                     retry_after=exc.retry_after)
 
     @app.exception_handler(BrokerError)
-    async def _other_error(_req: Request, exc: BrokerError) -> JSONResponse:
+    async def _other_error(req: Request, exc: BrokerError) -> JSONResponse:
         logger.warning("request failed: %s", exc)
-        return error_response(_broker_error(exc))
+        return _render(req, _broker_error(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _render(req, http_exception_error(req.method, req.url.path, exc.status_code,
+                                                 exc.detail, exc.headers))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(req: Request, exc: RequestValidationError) -> JSONResponse:
+        return _render(req, validation_error(exc.errors()))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(req: Request, exc: Exception) -> JSONResponse:
+        # a bug, not the client's fault: logged with its traceback, never shown to the client
+        logger.error("unexpected error on %s %s", req.method, req.url.path, exc_info=exc)
+        return _render(req, ProxyHTTPError("internal error in serve (logged)", status_code=500,
+                                           type="api_error", code="internal_error"))
 
     app.include_router(router)
+    app.include_router(pixazo_router)
+    mount_dashboard(app, inference, full_broker, settings)     # /ui/: the user dashboard
     # web pages may not use serve: Host, Origin, Sec-Fetch-Site and Content-Type checks
     app.add_middleware(LocalGuard,
                        allowed_hosts=[*settings.allowed_hosts, *bound_host_names(settings.host)],

@@ -27,7 +27,7 @@ from broker.proxy.errors import ProxyConfigError
 from broker.units import format_0g
 from broker.worker.pipelines.loader import limits_for
 
-__all__ = ["DemoResult", "run_demo"]
+__all__ = ["DemoResult", "check_demo_options", "run_demo"]
 
 ZG = 10**18
 
@@ -82,6 +82,45 @@ def _write_key_file(path: Path, key: str) -> Path:
     return path
 
 
+def check_demo_options(model: str, size: str | None) -> tuple[int, int]:
+    """Pre-flight of ``demo``, before anything starts: the worker model exists
+    (:func:`broker.devnet.stack.check_worker_model`) and ``size`` is ``WIDTHxHEIGHT`` within the
+    model's limits (:func:`broker.worker.pipelines.loader.limits_for`).
+
+    Args:
+        model: worker model (``"tiny"``, a folder, a Hub id). size: ``"WIDTHxHEIGHT"`` or ``None``
+            (the model's default size).
+
+    Returns:
+        ``(width, height)`` in pixels.
+
+    Raises:
+        InputError: a missing model folder, a malformed size or one outside the model's limits.
+    """
+    import re
+
+    from broker._exceptions import InputError
+    from broker.devnet.stack import check_worker_model
+
+    check_worker_model(model)
+    limits = limits_for(model)
+    if size is None:
+        return limits.default_size
+    match = re.fullmatch(r"\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*", size)
+    if not match:
+        raise InputError(f"size {size!r} is not WIDTHxHEIGHT (e.g. "
+                         f"{limits.default_size[0]}x{limits.default_size[1]})")
+    width, height = int(match[1]), int(match[2])
+    low, high, step = limits.min_side, limits.max_side, limits.size_multiple
+    for side in (width, height):
+        if not low <= side <= high or side % step:
+            raise InputError(
+                f"size {width}x{height} is outside what model {model!r} draws: each side from "
+                f"{low} to {high} px in steps of {step} (default "
+                f"{limits.default_size[0]}x{limits.default_size[1]})")
+    return width, height
+
+
 def _free_port() -> int:
     import socket
 
@@ -98,17 +137,19 @@ def run_demo(prompt: str, out: Path, *, model: str = "tiny", keep: bool = False,
         prompt: the image prompt. out: PNG path to write (parent folders created).
         model: worker model: ``"tiny"`` (random weights, offline) or a local Z-Image folder / hub id.
         keep: after the image, keep everything running until Ctrl-C.
-        size: ``WIDTHxHEIGHT`` (default: the model's default size).
+        size: ``WIDTHxHEIGHT`` (default: none sent, so serve uses the SDK's 512x512).
         console: progress output (default stderr).
 
     Returns:
         :class:`DemoResult`.
 
     Raises:
+        InputError: bad ``model`` or ``size`` (:func:`check_demo_options`, before anything starts).
         ProxyConfigError (the ``[demo]`` extra — openai, torch, diffusers — is not installed),
         DevnetError (anvil missing: run ``scripts/setup``), ProxyStartupError, openai errors from the
         image request.
     """
+    check_demo_options(model, size)
     try:
         import openai
         import torch  # noqa: F401 - the tiny worker runs in this process
@@ -157,13 +198,12 @@ def run_demo(prompt: str, out: Path, *, model: str = "tiny", keep: bool = False,
                                              api_key=api_key)
                     app = create_app(broker, settings, console=console)
                     with _Uvicorn(app, settings.port) as server:
-                        ok(f"serve at {server.url}/v1 (OpenAI-compatible)")
+                        ok(f"serve at {server.url}/v1 (OpenAI-compatible); dashboard {server.url}/ui/")
                         client = openai.OpenAI(base_url=server.url + "/v1", api_key=api_key,
                                                max_retries=0, timeout=900)
-                        # An explicit size: serve fills the SDK's 512x512 when none is given,
-                        # which is more than the tiny model can draw.
-                        width, height = limits_for(model).default_size
-                        extra = {"size": size or f"{width}x{height}"}
+                        # No size: serve fills the SDK's 512x512 (about a second with the tiny
+                        # model on CPU).
+                        extra = {"size": size} if size else {}
                         with console.status(f"generating '{prompt}' through serve…"):
                             raw = client.images.with_raw_response.generate(
                                 prompt=prompt, n=1, response_format="b64_json", **extra)

@@ -16,6 +16,9 @@ Messages never include session tokens or API keys.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from broker._exceptions import ConfigError, InferenceError
 
 __all__ = [
@@ -27,6 +30,8 @@ __all__ = [
     "UpstreamTimeoutError",
     "UpstreamUnavailableError",
     "VerificationRefusedError",
+    "http_exception_error",
+    "validation_error",
 ]
 
 
@@ -52,6 +57,7 @@ class ProxyHTTPError(ProxyError):
             ``rate_limit_error``, ``upstream_error``, ``authentication_error``...).
         code: short machine code or ``None``.
         retry_after: seconds for a ``Retry-After`` header, or ``None``.
+        headers: other response headers (e.g. ``Allow`` on a 405).
     """
 
     status_code = 500
@@ -59,8 +65,9 @@ class ProxyHTTPError(ProxyError):
 
     def __init__(self, message: str, *, status_code: int | None = None, type: str | None = None,
                  code: str | None = None, retry_after: str | None = None,
-                 param: str | None = None) -> None:
+                 param: str | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
+        self.headers = dict(headers or {})
         self.message = message
         if status_code is not None:
             self.status_code = status_code
@@ -96,3 +103,54 @@ class VerificationRefusedError(ProxyHTTPError):
 
     status_code = 502
     type = "verification_error"
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    text = text if len(text) <= limit else text[:limit] + "..."
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def http_exception_error(method: str, path: str, status_code: int, detail: Any = None,
+                         headers: Mapping[str, str] | None = None) -> ProxyHTTPError:
+    """The OpenAI-shaped error for the framework's own HTTP errors: an unknown path (404
+    ``invalid_request_error`` / ``unknown_url``, OpenAI's ``Invalid URL (METHOD /path)``), a method
+    the path does not allow (405 ``method_not_allowed``, ``Allow`` kept), anything else with its
+    status and detail.
+
+    Args:
+        method, path: the request's. status_code: the framework's status. detail: its detail.
+        headers: its headers (``Allow``).
+
+    Returns:
+        A :class:`ProxyHTTPError` (not raised).
+    """
+    kept = {k: v for k, v in (headers or {}).items() if k.lower() == "allow"}
+    if status_code == 404:
+        return ProxyHTTPError(f"Invalid URL ({method} {_clip(path)})", status_code=404,
+                              type="invalid_request_error", code="unknown_url")
+    if status_code == 405:
+        return ProxyHTTPError(f"Method {method} is not allowed on {_clip(path)}",
+                              status_code=405, type="invalid_request_error",
+                              code="method_not_allowed", headers=kept)
+    message = detail if isinstance(detail, str) and detail else f"HTTP {status_code}"
+    etype = "invalid_request_error" if status_code < 500 else "api_error"
+    return ProxyHTTPError(_clip(message, 2000), status_code=status_code, type=etype,
+                          headers=kept)
+
+
+def validation_error(errors: Sequence[Mapping[str, Any]]) -> ProxyHTTPError:
+    """The OpenAI-shaped 400 for a request the framework's validation refused (bad path or query
+    parameter): the first problem's message, ``param`` its location.
+
+    Returns:
+        A :class:`ProxyHTTPError` (not raised): 400 ``invalid_request_error`` /
+        ``invalid_parameter``.
+    """
+    first = errors[0] if errors else {}
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    param = ".".join(loc) or None
+    message = str(first.get("msg") or "invalid request")
+    if param:
+        message = f"{param}: {message}"
+    return ProxyHTTPError(_clip(message, 500), status_code=400, type="invalid_request_error",
+                          code="invalid_parameter", param=param)

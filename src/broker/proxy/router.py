@@ -13,15 +13,23 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from broker.inference.response_signature import ResponseBinding
-from broker.proxy import serving_audio, serving_chat, serving_images, serving_models
+from broker.proxy import (
+    router_async,
+    serving_audio,
+    serving_chat,
+    serving_images,
+    serving_models,
+)
 from broker.proxy.account import account_snapshot
 from broker.proxy.context import ProxyContext, read_json
 from broker.proxy.errors import ProxyHTTPError
 from broker.proxy.metrics import CONTENT_TYPE_LATEST
 from broker.proxy.protocol import HealthResponse, VerifyRequest, VerifyResponse
+from broker.proxy.readiness import ReadyResponse, readiness
+from broker.proxy.service_routes import check_route
 from broker.wire.signed_text import sha256_hex
 
-__all__ = ["require_api_key", "router"]
+__all__ = ["close_extras", "require_api_key", "router"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +72,14 @@ async def health(request: Request) -> HealthResponse:
                           verify=ctx.settings.verify)
 
 
+@router.get("/ready", response_model=ReadyResponse)
+async def ready(request: Request) -> JSONResponse:
+    """Readiness: chain, provider gateway, sub-account funded, auto-funding (200 when all are ok,
+    else 503 naming the part that is down; :mod:`broker.proxy.readiness`)."""
+    result = await readiness(_ctx(request))
+    return JSONResponse(result.model_dump(), status_code=200 if result.status == "ready" else 503)
+
+
 @guarded.get("/metrics")
 async def metrics(request: Request) -> Response:
     """Prometheus exposition (balances refreshed from the chain on each scrape, within
@@ -94,36 +110,46 @@ async def models(request: Request) -> Response:
 @guarded.post("/v1/chat/completions")
 async def chat(request: Request) -> Response:
     """Chat completions (streaming passed through as it arrives)."""
+    check_route(_ctx(request), "chat")
     return await serving_chat.chat_completions(_ctx(request), request)
 
 
 @guarded.post("/v1/images/generations")
 async def images_generations(request: Request) -> Response:
     """Text-to-image."""
+    check_route(_ctx(request), "images")
     return await serving_images.generate_image(_ctx(request), request)
 
 
 @guarded.post("/v1/images/edits")
 async def images_edits(request: Request) -> Response:
     """Image editing (multipart)."""
+    check_route(_ctx(request), "image-edits")
     return await serving_images.edit_image(_ctx(request), request)
 
 
 @guarded.post("/v1/async/images/generations")
 async def async_images(request: Request) -> Response:
     """Queue a text-to-image job (202)."""
-    return await serving_images.async_generate_image(_ctx(request), request)
+    check_route(_ctx(request), "images")
+    ctx = _ctx(request)
+    response = await serving_images.async_generate_image(ctx, request)
+    return await router_async.decorate_submission(ctx, request, response)
 
 
 @guarded.get("/v1/async/jobs/{job_id}")
 async def async_job(job_id: str, request: Request) -> Response:
     """Poll an image job (``Retry-After`` passed through)."""
-    return await serving_images.get_job(_ctx(request), job_id)
+    check_route(_ctx(request), "images")
+    ctx = _ctx(request)
+    router_async.check_provider_address(ctx, request.query_params.get("provider_address"))
+    return await router_async.decorate_poll(ctx, job_id, await serving_images.get_job(ctx, job_id))
 
 
 @guarded.post("/v1/audio/transcriptions")
 async def audio(request: Request) -> Response:
     """Speech-to-text (multipart)."""
+    check_route(_ctx(request), "audio")
     return await serving_audio.transcriptions(_ctx(request), request)
 
 
@@ -194,3 +220,13 @@ def _first_error(exc: ValueError) -> str:
 
 
 router.include_router(guarded)
+
+
+async def close_extras(ctx: ProxyContext) -> None:
+    """Stop what the routes started lazily (Pixazo watchers, serve's state store)."""
+    from broker.proxy.pixazo.serving import stop_watchers
+
+    await stop_watchers(ctx)
+    store = ctx.extra.pop("state_store", None)
+    if store is not None:
+        store.close()

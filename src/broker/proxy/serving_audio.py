@@ -10,7 +10,8 @@ from fastapi.responses import Response
 
 from broker.proxy.context import ProxyContext, complete_response, read_body
 from broker.proxy.errors import ProxyHTTPError
-from broker.proxy.multipart import ensure_field
+from broker.proxy.multipart import ensure_field, text_field
+from broker.proxy.service_routes import check_model
 from broker.proxy.serving_chat import _usage
 from broker.proxy.streaming import stream_response
 
@@ -23,8 +24,9 @@ async def transcriptions(ctx: ProxyContext, request: Request) -> Response:
     if not ctype.lower().startswith("multipart/form-data"):
         raise ProxyHTTPError("audio/transcriptions expects multipart/form-data", status_code=400,
                              type="invalid_request_error", code="invalid_content_type")
-    raw = ensure_field(await read_body(request, ctx.settings.max_body_bytes), ctype, "model",
-                       ctx.default_model)
+    raw = await read_body(request, ctx.settings.max_body_bytes)
+    check_model(ctx, "audio", text_field(raw, ctype, "model"))
+    raw = ensure_field(raw, ctype, "model", ctx.default_model)
     response = await ctx.upstream.send("POST", "/audio/transcriptions", family="audio",
                                        content=raw, content_type=ctype,
                                        route="audio/transcriptions")

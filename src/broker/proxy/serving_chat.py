@@ -14,6 +14,7 @@ from fastapi.responses import Response
 
 from broker.proxy.context import ProxyContext, complete_response, forwarded_body, read_json
 from broker.proxy.errors import ProxyHTTPError
+from broker.proxy.service_routes import check_model
 from broker.proxy.streaming import stream_response
 from broker.wire.forwarded_request import apply_chat_stream_rewrite
 
@@ -57,8 +58,9 @@ def _usage(raw: bytes) -> str | None:
 
 async def chat_completions(ctx: ProxyContext, request: Request) -> Response:
     """Forward a chat completion; bill its usage; verify its signature."""
-    body, stream = prepare_chat_request(await read_json(request, ctx.settings.max_body_bytes),
-                                        ctx.default_model)
+    data = await read_json(request, ctx.settings.max_body_bytes)
+    check_model(ctx, "chat", data.get("model"))
+    body, stream = prepare_chat_request(data, ctx.default_model)
     response = await ctx.upstream.send("POST", "/chat/completions", family="chat", content=body,
                                        content_type="application/json", route="chat/completions")
     if stream and "text/event-stream" in response.headers.get("content-type", "") and \

@@ -37,7 +37,9 @@ from broker.proxy.context import (
     read_json,
 )
 from broker.proxy.errors import ProxyHTTPError
-from broker.proxy.multipart import ensure_field
+from broker.proxy.multipart import ensure_field, text_field
+from broker.proxy.router_async import pop_router_extensions
+from broker.proxy.service_routes import check_model
 from broker.proxy.upstream import decode_body, error_from_upstream
 from broker.proxy.verification import REASON_HEADER, VERIFIED_HEADER, header_value, reason_value
 from broker.wire.job_id import is_valid_job_id
@@ -102,8 +104,10 @@ def _checked_n(rule, *args) -> int:
 
 async def generate_image(ctx: ProxyContext, request: Request) -> Response:
     """Text-to-image through the provider (``{url}/v1/proxy/images/generations``); billed ``n``."""
-    body = prepare_image_request(await read_json(request, ctx.settings.max_body_bytes),
-                                 ctx.default_model)
+    data = await read_json(request, ctx.settings.max_body_bytes)
+    pop_router_extensions(data, request)
+    check_model(ctx, "images", data.get("model"))
+    body = prepare_image_request(data, ctx.default_model)
     response = await ctx.upstream.send("POST", "/images/generations", family="images",
                                        content=body, content_type="application/json",
                                        route="images/generations")
@@ -117,8 +121,9 @@ async def edit_image(ctx: ProxyContext, request: Request) -> Response:
     if not ctype.lower().startswith("multipart/form-data"):
         raise ProxyHTTPError("images/edits expects multipart/form-data", status_code=400,
                              type="invalid_request_error", code="invalid_content_type")
-    raw = ensure_field(await read_body(request, ctx.settings.max_body_bytes), ctype, "model",
-                       ctx.default_model)
+    raw = await read_body(request, ctx.settings.max_body_bytes)
+    check_model(ctx, "image-edits", text_field(raw, ctype, "model"))
+    raw = ensure_field(raw, ctype, "model", ctx.default_model)
     content = {"n": _checked_n(request_n, raw, ctype)}
     response = await ctx.upstream.send("POST", "/images/edits", family="images", content=raw,
                                        content_type=ctype, route="images/edits")
@@ -145,8 +150,10 @@ async def async_generate_image(ctx: ProxyContext, request: Request) -> Response:
     """Queue a text-to-image job (``{url}/v1/async/images/generations``); 202 with the job id and
     ``Retry-After`` passed through. Nothing is billed here: the job id and its ``n`` are recorded in
     the fee store and billed when a poll first reports the job completed (:func:`get_job`)."""
-    body = prepare_image_request(await read_json(request, ctx.settings.max_body_bytes),
-                                 ctx.default_model)
+    data = await read_json(request, ctx.settings.max_body_bytes)
+    pop_router_extensions(data, request)
+    check_model(ctx, "images", data.get("model"))
+    body = prepare_image_request(data, ctx.default_model)
     response = await ctx.upstream.send("POST", "/v1/async/images/generations", proxy=False,
                                        family="images", content=body,
                                        content_type="application/json",

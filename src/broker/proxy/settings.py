@@ -51,6 +51,15 @@ class ServeSettings(BaseSettings):
         recent_verifications: how many results ``/v1/account`` shows.
         chain_timeout: seconds the chain reads of ``/v1/account`` and ``/metrics`` may take (3);
             parts not read in time are reported as unavailable.
+        extra_routes: forward routes outside the provider's service type instead of refusing them
+            with 404 (gateways that also front another backend, e.g. the devnet stack's chat
+            backend); see :mod:`broker.proxy.service_routes`.
+        state_url: SQLAlchemy URL of serve's own state (async job traces, Pixazo requests, stored
+            images); default ``sqlite:///<ZG_HOME>/serve.db``.
+        media_ttl: seconds a generated image stays downloadable at its ``media_url`` (24 h).
+        pixazo_long_side: pixels of the long side of Pixazo's ``image_size`` presets (1024, the
+            Z-Image native size; lower it for a model with a smaller bound, e.g. 128 for ``tiny``).
+        webhook_allow_private: allow ``X-Webhook-URL`` targets on loopback/private networks.
     """
 
     model_config = SettingsConfigDict(env_prefix="ZG_SERVE_", extra="ignore")
@@ -76,6 +85,11 @@ class ServeSettings(BaseSettings):
     ensure_acknowledged: bool = True
     recent_verifications: int = Field(20, ge=0, le=500)
     chain_timeout: float = Field(3.0, gt=0)
+    extra_routes: bool = False
+    state_url: str | None = None
+    media_ttl: float = Field(86400.0, gt=0)
+    pixazo_long_side: int = Field(1024, ge=16, le=4096)
+    webhook_allow_private: bool = False
 
     @field_validator("allowed_hosts", "allowed_origins", mode="before")
     @classmethod

@@ -1,7 +1,9 @@
 """The start-up steps of ``0g-broker serve`` ("At start" of issue 5; ``user-broker.md`` §10.1 with
 §13 item 15 fixed: no billed health-check request, no racy port probe).
 
-1. resolve the provider's service on chain;
+0. pre-flight (:func:`preflight`, no transaction): the port is free, the provider is registered, its
+   service type is one serve handles and it names a model; a start that fails here spends nothing;
+1. resolve the provider's service on chain (done by the pre-flight);
 2. make sure the sub-account is funded (one check-and-fund cycle: created when missing, topped up to
    the provider's unsettled fee + ``buffer × 1 0G``);
 3. make sure this user acknowledged the provider's TEE signer (one transaction when needed);
@@ -21,7 +23,10 @@ from rich.text import Text
 
 from broker._exceptions import BrokerError
 from broker.inference.errors import UnknownProviderError
-from broker.proxy.errors import ProxyStartupError
+from broker.inference.fees import SERVICE_TYPES
+from broker.ledger.errors import NoLedgerError
+from broker.ports import port_available
+from broker.proxy.errors import ProxyConfigError, ProxyStartupError
 from broker.units import format_0g
 
 if TYPE_CHECKING:
@@ -29,7 +34,7 @@ if TYPE_CHECKING:
     from broker.inference.models import Service
     from broker.proxy.settings import ServeSettings
 
-__all__ = ["StartupReport", "prepare_provider"]
+__all__ = ["StartupReport", "check_port", "preflight", "prepare_provider"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +67,64 @@ def _warn(console: Console, text: str) -> None:
     console.print(Text("! ", style="yellow") + Text(text, style="yellow"))
 
 
+def check_port(host: str, port: int) -> None:
+    """Refuse a ``host:port`` that serve could not bind (the way uvicorn binds: ``SO_REUSEADDR``).
+
+    Raises:
+        ProxyConfigError: something already listens there.
+    """
+    if not port_available(host, port):
+        raise ProxyConfigError(
+            f"port {port} on {host} is already in use; choose another with --port",
+            hint=f"0g-broker serve --port {port + 1 if 0 < port < 65535 else 3001} ...")
+
+
+def preflight(inference: InferenceBroker, provider: str, settings: ServeSettings | None = None,
+              ) -> Service:
+    """Everything serve can check before it spends (reads only, no transaction).
+
+    Checks that ``settings.host:settings.port`` is free (when ``settings`` is given), that a service
+    is registered at ``provider`` (``getService``), that its service type is one serve handles
+    (:data:`broker.inference.fees.SERVICE_TYPES`), that it names a model, and that the user has a
+    ledger to fund the sub-account from (``getLedger``).
+
+    Args:
+        inference: the user's inference broker.
+        provider: provider address.
+        settings: serve settings (host and port checked) or ``None``.
+
+    Returns:
+        The provider's :class:`~broker.inference.models.Service` (fresh from the chain).
+
+    Raises:
+        ProxyConfigError: the port is taken. ProxyStartupError: no service at ``provider``, an
+            unsupported service type, no model, or no ledger. InvalidAddressError: malformed
+            address.
+    """
+    if settings is not None:
+        check_port(settings.host, settings.port)
+    try:
+        service = inference.get_service(provider, refresh=True)
+    except UnknownProviderError as exc:
+        raise ProxyStartupError(
+            f"{exc}; nothing was spent",
+            hint="0g-broker list-providers shows the registered providers") from None
+    if service.service_type not in SERVICE_TYPES:
+        raise ProxyStartupError(
+            f"provider {service.provider} serves {service.service_type!r}, which serve does not "
+            f"handle (it handles {', '.join(SERVICE_TYPES)}); nothing was spent")
+    if not (service.model or "").strip():
+        raise ProxyStartupError(
+            f"provider {service.provider} registers no model for its service; nothing was spent")
+    ledger = getattr(inference, "ledger", None)
+    if ledger is not None and hasattr(ledger, "get_ledger"):
+        try:
+            ledger.get_ledger()          # funding the sub-account needs a ledger to draw from
+        except NoLedgerError as exc:
+            raise ProxyStartupError(f"{exc}; nothing was spent", hint=exc.hint) from None
+    return service
+
+
 def prepare_provider(inference: InferenceBroker, provider: str, settings: ServeSettings, *,
                      console: Console | None = None) -> StartupReport:
     """Run the start-up steps for ``provider`` (blocking; chain reads and up to two transactions).
@@ -77,16 +140,14 @@ def prepare_provider(inference: InferenceBroker, provider: str, settings: ServeS
         :class:`StartupReport`.
 
     Raises:
-        ProxyStartupError: no service for ``provider``, the sub-account could not be funded (e.g. no
+        ProxyStartupError: the pre-flight failed (:func:`preflight`: no service for ``provider``,
+            unsupported service type, no model), the sub-account could not be funded (e.g. no
             ledger or not enough in it; the message says how to deposit), or the acknowledgement
             failed.
     """
     console = console or Console(stderr=True)
     with console.status("resolving the provider's service on chain…"):
-        try:
-            service = inference.get_service(provider, refresh=True)
-        except UnknownProviderError as exc:
-            raise ProxyStartupError(str(exc)) from None
+        service = preflight(inference, provider)
     provider = service.provider
     _ok(console, f"provider {provider}: {service.service_type} '{service.model}' at {service.url}")
     if not service.tee_signer_acknowledged:

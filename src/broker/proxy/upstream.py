@@ -225,9 +225,15 @@ class Upstream:
         """The whole body of a streamed response exactly as received (no ``Content-Encoding``
         removed: what the provider's signature covers, B7), then closed.
 
+        A response whose body :meth:`send` already read (a 400/401/403 checked for a session
+        rejection; never a signed answer) gives its decoded bytes.
+
         Raises:
             UpstreamTimeoutError, UpstreamUnavailableError: the body did not arrive.
         """
+        if response.is_stream_consumed:
+            await response.aclose()
+            return response.content
         try:
             return b"".join([chunk async for chunk in response.aiter_raw()])
         except httpx.TimeoutException:
@@ -246,6 +252,9 @@ class Upstream:
         Raises:
             UpstreamTimeoutError, UpstreamUnavailableError: the body did not arrive.
         """
+        if response.is_stream_consumed:      # read (and decoded) by send() already
+            await response.aclose()
+            return response.content
         return decode_body(await self.read_raw(response), response.headers)
 
     async def raise_for_status(self, response: httpx.Response) -> None:

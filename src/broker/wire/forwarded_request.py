@@ -42,6 +42,7 @@ from typing import Any
 from broker._exceptions import InputError
 
 __all__ = [
+    "MAX_DEPTH",
     "ForwardedRequestError",
     "apply_chat_stream_rewrite",
     "canonical_json",
@@ -114,7 +115,13 @@ def _go_key(text: str) -> str:
     return text
 
 
-def _encode(value: Any, out: list[str]) -> None:
+#: Deepest nesting :func:`canonical_json` encodes (far beyond any API body; bounds the recursion).
+MAX_DEPTH = 256
+
+
+def _encode(value: Any, out: list[str], depth: int = 0) -> None:
+    if depth > MAX_DEPTH:
+        raise ForwardedRequestError(f"the JSON body is nested deeper than {MAX_DEPTH} levels")
     if value is None:
         out.append("null")
     elif value is True:
@@ -146,14 +153,14 @@ def _encode(value: Any, out: list[str]) -> None:
                 out.append(",")
             out.append(_go_string(key))
             out.append(":")
-            _encode(items[key], out)
+            _encode(items[key], out, depth + 1)
         out.append("}")
     elif isinstance(value, list | tuple):
         out.append("[")
         for i, item in enumerate(value):
             if i:
                 out.append(",")
-            _encode(item, out)
+            _encode(item, out, depth + 1)
         out.append("]")
     else:
         raise ForwardedRequestError(f"a {type(value).__name__} cannot be sent as JSON")
@@ -169,8 +176,8 @@ def canonical_json(value: Any) -> bytes:
         UTF-8 bytes.
 
     Raises:
-        ForwardedRequestError: a number that cannot be forwarded exactly, NaN/infinity, or a value
-            that is not JSON.
+        ForwardedRequestError: a number that cannot be forwarded exactly, NaN/infinity, nesting
+            deeper than :data:`MAX_DEPTH`, or a value that is not JSON.
     """
     out: list[str] = []
     _encode(value, out)

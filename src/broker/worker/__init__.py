@@ -2,7 +2,9 @@
 
 An OpenAI-compatible image server in front of diffusers' ``ZImagePipeline``: text-to-image, edits
 (image-to-image and inpainting), async jobs with webhooks, lazy loading and idle unloading, one GPU
-job at a time behind a bounded queue.
+job at a time behind a bounded queue, and an optional diffusers safety checker. Its API follows the
+Z-Image Vision server (seed 003): ``/health`` with ``model_loaded``, ``/v1/internal/status``,
+``/v1/models`` with capabilities, ``/v1/internal/unload``.
 
 Importing this package imports neither torch nor diffusers (the ``[worker]`` extra); they load with
 the model. ``create_app``, ``serve`` and ``ImageEngine`` are imported on first access.

@@ -2,7 +2,8 @@
 
 Errors use the OpenAI shape ``{"error": {"message", "type", "param", "code"}}``: 400
 ``invalid_request_error`` naming the field, 404 for unknown jobs/files, 429 with ``Retry-After`` when
-the queue is full, 503 when the model cannot be loaded, 500 when generation fails.
+the queue is full, 500 ``model_load_failed`` naming the cause when the model cannot be loaded (the
+next request retries the load, as the Z-Image Vision server does), 500 when generation fails.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def create_app(
         settings.device,
         queue_size=settings.queue_size,
         idle_unload_seconds=settings.idle_unload_seconds,
+        safety_checker=settings.safety_checker,
     )
     jobs = JobRegistry(ttl_seconds=settings.job_ttl_seconds)
     files = FileStore(ttl_seconds=settings.file_ttl_seconds)
@@ -164,13 +166,15 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(WorkerError)
     async def _worker_error(_: Request, exc: WorkerError) -> JSONResponse:
+        message = str(exc)
         if isinstance(exc, (ModelLoadError, WorkerDependencyError)):
-            status, code = 503, "model_unavailable"
+            code = "model_load_failed"
+            message = f"Model loading failed: {message}. The next request retries the load."
         elif isinstance(exc, GenerationError):
-            status, code = 500, "generation_failed"
+            code = "generation_failed"
         else:
-            status, code = 500, "worker_error"
-        return JSONResponse(error_body(str(exc), "server_error", code=code), status_code=status)
+            code = "worker_error"
+        return JSONResponse(error_body(message, "server_error", code=code), status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

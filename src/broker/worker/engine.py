@@ -13,10 +13,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from broker.worker.errors import GenerationError, QueueFullError, WorkerError
+from broker.worker.errors import GenerationError, ModelLoadError, QueueFullError, WorkerError
 from broker.worker.pipelines import ImagePipelines, ModelLimits, limits_for, load_pipelines
 
-__all__ = ["EngineState", "EngineStatus", "ImageEngine", "ImageTask"]
+__all__ = ["EngineState", "EngineStatus", "Generation", "ImageEngine", "ImageTask"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,10 @@ class ImageTask:
         image: a PIL image for edits (image-to-image), else ``None`` (text-to-image).
         mask: a PIL ``L`` mask (white = repaint) for inpainting edits, else ``None``.
         strength: edit strength in [0, 1] (how much of ``image`` is re-noised).
+        cfg_normalization / cfg_truncation: diffusers ``ZImagePipeline`` guidance options (they act
+            when ``guidance_scale`` > 1).
+        max_sequence_length: prompt tokens for the text encoder (``None``: the model's limit).
+        safety_check: run the engine's safety checker on the images (needs one configured).
     """
 
     prompt: str
@@ -49,6 +53,24 @@ class ImageTask:
     image: Any = None
     mask: Any = None
     strength: float = 0.6
+    cfg_normalization: bool = False
+    cfg_truncation: float = 1.0
+    max_sequence_length: int | None = None
+    safety_check: bool = False
+
+
+@dataclass
+class Generation:
+    """What a task produced.
+
+    Attributes:
+        images: ``n`` PIL images (flagged ones included; the caller withholds them).
+        has_nsfw_concepts: one bool per image from the safety checker (``True`` = flagged), or
+            ``None`` when no check ran.
+    """
+
+    images: list[Any]
+    has_nsfw_concepts: list[bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +84,7 @@ class EngineStatus:
         queue_length: jobs waiting behind the running one; queue_size: the most that may wait.
         running: jobs running now (0 or 1).
         idle_seconds: seconds since the last job finished (``None`` before the first one).
+        load_error: the message of the last failed load (``None`` once a load succeeds).
     """
 
     state: EngineState
@@ -72,6 +95,7 @@ class EngineStatus:
     queue_size: int
     running: int
     idle_seconds: float | None
+    load_error: str | None = None
 
 
 class ImageEngine:
@@ -89,6 +113,9 @@ class ImageEngine:
         queue_size: waiting tasks allowed (>= 0).
         idle_unload_seconds: idle time before unloading, in seconds (0 = never).
         loader: ``(model, device) -> ImagePipelines``; defaults to the real loader.
+        safety_checker: ``None`` (no checker), ``"tiny"``, a Hub id or a directory of a diffusers
+            safety checker (see :mod:`broker.worker.pipelines.safety`); loaded with the model.
+        safety_loader: ``(reference, device) -> SafetyChecker``; defaults to the real loader.
     """
 
     def __init__(
@@ -99,8 +126,11 @@ class ImageEngine:
         queue_size: int = 8,
         idle_unload_seconds: float = 0.0,
         loader: Callable[[str, str], ImagePipelines] = load_pipelines,
+        safety_checker: str | None = None,
+        safety_loader: Callable[[str, str], Any] | None = None,
     ):
         self.model = model
+        self.safety_checker = safety_checker or None
         self.device = device
         self.limits: ModelLimits = limits_for(model)
         self.queue_size = queue_size
@@ -109,7 +139,9 @@ class ImageEngine:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zimage-gpu")
         self._lock = threading.Lock()  # counters, state, timer
         self._model_lock = threading.Lock()  # held while loading, generating or unloading
+        self._safety_loader = safety_loader
         self._pipelines: ImagePipelines | None = None
+        self._checker: Any = None
         self._state: EngineState = "idle"
         self._waiting = 0
         self._running = 0
@@ -117,13 +149,15 @@ class ImageEngine:
         self._avg_job_seconds: float | None = None
         self._timer: threading.Timer | None = None
         self._closed = False
+        self._load_error: str | None = None
 
     # -- public API ---------------------------------------------------------------------------
 
     def submit(
         self, task: ImageTask, on_start: Callable[[], None] | None = None
-    ) -> Future[list[Any]]:
-        """Queue ``task``; returns a future resolving to a list of ``n`` PIL images.
+    ) -> Future[Generation]:
+        """Queue ``task``; returns a future resolving to a :class:`Generation` (``n`` PIL images
+        and, for ``task.safety_check``, the checker's flags).
 
         Args:
             task: the validated job.
@@ -164,6 +198,7 @@ class ImageEngine:
                     if self._last_finished is None or self._running
                     else round(time.monotonic() - self._last_finished, 3)
                 ),
+                load_error=self._load_error,
             )
 
     def retry_after(self, position: int | None = None) -> int:
@@ -178,7 +213,9 @@ class ImageEngine:
         """Load the model now (blocking; waits for a running job). Returns the pipelines.
 
         Raises:
-            ModelLoadError, WorkerDependencyError: as :func:`load_pipelines`.
+            ModelLoadError: the load failed (any loader error, with its cause in the message);
+                the next task or call tries again.
+            WorkerDependencyError: the ``[worker]`` extra is missing.
         """
         with self._model_lock:
             return self._ensure_loaded()
@@ -202,7 +239,7 @@ class ImageEngine:
 
     # -- executor thread ----------------------------------------------------------------------
 
-    def _run(self, task: ImageTask, on_start: Callable[[], None] | None) -> list[Any]:
+    def _run(self, task: ImageTask, on_start: Callable[[], None] | None) -> Generation:
         with self._lock:
             self._waiting -= 1
             self._running = 1
@@ -214,9 +251,11 @@ class ImageEngine:
                 pipes = self._ensure_loaded()
                 self._set_state("generating")
                 generate_started = time.monotonic()
-                images = self._generate(pipes, task)
+                result = Generation(self._generate(pipes, task))
+                if task.safety_check and self._checker is not None:
+                    result.has_nsfw_concepts = self._checker.check(result.images)
                 self._record_duration(time.monotonic() - generate_started)
-            return images
+            return result
         except WorkerError:
             raise
         except Exception as exc:  # torch / diffusers errors (OOM, bad tensors...)
@@ -231,16 +270,54 @@ class ImageEngine:
             logger.debug("task done in %.3f s", time.monotonic() - started)
 
     def _ensure_loaded(self) -> ImagePipelines:
+        """Load the pipelines unless loaded (``self._model_lock`` held). A failure leaves the
+        engine unloaded, so the next task retries; its message is kept for the status."""
         if self._pipelines is None:
             self._set_state("loading")
             logger.info("loading model %s on %s", self.model, self.device)
             try:
                 pipes = self._loader(self.model, self.device)
+            except WorkerError as exc:
+                self._record_load_error(str(exc))
+                raise
+            except Exception as exc:  # OOM while moving to the device, broken files...
+                logger.exception("loading model %s failed", self.model)
+                message = f"cannot load model {self.model!r}: {type(exc).__name__}: {exc}"
+                self._record_load_error(message)
+                raise ModelLoadError(message) from exc
             finally:
                 self._set_state("idle")
             with self._lock:
                 self._pipelines = pipes
+                self._load_error = None
+        if self.safety_checker is not None and self._checker is None:
+            self._load_checker()
         return self._pipelines
+
+    def _load_checker(self) -> None:
+        from broker.worker.pipelines.safety import load_safety_checker
+
+        loader = self._safety_loader or load_safety_checker
+        self._set_state("loading")
+        try:
+            checker = loader(self.safety_checker, self.device)
+        except WorkerError as exc:
+            self._record_load_error(str(exc))
+            raise
+        except Exception as exc:
+            logger.exception("loading safety checker %s failed", self.safety_checker)
+            message = f"cannot load safety checker {self.safety_checker!r}: {exc}"
+            self._record_load_error(message)
+            raise ModelLoadError(message) from exc
+        finally:
+            self._set_state("idle")
+        with self._lock:
+            self._checker = checker
+            self._load_error = None
+
+    def _record_load_error(self, message: str) -> None:
+        with self._lock:
+            self._load_error = message
 
     def _generate(self, pipes: ImagePipelines, task: ImageTask) -> list[Any]:
         import torch
@@ -253,9 +330,11 @@ class ImageEngine:
             "width": task.width,
             "num_inference_steps": task.num_inference_steps,
             "guidance_scale": task.guidance_scale,
+            "cfg_normalization": task.cfg_normalization,
+            "cfg_truncation": task.cfg_truncation,
             "num_images_per_prompt": task.n,
             "generator": generator,
-            "max_sequence_length": pipes.limits.max_sequence_length,
+            "max_sequence_length": task.max_sequence_length or pipes.limits.max_sequence_length,
         }
         if task.image is None:
             output = pipes.text_to_image(**common)
@@ -270,6 +349,7 @@ class ImageEngine:
     def _unload_locked(self) -> bool:
         with self._lock:
             pipes, self._pipelines = self._pipelines, None
+            self._checker = None
         if pipes is None:
             return False
         device = pipes.device

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from broker.worker.errors import InvalidImageRequestError
 
 __all__ = [
+    "INPUT_FORMATS",
     "OUTPUT_FORMATS",
     "FileStore",
     "StoredFile",
@@ -108,21 +109,46 @@ def encode_image(image, output_format: str = "png", compression: int | None = No
     return buffer.getvalue()
 
 
+#: Upload formats accepted by :func:`decode_image` (Pillow format names): the OpenAI Images API's.
+INPUT_FORMATS = ("PNG", "JPEG", "WEBP")
+
+
 def decode_image(data: bytes, *, param: str = "image"):
-    """Decode an uploaded image (any format Pillow reads) into an RGB ``PIL.Image.Image``.
+    """Decode an uploaded PNG, JPEG or WebP image into a ``PIL.Image.Image``.
+
+    Args:
+        data: the uploaded bytes; param: the form field, named in errors.
+
+    Returns:
+        The decoded image (its ``format`` is one of :data:`INPUT_FORMATS`).
 
     Raises:
-        InvalidImageRequestError: empty or undecodable data (``param`` names the form field).
+        InvalidImageRequestError: empty data, another format (a text file, a GIF...) or a
+            truncated / corrupt image, or a decompression bomb (``param`` names the form field; the message never carries
+            Pillow's internal object reprs).
     """
     from PIL import Image, UnidentifiedImageError
 
     if not data:
         raise InvalidImageRequestError(f"{param} is empty", param=param)
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=INPUT_FORMATS)
+    except Image.DecompressionBombError:
+        raise InvalidImageRequestError(
+            f"{param} has too many pixels", param=param, code="image_too_large"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise InvalidImageRequestError(
+            f"{param} is not a PNG/JPEG/WebP image", param=param, code="invalid_image"
+        ) from None
+    try:
         image.load()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InvalidImageRequestError(f"{param} is not a readable image: {exc}", param=param)
+    except (OSError, ValueError, SyntaxError):
+        raise InvalidImageRequestError(
+            f"{param} is a truncated or corrupt {image.format} image",
+            param=param,
+            code="invalid_image",
+        ) from None
     return image
 
 

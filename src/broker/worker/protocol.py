@@ -13,9 +13,11 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 from broker.wire.n import MAX_N, parse_n, parse_n_field
 
 __all__ = [
+    "CAPABILITIES",
     "AsyncImageGenerationRequest",
     "ErrorDetail",
     "ErrorResponse",
+    "HealthResponse",
     "ImageData",
     "ImageEditForm",
     "ImageGenerationRequest",
@@ -26,6 +28,9 @@ __all__ = [
     "UnloadResponse",
     "WorkerStatusResponse",
 ]
+
+#: Capabilities listed by ``GET /v1/models`` (seed 003, "Capabilities").
+CAPABILITIES = ("text-to-image", "image-to-image")
 
 
 class _ImageOptions(BaseModel):
@@ -43,7 +48,27 @@ class _ImageOptions(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="Generator seed.")
     num_inference_steps: int | None = Field(None, ge=1, description="Denoising steps.")
     guidance_scale: float | None = Field(None, ge=0, le=50, description="CFG scale (0 = off).")
+    cfg_normalization: bool = Field(
+        False,
+        description="Renormalise the guided prediction to the conditional one's norm (diffusers "
+        "ZImagePipeline; acts when guidance_scale > 1). False for standard generation.",
+    )
+    cfg_truncation: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Guidance is switched off once the normalised time (1 - t/1000) exceeds it "
+        "(diffusers ZImagePipeline; 1.0 = guidance on every step).",
+    )
+    max_sequence_length: int | None = Field(
+        None, ge=1, description="Most prompt tokens given to the text encoder (<= the model's)."
+    )
     negative_prompt: str | None = Field(None, max_length=32_000)
+    enable_safety_checker: bool | None = Field(
+        None,
+        description="Run the worker's safety checker (default: when the worker has one). Without "
+        "one, the answer says no check ran (safety_checked false).",
+    )
     user: str | None = None
 
 
@@ -55,8 +80,11 @@ class _ImageOptions(BaseModel):
 
 
 class ImageGenerationRequest(_ImageOptions):
-    """``POST /v1/images/generations`` body (OpenAI shape; unknown fields such as ``quality`` or
-    ``style`` are accepted and ignored)."""
+    """``POST /v1/images/generations`` body: the OpenAI shape plus the Z-Image Vision server's
+    generation parameters (seed 003: ``negative_prompt``, ``num_inference_steps``,
+    ``guidance_scale``, ``cfg_normalization``) and diffusers' ``cfg_truncation`` /
+    ``max_sequence_length``. Like the OpenAI API and that server, unknown fields (``quality``,
+    ``style``...) are accepted and ignored; known fields with bad values are refused (400)."""
 
 
 class AsyncImageGenerationRequest(ImageGenerationRequest):
@@ -68,8 +96,13 @@ class AsyncImageGenerationRequest(ImageGenerationRequest):
 
 
 class ImageEditForm(_ImageOptions):
-    """Text fields of the multipart ``POST /v1/images/edits`` form (files: ``image``, ``mask``)."""
+    """Text fields of the multipart ``POST /v1/images/edits`` form (files: ``image``, ``mask``).
 
+    Defaults of the Z-Image Vision server (seed 003, "Edit Image"): ``response_format`` ``url``,
+    ``size`` the input image's, ``guidance_scale`` 1.5 where the model uses guidance (see
+    :attr:`broker.worker.pipelines.ModelLimits.default_edit_guidance`)."""
+
+    response_format: Literal["b64_json", "url"] = Field("url")
     strength: float = Field(0.6, ge=0, le=1, description="How much of the image is re-noised.")
     webhook_url: AnyHttpUrl | None = Field(None, description="Async edits only.")
 
@@ -81,21 +114,27 @@ class ImageEditForm(_ImageOptions):
 
 
 class ImageData(BaseModel):
-    """One image: ``b64_json`` or ``url``."""
+    """One image: ``b64_json`` or ``url``; neither when the safety checker flagged it (withheld)."""
 
     b64_json: str | None = None
     url: str | None = None
-    revised_prompt: str | None = None
+    revised_prompt: str | None = Field(None, description="The prompt the image was made from.")
+    has_nsfw_concepts: bool | None = Field(
+        None, description="The safety checker's verdict (true = withheld); absent when unchecked."
+    )
 
 
 class ImagesResponse(BaseModel):
-    """OpenAI images response, plus the ``seed`` used (same seed + inputs → same pixels)."""
+    """OpenAI images response, plus the ``seed`` used (same seed + inputs → same pixels) and
+    ``safety_checked``: whether a safety checker looked at the images (present when the worker has
+    one or the request set ``enable_safety_checker``; never true unless a check ran)."""
 
     created: int
     data: list[ImageData]
     output_format: Literal["png", "jpeg", "webp"]
     size: str
     seed: int
+    safety_checked: bool | None = None
 
 
 class ImageJobCreated(BaseModel):
@@ -124,10 +163,14 @@ class ErrorResponse(BaseModel):
 
 
 class WorkerStatusResponse(BaseModel):
-    """``GET /v1/internal/status``."""
+    """``GET /v1/internal/status`` (seed 003: ``{"status": "generating"}`` while busy).
 
-    state: Literal["idle", "loading", "generating"]
+    ``status``: what the engine does now; ``loaded``: whether the model is in memory;
+    ``load_error``: why the last load failed (cleared by a successful load), else ``None``."""
+
+    status: Literal["idle", "loading", "generating"]
     loaded: bool
+    load_error: str | None = None
     model: str
     device: str
     queue_length: int
@@ -135,6 +178,18 @@ class WorkerStatusResponse(BaseModel):
     running: int
     idle_seconds: float | None
     jobs: int
+
+
+class HealthResponse(BaseModel):
+    """``GET /health``: liveness plus whether the model is loaded (seed 003, "Health Check");
+    never loads the model."""
+
+    status: Literal["ok"] = "ok"
+    model_loaded: bool
+    model: str
+    state: Literal["idle", "loading", "generating"]
+    load_error: str | None = None
+    safety_checker: str | None = Field(None, description="The configured safety checker, if any.")
 
 
 class UnloadResponse(BaseModel):
@@ -152,6 +207,9 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "0g-broker"
     type: str = "text-to-image"
+    capabilities: list[str] = Field(
+        default_factory=lambda: list(CAPABILITIES), description="What the model can do."
+    )
     limits: dict[str, Any] = Field(default_factory=dict, description="Size and step limits.")
 
 

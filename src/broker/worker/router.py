@@ -17,6 +17,7 @@ from broker.worker.body import SafeJSONRoute
 from broker.worker.errors import InvalidImageRequestError, JobNotFoundError
 from broker.worker.protocol import (
     AsyncImageGenerationRequest,
+    HealthResponse,
     ImageEditForm,
     ImageGenerationRequest,
     ImageJobCreated,
@@ -39,19 +40,30 @@ def _service(request: Request) -> ImageService:
 
 
 def _status(service: ImageService) -> WorkerStatusResponse:
+    snapshot = dict(service.engine.status().__dict__)
+    snapshot["status"] = snapshot.pop("state")
+    return WorkerStatusResponse(**snapshot, jobs=len(service.jobs))
+
+
+@router.get("/health", response_model=HealthResponse)
+async def health(request: Request) -> HealthResponse:
+    """Liveness and load status: ``{"status": "ok", "model_loaded": bool, "model", "state",
+    "load_error"}`` (never loads the model)."""
+    service = _service(request)
     snapshot = service.engine.status()
-    return WorkerStatusResponse(**snapshot.__dict__, jobs=len(service.jobs))
-
-
-@router.get("/health")
-async def health() -> dict[str, str]:
-    """Liveness: ``{"status": "ok"}`` (does not load the model)."""
-    return {"status": "ok"}
+    return HealthResponse(
+        model_loaded=snapshot.loaded,
+        model=service.settings.model_name,
+        state=snapshot.state,
+        load_error=snapshot.load_error,
+        safety_checker=service.engine.safety_checker,
+    )
 
 
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
-    """The one served model, in the ``{"object": "list", "data": [...]}`` shape."""
+    """The one served model, in the ``{"object": "list", "data": [...]}`` shape, with its
+    capabilities (text-to-image, image-to-image) and limits."""
     service = _service(request)
     limits = service.engine.limits
     return ModelList(
@@ -66,6 +78,9 @@ async def list_models(request: Request) -> ModelList:
                     "default_size": f"{limits.default_size[0]}x{limits.default_size[1]}",
                     "default_steps": limits.default_steps,
                     "default_guidance_scale": limits.default_guidance,
+                    "default_edit_guidance_scale": limits.default_edit_guidance,
+                    "max_sequence_length": limits.max_sequence_length,
+                    "safety_checker": service.engine.safety_checker,
                     "max_n": service.settings.max_n,
                 },
             )
@@ -75,7 +90,8 @@ async def list_models(request: Request) -> ModelList:
 
 @router.get("/v1/internal/status", response_model=WorkerStatusResponse)
 async def internal_status(request: Request) -> WorkerStatusResponse:
-    """Engine state (``idle`` / ``loading`` / ``generating``), load status and queue length."""
+    """``{"status": "idle" | "loading" | "generating", "loaded", "load_error", ...}`` and the
+    queue length."""
     return _status(_service(request))
 
 

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from broker.worker.engine import ImageEngine, ImageTask
+from broker.worker.engine import Generation, ImageEngine, ImageTask
 from broker.worker.errors import InvalidImageRequestError, WorkerError
 from broker.worker.images import FileStore, decode_image, decode_mask, encode_image, parse_size
 from broker.worker.jobs import ImageJob, JobRegistry, WebhookNotifier
@@ -26,13 +26,15 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class OutputOptions:
     """How results are returned: ``response_format`` (b64_json | url), ``output_format``
-    (png | jpeg | webp), ``output_compression`` (0–100 or ``None``) and the ``base_url`` used to
-    build ``url`` values (no trailing slash)."""
+    (png | jpeg | webp), ``output_compression`` (0–100 or ``None``), the ``base_url`` used to
+    build ``url`` values (no trailing slash), and ``report_safety``: whether the answer carries
+    ``safety_checked`` (the worker has a checker, or the request set ``enable_safety_checker``)."""
 
     response_format: str
     output_format: str
     output_compression: int | None
     base_url: str
+    report_safety: bool = False
 
 
 class ImageService:
@@ -65,7 +67,8 @@ class ImageService:
         """Validate a generation request against the model and settings limits.
 
         Raises:
-            InvalidImageRequestError: ``n`` > ``max_n``, bad ``size``, too many steps.
+            InvalidImageRequestError: ``n`` > ``max_n``, bad ``size``, too many steps, or
+                ``max_sequence_length`` above the model's.
         """
         limits = self.engine.limits
         width, height = parse_size(
@@ -78,8 +81,9 @@ class ImageService:
         return self._task(request, width, height)
 
     def edit_task(self, form: ImageEditForm, images: list[bytes], mask: bytes | None) -> ImageTask:
-        """Validate an edit: one input image (decoded with Pillow), an optional mask (OpenAI alpha
-        convention), ``size`` defaulting to the image size rounded down to the model's multiple.
+        """Validate an edit: one input image (PNG, JPEG or WebP), an optional mask (OpenAI alpha
+        convention), ``size`` defaulting to the image size rounded down to the model's multiple,
+        ``guidance_scale`` defaulting to the model's edit default (1.5 where it uses guidance).
 
         Raises:
             InvalidImageRequestError: missing/extra/undecodable image, bad mask, bad fields.
@@ -113,11 +117,13 @@ class ImageService:
             image = image.resize((width, height))
             if mask_image is not None:
                 mask_image = mask_image.resize((width, height))
-        task = self._task(form, width, height)
+        task = self._task(form, width, height, default_guidance=limits.default_edit_guidance)
         task.image, task.mask, task.strength = image, mask_image, form.strength
         return task
 
-    def _task(self, request: Any, width: int, height: int) -> ImageTask:
+    def _task(
+        self, request: Any, width: int, height: int, *, default_guidance: float | None = None
+    ) -> ImageTask:
         limits = self.engine.limits
         if request.n > self.settings.max_n:
             raise InvalidImageRequestError(
@@ -129,9 +135,14 @@ class ImageService:
                 f"num_inference_steps must be at most {self.settings.max_inference_steps}",
                 param="num_inference_steps",
             )
-        guidance = (
-            limits.default_guidance if request.guidance_scale is None else request.guidance_scale
-        )
+        if default_guidance is None:
+            default_guidance = limits.default_guidance
+        guidance = default_guidance if request.guidance_scale is None else request.guidance_scale
+        if (request.max_sequence_length or 0) > limits.max_sequence_length:
+            raise InvalidImageRequestError(
+                f"max_sequence_length must be at most {limits.max_sequence_length}",
+                param="max_sequence_length",
+            )
         return ImageTask(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
@@ -141,16 +152,26 @@ class ImageService:
             num_inference_steps=steps,
             guidance_scale=guidance,
             seed=request.seed if request.seed is not None else secrets.randbits(31),
+            cfg_normalization=request.cfg_normalization,
+            cfg_truncation=request.cfg_truncation,
+            max_sequence_length=request.max_sequence_length,
+            safety_check=(
+                self.engine.safety_checker is not None
+                and request.enable_safety_checker is not False
+            ),
         )
 
-    @staticmethod
-    def output_options(request: Any, base_url: str) -> OutputOptions:
+    def output_options(self, request: Any, base_url: str) -> OutputOptions:
         """The :class:`OutputOptions` of a request; ``base_url`` is the request's base URL."""
         return OutputOptions(
             response_format=request.response_format,
             output_format=request.output_format,
             output_compression=request.output_compression,
             base_url=base_url.rstrip("/"),
+            report_safety=(
+                self.engine.safety_checker is not None
+                or request.enable_safety_checker is not None
+            ),
         )
 
     # -- running --------------------------------------------------------------------------------
@@ -163,8 +184,8 @@ class ImageService:
             ModelLoadError / GenerationError / WorkerDependencyError: the job failed.
         """
         future = self.engine.submit(task)
-        images = await asyncio.wrap_future(future)
-        return await asyncio.to_thread(self._respond, task, images, options)
+        generation = await asyncio.wrap_future(future)
+        return await asyncio.to_thread(self._respond, task, generation, options)
 
     def submit_job(
         self, task: ImageTask, options: OutputOptions, webhook_url: str | None
@@ -188,8 +209,8 @@ class ImageService:
 
     async def _finish_job(self, job_id: str, future, task: ImageTask, options: OutputOptions):
         try:
-            images = await asyncio.wrap_future(future)
-            response = await asyncio.to_thread(self._respond, task, images, options)
+            generation = await asyncio.wrap_future(future)
+            response = await asyncio.to_thread(self._respond, task, generation, options)
         except asyncio.CancelledError:
             self.jobs.fail(job_id, "the worker shut down before the job finished")
             raise
@@ -204,23 +225,31 @@ class ImageService:
             await self.notifier.notify(job.webhook_url, job.to_dict())
 
     def _respond(
-        self, task: ImageTask, images: list[Any], options: OutputOptions
+        self, task: ImageTask, generation: Generation, options: OutputOptions
     ) -> ImagesResponse:
+        flags = generation.has_nsfw_concepts
         data = []
-        for image in images:
+        for index, image in enumerate(generation.images):
+            flagged = None if flags is None else flags[index]
+            if flagged:  # withheld: neither bytes nor a url
+                data.append(ImageData(revised_prompt=task.prompt, has_nsfw_concepts=True))
+                continue
             encoded = encode_image(image, options.output_format, options.output_compression)
             if options.response_format == "url":
                 file_id = self.files.put(encoded, options.output_format)
                 base = (self.settings.public_base_url or options.base_url).rstrip("/")
-                data.append(ImageData(url=f"{base}/v1/images/files/{file_id}"))
+                item = ImageData(url=f"{base}/v1/images/files/{file_id}")
             else:
-                data.append(ImageData(b64_json=base64.b64encode(encoded).decode("ascii")))
+                item = ImageData(b64_json=base64.b64encode(encoded).decode("ascii"))
+            item.revised_prompt, item.has_nsfw_concepts = task.prompt, flagged
+            data.append(item)
         return ImagesResponse(
             created=int(time.time()),
             data=data,
             output_format=options.output_format,
             size=f"{task.width}x{task.height}",
             seed=task.seed,
+            safety_checked=(flags is not None) if options.report_safety else None,
         )
 
     async def aclose(self) -> None:

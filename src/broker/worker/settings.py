@@ -41,6 +41,12 @@ class WorkerSettings(BaseSettings):
     allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Web origins allowed to call the worker (default none).")
     port: int = Field(8000, ge=0, le=65535, description="Bind port (0 = any free port).")
+    safety_checker: str | None = Field(
+        None,
+        description="Image safety checker loaded with the model: 'tiny' (random weights, tests), a "
+        "Hub id such as CompVis/stable-diffusion-safety-checker, or a directory; none by default "
+        "(answers then say that no check ran).",
+    )
     public_base_url: str | None = Field(
         None,
         description="Base URL used in `url` responses (e.g. https://worker.example); "

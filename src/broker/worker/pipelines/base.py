@@ -62,7 +62,14 @@ class ModelLimits:
     """Request limits and recommended defaults of a model, known before it is loaded.
 
     Attributes:
-        limits: the model's :class:`ModelLimits`.
+        size_multiple: width and height must be multiples of it (pixels; ``2 × vae_scale_factor``).
+        min_side / max_side: inclusive pixel limits of each side.
+        default_size: ``(width, height)`` in pixels when a request gives no ``size``.
+        default_steps: ``num_inference_steps`` when a request gives none.
+        default_guidance: ``guidance_scale`` of generations when a request gives none.
+        max_sequence_length: the most prompt tokens given to the text encoder.
+        default_edit_guidance: ``guidance_scale`` of edits when a request gives none (the Z-Image
+            Vision server's 1.5 where the model uses guidance; 0.0 for guidance-distilled Turbo).
     """
 
     size_multiple: int
@@ -72,6 +79,7 @@ class ModelLimits:
     default_steps: int
     default_guidance: float
     max_sequence_length: int = 512
+    default_edit_guidance: float = 1.5
 
 
 @dataclass

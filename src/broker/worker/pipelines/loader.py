@@ -24,6 +24,7 @@ TURBO_DEFAULT_STEPS = 8
 TURBO_DEFAULT_GUIDANCE = 0.0
 _BASE_DEFAULT_STEPS = 50
 _BASE_DEFAULT_GUIDANCE = 4.0
+_BASE_DEFAULT_EDIT_GUIDANCE = 1.5  # the Z-Image Vision server's edit default (seed 003)
 
 
 def _size_multiple(model: str) -> int:
@@ -46,7 +47,8 @@ def limits_for(model: str) -> ModelLimits:
     Returns:
         :data:`broker.worker.pipelines.tiny.TINY_LIMITS` for ``"tiny"``; otherwise sizes multiple of
         ``2 × vae_scale_factor`` (16 for Z-Image) in [that multiple, 2048], default 1024×1024, and
-        8 steps / guidance 0.0 for Turbo models (name contains "turbo"), 50 / 4.0 otherwise.
+        8 steps / guidance 0.0 (edits too) for Turbo models (name contains "turbo"), otherwise 50
+        steps, guidance 4.0 and edit guidance 1.5 (the Z-Image Vision server's defaults).
     """
     if model == "tiny":
         from broker.worker.pipelines.tiny import TINY_LIMITS
@@ -62,6 +64,7 @@ def limits_for(model: str) -> ModelLimits:
         default_steps=TURBO_DEFAULT_STEPS if turbo else _BASE_DEFAULT_STEPS,
         default_guidance=TURBO_DEFAULT_GUIDANCE if turbo else _BASE_DEFAULT_GUIDANCE,
         max_sequence_length=512,
+        default_edit_guidance=TURBO_DEFAULT_GUIDANCE if turbo else _BASE_DEFAULT_EDIT_GUIDANCE,
     )
 
 

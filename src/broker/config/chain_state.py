@@ -1,0 +1,65 @@
+"""Where state that belongs to one chain lives: ``$ZG_HOME/chains/<tag>/``.
+
+Unsettled fees, issued token ids and verification logs only mean something on the chain (and
+contracts) they were recorded against. Keying their files by chain keeps one chain's fees out of
+another's accounting, e.g. after ``devnet down`` / ``devnet up``: the devnet always has chain id 31337
+and the same contract addresses, so for local chains the tag also carries the genesis block's hash,
+which differs for every anvil started.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from broker.config.settings import broker_home
+
+__all__ = ["LOCAL_CHAIN_IDS", "chain_state_dir", "chain_tag", "genesis_hash"]
+
+#: Chain ids of local development chains (anvil / hardhat), whose contracts are redeployed at the
+#: same addresses on every start.
+LOCAL_CHAIN_IDS = frozenset({31337, 1337})
+
+
+def genesis_hash(w3: Any) -> str | None:
+    """The ``0x`` hash of block 0 from a connected :class:`~web3.Web3`; ``None`` when the node does
+    not answer (the tag then falls back to chain id and addresses)."""
+    try:
+        block = w3.eth.get_block(0)
+    except Exception:  # noqa: BLE001 - any node/transport failure: no genesis component
+        return None
+    value = block.get("hash")
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        return "0x" + bytes(value).hex()
+    text = str(value)
+    return text if text.startswith("0x") else "0x" + text
+
+
+def chain_tag(network: str, chain_id: int | None, ledger_address: str,
+              genesis: str | None = None) -> str:
+    """A folder name for one chain and contract set: ``<network>-<chain id>-<ledger[:10]>``, plus
+    ``-<genesis[2:10]>`` for local chains (``chain_id`` in :data:`LOCAL_CHAIN_IDS`) when
+    ``genesis`` is given.
+
+    Args:
+        network: preset name (``mainnet``, ``devnet``...). chain_id: the chain id (``None``:
+            unknown, written ``0``). ledger_address: the LedgerManager address. genesis: block 0's
+            hash (``0x``...).
+
+    Returns:
+        e.g. ``"mainnet-16661-0x2dE54c84"`` or ``"devnet-31337-0x5FbDB231-3f1c9a0b"``.
+    """
+    name = re.sub(r"[^A-Za-z0-9_.]+", "_", network or "custom")
+    tag = f"{name}-{int(chain_id or 0)}-{ledger_address[:10]}"
+    if genesis and int(chain_id or 0) in LOCAL_CHAIN_IDS:
+        tag += "-" + genesis.lower().removeprefix("0x")[:8]
+    return tag
+
+
+def chain_state_dir(network: str, chain_id: int | None, ledger_address: str,
+                    genesis: str | None = None) -> Path:
+    """``$ZG_HOME/chains/<chain_tag(...)>`` (not created here); see :func:`chain_tag`."""
+    return broker_home() / "chains" / chain_tag(network, chain_id, ledger_address, genesis)

@@ -1,0 +1,122 @@
+"""``/ready`` (readiness) beside ``/health`` (liveness), on a real devnet: all checks ok with a
+running stack; the provider's gateway gone, no sub-account, and the chain gone (a loopback relay in
+front of anvil that is shut down, which also makes auto-funding fail) are each named as the part
+that is down, with 503, while ``/health`` still answers 200."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+from devnet_helpers import key_hex, register_chatbot_service
+from proxy_helpers import ThreadServer, free_port
+
+from broker.proxy import ServeSettings, create_app
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+class _Relay:
+    """A loopback HTTP relay to ``target`` (JSON-RPC POSTs) that can be shut down: the chain
+    "goes away" for whoever uses the relay's URL."""
+
+    def __init__(self, target: str) -> None:
+        client = httpx.Client(timeout=10)
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                r = client.post(target, content=body,
+                                headers={"content-type": "application/json"})
+                self.send_response(r.status_code)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(r.content)))
+                self.end_headers()
+                self.wfile.write(r.content)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.client = client
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.client.close()
+
+
+def _ready(url: str) -> httpx.Response:
+    return httpx.get(url + "/ready", timeout=30)
+
+
+def test_ready_when_everything_is_up(stack, user_broker):
+    st, _ = stack
+    settings = ServeSettings(provider=st.provider_address, funding_interval=600)
+    with ThreadServer(create_app(user_broker, settings)) as url:
+        r = _ready(url)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "ready"
+    assert set(body["checks"]) == {"chain", "provider", "sub_account", "auto_funding"}
+    assert all(c["ok"] for c in body["checks"].values()), body
+    assert body["checks"]["auto_funding"]["detail"].startswith("running")
+
+
+def test_provider_gone_and_no_sub_account(devnet, user_broker):
+    dead = f"http://127.0.0.1:{free_port()}"                 # nothing listens there
+    provider = register_chatbot_service(devnet, dead, model="m", input_price=1, output_price=1,
+                                        owner_ack=True)
+    settings = ServeSettings(provider=provider.address, auto_funding=False)
+    with ThreadServer(create_app(user_broker, settings, run_startup=False)) as url:
+        started = time.monotonic()
+        r = _ready(url)
+        elapsed = time.monotonic() - started
+        health = httpx.get(url + "/health")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert r.status_code == 503
+    checks = r.json()["checks"]
+    assert r.json()["status"] == "not_ready"
+    assert checks["chain"]["ok"] is True
+    assert checks["provider"]["ok"] is False and "ConnectError" in checks["provider"]["detail"]
+    assert checks["sub_account"] == {"ok": False,
+                                     "detail": f"no sub-account with provider {provider.address}"}
+    assert checks["auto_funding"] == {"ok": True, "detail": "disabled"}
+    assert elapsed < 10                                       # short timeouts, run concurrently
+
+
+def test_chain_gone(devnet, stack, user_broker):
+    from broker.broker import create_broker
+
+    st, _ = stack
+    relay = _Relay(devnet.rpc_url)
+    broker = create_broker(key_hex(user_broker.wallet), network="devnet", rpc_url=relay.url,
+                           ledger_address=devnet.ledger_address,
+                           inference_address=devnet.inference_address)
+    try:
+        settings = ServeSettings(provider=st.provider_address, funding_interval=0.5)
+        with ThreadServer(create_app(broker, settings)) as url:
+            up = _ready(url)
+            relay.stop()
+            deadline = time.monotonic() + 30
+            while True:                       # until auto-funding has tried (and failed) once
+                down = _ready(url)
+                if not down.json()["checks"]["auto_funding"]["ok"]:
+                    break
+                assert time.monotonic() < deadline, down.text
+                time.sleep(0.3)
+            health = httpx.get(url + "/health")
+    finally:
+        broker.inference.close()
+    assert up.status_code == 200, up.text
+    assert down.status_code == 503 and health.status_code == 200
+    checks = down.json()["checks"]
+    assert checks["chain"]["ok"] is False and checks["chain"]["detail"]
+    assert checks["provider"]["ok"] is True                  # the gateway is still there
+    assert checks["sub_account"]["ok"] is False               # it is read from the chain
+    assert checks["auto_funding"]["detail"].startswith("last check failed")
