@@ -51,6 +51,7 @@ from broker.wire.forwarded_request import ForwardedRequestError
 from broker.wire.job_id import is_valid_job_id
 from broker.wire.json_body import InvalidJSONBodyError, loads_request_json
 from broker.wire.n import DEFAULT_N, InvalidNError, request_n
+from broker.wire.openapi import GATEWAY_REQUEST_BODIES, add_openapi_route
 
 __all__ = ["create_app"]
 
@@ -173,6 +174,7 @@ def create_app(gw: Gateway) -> FastAPI:
 
     app = FastAPI(title="0g-broker provider gateway", lifespan=lifespan, docs_url=None,
                   redoc_url=None, openapi_url=None)
+    add_openapi_route(app, GATEWAY_REQUEST_BODIES)     # public: the gateway has no API key
     app.add_middleware(GatewayCORS)     # the two B2 policies, by path
     mount_ops(app, gw)                  # /ui/ ops page and /metrics, behind the admin key
 

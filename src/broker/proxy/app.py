@@ -9,7 +9,7 @@ import time
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from rich.console import Console
@@ -33,13 +33,14 @@ from broker.proxy.pixazo import is_pixazo_path
 from broker.proxy.pixazo.errors import PixazoHTTPError, pixazo_error_response
 from broker.proxy.pixazo.router import pixazo_router
 from broker.proxy.protocol import ErrorBody, ErrorResponse
-from broker.proxy.router import close_extras, router
+from broker.proxy.router import close_extras, require_api_key, router
 from broker.proxy.settings import ServeSettings
 from broker.proxy.startup import prepare_provider
 from broker.proxy.state_store import ServeStateStore
 from broker.proxy.upstream import Upstream
 from broker.proxy.verification import Verifier
 from broker.ui.dashboard import mount_dashboard
+from broker.wire.openapi import SERVE_REQUEST_BODIES, add_openapi_route
 
 __all__ = ["EXPOSED_HEADERS", "MULTIPART_PATHS", "create_app", "error_response", "serve"]
 
@@ -197,6 +198,7 @@ def create_app(broker: Any, settings: ServeSettings, *, console: Console | None 
 
     app = FastAPI(title="0g-broker serve", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
+    add_openapi_route(app, SERVE_REQUEST_BODIES, dependencies=[Depends(require_api_key)])
 
     @app.exception_handler(ProxyHTTPError)
     async def _proxy_error(req: Request, exc: ProxyHTTPError) -> JSONResponse:
