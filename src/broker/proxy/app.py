@@ -25,6 +25,7 @@ from broker.proxy.context import ProxyContext
 from broker.proxy.errors import (
     ProxyConfigError,
     ProxyHTTPError,
+    ProxyStartupError,
     http_exception_error,
     validation_error,
 )
@@ -153,7 +154,11 @@ def create_app(broker: Any, settings: ServeSettings, *, console: Console | None 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # serve's own state database first: a bad ZG_SERVE_STATE_URL fails before any transaction
-        state = await run_in_threadpool(ServeStateStore, settings.state_url)
+        try:
+            state = await run_in_threadpool(ServeStateStore, settings.state_url)
+        except BaseException as exc:
+            app.state.startup_error = exc
+            raise
         remove_listener = None
         if hasattr(inference, "add_funding_listener"):
             def on_funding(event: Any) -> None:
@@ -172,7 +177,8 @@ def create_app(broker: Any, settings: ServeSettings, *, console: Console | None 
             else:
                 service = await run_in_threadpool(inference.get_service, provider, refresh=True)
                 funding_started = False
-        except BaseException:
+        except BaseException as exc:
+            app.state.startup_error = exc       # serve() reports it in one line
             if callable(remove_listener):
                 remove_listener()
             state.close()
@@ -246,6 +252,18 @@ def create_app(broker: Any, settings: ServeSettings, *, console: Console | None 
     return app
 
 
+class _QuietFailedStartup(logging.Filter):
+    """Drops uvicorn's records once the lifespan recorded a start-up error (its traceback would
+    reach the user; :func:`serve` raises the typed error instead)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        super().__init__()
+        self.app = app
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(self.app.state, "startup_error", None) is None
+
+
 def serve(broker: Any, settings: ServeSettings, *, console: Console | None = None) -> None:
     """Run the proxy with uvicorn on ``settings.host:settings.port`` until interrupted (blocking).
 
@@ -258,7 +276,18 @@ def serve(broker: Any, settings: ServeSettings, *, console: Console | None = Non
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                             lifespan="on")
     server = uvicorn.Server(config)
-    server.run()
+    quiet = _QuietFailedStartup(app)
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.addFilter(quiet)        # no lifespan traceback: the error is raised below instead
+    try:
+        server.run()
+    finally:
+        uvicorn_log.removeFilter(quiet)
+    error = getattr(app.state, "startup_error", None)
+    if error is not None and not server.started:
+        if isinstance(error, BrokerError):
+            raise error
+        raise ProxyStartupError(f"serve could not start: {type(error).__name__}: {error}")
     if not server.started:
         raise ProxyConfigError(
             f"serve did not start on {settings.host}:{settings.port} (port in use, or start-up "
