@@ -55,9 +55,9 @@ def test_same_host_other_port_and_non_url_answers_are_untouched():
 def test_job_results_and_gzip_bodies_are_rewritten():
     links = FileLinks(PUBLIC, 3600)
     job = {"id": "imgjob_1", "status": "completed",
-           "result": {"data": [{"url": "http://127.0.0.1:8123/v1/images/files/j.png"}]}}
+           "data": {"data": [{"url": "http://127.0.0.1:8123/v1/images/files/j.png"}]}}
     out = links.rewrite(gzip.compress(json.dumps(job).encode()), ALICE, BACKEND, "gzip")
-    assert json.loads(out)["result"]["data"][0]["url"].startswith(PUBLIC + FILES_PATH)
+    assert json.loads(out)["data"]["data"][0]["url"].startswith(PUBLIC + FILES_PATH)
 
 
 def test_links_expire_and_the_table_is_bounded():

@@ -129,6 +129,26 @@ def test_serve_answers_its_own_link_behind_its_api_key(serve, stack):
     assert httpx.get(url, headers=auth, timeout=60).status_code == 404
 
 
+def test_async_job_result_links_point_at_serve(serve, stack):
+    st, _ = stack
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    with httpx.Client(base_url=serve, headers=auth, timeout=300) as c:
+        r = c.post("/v1/async/images/generations", json={**IMAGE, "prompt": "a green cube"})
+        assert r.status_code == 202, r.text
+        job_id = r.json()["jobId"]
+        deadline = time.monotonic() + 240
+        while (job := c.get(f"/v1/async/jobs/{job_id}")).json()["status"] not in (
+                "completed", "failed"):
+            assert job.status_code == 200 and time.monotonic() < deadline, job.text
+            time.sleep(0.3)
+        assert job.json()["status"] == "completed", job.text
+        url = job.json()["data"]["data"][0]["url"]
+        assert url.startswith(serve + "/v1/files/"), url
+        assert st.worker_url not in job.text and st.gateway_url not in job.text
+        got = c.get(url)
+        assert got.status_code == 200 and _png(got.content).size == (32, 32)
+
+
 def test_b64_answers_are_unchanged(serve):
     r = httpx.post(serve + "/v1/images/generations", headers={"Authorization": f"Bearer {API_KEY}"},
                    json={**IMAGE, "response_format": "b64_json"}, timeout=300)

@@ -59,10 +59,10 @@ def _origin(url: str) -> tuple[str, str, int | None] | None:
 
 
 def _image_items(doc: Any) -> Iterator[dict[str, Any]]:
-    """The ``data[]`` items of an images answer, or of a job body's ``result``."""
+    """The ``data[]`` items of an images answer, or of a job body's ``data`` / ``result``."""
     if not isinstance(doc, dict):
         return
-    for holder in (doc, doc.get("result")):
+    for holder in (doc, doc.get("data"), doc.get("result")):
         if isinstance(holder, dict) and isinstance(holder.get("data"), list):
             yield from (item for item in holder["data"] if isinstance(item, dict))
 

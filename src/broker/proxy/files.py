@@ -43,7 +43,7 @@ def _items(doc: Any) -> list[dict[str, Any]]:
     if not isinstance(doc, dict):
         return []
     out: list[dict[str, Any]] = []
-    for holder in (doc, doc.get("result")):
+    for holder in (doc, doc.get("data"), doc.get("result")):
         if isinstance(holder, dict) and isinstance(holder.get("data"), list):
             out.extend(item for item in holder["data"] if isinstance(item, dict))
     return out
