@@ -360,3 +360,20 @@ def test_cli_verify_prints_the_steps_as_they_happen(server, synth, tmp_path):
     assert data["signer_verification"]["all_match"] is True
     assert data["compose_verification"]["passed"] is True
     assert data["steps"][1]["message"].startswith("📋 Step 1")
+
+
+def test_inference_broker_method_passes_on_step(server, synth):
+    from broker.inference.broker import InferenceBroker
+
+    url, routes, _ = server
+    routes["/v1/quote"] = (200, json.dumps(synth.report()).encode())
+
+    class Lookup:  # what InferenceBroker.verify_service hands on as the service lookup: itself
+        def get_service(self, provider):
+            return FakeService(url, synth.signer)
+
+    seen = []
+    report = InferenceBroker.verify_service(Lookup(), PROVIDER, on_step=seen.append, now=NOW,
+                                            policy=NO_TCB)
+    assert seen and seen[0].message.startswith("🔍 Starting TEE verification")
+    assert report.steps == seen
