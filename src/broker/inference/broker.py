@@ -462,18 +462,21 @@ class InferenceBroker:
         provider: str,
         output_dir: str | Path | None = None,
         *,
+        on_step: Any = None,
         collateral: Any = None,
         now: Any = None,
         policy: AttestationPolicy | None = None,
     ) -> VerificationReport:
-        """SDK ``verifyService``: verify the provider's TEE attestation locally; delegates to
+        """SDK ``verifyService(provider, outputDir, onLog)``: verify the provider's TEE attestation
+        locally; ``on_step(step)`` receives each progress line as it happens. Delegates to
         :func:`broker.inference.verify.verify_service` with this broker as the service lookup (see
-        there for arguments, the returned :class:`~broker.attestation.VerificationReport` and the
-        errors raised)."""
+        there for arguments, the returned :class:`~broker.attestation.VerificationReport` with the
+        SDK's summary, and the errors raised)."""
         from broker.inference.verify import verify_service
 
         return verify_service(
-            self, provider, output_dir, collateral=collateral, now=now, policy=policy
+            self, provider, output_dir, on_step=on_step, collateral=collateral, now=now,
+            policy=policy,
         )
 
     # ------------------------------------------------------------------------- API keys (§5.5)

@@ -110,6 +110,8 @@ class ProviderSettings(BaseSettings):
         "not answering eth_getLogs).")
     service_cache_ttl: float = Field(900.0, ge=0)
     signature_ttl: float = Field(1200.0, gt=0, description="Response-signature retention.")
+    file_url_ttl: float = Field(3600.0, gt=0, description="Seconds an image `url` rewritten to "
+                                "/v1/proxy/files/<id> stays valid (the worker keeps files 1 h).")
     settlement_interval: float = Field(600.0, gt=0)
     risk_check_interval: float = Field(300.0, gt=0)
     backend_timeout: float = Field(900.0, gt=0)

@@ -90,6 +90,8 @@ def _route_label(path: str) -> str:
         return "/v2/requests/status/{id}"
     if path.startswith("/v2/media/"):
         return "/v2/media/{id}"
+    if path.startswith("/v1/files/"):
+        return "/v1/files/{id}"
     known = ("/health", "/ready", "/metrics", "/v1/account", "/v1/models", "/v1/chat/completions",
              "/v1/images/generations", "/v1/images/edits", "/v1/async/images/generations",
              "/v1/audio/transcriptions", "/v1/verify",
