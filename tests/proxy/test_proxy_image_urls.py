@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 API_KEY = "sk-files-test"
 ZG = 10**18
-IMAGE = {"model": "tiny", "prompt": "a red cube", "n": 1, "size": "32x32",
+IMAGE = {"model": "z-image", "prompt": "a red cube", "n": 1, "size": "32x32",
          "num_inference_steps": 1, "seed": 5, "response_format": "url"}
 
 
@@ -110,7 +110,7 @@ def test_serve_answers_its_own_link_behind_its_api_key(serve, stack):
     st, _ = stack
     client = openai.OpenAI(base_url=f"{serve}/v1", api_key=API_KEY, max_retries=0, timeout=300)
     raw = client.images.with_raw_response.generate(
-        model="tiny", prompt="a blue cube", size="32x32", response_format="url",
+        model="z-image", prompt="a blue cube", size="32x32", response_format="url",
         extra_body={"num_inference_steps": 1, "seed": 3})
     assert raw.headers["X-0G-Verified"] == "true"      # verified on the gateway's bytes
     url = raw.parse().data[0].url
