@@ -30,8 +30,9 @@ def serve_cmd(
     provider: Annotated[str, typer.Option("--provider", envvar="ZG_SERVE_PROVIDER",
                                           callback=address_param,
                                           help="Provider address to serve.")],
-    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 3000,
+    host: Annotated[str, typer.Option(envvar="ZG_SERVE_HOST", help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, envvar="ZG_SERVE_PORT",
+                                      help="Port.")] = 3000,
     api_key: Annotated[str | None, typer.Option(
         "--api-key", envvar="ZG_SERVE_API_KEY",
         help="Require clients to send 'Authorization: Bearer <key>'. On the command line the key "
@@ -40,14 +41,15 @@ def serve_cmd(
         "--api-key-file", envvar="ZG_SERVE_API_KEY_FILE",
         help="Read the API key from this file (first line; keep it mode 600).")] = None,
     verify: Annotated[VerifyChoice, typer.Option(
-        help="Response verification: off, warn (report only) or enforce (refuse).")]
+        envvar="ZG_SERVE_VERIFY", help="Response verification: off, warn (report only) or enforce (refuse).")]
     = VerifyChoice.warn,
     auto_funding: Annotated[bool, typer.Option(
-        "--auto-funding/--no-auto-funding", help="Top up the sub-account in the background.")] = True,
+        "--auto-funding/--no-auto-funding", envvar="ZG_SERVE_AUTO_FUNDING",
+        help="Top up the sub-account in the background.")] = True,
     images_timeout: Annotated[float, typer.Option(
-        min=0.001, help="Image request timeout, seconds.")] = 600.0,
+        min=0.001, envvar="ZG_SERVE_IMAGES_TIMEOUT", help="Image request timeout, seconds.")] = 600.0,
     chat_timeout: Annotated[float, typer.Option(
-        min=0.001, help="Chat request timeout, seconds.")] = 300.0,
+        min=0.001, envvar="ZG_SERVE_CHAT_TIMEOUT", help="Chat request timeout, seconds.")] = 300.0,
 ) -> None:
     """Run the OpenAI-compatible local proxy for one provider: it pays, signs, verifies and bills
     every request.
