@@ -5,6 +5,7 @@ setup:
 	scripts/setup
 
 test: setup
+	.venv/bin/lint-imports
 	.venv/bin/python -m pytest -q
 
 demo: setup
@@ -12,6 +13,7 @@ demo: setup
 
 lint: setup
 	.venv/bin/ruff check src tests
+	.venv/bin/lint-imports
 
 contracts: setup
 	.venv/bin/python scripts/compile_contracts.py

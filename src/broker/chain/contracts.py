@@ -290,7 +290,37 @@ class InferenceServingContract(_ContractWrapper):
         """``isTokenRevoked(user, provider, tokenId)`` (bitmap only)."""
         return bool(self._call(self.contract.functions.isTokenRevoked(user, provider, token_id)))
 
+    def get_accounts_by_user(self, user: str, offset: int = 0,
+                             limit: int = 50) -> tuple[list[Account], int]:
+        """``getAccountsByUser(user, offset, limit)`` → (accounts, total)."""
+        accounts, total = self._call(self.contract.functions.getAccountsByUser(user, offset, limit))
+        return [Account.from_tuple(a) for a in accounts], int(total)
+
+    def get_accounts_by_provider(self, provider: str, offset: int = 0,
+                                 limit: int = 50) -> tuple[list[Account], int]:
+        """``getAccountsByProvider(provider, offset, limit)`` → (accounts, total); called from
+        ``provider`` (the gateway's view)."""
+        accounts, total = self._call(
+            self.contract.functions.getAccountsByProvider(provider, offset, limit), from_=provider)
+        return [Account.from_tuple(a) for a in accounts], int(total)
+
+    def preview_settlement_results(self, provider: str,
+                                   settlements: Sequence[Any]) -> tuple[Any, Any, Any, Any]:
+        """``previewSettlementResults(settlements)`` called from ``provider`` →
+        (users, failure reasons, partially settled users, amounts), as the contract returns them
+        (contracts.md A3)."""
+        return tuple(self._call(
+            self.contract.functions.previewSettlementResults(list(settlements)), from_=provider))
+
     # writes
+    def acknowledge_tee_signer_by_owner(self, provider: str) -> TxReceipt:
+        """``acknowledgeTEESignerByOwner(provider)``; the sender must be the contract owner."""
+        return self._send(self.contract.functions.acknowledgeTEESignerByOwner(provider))
+
+    def revoke_tee_signer_acknowledgement(self, provider: str) -> TxReceipt:
+        """``revokeTEESignerAcknowledgement(provider)``; the sender must be the contract owner."""
+        return self._send(self.contract.functions.revokeTEESignerAcknowledgement(provider))
+
     def acknowledge_tee_signer(self, provider: str, acknowledged: bool) -> TxReceipt:
         """``acknowledgeTEESigner(provider, acknowledged)``."""
         return self._send(self.contract.functions.acknowledgeTEESigner(provider, acknowledged))

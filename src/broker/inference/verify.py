@@ -34,7 +34,7 @@ from broker.attestation import (
 from broker.attestation.report import CheckStatus
 from broker.attestation.report_formats import json_document
 
-__all__ = ["ServiceLike", "ServiceLookup", "verify_service"]
+__all__ = ["ServiceLike", "ServiceLookup", "service_lookup", "verify_service"]
 
 
 class ServiceLike(Protocol):
@@ -49,7 +49,13 @@ ServiceLookup = Callable[[str], ServiceLike]
 """``get_service(provider_address) -> ServiceLike`` (e.g. ``InferenceBroker.get_service``)."""
 
 
-def _lookup(broker_or_lookup: Any) -> ServiceLookup:
+def service_lookup(broker_or_lookup: Any) -> ServiceLookup:
+    """The ``get_service(provider)`` of an inference broker, of a broker (its ``inference``), or
+    ``broker_or_lookup`` itself when it is callable.
+
+    Raises:
+        TypeError: none of these.
+    """
     if hasattr(broker_or_lookup, "get_service"):
         return broker_or_lookup.get_service
     inference = getattr(broker_or_lookup, "inference", None)
@@ -102,7 +108,7 @@ def verify_service(
         ReportFormatError: the service's ``additionalInfo`` is not a JSON object.
         BrokerError: whatever ``get_service`` raises (contract read failure, unknown provider).
     """
-    service = _lookup(broker_or_service_lookup)(provider)
+    service = service_lookup(broker_or_service_lookup)(provider)
     info = _additional_info(getattr(service, "additional_info", "") or "")
     separated = info.get("TargetSeparated") is True
     centralized = info.get("ProviderType") == "centralized"

@@ -70,4 +70,4 @@ def register_service(contract: InferenceServingContract, settings: ProviderSetti
 
 def acknowledge_tee_signer_by_owner(owner_contract: InferenceServingContract, provider: str) -> None:
     """``acknowledgeTEESignerByOwner(provider)`` sent by the contract owner (devnet; D10)."""
-    owner_contract._send(owner_contract.contract.functions.acknowledgeTEESignerByOwner(provider))
+    owner_contract.acknowledge_tee_signer_by_owner(provider)

@@ -209,12 +209,11 @@ class Settler:
         failure status per lower-cased user (PARTIAL is not a failure). An RPC error previews
         nothing (the items are sent; the contract refuses bad ones per item)."""
         failed: dict[str, int] = {}
-        fn = self.contract.contract.functions.previewSettlementResults
         for start in range(0, len(items), MAX_BATCH):
             chunk = [i.as_tuple() for i in items[start:start + MAX_BATCH]]
             try:
-                users, reasons, _partial_users, _amounts = self.contract._call(
-                    fn(chunk), from_=self.provider)
+                users, reasons, _partial_users, _amounts = \
+                    self.contract.preview_settlement_results(self.provider, chunk)
             except Exception as exc:  # noqa: BLE001 - a preview is advisory
                 logger.warning("previewSettlementResults failed: %s", type(exc).__name__)
                 continue
