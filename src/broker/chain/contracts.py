@@ -196,11 +196,6 @@ class LedgerManagerContract(_ContractWrapper):
         """``getLedger(user)``; raises ``LedgerNotExistsError`` when there is none."""
         return Ledger.from_tuple(self._call(self.contract.functions.getLedger(user)))
 
-    def get_all_ledgers(self, offset: int = 0, limit: int = 50) -> tuple[list[Ledger], int]:
-        """``getAllLedgers(offset, limit)`` → (ledgers, total)."""
-        ledgers, total = self._call(self.contract.functions.getAllLedgers(offset, limit))
-        return [Ledger.from_tuple(x) for x in ledgers], int(total)
-
     def get_ledger_providers(self, user: str, service_name: str) -> list[str]:
         """``getLedgerProviders(user, serviceName)`` → checksummed provider addresses."""
         result = self._call(self.contract.functions.getLedgerProviders(user, service_name))
@@ -211,11 +206,6 @@ class LedgerManagerContract(_ContractWrapper):
         return ServiceInfo.from_tuple(
             self._call(self.contract.functions.getServiceInfo(service_address))
         )
-
-    def get_all_active_services(self) -> list[ServiceInfo]:
-        """``getAllActiveServices()``."""
-        return [ServiceInfo.from_tuple(x)
-                for x in self._call(self.contract.functions.getAllActiveServices())]
 
     def constant(self, name: str) -> int:
         """A public constant getter (``MIN_ACCOUNT_BALANCE``, ``MIN_TRANSFER_AMOUNT``, ...)."""
@@ -328,10 +318,6 @@ class InferenceServingContract(_ContractWrapper):
     def revoke_token(self, provider: str, token_id: int) -> TxReceipt:
         """``revokeToken(provider, tokenId)``."""
         return self._send(self.contract.functions.revokeToken(provider, token_id))
-
-    def revoke_tokens(self, provider: str, token_ids: Sequence[int]) -> TxReceipt:
-        """``revokeTokens(provider, tokenIds)``."""
-        return self._send(self.contract.functions.revokeTokens(provider, list(token_ids)))
 
     def revoke_all_tokens(self, provider: str) -> TxReceipt:
         """``revokeAllTokens(provider)``."""

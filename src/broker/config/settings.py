@@ -80,7 +80,6 @@ class Settings(BaseSettings):
         120.0, gt=0, description="Seconds to wait for a receipt before bumping and replacing."
     )
     max_bumps: int = Field(5, ge=0, description="Bump-and-replace attempts before giving up.")
-    devnet_port: int = Field(8545, ge=1, le=65535, description="Port anvil listens on (127.0.0.1).")
 
     @classmethod
     def settings_customise_sources(

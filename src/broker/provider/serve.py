@@ -73,7 +73,9 @@ def build_gateway(settings: ProviderSettings, *, signer: Any = None,
         settings: the gateway settings.
         signer: a TEE signer to use instead of :func:`~broker.provider.tee.load_tee_signer`.
         on_sent: settlement fault-injection hook (tests).
-        with_scheduler: create (not start) the APScheduler settlement job.
+        with_scheduler: create (not start) the APScheduler jobs: settlement every
+            ``settlement_interval`` s and the deletion of expired response signatures
+            (:meth:`~broker.provider.signing.SignatureStore.prune`) every ``signature_ttl`` s.
 
     Returns:
         The :class:`Gateway` (start ``gateway.scheduler`` yourself, or use :func:`serve`; the app's
@@ -109,6 +111,9 @@ def build_gateway(settings: ProviderSettings, *, signer: Any = None,
                  settler=settler, revocations=revocations)
     if with_scheduler:
         gw.scheduler = SettlementScheduler(settler, settings.settlement_interval)
+        # retention (B7): a signature is served for signature_ttl seconds and deleted by the
+        # next prune, so a row lives at most twice signature_ttl
+        gw.scheduler.add_periodic("signature-prune", gw.signatures.prune, settings.signature_ttl)
     return gw
 
 

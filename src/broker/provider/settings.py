@@ -109,9 +109,10 @@ class ProviderSettings(BaseSettings):
         5.0, ge=0, description="getAccount cache while the revocation watcher is behind (node "
         "not answering eth_getLogs).")
     service_cache_ttl: float = Field(900.0, ge=0)
-    signature_ttl: float = Field(1200.0, gt=0, description="Response-signature retention.")
+    signature_ttl: float = Field(
+        1200.0, gt=0, description="Seconds a response signature is served (B7); expired ones are "
+        "deleted every signature_ttl seconds, so a row lives at most twice this.")
     settlement_interval: float = Field(600.0, gt=0)
-    risk_check_interval: float = Field(300.0, gt=0)
     backend_timeout: float = Field(900.0, gt=0)
     # server
     host: str = Field("127.0.0.1")

@@ -396,6 +396,22 @@ class SettlementScheduler:
         except Exception:
             logger.exception("settlement pass failed")
 
+    def add_periodic(self, job_id: str, fn: Callable[[], Any], interval: float) -> None:
+        """Also run ``fn()`` every ``interval`` seconds on this schedule (one run at a time;
+        a failure is logged, never raised), e.g. the response-signature pruning.
+
+        Args:
+            job_id: the job's name (in logs). fn: the task. interval: seconds between runs.
+        """
+        def run() -> None:
+            try:
+                fn()
+            except Exception:
+                logger.exception("%s failed", job_id)
+
+        self._scheduler.add_job(run, "interval", seconds=interval, max_instances=1,
+                                coalesce=True, id=job_id)
+
     def start(self) -> None:
         """Start the schedule."""
         self._scheduler.start()
