@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from broker.cli.output import err, handle_errors
@@ -13,8 +15,8 @@ app = typer.Typer(help="Provider gateway (settlement agent): serve and register.
 
 @app.command()
 @handle_errors
-def serve(host: str = typer.Option(None, help="Bind address (default 127.0.0.1)."),
-          port: int = typer.Option(None, help="Port (default 3080).")) -> None:
+def serve(host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
+          port: Annotated[int | None, typer.Option(help="Port (default 3080).")] = None) -> None:
     """Run the gateway (settings from ZG_PROVIDER_* variables)."""
     from broker.provider.serve import serve as run
     from broker.provider.settings import ProviderSettings
@@ -25,8 +27,9 @@ def serve(host: str = typer.Option(None, help="Bind address (default 127.0.0.1).
 
 @app.command()
 @handle_errors
-def register(acknowledge_as_owner: bool = typer.Option(
-        False, help="Devnet: also send acknowledgeTEESignerByOwner with the devnet owner key.")) -> None:
+def register(acknowledge_as_owner: Annotated[bool, typer.Option(
+        help="Devnet: also send acknowledgeTEESignerByOwner with the devnet owner key.")] = False,
+             ) -> None:
     """Stake and register/update the service (addOrUpdateService with additionalInfo)."""
     from broker.chain.connection import connect
     from broker.chain.contracts import InferenceServingContract
