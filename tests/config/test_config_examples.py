@@ -1,5 +1,6 @@
-"""config/ (the files an operator copies) stays true to the code: every example is loaded through the
-real settings model, policy loader or parser, and every settings field has a line (and vice versa).
+"""config/ (the files an operator copies) stays true to the code: every example is loaded through
+the real settings model, policy loader or parser, and every settings field has a line (and vice
+versa).
 
 ``config/`` holds files; ``broker.config`` (src/broker/config/) holds code.
 """
@@ -164,7 +165,7 @@ def test_systemd_unit_runs_a_real_command_from_the_examples(unit):
 
 
 def test_serve_takes_its_bind_settings_from_the_environment(clean_env):
-    """The example's ZG_SERVE_PORT reaches `0g-broker serve` (the CLI's own default must not win)."""
+    """The example's ZG_SERVE_PORT reaches `0g-broker serve` (the CLI's default must not win)."""
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

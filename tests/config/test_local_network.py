@@ -47,8 +47,8 @@ def test_no_devnet_is_a_config_error_on_both_sides(tmp_path, monkeypatch):
 
 def test_explicit_values_skip_the_state_file_and_the_chain_id_check(tmp_path, monkeypatch):
     monkeypatch.setenv("ZG_HOME", str(tmp_path))
-    ends = resolve_endpoints("devnet", rpc_url="http://127.0.0.1:1", inference_address="0x" + "1" * 40,
-                             require_ledger=False)
+    ends = resolve_endpoints("devnet", rpc_url="http://127.0.0.1:1",
+                             inference_address="0x" + "1" * 40, require_ledger=False)
     assert ends.rpc_url == "http://127.0.0.1:1" and ends.chain_id is None
     assert ends.ledger_address is None
 

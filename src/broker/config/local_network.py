@@ -32,8 +32,8 @@ _START_HINT = "start one with `0g-broker devnet up`"
 
 
 class DevAccount(BaseModel):
-    """A funded dev account: checksummed ``address`` and its ``private_key`` (hidden in reprs, written
-    to the state file as ``0x`` hex because anvil's dev keys are public)."""
+    """A funded dev account: checksummed ``address`` and its ``private_key`` (hidden in reprs,
+    written to the state file as ``0x`` hex because anvil's dev keys are public)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -90,7 +90,8 @@ def read_local_network(path: Path | None = None) -> LocalNetworkState:
 class NetworkEndpoints:
     """Where a network is: preset ``name``, ``rpc_url``, the ``chain_id`` the node must serve
     (``None``: not checked, a custom RPC URL), contract addresses (as given, not checksummed;
-    ``ledger_address`` may be ``None`` when not required) and, for the devnet, its ``dev_accounts``."""
+    ``ledger_address`` may be ``None`` when not required) and, for the devnet, its
+    ``dev_accounts``."""
 
     name: str
     rpc_url: str
