@@ -46,7 +46,8 @@ class Settings(BaseSettings):
 
     network: str = Field(
         "mainnet",
-        description="Network preset: mainnet (16661), testnet (16602), testnet-dev, hardhat, devnet.",
+        description="Network preset: mainnet (16661), testnet (16602), testnet-dev, hardhat, "
+        "devnet.",
     )
     rpc_url: str | None = Field(
         None, description="JSON-RPC URL; overrides the preset's (and the devnet state's) URL."

@@ -1,8 +1,8 @@
 """The devnet state file: where the running devnet is and what is deployed on it.
 
 Default path ``$ZG_HOME/devnet/state.json`` (mode 0600, written atomically). It records anvil's
-well-known dev keys (public test keys, never real funds), which :class:`DevAccount` hides from reprs.
-The part the library reads (RPC URL, chain id, addresses, accounts) is
+well-known dev keys (public test keys, never real funds), which :class:`DevAccount` hides from
+reprs. The part the library reads (RPC URL, chain id, addresses, accounts) is
 :class:`broker.config.local_network.LocalNetworkState`; :class:`DevnetState` extends it.
 """
 
@@ -94,7 +94,8 @@ def default_state_file() -> Path:
 
 
 def write_state(state: DevnetState, path: Path | None = None) -> Path:
-    """Write ``state`` as JSON to ``path`` (default :func:`default_state_file`) atomically, mode 0600.
+    """Write ``state`` as JSON to ``path`` (default :func:`default_state_file`) atomically,
+    mode 0600.
 
     Returns the path written.
     """

@@ -2,7 +2,8 @@
 
 One :class:`FundingChecker` per :class:`~broker.inference.broker.InferenceBroker` is shared by the
 background scheduler (:mod:`broker.funding.scheduler`) and the inline per-request strategy
-(:mod:`broker.funding.inline`), so at most one cycle runs per provider at any time, whoever starts it.
+(:mod:`broker.funding.inline`), so at most one cycle runs per provider at any time, whoever starts
+it.
 
 A cycle:
 
@@ -75,7 +76,8 @@ class RetryPolicy:
     max_backoff_s: float = 5.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or self.attempts < 1:
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or \
+                self.attempts < 1:
             raise FundingConfigError(f"retry attempts must be an int ≥ 1, got {self.attempts!r}")
         if self.backoff_s < 0 or self.max_backoff_s < 0:
             raise FundingConfigError("retry backoff must not be negative")

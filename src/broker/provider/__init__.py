@@ -2,8 +2,8 @@
 
 Modules: ``settings`` (pydantic-settings, ``ZG_PROVIDER_*``), ``protocol`` (HTTP models), ``tee``
 (TEE signer and ``/v1/quote``), ``auth`` (B3/B4), ``accounts`` (chain cache), ``limits`` (B6),
-``signing`` (B7), ``db`` + ``billing`` (B9), ``settlement`` (B10), ``forward`` (B5), ``app`` (FastAPI),
-``register`` (B11), ``serve`` (assembly), ``errors``.
+``signing`` (B7), ``db`` + ``billing`` (B9), ``settlement`` (B10), ``forward`` (B5), ``app``
+(FastAPI), ``register`` (B11), ``serve`` (assembly), ``errors``.
 """
 
 from __future__ import annotations

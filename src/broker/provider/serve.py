@@ -97,7 +97,8 @@ def build_gateway(settings: ProviderSettings, *, signer: Any = None,
     settler = Settler(db, contract, accounts, signer, chain_id=sender.chain_id, on_sent=on_sent)
     settler.reconcile()
     gw = Gateway(settings=settings, provider=wallet.address, signer=signer, db=db,
-                 ledger=FeeLedger(db), signatures=SignatureStore(db, signer, settings.signature_ttl),
+                 ledger=FeeLedger(db),
+                 signatures=SignatureStore(db, signer, settings.signature_ttl),
                  accounts=accounts,
                  auth=Authenticator(accounts, min_locked_balance=settings.min_locked_balance),
                  limits=Limits(per_ip_rps=settings.per_ip_rps, per_ip_burst=settings.per_ip_burst,

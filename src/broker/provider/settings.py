@@ -1,9 +1,9 @@
 """Settings of the provider gateway (``0g-broker provider serve`` / ``register``).
 
 Resolved from explicit arguments, then ``ZG_PROVIDER_*`` environment variables, then the defaults
-below. Defaults follow ``provider-gateway.md`` B6 (limits), B7 (signature retention), B10 (settlement
-interval) and B11 (stake, verifiability, ``additionalInfo`` keys). Keys are :class:`SecretStr` and never
-appear in reprs or logs.
+below. Defaults follow ``provider-gateway.md`` B6 (limits), B7 (signature retention), B10
+(settlement interval) and B11 (stake, verifiability, ``additionalInfo`` keys). Keys are
+:class:`SecretStr` and never appear in reprs or logs.
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ class ProviderSettings(BaseSettings):
     # limits (B6)
     per_ip_rps: float = Field(15.0, gt=0)
     per_ip_burst: int = Field(20, ge=1)
-    handler_ip_rps: float = Field(10.0, gt=0, description="Per-IP rate of the non-proxy /v1 routes.")
+    handler_ip_rps: float = Field(10.0, gt=0,
+                                  description="Per-IP rate of the non-proxy /v1 routes.")
     handler_ip_burst: int = Field(20, ge=1)
     per_user_rpm: int = Field(30, ge=1)
     per_user_burst: int = Field(5, ge=1)
@@ -147,7 +148,8 @@ class ProviderSettings(BaseSettings):
         return f"sqlite:///{home / 'gateway.db'}"
 
     def tee_key_path(self) -> Path:
-        """The generated signer key file: ``tee_key_file`` or ``$ZG_HOME/provider/tee_signer.json``."""
+        """The generated signer key file: ``tee_key_file`` or
+        ``$ZG_HOME/provider/tee_signer.json``."""
         return (self.tee_key_file or provider_home() / "tee_signer.json").expanduser()
 
     def backend_for(self, route: str) -> str:
