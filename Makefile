@@ -5,6 +5,7 @@ setup:
 	scripts/setup
 
 test: setup
+	.venv/bin/lint-imports
 	.venv/bin/python -m pytest -q
 
 # Hostile inputs and schemathesis fuzzing of serve, the gateway and the worker; more examples
@@ -17,6 +18,7 @@ demo: setup
 
 lint: setup
 	.venv/bin/ruff check src tests
+	.venv/bin/lint-imports
 
 contracts: setup
 	.venv/bin/python scripts/compile_contracts.py

@@ -143,7 +143,7 @@ def test_vllm_json_signing_address_must_be_the_quotes(synth):
     assert report.verdict is Verdict.FAILED
 
 
-# --- the QE report signature label -------------------------------------------------------------------
+# --- the QE report signature label ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def col(synth) -> SyntheticCollateral:
     return SyntheticCollateral(synth.pki)

@@ -191,7 +191,7 @@ def test_cli_verify_json_and_exit_codes(server, synth, tmp_path):
     assert (tmp_path / "out" / "verification_report.json").exists()
 
 
-# --- SDK parity: on_step, the summary, a vLLM-proxy LLM node (issue 12) -----------------------------
+# --- SDK parity: on_step, the summary, a vLLM-proxy LLM node (issue 12) --------------------
 def _vllm_llm_route(llm: SyntheticTdx, asked: list[dict]):
     """The LLM node's ``/v1/proxy/attestation/report``: a vLLM-proxy body whose quote carries
     ``signer ‖ 12 zero bytes ‖ the request nonce`` (the nonce the client sent)."""
@@ -346,7 +346,8 @@ def test_cli_verify_prints_the_steps_as_they_happen(server, synth, tmp_path):
         pass
 
     runner = CliRunner()
-    result = runner.invoke(app, ["verify", "--provider", PROVIDER, "--now", str(int(NOW.timestamp()))])
+    result = runner.invoke(app, ["verify", "--provider", PROVIDER,
+                                 "--now", str(int(NOW.timestamp()))])
     assert result.exit_code == 1, result.output
     text = result.stdout
     step1 = text.index("Step 1: Retrieving service information from contract")

@@ -155,9 +155,9 @@ def register(app: typer.Typer, get_broker: Callable[[typer.Context], Any] | None
         ],
     ) -> None:
         from broker.attestation import fetch_quote_report
-        from broker.inference.verify import _lookup
+        from broker.inference.verify import service_lookup
 
-        service = _lookup(factory(ctx))(provider)
+        service = service_lookup(factory(ctx))(provider)
         fetched = fetch_quote_report(service.url)
         output.parent.mkdir(parents=True, exist_ok=True)
         tmp = output.with_name(output.name + ".tmp")

@@ -35,7 +35,14 @@ from broker.attestation import (
 from broker.attestation.report import CheckStatus, VerificationStep
 from broker.attestation.report_formats import json_document
 
-__all__ = ["ServiceLike", "ServiceLookup", "StepCallback", "VerificationStep", "verify_service"]
+__all__ = [
+    "ServiceLike",
+    "ServiceLookup",
+    "StepCallback",
+    "VerificationStep",
+    "service_lookup",
+    "verify_service",
+]
 
 
 class ServiceLike(Protocol):
@@ -53,7 +60,13 @@ StepCallback = Callable[[VerificationStep], None]
 """``on_step(step)``: receives each progress line of :func:`verify_service` as it happens."""
 
 
-def _lookup(broker_or_lookup: Any) -> ServiceLookup:
+def service_lookup(broker_or_lookup: Any) -> ServiceLookup:
+    """The ``get_service(provider)`` of an inference broker, of a broker (its ``inference``), or
+    ``broker_or_lookup`` itself when it is callable.
+
+    Raises:
+        TypeError: none of these.
+    """
     if hasattr(broker_or_lookup, "get_service"):
         return broker_or_lookup.get_service
     inference = getattr(broker_or_lookup, "inference", None)
@@ -216,7 +229,7 @@ def _verify_service(
 ) -> VerificationReport:
     emit("step", f"🔍 Starting TEE verification for provider: {provider}")
     emit("step", "📋 Step 1: Retrieving service information from contract...")
-    service = _lookup(broker_or_service_lookup)(provider)
+    service = service_lookup(broker_or_service_lookup)(provider)
     emit("step", "🔧 Step 2: Parsing and analyzing service configuration...")
     info = _additional_info(getattr(service, "additional_info", "") or "")
     separated = info.get("TargetSeparated") is True
