@@ -24,7 +24,7 @@ from broker.chain.connection import connect
 from broker.chain.contracts import InferenceServingContract, LedgerManagerContract
 from broker.chain.keys import Wallet, key_source, load_wallet
 from broker.chain.sender import TransactionSender
-from broker.config.chain_state import LOCAL_CHAIN_IDS, chain_state_dir, genesis_hash
+from broker.config.chain_state import LOCAL_CHAIN_IDS, chain_state_dir, local_chain_identity
 from broker.config.local_network import resolve_endpoints
 from broker.config.settings import Settings, load_settings
 from broker.inference.broker import InferenceBroker
@@ -278,7 +278,7 @@ def create_broker(
     chain_id = net.chain_id if net.chain_id is not None else int(w3.eth.chain_id)
     broker.state_dir = chain_state_dir(
         net.name, chain_id, net.ledger_address,
-        genesis_hash(w3) if chain_id in LOCAL_CHAIN_IDS else None)
+        local_chain_identity(w3) if chain_id in LOCAL_CHAIN_IDS else None)
     broker.inference = InferenceBroker.from_broker(broker)
     logger.debug("broker ready: %r", broker)
     return broker

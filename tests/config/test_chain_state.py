@@ -51,3 +51,18 @@ def test_errors_is_an_attribute_of_the_package():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=False)
     assert run.returncode == 0 and run.stdout.strip() == "LedgerError", run.stderr
+
+
+def test_two_devnets_in_one_second_have_different_identities(tmp_path):
+    """Started back to back, two devnets can share their genesis block (same second, accounts and
+    contracts); the instance id ``devnet up`` writes still tells them apart."""
+    from web3 import Web3
+
+    from broker.config.chain_state import local_chain_identity
+    from broker.devnet import start_devnet
+
+    seen = []
+    for _ in range(2):
+        with start_devnet(port=0, state_file=tmp_path / "state.json") as net:
+            seen.append(local_chain_identity(Web3(Web3.HTTPProvider(net.state.rpc_url))))
+    assert seen[0] != seen[1] and all(len(x) == 66 for x in seen)

@@ -3,9 +3,10 @@ worker from their published ``/openapi.json``, on the real servers over loopback
 
 Requests follow the documented shapes (positive) or break them (negative: wrong types, missing
 fields, out-of-range values). Rule: no answer is a server error (>= 500) -- every upstream here is
-healthy, so even 502/503/504 would be our fault -- every server is alive afterwards, and ``serve`` accounts exactly the fees it
-announced in ``X-0G-Fee`` (a refused request bills nothing). ``ZG_FUZZ_EXAMPLES`` (default 3) is
-the number of generated requests per operation; raise it locally for a longer run.
+healthy, so even 502/503/504 would be our fault -- every server is alive afterwards, and ``serve``
+accounts exactly the fees it announced in ``X-0G-Fee`` (a refused request bills nothing).
+``ZG_FUZZ_EXAMPLES`` (default 3) is the number of generated requests per operation; raise it
+locally for a longer run.
 """
 
 from __future__ import annotations

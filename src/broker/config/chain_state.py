@@ -15,7 +15,14 @@ from typing import Any
 
 from broker.config.settings import broker_home
 
-__all__ = ["LOCAL_CHAIN_IDS", "chain_state_dir", "chain_tag", "genesis_hash"]
+__all__ = [
+    "INSTANCE_MARKER",
+    "LOCAL_CHAIN_IDS",
+    "chain_state_dir",
+    "chain_tag",
+    "genesis_hash",
+    "local_chain_identity",
+]
 
 #: Chain ids of local development chains (anvil / hardhat), whose contracts are redeployed at the
 #: same addresses on every start.
@@ -51,6 +58,34 @@ def genesis_hash(w3: Any, *, attempts: int = 3) -> str:
             time.sleep(0.5)
     reason = f" ({type(last).__name__})" if last is not None else ""
     raise ChainError(f"the local chain did not give its genesis block{reason}; is it running?")
+
+
+#: Address whose storage slot 0 holds a random 32-byte id that ``devnet up`` writes
+#: (``anvil_setStorageAt``): two devnets started within one second share their genesis block (same
+#: timestamp, accounts and contracts), this id still tells them apart. No code lives there.
+INSTANCE_MARKER = "0x0000000000000000000000000000000000000beE"
+
+
+def local_chain_identity(w3: Any) -> str:
+    """The identity of a local chain: :func:`genesis_hash`, with the devnet's instance id
+    (:data:`INSTANCE_MARKER`) mixed in when one was written.
+
+    Returns:
+        ``0x`` + 64 hex characters.
+
+    Raises:
+        ChainError: block 0 could not be read (see :func:`genesis_hash`).
+    """
+    import hashlib
+
+    genesis = genesis_hash(w3)
+    try:
+        slot = bytes(w3.eth.get_storage_at(INSTANCE_MARKER, 0))
+    except Exception:  # noqa: BLE001 - a chain without the marker (plain anvil / hardhat)
+        slot = b""
+    if not slot.strip(b"\0"):
+        return genesis
+    return "0x" + hashlib.sha256(bytes.fromhex(genesis[2:]) + slot).hexdigest()
 
 
 def chain_tag(network: str, chain_id: int | None, ledger_address: str,

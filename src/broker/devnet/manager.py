@@ -7,6 +7,7 @@ detached anvil alive between CLI invocations, recorded in the state file.
 
 from __future__ import annotations
 
+import secrets
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.exceptions import Web3Exception
 
+from broker.config.chain_state import INSTANCE_MARKER
 from broker.devnet.anvil import (
     DEFAULT_ACCOUNTS,
     DEVNET_CHAIN_ID,
@@ -119,6 +121,10 @@ def start_devnet(
     try:
         w3 = Web3(Web3.HTTPProvider(anvil.rpc_url, request_kwargs={"timeout": 30}))
         deployed = deploy_contracts(w3, anvil.private_keys[0])
+        # a random id of this devnet instance, so state keyed by chain never mixes two devnets
+        # (see broker.config.chain_state.local_chain_identity)
+        w3.provider.make_request("anvil_setStorageAt", [INSTANCE_MARKER, "0x0",
+                                                        "0x" + secrets.token_hex(32)])
         state = DevnetState(
             rpc_url=anvil.rpc_url,
             chain_id=DEVNET_CHAIN_ID,

@@ -148,10 +148,10 @@ def gateway_db_name(state: DevnetState) -> str:
     unsettled fees (every devnet has chain id 31337 and the same contract addresses)."""
     from web3 import Web3
 
-    from broker.config.chain_state import chain_tag, genesis_hash
+    from broker.config.chain_state import chain_tag, local_chain_identity
 
     w3 = Web3(Web3.HTTPProvider(state.rpc_url, request_kwargs={"timeout": 10}))
-    return f"gateway-{chain_tag('devnet', state.chain_id, state.ledger_address, genesis_hash(w3))}.db"
+    return f"gateway-{chain_tag('devnet', state.chain_id, state.ledger_address, local_chain_identity(w3))}.db"
 
 
 def provider_settings(state: DevnetState, *, provider_key: str, home: Path, model: str,
