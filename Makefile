@@ -17,7 +17,7 @@ demo: setup
 	scripts/demo
 
 lint: setup
-	.venv/bin/ruff check src tests
+	.venv/bin/ruff check broker tests
 	.venv/bin/lint-imports
 
 contracts: setup

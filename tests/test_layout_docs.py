@@ -26,7 +26,7 @@ def test_every_cli_module_is_mounted_through_area_modules():
     from broker.cli.main import AREA_MODULES
 
     mounted = {module for _, module in AREA_MODULES}
-    cli = ROOT / "src" / "broker" / "cli"
+    cli = ROOT / "broker" / "cli"
     commands = {f"broker.cli.{p.stem}" for p in cli.glob("*.py")
                 if re.search(r"^(def register\(app|app = typer\.Typer)", p.read_text(),
                              re.MULTILINE)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SRC = ROOT / "src" / "broker"
+SRC = ROOT / "broker"
 HEAVY = ("fastapi", "starlette", "uvicorn", "sqlalchemy", "apscheduler", "torch", "diffusers")
 
 
@@ -57,7 +57,7 @@ def test_every_exported_name_resolves(package):
 def test_py_typed_ships_in_the_wheel(tmp_path):
     assert (SRC / "py.typed").is_file()
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert "src/broker" in config["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+    assert "broker" in config["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
     wheel_builder = pytest.importorskip("hatchling.builders.wheel")
     wheel = wheel_builder.WheelBuilder(str(ROOT)).build_standard(str(tmp_path))
     assert "broker/py.typed" in zipfile.ZipFile(wheel).namelist()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "broker"
+SRC = Path(__file__).resolve().parents[1] / "broker"
 
 
 def _is_module(dotted: str) -> bool:

@@ -2,7 +2,7 @@
 the real settings model, policy loader or parser, and every settings field has a line (and vice
 versa).
 
-``config/`` holds files; ``broker.config`` (src/broker/config/) holds code.
+``config/`` holds files; ``broker.config`` (broker/config/) holds code.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from broker.worker.settings import WorkerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config"
-SRC = ROOT / "src" / "broker"
+SRC = ROOT / "broker"
 
 #: example file -> (settings model, variables read outside the model)
 ENV_EXAMPLES = {

@@ -18,7 +18,7 @@ from broker.provider.errors import ProviderConfigError
 from broker.provider.serve import resolve_chain
 from broker.provider.settings import ProviderSettings
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+SRC = Path(__file__).resolve().parents[2]
 
 
 def test_user_side_and_gateway_resolve_the_devnet_alike(devnet, tmp_path, monkeypatch):

@@ -33,7 +33,7 @@ def _candidates(name: str) -> list[Any]:
         found.append(packaged)
     except (ModuleNotFoundError, FileNotFoundError):  # pragma: no cover - broker is importable here
         pass
-    found.append(Path(__file__).resolve().parents[3] / "contracts_abi" / f"{name}.json")
+    found.append(Path(__file__).resolve().parents[2] / "contracts_abi" / f"{name}.json")
     return found
 
 

@@ -44,7 +44,7 @@ DEFAULT_ACCOUNTS = 20
 DEFAULT_BALANCE_0G = 1_000_000
 HOST = "127.0.0.1"
 
-_REPO = Path(__file__).resolve().parents[3]
+_REPO = Path(__file__).resolve().parents[2]
 _NPM_CANDIDATES = (
     _REPO / "tools" / "node_modules" / ".bin" / "anvil",
     _REPO / "tools" / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil",
