@@ -21,10 +21,17 @@ Five tables:
   to ``cached_fee`` (the unsettled estimate used for funding) but not to ``total_fee``: accepted
   plus disputed fees equal what the gateway billed, and the disputed part stays visible.
 
-Amounts are ints in neuron, stored as decimal TEXT (they exceed 64-bit integers). Writes are
-serialised by a process-local lock and, across processes, on SQLite by ``BEGIN IMMEDIATE`` and on
+Amounts are ints in neuron, stored as decimal TEXT (they exceed 64-bit integers). There is no
+process-wide lock: each call runs on a pooled connection and writes are serialised by the database,
+on SQLite by ``BEGIN IMMEDIATE`` (WAL journal: readers never wait for the writer) and on
 PostgreSQL by ``INSERT … ON CONFLICT DO NOTHING`` plus ``SELECT … FOR UPDATE`` of the fee row.
 Addresses are stored lower-cased.
+
+Durability (SQLite): ``journal_mode=WAL`` with ``synchronous=NORMAL``. A write method returns only
+after its transaction is committed to the WAL, so an acknowledged fee or verification survives
+``kill -9`` of the process; a power loss or OS crash can lose the commits made since the last WAL
+checkpoint (at most about 1000 pages of WAL, usually the last seconds), never corrupting the file.
+A lost fee only makes the local ``cached_fee`` estimate low until the next ``/unsettledfee`` sync.
 """
 
 from __future__ import annotations
@@ -64,6 +71,9 @@ __all__ = [
 ]
 
 DEFAULT_MAX_VERIFICATIONS = 1000
+#: The verification log is pruned to ``max_verifications`` rows once every this many inserts (so
+#: it holds at most ``max_verifications + PRUNE_EVERY - 1`` rows between prunes).
+PRUNE_EVERY = 100
 
 
 def default_database_url() -> str:
@@ -221,10 +231,12 @@ class FeeStore:
     ):
         self.url = url or default_database_url()
         self.max_verifications = max_verifications
-        self._lock = threading.RLock()
         self._engine = self._make_engine(self.url)
         _Base.metadata.create_all(self._engine)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        self._inserts_lock = threading.Lock()
+        self._inserts = 0
+        self._prune_verifications()
 
     @staticmethod
     def _make_engine(url: str) -> Engine:
@@ -237,6 +249,9 @@ class FeeStore:
             def _connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
                 dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
                 dbapi_connection.execute("PRAGMA busy_timeout = 10000")
+                if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+                    dbapi_connection.execute("PRAGMA journal_mode = WAL")
+                    dbapi_connection.execute("PRAGMA synchronous = NORMAL")
 
             @event.listens_for(engine, "begin")
             def _begin(conn):  # type: ignore[no-untyped-def]
@@ -296,21 +311,21 @@ class FeeStore:
             ValueError: ``fee`` is negative or not an int.
         """
         _check_fee(fee)
-        with self._lock, self._sessions.begin() as session:
+        with self._sessions.begin() as session:
             return self._add(self._row(session, user, provider), fee)
 
     def set_cached_fee(self, user: str, provider: str, fee: int) -> None:
         """Overwrite the cached (unsettled) fee, e.g. with the provider's ``/unsettledfee`` value or
         0 after a funding transfer (neuron, ≥ 0)."""
         _check_fee(fee)
-        with self._lock, self._sessions.begin() as session:
+        with self._sessions.begin() as session:
             row = self._row(session, user, provider)
             row.cached_fee = str(fee)
             row.updated_at = time.time()
 
     def get_totals(self, user: str, provider: str) -> FeeTotals:
         """The counters of (user, provider); zeros when nothing was recorded."""
-        with self._lock, self._sessions() as session:
+        with self._sessions() as session:
             row = session.get(_FeeRow, (user.lower(), provider.lower()))
             if row is None:
                 return FeeTotals(0, 0, 0)
@@ -339,7 +354,7 @@ class FeeStore:
             ValueError: ``fee`` is negative or not an int.
         """
         _check_fee(fee)
-        with self._lock, self._sessions.begin() as session:
+        with self._sessions.begin() as session:
             row = self._row(session, user, provider)
             row.cached_fee = str(int(row.cached_fee) + fee)
             row.updated_at = time.time()
@@ -358,14 +373,15 @@ class FeeStore:
 
     def disputed_totals(self, user: str, provider: str) -> DisputedTotals:
         """How many refused responses of (user, provider) the provider billed, and their fees."""
-        with self._lock, self._sessions() as session:
+        with self._sessions() as session:
             return self._disputed(session, user, provider)
 
     # -- verification log --------------------------------------------------------------------
 
     def record_verification(self, user: str, provider: str, result: VerificationResult) -> None:
-        """Store one verification result and prune beyond ``max_verifications`` rows."""
-        with self._lock, self._sessions.begin() as session:
+        """Store one verification result (one commit); every :data:`PRUNE_EVERY` inserts, prune
+        the log to the newest ``max_verifications`` rows."""
+        with self._sessions.begin() as session:
             session.add(
                 _VerificationRow(
                     user=user.lower(), provider=provider.lower(), chat_id=result.chat_id,
@@ -373,16 +389,23 @@ class FeeStore:
                     detail=result.detail[:1000], created_at=time.time(),
                 )
             )  # fmt: skip
-            session.flush()
-            count = session.scalar(select(func.count()).select_from(_VerificationRow)) or 0
-            excess = count - self.max_verifications
-            if excess > 0:
-                old_ids = select(_VerificationRow.id).order_by(_VerificationRow.id).limit(excess)
-                session.execute(
-                    delete(_VerificationRow).where(
-                        _VerificationRow.id.in_(old_ids.scalar_subquery())
-                    )
-                )
+        with self._inserts_lock:
+            self._inserts += 1
+            due = self._inserts % PRUNE_EVERY == 0
+        if due:
+            self._prune_verifications()
+
+    def _oldest_kept_id(self):  # type: ignore[no-untyped-def]
+        """SQL scalar: the smallest id among the newest ``max_verifications`` rows."""
+        keep = select(_VerificationRow.id).order_by(_VerificationRow.id.desc()).limit(
+            self.max_verifications)
+        return select(func.min(keep.subquery().c.id)).scalar_subquery()
+
+    def _prune_verifications(self) -> None:
+        """Delete all but the newest ``max_verifications`` verification rows (one statement)."""
+        with self._sessions.begin() as session:
+            session.execute(delete(_VerificationRow).where(
+                _VerificationRow.id < self._oldest_kept_id()))
 
     def recent_verifications(
         self, limit: int = 50, *, provider: str | None = None, user: str | None = None
@@ -390,12 +413,15 @@ class FeeStore:
         """The latest verification results, newest first (optionally for one provider and/or one
         user: a store shared by several wallets must be filtered by ``user`` before a record is
         shown to one of them)."""
-        stmt = select(_VerificationRow).order_by(_VerificationRow.id.desc()).limit(limit)
+        # rows beyond the bound that the periodic prune has not deleted yet are not shown
+        stmt = select(_VerificationRow).where(
+            _VerificationRow.id >= self._oldest_kept_id()
+        ).order_by(_VerificationRow.id.desc()).limit(limit)
         if provider is not None:
             stmt = stmt.where(_VerificationRow.provider == provider.lower())
         if user is not None:
             stmt = stmt.where(_VerificationRow.user == user.lower())
-        with self._lock, self._sessions() as session:
+        with self._sessions() as session:
             return [
                 VerificationRecord(
                     r.user,
@@ -419,7 +445,7 @@ class FeeStore:
             _IssuedTokenRow.provider == provider.lower(),
             _IssuedTokenRow.generation == generation,
         )
-        with self._lock, self._sessions() as session:
+        with self._sessions() as session:
             return set(session.scalars(stmt))
 
     def record_issued_token(
@@ -427,7 +453,7 @@ class FeeStore:
         created_at_ms: int, expires_at_ms: int,
     ) -> None:  # fmt: skip
         """Remember that ``token_id`` was issued (idempotent for the same id and generation)."""
-        with self._lock, self._sessions.begin() as session:
+        with self._sessions.begin() as session:
             exists = session.scalar(
                 select(_IssuedTokenRow.id).where(
                     _IssuedTokenRow.user == user.lower(),
@@ -465,7 +491,7 @@ class FeeStore:
             raise ValueError(f"images must be a non-negative int, got {images!r}")
         key = (user.lower(), provider.lower(), job_id)
         now = time.time()
-        with self._lock, self._sessions.begin() as session:
+        with self._sessions.begin() as session:
             if session.get_bind().dialect.name == "postgresql":
                 from sqlalchemy.dialects.postgresql import insert
 
@@ -489,7 +515,7 @@ class FeeStore:
 
     def get_async_job(self, user: str, provider: str, job_id: str) -> AsyncJob | None:
         """The recorded job, or None when this store never saw it."""
-        with self._lock, self._sessions() as session:
+        with self._sessions() as session:
             row = session.get(_AsyncJobRow, (user.lower(), provider.lower(), job_id))
             return _async_job(row) if row is not None else None
 
@@ -501,7 +527,7 @@ class FeeStore:
         ).order_by(_AsyncJobRow.created_at)
         if status is not None:
             stmt = stmt.where(_AsyncJobRow.status == AsyncJobStatus(status).value)
-        with self._lock, self._sessions() as session:
+        with self._sessions() as session:
             return [_async_job(row) for row in session.scalars(stmt)]
 
     def bill_async_job(self, user: str, provider: str, job_id: str, fee: int) -> FeeTotals | None:
@@ -516,7 +542,7 @@ class FeeStore:
             ValueError: ``fee`` is negative or not an int.
         """
         _check_fee(fee)
-        with self._lock, self._sessions.begin() as session:
+        with self._sessions.begin() as session:
             row = session.get(_AsyncJobRow, (user.lower(), provider.lower(), job_id),
                               with_for_update=True)
             if row is None or row.status != AsyncJobStatus.PENDING.value:
@@ -532,7 +558,7 @@ class FeeStore:
         Returns:
             True when this call changed it; False when unknown, billed or already failed.
         """
-        with self._lock, self._sessions.begin() as session:
+        with self._sessions.begin() as session:
             row = session.get(_AsyncJobRow, (user.lower(), provider.lower(), job_id),
                               with_for_update=True)
             if row is None or row.status != AsyncJobStatus.PENDING.value:
