@@ -334,7 +334,7 @@ def _ts_available() -> str | None:
     return None
 
 
-def main() -> None:  # noqa: C901 - one linear script
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--role", choices=["stack"], help=argparse.SUPPRESS)
     parser.add_argument("--handshake", type=Path, help=argparse.SUPPRESS)
@@ -346,6 +346,8 @@ def main() -> None:  # noqa: C901 - one linear script
     parser.add_argument("--seconds", type=float, default=6.0, help="time cap per slice")
     parser.add_argument("--stream-requests", type=int, default=30)
     parser.add_argument("--no-ts", action="store_true", help="skip the TS proxy")
+    parser.add_argument("--profile-gateway", type=Path, metavar="SVG",
+                        help="record the gateway with py-spy during the load into this file")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: levels 1,10, one round, 40 requests, 3 s slices")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "proxy_overhead.json")
@@ -353,8 +355,9 @@ def main() -> None:  # noqa: C901 - one linear script
     if args.role == "stack":
         return role_stack(args.handshake, args.home)
     if args.quick:
-        args.levels, args.rounds, args.requests, args.seconds = "1,10", 1, 40, 3.0
-        args.stream_requests = 10
+        args.rounds, args.requests, args.seconds, args.stream_requests = 1, 40, 3.0, 10
+        if args.levels == parser.get_default("levels"):
+            args.levels = "1,10"
 
     ts_skip = "--no-ts" if args.no_ts else _ts_available()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ZG_PROVIDER_", "ZG_SERVE_"))}
@@ -428,10 +431,18 @@ def main() -> None:  # noqa: C901 - one linear script
         rss_idle = {n: _rss_mib(procs[p].pid) for n, p in servers.items()}
         gw_pid = procs["gateway"].pid
         rpc_before = httpx.get(hs["rpc_url"] + "/counts").json()
+        if args.profile_gateway:
+            spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+            procs["py-spy"] = subprocess.Popen(
+                [spy, "record", "-p", str(gw_pid), "-o", str(args.profile_gateway), "-r", "200",
+                 "--format", "raw" if args.profile_gateway.suffix == ".txt" else "flamegraph"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         t_load = time.monotonic()
 
         async def run_all() -> tuple[list[dict], dict]:
             results = []
+            counts = httpx.AsyncClient(timeout=10)
+            rpc_counts_url = hs["rpc_url"] + "/counts"
             clients = {n: httpx.AsyncClient(timeout=120, headers=headers[n],
                                              limits=httpx.Limits(max_connections=100,
                                                                  max_keepalive_connections=100))
@@ -441,14 +452,17 @@ def main() -> None:  # noqa: C901 - one linear script
                     for _ in range(3):
                         await c.post(urls[n], json=BODY)
                 for level in [int(x) for x in args.levels.split(",")]:
-                    acc = {n: {"lat": [], "errors": 0, "seconds": 0.0, "gw_cpu": 0.0}
-                           for n in urls}
+                    acc = {n: {"lat": [], "errors": 0, "seconds": 0.0, "gw_cpu": 0.0,
+                               "rpcs": 0} for n in urls}
                     for _round in range(args.rounds):
-                        for n in urls:
+                        for n, url in urls.items():
+                            rpc0 = sum((await counts.get(rpc_counts_url)).json().values())
                             cpu0 = _proc_cpu_s(gw_pid)
-                            lat, err, secs = await _slice(clients[n], urls[n], level,
+                            lat, err, secs = await _slice(clients[n], url, level,
                                                           args.requests, args.seconds)
                             acc[n]["gw_cpu"] += _proc_cpu_s(gw_pid) - cpu0
+                            acc[n]["rpcs"] += sum(
+                                (await counts.get(rpc_counts_url)).json().values()) - rpc0
                             acc[n]["lat"] += lat
                             acc[n]["errors"] += err
                             acc[n]["seconds"] += secs
@@ -461,7 +475,10 @@ def main() -> None:  # noqa: C901 - one linear script
                             "rps": round(done / a["seconds"], 1) if a["seconds"] else 0.0,
                             "p50_ms": round(p50, 2), "p99_ms": round(p99, 2),
                             "gateway_cpu_ms_per_request":
-                                round(a["gw_cpu"] * 1000 / done, 2) if done else None}
+                                round(a["gw_cpu"] * 1000 / done, 2) if done else None,
+                            "chain_rpcs_per_request":
+                                round(a["rpcs"] / (done + a["errors"]), 3)
+                                if done + a["errors"] else None}
                     d = row["targets"]["direct"]
                     for n, t in row["targets"].items():
                         if n != "direct":
@@ -474,14 +491,14 @@ def main() -> None:  # noqa: C901 - one linear script
                     results.append(row)
                     print(json.dumps(row), flush=True)
                 stream = {}
-                for n in urls:
-                    ttfb = await _ttfb(clients[n], urls[n], args.stream_requests)
+                for n, url in urls.items():
+                    ttfb = await _ttfb(clients[n], url, args.stream_requests)
                     p50, p99 = _quantiles(ttfb)
                     stream[n] = {"requests": len(ttfb), "ttfb_p50_ms": round(p50, 2),
                                  "ttfb_p99_ms": round(p99, 2)}
                 return results, stream
             finally:
-                for c in clients.values():
+                for c in [*clients.values(), counts]:
                     await c.aclose()
 
         results, stream = asyncio.run(run_all())
@@ -489,6 +506,10 @@ def main() -> None:  # noqa: C901 - one linear script
         rpc_after = httpx.get(hs["rpc_url"] + "/counts").json()
         rss_load = {n: _rss_mib(procs[p].pid) for n, p in servers.items()}
     finally:
+        spy_proc = procs.pop("py-spy", None)
+        if spy_proc is not None:
+            spy_proc.send_signal(signal.SIGINT)        # py-spy writes its output on SIGINT
+            spy_proc.wait(60)
         for p in reversed(list(procs.values())):
             p.terminate()
         for p in reversed(list(procs.values())):
@@ -509,14 +530,15 @@ def main() -> None:  # noqa: C901 - one linear script
     names = list(urls)
     print()
     print("clients | target      |  p50 ms |  p99 ms | +p50 ms | +p99 ms |     rps | "
-          "ours/TS | gw CPU ms/req | errors")
+          "ours/TS | gw CPU ms/req | RPCs/req | errors")
     for r in results:
         for n in names:
             t = r["targets"][n]
             print(f"{r['clients']:>7} | {n:<11} | {fmt(t['p50_ms'])} | {fmt(t['p99_ms'])} | "
                   f"{fmt(t.get('added_p50_ms'))} | {fmt(t.get('added_p99_ms'))} | "
                   f"{fmt(t['rps'])} | {fmt(t.get('rate_vs_ts'), '>7.2f')} | "
-                  f"{fmt(t['gateway_cpu_ms_per_request'], '>13.2f')} | {t['errors']}")
+                  f"{fmt(t['gateway_cpu_ms_per_request'], '>13.2f')} | "
+                  f"{fmt(t['chain_rpcs_per_request'], '>8.3f')} | {t['errors']}")
     print("\nstreaming (1 client): time to first body byte, p50 / p99 ms")
     for n in names:
         s = stream[n]
