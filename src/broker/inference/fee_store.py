@@ -242,7 +242,13 @@ class FeeStore:
     def _make_engine(url: str) -> Engine:
         if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
             Path(url[len("sqlite:///") :]).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, **({} if url.startswith("sqlite") else {"pool_pre_ping": True}))
+        if not url.startswith("sqlite"):
+            options: dict = {"pool_pre_ping": True}
+        elif ":memory:" in url or url == "sqlite://":
+            options = {}
+        else:   # a connection per concurrent worker thread, kept (no connect/close churn)
+            options = {"pool_size": 40, "max_overflow": 40}
+        engine = create_engine(url, **options)
         if engine.dialect.name == "sqlite":
 
             @event.listens_for(engine, "connect")

@@ -36,6 +36,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 __all__ = [
+    "SQLITE_POOL_SIZE",
     "AsyncJobRecord",
     "AsyncJobStatus",
     "Base",
@@ -47,6 +48,10 @@ __all__ = [
     "SettlementBatch",
     "open_database",
 ]
+
+
+#: Pooled SQLite connections kept open (AnyIO's default worker-thread limit is 40).
+SQLITE_POOL_SIZE = 40
 
 
 class RequestStatus:
@@ -162,6 +167,11 @@ class Database:
         if not url.startswith("sqlite"):
             # a server database may restart under us: test pooled connections before use
             engine_kwargs.setdefault("pool_pre_ping", True)
+        elif ":memory:" not in url and url != "sqlite://":
+            # one pooled connection per worker thread that may hold one at once (the request
+            # handlers' thread hops): no connect/PRAGMA/close churn under load
+            engine_kwargs.setdefault("pool_size", SQLITE_POOL_SIZE)
+            engine_kwargs.setdefault("max_overflow", SQLITE_POOL_SIZE)
         self.engine: Engine = create_engine(url, **engine_kwargs)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
