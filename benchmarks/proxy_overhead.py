@@ -346,18 +346,21 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="time cap per slice")
     parser.add_argument("--stream-requests", type=int, default=30)
     parser.add_argument("--no-ts", action="store_true", help="skip the TS proxy")
-    parser.add_argument("--profile-gateway", type=Path, metavar="SVG",
-                        help="record the gateway with py-spy during the load into this file")
+    parser.add_argument("--profile", choices=["gateway", "serve-warn", "serve-off"],
+                        help="record this process with py-spy during the load")
+    parser.add_argument("--profile-out", type=Path, default=Path("profile.txt"),
+                        help="py-spy output (.txt: collapsed stacks, else a flame graph SVG)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: levels 1,10, one round, 40 requests, 3 s slices")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "proxy_overhead.json")
     args = parser.parse_args()
     if args.role == "stack":
         return role_stack(args.handshake, args.home)
-    if args.quick:
-        args.rounds, args.requests, args.seconds, args.stream_requests = 1, 40, 3.0, 10
-        if args.levels == parser.get_default("levels"):
-            args.levels = "1,10"
+    if args.quick:      # smaller defaults; explicit options win
+        for name, value in (("levels", "1,10"), ("rounds", 1), ("requests", 40),
+                            ("seconds", 3.0), ("stream_requests", 10)):
+            if getattr(args, name) == parser.get_default(name):
+                setattr(args, name, value)
 
     ts_skip = "--no-ts" if args.no_ts else _ts_available()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ZG_PROVIDER_", "ZG_SERVE_"))}
@@ -431,11 +434,12 @@ def main() -> None:
         rss_idle = {n: _rss_mib(procs[p].pid) for n, p in servers.items()}
         gw_pid = procs["gateway"].pid
         rpc_before = httpx.get(hs["rpc_url"] + "/counts").json()
-        if args.profile_gateway:
+        if args.profile:
             spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
             procs["py-spy"] = subprocess.Popen(
-                [spy, "record", "-p", str(gw_pid), "-o", str(args.profile_gateway), "-r", "200",
-                 "--format", "raw" if args.profile_gateway.suffix == ".txt" else "flamegraph"],
+                [spy, "record", "-p", str(procs[args.profile].pid), "-o", str(args.profile_out),
+                 "-r", "200",
+                 "--format", "raw" if args.profile_out.suffix == ".txt" else "flamegraph"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         t_load = time.monotonic()
 
