@@ -1,17 +1,24 @@
 # The README's quick-start commands. Every target runs the idempotent set-up first.
-.PHONY: setup test demo lint contracts
+.PHONY: setup test fuzz demo lint contracts
 
 setup:
 	scripts/setup
 
 test: setup
+	.venv/bin/lint-imports
 	.venv/bin/python -m pytest -q
+
+# Hostile inputs and schemathesis fuzzing of serve, the gateway and the worker; more examples
+# per operation with e.g. `make fuzz ZG_FUZZ_EXAMPLES=50`.
+fuzz: setup
+	ZG_FUZZ_EXAMPLES=$${ZG_FUZZ_EXAMPLES:-3} .venv/bin/python -m pytest tests/fuzz -q
 
 demo: setup
 	scripts/demo
 
 lint: setup
 	.venv/bin/ruff check src tests
+	.venv/bin/lint-imports
 
 contracts: setup
 	.venv/bin/python scripts/compile_contracts.py

@@ -6,31 +6,28 @@ file) gives the RPC URL and contract addresses, explicit arguments and ``ZG_*`` 
 them, the node's chain id is checked against the preset, and the inference service name is read
 from ``LedgerManager.getServiceInfo(inference_address).fullName`` (never hard-coded).
 
-The inference broker lives in another module: it registers a factory with
-:func:`register_inference_factory`, called as ``factory(broker)`` at the end of
-:func:`create_broker` to fill ``broker.inference``; :mod:`broker.inference.broker` is imported for
-that purpose when no factory is registered yet.
+``create_broker`` builds the inference broker (:class:`~broker.inference.broker.InferenceBroker`)
+directly; the inference package does not import this module (dependencies flow one way).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from web3 import Web3
 
-from broker._exceptions import ConfigError
 from broker.chain.addresses import checksum_address
 from broker.chain.connection import connect
 from broker.chain.contracts import InferenceServingContract, LedgerManagerContract
 from broker.chain.keys import Wallet, key_source, load_wallet
 from broker.chain.sender import TransactionSender
 from broker.config.chain_state import LOCAL_CHAIN_IDS, chain_state_dir, genesis_hash
-from broker.config.networks import NetworkPreset, get_preset
+from broker.config.local_network import resolve_endpoints
 from broker.config.settings import Settings, load_settings
+from broker.inference.broker import InferenceBroker
 from broker.ledger.broker import LedgerBroker
 from broker.ledger.errors import UnregisteredServiceError
 
@@ -41,32 +38,10 @@ __all__ = [
     "create_broker",
     "create_read_only_broker",
     "devnet_fallback_key",
-    "register_inference_factory",
     "resolve_network",
 ]
 
 logger = logging.getLogger(__name__)
-
-_inference_factories: list[Callable[[Broker], Any]] = []
-
-
-def register_inference_factory(factory: Callable[[Broker], Any]) -> None:
-    """Register ``factory(broker) -> inference broker``; :func:`create_broker` calls the last one
-    registered and stores its result in ``broker.inference``."""
-    _inference_factories.append(factory)
-
-
-def _load_default_inference_factory() -> None:
-    """Import :mod:`broker.inference.broker` (which registers its factory on import) when no
-    factory is registered yet; skipped silently only when that module does not exist."""
-    if _inference_factories:
-        return
-    try:
-        importlib.import_module("broker.inference.broker")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("broker.inference.broker", "broker.inference"):
-            raise
-
 
 class ResolvedNetwork:
     """The network a broker talks to.
@@ -104,57 +79,24 @@ def resolve_network(
     """Work out RPC URL, chain id and addresses without connecting.
 
     Precedence: explicit arguments > ``settings`` (``ZG_*`` env, config file) > the preset; for
-    ``devnet`` the preset values come from :func:`broker.devnet.load_devnet_state`. The chain id is
-    not checked (``chain_id=None``) when a custom RPC URL is given explicitly.
+    ``devnet`` the preset values come from the devnet's state file
+    (:func:`broker.config.local_network.resolve_endpoints`, the resolver the gateway uses too). The
+    chain id is not checked (``chain_id=None``) when a custom RPC URL is given explicitly.
 
     Raises:
         ConfigError: unknown network, no RPC URL or addresses, devnet state missing.
         InvalidAddressError: a malformed address override.
     """
     settings = settings or load_settings()
-    name = network or settings.network
-    preset: NetworkPreset = get_preset(name)
-    explicit_rpc = rpc_url or settings.rpc_url
-    base_rpc, base_ledger, base_inference = preset.rpc_url, preset.ledger_address, \
-        preset.inference_address
-    chain_id: int | None = preset.chain_id
-    dev_accounts: list[Any] = []
-    if preset.name == "devnet" and not (explicit_rpc and (ledger_address or settings.ledger_address)
-                                        and (inference_address or settings.inference_address)):
-        try:
-            from broker.devnet import load_devnet_state
-        except ImportError as exc:  # pragma: no cover - devnet package missing
-            raise ConfigError(f"the devnet module is unavailable ({exc})") from None
-        try:
-            state = load_devnet_state()
-        except ConfigError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - DevnetError or file errors
-            message = str(exc)
-            if "devnet up" not in message:
-                message = f"no usable devnet state ({message}); start one with `0g-broker devnet up`"
-            raise ConfigError(message) from None
-        base_rpc, base_ledger, base_inference = (state.rpc_url, state.ledger_address,
-                                                 state.inference_address)
-        chain_id = int(state.chain_id)
-        dev_accounts = list(getattr(state, "accounts", []) or [])
-    rpc = explicit_rpc or base_rpc
-    if explicit_rpc and explicit_rpc != base_rpc:
-        chain_id = None
-    ledger = ledger_address or settings.ledger_address or base_ledger
-    inference = inference_address or settings.inference_address or base_inference
-    if not rpc:
-        raise ConfigError(f"network {preset.name!r} has no RPC URL; pass rpc_url / --rpc")
-    if not ledger or not inference:
-        raise ConfigError(
-            f"network {preset.name!r} has no contract addresses; pass ledger_address and "
-            "inference_address"
-        )
+    ends = resolve_endpoints(
+        network or settings.network, rpc_url=rpc_url or settings.rpc_url,
+        ledger_address=ledger_address or settings.ledger_address,
+        inference_address=inference_address or settings.inference_address)
     return ResolvedNetwork(
-        preset.name, rpc, chain_id,
-        checksum_address(ledger, field="ledger contract address"),
-        checksum_address(inference, field="inference contract address"),
-        dev_accounts,
+        ends.name, ends.rpc_url, ends.chain_id,
+        checksum_address(ends.ledger_address or "", field="ledger contract address"),
+        checksum_address(ends.inference_address, field="inference contract address"),
+        list(ends.dev_accounts),
     )
 
 
@@ -224,13 +166,13 @@ class Broker(ReadOnlyBroker):
             ``fees.sqlite``): ``$ZG_HOME/chains/<network>-<chain id>-<ledger[:10]>[-<genesis>]``
             (:func:`broker.config.chain_state.chain_state_dir`; a devnet's includes its genesis
             hash, so a new devnet never sees an old one's fees).
-        inference: the inference broker, filled by a registered factory
-            (:func:`register_inference_factory`); ``None`` until then.
+        inference: the :class:`~broker.inference.broker.InferenceBroker` of this account
+            (built by :func:`create_broker`; ``None`` on a broker built by hand until set).
         (plus the :class:`ReadOnlyBroker` attributes)
     """
 
-    inference: Any = None
-    state_dir: Any = None
+    inference: InferenceBroker | None = None
+    state_dir: Path | None = None
 
     def __init__(self, network: ResolvedNetwork, w3: Web3, wallet: Wallet,
                  sender: TransactionSender, ledger_contract: LedgerManagerContract,
@@ -299,8 +241,7 @@ def create_broker(
         wallet: an already-resolved signer (wins over ``private_key``).
 
     Returns:
-        :class:`Broker` with ``.ledger`` ready and ``.inference`` filled when an inference
-        factory is registered.
+        :class:`Broker` with ``.ledger`` and ``.inference`` ready.
 
     Raises:
         ConfigError: unknown network or missing addresses; ``ChainIdMismatchError`` when the node
@@ -338,8 +279,6 @@ def create_broker(
     broker.state_dir = chain_state_dir(
         net.name, chain_id, net.ledger_address,
         genesis_hash(w3) if chain_id in LOCAL_CHAIN_IDS else None)
-    _load_default_inference_factory()
-    if _inference_factories:
-        broker.inference = _inference_factories[-1](broker)
+    broker.inference = InferenceBroker.from_broker(broker)
     logger.debug("broker ready: %r", broker)
     return broker

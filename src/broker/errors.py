@@ -31,12 +31,18 @@ from broker.proxy import errors as _proxy
 from broker.proxy.errors import *
 from broker.proxy.pixazo import errors as _pixazo
 from broker.proxy.pixazo.errors import *
+from broker.wire import json_body as _wire_json_body
+from broker.wire import n as _wire_n
+from broker.wire import webhook as _wire_webhook
+from broker.wire.json_body import InvalidJSONBodyError  # noqa: F401 - re-exported
+from broker.wire.n import InvalidNError  # noqa: F401 - re-exported
+from broker.wire.webhook import WebhookURLError  # noqa: F401 - re-exported
 from broker.worker import errors as _worker
 from broker.worker.errors import *
 
 _AREAS = (
     _exceptions, _artifacts, _chain, _ledger, _devnet, _inference, _funding, _attestation, _provider,
-    _proxy, _pixazo, _worker, _asgi,
+    _proxy, _pixazo, _worker, _asgi, _wire_json_body, _wire_n, _wire_webhook,
 )
 
 # Only the exception classes (the areas' __all__ also list helpers such as decode_revert).

@@ -81,12 +81,13 @@ def test_read_only_broker_and_inference_hook(devnet, make_broker, fresh_account)
     with pytest.raises(SignerRequiredError):
         ro.ledger_contract.deposit_fund(10**18)
 
-    broker_module.register_inference_factory(lambda b: ("inference-for", b.address))
-    try:
-        b = make_broker(fresh_account)
-        assert b.inference == ("inference-for", fresh_account.address)
-    finally:
-        broker_module._inference_factories.pop()
+    from broker.inference.broker import InferenceBroker
+
+    b = make_broker(fresh_account)
+    assert isinstance(b.inference, InferenceBroker)      # built directly, no registration step
+    assert b.inference.address == fresh_account.address
+    assert b.inference.contract.address == devnet.inference_address
+    b.inference.close()
 
 
 def test_no_key_configured(devnet, monkeypatch, tmp_path):

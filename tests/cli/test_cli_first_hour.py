@@ -219,3 +219,19 @@ def test_a_server_on_a_busy_port_exits_1_not_uvicorns_code(cli_home):
     assert "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1] == (
         "✗ the server did not start (its exit status 3; see the messages above)")
+
+
+def test_serve_start_up_step_failing_in_the_server_is_one_line(key_env, user, registered,
+                                                               cli_home, tmp_path):
+    """A start-up step that fails inside the server's lifespan (here serve's own state database
+    cannot be created: its folder is a file) ends as one line and exit 1 through the real entry
+    point: uvicorn's lifespan traceback is not shown."""
+    (tmp_path / "a-file").write_text("not a folder")
+    state_url = f"sqlite:///{tmp_path / 'a-file' / 'serve.db'}"
+    env = {**os.environ, "ZG_HOME": str(cli_home), "ZG_SERVE_STATE_URL": state_url, **key_env}
+    r = subprocess.run([str(BIN), "--network", "devnet", "serve", "--provider", registered,
+                        "--port", _free_port()], check=False, capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert r.returncode == 1, (r.returncode, r.stderr[-3000:])
+    assert "Traceback" not in r.stderr and "Exception in" not in r.stderr, r.stderr[-3000:]
+    assert r.stderr.strip().splitlines()[-1].startswith("✗ "), r.stderr[-2000:]

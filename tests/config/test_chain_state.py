@@ -27,10 +27,15 @@ def test_dir_is_under_zg_home(_isolated_home):
         _isolated_home / "chains" / "testnet-16602-0x9fE46736")
 
 
-def test_genesis_hash_of_an_unreachable_node_is_none():
+def test_genesis_hash_of_an_unreachable_node_is_refused_not_left_out():
+    """Without block 0 two devnets (same chain id and addresses) would share one state folder."""
+    import pytest
     from web3 import Web3
 
-    assert genesis_hash(Web3(Web3.HTTPProvider("http://127.0.0.1:9", {"timeout": 2}))) is None
+    from broker._exceptions import ChainError
+
+    with pytest.raises(ChainError, match="genesis block"):
+        genesis_hash(Web3(Web3.HTTPProvider("http://127.0.0.1:9", {"timeout": 2})), attempts=2)
 
 
 def test_genesis_hash_of_the_devnet(devnet):

@@ -38,6 +38,7 @@ class Tally:
 
     def record(self, status: int, *, expect_refusal: bool = True) -> None:
         self.counts["tried"] += 1
+        self.counts[f"s{status}"] += 1
         if status >= 500:
             self.counts["5xx"] += 1
         elif 400 <= status < 500:

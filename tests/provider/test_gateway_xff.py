@@ -192,7 +192,8 @@ def test_burst_429_through_serve_names_the_burst(devnet, tmp_path):
             provider_stack(devnet, tmp_path / "stack", model="tiny",
                            chat_backend_url=backend.url) as st:
         user = funded_user_broker(devnet, ledger=10)
-        settings = ServeSettings(provider=st.provider_address, funding_interval=600)
+        settings = ServeSettings(provider=st.provider_address, funding_interval=600,
+                                 extra_routes=True)     # chat to the stack's chat backend
         port = free_port()
         try:
             with UvicornThread(create_serve_app(user, settings), port, start_polls=1000) as serve:

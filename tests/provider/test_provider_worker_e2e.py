@@ -49,7 +49,7 @@ def _generate(stack, broker, body=IMAGE) -> httpx.Response:
 
 def test_stack_is_registered_and_acknowledged(stack):
     svc = stack.service
-    assert svc.url == stack.gateway_url and svc.model == "tiny"
+    assert svc.url == stack.gateway_url and svc.model == "z-image"   # the seeds' name
     assert svc.output_price == PRICE and svc.verifiability == "TeeML"
     assert svc.tee_signer_address == stack.tee_signer_address and svc.tee_signer_acknowledged
     assert httpx.get(stack.worker_url + "/health").json()["status"] == "ok"

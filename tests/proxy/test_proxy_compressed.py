@@ -52,7 +52,7 @@ def gzip_serve(devnet, tmp_path_factory):
         user = funded_user_broker(devnet, ledger=10, amount_neuron=100 * ZG)
         try:
             settings = ServeSettings(provider=st.provider_address, api_key=API_KEY,
-                                     funding_interval=600)
+                                     funding_interval=600, extra_routes=True)
             with ThreadServer(create_app(user, settings)) as url:
                 yield url
         finally:

@@ -66,7 +66,7 @@ def test_wrong_api_key_refused(serve):
 
 def test_models(client):
     models = client.models.list()
-    assert [m.id for m in models.data] == ["tiny"]
+    assert [m.id for m in models.data] == ["z-image"]   # the devnet's on-chain name
 
 
 def test_image_sync_verified_and_billed(client, stack, user_broker):
@@ -164,7 +164,7 @@ def test_verify_route(serve, client):
     # without a model the provider's default is inserted
     plain = httpx.post(serve + "/v1/chat/completions", headers=headers,
                        json={"messages": [{"role": "user", "content": "hi"}]}, timeout=60)
-    assert plain.status_code == 200 and plain.json()["model"] == "tiny"
+    assert plain.status_code == 200 and plain.json()["model"] == "z-image"
     ok = httpx.post(serve + "/v1/verify", json={"id": raw.headers["ZG-Res-Key"]}, headers=headers)
     assert ok.json()["isValid"] is True
     unknown = httpx.post(serve + "/v1/verify", json={"id": "no-such-id"}, headers=headers).json()

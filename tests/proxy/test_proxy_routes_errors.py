@@ -103,7 +103,7 @@ def test_unknown_model_refused_and_not_billed(serve, stack, user_broker):
                                response_format="b64_json")
     assert info.value.body["code"] == "model_not_found"
     assert info.value.body["param"] == "model"
-    assert "dall-e-3" in info.value.body["message"] and "tiny" in info.value.body["message"]
+    assert "dall-e-3" in info.value.body["message"] and "z-image" in info.value.body["message"]
     with pytest.raises(openai.NotFoundError):                  # the model id is case-sensitive
         client.images.generate(model="TINY", prompt="a fox", size="32x32",
                                response_format="b64_json")
@@ -111,12 +111,12 @@ def test_unknown_model_refused_and_not_billed(serve, stack, user_broker):
                            json={**SMALL, "model": "dall-e-3", "prompt": "a fox"})
     _is_openai_error(async_job, 404, "model_not_found")
     not_a_string = httpx.post(serve + "/v1/images/generations", headers=AUTH, timeout=60,
-                              json={**SMALL, "model": ["tiny"], "prompt": "a fox"})
+                              json={**SMALL, "model": ["z-image"], "prompt": "a fox"})
     _is_openai_error(not_a_string, 400, "invalid_model")
     assert _fees(stack, user_broker) == before
     # the served model, or none at all, is fine (and billed)
     named = httpx.post(serve + "/v1/images/generations", headers=AUTH, timeout=300,
-                       json={**SMALL, "model": "tiny", "prompt": "a fox"})
+                       json={**SMALL, "model": "z-image", "prompt": "a fox"})
     omitted = httpx.post(serve + "/v1/images/generations", headers=AUTH, timeout=300,
                          json={**SMALL, "prompt": "a fox"})
     assert named.status_code == 200 and omitted.status_code == 200, (named.text, omitted.text)

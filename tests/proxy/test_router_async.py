@@ -54,7 +54,7 @@ def test_router_async_flow_as_seed_001(stack, user_broker):
     submitted_at = time.time()
     with _serve(user_broker, st.provider_address) as url:
         r = httpx.post(url + "/v1/async/images/generations", headers=AUTH, timeout=60, json={
-            "model": "tiny", "prompt": "A serene mountain landscape at sunset", "n": 1,
+            "model": "z-image", "prompt": "A serene mountain landscape at sunset", "n": 1,
             "size": "32x32", "response_format": "b64_json", "num_inference_steps": 1,
             "provider": {"order": [st.provider_address]}, "verify_tee": True})
         assert r.status_code == 202, r.text

@@ -59,7 +59,7 @@ def test_official_sdk_uses_our_provider(sdk_dir, devnet, tmp_path):
         result = json.loads(lines[-1])
         assert result.get("error") is None, result
         assert result["endpoint"] == stack.gateway_url + "/v1/proxy"
-        assert result["model"] == "tiny"
+        assert result["model"] == "z-image"   # the devnet's on-chain name for the tiny model
         assert result["status"] == 200 and result["images"] == 1
         assert result["processResponse"] is True and result["ok"] is True
         # the gateway billed the SDK user's image (n × outputPrice, B9) and settles it (possibly

@@ -40,9 +40,12 @@ def ui_stack(devnet, tmp_path_factory):
         broker.inference.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
-    """A Playwright ``Browser`` on Debian's headless Chromium (never a downloaded browser)."""
+    """A Playwright ``Browser`` on Debian's headless Chromium (never a downloaded browser).
+
+    Module-scoped: Playwright's sync API keeps an event loop running in the main thread while it
+    is open, which would break later tests that call ``asyncio.run``."""
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
         pytest.skip("chromium is not installed (Debian: apt-get install chromium)")

@@ -44,8 +44,9 @@ def user(devnet, stack):
 
 @pytest.fixture(scope="module")
 def client(stack, user, serve_app):
+    # extra_routes: the edit test sends /v1/images/edits to this text-to-image provider
     settings = ServeSettings(provider=stack.provider_address, api_key=API_KEY,
-                             funding_interval=600)
+                             funding_interval=600, extra_routes=True)
     with serve_app(create_app(user, settings)) as url:
         yield openai.OpenAI(base_url=f"{url}/v1", api_key=API_KEY, max_retries=0, timeout=300)
 

@@ -9,7 +9,22 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["CheckResult", "CheckStatus", "Verdict", "VerificationReport"]
+__all__ = ["CheckResult", "CheckStatus", "Verdict", "VerificationReport", "VerificationStep"]
+
+STEP_TYPES = ("info", "success", "error", "warning", "step")
+
+
+@dataclass(frozen=True)
+class VerificationStep:
+    """One progress line of ``verify_service``, as the TS SDK's ``onLog`` receives it
+    (user-broker.md §9): ``type`` is ``"info"``, ``"success"``, ``"error"``, ``"warning"`` or
+    ``"step"``; ``message`` is the text the CLI prints."""
+
+    type: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"type": self.type, "message": self.message}
 
 
 class CheckStatus(StrEnum):
@@ -77,6 +92,13 @@ class VerificationReport:
         sub_reports: related reports (e.g. ``"llm"`` for a separated provider); they count in the
             verdict.
         files: paths written to ``output_dir``.
+        report_type: ``"combined"``, ``"broker"`` or ``"llm"`` (the SDK's ``reportType``).
+        expected_signer: the on-chain address the quote's signer was compared with, or ``None``.
+        steps: the progress lines ``verify_service`` emitted (:class:`VerificationStep`).
+
+    The SDK's summary (user-broker.md §9.2) is exposed beside the typed checks as
+    :attr:`signer_verification`, :attr:`compose_verification` and :attr:`docker_images`, derived
+    from the checks of this report and its sub-reports.
     """
 
     tee: str
@@ -95,6 +117,88 @@ class VerificationReport:
     url: str | None = None
     sub_reports: dict[str, VerificationReport] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    report_type: str = "combined"
+    expected_signer: str | None = None
+    steps: list[VerificationStep] = field(default_factory=list)
+
+    def _all_reports(self) -> list[VerificationReport]:
+        return [self, *self.sub_reports.values()]
+
+    @property
+    def signer_verification(self) -> dict[str, Any]:
+        """The SDK's ``signerVerification``: ``{"contract_address", "report_addresses":
+        [{"report_type", "address", "match"}], "all_match"}``.
+
+        One entry per report compared with an on-chain address (the broker/combined report with
+        ``teeSignerAddress``; a separated LLM report with ``TargetTeeAddress`` when that is set,
+        which the SDK skips). ``address`` is the signer named by the *quote* (``None`` when its
+        report_data carries none); ``match`` is whether ``report_data_signer`` passed.
+        ``all_match`` = every entry matches and there is at least one (as the SDK).
+        """
+        entries = []
+        for rep in self._all_reports():
+            if rep.expected_signer is None or rep.tee != "tdx":
+                if rep is self:  # the SDK always checks the broker/combined report
+                    entries.append(
+                        {"report_type": rep.report_type, "address": rep.signer, "match": False}
+                    )
+                continue
+            check = rep.check("report_data_signer")
+            entries.append(
+                {
+                    "report_type": rep.report_type,
+                    "address": rep.signer,
+                    "match": check is not None and check.status is CheckStatus.PASSED,
+                }
+            )
+        return {
+            "contract_address": self.expected_signer,
+            "report_addresses": entries,
+            "all_match": bool(entries) and all(e["match"] for e in entries),
+        }
+
+    @property
+    def compose_verification(self) -> dict[str, Any]:
+        """The SDK's ``composeVerification``: ``{"passed", "details": {<report_type>:
+        {"calculated_hash"?, "event_log_hash"?, "error"?}}}``.
+
+        Ours is stronger than the SDK's: the compose-hash event is taken from the event log
+        *replayed against the quote's RTMR3*, first before ``system-ready``. A report without an
+        event log is listed with an error and not counted (the SDK skips it with a warning);
+        ``passed`` = at least one report checked and every checked one passed.
+        """
+        details: dict[str, dict[str, Any]] = {}
+        counted: list[bool] = []
+        for rep in self._all_reports():
+            check = rep.check("compose_hash")
+            entry: dict[str, Any] = {}
+            if check is None:
+                entry["error"] = "no TDX report: compose not checked"
+            else:
+                calc = check.details.get("computed")
+                event = check.details.get("event") or check.details.get("event_compose_hash")
+                if calc:
+                    entry["calculated_hash"] = calc
+                if event:
+                    entry["event_log_hash"] = event
+                if check.status is CheckStatus.PASSED:
+                    counted.append(True)
+                else:
+                    entry["error"] = check.reason
+                    if check.status is CheckStatus.FAILED or "app_compose" in check.reason:
+                        counted.append(False)
+            details[rep.report_type] = entry
+        return {"passed": bool(counted) and all(counted), "details": details}
+
+    @property
+    def docker_images(self) -> list[str]:
+        """Image references of every report's verified app compose, without duplicates (the
+        SDK's ``dockerImages``, parsed from the compose YAML rather than scraped by regex)."""
+        seen: dict[str, None] = {}
+        for rep in self._all_reports():
+            for image in rep.images:
+                seen.setdefault(image, None)
+        return list(seen)
 
     def add(
         self,
@@ -159,6 +263,11 @@ class VerificationReport:
             "checks": [c.to_dict() for c in self.checks],
             "sub_reports": {k: v.to_dict() for k, v in self.sub_reports.items()},
             "files": self.files,
+            "report_type": self.report_type,
+            "signer_verification": self.signer_verification,
+            "compose_verification": self.compose_verification,
+            "docker_images": self.docker_images,
+            "steps": [step.to_dict() for step in self.steps],
         }
 
     def to_json(self, *, indent: int | None = 2) -> str:

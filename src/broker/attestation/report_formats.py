@@ -46,6 +46,7 @@ class AttestationReportBody:
         report_data: the JSON ``report_data`` field decoded (base64 or hex), or ``None``.
         vm_config: the ``vm_config`` text, or ``None``.
         signing_address: the ``signing_address`` field (vLLM proxy, no-TEE body), or ``None``.
+        nonce: the vLLM proxy's ``nonce`` / ``request_nonce`` field (hex) decoded, or ``None``.
     """
 
     kind: ReportKind
@@ -57,6 +58,7 @@ class AttestationReportBody:
     report_data: bytes | None = None
     vm_config: str | None = None
     signing_address: str | None = None
+    nonce: bytes | None = None
 
 
 def json_document(
@@ -118,6 +120,20 @@ def _decode_report_data(value: Any) -> bytes | None:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ReportFormatError("report_data is neither base64 nor hex") from exc
+
+
+def _decode_nonce(doc: dict[str, Any]) -> bytes | None:
+    value = doc.get("nonce", doc.get("request_nonce"))
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ReportFormatError("nonce must be a hex string")
+    text = value.strip()
+    text = text[2:] if text.startswith(("0x", "0X")) else text
+    try:
+        return bytes.fromhex(text)
+    except ValueError as exc:
+        raise ReportFormatError("nonce is not hex") from exc
 
 
 def _decode_tcb_info(doc: dict[str, Any]) -> dict[str, Any] | None:
@@ -188,4 +204,5 @@ def parse_report_body(body: dict[str, Any] | str | bytes) -> AttestationReportBo
         report_data=_decode_report_data(report_data_field),
         vm_config=vm_config if isinstance(vm_config, str) else None,
         signing_address=signing_address if isinstance(signing_address, str) else None,
+        nonce=_decode_nonce(body) if fmt == "vllm-proxy" else None,
     )

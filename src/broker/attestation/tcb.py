@@ -54,6 +54,15 @@ class TcbFailure(StrEnum):
     """The collateral is for another platform (FMSPC, PCE ID, TEE type)."""
     NO_MATCHING_TCB_LEVEL = "no_matching_tcb_level"
     """No TCB level is at or below the platform's SVNs (the platform predates every level)."""
+    QUOTE_SIGNATURE_INVALID = "quote_signature_invalid"
+    """The TD quote body is not signed by the attestation key the quote carries."""
+    QE_REPORT_SIGNATURE_INVALID = "qe_report_signature_invalid"
+    """The QE report is not signed by the PCK leaf key of the chain the collateral is checked
+    against (the QE report was signed by another key: a forged or spliced quote)."""
+    QE_REPORT_BINDING_MISMATCH = "qe_report_binding_mismatch"
+    """The QE report's report_data is not sha256(attestation key ‖ QE auth data)."""
+    TDX_MODULE_MISMATCH = "tdx_module_mismatch"
+    """The TDX module identity (MRSIGNERSEAM, SEAMATTRIBUTES) does not match the TCB Info."""
     QE_IDENTITY_MISMATCH = "qe_identity_mismatch"
     """The QE report does not match the QE Identity (MRSIGNER, ISVPRODID, attributes...)."""
     OTHER = "other"
@@ -97,6 +106,26 @@ _RULES: tuple[tuple[str, TcbFailure, str], ...] = (
         r"no matching tcb level",
         TcbFailure.NO_MATCHING_TCB_LEVEL,
         "no TCB level matches the platform (below every known level)",
+    ),
+    (
+        r"signature is invalid for qe_report",
+        TcbFailure.QE_REPORT_SIGNATURE_INVALID,
+        "the QE report is not signed by the PCK certificate's key",
+    ),
+    (
+        r"qe report hash mismatch|invalid qe auth data",
+        TcbFailure.QE_REPORT_BINDING_MISMATCH,
+        "the QE report does not bind the quote's attestation key",
+    ),
+    (
+        r"isv enclave report signature is invalid",
+        TcbFailure.QUOTE_SIGNATURE_INVALID,
+        "the quote is not signed by its attestation key",
+    ),
+    (
+        r"tdx module (mrsigner|seamattributes)|tdx module identity",
+        TcbFailure.TDX_MODULE_MISMATCH,
+        "the TDX module does not match the TCB Info's module identity",
     ),
     (
         r"qe|mrsigner|isvprodid|miscselect|attributes",

@@ -68,6 +68,7 @@ __all__ = [
     "QUOTE_SIGNATURE_HEADER",
     "FetchedReport",
     "fetch_quote_report",
+    "report_data_nonce",
     "signer_from_report_data",
     "verify_attestation",
 ]
@@ -128,18 +129,38 @@ def fetch_quote_report(
 def signer_from_report_data(report_data: bytes) -> tuple[str | None, str]:
     """Read the TEE signer address from a quote's 64-byte REPORTDATA (attestation.md §1.3).
 
-    Layouts: v1 binary (``rd[52:56] == be32(1)``, ``rd[56:64]`` zero: address ``rd[32:52]``,
-    X25519 ``enc_pub`` ``rd[0:32]``), or legacy ASCII (``"0x"`` + 40 hex in ``rd[0:42]``, rest zero).
+    Layouts, tried in this order:
+
+    * ``"v1"`` binary (0G §4.2): ``rd[52:56] == be32(1)``, ``rd[56:64]`` zero: address
+      ``rd[32:52]``, X25519 ``enc_pub`` ``rd[0:32]``;
+    * ``"legacy"`` ASCII (0G): ``"0x"`` + 40 hex in ``rd[0:42]``, rest zero;
+    * ``"vllm-proxy"`` (the LLM node of a ``TargetSeparated`` provider, as the NEAR AI and Phala
+      vLLM-proxy verifiers document): the raw 20-byte signing address in ``rd[0:20]`` (not all
+      zero), ``rd[20:32]`` zero, then the 32-byte request nonce in ``rd[32:64]`` (not all zero:
+      the proxy always sets one; see :func:`report_data_nonce`).
 
     Returns:
-        ``(address_eip55 | None, layout)`` with layout ``"v1"``, ``"legacy"`` or ``"unknown"``.
+        ``(address_eip55 | None, layout)`` with layout ``"v1"``, ``"legacy"``, ``"vllm-proxy"`` or
+        ``"unknown"``.
     """
     rd = bytes(report_data)
-    if len(rd) == 64 and rd[52:56] == b"\x00\x00\x00\x01" and not any(rd[56:]):
+    if len(rd) != 64:
+        return None, "unknown"
+    if rd[52:56] == b"\x00\x00\x00\x01" and not any(rd[56:]):
         return to_checksum_address(rd[32:52]), "v1"
-    if len(rd) == 64 and _ADDR_ASCII.match(rd[:42]) and not any(rd[42:]):
+    if _ADDR_ASCII.match(rd[:42]) and not any(rd[42:]):
         return to_checksum_address(rd[:42].decode()), "legacy"
+    if any(rd[:20]) and not any(rd[20:32]) and any(rd[32:]):
+        return to_checksum_address(rd[:20]), "vllm-proxy"
     return None, "unknown"
+
+
+def report_data_nonce(report_data: bytes) -> bytes | None:
+    """The 32-byte request nonce of a ``"vllm-proxy"`` report_data (``rd[32:64]``), or ``None``
+    for the other layouts (see :func:`signer_from_report_data`)."""
+    if signer_from_report_data(report_data)[1] != "vllm-proxy":
+        return None
+    return bytes(report_data[32:64])
 
 
 def _now(now: datetime | float | None) -> datetime:
@@ -214,7 +235,12 @@ class _Run:
                 verify_qe_report_signature(quote, leaf_key)
                 r.add("qe_report_signature", PASSED, "QE report signed by the PCK leaf key")
             except SignatureCheckError as exc:
-                r.add("qe_report_signature", FAILED, str(exc))
+                r.add(
+                    "qe_report_signature",
+                    FAILED,
+                    str(exc),
+                    failure=TcbFailure.QE_REPORT_SIGNATURE_INVALID,
+                )
         try:
             self.chain = verify_pck_chain(quote.pck_chain_pem, now=self.now, root_ca=self.root_ca)
             r.evidence["fmspc"] = self.chain.sgx.fmspc
@@ -343,6 +369,7 @@ class _Run:
         expected_signer: str | None,
         raw_body: bytes | None,
         header_sig: str | None,
+        expected_nonce: bytes | None = None,
     ) -> None:
         r, rd = self.r, quote.body.report_data
         address, layout = signer_from_report_data(rd)
@@ -352,8 +379,8 @@ class _Run:
             r.add(
                 "report_data_signer",
                 FAILED,
-                "the quote's report_data does not carry a 0G signer address "
-                "(neither the legacy ASCII nor the v1 binary layout)",
+                "the quote's report_data does not carry a signer address "
+                "(neither the 0G legacy ASCII / v1 binary layout nor the vLLM-proxy layout)",
                 required=required,
             )
         elif expected_signer is None:
@@ -379,6 +406,19 @@ class _Run:
                 f"quote names signer {address}",
                 required=required,
                 layout=layout,
+            )
+
+        if layout == "vllm-proxy":
+            self.nonce(rd[32:64], body, expected_nonce)
+        if body.signing_address and address is not None:
+            same = body.signing_address.lower() == address.lower()
+            r.add(
+                "signing_address_json",
+                PASSED if same else FAILED,
+                "JSON signing_address equals the quote's signer"
+                if same
+                else f"JSON signing_address {body.signing_address} is not the quote's signer",
+                required=False,
             )
 
         if body.report_data is None:
@@ -423,6 +463,42 @@ class _Run:
                 FAILED,
                 f"ZG-Quote-Signature recovers to {recovered}, not the attested signer",
                 required=False,
+            )
+
+    def nonce(self, quoted: bytes, body: AttestationReportBody, expected: bytes | None) -> None:
+        """``report_data_nonce`` (not required): the vLLM-proxy nonce in the quote against the
+        nonce we asked for (freshness) and the JSON ``nonce`` field (consistency)."""
+        r = self.r
+        r.evidence["report_data_nonce"] = quoted.hex()
+        if body.nonce is not None and body.nonce != quoted:
+            r.add(
+                "report_data_nonce",
+                FAILED,
+                "the JSON nonce differs from the nonce in the quote's report_data",
+                required=False,
+            )
+        elif expected is not None and bytes(expected) == quoted:
+            r.add(
+                "report_data_nonce",
+                PASSED,
+                "the quote was made for our request nonce (fresh)",
+                required=False,
+            )
+        elif expected is not None:
+            r.add(
+                "report_data_nonce",
+                SKIPPED,
+                "the quote's nonce is not the one we sent: the report's freshness is unknown",
+                required=False,
+                nonce=quoted.hex(),
+            )
+        else:
+            r.add(
+                "report_data_nonce",
+                SKIPPED,
+                "no request nonce sent: the report's freshness is unknown",
+                required=False,
+                nonce=quoted.hex(),
             )
 
     # -- event log and compose ----------------------------------------------------------------
@@ -503,6 +579,8 @@ class _Run:
                     "compose_hash",
                     PASSED,
                     f"app_compose hashes to {computed}",
+                    computed=computed,
+                    event=event.payload.hex(),
                     app_events=apps,
                     **facts,
                 )
@@ -602,6 +680,8 @@ def verify_attestation(
     file_prefix: str = "",
     provider: str | None = None,
     url: str | None = None,
+    expected_nonce: bytes | None = None,
+    report_type: str = "combined",
 ) -> VerificationReport:
     """Verify a ``/v1/quote`` report locally (attestation.md §5.1).
 
@@ -622,6 +702,10 @@ def verify_attestation(
         quote_signature: the ``ZG-Quote-Signature`` response header, if any.
         file_prefix: prefix of the file names (``"broker_"``, ``"llm_"``).
         provider, url: context recorded in the report.
+        expected_nonce: the 32-byte nonce sent with the request (``?nonce=``), checked against a
+            vLLM-proxy report_data (``report_data_nonce``); ``None`` when none was sent.
+        report_type: ``"combined"``, ``"broker"`` or ``"llm"`` (the SDK's ``reportType``),
+            recorded in the report's SDK summary.
     Returns:
         :class:`VerificationReport`; failures are checks, not exceptions.
     Raises:
@@ -636,7 +720,14 @@ def verify_attestation(
         raw_body = report_json.encode()
     else:
         raw_body = None
-    report = VerificationReport(tee="unknown", report_format="unknown", provider=provider, url=url)
+    report = VerificationReport(
+        tee="unknown",
+        report_format="unknown",
+        provider=provider,
+        url=url,
+        report_type=report_type,
+        expected_signer=expected_signer,
+    )
     report.verified_at = int(now_dt.timestamp())
     quote_bytes: bytes | None = None
     try:
@@ -692,7 +783,7 @@ def verify_attestation(
         run.crypto(quote)
         run.tcb(quote, collateral)
         run.td_attributes(quote)
-        run.signer(quote, body, expected_signer, raw_body, quote_signature)
+        run.signer(quote, body, expected_signer, raw_body, quote_signature, expected_nonce)
         run.measurements(quote, body)
         run.allowlists(quote)
         run.quote_age(doc)

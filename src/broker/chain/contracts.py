@@ -196,11 +196,6 @@ class LedgerManagerContract(_ContractWrapper):
         """``getLedger(user)``; raises ``LedgerNotExistsError`` when there is none."""
         return Ledger.from_tuple(self._call(self.contract.functions.getLedger(user)))
 
-    def get_all_ledgers(self, offset: int = 0, limit: int = 50) -> tuple[list[Ledger], int]:
-        """``getAllLedgers(offset, limit)`` → (ledgers, total)."""
-        ledgers, total = self._call(self.contract.functions.getAllLedgers(offset, limit))
-        return [Ledger.from_tuple(x) for x in ledgers], int(total)
-
     def get_ledger_providers(self, user: str, service_name: str) -> list[str]:
         """``getLedgerProviders(user, serviceName)`` → checksummed provider addresses."""
         result = self._call(self.contract.functions.getLedgerProviders(user, service_name))
@@ -211,11 +206,6 @@ class LedgerManagerContract(_ContractWrapper):
         return ServiceInfo.from_tuple(
             self._call(self.contract.functions.getServiceInfo(service_address))
         )
-
-    def get_all_active_services(self) -> list[ServiceInfo]:
-        """``getAllActiveServices()``."""
-        return [ServiceInfo.from_tuple(x)
-                for x in self._call(self.contract.functions.getAllActiveServices())]
 
     def constant(self, name: str) -> int:
         """A public constant getter (``MIN_ACCOUNT_BALANCE``, ``MIN_TRANSFER_AMOUNT``, ...)."""
@@ -290,7 +280,37 @@ class InferenceServingContract(_ContractWrapper):
         """``isTokenRevoked(user, provider, tokenId)`` (bitmap only)."""
         return bool(self._call(self.contract.functions.isTokenRevoked(user, provider, token_id)))
 
+    def get_accounts_by_user(self, user: str, offset: int = 0,
+                             limit: int = 50) -> tuple[list[Account], int]:
+        """``getAccountsByUser(user, offset, limit)`` → (accounts, total)."""
+        accounts, total = self._call(self.contract.functions.getAccountsByUser(user, offset, limit))
+        return [Account.from_tuple(a) for a in accounts], int(total)
+
+    def get_accounts_by_provider(self, provider: str, offset: int = 0,
+                                 limit: int = 50) -> tuple[list[Account], int]:
+        """``getAccountsByProvider(provider, offset, limit)`` → (accounts, total); called from
+        ``provider`` (the gateway's view)."""
+        accounts, total = self._call(
+            self.contract.functions.getAccountsByProvider(provider, offset, limit), from_=provider)
+        return [Account.from_tuple(a) for a in accounts], int(total)
+
+    def preview_settlement_results(self, provider: str,
+                                   settlements: Sequence[Any]) -> tuple[Any, Any, Any, Any]:
+        """``previewSettlementResults(settlements)`` called from ``provider`` →
+        (users, failure reasons, partially settled users, amounts), as the contract returns them
+        (contracts.md A3)."""
+        return tuple(self._call(
+            self.contract.functions.previewSettlementResults(list(settlements)), from_=provider))
+
     # writes
+    def acknowledge_tee_signer_by_owner(self, provider: str) -> TxReceipt:
+        """``acknowledgeTEESignerByOwner(provider)``; the sender must be the contract owner."""
+        return self._send(self.contract.functions.acknowledgeTEESignerByOwner(provider))
+
+    def revoke_tee_signer_acknowledgement(self, provider: str) -> TxReceipt:
+        """``revokeTEESignerAcknowledgement(provider)``; the sender must be the contract owner."""
+        return self._send(self.contract.functions.revokeTEESignerAcknowledgement(provider))
+
     def acknowledge_tee_signer(self, provider: str, acknowledged: bool) -> TxReceipt:
         """``acknowledgeTEESigner(provider, acknowledged)``."""
         return self._send(self.contract.functions.acknowledgeTEESigner(provider, acknowledged))
@@ -298,10 +318,6 @@ class InferenceServingContract(_ContractWrapper):
     def revoke_token(self, provider: str, token_id: int) -> TxReceipt:
         """``revokeToken(provider, tokenId)``."""
         return self._send(self.contract.functions.revokeToken(provider, token_id))
-
-    def revoke_tokens(self, provider: str, token_ids: Sequence[int]) -> TxReceipt:
-        """``revokeTokens(provider, tokenIds)``."""
-        return self._send(self.contract.functions.revokeTokens(provider, list(token_ids)))
 
     def revoke_all_tokens(self, provider: str) -> TxReceipt:
         """``revokeAllTokens(provider)``."""

@@ -16,9 +16,6 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from broker._exceptions import BrokerError
-from broker.cli import ledger as ledger_cmds
-from broker.cli import login as login_cmds
-from broker.cli import network as network_cmds
 from broker.cli.context import CliOptions
 from broker.cli.output import report_error
 
@@ -86,13 +83,13 @@ def _global(
                          max_gas_price=max_gas_price)
 
 
-network_cmds.register(app)
-login_cmds.register(app)
-ledger_cmds.register(app)
-
-#: Other areas' CLI modules. A module with a typer ``app`` is mounted as a sub-command group under
-#: the given name; otherwise its ``register(app)`` adds top-level commands.
+#: Every area's CLI module, mounted in this order (the one mounting path; CONTRIBUTING.md). A module
+#: with a typer ``app`` is mounted as a sub-command group under the given name; otherwise its
+#: ``register(app)`` adds top-level commands.
 AREA_MODULES: tuple[tuple[str, str], ...] = (
+    ("network", "broker.cli.network"),
+    ("login", "broker.cli.login"),
+    ("ledger", "broker.cli.ledger"),
     ("devnet", "broker.cli.devnet"),
     ("inference", "broker.cli.inference"),
     ("verify", "broker.cli.verify"),

@@ -1,6 +1,9 @@
-"""``0g-broker provider``: run and register the provider gateway (mounted by ``broker.cli.main``)."""
+"""``0g-broker provider``: run and register the provider gateway (mounted by
+``broker.cli.main``)."""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import typer
 
@@ -8,13 +11,16 @@ from broker.cli.output import err, handle_errors
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Provider gateway (settlement agent): serve and register.", no_args_is_help=True)
+app = typer.Typer(help="Provider gateway (settlement agent): serve and register.",
+                  no_args_is_help=True)
 
 
 @app.command()
 @handle_errors
-def serve(host: str = typer.Option(None, help="Bind address (default 127.0.0.1)."),
-          port: int = typer.Option(None, help="Port (default 3080).")) -> None:
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 3080).")] = None,
+) -> None:
     """Run the gateway (settings from ZG_PROVIDER_* variables)."""
     from broker.provider.serve import serve as run
     from broker.provider.settings import ProviderSettings
@@ -25,8 +31,9 @@ def serve(host: str = typer.Option(None, help="Bind address (default 127.0.0.1).
 
 @app.command()
 @handle_errors
-def register(acknowledge_as_owner: bool = typer.Option(
-        False, help="Devnet: also send acknowledgeTEESignerByOwner with the devnet owner key.")) -> None:
+def register(acknowledge_as_owner: Annotated[bool, typer.Option(
+        help="Devnet: also send acknowledgeTEESignerByOwner with the devnet owner key.")] = False,
+             ) -> None:
     """Stake and register/update the service (addOrUpdateService with additionalInfo)."""
     from broker.chain.connection import connect
     from broker.chain.contracts import InferenceServingContract
@@ -55,6 +62,7 @@ def register(acknowledge_as_owner: bool = typer.Option(
         state = read_state()
         owner_key = next(a.private_key.get_secret_value() for a in state.accounts
                          if a.address.lower() == state.owner.lower())
-        owner = InferenceServingContract(w3, address, TransactionSender(w3, Account.from_key(owner_key)))
+        owner = InferenceServingContract(
+            w3, address, TransactionSender(w3, Account.from_key(owner_key)))
         acknowledge_tee_signer_by_owner(owner, wallet.address)
         err.print("TEE signer acknowledged by the contract owner")

@@ -1,5 +1,5 @@
-"""Top-level ``0g-broker serve`` (the OpenAI-compatible local proxy) and ``0g-broker demo`` (the main
-job in one command); registered by :mod:`broker.cli.main` through :func:`register`."""
+"""Top-level ``0g-broker serve`` (the OpenAI-compatible local proxy) and ``0g-broker demo`` (the
+main job in one command); registered by :mod:`broker.cli.main` through :func:`register`."""
 
 from __future__ import annotations
 
@@ -30,8 +30,9 @@ def serve_cmd(
     provider: Annotated[str, typer.Option("--provider", envvar="ZG_SERVE_PROVIDER",
                                           callback=address_param,
                                           help="Provider address to serve.")],
-    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 3000,
+    host: Annotated[str, typer.Option(envvar="ZG_SERVE_HOST", help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, envvar="ZG_SERVE_PORT",
+                                      help="Port.")] = 3000,
     api_key: Annotated[str | None, typer.Option(
         "--api-key", envvar="ZG_SERVE_API_KEY",
         help="Require clients to send 'Authorization: Bearer <key>'. On the command line the key "
@@ -40,14 +41,17 @@ def serve_cmd(
         "--api-key-file", envvar="ZG_SERVE_API_KEY_FILE",
         help="Read the API key from this file (first line; keep it mode 600).")] = None,
     verify: Annotated[VerifyChoice, typer.Option(
+        envvar="ZG_SERVE_VERIFY",
         help="Response verification: off, warn (report only) or enforce (refuse).")]
     = VerifyChoice.warn,
     auto_funding: Annotated[bool, typer.Option(
-        "--auto-funding/--no-auto-funding", help="Top up the sub-account in the background.")] = True,
+        "--auto-funding/--no-auto-funding", envvar="ZG_SERVE_AUTO_FUNDING",
+        help="Top up the sub-account in the background.")] = True,
     images_timeout: Annotated[float, typer.Option(
-        min=0.001, help="Image request timeout, seconds.")] = 600.0,
+        min=0.001, envvar="ZG_SERVE_IMAGES_TIMEOUT",
+        help="Image request timeout, seconds.")] = 600.0,
     chat_timeout: Annotated[float, typer.Option(
-        min=0.001, help="Chat request timeout, seconds.")] = 300.0,
+        min=0.001, envvar="ZG_SERVE_CHAT_TIMEOUT", help="Chat request timeout, seconds.")] = 300.0,
 ) -> None:
     """Run the OpenAI-compatible local proxy for one provider: it pays, signs, verifies and bills
     every request.
@@ -103,11 +107,13 @@ def serve_cmd(
 @handle_errors
 def demo_cmd(
     ctx: typer.Context,
-    prompt: Annotated[str, typer.Option(help="Image prompt.")] = "a red fox in the snow, watercolor",
+    prompt: Annotated[str, typer.Option(help="Image prompt.")] = (
+        "a red fox in the snow, watercolor"),
     out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("demo.png"),
     model: Annotated[str, typer.Option(
         help="Worker model: 'tiny' (offline test weights) or a local Z-Image folder.")] = "tiny",
-    size: Annotated[str | None, typer.Option(help="WIDTHxHEIGHT (default: 512x512, the SDK's).")] = None,
+    size: Annotated[str | None, typer.Option(
+        help="WIDTHxHEIGHT (default: 512x512, the SDK's).")] = None,
     keep: Annotated[bool, typer.Option(
         "--keep", help="Keep everything running until Ctrl-C.")] = False,
 ) -> None:

@@ -12,14 +12,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from broker.cli.context import address_param
 from broker.cli.output import handle_errors, out, print_json
 
-__all__ = ["print_report", "register"]
+__all__ = ["print_report", "print_step", "register"]
 
 _STYLE = {"passed": "green", "failed": "bold red", "skipped": "yellow"}
+_STEP_STYLE = {"step": "bold", "success": "green", "error": "red", "warning": "yellow"}
 
 
 def print_report(report: Any) -> None:
@@ -50,6 +52,14 @@ def print_report(report: Any) -> None:
     out.print(f"[{style}]Verdict: {verdict}[/]")
     for path in report.files:
         out.print(f"Saved: {path}")
+
+
+def print_step(step: Any) -> None:
+    """Print one :class:`~broker.attestation.report.VerificationStep` as it happens (the SDK's CLI
+    prints each ``message``); ``step`` lines are bold, errors red, warnings yellow."""
+    style = _STEP_STYLE.get(step.type)
+    text = escape(step.message)
+    out.print(f"[{style}]{text}[/]" if style else text, highlight=False)
 
 
 def _default_get_broker(ctx: typer.Context) -> Any:
@@ -105,6 +115,7 @@ def register(app: typer.Typer, get_broker: Callable[[typer.Context], Any] | None
         ] = None,
     ) -> None:
         from broker.attestation import PccsCollateralFetcher, load_policy
+        from broker.cli.context import options
         from broker.inference.verify import verify_service
 
         collateral: Any = None
@@ -112,17 +123,17 @@ def register(app: typer.Typer, get_broker: Callable[[typer.Context], Any] | None
             collateral = collateral_file
         elif pccs_url:
             collateral = PccsCollateralFetcher(pccs_url)
+        json_out = as_json or options(ctx).json
         report = verify_service(
             factory(ctx),
             provider,
             output_dir,
+            on_step=None if json_out else print_step,
             collateral=collateral,
             now=now,
             policy=load_policy(policy_file),
         )
-        from broker.cli.context import options
-
-        if as_json or options(ctx).json:
+        if json_out:
             print_json(report.to_dict())
         else:
             print_report(report)
@@ -144,9 +155,9 @@ def register(app: typer.Typer, get_broker: Callable[[typer.Context], Any] | None
         ],
     ) -> None:
         from broker.attestation import fetch_quote_report
-        from broker.inference.verify import _lookup
+        from broker.inference.verify import service_lookup
 
-        service = _lookup(factory(ctx))(provider)
+        service = service_lookup(factory(ctx))(provider)
         fetched = fetch_quote_report(service.url)
         output.parent.mkdir(parents=True, exist_ok=True)
         tmp = output.with_name(output.name + ".tmp")

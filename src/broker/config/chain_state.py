@@ -22,20 +22,35 @@ __all__ = ["LOCAL_CHAIN_IDS", "chain_state_dir", "chain_tag", "genesis_hash"]
 LOCAL_CHAIN_IDS = frozenset({31337, 1337})
 
 
-def genesis_hash(w3: Any) -> str | None:
-    """The ``0x`` hash of block 0 from a connected :class:`~web3.Web3`; ``None`` when the node does
-    not answer (the tag then falls back to chain id and addresses)."""
-    try:
-        block = w3.eth.get_block(0)
-    except Exception:  # noqa: BLE001 - any node/transport failure: no genesis component
-        return None
-    value = block.get("hash")
-    if value is None:
-        return None
-    if isinstance(value, (bytes, bytearray)):
-        return "0x" + bytes(value).hex()
-    text = str(value)
-    return text if text.startswith("0x") else "0x" + text
+def genesis_hash(w3: Any, *, attempts: int = 3) -> str:
+    """The ``0x`` hash of block 0 from a connected :class:`~web3.Web3`.
+
+    It tells two local chains with the same chain id and contract addresses apart, so it is never
+    silently left out: the read is tried ``attempts`` times (0.5 s apart) and then refused.
+
+    Raises:
+        ChainError: the node did not give block 0 (keying state without it would mix one devnet's
+            fees into the next one's).
+    """
+    import time
+
+    from broker._exceptions import ChainError
+
+    last: Exception | None = None
+    for attempt in range(max(1, attempts)):
+        try:
+            value = w3.eth.get_block(0).get("hash")
+        except Exception as exc:  # noqa: BLE001 - any node/transport failure: try again
+            last, value = exc, None
+        if value is not None:
+            if isinstance(value, (bytes, bytearray)):
+                return "0x" + bytes(value).hex()
+            text = str(value)
+            return text if text.startswith("0x") else "0x" + text
+        if attempt + 1 < attempts:
+            time.sleep(0.5)
+    reason = f" ({type(last).__name__})" if last is not None else ""
+    raise ChainError(f"the local chain did not give its genesis block{reason}; is it running?")
 
 
 def chain_tag(network: str, chain_id: int | None, ledger_address: str,

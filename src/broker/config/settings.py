@@ -46,7 +46,8 @@ class Settings(BaseSettings):
 
     network: str = Field(
         "mainnet",
-        description="Network preset: mainnet (16661), testnet (16602), testnet-dev, hardhat, devnet.",
+        description="Network preset: mainnet (16661), testnet (16602), testnet-dev, hardhat, "
+        "devnet.",
     )
     rpc_url: str | None = Field(
         None, description="JSON-RPC URL; overrides the preset's (and the devnet state's) URL."
@@ -80,7 +81,6 @@ class Settings(BaseSettings):
         120.0, gt=0, description="Seconds to wait for a receipt before bumping and replacing."
     )
     max_bumps: int = Field(5, ge=0, description="Bump-and-replace attempts before giving up.")
-    devnet_port: int = Field(8545, ge=1, le=65535, description="Port anvil listens on (127.0.0.1).")
 
     @classmethod
     def settings_customise_sources(

@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_PRICE_PER_IMAGE",
     "DEVNET_TEE_SIGNER_KEY",
     "PROVIDER_ACCOUNT_INDEX",
+    "TINY_SERVICE_MODEL",
     "ProviderStack",
     "ProviderStackState",
     "check_worker_installed",
@@ -106,6 +107,10 @@ def check_worker_installed() -> None:
             raise DevnetError(
                 f"the provider's worker needs the [worker] extra ({name} is missing): "
                 "pip install '0g-broker[worker]' (or run scripts/setup)")
+
+
+#: On-chain model name of the devnet's tiny Z-Image stand-in: the one the seeds' requests name.
+TINY_SERVICE_MODEL = "z-image"
 
 
 def check_worker_model(model: str) -> str:
@@ -340,6 +345,7 @@ def start_provider_stack(
     state: DevnetState,
     *,
     model: str = "tiny",
+    service_model: str | None = None,
     worker_port: int = 0,
     gateway_port: int = 0,
     provider_key: str | None = None,
@@ -358,7 +364,10 @@ def start_provider_stack(
 
     Args:
         state: the running devnet.
-        model: worker model (``"tiny"``: random weights, CPU, offline); also the on-chain model name.
+        model: worker model (``"tiny"``: random weights, CPU, offline).
+        service_model: the on-chain model name (what clients send as ``model``); default
+            :data:`TINY_SERVICE_MODEL` (``"z-image"``, the name the 0G skill and Router examples use,
+            so they work unchanged) for the tiny stand-in, else ``model``.
         worker_port, gateway_port: loopback ports (0: free ports).
         provider_key: provider wallet key (hex); default dev account ``PROVIDER_ACCOUNT_INDEX`` (1).
         price_per_image: neuron per image (the on-chain ``outputPrice``; B9 bills ``n × price``).
@@ -389,7 +398,8 @@ def start_provider_stack(
     worker_port = worker_port or _free_port()
     gateway_port = gateway_port or _free_port()
     worker_url = f"http://127.0.0.1:{worker_port}"
-    settings = provider_settings(state, provider_key=provider_key, home=home, model=model,
+    served = service_model or (TINY_SERVICE_MODEL if model == "tiny" else model)
+    settings = provider_settings(state, provider_key=provider_key, home=home, model=served,
                                  gateway_port=gateway_port, worker_url=worker_url,
                                  price_per_image=price_per_image,
                                  chat_backend_url=chat_backend_url,

@@ -1,7 +1,9 @@
 """The devnet state file: where the running devnet is and what is deployed on it.
 
 Default path ``$ZG_HOME/devnet/state.json`` (mode 0600, written atomically). It records anvil's
-well-known dev keys (public test keys, never real funds), which :class:`DevAccount` hides from reprs.
+well-known dev keys (public test keys, never real funds), which :class:`DevAccount` hides from
+reprs. The part the library reads (RPC URL, chain id, addresses, accounts) is
+:class:`broker.config.local_network.LocalNetworkState`; :class:`DevnetState` extends it.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_serializer
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from broker.config.settings import broker_home
+from broker.config.local_network import DevAccount, LocalNetworkState, local_network_file
 from broker.devnet.errors import DevnetError, DevnetNotRunningError
 
 __all__ = [
@@ -26,20 +28,6 @@ __all__ = [
     "remove_state",
     "write_state",
 ]
-
-
-class DevAccount(BaseModel):
-    """A funded dev account: checksummed ``address`` and its ``private_key`` (hidden in reprs, written
-    to the state file as ``0x`` hex because anvil's dev keys are public)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    address: str
-    private_key: SecretStr
-
-    @field_serializer("private_key", when_used="json")
-    def _dump_key(self, value: SecretStr) -> str:
-        return value.get_secret_value()
 
 
 class ProviderStackState(BaseModel):
@@ -69,8 +57,10 @@ class ProviderStackState(BaseModel):
         return [p for p in (self.worker_pid, self.gateway_pid) if p]
 
 
-class DevnetState(BaseModel):
-    """Everything a client needs to use the devnet.
+class DevnetState(LocalNetworkState):
+    """Everything a client needs to use the devnet: the
+    :class:`~broker.config.local_network.LocalNetworkState` the library reads (the devnet provides
+    that data; the library never imports this package) plus the devnet's own fields.
 
     Fields: ``rpc_url`` (``http://127.0.0.1:<port>``), ``chain_id`` (31337), ``ledger_address`` and
     ``inference_address`` (proxy addresses, checksummed), ``owner`` (deployer = dev account 0),
@@ -81,12 +71,7 @@ class DevnetState(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    rpc_url: str
-    chain_id: int
-    ledger_address: str
-    inference_address: str
     owner: str
-    accounts: list[DevAccount]
     anvil_pid: int
     port: int
     started_at: datetime
@@ -103,12 +88,14 @@ class DevnetState(BaseModel):
 
 
 def default_state_file() -> Path:
-    """``<broker_home()>/devnet/state.json``."""
-    return broker_home() / "devnet" / "state.json"
+    """``<broker_home()>/devnet/state.json``
+    (:func:`broker.config.local_network.local_network_file`)."""
+    return local_network_file()
 
 
 def write_state(state: DevnetState, path: Path | None = None) -> Path:
-    """Write ``state`` as JSON to ``path`` (default :func:`default_state_file`) atomically, mode 0600.
+    """Write ``state`` as JSON to ``path`` (default :func:`default_state_file`) atomically,
+    mode 0600.
 
     Returns the path written.
     """

@@ -10,20 +10,25 @@ methods ``start_auto_funding`` / ``stop_auto_funding`` / ``auto_funding_status``
 
 from __future__ import annotations
 
-from broker.funding.checker import FundingChecker, FundingListener, RetryPolicy
-from broker.funding.errors import FundingConfigError, FundingError, UnsettledFeeError
-from broker.funding.inline import DEFAULT_MIN_INTERVAL_S, InlineFunding
-from broker.funding.policy import (
-    DEFAULT_BUFFER_MULTIPLIER,
-    MIN_LOCKED_BALANCE,
-    MIN_TRANSFER_AMOUNT,
-    FundingDecision,
-    buffer_amount,
-    decide,
-)
-from broker.funding.scheduler import DEFAULT_INTERVAL_S, FundingScheduler
-from broker.funding.status import FundingEvent, FundingStatus
-from broker.funding.unsettled import fetch_unsettled_fee, unsettled_fee_url
+from typing import TYPE_CHECKING
+
+from broker._lazy import lazy_exports
+
+if TYPE_CHECKING:  # pragma: no cover - names for type checkers; loaded on first use
+    from broker.funding.checker import FundingChecker, FundingListener, RetryPolicy
+    from broker.funding.errors import FundingConfigError, FundingError, UnsettledFeeError
+    from broker.funding.inline import DEFAULT_MIN_INTERVAL_S, InlineFunding
+    from broker.funding.policy import (
+        DEFAULT_BUFFER_MULTIPLIER,
+        MIN_LOCKED_BALANCE,
+        MIN_TRANSFER_AMOUNT,
+        FundingDecision,
+        buffer_amount,
+        decide,
+    )
+    from broker.funding.scheduler import DEFAULT_INTERVAL_S, FundingScheduler
+    from broker.funding.status import FundingEvent, FundingStatus
+    from broker.funding.unsettled import fetch_unsettled_fee, unsettled_fee_url
 
 __all__ = [
     "DEFAULT_BUFFER_MULTIPLIER",
@@ -47,3 +52,26 @@ __all__ = [
     "fetch_unsettled_fee",
     "unsettled_fee_url",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "FundingChecker": "checker",
+    "FundingListener": "checker",
+    "RetryPolicy": "checker",
+    "FundingConfigError": "errors",
+    "FundingError": "errors",
+    "UnsettledFeeError": "errors",
+    "DEFAULT_MIN_INTERVAL_S": "inline",
+    "InlineFunding": "inline",
+    "DEFAULT_BUFFER_MULTIPLIER": "policy",
+    "MIN_LOCKED_BALANCE": "policy",
+    "MIN_TRANSFER_AMOUNT": "policy",
+    "FundingDecision": "policy",
+    "buffer_amount": "policy",
+    "decide": "policy",
+    "DEFAULT_INTERVAL_S": "scheduler",
+    "FundingScheduler": "scheduler",
+    "FundingEvent": "status",
+    "FundingStatus": "status",
+    "fetch_unsettled_fee": "unsettled",
+    "unsettled_fee_url": "unsettled",
+})

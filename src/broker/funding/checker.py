@@ -2,7 +2,8 @@
 
 One :class:`FundingChecker` per :class:`~broker.inference.broker.InferenceBroker` is shared by the
 background scheduler (:mod:`broker.funding.scheduler`) and the inline per-request strategy
-(:mod:`broker.funding.inline`), so at most one cycle runs per provider at any time, whoever starts it.
+(:mod:`broker.funding.inline`), so at most one cycle runs per provider at any time, whoever starts
+it.
 
 A cycle:
 
@@ -48,7 +49,7 @@ from broker.funding.unsettled import DEFAULT_UNSETTLED_TIMEOUT_S, fetch_unsettle
 from broker.units import Neuron, format_0g
 
 if TYPE_CHECKING:
-    from broker.inference.broker import InferenceBroker
+    from broker.funding.source import FundingSource
 
 __all__ = ["FundingChecker", "FundingListener", "RetryPolicy"]
 
@@ -75,7 +76,8 @@ class RetryPolicy:
     max_backoff_s: float = 5.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or self.attempts < 1:
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or \
+                self.attempts < 1:
             raise FundingConfigError(f"retry attempts must be an int ≥ 1, got {self.attempts!r}")
         if self.backoff_s < 0 or self.max_backoff_s < 0:
             raise FundingConfigError("retry backoff must not be negative")
@@ -104,8 +106,9 @@ class FundingChecker:
     """Runs check-and-fund cycles for one inference broker.
 
     Args:
-        broker: the :class:`~broker.inference.broker.InferenceBroker` (its address, session
-            headers, services, sub-accounts, ledger and fee store are used).
+        broker: a :class:`~broker.funding.source.FundingSource` (an
+            :class:`~broker.inference.broker.InferenceBroker`: its address, session headers,
+            services, sub-accounts, ledger and fee store are used).
         retry: :class:`RetryPolicy` for reads.
         http_client: ``httpx.Client`` for ``/unsettledfee`` (default: one owned by the checker).
         timeout: seconds per ``/unsettledfee`` request.
@@ -114,7 +117,7 @@ class FundingChecker:
 
     def __init__(
         self,
-        broker: InferenceBroker,
+        broker: FundingSource,
         *,
         retry: RetryPolicy | None = None,
         http_client: httpx.Client | None = None,
@@ -284,12 +287,10 @@ class FundingChecker:
 
     def _unsettled_fee(self, provider: str) -> tuple[int, str, str | None]:
         """(fee, source, error text or None)."""
-        from broker.inference.errors import AccountNotFoundError, SignerNotAcknowledgedError
-
         broker = self.broker
         try:
             headers = broker.session_headers(provider)
-        except (SignerNotAcknowledgedError, AccountNotFoundError) as exc:
+        except broker.no_session_errors as exc:
             logger.debug("auto-funding %s: no session header (%s); using the cached fee",
                          provider, exc)
             return broker.fee_store.get_cached_fee(broker.address, provider), "cached", None
@@ -313,12 +314,10 @@ class FundingChecker:
         return fee, "provider", None
 
     def _read_locked(self, provider: str) -> int | None:
-        from broker.inference.errors import AccountNotFoundError
-
         def read() -> int | None:
             try:
                 account = self.broker.get_account(provider)
-            except AccountNotFoundError:
+            except self.broker.missing_account_errors:
                 return None
             return account.balance - account.pending_refund
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from broker.funding.policy import DEFAULT_BUFFER_MULTIPLIER, BufferMultiplier, buffer_amount
 
 if TYPE_CHECKING:
-    from broker.inference.broker import InferenceBroker
+    from broker.funding.source import FundingSource
 
 __all__ = ["DEFAULT_MIN_INTERVAL_S", "InlineFunding"]
 
@@ -58,7 +58,7 @@ class InlineFunding:
         return (f"InlineFunding(buffer_multiplier={self.buffer_multiplier!r}, "
                 f"min_interval_s={self.min_interval_s})")
 
-    def before_request(self, broker: InferenceBroker, provider: str) -> None:
+    def before_request(self, broker: FundingSource, provider: str) -> None:
         """The :class:`~broker.inference.broker.FundingStrategy` hook; never raises."""
         checker = broker.funding_checker
         if checker.is_running(provider):

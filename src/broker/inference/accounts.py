@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from broker.chain.contracts import InferenceServingContract
 from broker.chain.errors import error_class
-from broker.chain.sender import TransactionSender, call_view
+from broker.chain.sender import TransactionSender
 from broker.inference.errors import AccountNotFoundError, RevokeAcknowledgementError
 from broker.inference.models import Account, AccountDetail, SignerStatus
 from broker.inference.services import PAGE_LIMIT, ServiceDirectory
@@ -129,12 +129,11 @@ class SubAccounts:
         """All pages of ``getAccountsByUser(user, offset, page_limit)``."""
         accounts: list[Account] = []
         offset = 0
-        fns = self._contract.contract.functions
         while True:
-            page, total = call_view(fns.getAccountsByUser(self._address, offset, page_limit))
-            accounts.extend(Account.from_tuple(a) for a in page)
+            page, total = self._contract.get_accounts_by_user(self._address, offset, page_limit)
+            accounts.extend(page)
             offset += len(page)
-            if not page or offset >= int(total):
+            if not page or offset >= total:
                 break
         return accounts
 
@@ -229,14 +228,12 @@ class SubAccounts:
 
     def owner_acknowledge(self, provider: str) -> TxResult:
         """Contract owner: ``acknowledgeTEESignerByOwner(provider)``; drops the cached service."""
-        fn = self._contract.contract.functions.acknowledgeTEESignerByOwner(provider)
-        receipt = self._sender.send(fn)
+        receipt = self._contract.acknowledge_tee_signer_by_owner(provider)
         self._services.forget(provider)
         return TxResult.from_receipt(receipt)
 
     def owner_revoke(self, provider: str) -> TxResult:
         """Contract owner: ``revokeTEESignerAcknowledgement(provider)``; drops the cached service."""
-        fn = self._contract.contract.functions.revokeTEESignerAcknowledgement(provider)
-        receipt = self._sender.send(fn)
+        receipt = self._contract.revoke_tee_signer_acknowledgement(provider)
         self._services.forget(provider)
         return TxResult.from_receipt(receipt)

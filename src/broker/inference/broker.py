@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import httpx
 from eth_account.signers.local import LocalAccount
@@ -55,6 +55,7 @@ from broker.inference.accounts import (
     AcknowledgeResult,
     SubAccounts,
 )
+from broker.inference.errors import AccountNotFoundError, SignerNotAcknowledgedError
 from broker.inference.fee_store import FeeStore
 from broker.inference.models import (
     Account,
@@ -80,7 +81,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from broker.attestation import AttestationPolicy, VerificationReport
-    from broker.broker import Broker
     from broker.ledger.broker import LedgerBroker
 
 __all__ = [
@@ -90,11 +90,31 @@ __all__ = [
     "SESSION_REFRESH_MARGIN_MS",
     "SUB_ACCOUNT_CREATION_AMOUNT",
     "AcknowledgeResult",
+    "BrokerParts",
     "FundingStrategy",
     "InferenceBroker",
     "NoFunding",
     "is_session_rejection",
 ]
+
+
+class BrokerParts(Protocol):
+    """What :meth:`InferenceBroker.from_broker` reads from an account's broker (a
+    :class:`broker.broker.Broker`, which this package does not import: dependencies flow one way).
+
+    Attributes:
+        w3: the connected :class:`~web3.Web3`. sender: the account's transaction sender.
+        wallet: the signer. inference_contract: the InferenceServing wrapper (its ``address``).
+        ledger: the account's :class:`~broker.ledger.broker.LedgerBroker`.
+        state_dir: the per-chain state folder (``fees.sqlite`` goes there) or ``None``.
+    """
+
+    w3: Web3
+    sender: TransactionSender
+    wallet: Any
+    inference_contract: InferenceServingContract
+    ledger: LedgerBroker
+    state_dir: Path | None
 
 
 class FundingStrategy(Protocol):
@@ -144,7 +164,15 @@ class InferenceBroker:
         funding: the :class:`FundingStrategy` run before each request header (default:
             :class:`~broker.funding.inline.InlineFunding`; ``NoFunding()`` turns it off).
         clock: ``() -> Unix seconds`` (float), for caches and refund lock times.
+
+    It is the :class:`~broker.funding.source.FundingSource` of its auto-funding.
     """
+
+    #: :class:`~broker.funding.source.FundingSource`: "no sub-account yet" errors.
+    missing_account_errors: ClassVar[tuple[type[Exception], ...]] = (AccountNotFoundError,)
+    #: :class:`~broker.funding.source.FundingSource`: errors meaning no session token can be made.
+    no_session_errors: ClassVar[tuple[type[Exception], ...]] = (
+        SignerNotAcknowledgedError, AccountNotFoundError)
 
     def __init__(
         self,
@@ -187,10 +215,15 @@ class InferenceBroker:
         )
 
     @classmethod
-    def from_broker(cls, broker: Broker, **kwargs: Any) -> InferenceBroker:
+    def from_broker(cls, broker: BrokerParts, **kwargs: Any) -> InferenceBroker:
         """Build from a :class:`broker.broker.Broker` (its w3, sender, wallet, contract and
         ledger; the fee store in its per-chain ``state_dir``, ``fees.sqlite``, unless ``fee_store``
-        is given); suitable for :func:`broker.broker.register_inference_factory`."""
+        is given); :func:`broker.broker.create_broker` builds ``broker.inference`` with it.
+
+        Args:
+            broker: anything with the :class:`BrokerParts` attributes (a
+                :class:`broker.broker.Broker`).
+        """
         state_dir = getattr(broker, "state_dir", None)
         if state_dir is not None and "fee_store" not in kwargs:
             kwargs["fee_store_url"] = f"sqlite:///{state_dir / 'fees.sqlite'}"
@@ -462,18 +495,21 @@ class InferenceBroker:
         provider: str,
         output_dir: str | Path | None = None,
         *,
+        on_step: Any = None,
         collateral: Any = None,
         now: Any = None,
         policy: AttestationPolicy | None = None,
     ) -> VerificationReport:
-        """SDK ``verifyService``: verify the provider's TEE attestation locally; delegates to
+        """SDK ``verifyService(provider, outputDir, onLog)``: verify the provider's TEE attestation
+        locally; ``on_step(step)`` receives each progress line as it happens. Delegates to
         :func:`broker.inference.verify.verify_service` with this broker as the service lookup (see
-        there for arguments, the returned :class:`~broker.attestation.VerificationReport` and the
-        errors raised)."""
+        there for arguments, the returned :class:`~broker.attestation.VerificationReport` with the
+        SDK's summary, and the errors raised)."""
         from broker.inference.verify import verify_service
 
         return verify_service(
-            self, provider, output_dir, collateral=collateral, now=now, policy=policy
+            self, provider, output_dir, on_step=on_step, collateral=collateral, now=now,
+            policy=policy,
         )
 
     # ------------------------------------------------------------------------- API keys (§5.5)
@@ -575,13 +611,3 @@ class InferenceBroker:
         return self.process_response_detailed(provider, chat_id, content,
                                               response_body=response_body,
                                               request_body=request_body).verified
-
-
-def _register() -> None:
-    """Make :func:`broker.broker.create_broker` fill ``broker.inference`` with an InferenceBroker."""
-    from broker.broker import register_inference_factory
-
-    register_inference_factory(InferenceBroker.from_broker)
-
-
-_register()

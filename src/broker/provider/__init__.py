@@ -2,24 +2,31 @@
 
 Modules: ``settings`` (pydantic-settings, ``ZG_PROVIDER_*``), ``protocol`` (HTTP models), ``tee``
 (TEE signer and ``/v1/quote``), ``auth`` (B3/B4), ``accounts`` (chain cache), ``limits`` (B6),
-``signing`` (B7), ``db`` + ``billing`` (B9), ``settlement`` (B10), ``forward`` (B5), ``app`` (FastAPI),
-``register`` (B11), ``serve`` (assembly), ``errors``.
+``signing`` (B7), ``db`` + ``billing`` (B9), ``settlement`` (B10), ``forward`` (B5), ``app``
+(FastAPI), ``register`` (B11), ``serve`` (assembly), ``errors``.
 """
 
-from broker.provider.errors import (
-                                    BodyTooLargeError,
-                                    ForbiddenError,
-                                    GatewayHTTPError,
-                                    OverloadedError,
-                                    ProviderConfigError,
-                                    RateLimitedError,
-                                    RequestValidationError,
-                                    SessionValidationError,
-                                    SettlementError,
-                                    SignatureNotFoundError,
-                                    UnsupportedEndpointError,
-)
-from broker.provider.settings import ProviderSettings
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from broker._lazy import lazy_exports
+
+if TYPE_CHECKING:  # pragma: no cover - names for type checkers; loaded on first use
+    from broker.provider.errors import (
+                                        BodyTooLargeError,
+                                        ForbiddenError,
+                                        GatewayHTTPError,
+                                        OverloadedError,
+                                        ProviderConfigError,
+                                        RateLimitedError,
+                                        RequestValidationError,
+                                        SessionValidationError,
+                                        SettlementError,
+                                        SignatureNotFoundError,
+                                        UnsupportedEndpointError,
+    )
+    from broker.provider.settings import ProviderSettings
 
 __all__ = [
                                     "BodyTooLargeError",
@@ -35,3 +42,18 @@ __all__ = [
                                     "SignatureNotFoundError",
                                     "UnsupportedEndpointError",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "BodyTooLargeError": "errors",
+    "ForbiddenError": "errors",
+    "GatewayHTTPError": "errors",
+    "OverloadedError": "errors",
+    "ProviderConfigError": "errors",
+    "RateLimitedError": "errors",
+    "RequestValidationError": "errors",
+    "SessionValidationError": "errors",
+    "SettlementError": "errors",
+    "SignatureNotFoundError": "errors",
+    "UnsupportedEndpointError": "errors",
+    "ProviderSettings": "settings",
+})

@@ -63,14 +63,12 @@ class AccountCache:
             The number of accounts loaded.
         """
         offset, loaded = 0, 0
-        fn = self.contract.contract.functions.getAccountsByProvider
         while True:
-            accounts, total = self.contract._call(fn(self.provider, offset, PAGE_SIZE),
-                                                  from_=self.provider)
+            accounts, total = self.contract.get_accounts_by_provider(self.provider, offset,
+                                                                     PAGE_SIZE)
             now = time.monotonic()
             with self._lock:
-                for raw in accounts:
-                    acc = Account.from_tuple(raw)
+                for acc in accounts:
                     self._accounts[acc.user.lower()] = (now, acc)
                     loaded += 1
             offset += PAGE_SIZE

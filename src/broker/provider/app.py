@@ -34,6 +34,7 @@ from broker.provider.errors import (
     GatewayHTTPError,
     UnsupportedEndpointError,
 )
+from broker.provider.files import FILES_PATH, FileLinks
 from broker.provider.forward import (
     BILLABLE_ROUTES,
     FREE_PREFIXES,
@@ -51,6 +52,7 @@ from broker.wire.forwarded_request import ForwardedRequestError
 from broker.wire.job_id import is_valid_job_id
 from broker.wire.json_body import InvalidJSONBodyError, loads_request_json
 from broker.wire.n import DEFAULT_N, InvalidNError, request_n
+from broker.wire.openapi import GATEWAY_REQUEST_BODIES, add_openapi_route
 
 __all__ = ["create_app"]
 
@@ -137,6 +139,9 @@ def create_app(gw: Gateway) -> FastAPI:
     jobs: AsyncJobTracker = gw.async_jobs
     watchers: set[asyncio.Task] = set()
     streams: set[asyncio.Task] = set()     # backend streams being read to their end (B5)
+    # image urls (module files); in gw.extra so that tests and ops can see the table
+    links: FileLinks = gw.extra.setdefault(
+        "file_links", FileLinks(settings.serving_url, settings.file_url_ttl))
 
     async def poll_job(job_id: str) -> tuple[int, object, float | None]:
         upstream = await forwarder.send("GET", settings.backend_for("/images") +
@@ -173,6 +178,7 @@ def create_app(gw: Gateway) -> FastAPI:
 
     app = FastAPI(title="0g-broker provider gateway", lifespan=lifespan, docs_url=None,
                   redoc_url=None, openapi_url=None)
+    add_openapi_route(app, GATEWAY_REQUEST_BODIES)     # public: the gateway has no API key
     app.add_middleware(GatewayCORS)     # the two B2 policies, by path
     mount_ops(app, gw)                  # /ui/ ops page and /metrics, behind the admin key
 
@@ -378,6 +384,12 @@ def create_app(gw: Gateway) -> FastAPI:
         try:
             raw = b"".join([c async for c in upstream.aiter_raw()])
             await upstream.aclose()
+            if route in _IMAGE_ROUTES and upstream.status_code == 200:
+                # backend image links -> ours (module files), before signing: B7 covers what is sent
+                linked = links.rewrite(raw, user, settings.backend_for(route), encoding)
+                if linked is not None:
+                    raw, encoding = linked, None
+                    out_headers.pop("content-encoding", None)
             await finish(raw)      # durable fee + signature before the response is released
         finally:
             if billed:
@@ -429,7 +441,33 @@ def create_app(gw: Gateway) -> FastAPI:
         body = _json_or_none(raw, upstream.headers.get("content-encoding"))
         await run_in_threadpool(jobs.observe, job_id, code, body)
         # Retry-After and the other backend headers pass through
-        return Response(raw, status_code=code, headers=response_headers(upstream.headers))
+        out_headers = response_headers(upstream.headers)
+        linked = links.rewrite(raw, user, settings.backend_for("/images"),
+                               upstream.headers.get("content-encoding")) if code == 200 else None
+        if linked is not None:
+            raw = linked
+            out_headers.pop("content-encoding", None)
+        return Response(raw, status_code=code, headers=out_headers)
+
+    @app.get(FILES_PATH + "{link_id}")
+    async def proxied_file(link_id: str, request: Request) -> Response:
+        """An image a ``url`` answer named (module files): only for its user, 404 once expired."""
+        _check_ip(request)
+        user = await run_in_threadpool(gw.auth.authenticate, request.headers.get("authorization"))
+        link = links.get(link_id, user)
+        if link is None:
+            raise GatewayHTTPError("file not found (unknown, expired or not yours)", status_code=404)
+        try:
+            upstream = await forwarder.send("GET", link.backend_url, dict(secrets_hdr), b"")
+        except Exception as exc:  # noqa: BLE001
+            raise GatewayHTTPError(f"file: backend unreachable ({type(exc).__name__})",
+                                   status_code=502) from None
+        raw = b"".join([c async for c in upstream.aiter_raw()])
+        await upstream.aclose()
+        if upstream.status_code != 200:
+            raise GatewayHTTPError("file not found (expired on the backend)", status_code=404)
+        return Response(raw, media_type=upstream.headers.get("content-type"),
+                        headers={"Cache-Control": "private, no-store"})
 
     @app.post("/v1/async/images/generations")
     @app.post("/v1/proxy/async/images/generations")

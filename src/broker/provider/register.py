@@ -9,11 +9,14 @@ from broker.chain.contracts import InferenceServingContract, Service
 from broker.chain.errors import ContractRevertError
 from broker.provider.settings import ProviderSettings
 
-__all__ = ["acknowledge_tee_signer_by_owner", "additional_info", "register_service", "service_params"]
+__all__ = [
+    "acknowledge_tee_signer_by_owner", "additional_info", "register_service", "service_params",
+]
 
 
 def additional_info(settings: ProviderSettings) -> str:
-    """The ``additionalInfo`` JSON: keys sorted, compact, like Go's ``json.Marshal`` of a map (B11)."""
+    """The ``additionalInfo`` JSON: keys sorted, compact, like Go's ``json.Marshal`` of a map
+    (B11)."""
     info = {"ImageDigest": settings.image_digest, "ImageName": settings.image_name,
             "TEEVerifier": settings.tee_verifier, "TargetSeparated": False,
             "TargetTeeAddress": "", "VerifierURL": settings.verifier_url}
@@ -36,7 +39,8 @@ def _same(svc: Service, params: tuple) -> bool:
 
 def register_service(contract: InferenceServingContract, settings: ProviderSettings,
                      tee_signer_address: str) -> str:
-    """``SyncService`` (B11): register (with ``provider_stake`` neuron), update, or remove the service.
+    """``SyncService`` (B11): register (with ``provider_stake`` neuron), update, or remove the
+    service.
 
     An empty ``settings.serving_url`` means "no public service": a registered service is removed
     (``removeService()``, which returns the stake, ``contracts.md`` A3.3) and nothing is registered.
@@ -68,6 +72,7 @@ def register_service(contract: InferenceServingContract, settings: ProviderSetti
     return "registered" if svc is None else "updated"
 
 
-def acknowledge_tee_signer_by_owner(owner_contract: InferenceServingContract, provider: str) -> None:
+def acknowledge_tee_signer_by_owner(owner_contract: InferenceServingContract,
+                                    provider: str) -> None:
     """``acknowledgeTEESignerByOwner(provider)`` sent by the contract owner (devnet; D10)."""
-    owner_contract._send(owner_contract.contract.functions.acknowledgeTEESignerByOwner(provider))
+    owner_contract.acknowledge_tee_signer_by_owner(provider)

@@ -6,11 +6,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from broker._exceptions import ConfigError
 from broker.chain.connection import connect
 from broker.chain.contracts import InferenceServingContract
 from broker.chain.keys import load_keystore, wallet_from_key
 from broker.chain.sender import TransactionSender
-from broker.config.networks import get_preset
+from broker.config.local_network import resolve_endpoints
 from broker.provider.accounts import AccountCache
 from broker.provider.auth import Authenticator
 from broker.provider.billing import FeeLedger
@@ -44,22 +45,23 @@ def load_provider_wallet(settings: ProviderSettings):
 
 
 def resolve_chain(settings: ProviderSettings) -> tuple[str, str]:
-    """``(rpc_url, inference_address)`` from the settings, the preset, or the devnet state file."""
+    """``(rpc_url, inference_address)`` from the settings, the preset, or the devnet state file
+    (:func:`broker.config.local_network.resolve_endpoints`, the resolver the user side uses too).
+
+    Raises:
+        ProviderConfigError: unknown network, no RPC URL or address, no devnet state.
+    """
     rpc, addr = settings.rpc_url, settings.inference_address
     if rpc and addr:
         return rpc, addr
-    if settings.network == "devnet":
-        try:
-            from broker.devnet.state import read_state
-            state = read_state()
-            return rpc or state.rpc_url, addr or state.inference_address
-        except Exception as exc:
-            raise ProviderConfigError("devnet state not found; run `0g-broker devnet up` or set "
-                                      "ZG_PROVIDER_RPC_URL and ZG_PROVIDER_INFERENCE_ADDRESS") from exc
-    preset = get_preset(settings.network)
-    if not (rpc or preset.rpc_url) or not (addr or preset.inference_address):
-        raise ProviderConfigError(f"network {settings.network} has no RPC URL or address")
-    return rpc or preset.rpc_url, addr or preset.inference_address
+    try:
+        ends = resolve_endpoints(settings.network, rpc_url=rpc, inference_address=addr,
+                                 require_ledger=False)
+    except ConfigError as exc:
+        hint = (" or set ZG_PROVIDER_RPC_URL and ZG_PROVIDER_INFERENCE_ADDRESS"
+                if settings.network == "devnet" else "")
+        raise ProviderConfigError(f"{exc}{hint}") from None
+    return ends.rpc_url, ends.inference_address
 
 
 def build_gateway(settings: ProviderSettings, *, signer: Any = None,
@@ -71,7 +73,9 @@ def build_gateway(settings: ProviderSettings, *, signer: Any = None,
         settings: the gateway settings.
         signer: a TEE signer to use instead of :func:`~broker.provider.tee.load_tee_signer`.
         on_sent: settlement fault-injection hook (tests).
-        with_scheduler: create (not start) the APScheduler settlement job.
+        with_scheduler: create (not start) the APScheduler jobs: settlement every
+            ``settlement_interval`` s and the deletion of expired response signatures
+            (:meth:`~broker.provider.signing.SignatureStore.prune`) every ``signature_ttl`` s.
 
     Returns:
         The :class:`Gateway` (start ``gateway.scheduler`` yourself, or use :func:`serve`; the app's
@@ -93,7 +97,8 @@ def build_gateway(settings: ProviderSettings, *, signer: Any = None,
     settler = Settler(db, contract, accounts, signer, chain_id=sender.chain_id, on_sent=on_sent)
     settler.reconcile()
     gw = Gateway(settings=settings, provider=wallet.address, signer=signer, db=db,
-                 ledger=FeeLedger(db), signatures=SignatureStore(db, signer, settings.signature_ttl),
+                 ledger=FeeLedger(db),
+                 signatures=SignatureStore(db, signer, settings.signature_ttl),
                  accounts=accounts,
                  auth=Authenticator(accounts, min_locked_balance=settings.min_locked_balance),
                  limits=Limits(per_ip_rps=settings.per_ip_rps, per_ip_burst=settings.per_ip_burst,
@@ -107,6 +112,9 @@ def build_gateway(settings: ProviderSettings, *, signer: Any = None,
                  settler=settler, revocations=revocations)
     if with_scheduler:
         gw.scheduler = SettlementScheduler(settler, settings.settlement_interval)
+        # retention (B7): a signature is served for signature_ttl seconds and deleted by the
+        # next prune, so a row lives at most twice signature_ttl
+        gw.scheduler.add_periodic("signature-prune", gw.signatures.prune, settings.signature_ttl)
     return gw
 
 

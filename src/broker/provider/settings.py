@@ -1,9 +1,9 @@
 """Settings of the provider gateway (``0g-broker provider serve`` / ``register``).
 
 Resolved from explicit arguments, then ``ZG_PROVIDER_*`` environment variables, then the defaults
-below. Defaults follow ``provider-gateway.md`` B6 (limits), B7 (signature retention), B10 (settlement
-interval) and B11 (stake, verifiability, ``additionalInfo`` keys). Keys are :class:`SecretStr` and never
-appear in reprs or logs.
+below. Defaults follow ``provider-gateway.md`` B6 (limits), B7 (signature retention), B10
+(settlement interval) and B11 (stake, verifiability, ``additionalInfo`` keys). Keys are
+:class:`SecretStr` and never appear in reprs or logs.
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ class ProviderSettings(BaseSettings):
     # limits (B6)
     per_ip_rps: float = Field(15.0, gt=0)
     per_ip_burst: int = Field(20, ge=1)
-    handler_ip_rps: float = Field(10.0, gt=0, description="Per-IP rate of the non-proxy /v1 routes.")
+    handler_ip_rps: float = Field(10.0, gt=0,
+                                  description="Per-IP rate of the non-proxy /v1 routes.")
     handler_ip_burst: int = Field(20, ge=1)
     per_user_rpm: int = Field(30, ge=1)
     per_user_burst: int = Field(5, ge=1)
@@ -109,9 +110,12 @@ class ProviderSettings(BaseSettings):
         5.0, ge=0, description="getAccount cache while the revocation watcher is behind (node "
         "not answering eth_getLogs).")
     service_cache_ttl: float = Field(900.0, ge=0)
-    signature_ttl: float = Field(1200.0, gt=0, description="Response-signature retention.")
+    signature_ttl: float = Field(
+        1200.0, gt=0, description="Seconds a response signature is served (B7); expired ones are "
+        "deleted every signature_ttl seconds, so a row lives at most twice this.")
+    file_url_ttl: float = Field(3600.0, gt=0, description="Seconds an image `url` rewritten to "
+                                "/v1/proxy/files/<id> stays valid (the worker keeps files 1 h).")
     settlement_interval: float = Field(600.0, gt=0)
-    risk_check_interval: float = Field(300.0, gt=0)
     backend_timeout: float = Field(900.0, gt=0)
     # server
     host: str = Field("127.0.0.1")
@@ -146,7 +150,8 @@ class ProviderSettings(BaseSettings):
         return f"sqlite:///{home / 'gateway.db'}"
 
     def tee_key_path(self) -> Path:
-        """The generated signer key file: ``tee_key_file`` or ``$ZG_HOME/provider/tee_signer.json``."""
+        """The generated signer key file: ``tee_key_file`` or
+        ``$ZG_HOME/provider/tee_signer.json``."""
         return (self.tee_key_file or provider_home() / "tee_signer.json").expanduser()
 
     def backend_for(self, route: str) -> str:

@@ -209,12 +209,11 @@ class Settler:
         failure status per lower-cased user (PARTIAL is not a failure). An RPC error previews
         nothing (the items are sent; the contract refuses bad ones per item)."""
         failed: dict[str, int] = {}
-        fn = self.contract.contract.functions.previewSettlementResults
         for start in range(0, len(items), MAX_BATCH):
             chunk = [i.as_tuple() for i in items[start:start + MAX_BATCH]]
             try:
-                users, reasons, _partial_users, _amounts = self.contract._call(
-                    fn(chunk), from_=self.provider)
+                users, reasons, _partial_users, _amounts = \
+                    self.contract.preview_settlement_results(self.provider, chunk)
             except Exception as exc:  # noqa: BLE001 - a preview is advisory
                 logger.warning("previewSettlementResults failed: %s", type(exc).__name__)
                 continue
@@ -396,6 +395,22 @@ class SettlementScheduler:
             self.settler.settle_once()
         except Exception:
             logger.exception("settlement pass failed")
+
+    def add_periodic(self, job_id: str, fn: Callable[[], Any], interval: float) -> None:
+        """Also run ``fn()`` every ``interval`` seconds on this schedule (one run at a time;
+        a failure is logged, never raised), e.g. the response-signature pruning.
+
+        Args:
+            job_id: the job's name (in logs). fn: the task. interval: seconds between runs.
+        """
+        def run() -> None:
+            try:
+                fn()
+            except Exception:
+                logger.exception("%s failed", job_id)
+
+        self._scheduler.add_job(run, "interval", seconds=interval, max_instances=1,
+                                coalesce=True, id=job_id)
 
     def start(self) -> None:
         """Start the schedule."""

@@ -8,18 +8,25 @@ headers, error mapping), ``verification`` (off / warn / enforce), ``billing`` (f
 one-command demo), ``errors``.
 """
 
-from broker.proxy.app import create_app, serve
-from broker.proxy.errors import (
-    ProxyConfigError,
-    ProxyError,
-    ProxyHTTPError,
-    ProxyStartupError,
-    UpstreamError,
-    UpstreamTimeoutError,
-    UpstreamUnavailableError,
-    VerificationRefusedError,
-)
-from broker.proxy.settings import ServeSettings, VerifyMode
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from broker._lazy import lazy_exports
+
+if TYPE_CHECKING:  # pragma: no cover - names for type checkers; loaded on first use
+    from broker.proxy.app import create_app, serve
+    from broker.proxy.errors import (
+        ProxyConfigError,
+        ProxyError,
+        ProxyHTTPError,
+        ProxyStartupError,
+        UpstreamError,
+        UpstreamTimeoutError,
+        UpstreamUnavailableError,
+        VerificationRefusedError,
+    )
+    from broker.proxy.settings import ServeSettings, VerifyMode
 
 __all__ = [
     "ProxyConfigError",
@@ -35,3 +42,18 @@ __all__ = [
     "create_app",
     "serve",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "create_app": "app",
+    "serve": "app",
+    "ProxyConfigError": "errors",
+    "ProxyError": "errors",
+    "ProxyHTTPError": "errors",
+    "ProxyStartupError": "errors",
+    "UpstreamError": "errors",
+    "UpstreamTimeoutError": "errors",
+    "UpstreamUnavailableError": "errors",
+    "VerificationRefusedError": "errors",
+    "ServeSettings": "settings",
+    "VerifyMode": "settings",
+})

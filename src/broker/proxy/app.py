@@ -9,7 +9,7 @@ import time
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from rich.console import Console
@@ -25,6 +25,7 @@ from broker.proxy.context import ProxyContext
 from broker.proxy.errors import (
     ProxyConfigError,
     ProxyHTTPError,
+    ProxyStartupError,
     http_exception_error,
     validation_error,
 )
@@ -33,13 +34,14 @@ from broker.proxy.pixazo import is_pixazo_path
 from broker.proxy.pixazo.errors import PixazoHTTPError, pixazo_error_response
 from broker.proxy.pixazo.router import pixazo_router
 from broker.proxy.protocol import ErrorBody, ErrorResponse
-from broker.proxy.router import close_extras, router
+from broker.proxy.router import close_extras, require_api_key, router
 from broker.proxy.settings import ServeSettings
 from broker.proxy.startup import prepare_provider
 from broker.proxy.state_store import ServeStateStore
 from broker.proxy.upstream import Upstream
 from broker.proxy.verification import Verifier
 from broker.ui.dashboard import mount_dashboard
+from broker.wire.openapi import SERVE_REQUEST_BODIES, add_openapi_route
 
 __all__ = ["EXPOSED_HEADERS", "MULTIPART_PATHS", "create_app", "error_response", "serve"]
 
@@ -88,6 +90,8 @@ def _route_label(path: str) -> str:
         return "/v2/requests/status/{id}"
     if path.startswith("/v2/media/"):
         return "/v2/media/{id}"
+    if path.startswith("/v1/files/"):
+        return "/v1/files/{id}"
     known = ("/health", "/ready", "/metrics", "/v1/account", "/v1/models", "/v1/chat/completions",
              "/v1/images/generations", "/v1/images/edits", "/v1/async/images/generations",
              "/v1/audio/transcriptions", "/v1/verify",
@@ -153,7 +157,11 @@ def create_app(broker: Any, settings: ServeSettings, *, console: Console | None 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # serve's own state database first: a bad ZG_SERVE_STATE_URL fails before any transaction
-        state = await run_in_threadpool(ServeStateStore, settings.state_url)
+        try:
+            state = await run_in_threadpool(ServeStateStore, settings.state_url)
+        except BaseException as exc:
+            app.state.startup_error = exc
+            raise
         remove_listener = None
         if hasattr(inference, "add_funding_listener"):
             def on_funding(event: Any) -> None:
@@ -172,7 +180,8 @@ def create_app(broker: Any, settings: ServeSettings, *, console: Console | None 
             else:
                 service = await run_in_threadpool(inference.get_service, provider, refresh=True)
                 funding_started = False
-        except BaseException:
+        except BaseException as exc:
+            app.state.startup_error = exc       # serve() reports it in one line
             if callable(remove_listener):
                 remove_listener()
             state.close()
@@ -198,6 +207,7 @@ def create_app(broker: Any, settings: ServeSettings, *, console: Console | None 
 
     app = FastAPI(title="0g-broker serve", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
+    add_openapi_route(app, SERVE_REQUEST_BODIES, dependencies=[Depends(require_api_key)])
 
     @app.exception_handler(ProxyHTTPError)
     async def _proxy_error(req: Request, exc: ProxyHTTPError) -> JSONResponse:
@@ -245,6 +255,18 @@ def create_app(broker: Any, settings: ServeSettings, *, console: Console | None 
     return app
 
 
+class _QuietFailedStartup(logging.Filter):
+    """Drops uvicorn's records once the lifespan recorded a start-up error (its traceback would
+    reach the user; :func:`serve` raises the typed error instead)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        super().__init__()
+        self.app = app
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(self.app.state, "startup_error", None) is None
+
+
 def serve(broker: Any, settings: ServeSettings, *, console: Console | None = None) -> None:
     """Run the proxy with uvicorn on ``settings.host:settings.port`` until interrupted (blocking).
 
@@ -257,7 +279,18 @@ def serve(broker: Any, settings: ServeSettings, *, console: Console | None = Non
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                             lifespan="on")
     server = uvicorn.Server(config)
-    server.run()
+    quiet = _QuietFailedStartup(app)
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.addFilter(quiet)        # no lifespan traceback: the error is raised below instead
+    try:
+        server.run()
+    finally:
+        uvicorn_log.removeFilter(quiet)
+    error = getattr(app.state, "startup_error", None)
+    if error is not None and not server.started:
+        if isinstance(error, BrokerError):
+            raise error
+        raise ProxyStartupError(f"serve could not start: {type(error).__name__}: {error}")
     if not server.started:
         raise ProxyConfigError(
             f"serve did not start on {settings.host}:{settings.port} (port in use, or start-up "

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from broker.inference.response_signature import ResponseBinding
 from broker.proxy import (
+    files,
     router_async,
     serving_audio,
     serving_chat,
@@ -143,7 +144,14 @@ async def async_job(job_id: str, request: Request) -> Response:
     check_route(_ctx(request), "images")
     ctx = _ctx(request)
     router_async.check_provider_address(ctx, request.query_params.get("provider_address"))
-    return await router_async.decorate_poll(ctx, job_id, await serving_images.get_job(ctx, job_id))
+    polled = await files.link_files(ctx, request, await serving_images.get_job(ctx, job_id))
+    return await router_async.decorate_poll(ctx, job_id, polled)
+
+
+@guarded.get(files.FILES_ROUTE + "{name}")
+async def file(name: str, request: Request) -> Response:
+    """An image a ``url`` answer linked to (this user's, until ``media_ttl`` expires)."""
+    return await files.get_file(_ctx(request), name)
 
 
 @guarded.post("/v1/audio/transcriptions")

@@ -18,7 +18,7 @@ from broker.proxy.service_routes import check_model
 from broker.proxy.streaming import stream_response
 from broker.wire.forwarded_request import apply_chat_stream_rewrite
 
-__all__ = ["chat_completions", "prepare_chat_request"]
+__all__ = ["chat_completions", "prepare_chat_request", "usage_json"]
 
 
 def prepare_chat_request(body: dict, default_model: str) -> tuple[bytes, bool]:
@@ -47,7 +47,8 @@ def prepare_chat_request(body: dict, default_model: str) -> tuple[bytes, bool]:
     return forwarded_body(body), stream
 
 
-def _usage(raw: bytes) -> str | None:
+def usage_json(raw: bytes) -> str | None:
+    """The ``usage`` object of a JSON response body, as JSON text; ``None`` when absent."""
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -66,4 +67,4 @@ async def chat_completions(ctx: ProxyContext, request: Request) -> Response:
     if stream and "text/event-stream" in response.headers.get("content-type", "") and \
             response.status_code < 400:
         return await stream_response(ctx, response, request_body=body)
-    return await complete_response(ctx, response, _usage, request_body=body)
+    return await complete_response(ctx, response, usage_json, request_body=body)

@@ -37,6 +37,7 @@ from broker.proxy.context import (
     read_json,
 )
 from broker.proxy.errors import ProxyHTTPError
+from broker.proxy.files import link_files
 from broker.proxy.multipart import ensure_field, text_field
 from broker.proxy.router_async import pop_router_extensions
 from broker.proxy.service_routes import check_model
@@ -111,7 +112,8 @@ async def generate_image(ctx: ProxyContext, request: Request) -> Response:
     response = await ctx.upstream.send("POST", "/images/generations", family="images",
                                        content=body, content_type="application/json",
                                        route="images/generations")
-    return await complete_response(ctx, response, lambda _raw: body, request_body=body)
+    answer = await complete_response(ctx, response, lambda _raw: body, request_body=body)
+    return await link_files(ctx, request, answer)      # after verification (module files)
 
 
 async def edit_image(ctx: ProxyContext, request: Request) -> Response:
@@ -127,7 +129,8 @@ async def edit_image(ctx: ProxyContext, request: Request) -> Response:
     content = {"n": _checked_n(request_n, raw, ctype)}
     response = await ctx.upstream.send("POST", "/images/edits", family="images", content=raw,
                                        content_type=ctype, route="images/edits")
-    return await complete_response(ctx, response, lambda _raw: content, request_body=raw)
+    answer = await complete_response(ctx, response, lambda _raw: content, request_body=raw)
+    return await link_files(ctx, request, answer)      # after verification (module files)
 
 
 def _json_or_none(raw: bytes) -> Any:

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from broker.asgi.guard import GuardRefusal, LocalGuard, bound_host_names
 from broker.ui.actions import SESSION_COOKIE, ActionBook, CsrfGuard
 from broker.ui.dashboard import DashboardSource, build_dashboard_router, install_error_handler
 from broker.ui.errors import UIInputError, UIStartError
@@ -84,9 +85,17 @@ def create_ui_app(broker: Any, *, host: str = "127.0.0.1") -> FastAPI:
         return await run_in_threadpool(book.confirm, action_id)
 
     app.include_router(build_dashboard_router(source))
+    # the servers' shared guard in front of it all: Host, Origin, Sec-Fetch-Site and JSON-only
+    # bodies (the CSRF token and the per-request checks above stay as a second line)
+    app.add_middleware(LocalGuard, allowed_hosts=bound_host_names(host), error_body=_ui_refusal)
     app.state.ui = source
     app.state.actions = book
     return app
+
+
+def _ui_refusal(refusal: GuardRefusal) -> dict:
+    """A :class:`LocalGuard` refusal in the dashboard's error shape (``{"error": message}``)."""
+    return {"error": refusal.message, "code": refusal.code}
 
 
 def serve_ui(broker: Any, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:

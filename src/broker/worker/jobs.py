@@ -214,16 +214,17 @@ class WebhookNotifier:
 
         Raises:
             WebhookURLError: the URL or one of the addresses its host resolves to is refused, or
-                the host does not resolve.
+                the host does not resolve (within the per-attempt timeout).
         """
         check_webhook_url(url, allow_private=self.allow_private)
         target = httpx.URL(url)
         port = target.port or (443 if target.scheme == "https" else 80)
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                target.host, port, type=socket.SOCK_STREAM
+            infos = await asyncio.wait_for(
+                asyncio.get_running_loop().getaddrinfo(target.host, port, type=socket.SOCK_STREAM),
+                self._timeout,
             )
-        except (OSError, UnicodeError):
+        except (OSError, UnicodeError, TimeoutError):
             raise WebhookURLError(f"webhook_url: host {target.host} does not resolve") from None
         addresses = [info[4][0] for info in infos]
         if not addresses:

@@ -20,7 +20,7 @@
       ["Output price", amount(d.service.output_price_0g, d.service.output_price)],
       ["Settles every", `${d.service.settlement_interval} s`]]);
     const w = d.worker;
-    kv($("ops-worker-kv"), w.up ? [["State", w.state], ["Model loaded", w.loaded ? `yes (${w.model})` : "no"],
+    kv($("ops-worker-kv"), w.up ? [["State", w.status ?? w.state], ["Model loaded", w.loaded ? `yes (${w.model})` : "no"],
       ["Device", w.device], ["Queue", `${w.queue_length} waiting / ${w.queue_size}`], ["Running", String(w.running)],
       ["Jobs", String(w.jobs)]] : [["State", el("span", {cls: "bad", text: w.error})]]);
     const gens = [...d.generations].reverse();
