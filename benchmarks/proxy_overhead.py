@@ -228,7 +228,7 @@ def _proc_cpu_s(pid: int) -> float:
 
 
 def _rss_mib(pid: int) -> float:
-    """RSS of ``pid`` and its children (the TS CLI runs under npm-less node; serve is one process)."""
+    """RSS MiB of ``pid`` and its children."""
     total = 0
     pids = [pid]
     try:

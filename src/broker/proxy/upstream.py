@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from broker.proxy.metrics import ProxyMetrics
     from broker.proxy.settings import ServeSettings
 
-__all__ = ["AUTH_HEADER_TTL_S", "Family", "Upstream", "decode_body", "error_from_upstream", "json_dumps",
+__all__ = ["AUTH_HEADER_TTL_S", "Family", "Upstream", "decode_body", "error_from_upstream",
+           "json_dumps",
            "passthrough_headers"]
 
 logger = logging.getLogger(__name__)

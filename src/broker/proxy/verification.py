@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from broker.proxy.metrics import ProxyMetrics
     from broker.proxy.settings import VerifyMode
 
-__all__ = ["REASON_HEADER", "SEEN_CHAT_IDS", "SERVICE_MEMO_S", "VERIFIED_HEADER", "Verifier", "header_value",
+__all__ = ["REASON_HEADER", "SEEN_CHAT_IDS", "SERVICE_MEMO_S", "VERIFIED_HEADER", "Verifier",
+           "header_value",
            "reason_value"]
 
 logger = logging.getLogger(__name__)
