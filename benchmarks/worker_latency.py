@@ -20,7 +20,8 @@ padded to the same length as with the real tokenizer, so the encoder's compute i
 Each batch size ``n`` (``num_images_per_prompt``, the worker's ``n``) is run ``--repeat`` times
 after one warm-up (compilation happens there); seconds per image = best wall time / ``n``. The FLOPs
 of one whole generation are counted once with ``torch.utils.flop_counter.FlopCounterMode``; the
-share of peak = FLOPs / seconds / peak (bf16 dense tensor-core peak of known GPUs, or ``--peak-tflops``).
+share of peak = FLOPs / seconds / peak (bf16 dense tensor-core peak of known GPUs, or
+``--peak-tflops``).
 
 Optimisations, each behind a flag and off where unsupported (the reason is printed):
 ``--attention`` (a diffusers attention backend: ``native`` SDPA, ``_native_flash``, ``flash``,
