@@ -1,21 +1,30 @@
-"""Latency added by ``0g-broker serve`` and the request rate it sustains, against the same provider
-gateway called directly, at 1, 10 and 100 concurrent clients — in one run, on this machine, loopback
-only.
+"""What ``0g-broker serve`` adds over calling the provider gateway directly, side by side with the
+official TS proxy (``0g-compute-cli inference serve``), in one run, on this machine, loopback only.
 
-    .venv/bin/python benchmarks/proxy_overhead.py [--requests 300] [--seconds 20] [--out FILE]
+    .venv/bin/python benchmarks/proxy_overhead.py             # ~4 min: 1, 10, 50 clients, 3 rounds
+    .venv/bin/python benchmarks/proxy_overhead.py --quick     # ~1 min: smoke run (CI)
 
-Three processes so the load generator does not share a GIL with the servers:
+Processes (each its own, so that the load generator and the servers do not share a GIL and the
+gateway's CPU can be read from ``/proc/<pid>/stat``):
 
-* ``stack``: anvil + our contracts, a tiny OpenAI-compatible chat backend (no sleeps), the provider
-  gateway in front of it (limits raised), service registered and acknowledged;
-* ``serve``: ``create_app`` + uvicorn for a funded user (verify mode ``warn``: every response's TEE
-  signature is fetched and checked, its fee accounted in SQLite);
-* this process: for each concurrency, the same non-streamed chat request against the gateway
-  (``/v1/proxy/chat/completions`` with the user's session header) and through ``serve``
-  (``/v1/chat/completions``); each level stops after ``--requests`` per client group or
-  ``--seconds``, whichever comes first.
+* ``stack``: anvil + our contracts behind a **counting JSON-RPC relay** (every chain call of the
+  gateway, our ``serve`` and the TS proxy goes through it), a tiny OpenAI-compatible chat backend
+  (no sleeps; ``stream: true`` answers SSE), the service registered and acknowledged, three funded
+  users (one per proxy);
+* ``gateway``: ``0g-broker provider serve`` (limits raised so that they never answer 429);
+* ``serve-warn`` / ``serve-off``: ``0g-broker serve --verify warn`` / ``--verify off``;
+* ``ts``: ``0g-compute-cli inference serve`` from npm ``@0gfoundation/0g-compute-ts-sdk`` 0.9.0
+  (``tests/sdk/js``; installed with ``npm ci`` when missing) whenever node and npm are available;
+* this process: for each concurrency level, ``--rounds`` rounds; each round runs a slice of the
+  same non-streamed chat request against every target in turn (direct gateway, serve warn, serve
+  off, TS), so the targets see the same machine load. Then a streaming run at one client measures
+  the time to the first byte of the body.
 
-Prints a table and writes JSON (default ``benchmarks/results/proxy_overhead.json``).
+Reported per level and target: p50/p99 latency, added p50/p99 over the direct gateway, requests
+per second, ratios ours/TS, gateway CPU ms per billed request (``utime+stime`` of the gateway
+process over the requests it billed during that target's slices), chain RPCs per request in
+steady state (relay counts during the load phase over the requests served), and RSS idle and after
+load of every server. Writes JSON (default ``benchmarks/results/proxy_overhead.json``).
 """
 
 from __future__ import annotations
@@ -25,11 +34,14 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -37,32 +49,96 @@ import httpx
 
 ZG = 10**18
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SDK_DIR = ROOT / "tests" / "sdk" / "js"
+TS_CLI = SDK_DIR / "node_modules" / "@0gfoundation" / "0g-compute-ts-sdk" / "cli.commonjs" / \
+    "cli" / "index.js"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BODY = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- stack process ---------------------------------------------------------------------------
 
 
 def _backend_app():
-    from fastapi import FastAPI
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, StreamingResponse
+    from starlette.routing import Route
 
-    app = FastAPI()
+    async def chat(request):
+        body = await request.json()
+        if body.get("stream"):
+            async def events():
+                for i, piece in enumerate(["o", "k"]):
+                    chunk = {"id": "chatcmpl-b", "object": "chat.completion.chunk", "created": 1,
+                             "model": body.get("model"), "choices": [{"index": 0, "delta": {
+                                 "content": piece}, "finish_reason": None}]}
+                    yield f"data: {json.dumps(chunk)}\n\n"
+                last = {"id": "chatcmpl-b", "object": "chat.completion.chunk", "created": 1,
+                        "model": body.get("model"), "choices": [{"index": 0, "delta": {},
+                        "finish_reason": "stop"}], "usage": {"prompt_tokens": 3,
+                        "completion_tokens": 2, "total_tokens": 5}}
+                yield f"data: {json.dumps(last)}\n\n"
+                yield "data: [DONE]\n\n"
 
-    @app.post("/chat/completions")
-    async def chat(body: dict):
-        return {"id": "chatcmpl-b", "object": "chat.completion", "created": 1,
-                "model": body.get("model"), "choices": [{"index": 0, "finish_reason": "stop",
-                "message": {"role": "assistant", "content": "ok"}}],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
+            return StreamingResponse(events(), media_type="text/event-stream")
+        return JSONResponse({"id": "chatcmpl-b", "object": "chat.completion", "created": 1,
+                             "model": body.get("model"), "choices": [{"index": 0,
+                             "finish_reason": "stop", "message": {"role": "assistant",
+                                                                  "content": "ok"}}],
+                             "usage": {"prompt_tokens": 3, "completion_tokens": 1,
+                                       "total_tokens": 4}})
 
-    return app
+    return Starlette(routes=[Route("/chat/completions", chat, methods=["POST"])])
 
 
-def _thread_server(app):
-    import socket
-    import threading
+class _Relay:
+    """A JSON-RPC relay in front of anvil that counts calls by method (``GET /counts``)."""
 
+    def __init__(self, upstream: str) -> None:
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse, Response
+        from starlette.routing import Route
+
+        self.counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        client = httpx.AsyncClient(base_url=upstream, timeout=60)
+
+        async def rpc(request: Request) -> Response:
+            raw = await request.body()
+            try:
+                msg = json.loads(raw)
+                calls = msg if isinstance(msg, list) else [msg]
+                with self._lock:
+                    for c in calls:
+                        m = c.get("method", "?")
+                        self.counts[m] = self.counts.get(m, 0) + 1
+            except ValueError:
+                pass
+            r = await client.post("/", content=raw,
+                                   headers={"content-type": "application/json"})
+            return Response(r.content, status_code=r.status_code,
+                            media_type="application/json")
+
+        async def counts(_request: Request) -> Response:
+            with self._lock:
+                return JSONResponse(dict(self.counts))
+
+        self.app = Starlette(routes=[Route("/", rpc, methods=["POST"]),
+                                     Route("/counts", counts, methods=["GET"])])
+
+
+def _thread_server(app) -> str:
     import uvicorn
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
@@ -70,177 +146,425 @@ def _thread_server(app):
     return f"http://127.0.0.1:{port}"
 
 
-def role_stack(handshake: Path) -> None:
-    """Run devnet + backend + gateway until SIGTERM; write the handshake JSON (with the user key,
-    mode 0600)."""
+def role_stack(handshake: Path, home: Path) -> None:
+    """devnet + relay + backend + registered service + three funded users; write the handshake
+    (keys included, mode 0600) and run until SIGTERM."""
+    from eth_account import Account
+
     from broker.broker import create_broker
+    from broker.chain.connection import connect
+    from broker.chain.contracts import InferenceServingContract
+    from broker.chain.sender import TransactionSender
     from broker.devnet import fund_new_account, start_devnet
-    from broker.devnet.stack import start_provider_stack
-    from broker.provider.limits import Limits
+    from broker.devnet.stack import PROVIDER_ACCOUNT_INDEX, provider_settings
+    from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
+    from broker.provider.tee import load_tee_signer
 
-    stop = False
-
-    def _term(*_):
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, _term)
-    with tempfile.TemporaryDirectory() as tmp, \
-            start_devnet(port=0, state_file=Path(tmp) / "state.json") as net:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with start_devnet(port=0, state_file=home / "state.json") as net:
+        relay = _Relay(net.state.rpc_url)
+        relay_url = _thread_server(relay.app)
         backend = _thread_server(_backend_app())
-        with start_provider_stack(net.state, chat_backend_url=backend,
-                                  home=Path(tmp) / "provider") as st:
-            st.gateway.limits = Limits(per_ip_rps=1e6, per_ip_burst=10**6, per_user_rpm=10**9,
-                                       per_user_burst=10**6, max_per_user_concurrent=10**4,
-                                       max_global_concurrent=10**4)
-            user = fund_new_account(net.state, 100 * ZG)
+        state = net.state.model_copy(update={"rpc_url": relay_url})
+        provider_key = state.accounts[PROVIDER_ACCOUNT_INDEX].private_key.get_secret_value()
+        gw_port = _free_port()
+        settings = provider_settings(state, provider_key=provider_key, home=home / "provider",
+                                     model="tiny", gateway_port=gw_port,
+                                     worker_url="http://127.0.0.1:9",
+                                     price_per_image=10**12, chat_backend_url=backend,
+                                     db_name="gateway.db")
+        # a chatbot service billed per token (B9), its backend the fake chat server
+        settings = settings.model_copy(update={"service_type": "chatbot", "input_price": 10**12,
+                                               "target_url": backend})
+        (home / "provider").mkdir(parents=True, exist_ok=True, mode=0o700)
+        signer = load_tee_signer(settings)
+        w3 = connect(relay_url)
+        wallet = Account.from_key(provider_key)
+        contract = InferenceServingContract(w3, state.inference_address,
+                                            TransactionSender(w3, wallet))
+        register_service(contract, settings, signer.address)
+        owner = Account.from_key(state.accounts[0].private_key.get_secret_value())
+        acknowledge_tee_signer_by_owner(
+            InferenceServingContract(w3, state.inference_address, TransactionSender(w3, owner)),
+            wallet.address)
+        users = {}
+        for name in ("warn", "off", "ts"):
+            user = fund_new_account(state, 100 * ZG)
             key = "0x" + bytes(user.key).hex()
-            broker = create_broker(key, network="devnet", rpc_url=net.state.rpc_url,
-                                   ledger_address=net.state.ledger_address,
-                                   inference_address=net.state.inference_address)
+            broker = create_broker(key, network="devnet", rpc_url=relay_url,
+                                   ledger_address=state.ledger_address,
+                                   inference_address=state.inference_address)
             broker.ledger.add_ledger(50)
-            broker.ledger.transfer_fund(st.provider_address, "inference", 20)
-            broker.inference.acknowledge_provider_signer(st.provider_address)
-            fd = os.open(handshake, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump({"rpc_url": net.state.rpc_url, "ledger": net.state.ledger_address,
-                           "inference": net.state.inference_address, "key": key,
-                           "provider": st.provider_address, "gateway": st.gateway_url}, f)
+            broker.ledger.transfer_fund(wallet.address, "inference", 20)
+            if name != "ts":
+                broker.inference.acknowledge_provider_signer(wallet.address)
             broker.inference.close()
-            while not stop:
-                time.sleep(0.2)
+            users[name] = key
+        genv = {}
+        for field in ("network", "rpc_url", "inference_address", "dstack_socket", "service_type",
+                      "model", "input_price", "output_price", "serving_url", "target_url",
+                      "openai_backend_url", "db_url"):
+            value = getattr(settings, field)
+            if value is not None:
+                genv[f"ZG_PROVIDER_{field.upper()}"] = str(value)
+        genv["ZG_PROVIDER_PRIVATE_KEY"] = provider_key
+        genv["ZG_PROVIDER_TEE_SIGNER_KEY"] = settings.tee_signer_key.get_secret_value()
+        fd = os.open(handshake, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"rpc_url": relay_url, "ledger": state.ledger_address,
+                       "inference": state.inference_address, "users": users,
+                       "provider": wallet.address, "gateway_port": gw_port,
+                       "gateway_env": genv}, f)
+        stop.wait()
 
 
-def role_serve(handshake: Path, port: int) -> None:
-    """Run ``serve`` for the handshake's user until SIGTERM."""
-    import uvicorn
-
-    from broker.broker import create_broker
-    from broker.proxy import ServeSettings, create_app
-
-    hs = json.loads(handshake.read_text())
-    broker = create_broker(hs["key"], network="devnet", rpc_url=hs["rpc_url"],
-                           ledger_address=hs["ledger"], inference_address=hs["inference"])
-    settings = ServeSettings(provider=hs["provider"], port=port, funding_interval=600,
-                             extra_routes=True)
-    uvicorn.run(create_app(broker, settings), host="127.0.0.1", port=port, log_level="error")
+# -- driver ----------------------------------------------------------------------------------
 
 
-async def _load(url: str, headers: dict, concurrency: int, requests: int, seconds: float) -> dict:
-    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
+def _proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK       # utime + stime
+
+
+def _rss_mib(pid: int) -> float:
+    """RSS MiB of ``pid`` and its children."""
+    total = 0
+    pids = [pid]
+    try:
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            pids.append(int(child))
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return round(total / 1024, 1)
+
+
+def _quantiles(lat: list[float]) -> tuple[float, float]:
+    lat = sorted(lat)
+    if not lat:
+        return float("nan"), float("nan")
+    if len(lat) == 1:
+        return lat[0] * 1000, lat[0] * 1000
+    q = statistics.quantiles(lat, n=100, method="inclusive")
+    return q[49] * 1000, q[98] * 1000
+
+
+FIRST_ERRORS: dict[str, str] = {}
+
+
+async def _slice(client: httpx.AsyncClient, url: str, concurrency: int, requests: int,
+                 seconds: float) -> tuple[list[float], int, float]:
     latencies: list[float] = []
     errors = 0
+    remaining = requests
     deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=60, limits=limits, headers=headers) as client:
-        remaining = requests
 
-        async def worker():
-            nonlocal remaining, errors
-            while remaining > 0 and time.perf_counter() < deadline:
-                remaining -= 1
-                t0 = time.perf_counter()
-                r = await client.post(url, json=body)
-                if r.status_code != 200:
-                    errors += 1
-                    continue
-                latencies.append(time.perf_counter() - t0)
+    async def worker():
+        nonlocal remaining, errors
+        while remaining > 0 and time.perf_counter() < deadline:
+            remaining -= 1
+            t0 = time.perf_counter()
+            try:
+                r = await client.post(url, json=BODY)
+            except httpx.HTTPError as e:
+                errors += 1
+                FIRST_ERRORS.setdefault(url, repr(e))
+                continue
+            if r.status_code != 200:
+                errors += 1
+                FIRST_ERRORS.setdefault(url, f"{r.status_code} {r.text[:300]}")
+                continue
+            latencies.append(time.perf_counter() - t0)
 
-        await client.post(url, json=body)          # warm the connection and caches
-        start = time.perf_counter()
-        await asyncio.gather(*[worker() for _ in range(concurrency)])
-        elapsed = time.perf_counter() - start
-    latencies.sort()
-    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
-    return {"requests": len(latencies), "errors": errors, "seconds": round(elapsed, 3),
-            "rps": round(len(latencies) / elapsed, 1), "p50_ms": round(q[49] * 1000, 2),
-            "p99_ms": round(q[98] * 1000, 2)}
+    start = time.perf_counter()
+    await asyncio.gather(*[worker() for _ in range(concurrency)])
+    return latencies, errors, time.perf_counter() - start
+
+
+async def _ttfb(client: httpx.AsyncClient, url: str, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        async with client.stream("POST", url, json={**BODY, "stream": True}) as r:
+            first = None
+            async for _chunk in r.aiter_raw():
+                if first is None:
+                    first = time.perf_counter() - t0
+            if r.status_code == 200 and first is not None:
+                out.append(first)
+    return out
+
+
+def _wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 300,
+               method: str = "GET") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode}")
+        try:
+            r = httpx.request(method, url, timeout=2,
+                              **({"json": BODY} if method == "POST" else {}))
+            if r.status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"{what} did not start")
+
+
+def _ts_available() -> str | None:
+    """Why the TS proxy cannot run, or None."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        return "node/npm not installed"
+    if not TS_CLI.is_file():
+        try:
+            done = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=SDK_DIR,
+                                  capture_output=True, text=True, timeout=420, check=False)
+        except subprocess.TimeoutExpired:
+            return "npm ci timed out"
+        if done.returncode != 0 or not TS_CLI.is_file():
+            return "npm ci failed: " + (done.stderr or done.stdout).strip()[-200:]
+    return None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--role", choices=["stack", "serve"], help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=["stack"], help=argparse.SUPPRESS)
     parser.add_argument("--handshake", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--requests", type=int, default=300, help="requests per level and target")
-    parser.add_argument("--seconds", type=float, default=20.0, help="time cap per level and target")
-    parser.add_argument("--levels", default="1,10,100", help="concurrency levels")
+    parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--levels", default="1,10,50", help="concurrency levels")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per level")
+    parser.add_argument("--requests", type=int, default=200,
+                        help="requests per slice (one target, one round)")
+    parser.add_argument("--seconds", type=float, default=6.0, help="time cap per slice")
+    parser.add_argument("--stream-requests", type=int, default=30)
+    parser.add_argument("--no-ts", action="store_true", help="skip the TS proxy")
+    parser.add_argument("--profile", choices=["gateway", "serve-warn", "serve-off"],
+                        help="record this process with py-spy during the load")
+    parser.add_argument("--profile-out", type=Path, default=Path("profile.txt"),
+                        help="py-spy output (.txt: collapsed stacks, else a flame graph SVG)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: levels 1,10, one round, 40 requests, 3 s slices")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "proxy_overhead.json")
     args = parser.parse_args()
     if args.role == "stack":
-        return role_stack(args.handshake)
-    if args.role == "serve":
-        return role_serve(args.handshake, args.port)
+        return role_stack(args.handshake, args.home)
+    if args.quick:      # smaller defaults; explicit options win
+        for name, value in (("levels", "1,10"), ("rounds", 1), ("requests", 40),
+                            ("seconds", 3.0), ("stream_requests", 10)):
+            if getattr(args, name) == parser.get_default(name):
+                setattr(args, name, value)
 
-    import socket
+    ts_skip = "--no-ts" if args.no_ts else _ts_available()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ZG_PROVIDER_", "ZG_SERVE_"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    procs: dict[str, subprocess.Popen] = {}
+    tmp = Path(tempfile.mkdtemp(prefix="0g-bench-"))
+    logs = tmp / "logs"
+    logs.mkdir()
 
-    env = dict(os.environ, ZG_HOME=tempfile.mkdtemp(prefix="0g-bench-"))
-    procs: list[subprocess.Popen] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        hs_path = Path(tmp) / "handshake.json"
-        try:
-            procs.append(subprocess.Popen([sys.executable, __file__, "--role", "stack",
-                                           "--handshake", str(hs_path)], env=env))
-            deadline = time.monotonic() + 300
-            while not hs_path.exists() or not hs_path.read_text():
-                if procs[0].poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("the stack did not start")
-                time.sleep(0.2)
-            hs = json.loads(hs_path.read_text())
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-            procs.append(subprocess.Popen([sys.executable, __file__, "--role", "serve",
-                                           "--handshake", str(hs_path), "--port", str(port)],
-                                          env=env))
-            serve_url = f"http://127.0.0.1:{port}"
-            while True:
-                try:
-                    if httpx.get(serve_url + "/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if procs[1].poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("serve did not start")
-                time.sleep(0.2)
-            from broker.broker import create_broker
+    def spawn(name: str, cmd: list[str], extra: dict[str, str], cwd: Path | None = None):
+        log = open(logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        procs[name] = subprocess.Popen(cmd, env={**env, **extra}, stdout=log,
+                                       stderr=subprocess.STDOUT, cwd=cwd)
 
-            broker = create_broker(hs["key"], network="devnet", rpc_url=hs["rpc_url"],
-                                   ledger_address=hs["ledger"], inference_address=hs["inference"])
-            auth = broker.inference.session_headers(hs["provider"]) \
-                if hasattr(broker.inference, "session_headers") \
-                else broker.inference.get_request_headers(hs["provider"])
-            broker.inference.close()
+    cli = [sys.executable, "-m", "broker.cli.main"]
+    try:
+        hs_path = tmp / "handshake.json"
+        spawn("stack", [sys.executable, __file__, "--role", "stack", "--handshake", str(hs_path),
+                        "--home", str(tmp / "stack")], {"ZG_HOME": str(tmp / "stack-home")})
+        deadline = time.monotonic() + 300
+        while not hs_path.exists() or not hs_path.read_text():
+            if procs["stack"].poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the stack did not start; see " + str(logs / "stack.log"))
+            time.sleep(0.2)
+        hs = json.loads(hs_path.read_text())
+        gw_url = f"http://127.0.0.1:{hs['gateway_port']}"
+        spawn("gateway", [*cli, "provider", "serve", "--port", str(hs["gateway_port"]),
+                          "--host", "127.0.0.1"],
+              {**hs["gateway_env"], "ZG_HOME": str(tmp / "gw-home"),
+               "ZG_PROVIDER_PER_IP_RPS": "1000000", "ZG_PROVIDER_PER_IP_BURST": "1000000",
+               "ZG_PROVIDER_PER_USER_RPM": "1000000000", "ZG_PROVIDER_PER_USER_BURST": "1000000",
+               "ZG_PROVIDER_MAX_PER_USER_CONCURRENT": "10000",
+               "ZG_PROVIDER_MAX_GLOBAL_CONCURRENT": "10000"})
+        _wait_http(gw_url + "/health", procs["gateway"], "gateway")
+        urls = {"direct": gw_url + "/v1/proxy/chat/completions"}
+        for mode in ("warn", "off"):
+            port = _free_port()
+            spawn(f"serve-{mode}", [*cli, "serve", "--provider", hs["provider"], "--port",
+                                    str(port), "--verify", mode],
+                  {"ZG_HOME": str(tmp / f"serve-{mode}"), "ZG_PRIVATE_KEY": hs["users"][mode],
+                   "ZG_NETWORK": "devnet", "ZG_RPC_URL": hs["rpc_url"],
+                   "ZG_LEDGER_ADDRESS": hs["ledger"], "ZG_INFERENCE_ADDRESS": hs["inference"]})
+            urls[f"serve-{mode}"] = f"http://127.0.0.1:{port}/v1/chat/completions"
+        for mode in ("warn", "off"):
+            _wait_http(urls[f"serve-{mode}"].rsplit("/v1/", 1)[0] + "/health",
+                       procs[f"serve-{mode}"], f"serve --verify {mode}")
+        if ts_skip is None:
+            port = _free_port()
+            ts_home = tmp / "ts-home"
+            (ts_home / ".0g-compute-cli").mkdir(parents=True)
+            fd = os.open(ts_home / ".0g-compute-cli" / "config.json",
+                         os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"privateKey": hs["users"]["ts"], "rpcEndpoint": hs["rpc_url"],
+                           "network": "custom"}, f)
+            spawn("ts", ["node", str(TS_CLI), "inference", "serve", "--provider", hs["provider"],
+                         "--rpc", hs["rpc_url"], "--ledger-ca", hs["ledger"], "--inference-ca",
+                         hs["inference"], "--port", str(port), "--host", "127.0.0.1"],
+                  {"HOME": str(ts_home), "ZG_RPC_ENDPOINT": hs["rpc_url"]}, cwd=SDK_DIR)
+            urls["ts"] = f"http://127.0.0.1:{port}/v1/chat/completions"
+            _wait_http(urls["ts"], procs["ts"], "TS serve", method="POST")
+
+        from broker.broker import create_broker
+
+        broker = create_broker(hs["users"]["warn"], network="devnet", rpc_url=hs["rpc_url"],
+                               ledger_address=hs["ledger"], inference_address=hs["inference"])
+        auth = broker.inference.get_request_headers(hs["provider"])
+        broker.inference.close()
+        headers = {name: (auth if name == "direct" else {}) for name in urls}
+        servers = {"gateway": "gateway", **{n: n for n in urls if n != "direct"}}
+        rss_idle = {n: _rss_mib(procs[p].pid) for n, p in servers.items()}
+        gw_pid = procs["gateway"].pid
+        rpc_before = httpx.get(hs["rpc_url"] + "/counts").json()
+        if args.profile:
+            spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+            procs["py-spy"] = subprocess.Popen(
+                [spy, "record", "-p", str(procs[args.profile].pid), "-o", str(args.profile_out),
+                 "-r", "200",
+                 "--format", "raw" if args.profile_out.suffix == ".txt" else "flamegraph"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t_load = time.monotonic()
+
+        async def run_all() -> tuple[list[dict], dict]:
             results = []
-            for level in [int(x) for x in args.levels.split(",")]:
-                direct = asyncio.run(_load(hs["gateway"] + "/v1/proxy/chat/completions", auth,
-                                           level, args.requests, args.seconds))
-                proxied = asyncio.run(_load(serve_url + "/v1/chat/completions", {}, level,
-                                            args.requests, args.seconds))
-                results.append({"concurrency": level, "direct": direct, "serve": proxied,
-                                "added_p50_ms": round(proxied["p50_ms"] - direct["p50_ms"], 2),
-                                "added_p99_ms": round(proxied["p99_ms"] - direct["p99_ms"], 2)})
-        finally:
-            for p in reversed(procs):
-                p.terminate()
-            for p in reversed(procs):
-                try:
-                    p.wait(30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-    print(f"{'clients':>7} | {'gateway p50/p99 ms':>19} | {'serve p50/p99 ms':>17} | "
-          f"{'added p50/p99 ms':>17} | {'gateway rps':>11} | {'serve rps':>9} | errors")
+            counts = httpx.AsyncClient(timeout=10)
+            rpc_counts_url = hs["rpc_url"] + "/counts"
+            clients = {n: httpx.AsyncClient(timeout=120, headers=headers[n],
+                                             limits=httpx.Limits(max_connections=100,
+                                                                 max_keepalive_connections=100))
+                       for n in urls}
+            try:
+                for n, c in clients.items():               # warm connections and caches
+                    for _ in range(3):
+                        await c.post(urls[n], json=BODY)
+                for level in [int(x) for x in args.levels.split(",")]:
+                    acc = {n: {"lat": [], "errors": 0, "seconds": 0.0, "gw_cpu": 0.0,
+                               "rpcs": 0} for n in urls}
+                    for _round in range(args.rounds):
+                        for n, url in urls.items():
+                            rpc0 = sum((await counts.get(rpc_counts_url)).json().values())
+                            cpu0 = _proc_cpu_s(gw_pid)
+                            lat, err, secs = await _slice(clients[n], url, level,
+                                                          args.requests, args.seconds)
+                            acc[n]["gw_cpu"] += _proc_cpu_s(gw_pid) - cpu0
+                            acc[n]["rpcs"] += sum(
+                                (await counts.get(rpc_counts_url)).json().values()) - rpc0
+                            acc[n]["lat"] += lat
+                            acc[n]["errors"] += err
+                            acc[n]["seconds"] += secs
+                    row = {"clients": level, "targets": {}}
+                    for n, a in acc.items():
+                        p50, p99 = _quantiles(a["lat"])
+                        done = len(a["lat"])
+                        row["targets"][n] = {
+                            "requests": done, "errors": a["errors"],
+                            "rps": round(done / a["seconds"], 1) if a["seconds"] else 0.0,
+                            "p50_ms": round(p50, 2), "p99_ms": round(p99, 2),
+                            "gateway_cpu_ms_per_request":
+                                round(a["gw_cpu"] * 1000 / done, 2) if done else None,
+                            "chain_rpcs_per_request":
+                                round(a["rpcs"] / (done + a["errors"]), 3)
+                                if done + a["errors"] else None}
+                    d = row["targets"]["direct"]
+                    for n, t in row["targets"].items():
+                        if n != "direct":
+                            t["added_p50_ms"] = round(t["p50_ms"] - d["p50_ms"], 2)
+                            t["added_p99_ms"] = round(t["p99_ms"] - d["p99_ms"], 2)
+                            if "ts" in row["targets"] and n != "ts" and \
+                                    row["targets"]["ts"]["rps"]:
+                                t["rate_vs_ts"] = round(t["rps"] / row["targets"]["ts"]["rps"],
+                                                        2)
+                    results.append(row)
+                    print(json.dumps(row), flush=True)
+                stream = {}
+                for n, url in urls.items():
+                    ttfb = await _ttfb(clients[n], url, args.stream_requests)
+                    p50, p99 = _quantiles(ttfb)
+                    stream[n] = {"requests": len(ttfb), "ttfb_p50_ms": round(p50, 2),
+                                 "ttfb_p99_ms": round(p99, 2)}
+                return results, stream
+            finally:
+                for c in [*clients.values(), counts]:
+                    await c.aclose()
+
+        results, stream = asyncio.run(run_all())
+        load_s = time.monotonic() - t_load
+        rpc_after = httpx.get(hs["rpc_url"] + "/counts").json()
+        rss_load = {n: _rss_mib(procs[p].pid) for n, p in servers.items()}
+    finally:
+        spy_proc = procs.pop("py-spy", None)
+        if spy_proc is not None:
+            spy_proc.send_signal(signal.SIGINT)        # py-spy writes its output on SIGINT
+            spy_proc.wait(60)
+        for p in reversed(list(procs.values())):
+            p.terminate()
+        for p in reversed(list(procs.values())):
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    total_requests = sum(t["requests"] + t["errors"] for r in results
+                         for t in r["targets"].values()) + \
+        sum(s["requests"] for s in stream.values())
+    rpc_delta = {m: rpc_after.get(m, 0) - rpc_before.get(m, 0) for m in rpc_after}
+    rpc_delta = {m: c for m, c in rpc_delta.items() if c}
+    rpc_total = sum(rpc_delta.values())
+
+    def fmt(v, spec=">7.1f"):
+        return format(v, spec) if isinstance(v, (int, float)) else f"{'-':>7}"
+
+    names = list(urls)
+    print()
+    print("clients | target      |  p50 ms |  p99 ms | +p50 ms | +p99 ms |     rps | "
+          "ours/TS | gw CPU ms/req | RPCs/req | errors")
     for r in results:
-        d, s = r["direct"], r["serve"]
-        print(f"{r['concurrency']:>7} | {d['p50_ms']:>8.1f} / {d['p99_ms']:>8.1f} | "
-              f"{s['p50_ms']:>7.1f} / {s['p99_ms']:>7.1f} | {r['added_p50_ms']:>7.1f} / "
-              f"{r['added_p99_ms']:>7.1f} | {d['rps']:>11.1f} | {s['rps']:>9.1f} | "
-              f"{d['errors']}/{s['errors']}")
+        for n in names:
+            t = r["targets"][n]
+            print(f"{r['clients']:>7} | {n:<11} | {fmt(t['p50_ms'])} | {fmt(t['p99_ms'])} | "
+                  f"{fmt(t.get('added_p50_ms'))} | {fmt(t.get('added_p99_ms'))} | "
+                  f"{fmt(t['rps'])} | {fmt(t.get('rate_vs_ts'), '>7.2f')} | "
+                  f"{fmt(t['gateway_cpu_ms_per_request'], '>13.2f')} | "
+                  f"{fmt(t['chain_rpcs_per_request'], '>8.3f')} | {t['errors']}")
+    print("\nstreaming (1 client): time to first body byte, p50 / p99 ms")
+    for n in names:
+        s = stream[n]
+        print(f"  {n:<11} {fmt(s['ttfb_p50_ms'])} / {fmt(s['ttfb_p99_ms'])}  "
+              f"(+{fmt(s['ttfb_p50_ms'] - stream['direct']['ttfb_p50_ms'], '.2f')} p50)")
+    print("\nRSS MiB idle -> after load: " + ", ".join(
+        f"{n} {rss_idle[n]} -> {rss_load[n]}" for n in servers))
+    print(f"chain RPCs during {load_s:.0f} s of load: {rpc_total} for {total_requests} requests "
+          f"({rpc_total / max(total_requests, 1):.4f} per request): {rpc_delta}")
+    if ts_skip:
+        print(f"TS proxy not run: {ts_skip}")
+    for url, err in FIRST_ERRORS.items():
+        print(f"first error from {url}: {err}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": {"cpus": os.cpu_count(),
-                                                "python": platform.python_version()},
-                                    "verify": "warn", "route": "chat/completions (non-stream)",
-                                    "results": results}, indent=2) + "\n")
+    args.out.write_text(json.dumps({
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_avg": os.getloadavg()},
+        "route": "chat/completions", "rounds": args.rounds, "results": results,
+        "streaming": stream, "rss_mib": {"idle": rss_idle, "after_load": rss_load},
+        "chain_rpcs": {"during_load": rpc_delta, "total": rpc_total,
+                       "requests": total_requests, "load_seconds": round(load_s, 1)},
+        "ts_skipped": ts_skip, "first_errors": FIRST_ERRORS}, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -26,7 +26,8 @@ __all__ = ["main"]
 def main() -> None:
     """Run the benchmark (see the module docstring); prints a table and writes the JSON file."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="512,1024", help="square sides in pixels, comma-separated")
+    parser.add_argument("--sizes", default="512,1024",
+                        help="square sides in pixels, comma-separated")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--repeat", type=int, default=2, help="runs per size (best is kept)")
     args = parser.parse_args()

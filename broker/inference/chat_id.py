@@ -94,16 +94,20 @@ class SSEChatIdExtractor:
         self._handle(self._decoder.close())
         return self.chat_id
 
+    def observe(self, obj: dict[str, Any]) -> str | None:
+        """Consume one event already decoded as a JSON object (for a caller that parses each
+        event once for several purposes); return the chat ID found so far."""
+        if self.chat_id is None:
+            self.chat_id = _valid_id(obj.get("id"))
+        return self.chat_id
+
     def _handle(self, events: list[str]) -> None:
-        if self.chat_id is not None:
-            return
         for data in events:
+            if self.chat_id is not None:
+                return
             obj = parse_sse_json(data)
             if obj is not None:
-                found = _valid_id(obj.get("id"))
-                if found:
-                    self.chat_id = found
-                    return
+                self.observe(obj)
 
 
 def chat_id_from_sse(stream: bytes | str | Iterable[bytes | str]) -> str | None:

@@ -295,8 +295,14 @@ class UsageStreamCollector:
             self.feed(chunk)
         return self.close()
 
+    def observe(self, obj: dict[str, Any]) -> None:
+        """Consume one event already decoded as a JSON object (for a caller that parses each
+        event once for several purposes)."""
+        if isinstance(obj.get("usage"), dict):
+            self.usage = obj["usage"]
+
     def _handle(self, events: list[str]) -> None:
         for data in events:
             obj = parse_sse_json(data)
-            if obj is not None and isinstance(obj.get("usage"), dict):
-                self.usage = obj["usage"]
+            if obj is not None:
+                self.observe(obj)

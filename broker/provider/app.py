@@ -227,7 +227,8 @@ def create_app(gw: Gateway) -> FastAPI:
     @app.get("/v1/proxy/signature/{chat_id}")
     async def signature(chat_id: str, request: Request) -> dict:
         _check_ip(request)
-        sig = await run_in_threadpool(gw.signatures.get, chat_id)
+        sig = gw.signatures.cached(chat_id) or \
+            await run_in_threadpool(gw.signatures.get, chat_id)
         return SignatureResponse(text=sig.text, signature=sig.signature,
                                  signing_address=gw.signer.address).model_dump()
 
@@ -265,11 +266,13 @@ def create_app(gw: Gateway) -> FastAPI:
                               input_price=settings.input_price, output_price=settings.output_price,
                               image_count=image_count)
         completion_id = chat_id_from_sse(plain) if streamed else chat_id_from_body(plain)
+        aliases = (completion_id,) if completion_id else ()
         with gw.db.engine.begin() as conn:
             if fee is not None:
                 gw.ledger.bill(chat_id, fee, conn=conn)
-            gw.signatures.sign_and_store(chat_id, fwd_body, raw, conn=conn,
-                                         aliases=(completion_id,) if completion_id else ())
+            sig = gw.signatures.sign_and_store(chat_id, fwd_body, raw, conn=conn,
+                                               aliases=aliases)
+        gw.signatures.remember(gw.signatures.keys_for(chat_id, aliases), sig)    # committed
         if fee is not None and locked - (unsettled + fee.fee) < settings.min_locked_balance:
             gw.trigger_settlement()
 

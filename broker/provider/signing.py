@@ -10,7 +10,9 @@ chunk) so that the SDK's documented fallback ``processResponse(provider, data.id
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, delete, select
@@ -22,7 +24,11 @@ from broker.provider.db import ChatSignature, Database
 from broker.provider.errors import SignatureNotFoundError
 from broker.wire.signed_text import signed_text
 
-__all__ = ["SignatureStore", "StoredSignature", "response_signature_text"]
+__all__ = ["MEMORY_SIGNATURES", "SignatureStore", "StoredSignature", "response_signature_text"]
+
+#: How many recently stored signatures the gateway also keeps in memory (the signature endpoint
+#: answers those without a database read or a thread hop).
+MEMORY_SIGNATURES = 4096
 
 
 def response_signature_text(request_body: bytes, response_body: bytes) -> str:
@@ -55,6 +61,8 @@ class SignatureStore:
         self.db = db
         self.signer = signer
         self.ttl = ttl
+        self._memory: OrderedDict[str, tuple[StoredSignature, float]] = OrderedDict()
+        self._memory_lock = threading.Lock()
         dialect = db.engine.dialect.name
         if dialect in ("sqlite", "postgresql"):
             mod = sqlite if dialect == "sqlite" else postgresql
@@ -65,6 +73,34 @@ class SignatureStore:
                       "expires_at": stmt.excluded.expires_at})
         else:
             self._upsert = None
+
+    @staticmethod
+    def keys_for(chat_id: str, aliases: tuple[str, ...] = ()) -> list[str]:
+        """The lower-cased ids a signature is stored under: ``chat_id`` and each alias that is not
+        empty, not longer than 128 characters (the key's size) and not a repeat."""
+        keys = [chat_id.lower()]
+        keys += [a.lower() for a in aliases if a and len(a) <= 128 and a.lower() not in keys]
+        return keys
+
+    def remember(self, keys: tuple[str, ...] | list[str], sig: StoredSignature) -> None:
+        """Keep a **committed** signature in memory under ``keys`` (lower-cased chat ids) so that
+        :meth:`cached` answers its lookup without the database (the newest
+        :data:`MEMORY_SIGNATURES` are kept, each until it expires)."""
+        expires = time.time() + self.ttl
+        with self._memory_lock:
+            for key in keys:
+                self._memory[key.lower()] = (sig, expires)
+                self._memory.move_to_end(key.lower())
+            while len(self._memory) > MEMORY_SIGNATURES:
+                self._memory.popitem(last=False)
+
+    def cached(self, chat_id: str) -> StoredSignature | None:
+        """The signature of ``chat_id`` if it is in memory and not expired, else ``None`` (then
+        ask :meth:`get`). No I/O: safe on the event loop."""
+        found = self._memory.get(chat_id.lower())
+        if found is None or found[1] < time.time():
+            return None
+        return found[0]
 
     def _write(self, conn: Connection, row: dict) -> None:
         if self._upsert is not None:
@@ -89,17 +125,17 @@ class SignatureStore:
         text = response_signature_text(request_body, response_body)
         sig = StoredSignature(text, self.signer.sign_text(text))
         expires = time.time() + self.ttl
-        keys = [chat_id.lower()]
-        keys += [a.lower() for a in aliases if a and len(a) <= 128 and a.lower() not in keys]
+        keys = self.keys_for(chat_id, aliases)
         rows = [{"chat_id": key, "text": sig.text, "signature": sig.signature,
                  "expires_at": expires} for key in keys]
-        if conn is not None:
+        if conn is not None:       # the caller commits, then calls remember(keys, sig)
             for row in rows:
                 self._write(conn, row)
             return sig
         with self.db.engine.begin() as c:
             for row in rows:
                 self._write(c, row)
+        self.remember(keys, sig)
         return sig
 
     def get(self, chat_id: str) -> StoredSignature:

@@ -115,8 +115,9 @@ class _MetricsMiddleware:
 
         async def send_wrapper(message):
             if message["type"] == "http.response.start":
-                self.metrics.latency.labels(route=route).observe(time.perf_counter() - start)
-                self.metrics.requests.labels(route=route, status=str(message["status"])).inc()
+                m = self.metrics
+                m.child(m.latency, route).observe(time.perf_counter() - start)
+                m.child(m.requests, route, str(message["status"])).inc()
             await send(message)
 
         await self.app(scope, receive, send_wrapper)

@@ -3,6 +3,7 @@ and the common "complete response" path: read, bill, verify, answer."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -149,14 +150,27 @@ async def complete_response(ctx: ProxyContext, response: httpx.Response,
     raw = decode_body(received, response.headers)
     chat_id = extract_chat_id(response.headers, raw)
     binding = ResponseBinding.of(request_body=request_body, response_body=received)
-    result = await ctx.verifier.verify(chat_id, binding=binding)
-    refused = ctx.verifier.refuses(result)
-    if on_body is not None and not refused:
-        await on_body(response.status_code, raw)
-    charge = refused_bill if refused and refused_bill is not None else bill
-    fee = await ctx.billing.record(charge(raw) if charge is not None else None,
-                                   disputed=result if refused else None, chat_id=chat_id)
-    ctx.verifier.enforce(result)
+    if ctx.verifier.mode == "enforce":
+        # the outcome decides what is billed (accepted or disputed) and whether on_body runs
+        result = await ctx.verifier.verify(chat_id, binding=binding)
+        refused = ctx.verifier.refuses(result)
+        if on_body is not None and not refused:
+            await on_body(response.status_code, raw)
+        charge = refused_bill if refused and refused_bill is not None else bill
+        fee = await ctx.billing.record(charge(raw) if charge is not None else None,
+                                       disputed=result if refused else None, chat_id=chat_id)
+        ctx.verifier.enforce(result)
+    else:
+        # off / warn never refuse: the signature fetch and check run alongside billing (both are
+        # committed before the answer is sent)
+        async def account() -> int:
+            if on_body is not None:
+                await on_body(response.status_code, raw)
+            return await ctx.billing.record(bill(raw) if bill is not None else None,
+                                            chat_id=chat_id)
+
+        result, fee = await asyncio.gather(ctx.verifier.verify(chat_id, binding=binding),
+                                           account())
     headers = passthrough_headers(response.headers)
     headers[VERIFIED_HEADER] = header_value(result)
     headers[REASON_HEADER] = reason_value(result)

@@ -11,6 +11,8 @@ sub_account_locked, unsettled_fee), ``funding_events_total{kind}``,
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -55,6 +57,17 @@ class ProxyMetrics:
         self.funding_transferred = Counter("zg_serve_funding_transferred_neuron",
                                            "Neuron moved to the sub-account by auto-funding.",
                                            registry=r)
+
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, looked up once per label combination and then reused (the
+        label sets are small and fixed: routes, statuses, reasons)."""
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this registry."""

@@ -32,7 +32,7 @@ from fastapi.responses import Response, StreamingResponse
 from broker.inference.chat_id import SSEChatIdExtractor, chat_id_from_headers
 from broker.inference.fees import UsageStreamCollector
 from broker.inference.response_signature import ResponseBinding, VerificationResult
-from broker.inference.sse import SSEDecoder
+from broker.inference.sse import SSEDecoder, parse_sse_json
 from broker.proxy.context import ProxyContext
 from broker.proxy.errors import ProxyHTTPError
 from broker.proxy.protocol import ErrorBody, ErrorResponse
@@ -71,25 +71,40 @@ def _outcome_comments(result: VerificationResult | None) -> bytes:
 
 
 class _StreamState:
-    """Usage, chat id and the running sha256 of the raw stream."""
+    """Usage, chat id and the running sha256 of the raw stream. Each chunk is decoded into SSE
+    events once and each event parsed as JSON once, for the relay, the usage and the chat id."""
 
     def __init__(self, response: httpx.Response, request_body: bytes | None) -> None:
         self.usage = UsageStreamCollector()
         self.ids = SSEChatIdExtractor()
+        self.decoder = SSEDecoder()
         self.chat_id = chat_id_from_headers(response.headers)
         self.hash = hashlib.sha256()
         self.request_hash = None if request_body is None else sha256_hex(request_body)
         self.finished = False
 
-    def feed_raw(self, chunk: bytes) -> None:
-        """A chunk as received (hashed) that is also the decoded text (no coding)."""
+    def feed_raw(self, chunk: bytes) -> list[str]:
+        """A chunk as received (hashed) that is also the decoded text (no coding); returns the
+        events it completed."""
         self.hash.update(chunk)
-        self.feed_text(chunk)
+        return self.feed_text(chunk)
 
-    def feed_text(self, chunk: bytes) -> None:
-        self.usage.feed(chunk)
-        if self.chat_id is None:
-            self.ids.feed(chunk)
+    def feed_text(self, chunk: bytes) -> list[str]:
+        """Decoded stream text; returns the events it completed."""
+        return self._observe(self.decoder.feed(chunk))
+
+    def close(self) -> list[str]:
+        """End of stream: the events of an unterminated tail."""
+        return self._observe(self.decoder.close())
+
+    def _observe(self, events: list[str]) -> list[str]:
+        for data in events:
+            obj = parse_sse_json(data)
+            if obj is not None:
+                self.usage.observe(obj)
+                if self.chat_id is None:
+                    self.ids.observe(obj)
+        return events
 
     def binding(self) -> ResponseBinding:
         return ResponseBinding(self.hash.hexdigest(), self.request_hash)
@@ -97,14 +112,20 @@ class _StreamState:
 
 async def _settle(ctx: ProxyContext, state: _StreamState, *, refusable: bool = False
                   ) -> VerificationResult | None:
-    """Verify, then bill (as disputed when ``refusable`` and enforce refuses); returns the
-    result."""
-    usage = state.usage.close()
-    chat_id = state.chat_id or state.ids.close()
+    """Verify and bill (as disputed when ``refusable`` and enforce refuses: then one after the
+    other; otherwise concurrently); returns the result."""
+    usage = state.usage.usage
+    chat_id = state.chat_id or state.ids.chat_id
+    content = json.dumps(usage) if usage is not None else None
+    if not (refusable and ctx.verifier.mode == "enforce"):
+        # never refused: the signature check runs alongside billing (both done before [DONE])
+        result, _fee = await asyncio.gather(
+            ctx.verifier.verify(chat_id, binding=state.binding()),
+            ctx.billing.record(content, chat_id=chat_id))
+        return result
     result = await ctx.verifier.verify(chat_id, binding=state.binding())
-    refused = refusable and ctx.verifier.refuses(result)
-    await ctx.billing.record(json.dumps(usage) if usage is not None else None,
-                             disputed=result if refused else None, chat_id=chat_id)
+    refused = ctx.verifier.refuses(result)
+    await ctx.billing.record(content, disputed=result if refused else None, chat_id=chat_id)
     return result
 
 
@@ -117,6 +138,7 @@ async def _drain_and_settle(ctx: ProxyContext, response: httpx.Response,
         pass
     finally:
         await response.aclose()
+    state.close()
     try:
         await _settle(ctx, state)
     except Exception:
@@ -139,12 +161,11 @@ async def _buffered(ctx: ProxyContext, response: httpx.Response,
     received = await ctx.upstream.read_raw(response)
     state.hash.update(received)
     text = decode_body(received, response.headers)
-    state.feed_text(text)
+    events = state.feed_text(text) + state.close()
     state.finished = True
     result = await _settle(ctx, state, refusable=True)
     ctx.verifier.enforce(result)        # nothing was sent yet: a refusal is a plain 502
-    decoder = SSEDecoder()
-    body = _encode(decoder.feed(text)) + _encode(decoder.close())
+    body = _encode(events)
     body += _outcome_comments(result) + b"data: [DONE]\n\n"
     headers = _client_headers(ctx, response)
     headers[VERIFIED_HEADER] = header_value(result)
@@ -176,14 +197,12 @@ async def stream_response(ctx: ProxyContext, response: httpx.Response, *,
     state = _StreamState(response, request_body)
 
     async def relay() -> AsyncIterator[bytes]:
-        decoder = SSEDecoder()
         try:
             async for chunk in response.aiter_raw():
-                state.feed_raw(chunk)
-                out = _encode(decoder.feed(chunk))
+                out = _encode(state.feed_raw(chunk))
                 if out:
                     yield out
-            out = _encode(decoder.close())
+            out = _encode(state.close())
             if out:
                 yield out
         except httpx.HTTPError as exc:
@@ -192,6 +211,7 @@ async def stream_response(ctx: ProxyContext, response: httpx.Response, *,
             yield _error_event(ProxyHTTPError(
                 f"the provider's stream broke off ({type(exc).__name__})", status_code=502,
                 type="upstream_error", code="upstream_stream_broken"))
+            state.close()
             await _settle(ctx, state)
             return
         except BaseException:

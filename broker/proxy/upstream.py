@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
@@ -29,10 +30,16 @@ if TYPE_CHECKING:
     from broker.proxy.metrics import ProxyMetrics
     from broker.proxy.settings import ServeSettings
 
-__all__ = ["Family", "Upstream", "decode_body", "error_from_upstream", "json_dumps",
+__all__ = ["AUTH_HEADER_TTL_S", "Family", "Upstream", "decode_body", "error_from_upstream",
+           "json_dumps",
            "passthrough_headers"]
 
 logger = logging.getLogger(__name__)
+
+#: Seconds an ``Authorization`` header from ``get_request_headers`` is reused without asking again
+#: (the session token itself lives 24 h; this bounds the funding checks and thread hops to one per
+#: second at any rate).
+AUTH_HEADER_TTL_S = 1.0
 
 #: Route family, which selects the read timeout.
 Family = Literal["images", "chat", "audio", "default"]
@@ -149,6 +156,7 @@ class Upstream:
                                 max_keepalive_connections=settings.max_connections),
             headers={"Accept-Encoding": "identity"},
         )
+        self._auth: tuple[dict[str, str], float] | None = None
 
     def __repr__(self) -> str:
         return f"Upstream(provider={self.provider}, url={self.base_url})"
@@ -160,9 +168,18 @@ class Upstream:
         return httpx.Timeout(seconds, connect=self.settings.connect_timeout)
 
     async def auth_headers(self) -> dict[str, str]:
-        """Fresh ``Authorization`` for this provider (``get_request_headers`` in a worker thread:
-        it may read the chain). Raises the inference broker's errors (e.g. not acknowledged)."""
-        return await run_in_threadpool(self.inference.get_request_headers, self.provider)
+        """``Authorization`` for this provider: ``get_request_headers`` (funding check, cached
+        session token; in a worker thread since it may read the chain) at most once per
+        :data:`AUTH_HEADER_TTL_S` seconds, the same header in between without any thread hop. A
+        token the provider rejects is dropped at once (:meth:`send`). Raises the inference
+        broker's errors (e.g. not acknowledged)."""
+        cached = self._auth
+        now = time.monotonic()
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        headers = await run_in_threadpool(self.inference.get_request_headers, self.provider)
+        self._auth = (headers, now + AUTH_HEADER_TTL_S)
+        return headers
 
     async def send(self, method: str, path: str, *, family: Family = "default",
                    content: bytes | None = None, content_type: str | None = None,
@@ -213,6 +230,7 @@ class Upstream:
                 if is_session_rejection(response.status_code, decode_body(raw, response.headers)):
                     logger.info("provider %s rejected the session token; refreshing it once",
                                 self.provider)
+                    self._auth = None
                     await run_in_threadpool(self.inference.invalidate_session, self.provider)
                     continue
                 # the body was read to look at it: hand on a response that replays those bytes
@@ -267,7 +285,8 @@ class Upstream:
 
     def _count(self, route: str, status: str) -> None:
         if self.metrics is not None:
-            self.metrics.upstream_responses.labels(route=route or "other", status=status).inc()
+            m = self.metrics
+            m.child(m.upstream_responses, route or "other", status).inc()
 
     async def aclose(self) -> None:
         """Close the connection pool."""

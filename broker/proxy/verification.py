@@ -15,6 +15,7 @@ reaches the client.
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
@@ -31,10 +32,12 @@ from broker.proxy.errors import VerificationRefusedError
 
 if TYPE_CHECKING:
     from broker.inference.broker import InferenceBroker
+    from broker.inference.models import Service
     from broker.proxy.metrics import ProxyMetrics
     from broker.proxy.settings import VerifyMode
 
-__all__ = ["REASON_HEADER", "SEEN_CHAT_IDS", "VERIFIED_HEADER", "Verifier", "header_value",
+__all__ = ["REASON_HEADER", "SEEN_CHAT_IDS", "SERVICE_MEMO_S", "VERIFIED_HEADER", "Verifier",
+           "header_value",
            "reason_value"]
 
 logger = logging.getLogger(__name__)
@@ -43,6 +46,8 @@ logger = logging.getLogger(__name__)
 VERIFIED_HEADER = "X-0G-Verified"
 #: Response header with the :class:`VerificationReason` value (and the binding when verified).
 REASON_HEADER = "X-0G-Verification-Reason"
+#: Seconds the verifier reuses the provider's service without asking the inference broker again.
+SERVICE_MEMO_S = 1.0
 #: How many recent chat ids a :class:`Verifier` remembers to detect a reused one.
 SEEN_CHAT_IDS = 10_000
 
@@ -85,6 +90,19 @@ class Verifier:
         self.client = client
         self.metrics = metrics
         self._seen: OrderedDict[str, str | None] = OrderedDict()
+        self._cached_service: tuple[Service, float] | None = None
+
+    async def _service(self) -> Service:
+        """The provider's service (the inference broker's 10-min cache), asked for at most once
+        per :data:`SERVICE_MEMO_S` seconds so that most requests need no thread hop; a refresh
+        (:meth:`verify` on a signer mismatch) replaces it."""
+        cached = self._cached_service
+        now = time.monotonic()
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        service = await run_in_threadpool(self.inference.get_service, self.provider)
+        self._cached_service = (service, now + SERVICE_MEMO_S)
+        return service
 
     def _reused(self, chat_id: str | None, binding: ResponseBinding | None
                 ) -> VerificationResult | None:
@@ -125,20 +143,21 @@ class Verifier:
             return None
         result = self._reused(chat_id, binding)
         if result is None:
-            service = await run_in_threadpool(self.inference.get_service, self.provider)
+            service = await self._service()
             result = await averify_response_signature(service, chat_id, client=self.client,
                                                        binding=binding)
             if result.verified is False and result.reason in _RETRY_REASONS:
                 service = await run_in_threadpool(self.inference.get_service, self.provider,
                                                   refresh=True)
+                self._cached_service = (service, time.monotonic() + SERVICE_MEMO_S)
                 result = await averify_response_signature(service, chat_id, client=self.client,
                                                            binding=binding)
         if chat_id:
             await run_in_threadpool(self.inference.fee_store.record_verification,
                                     self.inference.address, self.provider, result)
         if self.metrics is not None:
-            self.metrics.verifications.labels(result=header_value(result),
-                                              reason=result.reason.value).inc()
+            m = self.metrics
+            m.child(m.verifications, header_value(result), result.reason.value).inc()
         if result.verified is False:
             logger.warning("response %s from %s not verified: %s", chat_id, self.provider,
                            result.detail or result.reason.value)
@@ -159,8 +178,8 @@ class Verifier:
             await run_in_threadpool(self.inference.fee_store.record_verification,
                                     self.inference.address, self.provider, result)
         if self.metrics is not None:
-            self.metrics.verifications.labels(result=header_value(result),
-                                              reason=result.reason.value).inc()
+            m = self.metrics
+            m.child(m.verifications, header_value(result), result.reason.value).inc()
         return result
 
     def refuses(self, result: VerificationResult | None) -> bool:

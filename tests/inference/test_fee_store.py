@@ -175,3 +175,81 @@ def check_disputed_fees(url: str) -> None:
 
 def test_disputed_fees_sqlite(tmp_path):
     check_disputed_fees(f"sqlite:///{tmp_path / 'inference.db'}")
+
+
+def test_verification_log_pruned_periodically_not_per_insert(tmp_path):
+    """Inserts do not count and prune on every call: the table may exceed the bound by fewer than
+    PRUNE_EVERY rows between prunes, but readers only ever see the newest ``max_verifications``."""
+    import sqlite3
+
+    from broker.inference.fee_store import PRUNE_EVERY
+
+    path = tmp_path / "p.db"
+    store = FeeStore(f"sqlite:///{path}", max_verifications=5)
+    for i in range(PRUNE_EVERY + 3):
+        store.record_verification(USER, PROVIDER, VerificationResult(
+            True, VerificationReason.VERIFIED, PROVIDER, f"c{i}", ""))
+    rows = sqlite3.connect(path).execute("SELECT COUNT(*) FROM verification_results").fetchone()[0]
+    assert rows == 5 + 3                     # pruned at the PRUNE_EVERY-th insert, 3 since then
+    shown = [r.chat_id for r in store.recent_verifications()]
+    assert shown == [f"c{i}" for i in range(PRUNE_EVERY + 2, PRUNE_EVERY - 3, -1)]
+    FeeStore(f"sqlite:///{path}", max_verifications=5)      # opening prunes too
+    assert sqlite3.connect(path).execute(
+        "SELECT COUNT(*) FROM verification_results").fetchone()[0] == 5
+
+
+def test_sqlite_fee_store_uses_wal_with_normal_sync(tmp_path):
+    store = FeeStore(f"sqlite:///{tmp_path / 'w.db'}")
+    with store._engine.connect() as conn:      # the pragmas of a pooled connection
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1      # NORMAL
+
+
+_KILL_WRITER = """
+import sys
+from broker.inference.fee_store import FeeStore
+from broker.inference.response_signature import VerificationReason, VerificationResult
+store = FeeStore(sys.argv[1])
+i = 0
+while True:
+    i += 1
+    store.add_fee(sys.argv[2], sys.argv[3], 7)
+    store.record_verification(sys.argv[2], sys.argv[3], VerificationResult(
+        True, VerificationReason.VERIFIED, sys.argv[3], f"c{i}", ""))
+    print(i, flush=True)                     # acknowledged: both commits returned
+"""
+
+
+def test_acknowledged_fees_survive_kill_9(tmp_path):
+    """Attack: kill -9 serve's fee store mid-stream. Every fee and verification whose write had
+    returned (printed) before the kill is still there; the file opens cleanly."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_WRITER, url, USER, PROVIDER],
+                            stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+    acked = 0
+    deadline = time.monotonic() + 60
+    try:
+        while acked < 40 and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            acked = int(line)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert acked >= 40, "the writer did not get going"
+    store = FeeStore(url)
+    totals = store.get_totals(USER, PROVIDER)
+    # the writer may have committed one more fee after its last acknowledgement, never fewer
+    assert totals.request_count in (acked, acked + 1)
+    assert totals.total_fee == 7 * totals.request_count
+    chat_ids = {r.chat_id for r in store.recent_verifications(limit=1000)}
+    assert {f"c{i}" for i in range(1, acked + 1)} <= chat_ids

@@ -201,3 +201,24 @@ def test_decoded_body_for_billing():
     assert decoded_body(b"not gzip", "gzip") == b"not gzip"        # corrupt: unchanged
     assert decoded_body(b"\x01\x02", "br") == b"\x01\x02"          # unknown coding: unchanged
     assert decoded_body(gzip.compress(b"x" * 1000), "gzip", limit=10) == b"x" * 10
+
+
+def test_recent_signatures_answered_from_memory_only_once_committed(tmp_path):
+    """The signature endpoint's memory holds what was committed, under the same keys as the
+    database (an over-long alias is not stored either way), and forgets it when it expires."""
+
+    store = SignatureStore(open_database(f"sqlite:///{tmp_path / 'm.db'}"),
+                           LocalTeeSigner(MOCK_TEE_KEY), ttl=60)
+    req, resp = b'{"model":"m"}', b'{"id":"cmpl-1"}'
+    stored = store.sign_and_store("CHAT-1", req, resp, aliases=("cmpl-1", "x" * 129))
+    assert store.cached("chat-1") == stored == store.cached("CMPL-1")
+    assert store.cached("x" * 129) is None
+    # joined to a caller's transaction: nothing in memory until the caller remembers it
+    with store.db.engine.begin() as conn:
+        sig = store.sign_and_store("chat-2", req, resp, conn=conn)
+    assert store.cached("chat-2") is None and store.get("chat-2") == sig
+    store.remember(store.keys_for("chat-2"), sig)
+    assert store.cached("chat-2") == sig
+    store.ttl = -1                              # entries remembered from now on are expired
+    store.remember(["chat-3"], sig)
+    assert store.cached("chat-3") is None
