@@ -2,7 +2,8 @@
 dashboard).
 
 Modules: ``guard`` (:class:`LocalGuard`: Host / Origin / ``Sec-Fetch-Site`` / Content-Type checks
-that keep a web page from using a local server), ``errors``.
+that keep a web page from using a local server), ``settings`` (the `AllowedHosts` /
+`AllowedOrigins` settings field types both servers use), ``errors``.
 """
 
 from broker.asgi.errors import GuardConfigError

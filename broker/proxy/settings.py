@@ -8,12 +8,12 @@ is not visible in the process list.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from broker.asgi.guard import LocalGuard, split_list
+from broker.asgi.settings import AllowedHosts, AllowedOrigins
 from broker.proxy.errors import ProxyConfigError
 
 __all__ = ["ServeSettings", "VerifyMode", "read_api_key_file"]
@@ -69,8 +69,8 @@ class ServeSettings(BaseSettings):
     port: int = Field(3000, ge=0, le=65535)
     api_key: SecretStr | None = None
     api_key_file: Path | None = None
-    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    allowed_hosts: AllowedHosts = Field(default_factory=list)
+    allowed_origins: AllowedOrigins = Field(default_factory=list)
     verify: VerifyMode = "warn"
     images_timeout: float = Field(600.0, gt=0)
     chat_timeout: float = Field(300.0, gt=0)
@@ -90,23 +90,6 @@ class ServeSettings(BaseSettings):
     media_ttl: float = Field(86400.0, gt=0)
     pixazo_long_side: int = Field(1024, ge=16, le=4096)
     webhook_allow_private: bool = False
-
-    @field_validator("allowed_hosts", "allowed_origins", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        return split_list(value)
-
-    @field_validator("allowed_hosts")
-    @classmethod
-    def _check_hosts(cls, value: list[str]) -> list[str]:
-        LocalGuard(None, allowed_hosts=value)        # GuardConfigError (a ValueError) when bad
-        return value
-
-    @field_validator("allowed_origins")
-    @classmethod
-    def _check_origins(cls, value: list[str]) -> list[str]:
-        LocalGuard(None, allowed_origins=value)
-        return value
 
     @model_validator(mode="after")
     def _load_api_key(self) -> ServeSettings:

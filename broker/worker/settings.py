@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from broker.asgi.guard import LocalGuard, split_list
+from broker.asgi.settings import AllowedHosts, AllowedOrigins
 
 __all__ = ["DEFAULT_MODEL", "WorkerSettings"]
 
@@ -33,12 +33,12 @@ class WorkerSettings(BaseSettings):
         "auto", description="auto = CUDA (bf16) when available, else CPU (float32)."
     )
     host: str = Field("127.0.0.1", description="Bind address.")
-    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+    allowed_hosts: AllowedHosts = Field(
         default_factory=list,
         description="Host names accepted besides loopback ones and the bind address (e.g. the "
         "name the gateway calls the worker by); comma-separated in the environment. See "
         "broker.asgi.guard.")
-    allowed_origins: Annotated[list[str], NoDecode] = Field(
+    allowed_origins: AllowedOrigins = Field(
         default_factory=list, description="Web origins allowed to call the worker (default none).")
     port: int = Field(8000, ge=0, le=65535, description="Bind port (0 = any free port).")
     safety_checker: str | None = Field(
@@ -85,19 +85,3 @@ class WorkerSettings(BaseSettings):
         """The model name clients see (``served_model_name`` or ``model``)."""
         return self.served_model_name or self.model
 
-    @field_validator("allowed_hosts", "allowed_origins", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        return split_list(value)
-
-    @field_validator("allowed_hosts")
-    @classmethod
-    def _check_hosts(cls, value: list[str]) -> list[str]:
-        LocalGuard(None, allowed_hosts=value)        # GuardConfigError (a ValueError) when bad
-        return value
-
-    @field_validator("allowed_origins")
-    @classmethod
-    def _check_origins(cls, value: list[str]) -> list[str]:
-        LocalGuard(None, allowed_origins=value)
-        return value
