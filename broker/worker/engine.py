@@ -273,20 +273,9 @@ class ImageEngine:
         """Load the pipelines unless loaded (``self._model_lock`` held). A failure leaves the
         engine unloaded, so the next task retries; its message is kept for the status."""
         if self._pipelines is None:
-            self._set_state("loading")
             logger.info("loading model %s on %s", self.model, self.device)
-            try:
-                pipes = self._loader(self.model, self.device)
-            except WorkerError as exc:
-                self._record_load_error(str(exc))
-                raise
-            except Exception as exc:  # OOM while moving to the device, broken files...
-                logger.exception("loading model %s failed", self.model)
-                message = f"cannot load model {self.model!r}: {type(exc).__name__}: {exc}"
-                self._record_load_error(message)
-                raise ModelLoadError(message) from exc
-            finally:
-                self._set_state("idle")
+            pipes = self._load_step(f"model {self.model!r}",
+                                    lambda: self._loader(self.model, self.device))
             with self._lock:
                 self._pipelines = pipes
                 self._load_error = None
@@ -298,22 +287,29 @@ class ImageEngine:
         from broker.worker.pipelines.safety import load_safety_checker
 
         loader = self._safety_loader or load_safety_checker
+        checker = self._load_step(f"safety checker {self.safety_checker!r}",
+                                  lambda: loader(self.safety_checker, self.device))
+        with self._lock:
+            self._checker = checker
+            self._load_error = None
+
+    def _load_step(self, what: str, load: Callable[[], Any]) -> Any:
+        """Run one load (the model, the safety checker) in state ``loading``: a failure is kept
+        for the status and raised as a :class:`WorkerError` (``ModelLoadError`` naming ``what``
+        and the cause for anything else: OOM while moving to the device, broken files...)."""
         self._set_state("loading")
         try:
-            checker = loader(self.safety_checker, self.device)
+            return load()
         except WorkerError as exc:
             self._record_load_error(str(exc))
             raise
         except Exception as exc:
-            logger.exception("loading safety checker %s failed", self.safety_checker)
-            message = f"cannot load safety checker {self.safety_checker!r}: {exc}"
+            logger.exception("loading %s failed", what)
+            message = f"cannot load {what}: {type(exc).__name__}: {exc}"
             self._record_load_error(message)
             raise ModelLoadError(message) from exc
         finally:
             self._set_state("idle")
-        with self._lock:
-            self._checker = checker
-            self._load_error = None
 
     def _record_load_error(self, message: str) -> None:
         with self._lock:
