@@ -4,7 +4,11 @@
 setup:
 	scripts/setup
 
+PY_SOURCES = broker tests benchmarks scripts/compile_contracts.py
+
 test: setup
+	.venv/bin/ruff format --check $(PY_SOURCES)
+	.venv/bin/ruff check $(PY_SOURCES)
 	.venv/bin/lint-imports
 	.venv/bin/python -m pytest -q
 
@@ -17,7 +21,8 @@ demo: setup
 	scripts/demo
 
 lint: setup
-	.venv/bin/ruff check broker tests
+	.venv/bin/ruff format --check $(PY_SOURCES)
+	.venv/bin/ruff check $(PY_SOURCES)
 	.venv/bin/lint-imports
 
 contracts: setup

@@ -51,8 +51,15 @@ ZG = 10**18
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SDK_DIR = ROOT / "tests" / "sdk" / "js"
-TS_CLI = SDK_DIR / "node_modules" / "@0gfoundation" / "0g-compute-ts-sdk" / "cli.commonjs" / \
-    "cli" / "index.js"
+TS_CLI = (
+    SDK_DIR
+    / "node_modules"
+    / "@0gfoundation"
+    / "0g-compute-ts-sdk"
+    / "cli.commonjs"
+    / "cli"
+    / "index.js"
+)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BODY = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -74,26 +81,47 @@ def _backend_app():
     async def chat(request):
         body = await request.json()
         if body.get("stream"):
+
             async def events():
                 for i, piece in enumerate(["o", "k"]):
-                    chunk = {"id": "chatcmpl-b", "object": "chat.completion.chunk", "created": 1,
-                             "model": body.get("model"), "choices": [{"index": 0, "delta": {
-                                 "content": piece}, "finish_reason": None}]}
+                    chunk = {
+                        "id": "chatcmpl-b",
+                        "object": "chat.completion.chunk",
+                        "created": 1,
+                        "model": body.get("model"),
+                        "choices": [
+                            {"index": 0, "delta": {"content": piece}, "finish_reason": None}
+                        ],
+                    }
                     yield f"data: {json.dumps(chunk)}\n\n"
-                last = {"id": "chatcmpl-b", "object": "chat.completion.chunk", "created": 1,
-                        "model": body.get("model"), "choices": [{"index": 0, "delta": {},
-                        "finish_reason": "stop"}], "usage": {"prompt_tokens": 3,
-                        "completion_tokens": 2, "total_tokens": 5}}
+                last = {
+                    "id": "chatcmpl-b",
+                    "object": "chat.completion.chunk",
+                    "created": 1,
+                    "model": body.get("model"),
+                    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+                }
                 yield f"data: {json.dumps(last)}\n\n"
                 yield "data: [DONE]\n\n"
 
             return StreamingResponse(events(), media_type="text/event-stream")
-        return JSONResponse({"id": "chatcmpl-b", "object": "chat.completion", "created": 1,
-                             "model": body.get("model"), "choices": [{"index": 0,
-                             "finish_reason": "stop", "message": {"role": "assistant",
-                                                                  "content": "ok"}}],
-                             "usage": {"prompt_tokens": 3, "completion_tokens": 1,
-                                       "total_tokens": 4}})
+        return JSONResponse(
+            {
+                "id": "chatcmpl-b",
+                "object": "chat.completion",
+                "created": 1,
+                "model": body.get("model"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": "ok"},
+                    }
+                ],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+            }
+        )
 
     return Starlette(routes=[Route("/chat/completions", chat, methods=["POST"])])
 
@@ -122,17 +150,16 @@ class _Relay:
                         self.counts[m] = self.counts.get(m, 0) + 1
             except ValueError:
                 pass
-            r = await client.post("/", content=raw,
-                                   headers={"content-type": "application/json"})
-            return Response(r.content, status_code=r.status_code,
-                            media_type="application/json")
+            r = await client.post("/", content=raw, headers={"content-type": "application/json"})
+            return Response(r.content, status_code=r.status_code, media_type="application/json")
 
         async def counts(_request: Request) -> Response:
             with self._lock:
                 return JSONResponse(dict(self.counts))
 
-        self.app = Starlette(routes=[Route("/", rpc, methods=["POST"]),
-                                     Route("/counts", counts, methods=["GET"])])
+        self.app = Starlette(
+            routes=[Route("/", rpc, methods=["POST"]), Route("/counts", counts, methods=["GET"])]
+        )
 
 
 def _thread_server(app) -> str:
@@ -169,32 +196,45 @@ def role_stack(handshake: Path, home: Path) -> None:
         state = net.state.model_copy(update={"rpc_url": relay_url})
         provider_key = state.accounts[PROVIDER_ACCOUNT_INDEX].private_key.get_secret_value()
         gw_port = _free_port()
-        settings = provider_settings(state, provider_key=provider_key, home=home / "provider",
-                                     model="tiny", gateway_port=gw_port,
-                                     worker_url="http://127.0.0.1:9",
-                                     price_per_image=10**12, chat_backend_url=backend,
-                                     db_name="gateway.db")
+        settings = provider_settings(
+            state,
+            provider_key=provider_key,
+            home=home / "provider",
+            model="tiny",
+            gateway_port=gw_port,
+            worker_url="http://127.0.0.1:9",
+            price_per_image=10**12,
+            chat_backend_url=backend,
+            db_name="gateway.db",
+        )
         # a chatbot service billed per token (B9), its backend the fake chat server
-        settings = settings.model_copy(update={"service_type": "chatbot", "input_price": 10**12,
-                                               "target_url": backend})
+        settings = settings.model_copy(
+            update={"service_type": "chatbot", "input_price": 10**12, "target_url": backend}
+        )
         (home / "provider").mkdir(parents=True, exist_ok=True, mode=0o700)
         signer = load_tee_signer(settings)
         w3 = connect(relay_url)
         wallet = Account.from_key(provider_key)
-        contract = InferenceServingContract(w3, state.inference_address,
-                                            TransactionSender(w3, wallet))
+        contract = InferenceServingContract(
+            w3, state.inference_address, TransactionSender(w3, wallet)
+        )
         register_service(contract, settings, signer.address)
         owner = Account.from_key(state.accounts[0].private_key.get_secret_value())
         acknowledge_tee_signer_by_owner(
             InferenceServingContract(w3, state.inference_address, TransactionSender(w3, owner)),
-            wallet.address)
+            wallet.address,
+        )
         users = {}
         for name in ("warn", "off", "ts"):
             user = fund_new_account(state, 100 * ZG)
             key = "0x" + bytes(user.key).hex()
-            broker = create_broker(key, network="devnet", rpc_url=relay_url,
-                                   ledger_address=state.ledger_address,
-                                   inference_address=state.inference_address)
+            broker = create_broker(
+                key,
+                network="devnet",
+                rpc_url=relay_url,
+                ledger_address=state.ledger_address,
+                inference_address=state.inference_address,
+            )
             broker.ledger.add_ledger(50)
             broker.ledger.transfer_fund(wallet.address, "inference", 20)
             if name != "ts":
@@ -202,9 +242,20 @@ def role_stack(handshake: Path, home: Path) -> None:
             broker.inference.close()
             users[name] = key
         genv = {}
-        for field in ("network", "rpc_url", "inference_address", "dstack_socket", "service_type",
-                      "model", "input_price", "output_price", "serving_url", "target_url",
-                      "openai_backend_url", "db_url"):
+        for field in (
+            "network",
+            "rpc_url",
+            "inference_address",
+            "dstack_socket",
+            "service_type",
+            "model",
+            "input_price",
+            "output_price",
+            "serving_url",
+            "target_url",
+            "openai_backend_url",
+            "db_url",
+        ):
             value = getattr(settings, field)
             if value is not None:
                 genv[f"ZG_PROVIDER_{field.upper()}"] = str(value)
@@ -212,10 +263,18 @@ def role_stack(handshake: Path, home: Path) -> None:
         genv["ZG_PROVIDER_TEE_SIGNER_KEY"] = settings.tee_signer_key.get_secret_value()
         fd = os.open(handshake, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump({"rpc_url": relay_url, "ledger": state.ledger_address,
-                       "inference": state.inference_address, "users": users,
-                       "provider": wallet.address, "gateway_port": gw_port,
-                       "gateway_env": genv}, f)
+            json.dump(
+                {
+                    "rpc_url": relay_url,
+                    "ledger": state.ledger_address,
+                    "inference": state.inference_address,
+                    "users": users,
+                    "provider": wallet.address,
+                    "gateway_port": gw_port,
+                    "gateway_env": genv,
+                },
+                f,
+            )
         stop.wait()
 
 
@@ -224,7 +283,7 @@ def role_stack(handshake: Path, home: Path) -> None:
 
 def _proc_cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK       # utime + stime
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
 def _rss_mib(pid: int) -> float:
@@ -259,8 +318,9 @@ def _quantiles(lat: list[float]) -> tuple[float, float]:
 FIRST_ERRORS: dict[str, str] = {}
 
 
-async def _slice(client: httpx.AsyncClient, url: str, concurrency: int, requests: int,
-                 seconds: float) -> tuple[list[float], int, float]:
+async def _slice(
+    client: httpx.AsyncClient, url: str, concurrency: int, requests: int, seconds: float
+) -> tuple[list[float], int, float]:
     latencies: list[float] = []
     errors = 0
     remaining = requests
@@ -302,15 +362,17 @@ async def _ttfb(client: httpx.AsyncClient, url: str, n: int) -> list[float]:
     return out
 
 
-def _wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 300,
-               method: str = "GET") -> None:
+def _wait_http(
+    url: str, proc: subprocess.Popen, what: str, timeout: float = 300, method: str = "GET"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"{what} exited with {proc.returncode}")
         try:
-            r = httpx.request(method, url, timeout=2,
-                              **({"json": BODY} if method == "POST" else {}))
+            r = httpx.request(
+                method, url, timeout=2, **({"json": BODY} if method == "POST" else {})
+            )
             if r.status_code < 500:
                 return
         except httpx.HTTPError:
@@ -325,8 +387,14 @@ def _ts_available() -> str | None:
         return "node/npm not installed"
     if not TS_CLI.is_file():
         try:
-            done = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=SDK_DIR,
-                                  capture_output=True, text=True, timeout=420, check=False)
+            done = subprocess.run(
+                ["npm", "ci", "--no-audit", "--no-fund"],
+                cwd=SDK_DIR,
+                capture_output=True,
+                text=True,
+                timeout=420,
+                check=False,
+            )
         except subprocess.TimeoutExpired:
             return "npm ci timed out"
         if done.returncode != 0 or not TS_CLI.is_file():
@@ -341,24 +409,40 @@ def main() -> None:
     parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--levels", default="1,10,50", help="concurrency levels")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per level")
-    parser.add_argument("--requests", type=int, default=200,
-                        help="requests per slice (one target, one round)")
+    parser.add_argument(
+        "--requests", type=int, default=200, help="requests per slice (one target, one round)"
+    )
     parser.add_argument("--seconds", type=float, default=6.0, help="time cap per slice")
     parser.add_argument("--stream-requests", type=int, default=30)
     parser.add_argument("--no-ts", action="store_true", help="skip the TS proxy")
-    parser.add_argument("--profile", choices=["gateway", "serve-warn", "serve-off"],
-                        help="record this process with py-spy during the load")
-    parser.add_argument("--profile-out", type=Path, default=Path("profile.txt"),
-                        help="py-spy output (.txt: collapsed stacks, else a flame graph SVG)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: levels 1,10, one round, 40 requests, 3 s slices")
+    parser.add_argument(
+        "--profile",
+        choices=["gateway", "serve-warn", "serve-off"],
+        help="record this process with py-spy during the load",
+    )
+    parser.add_argument(
+        "--profile-out",
+        type=Path,
+        default=Path("profile.txt"),
+        help="py-spy output (.txt: collapsed stacks, else a flame graph SVG)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: levels 1,10, one round, 40 requests, 3 s slices",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "proxy_overhead.json")
     args = parser.parse_args()
     if args.role == "stack":
         return role_stack(args.handshake, args.home)
-    if args.quick:      # smaller defaults; explicit options win
-        for name, value in (("levels", "1,10"), ("rounds", 1), ("requests", 40),
-                            ("seconds", 3.0), ("stream_requests", 10)):
+    if args.quick:  # smaller defaults; explicit options win
+        for name, value in (
+            ("levels", "1,10"),
+            ("rounds", 1),
+            ("requests", 40),
+            ("seconds", 3.0),
+            ("stream_requests", 10),
+        ):
             if getattr(args, name) == parser.get_default(name):
                 setattr(args, name, value)
 
@@ -372,14 +456,27 @@ def main() -> None:
 
     def spawn(name: str, cmd: list[str], extra: dict[str, str], cwd: Path | None = None):
         log = open(logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        procs[name] = subprocess.Popen(cmd, env={**env, **extra}, stdout=log,
-                                       stderr=subprocess.STDOUT, cwd=cwd)
+        procs[name] = subprocess.Popen(
+            cmd, env={**env, **extra}, stdout=log, stderr=subprocess.STDOUT, cwd=cwd
+        )
 
     cli = [sys.executable, "-m", "broker.cli.main"]
     try:
         hs_path = tmp / "handshake.json"
-        spawn("stack", [sys.executable, __file__, "--role", "stack", "--handshake", str(hs_path),
-                        "--home", str(tmp / "stack")], {"ZG_HOME": str(tmp / "stack-home")})
+        spawn(
+            "stack",
+            [
+                sys.executable,
+                __file__,
+                "--role",
+                "stack",
+                "--handshake",
+                str(hs_path),
+                "--home",
+                str(tmp / "stack"),
+            ],
+            {"ZG_HOME": str(tmp / "stack-home")},
+        )
         deadline = time.monotonic() + 300
         while not hs_path.exists() or not hs_path.read_text():
             if procs["stack"].poll() is not None or time.monotonic() > deadline:
@@ -387,46 +484,105 @@ def main() -> None:
             time.sleep(0.2)
         hs = json.loads(hs_path.read_text())
         gw_url = f"http://127.0.0.1:{hs['gateway_port']}"
-        spawn("gateway", [*cli, "provider", "serve", "--port", str(hs["gateway_port"]),
-                          "--host", "127.0.0.1"],
-              {**hs["gateway_env"], "ZG_HOME": str(tmp / "gw-home"),
-               "ZG_PROVIDER_PER_IP_RPS": "1000000", "ZG_PROVIDER_PER_IP_BURST": "1000000",
-               "ZG_PROVIDER_PER_USER_RPM": "1000000000", "ZG_PROVIDER_PER_USER_BURST": "1000000",
-               "ZG_PROVIDER_MAX_PER_USER_CONCURRENT": "10000",
-               "ZG_PROVIDER_MAX_GLOBAL_CONCURRENT": "10000"})
+        spawn(
+            "gateway",
+            [*cli, "provider", "serve", "--port", str(hs["gateway_port"]), "--host", "127.0.0.1"],
+            {
+                **hs["gateway_env"],
+                "ZG_HOME": str(tmp / "gw-home"),
+                "ZG_PROVIDER_PER_IP_RPS": "1000000",
+                "ZG_PROVIDER_PER_IP_BURST": "1000000",
+                "ZG_PROVIDER_PER_USER_RPM": "1000000000",
+                "ZG_PROVIDER_PER_USER_BURST": "1000000",
+                "ZG_PROVIDER_MAX_PER_USER_CONCURRENT": "10000",
+                "ZG_PROVIDER_MAX_GLOBAL_CONCURRENT": "10000",
+            },
+        )
         _wait_http(gw_url + "/health", procs["gateway"], "gateway")
         urls = {"direct": gw_url + "/v1/proxy/chat/completions"}
         for mode in ("warn", "off"):
             port = _free_port()
-            spawn(f"serve-{mode}", [*cli, "serve", "--provider", hs["provider"], "--port",
-                                    str(port), "--verify", mode],
-                  {"ZG_HOME": str(tmp / f"serve-{mode}"), "ZG_PRIVATE_KEY": hs["users"][mode],
-                   "ZG_NETWORK": "devnet", "ZG_RPC_URL": hs["rpc_url"],
-                   "ZG_LEDGER_ADDRESS": hs["ledger"], "ZG_INFERENCE_ADDRESS": hs["inference"]})
+            spawn(
+                f"serve-{mode}",
+                [
+                    *cli,
+                    "serve",
+                    "--provider",
+                    hs["provider"],
+                    "--port",
+                    str(port),
+                    "--verify",
+                    mode,
+                ],
+                {
+                    "ZG_HOME": str(tmp / f"serve-{mode}"),
+                    "ZG_PRIVATE_KEY": hs["users"][mode],
+                    "ZG_NETWORK": "devnet",
+                    "ZG_RPC_URL": hs["rpc_url"],
+                    "ZG_LEDGER_ADDRESS": hs["ledger"],
+                    "ZG_INFERENCE_ADDRESS": hs["inference"],
+                },
+            )
             urls[f"serve-{mode}"] = f"http://127.0.0.1:{port}/v1/chat/completions"
         for mode in ("warn", "off"):
-            _wait_http(urls[f"serve-{mode}"].rsplit("/v1/", 1)[0] + "/health",
-                       procs[f"serve-{mode}"], f"serve --verify {mode}")
+            _wait_http(
+                urls[f"serve-{mode}"].rsplit("/v1/", 1)[0] + "/health",
+                procs[f"serve-{mode}"],
+                f"serve --verify {mode}",
+            )
         if ts_skip is None:
             port = _free_port()
             ts_home = tmp / "ts-home"
             (ts_home / ".0g-compute-cli").mkdir(parents=True)
-            fd = os.open(ts_home / ".0g-compute-cli" / "config.json",
-                         os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd = os.open(
+                ts_home / ".0g-compute-cli" / "config.json",
+                os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                0o600,
+            )
             with os.fdopen(fd, "w") as f:
-                json.dump({"privateKey": hs["users"]["ts"], "rpcEndpoint": hs["rpc_url"],
-                           "network": "custom"}, f)
-            spawn("ts", ["node", str(TS_CLI), "inference", "serve", "--provider", hs["provider"],
-                         "--rpc", hs["rpc_url"], "--ledger-ca", hs["ledger"], "--inference-ca",
-                         hs["inference"], "--port", str(port), "--host", "127.0.0.1"],
-                  {"HOME": str(ts_home), "ZG_RPC_ENDPOINT": hs["rpc_url"]}, cwd=SDK_DIR)
+                json.dump(
+                    {
+                        "privateKey": hs["users"]["ts"],
+                        "rpcEndpoint": hs["rpc_url"],
+                        "network": "custom",
+                    },
+                    f,
+                )
+            spawn(
+                "ts",
+                [
+                    "node",
+                    str(TS_CLI),
+                    "inference",
+                    "serve",
+                    "--provider",
+                    hs["provider"],
+                    "--rpc",
+                    hs["rpc_url"],
+                    "--ledger-ca",
+                    hs["ledger"],
+                    "--inference-ca",
+                    hs["inference"],
+                    "--port",
+                    str(port),
+                    "--host",
+                    "127.0.0.1",
+                ],
+                {"HOME": str(ts_home), "ZG_RPC_ENDPOINT": hs["rpc_url"]},
+                cwd=SDK_DIR,
+            )
             urls["ts"] = f"http://127.0.0.1:{port}/v1/chat/completions"
             _wait_http(urls["ts"], procs["ts"], "TS serve", method="POST")
 
         from broker.broker import create_broker
 
-        broker = create_broker(hs["users"]["warn"], network="devnet", rpc_url=hs["rpc_url"],
-                               ledger_address=hs["ledger"], inference_address=hs["inference"])
+        broker = create_broker(
+            hs["users"]["warn"],
+            network="devnet",
+            rpc_url=hs["rpc_url"],
+            ledger_address=hs["ledger"],
+            inference_address=hs["inference"],
+        )
         auth = broker.inference.get_request_headers(hs["provider"])
         broker.inference.close()
         headers = {name: (auth if name == "direct" else {}) for name in urls}
@@ -437,36 +593,55 @@ def main() -> None:
         if args.profile:
             spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
             procs["py-spy"] = subprocess.Popen(
-                [spy, "record", "-p", str(procs[args.profile].pid), "-o", str(args.profile_out),
-                 "-r", "200",
-                 "--format", "raw" if args.profile_out.suffix == ".txt" else "flamegraph"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                [
+                    spy,
+                    "record",
+                    "-p",
+                    str(procs[args.profile].pid),
+                    "-o",
+                    str(args.profile_out),
+                    "-r",
+                    "200",
+                    "--format",
+                    "raw" if args.profile_out.suffix == ".txt" else "flamegraph",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         t_load = time.monotonic()
 
         async def run_all() -> tuple[list[dict], dict]:
             results = []
             counts = httpx.AsyncClient(timeout=10)
             rpc_counts_url = hs["rpc_url"] + "/counts"
-            clients = {n: httpx.AsyncClient(timeout=120, headers=headers[n],
-                                             limits=httpx.Limits(max_connections=100,
-                                                                 max_keepalive_connections=100))
-                       for n in urls}
+            clients = {
+                n: httpx.AsyncClient(
+                    timeout=120,
+                    headers=headers[n],
+                    limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
+                )
+                for n in urls
+            }
             try:
-                for n, c in clients.items():               # warm connections and caches
+                for n, c in clients.items():  # warm connections and caches
                     for _ in range(3):
                         await c.post(urls[n], json=BODY)
                 for level in [int(x) for x in args.levels.split(",")]:
-                    acc = {n: {"lat": [], "errors": 0, "seconds": 0.0, "gw_cpu": 0.0,
-                               "rpcs": 0} for n in urls}
+                    acc = {
+                        n: {"lat": [], "errors": 0, "seconds": 0.0, "gw_cpu": 0.0, "rpcs": 0}
+                        for n in urls
+                    }
                     for _round in range(args.rounds):
                         for n, url in urls.items():
                             rpc0 = sum((await counts.get(rpc_counts_url)).json().values())
                             cpu0 = _proc_cpu_s(gw_pid)
-                            lat, err, secs = await _slice(clients[n], url, level,
-                                                          args.requests, args.seconds)
+                            lat, err, secs = await _slice(
+                                clients[n], url, level, args.requests, args.seconds
+                            )
                             acc[n]["gw_cpu"] += _proc_cpu_s(gw_pid) - cpu0
-                            acc[n]["rpcs"] += sum(
-                                (await counts.get(rpc_counts_url)).json().values()) - rpc0
+                            acc[n]["rpcs"] += (
+                                sum((await counts.get(rpc_counts_url)).json().values()) - rpc0
+                            )
                             acc[n]["lat"] += lat
                             acc[n]["errors"] += err
                             acc[n]["seconds"] += secs
@@ -475,31 +650,36 @@ def main() -> None:
                         p50, p99 = _quantiles(a["lat"])
                         done = len(a["lat"])
                         row["targets"][n] = {
-                            "requests": done, "errors": a["errors"],
+                            "requests": done,
+                            "errors": a["errors"],
                             "rps": round(done / a["seconds"], 1) if a["seconds"] else 0.0,
-                            "p50_ms": round(p50, 2), "p99_ms": round(p99, 2),
-                            "gateway_cpu_ms_per_request":
-                                round(a["gw_cpu"] * 1000 / done, 2) if done else None,
-                            "chain_rpcs_per_request":
-                                round(a["rpcs"] / (done + a["errors"]), 3)
-                                if done + a["errors"] else None}
+                            "p50_ms": round(p50, 2),
+                            "p99_ms": round(p99, 2),
+                            "gateway_cpu_ms_per_request": round(a["gw_cpu"] * 1000 / done, 2)
+                            if done
+                            else None,
+                            "chain_rpcs_per_request": round(a["rpcs"] / (done + a["errors"]), 3)
+                            if done + a["errors"]
+                            else None,
+                        }
                     d = row["targets"]["direct"]
                     for n, t in row["targets"].items():
                         if n != "direct":
                             t["added_p50_ms"] = round(t["p50_ms"] - d["p50_ms"], 2)
                             t["added_p99_ms"] = round(t["p99_ms"] - d["p99_ms"], 2)
-                            if "ts" in row["targets"] and n != "ts" and \
-                                    row["targets"]["ts"]["rps"]:
-                                t["rate_vs_ts"] = round(t["rps"] / row["targets"]["ts"]["rps"],
-                                                        2)
+                            if "ts" in row["targets"] and n != "ts" and row["targets"]["ts"]["rps"]:
+                                t["rate_vs_ts"] = round(t["rps"] / row["targets"]["ts"]["rps"], 2)
                     results.append(row)
                     print(json.dumps(row), flush=True)
                 stream = {}
                 for n, url in urls.items():
                     ttfb = await _ttfb(clients[n], url, args.stream_requests)
                     p50, p99 = _quantiles(ttfb)
-                    stream[n] = {"requests": len(ttfb), "ttfb_p50_ms": round(p50, 2),
-                                 "ttfb_p99_ms": round(p99, 2)}
+                    stream[n] = {
+                        "requests": len(ttfb),
+                        "ttfb_p50_ms": round(p50, 2),
+                        "ttfb_p99_ms": round(p99, 2),
+                    }
                 return results, stream
             finally:
                 for c in [*clients.values(), counts]:
@@ -512,7 +692,7 @@ def main() -> None:
     finally:
         spy_proc = procs.pop("py-spy", None)
         if spy_proc is not None:
-            spy_proc.send_signal(signal.SIGINT)        # py-spy writes its output on SIGINT
+            spy_proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
             spy_proc.wait(60)
         for p in reversed(list(procs.values())):
             p.terminate()
@@ -521,9 +701,9 @@ def main() -> None:
                 p.wait(30)
             except subprocess.TimeoutExpired:
                 p.kill()
-    total_requests = sum(t["requests"] + t["errors"] for r in results
-                         for t in r["targets"].values()) + \
-        sum(s["requests"] for s in stream.values())
+    total_requests = sum(
+        t["requests"] + t["errors"] for r in results for t in r["targets"].values()
+    ) + sum(s["requests"] for s in stream.values())
     rpc_delta = {m: rpc_after.get(m, 0) - rpc_before.get(m, 0) for m in rpc_after}
     rpc_delta = {m: c for m, c in rpc_delta.items() if c}
     rpc_total = sum(rpc_delta.values())
@@ -533,38 +713,66 @@ def main() -> None:
 
     names = list(urls)
     print()
-    print("clients | target      |  p50 ms |  p99 ms | +p50 ms | +p99 ms |     rps | "
-          "ours/TS | gw CPU ms/req | RPCs/req | errors")
+    print(
+        "clients | target      |  p50 ms |  p99 ms | +p50 ms | +p99 ms |     rps | "
+        "ours/TS | gw CPU ms/req | RPCs/req | errors"
+    )
     for r in results:
         for n in names:
             t = r["targets"][n]
-            print(f"{r['clients']:>7} | {n:<11} | {fmt(t['p50_ms'])} | {fmt(t['p99_ms'])} | "
-                  f"{fmt(t.get('added_p50_ms'))} | {fmt(t.get('added_p99_ms'))} | "
-                  f"{fmt(t['rps'])} | {fmt(t.get('rate_vs_ts'), '>7.2f')} | "
-                  f"{fmt(t['gateway_cpu_ms_per_request'], '>13.2f')} | "
-                  f"{fmt(t['chain_rpcs_per_request'], '>8.3f')} | {t['errors']}")
+            print(
+                f"{r['clients']:>7} | {n:<11} | {fmt(t['p50_ms'])} | {fmt(t['p99_ms'])} | "
+                f"{fmt(t.get('added_p50_ms'))} | {fmt(t.get('added_p99_ms'))} | "
+                f"{fmt(t['rps'])} | {fmt(t.get('rate_vs_ts'), '>7.2f')} | "
+                f"{fmt(t['gateway_cpu_ms_per_request'], '>13.2f')} | "
+                f"{fmt(t['chain_rpcs_per_request'], '>8.3f')} | {t['errors']}"
+            )
     print("\nstreaming (1 client): time to first body byte, p50 / p99 ms")
     for n in names:
         s = stream[n]
-        print(f"  {n:<11} {fmt(s['ttfb_p50_ms'])} / {fmt(s['ttfb_p99_ms'])}  "
-              f"(+{fmt(s['ttfb_p50_ms'] - stream['direct']['ttfb_p50_ms'], '.2f')} p50)")
-    print("\nRSS MiB idle -> after load: " + ", ".join(
-        f"{n} {rss_idle[n]} -> {rss_load[n]}" for n in servers))
-    print(f"chain RPCs during {load_s:.0f} s of load: {rpc_total} for {total_requests} requests "
-          f"({rpc_total / max(total_requests, 1):.4f} per request): {rpc_delta}")
+        print(
+            f"  {n:<11} {fmt(s['ttfb_p50_ms'])} / {fmt(s['ttfb_p99_ms'])}  "
+            f"(+{fmt(s['ttfb_p50_ms'] - stream['direct']['ttfb_p50_ms'], '.2f')} p50)"
+        )
+    print(
+        "\nRSS MiB idle -> after load: "
+        + ", ".join(f"{n} {rss_idle[n]} -> {rss_load[n]}" for n in servers)
+    )
+    print(
+        f"chain RPCs during {load_s:.0f} s of load: {rpc_total} for {total_requests} requests "
+        f"({rpc_total / max(total_requests, 1):.4f} per request): {rpc_delta}"
+    )
     if ts_skip:
         print(f"TS proxy not run: {ts_skip}")
     for url, err in FIRST_ERRORS.items():
         print(f"first error from {url}: {err}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_avg": os.getloadavg()},
-        "route": "chat/completions", "rounds": args.rounds, "results": results,
-        "streaming": stream, "rss_mib": {"idle": rss_idle, "after_load": rss_load},
-        "chain_rpcs": {"during_load": rpc_delta, "total": rpc_total,
-                       "requests": total_requests, "load_seconds": round(load_s, 1)},
-        "ts_skipped": ts_skip, "first_errors": FIRST_ERRORS}, indent=2) + "\n")
+    args.out.write_text(
+        json.dumps(
+            {
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "load_avg": os.getloadavg(),
+                },
+                "route": "chat/completions",
+                "rounds": args.rounds,
+                "results": results,
+                "streaming": stream,
+                "rss_mib": {"idle": rss_idle, "after_load": rss_load},
+                "chain_rpcs": {
+                    "during_load": rpc_delta,
+                    "total": rpc_total,
+                    "requests": total_requests,
+                    "load_seconds": round(load_s, 1),
+                },
+                "ts_skipped": ts_skip,
+                "first_errors": FIRST_ERRORS,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {args.out}")
 
 

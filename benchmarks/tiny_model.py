@@ -26,8 +26,9 @@ __all__ = ["main"]
 def main() -> None:
     """Run the benchmark (see the module docstring); prints a table and writes the JSON file."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="512,1024",
-                        help="square sides in pixels, comma-separated")
+    parser.add_argument(
+        "--sizes", default="512,1024", help="square sides in pixels, comma-separated"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--repeat", type=int, default=2, help="runs per size (best is kept)")
     args = parser.parse_args()
@@ -44,9 +45,15 @@ def main() -> None:
     load_seconds = time.perf_counter() - started
 
     def run(side: int) -> tuple[float, float]:
-        task = ImageTask(prompt="A serene mountain landscape at sunset", n=1, width=side,
-                         height=side, num_inference_steps=limits.default_steps,
-                         guidance_scale=limits.default_guidance, seed=1)
+        task = ImageTask(
+            prompt="A serene mountain landscape at sunset",
+            n=1,
+            width=side,
+            height=side,
+            num_inference_steps=limits.default_steps,
+            guidance_scale=limits.default_guidance,
+            seed=1,
+        )
         wall, cpu = time.perf_counter(), time.process_time()
         images = engine.submit(task).result().images
         assert images[0].size == (side, side)
@@ -57,8 +64,14 @@ def main() -> None:
     for side in (int(s) for s in args.sizes.split(",")):
         runs = [run(side) for _ in range(args.repeat)]
         wall, cpu = min(r[0] for r in runs), min(r[1] for r in runs)
-        rows.append({"size": f"{side}x{side}", "steps": limits.default_steps,
-                     "wall_s": round(wall, 2), "cpu_s": round(cpu, 2)})
+        rows.append(
+            {
+                "size": f"{side}x{side}",
+                "steps": limits.default_steps,
+                "wall_s": round(wall, 2),
+                "cpu_s": round(cpu, 2),
+            }
+        )
     engine.shutdown()
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"tiny model: load {load_seconds:.2f} s, {args.threads} threads")
@@ -68,8 +81,17 @@ def main() -> None:
     print(f"peak RSS {peak_mib:.0f} MiB")
     out = Path(__file__).resolve().parent / "results" / "tiny_model.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"threads": args.threads, "load_s": round(load_seconds, 2),
-                               "rows": rows, "peak_rss_mib": round(peak_mib)}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "threads": args.threads,
+                "load_s": round(load_seconds, 2),
+                "rows": rows,
+                "peak_rss_mib": round(peak_mib),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

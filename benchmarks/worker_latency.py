@@ -46,25 +46,49 @@ __all__ = ["main"]
 HERE = Path(__file__).resolve().parent
 #: ``../shared/reference/z-image-turbo`` next to the checkout (a worktree's checkout may sit one
 #: level deeper), or ``$ZG_REFERENCE_DIR/z-image-turbo``.
-REFERENCE = next((p for p in ([Path(os.environ["ZG_REFERENCE_DIR"]) / "z-image-turbo"]
-                              if os.environ.get("ZG_REFERENCE_DIR") else [])
-                  + [up / "shared" / "reference" / "z-image-turbo"
-                     for up in (HERE.parent.parent, HERE.parent.parent.parent)]
-                  if p.is_dir()), HERE.parent.parent / "shared" / "reference" / "z-image-turbo")
+REFERENCE = next(
+    (
+        p
+        for p in (
+            [Path(os.environ["ZG_REFERENCE_DIR"]) / "z-image-turbo"]
+            if os.environ.get("ZG_REFERENCE_DIR")
+            else []
+        )
+        + [
+            up / "shared" / "reference" / "z-image-turbo"
+            for up in (HERE.parent.parent, HERE.parent.parent.parent)
+        ]
+        if p.is_dir()
+    ),
+    HERE.parent.parent / "shared" / "reference" / "z-image-turbo",
+)
 PROMPT = "A serene mountain landscape at sunset, a lake reflecting the sky, photorealistic"
 
 #: bf16 dense tensor-core peak, TFLOP/s, by a substring of ``torch.cuda.get_device_name()``.
-PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "H800": 989.0, "GH200": 989.0,
-                    "B200": 2250.0, "A100": 312.0, "A800": 312.0, "L40S": 362.0, "L40": 181.0,
-                    "L4": 121.0, "A10G": 70.0, "A10": 125.0, "RTX 4090": 165.0,
-                    "RTX 3090": 71.0}
+PEAK_BF16_TFLOPS = {
+    "H200": 989.0,
+    "H100": 989.0,
+    "H800": 989.0,
+    "GH200": 989.0,
+    "B200": 2250.0,
+    "A100": 312.0,
+    "A800": 312.0,
+    "L40S": 362.0,
+    "L40": 181.0,
+    "L4": 121.0,
+    "A10G": 70.0,
+    "A10": 125.0,
+    "RTX 4090": 165.0,
+    "RTX 3090": 71.0,
+}
 
 
 def _config(part: str) -> dict[str, Any]:
     path = REFERENCE / part / ("scheduler_config.json" if part == "scheduler" else "config.json")
     if not path.is_file():
-        raise SystemExit(f"{path} not found: the full model's configs live in "
-                         "../shared/reference/z-image-turbo/")
+        raise SystemExit(
+            f"{path} not found: the full model's configs live in ../shared/reference/z-image-turbo/"
+        )
     return json.loads(path.read_text())
 
 
@@ -105,8 +129,11 @@ def build_full_pipeline(device: str, dtype: Any, *, layers: int | None = None, s
 
     tcfg = {k: v for k, v in _config("transformer").items() if not k.startswith("_")}
     vcfg = {k: v for k, v in _config("vae").items() if not k.startswith("_")}
-    ecfg = {k: v for k, v in _config("text_encoder").items()
-            if not k.startswith("_") and k not in ("architectures", "model_type", "torch_dtype")}
+    ecfg = {
+        k: v
+        for k, v in _config("text_encoder").items()
+        if not k.startswith("_") and k not in ("architectures", "model_type", "torch_dtype")
+    }
     scfg = {k: v for k, v in _config("scheduler").items() if not k.startswith("_")}
     if layers is not None:
         tcfg["n_layers"] = layers
@@ -128,8 +155,13 @@ def build_full_pipeline(device: str, dtype: Any, *, layers: int | None = None, s
         rotary.original_inv_freq = inv_freq
         rotary.attention_scaling = scaling
     scheduler = diffusers.FlowMatchEulerDiscreteScheduler(**scfg)
-    pipe = diffusers.ZImagePipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder,
-                                    tokenizer=tokenizer, transformer=transformer)
+    pipe = diffusers.ZImagePipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -150,23 +182,34 @@ def main() -> None:
     """Run the benchmark (module docstring); prints a table and writes the JSON file."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--model", default="auto", choices=["auto", "full", "tiny"],
-                        help="auto: full on CUDA, tiny on CPU")
+    parser.add_argument(
+        "--model",
+        default="auto",
+        choices=["auto", "full", "tiny"],
+        help="auto: full on CUDA, tiny on CPU",
+    )
     parser.add_argument("--size", type=int, help="square side (default 1024 on CUDA, 256 on CPU)")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batches", default="1,4", help="images per request (n)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--layers", type=int, help="(full) override the depths, for smoke runs")
-    parser.add_argument("--attention", default="native",
-                        help="diffusers attention backend of the transformer (native = SDPA)")
+    parser.add_argument(
+        "--attention",
+        default="native",
+        help="diffusers attention backend of the transformer (native = SDPA)",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the transformer")
     parser.add_argument("--compile-on-cpu", action="store_true")
-    parser.add_argument("--cuda-graphs", action="store_true",
-                        help="compile mode reduce-overhead (CUDA graphs)")
+    parser.add_argument(
+        "--cuda-graphs", action="store_true", help="compile mode reduce-overhead (CUDA graphs)"
+    )
     parser.add_argument("--peak-tflops", type=float, help="device peak for the share figure")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
-    parser.add_argument("--bf16-on-cpu", action="store_true",
-                        help="bf16 on CPU too (smoke runs of the full model in less memory)")
+    parser.add_argument(
+        "--bf16-on-cpu",
+        action="store_true",
+        help="bf16 on CPU too (smoke runs of the full model in less memory)",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "worker_latency.json")
     args = parser.parse_args()
 
@@ -220,9 +263,16 @@ def main() -> None:
     def generate(n: int) -> Any:
         gen = torch.Generator(device=device).manual_seed(1)
         with torch.inference_mode():
-            return pipe(prompt=PROMPT, height=size, width=size, num_inference_steps=args.steps,
-                        guidance_scale=0.0, num_images_per_prompt=n, generator=gen,
-                        output_type="pt").images
+            return pipe(
+                prompt=PROMPT,
+                height=size,
+                width=size,
+                num_inference_steps=args.steps,
+                guidance_scale=0.0,
+                num_images_per_prompt=n,
+                generator=gen,
+                output_type="pt",
+            ).images
 
     peak = _peak_tflops(torch, device, args.peak_tflops)
     rows = []
@@ -230,7 +280,7 @@ def main() -> None:
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        generate(n)                                          # warm-up (and compilation)
+        generate(n)  # warm-up (and compilation)
         sync()
         warm_s = time.perf_counter() - t0
         counter = FlopCounterMode(display=False)
@@ -245,9 +295,14 @@ def main() -> None:
             generate(n)
             sync()
             best = min(best, time.perf_counter() - t0)
-        row = {"n": n, "seconds": round(best, 3), "seconds_per_image": round(best / n, 3),
-               "warmup_s": round(warm_s, 2), "gflop_per_image": round(flops / n / 1e9, 1),
-               "achieved_tflops": round(flops / best / 1e12, 3)}
+        row = {
+            "n": n,
+            "seconds": round(best, 3),
+            "seconds_per_image": round(best / n, 3),
+            "warmup_s": round(warm_s, 2),
+            "gflop_per_image": round(flops / n / 1e9, 1),
+            "achieved_tflops": round(flops / best / 1e12, 3),
+        }
         if peak:
             row["share_of_peak"] = round(flops / best / 1e12 / peak, 3)
         if device == "cuda":
@@ -255,22 +310,44 @@ def main() -> None:
         rows.append(row)
 
     name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu"
-    print(f"{model} model on {device} ({name}), {size}x{size}, {args.steps} steps, {dtype}, "
-          f"attention {attention}, compile {compiled or 'off'}; built in {build_s:.1f} s")
-    print(f"{'n':>3} {'s/request':>10} {'s/image':>8} {'GFLOP/img':>10} {'TFLOP/s':>8} "
-          f"{'of peak':>8}")
+    print(
+        f"{model} model on {device} ({name}), {size}x{size}, {args.steps} steps, {dtype}, "
+        f"attention {attention}, compile {compiled or 'off'}; built in {build_s:.1f} s"
+    )
+    print(
+        f"{'n':>3} {'s/request':>10} {'s/image':>8} {'GFLOP/img':>10} {'TFLOP/s':>8} {'of peak':>8}"
+    )
     for r in rows:
         share = f"{r['share_of_peak']:.1%}" if "share_of_peak" in r else "-"
-        print(f"{r['n']:>3} {r['seconds']:>10.3f} {r['seconds_per_image']:>8.3f} "
-              f"{r['gflop_per_image']:>10.1f} {r['achieved_tflops']:>8.3f} {share:>8}")
+        print(
+            f"{r['n']:>3} {r['seconds']:>10.3f} {r['seconds_per_image']:>8.3f} "
+            f"{r['gflop_per_image']:>10.1f} {r['achieved_tflops']:>8.3f} {share:>8}"
+        )
     for note in notes:
         print("note:", note)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "model": model, "device": device, "device_name": name, "dtype": str(dtype),
-        "size": size, "steps": args.steps, "attention": attention, "compile": compiled,
-        "peak_tflops": peak, "build_s": round(build_s, 1), "rows": rows, "notes": notes,
-        "cpus": os.cpu_count(), "torch": torch.__version__}, indent=2) + "\n")
+    args.out.write_text(
+        json.dumps(
+            {
+                "model": model,
+                "device": device,
+                "device_name": name,
+                "dtype": str(dtype),
+                "size": size,
+                "steps": args.steps,
+                "attention": attention,
+                "compile": compiled,
+                "peak_tflops": peak,
+                "build_s": round(build_s, 1),
+                "rows": rows,
+                "notes": notes,
+                "cpus": os.cpu_count(),
+                "torch": torch.__version__,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {args.out}")
 
 

@@ -43,6 +43,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+
 class ResolvedNetwork:
     """The network a broker talks to.
 
@@ -54,8 +55,15 @@ class ResolvedNetwork:
         dev_accounts: for ``devnet``, the state's dev accounts (address, private_key); else ``[]``.
     """
 
-    def __init__(self, name: str, rpc_url: str, chain_id: int | None, ledger_address: str,
-                 inference_address: str, dev_accounts: list[Any] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        rpc_url: str,
+        chain_id: int | None,
+        ledger_address: str,
+        inference_address: str,
+        dev_accounts: list[Any] | None = None,
+    ) -> None:
         self.name = name
         self.rpc_url = rpc_url
         self.chain_id = chain_id
@@ -64,8 +72,10 @@ class ResolvedNetwork:
         self.dev_accounts = list(dev_accounts or [])
 
     def __repr__(self) -> str:
-        return (f"ResolvedNetwork(name={self.name!r}, chain_id={self.chain_id}, "
-                f"ledger={self.ledger_address}, inference={self.inference_address})")
+        return (
+            f"ResolvedNetwork(name={self.name!r}, chain_id={self.chain_id}, "
+            f"ledger={self.ledger_address}, inference={self.inference_address})"
+        )
 
 
 def resolve_network(
@@ -89,19 +99,24 @@ def resolve_network(
     """
     settings = settings or load_settings()
     ends = resolve_endpoints(
-        network or settings.network, rpc_url=rpc_url or settings.rpc_url,
+        network or settings.network,
+        rpc_url=rpc_url or settings.rpc_url,
         ledger_address=ledger_address or settings.ledger_address,
-        inference_address=inference_address or settings.inference_address)
+        inference_address=inference_address or settings.inference_address,
+    )
     return ResolvedNetwork(
-        ends.name, ends.rpc_url, ends.chain_id,
+        ends.name,
+        ends.rpc_url,
+        ends.chain_id,
         checksum_address(ends.ledger_address or "", field="ledger contract address"),
         checksum_address(ends.inference_address, field="inference contract address"),
         list(ends.dev_accounts),
     )
 
 
-def devnet_fallback_key(net: ResolvedNetwork, private_key: str | None = None, *,
-                        settings: Settings | None = None) -> str | None:
+def devnet_fallback_key(
+    net: ResolvedNetwork, private_key: str | None = None, *, settings: Settings | None = None
+) -> str | None:
     """The devnet's first dev account key when ``net`` is the devnet and no key is configured
     (no ``private_key``, no ``ZG_PRIVATE_KEY``, no keystore); ``None`` otherwise. The key is public
     (anvil's well-known test mnemonic); the caller announces its use.
@@ -142,9 +157,14 @@ class ReadOnlyBroker:
         service_name: the inference service's on-chain name (``inference-v1.0``).
     """
 
-    def __init__(self, network: ResolvedNetwork, w3: Web3,
-                 ledger_contract: LedgerManagerContract,
-                 inference_contract: InferenceServingContract, service_name: str) -> None:
+    def __init__(
+        self,
+        network: ResolvedNetwork,
+        w3: Web3,
+        ledger_contract: LedgerManagerContract,
+        inference_contract: InferenceServingContract,
+        service_name: str,
+    ) -> None:
         self.network = network
         self.w3 = w3
         self.ledger_contract = ledger_contract
@@ -174,15 +194,21 @@ class Broker(ReadOnlyBroker):
     inference: InferenceBroker | None = None
     state_dir: Path | None = None
 
-    def __init__(self, network: ResolvedNetwork, w3: Web3, wallet: Wallet,
-                 sender: TransactionSender, ledger_contract: LedgerManagerContract,
-                 inference_contract: InferenceServingContract, service_name: str) -> None:
+    def __init__(
+        self,
+        network: ResolvedNetwork,
+        w3: Web3,
+        wallet: Wallet,
+        sender: TransactionSender,
+        ledger_contract: LedgerManagerContract,
+        inference_contract: InferenceServingContract,
+        service_name: str,
+    ) -> None:
         super().__init__(network, w3, ledger_contract, inference_contract, service_name)
         self.wallet = wallet
         self.address = wallet.address
         self.sender = sender
-        self.ledger = LedgerBroker(ledger_contract, inference_contract,
-                                   {"inference": service_name})
+        self.ledger = LedgerBroker(ledger_contract, inference_contract, {"inference": service_name})
         self.inference = None
 
     def __repr__(self) -> str:
@@ -202,8 +228,13 @@ def create_read_only_broker(
     Raises:
         ConfigError, ChainIdMismatchError, RPCError, UnregisteredServiceError.
     """
-    net = resolve_network(network, rpc_url=rpc_url, ledger_address=ledger_address,
-                          inference_address=inference_address, settings=settings)
+    net = resolve_network(
+        network,
+        rpc_url=rpc_url,
+        ledger_address=ledger_address,
+        inference_address=inference_address,
+        settings=settings,
+    )
     w3 = connect(net.rpc_url, expected_chain_id=net.chain_id)
     ledger = LedgerManagerContract(w3, net.ledger_address)
     inference = InferenceServingContract(w3, net.inference_address)
@@ -251,13 +282,20 @@ def create_broker(
         RPCError: the node is unreachable.
     """
     settings = settings or load_settings()
-    net = resolve_network(network, rpc_url=rpc_url, ledger_address=ledger_address,
-                          inference_address=inference_address, settings=settings)
+    net = resolve_network(
+        network,
+        rpc_url=rpc_url,
+        ledger_address=ledger_address,
+        inference_address=inference_address,
+        settings=settings,
+    )
     if wallet is None and private_key is None:
         fallback = devnet_fallback_key(net, settings=settings)
         if fallback is not None:
-            logger.warning("no key configured: using devnet dev account %s (public anvil key)",
-                           net.dev_accounts[0].address)
+            logger.warning(
+                "no key configured: using devnet dev account %s (public anvil key)",
+                net.dev_accounts[0].address,
+            )
             private_key = fallback
     signer = wallet or load_wallet(private_key, settings=settings)
     w3 = connect(net.rpc_url, expected_chain_id=net.chain_id)
@@ -267,18 +305,23 @@ def create_broker(
         gas_price=gas_price if gas_price is not None else settings.gas_price,
         max_gas_price=max_gas_price if max_gas_price is not None else settings.max_gas_price,
         gas_bump=Decimal(str(gas_bump)) if gas_bump is not None else settings.gas_bump,
-        receipt_timeout=receipt_timeout if receipt_timeout is not None
+        receipt_timeout=receipt_timeout
+        if receipt_timeout is not None
         else settings.receipt_timeout,
         max_bumps=settings.max_bumps,
     )
     ledger = LedgerManagerContract(w3, net.ledger_address, sender)
     inference = InferenceServingContract(w3, net.inference_address, sender)
-    broker = Broker(net, w3, signer, sender, ledger, inference,
-                    _service_name(ledger, net.inference_address))
+    broker = Broker(
+        net, w3, signer, sender, ledger, inference, _service_name(ledger, net.inference_address)
+    )
     chain_id = net.chain_id if net.chain_id is not None else int(w3.eth.chain_id)
     broker.state_dir = chain_state_dir(
-        net.name, chain_id, net.ledger_address,
-        local_chain_identity(w3) if chain_id in LOCAL_CHAIN_IDS else None)
+        net.name,
+        chain_id,
+        net.ledger_address,
+        local_chain_identity(w3) if chain_id in LOCAL_CHAIN_IDS else None,
+    )
     broker.inference = InferenceBroker.from_broker(broker)
     logger.debug("broker ready: %r", broker)
     return broker

@@ -41,8 +41,22 @@ from broker.worker import errors as _worker
 from broker.worker.errors import *
 
 _AREAS = (
-    _exceptions, _artifacts, _chain, _ledger, _devnet, _inference, _funding, _attestation, _provider,
-    _proxy, _pixazo, _worker, _asgi, _wire_json_body, _wire_n, _wire_webhook,
+    _exceptions,
+    _artifacts,
+    _chain,
+    _ledger,
+    _devnet,
+    _inference,
+    _funding,
+    _attestation,
+    _provider,
+    _proxy,
+    _pixazo,
+    _worker,
+    _asgi,
+    _wire_json_body,
+    _wire_n,
+    _wire_webhook,
 )
 
 # Only the exception classes (the areas' __all__ also list helpers such as decode_revert).

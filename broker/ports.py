@@ -27,8 +27,9 @@ def port_available(host: str, port: int) -> bool:
     if port == 0:
         return True
     try:
-        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
     except socket.gaierror:
         return False
     family, socktype, proto, _name, address = infos[0]

@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
-"""Build the Solidity contracts in ``contracts/`` offline and write the artifacts in ``contracts_abi/``.
+"""Build the Solidity contracts in ``contracts/`` offline; write artifacts in ``contracts_abi/``.
 
 Usage::
 
-    .venv/bin/python scripts/compile_contracts.py           # (re)write contracts_abi/*.json
-    .venv/bin/python scripts/compile_contracts.py --check   # exit 1 when the committed artifacts are stale
+    .venv/bin/python scripts/compile_contracts.py          # (re)write contracts_abi/*.json
+    .venv/bin/python scripts/compile_contracts.py --check  # exit 1: committed artifacts stale
 
-The compiler is the pinned solcjs in ``tools/node_modules/solc`` driven by ``scripts/solc_compile.mjs``
-(standard-JSON through the JS API; OpenZeppelin 4.8.3 imports resolved from ``tools/node_modules``).
-Settings: optimizer on (200 runs), legacy codegen (no ``viaIR`` needed), ``evmVersion`` istanbul (no PUSH0, like the deployed
-contracts, contracts.md A1). Output is deterministic: one pretty JSON file per deployable contract,
+The compiler is the pinned solcjs in ``tools/node_modules/solc`` driven by
+``scripts/solc_compile.mjs`` (standard-JSON through the JS API; OpenZeppelin 4.8.3 imports
+resolved from ``tools/node_modules``). Settings: optimizer on (200 runs), legacy codegen (no
+``viaIR`` needed), ``evmVersion`` istanbul (no PUSH0, like the deployed contracts, contracts.md A1).
+Output is deterministic: one pretty JSON file per deployable contract,
 ``{"contractName", "abi", "bytecode", "deployedBytecode", "sourceHash", "compiler"}``.
 """
 

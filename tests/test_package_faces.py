@@ -19,19 +19,27 @@ HEAVY = ("fastapi", "starlette", "uvicorn", "sqlalchemy", "apscheduler", "torch"
 
 
 def _loaded_after(statement: str) -> list[str]:
-    code = (f"import sys; {statement}; "
-            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(SRC.parent)}, timeout=120)
+    code = f"import sys; {statement}; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(SRC.parent)},
+        timeout=120,
+    )
     return [m for m in out.stdout.strip().split(",") if m]
 
 
-@pytest.mark.parametrize("statement", [
-    "import broker.errors",
-    "import broker",
-    "from broker.errors import BrokerError, ProxyError, FundingError, ProviderError",
-    "import broker.devnet, broker.funding, broker.ledger, broker.provider, broker.proxy",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import broker.errors",
+        "import broker",
+        "from broker.errors import BrokerError, ProxyError, FundingError, ProviderError",
+        "import broker.devnet, broker.funding, broker.ledger, broker.provider, broker.proxy",
+    ],
+)
 def test_faces_do_not_load_servers_databases_or_schedulers(statement):
     assert _loaded_after(statement) == []
 
@@ -41,14 +49,23 @@ def test_the_heavy_parts_still_load_on_use():
     assert "fastapi" in _loaded_after("from broker.proxy import create_app")
 
 
-@pytest.mark.parametrize("package", ["broker.devnet", "broker.funding", "broker.ledger",
-                                     "broker.provider", "broker.proxy", "broker.worker",
-                                     "broker.inference"])
+@pytest.mark.parametrize(
+    "package",
+    [
+        "broker.devnet",
+        "broker.funding",
+        "broker.ledger",
+        "broker.provider",
+        "broker.proxy",
+        "broker.worker",
+        "broker.inference",
+    ],
+)
 def test_every_exported_name_resolves(package):
     module = importlib.import_module(package)
     for name in module.__all__:
         assert getattr(module, name) is not None, f"{package}.{name}"
-    if module.__getattr__.__module__ == "broker._lazy":      # lazy_exports faces list them too
+    if module.__getattr__.__module__ == "broker._lazy":  # lazy_exports faces list them too
         assert set(module.__all__) <= set(dir(module))
     with pytest.raises(AttributeError):
         module.no_such_name  # noqa: B018

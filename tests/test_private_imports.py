@@ -25,11 +25,19 @@ def test_no_private_names_imported_from_other_modules():
     bad = []
     for module, tree in _modules():
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and \
-                    node.module.split(".")[0] == "broker" and node.module != module:
-                bad += [f"{module}: from {node.module} import {a.name}" for a in node.names
-                        if a.name.startswith("_") and not a.name.startswith("__")
-                        and not _is_module(f"{node.module}.{a.name}")]
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.split(".")[0] == "broker"
+                and node.module != module
+            ):
+                bad += [
+                    f"{module}: from {node.module} import {a.name}"
+                    for a in node.names
+                    if a.name.startswith("_")
+                    and not a.name.startswith("__")
+                    and not _is_module(f"{node.module}.{a.name}")
+                ]
     assert bad == []
 
 
@@ -39,7 +47,10 @@ def test_contract_wrapper_internals_stay_in_chain():
         if module.startswith("broker.chain"):
             continue
         for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and node.attr in ("_send", "_call") and \
-                    not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in ("_send", "_call")
+                and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+            ):
                 bad.append(f"{module}:{node.lineno}: .{node.attr}")
     assert bad == []

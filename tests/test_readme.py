@@ -54,7 +54,7 @@ def readme_blocks(text: str) -> list[tuple[str, str, bool]]:
         end = i + 1
         while end < len(lines) and not lines[end].startswith("```"):
             end += 1
-        blocks.append((m.group(1), "\n".join(lines[i + 1:end]), skipped))
+        blocks.append((m.group(1), "\n".join(lines[i + 1 : end]), skipped))
         i = end + 1
     return blocks
 
@@ -69,7 +69,7 @@ def test_readme_blocks_are_found():
     blocks = readme_blocks(README.read_text())
     langs = [lang for lang, _, skipped in blocks if not skipped]
     assert langs.count("bash") >= 3 and langs.count("python") >= 2
-    assert sum(skipped for *_, skipped in blocks) == 1     # skips stay rare
+    assert sum(skipped for *_, skipped in blocks) == 1  # skips stay rare
 
 
 def test_readme_states_the_tiny_models_sizes():
@@ -87,15 +87,21 @@ class _Runner:
         self.devnet_port = _free_port()
         self.serve_port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("ZG_")}
-        env.update({"ZG_HOME": str(tmp / "home"), "PATH": f"{BIN}{os.pathsep}{env['PATH']}",
-                    "PYTHONUNBUFFERED": "1"})
+        env.update(
+            {
+                "ZG_HOME": str(tmp / "home"),
+                "PATH": f"{BIN}{os.pathsep}{env['PATH']}",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         self.env = env
         self.background: list[subprocess.Popen] = []
 
     def substitute(self, code: str) -> str:
         code = code.replace("8545", str(self.devnet_port)).replace("3000", str(self.serve_port))
-        return re.sub(r"(0g-broker devnet up\b)(?![^\n#]*--port)", rf"\1 --port {self.devnet_port}",
-                      code)
+        return re.sub(
+            r"(0g-broker devnet up\b)(?![^\n#]*--port)", rf"\1 --port {self.devnet_port}", code
+        )
 
     def bash(self, code: str) -> None:
         for raw in self.substitute(code).splitlines():
@@ -107,15 +113,27 @@ class _Runner:
             if re.search(r"^0g-broker\b.*\bserve\b", line):
                 self._start_serve(line)
                 continue
-            run = subprocess.run(["bash", "-euo", "pipefail", "-c", line], cwd=self.tmp,
-                                 env=self.env, capture_output=True, text=True, timeout=400,
-                                 check=False)
+            run = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", line],
+                cwd=self.tmp,
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=400,
+                check=False,
+            )
             assert run.returncode == 0, (line, run.stdout[-2000:], run.stderr[-2000:])
 
     def _start_serve(self, line: str) -> None:
         log = open(self.tmp / "serve.log", "w")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(shlex.split(line), cwd=self.tmp, env=self.env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            shlex.split(line),
+            cwd=self.tmp,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.background.append(proc)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -126,13 +144,20 @@ class _Runner:
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        raise AssertionError("serve did not answer /health: "
-                             + (self.tmp / "serve.log").read_text()[-3000:])
+        raise AssertionError(
+            "serve did not answer /health: " + (self.tmp / "serve.log").read_text()[-3000:]
+        )
 
     def python(self, code: str) -> str:
-        run = subprocess.run([sys.executable, "-c", self.substitute(code)], cwd=self.tmp,
-                             env=self.env, capture_output=True, text=True, timeout=400,
-                             check=False)
+        run = subprocess.run(
+            [sys.executable, "-c", self.substitute(code)],
+            cwd=self.tmp,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=400,
+            check=False,
+        )
         assert run.returncode == 0, (code[:200], run.stdout[-2000:], run.stderr[-3000:])
         return run.stdout + run.stderr
 
@@ -145,8 +170,13 @@ class _Runner:
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait(10)
-        subprocess.run([str(BIN / "0g-broker"), "devnet", "down"], env=self.env, timeout=120,
-                       capture_output=True, check=False)
+        subprocess.run(
+            [str(BIN / "0g-broker"), "devnet", "down"],
+            env=self.env,
+            timeout=120,
+            capture_output=True,
+            check=False,
+        )
 
 
 @pytest.mark.timeout(900)
@@ -164,7 +194,7 @@ def test_readme_runs_against_a_devnet(tmp_path):
     finally:
         runner.close()
     library, proxy = outputs[0], outputs[1]
-    assert "no service is registered at 0x1212" in library     # the typo example refused
-    assert "using devnet dev account" in library               # the library's devnet key notice
+    assert "no service is registered at 0x1212" in library  # the typo example refused
+    assert "using devnet dev account" in library  # the library's devnet key notice
     fee, verified, valid = proxy.split()[:3]
     assert int(fee) > 0 and verified == "true" and valid == "True"

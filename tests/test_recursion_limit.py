@@ -29,8 +29,14 @@ print(before, after)
 
 def test_imports_keep_the_recursion_limit() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run([sys.executable, "-c", SCRIPT], check=False, capture_output=True,
-                          text=True, env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 0, f"rc={done.returncode} {done.stderr[-2000:]}"
     before, after = done.stdout.split()
     assert before == after

@@ -30,7 +30,7 @@ def test_lock_lists_every_optional_dependency():
     ]
     assert missing == []
     anvils = [p for p in packages if p.startswith("node_modules/@foundry-rs/anvil-")]
-    assert len(anvils) == 5                      # linux/darwin x64/arm64 and win32
+    assert len(anvils) == 5  # linux/darwin x64/arm64 and win32
 
 
 def test_lock_matches_package_json():
@@ -43,9 +43,12 @@ def test_lock_matches_package_json():
 
 def test_setup_installs_with_npm_ci():
     text = (ROOT / "scripts" / "setup").read_text()
-    commands = [line.strip() for line in text.splitlines()
-                if re.search(r"\bnpm (ci|install|i|update)\b", line)
-                and not line.strip().startswith(("#", "echo"))]
+    commands = [
+        line.strip()
+        for line in text.splitlines()
+        if re.search(r"\bnpm (ci|install|i|update)\b", line)
+        and not line.strip().startswith(("#", "echo"))
+    ]
     assert commands and all("npm ci" in c for c in commands), commands
 
 
@@ -59,9 +62,14 @@ def test_npm_ci_twice_keeps_the_lock(tmp_path):
         shutil.copy(TOOLS / name, tmp_path / name)
     before = (tmp_path / "package-lock.json").read_bytes()
     for _ in range(2):
-        run = subprocess.run(["npm", "ci", "--prefer-offline", "--no-audit", "--no-fund",
-                              "--loglevel=error"], cwd=tmp_path, capture_output=True, text=True,
-                             timeout=240, check=False)
+        run = subprocess.run(
+            ["npm", "ci", "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
         if run.returncode != 0:
             pytest.skip(f"npm ci could not install here: {run.stderr.strip()[-200:]}")
     assert (tmp_path / "package-lock.json").read_bytes() == before

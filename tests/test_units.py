@@ -28,8 +28,24 @@ def test_parse_exact(text, neuron):
     assert parse_0g(text) == neuron
 
 
-@pytest.mark.parametrize("bad", [0.1, 1.0, True, "nan", "NaN", "inf", "-1", "-0.5",
-                                 "0.0000000000000000001", "1.0000000000000000001", "abc", "", None])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        0.1,
+        1.0,
+        True,
+        "nan",
+        "NaN",
+        "inf",
+        "-1",
+        "-0.5",
+        "0.0000000000000000001",
+        "1.0000000000000000001",
+        "abc",
+        "",
+        None,
+    ],
+)
 def test_parse_refuses(bad):
     with pytest.raises(InvalidAmountError):
         parse_0g(bad)
@@ -61,8 +77,14 @@ def test_error_is_value_error_and_broker_error():
 
 @pytest.mark.parametrize(
     ("neuron", "places", "text"),
-    [(15 * 10**17, None, "1.5"), (3 * 10**18, None, "3"), (1, None, "0.000000000000000001"),
-     (-5 * 10**17, None, "-0.5"), (10**18, 18, "1.000000000000000000"), (12345 * 10**14, 2, "1.23")],
+    [
+        (15 * 10**17, None, "1.5"),
+        (3 * 10**18, None, "3"),
+        (1, None, "0.000000000000000001"),
+        (-5 * 10**17, None, "-0.5"),
+        (10**18, 18, "1.000000000000000000"),
+        (12345 * 10**14, 2, "1.23"),
+    ],
 )
 def test_format(neuron, places, text):
     assert format_0g(neuron, places=places) == text

@@ -78,7 +78,7 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _TOKEN_LIST = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+(\s*,\s*[A-Za-z0-9!#$%&'*+.^_`|~-]+)*$")
-_SHOWN = 100      # most characters of a client-sent value repeated in a message
+_SHOWN = 100  # most characters of a client-sent value repeated in a message
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,9 @@ def openai_error_body(refusal: GuardRefusal) -> dict:
     """The OpenAI error object for ``refusal``: ``{"error": {"message", "type", "code", "param"}}``
     with type ``permission_error`` (403) or ``invalid_request_error`` (415)."""
     kind = "permission_error" if refusal.status == 403 else "invalid_request_error"
-    return {"error": {"message": refusal.message, "type": kind, "code": refusal.code,
-                      "param": None}}
+    return {
+        "error": {"message": refusal.message, "type": kind, "code": refusal.code, "param": None}
+    }
 
 
 def split_list(value: object) -> object:
@@ -131,12 +132,12 @@ def _split_host(value: str) -> tuple[str, int | None] | None:
         end = value.find("]")
         if end < 0:
             return None
-        host, rest = value[1:end], value[end + 1:]
+        host, rest = value[1:end], value[end + 1 :]
         if rest:
             if not rest.startswith(":"):
                 return None
             port_text = rest[1:]
-    elif value.count(":") > 1:          # an unbracketed IPv6 literal
+    elif value.count(":") > 1:  # an unbracketed IPv6 literal
         host = value
     else:
         host, _, port_text = value.partition(":")
@@ -185,8 +186,15 @@ def _origin_key(value: str) -> tuple[str, str, int] | None:
         return None
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").rstrip(".")
-    if not scheme or not host or parts.path not in ("", "/") or parts.query or parts.fragment \
-            or parts.username or parts.password:
+    if (
+        not scheme
+        or not host
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username
+        or parts.password
+    ):
         return None
     if port is None:
         port = _DEFAULT_PORTS.get(scheme)
@@ -223,14 +231,21 @@ class LocalGuard:
         GuardConfigError: an allowed host or origin is malformed, or ``"*"`` is given as an origin.
     """
 
-    def __init__(self, app, *, allowed_hosts: Iterable[str] = (),
-                 allowed_origins: Iterable[str] = (), enforce_content_types: bool = True,
-                 content_types: Mapping[str, Iterable[str]] | None = None,
-                 error_body: Callable[[GuardRefusal], dict] = openai_error_body,
-                 hosts_hint: str = "", origins_hint: str = "",
-                 expose_headers: Iterable[str] = (),
-                 allow_methods: Iterable[str] = ("GET", "POST", "OPTIONS"),
-                 max_age: int = 600) -> None:
+    def __init__(
+        self,
+        app,
+        *,
+        allowed_hosts: Iterable[str] = (),
+        allowed_origins: Iterable[str] = (),
+        enforce_content_types: bool = True,
+        content_types: Mapping[str, Iterable[str]] | None = None,
+        error_body: Callable[[GuardRefusal], dict] = openai_error_body,
+        hosts_hint: str = "",
+        origins_hint: str = "",
+        expose_headers: Iterable[str] = (),
+        allow_methods: Iterable[str] = ("GET", "POST", "OPTIONS"),
+        max_age: int = 600,
+    ) -> None:
         self.app = app
         self.any_host = False
         self.host_names: set[str] = set()
@@ -242,8 +257,10 @@ class LocalGuard:
                 continue
             parsed = _split_host(entry)
             if parsed is None:
-                raise GuardConfigError(f"allowed host {_shown(entry)} is not a host name "
-                                       "(name, name:port or [ipv6]:port)")
+                raise GuardConfigError(
+                    f"allowed host {_shown(entry)} is not a host name "
+                    "(name, name:port or [ipv6]:port)"
+                )
             host, port = parsed
             if port is None:
                 self.host_names.add(host)
@@ -253,16 +270,22 @@ class LocalGuard:
         for entry in allowed_origins:
             entry = str(entry).strip()
             if entry in ("*", "null"):
-                raise GuardConfigError(f"allowed origin {entry!r} would let every web page use "
-                                       "this server; list the origins (scheme://host[:port])")
+                raise GuardConfigError(
+                    f"allowed origin {entry!r} would let every web page use "
+                    "this server; list the origins (scheme://host[:port])"
+                )
             key = _origin_key(entry)
             if key is None:
-                raise GuardConfigError(f"allowed origin {_shown(entry)} is not an origin "
-                                       "(scheme://host[:port], no path)")
+                raise GuardConfigError(
+                    f"allowed origin {_shown(entry)} is not an origin "
+                    "(scheme://host[:port], no path)"
+                )
             self.origins.add(key)
         self.enforce_content_types = enforce_content_types
-        self.content_types = {path.rstrip("/") or "/": frozenset(t.lower() for t in types)
-                              for path, types in (content_types or {}).items()}
+        self.content_types = {
+            path.rstrip("/") or "/": frozenset(t.lower() for t in types)
+            for path, types in (content_types or {}).items()
+        }
         self.error_body = error_body
         self.hosts_hint, self.origins_hint = hosts_hint, origins_hint
         self.expose_headers = ", ".join(expose_headers)
@@ -273,8 +296,11 @@ class LocalGuard:
 
     def _trusted_host(self, host: str, port: int | None) -> bool:
         """Loopback or explicitly listed (``"*"`` does not count)."""
-        return (is_loopback_host(host) or host in self.host_names
-                or (port is not None and (host, port) in self.host_ports))
+        return (
+            is_loopback_host(host)
+            or host in self.host_names
+            or (port is not None and (host, port) in self.host_ports)
+        )
 
     def _check_host(self, value: str | None) -> GuardRefusal | None:
         if value is None or self.any_host:
@@ -282,9 +308,12 @@ class LocalGuard:
         parsed = _split_host(value)
         if parsed is not None and self._trusted_host(*parsed):
             return None
-        return GuardRefusal(403, "host_not_allowed",
-                            f"Host {_shown(value)} is not allowed: use a loopback address "
-                            f"(localhost, 127.0.0.1, [::1]){self.hosts_hint}")
+        return GuardRefusal(
+            403,
+            "host_not_allowed",
+            f"Host {_shown(value)} is not allowed: use a loopback address "
+            f"(localhost, 127.0.0.1, [::1]){self.hosts_hint}",
+        )
 
     def _origin_allowed(self, scope: dict, origin: str) -> tuple[bool, bool]:
         """(allowed, listed in ``allowed_origins``)."""
@@ -301,13 +330,16 @@ class LocalGuard:
         host, port = parsed
         port = port if port is not None else _DEFAULT_PORTS.get(scheme, 80)
         same = key == (scheme, host, port) or (
-            scheme in ("ws", "wss") and key == ({"ws": "http", "wss": "https"}[scheme], host, port))
+            scheme in ("ws", "wss") and key == ({"ws": "http", "wss": "https"}[scheme], host, port)
+        )
         return same and self._trusted_host(host, parsed[1]), False
 
     def _origin_refusal(self, origin: str) -> GuardRefusal:
-        return GuardRefusal(403, "origin_not_allowed",
-                            f"Origin {_shown(origin)} is not allowed to use this server"
-                            f"{self.origins_hint}")
+        return GuardRefusal(
+            403,
+            "origin_not_allowed",
+            f"Origin {_shown(origin)} is not allowed to use this server{self.origins_hint}",
+        )
 
     def _check_content_type(self, scope: dict) -> GuardRefusal | None:
         if not self.enforce_content_types or scope.get("method", "GET") not in UNSAFE_METHODS:
@@ -317,9 +349,10 @@ class LocalGuard:
         value = _header(scope, b"content-type")
         if value is None:
             length = _header(scope, b"content-length")
-            if _header(scope, b"transfer-encoding") is None and (length is None
-                                                                  or length.strip() == "0"):
-                return None        # no body at all
+            if _header(scope, b"transfer-encoding") is None and (
+                length is None or length.strip() == "0"
+            ):
+                return None  # no body at all
             got = "no Content-Type"
         else:
             media = value.split(";", 1)[0].strip().lower()
@@ -327,9 +360,12 @@ class LocalGuard:
                 return None
             got = _shown(value)
         wanted = " or ".join(sorted(accepted))
-        return GuardRefusal(415, "unsupported_media_type",
-                            f"Content-Type must be {wanted} for {scope.get('method')} "
-                            f"{scope.get('path', '')[:_SHOWN]} (got {got})")
+        return GuardRefusal(
+            415,
+            "unsupported_media_type",
+            f"Content-Type must be {wanted} for {scope.get('method')} "
+            f"{scope.get('path', '')[:_SHOWN]} (got {got})",
+        )
 
     def check(self, scope: dict) -> tuple[GuardRefusal | None, str | None]:
         """Run checks 1, 3, 4 and 5 on an HTTP or WebSocket ``scope``.
@@ -350,9 +386,12 @@ class LocalGuard:
             cors_origin = origin if listed else None
         site = (_header(scope, b"sec-fetch-site") or "").strip().lower()
         if site == "cross-site" and not listed:
-            return GuardRefusal(403, "cross_site_request",
-                                "cross-site browser requests are refused "
-                                f"(Sec-Fetch-Site: cross-site){self.origins_hint}"), None
+            return GuardRefusal(
+                403,
+                "cross_site_request",
+                "cross-site browser requests are refused "
+                f"(Sec-Fetch-Site: cross-site){self.origins_hint}",
+            ), None
         if scope["type"] == "http":
             refusal = self._check_content_type(scope)
             if refusal:
@@ -362,32 +401,38 @@ class LocalGuard:
     # ------------------------------------------------------------------ ASGI
 
     def _cors_headers(self, origin: str) -> list[tuple[bytes, bytes]]:
-        headers = [(b"access-control-allow-origin", origin.encode("latin-1")),
-                   (b"vary", b"Origin")]
+        headers = [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin")]
         if self.expose_headers:
             headers.append((b"access-control-expose-headers", self.expose_headers.encode()))
         return headers
 
-    async def _answer(self, send, status: int, body: dict | None,
-                      headers: list[tuple[bytes, bytes]] = ()) -> None:
+    async def _answer(
+        self, send, status: int, body: dict | None, headers: list[tuple[bytes, bytes]] = ()
+    ) -> None:
         payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
         out = list(headers)
         if body is not None:
-            out += [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode())]
+            out += [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ]
         await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": payload})
 
-    async def _refuse(self, scope: dict, receive, send, refusal: GuardRefusal,
-                      cors_origin: str | None) -> None:
-        logger.info("refused %s %s: %s", scope.get("method", "WS"), scope.get("path"),
-                    refusal.code)
+    async def _refuse(
+        self, scope: dict, receive, send, refusal: GuardRefusal, cors_origin: str | None
+    ) -> None:
+        logger.info("refused %s %s: %s", scope.get("method", "WS"), scope.get("path"), refusal.code)
         if scope["type"] == "websocket":
-            await receive()                      # websocket.connect
+            await receive()  # websocket.connect
             await send({"type": "websocket.close", "code": 1008})
             return
-        await self._answer(send, refusal.status, self.error_body(refusal),
-                           self._cors_headers(cors_origin) if cors_origin else [])
+        await self._answer(
+            send,
+            refusal.status,
+            self.error_body(refusal),
+            self._cors_headers(cors_origin) if cors_origin else [],
+        )
 
     async def _preflight(self, scope: dict, send, origin: str) -> None:
         allowed, _listed = self._origin_allowed(scope, origin)
@@ -399,7 +444,8 @@ class LocalGuard:
         requested = (_header(scope, b"access-control-request-headers") or "").strip()
         headers = self._cors_headers(origin) + [
             (b"access-control-allow-methods", self.allow_methods.encode()),
-            (b"access-control-max-age", str(self.max_age).encode())]
+            (b"access-control-max-age", str(self.max_age).encode()),
+        ]
         if requested and _TOKEN_LIST.match(requested):
             headers.append((b"access-control-allow-headers", requested.encode("latin-1")))
         await self._answer(send, 204, None, headers)
@@ -432,8 +478,10 @@ class LocalGuard:
                 headers = message.get("headers", [])
                 vary = [v.decode("latin-1") for k, v in headers if k.lower() == b"vary"]
                 kept = [(k, v) for k, v in headers if k.lower() not in names]
-                added = [(k, ", ".join([*vary, "Origin"]).encode("latin-1"))
-                         if k == b"vary" else (k, v) for k, v in extra]
+                added = [
+                    (k, ", ".join([*vary, "Origin"]).encode("latin-1")) if k == b"vary" else (k, v)
+                    for k, v in extra
+                ]
                 message = {**message, "headers": kept + added}
             await send(message)
 

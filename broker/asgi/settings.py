@@ -20,7 +20,7 @@ __all__ = ["AllowedHosts", "AllowedOrigins"]
 
 
 def _check_hosts(value: list[str]) -> list[str]:
-    LocalGuard(None, allowed_hosts=value)        # GuardConfigError (a ValueError) when bad
+    LocalGuard(None, allowed_hosts=value)  # GuardConfigError (a ValueError) when bad
     return value
 
 
@@ -30,8 +30,10 @@ def _check_origins(value: list[str]) -> list[str]:
 
 
 #: ``Host`` names a server accepts besides the loopback ones (``name``, ``name:port``, ``[v6]``).
-AllowedHosts = Annotated[list[str], NoDecode, BeforeValidator(split_list),
-                         AfterValidator(_check_hosts)]
+AllowedHosts = Annotated[
+    list[str], NoDecode, BeforeValidator(split_list), AfterValidator(_check_hosts)
+]
 #: Web origins (``scheme://host[:port]``) allowed to call a server cross-origin.
-AllowedOrigins = Annotated[list[str], NoDecode, BeforeValidator(split_list),
-                           AfterValidator(_check_origins)]
+AllowedOrigins = Annotated[
+    list[str], NoDecode, BeforeValidator(split_list), AfterValidator(_check_origins)
+]

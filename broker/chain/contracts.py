@@ -72,8 +72,14 @@ class ServiceInfo:
     @classmethod
     def from_tuple(cls, t: Sequence[Any]) -> ServiceInfo:
         return cls(
-            Web3.to_checksum_address(t[0]), Web3.to_checksum_address(t[1]), str(t[2]), str(t[3]),
-            str(t[4]), str(t[5]), bool(t[6]), int(t[7]),
+            Web3.to_checksum_address(t[0]),
+            Web3.to_checksum_address(t[1]),
+            str(t[2]),
+            str(t[3]),
+            str(t[4]),
+            str(t[5]),
+            bool(t[6]),
+            int(t[7]),
         )
 
 
@@ -124,9 +130,17 @@ class Account:
     @classmethod
     def from_tuple(cls, t: Sequence[Any]) -> Account:
         return cls(
-            Web3.to_checksum_address(t[0]), Web3.to_checksum_address(t[1]), int(t[2]), int(t[3]),
-            int(t[4]), tuple(Refund.from_tuple(r) for r in t[5]), str(t[6]), bool(t[7]),
-            int(t[8]), int(t[9]), int(t[10]),
+            Web3.to_checksum_address(t[0]),
+            Web3.to_checksum_address(t[1]),
+            int(t[2]),
+            int(t[3]),
+            int(t[4]),
+            tuple(Refund.from_tuple(r) for r in t[5]),
+            str(t[6]),
+            bool(t[7]),
+            int(t[8]),
+            int(t[9]),
+            int(t[10]),
         )
 
 
@@ -149,8 +163,17 @@ class Service:
     @classmethod
     def from_tuple(cls, t: Sequence[Any]) -> Service:
         return cls(
-            Web3.to_checksum_address(t[0]), str(t[1]), str(t[2]), int(t[3]), int(t[4]), int(t[5]),
-            str(t[6]), str(t[7]), str(t[8]), Web3.to_checksum_address(t[9]), bool(t[10]),
+            Web3.to_checksum_address(t[0]),
+            str(t[1]),
+            str(t[2]),
+            int(t[3]),
+            int(t[4]),
+            int(t[5]),
+            str(t[6]),
+            str(t[7]),
+            str(t[8]),
+            Web3.to_checksum_address(t[9]),
+            bool(t[10]),
         )
 
 
@@ -280,27 +303,34 @@ class InferenceServingContract(_ContractWrapper):
         """``isTokenRevoked(user, provider, tokenId)`` (bitmap only)."""
         return bool(self._call(self.contract.functions.isTokenRevoked(user, provider, token_id)))
 
-    def get_accounts_by_user(self, user: str, offset: int = 0,
-                             limit: int = 50) -> tuple[list[Account], int]:
+    def get_accounts_by_user(
+        self, user: str, offset: int = 0, limit: int = 50
+    ) -> tuple[list[Account], int]:
         """``getAccountsByUser(user, offset, limit)`` → (accounts, total)."""
         accounts, total = self._call(self.contract.functions.getAccountsByUser(user, offset, limit))
         return [Account.from_tuple(a) for a in accounts], int(total)
 
-    def get_accounts_by_provider(self, provider: str, offset: int = 0,
-                                 limit: int = 50) -> tuple[list[Account], int]:
+    def get_accounts_by_provider(
+        self, provider: str, offset: int = 0, limit: int = 50
+    ) -> tuple[list[Account], int]:
         """``getAccountsByProvider(provider, offset, limit)`` → (accounts, total); called from
         ``provider`` (the gateway's view)."""
         accounts, total = self._call(
-            self.contract.functions.getAccountsByProvider(provider, offset, limit), from_=provider)
+            self.contract.functions.getAccountsByProvider(provider, offset, limit), from_=provider
+        )
         return [Account.from_tuple(a) for a in accounts], int(total)
 
-    def preview_settlement_results(self, provider: str,
-                                   settlements: Sequence[Any]) -> tuple[Any, Any, Any, Any]:
+    def preview_settlement_results(
+        self, provider: str, settlements: Sequence[Any]
+    ) -> tuple[Any, Any, Any, Any]:
         """``previewSettlementResults(settlements)`` called from ``provider`` →
         (users, failure reasons, partially settled users, amounts), as the contract returns them
         (contracts.md A3)."""
-        return tuple(self._call(
-            self.contract.functions.previewSettlementResults(list(settlements)), from_=provider))
+        return tuple(
+            self._call(
+                self.contract.functions.previewSettlementResults(list(settlements)), from_=provider
+            )
+        )
 
     # writes
     def acknowledge_tee_signer_by_owner(self, provider: str) -> TxReceipt:

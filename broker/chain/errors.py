@@ -51,7 +51,7 @@ FRIENDLY_MESSAGES: dict[str, str] = {
     "details.",
     "InsufficientBalance": "Insufficient balance in the account.",
     "ServiceNotExist": "Service provider does not exist. Please check the provider address.",
-    "AccountNotExists": 'Sub-account not found. Initialize it by transferring funds via '
+    "AccountNotExists": "Sub-account not found. Initialize it by transferring funds via "
     '"transfer-fund"',
     "AccountExists": "Sub-account already exists for this provider.",
     "RefundLocked": "Refund is still locked. Please wait for the lock time to expire.",

@@ -106,8 +106,13 @@ def _atomic_write_0600(path: Path, text: str) -> None:
         raise
 
 
-def create_keystore(private_key: str, password: str, path: Path | str | None = None, *,
-                    iterations: int | None = None) -> Path:
+def create_keystore(
+    private_key: str,
+    password: str,
+    path: Path | str | None = None,
+    *,
+    iterations: int | None = None,
+) -> Path:
     """Encrypt ``private_key`` into an eth-account keystore v3 file (scrypt), mode 0600.
 
     Args:
@@ -172,8 +177,12 @@ def key_source(private_key: str | None = None, *, settings: Settings | None = No
     return None
 
 
-def load_wallet(private_key: str | None = None, *, settings: Settings | None = None,
-                interactive: bool | None = None) -> Wallet:
+def load_wallet(
+    private_key: str | None = None,
+    *,
+    settings: Settings | None = None,
+    interactive: bool | None = None,
+) -> Wallet:
     """Resolve the signer: ``private_key`` > ``ZG_PRIVATE_KEY`` > the encrypted keystore.
 
     Args:

@@ -81,8 +81,13 @@ logger = logging.getLogger(__name__)
 
 _REVERT_EXC = (ContractCustomError, ContractLogicError, ContractPanicError)
 _UNDERPRICED_MARKERS = ("underpriced", "fee too low", "max fee per gas less than block base fee")
-_NONCE_TOO_LOW_MARKERS = ("nonce too low", "already known", "already imported",
-                          "nonce has already been used", "known transaction")
+_NONCE_TOO_LOW_MARKERS = (
+    "nonce too low",
+    "already known",
+    "already imported",
+    "nonce has already been used",
+    "known transaction",
+)
 _REPLACEMENT_MARKERS = ("replacement transaction underpriced", "replacement fee too low")
 
 #: How many times a new transaction is re-signed with a fresh nonce after another writer on the
@@ -104,7 +109,8 @@ def no_send_retry(w3: Web3) -> Web3:
     allow = getattr(cfg, "method_allowlist", None)
     if cfg is not None and allow is not None and _SEND_METHOD in allow:
         provider.exception_retry_configuration = cfg.model_copy(
-            update={"method_allowlist": [m for m in allow if m != _SEND_METHOD]})
+            update={"method_allowlist": [m for m in allow if m != _SEND_METHOD]}
+        )
     return w3
 
 
@@ -137,8 +143,9 @@ def rpc_guard(what: str) -> Iterator[None]:
         raise RPCError(f"{what}: {_rpc_message(exc)}") from exc
 
 
-def call_view(fn: ContractFunction, *, from_: str | None = None,
-              block_identifier: Any = "latest") -> Any:
+def call_view(
+    fn: ContractFunction, *, from_: str | None = None, block_identifier: Any = "latest"
+) -> Any:
     """Call a view function with ``eth_call``.
 
     Args:
@@ -220,7 +227,7 @@ class TransactionSender:
         self.poll_interval = poll_interval
         self.gas_limit_margin = Decimal(str(gas_limit_margin))
         self._lock = threading.Lock()
-        self._salt = secrets.randbelow(1 << 16) + 1     # gas; see "Other writers" above
+        self._salt = secrets.randbelow(1 << 16) + 1  # gas; see "Other writers" above
         self._nonce: int | None = None
         self._chain_id: int | None = None
 
@@ -321,7 +328,8 @@ class TransactionSender:
         if price >= cap:
             raise GasPriceCapError(
                 f"gas price {price} neuron/gas already at the cap {cap} (nonce {nonce})",
-                nonce=nonce, gas_price=price,
+                nonce=nonce,
+                gas_price=price,
             )
         new = math.ceil(Decimal(price) * self.gas_bump)
         return min(max(new, price + 1), cap)
@@ -348,8 +356,16 @@ class TransactionSender:
         logger.debug("sent tx %s nonce=%d gas_price=%d", hex_hash, nonce, price)
         return hex_hash
 
-    def _broadcast(self, base: dict[str, Any], nonce: int, price: int, cap: int,
-                   bumps: list[int], *, ours: bool = True) -> tuple[str, int]:
+    def _broadcast(
+        self,
+        base: dict[str, Any],
+        nonce: int,
+        price: int,
+        cap: int,
+        bumps: list[int],
+        *,
+        ours: bool = True,
+    ) -> tuple[str, int]:
         """Broadcast, bumping on underpriced errors. Returns (hash, price used).
 
         ``ours``: a transaction of ours already holds ``nonce`` (a replacement); when ``False``
@@ -364,12 +380,13 @@ class TransactionSender:
                 if not _matches(message, _UNDERPRICED_MARKERS):
                     raise
                 if not ours and _matches(message, _REPLACEMENT_MARKERS):
-                    raise       # another writer's transaction holds this nonce: never replace it
+                    raise  # another writer's transaction holds this nonce: never replace it
                 if len(bumps) >= self.max_bumps:
                     raise GasPriceCapError(
                         f"transaction still underpriced at {price} neuron/gas after "
                         f"{len(bumps)} bumps (nonce {nonce})",
-                        nonce=nonce, gas_price=price,
+                        nonce=nonce,
+                        gas_price=price,
                     ) from None
                 price = self._bumped(price, cap, nonce)
                 bumps.append(price)
@@ -379,7 +396,8 @@ class TransactionSender:
         if price > cap:
             raise GasPriceCapError(
                 f"gas price {price} neuron/gas exceeds max_gas_price {cap}",
-                nonce=-1, gas_price=price,
+                nonce=-1,
+                gas_price=price,
             )
         for _ in range(NONCE_RETRIES + 1):
             bumps: list[int] = []
@@ -389,18 +407,21 @@ class TransactionSender:
                 break
             # Another writer's transaction consumed our nonce and none of ours exists any more
             # (replaced in the pool, then dropped): nothing of ours can be mined; send anew.
-            logger.info("nonce %d was consumed by another writer; resending with a fresh nonce",
-                        nonce)
+            logger.info(
+                "nonce %d was consumed by another writer; resending with a fresh nonce", nonce
+            )
         else:
             raise TransactionError(
                 f"another writer on this key consumed the nonce {NONCE_RETRIES + 1} times; "
-                "nothing was mined for this transaction (keep one writer per key)")
+                "nothing was mined for this transaction (keep one writer per key)"
+            )
         if receipt["status"] != 1:
             raise self._decode_failed(base, receipt)
         return receipt
 
-    def _first_broadcast(self, base: dict[str, Any], price: int, cap: int,
-                         bumps: list[int]) -> tuple[int, str, int]:
+    def _first_broadcast(
+        self, base: dict[str, Any], price: int, cap: int, bumps: list[int]
+    ) -> tuple[int, str, int]:
         """Take a nonce and broadcast; returns ``(nonce, hash, price used)``."""
         with self._lock:
             for attempt in range(NONCE_RETRIES + 1):
@@ -421,8 +442,11 @@ class TransactionSender:
                     if taken and attempt < NONCE_RETRIES:
                         # Another writer on this key took the nonce; the node refused our bytes,
                         # so nothing of ours is in flight: re-sign with a fresh nonce.
-                        logger.info("nonce %d taken by another writer (%s); resending with a "
-                                    "fresh nonce", nonce, message)
+                        logger.info(
+                            "nonce %d taken by another writer (%s); resending with a fresh nonce",
+                            nonce,
+                            message,
+                        )
                         time.sleep(secrets.randbelow(20 << attempt) / 1000)
                         continue
                     raise self._refused(exc) from None
@@ -433,8 +457,15 @@ class TransactionSender:
                 return nonce, tx_hash, price
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _await_receipt(self, base: dict[str, Any], nonce: int, hashes: list[str], price: int,
-                       cap: int, bumps: list[int]) -> TxReceipt | None:
+    def _await_receipt(
+        self,
+        base: dict[str, Any],
+        nonce: int,
+        hashes: list[str],
+        price: int,
+        cap: int,
+        bumps: list[int],
+    ) -> TxReceipt | None:
         """Wait for a receipt of any of ``hashes``, bumping on timeouts. ``None``: the nonce was
         consumed by another writer and none of our transactions exists (:meth:`_nonce_lost`)."""
         while True:
@@ -448,7 +479,8 @@ class TransactionSender:
                 raise TransactionTimeoutError(
                     f"no receipt for nonce {nonce} after {len(hashes)} transaction(s) and "
                     f"{self.receipt_timeout:g}s each (last {hashes[-1]}); it may still be mined",
-                    nonce=nonce, tx_hashes=hashes,
+                    nonce=nonce,
+                    tx_hashes=hashes,
                 )
             try:
                 price = self._bumped(price, cap, nonce)
@@ -459,7 +491,7 @@ class TransactionSender:
             try:
                 new_hash, price = self._broadcast(base, nonce, price, cap, bumps)
             except _SendUnanswered:
-                continue    # the replacement may or may not be in: keep waiting for any hash
+                continue  # the replacement may or may not be in: keep waiting for any hash
             except RPCError as exc:
                 if _matches(str(exc), _NONCE_TOO_LOW_MARKERS):
                     continue  # mined meanwhile (ours: the receipt comes; else _nonce_lost)
@@ -487,7 +519,7 @@ class TransactionSender:
                     if "not found" not in str(exc).lower():
                         return False
         except RPCError:
-            return False            # cannot tell: keep treating it as possibly ours
+            return False  # cannot tell: keep treating it as possibly ours
         with self._lock:
             self._nonce = None
         return True

@@ -56,12 +56,20 @@ def make_broker(ctx: typer.Context) -> Broker:
     network = opts.network or settings.network
     private_key = None
     if network.strip().lower() == "devnet" and key_source(None, settings=settings) is None:
-        net = resolve_network(network, rpc_url=opts.rpc, ledger_address=opts.ledger_ca,
-                              inference_address=opts.inference_ca, settings=settings)
+        net = resolve_network(
+            network,
+            rpc_url=opts.rpc,
+            ledger_address=opts.ledger_ca,
+            inference_address=opts.inference_ca,
+            settings=settings,
+        )
         private_key = devnet_fallback_key(net, settings=settings)
         if private_key is not None:
-            message(f"no key configured: using devnet dev account {net.dev_accounts[0].address} "
-                    "(public anvil key)", style="yellow")
+            message(
+                f"no key configured: using devnet dev account {net.dev_accounts[0].address} "
+                "(public anvil key)",
+                style="yellow",
+            )
     return create_broker(
         private_key,
         network=network,

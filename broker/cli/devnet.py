@@ -32,8 +32,11 @@ _StateFile = typer.Option(
 
 def _fail(exc: BrokerError) -> None:
     # the message is printed as plain text: brackets in it ("[worker]") are not rich markup
-    _err.print(Text("error: ", style="red") + Text(" ".join(str(exc).split())),
-               highlight=False, soft_wrap=True)
+    _err.print(
+        Text("error: ", style="red") + Text(" ".join(str(exc).split())),
+        highlight=False,
+        soft_wrap=True,
+    )
     raise typer.Exit(1)
 
 
@@ -47,7 +50,8 @@ def up(
         False, "--show-keys", help="Include the dev accounts' private keys."
     ),
     with_provider: bool = typer.Option(
-        False, "--with-provider",
+        False,
+        "--with-provider",
         help="Also start a provider (Z-Image worker + gateway) registered and acknowledged on chain.",
     ),
     model: str = typer.Option(
@@ -58,8 +62,9 @@ def up(
     """Start the devnet (or reuse a running one) and deploy the contracts."""
     try:
         with _err.status("starting devnet..."):
-            state = devnet_up(port=port, state_file=state_file, with_provider=with_provider,
-                              model=model)
+            state = devnet_up(
+                port=port, state_file=state_file, with_provider=with_provider, model=model
+            )
     except InputError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--model'") from None
     except BrokerError as exc:

@@ -22,8 +22,9 @@ from broker.units import format_0g
 
 __all__ = ["CURL_PATHS", "register"]
 
-ProviderOpt = Annotated[str, typer.Option("--provider", callback=address_param,
-                                          help="Provider address.")]
+ProviderOpt = Annotated[
+    str, typer.Option("--provider", callback=address_param, help="Provider address.")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 
 #: the example request path per service type (as in ``get-secret`` of 0g-compute-cli).
@@ -40,11 +41,19 @@ def _json(ctx: typer.Context, as_json: bool) -> bool:
     return options(ctx).json or as_json
 
 
-def _tx(ctx: typer.Context, as_json: bool, result: TxResult | None, text: str, **extra: Any) -> None:
+def _tx(
+    ctx: typer.Context, as_json: bool, result: TxResult | None, text: str, **extra: Any
+) -> None:
     if _json(ctx, as_json):
-        tx = None if result is None else {
-            "tx_hash": result.tx_hash, "block_number": result.block_number,
-            "gas_used": result.gas_used}
+        tx = (
+            None
+            if result is None
+            else {
+                "tx_hash": result.tx_hash,
+                "block_number": result.block_number,
+                "gas_used": result.gas_used,
+            }
+        )
         print_json({"ok": True, "message": text, "transaction": tx, **extra})
         return
     message(text, style="green")
@@ -65,9 +74,13 @@ def _service_json(s: Any) -> dict[str, Any]:
 
 def list_providers(
     ctx: typer.Context,
-    include_invalid: Annotated[bool, typer.Option(
-        "--include-invalid", help="Also list services whose TEE signer the owner has not "
-                                  "acknowledged.")] = False,
+    include_invalid: Annotated[
+        bool,
+        typer.Option(
+            "--include-invalid",
+            help="Also list services whose TEE signer the owner has not acknowledged.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """List the registered inference services (all pages)."""
@@ -85,8 +98,9 @@ def list_providers(
         table.add_row("Provider", s.provider)
         table.add_row("Service Type", s.service_type)
         if s.multi_model:
-            table.add_row("Model", f"multi-model ({s.price_denomination or 'NATIVE'}); default "
-                                   f"{s.model}")
+            table.add_row(
+                "Model", f"multi-model ({s.price_denomination or 'NATIVE'}); default {s.model}"
+            )
         else:
             table.add_row("Model", s.model)
         if s.service_type in _IMAGE_TYPES:
@@ -122,23 +136,32 @@ def get_models(ctx: typer.Context, provider: ProviderOpt, as_json: JsonOpt = Fal
         extra = m.model_extra or {}
         pricing = (m.pricing_usd if usd else m.pricing) or {}
         unit = "USD" if usd else "0G"
-        text = ", ".join(f"{k}: {v} {unit}" for k, v in pricing.items()
-                         if not isinstance(v, (dict, list)))
+        text = ", ".join(
+            f"{k}: {v} {unit}" for k, v in pricing.items() if not isinstance(v, (dict, list))
+        )
         table.add_row(m.id, str(extra.get("type", extra.get("service_type", "-"))), text or "-")
     out.print(table)
 
 
-def acknowledge_provider(ctx: typer.Context, provider: ProviderOpt,
-                         as_json: JsonOpt = False) -> None:
+def acknowledge_provider(
+    ctx: typer.Context, provider: ProviderOpt, as_json: JsonOpt = False
+) -> None:
     """Acknowledge the provider's TEE signer (creates the sub-account with 1 0G if missing)."""
     result = make_broker(ctx).inference.acknowledge_provider_signer(provider)
     if result.sub_account_created:
         message(f"created the sub-account with {format_0g(result.transferred)} 0G", style="yellow")
-    text = ("Provider already acknowledged" if result.already_acknowledged
-            else "Provider acknowledged")
-    _tx(ctx, as_json, result.tx, text, provider=result.provider,
+    text = (
+        "Provider already acknowledged" if result.already_acknowledged else "Provider acknowledged"
+    )
+    _tx(
+        ctx,
+        as_json,
+        result.tx,
+        text,
+        provider=result.provider,
         sub_account_created=result.sub_account_created,
-        already_acknowledged=result.already_acknowledged)
+        already_acknowledged=result.already_acknowledged,
+    )
 
 
 def _format_ms(ms: int) -> str:
@@ -150,10 +173,15 @@ def _format_ms(ms: int) -> str:
 def get_secret(
     ctx: typer.Context,
     provider: ProviderOpt,
-    token_id: Annotated[int | None, typer.Option(
-        "--token-id", min=0, max=254, help="Token id 0-254 (default: the lowest free one).")] = None,
-    duration: Annotated[int, typer.Option(
-        "--duration", min=0, help="Lifetime in milliseconds; 0 = never expires.")] = 0,
+    token_id: Annotated[
+        int | None,
+        typer.Option(
+            "--token-id", min=0, max=254, help="Token id 0-254 (default: the lowest free one)."
+        ),
+    ] = None,
+    duration: Annotated[
+        int, typer.Option("--duration", min=0, help="Lifetime in milliseconds; 0 = never expires.")
+    ] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a persistent, revocable API key (app-sk-...) for a provider. The key is a secret:
@@ -163,9 +191,16 @@ def get_secret(
     key = inf.get_secret(provider, token_id=token_id, duration=duration or None)
     service = inf.get_service(provider)
     if _json(ctx, as_json):
-        print_json({"provider": service.provider, "token_id": key.token_id,
-                    "created_at": key.created_at, "expires_at": key.expires_at,
-                    "authorization": f"Bearer {key.raw_token}", "api_key": key.raw_token})
+        print_json(
+            {
+                "provider": service.provider,
+                "token_id": key.token_id,
+                "created_at": key.created_at,
+                "expires_at": key.expires_at,
+                "authorization": f"Bearer {key.raw_token}",
+                "api_key": key.raw_token,
+            }
+        )
         return
     out.print(f"Authorization: Bearer {key.raw_token}", soft_wrap=True)
     out.print(f"Token ID: {key.token_id}")
@@ -175,11 +210,18 @@ def get_secret(
     out.print(
         f"  curl {service.url}{path} -H 'Content-Type: application/json' "
         f"-H 'Authorization: Bearer <API key>' -d '{{\"model\": \"{service.model}\", ...}}'",
-        highlight=False, markup=False)
-    out.print(f"Revoke this key: 0g-broker revoke-token --provider {service.provider} "
-              f"--token-id {key.token_id}", highlight=False)
-    out.print(f"Revoke all keys: 0g-broker revoke-all-tokens --provider {service.provider}",
-              highlight=False)
+        highlight=False,
+        markup=False,
+    )
+    out.print(
+        f"Revoke this key: 0g-broker revoke-token --provider {service.provider} "
+        f"--token-id {key.token_id}",
+        highlight=False,
+    )
+    out.print(
+        f"Revoke all keys: 0g-broker revoke-all-tokens --provider {service.provider}",
+        highlight=False,
+    )
 
 
 def revoke_token(

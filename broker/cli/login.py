@@ -23,11 +23,14 @@ __all__ = ["register"]
 
 def login(
     ctx: typer.Context,
-    private_key_env: Annotated[str | None, typer.Option(
-        "--private-key-env", help="Read the key from this environment variable.")] = None,
+    private_key_env: Annotated[
+        str | None,
+        typer.Option("--private-key-env", help="Read the key from this environment variable."),
+    ] = None,
     stdin: Annotated[bool, typer.Option("--stdin", help="Read the key from stdin.")] = False,
-    force: Annotated[bool, typer.Option("--force", "-f", help="Replace an existing keystore.")]
-    = False,
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Replace an existing keystore.")
+    ] = False,
 ) -> None:
     """Save a private key in the encrypted keystore."""
     settings = options(ctx).settings()
@@ -44,7 +47,8 @@ def login(
         if not sys.stdin.isatty():
             raise KeyStoreError(
                 "no terminal to prompt for the private key: pass --stdin or --private-key-env VAR "
-                "and set ZG_KEYSTORE_PASSWORD")
+                "and set ZG_KEYSTORE_PASSWORD"
+            )
         key = typer.prompt("Private key", hide_input=True)
     wallet = wallet_from_key(key)
     if settings.keystore_password is not None:
@@ -52,9 +56,9 @@ def login(
     else:
         if not sys.stdin.isatty():
             raise KeyStoreError(
-                "no terminal to prompt for the keystore password: set ZG_KEYSTORE_PASSWORD")
-        password = typer.prompt("Keystore password", hide_input=True,
-                                confirmation_prompt=True)
+                "no terminal to prompt for the keystore password: set ZG_KEYSTORE_PASSWORD"
+            )
+        password = typer.prompt("Keystore password", hide_input=True, confirmation_prompt=True)
     written = create_keystore(key, password, path)
     message(f"Logged in as {wallet.address} (keystore {written})", style="green")
     out.print(wallet.address)
@@ -62,8 +66,7 @@ def login(
 
 def logout(
     ctx: typer.Context,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
-    = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete the keystore file."""
     path = options(ctx).settings().keystore_path()
@@ -91,7 +94,8 @@ def status(ctx: typer.Context) -> None:
         except (OSError, ValueError, KeyError):
             info["address"] = None
     print_json(info) if options(ctx).json else out.print(
-        " ".join(f"{k}={v}" for k, v in info.items()))
+        " ".join(f"{k}={v}" for k, v in info.items())
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -23,8 +23,14 @@ __all__ = ["RootGroup", "app", "main"]
 
 
 #: Exceptions that carry their own exit code (usage errors: 2; ``typer.Exit``): not ours to report.
-_PASS_THROUGH = (TyperException, typer.Exit, typer.Abort, click.exceptions.ClickException,
-                 click.exceptions.Exit, click.exceptions.Abort)
+_PASS_THROUGH = (
+    TyperException,
+    typer.Exit,
+    typer.Abort,
+    click.exceptions.ClickException,
+    click.exceptions.Exit,
+    click.exceptions.Abort,
+)
 
 
 class RootGroup(TyperGroup):
@@ -45,8 +51,11 @@ class RootGroup(TyperGroup):
         except SystemExit as exc:  # a server (uvicorn) exiting 3 when its start-up failed
             if not isinstance(exc.code, int) or exc.code in (0, 1, 2, 130):
                 raise
-            report_error(BrokerError(
-                f"the server did not start (its exit status {exc.code}; see the messages above)"))
+            report_error(
+                BrokerError(
+                    f"the server did not start (its exit status {exc.code}; see the messages above)"
+                )
+            )
             raise typer.Exit(1) from None
 
 
@@ -63,24 +72,40 @@ app = typer.Typer(
 @app.callback()
 def _global(
     ctx: typer.Context,
-    network: Annotated[str | None, typer.Option(
-        "--network", envvar="ZG_NETWORK",
-        help="Network preset (mainnet, testnet, testnet-dev, hardhat, devnet); default from "
-             "the config file, else mainnet.")] = None,
+    network: Annotated[
+        str | None,
+        typer.Option(
+            "--network",
+            envvar="ZG_NETWORK",
+            help="Network preset (mainnet, testnet, testnet-dev, hardhat, devnet); default from "
+            "the config file, else mainnet.",
+        ),
+    ] = None,
     rpc: Annotated[str | None, typer.Option("--rpc", help="JSON-RPC URL override.")] = None,
-    ledger_ca: Annotated[str | None, typer.Option(
-        "--ledger-ca", help="LedgerManager address override.")] = None,
-    inference_ca: Annotated[str | None, typer.Option(
-        "--inference-ca", help="InferenceServing address override.")] = None,
+    ledger_ca: Annotated[
+        str | None, typer.Option("--ledger-ca", help="LedgerManager address override.")
+    ] = None,
+    inference_ca: Annotated[
+        str | None, typer.Option("--inference-ca", help="InferenceServing address override.")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    gas_price: Annotated[int | None, typer.Option(
-        "--gas-price", min=0, help="Gas price in neuron (wei) per gas.")] = None,
-    max_gas_price: Annotated[int | None, typer.Option(
-        "--max-gas-price", min=0, help="Cap for gas-price bumps, neuron per gas.")] = None,
+    gas_price: Annotated[
+        int | None, typer.Option("--gas-price", min=0, help="Gas price in neuron (wei) per gas.")
+    ] = None,
+    max_gas_price: Annotated[
+        int | None,
+        typer.Option("--max-gas-price", min=0, help="Cap for gas-price bumps, neuron per gas."),
+    ] = None,
 ) -> None:
-    ctx.obj = CliOptions(network=network, rpc=rpc, ledger_ca=ledger_ca,
-                         inference_ca=inference_ca, json=json_out, gas_price=gas_price,
-                         max_gas_price=max_gas_price)
+    ctx.obj = CliOptions(
+        network=network,
+        rpc=rpc,
+        ledger_ca=ledger_ca,
+        inference_ca=inference_ca,
+        json=json_out,
+        gas_price=gas_price,
+        max_gas_price=max_gas_price,
+    )
 
 
 #: Every area's CLI module, mounted in this order (the one mounting path; CONTRIBUTING.md). A module
@@ -119,8 +144,11 @@ def _inference_group() -> typer.Typer:
     them (``0g-compute-cli inference list-providers``); the top-level names stay."""
     from broker.cli import inference, serve, verify
 
-    group = typer.Typer(no_args_is_help=True, help="Inference commands, as in `0g-compute-cli "
-                        "inference ...` (the same commands are also available at the top level).")
+    group = typer.Typer(
+        no_args_is_help=True,
+        help="Inference commands, as in `0g-compute-cli "
+        "inference ...` (the same commands are also available at the top level).",
+    )
     inference.register(group)
     verify.register(group)
     group.command("serve")(serve.serve_cmd)

@@ -22,8 +22,9 @@ __all__ = ["register"]
 
 def setup_network(
     ctx: typer.Context,
-    network: Annotated[str | None, typer.Option(
-        "--network", help=f"One of: {', '.join(PRESETS)}.")] = None,
+    network: Annotated[
+        str | None, typer.Option("--network", help=f"One of: {', '.join(PRESETS)}.")
+    ] = None,
     rpc: Annotated[str | None, typer.Option("--rpc", help="Custom RPC URL to save.")] = None,
 ) -> None:
     """Choose the default network (saved in the config file; the keystore is kept)."""
@@ -41,19 +42,32 @@ def setup_network(
     message(f"Network set to {preset.name} (config: {path})", style="green")
 
 
-def show_network(ctx: typer.Context,
-                 as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def show_network(
+    ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
     """Show the network, RPC URL and contract addresses in use (no connection made)."""
     opts = options(ctx)
     settings = opts.settings()
-    info: dict[str, object] = {"network": opts.network or settings.network,
-                               "config_file": str(config_file()),
-                               "key_source": key_source(None, settings=settings)}
+    info: dict[str, object] = {
+        "network": opts.network or settings.network,
+        "config_file": str(config_file()),
+        "key_source": key_source(None, settings=settings),
+    }
     try:
-        net = resolve_network(opts.network, rpc_url=opts.rpc, ledger_address=opts.ledger_ca,
-                              inference_address=opts.inference_ca, settings=settings)
-        info.update(network=net.name, chain_id=net.chain_id, rpc_url=net.rpc_url,
-                    ledger_address=net.ledger_address, inference_address=net.inference_address)
+        net = resolve_network(
+            opts.network,
+            rpc_url=opts.rpc,
+            ledger_address=opts.ledger_ca,
+            inference_address=opts.inference_ca,
+            settings=settings,
+        )
+        info.update(
+            network=net.name,
+            chain_id=net.chain_id,
+            rpc_url=net.rpc_url,
+            ledger_address=net.ledger_address,
+            inference_address=net.inference_address,
+        )
     except ConfigError as exc:
         info["error"] = str(exc)
     if opts.json or as_json:

@@ -18,7 +18,13 @@ from broker._exceptions import BrokerError
 from broker.units import format_0g
 
 __all__ = [
-    "amount_fields", "err", "error_line", "handle_errors", "message", "out", "print_json",
+    "amount_fields",
+    "err",
+    "error_line",
+    "handle_errors",
+    "message",
+    "out",
+    "print_json",
     "report_error",
 ]
 

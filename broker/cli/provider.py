@@ -11,8 +11,9 @@ from broker.cli.output import err, handle_errors
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Provider gateway (settlement agent): serve and register.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Provider gateway (settlement agent): serve and register.", no_args_is_help=True
+)
 
 
 @app.command()
@@ -31,9 +32,14 @@ def serve(
 
 @app.command()
 @handle_errors
-def register(acknowledge_as_owner: Annotated[bool, typer.Option(
-        help="Devnet: also send acknowledgeTEESignerByOwner with the devnet owner key.")] = False,
-             ) -> None:
+def register(
+    acknowledge_as_owner: Annotated[
+        bool,
+        typer.Option(
+            help="Devnet: also send acknowledgeTEESignerByOwner with the devnet owner key."
+        ),
+    ] = False,
+) -> None:
     """Stake and register/update the service (addOrUpdateService with additionalInfo)."""
     from broker.chain.connection import connect
     from broker.chain.contracts import InferenceServingContract
@@ -50,8 +56,10 @@ def register(acknowledge_as_owner: Annotated[bool, typer.Option(
     contract = InferenceServingContract(w3, address, TransactionSender(w3, wallet))
     signer = load_tee_signer(settings)
     outcome = register_service(contract, settings, signer.address)
-    err.print(f"service {outcome}: provider {wallet.address}, TEE signer {signer.address}",
-              highlight=False)
+    err.print(
+        f"service {outcome}: provider {wallet.address}, TEE signer {signer.address}",
+        highlight=False,
+    )
     if acknowledge_as_owner and outcome in ("removed", "absent"):
         err.print("no service registered (empty serving URL): nothing to acknowledge")
     elif acknowledge_as_owner:
@@ -60,9 +68,13 @@ def register(acknowledge_as_owner: Annotated[bool, typer.Option(
         from broker.devnet.state import read_state
 
         state = read_state()
-        owner_key = next(a.private_key.get_secret_value() for a in state.accounts
-                         if a.address.lower() == state.owner.lower())
+        owner_key = next(
+            a.private_key.get_secret_value()
+            for a in state.accounts
+            if a.address.lower() == state.owner.lower()
+        )
         owner = InferenceServingContract(
-            w3, address, TransactionSender(w3, Account.from_key(owner_key)))
+            w3, address, TransactionSender(w3, Account.from_key(owner_key))
+        )
         acknowledge_tee_signer_by_owner(owner, wallet.address)
         err.print("TEE signer acknowledged by the contract owner")

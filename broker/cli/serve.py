@@ -27,31 +27,63 @@ class VerifyChoice(StrEnum):
 @handle_errors
 def serve_cmd(
     ctx: typer.Context,
-    provider: Annotated[str, typer.Option("--provider", envvar="ZG_SERVE_PROVIDER",
-                                          callback=address_param,
-                                          help="Provider address to serve.")],
+    provider: Annotated[
+        str,
+        typer.Option(
+            "--provider",
+            envvar="ZG_SERVE_PROVIDER",
+            callback=address_param,
+            help="Provider address to serve.",
+        ),
+    ],
     host: Annotated[str, typer.Option(envvar="ZG_SERVE_HOST", help="Bind address.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, envvar="ZG_SERVE_PORT",
-                                      help="Port.")] = 3000,
-    api_key: Annotated[str | None, typer.Option(
-        "--api-key", envvar="ZG_SERVE_API_KEY",
-        help="Require clients to send 'Authorization: Bearer <key>'. On the command line the key "
-        "is visible to other local users: prefer ZG_SERVE_API_KEY or --api-key-file.")] = None,
-    api_key_file: Annotated[Path | None, typer.Option(
-        "--api-key-file", envvar="ZG_SERVE_API_KEY_FILE",
-        help="Read the API key from this file (first line; keep it mode 600).")] = None,
-    verify: Annotated[VerifyChoice, typer.Option(
-        envvar="ZG_SERVE_VERIFY",
-        help="Response verification: off, warn (report only) or enforce (refuse).")]
-    = VerifyChoice.warn,
-    auto_funding: Annotated[bool, typer.Option(
-        "--auto-funding/--no-auto-funding", envvar="ZG_SERVE_AUTO_FUNDING",
-        help="Top up the sub-account in the background.")] = True,
-    images_timeout: Annotated[float, typer.Option(
-        min=0.001, envvar="ZG_SERVE_IMAGES_TIMEOUT",
-        help="Image request timeout, seconds.")] = 600.0,
-    chat_timeout: Annotated[float, typer.Option(
-        min=0.001, envvar="ZG_SERVE_CHAT_TIMEOUT", help="Chat request timeout, seconds.")] = 300.0,
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, envvar="ZG_SERVE_PORT", help="Port.")
+    ] = 3000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="ZG_SERVE_API_KEY",
+            help="Require clients to send 'Authorization: Bearer <key>'. On the command line the "
+            "key is visible to other local users: prefer ZG_SERVE_API_KEY or --api-key-file.",
+        ),
+    ] = None,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--api-key-file",
+            envvar="ZG_SERVE_API_KEY_FILE",
+            help="Read the API key from this file (first line; keep it mode 600).",
+        ),
+    ] = None,
+    verify: Annotated[
+        VerifyChoice,
+        typer.Option(
+            envvar="ZG_SERVE_VERIFY",
+            help="Response verification: off, warn (report only) or enforce (refuse).",
+        ),
+    ] = VerifyChoice.warn,
+    auto_funding: Annotated[
+        bool,
+        typer.Option(
+            "--auto-funding/--no-auto-funding",
+            envvar="ZG_SERVE_AUTO_FUNDING",
+            help="Top up the sub-account in the background.",
+        ),
+    ] = True,
+    images_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.001, envvar="ZG_SERVE_IMAGES_TIMEOUT", help="Image request timeout, seconds."
+        ),
+    ] = 600.0,
+    chat_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.001, envvar="ZG_SERVE_CHAT_TIMEOUT", help="Chat request timeout, seconds."
+        ),
+    ] = 300.0,
 ) -> None:
     """Run the OpenAI-compatible local proxy for one provider: it pays, signs, verifies and bills
     every request.
@@ -66,22 +98,32 @@ def serve_cmd(
     from broker.proxy.settings import ServeSettings
     from broker.proxy.startup import check_port, preflight
 
-    source = ctx.get_parameter_source("api_key")      # typer's own click: compare by name
+    source = ctx.get_parameter_source("api_key")  # typer's own click: compare by name
     if api_key is not None and getattr(source, "name", "") == "COMMANDLINE":
-        err.print("warning: --api-key is visible to other local users in the process list; "
-                  "use ZG_SERVE_API_KEY or --api-key-file")
-    if api_key_file is not None and api_key_file.exists() and \
-            api_key_file.stat().st_mode & 0o077:
-        err.print(f"warning: the API key file {api_key_file} is readable by other users "
-                  "(chmod 600 it)")
+        err.print(
+            "warning: --api-key is visible to other local users in the process list; "
+            "use ZG_SERVE_API_KEY or --api-key-file"
+        )
+    if api_key_file is not None and api_key_file.exists() and api_key_file.stat().st_mode & 0o077:
+        err.print(
+            f"warning: the API key file {api_key_file} is readable by other users (chmod 600 it)"
+        )
     try:
-        settings = ServeSettings(provider=provider, host=host, port=port, api_key=api_key,
-                                 api_key_file=api_key_file,
-                                 verify=verify.value, auto_funding=auto_funding,
-                                 images_timeout=images_timeout, chat_timeout=chat_timeout)
+        settings = ServeSettings(
+            provider=provider,
+            host=host,
+            port=port,
+            api_key=api_key,
+            api_key_file=api_key_file,
+            verify=verify.value,
+            auto_funding=auto_funding,
+            images_timeout=images_timeout,
+            chat_timeout=chat_timeout,
+        )
     except ValidationError as exc:
-        raise ProxyConfigError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                                         for e in exc.errors())) from None
+        raise ProxyConfigError(
+            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        ) from None
     # pre-flight, before anything is sent: port, key, provider, service type, model
     check_port(settings.host, settings.port)
     broker = make_broker(ctx)
@@ -90,15 +132,18 @@ def serve_cmd(
     except BaseException:
         broker.inference.close()
         raise
-    err.print(f"serving provider {settings.provider} on http://{host}:{port}/v1 "
-              f"(verify {settings.verify})")
+    err.print(
+        f"serving provider {settings.provider} on http://{host}:{port}/v1 "
+        f"(verify {settings.verify})"
+    )
     try:
         serve(broker, settings)
     except SystemExit as exc:  # uvicorn exits 3 when a start-up step fails (logged above)
         if exc.code in (0, None):
             raise
-        raise ProxyStartupError(f"serve did not start (exit status {exc.code} of the server; "
-                                "see the messages above)") from None
+        raise ProxyStartupError(
+            f"serve did not start (exit status {exc.code} of the server; see the messages above)"
+        ) from None
     finally:
         if broker.inference is not None:
             broker.inference.close()
@@ -108,14 +153,19 @@ def serve_cmd(
 def demo_cmd(
     ctx: typer.Context,
     prompt: Annotated[str, typer.Option(help="Image prompt.")] = (
-        "a red fox in the snow, watercolor"),
+        "a red fox in the snow, watercolor"
+    ),
     out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("demo.png"),
-    model: Annotated[str, typer.Option(
-        help="Worker model: 'tiny' (offline test weights) or a local Z-Image folder.")] = "tiny",
-    size: Annotated[str | None, typer.Option(
-        help="WIDTHxHEIGHT (default: 512x512, the SDK's).")] = None,
-    keep: Annotated[bool, typer.Option(
-        "--keep", help="Keep everything running until Ctrl-C.")] = False,
+    model: Annotated[
+        str,
+        typer.Option(help="Worker model: 'tiny' (offline test weights) or a local Z-Image folder."),
+    ] = "tiny",
+    size: Annotated[
+        str | None, typer.Option(help="WIDTHxHEIGHT (default: 512x512, the SDK's).")
+    ] = None,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep everything running until Ctrl-C.")
+    ] = False,
 ) -> None:
     """The main job in one command: devnet, tiny worker, provider gateway and serve; one image
     generated with the openai client through serve, paid and verified; then everything stopped."""
@@ -138,8 +188,15 @@ def demo_cmd(
         for s, handler in previous.items():
             signal.signal(s, handler)
     if options(ctx).json:
-        print_json({"out": str(result.out), "fee": str(result.fee), "verified": result.verified,
-                    "chat_id": result.chat_id, "provider": result.provider})
+        print_json(
+            {
+                "out": str(result.out),
+                "fee": str(result.fee),
+                "verified": result.verified,
+                "chat_id": result.chat_id,
+                "provider": result.provider,
+            }
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -14,8 +14,10 @@ from broker.cli.output import err, handle_errors
 
 __all__ = ["app"]
 
-app = typer.Typer(help="The web dashboard (account, providers, verification, moving funds).",
-                  invoke_without_command=True)
+app = typer.Typer(
+    help="The web dashboard (account, providers, verification, moving funds).",
+    invoke_without_command=True,
+)
 
 HostOpt = Annotated[str, typer.Option(help="Bind address (127.0.0.1: this machine only).")]
 PortOpt = Annotated[int, typer.Option(min=0, max=65535, help="Port.")]
@@ -25,11 +27,15 @@ def _run(ctx: typer.Context, host: str, port: int) -> None:
     from broker.ui.standalone import serve_ui
 
     if host not in ("127.0.0.1", "localhost", "::1"):
-        err.print(f"warning: binding {host} exposes the dashboard, which can move funds, to "
-                  "other machines; the page only accepts actions from its own origin")
+        err.print(
+            f"warning: binding {host} exposes the dashboard, which can move funds, to "
+            "other machines; the page only accepts actions from its own origin"
+        )
     broker = make_broker(ctx)
-    err.print(f"dashboard: http://{'[' + host + ']' if ':' in host else host}:{port}/ui/ "
-              "(Ctrl-C stops it)")
+    err.print(
+        f"dashboard: http://{'[' + host + ']' if ':' in host else host}:{port}/ui/ "
+        "(Ctrl-C stops it)"
+    )
     try:
         serve_ui(broker, host=host, port=port)
     finally:

@@ -81,8 +81,9 @@ def register(app: typer.Typer, get_broker: Callable[[typer.Context], Any] | None
 
     def verify(
         ctx: typer.Context,
-        provider: Annotated[str, typer.Option("--provider", callback=address_param,
-                                              help="Provider address.")],
+        provider: Annotated[
+            str, typer.Option("--provider", callback=address_param, help="Provider address.")
+        ],
         output_dir: Annotated[
             Path | None,
             typer.Option(
@@ -148,11 +149,10 @@ def register(app: typer.Typer, get_broker: Callable[[typer.Context], Any] | None
 
     def download_report(
         ctx: typer.Context,
-        provider: Annotated[str, typer.Option("--provider", callback=address_param,
-                                              help="Provider address.")],
-        output: Annotated[
-            Path, typer.Option("--output", help="File to write the raw report to.")
+        provider: Annotated[
+            str, typer.Option("--provider", callback=address_param, help="Provider address.")
         ],
+        output: Annotated[Path, typer.Option("--output", help="File to write the raw report to.")],
     ) -> None:
         from broker.attestation import fetch_quote_report
         from broker.inference.verify import service_lookup
@@ -163,8 +163,11 @@ def register(app: typer.Typer, get_broker: Callable[[typer.Context], Any] | None
         tmp = output.with_name(output.name + ".tmp")
         tmp.write_bytes(fetched.body)
         tmp.replace(output)
-        out.print(f"Saved the attestation report of {provider} ({len(fetched.body)} bytes, "
-                  f"from {fetched.url}) to {output}", highlight=False)
+        out.print(
+            f"Saved the attestation report of {provider} ({len(fetched.body)} bytes, "
+            f"from {fetched.url}) to {output}",
+            highlight=False,
+        )
 
     app.command(
         "download-report",

@@ -88,8 +88,9 @@ def local_chain_identity(w3: Any) -> str:
     return "0x" + hashlib.sha256(bytes.fromhex(genesis[2:]) + slot).hexdigest()
 
 
-def chain_tag(network: str, chain_id: int | None, ledger_address: str,
-              genesis: str | None = None) -> str:
+def chain_tag(
+    network: str, chain_id: int | None, ledger_address: str, genesis: str | None = None
+) -> str:
     """A folder name for one chain and contract set: ``<network>-<chain id>-<ledger[:10]>``, plus
     ``-<genesis[2:10]>`` for local chains (``chain_id`` in :data:`LOCAL_CHAIN_IDS`) when
     ``genesis`` is given.
@@ -109,7 +110,8 @@ def chain_tag(network: str, chain_id: int | None, ledger_address: str,
     return tag
 
 
-def chain_state_dir(network: str, chain_id: int | None, ledger_address: str,
-                    genesis: str | None = None) -> Path:
+def chain_state_dir(
+    network: str, chain_id: int | None, ledger_address: str, genesis: str | None = None
+) -> Path:
     """``$ZG_HOME/chains/<chain_tag(...)>`` (not created here); see :func:`chain_tag`."""
     return broker_home() / "chains" / chain_tag(network, chain_id, ledger_address, genesis)

@@ -77,13 +77,15 @@ def read_local_network(path: Path | None = None) -> LocalNetworkState:
     except FileNotFoundError:
         raise ConfigError(f"no devnet is running (no {path}); {_START_HINT}") from None
     except OSError as exc:
-        raise ConfigError(f"cannot read the devnet state {path} ({exc.strerror}); "
-                          f"{_START_HINT}") from None
+        raise ConfigError(
+            f"cannot read the devnet state {path} ({exc.strerror}); {_START_HINT}"
+        ) from None
     try:
         return LocalNetworkState.model_validate(json.loads(raw))
     except (ValueError, ValidationError) as exc:
-        raise ConfigError(f"the devnet state {path} is malformed ({str(exc).splitlines()[0]}); "
-                          f"{_START_HINT}") from None
+        raise ConfigError(
+            f"the devnet state {path} is malformed ({str(exc).splitlines()[0]}); {_START_HINT}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -101,9 +103,14 @@ class NetworkEndpoints:
     dev_accounts: tuple[DevAccount, ...] = field(default=())
 
 
-def resolve_endpoints(network: str, *, rpc_url: str | None = None,
-                      ledger_address: str | None = None, inference_address: str | None = None,
-                      require_ledger: bool = True) -> NetworkEndpoints:
+def resolve_endpoints(
+    network: str,
+    *,
+    rpc_url: str | None = None,
+    ledger_address: str | None = None,
+    inference_address: str | None = None,
+    require_ledger: bool = True,
+) -> NetworkEndpoints:
     """RPC URL, chain id and addresses of ``network`` without connecting.
 
     Overrides win over the preset; for ``devnet`` the preset values come from
@@ -120,15 +127,21 @@ def resolve_endpoints(network: str, *, rpc_url: str | None = None,
         ConfigError: unknown network, no RPC URL or address, devnet state missing or malformed.
     """
     preset = get_preset(network)
-    base_rpc, base_ledger, base_inference = (preset.rpc_url, preset.ledger_address,
-                                             preset.inference_address)
+    base_rpc, base_ledger, base_inference = (
+        preset.rpc_url,
+        preset.ledger_address,
+        preset.inference_address,
+    )
     chain_id: int | None = preset.chain_id
     accounts: tuple[DevAccount, ...] = ()
     given = rpc_url and inference_address and (ledger_address or not require_ledger)
     if preset.name == "devnet" and not given:
         state = read_local_network()
-        base_rpc, base_ledger, base_inference = (state.rpc_url, state.ledger_address,
-                                                 state.inference_address)
+        base_rpc, base_ledger, base_inference = (
+            state.rpc_url,
+            state.ledger_address,
+            state.inference_address,
+        )
         chain_id = int(state.chain_id)
         accounts = tuple(state.accounts)
     rpc = rpc_url or base_rpc

@@ -123,8 +123,9 @@ def start_devnet(
         deployed = deploy_contracts(w3, anvil.private_keys[0])
         # a random id of this devnet instance, so state keyed by chain never mixes two devnets
         # (see broker.config.chain_state.local_chain_identity)
-        w3.provider.make_request("anvil_setStorageAt", [INSTANCE_MARKER, "0x0",
-                                                        "0x" + secrets.token_hex(32)])
+        w3.provider.make_request(
+            "anvil_setStorageAt", [INSTANCE_MARKER, "0x0", "0x" + secrets.token_hex(32)]
+        )
         state = DevnetState(
             rpc_url=anvil.rpc_url,
             chain_id=DEVNET_CHAIN_ID,
@@ -215,13 +216,16 @@ def devnet_up(
             stop_pid(current.anvil_pid)
             remove_state(state_file)
     if state is None:
-        state = start_devnet(port=port, state_file=state_file, accounts=accounts,
-                             detach=True).state
+        state = start_devnet(port=port, state_file=state_file, accounts=accounts, detach=True).state
     if not with_provider or (state.provider is not None and _provider_live(state.provider)):
         return state
     _stop_provider(state.provider)
-    stack = start_provider_stack(state.model_copy(update={"provider": None}), model=model,
-                                 home=state_file.parent / "provider", detach=True)
+    stack = start_provider_stack(
+        state.model_copy(update={"provider": None}),
+        model=model,
+        home=state_file.parent / "provider",
+        detach=True,
+    )
     state = state.model_copy(update={"provider": stack.info})
     try:
         write_state(state, state_file)
@@ -277,8 +281,10 @@ def devnet_status(state_file: Path | None = None) -> dict[str, Any]:
         return result
     result["state"] = state.public_dict()
     if state.provider is not None:
-        result["provider"] = {**state.provider.model_dump(mode="json"),
-                              "running": _provider_live(state.provider)}
+        result["provider"] = {
+            **state.provider.model_dump(mode="json"),
+            "running": _provider_live(state.provider),
+        }
     if _is_live(state):
         result["running"] = True
         try:

@@ -106,7 +106,8 @@ def check_worker_installed() -> None:
         if not found:
             raise DevnetError(
                 f"the provider's worker needs the [worker] extra ({name} is missing): "
-                "pip install '0g-broker[worker]' (or run scripts/setup)")
+                "pip install '0g-broker[worker]' (or run scripts/setup)"
+            )
 
 
 #: On-chain model name of the devnet's tiny Z-Image stand-in: the one the seeds' requests name.
@@ -130,14 +131,18 @@ def check_worker_model(model: str) -> str:
 
     text = (model or "").strip()
     if not text:
-        raise InputError("the worker model is empty: pass 'tiny', a local Z-Image folder or a Hub id")
+        raise InputError(
+            "the worker model is empty: pass 'tiny', a local Z-Image folder or a Hub id"
+        )
     if text == "tiny":
         return model
     path = Path(text).expanduser()
     looks_local = text.startswith(("/", "./", "../", "~")) or path.exists()
     if looks_local and not path.is_dir():
-        raise InputError(f"model folder {text} does not exist (or is not a folder); pass 'tiny', "
-                         "a local Z-Image folder or a Hub id")
+        raise InputError(
+            f"model folder {text} does not exist (or is not a folder); pass 'tiny', "
+            "a local Z-Image folder or a Hub id"
+        )
     return model
 
 
@@ -154,9 +159,18 @@ def gateway_db_name(state: DevnetState) -> str:
     return f"gateway-{chain_tag('devnet', state.chain_id, state.ledger_address, local_chain_identity(w3))}.db"
 
 
-def provider_settings(state: DevnetState, *, provider_key: str, home: Path, model: str,
-                      gateway_port: int, worker_url: str, price_per_image: int,
-                      chat_backend_url: str | None = None, db_name: str = "gateway.db"):
+def provider_settings(
+    state: DevnetState,
+    *,
+    provider_key: str,
+    home: Path,
+    model: str,
+    gateway_port: int,
+    worker_url: str,
+    price_per_image: int,
+    chat_backend_url: str | None = None,
+    db_name: str = "gateway.db",
+):
     """The :class:`~broker.provider.settings.ProviderSettings` of a devnet stack.
 
     Text-to-image service at ``price_per_image`` neuron per image, backend ``<worker_url>/v1``,
@@ -166,13 +180,23 @@ def provider_settings(state: DevnetState, *, provider_key: str, home: Path, mode
     from broker.provider.settings import ProviderSettings
 
     return ProviderSettings(
-        network="devnet", rpc_url=state.rpc_url, inference_address=state.inference_address,
-        private_key=provider_key, tee_signer_key=DEVNET_TEE_SIGNER_KEY,
-        dstack_socket=home / "no-dstack.sock", service_type="text-to-image", model=model,
-        input_price=0, output_price=price_per_image,
-        serving_url=f"http://127.0.0.1:{gateway_port}", target_url=worker_url + "/v1",
-        openai_backend_url=chat_backend_url, db_url=f"sqlite:///{home / db_name}",
-        port=gateway_port, host="127.0.0.1")
+        network="devnet",
+        rpc_url=state.rpc_url,
+        inference_address=state.inference_address,
+        private_key=provider_key,
+        tee_signer_key=DEVNET_TEE_SIGNER_KEY,
+        dstack_socket=home / "no-dstack.sock",
+        service_type="text-to-image",
+        model=model,
+        input_price=0,
+        output_price=price_per_image,
+        serving_url=f"http://127.0.0.1:{gateway_port}",
+        target_url=worker_url + "/v1",
+        openai_backend_url=chat_backend_url,
+        db_url=f"sqlite:///{home / db_name}",
+        port=gateway_port,
+        host="127.0.0.1",
+    )
 
 
 class _Thread:
@@ -181,10 +205,10 @@ class _Thread:
     def __init__(self, app: Any, port: int) -> None:
         import uvicorn
 
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                                    log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True,
-                                       name=f"uvicorn-{port}")
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True, name=f"uvicorn-{port}")
         self.thread.start()
 
     def stop(self) -> None:
@@ -208,9 +232,16 @@ class ProviderStack:
     (or ``devnet down``), not by leaving the ``with`` block.
     """
 
-    def __init__(self, info: ProviderStackState, settings: Any, service: Any, *,
-                 gateway: Any = None, threads: list[_Thread] | None = None,
-                 detached: bool = False) -> None:
+    def __init__(
+        self,
+        info: ProviderStackState,
+        settings: Any,
+        service: Any,
+        *,
+        gateway: Any = None,
+        threads: list[_Thread] | None = None,
+        detached: bool = False,
+    ) -> None:
         self.info = info
         self.settings = settings
         self.service = service
@@ -224,8 +255,10 @@ class ProviderStack:
     tee_signer_address = property(lambda self: self.info.tee_signer_address)
 
     def __repr__(self) -> str:
-        return (f"ProviderStack(provider={self.provider_address}, gateway={self.gateway_url}, "
-                f"worker={self.worker_url}, detached={self.detached})")
+        return (
+            f"ProviderStack(provider={self.provider_address}, gateway={self.gateway_url}, "
+            f"worker={self.worker_url}, detached={self.detached})"
+        )
 
     def restart_gateway(self, *, signer: Any = None, on_sent: Any = None) -> Any:
         """Restart the in-process gateway on the same port, database and registration.
@@ -284,8 +317,7 @@ class ProviderStack:
             self.stop()
 
 
-def _wait_health(url: str, pids: list[int], timeout: float, what: str,
-                 log: Path | None) -> None:
+def _wait_health(url: str, pids: list[int], timeout: float, what: str, log: Path | None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for pid in pids:
@@ -306,9 +338,15 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> int:
     log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        proc = subprocess.Popen([sys.executable, "-m", _MARKER, *args], env=env,
-                                stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
-                                start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", _MARKER, *args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=fd,
+            start_new_session=True,
+            close_fds=True,
+        )
     finally:
         os.close(fd)
     return proc.pid
@@ -336,7 +374,8 @@ def _register(state: DevnetState, settings: Any, tee_address: str) -> Any:
         owner = Account.from_key(_owner_key(state))
         acknowledge_tee_signer_by_owner(
             InferenceServingContract(w3, state.inference_address, TransactionSender(w3, owner)),
-            wallet.address)
+            wallet.address,
+        )
         service = contract.get_service(wallet.address)
     return service
 
@@ -399,16 +438,28 @@ def start_provider_stack(
     gateway_port = gateway_port or _free_port()
     worker_url = f"http://127.0.0.1:{worker_port}"
     served = service_model or (TINY_SERVICE_MODEL if model == "tiny" else model)
-    settings = provider_settings(state, provider_key=provider_key, home=home, model=served,
-                                 gateway_port=gateway_port, worker_url=worker_url,
-                                 price_per_image=price_per_image,
-                                 chat_backend_url=chat_backend_url,
-                                 db_name=gateway_db_name(state))
+    settings = provider_settings(
+        state,
+        provider_key=provider_key,
+        home=home,
+        model=served,
+        gateway_port=gateway_port,
+        worker_url=worker_url,
+        price_per_image=price_per_image,
+        chat_backend_url=chat_backend_url,
+        db_name=gateway_db_name(state),
+    )
     provider = Account.from_key(provider_key).address
     signer = load_tee_signer(settings)
-    info = ProviderStackState(address=provider, tee_signer_address=signer.address, model=model,
-                              gateway_url=settings.serving_url, worker_url=worker_url,
-                              price_per_image=price_per_image, home=home)
+    info = ProviderStackState(
+        address=provider,
+        tee_signer_address=signer.address,
+        model=model,
+        gateway_url=settings.serving_url,
+        worker_url=worker_url,
+        price_per_image=price_per_image,
+        home=home,
+    )
     if detach:
         return _start_detached(state, settings, signer.address, info, health_timeout)
     return _start_in_process(state, settings, signer, info, health_timeout)
@@ -421,8 +472,11 @@ def _start_in_process(state, settings, signer, info, health_timeout) -> Provider
     from broker.worker.settings import WorkerSettings
 
     port = int(info.worker_url.rsplit(":", 1)[1])
-    threads = [_Thread(worker_app(WorkerSettings(model=info.model, port=port,
-                                                 idle_unload_seconds=0)), port)]
+    threads = [
+        _Thread(
+            worker_app(WorkerSettings(model=info.model, port=port, idle_unload_seconds=0)), port
+        )
+    ]
     gw = None
     try:
         _wait_health(info.worker_url, [], health_timeout, "worker", None)
@@ -443,23 +497,51 @@ def _start_detached(state, settings, tee_address, info, health_timeout) -> Provi
     logs = info.home / "logs"
     worker_log, gateway_log = logs / "worker.log", logs / "gateway.log"
     worker_port = info.worker_url.rsplit(":", 1)[1]
-    worker_pid = _spawn(["worker", "serve", "--model", info.model, "--port", worker_port,
-                         "--host", "127.0.0.1", "--idle-unload", "0"], env, worker_log)
+    worker_pid = _spawn(
+        [
+            "worker",
+            "serve",
+            "--model",
+            info.model,
+            "--port",
+            worker_port,
+            "--host",
+            "127.0.0.1",
+            "--idle-unload",
+            "0",
+        ],
+        env,
+        worker_log,
+    )
     info = info.model_copy(update={"worker_pid": worker_pid, "worker_log": worker_log})
     try:
         _wait_health(info.worker_url, [worker_pid], health_timeout, "worker", worker_log)
         service = _register(state, settings, tee_address)
         genv = dict(env)
-        for name in ("network", "rpc_url", "inference_address", "dstack_socket",
-                     "service_type", "model", "input_price", "output_price", "serving_url",
-                     "target_url", "openai_backend_url", "db_url"):
+        for name in (
+            "network",
+            "rpc_url",
+            "inference_address",
+            "dstack_socket",
+            "service_type",
+            "model",
+            "input_price",
+            "output_price",
+            "serving_url",
+            "target_url",
+            "openai_backend_url",
+            "db_url",
+        ):
             value = getattr(settings, name)
             if value is not None:
                 genv[f"ZG_PROVIDER_{name.upper()}"] = str(value)
         genv["ZG_PROVIDER_PRIVATE_KEY"] = settings.private_key.get_secret_value()
         genv["ZG_PROVIDER_TEE_SIGNER_KEY"] = settings.tee_signer_key.get_secret_value()
-        gateway_pid = _spawn(["provider", "serve", "--port", str(settings.port),
-                              "--host", "127.0.0.1"], genv, gateway_log)
+        gateway_pid = _spawn(
+            ["provider", "serve", "--port", str(settings.port), "--host", "127.0.0.1"],
+            genv,
+            gateway_log,
+        )
         info = info.model_copy(update={"gateway_pid": gateway_pid, "gateway_log": gateway_log})
         _wait_health(info.gateway_url, [gateway_pid], health_timeout, "gateway", gateway_log)
     except BaseException:

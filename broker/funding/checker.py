@@ -76,8 +76,11 @@ class RetryPolicy:
     max_backoff_s: float = 5.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or \
-                self.attempts < 1:
+        if (
+            isinstance(self.attempts, bool)
+            or not isinstance(self.attempts, int)
+            or self.attempts < 1
+        ):
             raise FundingConfigError(f"retry attempts must be an int ≥ 1, got {self.attempts!r}")
         if self.backoff_s < 0 or self.max_backoff_s < 0:
             raise FundingConfigError("retry backoff must not be negative")
@@ -291,12 +294,14 @@ class FundingChecker:
         try:
             headers = broker.session_headers(provider)
         except broker.no_session_errors as exc:
-            logger.debug("auto-funding %s: no session header (%s); using the cached fee",
-                         provider, exc)
+            logger.debug(
+                "auto-funding %s: no session header (%s); using the cached fee", provider, exc
+            )
             return broker.fee_store.get_cached_fee(broker.address, provider), "cached", None
         try:
-            service = self._with_retries(f"getService({provider})",
-                                         lambda: broker.get_service(provider))
+            service = self._with_retries(
+                f"getService({provider})", lambda: broker.get_service(provider)
+            )
             fee = self._with_retries(
                 "GET /unsettledfee",
                 lambda: fetch_unsettled_fee(
@@ -307,8 +312,9 @@ class FundingChecker:
             cached = broker.fee_store.get_cached_fee(broker.address, provider)
             # a provider without the endpoint (404) is normal (the SDK's fallback); the rest is not
             error = None if exc.status_code == 404 else f"unsettled fee unavailable: {exc}"
-            logger.warning("auto-funding %s: %s; using the cached fee %s 0G",
-                           provider, exc, format_0g(cached))
+            logger.warning(
+                "auto-funding %s: %s; using the cached fee %s 0G", provider, exc, format_0g(cached)
+            )
             return cached, "cached", error
         broker.fee_store.set_cached_fee(broker.address, provider, fee)
         return fee, "provider", None
@@ -333,8 +339,13 @@ class FundingChecker:
                 self._emit("error", provider, error)
             locked = self._read_locked(provider)
             decision = decide(locked, fee, buffer_multiplier)
-            self._update(state, unsettled_fee=fee, unsettled_fee_source=source,
-                         locked_balance=locked, buffer_multiplier=str(buffer_multiplier))
+            self._update(
+                state,
+                unsettled_fee=fee,
+                unsettled_fee_source=source,
+                locked_balance=locked,
+                buffer_multiplier=str(buffer_multiplier),
+            )
             transfer_error = self._act(state, decision, create)
             error = transfer_error or error
         except BrokerError as exc:
@@ -353,10 +364,15 @@ class FundingChecker:
     def _act(self, state: _State, decision: FundingDecision, create: bool) -> str | None:
         """Log the decision, transfer if needed; returns an error text or None."""
         provider = state.provider
-        locked_text = "no sub-account" if decision.locked_balance is None else (
-            f"locked {format_0g(decision.locked_balance)} 0G")
-        summary = (f"{locked_text}, unsettled fee {format_0g(decision.unsettled_fee)} 0G, "
-                   f"required {format_0g(decision.required)} 0G")
+        locked_text = (
+            "no sub-account"
+            if decision.locked_balance is None
+            else (f"locked {format_0g(decision.locked_balance)} 0G")
+        )
+        summary = (
+            f"{locked_text}, unsettled fee {format_0g(decision.unsettled_fee)} 0G, "
+            f"required {format_0g(decision.required)} 0G"
+        )
         if not decision.needs_transfer:
             logger.info("auto-funding %s: %s; funded, no transfer", provider, summary)
             self._emit("check", provider, f"{summary}; funded, no transfer")
@@ -374,8 +390,10 @@ class FundingChecker:
         except BrokerError as exc:
             text = str(exc)
             if "insufficient" in text.lower():
-                error = (f"transfer of {format_0g(amount)} 0G failed: {text}; deposit more funds "
-                         "into the ledger (0g-broker deposit --amount <0G>)")
+                error = (
+                    f"transfer of {format_0g(amount)} 0G failed: {text}; deposit more funds "
+                    "into the ledger (0g-broker deposit --amount <0G>)"
+                )
             else:
                 error = f"transfer of {format_0g(amount)} 0G failed: {text}"
             logger.warning("auto-funding %s: %s", provider, error)

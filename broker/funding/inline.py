@@ -55,8 +55,10 @@ class InlineFunding:
         self.create_sub_account = create_sub_account
 
     def __repr__(self) -> str:
-        return (f"InlineFunding(buffer_multiplier={self.buffer_multiplier!r}, "
-                f"min_interval_s={self.min_interval_s})")
+        return (
+            f"InlineFunding(buffer_multiplier={self.buffer_multiplier!r}, "
+            f"min_interval_s={self.min_interval_s})"
+        )
 
     def before_request(self, broker: FundingSource, provider: str) -> None:
         """The :class:`~broker.inference.broker.FundingStrategy` hook; never raises."""

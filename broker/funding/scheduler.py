@@ -124,8 +124,12 @@ class FundingScheduler:
             self.checker.set_running(
                 provider, True, interval=seconds, buffer_multiplier=buffer_multiplier
             )
-        logger.info("auto-funding %s: started (every %s s, buffer %s 0G)",
-                    provider, seconds, buffer_multiplier)
+        logger.info(
+            "auto-funding %s: started (every %s s, buffer %s 0G)",
+            provider,
+            seconds,
+            buffer_multiplier,
+        )
         return self.checker.status(provider)
 
     def stop(self, provider: str | None = None) -> None:

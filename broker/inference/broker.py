@@ -172,7 +172,9 @@ class InferenceBroker:
     missing_account_errors: ClassVar[tuple[type[Exception], ...]] = (AccountNotFoundError,)
     #: :class:`~broker.funding.source.FundingSource`: errors meaning no session token can be made.
     no_session_errors: ClassVar[tuple[type[Exception], ...]] = (
-        SignerNotAcknowledgedError, AccountNotFoundError)
+        SignerNotAcknowledgedError,
+        AccountNotFoundError,
+    )
 
     def __init__(
         self,
@@ -350,7 +352,8 @@ class InferenceBroker:
         """
         provider = self._provider(provider)
         self.ledger.require_registered(
-            provider, hint="0g-broker list-providers shows the registered providers")
+            provider, hint="0g-broker list-providers shows the registered providers"
+        )
         return self._accounts.acknowledge(provider, create_sub_account)
 
     def acknowledged(self, provider: str) -> bool:
@@ -508,7 +511,12 @@ class InferenceBroker:
         from broker.inference.verify import verify_service
 
         return verify_service(
-            self, provider, output_dir, on_step=on_step, collateral=collateral, now=now,
+            self,
+            provider,
+            output_dir,
+            on_step=on_step,
+            collateral=collateral,
+            now=now,
             policy=policy,
         )
 
@@ -593,8 +601,7 @@ class InferenceBroker:
         binding = None
         if response_body is not None:
             binding = ResponseBinding.of(request_body=request_body, response_body=response_body)
-        return self._responses.process(self._provider(provider), chat_id, content, model,
-                                       binding)
+        return self._responses.process(self._provider(provider), chat_id, content, model, binding)
 
     def process_response(
         self,
@@ -608,6 +615,6 @@ class InferenceBroker:
         """SDK ``processResponse``: ``None`` without a chat ID, else whether the TEE signature
         verified (bound to ``response_body`` / ``request_body`` when given). See
         :meth:`process_response_detailed`."""
-        return self.process_response_detailed(provider, chat_id, content,
-                                              response_body=response_body,
-                                              request_body=request_body).verified
+        return self.process_response_detailed(
+            provider, chat_id, content, response_body=response_body, request_body=request_body
+        ).verified

@@ -189,8 +189,16 @@ class AsyncJob:
 
 
 def _async_job(row: _AsyncJobRow) -> AsyncJob:
-    return AsyncJob(row.user, row.provider, row.job_id, row.images, AsyncJobStatus(row.status),
-                    int(row.fee), row.created_at, row.updated_at)
+    return AsyncJob(
+        row.user,
+        row.provider,
+        row.job_id,
+        row.images,
+        AsyncJobStatus(row.status),
+        int(row.fee),
+        row.created_at,
+        row.updated_at,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,11 +259,15 @@ class FeeStore:
         self._inserts = 0
         self._queue: queue.SimpleQueue | None = None
         self._writer: threading.Thread | None = None
-        if self._engine.dialect.name == "sqlite" and ":memory:" not in self.url \
-                and self.url != "sqlite://":    # (an in-memory database is per connection)
+        if (
+            self._engine.dialect.name == "sqlite"
+            and ":memory:" not in self.url
+            and self.url != "sqlite://"
+        ):  # (an in-memory database is per connection)
             self._queue = queue.SimpleQueue()
-            self._writer = threading.Thread(target=self._write_loop, args=(self._queue,),
-                                            name="fee-store-writer", daemon=True)
+            self._writer = threading.Thread(
+                target=self._write_loop, args=(self._queue,), name="fee-store-writer", daemon=True
+            )
             self._writer.start()
         self._prune_verifications()
 
@@ -281,7 +293,7 @@ class FeeStore:
                 except queue.Empty:
                     break
                 if item is None:
-                    jobs.put(None)          # stop after this batch
+                    jobs.put(None)  # stop after this batch
                     break
                 batch.append(item)
             outcomes: list[tuple[Future, object, BaseException | None]] = []
@@ -312,7 +324,7 @@ class FeeStore:
             options: dict = {"pool_pre_ping": True}
         elif ":memory:" in url or url == "sqlite://":
             options = {}
-        else:   # a connection per concurrent worker thread, kept (no connect/close churn)
+        else:  # a connection per concurrent worker thread, kept (no connect/close churn)
             options = {"pool_size": 40, "max_overflow": 40}
         engine = create_engine(url, **options)
         if engine.dialect.name == "sqlite":
@@ -386,18 +398,22 @@ class FeeStore:
             ValueError: ``fee`` is negative or not an int.
         """
         _check_fee(fee)
+
         def _op(session: Session):  # type: ignore[no-untyped-def]
             return self._add(self._row(session, user, provider), fee)
+
         return self._write(_op)
 
     def set_cached_fee(self, user: str, provider: str, fee: int) -> None:
         """Overwrite the cached (unsettled) fee, e.g. with the provider's ``/unsettledfee`` value or
         0 after a funding transfer (neuron, ≥ 0)."""
         _check_fee(fee)
+
         def _op(session: Session):  # type: ignore[no-untyped-def]
             row = self._row(session, user, provider)
             row.cached_fee = str(fee)
             row.updated_at = time.time()
+
         return self._write(_op)
 
     def get_totals(self, user: str, provider: str) -> FeeTotals:
@@ -414,8 +430,9 @@ class FeeStore:
 
     # -- disputed fees -----------------------------------------------------------------------
 
-    def record_disputed(self, user: str, provider: str, chat_id: str | None, fee: int,
-                        reason: str) -> DisputedTotals:
+    def record_disputed(
+        self, user: str, provider: str, chat_id: str | None, fee: int, reason: str
+    ) -> DisputedTotals:
         """Record the provider's charge (neuron, ≥ 0) for a response that was refused because it
         did not verify; the fee is added to ``cached_fee`` (it is owed) and to the disputed totals,
         not to ``total_fee`` (module docstring).
@@ -431,21 +448,33 @@ class FeeStore:
             ValueError: ``fee`` is negative or not an int.
         """
         _check_fee(fee)
+
         def _op(session: Session):  # type: ignore[no-untyped-def]
             row = self._row(session, user, provider)
             row.cached_fee = str(int(row.cached_fee) + fee)
             row.updated_at = time.time()
-            session.add(_DisputedFeeRow(user=user.lower(), provider=provider.lower(),
-                                        chat_id=chat_id, fee=str(fee), reason=reason[:64],
-                                        created_at=time.time()))
+            session.add(
+                _DisputedFeeRow(
+                    user=user.lower(),
+                    provider=provider.lower(),
+                    chat_id=chat_id,
+                    fee=str(fee),
+                    reason=reason[:64],
+                    created_at=time.time(),
+                )
+            )
             session.flush()
             return self._disputed(session, user, provider)
+
         return self._write(_op)
 
     @staticmethod
     def _disputed(session: Session, user: str, provider: str) -> DisputedTotals:
-        fees = session.scalars(select(_DisputedFeeRow.fee).where(
-            _DisputedFeeRow.user == user.lower(), _DisputedFeeRow.provider == provider.lower()))
+        fees = session.scalars(
+            select(_DisputedFeeRow.fee).where(
+                _DisputedFeeRow.user == user.lower(), _DisputedFeeRow.provider == provider.lower()
+            )
+        )
         values = [int(f) for f in fees]
         return DisputedTotals(len(values), sum(values))
 
@@ -459,6 +488,7 @@ class FeeStore:
     def record_verification(self, user: str, provider: str, result: VerificationResult) -> None:
         """Store one verification result (one commit); every :data:`PRUNE_EVERY` inserts, prune
         the log to the newest ``max_verifications`` rows."""
+
         def _op(session: Session):  # type: ignore[no-untyped-def]
             session.add(
                 _VerificationRow(
@@ -467,6 +497,7 @@ class FeeStore:
                     detail=result.detail[:1000], created_at=time.time(),
                 )
             )  # fmt: skip
+
         self._write(_op)
         with self._inserts_lock:
             self._inserts += 1
@@ -476,15 +507,21 @@ class FeeStore:
 
     def _oldest_kept_id(self):  # type: ignore[no-untyped-def]
         """SQL scalar: the smallest id among the newest ``max_verifications`` rows."""
-        keep = select(_VerificationRow.id).order_by(_VerificationRow.id.desc()).limit(
-            self.max_verifications)
+        keep = (
+            select(_VerificationRow.id)
+            .order_by(_VerificationRow.id.desc())
+            .limit(self.max_verifications)
+        )
         return select(func.min(keep.subquery().c.id)).scalar_subquery()
 
     def _prune_verifications(self) -> None:
         """Delete all but the newest ``max_verifications`` verification rows (one statement)."""
+
         def _op(session: Session):  # type: ignore[no-untyped-def]
-            session.execute(delete(_VerificationRow).where(
-                _VerificationRow.id < self._oldest_kept_id()))
+            session.execute(
+                delete(_VerificationRow).where(_VerificationRow.id < self._oldest_kept_id())
+            )
+
         return self._write(_op)
 
     def recent_verifications(
@@ -494,9 +531,12 @@ class FeeStore:
         user: a store shared by several wallets must be filtered by ``user`` before a record is
         shown to one of them)."""
         # rows beyond the bound that the periodic prune has not deleted yet are not shown
-        stmt = select(_VerificationRow).where(
-            _VerificationRow.id >= self._oldest_kept_id()
-        ).order_by(_VerificationRow.id.desc()).limit(limit)
+        stmt = (
+            select(_VerificationRow)
+            .where(_VerificationRow.id >= self._oldest_kept_id())
+            .order_by(_VerificationRow.id.desc())
+            .limit(limit)
+        )
         if provider is not None:
             stmt = stmt.where(_VerificationRow.provider == provider.lower())
         if user is not None:
@@ -533,6 +573,7 @@ class FeeStore:
         created_at_ms: int, expires_at_ms: int,
     ) -> None:  # fmt: skip
         """Remember that ``token_id`` was issued (idempotent for the same id and generation)."""
+
         def _op(session: Session):  # type: ignore[no-untyped-def]
             exists = session.scalar(
                 select(_IssuedTokenRow.id).where(
@@ -549,6 +590,7 @@ class FeeStore:
                         token_id=token_id, created_at_ms=created_at_ms, expires_at_ms=expires_at_ms,
                     )
                 )  # fmt: skip
+
         return self._write(_op)
 
     # -- async image jobs --------------------------------------------------------------------
@@ -572,6 +614,7 @@ class FeeStore:
             raise ValueError(f"images must be a non-negative int, got {images!r}")
         key = (user.lower(), provider.lower(), job_id)
         now = time.time()
+
         def _op(session: Session):  # type: ignore[no-untyped-def]
             if session.get_bind().dialect.name == "postgresql":
                 from sqlalchemy.dialects.postgresql import insert
@@ -593,6 +636,7 @@ class FeeStore:
                              updated_at=now)
             )  # fmt: skip
             return True
+
         return self._write(_op)
 
     def get_async_job(self, user: str, provider: str, job_id: str) -> AsyncJob | None:
@@ -601,12 +645,15 @@ class FeeStore:
             row = session.get(_AsyncJobRow, (user.lower(), provider.lower(), job_id))
             return _async_job(row) if row is not None else None
 
-    def async_jobs(self, user: str, provider: str,
-                   status: AsyncJobStatus | None = None) -> list[AsyncJob]:
+    def async_jobs(
+        self, user: str, provider: str, status: AsyncJobStatus | None = None
+    ) -> list[AsyncJob]:
         """The recorded jobs of (user, provider), oldest first, optionally of one ``status``."""
-        stmt = select(_AsyncJobRow).where(
-            _AsyncJobRow.user == user.lower(), _AsyncJobRow.provider == provider.lower()
-        ).order_by(_AsyncJobRow.created_at)
+        stmt = (
+            select(_AsyncJobRow)
+            .where(_AsyncJobRow.user == user.lower(), _AsyncJobRow.provider == provider.lower())
+            .order_by(_AsyncJobRow.created_at)
+        )
         if status is not None:
             stmt = stmt.where(_AsyncJobRow.status == AsyncJobStatus(status).value)
         with self._sessions() as session:
@@ -624,15 +671,18 @@ class FeeStore:
             ValueError: ``fee`` is negative or not an int.
         """
         _check_fee(fee)
+
         def _op(session: Session):  # type: ignore[no-untyped-def]
-            row = session.get(_AsyncJobRow, (user.lower(), provider.lower(), job_id),
-                              with_for_update=True)
+            row = session.get(
+                _AsyncJobRow, (user.lower(), provider.lower(), job_id), with_for_update=True
+            )
             if row is None or row.status != AsyncJobStatus.PENDING.value:
                 return None
             row.status = AsyncJobStatus.BILLED.value
             row.fee = str(fee)
             row.updated_at = time.time()
             return self._add(self._row(session, user, provider), fee)
+
         return self._write(_op)
 
     def fail_async_job(self, user: str, provider: str, job_id: str) -> bool:
@@ -641,12 +691,15 @@ class FeeStore:
         Returns:
             True when this call changed it; False when unknown, billed or already failed.
         """
+
         def _op(session: Session):  # type: ignore[no-untyped-def]
-            row = session.get(_AsyncJobRow, (user.lower(), provider.lower(), job_id),
-                              with_for_update=True)
+            row = session.get(
+                _AsyncJobRow, (user.lower(), provider.lower(), job_id), with_for_update=True
+            )
             if row is None or row.status != AsyncJobStatus.PENDING.value:
                 return False
             row.status = AsyncJobStatus.FAILED.value
             row.updated_at = time.time()
             return True
+
         return self._write(_op)

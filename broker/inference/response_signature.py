@@ -99,7 +99,7 @@ class VerificationReason(enum.StrEnum):
     SIGNATURE_MALFORMED = "signature_malformed"
     #: the signature recovers to another address than the acknowledged TEE signer
     SIGNER_MISMATCH = "signer_mismatch"
-    SIGNATURE_MISMATCH = "signer_mismatch"      # former name, same member
+    SIGNATURE_MISMATCH = "signer_mismatch"  # former name, same member
     #: the signed text is not ``<sha256>:<sha256>`` (B7), so it binds nothing
     SIGNED_TEXT_MALFORMED = "signed_text_malformed"
     #: the signed response hash is not the hash of the bytes received
@@ -125,11 +125,14 @@ class ResponseBinding:
     request_hash: str | None = None
 
     @classmethod
-    def of(cls, *, request_body: bytes | None = None,
-           response_body: bytes | None = None) -> ResponseBinding:
+    def of(
+        cls, *, request_body: bytes | None = None, response_body: bytes | None = None
+    ) -> ResponseBinding:
         """Hash the given bytes (``None`` stays ``None``)."""
-        return cls(None if response_body is None else sha256_hex(response_body),
-                   None if request_body is None else sha256_hex(request_body))
+        return cls(
+            None if response_body is None else sha256_hex(response_body),
+            None if request_body is None else sha256_hex(request_body),
+        )
 
     @property
     def level(self) -> str:
@@ -251,39 +254,75 @@ def check_service_verifiable(service: Service, chat_id: str | None) -> Verificat
     return signer
 
 
-def _check_binding(text: str, signer: str, chat_id: str, recovered: str,
-                   binding: ResponseBinding | None) -> VerificationResult:
+def _check_binding(
+    text: str, signer: str, chat_id: str, recovered: str, binding: ResponseBinding | None
+) -> VerificationResult:
     """The verdict once the signature recovered to ``signer``: compare the signed hashes."""
     level = binding.level if binding is not None else BINDING_SIGNATURE_ONLY
     if binding is None or binding.response_hash is None:
-        return VerificationResult(True, VerificationReason.VERIFIED, signer, chat_id,
-                                  "signature only: no response bytes to compare", recovered,
-                                  level, text)
+        return VerificationResult(
+            True,
+            VerificationReason.VERIFIED,
+            signer,
+            chat_id,
+            "signature only: no response bytes to compare",
+            recovered,
+            level,
+            text,
+        )
     try:
-        match = compare_signed_text(text, response_hash=binding.response_hash,
-                                    request_hash=binding.request_hash)
+        match = compare_signed_text(
+            text, response_hash=binding.response_hash, request_hash=binding.request_hash
+        )
     except SignedTextError as exc:
-        return VerificationResult(False, VerificationReason.SIGNED_TEXT_MALFORMED, signer,
-                                  chat_id, str(exc), recovered, level, text)
+        return VerificationResult(
+            False,
+            VerificationReason.SIGNED_TEXT_MALFORMED,
+            signer,
+            chat_id,
+            str(exc),
+            recovered,
+            level,
+            text,
+        )
     if not match.response_matches:
         extra = "" if match.request_matches is not False else "; the request hash differs too"
         return VerificationResult(
-            False, VerificationReason.RESPONSE_HASH_MISMATCH, signer, chat_id,
-            f"the signed response hash is not sha256 of the bytes received{extra}", recovered,
-            level, text)
+            False,
+            VerificationReason.RESPONSE_HASH_MISMATCH,
+            signer,
+            chat_id,
+            f"the signed response hash is not sha256 of the bytes received{extra}",
+            recovered,
+            level,
+            text,
+        )
     if match.request_matches is False:
         return VerificationResult(
-            False, VerificationReason.REQUEST_HASH_MISMATCH, signer, chat_id,
-            "the signed request hash is not sha256 of the request as forwarded", recovered,
-            level, text)
-    detail = "" if level == BINDING_FULL else \
-        "response bytes checked; the request as forwarded could not be reproduced"
-    return VerificationResult(True, VerificationReason.VERIFIED, signer, chat_id, detail,
-                              recovered, level, text)
+            False,
+            VerificationReason.REQUEST_HASH_MISMATCH,
+            signer,
+            chat_id,
+            "the signed request hash is not sha256 of the request as forwarded",
+            recovered,
+            level,
+            text,
+        )
+    detail = (
+        ""
+        if level == BINDING_FULL
+        else "response bytes checked; the request as forwarded could not be reproduced"
+    )
+    return VerificationResult(
+        True, VerificationReason.VERIFIED, signer, chat_id, detail, recovered, level, text
+    )
 
 
 def evaluate_signature_response(
-    response: httpx.Response | None, signer: str, chat_id: str, error: str | None = None,
+    response: httpx.Response | None,
+    signer: str,
+    chat_id: str,
+    error: str | None = None,
     binding: ResponseBinding | None = None,
 ) -> VerificationResult:
     """Turn the signature endpoint's answer into a result (§8.2 steps 7–8, then the binding);
@@ -387,14 +426,19 @@ class _RetryPolicy:
         if is_signature_not_found(response):
             delay = next(self.not_found, None)
             if delay is not None:
-                logger.debug("signature of %s not stored yet; retrying in %.2f s", self.chat_id,
-                             delay)
+                logger.debug(
+                    "signature of %s not stored yet; retrying in %.2f s", self.chat_id, delay
+                )
             return delay
         if response.status_code in (429, 503) and self.budget > 0:
             delay = min(retry_after_seconds(response), self.budget)
             self.budget -= max(delay, 0.05)
-            logger.info("signature endpoint answered %s; retrying %s in %.2f s",
-                        response.status_code, self.chat_id, delay)
+            logger.info(
+                "signature endpoint answered %s; retrying %s in %.2f s",
+                response.status_code,
+                self.chat_id,
+                delay,
+            )
             return delay
         return None
 

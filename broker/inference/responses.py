@@ -91,12 +91,14 @@ class ResponseProcessor:
         service, cached = self._services.cached(provider)
         if content:
             self._record_fee(provider, service, content)
-        result = verify_response_signature(service, chat_id, client=self._http, model=model,
-                                           binding=binding)
+        result = verify_response_signature(
+            service, chat_id, client=self._http, model=model, binding=binding
+        )
         if result.verified is False and cached and result.reason in SIGNATURE_RETRY_REASONS:
             service = self._services.fetch(provider)
-            result = verify_response_signature(service, chat_id, client=self._http, model=model,
-                                               binding=binding)
+            result = verify_response_signature(
+                service, chat_id, client=self._http, model=model, binding=binding
+            )
         if chat_id:
             self._fee_store().record_verification(self._address, provider, result)
         if result.verified is False:

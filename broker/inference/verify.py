@@ -122,26 +122,40 @@ def _summary_steps(emit: _Steps, report: VerificationReport) -> None:
         sub = sub or report.sub_reports.get(entry["report_type"])
         expected = sub.expected_signer if sub is not None else None
         if entry["match"]:
-            emit("success", f"✅ {entry['report_type']} report: signer {entry['address']} "
-                            f"matches the contract ({expected})")
+            emit(
+                "success",
+                f"✅ {entry['report_type']} report: signer {entry['address']} "
+                f"matches the contract ({expected})",
+            )
         else:
-            emit("error", f"❌ {entry['report_type']} report: signer {entry['address']} "
-                          f"does not match the contract ({expected})")
+            emit(
+                "error",
+                f"❌ {entry['report_type']} report: signer {entry['address']} "
+                f"does not match the contract ({expected})",
+            )
     emit("step", "🔍 Step 5: DStack Verification Process")
     compose = report.compose_verification
     for report_type, detail in compose["details"].items():
         if "error" in detail:
             emit("error", f"❌ {report_type} report: compose check: {detail['error']}")
         else:
-            emit("success", f"✅ {report_type} report: compose hash {detail['calculated_hash']} "
-                            "matches the replayed compose-hash event")
+            emit(
+                "success",
+                f"✅ {report_type} report: compose hash {detail['calculated_hash']} "
+                "matches the replayed compose-hash event",
+            )
     matches = sum(1 for e in signer["report_addresses"] if e["match"])
     emit("step", "📋 Automated Verification Summary")
-    emit("info", "Docker Compose Verification: "
-                 + ("✅ PASSED" if compose["passed"] else "❌ FAILED"))
-    emit("info", "TEE Signer Address Verification: "
-                 + ("✅ PASSED" if signer["all_match"] else "❌ FAILED")
-                 + f" ({matches}/{len(signer['report_addresses'])} matches)")
+    emit(
+        "info",
+        "Docker Compose Verification: " + ("✅ PASSED" if compose["passed"] else "❌ FAILED"),
+    )
+    emit(
+        "info",
+        "TEE Signer Address Verification: "
+        + ("✅ PASSED" if signer["all_match"] else "❌ FAILED")
+        + f" ({matches}/{len(signer['report_addresses'])} matches)",
+    )
     emit("info", f"Verdict (quote, Intel chain, TCB, signer, event log, compose): {report.verdict}")
     emit("step", "🖼️  Step 6: Image Verification")
     if not report.docker_images:
@@ -254,8 +268,11 @@ def _verify_service(
 
     emit("step", "📥 Step 3: Downloading attestation reports...")
     fetched = fetch_quote_report(service.url, client=client, timeout=timeout)
-    emit("info", f"Downloaded the {'broker' if separated else 'combined'} report from "
-                 f"{fetched.url} ({len(fetched.body)} bytes)")
+    emit(
+        "info",
+        f"Downloaded the {'broker' if separated else 'combined'} report from "
+        f"{fetched.url} ({len(fetched.body)} bytes)",
+    )
     report = verify_attestation(
         fetched.body,
         expected_signer=service.tee_signer_address,
@@ -281,7 +298,10 @@ def _verify_service(
             )
         except AttestationError as exc:
             sub = VerificationReport(
-                tee="unknown", report_format="unknown", provider=provider, report_type="llm",
+                tee="unknown",
+                report_format="unknown",
+                provider=provider,
+                report_type="llm",
                 expected_signer=target,
             )
             sub.add("fetch", CheckStatus.FAILED, str(exc))

@@ -35,15 +35,18 @@ __all__ = [
     "TxResult",
 ]
 
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "MAX_PROVIDERS_PER_BATCH": "broker",
-    "MIN_LEDGER_BALANCE": "broker",
-    "MIN_TRANSFER_AMOUNT": "broker",
-    "LedgerBroker": "broker",
-    "LedgerDetail": "models",
-    "LedgerOverview": "models",
-    "RefundDetail": "models",
-    "SubAccountBalance": "models",
-    "SubAccountDetail": "models",
-    "TxResult": "models",
-})
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "MAX_PROVIDERS_PER_BATCH": "broker",
+        "MIN_LEDGER_BALANCE": "broker",
+        "MIN_TRANSFER_AMOUNT": "broker",
+        "LedgerBroker": "broker",
+        "LedgerDetail": "models",
+        "LedgerOverview": "models",
+        "RefundDetail": "models",
+        "SubAccountBalance": "models",
+        "SubAccountDetail": "models",
+        "TxResult": "models",
+    },
+)

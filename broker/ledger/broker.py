@@ -177,12 +177,14 @@ class LedgerBroker:
             raise self._wallet_error(address, balance, value, what)
 
     @staticmethod
-    def _wallet_error(address: str, balance: int, value: int,
-                      what: str) -> InsufficientWalletBalanceError:
+    def _wallet_error(
+        address: str, balance: int, value: int, what: str
+    ) -> InsufficientWalletBalanceError:
         return InsufficientWalletBalanceError(
             f"the wallet {address} holds {format_0g(balance)} 0G, less than the "
             f"{format_0g(value)} 0G {what} plus gas",
-            balance=balance, amount=value,
+            balance=balance,
+            amount=value,
         )
 
     def _send_deposit(self, send, value: int, what: str) -> TxResult:
@@ -244,7 +246,8 @@ class LedgerBroker:
         what = "to create the ledger with"
         self._require_wallet_balance(value, what)
         return self._send_deposit(
-            lambda: self.ledger_contract.add_ledger(additional_info, value), value, what)
+            lambda: self.ledger_contract.add_ledger(additional_info, value), value, what
+        )
 
     def deposit_fund(self, amount: Amount) -> TxResult:
         """Add funds to the ledger (``depositFund()`` payable); creates the ledger when absent.
@@ -268,8 +271,9 @@ class LedgerBroker:
                 hint=f"0g-broker deposit --amount {format_0g(minimum)}",
             )
         self._require_wallet_balance(value, "to deposit")
-        return self._send_deposit(lambda: self.ledger_contract.deposit_fund(value), value,
-                                  "to deposit")
+        return self._send_deposit(
+            lambda: self.ledger_contract.deposit_fund(value), value, "to deposit"
+        )
 
     def deposit_fund_for(self, recipient: str, amount: Amount) -> TxResult:
         """Deposit into another account's ledger (``depositFundFor(recipient)`` payable).
@@ -291,8 +295,9 @@ class LedgerBroker:
                 f"0G, got {format_0g(value)} 0G"
             )
         self._require_wallet_balance(value, "to deposit")
-        return self._send_deposit(lambda: self.ledger_contract.deposit_fund_for(recipient, value),
-                                  value, "to deposit")
+        return self._send_deposit(
+            lambda: self.ledger_contract.deposit_fund_for(recipient, value), value, "to deposit"
+        )
 
     def refund(self, amount: Amount) -> TxResult:
         """Withdraw from the ledger's available balance to the wallet (``refund(amount)``).
@@ -324,8 +329,14 @@ class LedgerBroker:
             )
         return self._result(self.ledger_contract.refund(value))
 
-    def transfer_fund(self, provider: str, service_type_or_name: str, amount: Amount, *,
-                      allow_unregistered: bool = False) -> TxResult:
+    def transfer_fund(
+        self,
+        provider: str,
+        service_type_or_name: str,
+        amount: Amount,
+        *,
+        allow_unregistered: bool = False,
+    ) -> TxResult:
         """Move funds from the ledger to a provider sub-account (``transferFund``, A2.6).
 
         **Units:** the SDK's ``transferFund`` takes *neuron* (bigint); here ``amount`` is **0G**
@@ -391,12 +402,15 @@ class LedgerBroker:
         provider = checksum_address(provider, field="provider")
         if not self.inference_contract.service_exists(provider):
             raise ProviderNotRegisteredError(
-                provider, hint=hint or "0g-broker list-providers shows the registered ones; "
-                                       "--force transfers anyway")
+                provider,
+                hint=hint
+                or "0g-broker list-providers shows the registered ones; --force transfers anyway",
+            )
         return provider
 
-    def retrieve_fund(self, service_type: str = "inference",
-                      providers: Sequence[str] | None = None) -> list[TxResult]:
+    def retrieve_fund(
+        self, service_type: str = "inference", providers: Sequence[str] | None = None
+    ) -> list[TxResult]:
         """Request refunds from provider sub-accounts and collect matured ones
         (``retrieveFund(providers, serviceName)``), in batches of at most 20 providers.
 
@@ -424,7 +438,7 @@ class LedgerBroker:
         chosen = list(dict.fromkeys(chosen))
         results: list[TxResult] = []
         for start in range(0, len(chosen), MAX_PROVIDERS_PER_BATCH):
-            batch = chosen[start:start + MAX_PROVIDERS_PER_BATCH]
+            batch = chosen[start : start + MAX_PROVIDERS_PER_BATCH]
             results.append(self._result(self.ledger_contract.retrieve_fund(batch, name)))
         return results
 
@@ -452,8 +466,9 @@ class LedgerBroker:
             NoLedgerError: the account has no ledger.
         """
         ledger = self._require_ledger()
-        return LedgerDetail(ledger.user, ledger.available_balance, ledger.total_balance,
-                            ledger.additional_info)
+        return LedgerDetail(
+            ledger.user, ledger.available_balance, ledger.total_balance, ledger.additional_info
+        )
 
     def get_ledger_providers(self, service_type: str = "inference") -> list[str]:
         """Providers with a sub-account for that service (``getLedgerProviders``)."""
@@ -487,14 +502,20 @@ class LedgerBroker:
         providers = self.get_ledger_providers("inference")
         return LedgerOverview(ledger, self._sub_accounts(providers, "inference"))
 
-    def get_providers_with_balance(self, service_type: str = "inference") -> list[SubAccountBalance]:
+    def get_providers_with_balance(
+        self, service_type: str = "inference"
+    ) -> list[SubAccountBalance]:
         """Sub-accounts with ``balance > 0`` or ``pending_refund > 0``."""
         providers = self.get_ledger_providers(service_type)
-        return [s for s in self._sub_accounts(providers, service_type)
-                if s.balance > 0 or s.pending_refund > 0]
+        return [
+            s
+            for s in self._sub_accounts(providers, service_type)
+            if s.balance > 0 or s.pending_refund > 0
+        ]
 
-    def get_sub_account_with_detail(self, provider: str,
-                                    service_type: str = "inference") -> SubAccountDetail:
+    def get_sub_account_with_detail(
+        self, provider: str, service_type: str = "inference"
+    ) -> SubAccountDetail:
         """One sub-account with its pending refunds and their remaining lock time (seconds, never
         negative; measured against the latest block's timestamp).
 
@@ -514,6 +535,14 @@ class LedgerBroker:
             RefundDetail(r.index, r.amount, r.created_at, max(0, r.created_at + lock_time - now))
             for r in acc.active_refunds
         ]
-        return SubAccountDetail(service_type, acc.user, acc.provider, acc.balance,
-                                acc.pending_refund, lock_time, refunds, acc.acknowledged,
-                                acc.generation)
+        return SubAccountDetail(
+            service_type,
+            acc.user,
+            acc.provider,
+            acc.balance,
+            acc.pending_refund,
+            lock_time,
+            refunds,
+            acc.acknowledged,
+            acc.generation,
+        )

@@ -70,8 +70,7 @@ class InsufficientWalletBalanceError(LedgerError):
     """The wallet's own balance (native 0G, not the ledger) does not cover an amount to deposit
     plus gas. ``balance`` and ``amount`` are in neuron. Refused before anything is sent."""
 
-    def __init__(self, message: str, *, balance: int, amount: int,
-                 hint: str | None = None) -> None:
+    def __init__(self, message: str, *, balance: int, amount: int, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.balance = balance
         self.amount = amount

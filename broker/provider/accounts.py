@@ -40,9 +40,15 @@ class AccountCache:
             or ``None``.
     """
 
-    def __init__(self, contract: InferenceServingContract, provider: str, *,
-                 account_ttl: float = 600.0, service_ttl: float = 900.0,
-                 fallback_ttl: float = 5.0) -> None:
+    def __init__(
+        self,
+        contract: InferenceServingContract,
+        provider: str,
+        *,
+        account_ttl: float = 600.0,
+        service_ttl: float = 900.0,
+        fallback_ttl: float = 5.0,
+    ) -> None:
         self.contract = contract
         self.provider = provider
         self.account_ttl = account_ttl
@@ -50,8 +56,8 @@ class AccountCache:
         self.fallback_ttl = fallback_ttl
         self.watcher: Any = None
         self._accounts: dict[str, tuple[float, Account | None]] = {}
-        self._seq = 0                                  # invalidation counter
-        self._dropped_at: dict[str, int] = {}          # user -> counter of its last invalidation
+        self._seq = 0  # invalidation counter
+        self._dropped_at: dict[str, int] = {}  # user -> counter of its last invalidation
         self._all_dropped_at = 0
         self._service: tuple[float, Service | None] | None = None
         self._lock = threading.Lock()
@@ -64,8 +70,9 @@ class AccountCache:
         """
         offset, loaded = 0, 0
         while True:
-            accounts, total = self.contract.get_accounts_by_provider(self.provider, offset,
-                                                                     PAGE_SIZE)
+            accounts, total = self.contract.get_accounts_by_provider(
+                self.provider, offset, PAGE_SIZE
+            )
             now = time.monotonic()
             with self._lock:
                 for acc in accounts:
@@ -125,8 +132,11 @@ class AccountCache:
 
     def service(self, *, refresh: bool = False) -> Service | None:
         """This provider's on-chain service, or ``None`` when not registered."""
-        if not refresh and self._service is not None \
-                and time.monotonic() - self._service[0] < self.service_ttl:
+        if (
+            not refresh
+            and self._service is not None
+            and time.monotonic() - self._service[0] < self.service_ttl
+        ):
             return self._service[1]
         try:
             svc: Service | None = self.contract.get_service(self.provider)

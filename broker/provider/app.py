@@ -58,8 +58,10 @@ __all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
 
-ASYNC_ROUTES = {"/images/generations": "/async/images/generations",
-                "/images/edits": "/async/images/edits"}
+ASYNC_ROUTES = {
+    "/images/generations": "/async/images/generations",
+    "/images/edits": "/async/images/edits",
+}
 
 
 def _json_or_none(raw: bytes, content_encoding: str | None) -> object:
@@ -138,14 +140,16 @@ def create_app(gw: Gateway) -> FastAPI:
         gw.async_jobs = AsyncJobTracker(gw.db, gw.ledger, settings.output_price)
     jobs: AsyncJobTracker = gw.async_jobs
     watchers: set[asyncio.Task] = set()
-    streams: set[asyncio.Task] = set()     # backend streams being read to their end (B5)
+    streams: set[asyncio.Task] = set()  # backend streams being read to their end (B5)
     # image urls (module files); in gw.extra so that tests and ops can see the table
     links: FileLinks = gw.extra.setdefault(
-        "file_links", FileLinks(settings.serving_url, settings.file_url_ttl))
+        "file_links", FileLinks(settings.serving_url, settings.file_url_ttl)
+    )
 
     async def poll_job(job_id: str) -> tuple[int, object, float | None]:
-        upstream = await forwarder.send("GET", settings.backend_for("/images") +
-                                        f"/async/jobs/{job_id}", dict(secrets_hdr), b"")
+        upstream = await forwarder.send(
+            "GET", settings.backend_for("/images") + f"/async/jobs/{job_id}", dict(secrets_hdr), b""
+        )
         raw = b"".join([c async for c in upstream.aiter_raw()])
         await upstream.aclose()
         body = _json_or_none(raw, upstream.headers.get("content-encoding"))
@@ -153,8 +157,9 @@ def create_app(gw: Gateway) -> FastAPI:
         return upstream.status_code, body, float(retry) if retry and retry.isdigit() else None
 
     def start_watch(job_id: str) -> None:
-        task = asyncio.create_task(jobs.watch(job_id, lambda: poll_job(job_id),
-                                              timeout=settings.backend_timeout))
+        task = asyncio.create_task(
+            jobs.watch(job_id, lambda: poll_job(job_id), timeout=settings.backend_timeout)
+        )
         watchers.add(task)
         task.add_done_callback(watchers.discard)
 
@@ -162,25 +167,30 @@ def create_app(gw: Gateway) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        for job_id in await run_in_threadpool(jobs.pending):   # resume after a restart
+        for job_id in await run_in_threadpool(jobs.pending):  # resume after a restart
             start_watch(job_id)
         if gw.revocations is not None:
             gw.revocations.start()
         yield
         if gw.revocations is not None:
             await run_in_threadpool(gw.revocations.stop)
-        if streams:     # let streams in progress finish billing (bounded)
+        if streams:  # let streams in progress finish billing (bounded)
             await asyncio.wait(list(streams), timeout=30)
         for task in list(watchers) + list(streams):
             task.cancel()
         await asyncio.gather(*watchers, *streams, return_exceptions=True)
         await forwarder.aclose()
 
-    app = FastAPI(title="0g-broker provider gateway", lifespan=lifespan, docs_url=None,
-                  redoc_url=None, openapi_url=None)
-    add_openapi_route(app, GATEWAY_REQUEST_BODIES)     # public: the gateway has no API key
-    app.add_middleware(GatewayCORS)     # the two B2 policies, by path
-    mount_ops(app, gw)                  # /ui/ ops page and /metrics, behind the admin key
+    app = FastAPI(
+        title="0g-broker provider gateway",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    add_openapi_route(app, GATEWAY_REQUEST_BODIES)  # public: the gateway has no API key
+    app.add_middleware(GatewayCORS)  # the two B2 policies, by path
+    mount_ops(app, gw)  # /ui/ ops page and /metrics, behind the admin key
 
     def _peer(request: Request) -> str:
         return gw.limits.client_ip(request.headers, request.client and request.client.host)
@@ -210,9 +220,14 @@ def create_app(gw: Gateway) -> FastAPI:
     @app.get("/v1/models")
     async def models(request: Request) -> dict:
         _check_ip(request)
-        card = ModelCard(id=settings.model, owned_by=gw.provider, service_type=settings.service_type,
-                         input_price=str(settings.input_price),
-                         output_price=str(settings.output_price), **settings.model_info)
+        card = ModelCard(
+            id=settings.model,
+            owned_by=gw.provider,
+            service_type=settings.service_type,
+            input_price=str(settings.input_price),
+            output_price=str(settings.output_price),
+            **settings.model_info,
+        )
         return ModelList(data=[card]).model_dump()
 
     @app.get("/v1/user/{address}/unsettledfee")
@@ -227,10 +242,10 @@ def create_app(gw: Gateway) -> FastAPI:
     @app.get("/v1/proxy/signature/{chat_id}")
     async def signature(chat_id: str, request: Request) -> dict:
         _check_ip(request)
-        sig = gw.signatures.cached(chat_id) or \
-            await run_in_threadpool(gw.signatures.get, chat_id)
-        return SignatureResponse(text=sig.text, signature=sig.signature,
-                                 signing_address=gw.signer.address).model_dump()
+        sig = gw.signatures.cached(chat_id) or await run_in_threadpool(gw.signatures.get, chat_id)
+        return SignatureResponse(
+            text=sig.text, signature=sig.signature, signing_address=gw.signer.address
+        ).model_dump()
 
     # ------------------------------------------------------------------ billed proxying
 
@@ -251,9 +266,17 @@ def create_app(gw: Gateway) -> FastAPI:
             raise
         return user, locked, unsettled
 
-    def _record_sync(chat_id: str, fwd_body: bytes, raw: bytes, encoding: str | None,
-                     streamed: bool, billed: bool, locked: int, unsettled: int,
-                     image_count: int) -> None:
+    def _record_sync(
+        chat_id: str,
+        fwd_body: bytes,
+        raw: bytes,
+        encoding: str | None,
+        streamed: bool,
+        billed: bool,
+        locked: int,
+        unsettled: int,
+        image_count: int,
+    ) -> None:
         """Fee and response signature of a completed request, committed together (one durable
         transaction) before the response is released (B5, B7, B9); then an early settlement is
         asked for when the locked balance no longer covers the fees seen at admission plus this
@@ -262,37 +285,47 @@ def create_app(gw: Gateway) -> FastAPI:
         # the signature covers the bytes as received; billing reads them decoded (B5, B7)
         plain = decoded_body(raw, encoding) if encoding else raw
         if billed:
-            fee = compute_fee(settings.service_type, fwd_body, plain, streamed=streamed,
-                              input_price=settings.input_price, output_price=settings.output_price,
-                              image_count=image_count)
+            fee = compute_fee(
+                settings.service_type,
+                fwd_body,
+                plain,
+                streamed=streamed,
+                input_price=settings.input_price,
+                output_price=settings.output_price,
+                image_count=image_count,
+            )
         completion_id = chat_id_from_sse(plain) if streamed else chat_id_from_body(plain)
         aliases = (completion_id,) if completion_id else ()
         with gw.db.engine.begin() as conn:
             if fee is not None:
                 gw.ledger.bill(chat_id, fee, conn=conn)
-            sig = gw.signatures.sign_and_store(chat_id, fwd_body, raw, conn=conn,
-                                               aliases=aliases)
-        gw.signatures.remember(gw.signatures.keys_for(chat_id, aliases), sig)    # committed
+            sig = gw.signatures.sign_and_store(chat_id, fwd_body, raw, conn=conn, aliases=aliases)
+        gw.signatures.remember(gw.signatures.keys_for(chat_id, aliases), sig)  # committed
         if fee is not None and locked - (unsettled + fee.fee) < settings.min_locked_balance:
             gw.trigger_settlement()
 
-    async def _billed(request: Request, route: str, backend_path: str,
-                      async_job: bool = False) -> Response:
+    async def _billed(
+        request: Request, route: str, backend_path: str, async_job: bool = False
+    ) -> Response:
         body = await _read_body(request, settings.max_body_bytes)
         image_count = _check_body(route, body, request.headers.get("content-type"))
         ctype = request.headers.get("content-type", "")
-        try:     # the body as forwarded, which the signature's request hash covers (B5, B7)
+        try:  # the body as forwarded, which the signature's request hash covers (B5, B7)
             fwd_body = rewrite_request(settings.service_type, route, body, ctype)
         except ForwardedRequestError as exc:
             raise GatewayHTTPError(f"invalid request body: {exc}", status_code=400) from None
         chat_id = str(uuid.uuid4())
         user, locked, unsettled = await run_in_threadpool(
-            _admit_sync, request.headers.get("authorization"), chat_id)
+            _admit_sync, request.headers.get("authorization"), chat_id
+        )
         billed = locked >= 0
         try:
             params = dict(request.query_params)
-            if settings.service_type == "text-to-image" and route == "/images/generations" \
-                    and not async_job:
+            if (
+                settings.service_type == "text-to-image"
+                and route == "/images/generations"
+                and not async_job
+            ):
                 params["wait"] = "true"
             url = settings.backend_for(route) + backend_path
             headers = forward_headers(request.headers, secrets_hdr)
@@ -303,8 +336,9 @@ def create_app(gw: Gateway) -> FastAPI:
             except Exception as exc:  # noqa: BLE001
                 if billed:
                     await run_in_threadpool(gw.ledger.fail, chat_id)
-                raise GatewayHTTPError(f"forward request: backend unreachable "
-                                       f"({type(exc).__name__})", status_code=502) from None
+                raise GatewayHTTPError(
+                    f"forward request: backend unreachable ({type(exc).__name__})", status_code=502
+                ) from None
         except BaseException:
             if billed:
                 gw.limits.leave_user(user)
@@ -323,8 +357,9 @@ def create_app(gw: Gateway) -> FastAPI:
                         await run_in_threadpool(gw.ledger.fail, chat_id)
                     return
                 # billed when the backend reports the job completed (module async_jobs)
-                await run_in_threadpool(jobs.register, job_id, chat_id if billed else None, user,
-                                        image_count)
+                await run_in_threadpool(
+                    jobs.register, job_id, chat_id if billed else None, user, image_count
+                )
                 await run_in_threadpool(gw.signatures.sign_and_store, chat_id, fwd_body, raw)
                 start_watch(job_id)
                 return
@@ -332,12 +367,23 @@ def create_app(gw: Gateway) -> FastAPI:
                 if billed:
                     await run_in_threadpool(gw.ledger.fail, chat_id)
                 return
-            await run_in_threadpool(_record_sync, chat_id, fwd_body, raw, encoding, streamed,
-                                    billed, locked, unsettled, image_count)
+            await run_in_threadpool(
+                _record_sync,
+                chat_id,
+                fwd_body,
+                raw,
+                encoding,
+                streamed,
+                billed,
+                locked,
+                unsettled,
+                image_count,
+            )
 
         if upstream.status_code in (200, 202):
-            out_headers.update({"ZG-Res-Key": chat_id, "Provider": gw.provider,
-                                "X-Accel-Buffering": "no"})
+            out_headers.update(
+                {"ZG-Res-Key": chat_id, "Provider": gw.provider, "X-Accel-Buffering": "no"}
+            )
             if billed:
                 out_headers.update(gw.limits.user_headers(user))
 
@@ -379,7 +425,7 @@ def create_app(gw: Gateway) -> FastAPI:
                     client_gone.set()
 
             response = StreamingResponse(relay(), status_code=200, headers=out_headers)
-            response.stream_task = task     # _guarded keeps the global slot until it is done
+            response.stream_task = task  # _guarded keeps the global slot until it is done
             return response
         try:
             raw = b"".join([c async for c in upstream.aiter_raw()])
@@ -390,7 +436,7 @@ def create_app(gw: Gateway) -> FastAPI:
                 if linked is not None:
                     raw, encoding = linked, None
                     out_headers.pop("content-encoding", None)
-            await finish(raw)      # durable fee + signature before the response is released
+            await finish(raw)  # durable fee + signature before the response is released
         finally:
             if billed:
                 gw.limits.leave_user(user)
@@ -398,23 +444,27 @@ def create_app(gw: Gateway) -> FastAPI:
 
     async def _free(request: Request, route: str, backend_path: str) -> Response:
         body = await _read_body(request, settings.max_body_bytes)
-        upstream = await forwarder.send(request.method, settings.backend_for(route) + backend_path,
-                                        forward_headers(request.headers, secrets_hdr), body,
-                                        dict(request.query_params))
+        upstream = await forwarder.send(
+            request.method,
+            settings.backend_for(route) + backend_path,
+            forward_headers(request.headers, secrets_hdr),
+            body,
+            dict(request.query_params),
+        )
         raw = b"".join([c async for c in upstream.aiter_raw()])
         await upstream.aclose()
-        return Response(raw, status_code=upstream.status_code,
-                        headers=response_headers(upstream.headers))
+        return Response(
+            raw, status_code=upstream.status_code, headers=response_headers(upstream.headers)
+        )
 
-    async def _guarded(request: Request, handler, route: str, backend_path: str,
-                       **kw) -> Response:
+    async def _guarded(request: Request, handler, route: str, backend_path: str, **kw) -> Response:
         _check_ip(request)
         gw.limits.enter_global()
         handed_over = False
         try:
             response = await handler(request, route, backend_path, **kw)
             task = getattr(response, "stream_task", None)
-            if task is not None:        # a stream holds its global slot until read to the end
+            if task is not None:  # a stream holds its global slot until read to the end
                 task.add_done_callback(lambda _t: gw.limits.leave_global())
                 handed_over = True
             return response
@@ -433,8 +483,9 @@ def create_app(gw: Gateway) -> FastAPI:
         owner = await run_in_threadpool(jobs.owner, job_id)
         if owner is None or owner.lower() != user.lower():
             raise GatewayHTTPError("job not found", status_code=404)
-        upstream = await forwarder.send("GET", settings.backend_for("/images") +
-                                        f"/async/jobs/{job_id}", dict(secrets_hdr), b"")
+        upstream = await forwarder.send(
+            "GET", settings.backend_for("/images") + f"/async/jobs/{job_id}", dict(secrets_hdr), b""
+        )
         raw = b"".join([c async for c in upstream.aiter_raw()])
         await upstream.aclose()
         code = upstream.status_code
@@ -442,8 +493,13 @@ def create_app(gw: Gateway) -> FastAPI:
         await run_in_threadpool(jobs.observe, job_id, code, body)
         # Retry-After and the other backend headers pass through
         out_headers = response_headers(upstream.headers)
-        linked = links.rewrite(raw, user, settings.backend_for("/images"),
-                               upstream.headers.get("content-encoding")) if code == 200 else None
+        linked = (
+            links.rewrite(
+                raw, user, settings.backend_for("/images"), upstream.headers.get("content-encoding")
+            )
+            if code == 200
+            else None
+        )
         if linked is not None:
             raw = linked
             out_headers.pop("content-encoding", None)
@@ -456,18 +512,24 @@ def create_app(gw: Gateway) -> FastAPI:
         user = await run_in_threadpool(gw.auth.authenticate, request.headers.get("authorization"))
         link = links.get(link_id, user)
         if link is None:
-            raise GatewayHTTPError("file not found (unknown, expired or not yours)", status_code=404)
+            raise GatewayHTTPError(
+                "file not found (unknown, expired or not yours)", status_code=404
+            )
         try:
             upstream = await forwarder.send("GET", link.backend_url, dict(secrets_hdr), b"")
         except Exception as exc:  # noqa: BLE001
-            raise GatewayHTTPError(f"file: backend unreachable ({type(exc).__name__})",
-                                   status_code=502) from None
+            raise GatewayHTTPError(
+                f"file: backend unreachable ({type(exc).__name__})", status_code=502
+            ) from None
         raw = b"".join([c async for c in upstream.aiter_raw()])
         await upstream.aclose()
         if upstream.status_code != 200:
             raise GatewayHTTPError("file not found (expired on the backend)", status_code=404)
-        return Response(raw, media_type=upstream.headers.get("content-type"),
-                        headers={"Cache-Control": "private, no-store"})
+        return Response(
+            raw,
+            media_type=upstream.headers.get("content-type"),
+            headers={"Cache-Control": "private, no-store"},
+        )
 
     @app.post("/v1/async/images/generations")
     @app.post("/v1/proxy/async/images/generations")
@@ -484,8 +546,7 @@ def create_app(gw: Gateway) -> FastAPI:
     async def async_job(job_id: str, request: Request) -> Response:
         return await _async_poll(job_id, request)
 
-    @app.api_route("/v1/proxy/{path:path}",
-                   methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    @app.api_route("/v1/proxy/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     async def proxy(path: str, request: Request) -> Response:
         route = normalise_route(path)
         if route in BILLABLE_ROUTES:

@@ -43,8 +43,14 @@ class AsyncJobTracker:
     def register(self, job_id: str, request_hash: str | None, user: str, images: int) -> None:
         """Record an accepted job (``request_hash`` None: an unbilled, whitelisted user)."""
         with self.db.session.begin() as s:
-            s.add(AsyncJobRecord(job_id=job_id, request_hash=request_hash, user_address=user,
-                                 images=max(images, 1)))
+            s.add(
+                AsyncJobRecord(
+                    job_id=job_id,
+                    request_hash=request_hash,
+                    user_address=user,
+                    images=max(images, 1),
+                )
+            )
 
     def owner(self, job_id: str) -> str | None:
         """The user who created ``job_id`` through this gateway, or None."""
@@ -55,16 +61,24 @@ class AsyncJobTracker:
     def pending(self) -> list[str]:
         """Ids of jobs not yet finished (to watch after a restart)."""
         with self.db.session() as s:
-            return list(s.scalars(select(AsyncJobRecord.job_id)
-                                  .where(AsyncJobRecord.status == AsyncJobStatus.PENDING)))
+            return list(
+                s.scalars(
+                    select(AsyncJobRecord.job_id).where(
+                        AsyncJobRecord.status == AsyncJobStatus.PENDING
+                    )
+                )
+            )
 
     def _close(self, job_id: str, status: str) -> AsyncJobRecord | None:
         """Move a pending job to ``status``; returns its record when this call did it."""
         with self.db.session.begin() as s:
-            moved = s.execute(update(AsyncJobRecord)
-                              .where(AsyncJobRecord.job_id == job_id,
-                                     AsyncJobRecord.status == AsyncJobStatus.PENDING)
-                              .values(status=status)).rowcount
+            moved = s.execute(
+                update(AsyncJobRecord)
+                .where(
+                    AsyncJobRecord.job_id == job_id, AsyncJobRecord.status == AsyncJobStatus.PENDING
+                )
+                .values(status=status)
+            ).rowcount
             return s.get(AsyncJobRecord, job_id) if moved == 1 else None
 
     def observe(self, job_id: str, status_code: int, body: Any) -> str | None:
@@ -81,8 +95,9 @@ class AsyncJobTracker:
         if status_code == 200 and status == "completed":
             rec = self._close(job_id, AsyncJobStatus.BILLED)
             if rec is not None and rec.request_hash is not None:
-                self.ledger.bill(rec.request_hash,
-                                 Fee(0, rec.images, 0, rec.images * self.output_price))
+                self.ledger.bill(
+                    rec.request_hash, Fee(0, rec.images, 0, rec.images * self.output_price)
+                )
             return "billed" if rec is not None else None
         if status_code == 404 or (status_code == 200 and status == "failed"):
             rec = self._close(job_id, AsyncJobStatus.FAILED)
@@ -91,9 +106,15 @@ class AsyncJobTracker:
             return "failed" if rec is not None else None
         return None
 
-    async def watch(self, job_id: str, poll: Callable[[], Awaitable[JobPoll]], *,
-                    timeout: float = 900.0, min_interval: float = 0.2,
-                    max_interval: float = 5.0) -> str | None:
+    async def watch(
+        self,
+        job_id: str,
+        poll: Callable[[], Awaitable[JobPoll]],
+        *,
+        timeout: float = 900.0,
+        min_interval: float = 0.2,
+        max_interval: float = 5.0,
+    ) -> str | None:
         """Poll the backend until ``job_id`` finishes (or ``timeout`` seconds pass) and bill it.
 
         ``poll()`` returns a :data:`JobPoll`; its ``Retry-After`` sets the next delay, clamped to

@@ -60,11 +60,11 @@ class Authenticator:
         if hit is None or time.monotonic() - hit.stamp >= VERIFIED_CACHE_TTL:
             return None
         if hit.expires_at_ms > 0 and int(time.time()) > hit.expires_at_ms // 1000:
-            return None                                   # check 7 fails: verify in full
+            return None  # check 7 fails: verify in full
         acc = self.accounts.get(hit.user)
         state = (acc.generation, acc.revoked_bitmap) if acc is not None else (None, 0)
         if state != (hit.generation, hit.bitmap):
-            return None                                   # account changed: checks 8 and 10 again
+            return None  # account changed: checks 8 and 10 again
         return hit.user
 
     def authenticate(self, authorization: str | None) -> str:
@@ -83,12 +83,17 @@ class Authenticator:
                 acc = self.accounts.get(parsed.token.address)
                 if acc is not None:
                     generation, bitmap = acc.generation, acc.revoked_bitmap
-            verify_session_token(authorization or "", provider_address=self.provider,
-                                 account_generation=generation, revoked_bitmap=bitmap)
+            verify_session_token(
+                authorization or "",
+                provider_address=self.provider,
+                account_generation=generation,
+                revoked_bitmap=bitmap,
+            )
         except TokenError as exc:
             raise SessionValidationError(exc.message) from None
-        entry = _Verified(parsed.token.address, parsed.token.expires_at, generation, bitmap,
-                          time.monotonic())
+        entry = _Verified(
+            parsed.token.address, parsed.token.expires_at, generation, bitmap, time.monotonic()
+        )
         with self._verified_lock:
             self._verified[authorization] = entry
             self._verified.move_to_end(authorization)
@@ -119,7 +124,8 @@ class Authenticator:
         if not acc.acknowledged:
             raise RequestValidationError(
                 "user not acknowledge the provider, please use acknowledgeProviderSigner function "
-                "in sdk first, it will take effect in 2 minutes")
+                "in sdk first, it will take effect in 2 minutes"
+            )
         svc = self.accounts.service()
         if svc is None or not svc.tee_signer_acknowledged:
             svc = self.accounts.service(refresh=True)
@@ -136,5 +142,6 @@ class Authenticator:
                 f"{format_0g(self.min_locked_balance)} 0G + unsettled fees "
                 f"{format_0g(unsettled_fee)} 0G + current request fee {format_0g(input_fee)} 0G). "
                 "Please add more funds with: 0g-compute-cli transfer-fund --provider "
-                f"{self.provider} --amount {format_0g(deficit)}")
+                f"{self.provider} --amount {format_0g(deficit)}"
+            )
         return acc.locked_balance

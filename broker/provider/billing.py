@@ -127,8 +127,12 @@ def _speech_fee(response: bytes, in_price: int, out_price: int) -> Fee:
     if isinstance(usage, dict):
         seconds = usage.get("seconds")
         kind = usage.get("type")
-        if kind == "duration" or (kind != "tokens" and isinstance(seconds, (int, float))
-                                  and not isinstance(seconds, bool) and seconds > 0):
+        if kind == "duration" or (
+            kind != "tokens"
+            and isinstance(seconds, (int, float))
+            and not isinstance(seconds, bool)
+            and seconds > 0
+        ):
             secs = seconds if isinstance(seconds, (int, float)) else 0
             billable = 0 if secs <= 0 else max(math.floor(secs + 0.5), 1)
             return Fee(billable, 0, billable * in_price, 0)
@@ -139,9 +143,16 @@ def _speech_fee(response: bytes, in_price: int, out_price: int) -> Fee:
     return Fee(0, words, 0, words * out_price)
 
 
-def compute_fee(service_type: str, request_body: bytes, response_body: bytes, *,
-                input_price: int, output_price: int, streamed: bool = False,
-                image_count: int | None = None) -> Fee:
+def compute_fee(
+    service_type: str,
+    request_body: bytes,
+    response_body: bytes,
+    *,
+    input_price: int,
+    output_price: int,
+    streamed: bool = False,
+    image_count: int | None = None,
+) -> Fee:
     """Bill one successful request (B9).
 
     Args:
@@ -164,18 +175,27 @@ def compute_fee(service_type: str, request_body: bytes, response_body: bytes, *,
 
 
 _REQUESTS = RequestRecord.__table__
-_OUTSTANDING = (_REQUESTS.c.user_address == bindparam("user"),
-                _REQUESTS.c.status.in_(RequestStatus.OUTSTANDING))
+_OUTSTANDING = (
+    _REQUESTS.c.user_address == bindparam("user"),
+    _REQUESTS.c.status.in_(RequestStatus.OUTSTANDING),
+)
 _OPEN = insert(_REQUESTS)
-_BILL = (update(_REQUESTS).where(_REQUESTS.c.request_hash == bindparam("rid"))
-         .values(status=RequestStatus.UNSETTLED))
-_FAIL = (update(_REQUESTS).where(_REQUESTS.c.request_hash == bindparam("rid"))
-         .values(status=RequestStatus.FAILED))
+_BILL = (
+    update(_REQUESTS)
+    .where(_REQUESTS.c.request_hash == bindparam("rid"))
+    .values(status=RequestStatus.UNSETTLED)
+)
+_FAIL = (
+    update(_REQUESTS)
+    .where(_REQUESTS.c.request_hash == bindparam("rid"))
+    .values(status=RequestStatus.FAILED)
+)
 # SQLite has 64-bit integers: sum the last 9 digits and the digits above them apart
 _SQLITE_SUM = select(
     func.sum(cast(func.substr(_REQUESTS.c.fee, -9), Integer)),
     func.sum(cast(func.substr(_REQUESTS.c.fee, 1, func.length(_REQUESTS.c.fee) - 9), Integer)),
-    func.max(func.length(_REQUESTS.c.fee))).where(*_OUTSTANDING)
+    func.max(func.length(_REQUESTS.c.fee)),
+).where(*_OUTSTANDING)
 _NUMERIC_SUM = select(func.sum(cast(_REQUESTS.c.fee, Numeric))).where(*_OUTSTANDING)
 _FEES = select(_REQUESTS.c.fee).where(*_OUTSTANDING)
 
@@ -195,10 +215,18 @@ class FeeLedger:
         """Insert the ``pending`` zero-fee row before forwarding (B4.6); committed on return."""
         now = time.time()
         with self.db.engine.begin() as conn:
-            conn.execute(_OPEN, {"request_hash": request_hash, "user_address": user,
-                                 "service_type": service_type, "model": model,
-                                 "status": RequestStatus.PENDING, "created_at": now,
-                                 "updated_at": now})
+            conn.execute(
+                _OPEN,
+                {
+                    "request_hash": request_hash,
+                    "user_address": user,
+                    "service_type": service_type,
+                    "model": model,
+                    "status": RequestStatus.PENDING,
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
 
     def bill(self, request_hash: str, fee: Fee, *, conn: Connection | None = None) -> None:
         """Record the fee (status ``unsettled``); committed (durable) on return, before release.
@@ -207,10 +235,15 @@ class FeeLedger:
         commits, so the fee and the response signature are written by one commit (see
         :mod:`broker.provider.app`).
         """
-        params = {"rid": request_hash, "input_count": fee.input_count,
-                  "output_count": fee.output_count, "input_fee": str(fee.input_fee),
-                  "output_fee": str(fee.output_fee), "fee": str(fee.fee),
-                  "updated_at": time.time()}
+        params = {
+            "rid": request_hash,
+            "input_count": fee.input_count,
+            "output_count": fee.output_count,
+            "input_fee": str(fee.input_fee),
+            "output_fee": str(fee.output_fee),
+            "fee": str(fee.fee),
+            "updated_at": time.time(),
+        }
         if conn is not None:
             conn.execute(_BILL, params)
             return
@@ -239,7 +272,7 @@ class FeeLedger:
                 # in Python (as is a total that overflows SUM)
                 if (longest or 0) <= 27:
                     return (hi or 0) * 10**9 + (lo or 0)
-            except DBAPIError:          # "integer overflow" of SUM
+            except DBAPIError:  # "integer overflow" of SUM
                 conn.rollback()
             fees = conn.execute(_FEES, {"user": user}).scalars().all()
             return sum(int(f) for f in fees)
@@ -247,9 +280,11 @@ class FeeLedger:
     def users_with_unsettled(self) -> list[str]:
         """Users that have ``unsettled`` rows with a non-zero fee, oldest first."""
         with self.db.session() as s:
-            rows = s.execute(select(RequestRecord.user_address, RequestRecord.fee).where(
-                RequestRecord.status == RequestStatus.UNSETTLED)
-                .order_by(RequestRecord.created_at)).all()
+            rows = s.execute(
+                select(RequestRecord.user_address, RequestRecord.fee)
+                .where(RequestRecord.status == RequestStatus.UNSETTLED)
+                .order_by(RequestRecord.created_at)
+            ).all()
         seen: dict[str, None] = {}
         for user, fee in rows:
             if int(fee) > 0:

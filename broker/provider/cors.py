@@ -51,8 +51,11 @@ class _ProxyCORS(CORSMiddleware):
         response = super().preflight_response(request_headers)
         if response.status_code != 200:
             return response
-        headers = {k: v for k, v in response.headers.items()
-                   if k.lower() not in ("content-length", "content-type")}
+        headers = {
+            k: v
+            for k, v in response.headers.items()
+            if k.lower() not in ("content-length", "content-type")
+        }
         return Response(status_code=204, headers=headers)
 
 
@@ -65,9 +68,15 @@ class GatewayCORS:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.proxy = _ProxyCORS(app, allow_origin_regex=".*", allow_credentials=True,
-                                allow_methods=["*"], allow_headers=list(PROXY_ALLOW_HEADERS),
-                                expose_headers=list(PROXY_EXPOSE_HEADERS), max_age=PROXY_MAX_AGE)
+        self.proxy = _ProxyCORS(
+            app,
+            allow_origin_regex=".*",
+            allow_credentials=True,
+            allow_methods=["*"],
+            allow_headers=list(PROXY_ALLOW_HEADERS),
+            expose_headers=list(PROXY_EXPOSE_HEADERS),
+            max_age=PROXY_MAX_AGE,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -81,9 +90,9 @@ class GatewayCORS:
             await self.app(scope, receive, send)
             return
         if scope["method"] == "OPTIONS":
-            await Response(status_code=204, headers={k.decode(): v.decode()
-                                                     for k, v in _HANDLER_HEADERS})(
-                scope, receive, send)
+            await Response(
+                status_code=204, headers={k.decode(): v.decode() for k, v in _HANDLER_HEADERS}
+            )(scope, receive, send)
             return
 
         async def send_with_cors(message: Message) -> None:

@@ -57,29 +57,29 @@ SQLITE_POOL_SIZE = 40
 class RequestStatus:
     """Values of ``requests.status``."""
 
-    PENDING = "pending"          # forwarded, fee not yet known
-    UNSETTLED = "unsettled"      # billed, waiting for settlement
-    SETTLING = "settling"        # part of an outstanding batch
-    SETTLED = "settled"          # paid on chain
-    FORFEITED = "forfeited"      # reserved; never written (NO_TEE_SIGNER keeps the fees)
-    FAILED = "failed"            # backend failure: never charged
+    PENDING = "pending"  # forwarded, fee not yet known
+    UNSETTLED = "unsettled"  # billed, waiting for settlement
+    SETTLING = "settling"  # part of an outstanding batch
+    SETTLED = "settled"  # paid on chain
+    FORFEITED = "forfeited"  # reserved; never written (NO_TEE_SIGNER keeps the fees)
+    FAILED = "failed"  # backend failure: never charged
     OUTSTANDING = (PENDING, UNSETTLED, SETTLING)
 
 
 class BatchStatus:
     """Values of ``settlement_batches.status``."""
 
-    PREPARED = "prepared"        # signed and stored; maybe sent, maybe not
-    CONFIRMED = "confirmed"      # nonce consumed on chain, result recorded
-    REJECTED = "rejected"        # the contract refused the item (nonce not consumed)
+    PREPARED = "prepared"  # signed and stored; maybe sent, maybe not
+    CONFIRMED = "confirmed"  # nonce consumed on chain, result recorded
+    REJECTED = "rejected"  # the contract refused the item (nonce not consumed)
 
 
 class AsyncJobStatus:
     """Values of ``async_jobs.status``."""
 
-    PENDING = "pending"          # accepted by the backend, not finished
-    BILLED = "billed"            # completed; its request row got the fee (exactly once)
-    FAILED = "failed"            # failed or vanished on the backend; never charged
+    PENDING = "pending"  # accepted by the backend, not finished
+    BILLED = "billed"  # completed; its request row got the fee (exactly once)
+    FAILED = "failed"  # failed or vanished on the backend; never charged
 
 
 class Base(DeclarativeBase):
@@ -105,9 +105,11 @@ class RequestRecord(Base):
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
     updated_at: Mapped[float] = mapped_column(Float, default=time.time, onupdate=time.time)
 
-    __table_args__ = (Index("ix_requests_user_status", "user_address", "status"),
-                      # covers the per-request unsettled-fee sum (no table lookups)
-                      Index("ix_requests_user_status_fee", "user_address", "status", "fee"))
+    __table_args__ = (
+        Index("ix_requests_user_status", "user_address", "status"),
+        # covers the per-request unsettled-fee sum (no table lookups)
+        Index("ix_requests_user_status_fee", "user_address", "status", "fee"),
+    )
 
 
 class SettlementBatch(Base):
@@ -176,7 +178,7 @@ class Database:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         Base.metadata.create_all(self.engine)
-        for index in RequestRecord.__table__.indexes:    # indexes added after a table existed
+        for index in RequestRecord.__table__.indexes:  # indexes added after a table existed
             index.create(self.engine, checkfirst=True)
         self.session = sessionmaker(self.engine, expire_on_commit=False)
         if self.engine.dialect.name == "sqlite":

@@ -38,8 +38,9 @@ class GatewayHTTPError(ProviderError):
 
     status_code: int = 400
 
-    def __init__(self, message: str, *, status_code: int | None = None,
-                 retry_after: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, status_code: int | None = None, retry_after: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         if status_code is not None:

@@ -77,8 +77,14 @@ class FileLinks:
         clock: monotonic seconds (tests may pass their own).
     """
 
-    def __init__(self, public_base: str, ttl: float, *, max_links: int = 100_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        public_base: str,
+        ttl: float,
+        *,
+        max_links: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.public_base = public_base.rstrip("/")
         self.ttl = ttl
         self.max_links = max_links
@@ -115,8 +121,9 @@ class FileLinks:
         for key in [k for k, v in self._links.items() if v.expires_at <= now]:
             del self._links[key]
 
-    def rewrite(self, body: bytes, user: str, backend_base: str,
-                content_encoding: str | None = None) -> bytes | None:
+    def rewrite(
+        self, body: bytes, user: str, backend_base: str, content_encoding: str | None = None
+    ) -> bytes | None:
         """Rewrite the backend links of an images answer (or a job body) for ``user``.
 
         Args:

@@ -29,16 +29,37 @@ __all__ = [
     "rewrite_request",
 ]
 
-BILLABLE_ROUTES = ("/chat/completions", "/images/generations", "/images/edits",
-                   "/audio/transcriptions")
+BILLABLE_ROUTES = (
+    "/chat/completions",
+    "/images/generations",
+    "/images/edits",
+    "/audio/transcriptions",
+)
 FREE_PREFIXES = ("/attestation",)
-_STRIPPED = {"address", "fee", "input-fee", "nonce", "request-hash", "signature", "session-token",
-             "session-signature", "authorization", "host", "content-length", "connection",
-             "transfer-encoding", "accept-encoding",
-             # the browser's context is the gateway's business (B2 CORS), not the backend's: a
-             # local backend behind broker.asgi.guard.LocalGuard refuses foreign origins
-             "origin", "referer", "sec-fetch-site", "sec-fetch-mode", "sec-fetch-dest",
-             "sec-fetch-user"}
+_STRIPPED = {
+    "address",
+    "fee",
+    "input-fee",
+    "nonce",
+    "request-hash",
+    "signature",
+    "session-token",
+    "session-signature",
+    "authorization",
+    "host",
+    "content-length",
+    "connection",
+    "transfer-encoding",
+    "accept-encoding",
+    # the browser's context is the gateway's business (B2 CORS), not the backend's: a
+    # local backend behind broker.asgi.guard.LocalGuard refuses foreign origins
+    "origin",
+    "referer",
+    "sec-fetch-site",
+    "sec-fetch-mode",
+    "sec-fetch-dest",
+    "sec-fetch-user",
+}
 _HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 
 
@@ -63,7 +84,7 @@ def rewrite_request(service_type: str, route: str, body: bytes, content_type: st
         ForwardedRequestError: a JSON number that cannot be forwarded exactly (400 at the route).
     """
     if content_type.strip() and not is_json_content_type(content_type):
-        return body         # multipart and other typed bodies pass unchanged
+        return body  # multipart and other typed bodies pass unchanged
     chat = service_type == "chatbot" and route == "/chat/completions"
     forwarded = forwarded_json_body(body, chat_stream_rewrite=chat)
     return body if forwarded is None or forwarded == body else forwarded
@@ -106,12 +127,20 @@ class Forwarder:
 
     def __init__(self, timeout: float = 900.0) -> None:
         # identity unless a request says otherwise (httpx would ask for gzip and br by default)
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10.0),
-                                        limits=httpx.Limits(max_connections=200),
-                                        headers={"Accept-Encoding": "identity"})
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            limits=httpx.Limits(max_connections=200),
+            headers={"Accept-Encoding": "identity"},
+        )
 
-    async def send(self, method: str, url: str, headers: dict[str, str], body: bytes,
-                   params: dict[str, str] | None = None) -> httpx.Response:
+    async def send(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes,
+        params: dict[str, str] | None = None,
+    ) -> httpx.Response:
         """Send and return the response with its body **unread** (stream it, then close it)."""
         req = self.client.build_request(method, url, headers=headers, content=body, params=params)
         return await self.client.send(req, stream=True)

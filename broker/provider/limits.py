@@ -31,8 +31,14 @@ from dataclasses import dataclass, field
 
 from broker.provider.errors import OverloadedError, RateLimitedError
 
-__all__ = ["InFlight", "KeyedBuckets", "Limits", "TokenBucket", "client_ip",
-           "parse_trusted_proxies"]
+__all__ = [
+    "InFlight",
+    "KeyedBuckets",
+    "Limits",
+    "TokenBucket",
+    "client_ip",
+    "parse_trusted_proxies",
+]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -144,8 +150,9 @@ def parse_trusted_proxies(entries: Iterable[str]) -> tuple[IPNetwork, ...]:
         try:
             out.append(ipaddress.ip_network(text, strict=False))
         except ValueError:
-            raise ValueError(f"trusted proxy {text[:60]!r} is not an IP address or CIDR block") \
-                from None
+            raise ValueError(
+                f"trusted proxy {text[:60]!r} is not an IP address or CIDR block"
+            ) from None
     return tuple(out)
 
 
@@ -203,8 +210,12 @@ def client_ip(headers, peer: str | None, trusted_proxies: Iterable[IPNetwork] = 
         return peer or "unknown"
     if not proxies or not _trusted(peer_ip, proxies):
         return str(peer_ip)
-    hops = [hop for value in _header_values(headers, "x-forwarded-for")
-            for hop in value.split(",") if hop.strip()]
+    hops = [
+        hop
+        for value in _header_values(headers, "x-forwarded-for")
+        for hop in value.split(",")
+        if hop.strip()
+    ]
     if hops:
         nearest = peer_ip
         for hop in reversed(hops):
@@ -241,12 +252,19 @@ class Limits:
         ValueError: a trusted proxy entry is not an address or CIDR block.
     """
 
-    def __init__(self, *, per_ip_rps: float = 15.0, per_ip_burst: int = 20,
-                 per_user_rpm: int = 30, per_user_burst: int = 5,
-                 max_per_user_concurrent: int = 5, max_global_concurrent: int = 20,
-                 handler_ip_rps: float | None = None,
-                 handler_ip_burst: int | None = None,
-                 trusted_proxies: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        per_ip_rps: float = 15.0,
+        per_ip_burst: int = 20,
+        per_user_rpm: int = 30,
+        per_user_burst: int = 5,
+        max_per_user_concurrent: int = 5,
+        max_global_concurrent: int = 20,
+        handler_ip_rps: float | None = None,
+        handler_ip_burst: int | None = None,
+        trusted_proxies: Iterable[str] = (),
+    ) -> None:
         self.per_user_rpm = per_user_rpm
         self.trusted_proxies = parse_trusted_proxies(trusted_proxies)
         # accepted request times per user over the last minute (at most per_user_rpm kept), to
@@ -256,7 +274,8 @@ class Limits:
         self.ip = KeyedBuckets(per_ip_rps, per_ip_burst)
         self.handler_ip = KeyedBuckets(
             handler_ip_rps if handler_ip_rps is not None else per_ip_rps * 2 / 3,
-            handler_ip_burst if handler_ip_burst is not None else per_ip_burst)
+            handler_ip_burst if handler_ip_burst is not None else per_ip_burst,
+        )
         self.user = KeyedBuckets(per_user_rpm / 60.0, per_user_burst)
         self.user_inflight = InFlight(max_per_user_concurrent)
         self.global_inflight = InFlight(max_global_concurrent)
@@ -318,18 +337,22 @@ class Limits:
             if self._per_minute_reached(key, now):
                 limit = f"{self.per_user_rpm} requests/min"
             else:
-                limit = (f"burst of {self.user.burst} requests, refilled at "
-                         f"{self.per_user_rpm} requests/min")
+                limit = (
+                    f"burst of {self.user.burst} requests, refilled at "
+                    f"{self.per_user_rpm} requests/min"
+                )
             raise RateLimitedError(
                 f"Rate limit exceeded. Please slow down your request rate (limit: {limit}).",
-                retry_after=_retry(wait))
+                retry_after=_retry(wait),
+            )
         self._note_accepted(key, now)
         busy = self.user_inflight.acquire(key)
         if busy is not None:
             raise RateLimitedError(
                 f"Too many concurrent requests. You have {busy} active requests "
                 f"(limit: {self.user_inflight.limit}). Please wait for some to complete.",
-                retry_after=1)
+                retry_after=1,
+            )
 
     def leave_user(self, user: str) -> None:
         """Release the user's in-flight slot."""
@@ -339,7 +362,13 @@ class Limits:
         """``x-ratelimit-*-requests`` headers for the user's bucket (B6.4)."""
         key = user.lower()
         remaining = self.user.remaining(key)
-        reset = math.ceil((self.user.burst - remaining) / self.user.rate) if remaining < self.user.burst else 0
-        return {"x-ratelimit-limit-requests": str(self.per_user_rpm),
-                "x-ratelimit-remaining-requests": str(remaining),
-                "x-ratelimit-reset-requests": f"{reset}s"}
+        reset = (
+            math.ceil((self.user.burst - remaining) / self.user.rate)
+            if remaining < self.user.burst
+            else 0
+        )
+        return {
+            "x-ratelimit-limit-requests": str(self.per_user_rpm),
+            "x-ratelimit-remaining-requests": str(remaining),
+            "x-ratelimit-reset-requests": f"{reset}s",
+        }

@@ -31,9 +31,11 @@ __all__ = [
 
 #: ``SettlementStatus`` values (``contracts.md`` A3.2) in words.
 RESULT_NAMES = {
-    SettlementStatus.SUCCESS: "SUCCESS", SettlementStatus.PARTIAL: "PARTIAL",
+    SettlementStatus.SUCCESS: "SUCCESS",
+    SettlementStatus.PARTIAL: "PARTIAL",
     SettlementStatus.PROVIDER_MISMATCH: "PROVIDER_MISMATCH",
-    SettlementStatus.NO_TEE_SIGNER: "NO_TEE_SIGNER", SettlementStatus.INVALID_NONCE: "INVALID_NONCE",
+    SettlementStatus.NO_TEE_SIGNER: "NO_TEE_SIGNER",
+    SettlementStatus.INVALID_NONCE: "INVALID_NONCE",
     SettlementStatus.INVALID_SIGNATURE: "INVALID_SIGNATURE",
 }
 
@@ -74,9 +76,12 @@ def unsettled_by_user(db: Database) -> list[UserFees]:
     The sum is done in Python over the matching rows: fees are decimal strings, and a SQL sum
     would go through floats on SQLite.
     """
-    stmt = (select(RequestRecord.user_address, RequestRecord.status, RequestRecord.fee,
-                   RequestRecord.created_at)
-            .where(RequestRecord.status.in_((RequestStatus.UNSETTLED, RequestStatus.SETTLING))))
+    stmt = select(
+        RequestRecord.user_address,
+        RequestRecord.status,
+        RequestRecord.fee,
+        RequestRecord.created_at,
+    ).where(RequestRecord.status.in_((RequestStatus.UNSETTLED, RequestStatus.SETTLING)))
     acc: dict[str, list] = {}
     with db.engine.connect() as conn:
         for user, status, fee, created in conn.execute(stmt):
@@ -90,12 +95,18 @@ def unsettled_by_user(db: Database) -> list[UserFees]:
 
 def settlements(db: Database, limit: int = 100, status: str | None = None) -> list[SettlementRow]:
     """The newest ``limit`` settlement batches (optionally only ``status``), newest first."""
-    counts = (select(RequestRecord.batch_id, func.count().label("n"))
-              .where(RequestRecord.batch_id.is_not(None)).group_by(RequestRecord.batch_id)
-              .subquery())
-    stmt = (select(SettlementBatch, func.coalesce(counts.c.n, 0))
-            .outerjoin(counts, counts.c.batch_id == SettlementBatch.id)
-            .order_by(SettlementBatch.id.desc()).limit(max(1, limit)))
+    counts = (
+        select(RequestRecord.batch_id, func.count().label("n"))
+        .where(RequestRecord.batch_id.is_not(None))
+        .group_by(RequestRecord.batch_id)
+        .subquery()
+    )
+    stmt = (
+        select(SettlementBatch, func.coalesce(counts.c.n, 0))
+        .outerjoin(counts, counts.c.batch_id == SettlementBatch.id)
+        .order_by(SettlementBatch.id.desc())
+        .limit(max(1, limit))
+    )
     if status is not None:
         stmt = stmt.where(SettlementBatch.status == status)
     rows = []
@@ -104,11 +115,21 @@ def settlements(db: Database, limit: int = 100, status: str | None = None) -> li
             paid = None
             if batch.status == BatchStatus.CONFIRMED:
                 paid = int(batch.total_fee) - int(batch.unsettled_amount or 0)
-            rows.append(SettlementRow(
-                id=batch.id, user=batch.user_address, amount=int(batch.total_fee), paid=paid,
-                tx_hash=batch.tx_hash, status=batch.status,
-                result=RESULT_NAMES.get(batch.result_status) if batch.result_status is not None
-                else None, requests=int(n), created_at=batch.created_at))
+            rows.append(
+                SettlementRow(
+                    id=batch.id,
+                    user=batch.user_address,
+                    amount=int(batch.total_fee),
+                    paid=paid,
+                    tx_hash=batch.tx_hash,
+                    status=batch.status,
+                    result=RESULT_NAMES.get(batch.result_status)
+                    if batch.result_status is not None
+                    else None,
+                    requests=int(n),
+                    created_at=batch.created_at,
+                )
+            )
     return rows
 
 
@@ -116,18 +137,28 @@ def settlement_counts(db: Database) -> dict[str, int]:
     """Settlement batches by status (every :class:`BatchStatus` value present, 0 when none)."""
     out = {BatchStatus.PREPARED: 0, BatchStatus.CONFIRMED: 0, BatchStatus.REJECTED: 0}
     with db.engine.connect() as conn:
-        for status, n in conn.execute(select(SettlementBatch.status, func.count())
-                                      .group_by(SettlementBatch.status)):
+        for status, n in conn.execute(
+            select(SettlementBatch.status, func.count()).group_by(SettlementBatch.status)
+        ):
             out[status] = int(n)
     return out
 
 
 def request_counts(db: Database) -> dict[str, int]:
     """Request rows by status (``pending``, ``unsettled``, ``settling``, ``settled``, ``failed``)."""
-    out = {s: 0 for s in (RequestStatus.PENDING, RequestStatus.UNSETTLED, RequestStatus.SETTLING,
-                          RequestStatus.SETTLED, RequestStatus.FAILED)}
+    out = {
+        s: 0
+        for s in (
+            RequestStatus.PENDING,
+            RequestStatus.UNSETTLED,
+            RequestStatus.SETTLING,
+            RequestStatus.SETTLED,
+            RequestStatus.FAILED,
+        )
+    }
     with db.engine.connect() as conn:
-        for status, n in conn.execute(select(RequestRecord.status, func.count())
-                                      .group_by(RequestRecord.status)):
+        for status, n in conn.execute(
+            select(RequestRecord.status, func.count()).group_by(RequestRecord.status)
+        ):
             out[status] = int(n)
     return out

@@ -10,35 +10,58 @@ from broker.chain.errors import ContractRevertError
 from broker.provider.settings import ProviderSettings
 
 __all__ = [
-    "acknowledge_tee_signer_by_owner", "additional_info", "register_service", "service_params",
+    "acknowledge_tee_signer_by_owner",
+    "additional_info",
+    "register_service",
+    "service_params",
 ]
 
 
 def additional_info(settings: ProviderSettings) -> str:
     """The ``additionalInfo`` JSON: keys sorted, compact, like Go's ``json.Marshal`` of a map
     (B11)."""
-    info = {"ImageDigest": settings.image_digest, "ImageName": settings.image_name,
-            "TEEVerifier": settings.tee_verifier, "TargetSeparated": False,
-            "TargetTeeAddress": "", "VerifierURL": settings.verifier_url}
+    info = {
+        "ImageDigest": settings.image_digest,
+        "ImageName": settings.image_name,
+        "TEEVerifier": settings.tee_verifier,
+        "TargetSeparated": False,
+        "TargetTeeAddress": "",
+        "VerifierURL": settings.verifier_url,
+    }
     return json.dumps(info, sort_keys=True, separators=(",", ":"))
 
 
 def service_params(settings: ProviderSettings, tee_signer_address: str) -> tuple:
     """``ServiceParams`` in ABI order ``(serviceType, url, model, verifiability, inputPrice,
     outputPrice, additionalInfo, teeSignerAddress)`` (``contracts.md`` A3.2); prices in neuron."""
-    return (settings.service_type, settings.serving_url, settings.model, settings.verifiability,
-            settings.input_price, settings.output_price, additional_info(settings),
-            tee_signer_address)
+    return (
+        settings.service_type,
+        settings.serving_url,
+        settings.model,
+        settings.verifiability,
+        settings.input_price,
+        settings.output_price,
+        additional_info(settings),
+        tee_signer_address,
+    )
 
 
 def _same(svc: Service, params: tuple) -> bool:
-    return (svc.service_type, svc.url, svc.model, svc.verifiability, svc.input_price,
-            svc.output_price, svc.additional_info, svc.tee_signer_address.lower()) == \
-        (*params[:7], params[7].lower())
+    return (
+        svc.service_type,
+        svc.url,
+        svc.model,
+        svc.verifiability,
+        svc.input_price,
+        svc.output_price,
+        svc.additional_info,
+        svc.tee_signer_address.lower(),
+    ) == (*params[:7], params[7].lower())
 
 
-def register_service(contract: InferenceServingContract, settings: ProviderSettings,
-                     tee_signer_address: str) -> str:
+def register_service(
+    contract: InferenceServingContract, settings: ProviderSettings, tee_signer_address: str
+) -> str:
     """``SyncService`` (B11): register (with ``provider_stake`` neuron), update, or remove the
     service.
 
@@ -72,7 +95,8 @@ def register_service(contract: InferenceServingContract, settings: ProviderSetti
     return "registered" if svc is None else "updated"
 
 
-def acknowledge_tee_signer_by_owner(owner_contract: InferenceServingContract,
-                                    provider: str) -> None:
+def acknowledge_tee_signer_by_owner(
+    owner_contract: InferenceServingContract, provider: str
+) -> None:
     """``acknowledgeTEESignerByOwner(provider)`` sent by the contract owner (devnet; D10)."""
     owner_contract.acknowledge_tee_signer_by_owner(provider)

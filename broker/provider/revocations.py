@@ -74,8 +74,15 @@ class RevocationWatcher:
         RPCError: the node cannot be reached for the starting block.
     """
 
-    def __init__(self, w3: Web3, contract_address: str, accounts: AccountCache, *,
-                 interval: float = 2.0, stale_after: float | None = None) -> None:
+    def __init__(
+        self,
+        w3: Web3,
+        contract_address: str,
+        accounts: AccountCache,
+        *,
+        interval: float = 2.0,
+        stale_after: float | None = None,
+    ) -> None:
         if interval <= 0:
             raise ValueError("interval must be positive (seconds)")
         self.w3 = w3
@@ -83,8 +90,11 @@ class RevocationWatcher:
         self.accounts = accounts
         self.interval = float(interval)
         self.stale_after = float(stale_after if stale_after is not None else 3 * interval + 5)
-        self._topics: list[Any] = [list(REVOCATION_EVENTS.values()), None,
-                                   _topic_address(accounts.provider)]
+        self._topics: list[Any] = [
+            list(REVOCATION_EVENTS.values()),
+            None,
+            _topic_address(accounts.provider),
+        ]
         self._next_block = self._block_number() + 1
         self._last_ok: float | None = None
         self._stop = threading.Event()
@@ -123,7 +133,7 @@ class RevocationWatcher:
         """
         head = self._block_number()
         start = self._next_block
-        if head < start - 1:                       # the chain went back (a devnet reset, a reorg)
+        if head < start - 1:  # the chain went back (a devnet reset, a reorg)
             self.accounts.invalidate()
             self._next_block = head + 1
             self._mark_ok()
@@ -131,23 +141,35 @@ class RevocationWatcher:
         if head < start:
             self._mark_ok()
             return 0
-        if head - start + 1 > MAX_LOG_RANGE:        # too far behind: drop everything, resume at head
-            logger.warning("revocation watcher %d blocks behind; dropping the account cache",
-                           head - start + 1)
+        if head - start + 1 > MAX_LOG_RANGE:  # too far behind: drop everything, resume at head
+            logger.warning(
+                "revocation watcher %d blocks behind; dropping the account cache", head - start + 1
+            )
             self.accounts.invalidate()
             self._next_block = head + 1
             self._mark_ok()
             return 1
         with rpc_guard("eth_getLogs"):
-            logs = self.w3.eth.get_logs({"address": self.contract_address, "fromBlock": start,
-                                         "toBlock": head, "topics": self._topics})
-        users = {"0x" + bytes(log["topics"][1]).hex()[-40:] for log in logs
-                 if len(log["topics"]) > 1}
+            logs = self.w3.eth.get_logs(
+                {
+                    "address": self.contract_address,
+                    "fromBlock": start,
+                    "toBlock": head,
+                    "topics": self._topics,
+                }
+            )
+        users = {
+            "0x" + bytes(log["topics"][1]).hex()[-40:] for log in logs if len(log["topics"]) > 1
+        }
         for user in users:
             self.accounts.invalidate(Web3.to_checksum_address(user))
         if users:
-            logger.info("revocation events in blocks %d-%d: %d account(s) re-read on next use",
-                        start, head, len(users))
+            logger.info(
+                "revocation events in blocks %d-%d: %d account(s) re-read on next use",
+                start,
+                head,
+                len(users),
+            )
         self.invalidations += len(users)
         self._next_block = head + 1
         self._mark_ok()

@@ -40,8 +40,10 @@ def load_provider_wallet(settings: ProviderSettings):
         return wallet_from_key(settings.private_key.get_secret_value())
     if settings.keystore is not None and settings.keystore_password is not None:
         return load_keystore(settings.keystore, settings.keystore_password.get_secret_value())
-    raise ProviderConfigError("no provider key: set ZG_PROVIDER_PRIVATE_KEY or "
-                              "ZG_PROVIDER_KEYSTORE and ZG_PROVIDER_KEYSTORE_PASSWORD")
+    raise ProviderConfigError(
+        "no provider key: set ZG_PROVIDER_PRIVATE_KEY or "
+        "ZG_PROVIDER_KEYSTORE and ZG_PROVIDER_KEYSTORE_PASSWORD"
+    )
 
 
 def resolve_chain(settings: ProviderSettings) -> tuple[str, str]:
@@ -55,18 +57,26 @@ def resolve_chain(settings: ProviderSettings) -> tuple[str, str]:
     if rpc and addr:
         return rpc, addr
     try:
-        ends = resolve_endpoints(settings.network, rpc_url=rpc, inference_address=addr,
-                                 require_ledger=False)
+        ends = resolve_endpoints(
+            settings.network, rpc_url=rpc, inference_address=addr, require_ledger=False
+        )
     except ConfigError as exc:
-        hint = (" or set ZG_PROVIDER_RPC_URL and ZG_PROVIDER_INFERENCE_ADDRESS"
-                if settings.network == "devnet" else "")
+        hint = (
+            " or set ZG_PROVIDER_RPC_URL and ZG_PROVIDER_INFERENCE_ADDRESS"
+            if settings.network == "devnet"
+            else ""
+        )
         raise ProviderConfigError(f"{exc}{hint}") from None
     return ends.rpc_url, ends.inference_address
 
 
-def build_gateway(settings: ProviderSettings, *, signer: Any = None,
-                  on_sent: Callable[[Any], None] | None = None,
-                  with_scheduler: bool = True) -> Gateway:
+def build_gateway(
+    settings: ProviderSettings,
+    *,
+    signer: Any = None,
+    on_sent: Callable[[Any], None] | None = None,
+    with_scheduler: bool = True,
+) -> Gateway:
     """Connect, open the database, derive the TEE signer, sync accounts, run one reconciliation.
 
     Args:
@@ -88,28 +98,45 @@ def build_gateway(settings: ProviderSettings, *, signer: Any = None,
     contract = InferenceServingContract(w3, inference_address, sender)
     signer = signer or load_tee_signer(settings)
     db = open_database(settings.database_url())
-    accounts = AccountCache(contract, wallet.address, account_ttl=settings.account_cache_ttl,
-                            service_ttl=settings.service_cache_ttl,
-                            fallback_ttl=settings.account_fallback_ttl)
-    revocations = RevocationWatcher(w3, inference_address, accounts,  # before the sync: no gap
-                                    interval=settings.revocation_poll_interval)
+    accounts = AccountCache(
+        contract,
+        wallet.address,
+        account_ttl=settings.account_cache_ttl,
+        service_ttl=settings.service_cache_ttl,
+        fallback_ttl=settings.account_fallback_ttl,
+    )
+    revocations = RevocationWatcher(
+        w3,
+        inference_address,
+        accounts,  # before the sync: no gap
+        interval=settings.revocation_poll_interval,
+    )
     accounts.sync_all()
     settler = Settler(db, contract, accounts, signer, chain_id=sender.chain_id, on_sent=on_sent)
     settler.reconcile()
-    gw = Gateway(settings=settings, provider=wallet.address, signer=signer, db=db,
-                 ledger=FeeLedger(db),
-                 signatures=SignatureStore(db, signer, settings.signature_ttl),
-                 accounts=accounts,
-                 auth=Authenticator(accounts, min_locked_balance=settings.min_locked_balance),
-                 limits=Limits(per_ip_rps=settings.per_ip_rps, per_ip_burst=settings.per_ip_burst,
-                               per_user_rpm=settings.per_user_rpm,
-                               per_user_burst=settings.per_user_burst,
-                               max_per_user_concurrent=settings.max_per_user_concurrent,
-                               max_global_concurrent=settings.max_global_concurrent,
-                               handler_ip_rps=settings.handler_ip_rps,
-                               handler_ip_burst=settings.handler_ip_burst,
-                               trusted_proxies=settings.trusted_proxies),
-                 settler=settler, revocations=revocations)
+    gw = Gateway(
+        settings=settings,
+        provider=wallet.address,
+        signer=signer,
+        db=db,
+        ledger=FeeLedger(db),
+        signatures=SignatureStore(db, signer, settings.signature_ttl),
+        accounts=accounts,
+        auth=Authenticator(accounts, min_locked_balance=settings.min_locked_balance),
+        limits=Limits(
+            per_ip_rps=settings.per_ip_rps,
+            per_ip_burst=settings.per_ip_burst,
+            per_user_rpm=settings.per_user_rpm,
+            per_user_burst=settings.per_user_burst,
+            max_per_user_concurrent=settings.max_per_user_concurrent,
+            max_global_concurrent=settings.max_global_concurrent,
+            handler_ip_rps=settings.handler_ip_rps,
+            handler_ip_burst=settings.handler_ip_burst,
+            trusted_proxies=settings.trusted_proxies,
+        ),
+        settler=settler,
+        revocations=revocations,
+    )
     if with_scheduler:
         gw.scheduler = SettlementScheduler(settler, settings.settlement_interval)
         # retention (B7): a signature is served for signature_ttl seconds and deleted by the
@@ -133,8 +160,13 @@ def serve(settings: ProviderSettings) -> None:
     gw = build_gateway(settings)
     gw.scheduler.start()
     try:
-        uvicorn.run(create_app(gw), host=settings.host, port=settings.port, log_level="info",
-                    **UVICORN_OPTIONS)
+        uvicorn.run(
+            create_app(gw),
+            host=settings.host,
+            port=settings.port,
+            log_level="info",
+            **UVICORN_OPTIONS,
+        )
     finally:
         gw.scheduler.shutdown()
         gw.db.dispose()

@@ -76,25 +76,47 @@ def requests_hash(rows: Iterable[tuple[str, str, str, str, str]]) -> bytes:
     return keccak("".join("".join(r) for r in rows).encode("utf-8"))
 
 
-def settlement_typed_data(*, chain_id: int, verifying_contract: str, requests_hash: bytes,
-                          nonce: int, provider: str, user: str, total_fee: int) -> dict[str, Any]:
+def settlement_typed_data(
+    *,
+    chain_id: int,
+    verifying_contract: str,
+    requests_hash: bytes,
+    nonce: int,
+    provider: str,
+    user: str,
+    total_fee: int,
+) -> dict[str, Any]:
     """The EIP-712 ``TEESettlement`` message of ``contracts.md`` A3.5 (eth_account full message)."""
     return {
         "types": {
             "EIP712Domain": [
-                {"name": "name", "type": "string"}, {"name": "version", "type": "string"},
+                {"name": "name", "type": "string"},
+                {"name": "version", "type": "string"},
                 {"name": "chainId", "type": "uint256"},
-                {"name": "verifyingContract", "type": "address"}],
+                {"name": "verifyingContract", "type": "address"},
+            ],
             "TEESettlement": [
-                {"name": "requestsHash", "type": "bytes32"}, {"name": "nonce", "type": "uint256"},
-                {"name": "provider", "type": "address"}, {"name": "user", "type": "address"},
-                {"name": "totalFee", "type": "uint256"}],
+                {"name": "requestsHash", "type": "bytes32"},
+                {"name": "nonce", "type": "uint256"},
+                {"name": "provider", "type": "address"},
+                {"name": "user", "type": "address"},
+                {"name": "totalFee", "type": "uint256"},
+            ],
         },
         "primaryType": "TEESettlement",
-        "domain": {"name": DOMAIN_NAME, "version": DOMAIN_VERSION, "chainId": int(chain_id),
-                   "verifyingContract": verifying_contract},
-        "message": {"requestsHash": requests_hash, "nonce": int(nonce), "provider": provider,
-                    "user": user, "totalFee": int(total_fee)},
+        "domain": {
+            "name": DOMAIN_NAME,
+            "version": DOMAIN_VERSION,
+            "chainId": int(chain_id),
+            "verifyingContract": verifying_contract,
+        },
+        "message": {
+            "requestsHash": requests_hash,
+            "nonce": int(nonce),
+            "provider": provider,
+            "user": user,
+            "totalFee": int(total_fee),
+        },
     }
 
 
@@ -111,8 +133,14 @@ class TEESettlement:
 
     def as_tuple(self) -> tuple:
         """The ABI tuple ``(user, provider, totalFee, requestsHash, nonce, signature)``."""
-        return (self.user, self.provider, self.total_fee, self.requests_hash, self.nonce,
-                self.signature)
+        return (
+            self.user,
+            self.provider,
+            self.total_fee,
+            self.requests_hash,
+            self.nonce,
+            self.signature,
+        )
 
 
 @dataclass
@@ -138,8 +166,16 @@ class Settler:
             before the database records its result (fault injection for the crash tests).
     """
 
-    def __init__(self, db: Database, contract: InferenceServingContract, accounts: AccountCache,
-                 signer, *, chain_id: int, on_sent: Callable[[Any], None] | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        contract: InferenceServingContract,
+        accounts: AccountCache,
+        signer,
+        *,
+        chain_id: int,
+        on_sent: Callable[[Any], None] | None = None,
+    ) -> None:
         self.db = db
         self.contract = contract
         self.accounts = accounts
@@ -153,15 +189,22 @@ class Settler:
 
     def sign(self, user: str, rows: Sequence[RequestRecord], nonce: int) -> TEESettlement:
         """Sign the settlement of ``rows`` (all of ``user``) with ``nonce``."""
-        rhash = requests_hash((r.request_hash, r.user_address, r.fee, r.input_fee, r.output_fee)
-                              for r in rows)
+        rhash = requests_hash(
+            (r.request_hash, r.user_address, r.fee, r.input_fee, r.output_fee) for r in rows
+        )
         total = sum(int(r.fee) for r in rows)
-        typed = settlement_typed_data(chain_id=self.chain_id,
-                                      verifying_contract=self.contract.address,
-                                      requests_hash=rhash, nonce=nonce, provider=self.provider,
-                                      user=user, total_fee=total)
-        return TEESettlement(user, self.provider, total, rhash, nonce,
-                             self.signer.sign_typed_data(typed))
+        typed = settlement_typed_data(
+            chain_id=self.chain_id,
+            verifying_contract=self.contract.address,
+            requests_hash=rhash,
+            nonce=nonce,
+            provider=self.provider,
+            user=user,
+            total_fee=total,
+        )
+        return TEESettlement(
+            user, self.provider, total, rhash, nonce, self.signer.sign_typed_data(typed)
+        )
 
     # ------------------------------------------------------------------ passes
 
@@ -180,10 +223,15 @@ class Settler:
             self._reconcile(report)
             prepared = self._prepare(report)
             for start in range(0, len(prepared), MAX_BATCH):
-                self._submit(prepared[start:start + MAX_BATCH], report)
+                self._submit(prepared[start : start + MAX_BATCH], report)
             with self.db.session() as s:
-                report.outstanding = len(s.scalars(select(SettlementBatch.id).where(
-                    SettlementBatch.status == BatchStatus.PREPARED)).all())
+                report.outstanding = len(
+                    s.scalars(
+                        select(SettlementBatch.id).where(
+                            SettlementBatch.status == BatchStatus.PREPARED
+                        )
+                    ).all()
+                )
             return report
 
     def reconcile(self) -> SettlementReport:
@@ -195,14 +243,17 @@ class Settler:
 
     def _reconcile(self, report: SettlementReport) -> None:
         with self.db.session() as s:
-            batches = s.scalars(select(SettlementBatch).where(
-                SettlementBatch.status == BatchStatus.PREPARED).order_by(SettlementBatch.id)).all()
+            batches = s.scalars(
+                select(SettlementBatch)
+                .where(SettlementBatch.status == BatchStatus.PREPARED)
+                .order_by(SettlementBatch.id)
+            ).all()
         resend: list[SettlementBatch] = []
         for batch in batches:
             if not self._resolve_from_chain(batch, report):
                 resend.append(batch)
         for start in range(0, len(resend), MAX_BATCH):
-            self._submit(resend[start:start + MAX_BATCH], report)
+            self._submit(resend[start : start + MAX_BATCH], report)
 
     def _preview(self, items: Sequence[TEESettlement]) -> dict[str, int]:
         """``previewSettlementResults`` for ``items`` (chunks of 50, ``from`` = provider): the
@@ -210,10 +261,11 @@ class Settler:
         nothing (the items are sent; the contract refuses bad ones per item)."""
         failed: dict[str, int] = {}
         for start in range(0, len(items), MAX_BATCH):
-            chunk = [i.as_tuple() for i in items[start:start + MAX_BATCH]]
+            chunk = [i.as_tuple() for i in items[start : start + MAX_BATCH]]
             try:
-                users, reasons, _partial_users, _amounts = \
-                    self.contract.preview_settlement_results(self.provider, chunk)
+                users, reasons, _partial_users, _amounts = self.contract.preview_settlement_results(
+                    self.provider, chunk
+                )
             except Exception as exc:  # noqa: BLE001 - a preview is advisory
                 logger.warning("previewSettlementResults failed: %s", type(exc).__name__)
                 continue
@@ -226,11 +278,18 @@ class Settler:
         users whose item the contract would refuse go to ``report.refused`` and keep their rows
         ``unsettled``."""
         with self.db.session() as s:
-            rows = s.scalars(select(RequestRecord).where(
-                RequestRecord.status == RequestStatus.UNSETTLED)
-                .order_by(RequestRecord.created_at, RequestRecord.request_hash)).all()
-            busy = set(s.scalars(select(SettlementBatch.user_address).where(
-                SettlementBatch.status == BatchStatus.PREPARED)).all())
+            rows = s.scalars(
+                select(RequestRecord)
+                .where(RequestRecord.status == RequestStatus.UNSETTLED)
+                .order_by(RequestRecord.created_at, RequestRecord.request_hash)
+            ).all()
+            busy = set(
+                s.scalars(
+                    select(SettlementBatch.user_address).where(
+                        SettlementBatch.status == BatchStatus.PREPARED
+                    )
+                ).all()
+            )
         by_user: dict[str, list[RequestRecord]] = {}
         for r in rows:
             if r.user_address not in busy and int(r.fee) > 0:
@@ -251,8 +310,9 @@ class Settler:
             if not chosen:
                 continue
             nonce = max(acc.nonce + 1, time.time_ns() // 100)
-            candidates.append((user, [r.request_hash for r in chosen],
-                               self.sign(user, chosen, nonce)))
+            candidates.append(
+                (user, [r.request_hash for r in chosen], self.sign(user, chosen, nonce))
+            )
         refused = self._preview([item for _, _, item in candidates]) if candidates else {}
         out: list[SettlementBatch] = []
         for user, hashes, item in candidates:
@@ -260,54 +320,85 @@ class Settler:
             if status is not None:
                 if report is not None:
                     report.refused[user] = status
-                logger.warning("settlement for %s not sent: the contract would refuse it "
-                               "(status %s)", user, status)
+                logger.warning(
+                    "settlement for %s not sent: the contract would refuse it (status %s)",
+                    user,
+                    status,
+                )
                 continue
             nonce = item.nonce
             with self.db.session.begin() as s:
                 # Lock the chosen rows and re-check them and the user inside the write transaction:
                 # another gateway process on the same PostgreSQL database may have batched them
                 # meanwhile (SQLite ignores FOR UPDATE; its writers are serialised anyway).
-                still = s.scalars(select(RequestRecord.request_hash).where(
-                    RequestRecord.request_hash.in_(hashes),
-                    RequestRecord.status == RequestStatus.UNSETTLED).with_for_update()).all()
-                taken = s.scalar(select(SettlementBatch.id).where(
-                    SettlementBatch.user_address == user,
-                    SettlementBatch.status == BatchStatus.PREPARED).limit(1))
+                still = s.scalars(
+                    select(RequestRecord.request_hash)
+                    .where(
+                        RequestRecord.request_hash.in_(hashes),
+                        RequestRecord.status == RequestStatus.UNSETTLED,
+                    )
+                    .with_for_update()
+                ).all()
+                taken = s.scalar(
+                    select(SettlementBatch.id)
+                    .where(
+                        SettlementBatch.user_address == user,
+                        SettlementBatch.status == BatchStatus.PREPARED,
+                    )
+                    .limit(1)
+                )
                 if len(still) != len(hashes) or taken is not None:
                     continue
-                batch = SettlementBatch(user_address=user, nonce=str(nonce),
-                                        total_fee=str(item.total_fee),
-                                        requests_hash="0x" + item.requests_hash.hex(),
-                                        signature="0x" + item.signature.hex(), from_block=block,
-                                        status=BatchStatus.PREPARED)
+                batch = SettlementBatch(
+                    user_address=user,
+                    nonce=str(nonce),
+                    total_fee=str(item.total_fee),
+                    requests_hash="0x" + item.requests_hash.hex(),
+                    signature="0x" + item.signature.hex(),
+                    from_block=block,
+                    status=BatchStatus.PREPARED,
+                )
                 s.add(batch)
                 s.flush()
-                s.execute(update(RequestRecord).where(
-                    RequestRecord.request_hash.in_(hashes),
-                    RequestRecord.status == RequestStatus.UNSETTLED)
-                    .values(status=RequestStatus.SETTLING, batch_id=batch.id))
+                s.execute(
+                    update(RequestRecord)
+                    .where(
+                        RequestRecord.request_hash.in_(hashes),
+                        RequestRecord.status == RequestStatus.UNSETTLED,
+                    )
+                    .values(status=RequestStatus.SETTLING, batch_id=batch.id)
+                )
             out.append(batch)
         return out
 
     @staticmethod
     def _item(batch: SettlementBatch, provider: str) -> tuple:
-        return (batch.user_address, provider, int(batch.total_fee),
-                bytes.fromhex(batch.requests_hash[2:]), int(batch.nonce),
-                bytes.fromhex(batch.signature[2:]))
+        return (
+            batch.user_address,
+            provider,
+            int(batch.total_fee),
+            bytes.fromhex(batch.requests_hash[2:]),
+            int(batch.nonce),
+            bytes.fromhex(batch.signature[2:]),
+        )
 
     def _submit(self, batches: Sequence[SettlementBatch], report: SettlementReport) -> None:
         if not batches:
             return
         fn = self.contract.contract.functions.settleFeesWithTEE(
-            [self._item(b, self.provider) for b in batches])
+            [self._item(b, self.provider) for b in batches]
+        )
         receipt = self.contract.sender.send(fn)
         if self.on_sent is not None:
             self.on_sent(receipt)
         results: dict[str, tuple[int, int]] = {}
-        for ev in self.contract.contract.events.TEESettlementResult().process_receipt(receipt, errors=DISCARD):
-            results.setdefault(ev["args"]["user"].lower(),
-                               (int(ev["args"]["status"]), int(ev["args"]["unsettledAmount"])))
+        for ev in self.contract.contract.events.TEESettlementResult().process_receipt(
+            receipt, errors=DISCARD
+        ):
+            results.setdefault(
+                ev["args"]["user"].lower(),
+                (int(ev["args"]["status"]), int(ev["args"]["unsettledAmount"])),
+            )
         tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
         for batch in batches:
             res = results.get(batch.user_address.lower())
@@ -323,7 +414,8 @@ class Settler:
             return False
         status, unsettled, tx_hash = SettlementStatus.SUCCESS, 0, None
         logs = self.contract.contract.events.TEESettlementResult().get_logs(
-            from_block=batch.from_block, argument_filters={"user": batch.user_address})
+            from_block=batch.from_block, argument_filters={"user": batch.user_address}
+        )
         for ev in logs:
             if int(ev["args"]["status"]) in (SettlementStatus.SUCCESS, SettlementStatus.PARTIAL):
                 status, unsettled = int(ev["args"]["status"]), int(ev["args"]["unsettledAmount"])
@@ -332,25 +424,41 @@ class Settler:
         self._apply(batch, status, unsettled, report, tx_hash=tx_hash)
         return True
 
-    def _apply(self, batch: SettlementBatch, status: int, unsettled: int,
-               report: SettlementReport, tx_hash: str | None = None) -> None:
+    def _apply(
+        self,
+        batch: SettlementBatch,
+        status: int,
+        unsettled: int,
+        report: SettlementReport,
+        tx_hash: str | None = None,
+    ) -> None:
         paid = int(batch.total_fee) - unsettled
         with self.db.session.begin() as s:
             if not self._lock_prepared(s, batch):
                 return
-            rows = s.scalars(select(RequestRecord).where(RequestRecord.batch_id == batch.id)
-                             .order_by(RequestRecord.created_at, RequestRecord.request_hash)
-                             .with_for_update()).all()
+            rows = s.scalars(
+                select(RequestRecord)
+                .where(RequestRecord.batch_id == batch.id)
+                .order_by(RequestRecord.created_at, RequestRecord.request_hash)
+                .with_for_update()
+            ).all()
             covered = 0
             for r in rows:
                 if covered + int(r.fee) <= paid:
                     covered += int(r.fee)
                     r.status = RequestStatus.SETTLED
-                else:   # not covered by a PARTIAL settlement: charge again later
+                else:  # not covered by a PARTIAL settlement: charge again later
                     r.status, r.batch_id = RequestStatus.UNSETTLED, None
-            s.execute(update(SettlementBatch).where(SettlementBatch.id == batch.id).values(
-                status=BatchStatus.CONFIRMED, result_status=status, unsettled_amount=str(unsettled),
-                tx_hash=tx_hash or batch.tx_hash))
+            s.execute(
+                update(SettlementBatch)
+                .where(SettlementBatch.id == batch.id)
+                .values(
+                    status=BatchStatus.CONFIRMED,
+                    result_status=status,
+                    unsettled_amount=str(unsettled),
+                    tx_hash=tx_hash or batch.tx_hash,
+                )
+            )
         self.accounts.invalidate(batch.user_address)
         report.settled[batch.user_address] = report.settled.get(batch.user_address, 0) + paid
         logger.info("settled %s neuron for %s (status %s)", paid, batch.user_address, status)
@@ -359,22 +467,39 @@ class Settler:
     def _lock_prepared(s: Any, batch: SettlementBatch) -> bool:
         """Lock the batch row (``FOR UPDATE``; a no-op on SQLite) and tell whether it is still
         ``prepared``, i.e. no other process on the same database recorded its result already."""
-        current = s.scalar(select(SettlementBatch.status).where(SettlementBatch.id == batch.id)
-                           .with_for_update())
+        current = s.scalar(
+            select(SettlementBatch.status).where(SettlementBatch.id == batch.id).with_for_update()
+        )
         return current == BatchStatus.PREPARED
 
-    def _reject(self, batch: SettlementBatch, status: int, report: SettlementReport,
-                tx_hash: str | None = None) -> None:
+    def _reject(
+        self,
+        batch: SettlementBatch,
+        status: int,
+        report: SettlementReport,
+        tx_hash: str | None = None,
+    ) -> None:
         with self.db.session.begin() as s:
             if not self._lock_prepared(s, batch):
                 return
-            s.execute(update(RequestRecord).where(RequestRecord.batch_id == batch.id).values(
-                status=RequestStatus.UNSETTLED, batch_id=None))
-            s.execute(update(SettlementBatch).where(SettlementBatch.id == batch.id).values(
-                status=BatchStatus.REJECTED, result_status=status, tx_hash=tx_hash or batch.tx_hash))
+            s.execute(
+                update(RequestRecord)
+                .where(RequestRecord.batch_id == batch.id)
+                .values(status=RequestStatus.UNSETTLED, batch_id=None)
+            )
+            s.execute(
+                update(SettlementBatch)
+                .where(SettlementBatch.id == batch.id)
+                .values(
+                    status=BatchStatus.REJECTED,
+                    result_status=status,
+                    tx_hash=tx_hash or batch.tx_hash,
+                )
+            )
         report.refused[batch.user_address] = status
-        logger.warning("settlement for %s refused by the contract (status %s)",
-                       batch.user_address, status)
+        logger.warning(
+            "settlement for %s refused by the contract (status %s)", batch.user_address, status
+        )
 
 
 class SettlementScheduler:
@@ -387,8 +512,9 @@ class SettlementScheduler:
         self.settler = settler
         self.interval = interval
         self._scheduler = BackgroundScheduler(daemon=True)
-        self._job = self._scheduler.add_job(self._run, "interval", seconds=interval,
-                                            max_instances=1, coalesce=True, id="settlement")
+        self._job = self._scheduler.add_job(
+            self._run, "interval", seconds=interval, max_instances=1, coalesce=True, id="settlement"
+        )
 
     def _run(self) -> None:
         try:
@@ -403,14 +529,16 @@ class SettlementScheduler:
         Args:
             job_id: the job's name (in logs). fn: the task. interval: seconds between runs.
         """
+
         def run() -> None:
             try:
                 fn()
             except Exception:
                 logger.exception("%s failed", job_id)
 
-        self._scheduler.add_job(run, "interval", seconds=interval, max_instances=1,
-                                coalesce=True, id=job_id)
+        self._scheduler.add_job(
+            run, "interval", seconds=interval, max_instances=1, coalesce=True, id=job_id
+        )
 
     def start(self) -> None:
         """Start the schedule."""

@@ -47,7 +47,8 @@ class StoredSignature:
 
 _SIGNATURES = ChatSignature.__table__
 _GET = select(_SIGNATURES.c.text, _SIGNATURES.c.signature, _SIGNATURES.c.expires_at).where(
-    _SIGNATURES.c.chat_id == bindparam("chat_id"))
+    _SIGNATURES.c.chat_id == bindparam("chat_id")
+)
 
 
 class SignatureStore:
@@ -69,8 +70,12 @@ class SignatureStore:
             stmt = mod.insert(_SIGNATURES)
             self._upsert = stmt.on_conflict_do_update(
                 index_elements=[_SIGNATURES.c.chat_id],
-                set_={"text": stmt.excluded.text, "signature": stmt.excluded.signature,
-                      "expires_at": stmt.excluded.expires_at})
+                set_={
+                    "text": stmt.excluded.text,
+                    "signature": stmt.excluded.signature,
+                    "expires_at": stmt.excluded.expires_at,
+                },
+            )
         else:
             self._upsert = None
 
@@ -110,9 +115,15 @@ class SignatureStore:
                 s.merge(ChatSignature(**row))
                 s.flush()
 
-    def sign_and_store(self, chat_id: str, request_body: bytes, response_body: bytes, *,
-                       conn: Connection | None = None,
-                       aliases: tuple[str, ...] = ()) -> StoredSignature:
+    def sign_and_store(
+        self,
+        chat_id: str,
+        request_body: bytes,
+        response_body: bytes,
+        *,
+        conn: Connection | None = None,
+        aliases: tuple[str, ...] = (),
+    ) -> StoredSignature:
         """Sign the B7 text for this exchange and store it (committed on return; with ``conn``,
         a connection inside an open transaction, the write joins it and the caller commits).
 
@@ -126,9 +137,11 @@ class SignatureStore:
         sig = StoredSignature(text, self.signer.sign_text(text))
         expires = time.time() + self.ttl
         keys = self.keys_for(chat_id, aliases)
-        rows = [{"chat_id": key, "text": sig.text, "signature": sig.signature,
-                 "expires_at": expires} for key in keys]
-        if conn is not None:       # the caller commits, then calls remember(keys, sig)
+        rows = [
+            {"chat_id": key, "text": sig.text, "signature": sig.signature, "expires_at": expires}
+            for key in keys
+        ]
+        if conn is not None:  # the caller commits, then calls remember(keys, sig)
             for row in rows:
                 self._write(conn, row)
             return sig

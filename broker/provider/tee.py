@@ -81,12 +81,14 @@ class _KeySigner:
         """
         message = text.encode("utf-8")
         digest = keccak(b"\x19Ethereum Signed Message:\n" + str(len(message)).encode() + message)
-        sig = self._key.sign_recoverable(digest, hasher=None)      # r ‖ s ‖ recovery id
+        sig = self._key.sign_recoverable(digest, hasher=None)  # r ‖ s ‖ recovery id
         return "0x" + sig[:64].hex() + f"{sig[64] + 27:02x}"
 
     def sign_typed_data(self, typed_data: dict[str, Any]) -> bytes:
         """EIP-712 signature of ``typed_data`` (``contracts.md`` A3.5); 65 bytes, v = 27/28."""
-        return bytes(self._account.sign_message(encode_typed_data(full_message=typed_data)).signature)
+        return bytes(
+            self._account.sign_message(encode_typed_data(full_message=typed_data)).signature
+        )
 
 
 class LocalTeeSigner(_KeySigner):
@@ -119,8 +121,11 @@ class DstackTeeSigner(_KeySigner):
     def __init__(self, socket_path: Path) -> None:
         import httpx
 
-        self._client = httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path)),
-                                    base_url="http://dstack", timeout=30.0)
+        self._client = httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(socket_path)),
+            base_url="http://dstack",
+            timeout=30.0,
+        )
         resp = self._client.post("/GetKey", json={"path": "/", "purpose": ""})
         resp.raise_for_status()
         key_hex = resp.json()["key"]
@@ -174,8 +179,9 @@ def load_tee_signer(settings) -> TeeSigner:
     if settings.dstack_socket.exists():
         return DstackTeeSigner(settings.dstack_socket)
     if settings.tee_signer_key is not None:
-        return LocalTeeSigner(bytes.fromhex(
-            settings.tee_signer_key.get_secret_value().removeprefix("0x")))
+        return LocalTeeSigner(
+            bytes.fromhex(settings.tee_signer_key.get_secret_value().removeprefix("0x"))
+        )
     path = settings.tee_key_path()
     if settings.tee_key_password is None:
         raise ProviderConfigError(

@@ -43,17 +43,20 @@ __all__ = [
     "serve",
 ]
 
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "create_app": "app",
-    "serve": "app",
-    "ProxyConfigError": "errors",
-    "ProxyError": "errors",
-    "ProxyHTTPError": "errors",
-    "ProxyStartupError": "errors",
-    "UpstreamError": "errors",
-    "UpstreamTimeoutError": "errors",
-    "UpstreamUnavailableError": "errors",
-    "VerificationRefusedError": "errors",
-    "ServeSettings": "settings",
-    "VerifyMode": "settings",
-})
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "create_app": "app",
+        "serve": "app",
+        "ProxyConfigError": "errors",
+        "ProxyError": "errors",
+        "ProxyHTTPError": "errors",
+        "ProxyStartupError": "errors",
+        "UpstreamError": "errors",
+        "UpstreamTimeoutError": "errors",
+        "UpstreamUnavailableError": "errors",
+        "VerificationRefusedError": "errors",
+        "ServeSettings": "settings",
+        "VerifyMode": "settings",
+    },
+)

@@ -68,25 +68,34 @@ def account_snapshot(ctx: ProxyContext) -> AccountResponse:
     timeout = float(getattr(ctx.settings, "chain_timeout", DEFAULT_CHAIN_TIMEOUT))
     results = reader.run(reads, timeout)
     down = [name for name, r in results.items() if not r.ok]
-    chain = ChainInfo(ok=not down, unavailable=down,
-                      error="; ".join(f"{name}: {results[name].error}" for name in down) or None)
+    chain = ChainInfo(
+        ok=not down,
+        unavailable=down,
+        error="; ".join(f"{name}: {results[name].error}" for name in down) or None,
+    )
     if down:
         logger.warning("chain reads unavailable: %s", chain.error)
     ledger = None
     detail = results["ledger"].value if "ledger" in results else None
     if detail is not None:
-        ledger = LedgerInfo(total_balance=str(detail.total_balance),
-                            available_balance=str(detail.available_balance),
-                            locked_balance=str(detail.locked_balance))
+        ledger = LedgerInfo(
+            total_balance=str(detail.total_balance),
+            available_balance=str(detail.available_balance),
+            locked_balance=str(detail.locked_balance),
+        )
         gauge.labels(account="ledger_total").set(detail.total_balance)
         gauge.labels(account="ledger_available").set(detail.available_balance)
     sub = None
     acc = results["sub_account"].value
     if acc is not None:
         locked = acc.balance - acc.pending_refund
-        sub = SubAccountInfo(balance=str(acc.balance), pending_refund=str(acc.pending_refund),
-                             locked_balance=str(locked), acknowledged=acc.acknowledged,
-                             generation=acc.generation)
+        sub = SubAccountInfo(
+            balance=str(acc.balance),
+            pending_refund=str(acc.pending_refund),
+            locked_balance=str(locked),
+            acknowledged=acc.acknowledged,
+            generation=acc.generation,
+        )
         gauge.labels(account="sub_account").set(acc.balance)
         gauge.labels(account="sub_account_locked").set(locked)
     totals = inference.fee_store.get_totals(inference.address, provider)
@@ -96,17 +105,37 @@ def account_snapshot(ctx: ProxyContext) -> AccountResponse:
         status = inference.auto_funding_status(provider)
         data = status.model_dump(mode="json") if hasattr(status, "model_dump") else dict(status)
         funding = FundingInfo(enabled=bool(data.get("running")), status=data)
-    recent = [
-        VerificationInfo(chat_id=r.chat_id, verified=r.verified, reason=r.reason.value,
-                         signer=r.signer, detail=r.detail, at=r.created_at)
-        for r in inference.fee_store.recent_verifications(ctx.settings.recent_verifications,
-                                                          provider=provider,
-                                                          user=inference.address)
-    ] if ctx.settings.recent_verifications else []
+    recent = (
+        [
+            VerificationInfo(
+                chat_id=r.chat_id,
+                verified=r.verified,
+                reason=r.reason.value,
+                signer=r.signer,
+                detail=r.detail,
+                at=r.created_at,
+            )
+            for r in inference.fee_store.recent_verifications(
+                ctx.settings.recent_verifications, provider=provider, user=inference.address
+            )
+        ]
+        if ctx.settings.recent_verifications
+        else []
+    )
     return AccountResponse(
-        user=inference.address, provider=provider, ledger=ledger, sub_account=sub,
-        fees=FeeInfo(unsettled_fee=str(totals.cached_fee), total_fee=str(totals.total_fee),
-                     request_count=totals.request_count,
-                     disputed_fee=str(inference.fee_store.disputed_totals(
-                         inference.address, provider).total_fee)),
-        auto_funding=funding, recent_verifications=recent, chain=chain)
+        user=inference.address,
+        provider=provider,
+        ledger=ledger,
+        sub_account=sub,
+        fees=FeeInfo(
+            unsettled_fee=str(totals.cached_fee),
+            total_fee=str(totals.total_fee),
+            request_count=totals.request_count,
+            disputed_fee=str(
+                inference.fee_store.disputed_totals(inference.address, provider).total_fee
+            ),
+        ),
+        auto_funding=funding,
+        recent_verifications=recent,
+        chain=chain,
+    )

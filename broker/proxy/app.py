@@ -55,8 +55,9 @@ logger = logging.getLogger(__name__)
 
 def error_response(exc: ProxyHTTPError) -> JSONResponse:
     """The OpenAI-shaped JSON error (with ``Retry-After`` when the error carries one)."""
-    body = ErrorResponse(error=ErrorBody(message=exc.message, type=exc.type, code=exc.code,
-                                         param=exc.param))
+    body = ErrorResponse(
+        error=ErrorBody(message=exc.message, type=exc.type, code=exc.code, param=exc.param)
+    )
     headers = dict(exc.headers)
     if exc.retry_after:
         headers["Retry-After"] = str(exc.retry_after)
@@ -66,20 +67,23 @@ def error_response(exc: ProxyHTTPError) -> JSONResponse:
 def _render(request: Request, exc: ProxyHTTPError) -> JSONResponse:
     """``exc`` in the shape of the API the request used: Pixazo's on its paths, else OpenAI's."""
     if is_pixazo_path(request.url.path):
-        return pixazo_error_response(exc.status_code, exc.message, retry_after=exc.retry_after,
-                                     headers=exc.headers)
+        return pixazo_error_response(
+            exc.status_code, exc.message, retry_after=exc.retry_after, headers=exc.headers
+        )
     return error_response(exc)
 
 
 def _broker_error(exc: BrokerError) -> ProxyHTTPError:
     if isinstance(exc, SignerNotAcknowledgedError):
-        return ProxyHTTPError(str(exc), status_code=403, type="permission_error",
-                              code="signer_not_acknowledged")
+        return ProxyHTTPError(
+            str(exc), status_code=403, type="permission_error", code="signer_not_acknowledged"
+        )
     if isinstance(exc, InputError):
         return ProxyHTTPError(str(exc), status_code=400, type="invalid_request_error")
     if isinstance(exc, ChainError):
-        return ProxyHTTPError(f"chain error: {exc}", status_code=502, type="upstream_error",
-                              code="chain_error")
+        return ProxyHTTPError(
+            f"chain error: {exc}", status_code=502, type="upstream_error", code="chain_error"
+        )
     return ProxyHTTPError(str(exc), status_code=500, type="api_error", code=type(exc).__name__)
 
 
@@ -92,10 +96,21 @@ def _route_label(path: str) -> str:
         return "/v2/media/{id}"
     if path.startswith("/v1/files/"):
         return "/v1/files/{id}"
-    known = ("/health", "/ready", "/metrics", "/v1/account", "/v1/models", "/v1/chat/completions",
-             "/v1/images/generations", "/v1/images/edits", "/v1/async/images/generations",
-             "/v1/audio/transcriptions", "/v1/verify",
-             "/z-image-turbo-834/v1/z-image-turbo-request", "/z-image-base/v1/z-image-base-request")
+    known = (
+        "/health",
+        "/ready",
+        "/metrics",
+        "/v1/account",
+        "/v1/models",
+        "/v1/chat/completions",
+        "/v1/images/generations",
+        "/v1/images/edits",
+        "/v1/async/images/generations",
+        "/v1/audio/transcriptions",
+        "/v1/verify",
+        "/z-image-turbo-834/v1/z-image-turbo-request",
+        "/z-image-base/v1/z-image-base-request",
+    )
     return path if path in known else "other"
 
 
@@ -123,8 +138,13 @@ class _MetricsMiddleware:
         await self.app(scope, receive, send_wrapper)
 
 
-def create_app(broker: Any, settings: ServeSettings, *, console: Console | None = None,
-               run_startup: bool = True) -> FastAPI:
+def create_app(
+    broker: Any,
+    settings: ServeSettings,
+    *,
+    console: Console | None = None,
+    run_startup: bool = True,
+) -> FastAPI:
     """Build the proxy app for one provider, behind :class:`broker.asgi.guard.LocalGuard`
     (loopback or ``allowed_hosts`` Host, no foreign ``Origin`` unless in ``allowed_origins``,
     JSON or multipart bodies only), so that a web page cannot spend through it.
@@ -164,6 +184,7 @@ def create_app(broker: Any, settings: ServeSettings, *, console: Console | None 
             raise
         remove_listener = None
         if hasattr(inference, "add_funding_listener"):
+
             def on_funding(event: Any) -> None:
                 if getattr(event, "provider", provider).lower() != provider.lower():
                     return
@@ -174,25 +195,33 @@ def create_app(broker: Any, settings: ServeSettings, *, console: Console | None 
             remove_listener = inference.add_funding_listener(on_funding)
         try:
             if run_startup:
-                report = await run_in_threadpool(prepare_provider, inference, provider,
-                                                 settings, console=console)
+                report = await run_in_threadpool(
+                    prepare_provider, inference, provider, settings, console=console
+                )
                 service, funding_started = report.service, report.auto_funding
             else:
                 service = await run_in_threadpool(inference.get_service, provider, refresh=True)
                 funding_started = False
         except BaseException as exc:
-            app.state.startup_error = exc       # serve() reports it in one line
+            app.state.startup_error = exc  # serve() reports it in one line
             if callable(remove_listener):
                 remove_listener()
             state.close()
             raise
         upstream = Upstream(inference, service.provider, service.url, settings, metrics)
-        ctx = ProxyContext(settings=settings, inference=inference, provider=service.provider,
-                           service=service, upstream=upstream,
-                           verifier=Verifier(inference, service.provider, settings.verify,
-                                             upstream.client, metrics),
-                           billing=Billing(inference, service.provider, metrics),
-                           metrics=metrics, broker=full_broker)
+        ctx = ProxyContext(
+            settings=settings,
+            inference=inference,
+            provider=service.provider,
+            service=service,
+            upstream=upstream,
+            verifier=Verifier(
+                inference, service.provider, settings.verify, upstream.client, metrics
+            ),
+            billing=Billing(inference, service.provider, metrics),
+            metrics=metrics,
+            broker=full_broker,
+        )
         ctx.extra["state_store"] = state
         app.state.proxy = ctx
         try:
@@ -205,8 +234,9 @@ def create_app(broker: Any, settings: ServeSettings, *, console: Console | None 
             await upstream.aclose()
             await close_extras(ctx)
 
-    app = FastAPI(title="0g-broker serve", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = FastAPI(
+        title="0g-broker serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     add_openapi_route(app, SERVE_REQUEST_BODIES, dependencies=[Depends(require_api_key)])
 
     @app.exception_handler(ProxyHTTPError)
@@ -215,8 +245,9 @@ def create_app(broker: Any, settings: ServeSettings, *, console: Console | None 
 
     @app.exception_handler(PixazoHTTPError)
     async def _pixazo_error(_req: Request, exc: PixazoHTTPError) -> JSONResponse:
-        return pixazo_error_response(exc.status_code, exc.message, error=exc.error,
-                                     retry_after=exc.retry_after)
+        return pixazo_error_response(
+            exc.status_code, exc.message, error=exc.error, retry_after=exc.retry_after
+        )
 
     @app.exception_handler(BrokerError)
     async def _other_error(req: Request, exc: BrokerError) -> JSONResponse:
@@ -225,8 +256,12 @@ def create_app(broker: Any, settings: ServeSettings, *, console: Console | None 
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(req: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _render(req, http_exception_error(req.method, req.url.path, exc.status_code,
-                                                 exc.detail, exc.headers))
+        return _render(
+            req,
+            http_exception_error(
+                req.method, req.url.path, exc.status_code, exc.detail, exc.headers
+            ),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(req: Request, exc: RequestValidationError) -> JSONResponse:
@@ -236,20 +271,29 @@ def create_app(broker: Any, settings: ServeSettings, *, console: Console | None 
     async def _unexpected(req: Request, exc: Exception) -> JSONResponse:
         # a bug, not the client's fault: logged with its traceback, never shown to the client
         logger.error("unexpected error on %s %s", req.method, req.url.path, exc_info=exc)
-        return _render(req, ProxyHTTPError("internal error in serve (logged)", status_code=500,
-                                           type="api_error", code="internal_error"))
+        return _render(
+            req,
+            ProxyHTTPError(
+                "internal error in serve (logged)",
+                status_code=500,
+                type="api_error",
+                code="internal_error",
+            ),
+        )
 
     app.include_router(router)
     app.include_router(pixazo_router)
-    mount_dashboard(app, inference, full_broker, settings)     # /ui/: the user dashboard
+    mount_dashboard(app, inference, full_broker, settings)  # /ui/: the user dashboard
     # web pages may not use serve: Host, Origin, Sec-Fetch-Site and Content-Type checks
-    app.add_middleware(LocalGuard,
-                       allowed_hosts=[*settings.allowed_hosts, *bound_host_names(settings.host)],
-                       allowed_origins=settings.allowed_origins,
-                       content_types={path: MULTIPART_TYPES for path in MULTIPART_PATHS},
-                       hosts_hint="; list it in ZG_SERVE_ALLOWED_HOSTS",
-                       origins_hint="; list it in ZG_SERVE_ALLOWED_ORIGINS",
-                       expose_headers=EXPOSED_HEADERS)
+    app.add_middleware(
+        LocalGuard,
+        allowed_hosts=[*settings.allowed_hosts, *bound_host_names(settings.host)],
+        allowed_origins=settings.allowed_origins,
+        content_types={path: MULTIPART_TYPES for path in MULTIPART_PATHS},
+        hosts_hint="; list it in ZG_SERVE_ALLOWED_HOSTS",
+        origins_hint="; list it in ZG_SERVE_ALLOWED_ORIGINS",
+        expose_headers=EXPOSED_HEADERS,
+    )
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
     app.state.metrics = metrics
     return app
@@ -276,12 +320,13 @@ def serve(broker: Any, settings: ServeSettings, *, console: Console | None = Non
     import uvicorn
 
     app = create_app(broker, settings, console=console)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                            lifespan="on")
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="warning", lifespan="on"
+    )
     server = uvicorn.Server(config)
     quiet = _QuietFailedStartup(app)
     uvicorn_log = logging.getLogger("uvicorn.error")
-    uvicorn_log.addFilter(quiet)        # no lifespan traceback: the error is raised below instead
+    uvicorn_log.addFilter(quiet)  # no lifespan traceback: the error is raised below instead
     try:
         server.run()
     finally:
@@ -294,4 +339,5 @@ def serve(broker: Any, settings: ServeSettings, *, console: Console | None = Non
     if not server.started:
         raise ProxyConfigError(
             f"serve did not start on {settings.host}:{settings.port} (port in use, or start-up "
-            "failed; see the messages above)")
+            "failed; see the messages above)"
+        )

@@ -41,9 +41,9 @@ logger = logging.getLogger(__name__)
 class AsyncJobOutcome(enum.StrEnum):
     """What one job poll changed locally (:meth:`Billing.observe_async_job`)."""
 
-    BILLED = "billed"          # first ``completed``: the fee was accounted now
-    FAILED = "failed"          # first ``failed`` / 404: marked failed, never billed
-    UNCHANGED = "unchanged"    # still running, already billed/failed, or unknown to this store
+    BILLED = "billed"  # first ``completed``: the fee was accounted now
+    FAILED = "failed"  # first ``failed`` / 404: marked failed, never billed
+    UNCHANGED = "unchanged"  # still running, already billed/failed, or unknown to this store
 
 
 class Billing:
@@ -55,8 +55,9 @@ class Billing:
         metrics: counters to update (optional).
     """
 
-    def __init__(self, inference: InferenceBroker, provider: str,
-                 metrics: ProxyMetrics | None = None) -> None:
+    def __init__(
+        self, inference: InferenceBroker, provider: str, metrics: ProxyMetrics | None = None
+    ) -> None:
         self.inference = inference
         self.provider = provider
         self.metrics = metrics
@@ -66,26 +67,36 @@ class Billing:
         the provider's service type; 0 (logged) when it cannot be computed."""
         service = self.inference.get_service(self.provider)
         try:
-            return fee_for_content(service.service_type, content, service.input_price,
-                                   service.output_price)
+            return fee_for_content(
+                service.service_type, content, service.input_price, service.output_price
+            )
         except (UnknownServiceTypeError, UsageError) as exc:
             logger.warning("fee not accounted for %s: %s", self.provider, exc)
             return 0
 
-    def _record(self, content: bytes | str | Mapping[str, Any] | None,
-                disputed: VerificationResult | None, chat_id: str | None) -> int:
+    def _record(
+        self,
+        content: bytes | str | Mapping[str, Any] | None,
+        disputed: VerificationResult | None,
+        chat_id: str | None,
+    ) -> int:
         fee = self.fee_of(content)
         store = self.inference.fee_store
         if disputed is not None:
-            store.record_disputed(self.inference.address, self.provider, chat_id, fee,
-                                  disputed.reason.value)
+            store.record_disputed(
+                self.inference.address, self.provider, chat_id, fee, disputed.reason.value
+            )
         else:
             store.add_fee(self.inference.address, self.provider, fee)
         return fee
 
-    async def record(self, content: bytes | str | Mapping[str, Any] | None, *,
-                     disputed: VerificationResult | None = None,
-                     chat_id: str | None = None) -> int:
+    async def record(
+        self,
+        content: bytes | str | Mapping[str, Any] | None,
+        *,
+        disputed: VerificationResult | None = None,
+        chat_id: str | None = None,
+    ) -> int:
         """Account one answered request; returns its fee (neuron). ``content`` ``None`` (no usage
         reported) bills nothing and records nothing.
 
@@ -120,8 +131,9 @@ class Billing:
         """
         images = extract_text_to_image_usage(request).output_count
         store = self.inference.fee_store
-        return await run_in_threadpool(store.record_async_job, self.inference.address,
-                                       self.provider, job_id, images)
+        return await run_in_threadpool(
+            store.record_async_job, self.inference.address, self.provider, job_id, images
+        )
 
     def _observe(self, job_id: str, status_code: int, body: Any) -> tuple[AsyncJobOutcome, int]:
         store, user = self.inference.fee_store, self.inference.address
@@ -132,15 +144,16 @@ class Billing:
                 return AsyncJobOutcome.UNCHANGED, 0
             fee = self.fee_of({"n": job.images})
             if store.bill_async_job(user, self.provider, job_id, fee) is None:
-                return AsyncJobOutcome.UNCHANGED, 0      # a concurrent poll billed it first
+                return AsyncJobOutcome.UNCHANGED, 0  # a concurrent poll billed it first
             return AsyncJobOutcome.BILLED, fee
         failed = status_code == 404 or (status_code == 200 and status == "failed")
         if failed and store.fail_async_job(user, self.provider, job_id):
             return AsyncJobOutcome.FAILED, 0
         return AsyncJobOutcome.UNCHANGED, 0
 
-    async def observe_async_job(self, job_id: str, status_code: int,
-                                body: Any) -> tuple[AsyncJobOutcome, int]:
+    async def observe_async_job(
+        self, job_id: str, status_code: int, body: Any
+    ) -> tuple[AsyncJobOutcome, int]:
         """Apply one poll answer of ``GET {url}/v1/async/jobs/{job_id}``.
 
         ``200`` with ``status == "completed"`` bills a ``pending`` job once: ``n × outputPrice``

@@ -65,11 +65,13 @@ class ChainReads:
             try:
                 value = fut.result(timeout=max(0.0, deadline - time.monotonic()))
             except FutureTimeout:
-                out[name] = ReadResult(False, error=f"chain node did not answer within "
-                                                    f"{timeout:g} s")
+                out[name] = ReadResult(
+                    False, error=f"chain node did not answer within {timeout:g} s"
+                )
             except BrokerError as exc:
-                out[name] = ReadResult(False, error=str(exc).splitlines()[0] if str(exc) else
-                                       type(exc).__name__)
+                out[name] = ReadResult(
+                    False, error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                )
             except Exception as exc:  # noqa: BLE001 - reported, never raised into the handler
                 out[name] = ReadResult(False, error=f"chain read failed ({type(exc).__name__})")
             else:

@@ -29,8 +29,14 @@ if TYPE_CHECKING:
     from broker.proxy.upstream import Upstream
     from broker.proxy.verification import Verifier
 
-__all__ = ["FEE_HEADER", "ProxyContext", "complete_response", "forwarded_body", "read_body",
-           "read_json"]
+__all__ = [
+    "FEE_HEADER",
+    "ProxyContext",
+    "complete_response",
+    "forwarded_body",
+    "read_body",
+    "read_json",
+]
 
 #: Response header with the fee accounted for the request, in neuron.
 FEE_HEADER = "X-0G-Fee"
@@ -71,8 +77,12 @@ async def read_body(request: Request, cap: int) -> bytes:
         ProxyHTTPError: 413 ``invalid_request_error`` / ``body_too_large``.
     """
     length = request.headers.get("content-length")
-    too_big = ProxyHTTPError(f"request body larger than {cap} bytes", status_code=413,
-                             type="invalid_request_error", code="body_too_large")
+    too_big = ProxyHTTPError(
+        f"request body larger than {cap} bytes",
+        status_code=413,
+        type="invalid_request_error",
+        code="body_too_large",
+    )
     if length and length.isdigit() and int(length) > cap:
         raise too_big
     chunks, size = [], 0
@@ -97,11 +107,16 @@ async def read_json(request: Request, cap: int) -> dict[str, Any]:
     try:
         data = loads_request_json(body)
     except InvalidJSONBodyError as exc:
-        raise ProxyHTTPError(str(exc), status_code=400, type="invalid_request_error",
-                             code=exc.code) from None
+        raise ProxyHTTPError(
+            str(exc), status_code=400, type="invalid_request_error", code=exc.code
+        ) from None
     if not isinstance(data, dict):
-        raise ProxyHTTPError("request body must be a JSON object", status_code=400,
-                             type="invalid_request_error", code="invalid_json")
+        raise ProxyHTTPError(
+            "request body must be a JSON object",
+            status_code=400,
+            type="invalid_request_error",
+            code="invalid_json",
+        )
     return data
 
 
@@ -115,15 +130,20 @@ def forwarded_body(data: dict[str, Any]) -> bytes:
     try:
         return canonical_json(data)
     except ForwardedRequestError as exc:
-        raise ProxyHTTPError(str(exc), status_code=400, type="invalid_request_error",
-                             code="invalid_number") from None
+        raise ProxyHTTPError(
+            str(exc), status_code=400, type="invalid_request_error", code="invalid_number"
+        ) from None
 
 
-async def complete_response(ctx: ProxyContext, response: httpx.Response,
-                            bill: Callable[[bytes], Any] | None,
-                            on_body: Callable[[int, bytes], Awaitable[None]] | None = None,
-                            *, request_body: bytes | None = None,
-                            refused_bill: Callable[[bytes], Any] | None = None) -> Response:
+async def complete_response(
+    ctx: ProxyContext,
+    response: httpx.Response,
+    bill: Callable[[bytes], Any] | None,
+    on_body: Callable[[int, bytes], Awaitable[None]] | None = None,
+    *,
+    request_body: bytes | None = None,
+    refused_bill: Callable[[bytes], Any] | None = None,
+) -> Response:
     """Finish a non-streamed upstream response: map errors, read it, verify its signature bound to
     the bytes (``enforce`` may refuse), account the fee, and answer with the provider's status and
     headers (including ``ZG-Res-Key``) plus ``X-0G-Verified``, ``X-0G-Verification-Reason`` and
@@ -157,8 +177,11 @@ async def complete_response(ctx: ProxyContext, response: httpx.Response,
         if on_body is not None and not refused:
             await on_body(response.status_code, raw)
         charge = refused_bill if refused and refused_bill is not None else bill
-        fee = await ctx.billing.record(charge(raw) if charge is not None else None,
-                                       disputed=result if refused else None, chat_id=chat_id)
+        fee = await ctx.billing.record(
+            charge(raw) if charge is not None else None,
+            disputed=result if refused else None,
+            chat_id=chat_id,
+        )
         ctx.verifier.enforce(result)
     else:
         # off / warn never refuse: the signature fetch and check run alongside billing (both are
@@ -166,14 +189,18 @@ async def complete_response(ctx: ProxyContext, response: httpx.Response,
         async def account() -> int:
             if on_body is not None:
                 await on_body(response.status_code, raw)
-            return await ctx.billing.record(bill(raw) if bill is not None else None,
-                                            chat_id=chat_id)
+            return await ctx.billing.record(
+                bill(raw) if bill is not None else None, chat_id=chat_id
+            )
 
-        result, fee = await asyncio.gather(ctx.verifier.verify(chat_id, binding=binding),
-                                           account())
+        result, fee = await asyncio.gather(ctx.verifier.verify(chat_id, binding=binding), account())
     headers = passthrough_headers(response.headers)
     headers[VERIFIED_HEADER] = header_value(result)
     headers[REASON_HEADER] = reason_value(result)
     headers[FEE_HEADER] = str(fee)
-    return Response(raw, status_code=response.status_code, headers=headers,
-                    media_type=response.headers.get("content-type", "application/json"))
+    return Response(
+        raw,
+        status_code=response.status_code,
+        headers=headers,
+        media_type=response.headers.get("content-type", "application/json"),
+    )

@@ -54,8 +54,9 @@ class _Uvicorn:
     def __init__(self, app, port: int) -> None:
         import uvicorn
 
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                                    log_level="warning", lifespan="on"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True, name="serve")
         self.url = f"http://127.0.0.1:{port}"
 
@@ -108,8 +109,10 @@ def check_demo_options(model: str, size: str | None) -> tuple[int, int]:
         return limits.default_size
     match = re.fullmatch(r"\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*", size)
     if not match:
-        raise InputError(f"size {size!r} is not WIDTHxHEIGHT (e.g. "
-                         f"{limits.default_size[0]}x{limits.default_size[1]})")
+        raise InputError(
+            f"size {size!r} is not WIDTHxHEIGHT (e.g. "
+            f"{limits.default_size[0]}x{limits.default_size[1]})"
+        )
     width, height = int(match[1]), int(match[2])
     low, high, step = limits.min_side, limits.max_side, limits.size_multiple
     for side in (width, height):
@@ -117,7 +120,8 @@ def check_demo_options(model: str, size: str | None) -> tuple[int, int]:
             raise InputError(
                 f"size {width}x{height} is outside what model {model!r} draws: each side from "
                 f"{low} to {high} px in steps of {step} (default "
-                f"{limits.default_size[0]}x{limits.default_size[1]})")
+                f"{limits.default_size[0]}x{limits.default_size[1]})"
+            )
     return width, height
 
 
@@ -129,8 +133,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_demo(prompt: str, out: Path, *, model: str = "tiny", keep: bool = False,
-             size: str | None = None, console: Console | None = None) -> DemoResult:
+def run_demo(
+    prompt: str,
+    out: Path,
+    *,
+    model: str = "tiny",
+    keep: bool = False,
+    size: str | None = None,
+    console: Console | None = None,
+) -> DemoResult:
     """Run the demo end to end (blocking; a few seconds to a minute with the tiny model on CPU).
 
     Args:
@@ -181,48 +192,65 @@ def run_demo(prompt: str, out: Path, *, model: str = "tiny", keep: bool = False,
             with console.status(f"starting the worker ({model}) and the provider gateway…"):
                 stack = start_provider_stack(state, model=model, home=home / "provider")
             with stack:
-                ok(f"provider {stack.provider_address} at {stack.gateway_url} "
-                   f"({format_0g(stack.service.output_price)} 0G per image)")
+                ok(
+                    f"provider {stack.provider_address} at {stack.gateway_url} "
+                    f"({format_0g(stack.service.output_price)} 0G per image)"
+                )
                 with console.status("creating a user account with a 10 0G ledger…"):
                     user = fund_new_account(state, 100 * ZG)
-                    broker = create_broker("0x" + bytes(user.key).hex(), network="devnet",
-                                           rpc_url=state.rpc_url,
-                                           ledger_address=state.ledger_address,
-                                           inference_address=state.inference_address)
+                    broker = create_broker(
+                        "0x" + bytes(user.key).hex(),
+                        network="devnet",
+                        rpc_url=state.rpc_url,
+                        ledger_address=state.ledger_address,
+                        inference_address=state.inference_address,
+                    )
                     broker.ledger.add_ledger(10)
                 ok(f"user {broker.address}: ledger of 10 0G")
                 try:
                     # a one-off key, in-process only (never on a command line or printed)
                     api_key = secrets.token_urlsafe(24)
-                    settings = ServeSettings(provider=stack.provider_address, port=_free_port(),
-                                             api_key=api_key)
+                    settings = ServeSettings(
+                        provider=stack.provider_address, port=_free_port(), api_key=api_key
+                    )
                     app = create_app(broker, settings, console=console)
                     with _Uvicorn(app, settings.port) as server:
-                        ok(f"serve at {server.url}/v1 (OpenAI-compatible); dashboard {server.url}/ui/")
-                        client = openai.OpenAI(base_url=server.url + "/v1", api_key=api_key,
-                                               max_retries=0, timeout=900)
+                        ok(
+                            f"serve at {server.url}/v1 (OpenAI-compatible); dashboard {server.url}/ui/"
+                        )
+                        client = openai.OpenAI(
+                            base_url=server.url + "/v1", api_key=api_key, max_retries=0, timeout=900
+                        )
                         # No size: serve fills the SDK's 512x512 (about a second with the tiny
                         # model on CPU).
                         extra = {"size": size} if size else {}
                         with console.status(f"generating '{prompt}' through serve…"):
                             raw = client.images.with_raw_response.generate(
-                                prompt=prompt, n=1, response_format="b64_json", **extra)
+                                prompt=prompt, n=1, response_format="b64_json", **extra
+                            )
                         image = raw.parse()
                         out.parent.mkdir(parents=True, exist_ok=True)
                         out.write_bytes(base64.b64decode(image.data[0].b64_json or ""))
-                        result = DemoResult(out=out, fee=int(raw.headers.get("X-0G-Fee", "0")),
-                                            verified=raw.headers.get("X-0G-Verified", "none"),
-                                            chat_id=raw.headers.get("ZG-Res-Key", ""),
-                                            provider=stack.provider_address,
-                                            serve_url=server.url)
+                        result = DemoResult(
+                            out=out,
+                            fee=int(raw.headers.get("X-0G-Fee", "0")),
+                            verified=raw.headers.get("X-0G-Verified", "none"),
+                            chat_id=raw.headers.get("ZG-Res-Key", ""),
+                            provider=stack.provider_address,
+                            serve_url=server.url,
+                        )
                         ok(f"wrote {out} ({out.stat().st_size} bytes)")
-                        ok(f"paid {format_0g(result.fee)} 0G; response signature verified: "
-                           f"{result.verified} (ZG-Res-Key {result.chat_id})")
+                        ok(
+                            f"paid {format_0g(result.fee)} 0G; response signature verified: "
+                            f"{result.verified} (ZG-Res-Key {result.chat_id})"
+                        )
                         if keep:
                             key_file = _write_key_file(home / "serve_api_key", api_key)
-                            console.print(f"running: serve {server.url}/v1 (API key in "
-                                          f"{key_file}), gateway {stack.gateway_url}, devnet "
-                                          f"{state.rpc_url}; Ctrl-C stops everything")
+                            console.print(
+                                f"running: serve {server.url}/v1 (API key in "
+                                f"{key_file}), gateway {stack.gateway_url}, devnet "
+                                f"{state.rpc_url}; Ctrl-C stops everything"
+                            )
                             try:
                                 while server.thread.is_alive():
                                     time.sleep(0.5)

@@ -63,9 +63,17 @@ class ProxyHTTPError(ProxyError):
     status_code = 500
     type = "api_error"
 
-    def __init__(self, message: str, *, status_code: int | None = None, type: str | None = None,
-                 code: str | None = None, retry_after: str | None = None,
-                 param: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        type: str | None = None,
+        code: str | None = None,
+        retry_after: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.headers = dict(headers or {})
         self.message = message
@@ -110,8 +118,13 @@ def _clip(text: str, limit: int = 200) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
-def http_exception_error(method: str, path: str, status_code: int, detail: Any = None,
-                         headers: Mapping[str, str] | None = None) -> ProxyHTTPError:
+def http_exception_error(
+    method: str,
+    path: str,
+    status_code: int,
+    detail: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> ProxyHTTPError:
     """The OpenAI-shaped error for the framework's own HTTP errors: an unknown path (404
     ``invalid_request_error`` / ``unknown_url``, OpenAI's ``Invalid URL (METHOD /path)``), a method
     the path does not allow (405 ``method_not_allowed``, ``Allow`` kept), anything else with its
@@ -126,16 +139,23 @@ def http_exception_error(method: str, path: str, status_code: int, detail: Any =
     """
     kept = {k: v for k, v in (headers or {}).items() if k.lower() == "allow"}
     if status_code == 404:
-        return ProxyHTTPError(f"Invalid URL ({method} {_clip(path)})", status_code=404,
-                              type="invalid_request_error", code="unknown_url")
+        return ProxyHTTPError(
+            f"Invalid URL ({method} {_clip(path)})",
+            status_code=404,
+            type="invalid_request_error",
+            code="unknown_url",
+        )
     if status_code == 405:
-        return ProxyHTTPError(f"Method {method} is not allowed on {_clip(path)}",
-                              status_code=405, type="invalid_request_error",
-                              code="method_not_allowed", headers=kept)
+        return ProxyHTTPError(
+            f"Method {method} is not allowed on {_clip(path)}",
+            status_code=405,
+            type="invalid_request_error",
+            code="method_not_allowed",
+            headers=kept,
+        )
     message = detail if isinstance(detail, str) and detail else f"HTTP {status_code}"
     etype = "invalid_request_error" if status_code < 500 else "api_error"
-    return ProxyHTTPError(_clip(message, 2000), status_code=status_code, type=etype,
-                          headers=kept)
+    return ProxyHTTPError(_clip(message, 2000), status_code=status_code, type=etype, headers=kept)
 
 
 def validation_error(errors: Sequence[Mapping[str, Any]]) -> ProxyHTTPError:
@@ -152,5 +172,10 @@ def validation_error(errors: Sequence[Mapping[str, Any]]) -> ProxyHTTPError:
     message = str(first.get("msg") or "invalid request")
     if param:
         message = f"{param}: {message}"
-    return ProxyHTTPError(_clip(message, 500), status_code=400, type="invalid_request_error",
-                          code="invalid_parameter", param=param)
+    return ProxyHTTPError(
+        _clip(message, 500),
+        status_code=400,
+        type="invalid_request_error",
+        code="invalid_parameter",
+        param=param,
+    )

@@ -52,16 +52,21 @@ def _items(doc: Any) -> list[dict[str, Any]]:
 async def _fetch(ctx: ProxyContext, link_id: str) -> tuple[bytes, str] | None:
     """The image behind the gateway's link, fetched with the user's session, or ``None``."""
     try:
-        response = await ctx.upstream.send("GET", f"/files/{link_id}", family="images",
-                                           route="files")
+        response = await ctx.upstream.send(
+            "GET", f"/files/{link_id}", family="images", route="files"
+        )
         received = await ctx.upstream.read_raw(response)
     except ProxyHTTPError as exc:
         logger.warning("could not fetch image %s from the provider: %s", link_id, exc)
         return None
     media_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if response.status_code != 200 or not media_type.startswith("image/"):
-        logger.warning("the provider answered HTTP %s (%s) for image %s", response.status_code,
-                       media_type or "no type", link_id)
+        logger.warning(
+            "the provider answered HTTP %s (%s) for image %s",
+            response.status_code,
+            media_type or "no type",
+            link_id,
+        )
         return None
     return decode_body(received, response.headers), media_type
 
@@ -94,20 +99,30 @@ async def link_files(ctx: ProxyContext, request: Request, response: Response) ->
         url = item.get("url")
         if not isinstance(url, str) or not url.startswith(prefix):
             continue
-        fetched = await _fetch(ctx, url[len(prefix):])
+        fetched = await _fetch(ctx, url[len(prefix) :])
         if fetched is None:
             continue
         data, media_type = fetched
         media_id = secrets.token_urlsafe(16)
-        await run_in_threadpool(store.put_media, ctx.inference.address, request_id[:120],
-                                media_id, media_type[:40], data, ctx.settings.media_ttl)
+        await run_in_threadpool(
+            store.put_media,
+            ctx.inference.address,
+            request_id[:120],
+            media_id,
+            media_type[:40],
+            data,
+            ctx.settings.media_ttl,
+        )
         item["url"] = f"{base}{FILES_ROUTE}{media_id}.{_EXT.get(media_type, 'bin')}"
         changed = True
     if not changed:
         return response
     headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
-    return Response(json.dumps(doc, separators=(",", ":")).encode(),
-                    status_code=response.status_code, headers=headers)
+    return Response(
+        json.dumps(doc, separators=(",", ":")).encode(),
+        status_code=response.status_code,
+        headers=headers,
+    )
 
 
 async def get_file(ctx: ProxyContext, name: str) -> Response:
@@ -119,10 +134,14 @@ async def get_file(ctx: ProxyContext, name: str) -> Response:
     media_id = name.rsplit(".", 1)[0]
     item = None
     if 0 < len(media_id) <= 64:
-        item = await run_in_threadpool(state_store(ctx).get_media, ctx.inference.address,
-                                       media_id)
+        item = await run_in_threadpool(state_store(ctx).get_media, ctx.inference.address, media_id)
     if item is None:
-        raise ProxyHTTPError("file not found (unknown or expired)", status_code=404,
-                             type="invalid_request_error", code="file_not_found")
-    return Response(item.data, media_type=item.content_type,
-                    headers={"Cache-Control": "private, no-store"})
+        raise ProxyHTTPError(
+            "file not found (unknown or expired)",
+            status_code=404,
+            type="invalid_request_error",
+            code="file_not_found",
+        )
+    return Response(
+        item.data, media_type=item.content_type, headers={"Cache-Control": "private, no-store"}
+    )

@@ -33,30 +33,47 @@ class ProxyMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("zg_serve_requests", "Requests answered by the proxy.",
-                                ["route", "status"], registry=r)
-        self.latency = Histogram("zg_serve_request_duration_seconds",
-                                 "Time to answer a request (to the first byte for streams).",
-                                 ["route"], buckets=_BUCKETS, registry=r)
-        self.upstream_responses = Counter("zg_serve_upstream_responses",
-                                          "Provider responses by status (or timeout/unreachable).",
-                                          ["route", "status"], registry=r)
-        self.verifications = Counter("zg_serve_verifications",
-                                     "Response-signature verification results.",
-                                     ["result", "reason"], registry=r)
-        self.fees = Counter("zg_serve_fees_neuron", "Fees accounted locally, in neuron.",
-                            registry=r)
+        self.requests = Counter(
+            "zg_serve_requests", "Requests answered by the proxy.", ["route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "zg_serve_request_duration_seconds",
+            "Time to answer a request (to the first byte for streams).",
+            ["route"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.upstream_responses = Counter(
+            "zg_serve_upstream_responses",
+            "Provider responses by status (or timeout/unreachable).",
+            ["route", "status"],
+            registry=r,
+        )
+        self.verifications = Counter(
+            "zg_serve_verifications",
+            "Response-signature verification results.",
+            ["result", "reason"],
+            registry=r,
+        )
+        self.fees = Counter(
+            "zg_serve_fees_neuron", "Fees accounted locally, in neuron.", registry=r
+        )
         self.disputed_fees = Counter(
             "zg_serve_disputed_fees_neuron",
             "Fees the provider billed for responses refused by verify mode enforce, in neuron.",
-            registry=r)
-        self.balance = Gauge("zg_serve_balance_neuron", "Balances in neuron.", ["account"],
-                             registry=r)
-        self.funding_events = Counter("zg_serve_funding_events", "Auto-funding events.", ["kind"],
-                                      registry=r)
-        self.funding_transferred = Counter("zg_serve_funding_transferred_neuron",
-                                           "Neuron moved to the sub-account by auto-funding.",
-                                           registry=r)
+            registry=r,
+        )
+        self.balance = Gauge(
+            "zg_serve_balance_neuron", "Balances in neuron.", ["account"], registry=r
+        )
+        self.funding_events = Counter(
+            "zg_serve_funding_events", "Auto-funding events.", ["kind"], registry=r
+        )
+        self.funding_transferred = Counter(
+            "zg_serve_funding_transferred_neuron",
+            "Neuron moved to the sub-account by auto-funding.",
+            registry=r,
+        )
 
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 

@@ -26,8 +26,10 @@ def text_field(body: bytes, content_type: str, name: str) -> str | None:
         head, sep, value = part.partition(b"\r\n\r\n")
         if not sep:
             continue
-        if re.search(rb'name="' + re.escape(name.encode()) + rb'"(?!\w)', head) and \
-                b"filename=" not in head:
+        if (
+            re.search(rb'name="' + re.escape(name.encode()) + rb'"(?!\w)', head)
+            and b"filename=" not in head
+        ):
             return value.rsplit(b"\r\n", 1)[0].decode("utf-8", "replace")
     return None
 
@@ -42,6 +44,10 @@ def ensure_field(body: bytes, content_type: str, name: str, value: str) -> bytes
     idx = body.rfind(closing)
     if idx < 0:
         return body
-    part = (b"--" + boundary.encode() + b"\r\n" +
-            f'Content-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    part = (
+        b"--"
+        + boundary.encode()
+        + b"\r\n"
+        + f'Content-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+    )
     return body[:idx] + part + body[idx:]

@@ -110,8 +110,12 @@ async def readiness(ctx: ProxyContext, timeout: float = CHECK_TIMEOUT_S) -> Read
     Returns:
         :class:`ReadyResponse`; a check that raised or timed out is ``ok=False`` with the reason.
     """
-    checks = {"chain": _chain, "provider": _provider, "sub_account": _sub_account,
-              "auto_funding": _auto_funding}
+    checks = {
+        "chain": _chain,
+        "provider": _provider,
+        "sub_account": _sub_account,
+        "auto_funding": _auto_funding,
+    }
 
     async def run(name: str, check: Callable[..., Any]) -> tuple[str, CheckResult]:
         try:

@@ -56,8 +56,12 @@ def require_api_key(request: Request) -> None:
     expected = hashlib.sha256(key.get_secret_value().encode()).digest()
     offered = hashlib.sha256(given.strip().encode("utf-8", "surrogateescape")).digest()
     if scheme.lower() != "bearer" or not hmac.compare_digest(offered, expected):
-        raise ProxyHTTPError("Incorrect API key provided", status_code=401,
-                             type="authentication_error", code="invalid_api_key")
+        raise ProxyHTTPError(
+            "Incorrect API key provided",
+            status_code=401,
+            type="authentication_error",
+            code="invalid_api_key",
+        )
 
 
 router = APIRouter()
@@ -68,9 +72,13 @@ guarded = APIRouter(dependencies=[Depends(require_api_key)])
 async def health(request: Request) -> HealthResponse:
     """Liveness and what is being served (no provider call, nothing billed)."""
     ctx = _ctx(request)
-    return HealthResponse(provider=ctx.provider, service_url=ctx.service.url,
-                          model=ctx.service.model, service_type=ctx.service.service_type,
-                          verify=ctx.settings.verify)
+    return HealthResponse(
+        provider=ctx.provider,
+        service_url=ctx.service.url,
+        model=ctx.service.model,
+        service_type=ctx.service.service_type,
+        verify=ctx.settings.verify,
+    )
 
 
 @router.get("/ready", response_model=ReadyResponse)
@@ -167,29 +175,42 @@ def _verify_binding(body: VerifyRequest) -> ResponseBinding | None:
     Raises:
         ProxyHTTPError: 400 for two forms of one body, bad base64, or a request without response.
     """
+
     def one(text: str | None, b64: str | None, digest: str | None, name: str) -> str | None:
         given = [v for v in (text, b64, digest) if v is not None]
         if len(given) > 1:
-            raise ProxyHTTPError(f"give at most one of {name}, {name}_b64, {name}_sha256",
-                                 status_code=400, type="invalid_request_error",
-                                 code="invalid_binding", param=name)
+            raise ProxyHTTPError(
+                f"give at most one of {name}, {name}_b64, {name}_sha256",
+                status_code=400,
+                type="invalid_request_error",
+                code="invalid_binding",
+                param=name,
+            )
         if digest is not None:
             return digest.lower()
         if b64 is not None:
             try:
                 return sha256_hex(base64.b64decode(b64, validate=True))
             except ValueError:
-                raise ProxyHTTPError(f"{name}_b64 is not base64", status_code=400,
-                                     type="invalid_request_error", code="invalid_binding",
-                                     param=f"{name}_b64") from None
+                raise ProxyHTTPError(
+                    f"{name}_b64 is not base64",
+                    status_code=400,
+                    type="invalid_request_error",
+                    code="invalid_binding",
+                    param=f"{name}_b64",
+                ) from None
         return None if text is None else sha256_hex(text.encode("utf-8", "surrogatepass"))
 
     response = one(body.response, body.response_b64, body.response_sha256, "response")
     request = one(body.request, body.request_b64, body.request_sha256, "request")
     if response is None and request is not None:
-        raise ProxyHTTPError("a request hash needs the response too (the response hash is "
-                             "never skipped)", status_code=400, type="invalid_request_error",
-                             code="invalid_binding", param="response")
+        raise ProxyHTTPError(
+            "a request hash needs the response too (the response hash is never skipped)",
+            status_code=400,
+            type="invalid_request_error",
+            code="invalid_binding",
+            param="response",
+        )
     return None if response is None else ResponseBinding(response, request)
 
 
@@ -200,13 +221,22 @@ async def verify(request: Request) -> VerifyResponse:
     ctx = _ctx(request)
     data = await read_json(request, 64 << 20)
     if not data.get("id"):
-        raise ProxyHTTPError("Missing id in request body", status_code=400,
-                             type="invalid_request_error", code="missing_id", param="id")
+        raise ProxyHTTPError(
+            "Missing id in request body",
+            status_code=400,
+            type="invalid_request_error",
+            code="missing_id",
+            param="id",
+        )
     try:
         body = VerifyRequest.model_validate(data)
     except ValueError as exc:
-        raise ProxyHTTPError(f"invalid verify request: {_first_error(exc)}", status_code=400,
-                             type="invalid_request_error", code="invalid_verify_request") from None
+        raise ProxyHTTPError(
+            f"invalid verify request: {_first_error(exc)}",
+            status_code=400,
+            type="invalid_request_error",
+            code="invalid_verify_request",
+        ) from None
     binding = _verify_binding(body)
     from broker.proxy.verification import Verifier
 
@@ -214,9 +244,14 @@ async def verify(request: Request) -> VerifyResponse:
     verifier = Verifier(ctx.inference, ctx.provider, "warn", ctx.upstream.client, ctx.metrics)
     result = await verifier.verify(body.id, binding=binding)
     assert result is not None
-    return VerifyResponse(isValid=result.verified, reason=result.reason.value,
-                          chat_id=result.chat_id, signer=result.signer, detail=result.detail,
-                          binding=result.binding)
+    return VerifyResponse(
+        isValid=result.verified,
+        reason=result.reason.value,
+        chat_id=result.chat_id,
+        signer=result.signer,
+        detail=result.detail,
+        binding=result.binding,
+    )
 
 
 def _first_error(exc: ValueError) -> str:

@@ -53,8 +53,7 @@ _EXTENSIONS_KEY = "router_extensions"
 _TEE_CACHE_SIZE = 10_000
 
 
-def pop_router_extensions(body: dict[str, Any], request: Request | None = None
-                          ) -> dict[str, Any]:
+def pop_router_extensions(body: dict[str, Any], request: Request | None = None) -> dict[str, Any]:
     """Remove :data:`ROUTER_EXTENSION_FIELDS` from ``body`` (in place) and return them; with
     ``request`` they are also kept on ``request.state`` for :func:`decorate_submission`."""
     found = {k: body.pop(k) for k in ROUTER_EXTENSION_FIELDS if k in body}
@@ -76,9 +75,12 @@ def check_provider_address(ctx: ProxyContext, provider_address: str | None) -> N
 
     shown = provider_address[:64].encode("utf-8", "replace").decode("utf-8")
     raise ProxyHTTPError(
-        f"this serve runs jobs of provider {ctx.provider} only; it has no job of provider "
-        f"{shown}", status_code=404, type="invalid_request_error", code="job_not_found",
-        param="provider_address")
+        f"this serve runs jobs of provider {ctx.provider} only; it has no job of provider {shown}",
+        status_code=404,
+        type="invalid_request_error",
+        code="job_not_found",
+        param="provider_address",
+    )
 
 
 def state_store(ctx: ProxyContext) -> ServeStateStore:
@@ -99,13 +101,15 @@ def _json_body(response: Response) -> dict[str, Any] | None:
 
 def _rerender(response: Response, body: dict[str, Any]) -> Response:
     headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
-    return Response(json.dumps(body, separators=(",", ":")).encode(),
-                    status_code=response.status_code, headers=headers,
-                    media_type="application/json")
+    return Response(
+        json.dumps(body, separators=(",", ":")).encode(),
+        status_code=response.status_code,
+        headers=headers,
+        media_type="application/json",
+    )
 
 
-async def decorate_submission(ctx: ProxyContext, request: Request, response: Response
-                              ) -> Response:
+async def decorate_submission(ctx: ProxyContext, request: Request, response: Response) -> Response:
     """Add ``provider_address`` to a 202 job submission and remember the job (request id,
     ``verify_tee``, time). Other answers are returned unchanged."""
     body = _json_body(response)
@@ -114,10 +118,15 @@ async def decorate_submission(ctx: ProxyContext, request: Request, response: Res
     job_id = body.get("jobId") or body.get("id")
     extensions = getattr(request.state, _EXTENSIONS_KEY, {}) or {}
     if is_valid_job_id(job_id):
-        job = RouterJob(job_id=job_id, request_id=response.headers.get("zg-res-key"),
-                        verify_tee=extensions.get("verify_tee") is True, created_at=time.time())
-        await run_in_threadpool(state_store(ctx).record_router_job, ctx.inference.address,
-                                ctx.provider, job)
+        job = RouterJob(
+            job_id=job_id,
+            request_id=response.headers.get("zg-res-key"),
+            verify_tee=extensions.get("verify_tee") is True,
+            created_at=time.time(),
+        )
+        await run_in_threadpool(
+            state_store(ctx).record_router_job, ctx.inference.address, ctx.provider, job
+        )
     body["provider_address"] = ctx.provider
     return _rerender(response, body)
 
@@ -148,24 +157,37 @@ async def _tee(ctx: ProxyContext, job: RouterJob, poll_key: str | None) -> dict[
         return cache[job.job_id]
     chat_id = poll_key or job.request_id
     if chat_id is None:
-        out = {"tee_verified": None, "tee_verification": {
-            "reason": "no_chat_id", "chat_id": None,
-            "detail": "the provider gave no ZG-Res-Key for this job: nothing to verify"}}
+        out = {
+            "tee_verified": None,
+            "tee_verification": {
+                "reason": "no_chat_id",
+                "chat_id": None,
+                "detail": "the provider gave no ZG-Res-Key for this job: nothing to verify",
+            },
+        }
         cache[job.job_id] = out
         return out
     verifier = Verifier(ctx.inference, ctx.provider, "warn", ctx.upstream.client, ctx.metrics)
     result = await verifier.verify(chat_id)
-    what = ("the job result" if poll_key else
-            "the job submission (the provider does not sign job results)")
+    what = (
+        "the job result"
+        if poll_key
+        else "the job submission (the provider does not sign job results)"
+    )
     detail = f"checked the provider's TEE signature of {what}"
     if result is not None and result.detail:
         detail += f": {result.detail}"
-    out = {"tee_verified": None if result is None else result.verified,
-           "tee_verification": {"reason": None if result is None else result.reason.value,
-                                "chat_id": chat_id, "detail": detail}}
+    out = {
+        "tee_verified": None if result is None else result.verified,
+        "tee_verification": {
+            "reason": None if result is None else result.reason.value,
+            "chat_id": chat_id,
+            "detail": detail,
+        },
+    }
     if result is not None and result.verified is not None:
         if len(cache) >= _TEE_CACHE_SIZE:
-            cache.clear()                     # a bound, not an LRU: results are cheap to redo
+            cache.clear()  # a bound, not an LRU: results are cheap to redo
         cache[job.job_id] = out
     return out
 
@@ -176,15 +198,19 @@ async def decorate_poll(ctx: ProxyContext, job_id: str, response: Response) -> R
     body = _json_body(response)
     if response.status_code != 200 or body is None:
         return response
-    job = await run_in_threadpool(state_store(ctx).get_router_job, ctx.inference.address,
-                                  ctx.provider, job_id)
+    job = await run_in_threadpool(
+        state_store(ctx).get_router_job, ctx.inference.address, ctx.provider, job_id
+    )
     created = _created_at(body, job)
     if created is not None:
         body.setdefault("createdAt", created)
     if body.get("status") == "completed":
         billing = await run_in_threadpool(_billing, ctx, job_id)
-        body["x_0g_trace"] = {"request_id": job.request_id if job else None,
-                              "provider": ctx.provider, "billing": billing}
+        body["x_0g_trace"] = {
+            "request_id": job.request_id if job else None,
+            "provider": ctx.provider,
+            "billing": billing,
+        }
         if job is not None and job.verify_tee:
             body.update(await _tee(ctx, job, response.headers.get("zg-res-key")))
     return _rerender(response, body)

@@ -75,8 +75,11 @@ def check_route(ctx: ProxyContext, kind: RouteKind) -> None:
     hint = f"; it serves {', '.join(served)}" if served else ""
     raise ProxyHTTPError(
         f"{_ROUTE_NAMES[kind]} is not served by provider {ctx.provider}: its service type is "
-        f"'{stype}'{hint}", status_code=404, type="invalid_request_error",
-        code="unsupported_route")
+        f"'{stype}'{hint}",
+        status_code=404,
+        type="invalid_request_error",
+        code="unsupported_route",
+    )
 
 
 def check_model(ctx: ProxyContext, kind: RouteKind, model: object) -> None:
@@ -94,8 +97,13 @@ def check_model(ctx: ProxyContext, kind: RouteKind, model: object) -> None:
     if model is None or model == "":
         return
     if not isinstance(model, str):
-        raise ProxyHTTPError("model must be a string", status_code=400,
-                             type="invalid_request_error", code="invalid_model", param="model")
+        raise ProxyHTTPError(
+            "model must be a string",
+            status_code=400,
+            type="invalid_request_error",
+            code="invalid_model",
+            param="model",
+        )
     service = ctx.service
     if not serves_route(service.service_type, kind) or service.multi_model:
         return
@@ -104,5 +112,9 @@ def check_model(ctx: ProxyContext, kind: RouteKind, model: object) -> None:
         shown = shown.encode("utf-8", "replace").decode("utf-8")
         raise ProxyHTTPError(
             f"The model `{shown}` does not exist or you do not have access to it: provider "
-            f"{ctx.provider} serves only `{service.model}`", status_code=404,
-            type="invalid_request_error", code="model_not_found", param="model")
+            f"{ctx.provider} serves only `{service.model}`",
+            status_code=404,
+            type="invalid_request_error",
+            code="model_not_found",
+            param="model",
+        )

@@ -22,15 +22,26 @@ async def transcriptions(ctx: ProxyContext, request: Request) -> Response:
     """Forward a transcription request; bill its ``usage``; verify."""
     ctype = request.headers.get("content-type", "")
     if not ctype.lower().startswith("multipart/form-data"):
-        raise ProxyHTTPError("audio/transcriptions expects multipart/form-data", status_code=400,
-                             type="invalid_request_error", code="invalid_content_type")
+        raise ProxyHTTPError(
+            "audio/transcriptions expects multipart/form-data",
+            status_code=400,
+            type="invalid_request_error",
+            code="invalid_content_type",
+        )
     raw = await read_body(request, ctx.settings.max_body_bytes)
     check_model(ctx, "audio", text_field(raw, ctype, "model"))
     raw = ensure_field(raw, ctype, "model", ctx.default_model)
-    response = await ctx.upstream.send("POST", "/audio/transcriptions", family="audio",
-                                       content=raw, content_type=ctype,
-                                       route="audio/transcriptions")
-    if "text/event-stream" in response.headers.get("content-type", "") and \
-            response.status_code < 400:
+    response = await ctx.upstream.send(
+        "POST",
+        "/audio/transcriptions",
+        family="audio",
+        content=raw,
+        content_type=ctype,
+        route="audio/transcriptions",
+    )
+    if (
+        "text/event-stream" in response.headers.get("content-type", "")
+        and response.status_code < 400
+    ):
         return await stream_response(ctx, response, request_body=raw)
     return await complete_response(ctx, response, usage_json, request_body=raw)

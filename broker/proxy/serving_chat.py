@@ -35,9 +35,13 @@ def prepare_chat_request(body: dict, default_model: str) -> tuple[bytes, bool]:
     """
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise ProxyHTTPError("Missing or invalid messages in request body", status_code=400,
-                             type="invalid_request_error", code="invalid_messages",
-                             param="messages")
+        raise ProxyHTTPError(
+            "Missing or invalid messages in request body",
+            status_code=400,
+            type="invalid_request_error",
+            code="invalid_messages",
+            param="messages",
+        )
     if not body.get("model"):
         body["model"] = default_model
     stream = body.get("stream") in (True, "true")
@@ -62,9 +66,18 @@ async def chat_completions(ctx: ProxyContext, request: Request) -> Response:
     data = await read_json(request, ctx.settings.max_body_bytes)
     check_model(ctx, "chat", data.get("model"))
     body, stream = prepare_chat_request(data, ctx.default_model)
-    response = await ctx.upstream.send("POST", "/chat/completions", family="chat", content=body,
-                                       content_type="application/json", route="chat/completions")
-    if stream and "text/event-stream" in response.headers.get("content-type", "") and \
-            response.status_code < 400:
+    response = await ctx.upstream.send(
+        "POST",
+        "/chat/completions",
+        family="chat",
+        content=body,
+        content_type="application/json",
+        route="chat/completions",
+    )
+    if (
+        stream
+        and "text/event-stream" in response.headers.get("content-type", "")
+        and response.status_code < 400
+    ):
         return await stream_response(ctx, response, request_body=body)
     return await complete_response(ctx, response, usage_json, request_body=body)

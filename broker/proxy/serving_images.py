@@ -81,8 +81,13 @@ def prepare_image_request(body: dict, default_model: str) -> bytes:
     """
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
-        raise ProxyHTTPError("Missing prompt in request body", status_code=400,
-                             type="invalid_request_error", code="missing_prompt", param="prompt")
+        raise ProxyHTTPError(
+            "Missing prompt in request body",
+            status_code=400,
+            type="invalid_request_error",
+            code="missing_prompt",
+            param="prompt",
+        )
     if not body.get("model"):
         body["model"] = default_model
     body.setdefault("size", DEFAULT_IMAGE_SIZE)
@@ -99,8 +104,9 @@ def _checked_n(rule, *args) -> int:
     try:
         return rule(*args)
     except InvalidNError as exc:
-        raise ProxyHTTPError(str(exc), status_code=400, type="invalid_request_error",
-                             code="invalid_n", param="n") from None
+        raise ProxyHTTPError(
+            str(exc), status_code=400, type="invalid_request_error", code="invalid_n", param="n"
+        ) from None
 
 
 async def generate_image(ctx: ProxyContext, request: Request) -> Response:
@@ -109,11 +115,16 @@ async def generate_image(ctx: ProxyContext, request: Request) -> Response:
     pop_router_extensions(data, request)
     check_model(ctx, "images", data.get("model"))
     body = prepare_image_request(data, ctx.default_model)
-    response = await ctx.upstream.send("POST", "/images/generations", family="images",
-                                       content=body, content_type="application/json",
-                                       route="images/generations")
+    response = await ctx.upstream.send(
+        "POST",
+        "/images/generations",
+        family="images",
+        content=body,
+        content_type="application/json",
+        route="images/generations",
+    )
     answer = await complete_response(ctx, response, lambda _raw: body, request_body=body)
-    return await link_files(ctx, request, answer)      # after verification (module files)
+    return await link_files(ctx, request, answer)  # after verification (module files)
 
 
 async def edit_image(ctx: ProxyContext, request: Request) -> Response:
@@ -121,16 +132,26 @@ async def edit_image(ctx: ProxyContext, request: Request) -> Response:
     ``n`` (default 1)."""
     ctype = request.headers.get("content-type", "")
     if not ctype.lower().startswith("multipart/form-data"):
-        raise ProxyHTTPError("images/edits expects multipart/form-data", status_code=400,
-                             type="invalid_request_error", code="invalid_content_type")
+        raise ProxyHTTPError(
+            "images/edits expects multipart/form-data",
+            status_code=400,
+            type="invalid_request_error",
+            code="invalid_content_type",
+        )
     raw = await read_body(request, ctx.settings.max_body_bytes)
     check_model(ctx, "image-edits", text_field(raw, ctype, "model"))
     raw = ensure_field(raw, ctype, "model", ctx.default_model)
     content = {"n": _checked_n(request_n, raw, ctype)}
-    response = await ctx.upstream.send("POST", "/images/edits", family="images", content=raw,
-                                       content_type=ctype, route="images/edits")
+    response = await ctx.upstream.send(
+        "POST",
+        "/images/edits",
+        family="images",
+        content=raw,
+        content_type=ctype,
+        route="images/edits",
+    )
     answer = await complete_response(ctx, response, lambda _raw: content, request_body=raw)
-    return await link_files(ctx, request, answer)      # after verification (module files)
+    return await link_files(ctx, request, answer)  # after verification (module files)
 
 
 def _json_or_none(raw: bytes) -> Any:
@@ -157,23 +178,32 @@ async def async_generate_image(ctx: ProxyContext, request: Request) -> Response:
     pop_router_extensions(data, request)
     check_model(ctx, "images", data.get("model"))
     body = prepare_image_request(data, ctx.default_model)
-    response = await ctx.upstream.send("POST", "/v1/async/images/generations", proxy=False,
-                                       family="images", content=body,
-                                       content_type="application/json",
-                                       route="async/images/generations")
+    response = await ctx.upstream.send(
+        "POST",
+        "/v1/async/images/generations",
+        proxy=False,
+        family="images",
+        content=body,
+        content_type="application/json",
+        route="async/images/generations",
+    )
 
     async def remember(_status: int, raw: bytes) -> None:
         job_id = _job_id_of(raw)
         if job_id is None:
-            logger.warning("the provider %s accepted an async job without a job id; it cannot be "
-                           "billed locally", ctx.provider)
+            logger.warning(
+                "the provider %s accepted an async job without a job id; it cannot be "
+                "billed locally",
+                ctx.provider,
+            )
             return
         await ctx.billing.record_async_job(job_id, json.loads(body))
 
     # refused in enforce: the provider still bills the job when it completes (B9); recorded as
     # disputed now (n images), since the client never learns the job id to poll it
-    return await complete_response(ctx, response, None, on_body=remember, request_body=body,
-                                   refused_bill=lambda _raw: body)
+    return await complete_response(
+        ctx, response, None, on_body=remember, request_body=body, refused_bill=lambda _raw: body
+    )
 
 
 async def get_job(ctx: ProxyContext, job_id: str) -> Response:
@@ -190,30 +220,45 @@ async def get_job(ctx: ProxyContext, job_id: str) -> Response:
         VerificationRefusedError in ``enforce`` mode for a signed result that does not verify.
     """
     if not is_valid_job_id(job_id):
-        raise ProxyHTTPError("job not found (malformed job id)", status_code=404,
-                             type="invalid_request_error", code="job_not_found", param="job_id")
-    response = await ctx.upstream.send("GET", f"/v1/async/jobs/{job_id}", proxy=False,
-                                       route="async/jobs")
+        raise ProxyHTTPError(
+            "job not found (malformed job id)",
+            status_code=404,
+            type="invalid_request_error",
+            code="job_not_found",
+            param="job_id",
+        )
+    response = await ctx.upstream.send(
+        "GET", f"/v1/async/jobs/{job_id}", proxy=False, route="async/jobs"
+    )
     received = await ctx.upstream.read_raw(response)
     raw = decode_body(received, response.headers)
     body = _json_or_none(raw)
     outcome, fee = await ctx.billing.observe_async_job(job_id, response.status_code, body)
     if response.status_code >= 400:
         raise error_from_upstream(response.status_code, raw, response.headers)
-    headers = {k: v for k, v in response.headers.items()
-               if k.lower() in ("retry-after", "location", "zg-res-key")}
+    headers = {
+        k: v
+        for k, v in response.headers.items()
+        if k.lower() in ("retry-after", "location", "zg-res-key")
+    }
     headers[FEE_HEADER] = str(fee)
     if isinstance(body, dict) and body.get("status") == "completed":
         chat_id = response.headers.get("zg-res-key")
-        if chat_id:     # signed by the gateway: bind the result bytes (no request body to hash)
+        if chat_id:  # signed by the gateway: bind the result bytes (no request body to hash)
             result = await ctx.verifier.verify(
-                chat_id, binding=ResponseBinding.of(response_body=received))
+                chat_id, binding=ResponseBinding.of(response_body=received)
+            )
             ctx.verifier.enforce(result)
         else:
             result = await ctx.verifier.unsigned(
                 f"async job {job_id}: the provider does not sign job results (no ZG-Res-Key)",
-                record=outcome is AsyncJobOutcome.BILLED)
+                record=outcome is AsyncJobOutcome.BILLED,
+            )
         headers[VERIFIED_HEADER] = header_value(result)
         headers[REASON_HEADER] = reason_value(result)
-    return Response(raw, status_code=response.status_code, headers=headers,
-                    media_type=response.headers.get("content-type", "application/json"))
+    return Response(
+        raw,
+        status_code=response.status_code,
+        headers=headers,
+        media_type=response.headers.get("content-type", "application/json"),
+    )

@@ -20,8 +20,9 @@ async def list_models(ctx: ProxyContext) -> JSONResponse:
     Raises:
         ProxyHTTPError: 502 when the provider answers something other than a model list.
     """
-    response = await ctx.upstream.send("GET", "/v1/models", proxy=False, authenticated=False,
-                                       route="models")
+    response = await ctx.upstream.send(
+        "GET", "/v1/models", proxy=False, authenticated=False, route="models"
+    )
     raw = await ctx.upstream.read(response)
     if response.status_code == 404:
         data = [{"id": ctx.default_model}]
@@ -36,12 +37,16 @@ async def list_models(ctx: ProxyContext) -> JSONResponse:
             if body.get("object") != "list" or not isinstance(data, list):
                 raise ValueError
         except (ValueError, KeyError, TypeError):
-            raise ProxyHTTPError("the provider's /v1/models is not a model list",
-                                 status_code=502, type="upstream_error",
-                                 code="bad_models") from None
+            raise ProxyHTTPError(
+                "the provider's /v1/models is not a model list",
+                status_code=502,
+                type="upstream_error",
+                code="bad_models",
+            ) from None
     cards = []
     for card in data:
         if isinstance(card, dict) and isinstance(card.get("id"), str):
-            cards.append({"object": "model", "created": int(time.time()),
-                          "owned_by": ctx.provider, **card})
+            cards.append(
+                {"object": "model", "created": int(time.time()), "owned_by": ctx.provider, **card}
+            )
     return JSONResponse({"object": "list", "data": cards})

@@ -96,8 +96,10 @@ class ServeSettings(BaseSettings):
         # ProxyConfigError (not ValueError): pydantic would echo the raw input, key included.
         if self.api_key_file is not None:
             if self.api_key is not None:
-                raise ProxyConfigError("give the API key one way: ZG_SERVE_API_KEY (--api-key) "
-                                       "or an API key file, not both")
+                raise ProxyConfigError(
+                    "give the API key one way: ZG_SERVE_API_KEY (--api-key) "
+                    "or an API key file, not both"
+                )
             self.api_key = read_api_key_file(self.api_key_file)
         elif self.api_key is not None and not self.api_key.get_secret_value().strip():
             raise ProxyConfigError("the API key is empty (unset it to serve without a key)")

@@ -76,11 +76,15 @@ def check_port(host: str, port: int) -> None:
     if not port_available(host, port):
         raise ProxyConfigError(
             f"port {port} on {host} is already in use; choose another with --port",
-            hint=f"0g-broker serve --port {port + 1 if 0 < port < 65535 else 3001} ...")
+            hint=f"0g-broker serve --port {port + 1 if 0 < port < 65535 else 3001} ...",
+        )
 
 
-def preflight(inference: InferenceBroker, provider: str, settings: ServeSettings | None = None,
-              ) -> Service:
+def preflight(
+    inference: InferenceBroker,
+    provider: str,
+    settings: ServeSettings | None = None,
+) -> Service:
     """Everything serve can check before it spends (reads only, no transaction).
 
     Checks that ``settings.host:settings.port`` is free (when ``settings`` is given), that a service
@@ -108,25 +112,33 @@ def preflight(inference: InferenceBroker, provider: str, settings: ServeSettings
     except UnknownProviderError as exc:
         raise ProxyStartupError(
             f"{exc}; nothing was spent",
-            hint="0g-broker list-providers shows the registered providers") from None
+            hint="0g-broker list-providers shows the registered providers",
+        ) from None
     if service.service_type not in SERVICE_TYPES:
         raise ProxyStartupError(
             f"provider {service.provider} serves {service.service_type!r}, which serve does not "
-            f"handle (it handles {', '.join(SERVICE_TYPES)}); nothing was spent")
+            f"handle (it handles {', '.join(SERVICE_TYPES)}); nothing was spent"
+        )
     if not (service.model or "").strip():
         raise ProxyStartupError(
-            f"provider {service.provider} registers no model for its service; nothing was spent")
+            f"provider {service.provider} registers no model for its service; nothing was spent"
+        )
     ledger = getattr(inference, "ledger", None)
     if ledger is not None and hasattr(ledger, "get_ledger"):
         try:
-            ledger.get_ledger()          # funding the sub-account needs a ledger to draw from
+            ledger.get_ledger()  # funding the sub-account needs a ledger to draw from
         except NoLedgerError as exc:
             raise ProxyStartupError(f"{exc}; nothing was spent", hint=exc.hint) from None
     return service
 
 
-def prepare_provider(inference: InferenceBroker, provider: str, settings: ServeSettings, *,
-                     console: Console | None = None) -> StartupReport:
+def prepare_provider(
+    inference: InferenceBroker,
+    provider: str,
+    settings: ServeSettings,
+    *,
+    console: Console | None = None,
+) -> StartupReport:
     """Run the start-up steps for ``provider`` (blocking; chain reads and up to two transactions).
 
     Args:
@@ -151,8 +163,11 @@ def prepare_provider(inference: InferenceBroker, provider: str, settings: ServeS
     provider = service.provider
     _ok(console, f"provider {provider}: {service.service_type} '{service.model}' at {service.url}")
     if not service.tee_signer_acknowledged:
-        _warn(console, "the contract owner has not acknowledged this provider's TEE signer; the "
-                       "provider will refuse requests until it is")
+        _warn(
+            console,
+            "the contract owner has not acknowledged this provider's TEE signer; the "
+            "provider will refuse requests until it is",
+        )
 
     transferred, locked = 0, None
     checker = getattr(inference, "funding_checker", None)
@@ -167,7 +182,8 @@ def prepare_provider(inference: InferenceBroker, provider: str, settings: ServeS
                 raise ProxyStartupError(
                     f"the sub-account for {provider} could not be funded"
                     f"{': ' + status.last_error if status.last_error else ''}. Create or top up "
-                    "the ledger first: 0g-broker add-account --amount 3 (or deposit --amount N)")
+                    "the ledger first: 0g-broker add-account --amount 3 (or deposit --amount N)"
+                )
             if status.last_error:
                 _warn(console, f"funding check: {status.last_error}")
     if locked is not None:
@@ -181,18 +197,25 @@ def prepare_provider(inference: InferenceBroker, provider: str, settings: ServeS
                 result = inference.acknowledge_provider_signer(provider)
             except BrokerError as exc:
                 raise ProxyStartupError(
-                    f"could not acknowledge provider {provider}: {exc}") from None
+                    f"could not acknowledge provider {provider}: {exc}"
+                ) from None
         acknowledged_now = not result.already_acknowledged
-        _ok(console, "provider signer acknowledged" + (" (transaction sent)" if acknowledged_now
-                                                        else ""))
+        _ok(
+            console,
+            "provider signer acknowledged" + (" (transaction sent)" if acknowledged_now else ""),
+        )
 
     started = False
     if settings.auto_funding and hasattr(inference, "start_auto_funding"):
-        status: Any = inference.start_auto_funding(provider, settings.funding_interval,
-                                                   settings.funding_buffer_multiplier)
+        status: Any = inference.start_auto_funding(
+            provider, settings.funding_interval, settings.funding_buffer_multiplier
+        )
         started = True
         if status.locked_balance is not None:
             locked = status.locked_balance
-        _ok(console, f"auto-funding every {settings.funding_interval:g} s "
-                     f"(keeps unsettled fees + {settings.funding_buffer_multiplier} 0G)")
+        _ok(
+            console,
+            f"auto-funding every {settings.funding_interval:g} s "
+            f"(keeps unsettled fees + {settings.funding_buffer_multiplier} 0G)",
+        )
     return StartupReport(provider, service, acknowledged_now, locked, transferred, started)

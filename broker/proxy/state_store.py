@@ -158,10 +158,21 @@ class MediaItem:
 
 
 def _pixazo(row: _PixazoRow) -> PixazoRecord:
-    return PixazoRecord(row.request_id, row.provider, row.model_id, row.job_id, row.status,
-                        row.error, row.created_at, row.updated_at, row.completed_at,
-                        row.webhook_url, row.webhook_delivered, json.loads(row.options or "{}"),
-                        json.loads(row.final_body) if row.final_body else None)
+    return PixazoRecord(
+        row.request_id,
+        row.provider,
+        row.model_id,
+        row.job_id,
+        row.status,
+        row.error,
+        row.created_at,
+        row.updated_at,
+        row.completed_at,
+        row.webhook_url,
+        row.webhook_delivered,
+        json.loads(row.options or "{}"),
+        json.loads(row.final_body) if row.final_body else None,
+    )
 
 
 class ServeStateStore:
@@ -185,18 +196,21 @@ class ServeStateStore:
             reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
             raise ProxyConfigError(
                 f"serve's state database {_safe_url(self.url)} cannot be opened ({reason}); "
-                "set ZG_SERVE_STATE_URL to a writable location") from None
+                "set ZG_SERVE_STATE_URL to a writable location"
+            ) from None
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
 
     @staticmethod
     def _make_engine(url: str) -> Engine:
         if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-            Path(url[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            Path(url[len("sqlite:///") :]).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, **({} if url.startswith("sqlite") else {"pool_pre_ping": True}))
         if engine.dialect.name == "sqlite":
+
             @event.listens_for(engine, "connect")
             def _connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
                 dbapi_connection.execute("PRAGMA busy_timeout = 10000")
+
         return engine
 
     def close(self) -> None:
@@ -210,9 +224,16 @@ class ServeStateStore:
         with self._lock, self._sessions.begin() as session:
             key = (user.lower(), provider.lower(), job.job_id)
             if session.get(_RouterJobRow, key) is None:
-                session.add(_RouterJobRow(user=key[0], provider=key[1], job_id=job.job_id,
-                                          request_id=job.request_id, verify_tee=job.verify_tee,
-                                          created_at=job.created_at))
+                session.add(
+                    _RouterJobRow(
+                        user=key[0],
+                        provider=key[1],
+                        job_id=job.job_id,
+                        request_id=job.request_id,
+                        verify_tee=job.verify_tee,
+                        created_at=job.created_at,
+                    )
+                )
 
     def get_router_job(self, user: str, provider: str, job_id: str) -> RouterJob | None:
         """The job as submitted by ``user`` to ``provider``, or ``None``."""
@@ -224,16 +245,37 @@ class ServeStateStore:
 
     # -- Pixazo-compatible requests ------------------------------------------------------------
 
-    def create_pixazo(self, user: str, provider: str, request_id: str, model_id: str,
-                      job_id: str | None, status: str, *, webhook_url: str | None,
-                      options: dict[str, Any], error: str | None = None) -> PixazoRecord:
+    def create_pixazo(
+        self,
+        user: str,
+        provider: str,
+        request_id: str,
+        model_id: str,
+        job_id: str | None,
+        status: str,
+        *,
+        webhook_url: str | None,
+        options: dict[str, Any],
+        error: str | None = None,
+    ) -> PixazoRecord:
         """Insert a new request row and return it."""
         now = time.time()
-        row = _PixazoRow(request_id=request_id, user=user.lower(), provider=provider.lower(),
-                         model_id=model_id, job_id=job_id, status=status, error=error,
-                         created_at=now, updated_at=now, completed_at=None,
-                         webhook_url=webhook_url, webhook_delivered=False,
-                         options=json.dumps(options), final_body=None)
+        row = _PixazoRow(
+            request_id=request_id,
+            user=user.lower(),
+            provider=provider.lower(),
+            model_id=model_id,
+            job_id=job_id,
+            status=status,
+            error=error,
+            created_at=now,
+            updated_at=now,
+            completed_at=None,
+            webhook_url=webhook_url,
+            webhook_delivered=False,
+            options=json.dumps(options),
+            final_body=None,
+        )
         with self._lock, self._sessions.begin() as session:
             session.add(row)
         return _pixazo(row)
@@ -246,8 +288,14 @@ class ServeStateStore:
                 return None
             return _pixazo(row)
 
-    def update_pixazo(self, request_id: str, *, status: str, error: str | None = None,
-                      final_body: dict[str, Any] | None = None) -> PixazoRecord | None:
+    def update_pixazo(
+        self,
+        request_id: str,
+        *,
+        status: str,
+        error: str | None = None,
+        final_body: dict[str, Any] | None = None,
+    ) -> PixazoRecord | None:
         """Move a request that is not final yet to ``status`` (``final_body`` given: it becomes
         final, ``completed_at`` set). A final request is never changed.
 
@@ -274,29 +322,42 @@ class ServeStateStore:
             result = session.execute(
                 update(_PixazoRow)
                 .where(_PixazoRow.request_id == request_id, _PixazoRow.webhook_delivered.is_(False))
-                .values(webhook_delivered=True))
+                .values(webhook_delivered=True)
+            )
             return result.rowcount == 1
 
     def pending_webhooks(self, user: str, provider: str) -> list[str]:
         """Ids of ``user``'s requests to ``provider`` with a webhook whose final status was not
         delivered yet (resumed at start-up)."""
         stmt = select(_PixazoRow.request_id).where(
-            _PixazoRow.user == user.lower(), _PixazoRow.provider == provider.lower(),
-            _PixazoRow.webhook_url.is_not(None), _PixazoRow.webhook_delivered.is_(False))
+            _PixazoRow.user == user.lower(),
+            _PixazoRow.provider == provider.lower(),
+            _PixazoRow.webhook_url.is_not(None),
+            _PixazoRow.webhook_delivered.is_(False),
+        )
         with self._lock, self._sessions() as session:
             return list(session.scalars(stmt))
 
     # -- media ---------------------------------------------------------------------------------
 
-    def put_media(self, user: str, request_id: str, media_id: str, content_type: str,
-                  data: bytes, ttl: float) -> None:
+    def put_media(
+        self, user: str, request_id: str, media_id: str, content_type: str, data: bytes, ttl: float
+    ) -> None:
         """Store one image for ``ttl`` seconds (and delete expired ones)."""
         now = time.time()
         with self._lock, self._sessions.begin() as session:
             session.execute(delete(_MediaRow).where(_MediaRow.expires_at < now))
-            session.add(_MediaRow(media_id=media_id, user=user.lower(), request_id=request_id,
-                                  content_type=content_type, data=data, expires_at=now + ttl,
-                                  size=len(data)))
+            session.add(
+                _MediaRow(
+                    media_id=media_id,
+                    user=user.lower(),
+                    request_id=request_id,
+                    content_type=content_type,
+                    data=data,
+                    expires_at=now + ttl,
+                    size=len(data),
+                )
+            )
 
     def get_media(self, user: str, media_id: str) -> MediaItem | None:
         """``user``'s unexpired image ``media_id``, or ``None``."""
@@ -305,4 +366,3 @@ class ServeStateStore:
             if row is None or row.user != user.lower() or row.expires_at < time.time():
                 return None
             return MediaItem(row.media_id, row.content_type, row.data)
-

@@ -66,8 +66,10 @@ def _encode(events: list[str]) -> bytes:
 
 
 def _outcome_comments(result: VerificationResult | None) -> bytes:
-    return (f": {VERIFIED_HEADER}: {header_value(result)}\n\n"
-            f": {REASON_HEADER}: {reason_value(result)}\n\n").encode()
+    return (
+        f": {VERIFIED_HEADER}: {header_value(result)}\n\n"
+        f": {REASON_HEADER}: {reason_value(result)}\n\n"
+    ).encode()
 
 
 class _StreamState:
@@ -110,8 +112,9 @@ class _StreamState:
         return ResponseBinding(self.hash.hexdigest(), self.request_hash)
 
 
-async def _settle(ctx: ProxyContext, state: _StreamState, *, refusable: bool = False
-                  ) -> VerificationResult | None:
+async def _settle(
+    ctx: ProxyContext, state: _StreamState, *, refusable: bool = False
+) -> VerificationResult | None:
     """Verify and bill (as disputed when ``refusable`` and enforce refuses: then one after the
     other; otherwise concurrently); returns the result."""
     usage = state.usage.usage
@@ -121,7 +124,8 @@ async def _settle(ctx: ProxyContext, state: _StreamState, *, refusable: bool = F
         # never refused: the signature check runs alongside billing (both done before [DONE])
         result, _fee = await asyncio.gather(
             ctx.verifier.verify(chat_id, binding=state.binding()),
-            ctx.billing.record(content, chat_id=chat_id))
+            ctx.billing.record(content, chat_id=chat_id),
+        )
         return result
     result = await ctx.verifier.verify(chat_id, binding=state.binding())
     refused = ctx.verifier.refuses(result)
@@ -129,8 +133,9 @@ async def _settle(ctx: ProxyContext, state: _StreamState, *, refusable: bool = F
     return result
 
 
-async def _drain_and_settle(ctx: ProxyContext, response: httpx.Response,
-                            state: _StreamState) -> None:
+async def _drain_and_settle(
+    ctx: ProxyContext, response: httpx.Response, state: _StreamState
+) -> None:
     try:
         async for chunk in response.aiter_raw():
             state.feed_raw(chunk)
@@ -154,8 +159,9 @@ def _client_headers(ctx: ProxyContext, response: httpx.Response) -> dict[str, st
     return headers
 
 
-async def _buffered(ctx: ProxyContext, response: httpx.Response,
-                    request_body: bytes | None) -> Response:
+async def _buffered(
+    ctx: ProxyContext, response: httpx.Response, request_body: bytes | None
+) -> Response:
     """Read the whole stream, verify it, then answer it in one piece (or refuse it)."""
     state = _StreamState(response, request_body)
     received = await ctx.upstream.read_raw(response)
@@ -164,18 +170,20 @@ async def _buffered(ctx: ProxyContext, response: httpx.Response,
     events = state.feed_text(text) + state.close()
     state.finished = True
     result = await _settle(ctx, state, refusable=True)
-    ctx.verifier.enforce(result)        # nothing was sent yet: a refusal is a plain 502
+    ctx.verifier.enforce(result)  # nothing was sent yet: a refusal is a plain 502
     body = _encode(events)
     body += _outcome_comments(result) + b"data: [DONE]\n\n"
     headers = _client_headers(ctx, response)
     headers[VERIFIED_HEADER] = header_value(result)
     headers[REASON_HEADER] = reason_value(result)
-    return Response(body, status_code=response.status_code, headers=headers,
-                    media_type="text/event-stream")
+    return Response(
+        body, status_code=response.status_code, headers=headers, media_type="text/event-stream"
+    )
 
 
-async def stream_response(ctx: ProxyContext, response: httpx.Response, *,
-                          request_body: bytes | None = None) -> Response:
+async def stream_response(
+    ctx: ProxyContext, response: httpx.Response, *, request_body: bytes | None = None
+) -> Response:
     """The client's answer for an upstream SSE ``response`` (status < 400, body unread).
 
     Args:
@@ -208,9 +216,14 @@ async def stream_response(ctx: ProxyContext, response: httpx.Response, *,
         except httpx.HTTPError as exc:
             await response.aclose()
             state.finished = True
-            yield _error_event(ProxyHTTPError(
-                f"the provider's stream broke off ({type(exc).__name__})", status_code=502,
-                type="upstream_error", code="upstream_stream_broken"))
+            yield _error_event(
+                ProxyHTTPError(
+                    f"the provider's stream broke off ({type(exc).__name__})",
+                    status_code=502,
+                    type="upstream_error",
+                    code="upstream_stream_broken",
+                )
+            )
             state.close()
             await _settle(ctx, state)
             return
@@ -219,7 +232,8 @@ async def stream_response(ctx: ProxyContext, response: httpx.Response, *,
             if not state.finished:
                 state.finished = True
                 task = asyncio.get_running_loop().create_task(
-                    _drain_and_settle(ctx, response, state))
+                    _drain_and_settle(ctx, response, state)
+                )
                 _background.add(task)
                 task.add_done_callback(_background.discard)
             raise
@@ -231,5 +245,6 @@ async def stream_response(ctx: ProxyContext, response: httpx.Response, *,
 
     headers = _client_headers(ctx, response)
     headers[VERIFIED_HEADER] = "off" if ctx.verifier.mode == "off" else "deferred"
-    return StreamingResponse(relay(), status_code=response.status_code, headers=headers,
-                             media_type="text/event-stream")
+    return StreamingResponse(
+        relay(), status_code=response.status_code, headers=headers, media_type="text/event-stream"
+    )

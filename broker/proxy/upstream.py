@@ -30,9 +30,15 @@ if TYPE_CHECKING:
     from broker.proxy.metrics import ProxyMetrics
     from broker.proxy.settings import ServeSettings
 
-__all__ = ["AUTH_HEADER_TTL_S", "Family", "Upstream", "decode_body", "error_from_upstream",
-           "json_dumps",
-           "passthrough_headers"]
+__all__ = [
+    "AUTH_HEADER_TTL_S",
+    "Family",
+    "Upstream",
+    "decode_body",
+    "error_from_upstream",
+    "json_dumps",
+    "passthrough_headers",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +50,19 @@ AUTH_HEADER_TTL_S = 1.0
 #: Route family, which selects the read timeout.
 Family = Literal["images", "chat", "audio", "default"]
 
-_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding",
-        "access-control-allow-origin", "access-control-expose-headers",
-        "access-control-allow-credentials", "vary", "server", "date"}
+_HOP = {
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "content-encoding",
+    "access-control-allow-origin",
+    "access-control-expose-headers",
+    "access-control-allow-credentials",
+    "vary",
+    "server",
+    "date",
+}
 
 
 def _message_of(body: bytes) -> tuple[str, str | None, str | None]:
@@ -63,15 +79,19 @@ def _message_of(body: bytes) -> tuple[str, str | None, str | None]:
             return err, None, None
         if isinstance(err, dict):
             code = err.get("code")
-            return (str(err.get("message") or text[:2000]), err.get("type"),
-                    None if code is None else str(code))
+            return (
+                str(err.get("message") or text[:2000]),
+                err.get("type"),
+                None if code is None else str(code),
+            )
         if isinstance(data.get("detail"), str):
             return data["detail"], None, None
     return text[:2000], None, None
 
 
-def error_from_upstream(status: int, body: bytes, headers: httpx.Headers | dict[str, str]
-                        ) -> ProxyHTTPError:
+def error_from_upstream(
+    status: int, body: bytes, headers: httpx.Headers | dict[str, str]
+) -> ProxyHTTPError:
     """Map a provider error response to the error the proxy answers with.
 
     ========================================== ====== ============================
@@ -96,21 +116,34 @@ def error_from_upstream(status: int, body: bytes, headers: httpx.Headers | dict[
     retry_after = headers.get("retry-after") or headers.get("Retry-After")
     lowered = message.lower()
     if status == 402 or (status == 400 and "insufficient balance" in lowered):
-        return UpstreamError(message, status_code=402, type="insufficient_quota",
-                             code="insufficient_balance")
+        return UpstreamError(
+            message, status_code=402, type="insufficient_quota", code="insufficient_balance"
+        )
     if status == 429:
-        return UpstreamError(message, status_code=429, type="rate_limit_error",
-                             code=code or "rate_limited", retry_after=retry_after or "1")
+        return UpstreamError(
+            message,
+            status_code=429,
+            type="rate_limit_error",
+            code=code or "rate_limited",
+            retry_after=retry_after or "1",
+        )
     if status == 503:
-        return UpstreamError(message, status_code=503, type="upstream_overloaded",
-                             code=code or "overloaded", retry_after=retry_after or "1")
+        return UpstreamError(
+            message,
+            status_code=503,
+            type="upstream_overloaded",
+            code=code or "overloaded",
+            retry_after=retry_after or "1",
+        )
     if status == 504:
         return UpstreamTimeoutError(message, code="upstream_timeout")
     if status >= 500:
-        return UpstreamError(f"upstream error (HTTP {status}): {message}", status_code=502,
-                             code=f"upstream_{status}")
-    return UpstreamError(message, status_code=status, type=etype or "invalid_request_error",
-                         code=code)
+        return UpstreamError(
+            f"upstream error (HTTP {status}): {message}", status_code=502, code=f"upstream_{status}"
+        )
+    return UpstreamError(
+        message, status_code=status, type=etype or "invalid_request_error", code=code
+    )
 
 
 def passthrough_headers(headers: httpx.Headers) -> dict[str, str]:
@@ -141,8 +174,14 @@ class Upstream:
         metrics: where upstream statuses are counted (optional).
     """
 
-    def __init__(self, inference: InferenceBroker, provider: str, service_url: str,
-                 settings: ServeSettings, metrics: ProxyMetrics | None = None) -> None:
+    def __init__(
+        self,
+        inference: InferenceBroker,
+        provider: str,
+        service_url: str,
+        settings: ServeSettings,
+        metrics: ProxyMetrics | None = None,
+    ) -> None:
         self.inference = inference
         self.provider = provider
         self.base_url = service_url.rstrip("/")
@@ -152,8 +191,10 @@ class Upstream:
         # that comes compressed anyway is hashed raw and decoded for the client (read_raw)
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.default_timeout, connect=settings.connect_timeout),
-            limits=httpx.Limits(max_connections=settings.max_connections,
-                                max_keepalive_connections=settings.max_connections),
+            limits=httpx.Limits(
+                max_connections=settings.max_connections,
+                max_keepalive_connections=settings.max_connections,
+            ),
             headers={"Accept-Encoding": "identity"},
         )
         self._auth: tuple[dict[str, str], float] | None = None
@@ -163,8 +204,11 @@ class Upstream:
 
     def timeout(self, family: Family) -> httpx.Timeout:
         """The timeout of a route family (read/write/pool = the family's seconds)."""
-        seconds = {"images": self.settings.images_timeout, "chat": self.settings.chat_timeout,
-                   "audio": self.settings.audio_timeout}.get(family, self.settings.default_timeout)
+        seconds = {
+            "images": self.settings.images_timeout,
+            "chat": self.settings.chat_timeout,
+            "audio": self.settings.audio_timeout,
+        }.get(family, self.settings.default_timeout)
         return httpx.Timeout(seconds, connect=self.settings.connect_timeout)
 
     async def auth_headers(self) -> dict[str, str]:
@@ -181,10 +225,19 @@ class Upstream:
         self._auth = (headers, now + AUTH_HEADER_TTL_S)
         return headers
 
-    async def send(self, method: str, path: str, *, family: Family = "default",
-                   content: bytes | None = None, content_type: str | None = None,
-                   params: dict[str, str] | None = None, proxy: bool = True,
-                   authenticated: bool = True, route: str = "") -> httpx.Response:
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        family: Family = "default",
+        content: bytes | None = None,
+        content_type: str | None = None,
+        params: dict[str, str] | None = None,
+        proxy: bool = True,
+        authenticated: bool = True,
+        route: str = "",
+    ) -> httpx.Response:
         """Send one request and return the response with its body **unread** (stream or read it,
         then close it).
 
@@ -210,32 +263,45 @@ class Upstream:
                 headers["Content-Type"] = content_type
             if authenticated:
                 headers.update(await self.auth_headers())
-            request = self.client.build_request(method, url, content=content, params=params,
-                                                headers=headers, timeout=self.timeout(family))
+            request = self.client.build_request(
+                method,
+                url,
+                content=content,
+                params=params,
+                headers=headers,
+                timeout=self.timeout(family),
+            )
             try:
                 response = await self.client.send(request, stream=True)
             except httpx.TimeoutException:
                 self._count(route, "timeout")
                 raise UpstreamTimeoutError(
                     f"the provider did not answer within {self.timeout(family).read:g} s",
-                    code="upstream_timeout") from None
+                    code="upstream_timeout",
+                ) from None
             except httpx.HTTPError as exc:
                 self._count(route, "unreachable")
                 raise UpstreamUnavailableError(
                     f"the provider is unreachable ({type(exc).__name__})",
-                    code="upstream_unreachable") from None
+                    code="upstream_unreachable",
+                ) from None
             self._count(route, str(response.status_code))
-            if (authenticated and attempt == 0 and response.status_code in (400, 401, 403)):
+            if authenticated and attempt == 0 and response.status_code in (400, 401, 403):
                 raw = await self.read_raw(response)
                 if is_session_rejection(response.status_code, decode_body(raw, response.headers)):
-                    logger.info("provider %s rejected the session token; refreshing it once",
-                                self.provider)
+                    logger.info(
+                        "provider %s rejected the session token; refreshing it once", self.provider
+                    )
                     self._auth = None
                     await run_in_threadpool(self.inference.invalidate_session, self.provider)
                     continue
                 # the body was read to look at it: hand on a response that replays those bytes
-                return httpx.Response(response.status_code, headers=response.headers,
-                                      stream=_RawReplay(raw), request=request)
+                return httpx.Response(
+                    response.status_code,
+                    headers=response.headers,
+                    stream=_RawReplay(raw),
+                    request=request,
+                )
             return response
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -255,12 +321,14 @@ class Upstream:
         try:
             return b"".join([chunk async for chunk in response.aiter_raw()])
         except httpx.TimeoutException:
-            raise UpstreamTimeoutError("the provider's response timed out",
-                                       code="upstream_timeout") from None
+            raise UpstreamTimeoutError(
+                "the provider's response timed out", code="upstream_timeout"
+            ) from None
         except httpx.HTTPError as exc:
             raise UpstreamUnavailableError(
                 f"the provider's response broke off ({type(exc).__name__})",
-                code="upstream_unreachable") from None
+                code="upstream_unreachable",
+            ) from None
         finally:
             await response.aclose()
 
@@ -270,7 +338,7 @@ class Upstream:
         Raises:
             UpstreamTimeoutError, UpstreamUnavailableError: the body did not arrive.
         """
-        if response.is_stream_consumed:      # read (and decoded) by send() already
+        if response.is_stream_consumed:  # read (and decoded) by send() already
             await response.aclose()
             return response.content
         return decode_body(await self.read_raw(response), response.headers)

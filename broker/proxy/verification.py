@@ -36,9 +36,15 @@ if TYPE_CHECKING:
     from broker.proxy.metrics import ProxyMetrics
     from broker.proxy.settings import VerifyMode
 
-__all__ = ["REASON_HEADER", "SEEN_CHAT_IDS", "SERVICE_MEMO_S", "VERIFIED_HEADER", "Verifier",
-           "header_value",
-           "reason_value"]
+__all__ = [
+    "REASON_HEADER",
+    "SEEN_CHAT_IDS",
+    "SERVICE_MEMO_S",
+    "VERIFIED_HEADER",
+    "Verifier",
+    "header_value",
+    "reason_value",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +57,11 @@ SERVICE_MEMO_S = 1.0
 #: How many recent chat ids a :class:`Verifier` remembers to detect a reused one.
 SEEN_CHAT_IDS = 10_000
 
-_RETRY_REASONS = (VerificationReason.SIGNER_NOT_ACKNOWLEDGED, VerificationReason.SIGNER_MISMATCH,
-                  VerificationReason.NOT_VERIFIABLE)
+_RETRY_REASONS = (
+    VerificationReason.SIGNER_NOT_ACKNOWLEDGED,
+    VerificationReason.SIGNER_MISMATCH,
+    VerificationReason.NOT_VERIFIABLE,
+)
 
 
 def reason_value(result: VerificationResult | None) -> str:
@@ -82,8 +91,14 @@ class Verifier:
         metrics: counters to update (optional).
     """
 
-    def __init__(self, inference: InferenceBroker, provider: str, mode: VerifyMode,
-                 client: httpx.AsyncClient, metrics: ProxyMetrics | None = None) -> None:
+    def __init__(
+        self,
+        inference: InferenceBroker,
+        provider: str,
+        mode: VerifyMode,
+        client: httpx.AsyncClient,
+        metrics: ProxyMetrics | None = None,
+    ) -> None:
         self.inference = inference
         self.provider = provider
         self.mode = mode
@@ -104,8 +119,9 @@ class Verifier:
         self._cached_service = (service, now + SERVICE_MEMO_S)
         return service
 
-    def _reused(self, chat_id: str | None, binding: ResponseBinding | None
-                ) -> VerificationResult | None:
+    def _reused(
+        self, chat_id: str | None, binding: ResponseBinding | None
+    ) -> VerificationResult | None:
         """``chat_id_mismatch`` when ``chat_id`` already named an earlier response of this proxy
         (each response gets a fresh ``ZG-Res-Key``, B5: a repeated one was swapped or replayed,
         even when the two exchanges had identical bytes); else remember it (bounded by
@@ -116,16 +132,21 @@ class Verifier:
         key = chat_id.lower()
         if key in self._seen:
             return VerificationResult(
-                False, VerificationReason.CHAT_ID_MISMATCH, chat_id=chat_id,
+                False,
+                VerificationReason.CHAT_ID_MISMATCH,
+                chat_id=chat_id,
                 detail="this chat id already belonged to an earlier response (replayed or swapped "
-                       "ZG-Res-Key)", binding=binding.level)
+                "ZG-Res-Key)",
+                binding=binding.level,
+            )
         self._seen[key] = binding.response_hash
         while len(self._seen) > SEEN_CHAT_IDS:
             self._seen.popitem(last=False)
         return None
 
-    async def verify(self, chat_id: str | None, *, binding: ResponseBinding | None = None
-                     ) -> VerificationResult | None:
+    async def verify(
+        self, chat_id: str | None, *, binding: ResponseBinding | None = None
+    ) -> VerificationResult | None:
         """Verify one response now (signatures expire on the provider after ~20 min).
 
         Args:
@@ -144,23 +165,34 @@ class Verifier:
         result = self._reused(chat_id, binding)
         if result is None:
             service = await self._service()
-            result = await averify_response_signature(service, chat_id, client=self.client,
-                                                       binding=binding)
+            result = await averify_response_signature(
+                service, chat_id, client=self.client, binding=binding
+            )
             if result.verified is False and result.reason in _RETRY_REASONS:
-                service = await run_in_threadpool(self.inference.get_service, self.provider,
-                                                  refresh=True)
+                service = await run_in_threadpool(
+                    self.inference.get_service, self.provider, refresh=True
+                )
                 self._cached_service = (service, time.monotonic() + SERVICE_MEMO_S)
-                result = await averify_response_signature(service, chat_id, client=self.client,
-                                                           binding=binding)
+                result = await averify_response_signature(
+                    service, chat_id, client=self.client, binding=binding
+                )
         if chat_id:
-            await run_in_threadpool(self.inference.fee_store.record_verification,
-                                    self.inference.address, self.provider, result)
+            await run_in_threadpool(
+                self.inference.fee_store.record_verification,
+                self.inference.address,
+                self.provider,
+                result,
+            )
         if self.metrics is not None:
             m = self.metrics
             m.child(m.verifications, header_value(result), result.reason.value).inc()
         if result.verified is False:
-            logger.warning("response %s from %s not verified: %s", chat_id, self.provider,
-                           result.detail or result.reason.value)
+            logger.warning(
+                "response %s from %s not verified: %s",
+                chat_id,
+                self.provider,
+                result.detail or result.reason.value,
+            )
         return result
 
     async def unsigned(self, detail: str, *, record: bool = True) -> VerificationResult | None:
@@ -175,8 +207,12 @@ class Verifier:
             return None
         result = VerificationResult(None, VerificationReason.NO_CHAT_ID, detail=detail)
         if record:
-            await run_in_threadpool(self.inference.fee_store.record_verification,
-                                    self.inference.address, self.provider, result)
+            await run_in_threadpool(
+                self.inference.fee_store.record_verification,
+                self.inference.address,
+                self.provider,
+                result,
+            )
         if self.metrics is not None:
             m = self.metrics
             m.child(m.verifications, header_value(result), result.reason.value).inc()
@@ -199,4 +235,6 @@ class Verifier:
         detail = f" ({result.detail})" if result.detail else ""
         raise VerificationRefusedError(
             f"the provider's response signature did not verify: {result.reason.value}{detail}; "
-            "refused (verify mode enforce)", code=result.reason.value)
+            "refused (verify mode enforce)",
+            code=result.reason.value,
+        )

@@ -84,8 +84,10 @@ class CsrfGuard:
             raise CsrfError("refused: unexpected Host header")
         origin = request.headers.get("origin")
         if origin != f"http://{request.headers.get('host', '')}":
-            raise CsrfError("refused: this action is only accepted from the dashboard's own page "
-                            "(Origin missing or from another site)")
+            raise CsrfError(
+                "refused: this action is only accepted from the dashboard's own page "
+                "(Origin missing or from another site)"
+            )
         ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if ctype != "application/json":
             raise CsrfError("refused: the body must be JSON (Content-Type: application/json)")
@@ -108,9 +110,15 @@ class PendingAction:
 
     def as_json(self) -> dict[str, Any]:
         """JSON-ready dict (amount as neuron string and exact ``amount_0g``)."""
-        return {"id": self.id, "action": self.action, "amount": str(self.amount),
-                "amount_0g": format_0g(self.amount), "provider": self.provider,
-                "summary": self.summary, "expires_at": self.expires_at}
+        return {
+            "id": self.id,
+            "action": self.action,
+            "amount": str(self.amount),
+            "amount_0g": format_0g(self.amount),
+            "provider": self.provider,
+            "summary": self.summary,
+            "expires_at": self.expires_at,
+        }
 
 
 class ActionBook:
@@ -160,9 +168,14 @@ class ActionBook:
                 raise UIInputError(str(exc)) from None
         self._check_funds(action, amount)
         summary = ACTIONS[action].format(amount=format_0g(amount), provider=provider)
-        pending = PendingAction(id=secrets.token_urlsafe(16), action=action, amount=amount,
-                                provider=provider, summary=summary,
-                                expires_at=time.time() + self.ttl)
+        pending = PendingAction(
+            id=secrets.token_urlsafe(16),
+            action=action,
+            amount=amount,
+            provider=provider,
+            summary=summary,
+            expires_at=time.time() + self.ttl,
+        )
         with self._lock:
             self._expire()
             self._pending[pending.id] = pending
@@ -173,17 +186,22 @@ class ActionBook:
         if action == "deposit":
             balance = int(self.broker.w3.eth.get_balance(self.broker.address))
             if balance < amount:
-                raise UIInputError(f"your wallet holds {format_0g(balance)} 0G, less than "
-                                   f"{format_0g(amount)} 0G (plus gas)")
+                raise UIInputError(
+                    f"your wallet holds {format_0g(balance)} 0G, less than "
+                    f"{format_0g(amount)} 0G (plus gas)"
+                )
             return
         try:
             ledger = self.broker.ledger.get_ledger()
         except NoLedgerError:
-            raise UIInputError("you have no ledger yet: create one with "
-                               "`0g-broker add-account --amount N`") from None
+            raise UIInputError(
+                "you have no ledger yet: create one with `0g-broker add-account --amount N`"
+            ) from None
         if ledger.available_balance < amount:
-            raise UIInputError(f"your ledger has {format_0g(ledger.available_balance)} 0G "
-                               f"available, less than {format_0g(amount)} 0G")
+            raise UIInputError(
+                f"your ledger has {format_0g(ledger.available_balance)} 0G "
+                f"available, less than {format_0g(amount)} 0G"
+            )
 
     def _expire(self) -> None:
         now = time.time()
@@ -204,21 +222,29 @@ class ActionBook:
             self._expire()
             pending = self._pending.pop(action_id, None)
         if pending is None:
-            raise ActionNotFoundError("no such pending action (already done, or expired after "
-                                      f"{int(self.ttl)} s): prepare it again")
+            raise ActionNotFoundError(
+                "no such pending action (already done, or expired after "
+                f"{int(self.ttl)} s): prepare it again"
+            )
         ledger = self.broker.ledger
         try:
             if pending.action == "deposit":
                 result = ledger.deposit_fund(Neuron(pending.amount))
             elif pending.action == "transfer":
-                result = ledger.transfer_fund(pending.provider, "inference",
-                                              Neuron(pending.amount))
+                result = ledger.transfer_fund(pending.provider, "inference", Neuron(pending.amount))
             else:
                 result = ledger.refund(Neuron(pending.amount))
         except InputError as exc:
             raise UIInputError(str(exc)) from None
         except BrokerError as exc:
             raise UIChainError(f"{pending.action} failed: {exc}") from None
-        return {"ok": True, **{k: v for k, v in pending.as_json().items()
-                               if k in ("action", "amount", "amount_0g", "provider")},
-                "tx_hash": result.tx_hash, "block_number": result.block_number}
+        return {
+            "ok": True,
+            **{
+                k: v
+                for k, v in pending.as_json().items()
+                if k in ("action", "amount", "amount_0g", "provider")
+            },
+            "tx_hash": result.tx_hash,
+            "block_number": result.block_number,
+        }

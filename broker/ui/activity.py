@@ -78,7 +78,7 @@ class RequestLog:
             items = [r for r in items if not r.verified]
         elif verified:
             items = [r for r in items if r.verified == verified]
-        return items[:max(0, limit)]
+        return items[: max(0, limit)]
 
 
 def _model_of(body: bytes) -> str:
@@ -122,17 +122,22 @@ class RequestLogMiddleware:
         async def receive_wrapper():
             message = await receive()
             if message.get("type") == "http.request" and len(peek) < _MODEL_PEEK_BYTES:
-                peek.extend(message.get("body", b"")[:_MODEL_PEEK_BYTES - len(peek)])
+                peek.extend(message.get("body", b"")[: _MODEL_PEEK_BYTES - len(peek)])
             return message
 
         async def send_wrapper(message):
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
                 state["latency"] = (time.perf_counter() - start) * 1000
-                state["headers"] = {k.decode("latin-1").lower(): v.decode("latin-1")
-                                    for k, v in message.get("headers", [])}
-            elif message["type"] == "http.response.body" and state["status"] >= 400 \
-                    and len(state["err"]) < 8192:
+                state["headers"] = {
+                    k.decode("latin-1").lower(): v.decode("latin-1")
+                    for k, v in message.get("headers", [])
+                }
+            elif (
+                message["type"] == "http.response.body"
+                and state["status"] >= 400
+                and len(state["err"]) < 8192
+            ):
                 state["err"].extend(message.get("body", b"")[:8192])
             await send(message)
 
@@ -147,11 +152,20 @@ class RequestLogMiddleware:
                 reason = "the provider's TEE signature did not verify"
             elif not reason and verified == "none":
                 reason = "the response carried no chat ID to verify"
-            self.log.add(RequestRecord(
-                at=at, method=scope.get("method", ""), route=path, status=state["status"] or 500,
-                model=_model_of(bytes(peek)), fee=int(fee) if fee.isdigit() else 0,
-                verified=verified, latency_ms=round(state["latency"], 1), reason=reason,
-                chat_id=headers.get("zg-res-key", "")[:200]))
+            self.log.add(
+                RequestRecord(
+                    at=at,
+                    method=scope.get("method", ""),
+                    route=path,
+                    status=state["status"] or 500,
+                    model=_model_of(bytes(peek)),
+                    fee=int(fee) if fee.isdigit() else 0,
+                    verified=verified,
+                    latency_ms=round(state["latency"], 1),
+                    reason=reason,
+                    chat_id=headers.get("zg-res-key", "")[:200],
+                )
+            )
 
 
 class FundingLog:
@@ -168,9 +182,16 @@ class FundingLog:
             return
         at = event.at.timestamp() if hasattr(event.at, "timestamp") else float(event.at)
         with self._lock:
-            self._items.append({"kind": event.kind, "provider": event.provider, "at": at,
-                                "amount": str(event.amount), "amount_0g": format_0g(event.amount),
-                                "detail": event.detail})
+            self._items.append(
+                {
+                    "kind": event.kind,
+                    "provider": event.provider,
+                    "at": at,
+                    "amount": str(event.amount),
+                    "amount_0g": format_0g(event.amount),
+                    "detail": event.detail,
+                }
+            )
 
     def recent(self) -> list[dict[str, Any]]:
         """Newest first."""

@@ -69,8 +69,7 @@ def _check_key(source: DashboardSource, request: Request) -> None:
     if key is None:
         return
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
-                                                             key.encode()):
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), key.encode()):
         raise UIAuthError("Incorrect API key provided")
 
 
@@ -94,6 +93,7 @@ def build_dashboard_router(source: DashboardSource) -> APIRouter:
         :func:`broker.ui.render.mount_static` and an exception handler for :class:`UIError`
         (:func:`install_error_handler`).
     """
+
     def require_key(request: Request) -> None:
         _check_key(source, request)
 
@@ -116,9 +116,14 @@ def build_dashboard_router(source: DashboardSource) -> APIRouter:
             user = getattr(source.get_inference(), "address", None)
         except UIAuthError:
             user = None
-        return {"mode": source.mode, "key_required": source.get_api_key() is not None,
-                "provider": source.get_provider(), "user": user,
-                "actions": source.mode == "standalone", **source.extra_config(request)}
+        return {
+            "mode": source.mode,
+            "key_required": source.get_api_key() is not None,
+            "provider": source.get_provider(),
+            "user": user,
+            "actions": source.mode == "standalone",
+            **source.extra_config(request),
+        }
 
     @api.get("/ui/api/account")
     async def account() -> dict[str, Any]:
@@ -154,8 +159,10 @@ def build_dashboard_router(source: DashboardSource) -> APIRouter:
 
     @api.get("/ui/api/providers")
     async def providers() -> dict[str, Any]:
-        return {"providers": await _call(providers_view, source.get_inference()),
-                "served": source.get_provider()}
+        return {
+            "providers": await _call(providers_view, source.get_inference()),
+            "served": source.get_provider(),
+        }
 
     @api.post("/ui/api/providers/{address}/verify")
     async def verify(address: str) -> dict[str, Any]:
@@ -177,8 +184,9 @@ def _verification_reasons(source: DashboardSource, limit: int) -> dict[str, tupl
     if store is None:
         return {}
     records = store.recent_verifications(limit, provider=source.get_provider())
-    return {r.chat_id.lower(): (r.reason.value, r.detail or "") for r in reversed(records)
-            if r.chat_id}
+    return {
+        r.chat_id.lower(): (r.reason.value, r.detail or "") for r in reversed(records) if r.chat_id
+    }
 
 
 def install_error_handler(app: FastAPI) -> None:
@@ -189,8 +197,9 @@ def install_error_handler(app: FastAPI) -> None:
         return error_json(exc)
 
 
-def mount_dashboard(app: FastAPI, inference: Any, broker: Any = None,
-                    settings: Any = None) -> DashboardSource:
+def mount_dashboard(
+    app: FastAPI, inference: Any, broker: Any = None, settings: Any = None
+) -> DashboardSource:
     """Add the dashboard to ``serve``'s app at ``/ui/`` (same origin, same API key).
 
     Args:
@@ -215,9 +224,13 @@ def mount_dashboard(app: FastAPI, inference: Any, broker: Any = None,
         ctx = getattr(app.state, "proxy", None)
         return ctx.provider if ctx is not None else None
 
-    source = DashboardSource(mode="serve", get_broker=lambda: broker,
-                             get_inference=lambda: inference, get_provider=provider,
-                             get_api_key=api_key)
+    source = DashboardSource(
+        mode="serve",
+        get_broker=lambda: broker,
+        get_inference=lambda: inference,
+        get_provider=provider,
+        get_api_key=api_key,
+    )
     if hasattr(inference, "add_funding_listener"):
         inference.add_funding_listener(source.funding)
     install_error_handler(app)

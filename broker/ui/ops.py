@@ -52,10 +52,21 @@ __all__ = ["ADMIN_KEY_ENV", "ADMIN_KEY_FILE_ENV", "GatewayActivity", "admin_key"
 ADMIN_KEY_ENV = "ZG_PROVIDER_ADMIN_KEY"
 ADMIN_KEY_FILE_ENV = "ZG_PROVIDER_ADMIN_KEY_FILE"
 _BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
-_KNOWN = ("/health", "/metrics", "/v1/quote", "/v1/models", "/v1/proxy/images/generations",
-          "/v1/proxy/images/edits", "/v1/proxy/chat/completions", "/v1/proxy/audio/transcriptions",
-          "/v1/proxy/async/images/generations", "/v1/proxy/async/images/edits",
-          "/v1/async/images/generations", "/v1/async/images/edits", "/v1/proxy/models")
+_KNOWN = (
+    "/health",
+    "/metrics",
+    "/v1/quote",
+    "/v1/models",
+    "/v1/proxy/images/generations",
+    "/v1/proxy/images/edits",
+    "/v1/proxy/chat/completions",
+    "/v1/proxy/audio/transcriptions",
+    "/v1/proxy/async/images/generations",
+    "/v1/proxy/async/images/edits",
+    "/v1/async/images/generations",
+    "/v1/async/images/edits",
+    "/v1/proxy/models",
+)
 _IMAGE_ROUTES = ("/v1/proxy/images/generations", "/v1/proxy/images/edits")
 
 
@@ -71,8 +82,9 @@ def admin_key(gw: Any) -> str | None:
         try:
             key = Path(os.environ[ADMIN_KEY_FILE_ENV]).expanduser().read_text().strip()
         except OSError as exc:
-            raise AdminKeyMissingError(f"cannot read {ADMIN_KEY_FILE_ENV}: "
-                                       f"{exc.strerror or exc}") from None
+            raise AdminKeyMissingError(
+                f"cannot read {ADMIN_KEY_FILE_ENV}: {exc.strerror or exc}"
+            ) from None
     return key or None
 
 
@@ -97,29 +109,49 @@ class GatewayActivity:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("zg_gateway_requests", "Requests answered by the gateway.",
-                                ["route", "status"], registry=r)
-        self.latency = Histogram("zg_gateway_request_duration_seconds",
-                                 "Time to answer (to the first byte for streams).", ["route"],
-                                 buckets=_BUCKETS, registry=r)
-        self.rate_limited = Counter("zg_gateway_rate_limited",
-                                    "Requests refused with 429 (rate or concurrency limits).",
-                                    ["route"], registry=r)
-        self.unsettled = Gauge("zg_gateway_unsettled_fee_neuron",
-                               "Fees billed and not yet paid on chain, neuron.", registry=r)
-        self.rows = Gauge("zg_gateway_request_rows", "Billed request rows by status.", ["status"],
-                          registry=r)
-        self.batches = Gauge("zg_gateway_settlement_batches", "Settlement batches by status.",
-                             ["status"], registry=r)
-        self.worker_up = Gauge("zg_gateway_worker_up", "1 when the worker's status answered.",
-                               registry=r)
-        self.worker_loaded = Gauge("zg_gateway_worker_loaded", "1 when the model is loaded.",
-                                   registry=r)
-        self.worker_queue = Gauge("zg_gateway_worker_queue_length", "Jobs waiting in the worker.",
-                                  registry=r)
-        self.worker_running = Gauge("zg_gateway_worker_running", "Jobs running in the worker.",
-                                    registry=r)
-        self._minutes: deque[list] = deque(maxlen=60)   # [minute, ok, 429, 4xx, 5xx]
+        self.requests = Counter(
+            "zg_gateway_requests",
+            "Requests answered by the gateway.",
+            ["route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "zg_gateway_request_duration_seconds",
+            "Time to answer (to the first byte for streams).",
+            ["route"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "zg_gateway_rate_limited",
+            "Requests refused with 429 (rate or concurrency limits).",
+            ["route"],
+            registry=r,
+        )
+        self.unsettled = Gauge(
+            "zg_gateway_unsettled_fee_neuron",
+            "Fees billed and not yet paid on chain, neuron.",
+            registry=r,
+        )
+        self.rows = Gauge(
+            "zg_gateway_request_rows", "Billed request rows by status.", ["status"], registry=r
+        )
+        self.batches = Gauge(
+            "zg_gateway_settlement_batches", "Settlement batches by status.", ["status"], registry=r
+        )
+        self.worker_up = Gauge(
+            "zg_gateway_worker_up", "1 when the worker's status answered.", registry=r
+        )
+        self.worker_loaded = Gauge(
+            "zg_gateway_worker_loaded", "1 when the model is loaded.", registry=r
+        )
+        self.worker_queue = Gauge(
+            "zg_gateway_worker_queue_length", "Jobs waiting in the worker.", registry=r
+        )
+        self.worker_running = Gauge(
+            "zg_gateway_worker_running", "Jobs running in the worker.", registry=r
+        )
+        self._minutes: deque[list] = deque(maxlen=60)  # [minute, ok, 429, 4xx, 5xx]
         self._generations: deque[tuple[float, float, int]] = deque(maxlen=50)
         self._lock = threading.Lock()
 
@@ -142,8 +174,16 @@ class GatewayActivity:
     def traffic(self) -> list[dict[str, int]]:
         """Per-minute counts of the last hour, oldest first."""
         with self._lock:
-            return [{"minute": m, "ok": ok, "rate_limited": rl, "client_errors": ce,
-                     "server_errors": se} for m, ok, rl, ce, se in self._minutes]
+            return [
+                {
+                    "minute": m,
+                    "ok": ok,
+                    "rate_limited": rl,
+                    "client_errors": ce,
+                    "server_errors": se,
+                }
+                for m, ok, rl, ce, se in self._minutes
+            ]
 
     def generations(self) -> list[dict[str, Any]]:
         """Recent image requests through the gateway: ``{"at", "ms", "status"}``, newest first."""
@@ -171,8 +211,9 @@ class _ActivityMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            self.activity.observe(scope.get("path", ""), seen["status"],
-                                  seen.get("t", time.perf_counter() - start))
+            self.activity.observe(
+                scope.get("path", ""), seen["status"], seen.get("t", time.perf_counter() - start)
+            )
 
 
 async def _worker_status(gw: Any) -> dict[str, Any]:
@@ -201,21 +242,41 @@ def ops_snapshot(gw: Any) -> dict[str, Any]:
     settings = gw.settings
     users = queries.unsettled_by_user(gw.db)
     history = queries.settlements(gw.db, limit=100)
-    batch_rows = [{"id": b.id, "user": b.user, **_amounts("amount", b.amount),
-                   **_amounts("paid", b.paid), "tx_hash": b.tx_hash, "status": b.status,
-                   "result": b.result, "requests": b.requests, "created_at": b.created_at}
-                  for b in history]
+    batch_rows = [
+        {
+            "id": b.id,
+            "user": b.user,
+            **_amounts("amount", b.amount),
+            **_amounts("paid", b.paid),
+            "tx_hash": b.tx_hash,
+            "status": b.status,
+            "result": b.result,
+            "requests": b.requests,
+            "created_at": b.created_at,
+        }
+        for b in history
+    ]
     total = sum(u.unsettled + u.settling for u in users)
     return {
         "provider": gw.provider,
-        "service": {"service_type": settings.service_type, "model": settings.model,
-                    **_amounts("input_price", settings.input_price),
-                    **_amounts("output_price", settings.output_price),
-                    "settlement_interval": settings.settlement_interval},
+        "service": {
+            "service_type": settings.service_type,
+            "model": settings.model,
+            **_amounts("input_price", settings.input_price),
+            **_amounts("output_price", settings.output_price),
+            "settlement_interval": settings.settlement_interval,
+        },
         **_amounts("unsettled_total", total),
-        "unsettled": [{"user": u.user, **_amounts("unsettled", u.unsettled),
-                       **_amounts("settling", u.settling), "requests": u.requests,
-                       "oldest": u.oldest} for u in users],
+        "unsettled": [
+            {
+                "user": u.user,
+                **_amounts("unsettled", u.unsettled),
+                **_amounts("settling", u.settling),
+                "requests": u.requests,
+                "oldest": u.oldest,
+            }
+            for u in users
+        ],
         "settlements": batch_rows,
         "pending": [b for b in batch_rows if b["status"] == BatchStatus.PREPARED],
         "refused": [b for b in batch_rows if b["status"] == BatchStatus.REJECTED],
@@ -240,11 +301,14 @@ def mount_ops(app: FastAPI, gw: Any) -> GatewayActivity:
     def require_admin(request: Request) -> None:
         key = admin_key(gw)
         if key is None:
-            raise AdminKeyMissingError(f"the ops page and /metrics are off: set {ADMIN_KEY_ENV} "
-                                       f"(or {ADMIN_KEY_FILE_ENV}) and restart the gateway")
+            raise AdminKeyMissingError(
+                f"the ops page and /metrics are off: set {ADMIN_KEY_ENV} "
+                f"(or {ADMIN_KEY_FILE_ENV}) and restart the gateway"
+            )
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
-                                                                 key.encode()):
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), key.encode()
+        ):
             raise UIAuthError("wrong or missing admin key")
 
     @app.exception_handler(UIError)
@@ -264,8 +328,12 @@ def mount_ops(app: FastAPI, gw: Any) -> GatewayActivity:
 
     @router.get("/ui/api/config")
     async def ops_config() -> dict[str, Any]:
-        return {"mode": "ops", "key_required": True, "provider": gw.provider,
-                "enabled": admin_key(gw) is not None}
+        return {
+            "mode": "ops",
+            "key_required": True,
+            "provider": gw.provider,
+            "enabled": admin_key(gw) is not None,
+        }
 
     @guarded.get("/ui/api/ops")
     async def ops_data() -> dict[str, Any]:

@@ -20,8 +20,10 @@ templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 
 #: Content-Security-Policy of every page: our own scripts, styles and images only (the playground's
 #: images are ``data:`` URLs), nothing from another origin.
-CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-       "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
 
 
 def mount_static(app: FastAPI, prefix: str = "/ui/static") -> None:
@@ -34,13 +36,20 @@ def page(request: Request, name: str, **context: Any) -> HTMLResponse:
     """Render template ``name`` with ``context``; strict security headers (CSP, no framing, no
     sniffing, no referrer, no caching)."""
     response = templates.TemplateResponse(request, name, context)
-    response.headers.update({"Content-Security-Policy": CSP, "X-Frame-Options": "DENY",
-                             "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
-                             "Cache-Control": "no-store"})
+    response.headers.update(
+        {
+            "Content-Security-Policy": CSP,
+            "X-Frame-Options": "DENY",
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-store",
+        }
+    )
     return response
 
 
 def error_json(exc: UIError) -> JSONResponse:
     """``{"error": "<words>"}`` with the error's status."""
-    return JSONResponse({"error": str(exc)}, status_code=exc.status_code,
-                        headers={"Cache-Control": "no-store"})
+    return JSONResponse(
+        {"error": str(exc)}, status_code=exc.status_code, headers={"Cache-Control": "no-store"}
+    )

@@ -44,8 +44,12 @@ def create_ui_app(broker: Any, *, host: str = "127.0.0.1") -> FastAPI:
     def extra(request: Request) -> dict[str, Any]:
         return {"csrf_token": guard.token_for(request.cookies.get(SESSION_COOKIE))}
 
-    source = DashboardSource(mode="standalone", get_broker=lambda: broker,
-                             get_inference=lambda: broker.inference, extra_config=extra)
+    source = DashboardSource(
+        mode="standalone",
+        get_broker=lambda: broker,
+        get_inference=lambda: broker.inference,
+        extra_config=extra,
+    )
     app = FastAPI(title="0g-broker ui", docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handler(app)
     mount_static(app)
@@ -55,15 +59,19 @@ def create_ui_app(broker: Any, *, host: str = "127.0.0.1") -> FastAPI:
         """Give each browser a session id (the CSRF token is bound to it), and refuse any
         request whose ``Host`` is not ours (DNS rebinding)."""
         if not guard.host_ok(request):
-            return Response('{"error": "refused: unexpected Host header"}', status_code=403,
-                            media_type="application/json")
+            return Response(
+                '{"error": "refused: unexpected Host header"}',
+                status_code=403,
+                media_type="application/json",
+            )
         fresh = None
         if request.url.path == "/ui/" and not request.cookies.get(SESSION_COOKIE):
             fresh = guard.new_session()
         response = await call_next(request)
         if fresh:
-            response.set_cookie(SESSION_COOKIE, fresh, httponly=True, samesite="strict",
-                                path="/ui/")
+            response.set_cookie(
+                SESSION_COOKIE, fresh, httponly=True, samesite="strict", path="/ui/"
+            )
         return response
 
     @app.get("/", include_in_schema=False)
@@ -106,12 +114,15 @@ def serve_ui(broker: Any, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) 
     """
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(create_ui_app(broker, host=host), host=host, port=port,
-                                           log_level="critical"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_ui_app(broker, host=host), host=host, port=port, log_level="critical")
+    )
     try:
         server.run()
-    except SystemExit:      # uvicorn exits when it cannot bind; say it in one line instead
+    except SystemExit:  # uvicorn exits when it cannot bind; say it in one line instead
         pass
     if not server.started:
-        raise UIStartError(f"the dashboard did not start on {host}:{port} (port in use, or the "
-                           "address is not available here)")
+        raise UIStartError(
+            f"the dashboard did not start on {host}:{port} (port in use, or the "
+            "address is not available here)"
+        )

@@ -32,19 +32,32 @@ def amount_fields(name: str, neuron: int) -> dict[str, str]:
 def _sub_account(broker: Any, provider: str, balance: int, pending: int) -> dict[str, Any]:
     """One sub-account row: ``get-account`` fields plus ``get-sub-account`` details (refunds and
     when they unlock, acknowledgement) and the locally accounted unsettled fee."""
-    row: dict[str, Any] = {"provider": provider, **amount_fields("balance", balance),
-                           **amount_fields("pending_refund", pending)}
+    row: dict[str, Any] = {
+        "provider": provider,
+        **amount_fields("balance", balance),
+        **amount_fields("pending_refund", pending),
+    }
     try:
         detail = broker.ledger.get_sub_account_with_detail(provider, "inference")
     except BrokerError as exc:
         row["detail_error"] = str(exc)
     else:
         now = int(time.time())
-        row.update(acknowledged=detail.acknowledged, generation=detail.generation,
-                   lock_time=detail.lock_time,
-                   refunds=[{"index": r.index, **amount_fields("amount", r.amount),
-                             "created_at": r.created_at, "remaining_lock": r.remaining_lock,
-                             "unlocks_at": now + r.remaining_lock} for r in detail.refunds])
+        row.update(
+            acknowledged=detail.acknowledged,
+            generation=detail.generation,
+            lock_time=detail.lock_time,
+            refunds=[
+                {
+                    "index": r.index,
+                    **amount_fields("amount", r.amount),
+                    "created_at": r.created_at,
+                    "remaining_lock": r.remaining_lock,
+                    "unlocks_at": now + r.remaining_lock,
+                }
+                for r in detail.refunds
+            ],
+        )
     inference = getattr(broker, "inference", None)
     if inference is not None:
         totals = inference.fee_store.get_totals(inference.address, provider)
@@ -74,26 +87,38 @@ def account_view(broker: Any) -> dict[str, Any]:
     try:
         overview = broker.ledger.get_ledger_with_detail()
     except NoLedgerError:
-        return {**base, "ledger": False, **amount_fields("total", 0),
-                **amount_fields("locked", 0), **amount_fields("available", 0), "inference": []}
+        return {
+            **base,
+            "ledger": False,
+            **amount_fields("total", 0),
+            **amount_fields("locked", 0),
+            **amount_fields("available", 0),
+            "inference": [],
+        }
     return {
-        **base, "ledger": True,
+        **base,
+        "ledger": True,
         **amount_fields("total", overview.total),
         **amount_fields("locked", overview.locked),
         **amount_fields("available", overview.available),
-        "inference": [_sub_account(broker, s.provider, s.balance, s.pending_refund)
-                      for s in overview.inference],
+        "inference": [
+            _sub_account(broker, s.provider, s.balance, s.pending_refund)
+            for s in overview.inference
+        ],
     }
 
 
 def provider_view(service: Any) -> dict[str, Any]:
     """One on-chain service as JSON: type, model, prices (neuron + 0G), verifiability, URL."""
     return {
-        "provider": service.provider, "service_type": service.service_type,
-        "model": service.model, "url": service.url,
+        "provider": service.provider,
+        "service_type": service.service_type,
+        "model": service.model,
+        "url": service.url,
         **amount_fields("input_price", service.input_price),
         **amount_fields("output_price", service.output_price),
-        "verifiability": service.verifiability, "verifiable": service.is_verifiable,
+        "verifiability": service.verifiability,
+        "verifiable": service.is_verifiable,
         "tee_signer_acknowledged": bool(getattr(service, "tee_signer_acknowledged", False)),
         "updated_at": int(getattr(service, "updated_at", 0) or 0),
     }
@@ -117,7 +142,15 @@ def verification_report_view(inference: Any, provider: str) -> dict[str, Any]:
     except AccountNotFoundError as exc:
         return {"provider": provider, "ok": False, "report": None, "error": str(exc)}
     except BrokerError as exc:
-        return {"provider": provider, "ok": False, "report": None,
-                "error": f"{type(exc).__name__}: {exc}"}
-    return {"provider": provider, "ok": bool(report.verified), "report": report.to_dict(),
-            "error": None}
+        return {
+            "provider": provider,
+            "ok": False,
+            "report": None,
+            "error": f"{type(exc).__name__}: {exc}",
+        }
+    return {
+        "provider": provider,
+        "ok": bool(report.verified),
+        "report": report.to_dict(),
+        "error": None,
+    }

@@ -35,7 +35,7 @@ def decoded_body(raw: bytes, content_encoding: str | None, *, limit: int = 64 <<
         if coding in ("gzip", "x-gzip"):
             attempts = (16 + zlib.MAX_WBITS,)
         elif coding == "deflate":
-            attempts = (zlib.MAX_WBITS, -zlib.MAX_WBITS)      # zlib-wrapped, else raw deflate
+            attempts = (zlib.MAX_WBITS, -zlib.MAX_WBITS)  # zlib-wrapped, else raw deflate
         else:
             return raw
         for wbits in attempts:

@@ -51,6 +51,7 @@ __all__ = [
     "is_json_content_type",
 ]
 
+
 class ForwardedRequestError(InputError):
     """A JSON request that cannot be forwarded byte-exactly (see the module docstring)."""
 
@@ -75,7 +76,7 @@ def go_float(value: float) -> str:
         return sign + "0"
     exact = Decimal(repr(abs(value))).normalize()
     digits = "".join(map(str, exact.as_tuple().digits))
-    point = len(digits) + int(exact.as_tuple().exponent)      # value = 0.digits × 10^point
+    point = len(digits) + int(exact.as_tuple().exponent)  # value = 0.digits × 10^point
     if 1e-6 <= abs(value) < 1e21:
         if point <= 0:
             return sign + "0." + "0" * -point + digits
@@ -87,9 +88,20 @@ def go_float(value: float) -> str:
     return f"{sign}{mantissa}e{'-' if e < 0 else '+'}{abs(e)}"
 
 
-_SHORT = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
-          "\t": "\\t", "<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
-          "\u2029": "\\u2029"}
+_SHORT = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
 
 
 def _go_string(text: str) -> str:
@@ -139,13 +151,14 @@ def _encode(value: Any, out: list[str], depth: int = 0) -> None:
         if not text or Decimal(text) != value:
             raise ForwardedRequestError(
                 f"the integer {str(value)[:30]} cannot be forwarded exactly (a gateway decodes "
-                "numbers as float64); send it as a string")
+                "numbers as float64); send it as a string"
+            )
         out.append(text)
     elif isinstance(value, float):
         out.append(go_float(value))
     elif isinstance(value, dict):
         items = {}
-        for key, item in value.items():     # later duplicates win, as in Go
+        for key, item in value.items():  # later duplicates win, as in Go
             items[_go_key(str(key))] = item
         out.append("{")
         for i, key in enumerate(sorted(items, key=lambda k: k.encode("utf-8"))):

@@ -57,8 +57,9 @@ def json_depth(value: Any, *, limit: int | None = None) -> int:
     return deepest
 
 
-def loads_request_json(raw: bytes | bytearray | memoryview | str, *,
-                       max_depth: int = MAX_JSON_DEPTH) -> Any:
+def loads_request_json(
+    raw: bytes | bytearray | memoryview | str, *, max_depth: int = MAX_JSON_DEPTH
+) -> Any:
     """Parse a request body.
 
     Args:

@@ -109,11 +109,11 @@ def _schema_of(model: type[BaseModel], components: dict[str, Any]) -> dict[str, 
 
 
 def _document(app: FastAPI, bodies: RequestBodies) -> dict[str, Any]:
-    with warnings.catch_warnings():     # routes with several methods share one operation id ...
+    with warnings.catch_warnings():  # routes with several methods share one operation id ...
         warnings.simplefilter("ignore", UserWarning)
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
     seen: set[str] = set()
-    for path_item in schema.get("paths", {}).values():   # ... made unique here, per method
+    for path_item in schema.get("paths", {}).values():  # ... made unique here, per method
         for method, operation in path_item.items():
             op_id = operation.get("operationId")
             if op_id is not None and op_id in seen:
@@ -124,15 +124,22 @@ def _document(app: FastAPI, bodies: RequestBodies) -> dict[str, Any]:
     paths = schema.setdefault("paths", {})
     for (path, method), (media, model) in bodies.items():
         operation = paths.setdefault(path, {}).setdefault(
-            method, {"summary": (model.__doc__ or path).splitlines()[0].replace("``", ""),
-                     "responses": {"200": {"description": "Successful Response"}}})
-        operation["requestBody"] = {"required": True,
-                                    "content": {media: {"schema": _schema_of(model, components)}}}
+            method,
+            {
+                "summary": (model.__doc__ or path).splitlines()[0].replace("``", ""),
+                "responses": {"200": {"description": "Successful Response"}},
+            },
+        )
+        operation["requestBody"] = {
+            "required": True,
+            "content": {media: {"schema": _schema_of(model, components)}},
+        }
     return schema
 
 
-def add_openapi_route(app: FastAPI, bodies: RequestBodies, *,
-                      dependencies: Sequence[params.Depends] = ()) -> None:
+def add_openapi_route(
+    app: FastAPI, bodies: RequestBodies, *, dependencies: Sequence[params.Depends] = ()
+) -> None:
     """Serve the app's OpenAPI document at ``GET /openapi.json`` with ``bodies`` documented.
 
     Args:
@@ -153,8 +160,13 @@ def add_openapi_route(app: FastAPI, bodies: RequestBodies, *,
     async def openapi_json() -> JSONResponse:
         return JSONResponse(openapi())
 
-    app.add_api_route("/openapi.json", openapi_json, methods=["GET"], include_in_schema=False,
-                      dependencies=list(dependencies))
+    app.add_api_route(
+        "/openapi.json",
+        openapi_json,
+        methods=["GET"],
+        include_in_schema=False,
+        dependencies=list(dependencies),
+    )
 
 
 _JSON, _FORM = "application/json", "multipart/form-data"

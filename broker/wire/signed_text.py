@@ -79,8 +79,9 @@ class TextComparison:
     response_matches: bool
 
 
-def compare_signed_text(text: str, *, response_hash: str,
-                        request_hash: str | None = None) -> TextComparison:
+def compare_signed_text(
+    text: str, *, response_hash: str, request_hash: str | None = None
+) -> TextComparison:
     """Compare a signed text with the hashes computed locally.
 
     Args:
@@ -100,4 +101,3 @@ def compare_signed_text(text: str, *, response_hash: str,
         None if request_hash is None else parsed.request_hash == request_hash.lower(),
         parsed.response_hash == response_hash.lower(),
     )
-

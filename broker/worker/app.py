@@ -130,8 +130,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         errors = list(exc.errors())
         if errors and errors[0].get("type") == "json_invalid":
             reason = str((errors[0].get("ctx") or {}).get("error") or "")
-            message = reason if reason.startswith("request body") else (
-                "request body is not valid JSON"
+            message = (
+                reason if reason.startswith("request body") else ("request body is not valid JSON")
             )
             return JSONResponse(
                 error_body(message, "invalid_request_error", code="invalid_json"),

@@ -274,8 +274,9 @@ class ImageEngine:
         engine unloaded, so the next task retries; its message is kept for the status."""
         if self._pipelines is None:
             logger.info("loading model %s on %s", self.model, self.device)
-            pipes = self._load_step(f"model {self.model!r}",
-                                    lambda: self._loader(self.model, self.device))
+            pipes = self._load_step(
+                f"model {self.model!r}", lambda: self._loader(self.model, self.device)
+            )
             with self._lock:
                 self._pipelines = pipes
                 self._load_error = None
@@ -287,8 +288,10 @@ class ImageEngine:
         from broker.worker.pipelines.safety import load_safety_checker
 
         loader = self._safety_loader or load_safety_checker
-        checker = self._load_step(f"safety checker {self.safety_checker!r}",
-                                  lambda: loader(self.safety_checker, self.device))
+        checker = self._load_step(
+            f"safety checker {self.safety_checker!r}",
+            lambda: loader(self.safety_checker, self.device),
+        )
         with self._lock:
             self._checker = checker
             self._load_error = None

@@ -71,7 +71,6 @@ class _ImageOptions(BaseModel):
     )
     user: str | None = None
 
-
     @field_validator("n", mode="before")
     @classmethod
     def _n_is_an_integer(cls, value: Any) -> int:

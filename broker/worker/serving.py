@@ -169,8 +169,7 @@ class ImageService:
             output_compression=request.output_compression,
             base_url=base_url.rstrip("/"),
             report_safety=(
-                self.engine.safety_checker is not None
-                or request.enable_safety_checker is not None
+                self.engine.safety_checker is not None or request.enable_safety_checker is not None
             ),
         )
 

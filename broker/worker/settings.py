@@ -37,9 +37,11 @@ class WorkerSettings(BaseSettings):
         default_factory=list,
         description="Host names accepted besides loopback ones and the bind address (e.g. the "
         "name the gateway calls the worker by); comma-separated in the environment. See "
-        "broker.asgi.guard.")
+        "broker.asgi.guard.",
+    )
     allowed_origins: AllowedOrigins = Field(
-        default_factory=list, description="Web origins allowed to call the worker (default none).")
+        default_factory=list, description="Web origins allowed to call the worker (default none)."
+    )
     port: int = Field(8000, ge=0, le=65535, description="Bind port (0 = any free port).")
     safety_checker: str | None = Field(
         None,
@@ -84,4 +86,3 @@ class WorkerSettings(BaseSettings):
     def model_name(self) -> str:
         """The model name clients see (``served_model_name`` or ``model``)."""
         return self.served_model_name or self.model
-

@@ -104,9 +104,7 @@ def test_vllm_report_fails_the_signer_check_for_another_signer(synth):
     assert report.verdict is Verdict.FAILED
     assert report.signer_verification == {
         "contract_address": OTHER,
-        "report_addresses": [
-            {"report_type": "combined", "address": synth.signer, "match": False}
-        ],
+        "report_addresses": [{"report_type": "combined", "address": synth.signer, "match": False}],
         "all_match": False,
     }
 
@@ -190,17 +188,27 @@ def test_qe_report_not_binding_the_attestation_key_is_labelled_as_such(synth, co
 @pytest.mark.parametrize(
     ("message", "code"),
     [
-        ("Verification failed: Signature is invalid for qe_report in quote",
-         TcbFailure.QE_REPORT_SIGNATURE_INVALID),
+        (
+            "Verification failed: Signature is invalid for qe_report in quote",
+            TcbFailure.QE_REPORT_SIGNATURE_INVALID,
+        ),
         ("Verification failed: QE report hash mismatch", TcbFailure.QE_REPORT_BINDING_MISMATCH),
-        ("Verification failed: ISV enclave report signature is invalid",
-         TcbFailure.QUOTE_SIGNATURE_INVALID),
-        ("Verification failed: TDX module MRSIGNER mismatch: expected 00, got 01",
-         TcbFailure.TDX_MODULE_MISMATCH),
-        ("Verification failed: QE MRSIGNER mismatch: expected 00, got 01",
-         TcbFailure.QE_IDENTITY_MISMATCH),
-        ("Verification failed: QE ISVPRODID mismatch: expected 2, got 1",
-         TcbFailure.QE_IDENTITY_MISMATCH),
+        (
+            "Verification failed: ISV enclave report signature is invalid",
+            TcbFailure.QUOTE_SIGNATURE_INVALID,
+        ),
+        (
+            "Verification failed: TDX module MRSIGNER mismatch: expected 00, got 01",
+            TcbFailure.TDX_MODULE_MISMATCH,
+        ),
+        (
+            "Verification failed: QE MRSIGNER mismatch: expected 00, got 01",
+            TcbFailure.QE_IDENTITY_MISMATCH,
+        ),
+        (
+            "Verification failed: QE ISVPRODID mismatch: expected 2, got 1",
+            TcbFailure.QE_IDENTITY_MISMATCH,
+        ),
     ],
 )
 def test_classify_quote_and_qe_failures(message, code):

@@ -74,8 +74,11 @@ def test_read_only_broker_and_inference_hook(devnet, make_broker, fresh_account)
     from broker import broker as broker_module
 
     ro = broker_module.create_read_only_broker(
-        "devnet", rpc_url=devnet.rpc_url, ledger_address=devnet.ledger_address,
-        inference_address=devnet.inference_address)
+        "devnet",
+        rpc_url=devnet.rpc_url,
+        ledger_address=devnet.ledger_address,
+        inference_address=devnet.inference_address,
+    )
     assert ro.service_name == "inference-v1.0"
     assert ro.inference_contract.lock_time() > 0
     with pytest.raises(SignerRequiredError):
@@ -84,7 +87,7 @@ def test_read_only_broker_and_inference_hook(devnet, make_broker, fresh_account)
     from broker.inference.broker import InferenceBroker
 
     b = make_broker(fresh_account)
-    assert isinstance(b.inference, InferenceBroker)      # built directly, no registration step
+    assert isinstance(b.inference, InferenceBroker)  # built directly, no registration step
     assert b.inference.address == fresh_account.address
     assert b.inference.contract.address == devnet.inference_address
     b.inference.close()
@@ -96,6 +99,9 @@ def test_no_key_configured(devnet, monkeypatch, tmp_path):
 
     monkeypatch.setenv("ZG_HOME", str(tmp_path))
     with pytest.raises(KeyStoreError, match="no private key configured"):
-        create_broker(network="devnet", rpc_url=devnet.rpc_url,
-                      ledger_address=devnet.ledger_address,
-                      inference_address=devnet.inference_address)
+        create_broker(
+            network="devnet",
+            rpc_url=devnet.rpc_url,
+            ledger_address=devnet.ledger_address,
+            inference_address=devnet.inference_address,
+        )

@@ -14,9 +14,14 @@ PROVIDER = "0x2222222222222222222222222222222222222222"
 
 @pytest.mark.parametrize(
     ("name", "selector"),
-    [("InsufficientBalance", "897f6c58"), ("LedgerExists", "cde58aa1"),
-     ("MinimumDepositRequired", "54443ec4"), ("AccountNotExists", "08ca03ac"),
-     ("TooManyProviders", "829e4c32"), ("InsufficientAvailableBalance", "adb9e043")],
+    [
+        ("InsufficientBalance", "897f6c58"),
+        ("LedgerExists", "cde58aa1"),
+        ("MinimumDepositRequired", "54443ec4"),
+        ("AccountNotExists", "08ca03ac"),
+        ("TooManyProviders", "829e4c32"),
+        ("InsufficientAvailableBalance", "adb9e043"),
+    ],
 )
 def test_generated_classes_and_selectors(name, selector):
     cls = ce.error_class(name)
@@ -48,7 +53,9 @@ def test_decode_uint_args_without_friendly_text():
 
 
 def test_string_and_panic_and_unknown():
-    s = ce.decode_revert("0x08c379a0" + encode(["string"], ["Ownable: caller is not the owner"]).hex())
+    s = ce.decode_revert(
+        "0x08c379a0" + encode(["string"], ["Ownable: caller is not the owner"]).hex()
+    )
     assert isinstance(s, ce.RevertStringError)
     assert s.error_args == {"message": "Ownable: caller is not the owner"}
     assert "Ownable: caller is not the owner" in str(s)

@@ -31,8 +31,9 @@ def test_validate_and_wallet_repr_never_shows_key():
         assert KEY[2:] not in text.lower() and ADDR in text
 
 
-@pytest.mark.parametrize("bad", ["0x1234", KEY + "00", "0x" + "g" * 64, "0x" + "0" * 64,
-                                 "0x" + "f" * 64, 123])
+@pytest.mark.parametrize(
+    "bad", ["0x1234", KEY + "00", "0x" + "g" * 64, "0x" + "0" * 64, "0x" + "f" * 64, 123]
+)
 def test_invalid_keys_rejected_without_echo(bad):
     with pytest.raises(KeyStoreError) as info:
         validate_private_key(bad)

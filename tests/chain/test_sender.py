@@ -93,8 +93,14 @@ def test_concurrent_sends_share_one_nonce_lane(w3, devnet, fresh_account):
 
 def test_timeout_bumps_and_replaces_with_same_nonce(no_automine, devnet, fresh_account, caplog):
     w3 = no_automine
-    sender = TransactionSender(w3, fresh_account, gas_price=10 * GWEI, receipt_timeout=0.3,
-                               max_bumps=10, gas_bump=Decimal("1.125"))
+    sender = TransactionSender(
+        w3,
+        fresh_account,
+        gas_price=10 * GWEI,
+        receipt_timeout=0.3,
+        max_bumps=10,
+        gas_bump=Decimal("1.125"),
+    )
     nonce = _nonce(w3, fresh_account.address)
     target = Account.create().address
     box = {}
@@ -123,8 +129,9 @@ def test_timeout_bumps_and_replaces_with_same_nonce(no_automine, devnet, fresh_a
 
 def test_bumps_exhausted_raise_timeout_then_lane_recovers(no_automine, devnet, fresh_account):
     w3 = no_automine
-    sender = TransactionSender(w3, fresh_account, gas_price=10 * GWEI, receipt_timeout=0.2,
-                               max_bumps=1)
+    sender = TransactionSender(
+        w3, fresh_account, gas_price=10 * GWEI, receipt_timeout=0.2, max_bumps=1
+    )
     nonce = _nonce(w3, fresh_account.address)
     with pytest.raises(ce.TransactionTimeoutError) as info:
         sender.send_raw({"to": devnet.owner, "value": 1, "gas": 21_000})
@@ -137,8 +144,9 @@ def test_bumps_exhausted_raise_timeout_then_lane_recovers(no_automine, devnet, f
 
 def test_gas_price_cap(no_automine, devnet, fresh_account):
     w3 = no_automine
-    sender = TransactionSender(w3, fresh_account, gas_price=10 * GWEI, max_gas_price=10 * GWEI,
-                               receipt_timeout=0.2)
+    sender = TransactionSender(
+        w3, fresh_account, gas_price=10 * GWEI, max_gas_price=10 * GWEI, receipt_timeout=0.2
+    )
     with pytest.raises(ce.GasPriceCapError) as info:
         sender.send_raw({"to": devnet.owner, "value": 1, "gas": 21_000})
     assert info.value.gas_price == 10 * GWEI
@@ -153,8 +161,9 @@ def test_underpriced_is_bumped_until_the_cap(w3, devnet, fresh_account):
     assert _nonce(w3, fresh_account.address) == before
     # with a cap above the base fee the bumps land it
     base = w3.eth.get_block("latest")["baseFeePerGas"]
-    sender = TransactionSender(w3, fresh_account, gas_price=base // 2 + 1, max_gas_price=base * 4,
-                               gas_bump=Decimal(3))
+    sender = TransactionSender(
+        w3, fresh_account, gas_price=base // 2 + 1, max_gas_price=base * 4, gas_bump=Decimal(3)
+    )
     receipt = sender.send_raw({"to": devnet.owner, "value": 1, "gas": 21_000})
     assert w3.eth.get_transaction(receipt["transactionHash"])["gasPrice"] >= base
 

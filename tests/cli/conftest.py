@@ -13,8 +13,15 @@ def cli_home(devnet, tmp_path, monkeypatch):
     home = tmp_path / "home"
     write_state(devnet, home / "devnet" / "state.json")
     monkeypatch.setenv("ZG_HOME", str(home))
-    for var in ("ZG_PRIVATE_KEY", "ZG_KEYSTORE_PASSWORD", "ZG_NETWORK", "ZG_RPC_URL", "ZG_DEBUG",
-                "ZG_CONFIG_FILE", "ZG_KEYSTORE"):
+    for var in (
+        "ZG_PRIVATE_KEY",
+        "ZG_KEYSTORE_PASSWORD",
+        "ZG_NETWORK",
+        "ZG_RPC_URL",
+        "ZG_DEBUG",
+        "ZG_CONFIG_FILE",
+        "ZG_KEYSTORE",
+    ):
         monkeypatch.delenv(var, raising=False)
     return home
 

@@ -48,9 +48,15 @@ def models_server():
 @pytest.fixture(scope="module")
 def cli_provider(devnet, models_server):
     """A chatbot service at the loopback URL, acknowledged by the contract owner."""
-    provider = register_chatbot_service(devnet, models_server, model="m-1", input_price=10**9,
-                                        output_price=3 * 10**9, tee_address=TEE_ADDR,
-                                        owner_ack=True)
+    provider = register_chatbot_service(
+        devnet,
+        models_server,
+        model="m-1",
+        input_price=10**9,
+        output_price=3 * 10**9,
+        tee_address=TEE_ADDR,
+        owner_ack=True,
+    )
     return provider.address
 
 
@@ -67,11 +73,14 @@ def test_inference_commands(cli, key_env, fresh_account, devnet, cli_provider):
     assert r.exit_code == 0, r.stderr
     listed = {s["provider"]: s for s in json.loads(r.stdout)}
     assert listed[provider]["tee_signer_acknowledged"] is True
-    assert (listed[provider]["model"], listed[provider]["output_price"],
-            listed[provider]["output_price_0g"]) == ("m-1", str(3 * 10**9), "0.000000003")
+    assert (
+        listed[provider]["model"],
+        listed[provider]["output_price"],
+        listed[provider]["output_price_0g"],
+    ) == ("m-1", str(3 * 10**9), "0.000000003")
     r = run("list-providers")
     assert r.exit_code == 0 and provider in r.stdout and "Output Price Per Token" in r.stdout
-    for group in ("inference", "inf"):      # 0g-compute-cli's names: `inference list-providers`
+    for group in ("inference", "inf"):  # 0g-compute-cli's names: `inference list-providers`
         r = run(group, "list-providers", "--json")
         assert r.exit_code == 0, r.stderr
         assert provider in {s["provider"] for s in json.loads(r.stdout)}
@@ -91,8 +100,9 @@ def test_inference_commands(cli, key_env, fresh_account, devnet, cli_provider):
     header = next(line for line in r.stdout.splitlines() if line.startswith("Authorization: "))
     header = header.removeprefix("Authorization: ")
     assert header.startswith("Bearer app-sk-") and "Token ID: 3" in r.stdout
-    parsed = verify_session_token(header, provider_address=provider,
-                                  account_generation=account.generation)
+    parsed = verify_session_token(
+        header, provider_address=provider, account_generation=account.generation
+    )
     assert parsed.token.token_id == 3 and parsed.token.address == user
     assert parsed.token.expires_at - parsed.token.timestamp == 60_000
     r = run("get-secret", "--provider", provider, "--json")
@@ -120,8 +130,6 @@ def test_inference_commands(cli, key_env, fresh_account, devnet, cli_provider):
     assert data["default_model"] == "m-1" and [m["id"] for m in data["models"]] == ["m-1"]
     r = run("get-models", "--provider", provider)
     assert r.exit_code == 0 and "Default model: m-1" in r.stdout
-
-
 
 
 def test_verify_command_reaches_the_provider(cli, key_env, cli_provider, models_server):

@@ -38,9 +38,21 @@ def stack_and_user(devnet, tmp_path_factory):
 def _start(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "broker.cli.main", "serve", "--port", str(port),
-         "--no-auto-funding", *args],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "broker.cli.main",
+            "serve",
+            "--port",
+            str(port),
+            "--no-auto-funding",
+            *args,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -68,21 +80,28 @@ def _stop(proc: subprocess.Popen) -> str:
 
 def _env(cli_home: Path, user_key: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZG_SERVE_")}
-    return {**env, "ZG_HOME": str(cli_home), "ZG_NETWORK": "devnet", "ZG_PRIVATE_KEY": user_key,
-            **extra}
+    return {
+        **env,
+        "ZG_HOME": str(cli_home),
+        "ZG_NETWORK": "devnet",
+        "ZG_PRIVATE_KEY": user_key,
+        **extra,
+    }
 
 
 def _check_key_required(url: str, key: str) -> None:
     assert httpx.get(url + "/v1/models").status_code == 401
-    assert httpx.get(url + "/v1/models",
-                     headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert (
+        httpx.get(url + "/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    )
     r = httpx.get(url + "/v1/models", headers={"Authorization": f"bearer {key}"})
     assert r.status_code == 200, r.text
 
 
 @pytest.mark.parametrize("source", ["file", "env"])
-def test_key_from_file_or_env_stays_out_of_the_command_line(stack_and_user, cli_home, tmp_path,
-                                                            source):
+def test_key_from_file_or_env_stays_out_of_the_command_line(
+    stack_and_user, cli_home, tmp_path, source
+):
     st, user_key = stack_and_user
     env = _env(cli_home, user_key)
     args = ["--provider", st.provider_address]
@@ -105,8 +124,9 @@ def test_key_from_file_or_env_stays_out_of_the_command_line(stack_and_user, cli_
 
 def test_key_on_the_command_line_warns(stack_and_user, cli_home):
     st, user_key = stack_and_user
-    proc, url = _start(["--provider", st.provider_address, "--api-key", KEY],
-                       _env(cli_home, user_key))
+    proc, url = _start(
+        ["--provider", st.provider_address, "--api-key", KEY], _env(cli_home, user_key)
+    )
     try:
         _check_key_required(url, KEY)
     finally:
@@ -115,11 +135,14 @@ def test_key_on_the_command_line_warns(stack_and_user, cli_home):
     assert KEY not in err
 
 
-@pytest.mark.parametrize(("setup", "expected"), [
-    ("missing", "cannot read the API key file"),
-    ("empty", "is empty"),
-    ("both", "not both"),
-])
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        ("missing", "cannot read the API key file"),
+        ("empty", "is empty"),
+        ("both", "not both"),
+    ],
+)
 def test_bad_key_sources_are_one_line_errors(cli, cli_home, tmp_path, setup, expected):
     key_file = tmp_path / "serve.key"
     env = {"ZG_NETWORK": "devnet"}
@@ -143,7 +166,13 @@ def test_group_readable_key_file_warns(cli, cli_home, tmp_path):
     key_file.write_text(KEY)
     key_file.chmod(0o644)
     # an empty ZG_SERVE_API_KEY is an error, so the warning is the first line and we stop there
-    result = cli("serve", "--provider", "0x" + "1" * 40, "--api-key-file", str(key_file),
-                 env={"ZG_NETWORK": "devnet", "ZG_SERVE_API_KEY": "x"})
+    result = cli(
+        "serve",
+        "--provider",
+        "0x" + "1" * 40,
+        "--api-key-file",
+        str(key_file),
+        env={"ZG_NETWORK": "devnet", "ZG_SERVE_API_KEY": "x"},
+    )
     assert "readable by other users" in " ".join(result.stderr.split())
     assert result.exit_code == 1 and KEY not in result.stderr

@@ -24,7 +24,8 @@ def test_tags():
 
 def test_dir_is_under_zg_home(_isolated_home):
     assert chain_state_dir("testnet", 16602, LEDGER) == (
-        _isolated_home / "chains" / "testnet-16602-0x9fE46736")
+        _isolated_home / "chains" / "testnet-16602-0x9fE46736"
+    )
 
 
 def test_genesis_hash_of_an_unreachable_node_is_refused_not_left_out():
@@ -46,10 +47,13 @@ def test_genesis_hash_of_the_devnet(devnet):
 
 
 def test_errors_is_an_attribute_of_the_package():
-    code = ("import broker, sys; assert 'broker.errors' not in sys.modules; "
-            "print(broker.errors.ProviderNotRegisteredError.__mro__[1].__name__)")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, check=False)
+    code = (
+        "import broker, sys; assert 'broker.errors' not in sys.modules; "
+        "print(broker.errors.ProviderNotRegisteredError.__mro__[1].__name__)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
     assert run.returncode == 0 and run.stdout.strip() == "LedgerError", run.stderr
 
 

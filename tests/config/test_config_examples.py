@@ -33,8 +33,10 @@ SRC = ROOT / "broker"
 ENV_EXAMPLES = {
     "library.env.example": (Settings, {"ZG_HOME", "ZG_CONFIG_FILE", "ZG_DEBUG", "ZG_ANVIL_BIN"}),
     "serve.env.example": (ServeSettings, set()),
-    "provider.env.example": (ProviderSettings,
-                             {"ZG_PROVIDER_ADMIN_KEY", "ZG_PROVIDER_ADMIN_KEY_FILE"}),
+    "provider.env.example": (
+        ProviderSettings,
+        {"ZG_PROVIDER_ADMIN_KEY", "ZG_PROVIDER_ADMIN_KEY_FILE"},
+    ),
     "worker.env.example": (WorkerSettings, set()),
 }
 #: commented example values not validated here, with the reason
@@ -73,8 +75,11 @@ def clean_env(monkeypatch, tmp_path):
 
 def test_every_file_in_config_is_checked():
     files = {p.relative_to(CONFIG).as_posix() for p in CONFIG.rglob("*") if p.is_file()}
-    checked = set(ENV_EXAMPLES) | {"attestation-policy.example.json", "prometheus.yml",
-                                   "grafana/0g-broker-dashboard.json"}
+    checked = set(ENV_EXAMPLES) | {
+        "attestation-policy.example.json",
+        "prometheus.yml",
+        "grafana/0g-broker-dashboard.json",
+    }
     checked |= {f"systemd/{p.name}" for p in (CONFIG / "systemd").glob("*.service")}
     assert files == checked, "a file in config/ that no test loads (or a checked file is gone)"
 
@@ -88,7 +93,7 @@ def test_env_example_names_every_setting(name):
     assert not fields - documented, f"settings without a line in {name}"
     assert not documented - fields - outside, f"lines in {name} no setting reads"
     source = "\n".join(p.read_text() for p in SRC.rglob("*.py"))
-    for var in outside:          # read by hand somewhere: the code still names it
+    for var in outside:  # read by hand somewhere: the code still names it
         assert var in source, f"{var} is documented in {name} but no code reads it"
 
 
@@ -99,7 +104,7 @@ def test_env_example_defaults_are_the_real_defaults(name, clean_env):
     active, _ = _parse(CONFIG / name)
     for var, value in active.items():
         clean_env.setenv(var, value)
-    loaded = model()              # the example, as the environment a unit file gives
+    loaded = model()  # the example, as the environment a unit file gives
     by_env = {_env_name(model, f): f for f in model.model_fields}
     for var in active:
         if var in outside:
@@ -116,7 +121,7 @@ def test_env_example_commented_values_validate(name, clean_env):
         if not value or var in outside or var in NOT_LOADED:
             continue
         clean_env.setenv(var, value)
-        model()                   # pydantic.ValidationError when the example value is wrong
+        model()  # pydantic.ValidationError when the example value is wrong
         clean_env.delenv(var)
 
 
@@ -150,16 +155,16 @@ def test_systemd_unit_runs_a_real_command_from_the_examples(unit):
     pairs = _unit(CONFIG / "systemd" / unit)
     env_files = [v for k, v in pairs if k == "EnvironmentFile"]
     assert env_files
-    for env_file in env_files:    # /etc/0g-broker/<x>.env <- config/<x>.env.example
+    for env_file in env_files:  # /etc/0g-broker/<x>.env <- config/<x>.env.example
         assert (CONFIG / (Path(env_file).name + ".example")).is_file(), env_file
-    for key, value in pairs:      # no secret inline
+    for key, value in pairs:  # no secret inline
         if key == "Environment":
             assert not re.search(r"KEY|PASSWORD|SECRET", value.split("=")[0]), value
     (exec_start,) = [v for k, v in pairs if k == "ExecStart"]
     argv = exec_start.split()
     assert argv[0].endswith("/0g-broker")
     group = get_command(app)
-    for word in argv[1:]:          # the subcommand path exists in the CLI
+    for word in argv[1:]:  # the subcommand path exists in the CLI
         group = group.commands[word]
     assert not hasattr(group, "commands"), f"{exec_start} names a group, not a command"
 

@@ -26,8 +26,11 @@ def test_user_side_and_gateway_resolve_the_devnet_alike(devnet, tmp_path, monkey
     write_state(devnet, tmp_path / "devnet" / "state.json")
     net = resolve_network("devnet")
     rpc, address = resolve_chain(ProviderSettings(network="devnet"))
-    assert (net.rpc_url, net.inference_address) == (rpc, address) == (
-        devnet.rpc_url, devnet.inference_address)
+    assert (
+        (net.rpc_url, net.inference_address)
+        == (rpc, address)
+        == (devnet.rpc_url, devnet.inference_address)
+    )
     assert net.chain_id == devnet.chain_id
     assert net.dev_accounts[0].address == devnet.accounts[0].address
     assert read_local_network().ledger_address == devnet.ledger_address
@@ -47,15 +50,27 @@ def test_no_devnet_is_a_config_error_on_both_sides(tmp_path, monkeypatch):
 
 def test_explicit_values_skip_the_state_file_and_the_chain_id_check(tmp_path, monkeypatch):
     monkeypatch.setenv("ZG_HOME", str(tmp_path))
-    ends = resolve_endpoints("devnet", rpc_url="http://127.0.0.1:1",
-                             inference_address="0x" + "1" * 40, require_ledger=False)
+    ends = resolve_endpoints(
+        "devnet",
+        rpc_url="http://127.0.0.1:1",
+        inference_address="0x" + "1" * 40,
+        require_ledger=False,
+    )
     assert ends.rpc_url == "http://127.0.0.1:1" and ends.chain_id is None
     assert ends.ledger_address is None
 
 
 def test_the_library_does_not_import_the_devnet():
-    code = ("import sys, broker.broker, broker.provider.serve, broker.proxy.app; "
-            "print(sorted(m for m in sys.modules if m.startswith('broker.devnet')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(SRC)}, timeout=120)
+    code = (
+        "import sys, broker.broker, broker.provider.serve, broker.proxy.app; "
+        "print(sorted(m for m in sys.modules if m.startswith('broker.devnet')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        timeout=120,
+    )
     assert out.stdout.strip() == "[]"

@@ -17,7 +17,9 @@ def test_presets_match_reference():
     assert main.ledger_address == "0x2dE54c845Cd948B72D2e32e39586fe89607074E3"
     assert main.inference_address == "0x47340d900bdFec2BD393c626E12ea0656F938d84"
     assert get_preset("testnet").chain_id == 16602
-    assert preset_for_chain_id(31337).inference_address == "0x0165878A594ca255338adfa4d48449f69242Eb8F"
+    assert (
+        preset_for_chain_id(31337).inference_address == "0x0165878A594ca255338adfa4d48449f69242Eb8F"
+    )
     assert preset_for_chain_id(16602, dev_mode=True).name == "testnet-dev"
     with pytest.raises(ConfigError):
         get_preset("moon")

@@ -36,24 +36,28 @@ def test_sixth_refund_reverts_too_many_refunds(chain, fresh_account, make_broker
     lf = chain.ledger.functions
     chain.send(user, lf.addLedger(""), value=3 * ETHER)
     chain.send(user, lf.transferFund(provider, SERVICE, ETHER))
-    chain.send(user, lf.retrieveFund([provider], SERVICE))                      # refund #1: 1 0G
+    chain.send(user, lf.retrieveFund([provider], SERVICE))  # refund #1: 1 0G
     assert _active(_account(chain, user.address, provider)) == [ETHER]
     expected = [ETHER]
     top_up = ETHER // 2
-    for _ in range(4):                                                          # refunds #2..#5
+    for _ in range(4):  # refunds #2..#5
         chain.send(user, lf.transferFund(provider, SERVICE, top_up))
         acc = _account(chain, user.address, provider)
-        expected[-1] -= top_up                                 # partial cancel, still active
+        expected[-1] -= top_up  # partial cancel, still active
         assert _active(acc) == expected and acc[3] - acc[4] == top_up
         chain.send(user, lf.retrieveFund([provider], SERVICE))
         expected.append(top_up)
         top_up //= 2
     acc = _account(chain, user.address, provider)
-    assert _active(acc) == expected == [ETHER // 2, ETHER // 4, ETHER // 8, ETHER // 16, ETHER // 16]
+    assert (
+        _active(acc) == expected == [ETHER // 2, ETHER // 4, ETHER // 8, ETHER // 16, ETHER // 16]
+    )
     assert (acc[3], acc[4], acc[8]) == (ETHER, ETHER, 5)
     # the top-ups only cancelled refunds: no ledger money moved after the first transfer
-    assert list(chain.ledger.functions.getLedger(user.address).call()[1:3]) == \
-        [2 * ETHER, 3 * ETHER]
+    assert list(chain.ledger.functions.getLedger(user.address).call()[1:3]) == [
+        2 * ETHER,
+        3 * ETHER,
+    ]
 
     # a sixth amount to refund: the request reverts with TooManyRefunds(user, provider)
     chain.send(user, lf.transferFund(provider, SERVICE, ETHER // 32))
@@ -65,8 +69,10 @@ def test_sixth_refund_reverts_too_many_refunds(chain, fresh_account, make_broker
     with pytest.raises(ce.TooManyRefundsError) as info:
         broker.ledger.retrieve_fund(providers=[provider])
     assert info.value.error_name == "TooManyRefunds"
-    assert {k: v.lower() for k, v in info.value.error_args.items()} == \
-        {"user": user.address.lower(), "provider": provider.lower()}
+    assert {k: v.lower() for k, v in info.value.error_args.items()} == {
+        "user": user.address.lower(),
+        "provider": provider.lower(),
+    }
     assert chain.w3.eth.get_transaction_count(user.address, "pending") == nonce
     acc = _account(chain, user.address, provider)
     assert acc[8] == 5 and acc[4] == ETHER - ETHER // 32 and acc[3] == ETHER
@@ -76,13 +82,17 @@ def test_sixth_refund_reverts_too_many_refunds(chain, fresh_account, make_broker
     chain.send(user, lf.retrieveFund([provider], SERVICE))
     acc = _account(chain, user.address, provider)
     assert _active(acc) == [ETHER // 32] and acc[3] == acc[4] == ETHER // 32
-    assert chain.ledger.functions.getLedger(user.address).call()[1] == \
-        2 * ETHER + ETHER - ETHER // 32
+    assert (
+        chain.ledger.functions.getLedger(user.address).call()[1] == 2 * ETHER + ETHER - ETHER // 32
+    )
 
 
 def test_too_many_refunds_not_callable_directly(chain, fresh_account):
     """``requestRefundAll`` is ledger-only: a user cannot call it to stack refunds."""
     with chain.reverts("CallerNotLedger", (fresh_account.address,)):
-        chain.send(fresh_account,
-                   chain.inference.functions.requestRefundAll(fresh_account.address,
-                                                              Account.create().address))
+        chain.send(
+            fresh_account,
+            chain.inference.functions.requestRefundAll(
+                fresh_account.address, Account.create().address
+            ),
+        )

@@ -32,10 +32,10 @@ def test_fees_do_not_leak_into_a_new_devnet(home, caplog):
     state_file = home / "devnet" / "state.json"
     provider = Account.create().address
     seen = []
-    for _ in range(2):                                   # devnet up, down, up again
+    for _ in range(2):  # devnet up, down, up again
         with start_devnet(port=0, state_file=state_file) as net:
             with caplog.at_level(logging.WARNING, logger="broker.broker"):
-                b = create_broker(network="devnet")      # no key configured: the dev account
+                b = create_broker(network="devnet")  # no key configured: the dev account
             assert b.address == net.state.accounts[0].address
             assert f"using devnet dev account {b.address}" in caplog.text
             try:
@@ -48,9 +48,9 @@ def test_fees_do_not_leak_into_a_new_devnet(home, caplog):
             finally:
                 b.inference.close()
     (dir_a, gw_a, fee_a), (dir_b, gw_b, fee_b) = seen
-    assert fee_a == 0 and fee_b == 0                     # the old chain's 5 0G did not follow
+    assert fee_a == 0 and fee_b == 0  # the old chain's 5 0G did not follow
     assert dir_a != dir_b and gw_a != gw_b
-    assert (dir_a / "fees.sqlite").exists()              # the old chain's record is kept apart
+    assert (dir_a / "fees.sqlite").exists()  # the old chain's record is kept apart
 
 
 def _register_dev_provider(state) -> str:
@@ -68,8 +68,18 @@ def _register_dev_provider(state) -> str:
     w3 = Web3(Web3.HTTPProvider(state.rpc_url))
     contract = InferenceServingContract(w3, state.inference_address, TransactionSender(w3, wallet))
     contract.add_or_update_service(
-        ("chatbot", "http://127.0.0.1:9", "m", "TeeML", 1, 1,
-         json.dumps({"ProviderType": "decentralized"}), wallet.address), value=100 * OG)
+        (
+            "chatbot",
+            "http://127.0.0.1:9",
+            "m",
+            "TeeML",
+            1,
+            1,
+            json.dumps({"ProviderType": "decentralized"}),
+            wallet.address,
+        ),
+        value=100 * OG,
+    )
     return wallet.address
 
 
@@ -90,7 +100,7 @@ def test_serve_funding_does_not_count_an_old_devnets_fees(home):
                 b.ledger.deposit_fund("10")
                 status = b.inference.funding_checker.check(provider, 2)
                 transferred.append(status.last_transfer_amount)
-                if old_fee:   # unsettled on this chain when it goes down
+                if old_fee:  # unsettled on this chain when it goes down
                     b.inference.fee_store.set_cached_fee(b.address, provider, old_fee)
             finally:
                 b.inference.close()

@@ -15,8 +15,14 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "broker.cli.main", "devnet", *args], env=env,
-                          capture_output=True, text=True, timeout=90, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "broker.cli.main", "devnet", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
 
 
 def _anvil_pids_on(port: int) -> list[int]:
@@ -52,8 +58,8 @@ def test_devnet_up_on_a_taken_port_fails_cleanly(tmp_path):
     assert lines[0].startswith("error:")
     assert str(port) in lines[0] and "already in use" in lines[0]
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
-    assert result.stdout == ""                                   # no rpc_url/addresses printed
-    assert anvils == []                                          # no anvil was spawned
+    assert result.stdout == ""  # no rpc_url/addresses printed
+    assert anvils == []  # no anvil was spawned
     assert not (home / "devnet" / "state.json").exists()
     # the CLI agrees that nothing runs
     status = _cli(["status"], env)

@@ -23,7 +23,7 @@ def _time_wait_port() -> int:
         port = listener.getsockname()[1]
         client = socket.create_connection(("127.0.0.1", port))
         conn, _ = listener.accept()
-        conn.close()                      # the server closes first: its side enters TIME_WAIT
+        conn.close()  # the server closes first: its side enters TIME_WAIT
         client.recv(1)
         client.close()
     return port
@@ -31,7 +31,7 @@ def _time_wait_port() -> int:
 
 def test_time_wait_is_not_in_use():
     port = _time_wait_port()
-    with socket.socket() as plain:        # the old check (no SO_REUSEADDR) calls it taken
+    with socket.socket() as plain:  # the old check (no SO_REUSEADDR) calls it taken
         try:
             plain.bind(("127.0.0.1", port))
         except OSError:
@@ -69,14 +69,28 @@ def test_devnet_up_with_provider_checks_before_starting(tmp_path: Path):
 
     env = {**os.environ, "ZG_HOME": str(tmp_path / "home")}
     cli = [sys.executable, "-m", "broker.cli.main", "devnet", "up", "--with-provider"]
-    r = subprocess.run([*cli, "--model", str(tmp_path / "nope")], env=env, capture_output=True,
-                       text=True, timeout=120, check=False)
+    r = subprocess.run(
+        [*cli, "--model", str(tmp_path / "nope")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert r.returncode == 2 and "does not exist" in " ".join(r.stderr.replace("│", " ").split())
     assert "Traceback" not in r.stderr
-    stub = ("import sys; sys.modules['torch'] = None; from broker.cli.main import app; "
-            "app(['devnet', 'up', '--with-provider', '--port', '0'])")
-    r = subprocess.run([sys.executable, "-c", stub], env=env, capture_output=True, text=True,
-                       timeout=120, check=False)
+    stub = (
+        "import sys; sys.modules['torch'] = None; from broker.cli.main import app; "
+        "app(['devnet', 'up', '--with-provider', '--port', '0'])"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", stub],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert r.returncode == 1 and "[worker] extra (torch is missing)" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "home" / "devnet" / "state.json").exists()

@@ -33,15 +33,22 @@ def _free_port() -> int:
 
 
 def _cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "broker.cli.main", "devnet", *args], env=env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "broker.cli.main", "devnet", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_devnet_up_with_provider_then_down(tmp_path):
     env = {**os.environ, "ZG_HOME": str(tmp_path / "home")}
     state_file = tmp_path / "home" / "devnet" / "state.json"
-    up = _cli(["up", "--with-provider", "--model", "tiny", "--port", str(_free_port()), "--json"],
-              env)
+    up = _cli(
+        ["up", "--with-provider", "--model", "tiny", "--port", str(_free_port()), "--json"], env
+    )
     pids: list[int] = []
     try:
         assert up.returncode == 0, up.stderr
@@ -49,7 +56,7 @@ def test_devnet_up_with_provider_then_down(tmp_path):
         prov = state["provider"]
         pids = [state["anvil_pid"], prov["worker_pid"], prov["gateway_pid"]]
         assert all(pid_alive(p) for p in pids)
-        assert "private_key" not in json.dumps(state)                # no secret in the output
+        assert "private_key" not in json.dumps(state)  # no secret in the output
         st = _cli(["status", "--json"], env)
         status = json.loads(st.stdout)
         assert status["running"] and status["provider"]["running"] is True
@@ -71,28 +78,52 @@ def test_devnet_up_with_provider_then_down(tmp_path):
         ledger.transfer_fund(prov["address"], "inference-v1.0", 3 * ZG)
         token = new_session_token(user.address, prov["address"])
         headers = {"Authorization": authorization_header(sign_session_token(token, user))}
-        r = httpx.post(prov["gateway_url"] + "/v1/proxy/images/generations", headers=headers,
-                       json={"prompt": "a boat", "size": "32x32", "num_inference_steps": 1},
-                       timeout=120)
+        r = httpx.post(
+            prov["gateway_url"] + "/v1/proxy/images/generations",
+            headers=headers,
+            json={"prompt": "a boat", "size": "32x32", "num_inference_steps": 1},
+            timeout=120,
+        )
         assert r.status_code == 200, r.text
         assert r.json()["data"][0]["b64_json"] and r.headers["ZG-Res-Key"]
-        fee = httpx.get(prov["gateway_url"] + f"/v1/user/{user.address}/unsettledfee",
-                        headers=headers, timeout=30).json()
+        fee = httpx.get(
+            prov["gateway_url"] + f"/v1/user/{user.address}/unsettledfee",
+            headers=headers,
+            timeout=30,
+        ).json()
         assert fee["unsettledFee"] == str(prov["price_per_image"])
 
         # Attestation through the CLI against the real gateway: no TDX here, so the report says
         # plainly that there is no TEE and the verdict is "not verified" (exit 1), never a pass.
         root = [sys.executable, "-m", "broker.cli.main", "--network", "devnet"]
         report_file = tmp_path / "report.json"
-        dl = subprocess.run([*root, "download-report", "--provider", prov["address"],
-                             "--output", str(report_file)], env=env, capture_output=True, check=False,
-                            text=True, timeout=120)
+        dl = subprocess.run(
+            [*root, "download-report", "--provider", prov["address"], "--output", str(report_file)],
+            env=env,
+            capture_output=True,
+            check=False,
+            text=True,
+            timeout=120,
+        )
         assert dl.returncode == 0, dl.stderr
         raw = json.loads(report_file.read_text())
         assert raw["tee"] == "none" and raw["attested"] is False and "quote" not in raw
-        ver = subprocess.run([*root, "verify", "--provider", prov["address"], "--json",
-                              "--output-dir", str(tmp_path / "att")], env=env, check=False,
-                             capture_output=True, text=True, timeout=120)
+        ver = subprocess.run(
+            [
+                *root,
+                "verify",
+                "--provider",
+                prov["address"],
+                "--json",
+                "--output-dir",
+                str(tmp_path / "att"),
+            ],
+            env=env,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert ver.returncode == 1, ver.stderr
         verdict = json.loads(ver.stdout)
         assert verdict["verdict"] == "not_verified" and verdict["tee"] == "none"

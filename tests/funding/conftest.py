@@ -65,8 +65,9 @@ def fee_server():
     """A uvicorn server on 127.0.0.1 for the module; yields its :class:`FeeServer`."""
     state = FeeServer()
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(_app(state), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(_app(state), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     for _ in range(250):
@@ -82,8 +83,14 @@ def fee_server():
 @pytest.fixture(scope="module")
 def funding_provider(devnet, fee_server):
     """A chatbot service registered at the fake server's URL; returns the provider address."""
-    provider = register_chatbot_service(devnet, fee_server.url, model="m", input_price=10**9,
-                                        output_price=2 * 10**9, tee_address=TEE_ADDR)
+    provider = register_chatbot_service(
+        devnet,
+        fee_server.url,
+        model="m",
+        input_price=10**9,
+        output_price=2 * 10**9,
+        tee_address=TEE_ADDR,
+    )
     return provider.address
 
 
@@ -102,13 +109,18 @@ def make_user(devnet, funding_provider, tmp_path):
     def make(ledger: str = "20", sub_account: str | None = "5", **kwargs) -> InferenceBroker:
         user = fund_new_account(devnet, amount_neuron=100 * OG)
         base = create_broker(
-            "0x" + bytes(user.key).hex(), network="devnet", rpc_url=devnet.rpc_url,
-            ledger_address=devnet.ledger_address, inference_address=devnet.inference_address)
+            "0x" + bytes(user.key).hex(),
+            network="devnet",
+            rpc_url=devnet.rpc_url,
+            ledger_address=devnet.ledger_address,
+            inference_address=devnet.inference_address,
+        )
         base.ledger.add_ledger(ledger)
         if sub_account:
             base.ledger.transfer_fund(funding_provider, "inference", sub_account)
         inf = InferenceBroker.from_broker(
-            base, fee_store=FeeStore(f"sqlite:///{tmp_path / f'{user.address}.db'}"), **kwargs)
+            base, fee_store=FeeStore(f"sqlite:///{tmp_path / f'{user.address}.db'}"), **kwargs
+        )
         inf.funding_checker.retry = RetryPolicy(attempts=3, backoff_s=0.05)
         made.append(inf)
         return inf

@@ -16,8 +16,11 @@ def locked(inf, provider: str) -> int:
 
 def funding_threads() -> list[threading.Thread]:
     """Live scheduler / worker threads of auto-funding."""
-    return [t for t in threading.enumerate()
-            if t.name == "APScheduler" or t.name.startswith("zg-funding")]
+    return [
+        t
+        for t in threading.enumerate()
+        if t.name == "APScheduler" or t.name.startswith("zg-funding")
+    ]
 
 
 def wait_for(predicate, timeout: float, step: float = 0.05) -> bool:

@@ -21,17 +21,24 @@ from broker.funding import FundingEvent
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
-PRICE = OG // 2                      # 0.5 0G per image
-BUFFER = 3                           # 0G kept above the unsettled fee
-IMAGE = {"model": "tiny", "prompt": "a red cube", "n": 1, "size": "32x32",
-         "num_inference_steps": 1, "seed": 7}
+PRICE = OG // 2  # 0.5 0G per image
+BUFFER = 3  # 0G kept above the unsettled fee
+IMAGE = {
+    "model": "tiny",
+    "prompt": "a red cube",
+    "n": 1,
+    "size": "32x32",
+    "num_inference_steps": 1,
+    "seed": 7,
+}
 
 
 @pytest.fixture(scope="module")
 def stack(devnet, tmp_path_factory):
     """One in-process provider stack for the module, with raised gateway limits."""
-    with provider_stack(devnet, tmp_path_factory.mktemp("funding-stack"), price_per_image=PRICE,
-                        raise_limits=True) as st:
+    with provider_stack(
+        devnet, tmp_path_factory.mktemp("funding-stack"), price_per_image=PRICE, raise_limits=True
+    ) as st:
         yield st
 
 
@@ -39,22 +46,25 @@ def test_auto_funding_tops_up_against_the_gateway(stack, devnet, fresh_account):
     broker = devnet_user_broker(devnet, fresh_account)
     inf, provider, gw = broker.inference, stack.provider_address, stack.gateway
     broker.ledger.add_ledger("20")
-    assert inf.acknowledge_provider_signer(provider).sub_account_created    # 1 0G
-    broker.ledger.transfer_fund(provider, "inference", "3")                 # locked 4 0G
+    assert inf.acknowledge_provider_signer(provider).sub_account_created  # 1 0G
+    broker.ledger.transfer_fund(provider, "inference", "3")  # locked 4 0G
     events: list[FundingEvent] = []
     inf.add_funding_listener(events.append)
 
     def generate(n: int) -> None:
-        r = httpx.post(stack.gateway_url + "/v1/proxy/images/generations",
-                       json={**IMAGE, "n": n}, timeout=120,
-                       headers=inf.get_request_headers(provider))
+        r = httpx.post(
+            stack.gateway_url + "/v1/proxy/images/generations",
+            json={**IMAGE, "n": n},
+            timeout=120,
+            headers=inf.get_request_headers(provider),
+        )
         assert r.status_code == 200, r.text
         assert len(r.json()["data"]) == n
 
     try:
         status = inf.start_auto_funding(provider, interval=1, buffer_multiplier=BUFFER)
         assert status.running and status.transfers == 0 and status.locked_balance == 4 * OG
-        generate(1)                                  # unsettled 0.5: required 3.5 <= 4
+        generate(1)  # unsettled 0.5: required 3.5 <= 4
         assert gw.ledger.unsettled_fee(fresh_account.address) == PRICE
         checks = inf.auto_funding_status(provider).checks
         assert wait_for(lambda: inf.auto_funding_status(provider).checks >= checks + 2, 5)
@@ -63,12 +73,12 @@ def test_auto_funding_tops_up_against_the_gateway(stack, devnet, fresh_account):
         assert (status.unsettled_fee, status.unsettled_fee_source) == (PRICE, "provider")
         assert locked(inf, provider) == 4 * OG
 
-        generate(4)                                  # unsettled 2.5: required 5.5 > 4
+        generate(4)  # unsettled 2.5: required 5.5 > 4
         billed_at = time.monotonic()
         unsettled = gw.ledger.unsettled_fee(fresh_account.address)
         assert unsettled == 5 * PRICE
         assert wait_for(lambda: inf.auto_funding_status(provider).transfers == 1, 5)
-        assert time.monotonic() - billed_at < 2.5    # within one interval (+ slack)
+        assert time.monotonic() - billed_at < 2.5  # within one interval (+ slack)
         deficit = unsettled + BUFFER * OG - 4 * OG
         status = inf.auto_funding_status(provider)
         assert status.last_transfer_amount == max(deficit, OG) == 15 * OG // 10
@@ -80,12 +90,12 @@ def test_auto_funding_tops_up_against_the_gateway(stack, devnet, fresh_account):
         report = gw.settler.settle_once()
         assert report.settled[fresh_account.address] == unsettled
         assert gw.ledger.unsettled_fee(fresh_account.address) == 0
-        assert locked(inf, provider) == 3 * OG                 # 5.5 − 2.5 = 0 + buffer
+        assert locked(inf, provider) == 3 * OG  # 5.5 − 2.5 = 0 + buffer
         checks = inf.auto_funding_status(provider).checks
         assert wait_for(lambda: inf.auto_funding_status(provider).checks >= checks + 2, 5)
         status = inf.auto_funding_status(provider)
         assert status.transfers == 1 and status.unsettled_fee == 0 and status.last_error is None
-        assert locked(inf, provider) == 3 * OG                 # no further transfer
+        assert locked(inf, provider) == 3 * OG  # no further transfer
     finally:
         inf.stop_auto_funding(provider)
     assert not inf.auto_funding_status(provider).running
@@ -93,4 +103,4 @@ def test_auto_funding_tops_up_against_the_gateway(stack, devnet, fresh_account):
     assert wait_for(lambda: not [t for t in funding_threads() if t.name != "APScheduler"], 3)
     checks = inf.auto_funding_status(provider).checks
     time.sleep(1.3)
-    assert inf.auto_funding_status(provider).checks == checks    # really stopped
+    assert inf.auto_funding_status(provider).checks == checks  # really stopped

@@ -49,8 +49,12 @@ def test_buffer_is_exact_and_floats_refused():
 
 def test_unsettled_fee_body():
     big = str(2**70)
-    assert UnsettledFeeResponse.model_validate_json(
-        f'{{"userAddress":"0xab","unsettledFee":"{big}"}}').unsettled_fee == 2**70
+    assert (
+        UnsettledFeeResponse.model_validate_json(
+            f'{{"userAddress":"0xab","unsettledFee":"{big}"}}'
+        ).unsettled_fee
+        == 2**70
+    )
     assert UnsettledFeeResponse.model_validate_json('{"userAddress":"0xab"}').unsettled_fee == 0
     for bad in ('{"unsettledFee":"1.5"}', '{"unsettledFee":"-1"}', '{"unsettledFee":true}'):
         with pytest.raises(ValueError):

@@ -20,9 +20,16 @@ from server_helpers import UvicornThread, free_port
 @pytest.fixture(scope="session")
 def fuzz_stack(devnet, tmp_path_factory):
     """``(stack, backend_url)``: the provider stack in-process with raised gateway limits."""
-    with UvicornThread(chat_backend(), free_port()) as backend, \
-            provider_stack(devnet, tmp_path_factory.mktemp("fuzz-stack"), model="tiny",
-                           chat_backend_url=backend.url, raise_limits=True) as st:
+    with (
+        UvicornThread(chat_backend(), free_port()) as backend,
+        provider_stack(
+            devnet,
+            tmp_path_factory.mktemp("fuzz-stack"),
+            model="tiny",
+            chat_backend_url=backend.url,
+            raise_limits=True,
+        ) as st,
+    ):
         yield st, backend.url
 
 
@@ -40,8 +47,9 @@ def fuzz_serve(fuzz_stack, fuzz_user):
     from broker.proxy import ServeSettings, create_app
 
     st, _ = fuzz_stack
-    settings = ServeSettings(provider=st.provider_address, api_key=API_KEY, funding_interval=600,
-                             extra_routes=True)       # the stack also fronts a chat backend
+    settings = ServeSettings(
+        provider=st.provider_address, api_key=API_KEY, funding_interval=600, extra_routes=True
+    )  # the stack also fronts a chat backend
     with UvicornThread(create_app(fuzz_user, settings), free_port(), start_polls=3000) as server:
         yield server.url
 
@@ -54,9 +62,24 @@ def worker_process(tmp_path_factory):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     cli = Path(sys.executable).with_name("0g-broker")
     with log.open("wb") as out:
-        proc = subprocess.Popen([str(cli), "worker", "serve", "--model", "tiny", "--device", "cpu",
-                                 "--port", str(port), "--idle-unload", "0"],
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [
+                str(cli),
+                "worker",
+                "serve",
+                "--model",
+                "tiny",
+                "--device",
+                "cpu",
+                "--port",
+                str(port),
+                "--idle-unload",
+                "0",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:

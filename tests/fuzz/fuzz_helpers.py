@@ -20,11 +20,20 @@ def chat_backend() -> FastAPI:
     @app.post("/chat/completions")
     async def chat(request: Request) -> dict:
         body = await request.json()
-        return {"id": "chatcmpl-f", "object": "chat.completion", "created": 1,
-                "model": body.get("model") if isinstance(body, dict) else None,
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": "ok"}}],
-                "usage": USAGE}
+        return {
+            "id": "chatcmpl-f",
+            "object": "chat.completion",
+            "created": 1,
+            "model": body.get("model") if isinstance(body, dict) else None,
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "ok"},
+                }
+            ],
+            "usage": USAGE,
+        }
 
     return app
 

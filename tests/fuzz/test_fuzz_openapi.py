@@ -39,20 +39,29 @@ def _fuzz(base_url: str, headers: dict, tally, *, fees: list[int] | None = None)
         if operation.path in SKIPPED:
             continue
 
-        @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-                  phases=[Phase.explicit, Phase.generate],
-                  suppress_health_check=list(HealthCheck))
-        @given(case=strategies.one_of(operation.as_strategy(GenerationMode.POSITIVE),
-                                      operation.as_strategy(GenerationMode.NEGATIVE)))
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(
+            case=strategies.one_of(
+                operation.as_strategy(GenerationMode.POSITIVE),
+                operation.as_strategy(GenerationMode.NEGATIVE),
+            )
+        )
         def run(case) -> None:
             nonlocal sent
             response = case.call(base_url=base_url, headers=headers, timeout=120)
             sent += 1
             tally.record(response.status_code, expect_refusal=False)
             assert response.status_code < 500, (
-                f"{case.method} {case.formatted_path}: {response.status_code} "
-                f"{response.text[:300]}")
-            if fees is not None:    # headers: lower-case keys, lists of values
+                f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}"
+            )
+            if fees is not None:  # headers: lower-case keys, lists of values
                 fees.extend(int(v) for v in response.headers.get("x-0g-fee", []))
 
         run()
@@ -61,7 +70,7 @@ def _fuzz(base_url: str, headers: dict, tally, *, fees: list[int] | None = None)
 
 def test_fuzz_serve(fuzz_serve, fuzz_stack, fuzz_user, tally):
     st, _ = fuzz_stack
-    assert httpx.get(fuzz_serve + "/openapi.json").status_code == 401   # behind the API key
+    assert httpx.get(fuzz_serve + "/openapi.json").status_code == 401  # behind the API key
     local = fuzz_user.inference.fee_store.get_totals(fuzz_user.address, st.provider_address)
     fees: list[int] = []
     sent = _fuzz(fuzz_serve, {"Authorization": f"Bearer {API_KEY}"}, tally, fees=fees)

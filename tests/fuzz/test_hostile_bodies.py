@@ -10,40 +10,74 @@ from fuzz_helpers import API_KEY
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-DEEP_ARRAYS = b'{"prompt":"x","extra":' + b"[" * 100_000 + b"]" * 100_000 + b"}"   # ~200 KB
+DEEP_ARRAYS = b'{"prompt":"x","extra":' + b"[" * 100_000 + b"]" * 100_000 + b"}"  # ~200 KB
 DEEP_OBJECTS = b'{"prompt":' * 50_000 + b'"x"' + b"}" * 50_000
 JUST_TOO_DEEP = b'{"prompt":"x","extra":' + b"[" * 64 + b"]" * 64 + b"}"
-LONE_SURROGATES = [rb'{"prompt":"\ud800"}', rb'{"prompt":"\udfff x"}',
-                   rb'{"prompt":"a","messages":[{"role":"user","content":"\ud800"}]}',
-                   b'{"prompt":"\xed\xa0\x80"}', b'{"prompt":"\xff"}']
-HOSTILE_BODIES = [DEEP_ARRAYS, DEEP_OBJECTS, JUST_TOO_DEEP, *LONE_SURROGATES,
-                  b'{"prompt":"x","n":NaN}']
+LONE_SURROGATES = [
+    rb'{"prompt":"\ud800"}',
+    rb'{"prompt":"\udfff x"}',
+    rb'{"prompt":"a","messages":[{"role":"user","content":"\ud800"}]}',
+    b'{"prompt":"\xed\xa0\x80"}',
+    b'{"prompt":"\xff"}',
+]
+HOSTILE_BODIES = [
+    DEEP_ARRAYS,
+    DEEP_OBJECTS,
+    JUST_TOO_DEEP,
+    *LONE_SURROGATES,
+    b'{"prompt":"x","n":NaN}',
+]
 BAD_N = ["4.00", "2.0", "2", 2.0, True, 0, -1, 17, 2**70, [2], {"n": 2}]
 PNG_1PX = bytes.fromhex(
     "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
-    "0000000d49444154789c6360000002000100e221bc330000000049454e44ae426082")
-BAD_JOB_IDS = ["a%0Ab", "a%0Db", "a%00b", "..%2F..%2Fetc", "a%20b", "%F0%9F%98%80", "x" * 129,
-               "a.b", "a%2Fb"]
+    "0000000d49444154789c6360000002000100e221bc330000000049454e44ae426082"
+)
+BAD_JOB_IDS = [
+    "a%0Ab",
+    "a%0Db",
+    "a%00b",
+    "..%2F..%2Fetc",
+    "a%20b",
+    "%F0%9F%98%80",
+    "x" * 129,
+    "a.b",
+    "a%2Fb",
+]
 
 
 def _serve_targets(serve: str) -> list[tuple[str, dict]]:
     auth = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
-    return [(serve + path, auth) for path in
-            ("/v1/images/generations", "/v1/chat/completions", "/v1/async/images/generations")]
+    return [
+        (serve + path, auth)
+        for path in (
+            "/v1/images/generations",
+            "/v1/chat/completions",
+            "/v1/async/images/generations",
+        )
+    ]
 
 
 def _gateway_targets(stack, user) -> list[tuple[str, dict]]:
-    headers = {**user.inference.get_request_headers(stack.provider_address),
-               "Content-Type": "application/json"}
-    return [(stack.gateway_url + path, headers) for path in
-            ("/v1/proxy/images/generations", "/v1/proxy/chat/completions",
-             "/v1/async/images/generations")]
+    headers = {
+        **user.inference.get_request_headers(stack.provider_address),
+        "Content-Type": "application/json",
+    }
+    return [
+        (stack.gateway_url + path, headers)
+        for path in (
+            "/v1/proxy/images/generations",
+            "/v1/proxy/chat/completions",
+            "/v1/async/images/generations",
+        )
+    ]
 
 
 def _worker_targets(worker_url: str) -> list[tuple[str, dict]]:
     headers = {"Content-Type": "application/json"}
-    return [(worker_url + path, headers) for path in
-            ("/v1/images/generations", "/v1/async/images/generations")]
+    return [
+        (worker_url + path, headers)
+        for path in ("/v1/images/generations", "/v1/async/images/generations")
+    ]
 
 
 def _fees(stack, user) -> tuple[int, int]:
@@ -55,7 +89,7 @@ def _assert_error_shape(response: httpx.Response, server: str) -> None:
     body = response.json()
     if server == "gateway":
         assert isinstance(body.get("error"), str) and body["error"], body
-    else:   # OpenAI shape
+    else:  # OpenAI shape
         assert body["error"]["type"] == "invalid_request_error", body
         assert isinstance(body["error"]["message"], str) and body["error"]["message"]
 
@@ -63,8 +97,11 @@ def _assert_error_shape(response: httpx.Response, server: str) -> None:
 @pytest.fixture(scope="module")
 def servers(fuzz_serve, fuzz_stack, fuzz_user, worker_process):
     st, _ = fuzz_stack
-    return {"serve": _serve_targets(fuzz_serve), "gateway": _gateway_targets(st, fuzz_user),
-            "worker": _worker_targets(worker_process[1])}
+    return {
+        "serve": _serve_targets(fuzz_serve),
+        "gateway": _gateway_targets(st, fuzz_user),
+        "worker": _worker_targets(worker_process[1]),
+    }
 
 
 def _alive(fuzz_serve, fuzz_stack, worker_process) -> None:
@@ -76,8 +113,9 @@ def _alive(fuzz_serve, fuzz_stack, worker_process) -> None:
 
 
 @pytest.mark.parametrize("server", ["serve", "gateway", "worker"])
-def test_hostile_bodies_refused_and_nothing_billed(server, servers, fuzz_serve, fuzz_stack,
-                                                   fuzz_user, worker_process, tally):
+def test_hostile_bodies_refused_and_nothing_billed(
+    server, servers, fuzz_serve, fuzz_stack, fuzz_user, worker_process, tally
+):
     """Deep nesting (100 000 levels, the body that segfaulted serve and the worker), nesting one
     level past the limit, lone surrogates, invalid UTF-8 and NaN: 400, no fee, still up."""
     st, _ = fuzz_stack
@@ -95,10 +133,16 @@ def test_hostile_bodies_refused_and_nothing_billed(server, servers, fuzz_serve, 
 
 def test_deep_body_through_the_gateway_never_reaches_the_worker(fuzz_stack, fuzz_user, tally):
     st, _ = fuzz_stack
-    headers = {**fuzz_user.inference.get_request_headers(st.provider_address),
-               "Content-Type": "application/json"}
-    r = httpx.post(st.gateway_url + "/v1/proxy/images/generations", content=DEEP_ARRAYS,
-                   headers=headers, timeout=60)
+    headers = {
+        **fuzz_user.inference.get_request_headers(st.provider_address),
+        "Content-Type": "application/json",
+    }
+    r = httpx.post(
+        st.gateway_url + "/v1/proxy/images/generations",
+        content=DEEP_ARRAYS,
+        headers=headers,
+        timeout=60,
+    )
     tally.record(r.status_code)
     assert r.status_code == 400 and "deeper than 64" in r.json()["error"]
     assert httpx.get(st.worker_url + "/health", timeout=10).status_code == 200
@@ -110,7 +154,7 @@ def test_n_one_rule_everywhere(server, servers, fuzz_stack, fuzz_user, tally):
     refused with 400 by each server: nothing made, nothing billed."""
     st, _ = fuzz_stack
     before = _fees(st, fuzz_user)
-    url, headers = servers[server][0]       # images/generations
+    url, headers = servers[server][0]  # images/generations
     with httpx.Client(timeout=60) as client:
         for n in BAD_N:
             r = client.post(url, json={"prompt": "x", "n": n, "size": "32x32"}, headers=headers)
@@ -129,17 +173,22 @@ def _edit_form(n_values: list[str]) -> list:
 
 
 @pytest.mark.parametrize("n_values", [["4.00"], ["2.0"], [" 2"], ["1", "4"]], ids=str)
-def test_edit_form_n_refused_everywhere(n_values, fuzz_serve, fuzz_stack, fuzz_user,
-                                        worker_process, tally):
+def test_edit_form_n_refused_everywhere(
+    n_values, fuzz_serve, fuzz_stack, fuzz_user, worker_process, tally
+):
     """Multipart edits: a non-digit ``n`` or two ``n`` fields (serve read the first, the worker the
     last) are refused by all three."""
     st, _ = fuzz_stack
     before = _fees(st, fuzz_user)
     files = _edit_form(n_values)
-    targets = [(fuzz_serve + "/v1/images/edits", {"Authorization": f"Bearer {API_KEY}"}),
-               (st.gateway_url + "/v1/proxy/images/edits",
-                fuzz_user.inference.get_request_headers(st.provider_address)),
-               (worker_process[1] + "/v1/images/edits", {})]
+    targets = [
+        (fuzz_serve + "/v1/images/edits", {"Authorization": f"Bearer {API_KEY}"}),
+        (
+            st.gateway_url + "/v1/proxy/images/edits",
+            fuzz_user.inference.get_request_headers(st.provider_address),
+        ),
+        (worker_process[1] + "/v1/images/edits", {}),
+    ]
     for url, headers in targets:
         r = httpx.post(url, files=files, headers=headers, timeout=60)
         tally.record(r.status_code)
@@ -152,9 +201,12 @@ def test_valid_n_made_and_billed_alike(fuzz_serve, fuzz_stack, fuzz_user, tally)
     price."""
     st, _ = fuzz_stack
     local0, gateway0 = _fees(st, fuzz_user)
-    r = httpx.post(fuzz_serve + "/v1/images/generations",
-                   json={"prompt": "two", "n": 2, "size": "32x32", "num_inference_steps": 1},
-                   headers={"Authorization": f"Bearer {API_KEY}"}, timeout=240)
+    r = httpx.post(
+        fuzz_serve + "/v1/images/generations",
+        json={"prompt": "two", "n": 2, "size": "32x32", "num_inference_steps": 1},
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        timeout=240,
+    )
     tally.record(r.status_code, expect_refusal=False)
     assert r.status_code == 200, r.text[:300]
     assert len(r.json()["data"]) == 2
@@ -164,20 +216,24 @@ def test_valid_n_made_and_billed_alike(fuzz_serve, fuzz_stack, fuzz_user, tally)
     assert int(r.headers["X-0G-Fee"]) == 2 * price
 
 
-def test_bad_job_ids_are_404_everywhere(fuzz_serve, fuzz_stack, fuzz_user, worker_process,
-                                        tally):
+def test_bad_job_ids_are_404_everywhere(fuzz_serve, fuzz_stack, fuzz_user, worker_process, tally):
     st, _ = fuzz_stack
-    targets = [(fuzz_serve + "/v1/async/jobs/", {"Authorization": f"Bearer {API_KEY}"}, "serve"),
-               (st.gateway_url + "/v1/async/jobs/",
-                fuzz_user.inference.get_request_headers(st.provider_address), "gateway"),
-               (worker_process[1] + "/v1/async/jobs/", {}, "worker")]
+    targets = [
+        (fuzz_serve + "/v1/async/jobs/", {"Authorization": f"Bearer {API_KEY}"}, "serve"),
+        (
+            st.gateway_url + "/v1/async/jobs/",
+            fuzz_user.inference.get_request_headers(st.provider_address),
+            "gateway",
+        ),
+        (worker_process[1] + "/v1/async/jobs/", {}, "worker"),
+    ]
     with httpx.Client(timeout=30) as client:
         for base, headers, server in targets:
             for job_id in BAD_JOB_IDS:
                 r = client.get(base + job_id, headers=headers)
                 tally.record(r.status_code)
                 assert r.status_code == 404, (server, job_id, r.status_code, r.text[:300])
-                if "%2F" in job_id:     # no route matches: the framework's 404
+                if "%2F" in job_id:  # no route matches: the framework's 404
                     continue
                 error = r.json().get("error")
                 assert error, (server, job_id, r.text[:200])

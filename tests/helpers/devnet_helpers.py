@@ -40,8 +40,11 @@ def key_hex(account) -> str:
 
 def devnet_owner(devnet):
     """The contract owner's ``eth_account`` LocalAccount (a dev account of the devnet)."""
-    owner_key = next(a.private_key.get_secret_value() for a in devnet.accounts
-                     if a.address.lower() == devnet.owner.lower())
+    owner_key = next(
+        a.private_key.get_secret_value()
+        for a in devnet.accounts
+        if a.address.lower() == devnet.owner.lower()
+    )
     return Account.from_key(owner_key)
 
 
@@ -82,8 +85,9 @@ def register_chatbot_service(
     return provider
 
 
-def run_concurrently(fn: Callable[[Any], Any], items: Iterable[Any], *,
-                     join_timeout: float) -> list[BaseException]:
+def run_concurrently(
+    fn: Callable[[Any], Any], items: Iterable[Any], *, join_timeout: float
+) -> list[BaseException]:
     """Call ``fn(item)`` for every item, each in its own thread (all started, then all joined with
     ``join_timeout`` seconds each).
 
@@ -124,8 +128,12 @@ def settle_once_recording(gateway) -> tuple[Any, list]:
 
 #: Gateway limits raised far above what a test sends (keyword arguments of ``Limits``).
 RAISED_GATEWAY_LIMITS = {
-    "per_ip_rps": 1000, "per_ip_burst": 1000, "per_user_rpm": 100000, "per_user_burst": 1000,
-    "max_per_user_concurrent": 100, "max_global_concurrent": 200,
+    "per_ip_rps": 1000,
+    "per_ip_burst": 1000,
+    "per_user_rpm": 100000,
+    "per_user_burst": 1000,
+    "max_per_user_concurrent": 100,
+    "max_global_concurrent": 200,
 }
 
 
@@ -133,9 +141,13 @@ def devnet_user_broker(devnet, account):
     """A :class:`broker.broker.Broker` for ``account`` on the session devnet."""
     from broker.broker import create_broker
 
-    return create_broker(key_hex(account), network="devnet", rpc_url=devnet.rpc_url,
-                         ledger_address=devnet.ledger_address,
-                         inference_address=devnet.inference_address)
+    return create_broker(
+        key_hex(account),
+        network="devnet",
+        rpc_url=devnet.rpc_url,
+        ledger_address=devnet.ledger_address,
+        inference_address=devnet.inference_address,
+    )
 
 
 def funded_user_broker(devnet, ledger: int, amount_neuron: int = 100 * OG):
@@ -157,8 +169,9 @@ def provider_stack(devnet, home, *, raise_limits: bool = False, **stack_kwargs) 
     from broker.provider.limits import Limits
 
     provider = fund_new_account(devnet, amount_neuron=1000 * OG)
-    with start_provider_stack(devnet, provider_key=key_hex(provider), home=home,
-                              **stack_kwargs) as st:
+    with start_provider_stack(
+        devnet, provider_key=key_hex(provider), home=home, **stack_kwargs
+    ) as st:
         if raise_limits:
             st.gateway.limits = Limits(**RAISED_GATEWAY_LIMITS)
         yield st

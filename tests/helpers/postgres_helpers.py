@@ -47,7 +47,7 @@ class PostgresServer:
     """A running throw-away PostgreSQL: ``port`` on 127.0.0.1, superuser ``postgres`` (trust)."""
 
     port: int
-    home: Path          # temporary folder: ``data/`` (cluster, socket) and ``server.log``
+    home: Path  # temporary folder: ``data/`` (cluster, socket) and ``server.log``
     pg_ctl: str
     run_as: list[str]
 
@@ -65,17 +65,32 @@ class PostgresServer:
         import psycopg
 
         name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
+        ) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
     def stop(self) -> None:
         """Stop the server (fast shutdown, waits) and remove its data folder."""
         with contextlib.suppress(subprocess.SubprocessError, OSError):
-            subprocess.run([*self.run_as, self.pg_ctl, "-D", str(self.datadir), "-m", "fast",
-                            "-w", "-t", "30", "stop"], check=False, capture_output=True,
-                           timeout=60)
+            subprocess.run(
+                [
+                    *self.run_as,
+                    self.pg_ctl,
+                    "-D",
+                    str(self.datadir),
+                    "-m",
+                    "fast",
+                    "-w",
+                    "-t",
+                    "30",
+                    "stop",
+                ],
+                check=False,
+                capture_output=True,
+                timeout=60,
+            )
         shutil.rmtree(self.home, ignore_errors=True)
 
 
@@ -90,7 +105,7 @@ def start_postgres() -> PostgresServer:
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
     run_as: list[str] = []
     owner = None
-    if os.geteuid() == 0:       # postgres refuses to run as root
+    if os.geteuid() == 0:  # postgres refuses to run as root
         try:
             owner = pwd.getpwnam("postgres")
         except KeyError:
@@ -104,20 +119,58 @@ def start_postgres() -> PostgresServer:
     if owner is not None:
         os.chown(base, owner.pw_uid, owner.pw_gid)
     server = PostgresServer(_free_port(), base, pg_ctl, run_as)
-    init = subprocess.run([*run_as, initdb, "-D", str(datadir), "-U", "postgres", "--auth=trust",
-                           "-E", "UTF8", "--no-sync", "--no-instructions"],
-                          capture_output=True, text=True, timeout=120, check=False)
+    init = subprocess.run(
+        [
+            *run_as,
+            initdb,
+            "-D",
+            str(datadir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     if init.returncode != 0:
         shutil.rmtree(base, ignore_errors=True)
         pytest.skip(f"initdb failed: {init.stderr.strip()[-300:]}")
-    opts = (f"-p {server.port} -c listen_addresses=127.0.0.1 -k {datadir} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
-    start = subprocess.run([*run_as, pg_ctl, "-D", str(datadir), "-o", opts, "-l",
-                            str(base / "server.log"), "-w", "-t", "60", "start"],
-                           capture_output=True, text=True, timeout=90, check=False)
+    opts = (
+        f"-p {server.port} -c listen_addresses=127.0.0.1 -k {datadir} -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
+    )
+    start = subprocess.run(
+        [
+            *run_as,
+            pg_ctl,
+            "-D",
+            str(datadir),
+            "-o",
+            opts,
+            "-l",
+            str(base / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
     if start.returncode != 0:
-        log = (base / "server.log").read_text(errors="replace")[-500:] \
-            if (base / "server.log").exists() else start.stderr
+        log = (
+            (base / "server.log").read_text(errors="replace")[-500:]
+            if (base / "server.log").exists()
+            else start.stderr
+        )
         server.stop()
         pytest.fail(f"PostgreSQL did not start: {log}")
     return server

@@ -31,19 +31,35 @@ from starlette.routing import Route
 
 __all__ = ["MODES", "TamperRelay", "flip_char"]
 
-MODES = ("flip_image_b64", "flip_edit_b64", "swap_res_key", "replay_signature", "tamper_chat", "tamper_stream",
-         "tamper_audio", "tamper_async", "tamper_request", "signature_429")
+MODES = (
+    "flip_image_b64",
+    "flip_edit_b64",
+    "swap_res_key",
+    "replay_signature",
+    "tamper_chat",
+    "tamper_stream",
+    "tamper_audio",
+    "tamper_async",
+    "tamper_request",
+    "signature_429",
+)
 
-_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive", "host",
-        "content-encoding"}
+_HOP = {
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "host",
+    "content-encoding",
+}
 _B64 = re.compile(rb'"b64_json"\s*:\s*"')
 
 
 def flip_char(data: bytes, at: int) -> bytes:
     """``data`` with the byte at ``at`` replaced by another letter (keeps base64 and JSON valid)."""
-    old = data[at:at + 1]
+    old = data[at : at + 1]
     new = b"B" if old == b"A" else b"A"
-    return data[:at] + new + data[at + 1:]
+    return data[:at] + new + data[at + 1 :]
 
 
 class TamperRelay:
@@ -69,8 +85,13 @@ class TamperRelay:
         self.tampered = 0
         self._limited: set[str] = set()
         self._lock = threading.Lock()
-        self.app = Starlette(routes=[Route("/{path:path}", self._handle,
-                                           methods=["GET", "POST", "PUT", "DELETE", "PATCH"])])
+        self.app = Starlette(
+            routes=[
+                Route(
+                    "/{path:path}", self._handle, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]
+                )
+            ]
+        )
 
     def _count(self) -> None:
         with self._lock:
@@ -88,8 +109,9 @@ class TamperRelay:
 
     def _tamper_body(self, path: str, body: bytes) -> bytes:
         mode = self.mode
-        if (mode == "flip_image_b64" and path.endswith("images/generations")) or \
-                (mode == "flip_edit_b64" and path.endswith("images/edits")):
+        if (mode == "flip_image_b64" and path.endswith("images/generations")) or (
+            mode == "flip_edit_b64" and path.endswith("images/edits")
+        ):
             match = _B64.search(body)
             if match:
                 self._count()
@@ -98,17 +120,17 @@ class TamperRelay:
             at = body.find(b"hello there")
             if at >= 0:
                 self._count()
-                return body[:at] + b"hello thwre" + body[at + 11:]
+                return body[:at] + b"hello thwre" + body[at + 11 :]
         if mode == "tamper_audio" and path.endswith("audio/transcriptions"):
             at = body.find(b"transcribed")
             if at >= 0:
                 self._count()
-                return body[:at] + b"transcrabed" + body[at + 11:]
+                return body[:at] + b"transcrabed" + body[at + 11 :]
         if mode == "tamper_async" and "async/images" in path:
             at = body.find(b'"status"')
             if at >= 0:
                 self._count()
-                return body[:at] + b'"statuz"' + body[at + 8:]
+                return body[:at] + b'"statuz"' + body[at + 8 :]
         return body
 
     def _signature(self, chat_id: str, status: int, body: bytes) -> Response | None:
@@ -133,13 +155,23 @@ class TamperRelay:
                 self._limited.add(chat_id)
             if first:
                 self._count()
-                return Response(b'{"error":"Too many requests. Please try again later."}',
-                                status_code=429, headers={"Retry-After": "1"},
-                                media_type="application/json")
+                return Response(
+                    b'{"error":"Too many requests. Please try again later."}',
+                    status_code=429,
+                    headers={"Retry-After": "1"},
+                    media_type="application/json",
+                )
         client = httpx.AsyncClient(timeout=600)
         upstream = await client.send(
-            client.build_request(request.method, self.target + path, headers=headers,
-                                 content=body, params=request.query_params), stream=True)
+            client.build_request(
+                request.method,
+                self.target + path,
+                headers=headers,
+                content=body,
+                params=request.query_params,
+            ),
+            stream=True,
+        )
         out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
         key = upstream.headers.get("zg-res-key")
         if key:
@@ -149,6 +181,7 @@ class TamperRelay:
                 self._count()
             self.delivered_keys.append(out_headers["zg-res-key"])
         if "text/event-stream" in upstream.headers.get("content-type", ""):
+
             async def relay():
                 done = False
                 try:
@@ -162,8 +195,7 @@ class TamperRelay:
                     await upstream.aclose()
                     await client.aclose()
 
-            return StreamingResponse(relay(), status_code=upstream.status_code,
-                                     headers=out_headers)
+            return StreamingResponse(relay(), status_code=upstream.status_code, headers=out_headers)
         raw = b"".join([c async for c in upstream.aiter_raw()])
         await upstream.aclose()
         await client.aclose()

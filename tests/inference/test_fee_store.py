@@ -109,11 +109,11 @@ def check_async_job_lifecycle(url: str) -> None:
 
     store = FeeStore(url)
     assert store.record_async_job(USER, PROVIDER, "imgjob_a", 2) is True
-    assert store.record_async_job(USER.lower(), PROVIDER, "imgjob_a", 5) is False   # idempotent
+    assert store.record_async_job(USER.lower(), PROVIDER, "imgjob_a", 5) is False  # idempotent
     assert store.record_async_job(USER, PROVIDER, "imgjob_f", 1) is True
     job = store.get_async_job(USER, PROVIDER, "imgjob_a")
     assert (job.images, job.status, job.fee) == (2, AsyncJobStatus.PENDING, 0)
-    assert store.get_totals(USER, PROVIDER) == FeeTotals(0, 0, 0)           # nothing billed yet
+    assert store.get_totals(USER, PROVIDER) == FeeTotals(0, 0, 0)  # nothing billed yet
     with pytest.raises(ValueError):
         store.record_async_job(USER, PROVIDER, "", 1)
     with pytest.raises(ValueError):
@@ -125,22 +125,23 @@ def check_async_job_lifecycle(url: str) -> None:
     other = FeeStore(url)
     results = _bill_concurrently([store, other], "imgjob_a", 2 * 10**25)
     assert [r for r in results if r is not None] == [FeeTotals(2 * 10**25, 2 * 10**25, 1)]
-    assert store.bill_async_job(USER, PROVIDER, "imgjob_a", 1) is None       # already billed
-    assert store.fail_async_job(USER, PROVIDER, "imgjob_a") is False         # billed stays billed
+    assert store.bill_async_job(USER, PROVIDER, "imgjob_a", 1) is None  # already billed
+    assert store.fail_async_job(USER, PROVIDER, "imgjob_a") is False  # billed stays billed
     assert store.fail_async_job(USER, PROVIDER, "imgjob_f") is True
     assert other.fail_async_job(USER, PROVIDER, "imgjob_f") is False
-    assert store.bill_async_job(USER, PROVIDER, "imgjob_f", 7) is None       # failed: never billed
-    assert store.bill_async_job(USER, PROVIDER, "unknown", 7) is None        # unknown: never
+    assert store.bill_async_job(USER, PROVIDER, "imgjob_f", 7) is None  # failed: never billed
+    assert store.bill_async_job(USER, PROVIDER, "unknown", 7) is None  # unknown: never
     other.close()
     store.close()
 
-    reopened = FeeStore(url)                                                 # a restart
+    reopened = FeeStore(url)  # a restart
     assert reopened.get_totals(USER, PROVIDER) == FeeTotals(2 * 10**25, 2 * 10**25, 1)
     jobs = {j.job_id: j for j in reopened.async_jobs(USER, PROVIDER)}
     assert (jobs["imgjob_a"].status, jobs["imgjob_a"].fee) == (AsyncJobStatus.BILLED, 2 * 10**25)
     assert jobs["imgjob_f"].status is AsyncJobStatus.FAILED and jobs["imgjob_f"].fee == 0
     assert [j.job_id for j in reopened.async_jobs(USER, PROVIDER, AsyncJobStatus.FAILED)] == [
-        "imgjob_f"]
+        "imgjob_f"
+    ]
     assert reopened.async_jobs(USER, "0x" + "4" * 40) == []
     assert reopened.bill_async_job(USER, PROVIDER, "imgjob_a", 1) is None
     reopened.close()
@@ -159,10 +160,12 @@ def check_disputed_fees(url: str) -> None:
     big = 3 * 10**30 + 1
     store.add_fee(USER, PROVIDER, 10)
     assert store.disputed_totals(USER, PROVIDER) == DisputedTotals(0, 0)
-    assert store.record_disputed(USER, PROVIDER, "chat-1", big, "response_hash_mismatch") == \
-        DisputedTotals(1, big)
-    assert store.record_disputed(USER.lower(), PROVIDER, None, 5, "chat_id_mismatch") == \
-        DisputedTotals(2, big + 5)
+    assert store.record_disputed(
+        USER, PROVIDER, "chat-1", big, "response_hash_mismatch"
+    ) == DisputedTotals(1, big)
+    assert store.record_disputed(
+        USER.lower(), PROVIDER, None, 5, "chat_id_mismatch"
+    ) == DisputedTotals(2, big + 5)
     with pytest.raises(ValueError):
         store.record_disputed(USER, PROVIDER, "x", -1, "r")
     store.close()
@@ -187,22 +190,27 @@ def test_verification_log_pruned_periodically_not_per_insert(tmp_path):
     path = tmp_path / "p.db"
     store = FeeStore(f"sqlite:///{path}", max_verifications=5)
     for i in range(PRUNE_EVERY + 3):
-        store.record_verification(USER, PROVIDER, VerificationResult(
-            True, VerificationReason.VERIFIED, PROVIDER, f"c{i}", ""))
+        store.record_verification(
+            USER,
+            PROVIDER,
+            VerificationResult(True, VerificationReason.VERIFIED, PROVIDER, f"c{i}", ""),
+        )
     rows = sqlite3.connect(path).execute("SELECT COUNT(*) FROM verification_results").fetchone()[0]
-    assert rows == 5 + 3                     # pruned at the PRUNE_EVERY-th insert, 3 since then
+    assert rows == 5 + 3  # pruned at the PRUNE_EVERY-th insert, 3 since then
     shown = [r.chat_id for r in store.recent_verifications()]
     assert shown == [f"c{i}" for i in range(PRUNE_EVERY + 2, PRUNE_EVERY - 3, -1)]
-    FeeStore(f"sqlite:///{path}", max_verifications=5)      # opening prunes too
-    assert sqlite3.connect(path).execute(
-        "SELECT COUNT(*) FROM verification_results").fetchone()[0] == 5
+    FeeStore(f"sqlite:///{path}", max_verifications=5)  # opening prunes too
+    assert (
+        sqlite3.connect(path).execute("SELECT COUNT(*) FROM verification_results").fetchone()[0]
+        == 5
+    )
 
 
 def test_sqlite_fee_store_uses_wal_with_normal_sync(tmp_path):
     store = FeeStore(f"sqlite:///{tmp_path / 'w.db'}")
-    with store._engine.connect() as conn:      # the pragmas of a pooled connection
+    with store._engine.connect() as conn:  # the pragmas of a pooled connection
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1      # NORMAL
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
 
 
 _KILL_WRITER = """
@@ -230,8 +238,12 @@ def test_acknowledged_fees_survive_kill_9(tmp_path):
     import time
 
     url = f"sqlite:///{tmp_path / 'k.db'}"
-    proc = subprocess.Popen([sys.executable, "-c", _KILL_WRITER, url, USER, PROVIDER],
-                            stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILL_WRITER, url, USER, PROVIDER],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
     acked = 0
     deadline = time.monotonic() + 60
     try:

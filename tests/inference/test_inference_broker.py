@@ -26,9 +26,15 @@ INPUT_PRICE, OUTPUT_PRICE = 10**9, 2 * 10**9
 
 
 def _register_service(devnet, url: str, *, owner_ack: bool = True, model: str = "org/model v1"):
-    return register_chatbot_service(devnet, url, model=model, input_price=INPUT_PRICE,
-                                    output_price=OUTPUT_PRICE, tee_address=MOCK_TEE_ADDR,
-                                    owner_ack=owner_ack)
+    return register_chatbot_service(
+        devnet,
+        url,
+        model=model,
+        input_price=INPUT_PRICE,
+        output_price=OUTPUT_PRICE,
+        tee_address=MOCK_TEE_ADDR,
+        owner_ack=owner_ack,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,22 @@ def test_new_broker_on_same_database_keeps_fees(devnet, fake_provider, tmp_path)
     from broker.broker import create_broker
     from broker.devnet import fund_new_account
 
-    provider = register_chatbot_service(devnet, fake_provider.url, model="m", input_price=PRICE,
-                                        output_price=PRICE,
-                                        tee_address="0x325744be57db298C2652c672B32Eb12875d92D83")
+    provider = register_chatbot_service(
+        devnet,
+        fake_provider.url,
+        model="m",
+        input_price=PRICE,
+        output_price=PRICE,
+        tee_address="0x325744be57db298C2652c672B32Eb12875d92D83",
+    )
     user = fund_new_account(devnet, amount_neuron=100 * OG)
-    base = create_broker("0x" + bytes(user.key).hex(), network="devnet", rpc_url=devnet.rpc_url,
-                         ledger_address=devnet.ledger_address,
-                         inference_address=devnet.inference_address)
+    base = create_broker(
+        "0x" + bytes(user.key).hex(),
+        network="devnet",
+        rpc_url=devnet.rpc_url,
+        ledger_address=devnet.ledger_address,
+        inference_address=devnet.inference_address,
+    )
     base.ledger.add_ledger("20")
     base.ledger.transfer_fund(provider.address, "inference", "5")
     url = f"sqlite:///{tmp_path / 'inference.db'}"
@@ -46,5 +55,8 @@ def test_new_broker_on_same_database_keeps_fees(devnet, fake_provider, tmp_path)
     assert status.last_error is None and status.transfers == 1
     assert status.last_transfer_amount == OG
     after = second.fee_store.get_totals(user.address, provider.address)
-    assert (after.cached_fee, after.total_fee) == (0, 4 * OG)  # reset after the top-up, like the SDK
+    assert (after.cached_fee, after.total_fee) == (
+        0,
+        4 * OG,
+    )  # reset after the top-up, like the SDK
     second.close()

@@ -44,14 +44,14 @@ def test_binding_levels_and_reasons(fake_provider):
     only = check(ResponseBinding.of(response_body=RESPONSE))
     assert (only.verified, only.binding) == (True, "response_only")
     assert "could not be reproduced" in only.detail
-    sdk = check(None)                                  # the SDK's check: says so
+    sdk = check(None)  # the SDK's check: says so
     assert (sdk.verified, sdk.binding) == (True, "signature_only")
     # one byte of the response changed (e.g. one base64 character of an image)
     flipped = RESPONSE.replace(b"hello", b"hellp")
     bad = check(ResponseBinding.of(request_body=REQUEST, response_body=flipped))
     assert (bad.verified, bad.reason) == (False, VerificationReason.RESPONSE_HASH_MISMATCH)
     bad = check(ResponseBinding.of(response_body=flipped))
-    assert bad.reason is VerificationReason.RESPONSE_HASH_MISMATCH     # never skipped
+    assert bad.reason is VerificationReason.RESPONSE_HASH_MISMATCH  # never skipped
     # the request as forwarded differs
     bad = check(ResponseBinding.of(request_body=REQUEST + b" ", response_body=RESPONSE))
     assert (bad.verified, bad.reason) == (False, VerificationReason.REQUEST_HASH_MISMATCH)
@@ -62,8 +62,10 @@ def test_replayed_signature_of_another_exchange_fails(fake_provider):
     earlier = _signed(signed_text(b'{"prompt":"a"}', b'{"data":[1]}'))
     fake_provider.set_signature("now", 200, earlier)
     result = verify_response_signature(
-        _service(fake_provider.url), "now",
-        binding=ResponseBinding.of(request_body=REQUEST, response_body=RESPONSE))
+        _service(fake_provider.url),
+        "now",
+        binding=ResponseBinding.of(request_body=REQUEST, response_body=RESPONSE),
+    )
     assert (result.verified, result.reason) == (False, VerificationReason.RESPONSE_HASH_MISMATCH)
     assert "request hash differs too" in result.detail
 
@@ -88,13 +90,14 @@ def test_rate_limited_signature_endpoint_is_retried(fake_provider):
     fake_provider.set_signature("rl", 200, _signed(signed_text(REQUEST, RESPONSE)))
     started = time.monotonic()
     result = verify_response_signature(
-        _service(fake_provider.url), "rl",
-        binding=ResponseBinding.of(request_body=REQUEST, response_body=RESPONSE))
+        _service(fake_provider.url),
+        "rl",
+        binding=ResponseBinding.of(request_body=REQUEST, response_body=RESPONSE),
+    )
     assert result.verified is True and 0.9 <= time.monotonic() - started < 3.0
     fake_provider.set_signature("busy", 429, {"error": "Too many requests."})
     started = time.monotonic()
-    never = verify_response_signature(_service(fake_provider.url), "busy",
-                                      rate_limit_budget=1.5)
+    never = verify_response_signature(_service(fake_provider.url), "busy", rate_limit_budget=1.5)
     assert time.monotonic() - started < 3.5
     assert (never.verified, never.reason) == (False, VerificationReason.SIGNATURE_UNAVAILABLE)
     assert "429" in never.detail
@@ -105,10 +108,17 @@ async def test_async_binding(fake_provider):
     fake_provider.set_signature("a", 200, _signed(signed_text(REQUEST, RESPONSE)))
     async with httpx.AsyncClient() as client:
         ok = await averify_response_signature(
-            _service(fake_provider.url), "a", client=client, rate_limit_budget=2,
-            binding=ResponseBinding(hashlib.sha256(RESPONSE).hexdigest().upper(), None))
+            _service(fake_provider.url),
+            "a",
+            client=client,
+            rate_limit_budget=2,
+            binding=ResponseBinding(hashlib.sha256(RESPONSE).hexdigest().upper(), None),
+        )
         bad = await averify_response_signature(
-            _service(fake_provider.url), "a", client=client,
-            binding=ResponseBinding.of(response_body=b""))
+            _service(fake_provider.url),
+            "a",
+            client=client,
+            binding=ResponseBinding.of(response_body=b""),
+        )
     assert (ok.verified, ok.binding) == (True, "response_only")
     assert bad.reason is VerificationReason.RESPONSE_HASH_MISMATCH

@@ -200,8 +200,11 @@ async def test_async_variant(fake_provider):
 
 
 def _signature_requests(fake_provider, chat_id: str) -> int:
-    return sum(1 for path, _ in fake_provider.requests
-               if path.startswith(f"/v1/proxy/signature/{chat_id}?"))
+    return sum(
+        1
+        for path, _ in fake_provider.requests
+        if path.startswith(f"/v1/proxy/signature/{chat_id}?")
+    )
 
 
 def test_signature_stored_late_is_retried(fake_provider):
@@ -214,14 +217,13 @@ def test_signature_stored_late_is_retried(fake_provider):
     elapsed = time.monotonic() - started
     assert result.verified is True and result.reason is VerificationReason.VERIFIED
     assert _signature_requests(fake_provider, "late") == 3
-    assert 1.4 <= elapsed < 3.0                                    # waited 0.5 s + 1.0 s
+    assert 1.4 <= elapsed < 3.0  # waited 0.5 s + 1.0 s
 
 
 def test_not_found_retries_are_bounded(fake_provider):
     fake_provider.set_signature("never", 400, NOT_FOUND)
     started = time.monotonic()
-    result = verify_response_signature(_service(fake_provider.url), "never",
-                                       not_found_backoff=0.05)
+    result = verify_response_signature(_service(fake_provider.url), "never", not_found_backoff=0.05)
     assert time.monotonic() - started < 1.0
     assert (result.verified, result.reason) == (False, VerificationReason.SIGNATURE_UNAVAILABLE)
     assert "chat_id_not_found" in result.detail
@@ -235,13 +237,15 @@ def test_not_found_retries_are_bounded(fake_provider):
 def test_other_failures_are_not_retried(fake_provider):
     fake_provider.set_signature("boom", 500, {"error": "internal"})
     fake_provider.set_signature("forbidden", 403, {"error": "forbidden"})
-    for chat_id in ("boom", "forbidden", "unrouted"):      # "unrouted": the server's plain 404
+    for chat_id in ("boom", "forbidden", "unrouted"):  # "unrouted": the server's plain 404
         result = verify_response_signature(_service(fake_provider.url), chat_id)
         assert result.reason is VerificationReason.SIGNATURE_UNAVAILABLE
         assert _signature_requests(fake_provider, chat_id) == 1
     fake_provider.set_signature("bad", 200, {"text": C2_TEXT, "signature": "0x1234"})
-    assert verify_response_signature(_service(fake_provider.url), "bad").reason is \
-        VerificationReason.SIGNATURE_MALFORMED
+    assert (
+        verify_response_signature(_service(fake_provider.url), "bad").reason
+        is VerificationReason.SIGNATURE_MALFORMED
+    )
     assert _signature_requests(fake_provider, "bad") == 1
 
 
@@ -249,17 +253,20 @@ async def test_async_signature_stored_late_is_retried(fake_provider):
     fake_provider.queue_signature("alate", 400, NOT_FOUND)
     fake_provider.set_signature("alate", 200, {"text": C2_TEXT, "signature": C2_SIG})
     async with httpx.AsyncClient() as client:
-        result = await averify_response_signature(_service(fake_provider.url), "alate",
-                                                  client=client, not_found_backoff=0.05)
-        never = await averify_response_signature(_service(fake_provider.url), "agone",
-                                                 client=client, not_found_backoff=0.01)
+        result = await averify_response_signature(
+            _service(fake_provider.url), "alate", client=client, not_found_backoff=0.05
+        )
+        never = await averify_response_signature(
+            _service(fake_provider.url), "agone", client=client, not_found_backoff=0.01
+        )
     assert result.verified is True and _signature_requests(fake_provider, "alate") == 2
     assert never.verified is False and _signature_requests(fake_provider, "agone") == 1
 
 
 async def test_async_not_found_retries_are_bounded(fake_provider):
     fake_provider.set_signature("anever", 400, NOT_FOUND)
-    result = await averify_response_signature(_service(fake_provider.url), "anever",
-                                              not_found_attempts=2, not_found_backoff=0.01)
+    result = await averify_response_signature(
+        _service(fake_provider.url), "anever", not_found_attempts=2, not_found_backoff=0.01
+    )
     assert result.reason is VerificationReason.SIGNATURE_UNAVAILABLE
     assert _signature_requests(fake_provider, "anever") == 2

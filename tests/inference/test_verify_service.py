@@ -346,8 +346,9 @@ def test_cli_verify_prints_the_steps_as_they_happen(server, synth, tmp_path):
         pass
 
     runner = CliRunner()
-    result = runner.invoke(app, ["verify", "--provider", PROVIDER,
-                                 "--now", str(int(NOW.timestamp()))])
+    result = runner.invoke(
+        app, ["verify", "--provider", PROVIDER, "--now", str(int(NOW.timestamp()))]
+    )
     assert result.exit_code == 1, result.output
     text = result.stdout
     step1 = text.index("Step 1: Retrieving service information from contract")
@@ -374,7 +375,8 @@ def test_inference_broker_method_passes_on_step(server, synth):
             return FakeService(url, synth.signer)
 
     seen = []
-    report = InferenceBroker.verify_service(Lookup(), PROVIDER, on_step=seen.append, now=NOW,
-                                            policy=NO_TCB)
+    report = InferenceBroker.verify_service(
+        Lookup(), PROVIDER, on_step=seen.append, now=NOW, policy=NO_TCB
+    )
     assert seen and seen[0].message.startswith("🔍 Starting TEE verification")
     assert report.steps == seen

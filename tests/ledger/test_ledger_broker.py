@@ -52,8 +52,12 @@ def test_add_ledger_deposit_refund(b):
     result = b.ledger.add_ledger("3.5", "info")
     assert result.tx_hash.startswith("0x") and result.block_number > 0
     ledger = b.ledger.get_ledger()
-    assert (ledger.user, ledger.total_balance, ledger.available_balance, ledger.additional_info) \
-        == (b.address, 35 * OG // 10, 35 * OG // 10, "info")
+    assert (
+        ledger.user,
+        ledger.total_balance,
+        ledger.available_balance,
+        ledger.additional_info,
+    ) == (b.address, 35 * OG // 10, 35 * OG // 10, "info")
     b.ledger.deposit_fund("0.1")
     b.ledger.deposit_fund(Neuron(5))
     assert b.ledger.get_ledger().total_balance == 36 * OG // 10 + 5
@@ -87,10 +91,15 @@ def test_transfer_retrieve_and_views(with_ledger):
     b.ledger.transfer_fund(p1, "inference", "0.25", allow_unregistered=True)
     assert b.ledger.get_ledger_providers() == [p1, p2]
     overview = b.ledger.get_ledger_with_detail()
-    assert (overview.total, overview.locked, overview.available) == \
-        (10 * OG, 325 * OG // 100, 675 * OG // 100)
-    assert [(s.provider, s.balance, s.pending_refund) for s in overview.inference] == \
-        [(p1, 225 * OG // 100, 0), (p2, OG, 0)]
+    assert (overview.total, overview.locked, overview.available) == (
+        10 * OG,
+        325 * OG // 100,
+        675 * OG // 100,
+    )
+    assert [(s.provider, s.balance, s.pending_refund) for s in overview.inference] == [
+        (p1, 225 * OG // 100, 0),
+        (p2, OG, 0),
+    ]
     results = b.ledger.retrieve_fund("inference", providers=[p1])
     assert len(results) == 1
     detail = b.ledger.get_sub_account_with_detail(p1)
@@ -138,8 +147,9 @@ def test_concurrent_transfers(b):
     nonce = _nonce(b)
 
     def go(p):
-        b.ledger.transfer_fund(p, "inference", "0.5" if p == providers[0] else "1",
-                                   allow_unregistered=True)
+        b.ledger.transfer_fund(
+            p, "inference", "0.5" if p == providers[0] else "1", allow_unregistered=True
+        )
 
     errors = run_concurrently(go, providers, join_timeout=120)
     assert errors == []
@@ -169,8 +179,11 @@ def test_concurrent_transfers_same_provider(with_ledger):
 @pytest.mark.parametrize(
     ("call", "error", "text"),
     [
-        (lambda b: b.ledger.add_ledger("2.9"), MinimumBalanceError,
-         "Minimum balance to create a ledger is 3 0G, but got 2.9 0G"),
+        (
+            lambda b: b.ledger.add_ledger("2.9"),
+            MinimumBalanceError,
+            "Minimum balance to create a ledger is 3 0G, but got 2.9 0G",
+        ),
         (lambda b: b.ledger.add_ledger(0.5), InvalidAmountError, "float"),
         (lambda b: b.ledger.add_ledger("3", "x" * 4097), InputError, "4096"),
         (lambda b: b.ledger.deposit_fund("1"), MinimumBalanceError, "No ledger exists yet"),
@@ -180,12 +193,23 @@ def test_concurrent_transfers_same_provider(with_ledger):
         (lambda b: b.ledger.deposit_fund_for("0x123", "3"), InvalidAddressError, "recipient"),
         (lambda b: b.ledger.deposit_fund_for(_provider(), "1"), MinimumBalanceError, "no ledger"),
         (lambda b: b.ledger.refund("1"), NoLedgerError, "Account does not exist"),
-        (lambda b: b.ledger.transfer_fund(_provider(), "inference", "1",
-                                          allow_unregistered=True), NoLedgerError, "Account"),
-        (lambda b: b.ledger.transfer_fund("not-an-address", "inference", "1"),
-         InvalidAddressError, "provider"),
-        (lambda b: b.ledger.transfer_fund(_provider(), "fine-tuning", "1"), UnknownServiceError,
-         "Service name not available"),
+        (
+            lambda b: b.ledger.transfer_fund(
+                _provider(), "inference", "1", allow_unregistered=True
+            ),
+            NoLedgerError,
+            "Account",
+        ),
+        (
+            lambda b: b.ledger.transfer_fund("not-an-address", "inference", "1"),
+            InvalidAddressError,
+            "provider",
+        ),
+        (
+            lambda b: b.ledger.transfer_fund(_provider(), "fine-tuning", "1"),
+            UnknownServiceError,
+            "Service name not available",
+        ),
         (lambda b: b.ledger.retrieve_fund("inference"), NoLedgerError, "Account"),
         (lambda b: b.ledger.delete_ledger(), NoLedgerError, "Account"),
     ],
@@ -203,14 +227,25 @@ def test_client_checks_without_ledger_send_nothing(b, call, error, text):
         (lambda b: b.ledger.add_ledger("3"), LedgerAlreadyExistsError, "Account already exists"),
         (lambda b: b.ledger.refund("11"), InsufficientLedgerBalanceError, "available 10 0G"),
         (lambda b: b.ledger.refund("8"), MinimumBalanceError, "leave 2 0G"),
-        (lambda b: b.ledger.transfer_fund(_provider(), "inference", "0.5",
-                                          allow_unregistered=True), MinimumBalanceError,
-         "at least 1 0G"),
-        (lambda b: b.ledger.transfer_fund(_provider(), "inference", "10.5",
-                                          allow_unregistered=True),
-         InsufficientLedgerBalanceError, "needs 10.5 0G"),
-        (lambda b: b.ledger.transfer_fund(_provider(), "inference", "1"),
-         ProviderNotRegisteredError, "no service is registered at 0x"),
+        (
+            lambda b: b.ledger.transfer_fund(
+                _provider(), "inference", "0.5", allow_unregistered=True
+            ),
+            MinimumBalanceError,
+            "at least 1 0G",
+        ),
+        (
+            lambda b: b.ledger.transfer_fund(
+                _provider(), "inference", "10.5", allow_unregistered=True
+            ),
+            InsufficientLedgerBalanceError,
+            "needs 10.5 0G",
+        ),
+        (
+            lambda b: b.ledger.transfer_fund(_provider(), "inference", "1"),
+            ProviderNotRegisteredError,
+            "no service is registered at 0x",
+        ),
         (lambda b: b.ledger.delete_ledger(), LedgerNotEmptyError, "withdraw all funds"),
         (lambda b: b.ledger.retrieve_fund(providers=["0xzz"]), InvalidAddressError, "provider"),
     ],

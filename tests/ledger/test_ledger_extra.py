@@ -27,12 +27,18 @@ def _settle(devnet, provider, user: str, fee: int, nonce: int):
 
     Returns ``(receipt, [(user, status, unsettled)], contract)``."""
     w3 = Web3(Web3.HTTPProvider(devnet.rpc_url))
-    contract = InferenceServingContract(w3, devnet.inference_address,
-                                        TransactionSender(w3, provider))
-    typed = settlement_typed_data(chain_id=devnet.chain_id,
-                                  verifying_contract=devnet.inference_address,
-                                  requests_hash=REQUESTS_HASH, nonce=nonce,
-                                  provider=provider.address, user=user, total_fee=fee)
+    contract = InferenceServingContract(
+        w3, devnet.inference_address, TransactionSender(w3, provider)
+    )
+    typed = settlement_typed_data(
+        chain_id=devnet.chain_id,
+        verifying_contract=devnet.inference_address,
+        requests_hash=REQUESTS_HASH,
+        nonce=nonce,
+        provider=provider.address,
+        user=user,
+        total_fee=fee,
+    )
     signature = LocalTeeSigner(bytes.fromhex(MOCK_TEE_KEY[2:])).sign_typed_data(typed)
     item = TEESettlement(user, provider.address, fee, REQUESTS_HASH, nonce, bytes(signature))
     receipt = contract.sender.send(contract.contract.functions.settleFeesWithTEE([item.as_tuple()]))
@@ -42,14 +48,16 @@ def _settle(devnet, provider, user: str, fee: int, nonce: int):
 
 def test_delete_ledger_after_full_settlement(devnet, make_broker, fresh_account):
     user = make_broker(fresh_account)
-    p1 = register_chatbot_service(devnet, "http://127.0.0.1:1", model="m", input_price=1,
-                                  output_price=1, owner_ack=True)
-    p2 = register_chatbot_service(devnet, "http://127.0.0.1:2", model="m", input_price=1,
-                                  output_price=1, owner_ack=True)
+    p1 = register_chatbot_service(
+        devnet, "http://127.0.0.1:1", model="m", input_price=1, output_price=1, owner_ack=True
+    )
+    p2 = register_chatbot_service(
+        devnet, "http://127.0.0.1:2", model="m", input_price=1, output_price=1, owner_ack=True
+    )
     user.ledger.add_ledger("3", "to be deleted")
     user.ledger.transfer_fund(p1.address, "inference", "2")
     user.ledger.transfer_fund(p2.address, "inference", "1")
-    user.inference.revoke_all_tokens(p1.address)                    # generation 0 -> 1
+    user.inference.revoke_all_tokens(p1.address)  # generation 0 -> 1
     ledger = user.ledger.get_ledger()
     assert (ledger.total_balance, ledger.available_balance) == (3 * OG, 0)
     with pytest.raises(LedgerNotEmptyError):
@@ -70,13 +78,17 @@ def test_delete_ledger_after_full_settlement(devnet, make_broker, fresh_account)
     # deleteLedger through our broker: ledger and both sub-accounts gone
     wallet = user.w3.eth.get_balance(user.address)
     result = user.ledger.delete_ledger()
-    assert user.w3.eth.get_balance(user.address) == \
-        wallet - result.gas_used * result.effective_gas_price            # nothing paid out
+    assert (
+        user.w3.eth.get_balance(user.address)
+        == wallet - result.gas_used * result.effective_gas_price
+    )  # nothing paid out
     receipt = user.w3.eth.get_transaction_receipt(result.tx_hash)
     deleted = user.inference_contract.contract.events.AccountDeleted().process_receipt(
-        receipt, errors=DISCARD)
-    assert sorted((e.args.user, e.args.provider, e.args.refundedAmount) for e in deleted) == \
-        sorted([(user.address, p1.address, 0), (user.address, p2.address, 0)])
+        receipt, errors=DISCARD
+    )
+    assert sorted((e.args.user, e.args.provider, e.args.refundedAmount) for e in deleted) == sorted(
+        [(user.address, p1.address, 0), (user.address, p2.address, 0)]
+    )
     with pytest.raises(NoLedgerError, match="Account does not exist"):
         user.ledger.get_ledger()
     with pytest.raises(NoLedgerError):

@@ -25,8 +25,9 @@ def _typo(address: str) -> str:
 
 @pytest.fixture(scope="module")
 def registered(devnet):
-    return register_chatbot_service(devnet, "http://127.0.0.1:9", model="m", input_price=1,
-                                    output_price=1).address
+    return register_chatbot_service(
+        devnet, "http://127.0.0.1:9", model="m", input_price=1, output_price=1
+    ).address
 
 
 @pytest.fixture()
@@ -42,9 +43,9 @@ def test_transfer_to_a_typo_of_a_provider_is_refused(user, registered):
         user.ledger.transfer_fund(typo, "inference", "1")
     assert info.value.address.lower() == typo
     assert typo in str(info.value).lower() and "no service is registered" in str(info.value)
-    assert _nonce(user) == nonce                                  # nothing sent
+    assert _nonce(user) == nonce  # nothing sent
     assert user.ledger.get_ledger().available_balance == 10 * OG  # nothing locked
-    user.ledger.transfer_fund(registered, "inference", "1")       # the real one works
+    user.ledger.transfer_fund(registered, "inference", "1")  # the real one works
     assert user.inference_contract.get_account(user.address, registered).balance == OG
 
 
@@ -58,11 +59,11 @@ def test_acknowledge_unregistered_is_refused_even_with_a_sub_account(user):
     other = Account.create().address
     nonce = _nonce(user)
     with pytest.raises(ProviderNotRegisteredError):
-        user.inference.acknowledge_provider_signer(other)          # would create a sub-account
+        user.inference.acknowledge_provider_signer(other)  # would create a sub-account
     assert _nonce(user) == nonce
     user.ledger.transfer_fund(other, "inference", "1", allow_unregistered=True)
     nonce = _nonce(user)
-    with pytest.raises(ProviderNotRegisteredError):                # not "already acknowledged"
+    with pytest.raises(ProviderNotRegisteredError):  # not "already acknowledged"
         user.inference.acknowledge_provider_signer(other)
     assert _nonce(user) == nonce
 
@@ -80,7 +81,7 @@ def test_deposit_beyond_the_wallet_says_so_in_0g(funded_broker):
         b.ledger.deposit_fund("1e30")
     with pytest.raises(InsufficientWalletBalanceError):
         b.ledger.deposit_fund_for(Account.create().address, "5000")
-    assert _nonce(b) == nonce + 1                                   # only the add_ledger
+    assert _nonce(b) == nonce + 1  # only the add_ledger
     assert info.value.amount == 10**48 and info.value.balance <= 1000 * OG
 
 
@@ -98,9 +99,9 @@ def test_errors_carry_a_cli_hint_but_a_neutral_message(funded_broker):
 
 def test_deposit_of_the_whole_wallet_leaves_no_gas_and_says_so(funded_broker):
     b = funded_broker
-    balance = b.w3.eth.get_balance(b.address)                     # exactly 1000 0G
+    balance = b.w3.eth.get_balance(b.address)  # exactly 1000 0G
     nonce = _nonce(b)
     with pytest.raises(InsufficientWalletBalanceError, match="plus gas") as info:
-        b.ledger.add_ledger("1000")                                # covers the value, not the gas
+        b.ledger.add_ledger("1000")  # covers the value, not the gas
     assert "Insufficient funds for gas" not in str(info.value)
     assert info.value.balance == balance and _nonce(b) == nonce

@@ -37,8 +37,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 ZG = 10**18
 PRICE = 10**15
-POLL = 1.0              # gateway's revocation poll interval in this test (default 2 s)
-BUDGET = POLL + 4.0     # "one block plus a few seconds" (anvil mines the revocation at once)
+POLL = 1.0  # gateway's revocation poll interval in this test (default 2 s)
+BUDGET = POLL + 4.0  # "one block plus a few seconds" (anvil mines the revocation at once)
 REVOKED = "validate session: session token has been revoked"
 GEN_REVOKED = "validate session: session token has been revoked (generation expired)"
 BODY = {"model": "tiny", "prompt": "a cat", "n": 1}
@@ -65,22 +65,36 @@ def gateway(devnet, tmp_path_factory):
     with UvicornThread(_backend(), free_port()) as backend:
         port = free_port()
         settings = ProviderSettings(
-            rpc_url=devnet.rpc_url, inference_address=devnet.inference_address,
-            private_key=key_hex(provider), tee_signer_key="0x" + "13" * 32,
-            dstack_socket=tmp / "none.sock", service_type="text-to-image", model="tiny",
-            output_price=PRICE, serving_url=f"http://127.0.0.1:{port}", target_url=backend.url,
-            db_url=f"sqlite:///{tmp / 'gateway.db'}", revocation_poll_interval=POLL,
-            per_ip_rps=1000, per_ip_burst=1000, per_user_rpm=100000, per_user_burst=1000,
-            max_per_user_concurrent=50)
-        contract = InferenceServingContract(w3, devnet.inference_address,
-                                            TransactionSender(w3, provider))
+            rpc_url=devnet.rpc_url,
+            inference_address=devnet.inference_address,
+            private_key=key_hex(provider),
+            tee_signer_key="0x" + "13" * 32,
+            dstack_socket=tmp / "none.sock",
+            service_type="text-to-image",
+            model="tiny",
+            output_price=PRICE,
+            serving_url=f"http://127.0.0.1:{port}",
+            target_url=backend.url,
+            db_url=f"sqlite:///{tmp / 'gateway.db'}",
+            revocation_poll_interval=POLL,
+            per_ip_rps=1000,
+            per_ip_burst=1000,
+            per_user_rpm=100000,
+            per_user_burst=1000,
+            max_per_user_concurrent=50,
+        )
+        contract = InferenceServingContract(
+            w3, devnet.inference_address, TransactionSender(w3, provider)
+        )
         assert register_service(contract, settings, signer.address) == "registered"
         acknowledge_tee_signer_by_owner(
-            InferenceServingContract(w3, devnet.inference_address,
-                                     TransactionSender(w3, devnet_owner(devnet))),
-            provider.address)
+            InferenceServingContract(
+                w3, devnet.inference_address, TransactionSender(w3, devnet_owner(devnet))
+            ),
+            provider.address,
+        )
         gw = build_gateway(settings, signer=signer, with_scheduler=False)
-        assert gw.accounts.account_ttl == 600.0      # the long cache stays
+        assert gw.accounts.account_ttl == 600.0  # the long cache stays
         with UvicornThread(create_app(gw), port) as server:
             yield {"url": server.url, "gw": gw, "provider": provider.address, "w3": w3}
         gw.db.dispose()
@@ -101,8 +115,7 @@ def user_cli(devnet, fresh_account, tmp_path, monkeypatch):
     runner = CliRunner()
 
     def run(*args: str):
-        result = runner.invoke(app, ["--network", "devnet", *args], env=env,
-                               catch_exceptions=False)
+        result = runner.invoke(app, ["--network", "devnet", *args], env=env, catch_exceptions=False)
         assert result.exit_code == 0, result.stderr
         return result
 
@@ -110,8 +123,9 @@ def user_cli(devnet, fresh_account, tmp_path, monkeypatch):
 
 
 def _post(client: httpx.Client, url: str, authorization: str) -> tuple[int, str]:
-    r = client.post(url + "/v1/proxy/images/generations", json=BODY,
-                    headers={"Authorization": authorization})
+    r = client.post(
+        url + "/v1/proxy/images/generations", json=BODY, headers={"Authorization": authorization}
+    )
     return r.status_code, (r.json().get("error", "") if r.status_code != 200 else "")
 
 
@@ -137,24 +151,30 @@ def _replay_refused(client, url, authorization, expected, tally, n: int = 10) ->
     for _ in range(n):
         status, error = _post(client, url, authorization)
         tally["tried"] += 1
-        tally["refused" if (status, error) == (400, expected) else
-              ("5xx" if status >= 500 else "served_after_refusal")] += 1
+        tally[
+            "refused"
+            if (status, error) == (400, expected)
+            else ("5xx" if status >= 500 else "served_after_refusal")
+        ] += 1
 
 
 def test_cli_revocations_refused_within_a_block_and_seconds(gateway, user_cli, fresh_account):
     url, provider, gw = gateway["url"], gateway["provider"], gateway["gw"]
     user_cli("add-account", "--amount", "10")
     user_cli("transfer-fund", "--provider", provider, "--amount", "5")
-    key3 = json.loads(user_cli("get-secret", "--provider", provider, "--token-id", "3",
-                               "--json").stdout)["authorization"]
-    key0 = json.loads(user_cli("get-secret", "--provider", provider, "--token-id", "0",
-                               "--json").stdout)["authorization"]
-    session = authorization_header(sign_session_token(
-        new_session_token(fresh_account.address, provider), fresh_account))
+    key3 = json.loads(
+        user_cli("get-secret", "--provider", provider, "--token-id", "3", "--json").stdout
+    )["authorization"]
+    key0 = json.loads(
+        user_cli("get-secret", "--provider", provider, "--token-id", "0", "--json").stdout
+    )["authorization"]
+    session = authorization_header(
+        sign_session_token(new_session_token(fresh_account.address, provider), fresh_account)
+    )
     tally: Counter = Counter()
     delays: list[float] = []
     with httpx.Client(timeout=30) as client:
-        for auth in (key3, key0, session):      # served, and now cached (account + verified)
+        for auth in (key3, key0, session):  # served, and now cached (account + verified)
             for _ in range(3):
                 assert _post(client, url, auth) == (200, "")
         watcher = gw.revocations
@@ -165,7 +185,7 @@ def test_cli_revocations_refused_within_a_block_and_seconds(gateway, user_cli, f
         delays.append(took)
         assert took < BUDGET, f"revoked key served for {took:.1f} s"
         _replay_refused(client, url, key3, REVOKED, tally)
-        assert _post(client, url, key0) == (200, "")        # other keys untouched
+        assert _post(client, url, key0) == (200, "")  # other keys untouched
         assert _post(client, url, session) == (200, "")
 
         user_cli("revoke-all-tokens", "--provider", provider)
@@ -174,11 +194,14 @@ def test_cli_revocations_refused_within_a_block_and_seconds(gateway, user_cli, f
             delays.append(took)
             assert took < BUDGET, f"older token served for {took:.1f} s after revoke-all-tokens"
             _replay_refused(client, url, auth, GEN_REVOKED, tally)
-        fresh = json.loads(user_cli("get-secret", "--provider", provider, "--token-id", "0",
-                                    "--json").stdout)["authorization"]
-        assert _post(client, url, fresh) == (200, "")         # the new generation works
-    print(f"\nrevocation replays: {dict(tally)}; seconds from the CLI's return to the first "
-          f"refusal: {', '.join(f'{d:.2f}' for d in delays)}")
+        fresh = json.loads(
+            user_cli("get-secret", "--provider", provider, "--token-id", "0", "--json").stdout
+        )["authorization"]
+        assert _post(client, url, fresh) == (200, "")  # the new generation works
+    print(
+        f"\nrevocation replays: {dict(tally)}; seconds from the CLI's return to the first "
+        f"refusal: {', '.join(f'{d:.2f}' for d in delays)}"
+    )
     assert tally["5xx"] == 0 and tally["served_after_refusal"] == 0
     # at most one poll interval of service in flight per revocation (BUDGET / 0.1 s per replay)
     assert tally["refused"] >= 33
@@ -186,15 +209,20 @@ def test_cli_revocations_refused_within_a_block_and_seconds(gateway, user_cli, f
 
 def test_cache_falls_back_to_a_short_ttl_without_a_healthy_watcher(devnet):
     w3 = connect(devnet.rpc_url)
-    accounts = AccountCache(InferenceServingContract(w3, devnet.inference_address),
-                            devnet.owner, account_ttl=600, fallback_ttl=4)
-    assert accounts.ttl() == 4                       # no watcher: revocation within 4 s
-    watcher = RevocationWatcher(w3, devnet.inference_address, accounts, interval=0.1,
-                                stale_after=0.5)
-    assert accounts.watcher is watcher and accounts.ttl() == 4   # never polled yet
+    accounts = AccountCache(
+        InferenceServingContract(w3, devnet.inference_address),
+        devnet.owner,
+        account_ttl=600,
+        fallback_ttl=4,
+    )
+    assert accounts.ttl() == 4  # no watcher: revocation within 4 s
+    watcher = RevocationWatcher(
+        w3, devnet.inference_address, accounts, interval=0.1, stale_after=0.5
+    )
+    assert accounts.watcher is watcher and accounts.ttl() == 4  # never polled yet
     watcher.poll_once()
     assert watcher.healthy and accounts.ttl() == 600
-    time.sleep(0.6)                                  # its last poll is older than stale_after
+    time.sleep(0.6)  # its last poll is older than stale_after
     assert not watcher.healthy and accounts.ttl() == 4
 
 
@@ -210,13 +238,14 @@ def test_watcher_invalidates_only_the_revoking_user(devnet, gateway, fresh_accou
         ledger.add_ledger("", 3 * ZG)
         ledger.transfer_fund(provider, "inference-v1.0", ZG)
         assert accounts.get(acct.address) is not None
-    InferenceServingContract(w3, devnet.inference_address,
-                             TransactionSender(w3, fresh_account)).revoke_token(provider, 7)
+    InferenceServingContract(
+        w3, devnet.inference_address, TransactionSender(w3, fresh_account)
+    ).revoke_token(provider, 7)
     assert accounts.is_cached(fresh_account.address) and accounts.is_cached(other.address)
     assert watcher.poll_once() == 1
     assert not accounts.is_cached(fresh_account.address) and accounts.is_cached(other.address)
     assert (accounts.get(fresh_account.address).revoked_bitmap >> 7) & 1 == 1
-    assert watcher.poll_once() == 0                  # nothing new: no invalidation
+    assert watcher.poll_once() == 0  # nothing new: no invalidation
 
 
 def test_a_read_overlapping_an_invalidation_is_not_cached(devnet, gateway, fresh_account):
@@ -229,19 +258,22 @@ def test_a_read_overlapping_an_invalidation_is_not_cached(devnet, gateway, fresh
     relay = HangingRelay(devnet.rpc_url)
     try:
         w3 = connect(relay.url)
-        accounts = AccountCache(InferenceServingContract(w3, devnet.inference_address),
-                                gateway["provider"], fallback_ttl=600)
+        accounts = AccountCache(
+            InferenceServingContract(w3, devnet.inference_address),
+            gateway["provider"],
+            fallback_ttl=600,
+        )
         user = fresh_account.address
         relay.hang.set()
         reader = threading.Thread(target=accounts.get, args=(user,))
         reader.start()
-        time.sleep(0.5)                       # the read is in flight (the node "hangs")
-        accounts.invalidate(user)             # a revocation event for this user
-        relay.release()                       # the read completes now
+        time.sleep(0.5)  # the read is in flight (the node "hangs")
+        accounts.invalidate(user)  # a revocation event for this user
+        relay.release()  # the read completes now
         reader.join(30)
         assert not reader.is_alive()
         assert not accounts.is_cached(user)
-        accounts.get(user)                    # a read after the invalidation is cached
+        accounts.get(user)  # a read after the invalidation is cached
         assert accounts.is_cached(user)
     finally:
         relay.close()

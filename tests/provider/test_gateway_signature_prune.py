@@ -31,17 +31,28 @@ def test_expired_signatures_are_pruned_on_schedule(devnet, tmp_path):
     provider = fund_new_account(devnet, amount_neuron=10 * ZG)
     db_url = f"sqlite:///{tmp_path / 'gateway.db'}"
     settings = ProviderSettings(
-        rpc_url=devnet.rpc_url, inference_address=devnet.inference_address,
-        private_key="0x" + bytes(provider.key).hex(), dstack_socket=tmp_path / "none.sock",
-        service_type="chatbot", model="prune-model", db_url=db_url,
-        signature_ttl=0.5, settlement_interval=3600)
+        rpc_url=devnet.rpc_url,
+        inference_address=devnet.inference_address,
+        private_key="0x" + bytes(provider.key).hex(),
+        dstack_socket=tmp_path / "none.sock",
+        service_type="chatbot",
+        model="prune-model",
+        db_url=db_url,
+        signature_ttl=0.5,
+        settlement_interval=3600,
+    )
     gw = build_gateway(settings, signer=LocalTeeSigner(bytes.fromhex("33" * 32)))
     try:
         gw.signatures.sign_and_store("chat-old", b'{"q":1}', b'{"a":1}')
         assert gw.signatures.get("chat-old").signature
-        with gw.db.engine.begin() as conn:       # a live one (expires in an hour)
-            conn.execute(text("INSERT INTO chat_signatures (chat_id, text, signature, expires_at) "
-                              "VALUES ('chat-live', 't', 's', :e)"), {"e": time.time() + 3600})
+        with gw.db.engine.begin() as conn:  # a live one (expires in an hour)
+            conn.execute(
+                text(
+                    "INSERT INTO chat_signatures (chat_id, text, signature, expires_at) "
+                    "VALUES ('chat-live', 't', 's', :e)"
+                ),
+                {"e": time.time() + 3600},
+            )
         assert _rows(db_url) == {"chat-old", "chat-live"}
         gw.scheduler.start()
         deadline = time.monotonic() + 15

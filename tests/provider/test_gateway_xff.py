@@ -52,13 +52,22 @@ def gateway(devnet, tmp_path_factory):
     provider = fund_new_account(devnet, amount_neuron=1000 * ZG)
     port = free_port()
     settings = ProviderSettings(
-        rpc_url=devnet.rpc_url, inference_address=devnet.inference_address,
-        private_key="0x" + bytes(provider.key).hex(), tee_signer_key="0x" + "33" * 32,
-        dstack_socket=tmp / "none.sock", service_type="chatbot", model="xff-model",
-        serving_url=f"http://127.0.0.1:{port}", target_url="http://127.0.0.1:9",
-        db_url=f"sqlite:///{tmp / 'gateway.db'}", handler_ip_rps=0.001,
-        handler_ip_burst=BURST, per_ip_rps=0.001, per_ip_burst=BURST,
-        trusted_proxies=f"{PROXY}/32")
+        rpc_url=devnet.rpc_url,
+        inference_address=devnet.inference_address,
+        private_key="0x" + bytes(provider.key).hex(),
+        tee_signer_key="0x" + "33" * 32,
+        dstack_socket=tmp / "none.sock",
+        service_type="chatbot",
+        model="xff-model",
+        serving_url=f"http://127.0.0.1:{port}",
+        target_url="http://127.0.0.1:9",
+        db_url=f"sqlite:///{tmp / 'gateway.db'}",
+        handler_ip_rps=0.001,
+        handler_ip_burst=BURST,
+        per_ip_rps=0.001,
+        per_ip_burst=BURST,
+        trusted_proxies=f"{PROXY}/32",
+    )
     signer = LocalTeeSigner(bytes.fromhex("33" * 32))
     assert register_service(_contract(devnet, provider), settings, signer.address) == "registered"
     acknowledge_tee_signer_by_owner(_contract(devnet, devnet_owner(devnet)), provider.address)
@@ -70,8 +79,9 @@ def gateway(devnet, tmp_path_factory):
 
 
 def _client(url: str, source: str) -> httpx.Client:
-    return httpx.Client(base_url=url, timeout=10,
-                        transport=httpx.HTTPTransport(local_address=source))
+    return httpx.Client(
+        base_url=url, timeout=10, transport=httpx.HTTPTransport(local_address=source)
+    )
 
 
 def _fresh_buckets(gw) -> None:
@@ -98,8 +108,10 @@ def test_direct_client_cannot_pick_its_identity(gateway):
             assert all(code < 500 for code in codes)
         r = c.get("/v1/quote", headers=_spoofed(99))
         assert r.status_code == 429 and r.json() == {"error": IP_MESSAGE}
-    print(f"\nXFF spoofing against the gateway: tried {tried}, refused {refused} "
-          f"(the {2 * BURST} within the bursts are served), wrongly accepted 0, 5xx 0")
+    print(
+        f"\nXFF spoofing against the gateway: tried {tried}, refused {refused} "
+        f"(the {2 * BURST} within the bursts are served), wrongly accepted 0, 5xx 0"
+    )
 
 
 def test_trusted_proxy_names_the_client(gateway):
@@ -108,13 +120,17 @@ def test_trusted_proxy_names_the_client(gateway):
     with _client(url, PROXY) as c:
         # each client behind the proxy has its own bucket
         for n in range(BURST + 2):
-            assert c.get("/v1/models", headers={"X-Forwarded-For": f"192.0.2.{n}"}
-                         ).status_code == 200
+            assert (
+                c.get("/v1/models", headers={"X-Forwarded-For": f"192.0.2.{n}"}).status_code == 200
+            )
         # the proxy appends the real peer on the right: what the client wrote on the left is not
         # believed, so rotating it does not help
-        codes = [c.get("/v1/models", headers={
-            "X-Forwarded-For": f"198.51.100.{i}, 192.0.2.200"}).status_code
-            for i in range(BURST + 3)]
+        codes = [
+            c.get(
+                "/v1/models", headers={"X-Forwarded-For": f"198.51.100.{i}, 192.0.2.200"}
+            ).status_code
+            for i in range(BURST + 3)
+        ]
         assert codes[:BURST] == [200] * BURST and codes[BURST:] == [429] * 3
         # X-Real-IP from the proxy when there is no X-Forwarded-For
         assert c.get("/v1/models", headers={"X-Real-IP": "192.0.2.201"}).status_code == 200
@@ -126,17 +142,16 @@ def test_trusted_proxy_names_the_client(gateway):
 def test_client_ip_rules():
     trusted = Limits(trusted_proxies=["10.0.0.0/8", "::1"]).trusted_proxies
     xff = {"x-forwarded-for": "1.1.1.1, 2.2.2.2, 10.0.0.5"}
-    assert client_ip(xff, "9.9.9.9", trusted) == "9.9.9.9"            # untrusted peer
-    assert client_ip(xff, "10.1.1.1", trusted) == "2.2.2.2"           # rightmost untrusted hop
+    assert client_ip(xff, "9.9.9.9", trusted) == "9.9.9.9"  # untrusted peer
+    assert client_ip(xff, "10.1.1.1", trusted) == "2.2.2.2"  # rightmost untrusted hop
     assert client_ip(xff, "::1", trusted) == "2.2.2.2"
     assert client_ip({"x-forwarded-for": "10.0.0.7, 10.0.0.6"}, "10.0.0.1", trusted) == "10.0.0.7"
     assert client_ip({"x-forwarded-for": "1.1.1.1, junk"}, "10.0.0.1", trusted) == "10.0.0.1"
-    assert client_ip({"x-forwarded-for": "[2001:db8::1]:443"}, "10.0.0.1", trusted) == \
-        "2001:db8::1"
+    assert client_ip({"x-forwarded-for": "[2001:db8::1]:443"}, "10.0.0.1", trusted) == "2001:db8::1"
     assert client_ip({"x-forwarded-for": "1.2.3.4:5678"}, "10.0.0.1", trusted) == "1.2.3.4"
     assert client_ip({"x-real-ip": "5.5.5.5"}, "10.0.0.1", trusted) == "5.5.5.5"
     assert client_ip({"x-real-ip": "nonsense"}, "10.0.0.1", trusted) == "10.0.0.1"
-    assert client_ip({}, "::ffff:10.0.0.1", trusted) == "10.0.0.1"   # mapped peer unmapped
+    assert client_ip({}, "::ffff:10.0.0.1", trusted) == "10.0.0.1"  # mapped peer unmapped
     assert client_ip({}, None, trusted) == "unknown"
     with pytest.raises(ValueError, match="not an IP address"):
         Limits(trusted_proxies=["10.0.0.0/33"])
@@ -153,8 +168,10 @@ def test_per_user_429_names_the_limit_hit():
     with pytest.raises(Exception) as info:
         lim.enter_user(user)
     assert info.value.status_code == 429
-    assert info.value.message == ("Rate limit exceeded. Please slow down your request rate "
-                                  "(limit: burst of 5 requests, refilled at 30 requests/min).")
+    assert info.value.message == (
+        "Rate limit exceeded. Please slow down your request rate "
+        "(limit: burst of 5 requests, refilled at 30 requests/min)."
+    )
     # when the per-minute count is what ran out, the message names it
     lim = Limits(per_user_rpm=3, per_user_burst=3)
     for _ in range(3):
@@ -175,11 +192,20 @@ def _chat_backend() -> FastAPI:
 
     @app.post("/chat/completions")
     async def chat(body: dict) -> dict:
-        return {"id": "chatcmpl-x", "object": "chat.completion", "created": 1,
-                "model": body.get("model"),
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": "ok"}}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+        return {
+            "id": "chatcmpl-x",
+            "object": "chat.completion",
+            "created": 1,
+            "model": body.get("model"),
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "ok"},
+                }
+            ],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
 
     return app
 
@@ -188,12 +214,16 @@ def test_burst_429_through_serve_names_the_burst(devnet, tmp_path):
     """Six quick requests through ``serve`` to a gateway with the B6 defaults (30/min, burst 5):
     the 429 the user sees says the burst ran out."""
     backend_port = free_port()
-    with UvicornThread(_chat_backend(), backend_port) as backend, \
-            provider_stack(devnet, tmp_path / "stack", model="tiny",
-                           chat_backend_url=backend.url) as st:
+    with (
+        UvicornThread(_chat_backend(), backend_port) as backend,
+        provider_stack(
+            devnet, tmp_path / "stack", model="tiny", chat_backend_url=backend.url
+        ) as st,
+    ):
         user = funded_user_broker(devnet, ledger=10)
-        settings = ServeSettings(provider=st.provider_address, funding_interval=600,
-                                 extra_routes=True)     # chat to the stack's chat backend
+        settings = ServeSettings(
+            provider=st.provider_address, funding_interval=600, extra_routes=True
+        )  # chat to the stack's chat backend
         port = free_port()
         try:
             with UvicornThread(create_serve_app(user, settings), port, start_polls=1000) as serve:

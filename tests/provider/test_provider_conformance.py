@@ -67,12 +67,20 @@ def _chat_backend(seen: list) -> FastAPI:
                 seen.append({"stream_done": True})
 
             return StreamingResponse(events(), media_type="text/event-stream")
-        payload = json.dumps({"id": "c2", "object": "chat.completion", "usage": USAGE,
-                              "choices": [{"index": 0, "message": {"role": "assistant",
-                                                                   "content": "hi there"}}]}).encode()
+        payload = json.dumps(
+            {
+                "id": "c2",
+                "object": "chat.completion",
+                "usage": USAGE,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi there"}}],
+            }
+        ).encode()
         if "gzip" in request.headers.get("accept-encoding", ""):
-            return Response(gzip.compress(payload), media_type="application/json",
-                            headers={"Content-Encoding": "gzip"})
+            return Response(
+                gzip.compress(payload),
+                media_type="application/json",
+                headers={"Content-Encoding": "gzip"},
+            )
         return Response(payload, media_type="application/json")
 
     return app
@@ -88,30 +96,48 @@ def chat_world(devnet, tmp_path_factory):
     gw_port = free_port()
     seen: list = []
     signer = LocalTeeSigner(bytes.fromhex("33" * 32))
-    owner = InferenceServingContract(w3, devnet.inference_address,
-                                     TransactionSender(w3, devnet_owner(devnet)))
+    owner = InferenceServingContract(
+        w3, devnet.inference_address, TransactionSender(w3, devnet_owner(devnet))
+    )
     with UvicornThread(_chat_backend(seen), free_port()) as backend:
         settings = ProviderSettings(
-            rpc_url=devnet.rpc_url, inference_address=devnet.inference_address,
-            private_key="0x" + bytes(provider.key).hex(), dstack_socket=tmp / "none.sock",
-            service_type="chatbot", model="chat-model", input_price=IN_PRICE,
-            output_price=OUT_PRICE, serving_url=f"http://127.0.0.1:{gw_port}",
-            target_url=backend.url, db_url=f"sqlite:///{tmp / 'gateway.db'}")
-        pcontract = InferenceServingContract(w3, devnet.inference_address,
-                                             TransactionSender(w3, provider))
+            rpc_url=devnet.rpc_url,
+            inference_address=devnet.inference_address,
+            private_key="0x" + bytes(provider.key).hex(),
+            dstack_socket=tmp / "none.sock",
+            service_type="chatbot",
+            model="chat-model",
+            input_price=IN_PRICE,
+            output_price=OUT_PRICE,
+            serving_url=f"http://127.0.0.1:{gw_port}",
+            target_url=backend.url,
+            db_url=f"sqlite:///{tmp / 'gateway.db'}",
+        )
+        pcontract = InferenceServingContract(
+            w3, devnet.inference_address, TransactionSender(w3, provider)
+        )
         assert register_service(pcontract, settings, signer.address) == "registered"
         acknowledge_tee_signer_by_owner(owner, provider.address)
         gw = build_gateway(settings, signer=signer, with_scheduler=False)
         with UvicornThread(create_app(gw), gw_port) as server:
-            yield {"w3": w3, "gw": gw, "url": server.url, "provider": provider, "seen": seen,
-                   "devnet": devnet, "owner": owner, "pcontract": pcontract}
+            yield {
+                "w3": w3,
+                "gw": gw,
+                "url": server.url,
+                "provider": provider,
+                "seen": seen,
+                "devnet": devnet,
+                "owner": owner,
+                "pcontract": pcontract,
+            }
         gw.db.dispose()
 
 
 def _funded_user(world, account):
     w3 = world["w3"]
-    ledger = LedgerManagerContract(w3, world["devnet"].ledger_address,
-                                   TransactionSender(w3, account))
+    ledger = LedgerManagerContract(
+        w3, world["devnet"].ledger_address, TransactionSender(w3, account)
+    )
     ledger.add_ledger("", 10 * ZG)
     ledger.transfer_fund(world["provider"].address, "inference-v1.0", 5 * ZG)
     return account
@@ -129,15 +155,23 @@ def test_compressed_backend_is_billed_by_usage(chat_world, fresh_account):
     world = chat_world
     user = _funded_user(world, fresh_account)
     # an httpx client asks for gzip itself and decodes it: the usage must still be billed
-    r = httpx.post(world["url"] + "/v1/proxy/chat/completions", json=CHAT, timeout=30,
-                   headers={"Authorization": _auth(world, user)})
+    r = httpx.post(
+        world["url"] + "/v1/proxy/chat/completions",
+        json=CHAT,
+        timeout=30,
+        headers={"Authorization": _auth(world, user)},
+    )
     assert r.status_code == 200 and r.json()["usage"] == USAGE
     assert world["gw"].ledger.unsettled_fee(user.address) == FEE
     # the client's Accept-Encoding reached the backend
     assert "gzip" in world["seen"][-1]["headers"].get("accept-encoding", "")
     # a client that did not ask for compression gets the body uncompressed
-    r = httpx.post(world["url"] + "/v1/proxy/chat/completions", json=CHAT, timeout=30,
-                   headers={"Authorization": _auth(world, user), "Accept-Encoding": "identity"})
+    r = httpx.post(
+        world["url"] + "/v1/proxy/chat/completions",
+        json=CHAT,
+        timeout=30,
+        headers={"Authorization": _auth(world, user), "Accept-Encoding": "identity"},
+    )
     assert "content-encoding" not in r.headers
     assert json.loads(r.content)["usage"] == USAGE
     assert world["gw"].ledger.unsettled_fee(user.address) == 2 * FEE
@@ -149,9 +183,15 @@ def test_stream_disconnect_is_billed_and_frees_the_slot(chat_world, fresh_accoun
     gw = world["gw"]
     before = len(world["seen"])
     body = {**CHAT, "stream": True, "delay": 0.3}
-    with httpx.Client(timeout=30) as c, \
-            c.stream("POST", world["url"] + "/v1/proxy/chat/completions", json=body,
-                     headers={"Authorization": _auth(world, user)}) as r:
+    with (
+        httpx.Client(timeout=30) as c,
+        c.stream(
+            "POST",
+            world["url"] + "/v1/proxy/chat/completions",
+            json=body,
+            headers={"Authorization": _auth(world, user)},
+        ) as r,
+    ):
         assert r.status_code == 200
         chat_id = r.headers["ZG-Res-Key"]
         first = next(r.iter_raw())
@@ -161,12 +201,14 @@ def test_stream_disconnect_is_billed_and_frees_the_slot(chat_world, fresh_accoun
         assert gw.limits.user_inflight.count(user.address.lower()) == 1
     # leaving the block closed the connection mid-stream
     forwarded = world["seen"][before]["body"]
-    assert forwarded["stream_options"] == {"include_usage": True}       # B5 rewrite
+    assert forwarded["stream_options"] == {"include_usage": True}  # B5 rewrite
     deadline = time.time() + 15
     while time.time() < deadline:
-        if gw.ledger.unsettled_fee(user.address) == FEE \
-                and gw.limits.user_inflight.count(user.address.lower()) == 0 \
-                and gw.limits.global_inflight.count() == 0:
+        if (
+            gw.ledger.unsettled_fee(user.address) == FEE
+            and gw.limits.user_inflight.count(user.address.lower()) == 0
+            and gw.limits.global_inflight.count() == 0
+        ):
             break
         time.sleep(0.1)
     # billed from the complete stream's usage, not from the words seen before the disconnect
@@ -180,9 +222,12 @@ def test_stream_is_signed_before_it_ends(chat_world, fresh_account):
     world = chat_world
     user = _funded_user(world, fresh_account)
     with httpx.Client(timeout=30) as c:
-        with c.stream("POST", world["url"] + "/v1/proxy/chat/completions",
-                      json={**CHAT, "stream": True},
-                      headers={"Authorization": _auth(world, user)}) as r:
+        with c.stream(
+            "POST",
+            world["url"] + "/v1/proxy/chat/completions",
+            json={**CHAT, "stream": True},
+            headers={"Authorization": _auth(world, user)},
+        ) as r:
             raw = b"".join(r.iter_raw())
             chat_id = r.headers["ZG-Res-Key"]
         sig = c.get(world["url"] + f"/v1/proxy/signature/{chat_id}").json()
@@ -195,19 +240,24 @@ def test_failing_settlement_items_are_previewed_not_sent(chat_world, fresh_accou
     world = chat_world
     user = _funded_user(world, fresh_account)
     gw, w3 = world["gw"], world["w3"]
-    r = httpx.post(world["url"] + "/v1/proxy/chat/completions", json=CHAT, timeout=30,
-                   headers={"Authorization": _auth(world, user), "Accept-Encoding": "identity"})
+    r = httpx.post(
+        world["url"] + "/v1/proxy/chat/completions",
+        json=CHAT,
+        timeout=30,
+        headers={"Authorization": _auth(world, user), "Accept-Encoding": "identity"},
+    )
     assert r.status_code == 200
     owner = world["owner"]
-    owner.sender.send(owner.contract.functions.revokeTEESignerAcknowledgement(
-        world["provider"].address))
+    owner.sender.send(
+        owner.contract.functions.revokeTEESignerAcknowledgement(world["provider"].address)
+    )
     try:
         sent_before = w3.eth.get_transaction_count(world["provider"].address)
         report, receipts = settle_once_recording(gw)
-        assert receipts == []                                  # nothing was sent ...
+        assert receipts == []  # nothing was sent ...
         assert w3.eth.get_transaction_count(world["provider"].address) == sent_before
         assert report.refused[user.address] == SettlementStatus.NO_TEE_SIGNER
-        assert gw.ledger.unsettled_fee(user.address) == FEE   # ... and nothing was lost
+        assert gw.ledger.unsettled_fee(user.address) == FEE  # ... and nothing was lost
     finally:
         acknowledge_tee_signer_by_owner(owner, world["provider"].address)
     report, receipts = settle_once_recording(gw)

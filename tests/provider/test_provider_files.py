@@ -33,29 +33,35 @@ def test_backend_links_are_rewritten_to_opaque_gateway_links():
     doc = json.loads(out)
     first, second = doc["data"][0]["url"], doc["data"][1]["url"]
     assert first.startswith(PUBLIC + FILES_PATH) and "127.0.0.1" not in out.decode()
-    assert second == "https://cdn.example/x.png"        # not the backend's: left as it is
+    assert second == "https://cdn.example/x.png"  # not the backend's: left as it is
     assert doc["seed"] == 7 and doc["created"] == 1
     link_id = first.rsplit("/", 1)[1]
-    assert len(link_id) >= 22 and "abc" not in link_id    # 128 random bits, not the file name
+    assert len(link_id) >= 22 and "abc" not in link_id  # 128 random bits, not the file name
     assert links.get(link_id, ALICE.upper().replace("0X", "0x")).backend_url == worker_file
-    assert links.get(link_id, BOB) is None                 # another user: unknown
+    assert links.get(link_id, BOB) is None  # another user: unknown
     assert links.get("nope", ALICE) is None
 
 
 def test_same_host_other_port_and_non_url_answers_are_untouched():
     links = FileLinks(PUBLIC, 3600)
-    assert links.rewrite(_answer("http://127.0.0.1:9999/v1/images/files/a.png"), ALICE,
-                         BACKEND) is None
-    assert links.rewrite(json.dumps({"data": [{"b64_json": "AAAA"}]}).encode(), ALICE,
-                         BACKEND) is None
+    assert (
+        links.rewrite(_answer("http://127.0.0.1:9999/v1/images/files/a.png"), ALICE, BACKEND)
+        is None
+    )
+    assert (
+        links.rewrite(json.dumps({"data": [{"b64_json": "AAAA"}]}).encode(), ALICE, BACKEND) is None
+    )
     assert links.rewrite(b"not json", ALICE, BACKEND) is None
     assert len(links) == 0
 
 
 def test_job_results_and_gzip_bodies_are_rewritten():
     links = FileLinks(PUBLIC, 3600)
-    job = {"id": "imgjob_1", "status": "completed",
-           "data": {"data": [{"url": "http://127.0.0.1:8123/v1/images/files/j.png"}]}}
+    job = {
+        "id": "imgjob_1",
+        "status": "completed",
+        "data": {"data": [{"url": "http://127.0.0.1:8123/v1/images/files/j.png"}]},
+    }
     out = links.rewrite(gzip.compress(json.dumps(job).encode()), ALICE, BACKEND, "gzip")
     assert json.loads(out)["data"]["data"][0]["url"].startswith(PUBLIC + FILES_PATH)
 
@@ -64,7 +70,7 @@ def test_links_expire_and_the_table_is_bounded():
     clock = Clock()
     links = FileLinks(PUBLIC, 60, max_links=2, clock=clock)
     ids = [links.add(f"{BACKEND}/images/files/{i}.png", ALICE) for i in range(3)]
-    assert links.get(ids[0], ALICE) is None            # the oldest was dropped beyond max_links
+    assert links.get(ids[0], ALICE) is None  # the oldest was dropped beyond max_links
     assert links.get(ids[2], ALICE) is not None
     clock.now += 60
     assert links.get(ids[2], ALICE) is None and len(links) == 0

@@ -40,11 +40,20 @@ ORIGIN = "https://app.example.org"
 
 def _settings(devnet, tmp, provider, port: int, **kw) -> ProviderSettings:
     return ProviderSettings(
-        rpc_url=devnet.rpc_url, inference_address=devnet.inference_address,
-        private_key="0x" + bytes(provider.key).hex(), tee_signer_key="0x" + "22" * 32,
-        dstack_socket=tmp / "none.sock", service_type="chatbot", model="wire-model",
-        input_price=1, output_price=2, serving_url=f"http://127.0.0.1:{port}",
-        target_url="http://127.0.0.1:9", db_url=f"sqlite:///{tmp / 'gateway.db'}", **kw)
+        rpc_url=devnet.rpc_url,
+        inference_address=devnet.inference_address,
+        private_key="0x" + bytes(provider.key).hex(),
+        tee_signer_key="0x" + "22" * 32,
+        dstack_socket=tmp / "none.sock",
+        service_type="chatbot",
+        model="wire-model",
+        input_price=1,
+        output_price=2,
+        serving_url=f"http://127.0.0.1:{port}",
+        target_url="http://127.0.0.1:9",
+        db_url=f"sqlite:///{tmp / 'gateway.db'}",
+        **kw,
+    )
 
 
 def _contract(devnet, account) -> InferenceServingContract:
@@ -78,6 +87,7 @@ def _ip() -> dict[str, str]:
 
 # ---------------------------------------------------------------------------------- B2 CORS
 
+
 def _csv(value: str | None) -> set[str]:
     return {v.strip().lower() for v in (value or "").split(",") if v.strip()}
 
@@ -89,25 +99,33 @@ def test_handler_routes_cors_is_star_with_authorization(gateway):
             assert r.status_code == 200, r.text
             assert r.headers["access-control-allow-origin"] == "*"
             assert "access-control-allow-credentials" not in r.headers
-            assert _csv(r.headers["access-control-expose-headers"]) == {"zg-res-key",
-                                                                        "retry-after"}
+            assert _csv(r.headers["access-control-expose-headers"]) == {"zg-res-key", "retry-after"}
             assert "authorization" in _csv(r.headers["access-control-allow-headers"])
         # errors carry the policy too (the SDK reads them from a browser)
         r = c.get("/v1/user/0x" + "00" * 20 + "/unsettledfee", headers={"Origin": ORIGIN, **_ip()})
         assert r.status_code == 400
         assert r.headers["access-control-allow-origin"] == "*"
         # preflights: 204, empty, without reaching the routes (no auth asked)
-        for path in ("/v1/user/0x" + "00" * 20 + "/unsettledfee", "/v1/quote",
-                     "/v1/async/images/generations", "/v1/models"):
-            r = c.options(path, headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET",
-                                         "Access-Control-Request-Headers": "authorization",
-                                         **_ip()})
+        for path in (
+            "/v1/user/0x" + "00" * 20 + "/unsettledfee",
+            "/v1/quote",
+            "/v1/async/images/generations",
+            "/v1/models",
+        ):
+            r = c.options(
+                path,
+                headers={
+                    "Origin": ORIGIN,
+                    "Access-Control-Request-Method": "GET",
+                    "Access-Control-Request-Headers": "authorization",
+                    **_ip(),
+                },
+            )
             assert r.status_code == 204, (path, r.status_code, r.text)
             assert r.content == b""
             assert r.headers["access-control-allow-origin"] == "*"
             assert "authorization" in _csv(r.headers["access-control-allow-headers"])
-            assert _csv(r.headers["access-control-expose-headers"]) == {"zg-res-key",
-                                                                        "retry-after"}
+            assert _csv(r.headers["access-control-expose-headers"]) == {"zg-res-key", "retry-after"}
         # outside /v1: no CORS at all
         r = c.get("/health", headers={"Origin": ORIGIN})
         assert r.status_code == 200
@@ -117,28 +135,39 @@ def test_handler_routes_cors_is_star_with_authorization(gateway):
 def test_proxy_cors_reflects_origin_with_credentials(gateway):
     with httpx.Client(base_url=gateway["url"], timeout=10) as c:
         r = c.get("/v1/proxy/signature/" + str(uuid.uuid4()), headers={"Origin": ORIGIN, **_ip()})
-        assert r.status_code == 400        # unknown chat id (B7), still with the CORS headers
+        assert r.status_code == 400  # unknown chat id (B7), still with the CORS headers
         assert r.headers["access-control-allow-origin"] == ORIGIN
         assert r.headers["access-control-allow-credentials"] == "true"
         assert _csv(r.headers["access-control-expose-headers"]) == {
-            "zg-res-key", "provider", "content-type", "content-encoding"}
-        pre = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST",
-               "Access-Control-Request-Headers": "authorization, content-type, x-requested-with"}
+            "zg-res-key",
+            "provider",
+            "content-type",
+            "content-encoding",
+        }
+        pre = {
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type, x-requested-with",
+        }
         r = c.options("/v1/proxy/chat/completions", headers={**pre, **_ip()})
         assert r.status_code == 204, r.text
         assert r.headers["access-control-allow-origin"] == ORIGIN
         assert r.headers["access-control-allow-credentials"] == "true"
         assert r.headers["access-control-max-age"] == str(12 * 3600)
-        assert {"content-type", "authorization", "x-requested-with", "accept", "origin"} <= \
-            _csv(r.headers["access-control-allow-headers"])
+        assert {"content-type", "authorization", "x-requested-with", "accept", "origin"} <= _csv(
+            r.headers["access-control-allow-headers"]
+        )
         # a header outside the list is refused
-        r = c.options("/v1/proxy/chat/completions",
-                      headers={**pre, "Access-Control-Request-Headers": "x-secret-thing", **_ip()})
+        r = c.options(
+            "/v1/proxy/chat/completions",
+            headers={**pre, "Access-Control-Request-Headers": "x-secret-thing", **_ip()},
+        )
         assert r.status_code >= 400
         assert r.headers.get("access-control-allow-origin") != "*"
 
 
 # ---------------------------------------------------------------------------------- B6 limits
+
 
 def test_handler_ip_bucket_defaults_are_b6():
     lim = Limits()
@@ -151,7 +180,7 @@ def test_handler_ip_bucket_defaults_are_b6():
     with pytest.raises(Exception) as info:
         lim.check_handler_ip("a")
     assert info.value.status_code == 429 and info.value.retry_after >= 1
-    lim.check_ip("a"), lim.check_ip("a")        # the proxy bucket is separate
+    lim.check_ip("a"), lim.check_ip("a")  # the proxy bucket is separate
 
 
 def test_handler_routes_share_a_per_ip_bucket_apart_from_the_proxy(gateway):
@@ -161,16 +190,16 @@ def test_handler_routes_share_a_per_ip_bucket_apart_from_the_proxy(gateway):
     user_path = "/v1/user/0x" + "00" * 20 + "/unsettledfee"
     with httpx.Client(base_url=gateway["url"], timeout=10) as c:
         # the configured bucket: a burst of 20, then 429 (refills at 10/s only)
-        codes = [c.get("/v1/models" if i % 2 else "/v1/quote", headers=ip).status_code
-                 for i in range(60)]
+        codes = [
+            c.get("/v1/models" if i % 2 else "/v1/quote", headers=ip).status_code for i in range(60)
+        ]
         assert codes[:20] == [200] * 20
         assert 429 in codes
-        time.sleep(0.35)                    # 10/s: tokens again
+        time.sleep(0.35)  # 10/s: tokens again
         assert c.get("/v1/models", headers=ip).status_code == 200
         # which routes share the bucket: a bucket that does not refill during the test
         real = gw.limits
-        gw.limits = Limits(handler_ip_rps=0.001, handler_ip_burst=2,
-                           trusted_proxies=["127.0.0.1"])
+        gw.limits = Limits(handler_ip_rps=0.001, handler_ip_burst=2, trusted_proxies=["127.0.0.1"])
         try:
             assert c.get("/v1/models", headers=ip).status_code == 200
             assert c.get("/v1/quote", headers=ip).status_code == 200
@@ -194,16 +223,19 @@ def test_handler_routes_share_a_per_ip_bucket_apart_from_the_proxy(gateway):
 def test_proxy_signature_route_uses_the_proxy_ip_bucket(gateway):
     ip = _ip()
     with httpx.Client(base_url=gateway["url"], timeout=10) as c:
-        codes = [c.get(f"/v1/proxy/signature/{uuid.uuid4()}", headers=ip).status_code
-                 for _ in range(45)]
+        codes = [
+            c.get(f"/v1/proxy/signature/{uuid.uuid4()}", headers=ip).status_code for _ in range(45)
+        ]
     assert codes[:20] == [400] * 20
     assert 429 in codes
 
 
 # ---------------------------------------------------------------------------------- B11
 
-def test_sync_service_removes_the_service_when_serving_url_is_empty(devnet, tmp_path,
-                                                                    fresh_account):
+
+def test_sync_service_removes_the_service_when_serving_url_is_empty(
+    devnet, tmp_path, fresh_account
+):
     provider = fresh_account
     contract = _contract(devnet, provider)
     w3 = contract.w3 if hasattr(contract, "w3") else connect(devnet.rpc_url)
@@ -227,6 +259,7 @@ def test_sync_service_removes_the_service_when_serving_url_is_empty(devnet, tmp_
 
 # ---------------------------------------------------------------------------------- B9 sum
 
+
 def test_unsettled_fee_is_exact_beyond_int64(tmp_path):
     """The SQL sum splits the decimal strings, so fees and totals above 2**63 stay exact."""
     ledger = FeeLedger(open_database(f"sqlite:///{tmp_path / 'fees.db'}"))
@@ -236,7 +269,7 @@ def test_unsettled_fee_is_exact_beyond_int64(tmp_path):
         rid = f"r{i}"
         ledger.open_request(rid, user, "chatbot", "m")
         ledger.bill(rid, Fee(0, 1, 0, fee))
-    ledger.open_request("pending", user, "chatbot", "m")      # fee 0, outstanding
+    ledger.open_request("pending", user, "chatbot", "m")  # fee 0, outstanding
     ledger.open_request("failed", user, "chatbot", "m")
     ledger.fail("failed")
     ledger.open_request("o1", other, "chatbot", "m")
@@ -248,7 +281,7 @@ def test_unsettled_fee_is_exact_beyond_int64(tmp_path):
     ledger.open_request("huge", other, "chatbot", "m")
     ledger.bill("huge", Fee(0, 1, 0, 2**100))
     assert ledger.unsettled_fee(other) == 2**70 + 2**100
-    for i in range(12):         # highs overflowing SUM itself
+    for i in range(12):  # highs overflowing SUM itself
         ledger.open_request(f"big{i}", user, "chatbot", "m")
         ledger.bill(f"big{i}", Fee(0, 1, 0, 9 * 10**26 + i))
     assert ledger.unsettled_fee(user) == sum(fees) + 12 * 9 * 10**26 + sum(range(12))
@@ -261,11 +294,15 @@ def test_verified_token_cache_still_checks_expiry_and_forgery(gateway, fresh_acc
     gw, provider = gateway["gw"], gateway["provider"]
     user = fresh_account
     now_ms = int(time.time() * 1000)
-    tok = new_session_token(user.address, provider.address, timestamp_ms=now_ms,
-                            duration_ms=(now_ms // 1000 + 2) * 1000 - now_ms)
+    tok = new_session_token(
+        user.address,
+        provider.address,
+        timestamp_ms=now_ms,
+        duration_ms=(now_ms // 1000 + 2) * 1000 - now_ms,
+    )
     header = authorization_header(sign_session_token(tok, user))
     assert gw.auth.authenticate(header) == user.address
-    assert gw.auth.authenticate(header) == user.address        # served from the cache
+    assert gw.auth.authenticate(header) == user.address  # served from the cache
     forged = authorization_header(sign_session_token(tok, Account.create()))
     with pytest.raises(SessionValidationError, match="address mismatch"):
         gw.auth.authenticate(forged)

@@ -14,9 +14,16 @@ ZG = 10**18
 def stack(devnet, tmp_path_factory):
     """A running provider stack (in-process) with raised gateway limits; yields
     ``(stack, fake_backend_url)``."""
-    with ThreadServer(fake_llm_app(chunk_delay=0.3)) as backend, \
-            provider_stack(devnet, tmp_path_factory.mktemp("stack"), model="tiny",
-                           chat_backend_url=backend, raise_limits=True) as st:
+    with (
+        ThreadServer(fake_llm_app(chunk_delay=0.3)) as backend,
+        provider_stack(
+            devnet,
+            tmp_path_factory.mktemp("stack"),
+            model="tiny",
+            chat_backend_url=backend,
+            raise_limits=True,
+        ) as st,
+    ):
         yield st, backend
 
 

@@ -29,8 +29,11 @@ class ThreadServer:
 
     def __init__(self, app, port: int | None = None) -> None:
         self.port = port or free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning", lifespan="on"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+            )
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -54,8 +57,11 @@ def _failure(text: str):
         return None
     code = int(text.split("__status_", 1)[1].split("__", 1)[0])
     headers = {"Retry-After": "7"} if code == 429 else None
-    return JSONResponse({"error": {"message": f"backend says {code}", "type": "test"}},
-                        status_code=code, headers=headers)
+    return JSONResponse(
+        {"error": {"message": f"backend says {code}", "type": "test"}},
+        status_code=code,
+        headers=headers,
+    )
 
 
 def fake_llm_app(chunk_delay: float = 0.0) -> FastAPI:
@@ -72,21 +78,41 @@ def fake_llm_app(chunk_delay: float = 0.0) -> FastAPI:
             return failed
         model = body.get("model")
         if not body.get("stream"):
-            return {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": "hello there"}}],
-                    "usage": USAGE}
+            return {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 1,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": "hello there"},
+                    }
+                ],
+                "usage": USAGE,
+            }
 
         async def events():
             for i, word in enumerate(["one", " two", " three"]):
-                chunk = {"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1,
-                         "model": model, "choices": [{"index": 0, "delta": {"content": word},
-                                                      "finish_reason": None}]}
+                chunk = {
+                    "id": "chatcmpl-s",
+                    "object": "chat.completion.chunk",
+                    "created": 1,
+                    "model": model,
+                    "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}],
+                }
                 yield f"data: {json.dumps(chunk)}\n\n".encode()
                 await asyncio.sleep(chunk_delay)
             if (body.get("stream_options") or {}).get("include_usage"):
-                last = {"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1,
-                        "model": model, "choices": [], "usage": USAGE}
+                last = {
+                    "id": "chatcmpl-s",
+                    "object": "chat.completion.chunk",
+                    "created": 1,
+                    "model": model,
+                    "choices": [],
+                    "usage": USAGE,
+                }
                 yield f"data: {json.dumps(last)}\n\n".encode()
             yield b"data: [DONE]\n\n"
 
@@ -95,14 +121,15 @@ def fake_llm_app(chunk_delay: float = 0.0) -> FastAPI:
     @app.post("/audio/transcriptions")
     async def audio(request: Request):
         form = await request.form()
-        return {"text": f"transcribed with {form.get('model')}",
-                "usage": {"type": "duration", "seconds": 3.4}}
+        return {
+            "text": f"transcribed with {form.get('model')}",
+            "usage": {"type": "duration", "seconds": 3.4},
+        }
 
     return app
 
 
-def register_image_service(devnet, url: str, *, model: str = "z-image",
-                           output_price: int = 10**15):
+def register_image_service(devnet, url: str, *, model: str = "z-image", output_price: int = 10**15):
     """Register a ``text-to-image`` TeeML service at ``url`` (e.g. a fake provider on loopback)
     from a new provider funded with 200 0G (stake 100 0G); the devnet owner acknowledges its TEE
     signer (the provider's own address). Returns the provider's LocalAccount."""
@@ -115,12 +142,24 @@ def register_image_service(devnet, url: str, *, model: str = "z-image",
 
     provider = fund_new_account(devnet, amount_neuron=200 * OG)
     w3 = Web3(Web3.HTTPProvider(devnet.rpc_url))
-    contract = InferenceServingContract(w3, devnet.inference_address,
-                                        TransactionSender(w3, provider))
+    contract = InferenceServingContract(
+        w3, devnet.inference_address, TransactionSender(w3, provider)
+    )
     contract.add_or_update_service(
-        ("text-to-image", url, model, "TeeML", 0, output_price,
-         json.dumps({"ProviderType": "decentralized"}), provider.address), value=100 * OG)
-    owner = InferenceServingContract(w3, devnet.inference_address,
-                                     TransactionSender(w3, devnet_owner(devnet)))
+        (
+            "text-to-image",
+            url,
+            model,
+            "TeeML",
+            0,
+            output_price,
+            json.dumps({"ProviderType": "decentralized"}),
+            provider.address,
+        ),
+        value=100 * OG,
+    )
+    owner = InferenceServingContract(
+        w3, devnet.inference_address, TransactionSender(w3, devnet_owner(devnet))
+    )
     owner.sender.send(owner.contract.functions.acknowledgeTEESignerByOwner(provider.address))
     return provider

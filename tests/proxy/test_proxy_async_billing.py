@@ -25,9 +25,13 @@ JOB = {"size": "32x32", "num_inference_steps": 1, "seed": 3, "response_format": 
 def _broker(devnet, key: str):
     from broker.broker import create_broker
 
-    return create_broker(key, network="devnet", rpc_url=devnet.rpc_url,
-                         ledger_address=devnet.ledger_address,
-                         inference_address=devnet.inference_address)
+    return create_broker(
+        key,
+        network="devnet",
+        rpc_url=devnet.rpc_url,
+        ledger_address=devnet.ledger_address,
+        inference_address=devnet.inference_address,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -85,11 +89,15 @@ def _gateway_fee(stack, broker) -> int:
 
 
 def _submit(url: str, prompt: str, n: int) -> str:
-    r = httpx.post(url + "/v1/async/images/generations", headers=HEADERS, timeout=60,
-                   json={**JOB, "prompt": prompt, "n": n})
+    r = httpx.post(
+        url + "/v1/async/images/generations",
+        headers=HEADERS,
+        timeout=60,
+        json={**JOB, "prompt": prompt, "n": n},
+    )
     assert r.status_code == 202, r.text
-    assert r.headers["X-0G-Fee"] == "0"                      # nothing billed at submission
-    assert r.headers["X-0G-Verified"] == "true"              # the 202 itself is signed
+    assert r.headers["X-0G-Fee"] == "0"  # nothing billed at submission
+    assert r.headers["X-0G-Verified"] == "true"  # the 202 itself is signed
     return r.json()["jobId"]
 
 
@@ -120,26 +128,30 @@ def test_completed_job_billed_once_after_several_polls(stack, user_broker, worke
     before, gw_before = _totals(user_broker, stack), _gateway_fee(stack, user_broker)
     with _serve(user_broker, stack) as url:
         job_id = _submit(url, "a blue square", n=2)
-        job = user_broker.inference.fee_store.get_async_job(user_broker.address,
-                                                            st.provider_address, job_id)
+        job = user_broker.inference.fee_store.get_async_job(
+            user_broker.address, st.provider_address, job_id
+        )
         assert (job.status, job.images) == (AsyncJobStatus.PENDING, 2)
         assert _totals(user_broker, stack) == before
         polls = _poll_until_done(url, job_id)
         assert polls[-1].json()["status"] == "completed"
         assert len(polls[-1].json()["data"]["data"]) == 2
-        again = [httpx.get(url + f"/v1/async/jobs/{job_id}", headers=HEADERS, timeout=60)
-                 for _ in range(3)]
+        again = [
+            httpx.get(url + f"/v1/async/jobs/{job_id}", headers=HEADERS, timeout=60)
+            for _ in range(3)
+        ]
     fees = [int(p.headers["X-0G-Fee"]) for p in [*polls, *again]]
-    assert fees.count(2 * price) == 1 and sum(fees) == 2 * price       # billed on one poll only
-    assert int(polls[-1].headers["X-0G-Fee"]) == 2 * price              # the first "completed"
+    assert fees.count(2 * price) == 1 and sum(fees) == 2 * price  # billed on one poll only
+    assert int(polls[-1].headers["X-0G-Fee"]) == 2 * price  # the first "completed"
     # the gateway does not sign job results: nothing to verify on the completed polls
     assert {p.headers["X-0G-Verified"] for p in [polls[-1], *again]} == {"none"}
     after = _totals(user_broker, stack)
     assert after.total_fee - before.total_fee == 2 * price
     assert after.request_count - before.request_count == 1
-    _wait_gateway(stack, user_broker, gw_before + 2 * price)          # local == gateway
-    job = user_broker.inference.fee_store.get_async_job(user_broker.address,
-                                                        st.provider_address, job_id)
+    _wait_gateway(stack, user_broker, gw_before + 2 * price)  # local == gateway
+    job = user_broker.inference.fee_store.get_async_job(
+        user_broker.address, st.provider_address, job_id
+    )
     assert (job.status, job.fee) == (AsyncJobStatus.BILLED, 2 * price)
     log = user_broker.inference.fee_store.recent_verifications(5, provider=st.provider_address)
     unsigned = [r for r in log if job_id in r.detail]
@@ -160,15 +172,17 @@ def test_failed_job_is_never_billed(stack, user_broker, worker_control):
         assert unknown.status_code == 404
     assert all(p.headers["X-0G-Fee"] == "0" for p in [*polls, again])
     assert _totals(user_broker, stack) == before
-    job = user_broker.inference.fee_store.get_async_job(user_broker.address,
-                                                        st.provider_address, job_id)
+    job = user_broker.inference.fee_store.get_async_job(
+        user_broker.address, st.provider_address, job_id
+    )
     assert (job.status, job.fee) == (AsyncJobStatus.FAILED, 0)
-    time.sleep(0.5)                                                   # the gateway's watcher too
+    time.sleep(0.5)  # the gateway's watcher too
     assert _gateway_fee(stack, user_broker) == gw_before
 
 
-def test_serve_restart_between_polls_bills_once(stack, user_broker, user_key, worker_control,
-                                                devnet):
+def test_serve_restart_between_polls_bills_once(
+    stack, user_broker, user_key, worker_control, devnet
+):
     st, _ = stack
     price = st.service.output_price
     before, gw_before = _totals(user_broker, stack), _gateway_fee(stack, user_broker)
@@ -187,8 +201,7 @@ def test_serve_restart_between_polls_bills_once(stack, user_broker, user_key, wo
         with _serve(restarted, stack) as url:
             polls = _poll_until_done(url, job_id)
             assert polls[-1].json()["status"] == "completed"
-            polls.append(httpx.get(url + f"/v1/async/jobs/{job_id}", headers=HEADERS,
-                                   timeout=60))
+            polls.append(httpx.get(url + f"/v1/async/jobs/{job_id}", headers=HEADERS, timeout=60))
         # and once more after another restart: already billed, nothing added
         with _serve(user_broker, stack) as url:
             last = httpx.get(url + f"/v1/async/jobs/{job_id}", headers=HEADERS, timeout=60)

@@ -36,12 +36,17 @@ def serve_via_relay(devnet, relay):
     from broker.broker import create_broker
     from broker.devnet import fund_new_account
 
-    service = register_chatbot_service(devnet, "http://127.0.0.1:9", model="m",
-                                       input_price=1, output_price=1)
+    service = register_chatbot_service(
+        devnet, "http://127.0.0.1:9", model="m", input_price=1, output_price=1
+    )
     user = fund_new_account(devnet, amount_neuron=20 * ZG)
-    broker = create_broker("0x" + bytes(user.key).hex(), network="devnet", rpc_url=relay.url,
-                           ledger_address=devnet.ledger_address,
-                           inference_address=devnet.inference_address)
+    broker = create_broker(
+        "0x" + bytes(user.key).hex(),
+        network="devnet",
+        rpc_url=relay.url,
+        ledger_address=devnet.ledger_address,
+        inference_address=devnet.inference_address,
+    )
     broker.ledger.add_ledger(5)
     broker.ledger.transfer_fund(service.address, "inference", 1)
     settings = ServeSettings(provider=service.address, chain_timeout=TIMEOUT, auto_funding=False)
@@ -61,11 +66,11 @@ def test_account_and_metrics_answer_promptly_when_the_node_hangs(serve_via_relay
     took, r = _timed_get(url + "/v1/account")
     body = r.json()
     assert r.status_code == 200 and body["chain"] == {"ok": True, "error": None, "unavailable": []}
-    assert body["ledger"]["total_balance"] == str(5 * ZG)         # transfers stay in total
+    assert body["ledger"]["total_balance"] == str(5 * ZG)  # transfers stay in total
     assert body["sub_account"]["balance"] == str(ZG)
 
     relay.hang.set()
-    for _ in range(2):           # the second request waits on the same hung reads
+    for _ in range(2):  # the second request waits on the same hung reads
         took, r = _timed_get(url + "/v1/account")
         assert took < TIMEOUT + 2, f"/v1/account took {took:.1f} s with a hung node"
         body = r.json()
@@ -73,10 +78,10 @@ def test_account_and_metrics_answer_promptly_when_the_node_hangs(serve_via_relay
         assert sorted(body["chain"]["unavailable"]) == ["ledger", "sub_account"]
         assert f"chain node did not answer within {TIMEOUT:g} s" in body["chain"]["error"]
         assert body["ledger"] is None and body["sub_account"] is None
-        assert body["fees"]["request_count"] == 0            # local parts still answered
+        assert body["fees"]["request_count"] == 0  # local parts still answered
     took, r = _timed_get(url + "/metrics")
     assert took < TIMEOUT + 2 and r.status_code == 200
-    assert "sub_account" in r.text                           # last known gauges still rendered
+    assert "sub_account" in r.text  # last known gauges still rendered
 
     relay.release()
     deadline = time.monotonic() + 15

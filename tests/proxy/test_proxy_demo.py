@@ -40,12 +40,28 @@ def test_demo_command_end_to_end(tmp_path):
     out = tmp_path / "fox.png"
     env = {**os.environ, "ZG_HOME": str(tmp_path / "home")}
     run = subprocess.run(
-        [sys.executable, "-m", "broker.cli.main", "demo", "--prompt", "a red fox", "--out", str(out)],
-        env=env, capture_output=True, text=True, timeout=540, check=False,
+        [
+            sys.executable,
+            "-m",
+            "broker.cli.main",
+            "demo",
+            "--prompt",
+            "a red fox",
+            "--out",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
+        check=False,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     with Image.open(out) as image:
-        assert image.format == "PNG" and image.size == (512, 512)   # serve's (the SDK's) default size
+        assert image.format == "PNG" and image.size == (
+            512,
+            512,
+        )  # serve's (the SDK's) default size
     text = " ".join((run.stdout + run.stderr).split())
     assert "paid 0.001 0G" in text and "response signature verified: true" in text
     assert "stopped everything the demo started" in text

@@ -25,8 +25,9 @@ API_KEY = "sk-local-test"
 @pytest.fixture(scope="module")
 def serve(stack, user_broker):
     st, _ = stack
-    settings = ServeSettings(provider=st.provider_address, api_key=API_KEY, funding_interval=600,
-                             extra_routes=True)     # the stack also fronts a chat backend
+    settings = ServeSettings(
+        provider=st.provider_address, api_key=API_KEY, funding_interval=600, extra_routes=True
+    )  # the stack also fronts a chat backend
     with ThreadServer(create_app(user_broker, settings)) as url:
         yield url
 
@@ -48,7 +49,7 @@ def test_health_account_and_startup(serve, stack, user_broker):
     st, _ = stack
     health = httpx.get(serve + "/health").json()
     assert health["provider"] == st.provider_address and health["verify"] == "warn"
-    assert httpx.get(serve + "/v1/account").status_code == 401          # api key required
+    assert httpx.get(serve + "/v1/account").status_code == 401  # api key required
     acc = httpx.get(serve + "/v1/account", headers={"Authorization": f"Bearer {API_KEY}"}).json()
     assert acc["sub_account"]["acknowledged"] is True
     # funded at start-up to >= 2 0G (buffer) and auto-funding runs
@@ -66,15 +67,16 @@ def test_wrong_api_key_refused(serve):
 
 def test_models(client):
     models = client.models.list()
-    assert [m.id for m in models.data] == ["z-image"]   # the devnet's on-chain name
+    assert [m.id for m in models.data] == ["z-image"]  # the devnet's on-chain name
 
 
 def test_image_sync_verified_and_billed(client, stack, user_broker):
     st, _ = stack
     price = st.service.output_price
     local, gateway = _local_fee(user_broker, st.provider_address), _gateway_fee(stack, user_broker)
-    raw = client.images.with_raw_response.generate(prompt="a red fox", n=1, size="64x64",
-                                                   response_format="b64_json")
+    raw = client.images.with_raw_response.generate(
+        prompt="a red fox", n=1, size="64x64", response_format="b64_json"
+    )
     image = raw.parse()
     png = base64.b64decode(image.data[0].b64_json)
     assert Image.open(io.BytesIO(png)).format == "PNG"
@@ -88,8 +90,10 @@ def test_image_sync_verified_and_billed(client, stack, user_broker):
 def test_image_async_job(serve, stack):
     headers = {"Authorization": f"Bearer {API_KEY}"}
     with httpx.Client(base_url=serve, headers=headers, timeout=300) as c:
-        r = c.post("/v1/async/images/generations",
-                   json={"prompt": "a fox", "size": "64x64", "response_format": "b64_json"})
+        r = c.post(
+            "/v1/async/images/generations",
+            json={"prompt": "a fox", "size": "64x64", "response_format": "b64_json"},
+        )
         assert r.status_code == 202, r.text
         assert r.headers["Retry-After"] and r.headers["X-0G-Verified"] == "true"
         job_id = r.json()["jobId"]
@@ -111,9 +115,12 @@ def test_image_async_job(serve, stack):
 def test_image_edit(client, stack):
     buf = io.BytesIO()
     Image.new("RGB", (64, 64), "white").save(buf, format="PNG")
-    raw = client.images.with_raw_response.edit(image=("in.png", buf.getvalue(), "image/png"),
-                                               prompt="make it blue", size="64x64",
-                                               response_format="b64_json")
+    raw = client.images.with_raw_response.edit(
+        image=("in.png", buf.getvalue(), "image/png"),
+        prompt="make it blue",
+        size="64x64",
+        response_format="b64_json",
+    )
     assert raw.parse().data[0].b64_json
     assert raw.headers["X-0G-Verified"] == "true"
 
@@ -122,9 +129,10 @@ def test_chat_non_stream_keeps_model_and_headers(client, stack, user_broker):
     st, _ = stack
     before = _local_fee(user_broker, st.provider_address)
     raw = client.chat.completions.with_raw_response.create(
-        model="my-model", messages=[{"role": "user", "content": "hi"}])
+        model="my-model", messages=[{"role": "user", "content": "hi"}]
+    )
     completion = raw.parse()
-    assert completion.model == "my-model"                   # the caller's model is kept
+    assert completion.model == "my-model"  # the caller's model is kept
     assert completion.choices[0].message.content == "hello there"
     assert raw.headers["ZG-Res-Key"] and raw.headers["X-0G-Verified"] == "true"
     assert _local_fee(user_broker, st.provider_address) - before == st.service.output_price
@@ -133,8 +141,9 @@ def test_chat_non_stream_keeps_model_and_headers(client, stack, user_broker):
 def test_chat_stream_incremental_and_billed(client, stack, user_broker, serve):
     st, _ = stack
     before = _local_fee(user_broker, st.provider_address)
-    stream = client.chat.completions.create(model="chat-x", stream=True,
-                                            messages=[{"role": "user", "content": "count"}])
+    stream = client.chat.completions.create(
+        model="chat-x", stream=True, messages=[{"role": "user", "content": "count"}]
+    )
     arrivals, words, usage = [], [], None
     for chunk in stream:
         arrivals.append(time.monotonic())
@@ -145,25 +154,31 @@ def test_chat_stream_incremental_and_billed(client, stack, user_broker, serve):
     assert "".join(words) == "one two three"
     assert chunk.model == "chat-x"
     assert usage is not None and usage.completion_tokens == 5  # include_usage was requested
-    assert arrivals[-1] - arrivals[0] >= 0.5                 # chunks arrived as they were made
+    assert arrivals[-1] - arrivals[0] >= 0.5  # chunks arrived as they were made
     assert _local_fee(user_broker, st.provider_address) - before == st.service.output_price
     acc = httpx.get(serve + "/v1/account", headers={"Authorization": f"Bearer {API_KEY}"}).json()
     assert acc["recent_verifications"][0]["verified"] is True
 
 
 def test_audio_transcription(client):
-    result = client.audio.transcriptions.create(file=("a.wav", b"RIFF....WAVE", "audio/wav"),
-                                                model="whisper-x")
+    result = client.audio.transcriptions.create(
+        file=("a.wav", b"RIFF....WAVE", "audio/wav"), model="whisper-x"
+    )
     assert result.text == "transcribed with whisper-x"
 
 
 def test_verify_route(serve, client):
     raw = client.chat.completions.with_raw_response.create(
-        model="tiny", messages=[{"role": "user", "content": "hi"}])
+        model="tiny", messages=[{"role": "user", "content": "hi"}]
+    )
     headers = {"Authorization": f"Bearer {API_KEY}"}
     # without a model the provider's default is inserted
-    plain = httpx.post(serve + "/v1/chat/completions", headers=headers,
-                       json={"messages": [{"role": "user", "content": "hi"}]}, timeout=60)
+    plain = httpx.post(
+        serve + "/v1/chat/completions",
+        headers=headers,
+        json={"messages": [{"role": "user", "content": "hi"}]},
+        timeout=60,
+    )
     assert plain.status_code == 200 and plain.json()["model"] == "z-image"
     ok = httpx.post(serve + "/v1/verify", json={"id": raw.headers["ZG-Res-Key"]}, headers=headers)
     assert ok.json()["isValid"] is True
@@ -173,24 +188,28 @@ def test_verify_route(serve, client):
     assert missing.status_code == 400 and missing.json()["error"]["code"] == "missing_id"
 
 
-@pytest.mark.parametrize(("backend_status", "error", "status", "etype"), [
-    (402, openai.APIStatusError, 402, "insufficient_quota"),
-    (429, openai.RateLimitError, 429, "rate_limit_error"),
-    (500, openai.APIStatusError, 502, "upstream_error"),
-    (504, openai.APIStatusError, 504, "upstream_timeout"),
-])
+@pytest.mark.parametrize(
+    ("backend_status", "error", "status", "etype"),
+    [
+        (402, openai.APIStatusError, 402, "insufficient_quota"),
+        (429, openai.RateLimitError, 429, "rate_limit_error"),
+        (500, openai.APIStatusError, 502, "upstream_error"),
+        (504, openai.APIStatusError, 504, "upstream_timeout"),
+    ],
+)
 def test_upstream_errors_mapped(client, stack, user_broker, backend_status, error, status, etype):
     st, _ = stack
     before = _local_fee(user_broker, st.provider_address)
     gateway = _gateway_fee(stack, user_broker)
     with pytest.raises(error) as info:
         client.chat.completions.create(
-            model="tiny", messages=[{"role": "user", "content": f"__status_{backend_status}__"}])
+            model="tiny", messages=[{"role": "user", "content": f"__status_{backend_status}__"}]
+        )
     assert info.value.status_code == status
     assert info.value.body["type"] == etype
     if status == 429:
         assert info.value.response.headers["Retry-After"] == "7"
-    assert _local_fee(user_broker, st.provider_address) == before     # nothing billed
+    assert _local_fee(user_broker, st.provider_address) == before  # nothing billed
     assert _gateway_fee(stack, user_broker) == gateway
 
 
@@ -239,11 +258,12 @@ def test_enforce_refuses_unverified(stack, user_broker):
     settings = ServeSettings(provider=st.provider_address, verify="enforce", extra_routes=True)
     with ThreadServer(create_app(user_broker, settings, run_startup=False)) as url:
         c = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=300)
-        ok = c.images.with_raw_response.generate(prompt="fox", size="64x64",
-                                                 response_format="b64_json")
+        ok = c.images.with_raw_response.generate(
+            prompt="fox", size="64x64", response_format="b64_json"
+        )
         assert ok.headers["X-0G-Verified"] == "true"
         real = gw.signatures.signer
-        gw.signatures.signer = LocalTeeSigner(bytes.fromhex("22" * 32))   # wrong TEE key
+        gw.signatures.signer = LocalTeeSigner(bytes.fromhex("22" * 32))  # wrong TEE key
         try:
             before = _gateway_fee(stack, user_broker)
             with pytest.raises(openai.APIStatusError) as info:
@@ -254,8 +274,9 @@ def test_enforce_refuses_unverified(stack, user_broker):
             # the provider billed the one request it served; nothing retried, nothing more
             assert _gateway_fee(stack, user_broker) - before == st.service.output_price
             with pytest.raises(openai.APIError, match="did not verify"):
-                for _ in c.chat.completions.create(model="tiny", stream=True,
-                                                   messages=[{"role": "user", "content": "x"}]):
+                for _ in c.chat.completions.create(
+                    model="tiny", stream=True, messages=[{"role": "user", "content": "x"}]
+                ):
                     pass
         finally:
             gw.signatures.signer = real

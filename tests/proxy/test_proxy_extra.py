@@ -25,10 +25,17 @@ API_KEY = "sk-local-extra"
 @pytest.fixture(scope="module")
 def costly_stack(devnet, tmp_path_factory):
     """A provider stack whose service costs 2.5 0G per request (raised gateway limits)."""
-    with ThreadServer(fake_llm_app()) as backend, \
-            provider_stack(devnet, tmp_path_factory.mktemp("costly"), model="tiny",
-                           chat_backend_url=backend, price_per_image=PRICE,
-                           raise_limits=True) as st:
+    with (
+        ThreadServer(fake_llm_app()) as backend,
+        provider_stack(
+            devnet,
+            tmp_path_factory.mktemp("costly"),
+            model="tiny",
+            chat_backend_url=backend,
+            price_per_image=PRICE,
+            raise_limits=True,
+        ) as st,
+    ):
         yield st
 
 
@@ -50,8 +57,9 @@ def _fees(stack, user) -> tuple[int, int]:
 def test_gateway_balance_refusal_is_402_insufficient_quota(costly_stack, poor_user):
     st, user = costly_stack, poor_user
     assert st.service.output_price == PRICE
-    settings = ServeSettings(provider=st.provider_address, api_key=API_KEY, auto_funding=False,
-                             extra_routes=True)
+    settings = ServeSettings(
+        provider=st.provider_address, api_key=API_KEY, auto_funding=False, extra_routes=True
+    )
     with ThreadServer(create_app(user, settings)) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=API_KEY, max_retries=0, timeout=120)
         messages = [{"role": "user", "content": "hi"}]

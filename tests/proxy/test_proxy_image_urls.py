@@ -22,16 +22,27 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 API_KEY = "sk-files-test"
 ZG = 10**18
-IMAGE = {"model": "z-image", "prompt": "a red cube", "n": 1, "size": "32x32",
-         "num_inference_steps": 1, "seed": 5, "response_format": "url"}
+IMAGE = {
+    "model": "z-image",
+    "prompt": "a red cube",
+    "n": 1,
+    "size": "32x32",
+    "num_inference_steps": 1,
+    "seed": 5,
+    "response_format": "url",
+}
 
 
 @pytest.fixture(scope="module")
 def serve(stack, user_broker, tmp_path_factory):
     st, _ = stack
-    settings = ServeSettings(provider=st.provider_address, api_key=API_KEY, funding_interval=600,
-                             media_ttl=3, state_url="sqlite:///"
-                             + str(tmp_path_factory.mktemp("serve") / "state.db"))
+    settings = ServeSettings(
+        provider=st.provider_address,
+        api_key=API_KEY,
+        funding_interval=600,
+        media_ttl=3,
+        state_url="sqlite:///" + str(tmp_path_factory.mktemp("serve") / "state.db"),
+    )
     with ThreadServer(create_app(user_broker, settings)) as url:
         yield url
 
@@ -53,8 +64,9 @@ def _png(data: bytes) -> Image.Image:
 
 def _gateway_image(st, broker) -> httpx.Response:
     headers = broker.inference.get_request_headers(st.provider_address)
-    return httpx.post(st.gateway_url + "/v1/proxy/images/generations", json=IMAGE,
-                      headers=headers, timeout=300)
+    return httpx.post(
+        st.gateway_url + "/v1/proxy/images/generations", json=IMAGE, headers=headers, timeout=300
+    )
 
 
 def test_gateway_answers_its_own_link_for_the_same_user_only(stack, user, devnet):
@@ -65,10 +77,11 @@ def test_gateway_answers_its_own_link_for_the_same_user_only(stack, user, devnet
     assert r.status_code == 200, r.text
     url = r.json()["data"][0]["url"]
     assert url.startswith(st.gateway_url + "/v1/proxy/files/"), url
-    assert st.worker_url not in r.text                  # the worker's address never leaks
+    assert st.worker_url not in r.text  # the worker's address never leaks
     # the signature covers the bytes the client received (the rewritten body)
     result = user_broker.inference.process_response_detailed(
-        provider, r.headers["ZG-Res-Key"], IMAGE, response_body=r.content)
+        provider, r.headers["ZG-Res-Key"], IMAGE, response_body=r.content
+    )
     assert result.verified is True, result
     mine = user_broker.inference.get_request_headers(provider)
     got = httpx.get(url, headers=mine, timeout=60)
@@ -85,8 +98,10 @@ def test_gateway_answers_its_own_link_for_the_same_user_only(stack, user, devnet
     finally:
         other.inference.close()
     # an id that was never handed out
-    assert httpx.get(st.gateway_url + "/v1/proxy/files/nope", headers=mine,
-                     timeout=60).status_code == 404
+    assert (
+        httpx.get(st.gateway_url + "/v1/proxy/files/nope", headers=mine, timeout=60).status_code
+        == 404
+    )
 
 
 def test_gateway_link_expires(stack, user):
@@ -110,9 +125,13 @@ def test_serve_answers_its_own_link_behind_its_api_key(serve, stack):
     st, _ = stack
     client = openai.OpenAI(base_url=f"{serve}/v1", api_key=API_KEY, max_retries=0, timeout=300)
     raw = client.images.with_raw_response.generate(
-        model="z-image", prompt="a blue cube", size="32x32", response_format="url",
-        extra_body={"num_inference_steps": 1, "seed": 3})
-    assert raw.headers["X-0G-Verified"] == "true"      # verified on the gateway's bytes
+        model="z-image",
+        prompt="a blue cube",
+        size="32x32",
+        response_format="url",
+        extra_body={"num_inference_steps": 1, "seed": 3},
+    )
+    assert raw.headers["X-0G-Verified"] == "true"  # verified on the gateway's bytes
     url = raw.parse().data[0].url
     assert url.startswith(serve + "/v1/files/") and url.endswith(".png"), url
     assert st.gateway_url not in url and st.worker_url not in url
@@ -138,7 +157,9 @@ def test_async_job_result_links_point_at_serve(serve, stack):
         job_id = r.json()["jobId"]
         deadline = time.monotonic() + 240
         while (job := c.get(f"/v1/async/jobs/{job_id}")).json()["status"] not in (
-                "completed", "failed"):
+            "completed",
+            "failed",
+        ):
             assert job.status_code == 200 and time.monotonic() < deadline, job.text
             time.sleep(0.3)
         assert job.json()["status"] == "completed", job.text
@@ -150,8 +171,12 @@ def test_async_job_result_links_point_at_serve(serve, stack):
 
 
 def test_b64_answers_are_unchanged(serve):
-    r = httpx.post(serve + "/v1/images/generations", headers={"Authorization": f"Bearer {API_KEY}"},
-                   json={**IMAGE, "response_format": "b64_json"}, timeout=300)
+    r = httpx.post(
+        serve + "/v1/images/generations",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        json={**IMAGE, "response_format": "b64_json"},
+        timeout=300,
+    )
     assert r.status_code == 200, r.text
     item = r.json()["data"][0]
     assert item.get("url") is None and _png(__import__("base64").b64decode(item["b64_json"]))

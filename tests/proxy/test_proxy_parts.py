@@ -20,19 +20,32 @@ from broker.proxy.upstream import error_from_upstream
 
 GATEWAY_LOW_BALANCE = (
     "validate request: insufficient balance: your locked balance is 1 0G, but the required minimum "
-    "is 1.01 0G (breakdown: ...)")
+    "is 1.01 0G (breakdown: ...)"
+)
 
 
-@pytest.mark.parametrize(("status", "body", "headers", "expect"), [
-    (400, {"error": GATEWAY_LOW_BALANCE}, {}, (402, "insufficient_quota", None)),
-    (402, {"error": {"message": "pay", "type": "x"}}, {}, (402, "insufficient_quota", None)),
-    (429, {"error": "Too many requests."}, {"Retry-After": "3"}, (429, "rate_limit_error", "3")),
-    (503, {"error": "busy"}, {}, (503, "upstream_overloaded", "1")),
-    (500, {"error": "boom"}, {}, (502, "upstream_error", None)),
-    (504, b"gateway timeout", {}, (504, "upstream_timeout", None)),
-    (400, {"error": "unsupported endpoint: endpoint not supported"}, {},
-     (400, "invalid_request_error", None)),
-])
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "expect"),
+    [
+        (400, {"error": GATEWAY_LOW_BALANCE}, {}, (402, "insufficient_quota", None)),
+        (402, {"error": {"message": "pay", "type": "x"}}, {}, (402, "insufficient_quota", None)),
+        (
+            429,
+            {"error": "Too many requests."},
+            {"Retry-After": "3"},
+            (429, "rate_limit_error", "3"),
+        ),
+        (503, {"error": "busy"}, {}, (503, "upstream_overloaded", "1")),
+        (500, {"error": "boom"}, {}, (502, "upstream_error", None)),
+        (504, b"gateway timeout", {}, (504, "upstream_timeout", None)),
+        (
+            400,
+            {"error": "unsupported endpoint: endpoint not supported"},
+            {},
+            (400, "invalid_request_error", None),
+        ),
+    ],
+)
 def test_error_mapping(status, body, headers, expect):
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     exc = error_from_upstream(status, raw, httpx.Headers(headers))
@@ -45,9 +58,12 @@ def test_error_mapping(status, body, headers, expect):
 def _form(fields: dict[str, str], boundary: str = "XyZ") -> bytes:
     parts = b"".join(
         f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-        for k, v in fields.items())
-    file = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="n.wav"\r\n'
-            "Content-Type: audio/wav\r\n\r\n").encode() + b"name=\"model\"\r\n"
+        for k, v in fields.items()
+    )
+    file = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="n.wav"\r\n'
+        "Content-Type: audio/wav\r\n\r\n"
+    ).encode() + b'name="model"\r\n'
     return parts + file + f"--{boundary}--\r\n".encode()
 
 
@@ -56,7 +72,7 @@ def test_multipart_helpers():
     assert boundary_of(ctype) == "XyZ" and boundary_of("multipart/form-data; boundary=a1") == "a1"
     body = _form({"n": "2", "prompt": "p"})
     assert text_field(body, ctype, "n") == "2"
-    assert text_field(body, ctype, "model") is None          # a file's bytes do not count
+    assert text_field(body, ctype, "model") is None  # a file's bytes do not count
     added = ensure_field(body, ctype, "model", "tiny")
     assert text_field(added, ctype, "model") == "tiny" and added.endswith(b"--XyZ--\r\n")
     kept = _form({"model": "mine"})
@@ -65,13 +81,21 @@ def test_multipart_helpers():
 
 
 def test_prepare_chat_request():
-    body, stream = prepare_chat_request({"messages": [{"role": "user", "content": "x"}],
-                                         "stream": "true"}, "default-m")
+    body, stream = prepare_chat_request(
+        {"messages": [{"role": "user", "content": "x"}], "stream": "true"}, "default-m"
+    )
     data = json.loads(body)
     assert stream and data["stream"] is True and data["model"] == "default-m"
     assert data["stream_options"] == {"include_usage": True}
-    body, _ = prepare_chat_request({"messages": [1], "model": "mine", "stream": True,
-                                    "stream_options": {"include_usage": False}}, "d")
+    body, _ = prepare_chat_request(
+        {
+            "messages": [1],
+            "model": "mine",
+            "stream": True,
+            "stream_options": {"include_usage": False},
+        },
+        "d",
+    )
     assert json.loads(body)["model"] == "mine"
     assert json.loads(body)["stream_options"] == {"include_usage": False}
     with pytest.raises(ProxyHTTPError) as info:
@@ -83,8 +107,11 @@ def test_prepare_image_request_fills_size_and_n_like_the_sdk():
     """§10.1: ``{model, prompt, size: "512x512", n: 1, ...body}``: defaults only when absent."""
     data = json.loads(prepare_image_request({"prompt": "a fox"}, "default-m"))
     assert data == {"prompt": "a fox", "model": "default-m", "size": "512x512", "n": 1}
-    data = json.loads(prepare_image_request(
-        {"prompt": "a fox", "model": "mine", "size": "64x64", "n": 3}, "default-m"))
+    data = json.loads(
+        prepare_image_request(
+            {"prompt": "a fox", "model": "mine", "size": "64x64", "n": 3}, "default-m"
+        )
+    )
     assert (data["model"], data["size"], data["n"]) == ("mine", "64x64", 3)
     with pytest.raises(ProxyHTTPError) as info:
         prepare_image_request({"prompt": " "}, "d")

@@ -29,8 +29,7 @@ class _Relay:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                r = client.post(target, content=body,
-                                headers={"content-type": "application/json"})
+                r = client.post(target, content=body, headers={"content-type": "application/json"})
                 self.send_response(r.status_code)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(r.content)))
@@ -69,9 +68,10 @@ def test_ready_when_everything_is_up(stack, user_broker):
 
 
 def test_provider_gone_and_no_sub_account(devnet, user_broker):
-    dead = f"http://127.0.0.1:{free_port()}"                 # nothing listens there
-    provider = register_chatbot_service(devnet, dead, model="m", input_price=1, output_price=1,
-                                        owner_ack=True)
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    provider = register_chatbot_service(
+        devnet, dead, model="m", input_price=1, output_price=1, owner_ack=True
+    )
     settings = ServeSettings(provider=provider.address, auto_funding=False)
     with ThreadServer(create_app(user_broker, settings, run_startup=False)) as url:
         started = time.monotonic()
@@ -84,10 +84,12 @@ def test_provider_gone_and_no_sub_account(devnet, user_broker):
     assert r.json()["status"] == "not_ready"
     assert checks["chain"]["ok"] is True
     assert checks["provider"]["ok"] is False and "ConnectError" in checks["provider"]["detail"]
-    assert checks["sub_account"] == {"ok": False,
-                                     "detail": f"no sub-account with provider {provider.address}"}
+    assert checks["sub_account"] == {
+        "ok": False,
+        "detail": f"no sub-account with provider {provider.address}",
+    }
     assert checks["auto_funding"] == {"ok": True, "detail": "disabled"}
-    assert elapsed < 10                                       # short timeouts, run concurrently
+    assert elapsed < 10  # short timeouts, run concurrently
 
 
 def test_chain_gone(devnet, stack, user_broker):
@@ -95,16 +97,20 @@ def test_chain_gone(devnet, stack, user_broker):
 
     st, _ = stack
     relay = _Relay(devnet.rpc_url)
-    broker = create_broker(key_hex(user_broker.wallet), network="devnet", rpc_url=relay.url,
-                           ledger_address=devnet.ledger_address,
-                           inference_address=devnet.inference_address)
+    broker = create_broker(
+        key_hex(user_broker.wallet),
+        network="devnet",
+        rpc_url=relay.url,
+        ledger_address=devnet.ledger_address,
+        inference_address=devnet.inference_address,
+    )
     try:
         settings = ServeSettings(provider=st.provider_address, funding_interval=0.5)
         with ThreadServer(create_app(broker, settings)) as url:
             up = _ready(url)
             relay.stop()
             deadline = time.monotonic() + 30
-            while True:                       # until auto-funding has tried (and failed) once
+            while True:  # until auto-funding has tried (and failed) once
                 down = _ready(url)
                 if not down.json()["checks"]["auto_funding"]["ok"]:
                     break
@@ -117,6 +123,6 @@ def test_chain_gone(devnet, stack, user_broker):
     assert down.status_code == 503 and health.status_code == 200
     checks = down.json()["checks"]
     assert checks["chain"]["ok"] is False and checks["chain"]["detail"]
-    assert checks["provider"]["ok"] is True                  # the gateway is still there
-    assert checks["sub_account"]["ok"] is False               # it is read from the chain
+    assert checks["provider"]["ok"] is True  # the gateway is still there
+    assert checks["sub_account"]["ok"] is False  # it is read from the chain
     assert checks["auto_funding"]["detail"].startswith("last check failed")

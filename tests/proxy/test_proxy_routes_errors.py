@@ -63,11 +63,14 @@ def test_unknown_path_and_method_in_openai_shape(serve):
         _is_openai_error(httpx.delete(serve + "/v1/models/x"), 404, "unknown_url")
 
 
-@pytest.mark.parametrize(("path", "kind"), [
-    ("/v1/chat/completions", "json"),
-    ("/v1/audio/transcriptions", "audio"),
-    ("/v1/images/edits", "edit"),
-])
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("/v1/chat/completions", "json"),
+        ("/v1/audio/transcriptions", "audio"),
+        ("/v1/images/edits", "edit"),
+    ],
+)
 def test_route_outside_service_type_refused_unbilled(serve, stack, user_broker, path, kind):
     st, _ = stack
     before = _fees(stack, user_broker)
@@ -79,12 +82,15 @@ def test_route_outside_service_type_refused_unbilled(serve, stack, user_broker, 
         else:
             buf = io.BytesIO()
             Image.new("RGB", (32, 32), "white").save(buf, format="PNG")
-            r = c.post(path, files={"image": ("i.png", buf.getvalue(), "image/png")},
-                       data={"prompt": "blue"})
+            r = c.post(
+                path,
+                files={"image": ("i.png", buf.getvalue(), "image/png")},
+                data={"prompt": "blue"},
+            )
     err = _is_openai_error(r, 404, "unsupported_route")
     assert path in err["message"] and "'text-to-image'" in err["message"]
     assert st.provider_address in err["message"]
-    assert "/v1/images/generations" in err["message"]          # what it does serve
+    assert "/v1/images/generations" in err["message"]  # what it does serve
     assert _fees(stack, user_broker) == before
 
 
@@ -99,26 +105,44 @@ def test_unknown_model_refused_and_not_billed(serve, stack, user_broker):
     before = _fees(stack, user_broker)
     client = openai.OpenAI(base_url=f"{serve}/v1", api_key=API_KEY, max_retries=0, timeout=300)
     with pytest.raises(openai.NotFoundError) as info:
-        client.images.generate(model="dall-e-3", prompt="a fox", size="32x32",
-                               response_format="b64_json")
+        client.images.generate(
+            model="dall-e-3", prompt="a fox", size="32x32", response_format="b64_json"
+        )
     assert info.value.body["code"] == "model_not_found"
     assert info.value.body["param"] == "model"
     assert "dall-e-3" in info.value.body["message"] and "z-image" in info.value.body["message"]
-    with pytest.raises(openai.NotFoundError):                  # the model id is case-sensitive
-        client.images.generate(model="TINY", prompt="a fox", size="32x32",
-                               response_format="b64_json")
-    async_job = httpx.post(serve + "/v1/async/images/generations", headers=AUTH, timeout=60,
-                           json={**SMALL, "model": "dall-e-3", "prompt": "a fox"})
+    with pytest.raises(openai.NotFoundError):  # the model id is case-sensitive
+        client.images.generate(
+            model="TINY", prompt="a fox", size="32x32", response_format="b64_json"
+        )
+    async_job = httpx.post(
+        serve + "/v1/async/images/generations",
+        headers=AUTH,
+        timeout=60,
+        json={**SMALL, "model": "dall-e-3", "prompt": "a fox"},
+    )
     _is_openai_error(async_job, 404, "model_not_found")
-    not_a_string = httpx.post(serve + "/v1/images/generations", headers=AUTH, timeout=60,
-                              json={**SMALL, "model": ["z-image"], "prompt": "a fox"})
+    not_a_string = httpx.post(
+        serve + "/v1/images/generations",
+        headers=AUTH,
+        timeout=60,
+        json={**SMALL, "model": ["z-image"], "prompt": "a fox"},
+    )
     _is_openai_error(not_a_string, 400, "invalid_model")
     assert _fees(stack, user_broker) == before
     # the served model, or none at all, is fine (and billed)
-    named = httpx.post(serve + "/v1/images/generations", headers=AUTH, timeout=300,
-                       json={**SMALL, "model": "z-image", "prompt": "a fox"})
-    omitted = httpx.post(serve + "/v1/images/generations", headers=AUTH, timeout=300,
-                         json={**SMALL, "prompt": "a fox"})
+    named = httpx.post(
+        serve + "/v1/images/generations",
+        headers=AUTH,
+        timeout=300,
+        json={**SMALL, "model": "z-image", "prompt": "a fox"},
+    )
+    omitted = httpx.post(
+        serve + "/v1/images/generations",
+        headers=AUTH,
+        timeout=300,
+        json={**SMALL, "prompt": "a fox"},
+    )
     assert named.status_code == 200 and omitted.status_code == 200, (named.text, omitted.text)
     price = stack[0].service.output_price
     after = _fees(stack, user_broker)
@@ -133,10 +157,18 @@ def test_account_views_scoped_to_the_serving_user(devnet, stack, user_broker, se
     try:
         assert other.inference.fee_store.url == user_broker.inference.fee_store.url
         with ThreadServer(create_app(other, _settings(st))) as other_url:
-            mine = httpx.post(serve + "/v1/images/generations", headers=AUTH, timeout=300,
-                              json={**SMALL, "prompt": "mine"})
-            theirs = httpx.post(other_url + "/v1/images/generations", headers=AUTH, timeout=300,
-                                json={**SMALL, "prompt": "theirs"})
+            mine = httpx.post(
+                serve + "/v1/images/generations",
+                headers=AUTH,
+                timeout=300,
+                json={**SMALL, "prompt": "mine"},
+            )
+            theirs = httpx.post(
+                other_url + "/v1/images/generations",
+                headers=AUTH,
+                timeout=300,
+                json={**SMALL, "prompt": "theirs"},
+            )
             assert mine.status_code == 200 and theirs.status_code == 200
             acc_mine = httpx.get(serve + "/v1/account", headers=AUTH).json()
             acc_theirs = httpx.get(other_url + "/v1/account", headers=AUTH).json()

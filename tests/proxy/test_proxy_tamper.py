@@ -38,7 +38,7 @@ EXPECTED = {
     "tamper_stream": ("stream", {"response_hash_mismatch"}),
     "tamper_audio": ("audio", {"response_hash_mismatch"}),
     "tamper_request": ("chat", {"request_hash_mismatch"}),
-    "tamper_async": ("async", {"response_hash_mismatch"}),     # last: its jobs bill later
+    "tamper_async": ("async", {"response_hash_mismatch"}),  # last: its jobs bill later
 }
 #: the gateway's own rate limit on the signature endpoint: retried, then verified
 ACCEPTED_MODES = ("signature_429",)
@@ -56,11 +56,13 @@ def _point_service_at(devnet, st, url: str) -> None:
     w3 = connect(devnet.rpc_url)
     wallet = Account.from_key(st.settings.private_key.get_secret_value())
     contract = InferenceServingContract(w3, devnet.inference_address, TransactionSender(w3, wallet))
-    register_service(contract, st.settings.model_copy(update={"serving_url": url}),
-                     st.info.tee_signer_address)
+    register_service(
+        contract, st.settings.model_copy(update={"serving_url": url}), st.info.tee_signer_address
+    )
     if not contract.get_service(wallet.address).tee_signer_acknowledged:
-        owner = InferenceServingContract(w3, devnet.inference_address,
-                                         TransactionSender(w3, devnet_owner(devnet)))
+        owner = InferenceServingContract(
+            w3, devnet.inference_address, TransactionSender(w3, devnet_owner(devnet))
+        )
         acknowledge_tee_signer_by_owner(owner, wallet.address)
     assert contract.get_service(wallet.address).url == url
 
@@ -68,20 +70,38 @@ def _point_service_at(devnet, st, url: str) -> None:
 @pytest.fixture(scope="module")
 def relayed(devnet, tmp_path_factory):
     """``(stack, relay, user broker, {"warn": url, "enforce": url})``."""
-    with ThreadServer(fake_llm_app()) as backend, \
-            provider_stack(devnet, tmp_path_factory.mktemp("tamper"), model="tiny",
-                           chat_backend_url=backend, raise_limits=True) as st:
+    with (
+        ThreadServer(fake_llm_app()) as backend,
+        provider_stack(
+            devnet,
+            tmp_path_factory.mktemp("tamper"),
+            model="tiny",
+            chat_backend_url=backend,
+            raise_limits=True,
+        ) as st,
+    ):
         relay = TamperRelay(st.gateway_url)
         with ThreadServer(relay.app) as relay_url:
             _point_service_at(devnet, st, relay_url)
             user = funded_user_broker(devnet, ledger=10, amount_neuron=100 * ZG)
-            warn = ServeSettings(provider=st.provider_address, api_key=API_KEY,
-                                 funding_interval=600, extra_routes=True)
-            enforce = ServeSettings(provider=st.provider_address, api_key=API_KEY,
-                                    verify="enforce", auto_funding=False, extra_routes=True)
+            warn = ServeSettings(
+                provider=st.provider_address,
+                api_key=API_KEY,
+                funding_interval=600,
+                extra_routes=True,
+            )
+            enforce = ServeSettings(
+                provider=st.provider_address,
+                api_key=API_KEY,
+                verify="enforce",
+                auto_funding=False,
+                extra_routes=True,
+            )
             try:
-                with ThreadServer(create_app(user, warn)) as warn_url, \
-                        ThreadServer(create_app(user, enforce, run_startup=False)) as enforce_url:
+                with (
+                    ThreadServer(create_app(user, warn)) as warn_url,
+                    ThreadServer(create_app(user, enforce, run_startup=False)) as enforce_url,
+                ):
                     yield st, relay, user, {"warn": warn_url, "enforce": enforce_url}
             finally:
                 user.inference.close()
@@ -94,7 +114,7 @@ class Outcome:
         self.status, self.headers, self.text = status, headers, text
         self.verified = headers.get("X-0G-Verified")
         self.full_reason = headers.get("X-0G-Verification-Reason") or ""
-        if "text/event-stream" in headers.get("content-type", ""):    # warn: trailing comments
+        if "text/event-stream" in headers.get("content-type", ""):  # warn: trailing comments
             for line in text.splitlines():
                 if line.startswith(": X-0G-Verified: "):
                     self.verified = line.split(": ", 2)[2]
@@ -112,32 +132,52 @@ class Outcome:
 
 def _send(url: str, kind: str) -> Outcome:
     n = next(_counter)
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {API_KEY}"},
-                      timeout=300) as c:
+    with httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=300
+    ) as c:
         if kind == "image":
-            r = c.post("/v1/images/generations", json={"prompt": f"a fox {n}", "size": "64x64",
-                                                        "response_format": "b64_json"})
+            r = c.post(
+                "/v1/images/generations",
+                json={"prompt": f"a fox {n}", "size": "64x64", "response_format": "b64_json"},
+            )
         elif kind == "chat":
-            r = c.post("/v1/chat/completions",
-                       json={"model": "tiny", "messages": [{"role": "user", "content": f"hi {n}"}],
-                             "temperature": 0.5, "seed": 7})
+            r = c.post(
+                "/v1/chat/completions",
+                json={
+                    "model": "tiny",
+                    "messages": [{"role": "user", "content": f"hi {n}"}],
+                    "temperature": 0.5,
+                    "seed": 7,
+                },
+            )
         elif kind == "stream":
-            r = c.post("/v1/chat/completions",
-                       json={"model": "tiny", "stream": True,
-                             "messages": [{"role": "user", "content": f"count {n}"}]})
+            r = c.post(
+                "/v1/chat/completions",
+                json={
+                    "model": "tiny",
+                    "stream": True,
+                    "messages": [{"role": "user", "content": f"count {n}"}],
+                },
+            )
         elif kind == "edit":
             buf = io.BytesIO()
             Image.new("RGB", (32, 32), (n % 256, 0, 0)).save(buf, format="PNG")
-            r = c.post("/v1/images/edits", files={"image": ("in.png", buf.getvalue(), "image/png")},
-                       data={"prompt": f"blue {n}", "size": "64x64",
-                             "response_format": "b64_json"})
+            r = c.post(
+                "/v1/images/edits",
+                files={"image": ("in.png", buf.getvalue(), "image/png")},
+                data={"prompt": f"blue {n}", "size": "64x64", "response_format": "b64_json"},
+            )
         elif kind == "audio":
-            r = c.post("/v1/audio/transcriptions", data={"model": "whisper-x"},
-                       files={"file": ("a.wav", b"RIFF....WAVE%d" % n, "audio/wav")})
+            r = c.post(
+                "/v1/audio/transcriptions",
+                data={"model": "whisper-x"},
+                files={"file": ("a.wav", b"RIFF....WAVE%d" % n, "audio/wav")},
+            )
         else:
-            r = c.post("/v1/async/images/generations",
-                       json={"prompt": f"a fox {n}", "size": "64x64",
-                             "response_format": "b64_json"})
+            r = c.post(
+                "/v1/async/images/generations",
+                json={"prompt": f"a fox {n}", "size": "64x64", "response_format": "b64_json"},
+            )
     return Outcome(r.status_code, r.headers, r.text)
 
 
@@ -146,9 +186,11 @@ _PAYLOAD_MARKS = ("b64_json", "hello th", "transcr", "jobId", "data: {")
 
 def _fees(st, user):
     store = user.inference.fee_store
-    return (store.get_totals(user.address, st.provider_address).total_fee,
-            store.disputed_totals(user.address, st.provider_address).total_fee,
-            st.gateway.ledger.unsettled_fee(user.address))
+    return (
+        store.get_totals(user.address, st.provider_address).total_fee,
+        store.disputed_totals(user.address, st.provider_address).total_fee,
+        st.gateway.ledger.unsettled_fee(user.address),
+    )
 
 
 @pytest.mark.parametrize("verify", ["warn", "enforce"])
@@ -157,12 +199,14 @@ def test_tamper_mode(relayed, verify, mode):
     st, relay, user, urls = relayed
     kind, reasons = EXPECTED.get(mode, ("chat", {"verified"}))
     relay.mode = None
-    clean = _send(urls[verify], kind)           # the same route through a clean relay verifies
+    clean = _send(urls[verify], kind)  # the same route through a clean relay verifies
     assert clean.status < 300, clean.text
-    assert (clean.verified, clean.full_reason) == ("true", "verified; binding=full"), \
-        clean.text[:300]
-    stats = STATS.setdefault((mode, verify), {"tried": 0, "refused": 0, "wrongly_accepted": 0,
-                                              "5xx": 0})
+    assert (clean.verified, clean.full_reason) == ("true", "verified; binding=full"), clean.text[
+        :300
+    ]
+    stats = STATS.setdefault(
+        (mode, verify), {"tried": 0, "refused": 0, "wrongly_accepted": 0, "5xx": 0}
+    )
     relay.mode, relay.tampered = mode, 0
     try:
         for _ in range(TRIES):
@@ -175,7 +219,7 @@ def test_tamper_mode(relayed, verify, mode):
                 stats["5xx"] += 1
             if mode in ACCEPTED_MODES:
                 assert got.status < 300 and got.verified == "true", got.text[:300]
-                assert time.monotonic() - started >= 1.0          # waited for Retry-After
+                assert time.monotonic() - started >= 1.0  # waited for Retry-After
                 continue
             if verify == "warn":
                 if got.verified == "false":
@@ -183,8 +227,10 @@ def test_tamper_mode(relayed, verify, mode):
                 elif got.verified == "true":
                     stats["wrongly_accepted"] += 1
                 assert got.status < 300, got.text[:300]
-                assert (got.verified, got.reason in reasons) == ("false", True), \
-                    (got.verified, got.reason)
+                assert (got.verified, got.reason in reasons) == ("false", True), (
+                    got.verified,
+                    got.reason,
+                )
             else:
                 if refusal:
                     stats["refused"] += 1
@@ -192,10 +238,10 @@ def test_tamper_mode(relayed, verify, mode):
                     stats["wrongly_accepted"] += 1
                 assert refusal, (got.status, got.text[:300])
                 assert got.error["code"] in reasons, got.error
-                assert not any(mark in got.text for mark in _PAYLOAD_MARKS)   # nothing leaked
-                if kind != "async":     # an async job is billed by the gateway when it completes
+                assert not any(mark in got.text for mark in _PAYLOAD_MARKS)  # nothing leaked
+                if kind != "async":  # an async job is billed by the gateway when it completes
                     accepted, disputed, gateway = _fees(st, user)
-                    assert accepted == before[0]                          # not booked as accepted
+                    assert accepted == before[0]  # not booked as accepted
                     assert disputed - before[1] == gateway - before[2] > 0  # books match
         assert relay.tampered >= TRIES
     finally:
@@ -233,15 +279,17 @@ def test_verify_route_binds_bytes(relayed):
         from broker.wire.forwarded_request import canonical_json
 
         sent = canonical_json(body)
-        full = c.post("/v1/verify", json={"id": key, "response": r.text,
-                                          "request": sent.decode()}).json()
+        full = c.post(
+            "/v1/verify", json={"id": key, "response": r.text, "request": sent.decode()}
+        ).json()
         assert (full["isValid"], full["binding"]) == (True, "full"), full
         resp_only = c.post("/v1/verify", json={"id": key, "response": r.text}).json()
         assert (resp_only["isValid"], resp_only["binding"]) == (True, "response_only")
         other = c.post("/v1/verify", json={"id": key, "response": r.text + " "}).json()
         assert (other["isValid"], other["reason"]) == (False, "response_hash_mismatch")
-        wrong_req = c.post("/v1/verify", json={"id": key, "response": r.text,
-                                               "request": "{}"}).json()
+        wrong_req = c.post(
+            "/v1/verify", json={"id": key, "response": r.text, "request": "{}"}
+        ).json()
         assert (wrong_req["isValid"], wrong_req["reason"]) == (False, "request_hash_mismatch")
         sig_only = c.post("/v1/verify", json={"id": key}).json()
         assert (sig_only["isValid"], sig_only["binding"]) == (True, "signature_only")
@@ -261,10 +309,15 @@ def test_process_response_by_completion_id_against_our_gateway(relayed):
     url = st.gateway_url + "/v1/proxy/chat/completions"
     inference = user.inference
     for stream in (False, True):
-        body = {"model": "tiny", "stream": stream,
-                "messages": [{"role": "user", "content": f"sdk {stream}"}]}
-        headers = {**inference.get_request_headers(st.provider_address),
-                   "Content-Type": "application/json"}
+        body = {
+            "model": "tiny",
+            "stream": stream,
+            "messages": [{"role": "user", "content": f"sdk {stream}"}],
+        }
+        headers = {
+            **inference.get_request_headers(st.provider_address),
+            "Content-Type": "application/json",
+        }
         r = httpx.post(url, content=json.dumps(body), headers=headers, timeout=120)
         assert r.status_code == 200, r.text
         if stream:
@@ -275,11 +328,13 @@ def test_process_response_by_completion_id_against_our_gateway(relayed):
             completion_id = r.json()["id"]
         assert completion_id and completion_id != r.headers["ZG-Res-Key"]
         assert inference.process_response(st.provider_address, completion_id) is True
-        result = inference.process_response_detailed(st.provider_address, completion_id,
-                                                     response_body=r.content)
+        result = inference.process_response_detailed(
+            st.provider_address, completion_id, response_body=r.content
+        )
         assert (result.verified, result.binding) == (True, "response_only")
-        result = inference.process_response_detailed(st.provider_address, completion_id,
-                                                     response_body=r.content + b"x")
+        result = inference.process_response_detailed(
+            st.provider_address, completion_id, response_body=r.content + b"x"
+        )
         assert result.reason.value == "response_hash_mismatch"
 
 
@@ -287,7 +342,9 @@ def test_zz_tamper_report(relayed):
     """Print the counts per tamper mode; nothing may be wrongly accepted or answer 5xx."""
     lines = [f"{'mode':18} {'verify':8} {'tried':>5} {'refused':>7} {'wrong':>5} {'5xx':>4}"]
     for (mode, verify), s in sorted(STATS.items()):
-        lines.append(f"{mode:18} {verify:8} {s['tried']:5d} {s['refused']:7d} "
-                     f"{s['wrongly_accepted']:5d} {s['5xx']:4d}")
+        lines.append(
+            f"{mode:18} {verify:8} {s['tried']:5d} {s['refused']:7d} "
+            f"{s['wrongly_accepted']:5d} {s['5xx']:4d}"
+        )
     print("\n" + "\n".join(lines))
     assert all(s["wrongly_accepted"] == 0 and s["5xx"] == 0 for s in STATS.values())

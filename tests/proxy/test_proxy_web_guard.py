@@ -27,73 +27,164 @@ APP_ORIGIN = "http://localhost:5173"
 def serve(stack, user_broker):
     """``serve`` with the defaults of ``0g-broker serve`` (no API key) plus one allowed origin."""
     st, _ = stack
-    settings = ServeSettings(provider=st.provider_address, funding_interval=600,
-                             allowed_origins=[APP_ORIGIN], extra_routes=True)
+    settings = ServeSettings(
+        provider=st.provider_address,
+        funding_interval=600,
+        allowed_origins=[APP_ORIGIN],
+        extra_routes=True,
+    )
     with ThreadServer(create_app(user_broker, settings)) as url:
         yield url
 
 
 def _fees(stack, user_broker) -> tuple[int, int]:
     st, _ = stack
-    local = user_broker.inference.fee_store.get_totals(user_broker.address,
-                                                       st.provider_address).total_fee
+    local = user_broker.inference.fee_store.get_totals(
+        user_broker.address, st.provider_address
+    ).total_fee
     return local, st.gateway.ledger.unsettled_fee(user_broker.address)
 
 
 def _multipart(field: str) -> tuple[bytes, str]:
     boundary = "----WebKitFormBoundaryx"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"a\"\r\n"
-            f"Content-Type: application/octet-stream\r\n\r\nxx\r\n--{boundary}\r\n"
-            f"Content-Disposition: form-data; name=\"prompt\"\r\n\r\nfox\r\n--{boundary}--\r\n")
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="a"\r\n'
+        f"Content-Type: application/octet-stream\r\n\r\nxx\r\n--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="prompt"\r\n\r\nfox\r\n--{boundary}--\r\n'
+    )
     return body.encode(), f"multipart/form-data; boundary={boundary}"
 
 
 def _attacks(port: int) -> list[tuple[str, str, str, dict, bytes | None]]:
     """(name, method, path, headers, body): what a page in the user's browser can send."""
     cross = {"Origin": EVIL, "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"}
-    rebound = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}",
-               "Sec-Fetch-Site": "same-origin"}
+    rebound = {
+        "Host": f"evil.example:{port}",
+        "Origin": f"http://evil.example:{port}",
+        "Sec-Fetch-Site": "same-origin",
+    }
     image_mp, image_ct = _multipart("image")
     audio_mp, audio_ct = _multipart("file")
     return [
-        ("text/plain image POST, n=4", "POST", "/v1/images/generations",
-         {**cross, "Content-Type": "text/plain;charset=UTF-8"}, IMAGE_JOB),
-        ("text/plain image POST without Origin", "POST", "/v1/images/generations",
-         {"Content-Type": "text/plain"}, IMAGE_JOB),
-        ("text/plain async image POST", "POST", "/v1/async/images/generations",
-         {**cross, "Content-Type": "text/plain"}, IMAGE_JOB),
-        ("form chat POST", "POST", "/v1/chat/completions",
-         {**cross, "Content-Type": "application/x-www-form-urlencoded"}, CHAT),
-        ("JSON chat POST from a foreign origin", "POST", "/v1/chat/completions",
-         {"Origin": EVIL, "Content-Type": "application/json"}, CHAT),
+        (
+            "text/plain image POST, n=4",
+            "POST",
+            "/v1/images/generations",
+            {**cross, "Content-Type": "text/plain;charset=UTF-8"},
+            IMAGE_JOB,
+        ),
+        (
+            "text/plain image POST without Origin",
+            "POST",
+            "/v1/images/generations",
+            {"Content-Type": "text/plain"},
+            IMAGE_JOB,
+        ),
+        (
+            "text/plain async image POST",
+            "POST",
+            "/v1/async/images/generations",
+            {**cross, "Content-Type": "text/plain"},
+            IMAGE_JOB,
+        ),
+        (
+            "form chat POST",
+            "POST",
+            "/v1/chat/completions",
+            {**cross, "Content-Type": "application/x-www-form-urlencoded"},
+            CHAT,
+        ),
+        (
+            "JSON chat POST from a foreign origin",
+            "POST",
+            "/v1/chat/completions",
+            {"Origin": EVIL, "Content-Type": "application/json"},
+            CHAT,
+        ),
         ("chat POST without Content-Type", "POST", "/v1/chat/completions", {}, CHAT),
-        ("multipart edit POST from a form", "POST", "/v1/images/edits",
-         {**cross, "Content-Type": image_ct}, image_mp),
-        ("multipart audio POST from a form", "POST", "/v1/audio/transcriptions",
-         {**cross, "Content-Type": audio_ct}, audio_mp),
-        ("sandboxed iframe (Origin: null)", "POST", "/v1/chat/completions",
-         {"Origin": "null", "Content-Type": "application/json"}, CHAT),
-        ("another local port", "POST", "/v1/chat/completions",
-         {"Origin": "http://127.0.0.1:8888", "Content-Type": "application/json"}, CHAT),
-        ("verify POST text/plain", "POST", "/v1/verify",
-         {**cross, "Content-Type": "text/plain"}, b'{"id": "x"}'),
+        (
+            "multipart edit POST from a form",
+            "POST",
+            "/v1/images/edits",
+            {**cross, "Content-Type": image_ct},
+            image_mp,
+        ),
+        (
+            "multipart audio POST from a form",
+            "POST",
+            "/v1/audio/transcriptions",
+            {**cross, "Content-Type": audio_ct},
+            audio_mp,
+        ),
+        (
+            "sandboxed iframe (Origin: null)",
+            "POST",
+            "/v1/chat/completions",
+            {"Origin": "null", "Content-Type": "application/json"},
+            CHAT,
+        ),
+        (
+            "another local port",
+            "POST",
+            "/v1/chat/completions",
+            {"Origin": "http://127.0.0.1:8888", "Content-Type": "application/json"},
+            CHAT,
+        ),
+        (
+            "verify POST text/plain",
+            "POST",
+            "/v1/verify",
+            {**cross, "Content-Type": "text/plain"},
+            b'{"id": "x"}',
+        ),
         ("DNS rebinding: account", "GET", "/v1/account", rebound, None),
         ("DNS rebinding: metrics", "GET", "/metrics", rebound, None),
         ("DNS rebinding: models", "GET", "/v1/models", rebound, None),
         ("DNS rebinding: health", "GET", "/health", rebound, None),
-        ("DNS rebinding: image POST", "POST", "/v1/images/generations",
-         {**rebound, "Content-Type": "application/json"}, IMAGE_JOB),
-        ("DNS rebinding, look-alike name", "GET", "/v1/account",
-         {"Host": f"127.0.0.1.evil.example:{port}"}, None),
-        ("no-cors GET of the account", "GET", "/v1/account",
-         {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"}, None),
+        (
+            "DNS rebinding: image POST",
+            "POST",
+            "/v1/images/generations",
+            {**rebound, "Content-Type": "application/json"},
+            IMAGE_JOB,
+        ),
+        (
+            "DNS rebinding, look-alike name",
+            "GET",
+            "/v1/account",
+            {"Host": f"127.0.0.1.evil.example:{port}"},
+            None,
+        ),
+        (
+            "no-cors GET of the account",
+            "GET",
+            "/v1/account",
+            {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"},
+            None,
+        ),
         ("cors GET of the account", "GET", "/v1/account", {"Origin": EVIL}, None),
-        ("preflight from a foreign origin", "OPTIONS", "/v1/chat/completions",
-         {"Origin": EVIL, "Access-Control-Request-Method": "POST",
-          "Access-Control-Request-Headers": "content-type"}, None),
-        ("preflight under a rebound Host", "OPTIONS", "/v1/chat/completions",
-         {"Host": f"evil.example:{port}", "Origin": APP_ORIGIN,
-          "Access-Control-Request-Method": "POST"}, None),
+        (
+            "preflight from a foreign origin",
+            "OPTIONS",
+            "/v1/chat/completions",
+            {
+                "Origin": EVIL,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type",
+            },
+            None,
+        ),
+        (
+            "preflight under a rebound Host",
+            "OPTIONS",
+            "/v1/chat/completions",
+            {
+                "Host": f"evil.example:{port}",
+                "Origin": APP_ORIGIN,
+                "Access-Control-Request-Method": "POST",
+            },
+            None,
+        ),
     ]
 
 
@@ -108,19 +199,25 @@ def test_browser_attacks_refused_and_nothing_billed(serve, stack, user_broker):
             if r.status_code >= 500:
                 server_errors.append((name, r.status_code))
             elif r.status_code in (403, 415):
-                err = r.json()["error"]      # serve's OpenAI error shape
+                err = r.json()["error"]  # serve's OpenAI error shape
                 assert set(err) == {"message", "type", "code", "param"}, name
-                assert err["code"] in ("host_not_allowed", "origin_not_allowed",
-                                       "cross_site_request", "unsupported_media_type"), name
+                assert err["code"] in (
+                    "host_not_allowed",
+                    "origin_not_allowed",
+                    "cross_site_request",
+                    "unsupported_media_type",
+                ), name
                 assert "access-control-allow-origin" not in r.headers, name
                 refused.append(name)
             else:
                 wrongly_accepted.append((name, r.status_code))
-    print(f"\nweb-guard attacks on serve: tried {len(attacks)}, refused {len(refused)}, "
-          f"wrongly accepted {len(wrongly_accepted)}, 5xx {len(server_errors)}")
+    print(
+        f"\nweb-guard attacks on serve: tried {len(attacks)}, refused {len(refused)}, "
+        f"wrongly accepted {len(wrongly_accepted)}, 5xx {len(server_errors)}"
+    )
     assert not wrongly_accepted and not server_errors
     assert len(refused) == len(attacks) == 21
-    assert _fees(stack, user_broker) == before         # nothing paid, forwarded or billed
+    assert _fees(stack, user_broker) == before  # nothing paid, forwarded or billed
 
 
 def test_refusal_messages_say_what_to_configure(serve):
@@ -129,8 +226,9 @@ def test_refusal_messages_say_what_to_configure(serve):
     assert r.status_code == 403 and "ZG_SERVE_ALLOWED_HOSTS" in r.json()["error"]["message"]
     r = httpx.get(serve + "/v1/account", headers={"Origin": EVIL})
     assert "ZG_SERVE_ALLOWED_ORIGINS" in r.json()["error"]["message"]
-    r = httpx.post(serve + "/v1/images/generations", content=IMAGE_JOB,
-                   headers={"Content-Type": "text/plain"})
+    r = httpx.post(
+        serve + "/v1/images/generations", content=IMAGE_JOB, headers={"Content-Type": "text/plain"}
+    )
     assert r.status_code == 415 and r.json()["error"]["type"] == "invalid_request_error"
     assert "application/json" in r.json()["error"]["message"]
     # refusals are counted like other responses
@@ -141,29 +239,43 @@ def test_refusal_messages_say_what_to_configure(serve):
 def test_openai_client_and_same_origin_pages_still_work(serve, stack):
     client = openai.OpenAI(base_url=f"{serve}/v1", api_key="unused", max_retries=0, timeout=120)
     assert client.models.list().data
-    answer = client.chat.completions.create(model="tiny",
-                                            messages=[{"role": "user", "content": "hi"}])
+    answer = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "hi"}]
+    )
     assert answer.choices[0].message.content == "hello there"
     # a page served by serve itself (our dashboard): same origin, Sec-Fetch-Site same-origin
     port = int(serve.rsplit(":", 1)[1])
     for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
-        r = httpx.get(serve + "/v1/account", headers={
-            "Host": host, "Origin": f"http://{host}", "Sec-Fetch-Site": "same-origin"})
+        r = httpx.get(
+            serve + "/v1/account",
+            headers={"Host": host, "Origin": f"http://{host}", "Sec-Fetch-Site": "same-origin"},
+        )
         assert r.status_code == 200, r.text
         assert "access-control-allow-origin" not in r.headers
 
 
 def test_allowed_origin_gets_cors(serve):
     with httpx.Client(base_url=serve, timeout=120) as c:
-        r = c.options("/v1/chat/completions", headers={
-            "Origin": APP_ORIGIN, "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "authorization, content-type"})
+        r = c.options(
+            "/v1/chat/completions",
+            headers={
+                "Origin": APP_ORIGIN,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+        )
         assert r.status_code == 204
         assert r.headers["access-control-allow-origin"] == APP_ORIGIN
         assert r.headers["access-control-allow-headers"] == "authorization, content-type"
-        r = c.post("/v1/chat/completions", content=CHAT,
-                   headers={"Origin": APP_ORIGIN, "Content-Type": "application/json",
-                            "Sec-Fetch-Site": "same-site"})
+        r = c.post(
+            "/v1/chat/completions",
+            content=CHAT,
+            headers={
+                "Origin": APP_ORIGIN,
+                "Content-Type": "application/json",
+                "Sec-Fetch-Site": "same-site",
+            },
+        )
         assert r.status_code == 200, r.text
         assert r.headers["access-control-allow-origin"] == APP_ORIGIN
         assert "X-0G-Fee" in r.headers["access-control-expose-headers"]
@@ -202,6 +314,6 @@ async def test_bound_address_is_an_allowed_host():
     app = create_app(object(), settings, run_startup=False)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://192.168.1.5:3000") as c:
-        assert (await c.get("/health")).status_code != 403      # reaches the app
+        assert (await c.get("/health")).status_code != 403  # reaches the app
         r = await c.get("/health", headers={"Host": "evil.example:3000"})
         assert r.status_code == 403 and r.json()["error"]["code"] == "host_not_allowed"

@@ -24,19 +24,28 @@ def ui_stack(devnet, tmp_path_factory):
     from broker.devnet import fund_new_account
     from broker.proxy import ServeSettings, create_app
 
-    with provider_stack(devnet, tmp_path_factory.mktemp("ui-stack"), model="tiny",
-                        raise_limits=True) as st:
+    with provider_stack(
+        devnet, tmp_path_factory.mktemp("ui-stack"), model="tiny", raise_limits=True
+    ) as st:
         st.gateway.extra["admin_key"] = ADMIN_KEY
         account = fund_new_account(devnet, amount_neuron=100 * 10**18)
         broker = devnet_user_broker(devnet, account)
         broker.ledger.add_ledger(10)
-        settings = ServeSettings(provider=st.provider_address, api_key=API_KEY,
-                                 funding_interval=600)
+        settings = ServeSettings(
+            provider=st.provider_address, api_key=API_KEY, funding_interval=600
+        )
         app = create_app(broker, settings)
         with UvicornThread(app, free_port(), start_polls=3000) as server:
-            yield SimpleNamespace(stack=st, broker=broker, user_key=key_hex(account),
-                                  serve_url=server.url, app=app,
-                                  api_key=API_KEY, admin_key=ADMIN_KEY, devnet=devnet)
+            yield SimpleNamespace(
+                stack=st,
+                broker=broker,
+                user_key=key_hex(account),
+                serve_url=server.url,
+                app=app,
+                api_key=API_KEY,
+                admin_key=ADMIN_KEY,
+                devnet=devnet,
+            )
         broker.inference.close()
 
 

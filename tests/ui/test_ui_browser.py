@@ -29,8 +29,12 @@ def _page(chromium, errors: list[str]):
     page = context.new_page()
     page.set_default_timeout(120_000)
     # a 401 before the key is entered is expected; anything else (script error, CSP block, 404) not
-    page.on("console", lambda m: errors.append(m.text)
-            if m.type == "error" and "status of 401" not in m.text else None)
+    page.on(
+        "console",
+        lambda m: (
+            errors.append(m.text) if m.type == "error" and "status of 401" not in m.text else None
+        ),
+    )
     page.on("pageerror", lambda e: errors.append(str(e)))
     return context, page
 
@@ -58,13 +62,34 @@ def _unlock(page, key: str) -> None:
 
 def _cli_account(ui_stack, key: str, home: Path) -> dict:
     net = ui_stack.devnet
-    env = {"ZG_HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-           "PYTHONPATH": ":".join(sys.path), "ZG_PRIVATE_KEY": key}
+    env = {
+        "ZG_HOME": str(home),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": ":".join(sys.path),
+        "ZG_PRIVATE_KEY": key,
+    }
     run = subprocess.run(
-        [sys.executable, "-m", "broker.cli.main", "--network", "devnet", "--rpc", net.rpc_url,
-         "--ledger-ca", net.ledger_address, "--inference-ca", net.inference_address,
-         "get-account", "--json"], env=env, capture_output=True, text=True, timeout=120,
-        check=False)
+        [
+            sys.executable,
+            "-m",
+            "broker.cli.main",
+            "--network",
+            "devnet",
+            "--rpc",
+            net.rpc_url,
+            "--ledger-ca",
+            net.ledger_address,
+            "--inference-ca",
+            net.inference_address,
+            "get-account",
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr
     return json.loads(run.stdout)
 
@@ -76,10 +101,13 @@ def _account_on_page(page) -> dict:
 
     rows = page.locator("#subaccounts tbody tr[data-provider]")
     return {
-        "total": amt("#acct-total"), "available": amt("#acct-available"),
+        "total": amt("#acct-total"),
+        "available": amt("#acct-available"),
         "locked": amt("#acct-locked"),
-        "inference": {rows.nth(i).get_attribute("data-provider"):
-                      rows.nth(i).get_attribute("data-balance") for i in range(rows.count())},
+        "inference": {
+            rows.nth(i).get_attribute("data-provider"): rows.nth(i).get_attribute("data-balance")
+            for i in range(rows.count())
+        },
     }
 
 
@@ -108,8 +136,10 @@ def test_serve_dashboard_account_and_playground(chromium, ui_stack, tmp_path):
         assert page.locator("#pg-fee .amt").get_attribute("data-neuron") == str(10**15)
         assert page.inner_text("#pg-verified") == "true"
         assert page.inner_text("#pg-chat") not in ("", "–")
-        size = page.evaluate("() => { const i = document.querySelector('#pg-images img');"
-                             " return [i.naturalWidth, i.naturalHeight]; }")
+        size = page.evaluate(
+            "() => { const i = document.querySelector('#pg-images img');"
+            " return [i.naturalWidth, i.naturalHeight]; }"
+        )
         assert size == [64, 64]
         page.wait_for_selector("#req-table tbody tr[data-verified=true]")
         page.select_option("#req-filter", "false")
@@ -120,7 +150,7 @@ def test_serve_dashboard_account_and_playground(chromium, ui_stack, tmp_path):
         _shoot(page, "dashboard-requests", tmp_path)
         page.evaluate("() => window.scrollTo(0, 0)")
         _shoot(page, "dashboard", tmp_path)
-        assert not errors, errors        # no script error, no blocked resource (CSP)
+        assert not errors, errors  # no script error, no blocked resource (CSP)
     finally:
         context.close()
 
@@ -143,7 +173,7 @@ def test_standalone_deposit_through_the_confirmation(chromium, ui_stack, tmp_pat
             page.wait_for_selector("#acct-total .amt")
             assert page.locator("#acct-total .amt").inner_text() == "3 0G"
             assert page.is_hidden("#playground") and page.is_visible("#actions")
-            assert page.is_hidden("#requests")     # recorded by serve, not here
+            assert page.is_hidden("#requests")  # recorded by serve, not here
             before = broker.ledger.get_ledger().total_balance
             # cancel: nothing moves
             page.fill("#act-amount", "0.5")
@@ -152,20 +182,24 @@ def test_standalone_deposit_through_the_confirmation(chromium, ui_stack, tmp_pat
             assert page.inner_text("#act-amount-0g") == "0.5"
             assert page.inner_text("#act-amount-neuron") == str(ZG // 2)
             page.click("#act-cancel")
-            page.wait_for_function("() => document.querySelector('#act-result').textContent"
-                                   ".includes('cancelled')")
+            page.wait_for_function(
+                "() => document.querySelector('#act-result').textContent.includes('cancelled')"
+            )
             assert broker.ledger.get_ledger().total_balance == before
             # confirm: exactly the amount shown moves
             page.click("#act-go")
             page.wait_for_selector("#act-dialog[open]")
             page.evaluate("() => window.scrollTo(0, 0)")
-            _shoot(page, "standalone", tmp_path)       # the confirmation, amount in 0G
+            _shoot(page, "standalone", tmp_path)  # the confirmation, amount in 0G
             page.click("#act-confirm")
-            page.wait_for_function("() => document.querySelector('#act-result').textContent"
-                                   ".startsWith('done')", timeout=120_000)
+            page.wait_for_function(
+                "() => document.querySelector('#act-result').textContent.startsWith('done')",
+                timeout=120_000,
+            )
             assert broker.ledger.get_ledger().total_balance == before + ZG // 2
-            page.wait_for_function("() => document.querySelector('#acct-total .amt')"
-                                   ".textContent === '3.5 0G'")
+            page.wait_for_function(
+                "() => document.querySelector('#acct-total .amt').textContent === '3.5 0G'"
+            )
             cli = _cli_account(ui_stack, key_hex(account), tmp_path / "home")
             shown = _account_on_page(page)
             assert shown["total"] == (cli["total"], f"{cli['total_0g']} 0G")
@@ -179,8 +213,9 @@ def test_standalone_deposit_through_the_confirmation(chromium, ui_stack, tmp_pat
 def test_ops_page_shows_a_settlement(chromium, ui_stack, tmp_path):
     import openai
 
-    client = openai.OpenAI(base_url=ui_stack.serve_url + "/v1", api_key=ui_stack.api_key,
-                           max_retries=0, timeout=300)
+    client = openai.OpenAI(
+        base_url=ui_stack.serve_url + "/v1", api_key=ui_stack.api_key, max_retries=0, timeout=300
+    )
     client.images.generate(prompt="ops page fox", n=1, size="64x64", response_format="b64_json")
     errors: list[str] = []
     context, page = _page(chromium, errors)
@@ -190,8 +225,9 @@ def test_ops_page_shows_a_settlement(chromium, ui_stack, tmp_path):
         user = ui_stack.broker.address
         page.wait_for_selector(f"#ops-unsettled tbody tr[data-user='{user}']")
         assert page.is_visible("#ops-worker-kv")
-        assert "idle" in page.inner_text("#ops-worker-kv") or \
-            "generating" in page.inner_text("#ops-worker-kv")
+        assert "idle" in page.inner_text("#ops-worker-kv") or "generating" in page.inner_text(
+            "#ops-worker-kv"
+        )
         _report, receipts = settle_once_recording(ui_stack.stack.gateway)
         assert receipts
         tx = "0x" + bytes(receipts[-1]["transactionHash"]).hex()

@@ -14,8 +14,11 @@ from broker.units import format_0g
 
 @pytest.fixture(scope="module")
 def http(ui_stack):
-    with httpx.Client(base_url=ui_stack.serve_url, timeout=120,
-                      headers={"Authorization": f"Bearer {ui_stack.api_key}"}) as client:
+    with httpx.Client(
+        base_url=ui_stack.serve_url,
+        timeout=120,
+        headers={"Authorization": f"Bearer {ui_stack.api_key}"},
+    ) as client:
         yield client
 
 
@@ -26,14 +29,17 @@ def test_page_is_served_with_strict_headers_and_local_assets(ui_stack):
     assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
     assert page.headers["x-frame-options"] == "DENY"
     # every script is local: no CDN, nothing from another origin
-    assert "http://" not in page.text.replace(ui_stack.serve_url, "") and "https://" not in page.text
+    assert (
+        "http://" not in page.text.replace(ui_stack.serve_url, "") and "https://" not in page.text
+    )
     chart = httpx.get(ui_stack.serve_url + "/ui/static/chart.umd.min.js")
     assert chart.status_code == 200 and "Chart.js v4" in chart.text[:200]
     assert httpx.get(ui_stack.serve_url + "/ui/static/chart.js.LICENSE.md").status_code == 200
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"},
-                                     {"Authorization": "Basic c2stdWk="}])
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic c2stdWk="}]
+)
 def test_json_needs_serves_api_key(ui_stack, headers):
     for path in ("/ui/api/account", "/ui/api/requests", "/ui/api/providers", "/ui/api/funding"):
         resp = httpx.get(ui_stack.serve_url + path, headers=headers)
@@ -42,8 +48,10 @@ def test_json_needs_serves_api_key(ui_stack, headers):
     # the key is never taken from the URL
     resp = httpx.get(ui_stack.serve_url + f"/ui/api/account?api_key={ui_stack.api_key}")
     assert resp.status_code == 401
-    verify = httpx.post(ui_stack.serve_url + f"/ui/api/providers/{ui_stack.stack.provider_address}"
-                        "/verify", headers=headers)
+    verify = httpx.post(
+        ui_stack.serve_url + f"/ui/api/providers/{ui_stack.stack.provider_address}/verify",
+        headers=headers,
+    )
     assert verify.status_code == 401
 
 
@@ -52,9 +60,11 @@ def test_config_says_a_key_is_needed_without_revealing_it(ui_stack):
     assert cfg["mode"] == "serve" and cfg["key_required"] is True and cfg["actions"] is False
     assert cfg["provider"] == ui_stack.stack.provider_address
     assert ui_stack.api_key not in str(cfg)
-    assert cfg["user"] is None               # the user's address only with the key
-    with_key = httpx.get(ui_stack.serve_url + "/ui/api/config",
-                         headers={"Authorization": f"Bearer {ui_stack.api_key}"}).json()
+    assert cfg["user"] is None  # the user's address only with the key
+    with_key = httpx.get(
+        ui_stack.serve_url + "/ui/api/config",
+        headers={"Authorization": f"Bearer {ui_stack.api_key}"},
+    ).json()
     assert with_key["user"] == ui_stack.broker.address
 
 
@@ -63,8 +73,11 @@ def test_account_numbers_match_the_library(http, ui_stack):
     ledger = ui_stack.broker.ledger.get_ledger_with_detail()
     assert got["address"] == ui_stack.broker.address and got["ledger"] is True
     assert (got["total"], got["available"], got["locked"]) == (
-        str(ledger.total), str(ledger.available), str(ledger.locked))
-    assert got["total_0g"] == format_0g(ledger.total)     # exact 0G text, no float rounding
+        str(ledger.total),
+        str(ledger.available),
+        str(ledger.locked),
+    )
+    assert got["total_0g"] == format_0g(ledger.total)  # exact 0G text, no float rounding
     assert "e" not in got["total_0g"].lower()
     subs = {s["provider"]: s for s in got["inference"]}
     sub = subs[ui_stack.stack.provider_address]
@@ -75,23 +88,28 @@ def test_account_numbers_match_the_library(http, ui_stack):
 
 
 def test_requests_are_logged_with_fee_and_outcome_and_filterable(http, ui_stack):
-    client = openai.OpenAI(base_url=ui_stack.serve_url + "/v1", api_key=ui_stack.api_key,
-                           max_retries=0, timeout=300)
-    raw = client.images.with_raw_response.generate(prompt="a dashboard fox", n=1, size="64x64",
-                                                   response_format="b64_json")
+    client = openai.OpenAI(
+        base_url=ui_stack.serve_url + "/v1", api_key=ui_stack.api_key, max_retries=0, timeout=300
+    )
+    raw = client.images.with_raw_response.generate(
+        prompt="a dashboard fox", n=1, size="64x64", response_format="b64_json"
+    )
     fee = raw.headers["X-0G-Fee"]
     assert int(fee) > 0
-    bad = httpx.post(ui_stack.serve_url + "/v1/images/generations", json={"n": 1},
-                     headers={"Authorization": f"Bearer {ui_stack.api_key}"})
+    bad = httpx.post(
+        ui_stack.serve_url + "/v1/images/generations",
+        json={"n": 1},
+        headers={"Authorization": f"Bearer {ui_stack.api_key}"},
+    )
     assert bad.status_code == 400
     rows = http.get("/ui/api/requests").json()["requests"]
     ok = next(r for r in rows if r["status"] == 200 and r["route"] == "/v1/images/generations")
     assert ok["fee"] == fee and ok["verified"] == raw.headers["X-0G-Verified"] == "true"
     assert ok["latency_ms"] > 0 and ok["method"] == "POST"
     assert ok["chat_id"] == raw.headers["ZG-Res-Key"]
-    assert ok["verification_reason"] == "verified"      # the stored result of that response
+    assert ok["verification_reason"] == "verified"  # the stored result of that response
     err = next(r for r in rows if r["status"] == 400)
-    assert err["verified"] == "" and err["fee"] == "0" and err["reason"]      # in words
+    assert err["verified"] == "" and err["fee"] == "0" and err["reason"]  # in words
     only_true = http.get("/ui/api/requests", params={"verified": "true"}).json()["requests"]
     assert only_true and all(r["verified"] == "true" for r in only_true)
     errors = http.get("/ui/api/requests", params={"verified": "error"}).json()["requests"]
@@ -131,19 +149,29 @@ def test_funding_failures_are_kept_with_their_reason(http, ui_stack):
 
     from broker.funding.status import FundingEvent
 
-    listener = ui_stack.app.state.ui.funding      # the listener serve's broker calls
-    listener(FundingEvent(kind="check", provider=ui_stack.stack.provider_address,
-                          at=datetime.now(UTC)))
-    listener(FundingEvent(kind="error", provider=ui_stack.stack.provider_address,
-                          at=datetime.now(UTC), detail="RPC unreachable: connection refused"))
+    listener = ui_stack.app.state.ui.funding  # the listener serve's broker calls
+    listener(
+        FundingEvent(kind="check", provider=ui_stack.stack.provider_address, at=datetime.now(UTC))
+    )
+    listener(
+        FundingEvent(
+            kind="error",
+            provider=ui_stack.stack.provider_address,
+            at=datetime.now(UTC),
+            detail="RPC unreachable: connection refused",
+        )
+    )
     events = http.get("/ui/api/funding").json()["events"]
     assert events[0]["kind"] == "error"
     assert events[0]["detail"] == "RPC unreachable: connection refused"
-    assert all(e["kind"] in ("transfer", "error") for e in events)     # checks are not listed
+    assert all(e["kind"] in ("transfer", "error") for e in events)  # checks are not listed
 
 
 def test_serve_offers_no_money_moving_action(ui_stack):
     headers = {"Authorization": f"Bearer {ui_stack.api_key}", "Origin": ui_stack.serve_url}
-    resp = httpx.post(ui_stack.serve_url + "/ui/api/actions",
-                      json={"action": "deposit", "amount": "1"}, headers=headers)
+    resp = httpx.post(
+        ui_stack.serve_url + "/ui/api/actions",
+        json={"action": "deposit", "amount": "1"},
+        headers=headers,
+    )
     assert resp.status_code in (404, 405)

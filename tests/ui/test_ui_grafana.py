@@ -17,23 +17,41 @@ CONFIG = Path(__file__).resolve().parents[2] / "config"
 DASHBOARD = CONFIG / "grafana" / "0g-broker-dashboard.json"
 
 #: PromQL words that look like identifiers but are not metric names.
-_PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and",
-                 "or", "unless", "offset", "le", "inf", "nan"}
-_SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count",
-                                                               "_created"),
-             "gauge": ("",), "summary": ("_sum", "_count", "_created"), "untyped": ("",)}
+_PROMQL_WORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "le",
+    "inf",
+    "nan",
+}
+_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "gauge": ("",),
+    "summary": ("_sum", "_count", "_created"),
+    "untyped": ("",),
+}
 
 
 def metric_names(expr: str) -> set[str]:
     """Metric names an expression reads: identifiers that are not functions (followed by ``(``),
     PromQL keywords, label names in ``by (...)`` / matchers, or strings and durations."""
-    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)                     # strings
-    text = re.sub(r"\{[^}]*\}", "", text)                               # label matchers
-    text = re.sub(r"\[[^\]]*\]", "", text)                              # ranges
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # strings
+    text = re.sub(r"\{[^}]*\}", "", text)  # label matchers
+    text = re.sub(r"\[[^\]]*\]", "", text)  # ranges
     text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", text)
     names = set()
     for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
-        rest = text[match.end():].lstrip()
+        rest = text[match.end() :].lstrip()
         word = match.group(0)
         if rest.startswith("(") or word.lower() in _PROMQL_WORDS:
             continue
@@ -60,8 +78,9 @@ def _exported(text: str) -> set[str]:
 
 
 def test_expression_parser_finds_metric_names():
-    assert metric_names('histogram_quantile(0.95, sum by (le, route) '
-                        '(rate(zg_a_bucket{route="/x"}[5m])))') == {"zg_a_bucket"}
+    assert metric_names(
+        'histogram_quantile(0.95, sum by (le, route) (rate(zg_a_bucket{route="/x"}[5m])))'
+    ) == {"zg_a_bucket"}
     assert metric_names("increase(zg_fees_total[1h]) / 1e18 + zg_b") == {"zg_fees_total", "zg_b"}
 
 
@@ -69,10 +88,16 @@ def test_every_dashboard_metric_is_exported(ui_stack):
     dashboard = json.loads(DASHBOARD.read_text())
     exprs = _exprs(dashboard)
     assert len(exprs) >= 15
-    serve = httpx.get(ui_stack.serve_url + "/metrics",
-                      headers={"Authorization": f"Bearer {ui_stack.api_key}"}, timeout=60)
-    gateway = httpx.get(ui_stack.stack.gateway_url + "/metrics",
-                        headers={"Authorization": f"Bearer {ui_stack.admin_key}"}, timeout=60)
+    serve = httpx.get(
+        ui_stack.serve_url + "/metrics",
+        headers={"Authorization": f"Bearer {ui_stack.api_key}"},
+        timeout=60,
+    )
+    gateway = httpx.get(
+        ui_stack.stack.gateway_url + "/metrics",
+        headers={"Authorization": f"Bearer {ui_stack.admin_key}"},
+        timeout=60,
+    )
     assert serve.status_code == gateway.status_code == 200
     exported = _exported(serve.text) | _exported(gateway.text)
     queried = set().union(*(metric_names(e) for e in exprs))
@@ -103,7 +128,7 @@ def test_prometheus_config_scrapes_both_servers_without_secrets():
         assert job["metrics_path"] == "/metrics"
         auth = job["authorization"]
         assert auth["type"] == "Bearer" and "credentials_file" in auth
-        assert "credentials" not in auth              # keys come from files, never inline
+        assert "credentials" not in auth  # keys come from files, never inline
     assert jobs["0g-serve"]["static_configs"][0]["targets"] == ["127.0.0.1:3000"]
     assert jobs["0g-gateway"]["static_configs"][0]["targets"] == ["127.0.0.1:3080"]
 

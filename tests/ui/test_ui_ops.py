@@ -14,16 +14,21 @@ from broker.provider import ops as queries
 
 @pytest.fixture(scope="module")
 def admin(ui_stack):
-    with httpx.Client(base_url=ui_stack.stack.gateway_url, timeout=60,
-                      headers={"Authorization": f"Bearer {ui_stack.admin_key}"}) as client:
+    with httpx.Client(
+        base_url=ui_stack.stack.gateway_url,
+        timeout=60,
+        headers={"Authorization": f"Bearer {ui_stack.admin_key}"},
+    ) as client:
         yield client
 
 
 def _generate(ui_stack) -> str:
-    client = openai.OpenAI(base_url=ui_stack.serve_url + "/v1", api_key=ui_stack.api_key,
-                           max_retries=0, timeout=300)
-    raw = client.images.with_raw_response.generate(prompt="ops fox", n=1, size="64x64",
-                                                   response_format="b64_json")
+    client = openai.OpenAI(
+        base_url=ui_stack.serve_url + "/v1", api_key=ui_stack.api_key, max_retries=0, timeout=300
+    )
+    raw = client.images.with_raw_response.generate(
+        prompt="ops fox", n=1, size="64x64", response_format="b64_json"
+    )
     return raw.headers["X-0G-Fee"]
 
 
@@ -34,8 +39,10 @@ def test_ops_and_metrics_need_the_admin_key(ui_stack, headers):
         assert resp.status_code == 401 and resp.json() == {"error": "wrong or missing admin key"}
     # the page itself holds no data and is served; the user's API key is not the admin key
     assert httpx.get(ui_stack.stack.gateway_url + "/ui/").status_code == 200
-    resp = httpx.get(ui_stack.stack.gateway_url + "/ui/api/ops",
-                     headers={"Authorization": f"Bearer {ui_stack.api_key}"})
+    resp = httpx.get(
+        ui_stack.stack.gateway_url + "/ui/api/ops",
+        headers={"Authorization": f"Bearer {ui_stack.api_key}"},
+    )
     assert resp.status_code == 401
 
 
@@ -44,8 +51,9 @@ def test_without_an_admin_key_the_ops_page_is_off(ui_stack, monkeypatch):
     monkeypatch.delitem(gw.extra, "admin_key")
     monkeypatch.delenv("ZG_PROVIDER_ADMIN_KEY", raising=False)
     monkeypatch.delenv("ZG_PROVIDER_ADMIN_KEY_FILE", raising=False)
-    resp = httpx.get(ui_stack.stack.gateway_url + "/ui/api/ops",
-                     headers={"Authorization": "Bearer anything"})
+    resp = httpx.get(
+        ui_stack.stack.gateway_url + "/ui/api/ops", headers={"Authorization": "Bearer anything"}
+    )
     assert resp.status_code == 403 and "ZG_PROVIDER_ADMIN_KEY" in resp.json()["error"]
     cfg = httpx.get(ui_stack.stack.gateway_url + "/ui/api/config").json()
     assert cfg["enabled"] is False
@@ -58,12 +66,14 @@ def test_admin_key_from_a_file(ui_stack, monkeypatch, tmp_path):
     key_file = tmp_path / "admin.key"
     key_file.write_text("from-a-file\n")
     monkeypatch.setenv("ZG_PROVIDER_ADMIN_KEY_FILE", str(key_file))
-    resp = httpx.get(ui_stack.stack.gateway_url + "/ui/api/ops",
-                     headers={"Authorization": "Bearer from-a-file"})
+    resp = httpx.get(
+        ui_stack.stack.gateway_url + "/ui/api/ops", headers={"Authorization": "Bearer from-a-file"}
+    )
     assert resp.status_code == 200
     monkeypatch.setenv("ZG_PROVIDER_ADMIN_KEY_FILE", str(tmp_path / "missing"))
-    resp = httpx.get(ui_stack.stack.gateway_url + "/ui/api/ops",
-                     headers={"Authorization": "Bearer from-a-file"})
+    resp = httpx.get(
+        ui_stack.stack.gateway_url + "/ui/api/ops", headers={"Authorization": "Bearer from-a-file"}
+    )
     assert resp.status_code == 403 and "cannot read" in resp.json()["error"]
     assert str(tmp_path) not in resp.text or "missing" not in resp.text.split("cannot read")[0]
 
@@ -104,9 +114,14 @@ def test_queries_read_exact_fees(ui_stack):
 
 def test_metrics_exported(admin, ui_stack):
     text = admin.get("/metrics").text
-    for name in ("zg_gateway_requests_total", "zg_gateway_request_duration_seconds_bucket",
-                 "zg_gateway_unsettled_fee_neuron", "zg_gateway_settlement_batches",
-                 "zg_gateway_worker_up 1.0", "zg_gateway_worker_queue_length"):
+    for name in (
+        "zg_gateway_requests_total",
+        "zg_gateway_request_duration_seconds_bucket",
+        "zg_gateway_unsettled_fee_neuron",
+        "zg_gateway_settlement_batches",
+        "zg_gateway_worker_up 1.0",
+        "zg_gateway_worker_queue_length",
+    ):
         assert name in text, name
     assert ui_stack.admin_key not in text
 
@@ -122,10 +137,14 @@ def test_rate_limit_rejections_and_errors_counted_per_minute():
     activity.observe("/v1/proxy/chat/completions", 502, 0.2)
     activity.observe("/v1/proxy/async/jobs/abc", 404, 0.01)
     minute = activity.traffic()[-1]
-    assert (minute["ok"], minute["rate_limited"], minute["client_errors"],
-            minute["server_errors"]) == (1, 1, 1, 1)
+    assert (
+        minute["ok"],
+        minute["rate_limited"],
+        minute["client_errors"],
+        minute["server_errors"],
+    ) == (1, 1, 1, 1)
     text = generate_latest(activity.registry).decode()
     assert 'zg_gateway_rate_limited_total{route="/v1/proxy/images/generations"} 1.0' in text
-    assert 'route="/v1/proxy/async/jobs/{id}"' in text and "abc" not in text   # bounded labels
+    assert 'route="/v1/proxy/async/jobs/{id}"' in text and "abc" not in text  # bounded labels
     gens = activity.generations()
     assert [g["status"] for g in gens] == [429, 200] and gens[1]["ms"] == 1500.0

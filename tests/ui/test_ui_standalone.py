@@ -22,8 +22,10 @@ ZG = 10**18
 def standalone(devnet, ui_stack):
     """(url, broker, client with a session cookie, csrf token) for a fresh user with a 5 0G ledger."""
     broker = funded_user_broker(devnet, ledger=5, amount_neuron=50 * ZG)
-    with UvicornThread(create_ui_app(broker), free_port()) as server, \
-            httpx.Client(base_url=server.url, timeout=120) as client:
+    with (
+        UvicornThread(create_ui_app(broker), free_port()) as server,
+        httpx.Client(base_url=server.url, timeout=120) as client,
+    ):
         page = client.get("/ui/")
         assert page.status_code == 200 and SESSION_COOKIE in page.headers["set-cookie"]
         assert "httponly" in page.headers["set-cookie"].lower()
@@ -37,8 +39,11 @@ def standalone(devnet, ui_stack):
 def _post(client, url, path, token, json=None, **headers):
     base = {"Origin": url, "X-CSRF-Token": token, "Content-Type": "application/json"}
     base.update(headers)
-    return client.post(path, content=httpx.Request("POST", "/", json=json or {}).content,
-                       headers={k: v for k, v in base.items() if v is not None})
+    return client.post(
+        path,
+        content=httpx.Request("POST", "/", json=json or {}).content,
+        headers={k: v for k, v in base.items() if v is not None},
+    )
 
 
 def test_deposit_two_steps_moves_exactly_once(standalone):
@@ -49,7 +54,7 @@ def test_deposit_two_steps_moves_exactly_once(standalone):
     pending = prep.json()
     assert pending["amount"] == str(ZG // 4) and pending["amount_0g"] == "0.25"
     assert "0.25 0G" in pending["summary"]
-    assert broker.ledger.get_ledger().total_balance == before      # nothing moved yet
+    assert broker.ledger.get_ledger().total_balance == before  # nothing moved yet
     done = _post(client, url, f"/ui/api/actions/{pending['id']}/confirm", token)
     assert done.status_code == 200, done.text
     assert done.json()["tx_hash"].startswith("0x") and done.json()["amount_0g"] == "0.25"
@@ -62,30 +67,38 @@ def test_deposit_two_steps_moves_exactly_once(standalone):
 def test_transfer_and_refund(standalone, ui_stack):
     url, broker, client, token = standalone
     provider = ui_stack.stack.provider_address
-    prep = _post(client, url, "/ui/api/actions", token,
-                 {"action": "transfer", "amount": "1", "provider": provider.lower()}).json()
+    prep = _post(
+        client,
+        url,
+        "/ui/api/actions",
+        token,
+        {"action": "transfer", "amount": "1", "provider": provider.lower()},
+    ).json()
     assert prep["provider"] == provider and provider in prep["summary"]
     assert _post(client, url, f"/ui/api/actions/{prep['id']}/confirm", token).status_code == 200
     assert broker.ledger.get_sub_account_with_detail(provider).balance == ZG
     available = broker.ledger.get_ledger().available_balance
     prep = _post(client, url, "/ui/api/actions", token, {"action": "refund", "amount": "0.5"})
-    assert _post(client, url, f"/ui/api/actions/{prep.json()['id']}/confirm",
-                 token).status_code == 200
+    assert (
+        _post(client, url, f"/ui/api/actions/{prep.json()['id']}/confirm", token).status_code == 200
+    )
     assert broker.ledger.get_ledger().available_balance == available - ZG // 2
     account = client.get("/ui/api/account").json()
-    assert any(s["provider"] == provider and s["balance"] == str(ZG)
-               for s in account["inference"])
+    assert any(s["provider"] == provider and s["balance"] == str(ZG) for s in account["inference"])
 
 
-@pytest.mark.parametrize("body, words", [
-    ({"action": "deposit", "amount": 0.1}, "float"),                 # a JSON float: inexact
-    ({"action": "deposit", "amount": "-1"}, "amount"),
-    ({"action": "deposit", "amount": "1e-19"}, "amount"),
-    ({"action": "withdraw-all", "amount": "1"}, "action must be one of"),
-    ({"action": "transfer", "amount": "1", "provider": "0x1234"}, "provider"),
-    ({"action": "refund", "amount": "1000"}, "available"),           # checked before spending
-    ({"action": "deposit", "amount": "100000"}, "wallet holds"),
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ({"action": "deposit", "amount": 0.1}, "float"),  # a JSON float: inexact
+        ({"action": "deposit", "amount": "-1"}, "amount"),
+        ({"action": "deposit", "amount": "1e-19"}, "amount"),
+        ({"action": "withdraw-all", "amount": "1"}, "action must be one of"),
+        ({"action": "transfer", "amount": "1", "provider": "0x1234"}, "provider"),
+        ({"action": "refund", "amount": "1000"}, "available"),  # checked before spending
+        ({"action": "deposit", "amount": "100000"}, "wallet holds"),
+    ],
+)
 def test_bad_actions_refused_in_words_and_nothing_moves(standalone, body, words):
     url, broker, client, token = standalone
     before = broker.ledger.get_ledger()
@@ -94,15 +107,18 @@ def test_bad_actions_refused_in_words_and_nothing_moves(standalone, body, words)
     assert broker.ledger.get_ledger() == before
 
 
-@pytest.mark.parametrize("change, words", [
-    ({"Origin": "http://evil.example"}, "Origin"),
-    ({"Origin": None}, "Origin"),
-    ({"Origin": "null"}, "Origin"),
-    ({"X-CSRF-Token": None}, "CSRF"),
-    ({"X-CSRF-Token": "0" * 64}, "CSRF"),
-    ({"Content-Type": "text/plain"}, "application/json"),      # the shared guard: 415
-    ({"Content-Type": "application/x-www-form-urlencoded"}, "application/json"),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"Origin": "http://evil.example"}, "Origin"),
+        ({"Origin": None}, "Origin"),
+        ({"Origin": "null"}, "Origin"),
+        ({"X-CSRF-Token": None}, "CSRF"),
+        ({"X-CSRF-Token": "0" * 64}, "CSRF"),
+        ({"Content-Type": "text/plain"}, "application/json"),  # the shared guard: 415
+        ({"Content-Type": "application/x-www-form-urlencoded"}, "application/json"),
+    ],
+)
 def test_cross_site_requests_refused(standalone, change, words):
     url, broker, client, token = standalone
     before = broker.ledger.get_ledger()
@@ -117,12 +133,15 @@ def test_cross_site_requests_refused(standalone, change, words):
 
 def test_token_is_bound_to_the_browser_session(standalone):
     url, _broker, _client, token = standalone
-    with httpx.Client(base_url=url) as other:          # another browser: its own cookie
+    with httpx.Client(base_url=url) as other:  # another browser: its own cookie
         other.get("/ui/")
         resp = _post(other, url, "/ui/api/actions", token, {"action": "deposit", "amount": "0.1"})
         assert resp.status_code == 403 and "CSRF" in resp.json()["error"]
-        no_cookie = httpx.post(url + "/ui/api/actions", json={"action": "deposit", "amount": "1"},
-                               headers={"Origin": url, "X-CSRF-Token": token})
+        no_cookie = httpx.post(
+            url + "/ui/api/actions",
+            json={"action": "deposit", "amount": "1"},
+            headers={"Origin": url, "X-CSRF-Token": token},
+        )
         assert no_cookie.status_code == 403
 
 
@@ -141,13 +160,35 @@ def test_cli_ui_reports_a_busy_port_in_one_line(ui_stack, fresh_account, tmp_pat
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        env = {"ZG_HOME": str(tmp_path), "PATH": "/usr/bin:/bin",
-               "PYTHONPATH": ":".join(sys.path), "ZG_PRIVATE_KEY": key_hex(fresh_account)}
+        env = {
+            "ZG_HOME": str(tmp_path),
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": ":".join(sys.path),
+            "ZG_PRIVATE_KEY": key_hex(fresh_account),
+        }
         run = subprocess.run(
-            [sys.executable, "-m", "broker.cli.main", "--network", "devnet", "--rpc",
-             ui_stack.devnet.rpc_url, "--ledger-ca", ui_stack.devnet.ledger_address,
-             "--inference-ca", ui_stack.devnet.inference_address, "ui", "--port", str(port)],
-            env=env, capture_output=True, text=True, timeout=120, check=False)
+            [
+                sys.executable,
+                "-m",
+                "broker.cli.main",
+                "--network",
+                "devnet",
+                "--rpc",
+                ui_stack.devnet.rpc_url,
+                "--ledger-ca",
+                ui_stack.devnet.ledger_address,
+                "--inference-ca",
+                ui_stack.devnet.inference_address,
+                "ui",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
     assert run.returncode == 1, run.stderr
     assert "did not start" in run.stderr and "Traceback" not in run.stderr
     assert key_hex(fresh_account)[-16:] not in run.stderr + run.stdout

@@ -21,23 +21,49 @@ from broker.wire.forwarded_request import (
 )
 
 
-@pytest.mark.parametrize(("value", "go"), [
-    (1.0, "1"), (100, "100"), (-2.5, "-2.5"), (0.1, "0.1"), (123456789.123, "123456789.123"),
-    (1e20, "100000000000000000000"), (1e21, "1e+21"), (1.5e300, "1.5e+300"),
-    (0.000001, "0.000001"), (1e-7, "1e-7"), (-1.5e-10, "-1.5e-10"), (5e-324, "5e-324"),
-    (2.0**53, "9007199254740992"), (0.0, "0"), (-0.0, "-0"), (1 / 3, "0.3333333333333333"),
-])
+@pytest.mark.parametrize(
+    ("value", "go"),
+    [
+        (1.0, "1"),
+        (100, "100"),
+        (-2.5, "-2.5"),
+        (0.1, "0.1"),
+        (123456789.123, "123456789.123"),
+        (1e20, "100000000000000000000"),
+        (1e21, "1e+21"),
+        (1.5e300, "1.5e+300"),
+        (0.000001, "0.000001"),
+        (1e-7, "1e-7"),
+        (-1.5e-10, "-1.5e-10"),
+        (5e-324, "5e-324"),
+        (2.0**53, "9007199254740992"),
+        (0.0, "0"),
+        (-0.0, "-0"),
+        (1 / 3, "0.3333333333333333"),
+    ],
+)
 def test_numbers_print_as_go_float64(value, go):
     assert go_float(float(value)) == go
 
 
 def test_go_marshal_of_a_map():
-    body = {"z": 1, "a": {"y": [True, None, "x"], "b": 2.50}, "B": "<&>", "é": "\u2028\u2029",
-            "ctl": "\b\f\n\r\t\x01\x1f\x7f\"\\", "lone": "\ud800", "": 0}
-    assert canonical_json(body) == (
-        '{"":0,"B":"\\u003c\\u0026\\u003e","a":{"b":2.5,"y":[true,null,"x"]},'
-        '"ctl":"\\b\\f\\n\\r\\t\\u0001\\u001f\x7f\\"\\\\","lone":"\ufffd","z":1,'
-        '"é":"\\u2028\\u2029"}').encode()
+    body = {
+        "z": 1,
+        "a": {"y": [True, None, "x"], "b": 2.50},
+        "B": "<&>",
+        "é": "\u2028\u2029",
+        "ctl": '\b\f\n\r\t\x01\x1f\x7f"\\',
+        "lone": "\ud800",
+        "": 0,
+    }
+    assert (
+        canonical_json(body)
+        == (
+            '{"":0,"B":"\\u003c\\u0026\\u003e","a":{"b":2.5,"y":[true,null,"x"]},'
+            '"ctl":"\\b\\f\\n\\r\\t\\u0001\\u001f\x7f\\"\\\\","lone":"\ufffd","z":1,'
+            '"é":"\\u2028\\u2029"}'
+        ).encode()
+    )
 
 
 def test_numbers_that_cannot_be_forwarded_exactly_are_refused():
@@ -46,49 +72,70 @@ def test_numbers_that_cannot_be_forwarded_exactly_are_refused():
             canonical_json(bad)
     with pytest.raises(ForwardedRequestError):
         forwarded_json_body(b'{"x": NaN}')
-    with pytest.raises(ForwardedRequestError, match="nested deeper"):     # never a RecursionError
+    with pytest.raises(ForwardedRequestError, match="nested deeper"):  # never a RecursionError
         forwarded_json_body(b'{"x":' + b"[" * 900 + b"]" * 900 + b"}")
-    assert canonical_json({"seed": 2**53 + 2}) == b'{"seed":9007199254740994}'   # exact
+    assert canonical_json({"seed": 2**53 + 2}) == b'{"seed":9007199254740994}'  # exact
 
 
 def test_body_forms():
     assert forwarded_json_body(b'{"b": 1, "a": -0}') == b'{"a":-0,"b":1}'
     assert forwarded_json_body(b"[1, 2]") is None and forwarded_json_body(b"{bad") is None
-    assert forwarded_json_body(b'{"stream": true}', chat_stream_rewrite=True) == \
-        b'{"stream":true,"stream_options":{"include_usage":true}}'
+    assert (
+        forwarded_json_body(b'{"stream": true}', chat_stream_rewrite=True)
+        == b'{"stream":true,"stream_options":{"include_usage":true}}'
+    )
     kept = {"stream": True, "stream_options": {"include_usage": False}}
-    assert apply_chat_stream_rewrite(kept) is False and kept["stream_options"]["include_usage"] \
-        is False
-    assert apply_chat_stream_rewrite({"stream": "true"}) is False     # only a JSON true
+    assert (
+        apply_chat_stream_rewrite(kept) is False
+        and kept["stream_options"]["include_usage"] is False
+    )
+    assert apply_chat_stream_rewrite({"stream": "true"}) is False  # only a JSON true
 
 
 def test_serve_sends_what_our_gateway_forwards():
     """``serve``'s body is a fixed point of the gateway's rewrite, so both hash the same bytes."""
     body, stream = prepare_chat_request(
-        {"messages": [{"role": "user", "content": "<b>&</b>"}], "stream": True,
-         "temperature": 1.0, "z": 1e-7}, "tiny")
-    assert stream and rewrite_request("chatbot", "/chat/completions", body,
-                                      "application/json") == body
+        {
+            "messages": [{"role": "user", "content": "<b>&</b>"}],
+            "stream": True,
+            "temperature": 1.0,
+            "z": 1e-7,
+        },
+        "tiny",
+    )
+    assert (
+        stream and rewrite_request("chatbot", "/chat/completions", body, "application/json") == body
+    )
     image = prepare_image_request({"prompt": "a fox", "n": 2}, "tiny")
     assert image == b'{"model":"tiny","n":2,"prompt":"a fox","size":"512x512"}'
-    assert rewrite_request("text-to-image", "/images/generations", image, "application/json") \
-        == image
+    assert (
+        rewrite_request("text-to-image", "/images/generations", image, "application/json") == image
+    )
     # a client that sends another form gets the Go form forwarded (and hashed) by the gateway
-    loose = json.dumps({"prompt": "a fox", "n": 2.0, "model": "tiny", "size": "512x512"},
-                       indent=2).encode()
-    assert rewrite_request("text-to-image", "/images/generations", loose, "application/json") \
-        == image
-    multipart = b"--x\r\nContent-Disposition: form-data; name=\"n\"\r\n\r\n1\r\n--x--\r\n"
-    assert rewrite_request("image-editing", "/images/edits", multipart,
-                           "multipart/form-data; boundary=x") is multipart
+    loose = json.dumps(
+        {"prompt": "a fox", "n": 2.0, "model": "tiny", "size": "512x512"}, indent=2
+    ).encode()
+    assert (
+        rewrite_request("text-to-image", "/images/generations", loose, "application/json") == image
+    )
+    multipart = b'--x\r\nContent-Disposition: form-data; name="n"\r\n\r\n1\r\n--x--\r\n'
+    assert (
+        rewrite_request(
+            "image-editing", "/images/edits", multipart, "multipart/form-data; boundary=x"
+        )
+        is multipart
+    )
 
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.text()
+    st.none()
+    | st.booleans()
+    | st.text()
     | st.integers(min_value=-(2**53), max_value=2**53)
     | st.floats(allow_nan=False, allow_infinity=False),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-    max_leaves=12)
+    max_leaves=12,
+)
 
 
 @settings(max_examples=300, deadline=None)

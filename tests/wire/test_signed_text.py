@@ -20,7 +20,7 @@ REQ, RESP = b'{"model":"m"}', b'{"id":"x"}'
 def test_format_and_gateway_agree():
     text = signed_text(REQ, RESP)
     assert text == hashlib.sha256(REQ).hexdigest() + ":" + hashlib.sha256(RESP).hexdigest()
-    assert response_signature_text(REQ, RESP) == text            # the gateway signs this text
+    assert response_signature_text(REQ, RESP) == text  # the gateway signs this text
     parsed = parse_signed_text(text)
     assert (parsed.request_hash, parsed.response_hash) == tuple(text.split(":"))
 
@@ -28,14 +28,24 @@ def test_format_and_gateway_agree():
 def test_compare():
     text = signed_text(REQ, RESP)
     rq, rs = hashlib.sha256(REQ).hexdigest(), hashlib.sha256(RESP).hexdigest()
-    assert compare_signed_text(text, response_hash=rs, request_hash=rq.upper()) \
-        .request_matches is True
+    assert (
+        compare_signed_text(text, response_hash=rs, request_hash=rq.upper()).request_matches is True
+    )
     other = compare_signed_text(text, response_hash=rq)
     assert (other.request_matches, other.response_matches) == (None, False)
 
 
-@pytest.mark.parametrize("bad", ["", "abc", "a" * 64, "A" * 64 + ":" + "a" * 64,
-                                 "a" * 64 + ":" + "a" * 64 + ":x", "g" * 64 + ":" + "a" * 64])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "abc",
+        "a" * 64,
+        "A" * 64 + ":" + "a" * 64,
+        "a" * 64 + ":" + "a" * 64 + ":x",
+        "g" * 64 + ":" + "a" * 64,
+    ],
+)
 def test_malformed_texts(bad):
     with pytest.raises(SignedTextError):
         parse_signed_text(bad)

@@ -39,17 +39,23 @@ def test_depth_at_the_limit_accepted() -> None:
     assert json.dumps(value)  # downstream recursive code copes with what is accepted
 
 
-@pytest.mark.parametrize("body", [
-    rb'{"prompt":"\ud800"}', rb'{"prompt":"\udc00"}', rb'{"prompt":"\ud800\u0041"}',
-    b'{"prompt":"\xed\xa0\x80"}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        rb'{"prompt":"\ud800"}',
+        rb'{"prompt":"\udc00"}',
+        rb'{"prompt":"\ud800\u0041"}',
+        b'{"prompt":"\xed\xa0\x80"}',
+    ],
+)
 def test_lone_surrogates_refused(body: bytes) -> None:
     with pytest.raises(InvalidJSONBodyError):
         loads_request_json(body)
 
 
-@pytest.mark.parametrize("body", [b"\xff\xfe{}", b'{"a":NaN}', b'{"a":Infinity}', b"", b"{",
-                                  b'{"a":1e999}'])
+@pytest.mark.parametrize(
+    "body", [b"\xff\xfe{}", b'{"a":NaN}', b'{"a":Infinity}', b"", b"{", b'{"a":1e999}']
+)
 def test_invalid_bodies_refused(body: bytes) -> None:
     with pytest.raises(InvalidJSONBodyError) as info:
         loads_request_json(body)

@@ -9,8 +9,24 @@ from broker._exceptions import InputError
 from broker.wire.json_body import InvalidJSONBodyError
 from broker.wire.n import MAX_N, InvalidNError, parse_n, parse_n_field, request_n
 
-REFUSED_JSON = ["4.00", "2.0", "2", 2.0, 4.0, True, False, 0, -1, MAX_N + 1, 2**70, [2],
-                {"n": 2}, "", "NaN", float("inf")]
+REFUSED_JSON = [
+    "4.00",
+    "2.0",
+    "2",
+    2.0,
+    4.0,
+    True,
+    False,
+    0,
+    -1,
+    MAX_N + 1,
+    2**70,
+    [2],
+    {"n": 2},
+    "",
+    "NaN",
+    float("inf"),
+]
 
 
 @pytest.mark.parametrize("value", REFUSED_JSON, ids=repr)
@@ -40,8 +56,9 @@ def test_form_n_accepted_and_bound() -> None:
 
 
 def _form(fields: dict) -> tuple[bytes, str]:
-    request = httpx.Request("POST", "http://x/", data=fields,
-                            files={"image": ("n.png", b"\x89PNG name=\"n\"\r\n\r\n9")})
+    request = httpx.Request(
+        "POST", "http://x/", data=fields, files={"image": ("n.png", b'\x89PNG name="n"\r\n\r\n9')}
+    )
     return request.read(), request.headers["content-type"]
 
 

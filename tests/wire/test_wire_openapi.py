@@ -29,8 +29,12 @@ def test_request_bodies_documented_and_ids_unique() -> None:
             body = doc["paths"][path][method]["requestBody"]["content"][media]["schema"]
             name = body["$ref"].rsplit("/", 1)[1]
             assert name in doc["components"]["schemas"]
-        ids = [op["operationId"] for item in doc["paths"].values() for op in item.values()
-               if "operationId" in op]
+        ids = [
+            op["operationId"]
+            for item in doc["paths"].values()
+            for op in item.values()
+            if "operationId" in op
+        ]
         assert len(ids) == len(set(ids))
     image = _doc(SERVE_REQUEST_BODIES)["components"]["schemas"]["ImageGenerationRequest"]
     assert image["properties"]["n"]["type"] == "integer"

@@ -10,8 +10,15 @@ from broker.cli.worker import app
 def test_serve_help_lists_the_options():
     result = CliRunner().invoke(app, ["serve", "--help"], terminal_width=200)
     assert result.exit_code == 0
-    for option in ("--model", "--host", "--port", "--device", "--idle-unload", "--queue-size",
-                   "--safety-checker"):
+    for option in (
+        "--model",
+        "--host",
+        "--port",
+        "--device",
+        "--idle-unload",
+        "--queue-size",
+        "--safety-checker",
+    ):
         assert option in result.output
 
 

@@ -89,8 +89,7 @@ def test_limits_for_hub_ids():
 #: Keys of the real configs that the tiny model shrinks (widths and depths); every other key must
 #: equal the real model's.
 _SHRUNK = {
-    "transformer": {"dim", "n_layers", "n_heads", "n_kv_heads", "cap_feat_dim",
-                    "axes_dims"},
+    "transformer": {"dim", "n_layers", "n_heads", "n_kv_heads", "cap_feat_dim", "axes_dims"},
     "vae": {"block_out_channels", "norm_num_groups"},
 }
 
@@ -113,8 +112,9 @@ def test_tiny_model_is_built_like_the_real_one(tiny, reference_dir, component):
         assert len(mine["block_out_channels"]) == len(real["block_out_channels"]) == 4
         ratios = [c / mine["block_out_channels"][0] for c in mine["block_out_channels"]]
         assert ratios == [c / real["block_out_channels"][0] for c in real["block_out_channels"]]
-    scheduler = json.loads((reference_dir / "z-image-turbo/scheduler/scheduler_config.json")
-                           .read_text())
+    scheduler = json.loads(
+        (reference_dir / "z-image-turbo/scheduler/scheduler_config.json").read_text()
+    )
     assert tiny.text_to_image.scheduler.config["shift"] == scheduler["shift"]
 
 

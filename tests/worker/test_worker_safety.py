@@ -47,8 +47,12 @@ def dirs(tmp_path_factory):
 
 
 def _worker(serve_app, checker):
-    settings = WorkerSettings(model="tiny", device="cpu", idle_unload_seconds=0,
-                              safety_checker=str(checker) if checker else None)
+    settings = WorkerSettings(
+        model="tiny",
+        device="cpu",
+        idle_unload_seconds=0,
+        safety_checker=str(checker) if checker else None,
+    )
     return serve_app(create_app(settings))
 
 
@@ -56,8 +60,9 @@ def test_flagged_images_are_withheld_and_reported(serve_app, dirs):
     with _worker(serve_app, dirs["flag_all"]) as url, httpx.Client(base_url=url, timeout=60) as c:
         assert c.get("/health").json()["safety_checker"] == str(dirs["flag_all"])
         for response_format in ("b64_json", "url"):
-            r = c.post("/v1/images/generations",
-                       json={**BODY, "n": 2, "response_format": response_format})
+            r = c.post(
+                "/v1/images/generations", json={**BODY, "n": 2, "response_format": response_format}
+            )
             assert r.status_code == 200, r.text
             body = r.json()
             assert body["safety_checked"] is True
@@ -82,8 +87,11 @@ def test_clean_images_pass_with_a_verdict(serve_app, dirs):
         # edits are checked too
         buffer = io.BytesIO()
         Image.new("RGB", (32, 32), (9, 9, 9)).save(buffer, format="PNG")
-        r = c.post("/v1/images/edits", data={"prompt": "x", "num_inference_steps": "1"},
-                   files={"image": ("a.png", buffer.getvalue(), "image/png")})
+        r = c.post(
+            "/v1/images/edits",
+            data={"prompt": "x", "num_inference_steps": "1"},
+            files={"image": ("a.png", buffer.getvalue(), "image/png")},
+        )
         assert r.json()["safety_checked"] is True
         assert r.json()["data"][0]["has_nsfw_concepts"] is False
 

@@ -28,8 +28,9 @@ API_KEY = "sk-local-seed-test"
 
 @pytest.fixture(scope="module")
 def stack(devnet, tmp_path_factory):
-    with provider_stack(devnet, tmp_path_factory.mktemp("seed-stack"), model="tiny",
-                        raise_limits=True) as st:
+    with provider_stack(
+        devnet, tmp_path_factory.mktemp("seed-stack"), model="tiny", raise_limits=True
+    ) as st:
         yield st
 
 
@@ -45,8 +46,9 @@ def user(devnet, stack):
 @pytest.fixture(scope="module")
 def client(stack, user, serve_app):
     # extra_routes: the edit test sends /v1/images/edits to this text-to-image provider
-    settings = ServeSettings(provider=stack.provider_address, api_key=API_KEY,
-                             funding_interval=600, extra_routes=True)
+    settings = ServeSettings(
+        provider=stack.provider_address, api_key=API_KEY, funding_interval=600, extra_routes=True
+    )
     with serve_app(create_app(user, settings)) as url:
         yield openai.OpenAI(base_url=f"{url}/v1", api_key=API_KEY, max_retries=0, timeout=300)
 
@@ -65,8 +67,13 @@ def test_0g_image_skill_curl_512_against_the_gateway(stack, user):
     r = httpx.post(
         stack.gateway_url + "/v1/proxy/images/generations",
         headers={"Content-Type": "application/json", **headers},
-        json={"model": "z-image", "prompt": "A cute robot waving hello", "n": 1,
-              "size": "512x512", "response_format": "b64_json"},
+        json={
+            "model": "z-image",
+            "prompt": "A cute robot waving hello",
+            "n": 1,
+            "size": "512x512",
+            "response_format": "b64_json",
+        },
         timeout=120,
     )
     assert r.status_code == 200, r.text
@@ -95,8 +102,11 @@ def test_bare_generate_uses_the_sdk_default_512(client):
 def test_text_file_as_edit_image_through_serve(client):
     # issue #10: the answer named `<_io.BytesIO object at 0x...>` instead of the accepted formats.
     with pytest.raises(openai.BadRequestError) as info:
-        client.images.edit(image=("notes.txt", b"just some text\n", "text/plain"),
-                           prompt="make it blue", response_format="b64_json")
+        client.images.edit(
+            image=("notes.txt", b"just some text\n", "text/plain"),
+            prompt="make it blue",
+            response_format="b64_json",
+        )
     message = str(info.value)
     assert "image is not a PNG/JPEG/WebP image" in message
     assert "BytesIO" not in message and "object at 0x" not in message

@@ -136,7 +136,9 @@ def test_edit_guidance_default_follows_the_model(tmp_path):
     # Turbo (and the tiny model) are guidance-distilled: 0.0; a base model's edits default to 1.5.
     def edit_guidance(model: str) -> float:
         engine = ImageEngine(model, "cpu")
-        service = ImageService(WorkerSettings(model=model), engine, JobRegistry(60), FileStore(60), None)
+        service = ImageService(
+            WorkerSettings(model=model), engine, JobRegistry(60), FileStore(60), None
+        )
         form = ImageEditForm(prompt="x")
         assert form.response_format == "url"
         try:

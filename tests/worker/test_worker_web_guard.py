@@ -16,8 +16,9 @@ JOB = b'{"prompt": "a fox", "n": 4, "size": "32x32"}'
 
 @pytest.fixture(scope="module")
 def worker(serve_app):
-    settings = WorkerSettings(model="tiny", device="cpu", idle_unload_seconds=0,
-                              allowed_hosts="worker.internal")
+    settings = WorkerSettings(
+        model="tiny", device="cpu", idle_unload_seconds=0, allowed_hosts="worker.internal"
+    )
     app = create_app(settings)
     with serve_app(app) as url:
         yield url, app
@@ -27,31 +28,49 @@ def test_browser_attacks_on_the_worker_refused(worker):
     url, _app = worker
     port = url.rsplit(":", 1)[1]
     attacks = [
-        ("POST", "/v1/images/generations", {"Content-Type": "text/plain",
-                                            "Origin": "https://evil.example"}),
+        (
+            "POST",
+            "/v1/images/generations",
+            {"Content-Type": "text/plain", "Origin": "https://evil.example"},
+        ),
         ("POST", "/v1/images/generations", {"Content-Type": "text/plain"}),
-        ("POST", "/v1/async/images/generations", {"Content-Type": "application/json",
-                                                  "Origin": "null"}),
-        ("POST", "/v1/images/generations", {"Content-Type": "application/json",
-                                            "Host": f"evil.example:{port}"}),
+        (
+            "POST",
+            "/v1/async/images/generations",
+            {"Content-Type": "application/json", "Origin": "null"},
+        ),
+        (
+            "POST",
+            "/v1/images/generations",
+            {"Content-Type": "application/json", "Host": f"evil.example:{port}"},
+        ),
         ("GET", "/v1/internal/status", {"Host": f"evil.example:{port}"}),
         ("GET", "/v1/internal/unload", {"Sec-Fetch-Site": "cross-site"}),
-        ("POST", "/v1/images/edits", {"Content-Type": "multipart/form-data; boundary=x",
-                                      "Origin": "https://evil.example"}),
+        (
+            "POST",
+            "/v1/images/edits",
+            {"Content-Type": "multipart/form-data; boundary=x", "Origin": "https://evil.example"},
+        ),
     ]
-    codes = [httpx.request(m, url + p, headers=h, content=JOB if m == "POST" else None).status_code
-             for m, p, h in attacks]
+    codes = [
+        httpx.request(m, url + p, headers=h, content=JOB if m == "POST" else None).status_code
+        for m, p, h in attacks
+    ]
     assert all(code in (403, 415) for code in codes), codes
     status = httpx.get(url + "/v1/internal/status").json()
-    assert status["loaded"] is False         # nothing reached the engine
+    assert status["loaded"] is False  # nothing reached the engine
 
 
 def test_gateway_style_calls_pass(worker):
     url, _ = worker
     port = url.rsplit(":", 1)[1]
     assert httpx.get(url + "/v1/models").status_code == 200
-    assert httpx.get(url + "/health", headers={"Host": f"worker.internal:{port}"}).status_code \
-        == 200
-    r = httpx.post(url + "/v1/images/generations", content=b"{not json",
-                   headers={"Content-Type": "application/json"})
+    assert (
+        httpx.get(url + "/health", headers={"Host": f"worker.internal:{port}"}).status_code == 200
+    )
+    r = httpx.post(
+        url + "/v1/images/generations",
+        content=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"

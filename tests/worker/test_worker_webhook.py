@@ -65,15 +65,19 @@ def receiver(webhook_receiver):
 
 def test_loopback_receiver_gets_nothing_by_default(receiver):
     port = receiver.url.split(":")[2].split("/")[0]
-    for url in (receiver.url, f"http://localhost:{port}/hook", f"http://[::ffff:127.0.0.1]:{port}/",
-                f"http://2130706433:{port}/hook"):
+    for url in (
+        receiver.url,
+        f"http://localhost:{port}/hook",
+        f"http://[::ffff:127.0.0.1]:{port}/",
+        f"http://2130706433:{port}/hook",
+    ):
         assert _notify(url, attempts=2) is False
     assert receiver.attempts == 0
 
 
 def test_loopback_receiver_gets_the_callback_when_allowed(receiver):
     assert _notify(receiver.url, allow_private=True) is True
-    assert receiver.attempts == 2       # the 500 was retried
+    assert receiver.attempts == 2  # the 500 was retried
     assert receiver.bodies == [{"id": "imgjob_x", "status": "completed"}]
 
 
@@ -119,17 +123,28 @@ def test_submission_refuses_private_webhooks(serve_app, receiver):
     assert settings.webhook_allow_private is False and settings.webhook_timeout_seconds == 5
     port = receiver.url.split(":")[2].split("/")[0]
     with serve_app(create_app(settings)) as url:
-        for hook in (receiver.url, f"http://localhost:{port}/", "http://10.0.0.1/",
-                     "http://169.254.169.254/latest/meta-data/", "http://[::1]/",
-                     "http://[fe80::1]/"):
-            r = httpx.post(url + "/v1/async/images/generations",
-                           json={"prompt": "x", "size": "32x32", "webhook_url": hook}, timeout=30)
+        for hook in (
+            receiver.url,
+            f"http://localhost:{port}/",
+            "http://10.0.0.1/",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[::1]/",
+            "http://[fe80::1]/",
+        ):
+            r = httpx.post(
+                url + "/v1/async/images/generations",
+                json={"prompt": "x", "size": "32x32", "webhook_url": hook},
+                timeout=30,
+            )
             assert r.status_code == 400, (hook, r.text)
             error = r.json()["error"]
             assert (error["param"], error["code"]) == ("webhook_url", "invalid_webhook_url")
             assert error["type"] == "invalid_request_error"
-        r = httpx.post(url + "/v1/async/images/edits", timeout=30,
-                       data={"prompt": "x", "webhook_url": receiver.url},
-                       files={"image": ("a.png", b"not read", "image/png")})
+        r = httpx.post(
+            url + "/v1/async/images/edits",
+            timeout=30,
+            data={"prompt": "x", "webhook_url": receiver.url},
+            files={"image": ("a.png", b"not read", "image/png")},
+        )
         assert r.status_code == 400 and r.json()["error"]["param"] == "webhook_url"
         assert len(httpx.get(url + "/v1/internal/status").json()) and receiver.attempts == 0

@@ -10,10 +10,18 @@ __all__ = ["REASONS", "PixazoHTTPError", "pixazo_error_response"]
 
 #: Pixazo's ``error`` text by HTTP status.
 REASONS = {
-    400: "Bad Request", 401: "Unauthorized", 402: "Insufficient Balance", 403: "Forbidden",
-    404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
-    429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
-    503: "Service Unavailable", 504: "Gateway Timeout",
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Insufficient Balance",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Payload Too Large",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
 }
 
 
@@ -26,8 +34,14 @@ class PixazoHTTPError(ProxyError):
         ``None``.
     """
 
-    def __init__(self, status_code: int, message: str, *, error: str | None = None,
-                 retry_after: str | None = None) -> None:
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        *,
+        error: str | None = None,
+        retry_after: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.error = error or REASONS.get(status_code, "Error")
@@ -35,8 +49,14 @@ class PixazoHTTPError(ProxyError):
         self.retry_after = retry_after
 
 
-def pixazo_error_response(status_code: int, message: str, *, error: str | None = None,
-                          retry_after: str | None = None, headers: dict[str, str] | None = None):
+def pixazo_error_response(
+    status_code: int,
+    message: str,
+    *,
+    error: str | None = None,
+    retry_after: str | None = None,
+    headers: dict[str, str] | None = None,
+):
     """The JSON response ``{"error": <reason>, "message": <message>}`` with ``status_code``
     (``Retry-After`` when given)."""
     from fastapi.responses import JSONResponse

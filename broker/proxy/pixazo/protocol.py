@@ -36,14 +36,18 @@ __all__ = [
     "image_size_pixels",
 ]
 
-ImageSize = Literal["square_1_1", "portrait_3_4", "landscape_4_3", "portrait_9_16",
-                    "landscape_16_9"]
+ImageSize = Literal[
+    "square_1_1", "portrait_3_4", "landscape_4_3", "portrait_9_16", "landscape_16_9"
+]
 PixazoStatus = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "ERROR"]
 
 #: ``image_size`` → (width, height) ratio terms.
 IMAGE_SIZES: dict[str, tuple[int, int]] = {
-    "square_1_1": (1, 1), "portrait_3_4": (3, 4), "landscape_4_3": (4, 3),
-    "portrait_9_16": (9, 16), "landscape_16_9": (16, 9),
+    "square_1_1": (1, 1),
+    "portrait_3_4": (3, 4),
+    "landscape_4_3": (4, 3),
+    "portrait_9_16": (9, 16),
+    "landscape_16_9": (16, 9),
 }
 
 

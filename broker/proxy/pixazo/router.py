@@ -34,8 +34,7 @@ def require_subscription_key(request: Request) -> None:
     if given is None:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         given = token.strip() if scheme.lower() == "bearer" else ""
-    if not hmac.compare_digest(given.encode("utf-8", "replace"),
-                               key.get_secret_value().encode()):
+    if not hmac.compare_digest(given.encode("utf-8", "replace"), key.get_secret_value().encode()):
         raise PixazoHTTPError(401, "Access denied due to missing or invalid subscription key.")
 
 

@@ -86,8 +86,9 @@ def _model_available(ctx: ProxyContext, model_id: str) -> None:
     (``turbo`` / ``base`` in the on-chain model name)."""
     other = "base" if "turbo" in model_id else "turbo"
     if ctx.service.service_type != "text-to-image" or other in ctx.service.model.lower():
-        raise PixazoHTTPError(400, f"Model '{model_id}' not found or is disabled",
-                              error="Model not found")
+        raise PixazoHTTPError(
+            400, f"Model '{model_id}' not found or is disabled", error="Model not found"
+        )
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -99,9 +100,13 @@ def _validation_message(exc: ValidationError) -> str:
 def _forwarded_body(ctx: ProxyContext, req: PixazoTurboRequest | PixazoBaseRequest) -> bytes:
     width, height = image_size_pixels(req.image_size, ctx.settings.pixazo_long_side)
     body: dict[str, Any] = {
-        "model": ctx.service.model, "prompt": req.prompt, "n": req.num_images,
-        "size": f"{width}x{height}", "response_format": "b64_json",
-        "output_format": req.output_format, "enable_safety_checker": req.enable_safety_checker,
+        "model": ctx.service.model,
+        "prompt": req.prompt,
+        "n": req.num_images,
+        "size": f"{width}x{height}",
+        "response_format": "b64_json",
+        "output_format": req.output_format,
+        "enable_safety_checker": req.enable_safety_checker,
     }
     for name in ("num_inference_steps", "guidance_scale", "seed", "negative_prompt"):
         value = getattr(req, name)
@@ -146,9 +151,15 @@ async def submit(ctx: ProxyContext, request: Request, model_id: str) -> Response
         except WebhookURLError as exc:
             raise PixazoHTTPError(400, f"X-Webhook-URL refused: {exc}") from None
     body = _forwarded_body(ctx, req)
-    response = await ctx.upstream.send("POST", "/v1/async/images/generations", proxy=False,
-                                       family="images", content=body,
-                                       content_type="application/json", route="pixazo/submit")
+    response = await ctx.upstream.send(
+        "POST",
+        "/v1/async/images/generations",
+        proxy=False,
+        family="images",
+        content=body,
+        content_type="application/json",
+        route="pixazo/submit",
+    )
     accepted: dict[str, str] = {}
 
     async def remember(_status: int, raw: bytes) -> None:
@@ -159,42 +170,66 @@ async def submit(ctx: ProxyContext, request: Request, model_id: str) -> Response
 
     # the submission's signature is checked bound to the bytes (enforce may refuse: then the job
     # is recorded as disputed, as on the OpenAI async route)
-    answer_202 = await complete_response(ctx, response, None, on_body=remember,
-                                         request_body=body, refused_bill=lambda _raw: body)
+    answer_202 = await complete_response(
+        ctx, response, None, on_body=remember, request_body=body, refused_bill=lambda _raw: body
+    )
     job_id = accepted.get("job_id")
     if job_id is None:
-        raise PixazoHTTPError(502, "the provider accepted the request without a job id; "
-                              "nothing was billed locally")
+        raise PixazoHTTPError(
+            502, "the provider accepted the request without a job id; nothing was billed locally"
+        )
     chat_id = answer_202.headers.get("zg-res-key")
     request_id = f"{model_id}_{uuid.uuid4()}"
-    options = {"output_format": req.output_format, "num_images": req.num_images,
-               "enable_safety_checker": req.enable_safety_checker, "zg_res_key": chat_id,
-               "base_url": _base_url(request)}
-    await run_in_threadpool(state_store(ctx).create_pixazo, ctx.inference.address, ctx.provider,
-                            request_id, model_id, job_id, "QUEUED", webhook_url=webhook,
-                            options=options)
+    options = {
+        "output_format": req.output_format,
+        "num_images": req.num_images,
+        "enable_safety_checker": req.enable_safety_checker,
+        "zg_res_key": chat_id,
+        "base_url": _base_url(request),
+    }
+    await run_in_threadpool(
+        state_store(ctx).create_pixazo,
+        ctx.inference.address,
+        ctx.provider,
+        request_id,
+        model_id,
+        job_id,
+        "QUEUED",
+        webhook_url=webhook,
+        options=options,
+    )
     if webhook is not None:
         _start_watcher(ctx, request_id)
     answer = PixazoSubmitResponse(
-        request_id=request_id, polling_url=f"{_base_url(request)}/v2/requests/status/{request_id}")
-    headers = {k: answer_202.headers[k] for k in (VERIFIED_HEADER, REASON_HEADER, FEE_HEADER)
-               if k in answer_202.headers}
+        request_id=request_id, polling_url=f"{_base_url(request)}/v2/requests/status/{request_id}"
+    )
+    headers = {
+        k: answer_202.headers[k]
+        for k in (VERIFIED_HEADER, REASON_HEADER, FEE_HEADER)
+        if k in answer_202.headers
+    }
     return JSONResponse(answer.model_dump(), status_code=202, headers=headers)
 
 
 # -- status ------------------------------------------------------------------------------------
 
+
 def _status_body(record: PixazoRecord) -> dict[str, Any]:
     final = record.final_body or {}
     body = PixazoStatusResponse(
-        request_id=record.request_id, status=record.status, model_id=record.model_id,
-        error=record.error, output=final.get("output"),
-        created_at=iso_utc(record.created_at), updated_at=iso_utc(record.updated_at),
+        request_id=record.request_id,
+        status=record.status,
+        model_id=record.model_id,
+        error=record.error,
+        output=final.get("output"),
+        created_at=iso_utc(record.created_at),
+        updated_at=iso_utc(record.updated_at),
         completed_at=iso_utc(record.completed_at) if record.completed_at else None,
-        safety_checker=final.get("safety_checker"))
+        safety_checker=final.get("safety_checker"),
+    )
     out = body.model_dump(mode="json")
     if out["output"] is not None and out["output"].get("has_nsfw_concepts") is None:
-        out["output"].pop("has_nsfw_concepts", None)          # no check reported: no field
+        out["output"].pop("has_nsfw_concepts", None)  # no check reported: no field
     if out["safety_checker"] is None:
         out.pop("safety_checker")
     return out
@@ -217,7 +252,7 @@ def _images_and_flags(result: Any) -> tuple[list[bytes | None], list[bool | None
         flags.append(flag if isinstance(flag, bool) else None)
         b64 = item.get("b64_json")
         if b64 is None and flag is True:
-            images.append(None)                                # withheld by the checker
+            images.append(None)  # withheld by the checker
             continue
         if not isinstance(b64, str):
             return None
@@ -231,49 +266,68 @@ def _images_and_flags(result: Any) -> tuple[list[bytes | None], list[bool | None
     return images, flags
 
 
-def _safety(record: PixazoRecord, result: dict[str, Any], flags: list[bool | None]
-            ) -> tuple[dict[str, Any] | None, list[bool] | None]:
+def _safety(
+    record: PixazoRecord, result: dict[str, Any], flags: list[bool | None]
+) -> tuple[dict[str, Any] | None, list[bool] | None]:
     """``(safety_checker status, has_nsfw_concepts)``: a check ran only when the provider says so
     (``safety_checked: true``) or gave a verdict for every image; never pretended."""
     requested = bool(record.options.get("enable_safety_checker"))
-    ran = result.get("safety_checked") is True or (bool(flags) and
-                                                   all(f is not None for f in flags))
+    ran = result.get("safety_checked") is True or (
+        bool(flags) and all(f is not None for f in flags)
+    )
     if ran:
         return {"requested": requested, "ran": True}, [bool(f) for f in flags]
     if not requested:
         return None, None
-    return ({"requested": True, "ran": False,
-             "detail": "the provider's answer carries no has_nsfw_concepts: no safety check ran"},
-            None)
+    return (
+        {
+            "requested": True,
+            "ran": False,
+            "detail": "the provider's answer carries no has_nsfw_concepts: no safety check ran",
+        },
+        None,
+    )
 
 
-async def _complete(ctx: ProxyContext, record: PixazoRecord, job: dict[str, Any]
-                    ) -> PixazoRecord | None:
+async def _complete(
+    ctx: ProxyContext, record: PixazoRecord, job: dict[str, Any]
+) -> PixazoRecord | None:
     store = state_store(ctx)
     result = job.get("data")
     decoded = _images_and_flags(result)
     if decoded is None:
         return await run_in_threadpool(
-            store.update_pixazo, record.request_id, status="FAILED",
-            error="the provider's completed job carries no decodable image", final_body={})
+            store.update_pixazo,
+            record.request_id,
+            status="FAILED",
+            error="the provider's completed job carries no decodable image",
+            final_body={},
+        )
     images, flags = decoded
     fmt = record.options.get("output_format", "png")
     mime = _MIME.get(fmt, "application/octet-stream")
     base = record.options.get("base_url", "")
     urls = []
     for data in images:
-        if data is None:                  # withheld by the provider's safety checker: no URL
+        if data is None:  # withheld by the provider's safety checker: no URL
             continue
         media_id = secrets.token_urlsafe(16)
-        await run_in_threadpool(store.put_media, ctx.inference.address, record.request_id,
-                                media_id, mime, data, ctx.settings.media_ttl)
+        await run_in_threadpool(
+            store.put_media,
+            ctx.inference.address,
+            record.request_id,
+            media_id,
+            mime,
+            data,
+            ctx.settings.media_ttl,
+        )
         urls.append(f"{base}/v2/media/{media_id}.{fmt}")
     safety, verdicts = _safety(record, result, flags)
     output = PixazoOutput(media_url=urls, media_type=mime, has_nsfw_concepts=verdicts)
-    final = {"output": output.model_dump(mode="json", exclude_none=True),
-             "safety_checker": safety}
-    return await run_in_threadpool(store.update_pixazo, record.request_id, status="COMPLETED",
-                                   final_body=final)
+    final = {"output": output.model_dump(mode="json", exclude_none=True), "safety_checker": safety}
+    return await run_in_threadpool(
+        store.update_pixazo, record.request_id, status="COMPLETED", final_body=final
+    )
 
 
 async def _refresh(ctx: ProxyContext, record: PixazoRecord) -> PixazoRecord:
@@ -282,8 +336,9 @@ async def _refresh(ctx: ProxyContext, record: PixazoRecord) -> PixazoRecord:
         return record
     store = state_store(ctx)
     try:
-        response = await ctx.upstream.send("GET", f"/v1/async/jobs/{record.job_id}", proxy=False,
-                                           route="pixazo/status")
+        response = await ctx.upstream.send(
+            "GET", f"/v1/async/jobs/{record.job_id}", proxy=False, route="pixazo/status"
+        )
         raw = await ctx.upstream.read(response)
     except ProxyHTTPError as exc:
         logger.info("status of %s: the provider could not be asked: %s", record.request_id, exc)
@@ -296,23 +351,32 @@ async def _refresh(ctx: ProxyContext, record: PixazoRecord) -> PixazoRecord:
     updated: PixazoRecord | None = None
     if response.status_code == 404:
         updated = await run_in_threadpool(
-            store.update_pixazo, record.request_id, status="ERROR",
-            error="the provider no longer knows this job; it is not charged", final_body={})
+            store.update_pixazo,
+            record.request_id,
+            status="ERROR",
+            error="the provider no longer knows this job; it is not charged",
+            final_body={},
+        )
     elif response.status_code == 200 and isinstance(job, dict):
         status = job.get("status")
         if status == "pending":
-            updated = await run_in_threadpool(store.update_pixazo, record.request_id,
-                                              status="QUEUED")
+            updated = await run_in_threadpool(
+                store.update_pixazo, record.request_id, status="QUEUED"
+            )
         elif status == "running":
-            updated = await run_in_threadpool(store.update_pixazo, record.request_id,
-                                              status="PROCESSING")
+            updated = await run_in_threadpool(
+                store.update_pixazo, record.request_id, status="PROCESSING"
+            )
         elif status == "failed":
             err = job.get("error")
             message = err.get("message") if isinstance(err, dict) else err
             updated = await run_in_threadpool(
-                store.update_pixazo, record.request_id, status="FAILED",
+                store.update_pixazo,
+                record.request_id,
+                status="FAILED",
                 error=str(message or "the provider reported the job failed")[:2000],
-                final_body={})
+                final_body={},
+            )
         elif status == "completed":
             updated = await _complete(ctx, record, job)
     return updated or record
@@ -332,8 +396,12 @@ async def get_status(ctx: ProxyContext, request_id: str) -> JSONResponse:
     if record is None or record.provider != ctx.provider.lower():
         raise PixazoHTTPError(404, f"request '{request_id[:120]}' not found")
     record = await _refresh(ctx, record)
-    if record.final_body is not None and record.webhook_url and not record.webhook_delivered \
-            and record.request_id not in _watchers(ctx):
+    if (
+        record.final_body is not None
+        and record.webhook_url
+        and not record.webhook_delivered
+        and record.request_id not in _watchers(ctx)
+    ):
         _start_watcher(ctx, record.request_id)
     return JSONResponse(_status_body(record))
 
@@ -343,18 +411,24 @@ async def get_media(ctx: ProxyContext, name: str) -> Response:
     media_id = name.rsplit(".", 1)[0]
     item = None
     if 0 < len(media_id) <= 64:
-        item = await run_in_threadpool(state_store(ctx).get_media, ctx.inference.address,
-                                       media_id)
+        item = await run_in_threadpool(state_store(ctx).get_media, ctx.inference.address, media_id)
     if item is None:
         raise PixazoHTTPError(404, "media not found (unknown or expired)")
-    return Response(item.data, media_type=item.content_type,
-                    headers={"Cache-Control": "private, max-age=3600"})
+    return Response(
+        item.data, media_type=item.content_type, headers={"Cache-Control": "private, max-age=3600"}
+    )
 
 
 # -- webhooks ----------------------------------------------------------------------------------
 
-async def deliver_webhook(url: str, body: dict[str, Any], *, allow_private: bool = False,
-                          client: httpx.AsyncClient | None = None) -> bool:
+
+async def deliver_webhook(
+    url: str,
+    body: dict[str, Any],
+    *,
+    allow_private: bool = False,
+    client: httpx.AsyncClient | None = None,
+) -> bool:
     """POST ``body`` (JSON) to ``url``: the URL rule of :mod:`broker.wire.webhook` again, every
     address the host resolves to checked now, no redirects, a 5 s timeout.
 
@@ -365,8 +439,9 @@ async def deliver_webhook(url: str, body: dict[str, Any], *, allow_private: bool
         check_webhook_url(url, allow_private=allow_private)
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port,
-                                                             type=socket.SOCK_STREAM)
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            parts.hostname, port, type=socket.SOCK_STREAM
+        )
         for info in infos:
             check_webhook_address(info[4][0], allow_private=allow_private)
     except (WebhookURLError, OSError) as exc:
@@ -413,18 +488,21 @@ async def _watch(ctx: ProxyContext, request_id: str) -> None:
             if record.final_body is not None:
                 break
             if loop.time() > deadline:
-                logger.warning("webhook of %s: the job did not finish within %g s", request_id,
-                               _WATCH_LIMIT_S)
+                logger.warning(
+                    "webhook of %s: the job did not finish within %g s", request_id, _WATCH_LIMIT_S
+                )
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 5.0)
-        if not record.webhook_url or \
-                not await run_in_threadpool(store.mark_webhook_delivered, request_id):
+        if not record.webhook_url or not await run_in_threadpool(
+            store.mark_webhook_delivered, request_id
+        ):
             return
         body = _status_body(record)
         for pause in (1.0, 2.0, None):
-            if await deliver_webhook(record.webhook_url, body,
-                                     allow_private=ctx.settings.webhook_allow_private):
+            if await deliver_webhook(
+                record.webhook_url, body, allow_private=ctx.settings.webhook_allow_private
+            ):
                 return
             if pause is not None:
                 await asyncio.sleep(pause)
