@@ -31,7 +31,11 @@ serialises by ``BEGIN IMMEDIATE`` (WAL journal: readers never wait for the write
 threads contend on ``BEGIN IMMEDIATE`` directly spends most of serve's time in SQLite's busy-retry
 sleeps.) On **PostgreSQL** each write is its own transaction, serialised by
 ``INSERT … ON CONFLICT DO NOTHING`` plus ``SELECT … FOR UPDATE`` of the fee row.
-Addresses are stored lower-cased.
+Addresses are stored lower-cased. Callers on an event loop (``serve``) use the ``a``-prefixed twins
+(:meth:`FeeStore.aadd_fee`, :meth:`FeeStore.arecord_verification`,
+:meth:`FeeStore.arecord_disputed`): on SQLite the write is handed to the writer thread and the
+coroutine resumes once it is committed (no worker thread of the caller's waits on it); on
+PostgreSQL the transaction runs in a worker thread.
 
 Durability (SQLite): ``journal_mode=WAL`` with ``synchronous=NORMAL``. A write method returns only
 after its transaction is committed to the WAL, so an acknowledged fee or verification survives
@@ -42,6 +46,7 @@ A lost fee only makes the local ``cached_fee`` estimate low until the next ``/un
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import queue
 import threading
@@ -281,6 +286,19 @@ class FeeStore:
         self._queue.put((op, done))
         return done.result()
 
+    async def _awrite(self, op: Callable[[Session], _T]) -> _T:
+        """:meth:`_write` for a caller on an event loop: SQLite's write is handed to the writer
+        thread and awaited (no worker thread of the caller's blocks on it; the loop is woken once
+        the commit is done); PostgreSQL's transaction runs in a worker thread; an in-memory
+        database (one connection) is written inline."""
+        if self._queue is not None:
+            done: Future = Future()
+            self._queue.put((op, done))
+            return await asyncio.wrap_future(done)
+        if ":memory:" in self.url or self.url == "sqlite://":
+            return self._write(op)
+        return await asyncio.to_thread(self._write, op)
+
     def _write_loop(self, jobs: queue.SimpleQueue) -> None:
         while True:
             first = jobs.get()
@@ -388,6 +406,10 @@ class FeeStore:
         row.updated_at = time.time()
         return FeeTotals(int(row.cached_fee), int(row.total_fee), row.request_count)
 
+    def _add_fee_op(self, user: str, provider: str, fee: int) -> Callable[[Session], FeeTotals]:
+        _check_fee(fee)
+        return lambda session: self._add(self._row(session, user, provider), fee)
+
     def add_fee(self, user: str, provider: str, fee: int) -> FeeTotals:
         """Add one response's fee (neuron, ≥ 0) to the cached and lifetime totals.
 
@@ -397,12 +419,16 @@ class FeeStore:
         Raises:
             ValueError: ``fee`` is negative or not an int.
         """
-        _check_fee(fee)
+        return self._write(self._add_fee_op(user, provider, fee))
 
-        def _op(session: Session):  # type: ignore[no-untyped-def]
-            return self._add(self._row(session, user, provider), fee)
+    async def aadd_fee(self, user: str, provider: str, fee: int) -> FeeTotals:
+        """:meth:`add_fee` for async callers: returns once committed, without blocking the event
+        loop or a worker thread (the SQLite writer's group commit).
 
-        return self._write(_op)
+        Raises:
+            ValueError: ``fee`` is negative or not an int.
+        """
+        return await self._awrite(self._add_fee_op(user, provider, fee))
 
     def set_cached_fee(self, user: str, provider: str, fee: int) -> None:
         """Overwrite the cached (unsettled) fee, e.g. with the provider's ``/unsettledfee`` value or
@@ -430,23 +456,9 @@ class FeeStore:
 
     # -- disputed fees -----------------------------------------------------------------------
 
-    def record_disputed(
+    def _disputed_op(
         self, user: str, provider: str, chat_id: str | None, fee: int, reason: str
-    ) -> DisputedTotals:
-        """Record the provider's charge (neuron, ≥ 0) for a response that was refused because it
-        did not verify; the fee is added to ``cached_fee`` (it is owed) and to the disputed totals,
-        not to ``total_fee`` (module docstring).
-
-        Args:
-            user, provider: addresses. chat_id: the refused response's chat id (may be ``None``).
-            fee: neuron. reason: the verification reason (e.g. ``response_hash_mismatch``).
-
-        Returns:
-            The new :class:`DisputedTotals` of (user, provider).
-
-        Raises:
-            ValueError: ``fee`` is negative or not an int.
-        """
+    ) -> Callable[[Session], DisputedTotals]:
         _check_fee(fee)
 
         def _op(session: Session):  # type: ignore[no-untyped-def]
@@ -466,7 +478,36 @@ class FeeStore:
             session.flush()
             return self._disputed(session, user, provider)
 
-        return self._write(_op)
+        return _op
+
+    def record_disputed(
+        self, user: str, provider: str, chat_id: str | None, fee: int, reason: str
+    ) -> DisputedTotals:
+        """Record the provider's charge (neuron, ≥ 0) for a response that was refused because it
+        did not verify; the fee is added to ``cached_fee`` (it is owed) and to the disputed totals,
+        not to ``total_fee`` (module docstring).
+
+        Args:
+            user, provider: addresses. chat_id: the refused response's chat id (may be ``None``).
+            fee: neuron. reason: the verification reason (e.g. ``response_hash_mismatch``).
+
+        Returns:
+            The new :class:`DisputedTotals` of (user, provider).
+
+        Raises:
+            ValueError: ``fee`` is negative or not an int.
+        """
+        return self._write(self._disputed_op(user, provider, chat_id, fee, reason))
+
+    async def arecord_disputed(
+        self, user: str, provider: str, chat_id: str | None, fee: int, reason: str
+    ) -> DisputedTotals:
+        """:meth:`record_disputed` for async callers (returns once committed).
+
+        Raises:
+            ValueError: ``fee`` is negative or not an int.
+        """
+        return await self._awrite(self._disputed_op(user, provider, chat_id, fee, reason))
 
     @staticmethod
     def _disputed(session: Session, user: str, provider: str) -> DisputedTotals:
@@ -485,11 +526,14 @@ class FeeStore:
 
     # -- verification log --------------------------------------------------------------------
 
-    def record_verification(self, user: str, provider: str, result: VerificationResult) -> None:
-        """Store one verification result (one commit); every :data:`PRUNE_EVERY` inserts, prune
-        the log to the newest ``max_verifications`` rows."""
+    def _verification_op(
+        self, user: str, provider: str, result: VerificationResult
+    ) -> Callable[[Session], None]:
+        with self._inserts_lock:
+            self._inserts += 1
+            due = self._inserts % PRUNE_EVERY == 0
 
-        def _op(session: Session):  # type: ignore[no-untyped-def]
+        def _op(session: Session) -> None:
             session.add(
                 _VerificationRow(
                     user=user.lower(), provider=provider.lower(), chat_id=result.chat_id,
@@ -497,13 +541,22 @@ class FeeStore:
                     detail=result.detail[:1000], created_at=time.time(),
                 )
             )  # fmt: skip
+            if due:
+                session.flush()
+                self._prune(session)
 
-        self._write(_op)
-        with self._inserts_lock:
-            self._inserts += 1
-            due = self._inserts % PRUNE_EVERY == 0
-        if due:
-            self._prune_verifications()
+        return _op
+
+    def record_verification(self, user: str, provider: str, result: VerificationResult) -> None:
+        """Store one verification result (one commit); every :data:`PRUNE_EVERY` inserts, prune
+        the log to the newest ``max_verifications`` rows (in the same transaction)."""
+        self._write(self._verification_op(user, provider, result))
+
+    async def arecord_verification(
+        self, user: str, provider: str, result: VerificationResult
+    ) -> None:
+        """:meth:`record_verification` for async callers (returns once committed)."""
+        await self._awrite(self._verification_op(user, provider, result))
 
     def _oldest_kept_id(self):  # type: ignore[no-untyped-def]
         """SQL scalar: the smallest id among the newest ``max_verifications`` rows."""
@@ -514,15 +567,14 @@ class FeeStore:
         )
         return select(func.min(keep.subquery().c.id)).scalar_subquery()
 
+    def _prune(self, session: Session) -> None:
+        session.execute(
+            delete(_VerificationRow).where(_VerificationRow.id < self._oldest_kept_id())
+        )
+
     def _prune_verifications(self) -> None:
         """Delete all but the newest ``max_verifications`` verification rows (one statement)."""
-
-        def _op(session: Session):  # type: ignore[no-untyped-def]
-            session.execute(
-                delete(_VerificationRow).where(_VerificationRow.id < self._oldest_kept_id())
-            )
-
-        return self._write(_op)
+        return self._write(self._prune)
 
     def recent_verifications(
         self, limit: int = 50, *, provider: str | None = None, user: str | None = None

@@ -24,6 +24,15 @@ reproduced for this route; the response hash is never skipped when the bytes are
 ``"signature_only"`` (no bytes given: the SDK's check, which proves nothing about *this* response).
 A ``429``/``503`` from the signature endpoint is retried after its ``Retry-After`` (at most
 :data:`RATE_LIMIT_BUDGET_S` seconds of waiting in all).
+
+Signature header. Our gateway also sends the B7 signature of a non-streamed answer in the
+``ZG-Res-Signature`` response header (:data:`RESPONSE_SIGNATURE_HEADER`, ``0x`` + 130 hex). The
+user side never trusts the text a header could name: :func:`verify_signature_header` rebuilds the
+text from its *own* request and response hashes (binding ``full`` only) and recovers the signer, so
+a valid header proves the same as a fetched signature with a full binding, without the round trip.
+A header that does not recover to the expected signer (forged, from another response, signed by
+another key, malformed) proves nothing either way: the caller then fetches the signature (the
+endpoint stays authoritative); an absent header (real 0G gateways) is the fetch as before.
 """
 
 from __future__ import annotations
@@ -37,8 +46,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 import httpx
-from eth_account import Account
-from eth_account.messages import encode_defunct
+from eth_keys import keys as eth_keys
+from eth_utils import keccak, to_checksum_address
 
 from broker.inference.service_info import is_verifiable, parse_additional_info, provider_type
 from broker.wire.signed_text import SignedTextError, compare_signed_text, sha256_hex
@@ -52,6 +61,7 @@ __all__ = [
     "BINDING_SIGNATURE_ONLY",
     "DEFAULT_SIGNATURE_TIMEOUT_S",
     "RATE_LIMIT_BUDGET_S",
+    "RESPONSE_SIGNATURE_HEADER",
     "SIGNATURE_NOT_FOUND_ATTEMPTS",
     "SIGNATURE_NOT_FOUND_BACKOFF_S",
     "ResponseBinding",
@@ -66,6 +76,7 @@ __all__ = [
     "select_signing_address",
     "signature_url",
     "verify_response_signature",
+    "verify_signature_header",
 ]
 
 logger = logging.getLogger(__name__)
@@ -84,6 +95,8 @@ BINDING_RESPONSE_ONLY = "response_only"
 #: Only the signature over the text was checked (no bytes given: the SDK's behaviour).
 BINDING_SIGNATURE_ONLY = "signature_only"
 _ZERO_ADDRESS = "0x" + "0" * 40
+#: Response header with the B7 signature of a non-streamed answer (our gateway; not the 0G one).
+RESPONSE_SIGNATURE_HEADER = "ZG-Res-Signature"
 
 
 class VerificationReason(enum.StrEnum):
@@ -195,6 +208,29 @@ def signature_url(service_url: str, chat_id: str, model: str) -> str:
     )
 
 
+def _recover(text: str, signature: str) -> bytes:
+    """The 20-byte address that signed EIP-191 ``personal_sign(utf8(text))`` (eth-keys with its
+    coincurve backend: about half the CPU of ``Account.recover_message``).
+
+    Raises:
+        ValueError: not 65 bytes of hex, a ``v`` other than 0/1/27/28, or no recoverable key.
+    """
+    sig_hex = signature[2:] if signature.startswith(("0x", "0X")) else signature
+    sig = bytes.fromhex(sig_hex)
+    if len(sig) != 65:
+        raise ValueError(f"signature is {len(sig)} bytes, expected 65")
+    v = sig[64] - 27 if sig[64] >= 27 else sig[64]
+    if v not in (0, 1):
+        raise ValueError(f"signature v is {sig[64]}, expected 27 or 28")
+    message = text.encode("utf-8")
+    digest = keccak(b"\x19Ethereum Signed Message:\n" + str(len(message)).encode() + message)
+    try:
+        key = eth_keys.Signature(sig[:64] + bytes([v])).recover_public_key_from_msg_hash(digest)
+    except Exception as exc:  # noqa: BLE001 - eth-keys raises several types for bad points
+        raise ValueError(f"signature does not recover: {exc}") from None
+    return key.to_canonical_address()
+
+
 def recover_text_signer(text: str, signature: str) -> str:
     """Recover the signer of EIP-191 ``personal_sign(utf8(text))`` (§8.2 step 8; vector §3, C2).
 
@@ -208,11 +244,50 @@ def recover_text_signer(text: str, signature: str) -> str:
     Raises:
         ValueError: the signature is not 65 bytes of hex or does not recover.
     """
-    sig_hex = signature[2:] if signature.startswith(("0x", "0X")) else signature
-    sig = bytes.fromhex(sig_hex)
-    if len(sig) != 65:
-        raise ValueError(f"signature is {len(sig)} bytes, expected 65")
-    return Account.recover_message(encode_defunct(text=text), signature=sig)
+    return to_checksum_address(_recover(text, signature))
+
+
+def verify_signature_header(
+    signer: str, chat_id: str, signature: str | None, binding: ResponseBinding | None
+) -> VerificationResult | None:
+    """Verify a response from its ``ZG-Res-Signature`` header, without any fetch.
+
+    The text is built from the caller's own hashes (``"<request sha256>:<response sha256>"``,
+    :mod:`broker.wire.signed_text`), never taken from the wire, so a header that recovers to
+    ``signer`` proves that the TEE signer signed exactly this exchange.
+
+    Args:
+        signer: the acknowledged signing address (:func:`check_service_verifiable`).
+        chat_id: the response's chat id (kept in the result).
+        signature: the header's value (``0x`` + 130 hex), or ``None`` when absent.
+        binding: the local hashes; both are needed (``full``), else the header is not used.
+
+    Returns:
+        ``verified=True`` with ``binding="full"`` when the header recovers to ``signer``;
+        ``None`` when there is no usable header (absent, no full binding, malformed, another
+        signer): the caller then fetches the signature (the endpoint is authoritative).
+        Never raises.
+    """
+    if not signature or binding is None or binding.level != BINDING_FULL:
+        return None
+    text = f"{binding.request_hash}:{binding.response_hash}"
+    try:
+        recovered = _recover(text, signature.strip())
+    except ValueError:
+        return None
+    if "0x" + recovered.hex() != signer.lower():
+        return None
+    address = to_checksum_address(recovered)
+    return VerificationResult(
+        True,
+        VerificationReason.VERIFIED,
+        signer,
+        chat_id,
+        f"signature from the {RESPONSE_SIGNATURE_HEADER} header",
+        address,
+        BINDING_FULL,
+        text,
+    )
 
 
 def check_service_verifiable(service: Service, chat_id: str | None) -> VerificationResult | str:

@@ -276,7 +276,7 @@ def create_app(gw: Gateway) -> FastAPI:
         locked: int,
         unsettled: int,
         image_count: int,
-    ) -> None:
+    ) -> str:
         """Fee and response signature of a completed request, committed together (one durable
         transaction) before the response is released (B5, B7, B9); then an early settlement is
         asked for when the locked balance no longer covers the fees seen at admission plus this
@@ -303,6 +303,7 @@ def create_app(gw: Gateway) -> FastAPI:
         gw.signatures.remember(gw.signatures.keys_for(chat_id, aliases), sig)  # committed
         if fee is not None and locked - (unsettled + fee.fee) < settings.min_locked_balance:
             gw.trigger_settlement()
+        return sig.signature
 
     async def _billed(
         request: Request, route: str, backend_path: str, async_job: bool = False
@@ -348,26 +349,26 @@ def create_app(gw: Gateway) -> FastAPI:
 
         encoding = upstream.headers.get("content-encoding")
 
-        async def finish(raw: bytes) -> None:
+        async def finish(raw: bytes) -> str | None:
             if async_job:
                 plain = decoded_body(raw, encoding) if encoding else raw
                 job_id = _job_id(plain) if upstream.status_code == 202 else None
                 if job_id is None:
                     if billed:
                         await run_in_threadpool(gw.ledger.fail, chat_id)
-                    return
+                    return None
                 # billed when the backend reports the job completed (module async_jobs)
                 await run_in_threadpool(
                     jobs.register, job_id, chat_id if billed else None, user, image_count
                 )
                 await run_in_threadpool(gw.signatures.sign_and_store, chat_id, fwd_body, raw)
                 start_watch(job_id)
-                return
+                return None
             if upstream.status_code not in (200, 202):
                 if billed:
                     await run_in_threadpool(gw.ledger.fail, chat_id)
-                return
-            await run_in_threadpool(
+                return None
+            return await run_in_threadpool(
                 _record_sync,
                 chat_id,
                 fwd_body,
@@ -436,7 +437,10 @@ def create_app(gw: Gateway) -> FastAPI:
                 if linked is not None:
                     raw, encoding = linked, None
                     out_headers.pop("content-encoding", None)
-            await finish(raw)  # durable fee + signature before the response is released
+            # durable fee + signature before the response is released
+            signature = await finish(raw)
+            if signature:  # B7's signature, also in a header: serve need not fetch it
+                out_headers["ZG-Res-Signature"] = signature
         finally:
             if billed:
                 gw.limits.leave_user(user)

@@ -27,9 +27,11 @@ from starlette.concurrency import run_in_threadpool
 from broker.inference.errors import UnknownServiceTypeError, UsageError
 from broker.inference.fee_store import AsyncJobStatus
 from broker.inference.fees import extract_text_to_image_usage, fee_for_content
+from broker.proxy.service_memo import ServiceMemo
 
 if TYPE_CHECKING:
     from broker.inference.broker import InferenceBroker
+    from broker.inference.models import Service
     from broker.inference.response_signature import VerificationResult
     from broker.proxy.metrics import ProxyMetrics
 
@@ -61,11 +63,16 @@ class Billing:
         self.inference = inference
         self.provider = provider
         self.metrics = metrics
+        self._services = ServiceMemo(inference, provider)
 
-    def fee_of(self, content: bytes | str | Mapping[str, Any] | None) -> int:
+    def fee_of(
+        self, content: bytes | str | Mapping[str, Any] | None, service: Service | None = None
+    ) -> int:
         """The fee in neuron of ``content`` (usage JSON or image request) at the on-chain prices of
-        the provider's service type; 0 (logged) when it cannot be computed."""
-        service = self.inference.get_service(self.provider)
+        the provider's service type (``service``, default ``get_service``: may read the chain);
+        0 (logged) when it cannot be computed."""
+        if service is None:
+            service = self.inference.get_service(self.provider)
         try:
             return fee_for_content(
                 service.service_type, content, service.input_price, service.output_price
@@ -74,22 +81,6 @@ class Billing:
             logger.warning("fee not accounted for %s: %s", self.provider, exc)
             return 0
 
-    def _record(
-        self,
-        content: bytes | str | Mapping[str, Any] | None,
-        disputed: VerificationResult | None,
-        chat_id: str | None,
-    ) -> int:
-        fee = self.fee_of(content)
-        store = self.inference.fee_store
-        if disputed is not None:
-            store.record_disputed(
-                self.inference.address, self.provider, chat_id, fee, disputed.reason.value
-            )
-        else:
-            store.add_fee(self.inference.address, self.provider, fee)
-        return fee
-
     async def record(
         self,
         content: bytes | str | Mapping[str, Any] | None,
@@ -97,8 +88,10 @@ class Billing:
         disputed: VerificationResult | None = None,
         chat_id: str | None = None,
     ) -> int:
-        """Account one answered request; returns its fee (neuron). ``content`` ``None`` (no usage
-        reported) bills nothing and records nothing.
+        """Account one answered request; returns its fee (neuron) once it is committed to the fee
+        store (an acknowledged fee survives ``kill -9``). ``content`` ``None`` (no usage reported)
+        bills nothing and records nothing. No worker-thread hop: the prices come from the
+        memoised service, the write goes to the store's writer (SQLite group commit).
 
         Args:
             content: usage JSON or image request (see :meth:`fee_of`).
@@ -109,7 +102,12 @@ class Billing:
         """
         if content is None:
             return 0
-        fee = await run_in_threadpool(self._record, content, disputed, chat_id)
+        fee = self.fee_of(content, await self._services.get())
+        store, user = self.inference.fee_store, self.inference.address
+        if disputed is not None:
+            await store.arecord_disputed(user, self.provider, chat_id, fee, disputed.reason.value)
+        else:
+            await store.aadd_fee(user, self.provider, fee)
         if self.metrics is not None and fee:
             if disputed is None:
                 self.metrics.fees.inc(fee)

@@ -13,7 +13,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from broker.inference.chat_id import extract_chat_id
-from broker.inference.response_signature import ResponseBinding
+from broker.inference.response_signature import RESPONSE_SIGNATURE_HEADER, ResponseBinding
 from broker.proxy.errors import ProxyHTTPError
 from broker.proxy.upstream import decode_body, passthrough_headers
 from broker.proxy.verification import REASON_HEADER, VERIFIED_HEADER, header_value, reason_value
@@ -170,9 +170,12 @@ async def complete_response(
     raw = decode_body(received, response.headers)
     chat_id = extract_chat_id(response.headers, raw)
     binding = ResponseBinding.of(request_body=request_body, response_body=received)
+    header_signature = response.headers.get(RESPONSE_SIGNATURE_HEADER)
     if ctx.verifier.mode == "enforce":
         # the outcome decides what is billed (accepted or disputed) and whether on_body runs
-        result = await ctx.verifier.verify(chat_id, binding=binding)
+        result = await ctx.verifier.verify(
+            chat_id, binding=binding, header_signature=header_signature
+        )
         refused = ctx.verifier.refuses(result)
         if on_body is not None and not refused:
             await on_body(response.status_code, raw)
@@ -193,7 +196,10 @@ async def complete_response(
                 bill(raw) if bill is not None else None, chat_id=chat_id
             )
 
-        result, fee = await asyncio.gather(ctx.verifier.verify(chat_id, binding=binding), account())
+        result, fee = await asyncio.gather(
+            ctx.verifier.verify(chat_id, binding=binding, header_signature=header_signature),
+            account(),
+        )
     headers = passthrough_headers(response.headers)
     headers[VERIFIED_HEADER] = header_value(result)
     headers[REASON_HEADER] = reason_value(result)

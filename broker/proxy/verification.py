@@ -6,29 +6,36 @@
 signed text must name sha256 of the request as forwarded and of the response bytes as received
 (:class:`~broker.inference.response_signature.ResponseBinding`). A chat id that already belonged to
 an earlier response of this proxy (a swapped ``ZG-Res-Key``) is refused as ``chat_id_mismatch``
-without fetching. The outcome goes to the ``X-0G-Verified`` header (``X-0G-Verification-Reason``
-says why), the metrics and the fee store's verification log. ``enforce`` refuses a response that
-does not verify (:class:`~broker.proxy.errors.VerificationRefusedError`, 502) before any byte of it
-reaches the client.
+without fetching. When the gateway sent the signature in the ``ZG-Res-Signature`` header (ours does
+for non-streamed answers) and both hashes are known, the signature is checked over the text rebuilt
+from this exchange's own hashes with no fetch at all
+(:func:`~broker.inference.response_signature.verify_signature_header`); a header that does not
+verify is ignored and the signature fetched, the endpoint being authoritative. The outcome goes
+to the ``X-0G-Verified`` header (``X-0G-Verification-Reason`` says why), the metrics and the fee
+store's verification log. ``enforce`` refuses a response that does not verify
+(:class:`~broker.proxy.errors.VerificationRefusedError`, 502) before any byte of it reaches the
+client.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import httpx
-from starlette.concurrency import run_in_threadpool
 
 from broker.inference.response_signature import (
+    RESPONSE_SIGNATURE_HEADER,
     ResponseBinding,
     VerificationReason,
     VerificationResult,
     averify_response_signature,
+    check_service_verifiable,
+    verify_signature_header,
 )
 from broker.proxy.errors import VerificationRefusedError
+from broker.proxy.service_memo import SERVICE_MEMO_S, ServiceMemo
 
 if TYPE_CHECKING:
     from broker.inference.broker import InferenceBroker
@@ -52,8 +59,6 @@ logger = logging.getLogger(__name__)
 VERIFIED_HEADER = "X-0G-Verified"
 #: Response header with the :class:`VerificationReason` value (and the binding when verified).
 REASON_HEADER = "X-0G-Verification-Reason"
-#: Seconds the verifier reuses the provider's service without asking the inference broker again.
-SERVICE_MEMO_S = 1.0
 #: How many recent chat ids a :class:`Verifier` remembers to detect a reused one.
 SEEN_CHAT_IDS = 10_000
 
@@ -105,19 +110,24 @@ class Verifier:
         self.client = client
         self.metrics = metrics
         self._seen: OrderedDict[str, str | None] = OrderedDict()
-        self._cached_service: tuple[Service, float] | None = None
+        self._services = ServiceMemo(inference, provider)
+        self._signer: tuple[Service, str | None] | None = None
 
     async def _service(self) -> Service:
-        """The provider's service (the inference broker's 10-min cache), asked for at most once
-        per :data:`SERVICE_MEMO_S` seconds so that most requests need no thread hop; a refresh
-        (:meth:`verify` on a signer mismatch) replaces it."""
-        cached = self._cached_service
-        now = time.monotonic()
-        if cached is not None and cached[1] > now:
-            return cached[0]
-        service = await run_in_threadpool(self.inference.get_service, self.provider)
-        self._cached_service = (service, now + SERVICE_MEMO_S)
-        return service
+        """The provider's service (:class:`~broker.proxy.service_memo.ServiceMemo`: at most one
+        ask per :data:`SERVICE_MEMO_S` seconds); a signer mismatch refreshes it (:meth:`verify`)."""
+        return await self._services.get()
+
+    def _signer_of(self, service: Service) -> str | None:
+        """The signing address a header must recover to (``None``: the service cannot verify;
+        the fetch path then gives the reason), computed once per service object."""
+        memo = self._signer
+        if memo is not None and memo[0] is service:
+            return memo[1]
+        checked = check_service_verifiable(service, "-")
+        signer = checked if isinstance(checked, str) else None
+        self._signer = (service, signer)
+        return signer
 
     def _reused(
         self, chat_id: str | None, binding: ResponseBinding | None
@@ -145,7 +155,11 @@ class Verifier:
         return None
 
     async def verify(
-        self, chat_id: str | None, *, binding: ResponseBinding | None = None
+        self,
+        chat_id: str | None,
+        *,
+        binding: ResponseBinding | None = None,
+        header_signature: str | None = None,
     ) -> VerificationResult | None:
         """Verify one response now (signatures expire on the provider after ~20 min).
 
@@ -153,6 +167,8 @@ class Verifier:
             chat_id: the response's chat id (``ZG-Res-Key``, else its ``id``).
             binding: sha256 of the request as forwarded and of the response bytes as received
                 (``None``: the signature alone is checked, ``binding="signature_only"``).
+            header_signature: the response's ``ZG-Res-Signature`` header, if any: checked first
+                over this exchange's hashes (no fetch); fetched as usual when absent or invalid.
 
         Returns:
             ``None`` in mode ``off``; else the :class:`VerificationResult` (``verified`` None when
@@ -163,25 +179,30 @@ class Verifier:
         if self.mode == "off":
             return None
         result = self._reused(chat_id, binding)
+        if result is None and header_signature and chat_id:
+            signer = self._signer_of(await self._service())
+            if signer is not None:
+                result = verify_signature_header(signer, chat_id, header_signature, binding)
+                if result is None:
+                    logger.info(
+                        "%s header of %s from %s does not verify; fetching the signature",
+                        RESPONSE_SIGNATURE_HEADER,
+                        chat_id,
+                        self.provider,
+                    )
         if result is None:
             service = await self._service()
             result = await averify_response_signature(
                 service, chat_id, client=self.client, binding=binding
             )
             if result.verified is False and result.reason in _RETRY_REASONS:
-                service = await run_in_threadpool(
-                    self.inference.get_service, self.provider, refresh=True
-                )
-                self._cached_service = (service, time.monotonic() + SERVICE_MEMO_S)
+                service = await self._services.refresh()
                 result = await averify_response_signature(
                     service, chat_id, client=self.client, binding=binding
                 )
         if chat_id:
-            await run_in_threadpool(
-                self.inference.fee_store.record_verification,
-                self.inference.address,
-                self.provider,
-                result,
+            await self.inference.fee_store.arecord_verification(
+                self.inference.address, self.provider, result
             )
         if self.metrics is not None:
             m = self.metrics
@@ -207,11 +228,8 @@ class Verifier:
             return None
         result = VerificationResult(None, VerificationReason.NO_CHAT_ID, detail=detail)
         if record:
-            await run_in_threadpool(
-                self.inference.fee_store.record_verification,
-                self.inference.address,
-                self.provider,
-                result,
+            await self.inference.fee_store.arecord_verification(
+                self.inference.address, self.provider, result
             )
         if self.metrics is not None:
             m = self.metrics

@@ -16,20 +16,37 @@ Modes (``None`` relays everything unchanged):
 * ``tamper_request``: the request body is changed on its way to the gateway (the prompt/messages);
 * ``signature_429``: the first ``GET /v1/proxy/signature/...`` of each chat id answers 429 with
   ``Retry-After: 1`` (the gateway's rate limit), later ones pass.
+* ``strip_res_signature``: the ``ZG-Res-Signature`` header of a chat answer is removed;
+* ``swap_res_signature``: it is replaced by the one of the previous chat answer;
+* ``forge_res_signature``: it is replaced by the relay's own signature (:data:`RELAY_KEY`) over this
+  exchange's true text;
+* ``tamper_chat_resign``: ``tamper_chat``, and the header re-signed by the relay's key over the
+  changed bytes.
+
+The signature-endpoint modes (``replay_signature``, ``signature_429``) also remove the
+``ZG-Res-Signature`` header, so that the fetch they attack happens. :attr:`TamperRelay.fetches`
+counts the signature fetches relayed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 
 import httpx
+from eth_account import Account
+from eth_account.messages import encode_defunct
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-__all__ = ["MODES", "TamperRelay", "flip_char"]
+__all__ = ["MODES", "RELAY_KEY", "TamperRelay", "flip_char"]
+
+#: The relay's own signing key (not the provider's TEE signer).
+RELAY_KEY = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6"
+_SIG_HEADER = "zg-res-signature"
 
 MODES = (
     "flip_image_b64",
@@ -42,6 +59,10 @@ MODES = (
     "tamper_async",
     "tamper_request",
     "signature_429",
+    "strip_res_signature",
+    "swap_res_signature",
+    "forge_res_signature",
+    "tamper_chat_resign",
 )
 
 _HOP = {
@@ -74,6 +95,7 @@ class TamperRelay:
             passed on (after a swap).
         signatures: signature bodies relayed, by chat id.
         tampered: how many messages were changed in the current mode.
+        fetches: how many ``/signature/`` requests were relayed or answered.
     """
 
     def __init__(self, target: str) -> None:
@@ -83,6 +105,8 @@ class TamperRelay:
         self.delivered_keys: list[str] = []
         self.signatures: dict[str, bytes] = {}
         self.tampered = 0
+        self.fetches = 0
+        self._last_signature: str | None = None
         self._limited: set[str] = set()
         self._lock = threading.Lock()
         self.app = Starlette(
@@ -116,7 +140,7 @@ class TamperRelay:
             if match:
                 self._count()
                 return flip_char(body, match.end() + 40)
-        if mode == "tamper_chat" and path.endswith("chat/completions"):
+        if mode in ("tamper_chat", "tamper_chat_resign") and path.endswith("chat/completions"):
             at = body.find(b"hello there")
             if at >= 0:
                 self._count()
@@ -133,6 +157,28 @@ class TamperRelay:
                 return body[:at] + b'"statuz"' + body[at + 8 :]
         return body
 
+    def _res_signature(self, path: str, request: bytes, raw: bytes, headers: dict) -> None:
+        """Apply the ``ZG-Res-Signature`` modes to a non-streamed chat answer's ``headers``."""
+        genuine = next((headers.pop(k) for k in list(headers) if k.lower() == _SIG_HEADER), None)
+        if genuine is None or not path.endswith("chat/completions"):
+            if genuine is not None:
+                headers[_SIG_HEADER] = genuine
+            return
+        previous, self._last_signature = self._last_signature, genuine
+        mode, value = self.mode, genuine
+        if mode in ("strip_res_signature", "replay_signature", "signature_429"):
+            value = None
+        elif mode == "swap_res_signature" and previous is not None:
+            value = previous
+        elif mode in ("forge_res_signature", "tamper_chat_resign"):
+            text = hashlib.sha256(request).hexdigest() + ":" + hashlib.sha256(raw).hexdigest()
+            signed = Account.sign_message(encode_defunct(text=text), RELAY_KEY).signature
+            value = "0x" + bytes(signed).hex()
+        if value != genuine and mode != "tamper_chat_resign":
+            self._count()  # (tamper_chat_resign counted its body change)
+        if value is not None:
+            headers[_SIG_HEADER] = value
+
     def _signature(self, chat_id: str, status: int, body: bytes) -> Response | None:
         """The answer for a signature fetch in the signature modes, or None to relay it."""
         if status == 200:
@@ -148,6 +194,9 @@ class TamperRelay:
         path = request.url.path
         body = self._tamper_request(path, await request.body())
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        if "/signature/" in path:
+            with self._lock:
+                self.fetches += 1
         if self.mode == "signature_429" and "/signature/" in path:
             chat_id = path.rsplit("/", 1)[1]
             with self._lock:
@@ -204,4 +253,5 @@ class TamperRelay:
             if replaced is not None:
                 return replaced
         raw = self._tamper_body(path, raw)
+        self._res_signature(path, body, raw, out_headers)
         return Response(raw, status_code=upstream.status_code, headers=out_headers)

@@ -64,3 +64,9 @@ def test_disputed_fees_postgres(postgres_url):
     from test_fee_store import check_disputed_fees
 
     check_disputed_fees(postgres_url)
+
+
+def test_async_writes_postgres(postgres_url):
+    from test_fee_store import check_async_writes
+
+    check_async_writes(postgres_url)
