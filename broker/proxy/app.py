@@ -29,12 +29,13 @@ from broker.proxy.errors import (
     http_exception_error,
     validation_error,
 )
+from broker.proxy.hot_routes import HotRoutes
 from broker.proxy.metrics import ProxyMetrics
 from broker.proxy.pixazo import is_pixazo_path
 from broker.proxy.pixazo.errors import PixazoHTTPError, pixazo_error_response
 from broker.proxy.pixazo.router import pixazo_router
 from broker.proxy.protocol import ErrorBody, ErrorResponse
-from broker.proxy.router import close_extras, require_api_key, router
+from broker.proxy.router import close_extras, hot_chat, require_api_key, router
 from broker.proxy.settings import ServeSettings
 from broker.proxy.startup import prepare_provider
 from broker.proxy.state_store import ServeStateStore
@@ -43,7 +44,14 @@ from broker.proxy.verification import Verifier
 from broker.ui.dashboard import mount_dashboard
 from broker.wire.openapi import SERVE_REQUEST_BODIES, add_openapi_route
 
-__all__ = ["EXPOSED_HEADERS", "MULTIPART_PATHS", "create_app", "error_response", "serve"]
+__all__ = [
+    "EXPOSED_HEADERS",
+    "MULTIPART_PATHS",
+    "create_app",
+    "error_for",
+    "error_response",
+    "serve",
+]
 
 #: Routes that take ``multipart/form-data`` (the others take JSON), for the web guard.
 MULTIPART_PATHS = ("/v1/images/edits", "/v1/audio/transcriptions")
@@ -71,6 +79,41 @@ def _render(request: Request, exc: ProxyHTTPError) -> JSONResponse:
             exc.status_code, exc.message, retry_after=exc.retry_after, headers=exc.headers
         )
     return error_response(exc)
+
+
+def error_for(req: Request, exc: Exception) -> JSONResponse:
+    """The answer for an exception a request raised, in the shape of the API it used: typed errors
+    keep their status; other :class:`BrokerError` map by category (``_broker_error``); anything else
+    is a logged 500 ``internal_error`` whose details never reach the client."""
+    if isinstance(exc, ProxyHTTPError):
+        return _render(req, exc)
+    if isinstance(exc, PixazoHTTPError):
+        return pixazo_error_response(
+            exc.status_code, exc.message, error=exc.error, retry_after=exc.retry_after
+        )
+    if isinstance(exc, BrokerError):
+        logger.warning("request failed: %s", exc)
+        return _render(req, _broker_error(exc))
+    if isinstance(exc, StarletteHTTPException):
+        return _render(
+            req,
+            http_exception_error(
+                req.method, req.url.path, exc.status_code, exc.detail, exc.headers
+            ),
+        )
+    if isinstance(exc, RequestValidationError):
+        return _render(req, validation_error(exc.errors()))
+    # a bug, not the client's fault: logged with its traceback, never shown to the client
+    logger.error("unexpected error on %s %s", req.method, req.url.path, exc_info=exc)
+    return _render(
+        req,
+        ProxyHTTPError(
+            "internal error in serve (logged)",
+            status_code=500,
+            type="api_error",
+            code="internal_error",
+        ),
+    )
 
 
 def _broker_error(exc: BrokerError) -> ProxyHTTPError:
@@ -241,48 +284,34 @@ def create_app(
 
     @app.exception_handler(ProxyHTTPError)
     async def _proxy_error(req: Request, exc: ProxyHTTPError) -> JSONResponse:
-        return _render(req, exc)
+        return error_for(req, exc)
 
     @app.exception_handler(PixazoHTTPError)
-    async def _pixazo_error(_req: Request, exc: PixazoHTTPError) -> JSONResponse:
-        return pixazo_error_response(
-            exc.status_code, exc.message, error=exc.error, retry_after=exc.retry_after
-        )
+    async def _pixazo_error(req: Request, exc: PixazoHTTPError) -> JSONResponse:
+        return error_for(req, exc)
 
     @app.exception_handler(BrokerError)
     async def _other_error(req: Request, exc: BrokerError) -> JSONResponse:
-        logger.warning("request failed: %s", exc)
-        return _render(req, _broker_error(exc))
+        return error_for(req, exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(req: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _render(
-            req,
-            http_exception_error(
-                req.method, req.url.path, exc.status_code, exc.detail, exc.headers
-            ),
-        )
+        return error_for(req, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(req: Request, exc: RequestValidationError) -> JSONResponse:
-        return _render(req, validation_error(exc.errors()))
+        return error_for(req, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(req: Request, exc: Exception) -> JSONResponse:
-        # a bug, not the client's fault: logged with its traceback, never shown to the client
-        logger.error("unexpected error on %s %s", req.method, req.url.path, exc_info=exc)
-        return _render(
-            req,
-            ProxyHTTPError(
-                "internal error in serve (logged)",
-                status_code=500,
-                type="api_error",
-                code="internal_error",
-            ),
-        )
+        return error_for(req, exc)
 
     app.include_router(router)
     app.include_router(pixazo_router)
+    # the hot route skips FastAPI's routing layers, inside the guards below (innermost middleware)
+    app.add_middleware(
+        HotRoutes, routes={("POST", "/v1/chat/completions"): hot_chat}, on_error=error_for
+    )
     mount_dashboard(app, inference, full_broker, settings)  # /ui/: the user dashboard
     # web pages may not use serve: Host, Origin, Sec-Fetch-Site and Content-Type checks
     app.add_middleware(
@@ -320,8 +349,15 @@ def serve(broker: Any, settings: ServeSettings, *, console: Console | None = Non
     import uvicorn
 
     app = create_app(broker, settings, console=console)
+    # a local proxy: no X-Forwarded-* rewriting of the client address, no access log line
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level="warning", lifespan="on"
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        lifespan="on",
+        proxy_headers=False,
+        access_log=False,
     )
     server = uvicorn.Server(config)
     quiet = _QuietFailedStartup(app)

@@ -30,7 +30,7 @@ from broker.proxy.readiness import ReadyResponse, readiness
 from broker.proxy.service_routes import check_route
 from broker.wire.signed_text import sha256_hex
 
-__all__ = ["close_extras", "require_api_key", "router"]
+__all__ = ["close_extras", "hot_chat", "require_api_key", "router"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,9 +118,23 @@ async def models(request: Request) -> Response:
 
 @guarded.post("/v1/chat/completions")
 async def chat(request: Request) -> Response:
-    """Chat completions (streaming passed through as it arrives)."""
-    check_route(_ctx(request), "chat")
-    return await serving_chat.chat_completions(_ctx(request), request)
+    """Chat completions (streaming passed through as it arrives). Served by :func:`hot_chat`
+    through :class:`~broker.proxy.hot_routes.HotRoutes`; the route stays for the schema and for an
+    app built without that layer."""
+    return await hot_chat(request)
+
+
+async def hot_chat(request: Request) -> Response:
+    """``POST /v1/chat/completions`` with its API-key check, for
+    :class:`~broker.proxy.hot_routes.HotRoutes` (no dependency solving).
+
+    Raises:
+        ProxyHTTPError: 401 bad API key, 404 route not offered by the service, and the handler's.
+    """
+    require_api_key(request)
+    ctx = _ctx(request)
+    check_route(ctx, "chat")
+    return await serving_chat.chat_completions(ctx, request)
 
 
 @guarded.post("/v1/images/generations")

@@ -198,18 +198,24 @@ class Upstream:
             headers={"Accept-Encoding": "identity"},
         )
         self._auth: tuple[dict[str, str], float] | None = None
+        self._timeouts: dict[str, httpx.Timeout] = {}
 
     def __repr__(self) -> str:
         return f"Upstream(provider={self.provider}, url={self.base_url})"
 
     def timeout(self, family: Family) -> httpx.Timeout:
-        """The timeout of a route family (read/write/pool = the family's seconds)."""
-        seconds = {
-            "images": self.settings.images_timeout,
-            "chat": self.settings.chat_timeout,
-            "audio": self.settings.audio_timeout,
-        }.get(family, self.settings.default_timeout)
-        return httpx.Timeout(seconds, connect=self.settings.connect_timeout)
+        """The timeout of a route family (read/write/pool = the family's seconds; built once)."""
+        found = self._timeouts.get(family)
+        if found is None:
+            seconds = {
+                "images": self.settings.images_timeout,
+                "chat": self.settings.chat_timeout,
+                "audio": self.settings.audio_timeout,
+            }.get(family, self.settings.default_timeout)
+            found = self._timeouts[family] = httpx.Timeout(
+                seconds, connect=self.settings.connect_timeout
+            )
+        return found
 
     async def auth_headers(self) -> dict[str, str]:
         """``Authorization`` for this provider: ``get_request_headers`` (funding check, cached
