@@ -64,10 +64,12 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    bindparam,
     create_engine,
     delete,
     event,
     func,
+    insert,
     select,
 )
 from sqlalchemy.engine import Engine
@@ -126,6 +128,25 @@ class _VerificationRow(_Base):
     signer: Mapped[str | None] = mapped_column(String(42), nullable=True)
     detail: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[float] = mapped_column(index=True)
+
+
+_FEES = _FeeRow.__table__
+_VERIFICATIONS = _VerificationRow.__table__
+_SELECT_FEES = (
+    select(_FEES.c.cached_fee, _FEES.c.total_fee, _FEES.c.request_count)
+    .where(_FEES.c.user == bindparam("u"), _FEES.c.provider == bindparam("p"))
+    .with_for_update()
+)
+_UPDATE_FEES = (
+    _FEES.update()
+    .where(_FEES.c.user == bindparam("u"), _FEES.c.provider == bindparam("p"))
+    .values(
+        cached_fee=bindparam("c"),
+        total_fee=bindparam("t"),
+        request_count=bindparam("n"),
+        updated_at=bindparam("at"),
+    )
+)
 
 
 class _IssuedTokenRow(_Base):
@@ -317,13 +338,17 @@ class FeeStore:
             outcomes: list[tuple[Future, object, BaseException | None]] = []
             try:
                 with self._sessions.begin() as session:
-                    for op, done in batch:
-                        try:
-                            with session.begin_nested():
-                                result = op(session)
-                            outcomes.append((done, result, None))
-                        except Exception as exc:  # noqa: BLE001 - handed to its caller
-                            outcomes.append((done, None, exc))
+                    if len(batch) == 1:  # alone: its failure rolls back only itself
+                        op, done = batch[0]
+                        outcomes.append((done, op(session), None))
+                    else:
+                        for op, done in batch:
+                            try:
+                                with session.begin_nested():
+                                    result = op(session)
+                                outcomes.append((done, result, None))
+                            except Exception as exc:  # noqa: BLE001 - handed to its caller
+                                outcomes.append((done, None, exc))
             except Exception as exc:  # noqa: BLE001 - the commit failed: every write failed
                 for _op, done in batch:
                     done.set_exception(exc)
@@ -385,7 +410,9 @@ class FeeStore:
                         request_count=0, updated_at=time.time())
                 .on_conflict_do_nothing(index_elements=["user", "provider"])
             )  # fmt: skip
-        row = session.get(_FeeRow, key, with_for_update=True)
+        # populate_existing: a row of this session's identity map may be stale after a
+        # Core update of an earlier write in the same group commit (_add_fee_row)
+        row = session.get(_FeeRow, key, with_for_update=True, populate_existing=True)
         if row is None:
             row = _FeeRow(
                 user=user.lower(),
@@ -406,9 +433,39 @@ class FeeStore:
         row.updated_at = time.time()
         return FeeTotals(int(row.cached_fee), int(row.total_fee), row.request_count)
 
+    @staticmethod
+    def _add_fee_row(session: Session, user: str, provider: str, fee: int) -> FeeTotals:
+        """:meth:`_add` in SQLAlchemy Core (no unit of work: the hot write of every request)."""
+        key = {"u": user.lower(), "p": provider.lower()}
+        if session.get_bind().dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            session.execute(
+                pg_insert(_FEES)
+                .values(user=key["u"], provider=key["p"], cached_fee="0", total_fee="0",
+                        request_count=0, updated_at=time.time())
+                .on_conflict_do_nothing(index_elements=["user", "provider"])
+            )  # fmt: skip
+        row = session.execute(_SELECT_FEES, key).first()
+        now = time.time()
+        if row is None:
+            totals = FeeTotals(fee, fee, 1)
+            session.execute(
+                insert(_FEES).values(user=key["u"], provider=key["p"], cached_fee=str(fee),
+                                     total_fee=str(fee), request_count=1, updated_at=now)
+            )  # fmt: skip
+            return totals
+        totals = FeeTotals(int(row[0]) + fee, int(row[1]) + fee, (row[2] or 0) + 1)
+        session.execute(
+            _UPDATE_FEES,
+            {**key, "c": str(totals.cached_fee), "t": str(totals.total_fee),
+             "n": totals.request_count, "at": now},
+        )  # fmt: skip
+        return totals
+
     def _add_fee_op(self, user: str, provider: str, fee: int) -> Callable[[Session], FeeTotals]:
         _check_fee(fee)
-        return lambda session: self._add(self._row(session, user, provider), fee)
+        return lambda session: self._add_fee_row(session, user, provider, fee)
 
     def add_fee(self, user: str, provider: str, fee: int) -> FeeTotals:
         """Add one response's fee (neuron, ≥ 0) to the cached and lifetime totals.
@@ -534,8 +591,8 @@ class FeeStore:
             due = self._inserts % PRUNE_EVERY == 0
 
         def _op(session: Session) -> None:
-            session.add(
-                _VerificationRow(
+            session.execute(
+                insert(_VERIFICATIONS).values(
                     user=user.lower(), provider=provider.lower(), chat_id=result.chat_id,
                     verified=result.verified, reason=result.reason.value, signer=result.signer,
                     detail=result.detail[:1000], created_at=time.time(),
@@ -557,6 +614,54 @@ class FeeStore:
     ) -> None:
         """:meth:`record_verification` for async callers (returns once committed)."""
         await self._awrite(self._verification_op(user, provider, result))
+
+    def _exchange_op(
+        self, user: str, provider: str, fee: int | None, verification: VerificationResult | None
+    ) -> Callable[[Session], FeeTotals | None]:
+        add = self._add_fee_op(user, provider, fee) if fee is not None else None
+        log = self._verification_op(user, provider, verification) if verification else None
+
+        def _op(session: Session) -> FeeTotals | None:
+            if log is not None:
+                log(session)
+            return add(session) if add is not None else None
+
+        return _op
+
+    def record_exchange(
+        self,
+        user: str,
+        provider: str,
+        *,
+        fee: int | None = None,
+        verification: VerificationResult | None = None,
+    ) -> FeeTotals | None:
+        """One answered request in one transaction: its fee (:meth:`add_fee`, when not ``None``)
+        and its verification result (:meth:`record_verification`, when given).
+
+        Returns:
+            The new :class:`FeeTotals`, or ``None`` when no fee was given.
+
+        Raises:
+            ValueError: ``fee`` is negative or not an int (nothing is written).
+        """
+        return self._write(self._exchange_op(user, provider, fee, verification))
+
+    async def arecord_exchange(
+        self,
+        user: str,
+        provider: str,
+        *,
+        fee: int | None = None,
+        verification: VerificationResult | None = None,
+    ) -> FeeTotals | None:
+        """:meth:`record_exchange` for async callers (returns once committed; serve's one write
+        per answered request).
+
+        Raises:
+            ValueError: ``fee`` is negative or not an int (nothing is written).
+        """
+        return await self._awrite(self._exchange_op(user, provider, fee, verification))
 
     def _oldest_kept_id(self):  # type: ignore[no-untyped-def]
         """SQL scalar: the smallest id among the newest ``max_verifications`` rows."""

@@ -87,6 +87,7 @@ class Billing:
         *,
         disputed: VerificationResult | None = None,
         chat_id: str | None = None,
+        verification: VerificationResult | None = None,
     ) -> int:
         """Account one answered request; returns its fee (neuron) once it is committed to the fee
         store (an acknowledged fee survives ``kill -9``). ``content`` ``None`` (no usage reported)
@@ -99,15 +100,20 @@ class Billing:
                 recorded as disputed (:meth:`FeeStore.record_disputed
                 <broker.inference.fee_store.FeeStore.record_disputed>`), not as accepted.
             chat_id: the response's chat id (kept with a disputed fee).
+            verification: the response's verification result, stored in the verification log in
+                the same transaction as the fee (also when ``content`` is ``None``); not with
+                ``disputed``.
         """
+        store, user = self.inference.fee_store, self.inference.address
         if content is None:
+            if verification is not None:
+                await store.arecord_verification(user, self.provider, verification)
             return 0
         fee = self.fee_of(content, await self._services.get())
-        store, user = self.inference.fee_store, self.inference.address
         if disputed is not None:
             await store.arecord_disputed(user, self.provider, chat_id, fee, disputed.reason.value)
         else:
-            await store.aadd_fee(user, self.provider, fee)
+            await store.arecord_exchange(user, self.provider, fee=fee, verification=verification)
         if self.metrics is not None and fee:
             if disputed is None:
                 self.metrics.fees.inc(fee)

@@ -187,18 +187,22 @@ async def complete_response(
         )
         ctx.verifier.enforce(result)
     else:
-        # off / warn never refuse: the signature fetch and check run alongside billing (both are
-        # committed before the answer is sent)
-        async def account() -> int:
+        # off / warn never refuse: the signature check (no fetch when the gateway sent
+        # ZG-Res-Signature) runs alongside on_body; the fee and the verification result are then
+        # committed together, in one transaction, before the answer is sent
+        async def content() -> Any:
             if on_body is not None:
                 await on_body(response.status_code, raw)
-            return await ctx.billing.record(
-                bill(raw) if bill is not None else None, chat_id=chat_id
-            )
+            return bill(raw) if bill is not None else None
 
-        result, fee = await asyncio.gather(
-            ctx.verifier.verify(chat_id, binding=binding, header_signature=header_signature),
-            account(),
+        result, billed = await asyncio.gather(
+            ctx.verifier.verify(
+                chat_id, binding=binding, header_signature=header_signature, record=False
+            ),
+            content(),
+        )
+        fee = await ctx.billing.record(
+            billed, chat_id=chat_id, verification=result if chat_id else None
         )
     headers = passthrough_headers(response.headers)
     headers[VERIFIED_HEADER] = header_value(result)

@@ -121,11 +121,10 @@ async def _settle(
     chat_id = state.chat_id or state.ids.chat_id
     content = json.dumps(usage) if usage is not None else None
     if not (refusable and ctx.verifier.mode == "enforce"):
-        # never refused: the signature check runs alongside billing (both done before [DONE])
-        result, _fee = await asyncio.gather(
-            ctx.verifier.verify(chat_id, binding=state.binding()),
-            ctx.billing.record(content, chat_id=chat_id),
-        )
+        # never refused: the fee and the verification result are committed together, in one
+        # transaction, before [DONE]
+        result = await ctx.verifier.verify(chat_id, binding=state.binding(), record=False)
+        await ctx.billing.record(content, chat_id=chat_id, verification=result if chat_id else None)
         return result
     result = await ctx.verifier.verify(chat_id, binding=state.binding())
     refused = ctx.verifier.refuses(result)

@@ -160,6 +160,7 @@ class Verifier:
         *,
         binding: ResponseBinding | None = None,
         header_signature: str | None = None,
+        record: bool = True,
     ) -> VerificationResult | None:
         """Verify one response now (signatures expire on the provider after ~20 min).
 
@@ -169,6 +170,9 @@ class Verifier:
                 (``None``: the signature alone is checked, ``binding="signature_only"``).
             header_signature: the response's ``ZG-Res-Signature`` header, if any: checked first
                 over this exchange's hashes (no fetch); fetched as usual when absent or invalid.
+            record: store the result in the fee store's verification log now; ``False`` when the
+                caller stores it with the request's fee in one transaction
+                (:meth:`Billing.record <broker.proxy.billing.Billing.record>`).
 
         Returns:
             ``None`` in mode ``off``; else the :class:`VerificationResult` (``verified`` None when
@@ -200,7 +204,7 @@ class Verifier:
                 result = await averify_response_signature(
                     service, chat_id, client=self.client, binding=binding
                 )
-        if chat_id:
+        if chat_id and record:
             await self.inference.fee_store.arecord_verification(
                 self.inference.address, self.provider, result
             )

@@ -303,6 +303,46 @@ def check_async_writes(url: str) -> None:
     reopened.close()
 
 
+def check_mixed_writes_in_one_group_commit(url: str) -> None:
+    """The hot Core write (``aadd_fee`` / ``arecord_exchange``) and the ORM writes of the same
+    fee row (``bill_async_job``, ``set_cached_fee``) queued together: no update is lost (an ORM
+    read after a Core update in the same transaction is not stale)."""
+    import asyncio
+
+    store = FeeStore(url)
+    other = "0x" + "5" * 40
+    jobs = [f"job-{i}" for i in range(10)]
+    for job in jobs:
+        store.record_async_job(USER, other, job, 1)
+
+    async def main() -> None:
+        verified = VerificationResult(True, VerificationReason.VERIFIED, other, "x1")
+        await asyncio.gather(
+            *(store.aadd_fee(USER, other, 2) for _ in range(40)),
+            *(store.arecord_exchange(USER, other, fee=1, verification=verified) for _ in range(5)),
+            *(asyncio.to_thread(store.bill_async_job, USER, other, job, 100) for job in jobs),
+            store.arecord_exchange(USER, other, verification=verified),  # no fee: log only
+        )
+
+    asyncio.run(main())
+    totals = store.get_totals(USER, other)
+    assert (totals.total_fee, totals.request_count) == (40 * 2 + 5 + 10 * 100, 55)
+    assert totals.cached_fee == totals.total_fee
+    assert len([r for r in store.recent_verifications(100, provider=other)]) == 6
+    with pytest.raises(ValueError):
+        store.record_exchange(USER, other, fee=-1, verification=verified_result(other))
+    assert len(store.recent_verifications(100, provider=other)) == 6  # nothing written
+    store.close()
+
+
+def verified_result(provider: str) -> VerificationResult:
+    return VerificationResult(True, VerificationReason.VERIFIED, provider, "v")
+
+
+def test_mixed_writes_in_one_group_commit_sqlite(tmp_path):
+    check_mixed_writes_in_one_group_commit(f"sqlite:///{tmp_path / 'm.db'}")
+
+
 def test_async_writes_sqlite(tmp_path):
     check_async_writes(f"sqlite:///{tmp_path / 'a.db'}")
 

@@ -70,3 +70,9 @@ def test_async_writes_postgres(postgres_url):
     from test_fee_store import check_async_writes
 
     check_async_writes(postgres_url)
+
+
+def test_mixed_writes_postgres(postgres_url):
+    from test_fee_store import check_mixed_writes_in_one_group_commit
+
+    check_mixed_writes_in_one_group_commit(postgres_url)
