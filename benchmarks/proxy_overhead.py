@@ -22,7 +22,8 @@ gateway's CPU can be read from ``/proc/<pid>/stat``):
 
 Reported per level and target: p50/p99 latency, added p50/p99 over the direct gateway, requests
 per second, ratios ours/TS, gateway CPU ms per billed request (``utime+stime`` of the gateway
-process over the requests it billed during that target's slices), chain RPCs per request in
+process over the requests it billed during that target's slices), the proxy's own CPU ms per
+request (the same reading of the ``serve`` or TS process), chain RPCs per request in
 steady state (relay counts during the load phase over the requests served), and RSS idle and after
 load of every server. Writes JSON (default ``benchmarks/results/proxy_overhead.json``).
 """
@@ -628,17 +629,27 @@ def main() -> None:
                         await c.post(urls[n], json=BODY)
                 for level in [int(x) for x in args.levels.split(",")]:
                     acc = {
-                        n: {"lat": [], "errors": 0, "seconds": 0.0, "gw_cpu": 0.0, "rpcs": 0}
+                        n: {
+                            "lat": [],
+                            "errors": 0,
+                            "seconds": 0.0,
+                            "gw_cpu": 0.0,
+                            "own_cpu": 0.0,
+                            "rpcs": 0,
+                        }
                         for n in urls
                     }
                     for _round in range(args.rounds):
                         for n, url in urls.items():
                             rpc0 = sum((await counts.get(rpc_counts_url)).json().values())
                             cpu0 = _proc_cpu_s(gw_pid)
+                            own0 = _proc_cpu_s(procs[n].pid) if n in procs else 0.0
                             lat, err, secs = await _slice(
                                 clients[n], url, level, args.requests, args.seconds
                             )
                             acc[n]["gw_cpu"] += _proc_cpu_s(gw_pid) - cpu0
+                            if n in procs:
+                                acc[n]["own_cpu"] += _proc_cpu_s(procs[n].pid) - own0
                             acc[n]["rpcs"] += (
                                 sum((await counts.get(rpc_counts_url)).json().values()) - rpc0
                             )
@@ -657,6 +668,9 @@ def main() -> None:
                             "p99_ms": round(p99, 2),
                             "gateway_cpu_ms_per_request": round(a["gw_cpu"] * 1000 / done, 2)
                             if done
+                            else None,
+                            "proxy_cpu_ms_per_request": round(a["own_cpu"] * 1000 / done, 2)
+                            if done and n in procs
                             else None,
                             "chain_rpcs_per_request": round(a["rpcs"] / (done + a["errors"]), 3)
                             if done + a["errors"]
@@ -715,7 +729,7 @@ def main() -> None:
     print()
     print(
         "clients | target      |  p50 ms |  p99 ms | +p50 ms | +p99 ms |     rps | "
-        "ours/TS | gw CPU ms/req | RPCs/req | errors"
+        "ours/TS | gw CPU ms/req | proxy CPU ms/req | RPCs/req | errors"
     )
     for r in results:
         for n in names:
@@ -725,6 +739,7 @@ def main() -> None:
                 f"{fmt(t.get('added_p50_ms'))} | {fmt(t.get('added_p99_ms'))} | "
                 f"{fmt(t['rps'])} | {fmt(t.get('rate_vs_ts'), '>7.2f')} | "
                 f"{fmt(t['gateway_cpu_ms_per_request'], '>13.2f')} | "
+                f"{fmt(t.get('proxy_cpu_ms_per_request'), '>16.2f')} | "
                 f"{fmt(t['chain_rpcs_per_request'], '>8.3f')} | {t['errors']}"
             )
     print("\nstreaming (1 client): time to first body byte, p50 / p99 ms")

@@ -8,6 +8,7 @@ status passthrough, timeouts); ``provider-gateway.md`` B2, B4.5 (insufficient ba
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUTH_HEADER_TTL_S",
+    "POOL_SHARDS",
     "Family",
     "Upstream",
     "decode_body",
@@ -46,6 +48,12 @@ logger = logging.getLogger(__name__)
 #: (the session token itself lives 24 h; this bounds the funding checks and thread hops to one per
 #: second at any rate).
 AUTH_HEADER_TTL_S = 1.0
+
+#: Connection pools to the provider, used in turn (together at most ``max_connections``
+#: connections). httpcore looks at every idle connection of a pool (one ``poll`` each) whenever it
+#: hands out or takes back a connection, so one pool of many connections costs time in proportion
+#: to its size on every request; several smaller pools keep that short under load.
+POOL_SHARDS = 8
 
 #: Route family, which selects the read timeout.
 Family = Literal["images", "chat", "audio", "default"]
@@ -189,16 +197,22 @@ class Upstream:
         self.metrics = metrics
         # identity: the signature covers the bytes as received (B7, not decompressed); a body
         # that comes compressed anyway is hashed raw and decoded for the client (read_raw)
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.default_timeout, connect=settings.connect_timeout),
-            limits=httpx.Limits(
-                max_connections=settings.max_connections,
-                max_keepalive_connections=settings.max_connections,
-            ),
-            headers={"Accept-Encoding": "identity"},
-        )
+        shards = max(1, min(POOL_SHARDS, settings.max_connections))
+        per_shard = -(-settings.max_connections // shards)
+        self.clients = [
+            httpx.AsyncClient(
+                timeout=httpx.Timeout(settings.default_timeout, connect=settings.connect_timeout),
+                limits=httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard),
+                headers={"Accept-Encoding": "identity"},
+            )
+            for _ in range(shards)
+        ]
+        #: the first pool, for the signature fetches and readiness probes
+        self.client = self.clients[0]
+        self._next_client = itertools.cycle(self.clients).__next__
         self._auth: tuple[dict[str, str], float] | None = None
         self._timeouts: dict[str, httpx.Timeout] = {}
+        self._urls: dict[tuple[bool, str], httpx.URL] = {}
 
     def __repr__(self) -> str:
         return f"Upstream(provider={self.provider}, url={self.base_url})"
@@ -262,14 +276,19 @@ class Upstream:
             UpstreamTimeoutError (504), UpstreamUnavailableError (502); the inference broker's
             errors while building headers.
         """
-        url = self.base_url + ("/v1/proxy" if proxy else "") + path
+        url = self._urls.get((proxy, path))
+        if url is None:  # parsed once per path (the hot routes repeat theirs)
+            url = httpx.URL(self.base_url + ("/v1/proxy" if proxy else "") + path)
+            if len(self._urls) < 64:
+                self._urls[(proxy, path)] = url
         for attempt in (0, 1):
             headers: dict[str, str] = {}
             if content_type:
                 headers["Content-Type"] = content_type
             if authenticated:
                 headers.update(await self.auth_headers())
-            request = self.client.build_request(
+            client = self._next_client()
+            request = client.build_request(
                 method,
                 url,
                 content=content,
@@ -278,7 +297,7 @@ class Upstream:
                 timeout=self.timeout(family),
             )
             try:
-                response = await self.client.send(request, stream=True)
+                response = await client.send(request, stream=True)
             except httpx.TimeoutException:
                 self._count(route, "timeout")
                 raise UpstreamTimeoutError(
@@ -363,8 +382,9 @@ class Upstream:
             m.child(m.upstream_responses, route or "other", status).inc()
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self.client.aclose()
+        """Close the connection pools."""
+        for client in self.clients:
+            await client.aclose()
 
 
 def decode_body(raw: bytes, headers: httpx.Headers) -> bytes:
