@@ -207,7 +207,7 @@ class InferenceBroker:
         self._lock = self._state.lock
         self._services = ServiceDirectory(self.contract, self._state, self._http)
         self._accounts = SubAccounts(
-            self.contract, sender, self.address, ledger_broker, self._services, self._state
+            self.contract, self.address, ledger_broker, self._services, self._state
         )
         self._sessions = SessionManager(
             self.contract, self.address, account, self._accounts, self._open_fee_store, self._state
