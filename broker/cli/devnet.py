@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.text import Text
 
 from broker._exceptions import BrokerError, InputError
-from broker.devnet import devnet_down, devnet_status, devnet_up, load_devnet_state
+from broker.devnet import load_devnet_state
+from broker.stacks.local_devnet import devnet_down, devnet_status, devnet_up
 
 __all__ = ["app"]
 

@@ -120,6 +120,7 @@ AREA_MODULES: tuple[tuple[str, str], ...] = (
     ("inference", "broker.cli.inference_group"),
     ("verify", "broker.cli.verify"),
     ("serve", "broker.cli.serve"),
+    ("demo", "broker.cli.demo"),
     ("provider", "broker.cli.provider"),
     ("worker", "broker.cli.worker"),
     ("ui", "broker.cli.ui"),

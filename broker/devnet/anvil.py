@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from broker.devnet.errors import AnvilNotFoundError, DevnetError, PortInUseError
-from broker.ports import port_available
+from broker.ports import free_port, port_available
 
 __all__ = [
     "DEFAULT_ACCOUNTS",
@@ -29,7 +28,6 @@ __all__ = [
     "DEVNET_CHAIN_ID",
     "AnvilProcess",
     "find_anvil",
-    "pick_free_port",
     "pid_alive",
     "port_in_use",
     "rpc_ready",
@@ -86,13 +84,6 @@ def port_in_use(port: int, host: str = HOST) -> bool:
     as anvil binds (:func:`broker.ports.port_available`), so connections of a stopped devnet left
     in ``TIME_WAIT`` do not count."""
     return not port_available(host, port)
-
-
-def pick_free_port(host: str = HOST) -> int:
-    """A currently free TCP port on ``host`` chosen by the kernel."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def rpc_ready(rpc_url: str, timeout: float = 1.0) -> int | None:
@@ -254,7 +245,7 @@ def start_anvil(
     explicit_port = port != 0
     if explicit_port and port_in_use(port):
         raise PortInUseError(f"port {port} on {HOST} is already in use; choose another with --port")
-    chosen = port if explicit_port else pick_free_port()
+    chosen = port if explicit_port else free_port(HOST)
     if log_file is None:
         fd, name = tempfile.mkstemp(prefix="anvil-", suffix=".log")
         os.close(fd)
