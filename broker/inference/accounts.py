@@ -147,7 +147,7 @@ class SubAccounts:
         with self._state.lock:
             self._state.account_info.pop(provider, None)
 
-    # ------------------------------------------------------------------------- acknowledgement (§5.3)
+    # ----------------------------------------------------------------------- acknowledgement (§5.3)
 
     def ensure(self, provider: str, create: bool) -> tuple[Account, bool]:
         """(account, created): read the sub-account, creating it with 1 0G from the ledger when it
@@ -229,7 +229,8 @@ class SubAccounts:
         return TxResult.from_receipt(receipt)
 
     def owner_revoke(self, provider: str) -> TxResult:
-        """Contract owner: ``revokeTEESignerAcknowledgement(provider)``; drops the cached service."""
+        """Contract owner: ``revokeTEESignerAcknowledgement(provider)``; drops the cached
+        service."""
         receipt = self._contract.revoke_tee_signer_acknowledgement(provider)
         self._services.forget(provider)
         return TxResult.from_receipt(receipt)
