@@ -1,8 +1,8 @@
 """Start and stop a local anvil node (the devnet's chain).
 
-anvil 1.7.1 comes from npm (``tools/node_modules``). The node always binds ``127.0.0.1``, uses chain id
-31337 and the well-known "test test ... junk" mnemonic, so its first account is the hardhat deployer
-``0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266`` (contracts.md A4).
+anvil 1.7.1 comes from npm (``tools/node_modules``). The node always binds ``127.0.0.1``, uses chain
+id 31337 and the well-known "test test ... junk" mnemonic, so its first account is the hardhat
+deployer ``0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266`` (contracts.md A4).
 """
 
 from __future__ import annotations
@@ -143,8 +143,8 @@ def stop_pid(pid: int, timeout: float = 5.0) -> bool:
 def terminate_pid(pid: int, timeout: float, what: str) -> bool:
     """SIGTERM ``pid``, wait up to ``timeout`` seconds, then SIGKILL and wait up to 5 s more.
 
-    The caller has already checked that ``pid`` is the process it means to stop. ``what`` names it in
-    the error. Returns True (the process is gone).
+    The caller has already checked that ``pid`` is the process it means to stop. ``what`` names it
+    in the error. Returns True (the process is gone).
 
     Raises:
         DevnetError: ``<what> did not stop`` (it survived SIGKILL).
@@ -168,8 +168,8 @@ class AnvilProcess:
 
     Attributes: ``pid``; ``port``; ``rpc_url`` (``http://127.0.0.1:<port>``); ``log_file`` (its
     stdout/stderr); ``accounts`` and ``private_keys`` (the funded dev accounts, checksummed
-    addresses and ``0x`` hex keys, public well-known anvil keys); ``detached`` (own session, outlives
-    this Python process).
+    addresses and ``0x`` hex keys, public well-known anvil keys); ``detached`` (own session,
+    outlives this Python process).
     """
 
     pid: int

@@ -53,7 +53,8 @@ _fund_lock = threading.Lock()
 
 
 class Devnet:
-    """A devnet started by this process: ``state`` (:class:`DevnetState`), ``state_file``, ``anvil``.
+    """A devnet started by this process: ``state`` (:class:`DevnetState`), ``state_file``,
+    ``anvil``.
 
     Use as a context manager (``with start_devnet(port=0) as net: ...``) or call :meth:`stop`.
     """
@@ -67,7 +68,8 @@ class Devnet:
         return f"Devnet(rpc_url={self.state.rpc_url!r}, pid={self.state.anvil_pid})"
 
     def stop(self) -> None:
-        """Stop anvil (no process left) and remove the state file if it still describes this devnet."""
+        """Stop anvil (no process left) and remove the state file if it still describes this
+        devnet."""
         self.anvil.stop()
         try:
             if read_state(self.state_file).anvil_pid == self.state.anvil_pid:
@@ -89,12 +91,13 @@ def start_devnet(
     accounts: int = DEFAULT_ACCOUNTS,
     detach: bool = False,
 ) -> Devnet:
-    """Start anvil on ``127.0.0.1:port``, deploy our contracts (contracts.md A4) and write the state.
+    """Start anvil on ``127.0.0.1:port``, deploy our contracts (contracts.md A4) and write the
+    state.
 
     Args:
         port: TCP port; 0 picks a free one.
-        state_file: where to record the state; default ``$ZG_HOME/devnet/state.json``. anvil's log goes
-            next to it (``anvil.log``).
+        state_file: where to record the state; default ``$ZG_HOME/devnet/state.json``. anvil's log
+            goes next to it (``anvil.log``).
         accounts: number of funded dev accounts (1 000 000 0G each); account 0 deploys and owns.
         detach: run anvil in its own session so it outlives this process (``devnet up``).
 
