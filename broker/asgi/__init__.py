@@ -1,12 +1,14 @@
 """Reusable pure-ASGI building blocks shared by the local servers (``serve``, the worker, the
 dashboard).
 
-Modules: ``guard`` (:class:`LocalGuard`: Host / Origin / ``Sec-Fetch-Site`` / Content-Type checks
-that keep a web page from using a local server), ``settings`` (the `AllowedHosts` /
-`AllowedOrigins` settings field types both servers use), ``errors``.
+Modules: ``body`` (:func:`read_capped_body`: the request body with a size cap), ``guard``
+(:class:`LocalGuard`: Host / Origin / ``Sec-Fetch-Site`` / Content-Type checks that keep a web page
+from using a local server), ``settings`` (the `AllowedHosts` / `AllowedOrigins` settings field
+types both servers use), ``errors``.
 """
 
-from broker.asgi.errors import GuardConfigError
+from broker.asgi.body import read_capped_body
+from broker.asgi.errors import GuardConfigError, RequestBodyTooLargeError
 from broker.asgi.guard import (
     JSON_TYPES,
     MULTIPART_TYPES,
@@ -24,8 +26,10 @@ __all__ = [
     "GuardConfigError",
     "GuardRefusal",
     "LocalGuard",
+    "RequestBodyTooLargeError",
     "bound_host_names",
     "is_loopback_host",
     "openai_error_body",
+    "read_capped_body",
     "split_list",
 ]
