@@ -25,6 +25,7 @@ __all__ = [
     "ImagesResponse",
     "ModelCard",
     "ModelList",
+    "PerformanceStatus",
     "UnloadResponse",
     "WorkerStatusResponse",
 ]
@@ -161,6 +162,18 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+class PerformanceStatus(BaseModel):
+    """The speed settings in effect on the loaded model (``ZG_WORKER_ATTENTION_BACKEND``...):
+    ``notes`` says, one line each, which requested setting is off and why (no CUDA, kernel
+    package not installed...)."""
+
+    attention_backend: str = Field(description="diffusers attention backend (native = SDPA).")
+    compile: str | None = Field(description="torch.compile mode in use, or null (off).")
+    cuda_graphs: bool
+    batch_n: bool = Field(description="The n images of a request are made in one call.")
+    notes: list[str]
+
+
 class WorkerStatusResponse(BaseModel):
     """``GET /v1/internal/status`` (seed 003: ``{"status": "generating"}`` while busy).
 
@@ -177,6 +190,9 @@ class WorkerStatusResponse(BaseModel):
     running: int
     idle_seconds: float | None
     jobs: int
+    performance: PerformanceStatus | None = Field(
+        None, description="Speed settings in effect; null until the model is loaded."
+    )
 
 
 class HealthResponse(BaseModel):
@@ -189,6 +205,9 @@ class HealthResponse(BaseModel):
     state: Literal["idle", "loading", "generating"]
     load_error: str | None = None
     safety_checker: str | None = Field(None, description="The configured safety checker, if any.")
+    performance: PerformanceStatus | None = Field(
+        None, description="Speed settings in effect; null until the model is loaded."
+    )
 
 
 class UnloadResponse(BaseModel):
