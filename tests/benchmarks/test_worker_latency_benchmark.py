@@ -1,0 +1,71 @@
+"""``benchmarks/worker_latency.py`` on CPU with the tiny model (the path CI exercises): it runs,
+its FLOP count agrees with the architecture's analytic count (attention included), and the speed
+settings it is given are printed with what is in effect and why the rest is off."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+pytestmark = [pytest.mark.worker, pytest.mark.slow, pytest.mark.timeout(300)]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_tiny_run_counts_flops_like_the_analytic_estimate_and_reports_settings(tmp_path):
+    out = tmp_path / "worker_latency.json"
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "worker_latency.py"),
+        "--device=cpu",
+        "--size=64",
+        "--steps=2",
+        "--batches=1,2",
+        "--repeat=1",
+        "--threads=1",
+        "--attention=_native_flash",
+        "--cuda-graphs",
+        "--no-batch-n",
+        f"--out={out}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        command, check=False, capture_output=True, text=True, timeout=280, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["model"] == "tiny" and result["device"] == "cpu" and result["steps"] == 2
+    assert result["settings"] == {
+        "attention_backend": "_native_flash",
+        "compile": True,
+        "compile_mode": "default",
+        "cuda_graphs": True,
+        "batch_n": False,
+    }
+    effect = result["in_effect"]
+    assert effect["attention_backend"] == "native" and effect["compile"] is None
+    assert effect["batch_n"] is False and len(effect["notes"]) == 2
+    assert "in effect:" in done.stdout
+    rows = {row["n"]: row for row in result["rows"]}
+    assert set(rows) == {1, 2}
+    for n, row in rows.items():
+        counted, analytic = row["counted_gflop"], row["analytic_gflop"]
+        for part in ("transformer", "text_encoder", "vae_decode"):
+            assert counted[part] > 0, part  # attention and every module counted
+            assert abs(counted[part] - analytic[part]) <= 0.03 * analytic[part], (part, row)
+        assert row["seconds"] > 0 and row["seconds_per_image"] == pytest.approx(
+            row["seconds"] / n, abs=0.002
+        )
+    # the text encoder runs once per request; the transformer and the VAE once per image
+    two, one = rows[2]["counted_gflop"], rows[1]["counted_gflop"]
+    assert two["text_encoder"] == pytest.approx(one["text_encoder"])
+    assert two["transformer"] == pytest.approx(2 * one["transformer"], rel=1e-6)
+    assert two["vae_decode"] == pytest.approx(2 * one["vae_decode"], rel=1e-6)
