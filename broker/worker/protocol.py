@@ -46,7 +46,13 @@ class _ImageOptions(BaseModel):
     response_format: Literal["b64_json", "url"] = Field("b64_json")
     output_format: Literal["png", "jpeg", "webp"] = Field("png")
     output_compression: int | None = Field(None, ge=0, le=100)
-    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="Generator seed.")
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**63 - 1,
+        description="Generator seed of the first image; image i is seeded seed + i (the image a "
+        "request with that seed and n = 1 gives).",
+    )
     num_inference_steps: int | None = Field(None, ge=1, description="Denoising steps.")
     guidance_scale: float | None = Field(None, ge=0, le=50, description="CFG scale (0 = off).")
     cfg_normalization: bool = Field(

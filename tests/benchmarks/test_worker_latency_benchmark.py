@@ -26,8 +26,8 @@ def test_tiny_run_counts_flops_like_the_analytic_estimate_and_reports_settings(t
         sys.executable,
         str(ROOT / "benchmarks" / "worker_latency.py"),
         "--device=cpu",
-        "--size=64",
-        "--steps=2",
+        "--size=32",
+        "--steps=1",
         "--batches=1,2",
         "--repeat=1",
         "--threads=1",
@@ -42,7 +42,7 @@ def test_tiny_run_counts_flops_like_the_analytic_estimate_and_reports_settings(t
     )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
-    assert result["model"] == "tiny" and result["device"] == "cpu" and result["steps"] == 2
+    assert result["model"] == "tiny" and result["device"] == "cpu" and result["steps"] == 1
     assert result["settings"] == {
         "attention_backend": "_native_flash",
         "compile": True,
@@ -60,12 +60,12 @@ def test_tiny_run_counts_flops_like_the_analytic_estimate_and_reports_settings(t
         counted, analytic = row["counted_gflop"], row["analytic_gflop"]
         for part in ("transformer", "text_encoder", "vae_decode"):
             assert counted[part] > 0, part  # attention and every module counted
-            assert abs(counted[part] - analytic[part]) <= 0.03 * analytic[part], (part, row)
+            assert abs(counted[part] - analytic[part]) <= 0.01 * analytic[part], (part, row)
         assert row["seconds"] > 0 and row["seconds_per_image"] == pytest.approx(
             row["seconds"] / n, abs=0.002
         )
     # the text encoder runs once per request; the transformer and the VAE once per image
     two, one = rows[2]["counted_gflop"], rows[1]["counted_gflop"]
     assert two["text_encoder"] == pytest.approx(one["text_encoder"])
-    assert two["transformer"] == pytest.approx(2 * one["transformer"], rel=1e-6)
-    assert two["vae_decode"] == pytest.approx(2 * one["vae_decode"], rel=1e-6)
+    assert two["transformer"] == pytest.approx(2 * one["transformer"], rel=1e-3)
+    assert two["vae_decode"] == pytest.approx(2 * one["vae_decode"], rel=1e-3)
