@@ -122,7 +122,8 @@ def build_full_pipeline(device: str, dtype: Any, *, layers: int | None = None, s
     """The real Z-Image-Turbo architecture with random weights (module docstring).
 
     Args:
-        device: ``"cuda"`` or ``"cpu"``. dtype: torch dtype (bf16 on CUDA).
+        device: ``"cuda"``, ``"cpu"`` or ``"meta"`` (modules without weights, for the analytic
+            FLOP count). dtype: torch dtype (bf16 on CUDA).
         layers: override the transformer's ``n_layers`` and the text encoder's depth (smoke runs).
 
     Returns:
@@ -150,13 +151,14 @@ def build_full_pipeline(device: str, dtype: Any, *, layers: int | None = None, s
         transformer = diffusers.ZImageTransformer2DModel(**tcfg)
         text_encoder = transformers.Qwen3Model(transformers.Qwen3Config(**ecfg))
         vae = diffusers.AutoencoderKL(**vcfg)
-    transformer = _materialise(transformer, device, dtype, torch, seed)
-    text_encoder = _materialise(text_encoder, device, dtype, torch, seed + 1)
-    vae = _materialise(vae, device, dtype, torch, seed + 2)
+    if device != "meta":  # meta: shapes only (--flops-only)
+        transformer = _materialise(transformer, device, dtype, torch, seed)
+        text_encoder = _materialise(text_encoder, device, dtype, torch, seed + 1)
+        vae = _materialise(vae, device, dtype, torch, seed + 2)
     # rotary tables and other non-persistent buffers are recomputed by the modules on first use
     # where they are derived; Qwen3's rotary inv_freq is rebuilt here from its config
     rotary = getattr(text_encoder, "rotary_emb", None)
-    if rotary is not None and hasattr(rotary, "rope_init_fn"):
+    if rotary is not None and hasattr(rotary, "rope_init_fn") and device != "meta":
         inv_freq, scaling = rotary.rope_init_fn(rotary.config, device)
         rotary.inv_freq = inv_freq
         rotary.original_inv_freq = inv_freq
@@ -371,6 +373,12 @@ def _parse_args() -> argparse.Namespace:
         action="store_false",
         help="ZG_WORKER_BATCH_N=false: one pipeline call per image",
     )
+    parser.add_argument(
+        "--flops-only",
+        action="store_true",
+        help="no run: build the full model on the meta device (no weights, any machine) and print "
+        "the analytic FLOPs per image and the time they take at --peak-tflops (default H200)",
+    )
     parser.add_argument("--peak-tflops", type=float, help="device peak for the share figure")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument(
@@ -382,9 +390,65 @@ def _parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def flops_only(args: argparse.Namespace) -> None:
+    """``--flops-only``: the analytic FLOPs of the full model (built on the meta device, so no
+    memory and no GPU) at ``--size`` (default 1024) and ``--steps`` for each ``n``, and the floor
+    time at ``--peak-tflops`` (default the H200's 989). Prints them and writes ``--out``."""
+    import torch
+
+    size = args.size or 1024
+    peak = args.peak_tflops or PEAK_BF16_TFLOPS["H200"]
+    pipe = build_full_pipeline("meta", torch.bfloat16, layers=args.layers)
+    rows = []
+    for n in (int(x) for x in args.batches.split(",")):
+        flops = analytic_flops(pipe, size, args.steps, n, guidance=args.guidance)
+        per_image = flops["total"] / n
+        rows.append(
+            {
+                "n": n,
+                "analytic_tflop": {k: round(v / 1e12, 3) for k, v in flops.items()},
+                "tflop_per_image": round(per_image / 1e12, 2),
+                "floor_seconds_per_image": round(per_image / (peak * 1e12), 3),
+            }
+        )
+        print(
+            f"full model {size}x{size}, {args.steps} steps, n={n}: "
+            f"{per_image / 1e12:.1f} TFLOP per image {rows[-1]['analytic_tflop']}; "
+            f"at {peak:g} TFLOP/s: {rows[-1]['floor_seconds_per_image']:.3f} s per image"
+        )
+    params = {
+        name: sum(p.numel() for p in getattr(pipe, name).parameters())
+        for name in ("transformer", "text_encoder", "vae")
+    }
+    print("parameters:", {k: f"{v / 1e9:.2f} B" for k, v in params.items()})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "model": "full",
+                "flops_only": True,
+                "size": size,
+                "steps": args.steps,
+                "guidance": args.guidance,
+                "layers": args.layers,
+                "caption_tokens": prompt_tokens(pipe, PROMPT),
+                "parameters": params,
+                "peak_tflops": peak,
+                "rows": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"wrote {args.out}")
+
+
 def main() -> None:
     """Run the benchmark (module docstring); prints a table and writes the JSON file."""
     args = _parse_args()
+    if args.flops_only:
+        flops_only(args)
+        return
 
     import torch
 

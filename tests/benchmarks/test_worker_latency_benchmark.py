@@ -69,3 +69,29 @@ def test_tiny_run_counts_flops_like_the_analytic_estimate_and_reports_settings(t
     assert two["text_encoder"] == pytest.approx(one["text_encoder"])
     assert two["transformer"] == pytest.approx(2 * one["transformer"], rel=1e-3)
     assert two["vae_decode"] == pytest.approx(2 * one["vae_decode"], rel=1e-3)
+
+
+def test_flops_only_gives_the_full_models_cost_without_weights(tmp_path, reference_dir):
+    out = tmp_path / "flops.json"
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "worker_latency.py"),
+        "--flops-only",
+        "--batches=1,4",
+        f"--out={out}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ZG_REFERENCE_DIR": str(reference_dir)}
+    done = subprocess.run(
+        command, check=False, capture_output=True, text=True, timeout=280, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["size"] == 1024 and result["steps"] == 8 and result["peak_tflops"] == 989.0
+    params = result["parameters"]  # the reference README: about 6 B + 4 B parameters
+    assert 6.0e9 < params["transformer"] < 6.3e9 and 3.9e9 < params["text_encoder"] < 4.1e9
+    one, four = result["rows"]
+    # 2 x 6e9 x ~4100 tokens per pass, 8 passes, plus attention: 4.5e14 FLOP per image
+    assert 440 < one["tflop_per_image"] < 480
+    assert one["analytic_tflop"]["transformer"] > 0.95 * one["tflop_per_image"]
+    assert four["tflop_per_image"] < one["tflop_per_image"]  # the prompt is encoded once
+    assert 0.44 < one["floor_seconds_per_image"] < 0.49
