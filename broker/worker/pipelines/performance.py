@@ -160,10 +160,16 @@ def _set_attention(transformer: Any, options: PerformanceOptions, device: str, r
     backend = "native" if options.attention_backend == "auto" else options.attention_backend
     reason = _attention_unavailable(backend, device)
     if reason is None and backend != "native":
-        try:
-            transformer.set_attention_backend(backend)
-        except (RuntimeError, ValueError, ImportError) as exc:  # diffusers' requirement checks
-            reason = f"attention backend {backend!r} off: {exc}; native SDPA used"
+        if not hasattr(transformer, "set_attention_backend"):
+            reason = (
+                f"attention backend {backend!r} off: the installed diffusers has no attention "
+                "backends; native SDPA used"
+            )
+        else:
+            try:
+                transformer.set_attention_backend(backend)
+            except (RuntimeError, ValueError, ImportError) as exc:  # diffusers' requirement checks
+                reason = f"attention backend {backend!r} off: {exc}; native SDPA used"
     if reason is not None:
         _off(report, reason)
         backend = "native"
