@@ -68,6 +68,7 @@ def create_app(
         queue_size=settings.queue_size,
         idle_unload_seconds=settings.idle_unload_seconds,
         safety_checker=settings.safety_checker,
+        performance=settings.performance_options(),
     )
     jobs = JobRegistry(ttl_seconds=settings.job_ttl_seconds)
     files = FileStore(ttl_seconds=settings.file_ttl_seconds)

@@ -15,6 +15,7 @@ from starlette.datastructures import UploadFile
 from broker.wire.job_id import is_valid_job_id
 from broker.worker.body import SafeJSONRoute
 from broker.worker.errors import InvalidImageRequestError, JobNotFoundError
+from broker.worker.pipelines.performance import PerformanceReport
 from broker.worker.protocol import (
     AsyncImageGenerationRequest,
     HealthResponse,
@@ -24,6 +25,7 @@ from broker.worker.protocol import (
     ImagesResponse,
     ModelCard,
     ModelList,
+    PerformanceStatus,
     UnloadResponse,
     WorkerStatusResponse,
 )
@@ -42,7 +44,12 @@ def _service(request: Request) -> ImageService:
 def _status(service: ImageService) -> WorkerStatusResponse:
     snapshot = dict(service.engine.status().__dict__)
     snapshot["status"] = snapshot.pop("state")
+    snapshot["performance"] = _performance(snapshot["performance"])
     return WorkerStatusResponse(**snapshot, jobs=len(service.jobs))
+
+
+def _performance(report: PerformanceReport | None) -> PerformanceStatus | None:
+    return None if report is None else PerformanceStatus(**report.as_dict())
 
 
 @router.get("/health", response_model=HealthResponse)
@@ -57,6 +64,7 @@ async def health(request: Request) -> HealthResponse:
         state=snapshot.state,
         load_error=snapshot.load_error,
         safety_checker=service.engine.safety_checker,
+        performance=_performance(snapshot.performance),
     )
 
 
