@@ -103,7 +103,11 @@ async def internal_status(request: Request) -> WorkerStatusResponse:
     return _status(_service(request))
 
 
-@router.api_route("/v1/internal/unload", methods=["GET", "POST"], response_model=UnloadResponse)
+# GET too, as the Z-Image Vision server answers it; one OpenAPI operation id per method
+@router.post("/v1/internal/unload", response_model=UnloadResponse, operation_id="internal_unload")
+@router.get(
+    "/v1/internal/unload", response_model=UnloadResponse, operation_id="internal_unload_get"
+)
 async def internal_unload(request: Request) -> UnloadResponse:
     """Unload the model now (waits for a running job); the next request loads it again."""
     service = _service(request)
