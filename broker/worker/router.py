@@ -127,7 +127,8 @@ async def create_image(body: ImageGenerationRequest, request: Request) -> Images
 
 @router.post("/v1/images/edits", response_model=ImagesResponse, response_model_exclude_none=True)
 async def edit_image(request: Request) -> ImagesResponse:
-    """Image editing (OpenAI ``images.edit``, multipart): image-to-image, or inpainting with a mask."""
+    """Image editing (OpenAI ``images.edit``, multipart): image-to-image, or inpainting with a
+    mask."""
     service = _service(request)
     form, images, mask = await _read_edit_form(request)
     task = await asyncio.to_thread(service.edit_task, form, images, mask)

@@ -1,4 +1,5 @@
-"""Settings of the Z-Image worker (``0g-broker worker serve``), environment prefix ``ZG_WORKER_``."""
+"""Settings of the Z-Image worker (``0g-broker worker serve``), environment prefix
+``ZG_WORKER_``."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ class WorkerSettings(BaseSettings):
 
     model: str = Field(
         DEFAULT_MODEL,
-        description="'tiny' (random-weight test pipeline), a Hugging Face Hub id or a local directory.",
+        description="'tiny' (random-weight test pipeline), a Hugging Face Hub id or a local "
+        "directory.",
     )
     served_model_name: str | None = Field(
         None, description="Name reported by /v1/models and accepted as `model`; default: `model`."

@@ -1,5 +1,6 @@
-"""The worker over real HTTP (uvicorn on loopback) with the tiny Z-Image pipeline: the OpenAI client,
-output formats, n, sizes, validation errors, url files, edits, async jobs with webhooks, status."""
+"""The worker over real HTTP (uvicorn on loopback) with the tiny Z-Image pipeline: the OpenAI
+client, output formats, n, sizes, validation errors, url files, edits, async jobs with webhooks,
+status."""
 
 from __future__ import annotations
 
