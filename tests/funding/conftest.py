@@ -4,7 +4,6 @@ service registered on the session devnet at its URL, and a funded user with an I
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from broker.inference.token import parse_authorization
+from broker.ports import free_port
 
 OG = 10**18
 TEE_ADDR = "0x325744be57db298C2652c672B32Eb12875d92D83"
@@ -54,17 +54,11 @@ def _app(state: FeeServer) -> FastAPI:
     return app
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def fee_server():
     """A uvicorn server on 127.0.0.1 for the module; yields its :class:`FeeServer`."""
     state = FeeServer()
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(_app(state), host="127.0.0.1", port=port, log_level="warning")
     )

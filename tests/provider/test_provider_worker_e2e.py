@@ -1,5 +1,5 @@
 """End to end on anvil with the REAL tiny Z-Image worker behind the gateway
-(:func:`broker.devnet.stack.start_provider_stack`), and OUR broker as the user: three paid images,
+(:func:`broker.stacks.start_provider_stack`), and OUR broker as the user: three paid images,
 ``process_response`` True, exact settlement; a swapped TEE key makes ``process_response`` False;
 async jobs are billed exactly once, on completion.
 """
@@ -106,6 +106,9 @@ def test_async_job_billed_once_on_completion(stack, devnet, fresh_account):
     assert r.status_code == 202, r.text
     job_id = r.json()["jobId"]
     assert r.headers["ZG-Res-Key"] and r.headers.get("Retry-After")
+    # the signed 202 carries its signature too (module billed), the one the endpoint returns
+    sig = httpx.get(url + f"/v1/proxy/signature/{r.headers['ZG-Res-Key']}", timeout=30).json()
+    assert r.headers["ZG-Res-Signature"] == sig["signature"]
     assert gw.ledger.unsettled_fee(fresh_account.address) == 0  # not billed on acceptance
     deadline = time.monotonic() + 120
     while True:
