@@ -24,9 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from broker.inference.chat_id import chat_id_from_body, chat_id_from_sse
 from broker.provider.async_jobs import AsyncJobTracker
-from broker.provider.billing import compute_fee
 from broker.provider.cors import GatewayCORS
 from broker.provider.errors import (
     BodyTooLargeError,
@@ -48,11 +46,14 @@ from broker.provider.forward import (
 from broker.provider.gateway import Gateway
 from broker.provider.protocol import ModelCard, ModelList, SignatureResponse, UnsettledFeeResponse
 from broker.ui.ops import mount_ops
+from broker.wire.chat_id import chat_id_from_body
+from broker.wire.fees import compute_fee
 from broker.wire.forwarded_request import ForwardedRequestError
 from broker.wire.job_id import is_valid_job_id
 from broker.wire.json_body import InvalidJSONBodyError, loads_request_json
 from broker.wire.n import DEFAULT_N, InvalidNError, request_n
 from broker.wire.openapi import GATEWAY_REQUEST_BODIES, add_openapi_route
+from broker.wire.sse import chat_id_from_sse
 
 __all__ = ["create_app"]
 
