@@ -53,6 +53,7 @@ image request whose ``n`` breaks the rule. A backend's answer never raises. Pure
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -297,6 +298,14 @@ def _json_object(body: bytes | bytearray | str) -> dict[str, Any] | None:
     return parse_sse_json(body)
 
 
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
 def _usage(obj: Mapping[str, Any] | None) -> dict[str, Any] | None:
     usage = obj.get("usage") if obj is not None else None
     return usage if isinstance(usage, dict) else None
@@ -336,6 +345,7 @@ def response_counts(
 
     Raises:
         UnknownServiceTypeError: ``service_type`` has no rule.
+        UsageError: ``response_body`` is neither bytes nor str.
     """
     check_service_type(service_type)
     if service_type in IMAGE_SERVICE_TYPES:
@@ -348,15 +358,17 @@ def response_counts(
         summary = reader.close()
         usage, text = summary.usage, summary.text
     else:
-        obj = _json_object(response_body)
+        body = response_body
+        if isinstance(body, bytes | bytearray):
+            body = bytes(body).decode("utf-8", "replace")
+        obj = parse_sse_json(body)
         usage = _usage(obj)
         if service_type == "chatbot":
             text = _message_text(obj)
-        elif obj is None:  # a transcript in text / srt / vtt
-            raw = response_body
-            text = raw if isinstance(raw, str) else bytes(raw).decode("utf-8", "replace")
-        else:
+        elif obj is not None:
             text = obj.get("text") if isinstance(obj.get("text"), str) else ""
+        else:
+            text = "" if _is_json(body) else body  # a transcript in text / srt / vtt
     if service_type == "chatbot":
         return chatbot_counts(usage, text)
     return speech_to_text_counts(usage, text)

@@ -11,8 +11,8 @@ lookup (§8.1) read the same things from an SSE answer, by the same rules:
   when ``stream_options.include_usage`` is set): :class:`UsageStreamCollector`;
 * the chat id: the ``id`` of the first event that has a non-blank one: :class:`SSEChatIdExtractor`;
 * the generated text (the gateway's fallback when there is no usage, B9): chat deltas
-  ``choices[].delta.content`` and transcription deltas (a top-level string ``delta``):
-  :func:`event_text`.
+  ``choices[].delta.content`` per choice index and transcription deltas (a top-level string
+  ``delta``): :func:`event_text_parts`.
 
 Each consumer can be fed raw chunks (``feed`` / ``close``) or, when the caller already parses every
 event once for several purposes (``serve``), one decoded object at a time (``observe``), so a stream
@@ -37,6 +37,7 @@ __all__ = [
     "UsageStreamCollector",
     "chat_id_from_sse",
     "event_text",
+    "event_text_parts",
     "parse_sse_json",
     "summarize_sse",
 ]
@@ -147,22 +148,30 @@ def parse_sse_json(data: str) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
-def event_text(obj: dict[str, Any]) -> str:
-    """The generated text an event carries: its chat deltas (``choices[].delta.content`` strings,
-    in order) and a transcription delta (a top-level string ``delta``); ``""`` when none. Entries
-    of the wrong type are skipped."""
-    parts: list[str] = []
+def event_text_parts(obj: dict[str, Any]) -> list[tuple[int, str]]:
+    """The generated text an event carries, as ``(choice index, text)`` pairs: each chat delta
+    (``choices[].delta.content`` string; the index is the choice's ``index``, else its position)
+    and a transcription delta (a top-level string ``delta``, index 0). Entries of the wrong type are
+    skipped."""
+    parts: list[tuple[int, str]] = []
     choices = obj.get("choices")
     if isinstance(choices, list):
-        for choice in choices:
+        for position, choice in enumerate(choices):
             delta = choice.get("delta") if isinstance(choice, dict) else None
             content = delta.get("content") if isinstance(delta, dict) else None
             if isinstance(content, str):
-                parts.append(content)
+                index = choice.get("index")
+                ok = isinstance(index, int) and not isinstance(index, bool)
+                parts.append((index if ok else position, content))
     delta = obj.get("delta")
     if isinstance(delta, str):
-        parts.append(delta)
-    return "".join(parts)
+        parts.append((0, delta))
+    return parts
+
+
+def event_text(obj: dict[str, Any]) -> str:
+    """The texts of :func:`event_text_parts`, concatenated in order; ``""`` when none."""
+    return "".join(text for _, text in event_text_parts(obj))
 
 
 def _as_chunks(stream: bytes | str | Iterable[bytes | str]) -> Iterable[bytes | str]:
@@ -284,7 +293,8 @@ class SSESummary(NamedTuple):
     Attributes:
         usage: the last ``usage`` object, or ``None``.
         chat_id: the first non-blank ``id``, or ``None``.
-        text: the generated text (:func:`event_text` of every event, concatenated).
+        text: the generated text: per choice index (:func:`event_text_parts`) the deltas
+            concatenated, the choices' texts joined with ``"\\n"`` in index order.
     """
 
     usage: dict[str, Any] | None
@@ -299,7 +309,7 @@ class SSEStreamSummary(_EventReader):
         super().__init__()
         self.usage: dict[str, Any] | None = None
         self.chat_id: str | None = None
-        self._text: list[str] = []
+        self._texts: dict[int, list[str]] = {}
 
     def feed(self, chunk: bytes | str) -> None:
         """Consume one chunk of the stream."""
@@ -312,14 +322,14 @@ class SSEStreamSummary(_EventReader):
             self.usage = usage
         if self.chat_id is None:
             self.chat_id = chat_id_of(obj.get("id"))
-        text = event_text(obj)
-        if text:
-            self._text.append(text)
+        for index, text in event_text_parts(obj):
+            self._texts.setdefault(index, []).append(text)
 
     def close(self) -> SSESummary:
         """End of stream; returns the :class:`SSESummary`."""
         self._close()
-        return SSESummary(self.usage, self.chat_id, "".join(self._text))
+        text = "\n".join("".join(parts) for _, parts in sorted(self._texts.items()))
+        return SSESummary(self.usage, self.chat_id, text)
 
 
 def summarize_sse(stream: bytes | str | Iterable[bytes | str]) -> SSESummary:

@@ -183,6 +183,11 @@ def test_speech_without_usage_bills_twice_the_words_or_100():
     assert compute_fee("speech-to-text", b"", b"{}", input_price=1, output_price=1).fee == 100
     plain = b"hello there world"  # response_format=text: the transcript itself
     assert compute_fee("speech-to-text", b"", plain, input_price=1, output_price=1).fee == 6
+    for not_a_transcript in (b'["a b c"]', b'"a b"', b"12"):  # JSON, but no object: no text
+        assert (
+            compute_fee("speech-to-text", b"", not_a_transcript, input_price=1, output_price=1).fee
+            == 100
+        )
     stream = (
         b'data: {"type":"transcript.text.delta","delta":"hi the"}\n\n'
         b'data: {"type":"transcript.text.delta","delta":"re"}\n\n'

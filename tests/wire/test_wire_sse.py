@@ -16,6 +16,7 @@ from broker.wire.sse import (
     UsageStreamCollector,
     chat_id_from_sse,
     event_text,
+    event_text_parts,
     parse_sse_json,
     summarize_sse,
 )
@@ -100,6 +101,18 @@ def test_event_text_skips_entries_of_the_wrong_type():
         "ab"
     )
     assert event_text({"type": "transcript.text.delta", "delta": "words"}) == "words"
+
+
+def test_interleaved_choices_keep_their_own_text():
+    """n > 1 streams interleave the deltas of several choices: each choice's words stay whole."""
+    stream = b"".join(
+        b'data: {"choices":[{"index":%d,"delta":{"content":"%s"}}]}\n\n' % (i, t.encode())
+        for i, t in ((0, "Hel"), (1, "Wor"), (0, "lo"), (1, "ld"))
+    )
+    assert summarize_sse(stream).text == "Hello\nWorld"
+    assert event_text_parts({"choices": [{"delta": {"content": "a"}}, {"index": True}]}) == [
+        (0, "a")
+    ]
 
 
 def test_hostile_events_are_skipped_not_raised():
