@@ -20,7 +20,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from broker.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -59,12 +60,6 @@ def readme_blocks(text: str) -> list[tuple[str, str, bool]]:
     return blocks
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_readme_blocks_are_found():
     blocks = readme_blocks(README.read_text())
     langs = [lang for lang, _, skipped in blocks if not skipped]
@@ -84,8 +79,8 @@ def test_readme_states_the_tiny_models_sizes():
 class _Runner:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.devnet_port = _free_port()
-        self.serve_port = _free_port()
+        self.devnet_port = free_port()
+        self.serve_port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("ZG_")}
         env.update(
             {

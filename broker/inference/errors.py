@@ -11,7 +11,7 @@ Tree (all derive from :class:`broker._exceptions.InferenceError`)::
     ├── UsageError                      (also FeeInputError) fee inputs of the wrong shape
     ├── UnknownProviderError            no service registered for a provider
     ├── AccountNotFoundError            no sub-account for (user, provider)
-    ├── SignerNotAcknowledgedError      the user has not acknowledged the provider's TEE signer
+    ├── SignerNotAcknowledgedError      the provider's TEE signer is not acknowledged
     ├── ProviderModelsError             ``GET {url}/v1/models`` failed or had the wrong shape
     └── RevokeAcknowledgementError      revoking an acknowledgement with a non-zero balance
 

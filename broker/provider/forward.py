@@ -1,12 +1,12 @@
 """Forwarding to the backend (``provider-gateway.md`` B5): routing, request rewriting, header
 filtering, response decoding for billing, and a pooled :class:`httpx.AsyncClient`.
 
-Compression. The client's ``Accept-Encoding`` is forwarded, restricted to the codings this module can
-decode for billing (``gzip``, ``deflate``, ``identity``); without one the backend is asked for
+Compression. The client's ``Accept-Encoding`` is forwarded, restricted to the codings this module
+can decode for billing (``gzip``, ``deflate``, ``identity``); without one the backend is asked for
 ``identity``. The client receives the backend's bytes unchanged (with their ``Content-Encoding``);
 the gateway decodes a copy only to read the usage (B5: "decoded for parsing only"). The Go broker
-forwards every coding because it can decode ``br`` too; we cannot without an extra dependency, and a
-body we cannot read would be billed wrongly.
+forwards every coding because it can decode ``br`` too; we cannot without an extra dependency, and
+a body we cannot read would be billed wrongly.
 """
 
 from __future__ import annotations
@@ -105,8 +105,9 @@ def forward_accept_encoding(value: str | None) -> str:
 
 
 def forward_headers(headers, extra: dict[str, str]) -> dict[str, str]:
-    """Client headers minus the credential/legacy, hop-by-hop and browser-context ones (B5), with the
-    ``Accept-Encoding`` of :func:`forward_accept_encoding`, plus ``additionalSecret`` entries."""
+    """Client headers minus the credential/legacy, hop-by-hop and browser-context ones (B5), with
+    the ``Accept-Encoding`` of :func:`forward_accept_encoding`, plus the ``additionalSecret``
+    entries."""
     out = {k: v for k, v in headers.items() if k.lower() not in _STRIPPED}
     out["accept-encoding"] = forward_accept_encoding(headers.get("accept-encoding"))
     out.update(extra)

@@ -1,4 +1,5 @@
-"""The parts of one running gateway, bundled (built by :func:`broker.provider.serve.build_gateway`)."""
+"""The parts of one running gateway, bundled (built by
+:func:`broker.provider.serve.build_gateway`)."""
 
 from __future__ import annotations
 

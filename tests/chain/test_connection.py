@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from broker._exceptions import ConfigError, RPCError
 from broker.chain.connection import connect, redact_url
 from broker.chain.errors import ChainIdMismatchError, SignerRequiredError
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from broker.ports import free_port
 
 
 def test_connect_checks_chain_id(devnet):
@@ -26,7 +19,7 @@ def test_connect_checks_chain_id(devnet):
 
 def test_connect_errors():
     with pytest.raises(RPCError, match="cannot reach"):
-        connect(f"http://127.0.0.1:{_free_port()}/secret-key", timeout=2)
+        connect(f"http://127.0.0.1:{free_port()}/secret-key", timeout=2)
     with pytest.raises(ConfigError):
         connect("ftp://example.org")
     assert redact_url("https://user:pw@node.example:8545/v1/KEY?x=1") == "https://node.example:8545"

@@ -15,6 +15,8 @@ from devnet_helpers import register_chatbot_service
 from eth_account import Account
 from web3 import Web3
 
+from broker.ports import free_port
+
 OG = 10**18
 BIN = Path(sys.executable).parent / "0g-broker"
 
@@ -28,12 +30,6 @@ def _one_line(r) -> str:
     assert len(lines) == 1, r.stderr
     assert "Traceback" not in r.stderr and "Traceback" not in r.stdout
     return lines[0]
-
-
-def _free_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
 
 
 def _typo(address: str) -> str:
@@ -137,7 +133,7 @@ def test_serve_unregistered_provider_one_line_and_nothing_spent(cli, key_env, de
     other = Account.create().address
     nonce = _nonce(devnet, user)
     r = cli(
-        "--network", "devnet", "serve", "--provider", other, "--port", _free_port(), env=key_env
+        "--network", "devnet", "serve", "--provider", other, "--port", str(free_port()), env=key_env
     )
     assert r.exit_code == 1
     line = _one_line(r)
@@ -237,7 +233,7 @@ def test_console_script_serve_unregistered_exit_1(cli_home, devnet):
     env = {**os.environ, "ZG_HOME": str(cli_home)}
     other = Account.create().address
     r = subprocess.run(
-        [str(BIN), "--network", "devnet", "serve", "--provider", other, "--port", _free_port()],
+        [str(BIN), "--network", "devnet", "serve", "--provider", other, "--port", str(free_port())],
         check=False,
         capture_output=True,
         text=True,
@@ -254,7 +250,8 @@ def test_console_script_serve_unregistered_exit_1(cli_home, devnet):
 def test_serve_without_a_ledger_is_one_line_and_spends_nothing(
     cli, key_env, devnet, fresh_account, registered
 ):
-    """A start-up step that fails after the pre-flight (no ledger to fund from) is still one line."""
+    """A start-up step that fails after the pre-flight (no ledger to fund from) is still one
+    line."""
     nonce = _nonce(devnet, fresh_account.address)
     r = cli(
         "--network",
@@ -263,7 +260,7 @@ def test_serve_without_a_ledger_is_one_line_and_spends_nothing(
         "--provider",
         registered,
         "--port",
-        _free_port(),
+        str(free_port()),
         env=key_env,
     )
     assert r.exit_code == 1
@@ -273,7 +270,8 @@ def test_serve_without_a_ledger_is_one_line_and_spends_nothing(
 
 
 def test_a_server_on_a_busy_port_exits_1_not_uvicorns_code(cli_home):
-    """``worker serve`` (uvicorn) on a taken port: exit 1, not uvicorn's own status, no traceback."""
+    """``worker serve`` (uvicorn) on a taken port: exit 1, not uvicorn's own status, no
+    traceback."""
     env = {**os.environ, "ZG_HOME": str(cli_home)}
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -312,7 +310,7 @@ def test_serve_start_up_step_failing_in_the_server_is_one_line(
             "--provider",
             registered,
             "--port",
-            _free_port(),
+            str(free_port()),
         ],
         check=False,
         capture_output=True,

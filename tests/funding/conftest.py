@@ -4,7 +4,6 @@ service registered on the session devnet at its URL, and a funded user with an I
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from devnet_helpers import register_chatbot_service
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from broker.ports import free_port
 from broker.wire.session_token import parse_authorization
 
 OG = 10**18
@@ -54,17 +54,11 @@ def _app(state: FeeServer) -> FastAPI:
     return app
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def fee_server():
     """A uvicorn server on 127.0.0.1 for the module; yields its :class:`FeeServer`."""
     state = FeeServer()
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(_app(state), host="127.0.0.1", port=port, log_level="warning")
     )

@@ -1,9 +1,9 @@
 """A throw-away PostgreSQL server on 127.0.0.1 for the test session.
 
 :func:`start_postgres` starts one PostgreSQL (the machine's ``initdb`` / ``pg_ctl`` / ``postgres``
-binaries, run as the ``postgres`` OS user when the tests run as root, trust authentication, a temporary
-data folder, a free loopback port, no Unix socket outside the data folder) and stops it at the end of
-the session leaving no process and no files (``PostgresServer.stop``). The fixtures
+binaries, run as the ``postgres`` OS user when the tests run as root, trust authentication, a
+temporary data folder, a free loopback port, no Unix socket outside the data folder) and stops it at
+the end of the session leaving no process and no files (``PostgresServer.stop``). The fixtures
 ``postgres_server`` (session) and ``postgres_url`` (a fresh, empty database per test:
 ``postgresql+psycopg://postgres@127.0.0.1:<port>/<name>``) live in ``tests/conftest.py``. Starting
 skips with a reason when the binaries, the ``postgres`` user or the psycopg driver are missing.
@@ -16,7 +16,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -25,13 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from broker.ports import free_port
+
 __all__ = ["PostgresServer", "start_postgres"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pg_bin(name: str) -> str | None:
@@ -118,7 +113,7 @@ def start_postgres() -> PostgresServer:
     datadir = base / "data"
     if owner is not None:
         os.chown(base, owner.pw_uid, owner.pw_gid)
-    server = PostgresServer(_free_port(), base, pg_ctl, run_as)
+    server = PostgresServer(free_port(), base, pg_ctl, run_as)
     init = subprocess.run(
         [
             *run_as,
