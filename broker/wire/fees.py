@@ -64,7 +64,7 @@ from typing import Any
 from broker.wire.errors import UnknownServiceTypeError, UsageError
 from broker.wire.json_body import InvalidJSONBodyError
 from broker.wire.n import InvalidNError, parse_n, request_n
-from broker.wire.sse import SSEStreamSummary, parse_sse_json
+from broker.wire.sse import SSESummary, parse_sse_json, summarize_sse
 
 __all__ = [
     "IMAGE_SERVICE_TYPES",
@@ -330,6 +330,7 @@ def response_counts(
     *,
     streamed: bool = False,
     image_count: int = 1,
+    stream_summary: SSESummary | None = None,
 ) -> UsageCounts:
     """The billable counts of one successful answer (B9).
 
@@ -339,6 +340,8 @@ def response_counts(
             when ``streamed``).
         streamed: the body is ``text/event-stream``.
         image_count: ``n`` of an image request (already checked by :mod:`broker.wire.n`).
+        stream_summary: the stream already read by :func:`broker.wire.sse.summarize_sse` (a
+            caller that also needs its chat id reads it once); ``response_body`` is then not read.
 
     Returns:
         :class:`UsageCounts`.
@@ -353,9 +356,7 @@ def response_counts(
     if not isinstance(response_body, bytes | bytearray | str):
         raise UsageError(f"response body must be bytes or str, got {type(response_body).__name__}")
     if streamed:
-        reader = SSEStreamSummary()
-        reader.feed(response_body)
-        summary = reader.close()
+        summary = summarize_sse(response_body) if stream_summary is None else stream_summary
         usage, text = summary.usage, summary.text
     else:
         body = response_body
@@ -391,6 +392,7 @@ def compute_fee(
     streamed: bool = False,
     image_count: int | None = None,
     content_type: str | None = None,
+    stream_summary: SSESummary | None = None,
 ) -> Fee:
     """Bill one successful request (provider-gateway.md B9): the gateway's fee, and the user's.
 
@@ -404,6 +406,7 @@ def compute_fee(
         image_count: images of an image request, as checked when it arrived (default: ``n`` of
             ``request_body`` by :func:`broker.wire.n.request_n`).
         content_type: the request's ``Content-Type`` (for ``n`` of a multipart image edit).
+        stream_summary: see :func:`response_counts` (parse a stream once for fee and chat id).
 
     Returns:
         :class:`Fee`.
@@ -416,7 +419,11 @@ def compute_fee(
     if service_type in IMAGE_SERVICE_TYPES and image_count is None:
         image_count = _request_n(request_body, content_type)
     counts = response_counts(
-        service_type, response_body, streamed=streamed, image_count=image_count or 0
+        service_type,
+        response_body,
+        streamed=streamed,
+        image_count=image_count or 0,
+        stream_summary=stream_summary,
     )
     return Fee.of(counts, input_price, output_price)
 

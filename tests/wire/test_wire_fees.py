@@ -29,7 +29,7 @@ from broker.wire.fees import (
     word_count,
 )
 from broker.wire.n import request_n
-from broker.wire.sse import SSEDecoder, UsageStreamCollector, parse_sse_json
+from broker.wire.sse import SSEDecoder, UsageStreamCollector, parse_sse_json, summarize_sse
 
 IN, OUT = 3 * 10**9, 7 * 10**9  # neuron per unit
 
@@ -162,6 +162,18 @@ def test_chatbot_without_usage_bills_the_words_go_counts():
     )
     fee = compute_fee("chatbot", b"{}", stream, input_price=IN, output_price=OUT, streamed=True)
     assert fee.output_count == 2
+    # a caller that needs the chat id too reads the stream once and hands the reading over
+    summary = summarize_sse(stream)
+    again = compute_fee(
+        "chatbot",
+        b"{}",
+        b"",
+        input_price=IN,
+        output_price=OUT,
+        streamed=True,
+        stream_summary=summary,
+    )
+    assert again == fee
 
 
 def test_malformed_choices_do_not_break_billing():
