@@ -90,5 +90,10 @@ def test_py_typed_ships_in_the_wheel(tmp_path):
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "broker" in config["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
     wheel_builder = pytest.importorskip("hatchling.builders.wheel")
-    wheel = wheel_builder.WheelBuilder(str(ROOT)).build_standard(str(tmp_path))
-    assert "broker/py.typed" in zipfile.ZipFile(wheel).namelist()
+    builder = wheel_builder.WheelBuilder(str(ROOT))
+    wheel = next(builder.build(directory=str(tmp_path), versions=["standard"]))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "broker/py.typed" in names
+    # the contract artifacts the library loads ship inside the package; the tests do not ship
+    assert any(n.startswith("broker/_contracts_abi/") and n.endswith(".json") for n in names)
+    assert not any(n.startswith("tests/") for n in names)

@@ -83,6 +83,15 @@ def serve_cmd(
             min=0.001, envvar="ZG_SERVE_CHAT_TIMEOUT", help="Chat request timeout, seconds."
         ),
     ] = 300.0,
+    extra_routes: Annotated[
+        bool,
+        typer.Option(
+            "--extra-routes/--no-extra-routes",
+            envvar="ZG_SERVE_EXTRA_ROUTES",
+            help="Forward routes outside the provider's service type (for a gateway that also "
+            "fronts another backend) instead of refusing them with 404 unsupported_route.",
+        ),
+    ] = False,
 ) -> None:
     """Run the OpenAI-compatible local proxy for one provider: it pays, signs, verifies and bills
     every request.
@@ -118,6 +127,7 @@ def serve_cmd(
             auto_funding=auto_funding,
             images_timeout=images_timeout,
             chat_timeout=chat_timeout,
+            extra_routes=extra_routes,
         )
     except ValidationError as exc:
         raise ProxyConfigError(

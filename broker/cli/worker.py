@@ -67,12 +67,18 @@ def serve(
         "public_base_url": public_base_url,
         "safety_checker": safety_checker,
     }
+    given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        settings = WorkerSettings(**{k: v for k, v in overrides.items() if v is not None})
+        settings = WorkerSettings(**given)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
-        typer.echo(f"Error: invalid {field}: {first['msg']}", err=True)
-        raise typer.Exit(2) from None
+        if field in given:  # a bad command-line option: usage error
+            typer.echo(f"Error: invalid {field}: {first['msg']}", err=True)
+            raise typer.Exit(2) from None
+        # a bad ZG_WORKER_* setting (or a rule across settings): configuration error
+        name = f"ZG_WORKER_{field.upper()}" if field else "ZG_WORKER_* settings"
+        typer.echo(f"Error: invalid {name}: {first['msg']}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"Z-Image worker: model {settings.model} on http://{settings.host}:{settings.port}")
     run_server(settings)

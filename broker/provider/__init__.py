@@ -3,7 +3,9 @@
 Modules: ``settings`` (pydantic-settings, ``ZG_PROVIDER_*``), ``protocol`` (HTTP models), ``tee``
 (TEE signer and ``/v1/quote``), ``auth`` (B3/B4), ``accounts`` (chain cache), ``limits`` (B6),
 ``signing`` (B7), ``db`` + ``billing`` (B9), ``settlement`` (B10), ``forward`` (B5), ``app``
-(FastAPI), ``register`` (B11), ``serve`` (assembly), ``errors``.
+(FastAPI app), ``router`` (routes), ``dependencies`` (the checks routes depend on), ``billed`` (one
+billed request: admit, forward, finish, release), ``runtime`` (per-app state), ``register``
+(B11), ``serve`` (assembly), ``errors``.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from broker.provider.cors import GatewayCORS
 from broker.provider.errors import GatewayHTTPError
 from broker.provider.gateway import Gateway
 from broker.provider.protocol import ErrorBody
-from broker.provider.router import router
+from broker.provider.router import ROUTERS
 from broker.provider.runtime import GatewayRuntime
 from broker.ui.ops import mount_ops
 from broker.wire.openapi import GATEWAY_REQUEST_BODIES, add_openapi_route
@@ -79,5 +79,6 @@ def create_app(gw: Gateway) -> FastAPI:
     app.add_middleware(GatewayCORS)  # the two B2 policies, by path
     mount_ops(app, gw)  # /ui/ ops page and /metrics, behind the admin key
     app.add_exception_handler(GatewayHTTPError, _gateway_error)
-    app.include_router(router)
+    for router in ROUTERS:
+        app.include_router(router)
     return app

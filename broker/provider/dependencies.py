@@ -4,7 +4,9 @@ The checks every route would otherwise call by hand, in the order a request meet
 per-IP bucket (:func:`ip_limit`), the global in-flight slot (:func:`global_slot`), the capped body
 (:func:`request_body`) and, on the free routes that need one, the authenticated user
 (:func:`authenticated_user`). FastAPI runs a route's ``dependencies=[...]`` first, then its
-parameters' dependencies in their order, each once per request.
+parameters' dependencies in their order, each once per request. Every dependency is ``async``
+(FastAPI would run a plain ``def`` in a worker thread): none blocks, and the token check, which
+does, makes its own thread hop.
 """
 
 from __future__ import annotations
@@ -43,19 +45,23 @@ __all__ = [
 ]
 
 
-def runtime(request: Request) -> GatewayRuntime:
-    """The app's :class:`GatewayRuntime` (``app.state.gateway``)."""
+def _runtime(request: Request) -> GatewayRuntime:
     return request.app.state.gateway
 
 
-def ip_limit(request: Request) -> None:
+async def runtime(request: Request) -> GatewayRuntime:
+    """The app's :class:`GatewayRuntime` (``app.state.gateway``)."""
+    return _runtime(request)
+
+
+async def ip_limit(request: Request) -> None:
     """The per-IP bucket of B6: ``/v1/proxy/*`` and the other ``/v1`` routes have separate ones,
     keyed on :meth:`Limits.client_ip` (``X-Forwarded-For`` only from trusted proxies).
 
     Raises:
         RateLimitedError: 429 with ``Retry-After`` when the IP's bucket is empty.
     """
-    limits = runtime(request).gw.limits
+    limits = _runtime(request).gw.limits
     peer = limits.client_ip(request.headers, request.client and request.client.host)
     if request.url.path.startswith("/v1/proxy/"):
         limits.check_ip(peer)
@@ -63,7 +69,7 @@ def ip_limit(request: Request) -> None:
         limits.check_handler_ip(peer)
 
 
-def proxy_route(path: str) -> str:
+async def proxy_route(path: str) -> str:
     """The route of a ``/v1/proxy/{path}`` request (:func:`normalise_route`), when it is served:
     billable (:data:`BILLABLE_ROUTES`) or free (:data:`FREE_PREFIXES`).
 
@@ -111,7 +117,7 @@ async def global_slot(
     Raises:
         OverloadedError: 503 with ``Retry-After: 1`` when every slot is taken.
     """
-    limits = runtime(request).gw.limits
+    limits = _runtime(request).gw.limits
     limits.enter_global()
     slot = GlobalSlot(limits)
     try:
@@ -131,7 +137,7 @@ async def request_body(request: Request) -> bytes:
     Raises:
         BodyTooLargeError: 413 with :func:`body_too_large_message`.
     """
-    cap = runtime(request).settings.max_body_bytes
+    cap = _runtime(request).settings.max_body_bytes
     try:
         return await read_capped_body(request, cap)
     except RequestBodyTooLargeError:
@@ -148,11 +154,11 @@ async def authenticated_user(request: Request, _ip: Annotated[None, Depends(ip_l
     Raises:
         SessionValidationError: 400 ``validate session: ...``.
     """
-    auth = runtime(request).gw.auth
+    auth = _runtime(request).gw.auth
     return await run_in_threadpool(auth.authenticate, request.headers.get("authorization"))
 
 
-def valid_job_id(job_id: str) -> str:
+async def valid_job_id(job_id: str) -> str:
     """``job_id`` when it has the shape of a job id (:func:`broker.wire.job_id.is_valid_job_id`).
 
     Raises:

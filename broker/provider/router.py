@@ -30,7 +30,6 @@ from broker.provider.dependencies import (
     RequestBody,
     Runtime,
     ip_limit,
-    runtime,
 )
 from broker.provider.errors import ForbiddenError, GatewayHTTPError
 from broker.provider.files import FILES_PATH
@@ -44,7 +43,7 @@ from broker.provider.protocol import (
 )
 from broker.provider.runtime import BackendAnswer, GatewayRuntime, json_or_none
 
-__all__ = ["router"]
+__all__ = ["ROUTERS"]
 
 public = APIRouter()
 limited = APIRouter(dependencies=[Depends(ip_limit)])
@@ -137,24 +136,27 @@ async def proxied_file(
 # ---------------------------------------------------------------------------------- async jobs
 
 
-async def _async_create(request: Request, route: str, slot: GlobalSlot, body: bytes) -> Response:
-    rt = runtime(request)
+async def _async_create(
+    rt: GatewayRuntime, request: Request, route: str, slot: GlobalSlot, body: bytes
+) -> Response:
     billed = BilledRequest(rt, request, route, ASYNC_ROUTES[route], body, async_job=True)
     return await billed.respond(slot)
 
 
 @limited.post("/v1/async/images/generations")
 @limited.post("/v1/proxy/async/images/generations")
-async def async_generate(request: Request, slot: HeldSlot, body: RequestBody) -> Response:
+async def async_generate(
+    request: Request, rt: Runtime, slot: HeldSlot, body: RequestBody
+) -> Response:
     """Create an async generation job (B2), billed when it completes."""
-    return await _async_create(request, "/images/generations", slot, body)
+    return await _async_create(rt, request, "/images/generations", slot, body)
 
 
 @limited.post("/v1/async/images/edits")
 @limited.post("/v1/proxy/async/images/edits")
-async def async_edit(request: Request, slot: HeldSlot, body: RequestBody) -> Response:
+async def async_edit(request: Request, rt: Runtime, slot: HeldSlot, body: RequestBody) -> Response:
     """Create an async edit job (B2), billed when it completes."""
-    return await _async_create(request, "/images/edits", slot, body)
+    return await _async_create(rt, request, "/images/edits", slot, body)
 
 
 @limited.get("/v1/async/jobs/{job_id}")
@@ -186,9 +188,8 @@ async def async_job(
 # ---------------------------------------------------------------------------------- /v1/proxy
 
 
-async def _forward_free(request: Request, route: str, body: bytes) -> Response:
+async def _forward_free(rt: GatewayRuntime, request: Request, route: str, body: bytes) -> Response:
     """A free ``/v1/proxy`` route (``/attestation...``): forwarded as is, nothing recorded."""
-    rt = runtime(request)
     try:
         upstream = await rt.forwarder.send(
             request.method,
@@ -213,17 +214,16 @@ async def _forward_free(request: Request, route: str, body: bytes) -> Response:
 @proxied.api_route("/v1/proxy/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
 async def proxy(
     request: Request,
+    rt: Runtime,
     route: ProxyRoute,
     slot: HeldSlot,
     body: RequestBody,
 ) -> Response:
     """A billable route (:class:`BilledRequest`) or a free one; any other is refused (400)."""
     if route in BILLABLE_ROUTES:
-        return await BilledRequest(runtime(request), request, route, route, body).respond(slot)
-    return await _forward_free(request, route, body)
+        return await BilledRequest(rt, request, route, route, body).respond(slot)
+    return await _forward_free(rt, request, route, body)
 
 
-router = APIRouter()
-router.include_router(public)
-router.include_router(limited)
-router.include_router(proxied)
+#: The route groups in the order the app includes them (the catch-all last).
+ROUTERS = (public, limited, proxied)

@@ -1,9 +1,9 @@
 """FastAPI application factory of the Z-Image worker and the mapping of errors to HTTP.
 
 Errors use the OpenAI shape ``{"error": {"message", "type", "param", "code"}}``: 400
-``invalid_request_error`` naming the field, 404 for unknown jobs/files, 429 with ``Retry-After`` when
-the queue is full, 500 ``model_load_failed`` naming the cause when the model cannot be loaded (the
-next request retries the load, as the Z-Image Vision server does), 500 when generation fails.
+``invalid_request_error`` naming the field, 404 for unknown jobs/files, 429 with ``Retry-After``
+when the queue is full, 500 ``model_load_failed`` naming the cause when the model cannot be loaded
+(the next request retries the load, as the Z-Image Vision server does), 500 when generation fails.
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def create_app(
         queue_size=settings.queue_size,
         idle_unload_seconds=settings.idle_unload_seconds,
         safety_checker=settings.safety_checker,
+        performance=settings.performance_options(),
     )
     jobs = JobRegistry(ttl_seconds=settings.job_ttl_seconds)
     files = FileStore(ttl_seconds=settings.file_ttl_seconds)

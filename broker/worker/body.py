@@ -2,9 +2,10 @@
 
 FastAPI parses the JSON body of a typed route with ``Request.json()`` (the stdlib parser, which
 accepts lone surrogates and recurses once per nesting level). :class:`SafeJSONRoute` hands the
-route a :class:`SafeJSONRequest` whose ``json()`` is :func:`~broker.wire.json_body.loads_request_json`
-instead; a refused body becomes FastAPI's ``json_invalid`` validation error (HTTP 400
-``invalid_request_error`` / ``invalid_json`` in :mod:`broker.worker.app`), with the reason.
+route a :class:`SafeJSONRequest` whose ``json()`` is
+:func:`~broker.wire.json_body.loads_request_json` instead; a refused body becomes FastAPI's
+``json_invalid`` validation error (HTTP 400 ``invalid_request_error`` / ``invalid_json`` in
+:mod:`broker.worker.app`), with the reason.
 """
 
 from __future__ import annotations

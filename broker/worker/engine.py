@@ -8,13 +8,20 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from broker.worker.errors import GenerationError, ModelLoadError, QueueFullError, WorkerError
 from broker.worker.pipelines import ImagePipelines, ModelLimits, limits_for, load_pipelines
+from broker.worker.pipelines.performance import (
+    MASKLESS_BACKENDS,
+    PerformanceOptions,
+    PerformanceReport,
+    apply_performance,
+)
 
 __all__ = ["EngineState", "EngineStatus", "Generation", "ImageEngine", "ImageTask"]
 
@@ -29,10 +36,13 @@ class ImageTask:
 
     Attributes:
         prompt: the text prompt; negative_prompt: optional (used only when guidance > 0).
-        n: images to make (``num_images_per_prompt``).
+        n: images to make (``num_images_per_prompt``); image ``i`` uses seed ``seed + i``.
         width / height: pixels, already validated against the model's :class:`ModelLimits`.
         num_inference_steps / guidance_scale: denoising steps and CFG scale.
-        seed: seed of the CPU ``torch.Generator`` (same seed and inputs → same pixels).
+        seed: seed of the CPU ``torch.Generator`` of the first image; image ``i`` is seeded
+            ``seed + i``, so it equals the image of a request with seed ``seed + i`` and ``n = 1``
+            (text-to-image; edits draw the input image's latent sample from ``seed`` in a batched
+            call) and same seed and inputs → same pixels.
         image: a PIL image for edits (image-to-image), else ``None`` (text-to-image).
         mask: a PIL ``L`` mask (white = repaint) for inpainting edits, else ``None``.
         strength: edit strength in [0, 1] (how much of ``image`` is re-noised).
@@ -85,6 +95,8 @@ class EngineStatus:
         running: jobs running now (0 or 1).
         idle_seconds: seconds since the last job finished (``None`` before the first one).
         load_error: the message of the last failed load (``None`` once a load succeeds).
+        performance: the speed settings in effect on the loaded model (attention backend,
+            compile, CUDA graphs, batching of ``n`` and why any is off), ``None`` until loaded.
     """
 
     state: EngineState
@@ -96,6 +108,7 @@ class EngineStatus:
     running: int
     idle_seconds: float | None
     load_error: str | None = None
+    performance: PerformanceReport | None = None
 
 
 class ImageEngine:
@@ -116,6 +129,9 @@ class ImageEngine:
         safety_checker: ``None`` (no checker), ``"tiny"``, a Hub id or a directory of a diffusers
             safety checker (see :mod:`broker.worker.pipelines.safety`); loaded with the model.
         safety_loader: ``(reference, device) -> SafetyChecker``; defaults to the real loader.
+        performance: speed settings applied after each load (see
+            :func:`broker.worker.pipelines.performance.apply_performance`); default: the defaults
+            of :class:`PerformanceOptions` (native attention, no compile, batched ``n``).
     """
 
     def __init__(
@@ -128,6 +144,7 @@ class ImageEngine:
         loader: Callable[[str, str], ImagePipelines] = load_pipelines,
         safety_checker: str | None = None,
         safety_loader: Callable[[str, str], Any] | None = None,
+        performance: PerformanceOptions | None = None,
     ):
         self.model = model
         self.safety_checker = safety_checker or None
@@ -150,6 +167,8 @@ class ImageEngine:
         self._timer: threading.Timer | None = None
         self._closed = False
         self._load_error: str | None = None
+        self.performance = performance or PerformanceOptions()
+        self._report: PerformanceReport | None = None
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -199,6 +218,7 @@ class ImageEngine:
                     else round(time.monotonic() - self._last_finished, 3)
                 ),
                 load_error=self._load_error,
+                performance=self._report if pipes is not None else None,
             )
 
     def retry_after(self, position: int | None = None) -> int:
@@ -277,8 +297,18 @@ class ImageEngine:
             pipes = self._load_step(
                 f"model {self.model!r}", lambda: self._loader(self.model, self.device)
             )
+            report = self._load_step(
+                "the speed settings",
+                lambda: apply_performance(
+                    _transformer(pipes),
+                    [pipes.text_to_image, pipes.image_to_image, pipes.inpaint],
+                    pipes.device,
+                    self.performance,
+                ),
+            )
             with self._lock:
                 self._pipelines = pipes
+                self._report = report
                 self._load_error = None
         if self.safety_checker is not None and self._checker is None:
             self._load_checker()
@@ -319,9 +349,38 @@ class ImageEngine:
             self._load_error = message
 
     def _generate(self, pipes: ImagePipelines, task: ImageTask) -> list[Any]:
+        """All ``task.n`` images: one pipeline call (``batch_n``) or one call per image, each
+        image ``i`` from a CPU generator seeded ``task.seed + i``."""
         import torch
 
-        generator = torch.Generator(device="cpu").manual_seed(task.seed)
+        generators = [
+            torch.Generator(device="cpu").manual_seed(task.seed + i) for i in range(task.n)
+        ]
+        report = self._report or PerformanceReport()
+        with self._attention_for(pipes, task, report):
+            if report.batch_n:
+                return self._call(pipes, task, task.n, generators)
+            return [image for g in generators for image in self._call(pipes, task, 1, [g])]
+
+    @contextmanager
+    def _attention_for(
+        self, pipes: ImagePipelines, task: ImageTask, report: PerformanceReport
+    ) -> Iterator[None]:
+        """Guided requests (``guidance_scale`` > 0) pad prompts of different lengths and need an
+        attention mask: run them with native SDPA when the backend in use has no mask support."""
+        if task.guidance_scale <= 0 or report.attention_backend not in MASKLESS_BACKENDS:
+            yield
+            return
+        transformer = _transformer(pipes)
+        transformer.set_attention_backend("native")
+        try:
+            yield
+        finally:
+            transformer.set_attention_backend(report.attention_backend)
+
+    def _call(
+        self, pipes: ImagePipelines, task: ImageTask, n: int, generators: list[Any]
+    ) -> list[Any]:
         common = {
             "prompt": task.prompt,
             "negative_prompt": task.negative_prompt if task.guidance_scale > 0 else None,
@@ -331,8 +390,8 @@ class ImageEngine:
             "guidance_scale": task.guidance_scale,
             "cfg_normalization": task.cfg_normalization,
             "cfg_truncation": task.cfg_truncation,
-            "num_images_per_prompt": task.n,
-            "generator": generator,
+            "num_images_per_prompt": n,
+            "generator": generators,
             "max_sequence_length": task.max_sequence_length or pipes.limits.max_sequence_length,
         }
         if task.image is None:
@@ -349,6 +408,7 @@ class ImageEngine:
         with self._lock:
             pipes, self._pipelines = self._pipelines, None
             self._checker = None
+            self._report = None
         if pipes is None:
             return False
         device = pipes.device
@@ -404,3 +464,12 @@ class ImageEngine:
                     self._unload_locked()
             finally:
                 self._model_lock.release()
+
+
+def _transformer(pipes: ImagePipelines) -> Any:
+    """The transformer the pipelines share (the first pipeline that exposes one)."""
+    for pipe in (pipes.text_to_image, pipes.image_to_image, pipes.inpaint):
+        transformer = getattr(pipe, "transformer", None)
+        if transformer is not None:
+            return transformer
+    raise GenerationError("the loaded pipelines have no transformer")

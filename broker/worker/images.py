@@ -66,7 +66,8 @@ def parse_size(
     for side in (width, height):
         if not min_side <= side <= max_side:
             raise InvalidImageRequestError(
-                f"size {width}x{height}: each side must be between {min_side} and {max_side} pixels",
+                f"size {width}x{height}: each side must be between {min_side} and "
+                f"{max_side} pixels",
                 param=param,
             )
         if side % multiple:
@@ -124,8 +125,8 @@ def decode_image(data: bytes, *, param: str = "image"):
 
     Raises:
         InvalidImageRequestError: empty data, another format (a text file, a GIF...) or a
-            truncated / corrupt image, or a decompression bomb (``param`` names the form field; the message never carries
-            Pillow's internal object reprs).
+            truncated / corrupt image, or a decompression bomb (``param`` names the form field; the
+            message never carries Pillow's internal object reprs).
     """
     from PIL import Image, UnidentifiedImageError
 

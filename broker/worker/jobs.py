@@ -2,8 +2,8 @@
 with a TTL, and the webhook POST sent when a job finishes.
 
 Wire shape (provider-gateway.md B2, user-broker.md 10.1): creation answers 202 with
-``{"id", "jobId", "object": "image.generation.job", "status": "pending", "created"}``; polling returns
-the same fields plus, when completed, ``data`` = the synchronous images response (so
+``{"id", "jobId", "object": "image.generation.job", "status": "pending", "created"}``; polling
+returns the same fields plus, when completed, ``data`` = the synchronous images response (so
 ``body.data.data`` is the image list, as the SDK's job poller reads it) or, when failed, ``error``.
 """
 

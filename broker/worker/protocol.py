@@ -25,6 +25,7 @@ __all__ = [
     "ImagesResponse",
     "ModelCard",
     "ModelList",
+    "PerformanceStatus",
     "UnloadResponse",
     "WorkerStatusResponse",
 ]
@@ -45,7 +46,13 @@ class _ImageOptions(BaseModel):
     response_format: Literal["b64_json", "url"] = Field("b64_json")
     output_format: Literal["png", "jpeg", "webp"] = Field("png")
     output_compression: int | None = Field(None, ge=0, le=100)
-    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="Generator seed.")
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**63 - 1,
+        description="Generator seed of the first image; image i is seeded seed + i (the image a "
+        "request with that seed and n = 1 gives).",
+    )
     num_inference_steps: int | None = Field(None, ge=1, description="Denoising steps.")
     guidance_scale: float | None = Field(None, ge=0, le=50, description="CFG scale (0 = off).")
     cfg_normalization: bool = Field(
@@ -161,6 +168,18 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+class PerformanceStatus(BaseModel):
+    """The speed settings in effect on the loaded model (``ZG_WORKER_ATTENTION_BACKEND``...):
+    ``notes`` says, one line each, which requested setting is off and why (no CUDA, kernel
+    package not installed...)."""
+
+    attention_backend: str = Field(description="diffusers attention backend (native = SDPA).")
+    compile: str | None = Field(description="torch.compile mode in use, or null (off).")
+    cuda_graphs: bool
+    batch_n: bool = Field(description="The n images of a request are made in one call.")
+    notes: list[str]
+
+
 class WorkerStatusResponse(BaseModel):
     """``GET /v1/internal/status`` (seed 003: ``{"status": "generating"}`` while busy).
 
@@ -177,6 +196,9 @@ class WorkerStatusResponse(BaseModel):
     running: int
     idle_seconds: float | None
     jobs: int
+    performance: PerformanceStatus | None = Field(
+        None, description="Speed settings in effect; null until the model is loaded."
+    )
 
 
 class HealthResponse(BaseModel):
@@ -189,6 +211,9 @@ class HealthResponse(BaseModel):
     state: Literal["idle", "loading", "generating"]
     load_error: str | None = None
     safety_checker: str | None = Field(None, description="The configured safety checker, if any.")
+    performance: PerformanceStatus | None = Field(
+        None, description="Speed settings in effect; null until the model is loaded."
+    )
 
 
 class UnloadResponse(BaseModel):

@@ -15,6 +15,7 @@ from starlette.datastructures import UploadFile
 from broker.wire.job_id import is_valid_job_id
 from broker.worker.body import SafeJSONRoute
 from broker.worker.errors import InvalidImageRequestError, JobNotFoundError
+from broker.worker.pipelines.performance import PerformanceReport
 from broker.worker.protocol import (
     AsyncImageGenerationRequest,
     HealthResponse,
@@ -24,6 +25,7 @@ from broker.worker.protocol import (
     ImagesResponse,
     ModelCard,
     ModelList,
+    PerformanceStatus,
     UnloadResponse,
     WorkerStatusResponse,
 )
@@ -42,7 +44,12 @@ def _service(request: Request) -> ImageService:
 def _status(service: ImageService) -> WorkerStatusResponse:
     snapshot = dict(service.engine.status().__dict__)
     snapshot["status"] = snapshot.pop("state")
+    snapshot["performance"] = _performance(snapshot["performance"])
     return WorkerStatusResponse(**snapshot, jobs=len(service.jobs))
+
+
+def _performance(report: PerformanceReport | None) -> PerformanceStatus | None:
+    return None if report is None else PerformanceStatus(**report.as_dict())
 
 
 @router.get("/health", response_model=HealthResponse)
@@ -57,6 +64,7 @@ async def health(request: Request) -> HealthResponse:
         state=snapshot.state,
         load_error=snapshot.load_error,
         safety_checker=service.engine.safety_checker,
+        performance=_performance(snapshot.performance),
     )
 
 
@@ -95,7 +103,11 @@ async def internal_status(request: Request) -> WorkerStatusResponse:
     return _status(_service(request))
 
 
-@router.api_route("/v1/internal/unload", methods=["GET", "POST"], response_model=UnloadResponse)
+# GET too, as the Z-Image Vision server answers it; one OpenAPI operation id per method
+@router.post("/v1/internal/unload", response_model=UnloadResponse, operation_id="internal_unload")
+@router.get(
+    "/v1/internal/unload", response_model=UnloadResponse, operation_id="internal_unload_get"
+)
 async def internal_unload(request: Request) -> UnloadResponse:
     """Unload the model now (waits for a running job); the next request loads it again."""
     service = _service(request)
@@ -115,7 +127,8 @@ async def create_image(body: ImageGenerationRequest, request: Request) -> Images
 
 @router.post("/v1/images/edits", response_model=ImagesResponse, response_model_exclude_none=True)
 async def edit_image(request: Request) -> ImagesResponse:
-    """Image editing (OpenAI ``images.edit``, multipart): image-to-image, or inpainting with a mask."""
+    """Image editing (OpenAI ``images.edit``, multipart): image-to-image, or inpainting with a
+    mask."""
     service = _service(request)
     form, images, mask = await _read_edit_form(request)
     task = await asyncio.to_thread(service.edit_task, form, images, mask)

@@ -1,13 +1,15 @@
-"""Settings of the Z-Image worker (``0g-broker worker serve``), environment prefix ``ZG_WORKER_``."""
+"""Settings of the Z-Image worker (``0g-broker worker serve``), environment prefix
+``ZG_WORKER_``."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from broker.asgi.settings import AllowedHosts, AllowedOrigins
+from broker.worker.pipelines.performance import AttentionBackend, CompileMode, PerformanceOptions
 
 __all__ = ["DEFAULT_MODEL", "WorkerSettings"]
 
@@ -24,7 +26,8 @@ class WorkerSettings(BaseSettings):
 
     model: str = Field(
         DEFAULT_MODEL,
-        description="'tiny' (random-weight test pipeline), a Hugging Face Hub id or a local directory.",
+        description="'tiny' (random-weight test pipeline), a Hugging Face Hub id or a local "
+        "directory.",
     )
     served_model_name: str | None = Field(
         None, description="Name reported by /v1/models and accepted as `model`; default: `model`."
@@ -81,6 +84,47 @@ class WorkerSettings(BaseSettings):
         "(default: public addresses only).",
     )
     log_level: str = Field("info", description="uvicorn log level.")
+    attention_backend: AttentionBackend = Field(
+        "auto",
+        description="Attention of the transformer (diffusers backend): auto = native (PyTorch "
+        "SDPA, which picks a flash / memory-efficient / cuDNN kernel itself); _native_flash, "
+        "_native_efficient, _native_cudnn, flash (flash-attn 2), _flash_3 (flash-attn 3), sage "
+        "need CUDA and their package; off with the reason in /v1/internal/status otherwise.",
+    )
+    compile: bool = Field(
+        False, description="torch.compile the transformer (CUDA with Triton only; slow first call)."
+    )
+    compile_mode: CompileMode = Field(
+        "default", description="torch.compile mode: default or max-autotune (longer compile)."
+    )
+    cuda_graphs: bool = Field(
+        False,
+        description="Capture CUDA graphs (compile mode reduce-overhead; needs compile=true, CUDA; "
+        "one capture per image size and n).",
+    )
+    batch_n: bool = Field(
+        True,
+        description="Make the n images of a request in one pipeline call (false: one call per "
+        "image). Image i of a request with seed s is the image of seed s+i with n=1 either way.",
+    )
+
+    @model_validator(mode="after")
+    def _cuda_graphs_need_compile(self) -> WorkerSettings:
+        if self.cuda_graphs and not self.compile:
+            raise ValueError(
+                "cuda_graphs needs compile=true (CUDA graphs are captured by torch.compile)"
+            )
+        return self
+
+    def performance_options(self) -> PerformanceOptions:
+        """The speed settings as :class:`PerformanceOptions` (for the image engine)."""
+        return PerformanceOptions(
+            attention_backend=self.attention_backend,
+            compile=self.compile,
+            compile_mode=self.compile_mode,
+            cuda_graphs=self.cuda_graphs,
+            batch_n=self.batch_n,
+        )
 
     @property
     def model_name(self) -> str:

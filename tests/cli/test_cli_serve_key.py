@@ -135,6 +135,30 @@ def test_key_on_the_command_line_warns(stack_and_user, cli_home):
     assert KEY not in err
 
 
+@pytest.mark.parametrize("flag", [None, "--extra-routes"])
+def test_extra_routes_flag(stack_and_user, cli_home, flag):
+    """A chat request to this text-to-image provider is refused by serve itself (404
+    ``unsupported_route``) unless ``--extra-routes`` is given; then it is forwarded and whatever
+    answers comes from the gateway's side, not from serve's route check."""
+    st, user_key = stack_and_user
+    args = ["--provider", st.provider_address] + ([flag] if flag else [])
+    proc, url = _start(args, _env(cli_home, user_key, ZG_SERVE_API_KEY=KEY))
+    try:
+        r = httpx.post(
+            url + "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {KEY}"},
+            json={"model": "z-image", "messages": [{"role": "user", "content": "hi"}]},
+            timeout=60,
+        )
+    finally:
+        _stop(proc)
+    code = (r.json().get("error") or {}).get("code") if r.content else None
+    if flag is None:
+        assert r.status_code == 404 and code == "unsupported_route", r.text
+    else:
+        assert code != "unsupported_route", r.text
+
+
 @pytest.mark.parametrize(
     ("setup", "expected"),
     [

@@ -18,7 +18,7 @@ from eth_account.messages import encode_defunct
 from server_helpers import UvicornThread, free_port
 
 from broker.chain.connection import connect
-from broker.chain.contracts import InferenceServingContract
+from broker.chain.contracts import InferenceServingContract, LedgerManagerContract
 from broker.chain.errors import ContractRevertError
 from broker.chain.sender import TransactionSender
 from broker.inference.token_issuing import new_session_token
@@ -27,6 +27,7 @@ from broker.provider.billing import FeeLedger
 from broker.provider.db import open_database
 from broker.provider.errors import SessionValidationError
 from broker.provider.limits import IP_MESSAGE, Limits
+from broker.provider.ops import request_counts
 from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
 from broker.provider.serve import build_gateway
 from broker.provider.settings import ProviderSettings
@@ -267,6 +268,39 @@ def test_proxy_checks_run_in_order_route_ip_global_body(gateway):
         r = c.post("/v1/proxy/chat/completions", headers=_ip(), json={"messages": []})
         assert r.status_code == 400 and r.json()["error"].startswith("validate session")
     assert real.global_inflight.count() == 0
+
+
+def test_unreachable_backend_fails_the_request_and_frees_the_slots(gateway, devnet, fresh_account):
+    """The failure path of a billed request (module billed): the backend is down (this gateway's
+    target is a closed port), so the ``pending`` row is failed, nothing is charged, both in-flight
+    slots are released and the client gets 502 in the gateway's shape; a free ``/v1/proxy`` route
+    answers 502 too, never a bare 500."""
+    gw, provider, user = gateway["gw"], gateway["provider"], fresh_account
+    w3 = connect(devnet.rpc_url)
+    ledger = LedgerManagerContract(w3, devnet.ledger_address, TransactionSender(w3, user))
+    ledger.add_ledger("", 10 * ZG)
+    ledger.transfer_fund(provider.address, "inference-v1.0", 5 * ZG)
+    token = sign_session_token(new_session_token(user.address, provider.address), user)
+    before = request_counts(gw.db)
+    chat = {"model": "wire-model", "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.Client(base_url=gateway["url"], timeout=30) as c:
+        r = c.post(
+            "/v1/proxy/chat/completions",
+            json=chat,
+            headers={"Authorization": authorization_header(token), **_ip()},
+        )
+        assert r.status_code == 502, r.text
+        assert r.json() == {"error": "forward request: backend unreachable (ConnectError)"}
+        assert "ZG-Res-Key" not in r.headers
+        free = c.get("/v1/proxy/attestation/report", headers=_ip())
+        assert free.status_code == 502, free.text
+        assert free.json()["error"].startswith("forward request: backend unreachable")
+    after = request_counts(gw.db)
+    assert after["failed"] == before["failed"] + 1
+    assert after["pending"] == before["pending"]
+    assert gw.ledger.unsettled_fee(user.address) == 0
+    assert gw.limits.user_inflight.count(user.address.lower()) == 0
+    assert gw.limits.global_inflight.count() == 0
 
 
 # ---------------------------------------------------------------------------------- B11

@@ -106,6 +106,9 @@ def test_async_job_billed_once_on_completion(stack, devnet, fresh_account):
     assert r.status_code == 202, r.text
     job_id = r.json()["jobId"]
     assert r.headers["ZG-Res-Key"] and r.headers.get("Retry-After")
+    # the signed 202 carries its signature too (module billed), the one the endpoint returns
+    sig = httpx.get(url + f"/v1/proxy/signature/{r.headers['ZG-Res-Key']}", timeout=30).json()
+    assert r.headers["ZG-Res-Signature"] == sig["signature"]
     assert gw.ledger.unsettled_fee(fresh_account.address) == 0  # not billed on acceptance
     deadline = time.monotonic() + 120
     while True:

@@ -1,5 +1,6 @@
-"""The worker over real HTTP (uvicorn on loopback) with the tiny Z-Image pipeline: the OpenAI client,
-output formats, n, sizes, validation errors, url files, edits, async jobs with webhooks, status."""
+"""The worker over real HTTP (uvicorn on loopback) with the tiny Z-Image pipeline: the OpenAI
+client, output formats, n, sizes, validation errors, url files, edits, async jobs with webhooks,
+status."""
 
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ def test_lazy_load_status_health_models(http):
         "state": "idle",
         "load_error": None,
         "safety_checker": None,
+        "performance": None,  # known once the model is loaded
     }
     models = http.get("/v1/models").json()
     assert models["object"] == "list" and models["data"][0]["id"] == "tiny"
@@ -76,7 +78,15 @@ def test_lazy_load_status_health_models(http):
     r = http.post("/v1/images/generations", json={"prompt": "a red fox", "size": "32x32"})
     assert r.status_code == 200, r.text
     assert http.get("/v1/internal/status").json()["loaded"] is True
-    assert http.get("/health").json()["model_loaded"] is True
+    health = http.get("/health").json()
+    assert health["model_loaded"] is True
+    assert health["performance"] == {
+        "attention_backend": "native",
+        "compile": None,
+        "cuda_graphs": False,
+        "batch_n": True,
+        "notes": [],
+    }
 
 
 def test_openai_client_generate(worker_url):

@@ -1,6 +1,6 @@
 """``enable_safety_checker`` never pretends: with a real diffusers safety checker loaded (a tiny
-random-weight one saved and loaded back through ``from_pretrained``), flagged images are withheld and
-reported per image (``has_nsfw_concepts``); without one the answer says no check ran."""
+random-weight one saved and loaded back through ``from_pretrained``), flagged images are withheld
+and reported per image (``has_nsfw_concepts``); without one the answer says no check ran."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""Z-Image pipelines: the real loader (Hub id / local directory), the tiny random-weight one, and the
-optional safety checker (:mod:`broker.worker.pipelines.safety`).
+"""Z-Image pipelines: the real loader (Hub id / local directory), the tiny random-weight one, and
+the optional safety checker (:mod:`broker.worker.pipelines.safety`).
 
-torch and diffusers are imported lazily inside these modules (the ``[worker]`` extra); importing this
-package does not import them.
+torch and diffusers are imported lazily inside these modules (the ``[worker]`` extra); importing
+this package does not import them.
 """
 
 from __future__ import annotations

@@ -45,7 +45,8 @@ def select_device(device: str = "auto") -> tuple[str, Any]:
         ``(device_name, torch_dtype)``: ``("cuda", torch.bfloat16)`` or ``("cpu", torch.float32)``.
 
     Raises:
-        WorkerDependencyError: ``"cuda"`` requested but no CUDA device is available, or torch missing.
+        WorkerDependencyError: ``"cuda"`` requested but no CUDA device is available, or torch
+        missing.
     """
     torch = require_worker_dependencies()["torch"]
     if device not in ("auto", "cpu", "cuda"):

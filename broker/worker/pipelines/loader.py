@@ -1,4 +1,5 @@
-"""Real loading of a Z-Image model (Hub id or local directory) through diffusers' ``from_pretrained``.
+"""Real loading of a Z-Image model (Hub id or local directory) through diffusers'
+``from_pretrained``.
 
 Recommended defaults for Z-Image-Turbo (model card and the diffusers 0.42 ``ZImagePipeline``
 example): 8 inference steps (9 before diffusers PR #13730 fixed the step count) and

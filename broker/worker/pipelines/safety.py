@@ -141,5 +141,6 @@ def load_safety_checker(reference: str, device: str = "auto") -> SafetyChecker:
 
 
 def _processor_class(transformers: Any) -> Any:
-    """``CLIPImageProcessor``'s Pillow backend where transformers has one (no torchvision needed)."""
+    """``CLIPImageProcessor``'s Pillow backend where transformers has one (no torchvision
+    needed)."""
     return getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor

@@ -3,8 +3,8 @@
 For tests and the devnet: it runs the real diffusers ``ZImagePipeline`` code path (tokenizer with a
 chat template, Qwen3 text encoder, ZImage transformer, AutoencoderKL, flow-matching scheduler) with
 the block structure of the real Z-Image-Turbo (``../shared/reference/z-image-turbo/``): transformer
-patch 2, 16 latent channels, the real rotary ``axes_lens`` (1536, 512, 512) with ``axes_dims`` in the
-real 2:3:3 proportion, a refiner stage, qk-norm; a VAE with four blocks (scale factor 8, 1:2:4:4
+patch 2, 16 latent channels, the real rotary ``axes_lens`` (1536, 512, 512) with ``axes_dims`` in
+the real 2:3:3 proportion, a refiner stage, qk-norm; a VAE with four blocks (scale factor 8, 1:2:4:4
 widths, two layers per block, mid-block attention, no quant convs, the real scaling/shift factors);
 the real scheduler (shift 3.0). Only the widths and depths are small, so it accepts every size the
 real model accepts (multiples of 16 up to 2048 per side) and a 1024x1024 image at Turbo's 8 steps
@@ -33,9 +33,9 @@ __all__ = [
     "build_tiny_tokenizer",
 ]
 
-#: Limits of the tiny model = the real Z-Image-Turbo's (see ``loader.limits_for``): sides multiple of
-#: 16 (VAE scale 8 × patch 2) in [16, 2048], 1024x1024 by default, 8 steps, guidance 0.0 (guidance-
-#: distilled like Turbo, also for edits), 512 prompt tokens.
+#: Limits of the tiny model = the real Z-Image-Turbo's (see ``loader.limits_for``): sides multiple
+#: of 16 (VAE scale 8 × patch 2) in [16, 2048], 1024x1024 by default, 8 steps, guidance 0.0
+#: (guidance-distilled like Turbo, also for edits), 512 prompt tokens.
 TINY_LIMITS = ModelLimits(
     size_multiple=16,
     min_side=16,
@@ -152,8 +152,8 @@ def build_tiny_pipelines(device: str = "auto", *, seed: int = 0) -> ImagePipelin
     scheduler = diffusers.FlowMatchEulerDiscreteScheduler(
         num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=False
     )
-    # Casting freshly built modules makes diffusers warn about "modules to keep in float32" (there are
-    # none in these models); keep its logger quiet while building.
+    # Casting freshly built modules makes diffusers warn about "modules to keep in float32" (there
+    # are none in these models); keep its logger quiet while building.
     verbosity = diffusers.utils.logging.get_verbosity()
     diffusers.utils.logging.set_verbosity_error()
     try:
