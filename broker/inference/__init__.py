@@ -1,9 +1,11 @@
 """broker.inference — the user-side inference broker (user-broker.md §5–§8).
 
-Modules: ``token`` (``app-sk-`` session tokens and the provider-side check), ``chat_id``,
-``response_signature``, ``fees``, ``fee_store``, ``models``, ``errors``, ``broker``
-(``InferenceBroker``, the facade over ``state``, ``services``, ``accounts``, ``sessions`` and
-``responses``). Names below are loaded lazily so ``import broker.inference`` stays cheap.
+Modules: ``token_issuing`` (new ``app-sk-`` session tokens), ``chat_id``,
+``response_signature``, ``fee_store``, ``models``, ``errors``, ``broker`` (``InferenceBroker``, the
+facade over ``state``, ``services``, ``accounts``, ``sessions`` and ``responses``). The rules the
+gateway shares (token format and checks, fees, SSE and chat ids) live in :mod:`broker.wire`; the
+names below re-export them for callers of the user side. Names are loaded lazily so
+``import broker.inference`` stays cheap.
 """
 
 from __future__ import annotations
@@ -47,23 +49,23 @@ _LOCATIONS = {
     "FundingStrategy": "broker",
     "NoFunding": "broker",
     "is_session_rejection": "broker",
-    "SessionToken": "token",
-    "ParsedAuthorization": "token",
-    "new_session_token": "token",
-    "sign_session_token": "token",
-    "authorization_header": "token",
-    "parse_authorization": "token",
-    "verify_session_token": "token",
+    "SessionToken": "broker.wire.session_token",
+    "ParsedAuthorization": "broker.wire.session_token",
+    "new_session_token": "token_issuing",
+    "sign_session_token": "broker.wire.session_token",
+    "authorization_header": "broker.wire.session_token",
+    "parse_authorization": "broker.wire.session_token",
+    "verify_session_token": "broker.wire.session_token",
     "extract_chat_id": "chat_id",
-    "SSEChatIdExtractor": "chat_id",
+    "SSEChatIdExtractor": "broker.wire.sse",
     "VerificationReason": "response_signature",
     "VerificationResult": "response_signature",
     "verify_response_signature": "response_signature",
     "averify_response_signature": "response_signature",
-    "UsageCounts": "fees",
-    "UsageStreamCollector": "fees",
-    "calculate_fee": "fees",
-    "fee_for_content": "fees",
+    "UsageCounts": "broker.wire.fees",
+    "UsageStreamCollector": "broker.wire.sse",
+    "calculate_fee": "broker.wire.fees",
+    "fee_for_content": "broker.wire.fees",
     "FeeStore": "fee_store",
     "Service": "models",
     "ServiceMetadata": "models",
@@ -78,7 +80,8 @@ def __getattr__(name: str) -> Any:
     module = _LOCATIONS.get(name)
     if module is None:
         raise AttributeError(f"module 'broker.inference' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"broker.inference.{module}"), name)
+    path = module if module.startswith("broker.") else f"broker.inference.{module}"
+    value = getattr(importlib.import_module(path), name)
     globals()[name] = value
     return value
 

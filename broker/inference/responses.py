@@ -17,9 +17,7 @@ from typing import Any
 
 import httpx
 
-from broker.inference.errors import UnknownServiceTypeError, UsageError
 from broker.inference.fee_store import FeeStore
-from broker.inference.fees import fee_for_content
 from broker.inference.models import Service
 from broker.inference.response_signature import (
     ResponseBinding,
@@ -28,6 +26,8 @@ from broker.inference.response_signature import (
     verify_response_signature,
 )
 from broker.inference.services import ServiceDirectory
+from broker.wire.errors import FeeInputError
+from broker.wire.fees import fee_for_content
 
 __all__ = ["SIGNATURE_RETRY_REASONS", "ResponseProcessor"]
 
@@ -68,7 +68,7 @@ class ResponseProcessor:
             fee = fee_for_content(
                 service.service_type, content, service.input_price, service.output_price
             )
-        except (UnknownServiceTypeError, UsageError) as exc:
+        except FeeInputError as exc:
             logger.warning("fee not recorded for %s: %s", provider, exc)
         else:
             self._fee_store().add_fee(self._address, provider, fee)

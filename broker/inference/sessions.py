@@ -1,9 +1,9 @@
 """Request headers, the ephemeral-session cache and persistent API keys for the inference broker
 (user-broker.md §5.4, §5.5, §6; §13 items 9, 10).
 
-:class:`SessionManager` signs ``app-sk-…`` session tokens (:mod:`broker.inference.token`): the
-ephemeral token (id 255, 24 h) is cached in :class:`~broker.inference.state.BrokerState` and created
-single-flight per provider; persistent API keys (ids 0–254) are recorded in the fee store so
+:class:`SessionManager` signs ``app-sk-…`` session tokens (:mod:`broker.wire.session_token`): the
+ephemeral token (id 255, 24 h) is cached in :class:`~broker.inference.state.BrokerState` and
+created single-flight per provider; persistent API keys (ids 0–254) are recorded in the fee store so
 repeated keys get distinct ids; ``revokeToken`` / ``revokeAllTokens`` drop what they invalidate.
 Addresses passed in are already checksummed by the facade
 (:class:`~broker.inference.broker.InferenceBroker`).
@@ -25,17 +25,15 @@ from broker.inference.errors import (
 from broker.inference.fee_store import FeeStore
 from broker.inference.models import ApiKeyInfo
 from broker.inference.state import BrokerState, CachedSession
-from broker.inference.token import (
+from broker.inference.token_issuing import lowest_free_token_id, new_session_token, now_ms
+from broker.ledger.models import TxResult
+from broker.wire.session_token import (
     EPHEMERAL_TOKEN_ID,
     MAX_PERSISTENT_TOKEN_ID,
     authorization_header,
     is_token_revoked,
-    lowest_free_token_id,
-    new_session_token,
-    now_ms,
     sign_session_token,
 )
-from broker.ledger.models import TxResult
 
 __all__ = ["SESSION_REFRESH_MARGIN_MS", "SessionManager"]
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from broker.inference.models import Service
-from broker.inference.token import SessionToken
+from broker.wire.session_token import SessionToken
 
 __all__ = ["BrokerState", "CachedSession"]
 

@@ -2,11 +2,11 @@
 
 An async generation or edit is admitted like a synchronous one (B3, B4, B6) and gets its
 ``pending`` zero-fee request row before forwarding. When the backend accepts it (202 with
-``jobId``) the job is recorded here; the fee (``n × outputPrice``, B9) is recorded only when the
-backend reports the job ``completed``, exactly once, whether the gateway learns it from the user's
-poll or from its own watcher. A job that fails, or that the backend no longer knows (404), is never
-charged (B9: failed requests are never charged). Records are in the database, so a restarted
-gateway resumes watching.
+``jobId``) the job is recorded here; the fee (``n × outputPrice``, B9, by
+:func:`broker.wire.fees.image_counts`) is recorded only when the backend reports the job
+``completed``, exactly once, whether the gateway learns it from the user's poll or from its own
+watcher. A job that fails, or that the backend no longer knows (404), is never charged (B9: failed
+requests are never charged). Records are in the database, so a restarted gateway resumes watching.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from broker.provider.billing import Fee, FeeLedger
+from broker.provider.billing import FeeLedger
 from broker.provider.db import AsyncJobRecord, AsyncJobStatus, Database
+from broker.wire.fees import Fee, image_counts
 
 __all__ = ["AsyncJobTracker", "JobPoll"]
 
@@ -96,9 +97,8 @@ class AsyncJobTracker:
         if status_code == 200 and status == "completed":
             rec = self._close(job_id, AsyncJobStatus.BILLED)
             if rec is not None and rec.request_hash is not None:
-                self.ledger.bill(
-                    rec.request_hash, Fee(0, rec.images, 0, rec.images * self.output_price)
-                )
+                fee = Fee.of(image_counts(rec.images), 0, self.output_price)
+                self.ledger.bill(rec.request_hash, fee)
             return "billed" if rec is not None else None
         if status_code == 404 or (status_code == 200 and status == "failed"):
             rec = self._close(job_id, AsyncJobStatus.FAILED)

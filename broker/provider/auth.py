@@ -1,8 +1,8 @@
 """Authentication (``provider-gateway.md`` B3) and account checks (B4) for gateway requests.
 
-Token parsing and the B3 checks are :mod:`broker.inference.token`'s; this module only supplies the
-on-chain generation / revocation bitmap and maps the typed token errors to the gateway's 400
-``validate session: <msg>`` answers, then runs the B4 balance gate.
+Token parsing and the B3 checks are :mod:`broker.wire.session_token`'s (shared with the user side);
+this module only supplies the on-chain generation / revocation bitmap and maps the typed token
+errors to the gateway's 400 ``validate session: <msg>`` answers, then runs the B4 balance gate.
 
 B3 check 9 (the verified-token cache, 5 min) is kept here: a header that passed every check is
 remembered with the account state (generation, revocation bitmap) it was checked against; the same
@@ -17,11 +17,11 @@ import time
 from collections import OrderedDict
 from typing import NamedTuple
 
-from broker.inference.errors import TokenError
-from broker.inference.token import parse_authorization, verify_session_token
 from broker.provider.accounts import AccountCache
 from broker.provider.errors import RequestValidationError, SessionValidationError
 from broker.units import format_0g
+from broker.wire.errors import TokenError
+from broker.wire.session_token import parse_authorization, verify_session_token
 
 __all__ = ["VERIFIED_CACHE_TTL", "Authenticator"]
 

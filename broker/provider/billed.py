@@ -31,16 +31,17 @@ from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from broker.inference.chat_id import chat_id_from_body, chat_id_from_sse
-from broker.provider.billing import Fee, compute_fee
 from broker.provider.dependencies import GlobalSlot
 from broker.provider.errors import GatewayHTTPError
 from broker.provider.forward import decoded_body, forward_headers, response_headers, rewrite_request
 from broker.provider.runtime import GatewayRuntime
 from broker.provider.signing import StoredSignature
+from broker.wire.chat_id import chat_id_from_body
+from broker.wire.fees import Fee, compute_fee
 from broker.wire.forwarded_request import ForwardedRequestError
 from broker.wire.json_body import InvalidJSONBodyError, loads_request_json
 from broker.wire.n import DEFAULT_N, InvalidNError, request_n
+from broker.wire.sse import chat_id_from_sse
 
 __all__ = [
     "ASYNC_ROUTES",

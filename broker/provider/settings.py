@@ -16,11 +16,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from broker.asgi.guard import split_list
 from broker.config.settings import broker_home
+from broker.wire.fees import SERVICE_TYPES
 
-__all__ = ["SERVICE_TYPES", "ProviderSettings", "provider_home"]
-
-#: Service types a deployment may serve (B5); billing follows the type (B9).
-SERVICE_TYPES = ("chatbot", "text-to-image", "image-editing", "speech-to-text")
+__all__ = ["ProviderSettings", "provider_home"]
 
 
 def provider_home() -> Path:

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
 
-from broker.inference.errors import UnknownServiceTypeError, UsageError
 from broker.inference.fee_store import AsyncJobStatus
-from broker.inference.fees import extract_text_to_image_usage, fee_for_content
 from broker.proxy.service_memo import ServiceMemo
+from broker.wire.errors import UnknownServiceTypeError, UsageError
+from broker.wire.fees import extract_text_to_image_usage, fee_for_content
 
 if TYPE_CHECKING:
     from broker.inference.broker import InferenceBroker

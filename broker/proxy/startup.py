@@ -23,11 +23,11 @@ from rich.text import Text
 
 from broker._exceptions import BrokerError
 from broker.inference.errors import UnknownProviderError
-from broker.inference.fees import SERVICE_TYPES
 from broker.ledger.errors import NoLedgerError
 from broker.ports import port_available
 from broker.proxy.errors import ProxyConfigError, ProxyStartupError
 from broker.units import format_0g
+from broker.wire.fees import SERVICE_TYPES
 
 if TYPE_CHECKING:
     from broker.inference.broker import InferenceBroker

@@ -29,16 +29,15 @@ from collections.abc import AsyncIterator
 import httpx
 from fastapi.responses import Response, StreamingResponse
 
-from broker.inference.chat_id import SSEChatIdExtractor, chat_id_from_headers
-from broker.inference.fees import UsageStreamCollector
 from broker.inference.response_signature import ResponseBinding, VerificationResult
-from broker.inference.sse import SSEDecoder, parse_sse_json
 from broker.proxy.context import ProxyContext
 from broker.proxy.errors import ProxyHTTPError
 from broker.proxy.protocol import ErrorBody, ErrorResponse
 from broker.proxy.upstream import decode_body, passthrough_headers
 from broker.proxy.verification import REASON_HEADER, VERIFIED_HEADER, header_value, reason_value
+from broker.wire.chat_id import chat_id_from_headers
 from broker.wire.signed_text import sha256_hex
+from broker.wire.sse import SSEChatIdExtractor, SSEDecoder, UsageStreamCollector, parse_sse_json
 
 __all__ = ["stream_response"]
 

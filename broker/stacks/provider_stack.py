@@ -197,6 +197,13 @@ class ProviderStack:
         self.detached = detached
         self._servers = servers or []
 
+    @property
+    def worker_app(self) -> Any:
+        """The in-process worker's ASGI app (its ``state.image_service`` is the running image
+        service), or ``None`` for a detached stack."""
+        apps = [s.app for s in self._servers if s.name == "worker"]
+        return apps[0] if apps else None
+
     gateway_url = property(lambda self: self.info.gateway_url)
     worker_url = property(lambda self: self.info.worker_url)
     provider_address = property(lambda self: self.info.address)

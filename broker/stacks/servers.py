@@ -75,6 +75,7 @@ class LocalServer:
         name: what it is, for messages (``"worker"``, ``"gateway"``, ``"serve"``).
         port: its TCP port. url: ``http://127.0.0.1:<port>``.
         pid: the child process (``None`` for a thread). log: the child's output file.
+        app: the ASGI application served in a thread (``None`` for a child process).
 
     Build one with :meth:`in_thread` or :meth:`in_process`; use it as a context manager or call
     :meth:`stop`. A child process outlives this object unless stopped (``devnet up`` relies on it).
@@ -95,6 +96,7 @@ class LocalServer:
         self.url = f"http://{HOST}:{port}"
         self.pid = pid
         self.log = log
+        self.app = server.config.app if server is not None else None
         self._server = server
         self._thread = thread
 

@@ -14,7 +14,7 @@ from eth_account import Account
 from web3 import Web3
 
 from broker.chain.contracts import InferenceServingContract
-from broker.inference.token import parse_authorization, verify_session_token
+from broker.wire.session_token import parse_authorization, verify_session_token
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -14,8 +14,8 @@ from devnet_helpers import register_chatbot_service
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from broker.inference.token import parse_authorization
 from broker.ports import free_port
+from broker.wire.session_token import parse_authorization
 
 OG = 10**18
 TEE_ADDR = "0x325744be57db298C2652c672B32Eb12875d92D83"

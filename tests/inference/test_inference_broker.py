@@ -18,7 +18,7 @@ from broker.inference.errors import (
 )
 from broker.inference.fee_store import FeeStore
 from broker.inference.response_signature import VerificationReason
-from broker.inference.token import parse_authorization, verify_session_token
+from broker.wire.session_token import parse_authorization, verify_session_token
 
 pytestmark = pytest.mark.timeout(180)
 

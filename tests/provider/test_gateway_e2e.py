@@ -21,13 +21,14 @@ from broker.chain.connection import connect
 from broker.chain.contracts import InferenceServingContract, LedgerManagerContract
 from broker.chain.sender import TransactionSender
 from broker.inference.response_signature import recover_text_signer
-from broker.inference.token import authorization_header, new_session_token, sign_session_token
+from broker.inference.token_issuing import new_session_token
 from broker.provider.app import create_app
 from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
 from broker.provider.serve import build_gateway
 from broker.provider.settings import ProviderSettings
 from broker.provider.settlement import Settler
 from broker.provider.tee import LocalTeeSigner
+from broker.wire.session_token import authorization_header, sign_session_token
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from broker.chain.connection import connect
 from broker.chain.contracts import InferenceServingContract, LedgerManagerContract
 from broker.chain.sender import TransactionSender
-from broker.inference.token import authorization_header, new_session_token, sign_session_token
+from broker.inference.token_issuing import new_session_token
 from broker.provider.accounts import AccountCache
 from broker.provider.app import create_app
 from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
@@ -32,6 +32,7 @@ from broker.provider.revocations import RevocationWatcher
 from broker.provider.serve import build_gateway
 from broker.provider.settings import ProviderSettings
 from broker.provider.tee import LocalTeeSigner
+from broker.wire.session_token import authorization_header, sign_session_token
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

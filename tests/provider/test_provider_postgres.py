@@ -16,9 +16,9 @@ from sqlalchemy import inspect, select
 from broker.chain.connection import connect
 from broker.chain.contracts import InferenceServingContract, LedgerManagerContract
 from broker.chain.sender import TransactionSender
-from broker.inference.token import authorization_header, new_session_token, sign_session_token
+from broker.inference.token_issuing import new_session_token
 from broker.provider.async_jobs import AsyncJobTracker
-from broker.provider.billing import Fee, FeeLedger
+from broker.provider.billing import FeeLedger
 from broker.provider.db import (
     BatchStatus,
     Database,
@@ -28,6 +28,8 @@ from broker.provider.db import (
 )
 from broker.provider.signing import SignatureStore
 from broker.provider.tee import LocalTeeSigner
+from broker.wire.fees import Fee
+from broker.wire.session_token import authorization_header, sign_session_token
 
 USER = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
 ZG = 10**18

@@ -21,9 +21,9 @@ from broker.chain.connection import connect
 from broker.chain.contracts import InferenceServingContract, LedgerManagerContract
 from broker.chain.errors import ContractRevertError
 from broker.chain.sender import TransactionSender
-from broker.inference.token import authorization_header, new_session_token, sign_session_token
+from broker.inference.token_issuing import new_session_token
 from broker.provider.app import create_app
-from broker.provider.billing import Fee, FeeLedger
+from broker.provider.billing import FeeLedger
 from broker.provider.db import open_database
 from broker.provider.errors import SessionValidationError
 from broker.provider.limits import IP_MESSAGE, Limits
@@ -32,6 +32,8 @@ from broker.provider.register import acknowledge_tee_signer_by_owner, register_s
 from broker.provider.serve import build_gateway
 from broker.provider.settings import ProviderSettings
 from broker.provider.tee import LocalTeeSigner
+from broker.wire.fees import Fee
+from broker.wire.session_token import authorization_header, sign_session_token
 
 pytestmark = [pytest.mark.timeout(180)]
 

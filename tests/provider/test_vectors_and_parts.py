@@ -11,7 +11,7 @@ import zlib
 import pytest
 from pydantic import SecretStr
 
-from broker.provider.billing import FeeLedger, compute_fee
+from broker.provider.billing import FeeLedger
 from broker.provider.db import RequestStatus, open_database
 from broker.provider.errors import (
     OverloadedError,
@@ -32,6 +32,7 @@ from broker.provider.settings import ProviderSettings
 from broker.provider.settlement import requests_hash, settlement_typed_data
 from broker.provider.signing import SignatureStore, response_signature_text
 from broker.provider.tee import LocalTeeSigner, load_tee_signer
+from broker.wire.fees import compute_fee
 
 MOCK_TEE_KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe512961708279b7e1a8d7d7a3c2b9e3")
 MOCK_TEE_ADDR = "0x325744be57db298C2652c672B32Eb12875d92D83"

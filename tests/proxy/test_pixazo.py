@@ -66,7 +66,7 @@ def hooks():
 def gate(stack):
     """Holds the stack's worker on prompts containing ``gated`` until set."""
     st, _ = stack
-    engine = st._servers[0]._server.config.app.state.image_service.engine
+    engine = st.worker_app.state.image_service.engine
     real, event = engine._generate, threading.Event()
 
     def generate(pipes, task):
@@ -327,7 +327,7 @@ def test_lost_job_is_error_and_never_charged(serve, stack, user_broker, gate):
     request_id = r.json()["request_id"]
     record = user_broker_record(user_broker, serve, request_id)
     # the worker restarts and forgets the job (as a crashed provider would)
-    st._servers[0]._server.config.app.state.image_service.jobs.discard(record)
+    st.worker_app.state.image_service.jobs.discard(record)
     gate.set()
     done = _poll(r.json()["polling_url"])[-1]
     assert done["status"] == "ERROR" and "not charged" in done["error"]

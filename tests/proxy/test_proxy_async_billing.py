@@ -57,7 +57,7 @@ def worker_control(stack):
     at generation time, after the job was accepted) and hold prompts containing ``gated`` until
     ``gate`` is set."""
     st, _ = stack
-    engine = st._servers[0]._server.config.app.state.image_service.engine
+    engine = st.worker_app.state.image_service.engine
     real = engine._generate
     gate = threading.Event()
 

@@ -336,7 +336,7 @@ def test_process_response_by_completion_id_against_our_gateway(relayed):
         r = httpx.post(url, content=json.dumps(body), headers=headers, timeout=120)
         assert r.status_code == 200, r.text
         if stream:
-            from broker.inference.chat_id import chat_id_from_sse
+            from broker.wire.sse import chat_id_from_sse
 
             completion_id = chat_id_from_sse(r.content)
         else:

@@ -18,8 +18,9 @@ from broker.chain.contracts import InferenceServingContract, LedgerManagerContra
 from broker.chain.sender import TransactionSender
 from broker.devnet import fund_new_account, load_devnet_state
 from broker.devnet.anvil import pid_alive
-from broker.inference.token import authorization_header, new_session_token, sign_session_token
+from broker.inference.token_issuing import new_session_token
 from broker.ports import free_port
+from broker.wire.session_token import authorization_header, sign_session_token
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 

@@ -1,19 +1,18 @@
-"""Session tokens: golden vectors (test-vectors.md §1, §2, C1), round trips, and each provider-side
-rejection of provider-gateway.md B3."""
+"""Session token format (broker.wire.session_token): golden vectors (test-vectors.md §1, §2, C1),
+round trips, and each provider-side rejection of provider-gateway.md B3."""
 
 from __future__ import annotations
 
 import base64
 import json
-import re
 
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_utils import keccak
 
-from broker.inference.errors import (
-    InvalidTokenIdError,
+from broker.inference.token_issuing import new_session_token
+from broker.wire.errors import (
     MalformedTokenError,
     TokenError,
     TokenExpiredError,
@@ -22,11 +21,9 @@ from broker.inference.errors import (
     TokenRevokedError,
     TokenSignatureError,
 )
-from broker.inference.token import (
+from broker.wire.session_token import (
     SessionToken,
     authorization_header,
-    lowest_free_token_id,
-    new_session_token,
     parse_authorization,
     sign_session_token,
     verify_session_token,
@@ -139,31 +136,7 @@ def test_vector_c1_header_and_provider_acceptance(user1):
     assert parsed.token.address == user1.address
 
 
-# -- building ------------------------------------------------------------------------------------
-
-
-def test_new_token_defaults_are_24h_ephemeral_with_hex_nonce(user0):
-    token = new_session_token(user0.address, PROVIDER_12, generation=3)
-    assert token.token_id == 255 and token.is_ephemeral
-    assert token.expires_at - token.timestamp == 86_400_000
-    assert re.fullmatch(r"[0-9a-f]{32}", token.nonce)
-    assert token.generation == 3
-    other = new_session_token(user0.address, PROVIDER_12)
-    assert other.nonce != token.nonce
-
-
-def test_new_token_rules(user0):
-    defaulted = new_session_token(user0.address, PROVIDER_12, duration_ms=-5)
-    assert defaulted.expires_at - defaulted.timestamp == 86_400_000
-    with pytest.raises(MalformedTokenError, match="cannot exceed 24 hours"):
-        new_session_token(user0.address, PROVIDER_12, duration_ms=86_400_001)
-    persistent = new_session_token(
-        user0.address, PROVIDER_12, token_id=7, duration_ms=1000, timestamp_ms=5
-    )
-    assert persistent.expires_at == 1005
-    for bad in (-1, 256, True, "3"):
-        with pytest.raises(InvalidTokenIdError):
-            new_session_token(user0.address, PROVIDER_12, token_id=bad)  # type: ignore[arg-type]
+# -- round trips ---------------------------------------------------------------------------------
 
 
 def test_round_trip_with_unicode_nonce(user0):
@@ -178,14 +151,6 @@ def test_round_trip_with_unicode_nonce(user0):
     )
     assert parsed.token == token
     assert "é" in parsed.raw_message.decode()
-
-
-def test_lowest_free_token_id_skips_revoked_and_taken():
-    assert lowest_free_token_id(0) == 0
-    assert lowest_free_token_id(0b1011) == 2
-    assert lowest_free_token_id(0b1011, {2, 4}) == 5
-    with pytest.raises(InvalidTokenIdError, match="API Key limit reached"):
-        lowest_free_token_id((1 << 255) - 1)
 
 
 # -- provider-side rejections (B3, in order) ------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Chat-ID extraction (user-broker.md §8.1): header, JSON body, SSE stream split anywhere."""
+"""Chat-ID rules (broker.wire.chat_id, broker.wire.sse; user-broker.md §8.1) and the user side's
+order of preference (broker.inference.chat_id): header, JSON body, SSE stream split anywhere."""
 
 from __future__ import annotations
 
@@ -7,14 +8,9 @@ import random
 import httpx
 import pytest
 
-from broker.inference.chat_id import (
-    SSEChatIdExtractor,
-    chat_id_from_body,
-    chat_id_from_headers,
-    chat_id_from_sse,
-    extract_chat_id,
-)
-from broker.inference.sse import SSEDecoder
+from broker.inference.chat_id import extract_chat_id
+from broker.wire.chat_id import chat_id_from_body, chat_id_from_headers
+from broker.wire.sse import SSEChatIdExtractor, SSEDecoder, chat_id_from_sse
 
 SSE = (
     ": keep-alive comment\r\n\r\n"
@@ -37,7 +33,7 @@ def test_header_wins_and_is_case_insensitive():
 def test_body_id():
     assert chat_id_from_body(b'{"id":"chatcmpl-9","choices":[]}') == "chatcmpl-9"
     assert chat_id_from_body({"id": "x"}) == "x"
-    for bad in (b"not json", b"[1,2]", b'{"id":5}', b'{"id":""}', b"{}"):
+    for bad in (b"not json", b"[1,2]", b'{"id":5}', b'{"id":""}', b"{}", b"[" * 100_000):
         assert chat_id_from_body(bad) is None
     assert extract_chat_id({}, b'{"id":"from-body"}') == "from-body"
     assert extract_chat_id(None, None) is None

@@ -1,15 +1,21 @@
-"""``app-sk-`` session tokens: build, serialise, sign, parse and verify.
+"""``app-sk-`` session tokens: the wire format (serialise, sign, parse) and the provider checks.
 
-This is the one module that knows the wire format of user-broker.md §6 and the provider checks of
-provider-gateway.md B3. It does no HTTP and no chain access: the caller supplies the account's
-generation and revocation bitmap, so the provider gateway can reuse :func:`verify_session_token`.
+The one module that knows the byte layout of user-broker.md §6 and the checks of
+provider-gateway.md B3; the user side (:mod:`broker.inference.sessions`, which issues, caches and
+stores tokens via :mod:`broker.inference.token_issuing`) and the gateway
+(:mod:`broker.provider.auth`) both import it. Pure: no HTTP, no chain, no files; the caller supplies
+the account's generation and revocation bitmap.
+
+API key vs session token: both are the same signed JSON; ``tokenId`` 255 is an *ephemeral*
+session token (must expire, at most 24 h), ``tokenId`` 0–254 a *persistent* API key
+(``expiresAt`` 0 = never; revocable one by one through the on-chain ``revokedBitmap``).
 
 Wire format (§6.1–6.2)::
 
     raw  = {"address":…,"provider":…,"timestamp":<ms>,"expiresAt":<ms|0>,"nonce":…,
-            "generation":<int>,"tokenId":<0..255>}            (compact JSON, this key order)
-    sig  = personal_sign(keccak256(utf8(raw)))                 (EIP-191 over the 32 raw bytes, v 27/28)
-    key  = "app-sk-" + base64_std(utf8(raw) + "|" + sig)       (API key; header = "Bearer " + key)
+            "generation":<int>,"tokenId":<0..255>}      (compact JSON, this key order)
+    sig  = personal_sign(keccak256(utf8(raw)))           (EIP-191 over the 32 raw bytes, v 27/28)
+    key  = "app-sk-" + base64_std(utf8(raw) + "|" + sig) (API key; header = "Bearer " + key)
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -27,8 +32,7 @@ from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 
-from broker.inference.errors import (
-    InvalidTokenIdError,
+from broker.wire.errors import (
     MalformedTokenError,
     TokenExpiredError,
     TokenGenerationMismatchError,
@@ -43,14 +47,20 @@ __all__ = [
     "EPHEMERAL_TOKEN_ID",
     "MAX_EPHEMERAL_DURATION_MS",
     "MAX_PERSISTENT_TOKEN_ID",
+    "MSG_BAD_HEADER",
+    "MSG_BAD_PAYLOAD",
+    "MSG_EPHEMERAL_NO_EXPIRY",
+    "MSG_EPHEMERAL_TOO_LONG",
+    "MSG_EXPIRED",
+    "MSG_FUTURE_GENERATION",
+    "MSG_GENERATION_EXPIRED",
+    "MSG_REVOKED",
+    "MSG_SIGNATURE_MISMATCH",
+    "MSG_WRONG_PROVIDER",
     "ParsedAuthorization",
     "SessionToken",
     "authorization_header",
     "is_token_revoked",
-    "lowest_free_token_id",
-    "new_nonce",
-    "new_session_token",
-    "now_ms",
     "parse_authorization",
     "recover_token_signer",
     "sign_session_token",
@@ -65,7 +75,7 @@ MAX_EPHEMERAL_DURATION_MS = 86_400_000
 _UINT64_MAX = 2**64 - 1
 _INT64_MAX = 2**63 - 1
 
-# B3 texts
+# B3 texts (the gateway answers 400 ``validate session: <text>``)
 MSG_BAD_HEADER = (
     "missing or invalid Authorization header, must be Bearer app-sk-<base64(rawMessage:signature)>"
 )
@@ -78,17 +88,6 @@ MSG_GENERATION_EXPIRED = "session token has been revoked (generation expired)"
 MSG_FUTURE_GENERATION = "invalid session token (future generation)"
 MSG_REVOKED = "session token has been revoked"
 MSG_SIGNATURE_MISMATCH = "signature verification failed: address mismatch"
-
-
-def now_ms() -> int:
-    """The current Unix time in integer milliseconds (JavaScript ``Date.now()``)."""
-    return time.time_ns() // 1_000_000
-
-
-def new_nonce() -> str:
-    """A fresh token nonce: 32 lowercase hex characters from :mod:`secrets` (the SDK's browser
-    format, user-broker.md 6.1). The provider treats the nonce as opaque."""
-    return secrets.token_hex(16)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,64 +155,13 @@ class ParsedAuthorization(NamedTuple):
     Attributes:
         token: the decoded :class:`SessionToken`.
         signature: the signature text as received (``0x`` + hex).
-        raw_message: the token JSON bytes exactly as received (hash these, never a re-serialisation).
+        raw_message: the token JSON bytes exactly as received (hash these, never a
+            re-serialisation).
     """
 
     token: SessionToken
     signature: str
     raw_message: bytes
-
-
-def new_session_token(
-    address: str,
-    provider: str,
-    *,
-    generation: int = 0,
-    token_id: int = EPHEMERAL_TOKEN_ID,
-    duration_ms: int | None = None,
-    timestamp_ms: int | None = None,
-    nonce: str | None = None,
-) -> SessionToken:
-    """Build a session token the way the SDK's ``generateSessionToken`` does (user-broker.md 6.1).
-
-    Args:
-        address: the user's checksummed address.
-        provider: the provider's address (kept as given).
-        generation: the account's current generation (``getAccount().generation``; 0 if none).
-        token_id: 255 (ephemeral, default) or 0–254 (persistent API key).
-        duration_ms: lifetime in milliseconds. Ephemeral: default and maximum 24 h; a non-positive
-            value means 24 h. Persistent: ``None``/0/negative = never expires (``expiresAt`` 0).
-        timestamp_ms: creation time in Unix ms (default: now).
-        nonce: the nonce (default: :func:`new_nonce`).
-
-    Returns:
-        The unsigned :class:`SessionToken`.
-
-    Raises:
-        InvalidTokenIdError: ``token_id`` is not an int in 0–255.
-        MalformedTokenError: an ephemeral duration above 24 h, or a negative generation.
-    """
-    if isinstance(token_id, bool) or not isinstance(token_id, int) or not 0 <= token_id <= 255:
-        raise InvalidTokenIdError(f"Invalid tokenId: {token_id}. Must be between 0 and 254")
-    if isinstance(generation, bool) or not isinstance(generation, int) or generation < 0:
-        raise MalformedTokenError(f"generation must be a non-negative int, got {generation!r}")
-    ts = now_ms() if timestamp_ms is None else int(timestamp_ms)
-    if token_id == EPHEMERAL_TOKEN_ID:
-        duration = MAX_EPHEMERAL_DURATION_MS if not duration_ms or duration_ms <= 0 else duration_ms
-        if duration > MAX_EPHEMERAL_DURATION_MS:
-            raise MalformedTokenError(MSG_EPHEMERAL_TOO_LONG)
-        expires_at = ts + int(duration)
-    else:
-        expires_at = ts + int(duration_ms) if duration_ms and duration_ms > 0 else 0
-    return SessionToken(
-        address=address,
-        provider=provider,
-        timestamp=ts,
-        expires_at=expires_at,
-        nonce=new_nonce() if nonce is None else nonce,
-        generation=generation,
-        token_id=token_id,
-    )
 
 
 def _sign_hash(message_hash: bytes, account: LocalAccount) -> str:
@@ -364,24 +312,6 @@ def is_token_revoked(revoked_bitmap: int, token_id: int) -> bool:
     if token_id == EPHEMERAL_TOKEN_ID:
         return False
     return bool((int(revoked_bitmap) >> token_id) & 1)
-
-
-def lowest_free_token_id(
-    revoked_bitmap: int, taken: set[int] | frozenset[int] = frozenset()
-) -> int:
-    """The lowest id in 0–254 that is neither revoked in ``revoked_bitmap`` nor in ``taken``.
-
-    The SDK skips only revoked ids (so repeated keys reuse id 0, user-broker.md §13 item 10); pass
-    the ids already issued locally as ``taken`` to avoid that.
-
-    Raises:
-        InvalidTokenIdError: every id is revoked or taken
-            (``API Key limit reached (255). Call revokeAllTokens() to reset.``).
-    """
-    for token_id in range(MAX_PERSISTENT_TOKEN_ID + 1):
-        if token_id not in taken and not is_token_revoked(revoked_bitmap, token_id):
-            return token_id
-    raise InvalidTokenIdError("API Key limit reached (255). Call revokeAllTokens() to reset.")
 
 
 def verify_session_token(
