@@ -5,14 +5,17 @@ on-chain prices and the extractor of the provider's service type, is added to th
 A response that ``serve --verify enforce`` refused is still billed by the provider: its fee is
 recorded as *disputed* (separately, with the reason), so the local books match the gateway's.
 
-What is billed: chat and audio by the response ``usage`` (streams: the last SSE chunk with usage,
-collected by :class:`~broker.inference.fees.UsageStreamCollector`); images by the **request** ``n``.
+What is billed: chat and audio answers by the gateway's own rule
+(:func:`broker.wire.fees.response_counts` on the answer, :class:`AnswerBody`): the ``usage``
+(streams: the last SSE event with usage), else the B9 word-count fallback, so the local books
+match the provider's bill also for a backend that reports no usage; images by the **request**
+``n``.
 
-Async image jobs are billed as the provider bills them (provider-gateway.md B9): nothing at submission
-(the job id and its ``n`` are recorded in the fee store), ``n × outputPrice`` exactly once when a poll
-first reports the job ``completed``, and never when it fails or the provider no longer knows it (404).
-The job's state lives in the fee store's database, so a restarted ``serve`` neither loses nor
-double-counts it (and §13 item 3's double counting on polls cannot happen).
+Async image jobs are billed as the provider bills them (provider-gateway.md B9): nothing at
+submission (the job id and its ``n`` are recorded in the fee store), ``n × outputPrice`` exactly
+once when a poll first reports the job ``completed``, and never when it fails or the provider no
+longer knows it (404). The job's state lives in the fee store's database, so a restarted ``serve``
+neither loses nor double-counts it (and §13 item 3's double counting on polls cannot happen).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
@@ -27,7 +31,13 @@ from starlette.concurrency import run_in_threadpool
 from broker.inference.fee_store import AsyncJobStatus
 from broker.proxy.service_memo import ServiceMemo
 from broker.wire.errors import UnknownServiceTypeError, UsageError
-from broker.wire.fees import extract_text_to_image_usage, fee_for_content
+from broker.wire.fees import (
+    calculate_fee,
+    extract_text_to_image_usage,
+    fee_for_content,
+    response_counts,
+)
+from broker.wire.sse import SSESummary
 
 if TYPE_CHECKING:
     from broker.inference.broker import InferenceBroker
@@ -35,7 +45,7 @@ if TYPE_CHECKING:
     from broker.inference.response_signature import VerificationResult
     from broker.proxy.metrics import ProxyMetrics
 
-__all__ = ["AsyncJobOutcome", "Billing"]
+__all__ = ["AnswerBody", "AsyncJobOutcome", "Billing"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +56,21 @@ class AsyncJobOutcome(enum.StrEnum):
     BILLED = "billed"  # first ``completed``: the fee was accounted now
     FAILED = "failed"  # first ``failed`` / 404: marked failed, never billed
     UNCHANGED = "unchanged"  # still running, already billed/failed, or unknown to this store
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerBody:
+    """A successful chat or audio answer, billed as the gateway bills it (B9,
+    :func:`broker.wire.fees.response_counts`).
+
+    Attributes:
+        body: the answer's body, decoded from any content coding (``b""`` for a stream).
+        stream: the stream's :class:`~broker.wire.sse.SSESummary` (usage, chat id, text), read
+            once while it was relayed; ``None`` for a non-streamed answer.
+    """
+
+    body: bytes = b""
+    stream: SSESummary | None = None
 
 
 class Billing:
@@ -66,14 +91,24 @@ class Billing:
         self._services = ServiceMemo(inference, provider)
 
     def fee_of(
-        self, content: bytes | str | Mapping[str, Any] | None, service: Service | None = None
+        self,
+        content: AnswerBody | bytes | str | Mapping[str, Any] | None,
+        service: Service | None = None,
     ) -> int:
-        """The fee in neuron of ``content`` (usage JSON or image request) at the on-chain prices of
-        the provider's service type (``service``, default ``get_service``: may read the chain);
-        0 (logged) when it cannot be computed."""
+        """The fee in neuron of ``content`` (an :class:`AnswerBody`, a usage JSON or an image
+        request) at the on-chain prices of the provider's service type (``service``, default
+        ``get_service``: may read the chain); 0 (logged) when it cannot be computed."""
         if service is None:
             service = self.inference.get_service(self.provider)
         try:
+            if isinstance(content, AnswerBody):
+                counts = response_counts(
+                    service.service_type,
+                    content.body,
+                    streamed=content.stream is not None,
+                    stream_summary=content.stream,
+                )
+                return calculate_fee(counts, service.input_price, service.output_price)
             return fee_for_content(
                 service.service_type, content, service.input_price, service.output_price
             )
@@ -83,7 +118,7 @@ class Billing:
 
     async def record(
         self,
-        content: bytes | str | Mapping[str, Any] | None,
+        content: AnswerBody | bytes | str | Mapping[str, Any] | None,
         *,
         disputed: VerificationResult | None = None,
         chat_id: str | None = None,
@@ -95,7 +130,7 @@ class Billing:
         memoised service, the write goes to the store's writer (SQLite group commit).
 
         Args:
-            content: usage JSON or image request (see :meth:`fee_of`).
+            content: the answer, a usage JSON or an image request (see :meth:`fee_of`).
             disputed: the failed verification of a response that ``enforce`` refused: the fee is
                 recorded as disputed (:meth:`FeeStore.record_disputed
                 <broker.inference.fee_store.FeeStore.record_disputed>`), not as accepted.
@@ -162,7 +197,7 @@ class Billing:
 
         ``200`` with ``status == "completed"`` bills a ``pending`` job once: ``n × outputPrice``
         neuron (``n`` recorded at submission, the fee computed by
-        :func:`broker.inference.fees.fee_for_content` at the current on-chain prices) added to the
+        :func:`broker.wire.fees.fee_for_content` at the current on-chain prices) added to the
         fee store atomically with the job's ``billed`` mark; ``200`` ``failed`` or ``404`` marks it
         ``failed`` (never billed); anything else (pending, running, other errors) changes nothing.
         Jobs this store never recorded are never billed.

@@ -8,11 +8,11 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.responses import Response
 
+from broker.proxy.billing import AnswerBody
 from broker.proxy.context import ProxyContext, complete_response, read_body
 from broker.proxy.errors import ProxyHTTPError
 from broker.proxy.multipart import ensure_field, text_field
 from broker.proxy.service_routes import check_model
-from broker.proxy.serving_chat import usage_json
 from broker.proxy.streaming import stream_response
 
 __all__ = ["transcriptions"]
@@ -44,4 +44,4 @@ async def transcriptions(ctx: ProxyContext, request: Request) -> Response:
         and response.status_code < 400
     ):
         return await stream_response(ctx, response, request_body=raw)
-    return await complete_response(ctx, response, usage_json, request_body=raw)
+    return await complete_response(ctx, response, AnswerBody, request_body=raw)

@@ -7,18 +7,17 @@ requested with ``stream_options.include_usage`` so usage can be billed, and rela
 
 from __future__ import annotations
 
-import json
-
 from fastapi import Request
 from fastapi.responses import Response
 
+from broker.proxy.billing import AnswerBody
 from broker.proxy.context import ProxyContext, complete_response, forwarded_body, read_json
 from broker.proxy.errors import ProxyHTTPError
 from broker.proxy.service_routes import check_model
 from broker.proxy.streaming import stream_response
 from broker.wire.forwarded_request import apply_chat_stream_rewrite
 
-__all__ = ["chat_completions", "prepare_chat_request", "usage_json"]
+__all__ = ["chat_completions", "prepare_chat_request"]
 
 
 def prepare_chat_request(body: dict, default_model: str) -> tuple[bytes, bool]:
@@ -51,16 +50,6 @@ def prepare_chat_request(body: dict, default_model: str) -> tuple[bytes, bool]:
     return forwarded_body(body), stream
 
 
-def usage_json(raw: bytes) -> str | None:
-    """The ``usage`` object of a JSON response body, as JSON text; ``None`` when absent."""
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    usage = data.get("usage") if isinstance(data, dict) else None
-    return json.dumps(usage) if isinstance(usage, dict) else None
-
-
 async def chat_completions(ctx: ProxyContext, request: Request) -> Response:
     """Forward a chat completion; bill its usage; verify its signature."""
     data = await read_json(request, ctx.settings.max_body_bytes)
@@ -80,4 +69,4 @@ async def chat_completions(ctx: ProxyContext, request: Request) -> Response:
         and response.status_code < 400
     ):
         return await stream_response(ctx, response, request_body=body)
-    return await complete_response(ctx, response, usage_json, request_body=body)
+    return await complete_response(ctx, response, AnswerBody, request_body=body)

@@ -89,7 +89,7 @@ def preflight(
 
     Checks that ``settings.host:settings.port`` is free (when ``settings`` is given), that a service
     is registered at ``provider`` (``getService``), that its service type is one serve handles
-    (:data:`broker.inference.fees.SERVICE_TYPES`), that it names a model, and that the user has a
+    (:data:`broker.wire.fees.SERVICE_TYPES`), that it names a model, and that the user has a
     ledger to fund the sub-account from (``getLedger``).
 
     Args:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 from collections.abc import AsyncIterator
 
@@ -30,6 +29,7 @@ import httpx
 from fastapi.responses import Response, StreamingResponse
 
 from broker.inference.response_signature import ResponseBinding, VerificationResult
+from broker.proxy.billing import AnswerBody
 from broker.proxy.context import ProxyContext
 from broker.proxy.errors import ProxyHTTPError
 from broker.proxy.protocol import ErrorBody, ErrorResponse
@@ -37,7 +37,7 @@ from broker.proxy.upstream import decode_body, passthrough_headers
 from broker.proxy.verification import REASON_HEADER, VERIFIED_HEADER, header_value, reason_value
 from broker.wire.chat_id import chat_id_from_headers
 from broker.wire.signed_text import sha256_hex
-from broker.wire.sse import SSEChatIdExtractor, SSEDecoder, UsageStreamCollector, parse_sse_json
+from broker.wire.sse import SSEDecoder, SSEStreamSummary, parse_sse_json
 
 __all__ = ["stream_response"]
 
@@ -76,8 +76,7 @@ class _StreamState:
     events once and each event parsed as JSON once, for the relay, the usage and the chat id."""
 
     def __init__(self, response: httpx.Response, request_body: bytes | None) -> None:
-        self.usage = UsageStreamCollector()
-        self.ids = SSEChatIdExtractor()
+        self.summary = SSEStreamSummary()  # usage, chat id and text, as the gateway bills them
         self.decoder = SSEDecoder()
         self.chat_id = chat_id_from_headers(response.headers)
         self.hash = hashlib.sha256()
@@ -102,9 +101,7 @@ class _StreamState:
         for data in events:
             obj = parse_sse_json(data)
             if obj is not None:
-                self.usage.observe(obj)
-                if self.chat_id is None:
-                    self.ids.observe(obj)
+                self.summary.observe(obj)
         return events
 
     def binding(self) -> ResponseBinding:
@@ -116,9 +113,9 @@ async def _settle(
 ) -> VerificationResult | None:
     """Verify and bill (as disputed when ``refusable`` and enforce refuses: then one after the
     other; otherwise concurrently); returns the result."""
-    usage = state.usage.usage
-    chat_id = state.chat_id or state.ids.chat_id
-    content = json.dumps(usage) if usage is not None else None
+    summary = state.summary.close()
+    chat_id = state.chat_id or summary.chat_id
+    content = AnswerBody(stream=summary)
     if not (refusable and ctx.verifier.mode == "enforce"):
         # never refused: the fee and the verification result are committed together, in one
         # transaction, before [DONE]
