@@ -4,9 +4,9 @@ SQLAlchemy 2.
 Five tables:
 
 * ``fee_totals`` — per (user, provider): ``cached_fee`` (the SDK's ``<provider>_cachedFee``,
-  user-broker.md 7.2: increased by ``process_response``, overwritten by ``/unsettledfee``, reset to 0
-  after a funding transfer), ``total_fee`` (lifetime sum, never reset) and ``request_count``. The SDK
-  keeps this in memory only (§13 item 3); here a restart loses nothing.
+  user-broker.md 7.2: increased by ``process_response``, overwritten by ``/unsettledfee``, reset to
+  0 after a funding transfer), ``total_fee`` (lifetime sum, never reset) and ``request_count``. The
+  SDK keeps this in memory only (§13 item 3); here a restart loses nothing.
 * ``verification_results`` — recent response verifications for dashboards (bounded).
 * ``issued_tokens`` — persistent API-key ids handed out per (user, provider, generation), so that
   repeated ``get_secret`` calls do not reuse id 0 (§13 item 10).
@@ -27,9 +27,9 @@ with group commit: every write queued while the previous transaction ran is appl
 one (each in its own SAVEPOINT, so a failing write changes nothing and fails alone), up to
 :data:`GROUP_COMMIT_MAX` writes per commit, and each caller gets its answer only after that commit
 (no added waiting: the window is the previous transaction's duration). Across processes SQLite
-serialises by ``BEGIN IMMEDIATE`` (WAL journal: readers never wait for the writer). (Measured: letting
-threads contend on ``BEGIN IMMEDIATE`` directly spends most of serve's time in SQLite's busy-retry
-sleeps.) On **PostgreSQL** each write is its own transaction, serialised by
+serialises by ``BEGIN IMMEDIATE`` (WAL journal: readers never wait for the writer). (Measured:
+letting threads contend on ``BEGIN IMMEDIATE`` directly spends most of serve's time in SQLite's
+busy-retry sleeps.) On **PostgreSQL** each write is its own transaction, serialised by
 ``INSERT … ON CONFLICT DO NOTHING`` plus ``SELECT … FOR UPDATE`` of the fee row.
 Addresses are stored lower-cased. Callers on an event loop (``serve``) use the ``a``-prefixed twins
 (:meth:`FeeStore.aadd_fee`, :meth:`FeeStore.arecord_verification`,

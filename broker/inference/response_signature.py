@@ -4,15 +4,16 @@ Steps: the service must be verifiable (``OpML``/``TeeML``/``ZKML``), its TEE sig
 the contract owner, and its ``additionalInfo`` a JSON object; the signing address is chosen from
 ``teeSignerAddress`` / ``TargetSeparated`` / ``TargetTeeAddress`` / ``ProviderType``; then
 ``GET {url}/v1/proxy/signature/{chat_id}?model={model}`` (no Authorization) returns
-``{"text", "signature", ...}`` and ``recover(EIP-191(text), signature)`` must be the signing address.
+``{"text", "signature", ...}`` and ``recover(EIP-191(text), signature)`` must be the signing
+address.
 
 Improvements over SDK 0.9.0 (§13 item 11): chat ID and model are URL-encoded; HTTP failures and
-malformed signatures give ``verified=False`` with a reason instead of raising; the caller may pass the
-model actually used (multi-model providers); a provider may store the signature a moment after the
-last byte of a stream (the ``openai`` client stops reading at ``data: [DONE]``), so the B7 "chat id not
-found" answer is retried a bounded number of times (:data:`SIGNATURE_NOT_FOUND_ATTEMPTS`, linear
-backoff :data:`SIGNATURE_NOT_FOUND_BACKOFF_S`: 0.5 s then 1.0 s, 1.5 s in all); no other failure is
-retried.
+malformed signatures give ``verified=False`` with a reason instead of raising; the caller may pass
+the model actually used (multi-model providers); a provider may store the signature a moment after
+the last byte of a stream (the ``openai`` client stops reading at ``data: [DONE]``), so the B7
+"chat id not found" answer is retried a bounded number of times
+(:data:`SIGNATURE_NOT_FOUND_ATTEMPTS`, linear backoff :data:`SIGNATURE_NOT_FOUND_BACKOFF_S`: 0.5 s
+then 1.0 s, 1.5 s in all); no other failure is retried.
 
 Binding (issue: "verification must check the bytes that were received"). The SDK only checks that
 ``text`` was signed by the TEE signer, so a replayed or swapped signature verifies for any response.
@@ -454,8 +455,8 @@ def evaluate_signature_response(
 
 
 def is_signature_not_found(response: httpx.Response | None) -> bool:
-    """Whether ``response`` is the provider's "not stored (yet) or expired" answer of B7: a 4xx whose
-    body says ``Chat id not found`` / ``chat_id_not_found`` (the reference answers 400
+    """Whether ``response`` is the provider's "not stored (yet) or expired" answer of B7: a 4xx
+    whose body says ``Chat id not found`` / ``chat_id_not_found`` (the reference answers 400
     ``{"error":"prepare HTTP request: Chat id not found or expired, chat_id_not_found"}``). Other
     4xx (e.g. an unknown route's 404), 5xx and transport errors are not.
     """

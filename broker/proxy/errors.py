@@ -3,13 +3,13 @@
 Tree (all derive from :class:`broker._exceptions.BrokerError`)::
 
     ProxyError (InferenceError)
-    ├── ProxyConfigError (also ConfigError)   bad serve settings (no provider, bad verify mode)
-    ├── ProxyStartupError                     the start-up steps failed (service, acknowledgement, funds)
-    └── ProxyHTTPError                        an error answered to the client in OpenAI's shape
-        ├── UpstreamError                     the provider answered with an error status (kept)
-        ├── UpstreamUnavailableError          the provider could not be reached (502)
-        ├── UpstreamTimeoutError              the provider did not answer in time (504)
-        └── VerificationRefusedError          ``enforce``: the response signature did not verify (502)
+    ├── ProxyConfigError (also ConfigError)  bad serve settings (no provider, bad verify mode)
+    ├── ProxyStartupError                    start-up steps failed (service, acknowledgement, funds)
+    └── ProxyHTTPError                       an error answered to the client in OpenAI's shape
+        ├── UpstreamError                    the provider answered with an error status (kept)
+        ├── UpstreamUnavailableError         the provider could not be reached (502)
+        ├── UpstreamTimeoutError             the provider did not answer in time (504)
+        └── VerificationRefusedError         ``enforce``: the response signature failed (502)
 
 Messages never include session tokens or API keys.
 """

@@ -15,8 +15,8 @@ Four checks run concurrently, each with a short timeout (:data:`CHECK_TIMEOUT_S`
     ``disabled`` (nothing to be down).
 
 The answer is 200 ``{"status": "ready", "checks": {...}}`` when every check is ok, else 503
-``{"status": "not_ready", ...}``; each check is ``{"ok": bool, "detail": str}``. Nothing is billed, no
-amounts or secrets are shown.
+``{"status": "not_ready", ...}``; each check is ``{"ok": bool, "detail": str}``. Nothing is billed,
+no amounts or secrets are shown.
 """
 
 from __future__ import annotations

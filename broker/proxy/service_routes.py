@@ -13,8 +13,8 @@ rule, B5: ``model not supported: requested 'X', only 'Y' is available``); ``mode
 OpenAI's 404 ``model_not_found``; nothing is billed.
 
 ``ServeSettings.extra_routes`` (``ZG_SERVE_EXTRA_ROUTES``) forwards routes outside the service type
-as they are (for gateways that also front another backend, as the devnet stack's ``chat_backend_url``
-does); the model check then applies to the service type's own routes only.
+as they are (for gateways that also front another backend, as the devnet stack's
+``chat_backend_url`` does); the model check then applies to the service type's own routes only.
 """
 
 from __future__ import annotations
@@ -87,8 +87,8 @@ def check_model(ctx: ProxyContext, kind: RouteKind, model: object) -> None:
 
     Args:
         ctx: the proxy context. kind: the route family (routes outside the service type, forwarded
-            by ``extra_routes``, are not checked). model: the request's ``model`` (``None`` or empty:
-            omitted, fine).
+            by ``extra_routes``, are not checked). model: the request's ``model`` (``None`` or
+            empty: omitted, fine).
 
     Raises:
         ProxyHTTPError: 404 ``invalid_request_error`` / ``model_not_found`` (``param`` ``model``);

@@ -3,12 +3,13 @@
 
 Generation requests are rewritten as the SDK's ``serve`` does (``size`` 512x512 and ``n`` 1 when
 missing). Differences from the SDK's ``serve`` (§13 items 14, 16): the caller's ``model`` is kept
-(the default is inserted only when missing or empty), the provider's status and headers (``ZG-Res-Key``, ``Retry-After``,
-``Location``) are returned, errors come back in OpenAI's shape, timeouts apply (images 600 s), and
-async jobs are billed as the provider bills them (provider-gateway.md B9): the submission records the
-job (nothing billed), the first poll that reports ``completed`` bills ``n × outputPrice`` once, a
-``failed`` job (or one the provider answers 404 for) is never billed; the state is kept in the fee
-store's database (:class:`~broker.proxy.billing.Billing`).
+(the default is inserted only when missing or empty), the provider's status and headers
+(``ZG-Res-Key``, ``Retry-After``, ``Location``) are returned, errors come back in OpenAI's shape,
+timeouts apply (images 600 s), and async jobs are billed as the provider bills them
+(provider-gateway.md B9): the submission records the job (nothing billed), the first poll that
+reports ``completed`` bills ``n × outputPrice`` once, a ``failed`` job (or one the provider answers
+404 for) is never billed; the state is kept in the fee store's database
+(:class:`~broker.proxy.billing.Billing`).
 
 Verification of async jobs: the submission's 202 carries ``ZG-Res-Key`` and its signature is checked
 as for any response. A completed poll is verified (mode ``warn``/``enforce``) when it carries a
@@ -72,8 +73,9 @@ def prepare_image_request(body: dict, default_model: str) -> bytes:
         default_model: the provider's on-chain default model.
 
     Returns:
-        The forwarded JSON bytes in the gateway's form (:func:`~broker.proxy.context.forwarded_body`;
-        their sha256 is the signed request hash), also what is billed: ``n`` images.
+        The forwarded JSON bytes in the gateway's form
+        (:func:`~broker.proxy.context.forwarded_body`; their sha256 is the signed request hash),
+        also what is billed: ``n`` images.
 
     Raises:
         ProxyHTTPError: 400 ``Missing prompt in request body``; 400 ``invalid_n`` when ``n`` is not

@@ -1,6 +1,7 @@
-"""``serve``'s own durable state (SQLAlchemy; SQLite by default at ``<ZG_HOME>/serve.db``, or any URL
-in ``ServeSettings.state_url``): what the Router-style async jobs and the Pixazo-compatible requests
-need beyond the fee store, so that a restarted ``serve`` answers the same polls the same way.
+"""``serve``'s own durable state (SQLAlchemy; SQLite by default at ``<ZG_HOME>/serve.db``, or any
+URL in ``ServeSettings.state_url``): what the Router-style async jobs and the Pixazo-compatible
+requests need beyond the fee store, so that a restarted ``serve`` answers the same polls the same
+way.
 
 Tables:
 
@@ -13,8 +14,8 @@ Tables:
     the webhook URL (if any) and whether the final status was delivered, the request options, and
     the finished status body (JSON) once final.
 ``serve_media``
-    generated images kept for ``output.media_url`` (bytes, MIME type, expiry); ids are 128-bit random
-    tokens. Expired rows are deleted when new media is stored.
+    generated images kept for ``output.media_url`` (bytes, MIME type, expiry); ids are 128-bit
+    random tokens. Expired rows are deleted when new media is stored.
 
 Every row is keyed by the serving user and provider as well: a store shared by several wallets never
 shows one user another's requests.

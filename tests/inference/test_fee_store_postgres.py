@@ -1,6 +1,7 @@
 """The user-side fee store on PostgreSQL (the session's throw-away server,
-``tests/helpers/postgres_helpers.py``): exact amounts beyond 64 bits, millisecond timestamps, persistence
-across engines, and no lost update when two engines (as two processes would) add concurrently."""
+``tests/helpers/postgres_helpers.py``): exact amounts beyond 64 bits, millisecond timestamps,
+persistence across engines, and no lost update when two engines (as two processes would) add
+concurrently."""
 
 from __future__ import annotations
 

@@ -32,8 +32,9 @@ TEE_ADDR = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
 
 def _service(url: str, **overrides) -> Service:
     base = {
-        "provider": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8", "service_type": "chatbot", "url": url,
-        "input_price": 1, "output_price": 2, "updated_at": 0, "model": "org/model v1", "verifiability": "TeeML",
+        "provider": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8", "service_type": "chatbot",
+        "url": url, "input_price": 1, "output_price": 2, "updated_at": 0, "model": "org/model v1",
+        "verifiability": "TeeML",
         "additional_info": '{"ProviderType":"decentralized"}', "tee_signer_address": MOCK_TEE_ADDR,
         "tee_signer_acknowledged": True,
     }  # fmt: skip
@@ -55,7 +56,10 @@ def test_vectors_section3_and_c2():
         == TEE_ADDR
     )
     req = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
-    res = b'{"id":"x","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}'
+    res = (
+        b'{"id":"x","choices":[],"usage":'
+        b'{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}'
+    )
     assert hashlib.sha256(req).hexdigest() + ":" + hashlib.sha256(res).hexdigest() == C2_TEXT
     assert _sign(C2_TEXT, MOCK_TEE_KEY) == C2_SIG
     assert recover_text_signer(C2_TEXT, C2_SIG) == MOCK_TEE_ADDR

@@ -1,5 +1,5 @@
-"""Proxy test fixtures: one devnet provider stack (tiny worker + gateway + fake chat backend) and one
-``serve`` per module; a funded user with a ledger."""
+"""Proxy test fixtures: one devnet provider stack (tiny worker + gateway + fake chat backend) and
+one ``serve`` per module; a funded user with a ledger."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The Pixazo-compatible endpoint of ``serve``, driven with plain ``httpx`` exactly as seed 004's
 examples do (only the host changes), on a real devnet stack (tiny Z-Image worker + gateway):
-submit, poll to ``COMPLETED``, download ``media_url``, receive the webhook; per-image billing on both
-sides; errors in Pixazo's shape (401, 400 fields, 400 ``Model not found``, 402 ``Insufficient
+submit, poll to ``COMPLETED``, download ``media_url``, receive the webhook; per-image billing on
+both sides; errors in Pixazo's shape (401, 400 fields, 400 ``Model not found``, 402 ``Insufficient
 Balance``, 404); ``ERROR`` (the provider lost the job) is never charged; a requested safety check
 that did not run is said so."""
 

@@ -1,8 +1,8 @@
 """End to end: the real gateway's balance refusal (provider-gateway.md B4.5) reaches the ``openai``
 client through ``serve`` as 402 ``insufficient_quota``, and nothing is billed.
 
-A provider stack on the devnet bills 2.5 0G per request. The user's ledger holds exactly 3 0G, all of
-it in the provider's sub-account, and ``serve`` runs with auto-funding off. The first request is
+A provider stack on the devnet bills 2.5 0G per request. The user's ledger holds exactly 3 0G, all
+of it in the provider's sub-account, and ``serve`` runs with auto-funding off. The first request is
 served and settled on chain (locked balance 0.5 0G, ledger empty); the second one is below the
 gateway's 1 0G minimum reserve and the ledger has nothing left to top it up with."""
 

@@ -1,8 +1,8 @@
 """``serve``'s request-time errors on a real devnet stack (text-to-image provider, tiny worker):
 unknown paths and methods in OpenAI's shape, routes the provider's service type does not serve
 (refused before anything is sent, naming the type and the provider), ``model_not_found`` for a model
-the provider does not serve (nothing billed), and ``/v1/account`` scoped to the serving user when two
-wallets share one fee store."""
+the provider does not serve (nothing billed), and ``/v1/account`` scoped to the serving user when
+two wallets share one fee store."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
-"""A web page cannot use ``serve`` (issue #9 §2): the real ``serve`` without an API key (the default)
-on loopback, on the devnet provider stack, attacked the way a browser page can: cross-origin
-"simple" POSTs (``text/plain``, forms, multipart), DNS rebinding (a foreign ``Host``), no-cors GETs
-(``Sec-Fetch-Site: cross-site``) and CORS preflights. Every attack is refused before anything is
-paid or forwarded; the ``openai`` client, same-origin pages and configured origins still work."""
+"""A web page cannot use ``serve`` (issue #9 §2): the real ``serve`` without an API key (the
+default) on loopback, on the devnet provider stack, attacked the way a browser page can:
+cross-origin "simple" POSTs (``text/plain``, forms, multipart), DNS rebinding (a foreign ``Host``),
+no-cors GETs (``Sec-Fetch-Site: cross-site``) and CORS preflights. Every attack is refused before
+anything is paid or forwarded; the ``openai`` client, same-origin pages and configured origins
+still work."""
 
 from __future__ import annotations
 

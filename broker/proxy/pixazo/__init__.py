@@ -3,8 +3,9 @@ written for Pixazo's Z-Image Turbo / Base API only has to change its host.
 
 Routes (``protocol.py`` has the shapes, ``serving.py`` the logic, ``router.py`` the FastAPI routes):
 
-* ``POST /z-image-turbo-834/v1/z-image-turbo-request`` and ``POST /z-image-base/v1/z-image-base-request``
-  → 202 ``{"request_id", "status": "QUEUED", "polling_url"}``; the job runs on the provider's async
+* ``POST /z-image-turbo-834/v1/z-image-turbo-request`` and
+  ``POST /z-image-base/v1/z-image-base-request`` → 202
+  ``{"request_id", "status": "QUEUED", "polling_url"}``; the job runs on the provider's async
   image API and is billed per image (``num_images × outputPrice``) when it completes;
 * ``GET /v2/requests/status/{request_id}`` → ``QUEUED | PROCESSING | COMPLETED | FAILED | ERROR``
   with ``output.media_url`` (images served by ``serve`` at ``/v2/media/{id}``, behind the same API

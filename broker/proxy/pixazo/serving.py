@@ -3,9 +3,10 @@
 Flow: a submission is validated (:mod:`.protocol`), turned into an async image job on the provider
 (``POST {url}/v1/async/images/generations`` with ``response_format: b64_json``), whose 202 is
 verified as any response and recorded for billing (the fee store's async-job record: billed
-``num_images × outputPrice`` once, when a poll first sees the job completed, as the gateway bills it,
-provider-gateway.md B9). The request is kept in :class:`~broker.proxy.state_store.ServeStateStore`
-(it survives a ``serve`` restart). A status poll asks the provider about the job until it is final:
+``num_images × outputPrice`` once, when a poll first sees the job completed, as the gateway bills
+it, provider-gateway.md B9). The request is kept in
+:class:`~broker.proxy.state_store.ServeStateStore` (it survives a ``serve`` restart). A status poll
+asks the provider about the job until it is final:
 
 ============================= ===================================================
 provider job                  Pixazo status
