@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker.proxy.serving_chat import usage_json
+from broker.inference.models import Service
+from broker.proxy.billing import AnswerBody, Billing
 from broker.wire.errors import FeeInputError, UnknownServiceTypeError, UsageError
 from broker.wire.fees import (
     SERVICE_TYPES,
@@ -29,7 +30,7 @@ from broker.wire.fees import (
     word_count,
 )
 from broker.wire.n import request_n
-from broker.wire.sse import SSEDecoder, UsageStreamCollector, parse_sse_json, summarize_sse
+from broker.wire.sse import SSEDecoder, SSEStreamSummary, parse_sse_json, summarize_sse
 
 IN, OUT = 3 * 10**9, 7 * 10**9  # neuron per unit
 
@@ -296,18 +297,34 @@ def _body(service_type: str, usage: dict | None, texts: list[str], streamed: boo
     return json.dumps(obj).encode()
 
 
-def _serve_content(body: bytes, streamed: bool) -> str | None:
-    """What serve hands to its billing: non-streamed answers through serve's own ``usage_json``;
-    streams decoded once, each event parsed once and observed (as ``proxy/streaming.py`` does)."""
+def _serve_content(body: bytes, streamed: bool) -> AnswerBody:
+    """What serve hands to its billing: a non-streamed answer's body; a stream decoded once, each
+    event parsed once and observed (as ``proxy/streaming.py`` does)."""
     if not streamed:
-        return usage_json(body)
-    decoder, collector = SSEDecoder(), UsageStreamCollector()
+        return AnswerBody(body)
+    decoder, summary = SSEDecoder(), SSEStreamSummary()
     half = len(body) // 2
     for data in decoder.feed(body[:half]) + decoder.feed(body[half:]) + decoder.close():
         obj = parse_sse_json(data)
         if obj is not None:
-            collector.observe(obj)
-    return json.dumps(collector.usage) if collector.usage is not None else None
+            summary.observe(obj)
+    return AnswerBody(stream=summary.close())
+
+
+def _service(service_type: str, input_price: int, output_price: int) -> Service:
+    return Service(
+        provider="0x" + "ab" * 20,
+        service_type=service_type,
+        url="http://127.0.0.1:1",
+        input_price=input_price,
+        output_price=output_price,
+        updated_at=0,
+        model="m",
+        verifiability="TeeML",
+        additional_info="{}",
+        tee_signer_address="0x" + "00" * 20,
+        tee_signer_acknowledged=True,
+    )
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -335,13 +352,9 @@ def test_user_estimate_equals_gateway_fee(service_type, usage, texts, streamed, 
         )
         == gateway
     )
-    content = _serve_content(body, streamed)
-    if usage is None:
-        # documented difference: without usage the gateway bills words (B9) while serve, which
-        # always asks for stream usage, records nothing (the SDK's processResponse does the same)
-        assert content is None
-        return
-    estimate = fee_for_content(service_type, content, *prices)
+    # serve bills the answer by the same rule, with or without usage (B9's word-count fallback)
+    service = _service(service_type, *prices)
+    estimate = Billing(None, service.provider).fee_of(_serve_content(body, streamed), service)
     assert estimate == gateway.fee
 
 
@@ -366,3 +379,38 @@ def test_image_estimate_equals_gateway_fee(service_type, n, prices):
         service_type, request, b"{}", input_price=prices[0], output_price=prices[1]
     )
     assert fee_for_content(service_type, request, *prices) == gateway.fee == checked * prices[1]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    deltas=st.lists(st.tuples(st.integers(0, 2), st.text(max_size=8)), min_size=1, max_size=8),
+    cut=st.integers(1, 40),
+    prices=st.tuples(st.integers(0, 10**9), st.integers(1, 10**9)),
+)
+def test_serve_stream_fee_in_any_chunking_equals_gateway_fee(deltas, cut, prices):
+    """Interleaved choices, no usage, the stream split anywhere as it reaches serve."""
+    events = [{"id": "c", "choices": [{"index": i, "delta": {"content": t}}]} for i, t in deltas]
+    body = b"".join(f"data: {json.dumps(e)}\n\n".encode() for e in events) + b"data: [DONE]\n\n"
+    decoder, summary = SSEDecoder(), SSEStreamSummary()
+    chunks = [body[i : i + cut] for i in range(0, len(body), cut)]
+    for data in [d for c in chunks for d in decoder.feed(c)] + decoder.close():
+        if (obj := parse_sse_json(data)) is not None:
+            summary.observe(obj)
+    service = _service("chatbot", *prices)
+    ours = Billing(None, service.provider).fee_of(AnswerBody(stream=summary.close()), service)
+    gateway = compute_fee(
+        "chatbot", b"{}", body, input_price=prices[0], output_price=prices[1], streamed=True
+    )
+    assert ours == gateway.fee
+
+
+def test_serve_bills_an_answer_without_usage():
+    """The attack: a backend that leaves ``usage`` out. serve recorded nothing while the gateway
+    billed the word count, so serve's books fell below the provider's bill."""
+    raw = b'{"id": "c", "choices": [{"index": 0, "message": {"content": "four words right here"}}]}'
+    service = _service("chatbot", 3, 5)
+    assert Billing(None, service.provider).fee_of(AnswerBody(raw), service) == 4 * 5
+    srt = b"1\n00:00:00,000 --> 00:00:01,000\nplain srt transcript\n"  # response_format srt
+    stt = _service("speech-to-text", 1000, 7)
+    gateway = compute_fee("speech-to-text", b"", srt, input_price=1000, output_price=7)
+    assert Billing(None, stt.provider).fee_of(AnswerBody(srt), stt) == gateway.fee > 0
