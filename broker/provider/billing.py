@@ -1,8 +1,9 @@
 """Fee accounting on the gateway (``provider-gateway.md`` B4.5–B4.6, B9).
 
 :func:`compute_fee` turns a forwarded request and the backend response into counts and fees;
-:class:`FeeLedger` records each billable request durably: a ``pending`` row before forwarding, its fee
-(``unsettled``) before the response is released. Fees are ints in neuron (stored as decimal strings).
+:class:`FeeLedger` records each billable request durably: a ``pending`` row before forwarding, its
+fee (``unsettled``) before the response is released. Fees are ints in neuron (stored as decimal
+strings).
 
 Speech-to-text (open question D12) follows the deployed provider that SDK 0.9.0 was tested against
 (PR #523): duration usage bills ``max(round_half_up(seconds), 1) × inputPrice``; token usage bills
@@ -13,18 +14,23 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
+import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Integer, Numeric, bindparam, cast, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from broker.provider.db import Database, RequestRecord, RequestStatus
+from broker.provider.write_queue import WriteOp
 from broker.wire.n import request_n
 
 __all__ = ["Fee", "FeeLedger", "compute_fee", "request_image_count", "sse_usage"]
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -180,6 +186,9 @@ _OUTSTANDING = (
     _REQUESTS.c.status.in_(RequestStatus.OUTSTANDING),
 )
 _OPEN = insert(_REQUESTS)
+_ROW = select(_REQUESTS.c.user_address, _REQUESTS.c.status, _REQUESTS.c.fee).where(
+    _REQUESTS.c.request_hash == bindparam("rid")
+)
 _BILL = (
     update(_REQUESTS)
     .where(_REQUESTS.c.request_hash == bindparam("rid"))
@@ -199,22 +208,95 @@ _SQLITE_SUM = select(
 _NUMERIC_SUM = select(func.sum(cast(_REQUESTS.c.fee, Numeric))).where(*_OUTSTANDING)
 _FEES = select(_REQUESTS.c.fee).where(*_OUTSTANDING)
 
+# the same statements in SQLite's own SQL, for the group-commit writer's plain sqlite3 connection
+_SQL_OPEN = (
+    "INSERT INTO requests (request_hash, user_address, service_type, model, input_count, "
+    "output_count, input_fee, output_fee, fee, status, batch_id, created_at, updated_at) "
+    "VALUES (?, ?, ?, ?, 0, 0, '0', '0', '0', ?, NULL, ?, ?)"
+)
+_SQL_ROW = "SELECT user_address, status, fee FROM requests WHERE request_hash = ?"
+_SQL_BILL = (
+    "UPDATE requests SET status = ?, input_count = ?, output_count = ?, input_fee = ?, "
+    "output_fee = ?, fee = ?, updated_at = ? WHERE request_hash = ?"
+)
+_SQL_FAIL = "UPDATE requests SET status = ?, updated_at = ? WHERE request_hash = ?"
+
+#: Open requests whose user this process remembers (for the outstanding totals); oldest dropped.
+_OPEN_USERS_MAX = 100_000
+
+
+def _outstanding(status: str | None, fee: str | None) -> int:
+    """What a row adds to its user's outstanding fees (neuron)."""
+    return int(fee or 0) if status in RequestStatus.OUTSTANDING else 0
+
 
 class FeeLedger:
     """Durable per-request fee records (B9) on a :class:`~broker.provider.db.Database`.
 
-    The per-request methods use prebuilt SQLAlchemy Core statements on the engine (no ORM
-    session): they run on every billed request.
+    The per-request writes run as :data:`~broker.provider.write_queue.WriteOp` functions: on a
+    SQLite file through the database's group-commit writer (plain ``sqlite3``, one commit shared
+    by the requests that arrive meanwhile), elsewhere in one engine transaction (prebuilt
+    SQLAlchemy Core statements). Either way a method returns only after its commit. On SQLite the
+    per-user outstanding fees are kept in memory (:attr:`Database.outstanding
+    <broker.provider.db.Database>`) and moved by each committed bill.
     """
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self._sqlite = db.engine.dialect.name == "sqlite"
+        self._open_users: dict[str, str] = {}  # request hash -> user (open requests)
+        self._open_lock = threading.Lock()
+        # set once a bill joined a caller's transaction (commit time unknown here): from then on
+        # the outstanding fees are summed in the database
+        self._joined = False
 
-    def open_request(self, request_hash: str, user: str, service_type: str, model: str) -> None:
-        """Insert the ``pending`` zero-fee row before forwarding (B4.6); committed on return."""
+    # ------------------------------------------------------------------ write plumbing
+
+    def _remember_user(self, request_hash: str, user: str) -> None:
+        with self._open_lock:
+            self._open_users[request_hash] = user
+            if len(self._open_users) > _OPEN_USERS_MAX:
+                self._open_users.pop(next(iter(self._open_users)))
+
+    def _take_user(self, request_hash: str) -> str | None:
+        with self._open_lock:
+            return self._open_users.pop(request_hash, None)
+
+    def _change(self, request_hash: str, op: WriteOp[_T], user: str | None) -> _T:
+        """Run ``op`` (a write returning ``(user, delta)`` first in its result tuple, the change
+        of that user's outstanding fees) and move the in-memory total once committed."""
+        out = self.db.outstanding
+        user = user or self._take_user(request_hash)
+        if out is None:
+            return self.db.write(op)
+        if user is not None:
+            out.begin(user)
+        try:
+            result = self.db.write(op)
+        except BaseException:
+            if user is not None:
+                out.end(user, None)
+            raise
+        row_user, delta = result[0], result[1]
+        if user is not None:
+            out.end(user, delta if row_user is None or row_user.lower() == user.lower() else None)
+        if row_user is not None and (user is None or row_user.lower() != user.lower()):
+            out.forget(row_user)
+        return result
+
+    # ------------------------------------------------------------------ ops
+
+    def open_op(self, request_hash: str, user: str, service_type: str, model: str) -> WriteOp[None]:
+        """The write of :meth:`open_request` (a ``pending`` zero-fee row)."""
         now = time.time()
-        with self.db.engine.begin() as conn:
+
+        def op(conn: Any) -> None:
+            if isinstance(conn, sqlite3.Connection):
+                conn.execute(
+                    _SQL_OPEN,
+                    (request_hash, user, service_type, model, RequestStatus.PENDING, now, now),
+                )
+                return
             conn.execute(
                 _OPEN,
                 {
@@ -228,41 +310,141 @@ class FeeLedger:
                 },
             )
 
-    def bill(self, request_hash: str, fee: Fee, *, conn: Connection | None = None) -> None:
+        return op
+
+    def bill_op(
+        self, request_hash: str, fee: Fee, also: WriteOp[_T] | None = None, *, track: bool = True
+    ) -> WriteOp[tuple[str | None, int, _T | None]]:
+        """The write of :meth:`bill`, plus ``also`` (e.g. the response signature) in the same
+        transaction. The op returns ``(user, change of the user's outstanding fees in neuron,
+        also's result)``; ``user`` is ``None`` when not read (no in-memory totals kept, or
+        ``track`` false)."""
+        now = time.time()
+        track = track and self.db.outstanding is not None
+        values = (
+            fee.input_count,
+            fee.output_count,
+            str(fee.input_fee),
+            str(fee.output_fee),
+            str(fee.fee),
+            now,
+        )
+
+        def op(conn: Any) -> tuple[str | None, int, Any]:
+            raw = isinstance(conn, sqlite3.Connection)
+            user, delta = None, 0
+            if track:
+                row = (
+                    conn.execute(_SQL_ROW, (request_hash,)).fetchone()
+                    if raw
+                    else conn.execute(_ROW, {"rid": request_hash}).first()
+                )
+                if row is not None:
+                    user = row[0]
+                    delta = fee.fee - _outstanding(row[1], row[2])
+            if raw:
+                conn.execute(_SQL_BILL, (RequestStatus.UNSETTLED, *values, request_hash))
+            else:
+                conn.execute(
+                    _BILL,
+                    {
+                        "rid": request_hash,
+                        "input_count": fee.input_count,
+                        "output_count": fee.output_count,
+                        "input_fee": values[2],
+                        "output_fee": values[3],
+                        "fee": values[4],
+                        "updated_at": now,
+                    },
+                )
+            return user, delta, (also(conn) if also is not None else None)
+
+        return op
+
+    def fail_op(self, request_hash: str) -> WriteOp[tuple[str | None, int]]:
+        """The write of :meth:`fail`; returns ``(user, change of outstanding fees)`` like
+        :meth:`bill_op`."""
+        now = time.time()
+        track = self.db.outstanding is not None
+
+        def op(conn: Any) -> tuple[str | None, int]:
+            raw = isinstance(conn, sqlite3.Connection)
+            user, delta = None, 0
+            if track:
+                row = (
+                    conn.execute(_SQL_ROW, (request_hash,)).fetchone()
+                    if raw
+                    else conn.execute(_ROW, {"rid": request_hash}).first()
+                )
+                if row is not None:
+                    user, delta = row[0], -_outstanding(row[1], row[2])
+            if raw:
+                conn.execute(_SQL_FAIL, (RequestStatus.FAILED, now, request_hash))
+            else:
+                conn.execute(_FAIL, {"rid": request_hash, "updated_at": now})
+            return user, delta
+
+        return op
+
+    # ------------------------------------------------------------------ per request
+
+    def open_request(self, request_hash: str, user: str, service_type: str, model: str) -> None:
+        """Insert the ``pending`` zero-fee row before forwarding (B4.6); committed on return."""
+        self.db.write(self.open_op(request_hash, user, service_type, model))
+        self._remember_user(request_hash, user)
+
+    def bill(
+        self,
+        request_hash: str,
+        fee: Fee,
+        *,
+        conn: Connection | None = None,
+        user: str | None = None,
+        also: WriteOp[_T] | None = None,
+    ) -> _T | None:
         """Record the fee (status ``unsettled``); committed (durable) on return, before release.
 
-        With ``conn`` (a connection inside an open transaction) the update joins it and the caller
-        commits, so the fee and the response signature are written by one commit (see
-        :mod:`broker.provider.app`).
-        """
-        params = {
-            "rid": request_hash,
-            "input_count": fee.input_count,
-            "output_count": fee.output_count,
-            "input_fee": str(fee.input_fee),
-            "output_fee": str(fee.output_fee),
-            "fee": str(fee.fee),
-            "updated_at": time.time(),
-        }
-        if conn is not None:
-            conn.execute(_BILL, params)
-            return
-        with self.db.engine.begin() as c:
-            c.execute(_BILL, params)
+        Args:
+            request_hash: the row's id (the ``ZG-Res-Key``). fee: counts and fees in neuron.
+            conn: a SQLAlchemy connection inside an open transaction: the update joins it and the
+                caller commits (the outstanding fees are then summed in the database from now
+                on, since this ledger cannot see that commit). Prefer ``also``.
+            user: the row's user when known (else remembered from :meth:`open_request`).
+            also: another write op committed in the same transaction (the response signature:
+                :meth:`broker.provider.signing.SignatureStore.store_op`).
 
-    def fail(self, request_hash: str) -> None:
+        Returns:
+            ``also``'s result (``None`` without it).
+        """
+        if conn is not None:
+            self._joined = True
+            self._take_user(request_hash)
+            self.bill_op(request_hash, fee, track=False)(conn)
+            if also is not None:
+                return also(conn)
+            return None
+        return self._change(request_hash, self.bill_op(request_hash, fee, also), user)[2]
+
+    def fail(self, request_hash: str, *, user: str | None = None) -> None:
         """Mark a request that produced no billable output (never charged)."""
-        with self.db.engine.begin() as conn:
-            conn.execute(_FAIL, {"rid": request_hash, "updated_at": time.time()})
+        self._change(request_hash, self.fail_op(request_hash), user)
 
     def unsettled_fee(self, user: str) -> int:
         """Sum in neuron of the user's fees not yet settled (pending, unsettled, settling).
 
-        Summed in the database (one aggregate over a covering index, no rows to Python), exactly:
-        PostgreSQL sums the decimal strings as ``NUMERIC``; SQLite (64-bit integers) sums the last
-        9 digits and the digits above them separately, and sums in Python when a fee has more than
-        27 digits or the total overflows.
+        On a SQLite file the sum is kept in memory per user (:mod:`broker.provider.outstanding`);
+        otherwise (and to load that total) it is summed in the database: one aggregate over a
+        covering index, exactly: PostgreSQL sums the decimal strings as ``NUMERIC``; SQLite (64-bit
+        integers) sums the last 9 digits and the digits above them separately, and sums in
+        Python when a fee has more than 27 digits or the total overflows.
         """
+        out = self.db.outstanding
+        if out is None or self._joined:
+            return self.stored_unsettled_fee(user)
+        return out.get(user, self.stored_unsettled_fee)
+
+    def stored_unsettled_fee(self, user: str) -> int:
+        """:meth:`unsettled_fee` summed in the database (no memory)."""
         with self.db.engine.connect() as conn:
             if not self._sqlite:
                 return int(conn.execute(_NUMERIC_SUM, {"user": user}).scalar() or 0)

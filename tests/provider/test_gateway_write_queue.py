@@ -1,0 +1,269 @@
+"""The gateway's per-request write path: the SQLite group-commit writer, the in-memory outstanding
+fees and the one-commit fee + signature record (real SQLite files, a real writer thread, a real
+process killed with SIGKILL)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from broker.provider.billing import Fee, FeeLedger
+from broker.provider.db import RequestRecord, RequestStatus, open_database
+from broker.provider.gateway import Gateway
+from broker.provider.outstanding import OutstandingFees
+from broker.provider.signing import SignatureStore, response_signature_text
+from broker.provider.tee import LocalTeeSigner
+from broker.provider.write_queue import SQLiteWriter
+
+USER = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+OTHER = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe512961708279b7e1a8d7d7a3c2b9e3")
+
+
+def _gateway(url: str) -> Gateway:
+    db = open_database(url)
+    signer = LocalTeeSigner(KEY)
+    return Gateway(
+        settings=None,
+        provider=OTHER,
+        signer=signer,
+        db=db,
+        ledger=FeeLedger(db),
+        signatures=SignatureStore(db, signer),
+        accounts=None,
+        auth=None,
+        limits=None,
+    )
+
+
+def _status(db, rid: str) -> tuple[str, str]:
+    with db.session() as s:
+        row = s.get(RequestRecord, rid)
+        return row.status, row.fee
+
+
+# ---------------------------------------------------------------------------------- the writer
+
+
+def test_writer_isolates_a_failing_write_and_groups_commits(tmp_path):
+    """Attack: one write of a group raises. It changes nothing and fails alone; the writes queued
+    with it are committed, and writes that arrive together share commits."""
+    path = str(tmp_path / "w.db")
+    setup = sqlite3.connect(path)
+    setup.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)")
+    setup.commit()
+    setup.close()
+    writer = SQLiteWriter(path)
+    gate, started = threading.Event(), threading.Event()
+
+    def blocker(conn):  # holds the writer so that the next writes queue up into one group
+        started.set()
+        gate.wait(10)
+
+    first = writer.submit(blocker)
+    assert started.wait(10)
+
+    def put(k, v):
+        def op(conn):
+            conn.execute("INSERT INTO t VALUES (?, ?)", (k, v))
+            if k == "bad":
+                raise ValueError("refused")
+            return k
+
+        return op
+
+    futures = [writer.submit(put(f"k{i}", i)) for i in range(20)]
+    bad = writer.submit(put("bad", 99))
+    dup = writer.submit(put("k0", 0))  # primary key clash: sqlite3.IntegrityError
+    gate.set()
+    first.result(10)
+    assert [f.result(10) for f in futures] == [f"k{i}" for i in range(20)]
+    with pytest.raises(ValueError, match="refused"):
+        bad.result(10)
+    with pytest.raises(sqlite3.IntegrityError):
+        dup.result(10)
+    assert writer.commits == 2  # the blocker's group, then the 22 queued writes together
+    writer.close()
+    check = sqlite3.connect(path)
+    rows = dict(check.execute("SELECT k, v FROM t").fetchall())
+    check.close()
+    assert rows == {f"k{i}": i for i in range(20)}  # nothing of "bad", k0 kept once
+
+
+def test_writer_skips_a_cancelled_write_and_refuses_after_close(tmp_path):
+    path = str(tmp_path / "c.db")
+    writer = SQLiteWriter(path)
+    gate = threading.Event()
+    writer.submit(lambda conn: gate.wait(10))
+    ran = []
+    cancelled = writer.submit(lambda conn: ran.append(1))
+    assert cancelled.cancel()  # not begun yet
+    gate.set()
+    assert writer.submit(lambda conn: 7).result(10) == 7
+    assert ran == []
+    writer.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        writer.submit(lambda conn: None)
+
+
+# ---------------------------------------------------------------------------------- outstanding
+
+
+def test_outstanding_load_overlapping_a_write_is_not_kept():
+    """Attack: a bill commits while the total is being loaded. The load's answer is used once but
+    not kept, so the bill is never counted twice (or lost) afterwards."""
+    out = OutstandingFees()
+    db_total = {"v": 100}
+    out.begin(USER)  # a bill in flight
+
+    def load(_user):
+        db_total["v"] += 5  # ... commits during the load (the load may see it)
+        return db_total["v"]
+
+    assert out.get(USER, load) == 105
+    out.end(USER, 5)
+    assert out.get(USER, lambda _u: 105) == 105  # loaded again, not 105 + 5
+    assert out.get(USER, lambda _u: pytest.fail("kept total not used")) == 105
+    out.begin(USER)
+    out.end(USER, 7)
+    assert out.get(USER.lower(), lambda _u: pytest.fail("kept total not used")) == 112
+    out.forget(USER)
+    assert out.get(USER, lambda _u: 3) == 3
+    out.forget()
+    assert out.get(USER, lambda _u: 4) == 4
+
+
+def test_outstanding_expires_after_ttl():
+    out = OutstandingFees(ttl=0.05)
+    assert out.get(USER, lambda _u: 1) == 1
+    assert out.get(USER, lambda _u: 2) == 1
+    time.sleep(0.06)
+    assert out.get(USER, lambda _u: 2) == 2
+
+
+def test_ledger_total_in_memory_matches_the_database(tmp_path):
+    """Bills, failures, a bill of a request opened by another ledger (a restart) and concurrent
+    bills from 8 threads: the in-memory total always equals the database's sum."""
+    gw = _gateway(f"sqlite:///{tmp_path / 'g.db'}")
+    ledger, db = gw.ledger, gw.db
+    assert db.outstanding is not None
+    assert ledger.unsettled_fee(USER) == 0  # loaded (0) and kept
+    ledger.open_request("a", USER, "chatbot", "m")
+    ledger.bill("a", Fee(1, 2, 3, 2**70))
+    ledger.open_request("b", USER, "chatbot", "m")
+    ledger.fail("b")
+    assert ledger.unsettled_fee(USER) == 3 + 2**70 == ledger.stored_unsettled_fee(USER)
+    # opened by an earlier process: this ledger does not know the user, it reads it from the row
+    FeeLedger(db).open_request("c", USER, "chatbot", "m")
+    ledger.bill("c", Fee(0, 1, 0, 11))
+    assert ledger.unsettled_fee(USER) == 14 + 2**70 == ledger.stored_unsettled_fee(USER)
+
+    def one(i: int) -> None:
+        rid = f"p{i}"
+        ledger.open_request(rid, USER if i % 2 else OTHER, "chatbot", "m")
+        ledger.unsettled_fee(USER)
+        if i % 5 == 0:
+            ledger.fail(rid)
+        else:
+            gw.record_response(rid, b"q", b"r", fee=Fee(0, 1, 0, i), aliases=(f"cmpl-{i}",))
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, range(200)))
+    for user in (USER, OTHER):
+        assert ledger.unsettled_fee(user) == ledger.stored_unsettled_fee(user)
+    assert gw.signatures.get("CMPL-7").text == gw.signatures.get("p7").text
+    db.dispose()
+
+
+def test_settlement_forget_makes_the_gate_reload(tmp_path):
+    """Rows paid by a settlement (another connection) leave the in-memory total once the settler
+    forgets the user (as Settler._apply does after its commit)."""
+    gw = _gateway(f"sqlite:///{tmp_path / 's.db'}")
+    gw.ledger.open_request("x", USER, "chatbot", "m")
+    gw.ledger.bill("x", Fee(0, 1, 0, 50))
+    assert gw.ledger.unsettled_fee(USER) == 50
+    with gw.db.session.begin() as s:
+        s.get(RequestRecord, "x").status = RequestStatus.SETTLED
+    gw.db.outstanding.forget(USER)
+    assert gw.ledger.unsettled_fee(USER) == 0
+    gw.db.dispose()
+
+
+# ---------------------------------------------------------------------------------- kill -9
+
+_KILL_WRITER = r"""
+import sys, threading
+from broker.provider.billing import Fee, FeeLedger
+from broker.provider.db import open_database
+from broker.provider.gateway import Gateway
+from broker.provider.signing import SignatureStore, response_signature_text
+from broker.provider.tee import LocalTeeSigner
+
+db = open_database(sys.argv[1])
+signer = LocalTeeSigner(bytes.fromhex(sys.argv[2]))
+gw = Gateway(settings=None, provider="0x", signer=signer, db=db, ledger=FeeLedger(db),
+             signatures=SignatureStore(db, signer), accounts=None, auth=None, limits=None)
+lock = threading.Lock()
+
+def client(t):
+    for i in range(100000):
+        rid = f"t{t}-{i}"
+        gw.ledger.open_request(rid, sys.argv[3], "chatbot", "m")
+        gw.record_response(rid, b"req", rid.encode(), fee=Fee(0, 1, 0, 7))
+        with lock:
+            print(rid, flush=True)       # acknowledged: the response would be released now
+
+for t in range(4):
+    threading.Thread(target=client, args=(t,), daemon=True).start()
+threading.Event().wait()
+"""
+
+
+def test_acknowledged_fee_and_signature_survive_kill_9(tmp_path):
+    """Attack: kill -9 the process while 4 clients bill through the group-commit writer. Every
+    request acknowledged before the kill has its fee (``unsettled``) and its signature in the
+    file, which opens cleanly; the in-memory total of a new process equals the stored sum."""
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILL_WRITER, url, KEY.hex(), USER],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    acked: list[str] = []
+    deadline = time.monotonic() + 60
+    try:
+        while len(acked) < 200 and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            acked.append(line.strip())
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert len(acked) >= 200, "the writers did not get going"
+    gw = _gateway(url)
+    signer = LocalTeeSigner(KEY)
+    for rid in acked:
+        assert _status(gw.db, rid) == (RequestStatus.UNSETTLED, "7")
+        sig = gw.signatures.get(rid)
+        assert sig.text == response_signature_text(b"req", rid.encode())
+        assert sig.signature == signer.sign_text(sig.text)
+    # billed rows beyond the acknowledged ones may exist (committed, not yet printed), never fewer
+    with gw.db.engine.connect() as conn:
+        billed = conn.exec_driver_sql(
+            "SELECT count(*) FROM requests WHERE status = 'unsettled'"
+        ).scalar()
+    assert billed >= len(acked)
+    assert gw.ledger.unsettled_fee(USER) == 7 * billed
+    gw.db.dispose()
