@@ -12,14 +12,18 @@ Speech-to-text (open question D12) follows the deployed provider that SDK 0.9.0 
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import math
 import sqlite3
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import anyio.to_thread
 from sqlalchemy import Integer, Numeric, bindparam, cast, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -265,24 +269,42 @@ class FeeLedger:
     def _change(self, request_hash: str, op: WriteOp[_T], user: str | None) -> _T:
         """Run ``op`` (a write returning ``(user, delta)`` first in its result tuple, the change
         of that user's outstanding fees) and move the in-memory total once committed."""
+        if self.db.writer is None:
+            return self.db.write(op)  # no in-memory totals
+        return self._submit_change(request_hash, op, user).result()
+
+    def _submit_change(self, request_hash: str, op: WriteOp[_T], user: str | None) -> Future[_T]:
+        """:meth:`_change` through the SQLite writer, without waiting: the in-memory total moves
+        when the commit is done (a callback), whoever waits for the future or not."""
+        writer = self.db.writer
+        assert writer is not None
         out = self.db.outstanding
         user = user or self._take_user(request_hash)
-        if out is None:
-            return self.db.write(op)
-        if user is not None:
+        if out is not None and user is not None:
             out.begin(user)
-        try:
-            result = self.db.write(op)
-        except BaseException:
+
+        def committed(done: Future) -> None:
+            if out is None:
+                return
+            if done.cancelled() or done.exception() is not None:
+                if user is not None:
+                    out.end(user, None)
+                return
+            row_user, delta = done.result()[:2]
+            same = row_user is None or (user is not None and row_user.lower() == user.lower())
             if user is not None:
+                out.end(user, delta if same else None)
+            if not same:
+                out.forget(row_user)
+
+        try:
+            future = writer.submit(op)
+        except BaseException:
+            if out is not None and user is not None:
                 out.end(user, None)
             raise
-        row_user, delta = result[0], result[1]
-        if user is not None:
-            out.end(user, delta if row_user is None or row_user.lower() == user.lower() else None)
-        if row_user is not None and (user is None or row_user.lower() != user.lower()):
-            out.forget(row_user)
-        return result
+        future.add_done_callback(committed)
+        return future
 
     # ------------------------------------------------------------------ ops
 
@@ -428,6 +450,57 @@ class FeeLedger:
     def fail(self, request_hash: str, *, user: str | None = None) -> None:
         """Mark a request that produced no billable output (never charged)."""
         self._change(request_hash, self.fail_op(request_hash), user)
+
+    async def open_request_async(
+        self, request_hash: str, user: str, service_type: str, model: str
+    ) -> None:
+        """:meth:`open_request` for the event loop: awaits the SQLite writer's commit (no worker
+        thread), or runs :meth:`open_request` in a worker thread on other databases. Cancelled
+        before the writer began, the row is not written."""
+        writer = self.db.writer
+        if writer is None:
+            await anyio.to_thread.run_sync(
+                self.open_request, request_hash, user, service_type, model
+            )
+            return
+        await asyncio.wrap_future(
+            writer.submit(self.open_op(request_hash, user, service_type, model))
+        )
+        self._remember_user(request_hash, user)
+
+    async def bill_async(
+        self,
+        request_hash: str,
+        fee: Fee,
+        *,
+        user: str | None = None,
+        also: WriteOp[_T] | None = None,
+    ) -> _T | None:
+        """:meth:`bill` for the event loop (no worker thread on SQLite). The write is shielded:
+        once asked for it is committed even if the awaiting task is cancelled."""
+        if self.db.writer is None:
+            return await anyio.to_thread.run_sync(
+                functools.partial(self.bill, request_hash, fee, user=user, also=also)
+            )
+        future = self._submit_change(request_hash, self.bill_op(request_hash, fee, also), user)
+        return (await asyncio.shield(asyncio.wrap_future(future)))[2]
+
+    async def fail_async(self, request_hash: str, *, user: str | None = None) -> None:
+        """:meth:`fail` for the event loop (no worker thread on SQLite; shielded like
+        :meth:`bill_async`)."""
+        if self.db.writer is None:
+            await anyio.to_thread.run_sync(functools.partial(self.fail, request_hash, user=user))
+            return
+        future = self._submit_change(request_hash, self.fail_op(request_hash), user)
+        await asyncio.shield(asyncio.wrap_future(future))
+
+    def unsettled_fee_cached(self, user: str) -> int | None:
+        """:meth:`unsettled_fee` when it is kept in memory (no I/O: safe on the event loop), else
+        ``None`` (then call :meth:`unsettled_fee` off the loop)."""
+        out = self.db.outstanding
+        if out is None or self._joined:
+            return None
+        return out.peek(user)
 
     def unsettled_fee(self, user: str) -> int:
         """Sum in neuron of the user's fees not yet settled (pending, unsettled, settling).

@@ -57,6 +57,15 @@ class OutstandingFees:
                 self._totals[key] = (value, stamp)
         return value
 
+    def peek(self, user: str) -> int | None:
+        """The kept total of ``user`` (neuron), or ``None`` when not kept or older than ``ttl``
+        (no I/O)."""
+        with self._lock:
+            hit = self._totals.get(user.lower())
+        if hit is None or time.monotonic() - hit[1] >= self.ttl:
+            return None
+        return hit[0]
+
     def begin(self, user: str) -> None:
         """A write that may change ``user``'s outstanding fees is about to be committed."""
         key = user.lower()

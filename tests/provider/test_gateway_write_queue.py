@@ -267,3 +267,130 @@ def test_acknowledged_fee_and_signature_survive_kill_9(tmp_path):
     assert billed >= len(acked)
     assert gw.ledger.unsettled_fee(USER) == 7 * billed
     gw.db.dispose()
+
+
+# ---------------------------------------------------------------------------------- async path
+
+
+def test_async_writes_commit_even_when_the_caller_is_cancelled(tmp_path):
+    """Attack: the client goes away while its fee is being committed (the awaiting task is
+    cancelled). The fee and signature asked for are committed all the same, and the in-memory
+    total stays equal to the database's sum."""
+    import asyncio
+
+    gw = _gateway(f"sqlite:///{tmp_path / 'a.db'}")
+
+    async def scenario() -> None:
+        await gw.ledger.open_request_async("r1", USER, "chatbot", "m")
+        assert gw.ledger.unsettled_fee_cached(USER) is None  # not loaded yet
+        assert gw.ledger.unsettled_fee(USER) == 0
+        assert gw.ledger.unsettled_fee_cached(USER) == 0
+        gate = threading.Event()
+        blocker = gw.db.writer.submit(lambda conn: gate.wait(10))  # the writer is busy
+        task = asyncio.create_task(
+            gw.record_response_async("r1", b"q", b"r", fee=Fee(0, 1, 0, 9), user=USER)
+        )
+        await asyncio.sleep(0.05)
+        task.cancel()
+        gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wrap_future(blocker)
+        await gw.ledger.open_request_async("r2", USER, "chatbot", "m")  # after r1's commit
+        await gw.ledger.fail_async("r2")
+
+    asyncio.run(scenario())
+    assert _status(gw.db, "r1") == (RequestStatus.UNSETTLED, "9")
+    assert _status(gw.db, "r2")[0] == RequestStatus.FAILED
+    assert gw.signatures.get("r1").text == response_signature_text(b"q", b"r")
+    assert gw.ledger.unsettled_fee(USER) == 9 == gw.ledger.stored_unsettled_fee(USER)
+    gw.db.dispose()
+
+
+def test_in_memory_admission_matches_the_chain_checks(devnet, fresh_account, tmp_path):
+    """The event-loop admission (:meth:`Gateway.admit`) answers from memory only what the full
+    checks would answer: a token never verified, an account dropped from the cache (what the
+    revocation watcher does) or a balance that does not cover the fees go the full way; refusals
+    keep their errors and hold no slot."""
+    import asyncio
+
+    from devnet_helpers import devnet_owner, key_hex
+
+    from broker.chain.connection import connect
+    from broker.chain.contracts import InferenceServingContract, LedgerManagerContract
+    from broker.chain.sender import TransactionSender
+    from broker.devnet import fund_new_account
+    from broker.inference.token import authorization_header, new_session_token, sign_session_token
+    from broker.provider.errors import RequestValidationError, SessionValidationError
+    from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
+    from broker.provider.serve import build_gateway
+    from broker.provider.settings import ProviderSettings
+
+    zg = 10**18
+    provider = fund_new_account(devnet, amount_neuron=1000 * zg)
+    w3 = connect(devnet.rpc_url)
+    settings = ProviderSettings(
+        rpc_url=devnet.rpc_url,
+        inference_address=devnet.inference_address,
+        private_key=key_hex(provider),
+        tee_signer_key="0x" + "31" * 32,
+        dstack_socket=tmp_path / "none.sock",
+        service_type="chatbot",
+        model="m",
+        serving_url="http://127.0.0.1:9",
+        db_url=f"sqlite:///{tmp_path / 'gw.db'}",
+        per_user_rpm=100_000,
+        per_user_burst=1000,
+    )
+    signer = LocalTeeSigner(bytes.fromhex("31" * 32))
+    pcontract = InferenceServingContract(
+        w3, devnet.inference_address, TransactionSender(w3, provider)
+    )
+    assert register_service(pcontract, settings, signer.address) == "registered"
+    acknowledge_tee_signer_by_owner(
+        InferenceServingContract(
+            w3, devnet.inference_address, TransactionSender(w3, devnet_owner(devnet))
+        ),
+        provider.address,
+    )
+    user = fresh_account
+    ledger = LedgerManagerContract(w3, devnet.ledger_address, TransactionSender(w3, user))
+    ledger.add_ledger("", 10 * zg)
+    ledger.transfer_fund(provider.address, "inference-v1.0", 3 * zg)
+    gw = build_gateway(settings, signer=signer, with_scheduler=False)
+    header = authorization_header(
+        sign_session_token(new_session_token(user.address, provider.address), user)
+    )
+    auth = gw.auth
+    try:
+        assert auth.authenticate_cached(header) is None  # never verified: full checks
+        assert asyncio.run(gw.admit(header, "a1"))[0] == user.address  # (in a worker thread)
+        assert auth.authenticate_cached(header) == user.address
+        locked = auth.check_account_cached(user.address, unsettled_fee=0)
+        assert locked == 3 * zg
+        # the reserve (1 0G) plus fees beyond the locked balance: not answered from memory ...
+        assert auth.check_account_cached(user.address, unsettled_fee=2 * zg + 1) is None
+        with pytest.raises(RequestValidationError, match="insufficient balance"):
+            auth.check_account(user.address, unsettled_fee=2 * zg + 1)  # ... refused in full
+        # in memory now: the fast path answers, and writes the pending row
+        assert gw.ledger.unsettled_fee_cached(user.address) == 0
+        assert asyncio.run(gw.admit(header, "a2")) == (user.address, 3 * zg, 0)
+        assert _status(gw.db, "a2") == (RequestStatus.PENDING, "0")
+        # the account dropped (a revocation): no answer from memory until read again
+        gw.accounts.invalidate(user.address)
+        assert auth.authenticate_cached(header) is None
+        assert auth.check_account_cached(user.address, unsettled_fee=0) is None
+        forged = authorization_header(
+            sign_session_token(
+                new_session_token(user.address, provider.address), fund_new_account(devnet, 1)
+            )
+        )
+        held = gw.limits.user_inflight.count(user.address.lower())
+        assert held == 2  # a1 and a2 hold theirs
+        with pytest.raises(SessionValidationError):
+            asyncio.run(gw.admit(forged, "a3"))
+        assert gw.limits.user_inflight.count(user.address.lower()) == held  # no slot held
+        with gw.db.session() as s:
+            assert s.get(RequestRecord, "a3") is None  # nothing written
+    finally:
+        gw.db.dispose()
