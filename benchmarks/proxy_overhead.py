@@ -183,9 +183,9 @@ def role_stack(handshake: Path, home: Path) -> None:
     from broker.chain.contracts import InferenceServingContract
     from broker.chain.sender import TransactionSender
     from broker.devnet import fund_new_account, start_devnet
-    from broker.devnet.stack import PROVIDER_ACCOUNT_INDEX, provider_settings
     from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
     from broker.provider.tee import load_tee_signer
+    from broker.stacks.provider_stack import PROVIDER_ACCOUNT_INDEX, provider_settings
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -2,8 +2,8 @@
 
 Every error the library raises derives from :class:`BrokerError`. The classes here are the
 cross-cutting categories; each area (``broker.chain``, ``broker.ledger``, ``broker.inference``, ...)
-defines its specific subclasses in its own ``errors`` module, and :mod:`broker.errors` re-exports them
-all, so ``from broker.errors import X`` always works.
+defines its specific subclasses in its own ``errors`` module, and :mod:`broker.errors` re-exports
+them all, so ``from broker.errors import X`` always works.
 
 Layout (modelled on ``httpx._exceptions``)::
 
@@ -97,7 +97,8 @@ class TransactionError(ChainError):
 
 
 class LedgerError(BrokerError):
-    """A ledger operation was refused by a client-side check (minimums, balances, missing ledger)."""
+    """A ledger operation was refused by a client-side check (minimums, balances, missing
+    ledger)."""
 
 
 class InferenceError(BrokerError):

@@ -31,6 +31,8 @@ from broker.proxy import errors as _proxy
 from broker.proxy.errors import *
 from broker.proxy.pixazo import errors as _pixazo
 from broker.proxy.pixazo.errors import *
+from broker.stacks import errors as _stacks
+from broker.stacks.errors import *
 from broker.wire import json_body as _wire_json_body
 from broker.wire import n as _wire_n
 from broker.wire import webhook as _wire_webhook
@@ -54,6 +56,7 @@ _AREAS = (
     _pixazo,
     _worker,
     _asgi,
+    _stacks,
     _wire_json_body,
     _wire_n,
     _wire_webhook,

@@ -1,4 +1,5 @@
-"""Local TCP port checks, made the way the servers bind (one rule for serve, demo and the devnet).
+"""Local TCP ports, checked and picked the way the servers bind (one rule for serve, the demo, the
+devnet and the provider stack).
 
 uvicorn (serve, the gateway, the worker) and anvil (tokio) both set ``SO_REUSEADDR`` before binding,
 so a port whose last connections sit in ``TIME_WAIT`` is free for them; a check without that option
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import socket
 
-__all__ = ["port_available"]
+__all__ = ["free_port", "port_available"]
 
 
 def port_available(host: str, port: int) -> bool:
@@ -40,3 +41,20 @@ def port_available(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that is free now, chosen by the kernel (bind to port 0, read it back,
+    release it). Another process may take it before the caller binds; callers that pick their own
+    port retry on :class:`~broker.devnet.errors.PortInUseError` where that matters.
+
+    Args:
+        host: the address the server will bind (default loopback).
+
+    Returns:
+        The port number (1..65535).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]

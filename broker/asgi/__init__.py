@@ -1,22 +1,31 @@
 """Reusable pure-ASGI building blocks shared by the local servers (``serve``, the worker, the
 dashboard).
 
-Modules: ``guard`` (:class:`LocalGuard`: Host / Origin / ``Sec-Fetch-Site`` / Content-Type checks
-that keep a web page from using a local server), ``settings`` (the `AllowedHosts` /
-`AllowedOrigins` settings field types both servers use), ``errors``.
+Modules: ``body`` (:func:`read_capped_body`: the request body with a size cap), ``guard``
+(:class:`LocalGuard`: Host / Origin / ``Sec-Fetch-Site`` / Content-Type checks that keep a web page
+from using a local server), ``settings`` (the `AllowedHosts` / `AllowedOrigins` settings field
+types both servers use), ``errors``.
 """
 
-from broker.asgi.errors import GuardConfigError
-from broker.asgi.guard import (
-    JSON_TYPES,
-    MULTIPART_TYPES,
-    GuardRefusal,
-    LocalGuard,
-    bound_host_names,
-    is_loopback_host,
-    openai_error_body,
-    split_list,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from broker._lazy import lazy_exports
+
+if TYPE_CHECKING:  # pragma: no cover - names for type checkers; loaded on first use
+    from broker.asgi.body import read_capped_body
+    from broker.asgi.errors import GuardConfigError, RequestBodyTooLargeError
+    from broker.asgi.guard import (
+        JSON_TYPES,
+        MULTIPART_TYPES,
+        GuardRefusal,
+        LocalGuard,
+        bound_host_names,
+        is_loopback_host,
+        openai_error_body,
+        split_list,
+    )
 
 __all__ = [
     "JSON_TYPES",
@@ -24,8 +33,27 @@ __all__ = [
     "GuardConfigError",
     "GuardRefusal",
     "LocalGuard",
+    "RequestBodyTooLargeError",
     "bound_host_names",
     "is_loopback_host",
     "openai_error_body",
+    "read_capped_body",
     "split_list",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "GuardConfigError": "errors",
+        "RequestBodyTooLargeError": "errors",
+        "read_capped_body": "body",
+        "JSON_TYPES": "guard",
+        "MULTIPART_TYPES": "guard",
+        "GuardRefusal": "guard",
+        "LocalGuard": "guard",
+        "bound_host_names": "guard",
+        "is_loopback_host": "guard",
+        "openai_error_body": "guard",
+        "split_list": "guard",
+    },
+)

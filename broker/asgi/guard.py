@@ -154,7 +154,8 @@ def _split_host(value: str) -> tuple[str, int | None] | None:
 
 def is_loopback_host(host: str) -> bool:
     """Whether ``host`` (no port, no brackets, lower case) names this machine's loopback interface:
-    ``localhost``, ``*.localhost`` (RFC 6761), ``127.0.0.0/8``, ``::1`` (and its IPv4-mapped form)."""
+    ``localhost``, ``*.localhost`` (RFC 6761), ``127.0.0.0/8``, ``::1`` (and its IPv4-mapped
+    form)."""
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:

@@ -1,9 +1,9 @@
 """Intel collateral for TCB evaluation: loading (offline JSON), fetching from a PCCS/PCS with httpx,
 an on-disk cache, and the TCB evaluation itself with dcap-qvl.
 
-Sources: attestation.md §2.8 ("Needs collateral": endpoints, verbatim signed JSON, freshness window),
-§3.1 (dcap-qvl 0.7: ``QuoteCollateralV3`` JSON form, ``verify`` / ``verify_with_root_ca``; it raises
-on crypto/chain/CRL/expiry errors and on ``Revoked``, and returns other statuses such as
+Sources: attestation.md §2.8 ("Needs collateral": endpoints, verbatim signed JSON, freshness
+window), §3.1 (dcap-qvl 0.7: ``QuoteCollateralV3`` JSON form, ``verify`` / ``verify_with_root_ca``;
+it raises on crypto/chain/CRL/expiry errors and on ``Revoked``, and returns other statuses such as
 ``OutOfDate`` for the caller to judge).
 
 dcap-qvl is the TCB authority for real *and* synthetic collateral: ``verify_with_root_ca`` takes the
@@ -218,7 +218,8 @@ class PccsCollateralFetcher:
 
     Args:
         base_url: e.g. ``https://api.trustedservices.intel.com`` or a PCCS.
-        cache: a :class:`CollateralCache`; default the one under ``$ZG_HOME``; ``False`` disables it.
+        cache: a :class:`CollateralCache`; default the one under ``$ZG_HOME``; ``False``
+            disables it.
         client: an ``httpx.Client`` to use (not closed here).
         timeout: seconds per request.
     """
@@ -334,7 +335,8 @@ def evaluate_tcb(
     now: datetime | int,
     root_ca_der: bytes | None = None,
 ) -> TcbEvaluation:
-    """Run dcap-qvl's full DCAP verification and TCB evaluation of ``raw_quote`` with ``collateral``.
+    """Run dcap-qvl's full DCAP verification and TCB evaluation of ``raw_quote`` with
+    ``collateral``.
 
     Args:
         raw_quote: the quote bytes.
@@ -343,7 +345,8 @@ def evaluate_tcb(
         root_ca_der: trust root override (DER); ``None`` = dcap-qvl's built-in Intel root.
     Returns:
         :class:`TcbEvaluation` (the status is returned, not judged: ``OutOfDate`` etc. are the
-        caller's policy; ``detail`` has ``platform_status`` and ``qe_status`` with their advisories).
+        caller's policy; ``detail`` has ``platform_status`` and ``qe_status`` with their
+        advisories).
     Raises:
         TcbEvaluationError: dcap-qvl refused the quote; ``.code`` classifies why
             (:class:`~broker.attestation.tcb.TcbFailure`), ``.status`` is ``"Revoked"`` for a

@@ -1,8 +1,8 @@
 """The dstack app compose: its hash and the container images it names.
 
 Source: attestation.md §1.6: ``compose_hash = SHA-256(raw bytes of app-compose.json)``, hashed as
-served (``tcb_info.app_compose`` is the file verbatim; never re-serialise it); the compose file itself
-is YAML in the ``docker_compose_file`` key (PyYAML).
+served (``tcb_info.app_compose`` is the file verbatim; never re-serialise it); the compose file
+itself is YAML in the ``docker_compose_file`` key (PyYAML).
 """
 
 from __future__ import annotations
@@ -41,9 +41,10 @@ def compose_images(app_compose: str) -> list[ImageRef]:
     Args:
         app_compose: the raw app-compose.json text.
     Returns:
-        one :class:`ImageRef` per service with an ``image`` key; ``[]`` when the compose is not JSON,
-        has no ``docker_compose_file``, or that is not a YAML mapping with ``services`` (a compose
-        that cannot be read names no trusted image; callers treat an empty list as "unknown").
+        one :class:`ImageRef` per service with an ``image`` key; ``[]`` when the compose is not
+        JSON, has no ``docker_compose_file``, or that is not a YAML mapping with ``services`` (a
+        compose that cannot be read names no trusted image; callers treat an empty list as
+        "unknown").
     """
     try:
         doc = json.loads(app_compose)

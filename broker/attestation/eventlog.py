@@ -54,9 +54,10 @@ class Event:
 
 @dataclass
 class ReplayResult:
-    """Replay outcome: ``rtmrs`` the four replayed registers (48 bytes each); ``errors`` one line per
-    inconsistent event (declared digest or V2 preimage that does not match); ``boot_digests_missing``
-    True when a boot event (RTMR0–2) had no digest, so RTMR0–2 cannot be replayed."""
+    """Replay outcome: ``rtmrs`` the four replayed registers (48 bytes each); ``errors`` one line
+    per inconsistent event (declared digest or V2 preimage that does not match);
+    ``boot_digests_missing`` True when a boot event (RTMR0–2) had no digest, so RTMR0–2 cannot be
+    replayed."""
 
     rtmrs: list[bytes]
     errors: list[str] = field(default_factory=list)
@@ -169,8 +170,9 @@ def _pre_ready(events: list[Event]) -> list[Event]:
 
 
 def system_event(events: list[Event], name: str) -> Event | None:
-    """The first RTMR3 runtime event called ``name`` before ``system-ready`` (dstack ``find_event``),
-    or ``None``. Events after ``system-ready`` can be written by any container and are ignored."""
+    """The first RTMR3 runtime event called ``name`` before ``system-ready`` (dstack
+    ``find_event``), or ``None``. Events after ``system-ready`` can be written by any container and
+    are ignored."""
     for ev in _pre_ready(events):
         if ev.event == name:
             return ev
@@ -178,7 +180,8 @@ def system_event(events: list[Event], name: str) -> Event | None:
 
 
 def app_events(events: list[Event]) -> list[Event]:
-    """The RTMR3 runtime events after ``system-ready`` (application events, e.g. ``zg-image-update``)."""
+    """The RTMR3 runtime events after ``system-ready`` (application events, e.g.
+    ``zg-image-update``)."""
     seen_ready = False
     out = []
     for ev in events:

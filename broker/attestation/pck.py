@@ -68,8 +68,8 @@ AiEA4J0lrHoMs+Xo5o/sX6O9QWxHRAvZUGOdRQ7cvqRXaqI=
 class SgxExtension:
     """Fields of the PCK leaf's SGX extension (§2.6).
 
-    ``fmspc`` is 12 upper-case hex digits; ``ppid``, ``cpu_svn`` (16 bytes), ``pce_id`` (2 bytes) are
-    hex strings; ``pce_svn`` and ``sgx_type`` integers.
+    ``fmspc`` is 12 upper-case hex digits; ``ppid``, ``cpu_svn`` (16 bytes), ``pce_id`` (2 bytes)
+    are hex strings; ``pce_svn`` and ``sgx_type`` integers.
     """
 
     fmspc: str
@@ -103,7 +103,8 @@ class PckChain:
 
 
 def intel_sgx_root_ca() -> x509.Certificate:
-    """The pinned Intel SGX Root CA certificate (checked against :data:`INTEL_SGX_ROOT_CA_SHA256`)."""
+    """The pinned Intel SGX Root CA certificate (checked against
+    :data:`INTEL_SGX_ROOT_CA_SHA256`)."""
     cert = x509.load_pem_x509_certificate(INTEL_SGX_ROOT_CA_PEM.encode())
     digest = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
     if digest != INTEL_SGX_ROOT_CA_SHA256:  # pragma: no cover - guards the constant
@@ -112,7 +113,8 @@ def intel_sgx_root_ca() -> x509.Certificate:
 
 
 def load_root_ca(root_ca: x509.Certificate | bytes | str | None) -> x509.Certificate:
-    """Normalise a trust root: ``None`` → the pinned Intel root; a certificate; DER or PEM bytes/str.
+    """Normalise a trust root: ``None`` → the pinned Intel root; a certificate; DER or PEM
+    bytes/str.
 
     Raises:
         PckChainError: the value is not a certificate.
@@ -162,9 +164,9 @@ def verify_pck_chain(
     """Verify the quote's PEM chain (leaf, PCK Platform/Processor CA[, root]) up to the trust root.
 
     The root in the quote, if any, is ignored: the trust anchor is ``root_ca`` (default: the pinned
-    Intel SGX Root CA). Signatures, validity at ``now``, CA basicConstraints and keyUsage are checked
-    by ``cryptography.x509.verification``. Revocation needs collateral (the CRLs) and is left to the
-    TCB step (dcap-qvl).
+    Intel SGX Root CA). Signatures, validity at ``now``, CA basicConstraints and keyUsage are
+    checked by ``cryptography.x509.verification``. Revocation needs collateral (the CRLs) and is
+    left to the TCB step (dcap-qvl).
 
     Args:
         pem_chain: PEM text, leaf first (``Quote.pck_chain_pem``).

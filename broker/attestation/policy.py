@@ -46,8 +46,8 @@ class AttestationPolicy(BaseModel):
             ``Revoked`` is never accepted. Any other status evaluated fails the TCB check, and a
             failed check fails the verdict even when ``require_tcb`` is False.
         rejected_advisory_ids: Intel advisory IDs (``INTEL-SA-…``) that fail the TCB check.
-        allowed_mrtd, allowed_rtmr0, allowed_rtmr1, allowed_rtmr2: hex (48 bytes) allowlists; empty =
-            not checked.
+        allowed_mrtd, allowed_rtmr0, allowed_rtmr1, allowed_rtmr2: hex (48 bytes) allowlists; empty
+            = not checked.
         allowed_compose_hashes: hex SHA-256 allowlist of app compose hashes; empty = not checked.
         allowed_image_digests: ``sha256:<hex>`` allowlist; every image in the compose must be pinned
             by one of them; empty = not checked.

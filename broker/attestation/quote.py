@@ -2,7 +2,8 @@
 
 Source: attestation.md §2.1 (header), §2.2 (TD report body 1.0), §2.3 (v5, TD 1.5), §2.4 (signature
 data, certification data types 6 and 5), §2.5 (QE report). All integers are little-endian. The
-parser checks structure only; no signature is checked here (see :mod:`broker.attestation.signature`).
+parser checks structure only; no signature is checked here (see
+:mod:`broker.attestation.signature`).
 """
 
 from __future__ import annotations

@@ -66,7 +66,8 @@ def attestation_public_key(quote: Quote) -> ec.EllipticCurvePublicKey:
 
 
 def verify_quote_signature(quote: Quote) -> None:
-    """Check the attestation key's signature over the signed region (header ‖ [v5 type/size] ‖ body).
+    """Check the attestation key's signature over the signed region (header ‖ [v5 type/size] ‖
+    body).
 
     Raises:
         SignatureCheckError: the signature does not verify.

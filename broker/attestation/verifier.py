@@ -2,10 +2,10 @@
 
 Runs the steps of attestation.md §5.1 in order: recognise the ``/v1/quote`` body, parse the quote,
 check the quote signature, the QE report binding and signature, the PCK chain up to the pinned Intel
-root, the TCB status (dcap-qvl with collateral), the TD attributes, the signer named by the *quote's*
-report_data (never the JSON field alone), the ``ZG-Quote-Signature`` header, the RTMR replay of the
-event log, the compose hash, MRCONFIGID, the user's allowlists and the quote age. Each step becomes a
-:class:`~broker.attestation.report.CheckResult`; the verdict fails closed.
+root, the TCB status (dcap-qvl with collateral), the TD attributes, the signer named by the
+*quote's* report_data (never the JSON field alone), the ``ZG-Quote-Signature`` header, the RTMR
+replay of the event log, the compose hash, MRCONFIGID, the user's allowlists and the quote age. Each
+step becomes a :class:`~broker.attestation.report.CheckResult`; the verdict fails closed.
 """
 
 from __future__ import annotations
@@ -697,8 +697,9 @@ def verify_attestation(
         policy: :class:`AttestationPolicy`; default: require TCB and signer, no allowlists.
         root_ca: trust-root override for tests (certificate, DER or PEM); default the pinned Intel
             SGX Root CA.
-        output_dir: when given, ``<prefix>attestation_report.json`` (raw body), ``<prefix>quote.bin``
-            and ``<prefix>verification_report.json`` are written there (created if needed).
+        output_dir: when given, ``<prefix>attestation_report.json`` (raw body),
+            ``<prefix>quote.bin`` and ``<prefix>verification_report.json`` are written there
+            (created if needed).
         quote_signature: the ``ZG-Quote-Signature`` response header, if any.
         file_prefix: prefix of the file names (``"broker_"``, ``"llm_"``).
         provider, url: context recorded in the report.

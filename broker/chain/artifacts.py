@@ -1,9 +1,9 @@
 """Compiled contract artifacts (ABI and bytecode) of our Solidity contracts.
 
-The artifacts are the JSON files written by ``scripts/compile_contracts.py`` into ``contracts_abi/``:
-``LedgerManager``, ``InferenceServing``, ``UpgradeableBeacon``, ``BeaconProxy``. In an installed wheel
-they live in the package as ``broker/_contracts_abi`` (force-included by pyproject); in a source
-checkout they are read from ``<repo>/contracts_abi``.
+The artifacts are the JSON files written by ``scripts/compile_contracts.py`` into
+``contracts_abi/``: ``LedgerManager``, ``InferenceServing``, ``UpgradeableBeacon``, ``BeaconProxy``.
+In an installed wheel they live in the package as ``broker/_contracts_abi`` (force-included by
+pyproject); in a source checkout they are read from ``<repo>/contracts_abi``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def _candidates(name: str) -> list[Any]:
 
 
 def artifacts_dir() -> Path:
-    """The directory the artifacts are read from (package copy first, else ``<repo>/contracts_abi``).
+    """The directory the artifacts are read from (package copy first, else
+    ``<repo>/contracts_abi``).
 
     Raises:
         ArtifactNotFoundError: neither location holds ``LedgerManager.json``.

@@ -1,11 +1,12 @@
 """Chain-level errors and typed decoding of contract reverts.
 
 A revert from LedgerManager or InferenceServing arrives as raw ABI-encoded data (web3.py raises
-``ContractCustomError`` carrying only that data; ``reference/toolchain.md``). :func:`decode_revert` maps
-it to a :class:`ContractRevertError` subclass generated from the contract ABIs, one per custom error
-(``InsufficientBalance`` → :class:`InsufficientBalanceError`), with the decoded arguments in
+``ContractCustomError`` carrying only that data; ``reference/toolchain.md``). :func:`decode_revert`
+maps it to a :class:`ContractRevertError` subclass generated from the contract ABIs, one per custom
+error (``InsufficientBalance`` → :class:`InsufficientBalanceError`), with the decoded arguments in
 ``.error_args``. A name that would shadow a category of :mod:`broker._exceptions` gets the suffix
-``RevertError`` instead (``InvalidAddress`` → ``InvalidAddressRevertError``). ``Error(string)`` reverts (OpenZeppelin's ``Ownable``/``ReentrancyGuard``) decode to
+``RevertError`` instead (``InvalidAddress`` → ``InvalidAddressRevertError``). ``Error(string)``
+reverts (OpenZeppelin's ``Ownable``/``ReentrancyGuard``) decode to
 :class:`RevertStringError` and ``Panic(uint256)`` to :class:`PanicError`.
 
 Messages are one line: ``InsufficientBalance(user=0x…): Insufficient balance in the account.``, the
@@ -46,7 +47,8 @@ __all__ = [
 
 #: The SDK's friendly texts for custom errors (``user-broker.md`` §2.4), keyed by error name.
 FRIENDLY_MESSAGES: dict[str, str] = {
-    "LedgerNotExists": 'Account does not exist. Please create an account first using "add-account".',
+    "LedgerNotExists": "Account does not exist. Please create an account first using "
+    '"add-account".',
     "LedgerExists": 'Account already exists. Use "deposit" to add funds or "get-account" to view '
     "details.",
     "InsufficientBalance": "Insufficient balance in the account.",

@@ -5,8 +5,8 @@ It fixes the reference SDK's transaction path (``user-broker.md`` §2.2–§2.3,
 * **Nonce lane.** Nonces come from a local counter, initialised from the ``pending`` transaction
   count and resynchronised after any failure, and are handed out under a lock, so concurrent callers
   in one process never collide.
-* **Estimate first.** Gas is estimated before anything is signed; an estimate that reverts is decoded
-  into the typed :class:`~broker.chain.errors.ContractRevertError` and nothing is sent.
+* **Estimate first.** Gas is estimated before anything is signed; an estimate that reverts is
+  decoded into the typed :class:`~broker.chain.errors.ContractRevertError` and nothing is sent.
 * **Gas price policy.** An explicit price (neuron per gas) or the node's ``eth_gasPrice``. When the
   node answers "underpriced" / "fee too low" / "replacement transaction underpriced", or no receipt
   arrives within ``receipt_timeout`` seconds, the price is multiplied by ``gas_bump`` and the
@@ -31,11 +31,12 @@ It fixes the reference SDK's transaction path (``user-broker.md`` §2.2–§2.3,
   ``pending`` count (another writer's pending transactions take nonces our lane does not know).
   When another writer's transaction took our nonce anyway (it replaced ours in the pool at a
   higher price) and none of our transactions for that nonce exists any more, nothing of ours can
-  be mined: the transaction is re-signed with a fresh nonce. Each sender adds its own random *lane salt* (1–65536 gas) to the gas
-  limit, so two writers practically never sign byte-identical transactions: identical bytes would
-  be one transaction on chain that both writers report as theirs (one operation silently lost);
-  the salt costs nothing (a legacy transaction pays for the gas used, not the limit). Two writers still cost retries and can race a bump; for heavy use keep
-  one writer per key (README, "One writer per key").
+  be mined: the transaction is re-signed with a fresh nonce. Each sender adds its own random *lane
+  salt* (1–65536 gas) to the gas limit, so two writers practically never sign byte-identical
+  transactions: identical bytes would be one transaction on chain that both writers report as theirs
+  (one operation silently lost); the salt costs nothing (a legacy transaction pays for the gas used,
+  not the limit). Two writers still cost retries and can race a bump; for heavy use keep one writer
+  per key (README, "One writer per key").
 
 Transactions are legacy (type 0, ``gasPrice``); nothing off-chain depends on the type (§2.2).
 """
@@ -291,8 +292,9 @@ class TransactionSender:
 
         Args:
             tx: ``to`` (address), ``data`` (hex), optional ``value`` (neuron), optional ``gas``
-                (skips estimation when given; the lane salt is added), optional ``gasPrice`` (initial price, neuron per
-                gas). ``nonce``, ``chainId`` and ``from`` are filled in here.
+                (skips estimation when given; the lane salt is added), optional ``gasPrice``
+                (initial price, neuron per gas). ``nonce``, ``chainId`` and ``from`` are filled in
+                here.
 
         Returns:
             The mined receipt (status 1).
@@ -571,6 +573,7 @@ class TransactionSender:
         except Exception as exc:  # noqa: BLE001 - replay is best effort
             logger.debug("replay of %s gave no revert data: %s", tx_hash, type(exc).__name__)
         return TransactionRevertedError(
-            f"transaction {tx_hash} reverted (status 0) in block {block}; the replay gave no reason",
+            f"transaction {tx_hash} reverted (status 0) in block {block}; "
+            "the replay gave no reason",
             tx_hash=tx_hash,
         )

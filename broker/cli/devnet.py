@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
 from broker._exceptions import BrokerError, InputError
-from broker.devnet import devnet_down, devnet_status, devnet_up, load_devnet_state
+from broker.devnet import load_devnet_state
+from broker.stacks.local_devnet import devnet_down, devnet_status, devnet_up
 
 __all__ = ["app"]
 
@@ -25,9 +27,13 @@ app = typer.Typer(
 )
 _err = Console(stderr=True)
 
-_StateFile = typer.Option(
-    None, "--state-file", help="State file (default $ZG_HOME/devnet/state.json)."
-)
+_StateFile = Annotated[
+    Path | None,
+    typer.Option("--state-file", help="State file (default $ZG_HOME/devnet/state.json)."),
+]
+_ShowKeys = Annotated[
+    bool, typer.Option("--show-keys", help="Include the dev accounts' private keys.")
+]
 
 
 def _fail(exc: BrokerError) -> None:
@@ -42,22 +48,29 @@ def _fail(exc: BrokerError) -> None:
 
 @app.command()
 def up(
-    port: int = typer.Option(
-        8545, "--port", min=0, max=65535, help="Port on 127.0.0.1 (0: any free port)."
-    ),
-    json_out: bool = typer.Option(False, "--json", help="Print the devnet state as JSON."),
-    show_keys: bool = typer.Option(
-        False, "--show-keys", help="Include the dev accounts' private keys."
-    ),
-    with_provider: bool = typer.Option(
-        False,
-        "--with-provider",
-        help="Also start a provider (Z-Image worker + gateway) registered and acknowledged on chain.",
-    ),
-    model: str = typer.Option(
-        "tiny", "--model", help="Worker model with --with-provider ('tiny': random weights, CPU)."
-    ),
-    state_file: Path | None = _StateFile,
+    port: Annotated[
+        int,
+        typer.Option("--port", min=0, max=65535, help="Port on 127.0.0.1 (0: any free port)."),
+    ] = 8545,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the devnet state as JSON.")
+    ] = False,
+    show_keys: _ShowKeys = False,
+    with_provider: Annotated[
+        bool,
+        typer.Option(
+            "--with-provider",
+            help="Also start a provider (Z-Image worker + gateway) registered and acknowledged "
+            "on chain.",
+        ),
+    ] = False,
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", help="Worker model with --with-provider ('tiny': random weights, CPU)."
+        ),
+    ] = "tiny",
+    state_file: _StateFile = None,
 ) -> None:
     """Start the devnet (or reuse a running one) and deploy the contracts."""
     try:
@@ -91,7 +104,7 @@ def _echo_provider(provider: dict) -> None:
 
 
 @app.command()
-def down(state_file: Path | None = _StateFile) -> None:
+def down(state_file: _StateFile = None) -> None:
     """Stop the devnet and remove its state."""
     try:
         stopped = devnet_down(state_file)
@@ -102,11 +115,9 @@ def down(state_file: Path | None = _StateFile) -> None:
 
 @app.command()
 def status(
-    json_out: bool = typer.Option(False, "--json", help="Print the status as JSON."),
-    show_keys: bool = typer.Option(
-        False, "--show-keys", help="Include the dev accounts' private keys."
-    ),
-    state_file: Path | None = _StateFile,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+    show_keys: _ShowKeys = False,
+    state_file: _StateFile = None,
 ) -> None:
     """Show whether the devnet runs, and its addresses. Exit status 1 when it is not running."""
     info = devnet_status(state_file)

@@ -1,7 +1,7 @@
 """Inference commands of ``0g-compute-cli inference`` as top-level ``0g-broker`` commands
-(user-broker.md §11.3): ``list-providers``, ``get-models``, ``acknowledge-provider``, ``get-secret``,
-``revoke-token``, ``revoke-all-tokens``. ``get-sub-account`` lives in :mod:`broker.cli.ledger` and
-``verify`` in :mod:`broker.cli.verify`.
+(user-broker.md §11.3): ``list-providers``, ``get-models``, ``acknowledge-provider``,
+``get-secret``, ``revoke-token``, ``revoke-all-tokens``. ``get-sub-account`` lives in
+:mod:`broker.cli.ledger` and ``verify`` in :mod:`broker.cli.verify`.
 
 Data goes to stdout (tables, or JSON with ``--json``); messages to stderr. Prices are shown in 0G
 (exact decimals); JSON carries neuron strings plus ``*_0g`` decimals.

@@ -109,16 +109,18 @@ def _global(
 
 
 #: Every area's CLI module, mounted in this order (the one mounting path; CONTRIBUTING.md). A module
-#: with a typer ``app`` is mounted as a sub-command group under the given name; otherwise its
-#: ``register(app)`` adds top-level commands.
+#: with a typer ``app`` is mounted as a sub-command group under the given name (and, hidden, under
+#: each name in its optional ``ALIASES``); otherwise its ``register(app)`` adds top-level commands.
 AREA_MODULES: tuple[tuple[str, str], ...] = (
     ("network", "broker.cli.network"),
     ("login", "broker.cli.login"),
     ("ledger", "broker.cli.ledger"),
     ("devnet", "broker.cli.devnet"),
     ("inference", "broker.cli.inference"),
+    ("inference", "broker.cli.inference_group"),
     ("verify", "broker.cli.verify"),
     ("serve", "broker.cli.serve"),
+    ("demo", "broker.cli.demo"),
     ("provider", "broker.cli.provider"),
     ("worker", "broker.cli.worker"),
     ("ui", "broker.cli.ui"),
@@ -130,6 +132,8 @@ def _mount_areas(root: typer.Typer) -> None:
         module = importlib.import_module(module_name)
         if isinstance(getattr(module, "app", None), typer.Typer):
             root.add_typer(module.app, name=name)
+            for alias in getattr(module, "ALIASES", ()):
+                root.add_typer(module.app, name=alias, hidden=True)
         elif callable(getattr(module, "register", None)):
             module.register(root)
         else:
@@ -137,26 +141,6 @@ def _mount_areas(root: typer.Typer) -> None:
 
 
 _mount_areas(app)
-
-
-def _inference_group() -> typer.Typer:
-    """The inference commands again under ``inference`` (alias ``inf``), as 0g-compute-cli names
-    them (``0g-compute-cli inference list-providers``); the top-level names stay."""
-    from broker.cli import inference, serve, verify
-
-    group = typer.Typer(
-        no_args_is_help=True,
-        help="Inference commands, as in `0g-compute-cli "
-        "inference ...` (the same commands are also available at the top level).",
-    )
-    inference.register(group)
-    verify.register(group)
-    group.command("serve")(serve.serve_cmd)
-    return group
-
-
-app.add_typer(_inference_group(), name="inference")
-app.add_typer(_inference_group(), name="inf", hidden=True)
 
 
 def main() -> None:

@@ -41,10 +41,13 @@ def register(
     ] = False,
 ) -> None:
     """Stake and register/update the service (addOrUpdateService with additionalInfo)."""
+    from eth_account import Account
+
     from broker.chain.connection import connect
     from broker.chain.contracts import InferenceServingContract
     from broker.chain.sender import TransactionSender
-    from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
+    from broker.devnet.state import read_state
+    from broker.provider.register import register_and_acknowledge
     from broker.provider.serve import load_provider_wallet, resolve_chain
     from broker.provider.settings import ProviderSettings
     from broker.provider.tee import load_tee_signer
@@ -55,26 +58,17 @@ def register(
     wallet = load_provider_wallet(settings)
     contract = InferenceServingContract(w3, address, TransactionSender(w3, wallet))
     signer = load_tee_signer(settings)
-    outcome = register_service(contract, settings, signer.address)
+    owner = Account.from_key(read_state().owner_key()) if acknowledge_as_owner else None
+    done = register_and_acknowledge(contract, settings, signer.address, owner=owner)
     err.print(
-        f"service {outcome}: provider {wallet.address}, TEE signer {signer.address}",
+        f"service {done.outcome}: provider {wallet.address}, TEE signer {signer.address}",
         highlight=False,
     )
-    if acknowledge_as_owner and outcome in ("removed", "absent"):
+    if not acknowledge_as_owner:
+        return
+    if done.service is None:
         err.print("no service registered (empty serving URL): nothing to acknowledge")
-    elif acknowledge_as_owner:
-        from eth_account import Account
-
-        from broker.devnet.state import read_state
-
-        state = read_state()
-        owner_key = next(
-            a.private_key.get_secret_value()
-            for a in state.accounts
-            if a.address.lower() == state.owner.lower()
-        )
-        owner = InferenceServingContract(
-            w3, address, TransactionSender(w3, Account.from_key(owner_key))
-        )
-        acknowledge_tee_signer_by_owner(owner, wallet.address)
+    elif done.acknowledged_by_owner:
         err.print("TEE signer acknowledged by the contract owner")
+    else:
+        err.print("TEE signer already acknowledged")

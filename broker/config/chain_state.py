@@ -2,9 +2,9 @@
 
 Unsettled fees, issued token ids and verification logs only mean something on the chain (and
 contracts) they were recorded against. Keying their files by chain keeps one chain's fees out of
-another's accounting, e.g. after ``devnet down`` / ``devnet up``: the devnet always has chain id 31337
-and the same contract addresses, so for local chains the tag also carries the genesis block's hash,
-which differs for every anvil started.
+another's accounting, e.g. after ``devnet down`` / ``devnet up``: the devnet always has chain id
+31337 and the same contract addresses, so for local chains the tag also carries the genesis block's
+hash, which differs for every anvil started.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """The embedded devnet: anvil on 127.0.0.1 with our LedgerManager and InferenceServing deployed at
-the TS SDK's hardhat addresses (contracts.md A4)."""
+the TS SDK's hardhat addresses (contracts.md A4), and its state file.
+
+The servers that run on it (the provider stack, ``devnet up --with-provider``, the demo) are
+composition code: :mod:`broker.stacks`.
+"""
 
 from __future__ import annotations
 
@@ -16,14 +20,11 @@ if TYPE_CHECKING:  # pragma: no cover - names for type checkers; loaded on first
     )
     from broker.devnet.manager import (
         Devnet,
-        devnet_down,
-        devnet_status,
-        devnet_up,
+        devnet_live,
         fund_new_account,
         load_devnet_state,
         start_devnet,
     )
-    from broker.devnet.stack import ProviderStack, start_provider_stack
     from broker.devnet.state import DevAccount, DevnetState, ProviderStackState, default_state_file
 
 __all__ = [
@@ -34,16 +35,12 @@ __all__ = [
     "DevnetNotRunningError",
     "DevnetState",
     "PortInUseError",
-    "ProviderStack",
     "ProviderStackState",
     "default_state_file",
-    "devnet_down",
-    "devnet_status",
-    "devnet_up",
+    "devnet_live",
     "fund_new_account",
     "load_devnet_state",
     "start_devnet",
-    "start_provider_stack",
 ]
 
 __getattr__, __dir__ = lazy_exports(
@@ -54,14 +51,10 @@ __getattr__, __dir__ = lazy_exports(
         "DevnetNotRunningError": "errors",
         "PortInUseError": "errors",
         "Devnet": "manager",
-        "devnet_down": "manager",
-        "devnet_status": "manager",
-        "devnet_up": "manager",
+        "devnet_live": "manager",
         "fund_new_account": "manager",
         "load_devnet_state": "manager",
         "start_devnet": "manager",
-        "ProviderStack": "stack",
-        "start_provider_stack": "stack",
         "DevAccount": "state",
         "DevnetState": "state",
         "ProviderStackState": "state",

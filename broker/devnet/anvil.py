@@ -1,8 +1,8 @@
 """Start and stop a local anvil node (the devnet's chain).
 
-anvil 1.7.1 comes from npm (``tools/node_modules``). The node always binds ``127.0.0.1``, uses chain id
-31337 and the well-known "test test ... junk" mnemonic, so its first account is the hardhat deployer
-``0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266`` (contracts.md A4).
+anvil 1.7.1 comes from npm (``tools/node_modules``). The node always binds ``127.0.0.1``, uses chain
+id 31337 and the well-known "test test ... junk" mnemonic, so its first account is the hardhat
+deployer ``0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266`` (contracts.md A4).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from broker.devnet.errors import AnvilNotFoundError, DevnetError, PortInUseError
-from broker.ports import port_available
+from broker.ports import free_port, port_available
 
 __all__ = [
     "DEFAULT_ACCOUNTS",
@@ -29,7 +28,6 @@ __all__ = [
     "DEVNET_CHAIN_ID",
     "AnvilProcess",
     "find_anvil",
-    "pick_free_port",
     "pid_alive",
     "port_in_use",
     "rpc_ready",
@@ -86,13 +84,6 @@ def port_in_use(port: int, host: str = HOST) -> bool:
     as anvil binds (:func:`broker.ports.port_available`), so connections of a stopped devnet left
     in ``TIME_WAIT`` do not count."""
     return not port_available(host, port)
-
-
-def pick_free_port(host: str = HOST) -> int:
-    """A currently free TCP port on ``host`` chosen by the kernel."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def rpc_ready(rpc_url: str, timeout: float = 1.0) -> int | None:
@@ -152,8 +143,8 @@ def stop_pid(pid: int, timeout: float = 5.0) -> bool:
 def terminate_pid(pid: int, timeout: float, what: str) -> bool:
     """SIGTERM ``pid``, wait up to ``timeout`` seconds, then SIGKILL and wait up to 5 s more.
 
-    The caller has already checked that ``pid`` is the process it means to stop. ``what`` names it in
-    the error. Returns True (the process is gone).
+    The caller has already checked that ``pid`` is the process it means to stop. ``what`` names it
+    in the error. Returns True (the process is gone).
 
     Raises:
         DevnetError: ``<what> did not stop`` (it survived SIGKILL).
@@ -177,8 +168,8 @@ class AnvilProcess:
 
     Attributes: ``pid``; ``port``; ``rpc_url`` (``http://127.0.0.1:<port>``); ``log_file`` (its
     stdout/stderr); ``accounts`` and ``private_keys`` (the funded dev accounts, checksummed
-    addresses and ``0x`` hex keys, public well-known anvil keys); ``detached`` (own session, outlives
-    this Python process).
+    addresses and ``0x`` hex keys, public well-known anvil keys); ``detached`` (own session,
+    outlives this Python process).
     """
 
     pid: int
@@ -254,7 +245,7 @@ def start_anvil(
     explicit_port = port != 0
     if explicit_port and port_in_use(port):
         raise PortInUseError(f"port {port} on {HOST} is already in use; choose another with --port")
-    chosen = port if explicit_port else pick_free_port()
+    chosen = port if explicit_port else free_port(HOST)
     if log_file is None:
         fd, name = tempfile.mkstemp(prefix="anvil-", suffix=".log")
         os.close(fd)

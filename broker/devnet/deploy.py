@@ -43,10 +43,11 @@ _GAS_LIMIT = 8_000_000
 
 
 def fee_fields(w3: Web3) -> dict[str, int]:
-    """EIP-1559 fee fields for a dev-chain transaction: tip 1 gwei, cap 2x the latest base fee + tip.
+    """EIP-1559 fee fields for a dev-chain transaction: tip 1 gwei, cap 2x the latest base fee +
+    tip.
 
-    Deliberately not derived from ``eth_gasPrice``: anvil suggests prices from recent tips, so paying a
-    multiple of its suggestion makes the suggestion grow exponentially.
+    Deliberately not derived from ``eth_gasPrice``: anvil suggests prices from recent tips, so
+    paying a multiple of its suggestion makes the suggestion grow exponentially.
     """
     base_fee = int(w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
     tip = 10**9

@@ -1,8 +1,8 @@
-"""Start, reuse, stop and inspect the embedded devnet (anvil + our contracts).
+"""Start and inspect the embedded devnet (anvil + our contracts).
 
-``start_devnet`` is the in-process form (a context manager; the test suite's ``devnet`` fixture);
-``devnet_up`` / ``devnet_down`` / ``devnet_status`` back ``0g-broker devnet up|down|status`` and keep a
-detached anvil alive between CLI invocations, recorded in the state file.
+``start_devnet`` starts one (in-process as a context manager, the test suite's ``devnet`` fixture,
+or detached); ``devnet_live`` checks a recorded one. ``0g-broker devnet up|down|status``, which
+also run the devnet's provider stack, are composition code: :mod:`broker.stacks.local_devnet`.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ import secrets
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
-import httpx
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
@@ -27,15 +26,12 @@ from broker.devnet.anvil import (
     pid_alive,
     rpc_ready,
     start_anvil,
-    stop_pid,
 )
 from broker.devnet.deploy import deploy_contracts, fee_fields, verify_deployment
 from broker.devnet.errors import DevnetError, DevnetNotRunningError, PortInUseError
-from broker.devnet.stack import process_alive, start_provider_stack, stop_process
 from broker.devnet.state import (
     DevAccount,
     DevnetState,
-    ProviderStackState,
     default_state_file,
     read_state,
     remove_state,
@@ -43,10 +39,9 @@ from broker.devnet.state import (
 )
 
 __all__ = [
+    "DEFAULT_PORT",
     "Devnet",
-    "devnet_down",
-    "devnet_status",
-    "devnet_up",
+    "devnet_live",
     "fund_new_account",
     "load_devnet_state",
     "start_devnet",
@@ -58,7 +53,8 @@ _fund_lock = threading.Lock()
 
 
 class Devnet:
-    """A devnet started by this process: ``state`` (:class:`DevnetState`), ``state_file``, ``anvil``.
+    """A devnet started by this process: ``state`` (:class:`DevnetState`), ``state_file``,
+    ``anvil``.
 
     Use as a context manager (``with start_devnet(port=0) as net: ...``) or call :meth:`stop`.
     """
@@ -72,7 +68,8 @@ class Devnet:
         return f"Devnet(rpc_url={self.state.rpc_url!r}, pid={self.state.anvil_pid})"
 
     def stop(self) -> None:
-        """Stop anvil (no process left) and remove the state file if it still describes this devnet."""
+        """Stop anvil (no process left) and remove the state file if it still describes this
+        devnet."""
         self.anvil.stop()
         try:
             if read_state(self.state_file).anvil_pid == self.state.anvil_pid:
@@ -94,12 +91,13 @@ def start_devnet(
     accounts: int = DEFAULT_ACCOUNTS,
     detach: bool = False,
 ) -> Devnet:
-    """Start anvil on ``127.0.0.1:port``, deploy our contracts (contracts.md A4) and write the state.
+    """Start anvil on ``127.0.0.1:port``, deploy our contracts (contracts.md A4) and write the
+    state.
 
     Args:
         port: TCP port; 0 picks a free one.
-        state_file: where to record the state; default ``$ZG_HOME/devnet/state.json``. anvil's log goes
-            next to it (``anvil.log``).
+        state_file: where to record the state; default ``$ZG_HOME/devnet/state.json``. anvil's log
+            goes next to it (``anvil.log``).
         accounts: number of funded dev accounts (1 000 000 0G each); account 0 deploys and owns.
         detach: run anvil in its own session so it outlives this process (``devnet up``).
 
@@ -149,149 +147,20 @@ def start_devnet(
     return Devnet(state, state_file, anvil)
 
 
-def _is_live(state: DevnetState) -> bool:
+def devnet_live(state: DevnetState) -> bool:
+    """Whether the devnet ``state`` describes runs: its anvil is alive, answers with the recorded
+    chain id, and has our contracts at the recorded addresses.
+
+    Args:
+        state: a recorded :class:`DevnetState`.
+
+    Returns:
+        True when the devnet can be reused as it is.
+    """
     if not pid_alive(state.anvil_pid) or rpc_ready(state.rpc_url) != state.chain_id:
         return False
     w3 = Web3(Web3.HTTPProvider(state.rpc_url, request_kwargs={"timeout": 5}))
     return verify_deployment(w3, state.ledger_address, state.inference_address)
-
-
-def _provider_live(provider: ProviderStackState) -> bool:
-    if not provider.pids() or not all(process_alive(p) for p in provider.pids()):
-        return False
-    try:
-        return httpx.get(provider.gateway_url + "/health", timeout=3.0).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _stop_provider(provider: ProviderStackState | None) -> None:
-    if provider is not None:
-        for pid in (provider.gateway_pid, provider.worker_pid):
-            if pid:
-                stop_process(pid)
-
-
-def devnet_up(
-    *,
-    port: int = DEFAULT_PORT,
-    state_file: Path | None = None,
-    accounts: int = DEFAULT_ACCOUNTS,
-    with_provider: bool = False,
-    model: str = "tiny",
-) -> DevnetState:
-    """Ensure a detached devnet runs and return its state (idempotent).
-
-    When the state file names a live anvil whose chain has our contracts at the recorded addresses,
-    that state is reused. Otherwise a stale recorded process is stopped and a new detached devnet is
-    started on ``port`` (contracts deployed, state written).
-
-    With ``with_provider``, a complete provider (Z-Image worker ``model`` + gateway, registered and
-    acknowledged on chain; :func:`broker.devnet.stack.start_provider_stack` with ``detach=True``)
-    is started unless a live one is recorded; its addresses, URLs, pids and log files are recorded
-    in the state (``state.provider``). Its files live in ``<state folder>/provider``.
-
-    Raises:
-        InputError: ``model`` names a missing folder; DevnetError: the ``[worker]`` extra is
-            missing (both checked before anything starts).
-        PortInUseError, DevnetError: as :func:`start_devnet`; DevnetError: the provider did not
-            start (the devnet is left running, no provider process is left).
-    """
-    state_file = Path(state_file or default_state_file())
-    if with_provider:  # pre-flight before anything starts
-        from broker.devnet.stack import check_worker_installed, check_worker_model
-
-        check_worker_model(model)
-        check_worker_installed()
-    try:
-        current = read_state(state_file)
-    except DevnetError:
-        current = None
-    state: DevnetState | None = None
-    if current is not None:
-        if _is_live(current):
-            state = current
-        else:
-            _stop_provider(current.provider)
-            stop_pid(current.anvil_pid)
-            remove_state(state_file)
-    if state is None:
-        state = start_devnet(port=port, state_file=state_file, accounts=accounts, detach=True).state
-    if not with_provider or (state.provider is not None and _provider_live(state.provider)):
-        return state
-    _stop_provider(state.provider)
-    stack = start_provider_stack(
-        state.model_copy(update={"provider": None}),
-        model=model,
-        home=state_file.parent / "provider",
-        detach=True,
-    )
-    state = state.model_copy(update={"provider": stack.info})
-    try:
-        write_state(state, state_file)
-    except BaseException:
-        stack.stop()
-        raise
-    return state
-
-
-def devnet_down(state_file: Path | None = None) -> bool:
-    """Stop the recorded devnet (and its provider stack, if any) and delete the state file.
-
-    Returns True when a state file existed (a recorded devnet was taken down), False when there was
-    nothing to do. Afterwards no recorded anvil, worker or gateway process is left.
-
-    Raises:
-        DevnetError: the process could not be stopped.
-    """
-    state_file = Path(state_file or default_state_file())
-    try:
-        state = read_state(state_file)
-    except DevnetNotRunningError:
-        return False
-    except DevnetError:
-        remove_state(state_file)  # malformed: nothing we can stop
-        return True
-    _stop_provider(state.provider)
-    stop_pid(state.anvil_pid)
-    remove_state(state_file)
-    return True
-
-
-def devnet_status(state_file: Path | None = None) -> dict[str, Any]:
-    """Describe the devnet.
-
-    Returns:
-        ``{"running": bool, "state_file": str, "state": dict | None, "block_number": int | None,
-        "provider": dict | None}``; ``state`` is :meth:`DevnetState.public_dict` (no private keys);
-        ``provider`` is the recorded provider stack plus ``"running": bool`` (processes alive and
-        the gateway's ``/health`` answering).
-    """
-    state_file = Path(state_file or default_state_file())
-    result: dict[str, Any] = {
-        "running": False,
-        "state_file": str(state_file),
-        "state": None,
-        "block_number": None,
-        "provider": None,
-    }
-    try:
-        state = read_state(state_file)
-    except DevnetError:
-        return result
-    result["state"] = state.public_dict()
-    if state.provider is not None:
-        result["provider"] = {
-            **state.provider.model_dump(mode="json"),
-            "running": _provider_live(state.provider),
-        }
-    if _is_live(state):
-        result["running"] = True
-        try:
-            result["block_number"] = Web3(Web3.HTTPProvider(state.rpc_url)).eth.block_number
-        except (Web3Exception, OSError):
-            pass
-    return result
 
 
 def load_devnet_state(state_file: Path | None = None) -> DevnetState:

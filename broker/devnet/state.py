@@ -79,6 +79,18 @@ class DevnetState(LocalNetworkState):
     detached: bool = False
     provider: ProviderStackState | None = None
 
+    def owner_key(self) -> str:
+        """The contract owner's private key (hex), a public anvil dev key: the owner sends the
+        owner-level calls such as ``acknowledgeTEESignerByOwner`` (``contracts.md`` A3).
+
+        Raises:
+            DevnetError: the state lists no key for :attr:`owner`.
+        """
+        for account in self.accounts:
+            if account.address.lower() == self.owner.lower():
+                return account.private_key.get_secret_value()
+        raise DevnetError("the devnet state has no key for the contract owner")
+
     def public_dict(self, *, show_keys: bool = False) -> dict[str, Any]:
         """JSON-ready dict; private keys are dropped unless ``show_keys``."""
         data = self.model_dump(mode="json")

@@ -5,8 +5,9 @@ the fixes of §13 item 2).
   overlaps the next tick; missed ticks collapse into one. Cycles are single-flight per provider in
   :class:`~broker.funding.checker.FundingChecker` as well, so an inline check and a scheduled one
   never transfer twice.
-* The scheduler thread is a daemon; when the last job is stopped (or :meth:`FundingScheduler.shutdown`
-  is called) the scheduler is shut down with ``wait=False``, so no thread keeps the process alive.
+* The scheduler thread is a daemon; when the last job is stopped (or
+  :meth:`FundingScheduler.shutdown` is called) the scheduler is shut down with ``wait=False``, so no
+  thread keeps the process alive.
 * ``interval`` is in **seconds** (the SDK's option is milliseconds).
 """
 

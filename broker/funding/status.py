@@ -56,7 +56,8 @@ class FundingEvent(BaseModel):
         kind: ``"check"`` (a check found the sub-account funded, or is about to top it up),
             ``"transfer"`` (a top-up landed), ``"error"`` (an HTTP, RPC or transaction failure).
         provider: checksummed provider address.
-        amount: neuron: the transfer amount (``transfer``, and the planned amount on ``check``), else 0.
+        amount: neuron: the transfer amount (``transfer``, and the planned amount on ``check``),
+            else 0.
         at: when (UTC).
         detail: a human-readable line (never contains secrets).
     """

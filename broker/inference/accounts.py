@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from broker.chain.contracts import InferenceServingContract
 from broker.chain.errors import error_class
-from broker.chain.sender import TransactionSender
 from broker.inference.errors import AccountNotFoundError, RevokeAcknowledgementError
 from broker.inference.models import Account, AccountDetail, SignerStatus
 from broker.inference.services import PAGE_LIMIT, ServiceDirectory
@@ -66,8 +65,7 @@ class SubAccounts:
     """The user's sub-accounts and acknowledgements (§5.2, §5.3).
 
     Args:
-        contract: the InferenceServing wrapper (reads and user-level writes).
-        sender: the account's transaction sender (owner-level writes).
+        contract: the InferenceServing wrapper (reads and writes, sent from the user's account).
         address: the user's checksummed address.
         ledger: the account's ledger broker (``transferFund`` creates a sub-account).
         services: the broker's :class:`~broker.inference.services.ServiceDirectory` (signer status,
@@ -79,14 +77,12 @@ class SubAccounts:
     def __init__(
         self,
         contract: InferenceServingContract,
-        sender: TransactionSender,
         address: str,
         ledger: LedgerBroker,
         services: ServiceDirectory,
         state: BrokerState,
     ) -> None:
         self._contract = contract
-        self._sender = sender
         self._address = address
         self._ledger = ledger
         self._services = services
@@ -151,7 +147,7 @@ class SubAccounts:
         with self._state.lock:
             self._state.account_info.pop(provider, None)
 
-    # ------------------------------------------------------------------------- acknowledgement (§5.3)
+    # ----------------------------------------------------------------------- acknowledgement (§5.3)
 
     def ensure(self, provider: str, create: bool) -> tuple[Account, bool]:
         """(account, created): read the sub-account, creating it with 1 0G from the ledger when it
@@ -233,7 +229,8 @@ class SubAccounts:
         return TxResult.from_receipt(receipt)
 
     def owner_revoke(self, provider: str) -> TxResult:
-        """Contract owner: ``revokeTEESignerAcknowledgement(provider)``; drops the cached service."""
+        """Contract owner: ``revokeTEESignerAcknowledgement(provider)``; drops the cached
+        service."""
         receipt = self._contract.revoke_tee_signer_acknowledgement(provider)
         self._services.forget(provider)
         return TxResult.from_receipt(receipt)

@@ -6,8 +6,8 @@ tokens, headers, signature URLs) is the SDK's; local differences, each a fix fro
 * ``list_service`` reads **all** pages of ``getAllServices`` and filters afterwards (item 13);
 * caches are keyed by checksummed addresses (item 19) and guarded by locks; ephemeral tokens are
   created single-flight per provider;
-* ``invalidate_session`` drops the cached token and account info so a caller can retry once after the
-  provider rejects a token (item 9; see :func:`is_session_rejection`);
+* ``invalidate_session`` drops the cached token and account info so a caller can retry once after
+  the provider rejects a token (item 9; see :func:`is_session_rejection`);
 * ``get_secret`` persists issued token ids in the fee store, so repeated keys get distinct ids
   (item 10);
 * ``process_response`` never raises for HTTP or signature problems, refreshes a stale service once
@@ -19,8 +19,9 @@ tokens, headers, signature URLs) is the SDK's; local differences, each a fix fro
 Auto-funding (§7.3–§7.4): :meth:`InferenceBroker.start_auto_funding` runs background cycles on an
 APScheduler job per provider (:mod:`broker.funding`); otherwise a pluggable :class:`FundingStrategy`
 runs at the start of :meth:`InferenceBroker.get_request_headers` — by default
-:class:`~broker.funding.inline.InlineFunding` (the SDK's inline check, single-flight per provider and
-rate-limited; it does not create missing sub-accounts). Pass ``funding=NoFunding()`` to turn it off.
+:class:`~broker.funding.inline.InlineFunding` (the SDK's inline check, single-flight per provider
+and rate-limited; it does not create missing sub-accounts). Pass ``funding=NoFunding()`` to turn it
+off.
 
 This module is the public facade. Like the SDK's processors (``inference/broker/{account,request,
 response,verifier}.js``), the work is done by parts it composes, all sharing one
@@ -135,8 +136,9 @@ class NoFunding:
 
 
 def is_session_rejection(status_code: int, body: str | bytes = "") -> bool:
-    """True when a provider response means the cached session token should be dropped and the request
-    retried once (§13 item 9): HTTP 401/403, or 400 whose body mentions ``validate session``."""
+    """True when a provider response means the cached session token should be dropped and the
+    request retried once (§13 item 9): HTTP 401/403, or 400 whose body mentions ``validate
+    session``."""
     if status_code in (401, 403):
         return True
     if status_code == 400:
@@ -207,7 +209,7 @@ class InferenceBroker:
         self._lock = self._state.lock
         self._services = ServiceDirectory(self.contract, self._state, self._http)
         self._accounts = SubAccounts(
-            self.contract, sender, self.address, ledger_broker, self._services, self._state
+            self.contract, self.address, ledger_broker, self._services, self._state
         )
         self._sessions = SessionManager(
             self.contract, self.address, account, self._accounts, self._open_fee_store, self._state
@@ -298,8 +300,8 @@ class InferenceBroker:
         return self._services.metadata(self._provider(provider), model)
 
     def get_provider_models(self, provider: str) -> ProviderModels:
-        """``GET {url}/v1/models`` [0.9] (no authentication, 10 s, ≤ 5 MB) with a strict shape check:
-        ``{"object": "list", "data": [{"id": ...}, ...]}``.
+        """``GET {url}/v1/models`` [0.9] (no authentication, 10 s, ≤ 5 MB) with a strict shape
+        check: ``{"object": "list", "data": [{"id": ...}, ...]}``.
 
         Raises:
             ProviderModelsError: HTTP failure, oversized or non-JSON body, or another shape.
@@ -326,11 +328,12 @@ class InferenceBroker:
         return self._accounts.detail(self._provider(provider))
 
     def list_account(self) -> list[Account]:
-        """All of this user's sub-accounts (all pages of ``getAccountsByUser(user, offset, 50)``)."""
+        """All of this user's sub-accounts (all pages of ``getAccountsByUser(user, offset,
+        50)``)."""
         # PAGE_LIMIT is read here, at call time, so this module's constant stays the page size
         return self._accounts.list_all(page_limit=PAGE_LIMIT)
 
-    # ------------------------------------------------------------------------- acknowledgement (§5.3)
+    # ----------------------------------------------------------------------- acknowledgement (§5.3)
 
     def acknowledge_provider_signer(
         self, provider: str, *, create_sub_account: bool = True
@@ -427,7 +430,7 @@ class InferenceBroker:
         provider rejects a token, then retry once; see :func:`is_session_rejection`)."""
         self._sessions.invalidate(self._provider(provider))
 
-    # ------------------------------------------------------------------------- auto-funding (§7.3-7.4)
+    # ---------------------------------------------------------------------- auto-funding (§7.3-7.4)
 
     @property
     def funding_checker(self) -> FundingChecker:

@@ -3,19 +3,19 @@
 Tree (all derive from :class:`broker._exceptions.InferenceError`)::
 
     InferenceError
-    ├── TokenError                      an ``app-sk-`` session token was refused (provider-gateway.md B3)
-    │   ├── MalformedTokenError         checks 1–4 and 6: header, base64, pipe, JSON, ephemeral rules
+    ├── TokenError                      a session token was refused (provider-gateway.md B3)
+    │   ├── MalformedTokenError         checks 1–4, 6: header, base64, pipe, JSON, ephemeral
     │   ├── TokenProviderMismatchError  check 5: token issued for another provider
     │   ├── TokenExpiredError           check 7
     │   ├── TokenGenerationMismatchError check 8: generation below/above the account's
     │   ├── TokenRevokedError           check 8: revocation bit set for token ids 0–254
     │   └── TokenSignatureError         check 10: bad signature encoding or wrong signer
-    ├── InvalidTokenIdError (also InputError)  token id outside 0–254, already revoked, none left
-    ├── UnknownServiceTypeError         service type without a fee extractor (user-broker.md 7.1)
-    ├── UsageError (also InputError)    a usage count that cannot be billed (non-integral number)
+    ├── InvalidTokenIdError (also InputError)  id outside 0–254, revoked, none left
+    ├── UnknownServiceTypeError         no fee extractor (user-broker.md 7.1)
+    ├── UsageError (also InputError)    a usage count that cannot be billed
     ├── UnknownProviderError            no service registered for a provider
     ├── AccountNotFoundError            no sub-account for (user, provider)
-    ├── SignerNotAcknowledgedError      the user has not acknowledged the provider's TEE signer
+    ├── SignerNotAcknowledgedError      the provider's TEE signer is not acknowledged
     ├── ProviderModelsError             ``GET {url}/v1/models`` failed or had the wrong shape
     └── RevokeAcknowledgementError      revoking an acknowledgement with a non-zero balance
 

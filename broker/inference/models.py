@@ -1,8 +1,10 @@
 """Data models of the inference broker: on-chain structs and what the broker returns.
 
-``Account`` and ``Refund`` are the chain layer's structs (:mod:`broker.chain.contracts`), re-exported.
+``Account`` and ``Refund`` are the chain layer's structs (:mod:`broker.chain.contracts`),
+re-exported.
 Sources: ``InferenceServing`` ABI (``Service``, ``Account``, ``Refund``; contracts.md A3.2),
-user-broker.md §5.1–5.7. Amounts are ints in neuron; times are Unix seconds unless a name says ``ms``.
+user-broker.md §5.1–5.7. Amounts are ints in neuron; times are Unix seconds unless a name says
+``ms``.
 """
 
 from __future__ import annotations
@@ -122,8 +124,8 @@ class AccountDetail:
 @dataclass(frozen=True, slots=True)
 class SignerStatus:
     """``checkProviderSignerStatus``: whether the owner acknowledged the provider's TEE signer
-    (``tee_signer_address`` is ``""`` when none is set). ``sub_account_created``: the call created the
-    user's sub-account with 1 0G first (as the SDK does)."""
+    (``tee_signer_address`` is ``""`` when none is set). ``sub_account_created``: the call created
+    the user's sub-account with 1 0G first (as the SDK does)."""
 
     is_acknowledged: bool
     tee_signer_address: str

@@ -1,8 +1,8 @@
 """Response processing for the inference broker: fee accounting and response-signature verification
 (user-broker.md §7.1–§7.2, §8; §13 items 3, 11).
 
-:class:`ResponseProcessor` adds the fee of a response to the fee store (on-chain prices of the cached
-service), verifies the TEE signature of its chat ID
+:class:`ResponseProcessor` adds the fee of a response to the fee store (on-chain prices of the
+cached service), verifies the TEE signature of its chat ID
 (:func:`~broker.inference.response_signature.verify_response_signature`), refreshes a stale cached
 service once before declaring a signer mismatch, and records the result. It never raises for HTTP or
 signature problems. Addresses passed in are already checksummed by the facade

@@ -22,7 +22,8 @@ VERIFIABILITY_KINDS = ("OpML", "TeeML", "ZKML")
 
 
 def parse_additional_info(text: str) -> dict[str, Any] | None:
-    """``Service.additionalInfo`` as a JSON object; ``None`` when empty, invalid or not an object."""
+    """``Service.additionalInfo`` as a JSON object; ``None`` when empty, invalid or not an
+    object."""
     if not text:
         return None
     try:

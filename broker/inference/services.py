@@ -106,7 +106,8 @@ class ServiceDirectory:
         return ServiceMetadata(endpoint=service.url + "/v1/proxy", model=model or service.model)
 
     def provider_models(self, provider: str) -> ProviderModels:
-        """``GET {url}/v1/models`` [0.9] (no authentication, 10 s, ≤ 5 MB) with a strict shape check.
+        """``GET {url}/v1/models`` [0.9] (no authentication, 10 s, ≤ 5 MB) with a strict shape
+        check.
 
         Raises:
             ProviderModelsError: HTTP failure, oversized or non-JSON body, or another shape.

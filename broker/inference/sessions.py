@@ -3,9 +3,10 @@
 
 :class:`SessionManager` signs ``app-sk-…`` session tokens (:mod:`broker.inference.token`): the
 ephemeral token (id 255, 24 h) is cached in :class:`~broker.inference.state.BrokerState` and created
-single-flight per provider; persistent API keys (ids 0–254) are recorded in the fee store so repeated
-keys get distinct ids; ``revokeToken`` / ``revokeAllTokens`` drop what they invalidate. Addresses
-passed in are already checksummed by the facade (:class:`~broker.inference.broker.InferenceBroker`).
+single-flight per provider; persistent API keys (ids 0–254) are recorded in the fee store so
+repeated keys get distinct ids; ``revokeToken`` / ``revokeAllTokens`` drop what they invalidate.
+Addresses passed in are already checksummed by the facade
+(:class:`~broker.inference.broker.InferenceBroker`).
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
 One :class:`BrokerState` is created by the broker and passed explicitly to each of its processors
 (:mod:`~broker.inference.services`, :mod:`~broker.inference.accounts`,
 :mod:`~broker.inference.sessions`, :mod:`~broker.inference.responses`); it is the only owner of the
-caches and of the lock that guards them. Every cache is keyed by the checksummed provider address and
-holds its expiry as a ``clock()`` time (Unix seconds).
+caches and of the lock that guards them. Every cache is keyed by the checksummed provider address
+and holds its expiry as a ``clock()`` time (Unix seconds).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ class BrokerState:
 
     Attributes:
         clock: ``() -> Unix seconds`` (float), for cache expiries and refund lock times.
-        lock: the re-entrant lock guarding every cache below (and the broker's lazily created parts).
+        lock: the re-entrant lock guarding every cache below (and the broker's lazily created
+            parts).
         provider_locks: one lock per provider (single-flight token creation, API key issuing).
         services: ``provider -> (Service, expiry)`` (``getService`` / ``getAllServices``).
         acks: ``provider -> expiry`` of a positive user acknowledgement.

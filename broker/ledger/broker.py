@@ -317,8 +317,8 @@ class LedgerBroker:
         ledger = self._require_ledger()
         if ledger.available_balance < value:
             raise InsufficientLedgerBalanceError(
-                f"Insufficient balance in the account: available {format_0g(ledger.available_balance)}"
-                f" 0G, requested {format_0g(value)} 0G"
+                "Insufficient balance in the account: available "
+                f"{format_0g(ledger.available_balance)} 0G, requested {format_0g(value)} 0G"
             )
         remaining = ledger.available_balance - value
         minimum = self.min_account_balance
@@ -378,8 +378,9 @@ class LedgerBroker:
             needed = value
         if ledger.available_balance < needed:
             raise InsufficientLedgerBalanceError(
-                f"Insufficient balance in the account: available "
-                f"{format_0g(ledger.available_balance)} 0G, the transfer needs {format_0g(needed)} 0G"
+                "Insufficient balance in the account: available "
+                f"{format_0g(ledger.available_balance)} 0G, "
+                f"the transfer needs {format_0g(needed)} 0G"
             )
         return self._result(self.ledger_contract.transfer_fund(provider, name, value))
 

@@ -1,7 +1,7 @@
 """Client-side ledger errors (raised before any transaction is sent).
 
-Texts follow the SDK's where ``user-broker.md`` §4 gives one. Contract reverts are separate: they are
-the generated :mod:`broker.chain.errors` classes (``LedgerExistsError``, ...).
+Texts follow the SDK's where ``user-broker.md`` §4 gives one. Contract reverts are separate: they
+are the generated :mod:`broker.chain.errors` classes (``LedgerExistsError``, ...).
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ class LedgerNotEmptyError(LedgerError):
 
 class ProviderNotRegisteredError(LedgerError, InputError):
     """No inference service is registered at the provider address (``serviceExists(provider)`` is
-    false), so a transfer or an acknowledgement would lock funds where nobody can serve them; usually
-    a mistyped address. ``address`` is the checksummed address. Refused before anything is sent;
-    ``allow_unregistered=True`` (CLI ``--force``) overrides it for a transfer."""
+    false), so a transfer or an acknowledgement would lock funds where nobody can serve them;
+    usually a mistyped address. ``address`` is the checksummed address. Refused before anything is
+    sent; ``allow_unregistered=True`` (CLI ``--force``) overrides it for a transfer."""
 
     def __init__(self, address: str, *, hint: str | None = None) -> None:
         super().__init__(

@@ -1,11 +1,12 @@
 """Billing of async image jobs (``provider-gateway.md`` B2, B9).
 
 An async generation or edit is admitted like a synchronous one (B3, B4, B6) and gets its
-``pending`` zero-fee request row before forwarding. When the backend accepts it (202 with ``jobId``)
-the job is recorded here; the fee (``n × outputPrice``, B9) is recorded only when the backend reports
-the job ``completed``, exactly once, whether the gateway learns it from the user's poll or from its own
-watcher. A job that fails, or that the backend no longer knows (404), is never charged (B9: failed
-requests are never charged). Records are in the database, so a restarted gateway resumes watching.
+``pending`` zero-fee request row before forwarding. When the backend accepts it (202 with
+``jobId``) the job is recorded here; the fee (``n × outputPrice``, B9) is recorded only when the
+backend reports the job ``completed``, exactly once, whether the gateway learns it from the user's
+poll or from its own watcher. A job that fails, or that the backend no longer knows (404), is never
+charged (B9: failed requests are never charged). Records are in the database, so a restarted
+gateway resumes watching.
 """
 
 from __future__ import annotations

@@ -2,12 +2,13 @@
 
 * ``/v1/proxy/*`` — gin-cors: any origin, **reflected** (``Access-Control-Allow-Origin: <Origin>``)
   with ``Access-Control-Allow-Credentials: true``; allowed headers :data:`PROXY_ALLOW_HEADERS`;
-  exposed headers :data:`PROXY_EXPOSE_HEADERS`; ``Access-Control-Max-Age: 43200`` (12 h); a preflight
-  is answered 204. Starlette's :class:`~starlette.middleware.cors.CORSMiddleware` does the work.
+  exposed headers :data:`PROXY_EXPOSE_HEADERS`; ``Access-Control-Max-Age: 43200`` (12 h); a
+  preflight is answered 204. Starlette's :class:`~starlette.middleware.cors.CORSMiddleware` does
+  the work.
 * the other ``/v1/*`` handler routes (quote, models, unsettledfee, async) — a fixed policy:
   ``Access-Control-Allow-Origin: *``, allowed headers :data:`HANDLER_ALLOW_HEADERS` (with
-  ``Authorization``), exposed headers ``ZG-Res-Key, Retry-After``; on every response, and ``OPTIONS``
-  is answered 204 without reaching the routes.
+  ``Authorization``), exposed headers ``ZG-Res-Key, ZG-Res-Signature, Retry-After``; on every
+  response, and ``OPTIONS`` is answered 204 without reaching the routes.
 
 Paths outside ``/v1`` (``/health``) get no CORS headers.
 """
@@ -29,12 +30,20 @@ __all__ = [
 ]
 
 PROXY_ALLOW_HEADERS = ("Content-Type", "Authorization", "X-Requested-With", "Accept", "Origin")
-PROXY_EXPOSE_HEADERS = ("ZG-Res-Key", "Provider", "Content-Type", "Content-Encoding")
+#: B2's list plus ``ZG-Res-Signature`` (this gateway's extension, :mod:`broker.provider.billed`).
+PROXY_EXPOSE_HEADERS = (
+    "ZG-Res-Key",
+    "ZG-Res-Signature",
+    "Provider",
+    "Content-Type",
+    "Content-Encoding",
+)
 #: 12 h in seconds.
 PROXY_MAX_AGE = 43200
 HANDLER_ALLOW_HEADERS = ("Origin", "Content-Type", "Accept", "Authorization", "X-Requested-With")
 HANDLER_ALLOW_METHODS = ("GET", "POST", "PUT", "DELETE", "OPTIONS")
-HANDLER_EXPOSE_HEADERS = ("ZG-Res-Key", "Retry-After")
+#: B2's list plus ``ZG-Res-Signature`` (signed async job answers carry it).
+HANDLER_EXPOSE_HEADERS = ("ZG-Res-Key", "ZG-Res-Signature", "Retry-After")
 
 _HANDLER_HEADERS = [
     (b"access-control-allow-origin", b"*"),

@@ -87,7 +87,8 @@ class ForbiddenError(GatewayHTTPError):
 
 
 class UnsupportedEndpointError(GatewayHTTPError):
-    """The ``/v1/proxy`` path is not served (400 ``unsupported endpoint: endpoint not supported``)."""
+    """The ``/v1/proxy`` path is not served (400
+    ``unsupported endpoint: endpoint not supported``)."""
 
     def __init__(self) -> None:
         super().__init__("unsupported endpoint: endpoint not supported", status_code=400)

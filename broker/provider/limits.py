@@ -4,8 +4,8 @@
 * per client IP on the other ``/v1`` handler routes (quote, models, unsettledfee, async): a separate
   token bucket (default 10/s, burst 20) ⇒ 429;
 * global in-flight cap (default 20), non-blocking ⇒ 503;
-* per user: token bucket ``per_user_rpm``/min with burst (default 30/min, burst 5) ⇒ 429, and at most
-  ``max_per_user_concurrent`` (default 5) requests in flight ⇒ 429.
+* per user: token bucket ``per_user_rpm``/min with burst (default 30/min, burst 5) ⇒ 429, and at
+  most ``max_per_user_concurrent`` (default 5) requests in flight ⇒ 429.
 
 Every refusal carries ``retry_after`` (whole seconds, ≥ 1) for the ``Retry-After`` header.
 
@@ -115,7 +115,8 @@ class InFlight:
         self._lock = threading.Lock()
 
     def acquire(self, key: str = "") -> int | None:
-        """Count one more request for ``key``; returns ``None`` when acquired, else the current count."""
+        """Count one more request for ``key``; returns ``None`` when acquired, else the current
+        count."""
         with self._lock:
             n = self._counts.get(key, 0)
             if n >= self.limit:

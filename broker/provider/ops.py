@@ -145,7 +145,8 @@ def settlement_counts(db: Database) -> dict[str, int]:
 
 
 def request_counts(db: Database) -> dict[str, int]:
-    """Request rows by status (``pending``, ``unsettled``, ``settling``, ``settled``, ``failed``)."""
+    """Request rows by status (``pending``, ``unsettled``, ``settling``, ``settled``,
+    ``failed``)."""
     out = {
         s: 0
         for s in (

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "ErrorBody",
+    "HealthResponse",
     "ModelCard",
     "ModelList",
     "NoTeeReport",
@@ -20,6 +21,13 @@ class ErrorBody(BaseModel):
     """Every refusal: ``{"error": "<context>: <message>"}`` (B2)."""
 
     error: str
+
+
+class HealthResponse(BaseModel):
+    """``GET /health``: liveness and the provider address (no auth, no limits)."""
+
+    status: str = "ok"
+    provider: str
 
 
 class UnsettledFeeResponse(BaseModel):

@@ -1,17 +1,24 @@
 """Service registration (``provider-gateway.md`` B11) and the devnet owner's acknowledgement of the
-TEE signer (B1, D10)."""
+TEE signer (B1, D10): the one home of these steps, used by ``0g-broker provider register`` and the
+devnet's provider stack (:func:`register_and_acknowledge`)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+
+from eth_account.signers.local import LocalAccount
 
 from broker.chain.contracts import InferenceServingContract, Service
 from broker.chain.errors import ContractRevertError
+from broker.chain.sender import TransactionSender
 from broker.provider.settings import ProviderSettings
 
 __all__ = [
+    "Registration",
     "acknowledge_tee_signer_by_owner",
     "additional_info",
+    "register_and_acknowledge",
     "register_service",
     "service_params",
 ]
@@ -100,3 +107,55 @@ def acknowledge_tee_signer_by_owner(
 ) -> None:
     """``acknowledgeTEESignerByOwner(provider)`` sent by the contract owner (devnet; D10)."""
     owner_contract.acknowledge_tee_signer_by_owner(provider)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What :func:`register_and_acknowledge` did.
+
+    Attributes:
+        outcome: :func:`register_service`'s answer (``"registered"``, ``"updated"``,
+            ``"unchanged"``, ``"removed"``, ``"absent"``).
+        service: the on-chain service afterwards (``None`` when removed or absent).
+        acknowledged_by_owner: whether this call sent ``acknowledgeTEESignerByOwner``.
+    """
+
+    outcome: str
+    service: Service | None
+    acknowledged_by_owner: bool
+
+
+def register_and_acknowledge(
+    contract: InferenceServingContract,
+    settings: ProviderSettings,
+    tee_signer_address: str,
+    *,
+    owner: LocalAccount | None = None,
+) -> Registration:
+    """Register the service (:func:`register_service`, B11), then, given the contract ``owner``
+    (the devnet's deployer), have the owner acknowledge the TEE signer (D10) unless it already is.
+
+    Args:
+        contract: the InferenceServing wrapper sending from the provider wallet.
+        settings: the gateway settings (service type, URL, model, prices in neuron, stake).
+        tee_signer_address: the TEE signer's address (``ServiceParams.teeSignerAddress``).
+        owner: the contract owner's account (devnet only); ``None``: no acknowledgement.
+
+    Returns:
+        :class:`Registration`.
+
+    Raises:
+        ContractRevertError: e.g. ``InsufficientStake``; TransactionError / RPCError.
+    """
+    outcome = register_service(contract, settings, tee_signer_address)
+    if outcome in ("removed", "absent"):
+        return Registration(outcome, None, acknowledged_by_owner=False)
+    provider = contract.sender.address
+    service = contract.get_service(provider)
+    if owner is None or service.tee_signer_acknowledged:
+        return Registration(outcome, service, acknowledged_by_owner=False)
+    owner_contract = InferenceServingContract(
+        contract.w3, contract.address, TransactionSender(contract.w3, owner)
+    )
+    acknowledge_tee_signer_by_owner(owner_contract, provider)
+    return Registration(outcome, contract.get_service(provider), acknowledged_by_owner=True)

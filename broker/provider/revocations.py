@@ -10,9 +10,10 @@ mined:
 * ``AllTokensRevoked(user, provider, newGeneration)``;
 * ``AccountDeleted(user, provider, refundedAmount)``.
 
-One ``eth_blockNumber`` every ``interval`` seconds, plus one ``eth_getLogs`` (filtered on the contract
-address, the four topics and the provider as ``topic2``) when blocks were added. The next request of
-an affected user re-reads ``getAccount`` and the B3 checks see the new generation / bitmap.
+One ``eth_blockNumber`` every ``interval`` seconds, plus one ``eth_getLogs`` (filtered on the
+contract address, the four topics and the provider as ``topic2``) when blocks were added. The next
+request of an affected user re-reads ``getAccount`` and the B3 checks see the new generation /
+bitmap.
 
 While the watcher is not keeping up (never polled, or its last successful poll is older than
 ``stale_after`` seconds, e.g. the node does not answer ``eth_getLogs``),

@@ -3,8 +3,9 @@
 
 Two implementations:
 
-* :class:`DstackTeeSigner` inside a dstack CVM (Intel TDX): the key is ``GetKey("/")`` and the report
-  is a real quote whose report data is the signer address (``attestation.md`` 1.2–1.3, legacy layout).
+* :class:`DstackTeeSigner` inside a dstack CVM (Intel TDX): the key is ``GetKey("/")`` and the
+  report is a real quote whose report data is the signer address (``attestation.md`` 1.2–1.3,
+  legacy layout).
 * :class:`LocalTeeSigner` everywhere else (devnet, CI, a machine without TDX): a local key, and a
   report that says plainly that there is **no TEE** — never a fake claim of a genuine quote.
 """
@@ -98,9 +99,10 @@ class LocalTeeSigner(_KeySigner):
         """A report that says there is no TEE.
 
         Returns ``{"tee": "none", "attested": false, "message": ..., "signing_address": ...,
-        "report_data": base64(address padded to 64 bytes)}``; it has no ``quote`` field, so no verifier
-        can mistake it for a hardware attestation. ``report_data`` lets the SDK's signer-address check
-        match ``teeSignerAddress`` (like the Go broker's mock mode), nothing more.
+        "report_data": base64(address padded to 64 bytes)}``; it has no ``quote`` field, so no
+        verifier can mistake it for a hardware attestation. ``report_data`` lets the SDK's
+        signer-address check match ``teeSignerAddress`` (like the Go broker's mock mode), nothing
+        more.
         """
         return {
             "tee": "none",
@@ -167,10 +169,10 @@ def _write_private(path: Path, text: str) -> None:
 def load_tee_signer(settings) -> TeeSigner:
     """The signer for these settings.
 
-    Order: dstack when ``settings.dstack_socket`` exists; else ``settings.tee_signer_key`` (hex, e.g.
-    from ``ZG_PROVIDER_TEE_SIGNER_KEY``); else the encrypted key file ``settings.tee_key_path()``
-    (keystore v3, mode 0600), decrypted with ``tee_key_password`` — generated once when absent. The key
-    is never written in plain text.
+    Order: dstack when ``settings.dstack_socket`` exists; else ``settings.tee_signer_key`` (hex,
+    e.g. from ``ZG_PROVIDER_TEE_SIGNER_KEY``); else the encrypted key file
+    ``settings.tee_key_path()`` (keystore v3, mode 0600), decrypted with ``tee_key_password`` —
+    generated once when absent. The key is never written in plain text.
 
     Raises:
         ProviderConfigError: no key source (neither a key nor a password for the key file), the key

@@ -12,6 +12,8 @@ import httpx
 from fastapi import Request
 from fastapi.responses import Response
 
+from broker.asgi.body import read_capped_body
+from broker.asgi.errors import RequestBodyTooLargeError
 from broker.inference.chat_id import extract_chat_id
 from broker.inference.response_signature import ResponseBinding
 from broker.proxy.errors import ProxyHTTPError
@@ -71,27 +73,21 @@ class ProxyContext:
 
 
 async def read_body(request: Request, cap: int) -> bytes:
-    """The request body, refusing more than ``cap`` bytes with 413.
+    """The request body, refusing more than ``cap`` bytes with 413
+    (:func:`broker.asgi.body.read_capped_body`).
 
     Raises:
         ProxyHTTPError: 413 ``invalid_request_error`` / ``body_too_large``.
     """
-    length = request.headers.get("content-length")
-    too_big = ProxyHTTPError(
-        f"request body larger than {cap} bytes",
-        status_code=413,
-        type="invalid_request_error",
-        code="body_too_large",
-    )
-    if length and length.isdigit() and int(length) > cap:
-        raise too_big
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > cap:
-            raise too_big
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        return await read_capped_body(request, cap)
+    except RequestBodyTooLargeError as exc:
+        raise ProxyHTTPError(
+            f"request body larger than {exc.cap} bytes",
+            status_code=413,
+            type="invalid_request_error",
+            code="body_too_large",
+        ) from None
 
 
 async def read_json(request: Request, cap: int) -> dict[str, Any]:

@@ -15,20 +15,18 @@ stays the contract. Submodules are imported on use (``from broker.ui.dashboard i
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from broker._lazy import lazy_exports
+
+if TYPE_CHECKING:  # pragma: no cover - names for type checkers; loaded on first use
+    from broker.ui.dashboard import mount_dashboard
+    from broker.ui.ops import mount_ops
+    from broker.ui.standalone import create_ui_app
+
 __all__ = ["create_ui_app", "mount_dashboard", "mount_ops"]
 
-
-def __getattr__(name: str):
-    if name == "mount_dashboard":
-        from broker.ui.dashboard import mount_dashboard
-
-        return mount_dashboard
-    if name == "create_ui_app":
-        from broker.ui.standalone import create_ui_app
-
-        return create_ui_app
-    if name == "mount_ops":
-        from broker.ui.ops import mount_ops
-
-        return mount_ops
-    raise AttributeError(name)
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {"create_ui_app": "standalone", "mount_dashboard": "dashboard", "mount_ops": "ops"},
+)

@@ -212,7 +212,8 @@ class ActionBook:
         """Run a prepared action once (blocking: sends a transaction and waits for it).
 
         Returns:
-            ``{"ok": True, "action", "amount", "amount_0g", "provider", "tx_hash", "block_number"}``.
+            ``{"ok": True, "action", "amount", "amount_0g", "provider", "tx_hash",
+            "block_number"}``.
 
         Raises:
             ActionNotFoundError: unknown, already used or expired id.

@@ -12,8 +12,8 @@ Endpoints (all ``GET`` unless noted; ``{"error": "..."}`` on failure):
 * ``/ui/api/funding`` — auto-funding state (``InferenceBroker.auto_funding_status``) and recent
   transfers and failures with their reason.
 * ``/ui/api/requests?verified=true|false|none|off|error&limit=N`` — recent requests through serve.
-* ``/ui/api/providers`` — the services on chain; ``POST /ui/api/providers/{address}/verify`` runs the
-  attestation check and returns the typed report.
+* ``/ui/api/providers`` — the services on chain; ``POST /ui/api/providers/{address}/verify`` runs
+  the attestation check and returns the typed report.
 """
 
 from __future__ import annotations

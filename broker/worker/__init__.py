@@ -7,28 +7,29 @@ Z-Image Vision server (seed 003): ``/health`` with ``model_loaded``, ``/v1/inter
 ``/v1/models`` with capabilities, ``/v1/internal/unload``.
 
 Importing this package imports neither torch nor diffusers (the ``[worker]`` extra); they load with
-the model. ``create_app``, ``serve`` and ``ImageEngine`` are imported on first access.
+the model. Every name below is imported on first access.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from broker.worker.errors import (
-    GenerationError,
-    InvalidImageRequestError,
-    JobNotFoundError,
-    ModelLoadError,
-    QueueFullError,
-    WorkerDependencyError,
-    WorkerError,
-)
-from broker.worker.settings import DEFAULT_MODEL, WorkerSettings
+from broker._lazy import lazy_exports
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pragma: no cover - names for type checkers; loaded on first use
     from broker.worker.app import create_app
     from broker.worker.engine import ImageEngine, ImageTask
+    from broker.worker.errors import (
+        GenerationError,
+        InvalidImageRequestError,
+        JobNotFoundError,
+        ModelLoadError,
+        QueueFullError,
+        WorkerDependencyError,
+        WorkerError,
+    )
     from broker.worker.serve import serve
+    from broker.worker.settings import DEFAULT_MODEL, WorkerSettings
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -46,17 +47,21 @@ __all__ = [
     "serve",
 ]
 
-_LAZY = {
-    "create_app": "broker.worker.app",
-    "serve": "broker.worker.serve",
-    "ImageEngine": "broker.worker.engine",
-    "ImageTask": "broker.worker.engine",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'broker.worker' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "DEFAULT_MODEL": "settings",
+        "GenerationError": "errors",
+        "ImageEngine": "engine",
+        "ImageTask": "engine",
+        "InvalidImageRequestError": "errors",
+        "JobNotFoundError": "errors",
+        "ModelLoadError": "errors",
+        "QueueFullError": "errors",
+        "WorkerDependencyError": "errors",
+        "WorkerError": "errors",
+        "WorkerSettings": "settings",
+        "create_app": "app",
+        "serve": "serve",
+    },
+)

@@ -1,6 +1,7 @@
-"""The ``LocalGuard`` middleware over a tiny ASGI app: the browser attacks it must refuse (cross-origin
-simple POSTs, DNS rebinding, ``Sec-Fetch-Site: cross-site``, refused preflights) and the clients it
-must let through unchanged (SDKs without ``Origin``, same-origin pages, listed origins)."""
+"""The ``LocalGuard`` middleware over a tiny ASGI app: the browser attacks it must refuse
+(cross-origin simple POSTs, DNS rebinding, ``Sec-Fetch-Site: cross-site``, refused preflights) and
+the clients it must let through unchanged (SDKs without ``Origin``, same-origin pages, listed
+origins)."""
 
 from __future__ import annotations
 

@@ -12,8 +12,14 @@ from broker.attestation.collateral import collateral_expiry, evaluate_tcb
 from broker.attestation.report import CheckStatus
 
 EXPECTED = {
-    "mr_td": "f06dfda6dce1cf904d4e2bab1dc370634cf95cefa2ceb2de2eee127c9382698090d7a4a13e14c536ec6c9c3c8fa87077",
-    "rt_mr3": "86f1808cffc050f3c0c09d29da2bfcec7eba3e8fa52016a7341f28884230f9ca8b56400413d57bce00b578e36790b555",
+    "mr_td": (
+        "f06dfda6dce1cf904d4e2bab1dc370634cf95cefa2ceb2de2eee127c93826980"
+        "90d7a4a13e14c536ec6c9c3c8fa87077"
+    ),
+    "rt_mr3": (
+        "86f1808cffc050f3c0c09d29da2bfcec7eba3e8fa52016a7341f28884230f9ca"
+        "8b56400413d57bce00b578e36790b555"
+    ),
 }
 COMPOSE_HASH = "2911e1f733466216dedb862d6d669e11256ee7a34ce4dbc66c4b807ba7a9c895"
 

@@ -1,6 +1,6 @@
-"""TCB states end to end: synthetic quotes + synthetic Intel-format collateral signed by the synthetic
-root, evaluated by dcap-qvl (``verify_with_root_ca``) inside ``verify_attestation`` (issue 6:
-OutOfDate / Revoked / stale or untrusted collateral are reported, never passed silently)."""
+"""TCB states end to end: synthetic quotes + synthetic Intel-format collateral signed by the
+synthetic root, evaluated by dcap-qvl (``verify_with_root_ca``) inside ``verify_attestation`` (issue
+6: OutOfDate / Revoked / stale or untrusted collateral are reported, never passed silently)."""
 
 from __future__ import annotations
 
@@ -154,7 +154,7 @@ def test_out_of_date_accepted_by_policy_still_reports_advisories(synth, body, co
     assert f"rejected advisories: {SA[1]}" in report.check("tcb_status").reason
 
 
-# --- 3. Revoked: TCB level, PCK leaf in the PCK CRL, PCK CA in the root CA CRL ----------------------
+# --- 3. Revoked: TCB level, PCK leaf in the PCK CRL, PCK CA in the root CA CRL --------------------
 PERMISSIVE = AttestationPolicy(
     require_tcb=False,
     accepted_tcb_statuses={
@@ -325,7 +325,10 @@ def test_collateral_for_another_platform_or_no_level_fails(synth, body, col):
     [
         ("Verification failed: TCB status is invalid: Revoked", TcbFailure.TCB_REVOKED),
         (
-            "Verification failed: Failed to verify certificate chain\n\nCaused by:\n    CertRevoked",
+            (
+                "Verification failed: Failed to verify certificate chain\n\n"
+                "Caused by:\n    CertRevoked"
+            ),
             TcbFailure.CERTIFICATE_REVOKED,
         ),
         ("Verification failed: CrlExpired { time: UnixTime(2) }", TcbFailure.COLLATERAL_EXPIRED),

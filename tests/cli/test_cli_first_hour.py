@@ -254,7 +254,8 @@ def test_console_script_serve_unregistered_exit_1(cli_home, devnet):
 def test_serve_without_a_ledger_is_one_line_and_spends_nothing(
     cli, key_env, devnet, fresh_account, registered
 ):
-    """A start-up step that fails after the pre-flight (no ledger to fund from) is still one line."""
+    """A start-up step that fails after the pre-flight (no ledger to fund from) is still one
+    line."""
     nonce = _nonce(devnet, fresh_account.address)
     r = cli(
         "--network",
@@ -273,7 +274,8 @@ def test_serve_without_a_ledger_is_one_line_and_spends_nothing(
 
 
 def test_a_server_on_a_busy_port_exits_1_not_uvicorns_code(cli_home):
-    """``worker serve`` (uvicorn) on a taken port: exit 1, not uvicorn's own status, no traceback."""
+    """``worker serve`` (uvicorn) on a taken port: exit 1, not uvicorn's own status, no
+    traceback."""
     env = {**os.environ, "ZG_HOME": str(cli_home)}
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -1,7 +1,7 @@
-"""``0g-broker serve`` takes its API key from ``ZG_SERVE_API_KEY`` or ``--api-key-file`` so that the key
-is not in ``/proc/<pid>/cmdline`` (issue #9 §2), warns when it is given with ``--api-key``, and refuses
-an unreadable or empty key file, or two keys, in one line. Real ``serve`` processes on the devnet
-provider stack; the key is checked over HTTP."""
+"""``0g-broker serve`` takes its API key from ``ZG_SERVE_API_KEY`` or ``--api-key-file`` so that the
+key is not in ``/proc/<pid>/cmdline`` (issue #9 §2), warns when it is given with ``--api-key``, and
+refuses an unreadable or empty key file, or two keys, in one line. Real ``serve`` processes on the
+devnet provider stack; the key is checked over HTTP."""
 
 from __future__ import annotations
 

@@ -340,7 +340,8 @@ def test_refund_cancellation_cycle_and_paging(chain, setup) -> None:
     chain.send(user, led.depositFund(), value=10 * ETHER)
     for _ in range(5):
         chain.send(user, led.retrieveFund([provider.address], SERVICE))
-        # re-funding cancels the pending refund first; only the first round moves 1 0G from the ledger
+        # re-funding cancels the pending refund first; only the first round moves 1 0G from
+        # the ledger
         chain.send(user, led.transferFund(provider.address, SERVICE, 6 * ETHER))
     account = inf.getAccount(user.address, provider.address).call()
     assert L(account)[3:5] == [6 * ETHER, 0] and account[8] == 0

@@ -7,7 +7,8 @@ and right after it ``balance == pendingRefund``. ``transferFund`` to an existing
 ``cancelRefunds`` works newest-first and *partially* cancels the last refund it touches, which then
 stays active. So a top-up smaller than the newest refund frees exactly that much without removing a
 refund, and the next ``retrieveFund`` turns it into a new refund: halving amounts (1, 0.5, 0.25,
-0.125, 0.0625 0G) stack up five refunds, and the sixth request reverts the whole ``retrieveFund``."""
+0.125, 0.0625 0G) stack up five refunds, and the sixth request reverts the whole
+``retrieveFund``."""
 
 from __future__ import annotations
 

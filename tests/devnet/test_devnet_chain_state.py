@@ -27,7 +27,7 @@ def home(tmp_path, monkeypatch) -> Path:
 def test_fees_do_not_leak_into_a_new_devnet(home, caplog):
     from broker import create_broker
     from broker.devnet import start_devnet
-    from broker.devnet.stack import gateway_db_name
+    from broker.stacks.provider_stack import gateway_db_name
 
     state_file = home / "devnet" / "state.json"
     provider = Account.create().address

@@ -17,14 +17,12 @@ from broker.devnet import (
     AnvilNotFoundError,
     DevnetNotRunningError,
     PortInUseError,
-    devnet_down,
-    devnet_status,
-    devnet_up,
     load_devnet_state,
     start_devnet,
 )
 from broker.devnet.anvil import pid_alive
 from broker.devnet.state import read_state
+from broker.stacks.local_devnet import devnet_down, devnet_status, devnet_up
 
 
 @pytest.mark.timeout(120)

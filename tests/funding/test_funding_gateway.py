@@ -1,10 +1,10 @@
 """Auto-funding against the REAL provider gateway (issue 3): the devnet provider stack (tiny Z-Image
-worker + gateway, registered and acknowledged on chain) plays ``/unsettledfee`` and bills images; our
-broker keeps the sub-account funded, and stops topping up once the gateway settled.
+worker + gateway, registered and acknowledged on chain) plays ``/unsettledfee`` and bills images;
+our broker keeps the sub-account funded, and stops topping up once the gateway settled.
 
 Numbers (0.5 0G per image, buffer 3 × 1 0G, locked 4 0G): one image (unsettled 0.5, required 3.5)
-needs no transfer; a request for 4 more images (unsettled 2.5, required 5.5) makes a deficit of 1.5 0G,
-topped up within one 1-second interval; the gateway's own low-balance trigger stays quiet
+needs no transfer; a request for 4 more images (unsettled 2.5, required 5.5) makes a deficit of 1.5
+0G, topped up within one 1-second interval; the gateway's own low-balance trigger stays quiet
 (locked − unsettled ≥ 1 0G at every request), so the settlement below is the only one.
 """
 

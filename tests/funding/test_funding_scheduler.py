@@ -1,6 +1,7 @@
 """Auto-funding against the devnet (anvil + our contracts) and a loopback FastAPI provider that
-serves ``/unsettledfee``: no transfer while funded, a top-up within one interval after the fee grows,
-one transfer for concurrent checks, bounded retries on HTTP failure, clean stop, the inline path."""
+serves ``/unsettledfee``: no transfer while funded, a top-up within one interval after the fee
+grows, one transfer for concurrent checks, bounded retries on HTTP failure, clean stop, the inline
+path."""
 
 from __future__ import annotations
 

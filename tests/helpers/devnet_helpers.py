@@ -163,10 +163,12 @@ def funded_user_broker(devnet, ledger: int, amount_neuron: int = 100 * OG):
 @contextmanager
 def provider_stack(devnet, home, *, raise_limits: bool = False, **stack_kwargs) -> Iterator[Any]:
     """``with provider_stack(devnet, home, **kw) as st:`` runs
-    :func:`broker.devnet.start_provider_stack` (``home``, ``**kw``) for a new provider account funded
-    with 1000 0G; ``raise_limits`` sets the gateway's limits to :data:`RAISED_GATEWAY_LIMITS`."""
-    from broker.devnet import fund_new_account, start_provider_stack
+    :func:`broker.stacks.start_provider_stack` (``home``, ``**kw``) for a new provider account
+    funded with 1000 0G; ``raise_limits`` sets the gateway's limits to
+    :data:`RAISED_GATEWAY_LIMITS`."""
+    from broker.devnet import fund_new_account
     from broker.provider.limits import Limits
+    from broker.stacks import start_provider_stack
 
     provider = fund_new_account(devnet, amount_neuron=1000 * OG)
     with start_provider_stack(

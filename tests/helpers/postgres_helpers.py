@@ -1,9 +1,9 @@
 """A throw-away PostgreSQL server on 127.0.0.1 for the test session.
 
 :func:`start_postgres` starts one PostgreSQL (the machine's ``initdb`` / ``pg_ctl`` / ``postgres``
-binaries, run as the ``postgres`` OS user when the tests run as root, trust authentication, a temporary
-data folder, a free loopback port, no Unix socket outside the data folder) and stops it at the end of
-the session leaving no process and no files (``PostgresServer.stop``). The fixtures
+binaries, run as the ``postgres`` OS user when the tests run as root, trust authentication, a
+temporary data folder, a free loopback port, no Unix socket outside the data folder) and stops it at
+the end of the session leaving no process and no files (``PostgresServer.stop``). The fixtures
 ``postgres_server`` (session) and ``postgres_url`` (a fresh, empty database per test:
 ``postgresql+psycopg://postgres@127.0.0.1:<port>/<name>``) live in ``tests/conftest.py``. Starting
 skips with a reason when the binaries, the ``postgres`` user or the psycopg driver are missing.

@@ -1,6 +1,7 @@
 """A tampering HTTP relay for tests: a real server on loopback that sits between ``serve`` and a
 provider gateway (the on-chain service URL points at it, as a network attacker or a malicious proxy
-in front of the gateway would) and changes what passes through according to :attr:`TamperRelay.mode`.
+in front of the gateway would) and changes what passes through according to
+:attr:`TamperRelay.mode`.
 
 Modes (``None`` relays everything unchanged):
 

@@ -1,27 +1,22 @@
-"""Loopback HTTP servers for tests (imported by name: ``tests/conftest.py`` puts ``tests/helpers`` on
-sys.path): a free port, and a uvicorn server running an ASGI app in a daemon thread."""
+"""Loopback HTTP servers for tests (imported by name: ``tests/conftest.py`` puts ``tests/helpers``
+on sys.path): a free port (:func:`broker.ports.free_port`, the package's one rule), and a uvicorn
+server running an ASGI app in a daemon thread."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
 import uvicorn
 
+from broker.ports import free_port
+
 __all__ = ["UvicornThread", "free_port"]
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class UvicornThread:
-    """``with UvicornThread(app, port) as server:`` serves ``app`` on ``127.0.0.1:port`` (``server.url``)
-    from a daemon thread; ``server.server`` is the ``uvicorn.Server``.
+    """``with UvicornThread(app, port) as server:`` serves ``app`` on ``127.0.0.1:port``
+    (``server.url``) from a daemon thread; ``server.server`` is the ``uvicorn.Server``.
 
     Args:
         app: the ASGI app.

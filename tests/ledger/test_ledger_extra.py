@@ -1,7 +1,7 @@
-"""``deleteLedger`` success path through the LedgerBroker (contracts.md A2.5, A3.3 ``deleteAccount``):
-a ledger whose total reached 0 because providers settled all of it with ``settleFeesWithTEE``
-(A3.5, ``spendFund``) is deleted with its sub-accounts, and a re-created sub-account keeps its
-settlement nonce and token generation (replay protection)."""
+"""``deleteLedger`` success path through the LedgerBroker (contracts.md A2.5, A3.3
+``deleteAccount``): a ledger whose total reached 0 because providers settled all of it with
+``settleFeesWithTEE`` (A3.5, ``spendFund``) is deleted with its sub-accounts, and a re-created
+sub-account keeps its settlement nonce and token generation (replay protection)."""
 
 from __future__ import annotations
 

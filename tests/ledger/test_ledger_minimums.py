@@ -1,6 +1,7 @@
 """The ledger broker's client-side minimums are the deployed contract's constants
 (contracts.md A2.1): mainnet 3 0G / 1 0G, the Galileo testnet contract 0.1 0G / 0.01 0G. A checks
-hard-coded to the mainnet values would refuse operations the testnet contract (and the SDK) accept."""
+hard-coded to the mainnet values would refuse operations the testnet contract (and the SDK)
+accept."""
 
 from __future__ import annotations
 

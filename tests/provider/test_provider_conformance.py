@@ -264,3 +264,47 @@ def test_failing_settlement_items_are_previewed_not_sent(chat_world, fresh_accou
     assert len(receipts) == 1
     assert report.settled[user.address] == FEE
     assert gw.ledger.unsettled_fee(user.address) == 0
+
+
+def test_res_signature_header_recovers_to_the_tee_signer(chat_world, fresh_account):
+    """A non-streamed billed answer carries ``ZG-Res-Signature``: the signature the signature
+    endpoint returns, which recovers to the TEE signer over the text it returns, and that text
+    binds the forwarded request and the bytes received. A changed answer does not verify; a stream
+    (signed only once it ends) has no such header; a browser may read it (CORS expose list)."""
+    from broker.inference.response_signature import recover_text_signer
+    from broker.wire.forwarded_request import canonical_json
+
+    world = chat_world
+    user = _funded_user(world, fresh_account)
+    signer = world["gw"].signer.address
+    origin = {"Origin": "https://app.example.org"}
+    with httpx.Client(timeout=30) as c:
+        r = c.post(
+            world["url"] + "/v1/proxy/chat/completions",
+            json=CHAT,
+            # plain bytes, so that r.content is what was signed
+            headers={"Authorization": _auth(world, user), "Accept-Encoding": "identity", **origin},
+        )
+        assert r.status_code == 200, r.text
+        header = r.headers["ZG-Res-Signature"]
+        sig = c.get(world["url"] + f"/v1/proxy/signature/{r.headers['ZG-Res-Key']}").json()
+        assert "zg-res-signature" in r.headers["access-control-expose-headers"].lower()
+        with c.stream(
+            "POST",
+            world["url"] + "/v1/proxy/chat/completions",
+            json={**CHAT, "stream": True},
+            headers={"Authorization": _auth(world, user)},
+        ) as s:
+            b"".join(s.iter_raw())
+            assert s.status_code == 200 and "ZG-Res-Key" in s.headers
+            assert "ZG-Res-Signature" not in s.headers
+    assert header == sig["signature"]
+    assert recover_text_signer(sig["text"], header) == signer
+    expected = (
+        hashlib.sha256(canonical_json(CHAT)).hexdigest()
+        + ":"
+        + hashlib.sha256(r.content).hexdigest()
+    )
+    assert sig["text"] == expected
+    tampered = sig["text"].split(":")[0] + ":" + hashlib.sha256(r.content + b" ").hexdigest()
+    assert recover_text_signer(tampered, header) != signer

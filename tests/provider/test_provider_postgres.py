@@ -105,7 +105,8 @@ def test_fee_ledger_jobs_and_signatures_survive_a_restart(postgres_url):
 def pg_stack(devnet, postgres_server, tmp_path_factory):
     """The devnet provider stack (tiny worker + gateway, registered and acknowledged) with its
     gateway restarted on a PostgreSQL database."""
-    from broker.devnet import fund_new_account, start_provider_stack
+    from broker.devnet import fund_new_account
+    from broker.stacks import start_provider_stack
 
     provider = fund_new_account(devnet, 1000 * ZG)
     with start_provider_stack(

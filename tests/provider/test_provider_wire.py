@@ -36,6 +36,8 @@ pytestmark = [pytest.mark.timeout(180)]
 
 ZG = 10**18
 ORIGIN = "https://app.example.org"
+#: B2's handler list plus this gateway's ``ZG-Res-Signature`` (signed async job answers carry it)
+HANDLER_EXPOSED = {"zg-res-key", "zg-res-signature", "retry-after"}
 
 
 def _settings(devnet, tmp, provider, port: int, **kw) -> ProviderSettings:
@@ -69,7 +71,9 @@ def gateway(devnet, tmp_path_factory):
     provider = fund_new_account(devnet, amount_neuron=1000 * ZG)
     port = free_port()
     # the test client on loopback plays the reverse proxy that names each client in XFF
-    settings = _settings(devnet, tmp, provider, port, trusted_proxies=["127.0.0.1"])
+    settings = _settings(
+        devnet, tmp, provider, port, trusted_proxies=["127.0.0.1"], max_body_bytes=1 << 20
+    )
     signer = LocalTeeSigner(bytes.fromhex("22" * 32))
     assert register_service(_contract(devnet, provider), settings, signer.address) == "registered"
     acknowledge_tee_signer_by_owner(_contract(devnet, devnet_owner(devnet)), provider.address)
@@ -99,7 +103,7 @@ def test_handler_routes_cors_is_star_with_authorization(gateway):
             assert r.status_code == 200, r.text
             assert r.headers["access-control-allow-origin"] == "*"
             assert "access-control-allow-credentials" not in r.headers
-            assert _csv(r.headers["access-control-expose-headers"]) == {"zg-res-key", "retry-after"}
+            assert _csv(r.headers["access-control-expose-headers"]) == HANDLER_EXPOSED
             assert "authorization" in _csv(r.headers["access-control-allow-headers"])
         # errors carry the policy too (the SDK reads them from a browser)
         r = c.get("/v1/user/0x" + "00" * 20 + "/unsettledfee", headers={"Origin": ORIGIN, **_ip()})
@@ -125,7 +129,7 @@ def test_handler_routes_cors_is_star_with_authorization(gateway):
             assert r.content == b""
             assert r.headers["access-control-allow-origin"] == "*"
             assert "authorization" in _csv(r.headers["access-control-allow-headers"])
-            assert _csv(r.headers["access-control-expose-headers"]) == {"zg-res-key", "retry-after"}
+            assert _csv(r.headers["access-control-expose-headers"]) == HANDLER_EXPOSED
         # outside /v1: no CORS at all
         r = c.get("/health", headers={"Origin": ORIGIN})
         assert r.status_code == 200
@@ -140,6 +144,7 @@ def test_proxy_cors_reflects_origin_with_credentials(gateway):
         assert r.headers["access-control-allow-credentials"] == "true"
         assert _csv(r.headers["access-control-expose-headers"]) == {
             "zg-res-key",
+            "zg-res-signature",  # this gateway's extension (module billed)
             "provider",
             "content-type",
             "content-encoding",
@@ -228,6 +233,38 @@ def test_proxy_signature_route_uses_the_proxy_ip_bucket(gateway):
         ]
     assert codes[:20] == [400] * 20
     assert 429 in codes
+
+
+def test_proxy_checks_run_in_order_route_ip_global_body(gateway):
+    """The order of the route dependencies (module dependencies): an unsupported route is refused
+    before any limit is spent, the per-IP bucket before the global cap, the global cap before the
+    body is read, and the body cap before the token."""
+    gw = gateway["gw"]
+    real = gw.limits
+    ip = _ip()
+    big = b"x" * (gw.settings.max_body_bytes + 1)
+    gw.limits = Limits(
+        per_ip_rps=0.001, per_ip_burst=2, max_global_concurrent=0, trusted_proxies=["127.0.0.1"]
+    )
+    try:
+        with httpx.Client(base_url=gateway["url"], timeout=10) as c:
+            for _ in range(5):  # no IP token spent, no slot asked for
+                r = c.post("/v1/proxy/nope", headers=ip, content=big)
+                assert r.status_code == 400 and "unsupported endpoint" in r.json()["error"]
+            for _ in range(2):  # the IP bucket passes, the global cap (0) refuses: no body read
+                r = c.post("/v1/proxy/chat/completions", headers=ip, content=big)
+                assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+            r = c.post("/v1/proxy/chat/completions", headers=ip, content=big)
+            assert r.status_code == 429 and r.json() == {"error": IP_MESSAGE}
+    finally:
+        gw.limits = real
+    with httpx.Client(base_url=gateway["url"], timeout=10) as c:
+        r = c.post("/v1/proxy/chat/completions", headers=_ip(), content=big)
+        assert r.status_code == 413, r.text
+        assert r.json() == {"error": "Request body size exceeds the maximum allowed size of 1MB"}
+        r = c.post("/v1/proxy/chat/completions", headers=_ip(), json={"messages": []})
+        assert r.status_code == 400 and r.json()["error"].startswith("validate session")
+    assert real.global_inflight.count() == 0
 
 
 # ---------------------------------------------------------------------------------- B11

@@ -1,5 +1,5 @@
 """End to end on anvil with the REAL tiny Z-Image worker behind the gateway
-(:func:`broker.devnet.stack.start_provider_stack`), and OUR broker as the user: three paid images,
+(:func:`broker.stacks.start_provider_stack`), and OUR broker as the user: three paid images,
 ``process_response`` True, exact settlement; a swapped TEE key makes ``process_response`` False;
 async jobs are billed exactly once, on completion.
 """

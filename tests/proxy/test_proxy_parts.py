@@ -137,10 +137,11 @@ def test_create_app_needs_provider():
 
 
 def test_cli_registers_serve_and_demo():
-    from broker.cli.serve import register
+    from broker.cli import demo, serve
 
     app = typer.Typer()
-    register(app)
+    serve.register(app)
+    demo.register(app)
     runner = CliRunner()
     out = runner.invoke(app, ["serve", "--help"]).output
     assert "--provider" in out and "--verify" in out and "--api-key" in out

@@ -20,7 +20,8 @@ import pytest
 
 from broker.chain.connection import connect
 from broker.chain.contracts import LedgerManagerContract
-from broker.devnet import fund_new_account, start_provider_stack
+from broker.devnet import fund_new_account
+from broker.stacks import start_provider_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -20,7 +20,8 @@ ZG = 10**18
 
 @pytest.fixture(scope="module")
 def standalone(devnet, ui_stack):
-    """(url, broker, client with a session cookie, csrf token) for a fresh user with a 5 0G ledger."""
+    """(url, broker, client with a session cookie, csrf token) for a fresh user with a 5 0G
+    ledger."""
     broker = funded_user_broker(devnet, ledger=5, amount_neuron=50 * ZG)
     with (
         UvicornThread(create_ui_app(broker), free_port()) as server,

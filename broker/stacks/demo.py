@@ -3,8 +3,9 @@
 verified and billed → PNG written → everything stopped. ``serve`` requires a random API key known
 only to this process (with ``keep``, written to a mode-0600 file whose path is printed).
 
-Everything runs in this process (anvil as a child process, the servers as uvicorn threads) inside
-context managers, so nothing is left behind on success, failure or Ctrl-C. ``keep=True`` keeps the
+Everything runs in this process (anvil as a child process, the servers as uvicorn threads through
+:class:`~broker.stacks.servers.LocalServer`) inside context managers, so nothing is left behind on
+success, failure or Ctrl-C. ``keep=True`` keeps the
 whole stack serving in the foreground until Ctrl-C instead of stopping at once.
 """
 
@@ -14,16 +15,17 @@ import base64
 import os
 import secrets
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
 
 from rich.console import Console
 from rich.text import Text
 
+from broker.ports import free_port
 from broker.proxy.errors import ProxyConfigError
+from broker.stacks.provider_stack import check_worker_model, start_provider_stack
+from broker.stacks.servers import HOST, LocalServer
 from broker.units import format_0g
 from broker.worker.pipelines.loader import limits_for
 
@@ -50,31 +52,6 @@ class DemoResult:
     serve_url: str
 
 
-class _Uvicorn:
-    def __init__(self, app, port: int) -> None:
-        import uvicorn
-
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True, name="serve")
-        self.url = f"http://127.0.0.1:{port}"
-
-    def __enter__(self) -> Self:
-        from broker.proxy.errors import ProxyStartupError
-
-        self.thread.start()
-        while not self.server.started:
-            if not self.thread.is_alive():
-                raise ProxyStartupError("serve did not start (see the messages above)")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-
-
 def _write_key_file(path: Path, key: str) -> Path:
     """Write ``key`` to ``path`` readable by the owner only (mode 0600 from creation)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -85,8 +62,8 @@ def _write_key_file(path: Path, key: str) -> Path:
 
 def check_demo_options(model: str, size: str | None) -> tuple[int, int]:
     """Pre-flight of ``demo``, before anything starts: the worker model exists
-    (:func:`broker.devnet.stack.check_worker_model`) and ``size`` is ``WIDTHxHEIGHT`` within the
-    model's limits (:func:`broker.worker.pipelines.loader.limits_for`).
+    (:func:`broker.stacks.provider_stack.check_worker_model`) and ``size`` is ``WIDTHxHEIGHT``
+    within the model's limits (:func:`broker.worker.pipelines.loader.limits_for`).
 
     Args:
         model: worker model (``"tiny"``, a folder, a Hub id). size: ``"WIDTHxHEIGHT"`` or ``None``
@@ -101,7 +78,6 @@ def check_demo_options(model: str, size: str | None) -> tuple[int, int]:
     import re
 
     from broker._exceptions import InputError
-    from broker.devnet.stack import check_worker_model
 
     check_worker_model(model)
     limits = limits_for(model)
@@ -125,14 +101,6 @@ def check_demo_options(model: str, size: str | None) -> tuple[int, int]:
     return width, height
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_demo(
     prompt: str,
     out: Path,
@@ -146,7 +114,8 @@ def run_demo(
 
     Args:
         prompt: the image prompt. out: PNG path to write (parent folders created).
-        model: worker model: ``"tiny"`` (random weights, offline) or a local Z-Image folder / hub id.
+        model: worker model: ``"tiny"`` (random weights, offline) or a local Z-Image folder / hub
+            id.
         keep: after the image, keep everything running until Ctrl-C.
         size: ``WIDTHxHEIGHT`` (default: none sent, so serve uses the SDK's 512x512).
         console: progress output (default stderr).
@@ -157,8 +126,8 @@ def run_demo(
     Raises:
         InputError: bad ``model`` or ``size`` (:func:`check_demo_options`, before anything starts).
         ProxyConfigError (the ``[demo]`` extra — openai, torch, diffusers — is not installed),
-        DevnetError (anvil missing: run ``scripts/setup``), ProxyStartupError, openai errors from the
-        image request.
+        DevnetError (anvil missing: run ``scripts/setup``; ServerStartError: a server did not
+        start), ProxyStartupError, openai errors from the image request.
     """
     check_demo_options(model, size)
     try:
@@ -172,7 +141,6 @@ def run_demo(
 
     from broker.broker import create_broker
     from broker.devnet import fund_new_account, start_devnet
-    from broker.devnet.stack import start_provider_stack
     from broker.proxy.app import create_app
     from broker.proxy.settings import ServeSettings
 
@@ -211,12 +179,15 @@ def run_demo(
                     # a one-off key, in-process only (never on a command line or printed)
                     api_key = secrets.token_urlsafe(24)
                     settings = ServeSettings(
-                        provider=stack.provider_address, port=_free_port(), api_key=api_key
+                        provider=stack.provider_address, port=free_port(HOST), api_key=api_key
                     )
                     app = create_app(broker, settings, console=console)
-                    with _Uvicorn(app, settings.port) as server:
+                    with LocalServer.in_thread(
+                        app, name="serve", port=settings.port, lifespan="on"
+                    ) as server:
                         ok(
-                            f"serve at {server.url}/v1 (OpenAI-compatible); dashboard {server.url}/ui/"
+                            f"serve at {server.url}/v1 (OpenAI-compatible); "
+                            f"dashboard {server.url}/ui/"
                         )
                         client = openai.OpenAI(
                             base_url=server.url + "/v1", api_key=api_key, max_retries=0, timeout=900
@@ -252,7 +223,7 @@ def run_demo(
                                 f"{state.rpc_url}; Ctrl-C stops everything"
                             )
                             try:
-                                while server.thread.is_alive():
+                                while server.alive:
                                     time.sleep(0.5)
                             except KeyboardInterrupt:
                                 pass

@@ -1,30 +1,28 @@
-"""A complete provider on the devnet: the Z-Image worker, the gateway in front of it, and the service
-registered and acknowledged on chain (``provider-gateway.md`` B1, B11, B12, D10).
+"""A complete provider on the devnet: the Z-Image worker, the gateway in front of it, and the
+service registered and acknowledged on chain (``provider-gateway.md`` B1, B11, B12, D10).
 
 :func:`start_provider_stack` is used by ``0g-broker devnet up --with-provider`` (``detach=True``:
 two subprocesses that outlive the caller, pids recorded in the devnet state) and in-process by tests
-and demos (``detach=False``: uvicorn threads; :attr:`ProviderStack.gateway` is the live
-:class:`~broker.provider.gateway.Gateway`).
+and the demo (``detach=False``: uvicorn threads; :attr:`ProviderStack.gateway` is the live
+:class:`~broker.provider.gateway.Gateway`). Both run their servers through
+:class:`~broker.stacks.servers.LocalServer`; registration and the owner's acknowledgement are
+:func:`broker.provider.register.register_and_acknowledge`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any, Self
 
-import httpx
 from eth_account import Account
 
 from broker.config.settings import broker_home
 from broker.devnet.errors import DevnetError
 from broker.devnet.state import DevnetState, ProviderStackState
+from broker.ports import free_port
+from broker.stacks.servers import HOST, LocalServer, stop_process
 
 __all__ = [
     "DEFAULT_PRICE_PER_IMAGE",
@@ -36,10 +34,8 @@ __all__ = [
     "check_worker_installed",
     "check_worker_model",
     "gateway_db_name",
-    "process_alive",
     "provider_settings",
     "start_provider_stack",
-    "stop_process",
 ]
 
 #: 0.001 0G per image, in neuron.
@@ -52,41 +48,6 @@ PROVIDER_ACCOUNT_INDEX = 1
 #: anvil's dev keys it is public, so nothing secret is stored for the devnet.
 DEVNET_TEE_SIGNER_KEY = "4c0883a69102937d6231471b5dbb6204fe512961708279b7e1a8d7d7a3c2b9e3"
 _HEALTH_TIMEOUT = 180.0
-_MARKER = "broker.cli.main"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def process_alive(pid: int) -> bool:
-    """True when ``pid`` runs and is one of our ``broker.cli.main`` processes (not a zombie)."""
-    from broker.devnet.anvil import pid_alive
-
-    if not pid_alive(pid):
-        return False
-    try:
-        return _MARKER.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True
-
-
-def stop_process(pid: int, timeout: float = 10.0) -> bool:
-    """Stop one of our server processes: SIGTERM, wait up to ``timeout`` seconds, then SIGKILL.
-
-    Returns True when a live process was stopped, False when there was none (a pid now used by an
-    unrelated program is left alone).
-
-    Raises:
-        DevnetError: it survived SIGKILL.
-    """
-    from broker.devnet.anvil import terminate_pid
-
-    if not process_alive(pid):
-        return False
-    return terminate_pid(pid, timeout, f"process {pid}")
 
 
 def check_worker_installed() -> None:
@@ -116,7 +77,8 @@ TINY_SERVICE_MODEL = "z-image"
 
 def check_worker_model(model: str) -> str:
     """Pre-flight for ``--model`` of ``devnet up --with-provider`` and ``demo``, before anything is
-    started: ``"tiny"``, an existing local folder, or a Hub id (``org/name``; fetched by the worker).
+    started: ``"tiny"``, an existing local folder, or a Hub id (``org/name``; fetched by the
+    worker).
 
     Args:
         model: the model reference.
@@ -156,7 +118,8 @@ def gateway_db_name(state: DevnetState) -> str:
     from broker.config.chain_state import chain_tag, local_chain_identity
 
     w3 = Web3(Web3.HTTPProvider(state.rpc_url, request_kwargs={"timeout": 10}))
-    return f"gateway-{chain_tag('devnet', state.chain_id, state.ledger_address, local_chain_identity(w3))}.db"
+    tag = chain_tag("devnet", state.chain_id, state.ledger_address, local_chain_identity(w3))
+    return f"gateway-{tag}.db"
 
 
 def provider_settings(
@@ -174,8 +137,9 @@ def provider_settings(
     """The :class:`~broker.provider.settings.ProviderSettings` of a devnet stack.
 
     Text-to-image service at ``price_per_image`` neuron per image, backend ``<worker_url>/v1``,
-    SQLite database ``home/db_name`` (:func:`gateway_db_name` for a devnet instance); never a dstack socket (devnet). The TEE signer is
-    :data:`DEVNET_TEE_SIGNER_KEY`, the reference's public mock key for local chains.
+    SQLite database ``home/db_name`` (:func:`gateway_db_name` for a devnet instance); never a
+    dstack socket (devnet). The TEE signer is :data:`DEVNET_TEE_SIGNER_KEY`, the reference's public
+    mock key for local chains.
     """
     from broker.provider.settings import ProviderSettings
 
@@ -199,28 +163,12 @@ def provider_settings(
     )
 
 
-class _Thread:
-    """A uvicorn server in a daemon thread."""
-
-    def __init__(self, app: Any, port: int) -> None:
-        import uvicorn
-
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True, name=f"uvicorn-{port}")
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(15)
-
-
 class ProviderStack:
     """A running devnet provider (worker + gateway), registered and acknowledged on chain.
 
     Attributes:
-        gateway_url, worker_url: ``http://127.0.0.1:<port>`` (users call ``<gateway_url>/v1/proxy``).
+        gateway_url, worker_url: ``http://127.0.0.1:<port>`` (users call
+            ``<gateway_url>/v1/proxy``).
         provider_address: the provider wallet; service: the on-chain
             :class:`~broker.chain.contracts.Service` after acknowledgement.
         settings: the gateway's :class:`~broker.provider.settings.ProviderSettings` (holds the key;
@@ -239,7 +187,7 @@ class ProviderStack:
         service: Any,
         *,
         gateway: Any = None,
-        threads: list[_Thread] | None = None,
+        servers: list[LocalServer] | None = None,
         detached: bool = False,
     ) -> None:
         self.info = info
@@ -247,7 +195,7 @@ class ProviderStack:
         self.service = service
         self.gateway = gateway
         self.detached = detached
-        self._threads = threads or []
+        self._servers = servers or []
 
     gateway_url = property(lambda self: self.info.gateway_url)
     worker_url = property(lambda self: self.info.worker_url)
@@ -272,24 +220,26 @@ class ProviderStack:
             The new :class:`~broker.provider.gateway.Gateway` (also :attr:`gateway`).
 
         Raises:
-            DevnetError: the stack is detached, or the new gateway did not answer ``/health``.
+            DevnetError: the stack is detached; ServerStartError (a DevnetError): the new gateway
+            did not start or answer ``/health``.
         """
         from broker.provider.app import create_app as gateway_app
         from broker.provider.serve import build_gateway
 
-        if self.detached or len(self._threads) < 2:
+        if self.detached or len(self._servers) < 2:
             raise DevnetError("only an in-process provider stack can restart its gateway")
         old = self.gateway
         if old is not None and old.scheduler is not None:
             with contextlib.suppress(Exception):
                 old.scheduler.shutdown()
-        self._threads.pop().stop()
+        self._servers.pop().stop()
         if old is not None:
             old.db.dispose()
         gw = build_gateway(self.settings, signer=signer, on_sent=on_sent)
         self.gateway = gw
-        self._threads.append(_Thread(gateway_app(gw), self.settings.port))
-        _wait_health(self.gateway_url, [], _HEALTH_TIMEOUT, "gateway", None)
+        server = LocalServer.in_thread(gateway_app(gw), name="gateway", port=self.settings.port)
+        self._servers.append(server)
+        server.wait_healthy(_HEALTH_TIMEOUT)
         gw.scheduler.start()
         return gw
 
@@ -302,9 +252,9 @@ class ProviderStack:
         if gw is not None and gw.scheduler is not None:
             with contextlib.suppress(Exception):  # not started / already stopped
                 gw.scheduler.shutdown()
-        for t in reversed(self._threads):
-            t.stop()
-        self._threads = []
+        for server in reversed(self._servers):
+            server.stop()
+        self._servers = []
         if gw is not None:
             gw.db.dispose()
             self.gateway = None
@@ -317,67 +267,17 @@ class ProviderStack:
             self.stop()
 
 
-def _wait_health(url: str, pids: list[int], timeout: float, what: str, log: Path | None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for pid in pids:
-            if not process_alive(pid):
-                hint = f"; see {log}" if log else ""
-                raise DevnetError(f"the {what} exited during start-up{hint}")
-        try:
-            if httpx.get(url + "/health", timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    hint = f"; see {log}" if log else ""
-    raise DevnetError(f"the {what} did not answer {url}/health within {timeout:.0f} s{hint}")
-
-
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> int:
-    log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", _MARKER, *args],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=fd,
-            stderr=fd,
-            start_new_session=True,
-            close_fds=True,
-        )
-    finally:
-        os.close(fd)
-    return proc.pid
-
-
-def _owner_key(state: DevnetState) -> str:
-    for acc in state.accounts:
-        if acc.address.lower() == state.owner.lower():
-            return acc.private_key.get_secret_value()
-    raise DevnetError("the devnet state has no key for the contract owner")
-
-
 def _register(state: DevnetState, settings: Any, tee_address: str) -> Any:
     from broker.chain.connection import connect
     from broker.chain.contracts import InferenceServingContract
     from broker.chain.sender import TransactionSender
-    from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
+    from broker.provider.register import register_and_acknowledge
 
     w3 = connect(state.rpc_url)
     wallet = Account.from_key(settings.private_key.get_secret_value())
     contract = InferenceServingContract(w3, state.inference_address, TransactionSender(w3, wallet))
-    register_service(contract, settings, tee_address)
-    service = contract.get_service(wallet.address)
-    if not service.tee_signer_acknowledged:
-        owner = Account.from_key(_owner_key(state))
-        acknowledge_tee_signer_by_owner(
-            InferenceServingContract(w3, state.inference_address, TransactionSender(w3, owner)),
-            wallet.address,
-        )
-        service = contract.get_service(wallet.address)
-    return service
+    owner = Account.from_key(state.owner_key())
+    return register_and_acknowledge(contract, settings, tee_address, owner=owner).service
 
 
 def start_provider_stack(
@@ -405,8 +305,8 @@ def start_provider_stack(
         state: the running devnet.
         model: worker model (``"tiny"``: random weights, CPU, offline).
         service_model: the on-chain model name (what clients send as ``model``); default
-            :data:`TINY_SERVICE_MODEL` (``"z-image"``, the name the 0G skill and Router examples use,
-            so they work unchanged) for the tiny stand-in, else ``model``.
+            :data:`TINY_SERVICE_MODEL` (``"z-image"``, the name the 0G skill and Router examples
+            use, so they work unchanged) for the tiny stand-in, else ``model``.
         worker_port, gateway_port: loopback ports (0: free ports).
         provider_key: provider wallet key (hex); default dev account ``PROVIDER_ACCOUNT_INDEX`` (1).
         price_per_image: neuron per image (the on-chain ``outputPrice``; B9 bills ``n × price``).
@@ -422,8 +322,9 @@ def start_provider_stack(
         A running :class:`ProviderStack`.
 
     Raises:
-        DevnetError: a server did not start. ContractRevertError / TransactionError: registration
-            failed (e.g. the provider wallet lacks the 100 0G stake).
+        ServerStartError (a DevnetError): a server did not start. ContractRevertError /
+            TransactionError: registration failed (e.g. the provider wallet lacks the 100 0G
+            stake).
     """
     from broker.provider.tee import load_tee_signer
 
@@ -434,9 +335,9 @@ def start_provider_stack(
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     if provider_key is None:
         provider_key = state.accounts[PROVIDER_ACCOUNT_INDEX].private_key.get_secret_value()
-    worker_port = worker_port or _free_port()
-    gateway_port = gateway_port or _free_port()
-    worker_url = f"http://127.0.0.1:{worker_port}"
+    worker_port = worker_port or free_port(HOST)
+    gateway_port = gateway_port or free_port(HOST)
+    worker_url = f"http://{HOST}:{worker_port}"
     served = service_model or (TINY_SERVICE_MODEL if model == "tiny" else model)
     settings = provider_settings(
         state,
@@ -472,78 +373,78 @@ def _start_in_process(state, settings, signer, info, health_timeout) -> Provider
     from broker.worker.settings import WorkerSettings
 
     port = int(info.worker_url.rsplit(":", 1)[1])
-    threads = [
-        _Thread(
-            worker_app(WorkerSettings(model=info.model, port=port, idle_unload_seconds=0)), port
-        )
-    ]
+    servers: list[LocalServer] = []
     gw = None
     try:
-        _wait_health(info.worker_url, [], health_timeout, "worker", None)
+        worker = worker_app(WorkerSettings(model=info.model, port=port, idle_unload_seconds=0))
+        servers.append(LocalServer.in_thread(worker, name="worker", port=port))
+        servers[-1].wait_healthy(health_timeout)
         service = _register(state, settings, signer.address)
         gw = build_gateway(settings, signer=signer)
-        threads.append(_Thread(gateway_app(gw), settings.port))
-        _wait_health(info.gateway_url, [], health_timeout, "gateway", None)
+        servers.append(LocalServer.in_thread(gateway_app(gw), name="gateway", port=settings.port))
+        servers[-1].wait_healthy(health_timeout)
         gw.scheduler.start()
     except BaseException:
-        ProviderStack(info, settings, None, gateway=gw, threads=threads).stop()
+        ProviderStack(info, settings, None, gateway=gw, servers=servers).stop()
         raise
-    return ProviderStack(info, settings, service, gateway=gw, threads=threads)
+    return ProviderStack(info, settings, service, gateway=gw, servers=servers)
+
+
+#: The gateway settings a detached gateway reads from ``ZG_PROVIDER_*`` variables (the two keys
+#: are added apart: secrets never go on a command line).
+_GATEWAY_ENV_FIELDS = (
+    "network",
+    "rpc_url",
+    "inference_address",
+    "dstack_socket",
+    "service_type",
+    "model",
+    "input_price",
+    "output_price",
+    "serving_url",
+    "target_url",
+    "openai_backend_url",
+    "db_url",
+)
+
+
+def _gateway_env(env: dict[str, str], settings: Any) -> dict[str, str]:
+    genv = dict(env)
+    for name in _GATEWAY_ENV_FIELDS:
+        value = getattr(settings, name)
+        if value is not None:
+            genv[f"ZG_PROVIDER_{name.upper()}"] = str(value)
+    genv["ZG_PROVIDER_PRIVATE_KEY"] = settings.private_key.get_secret_value()
+    genv["ZG_PROVIDER_TEE_SIGNER_KEY"] = settings.tee_signer_key.get_secret_value()
+    return genv
 
 
 def _start_detached(state, settings, tee_address, info, health_timeout) -> ProviderStack:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ZG_PROVIDER_", "ZG_WORKER_"))}
     env["PYTHONUNBUFFERED"] = "1"
     logs = info.home / "logs"
-    worker_log, gateway_log = logs / "worker.log", logs / "gateway.log"
-    worker_port = info.worker_url.rsplit(":", 1)[1]
-    worker_pid = _spawn(
-        [
-            "worker",
-            "serve",
-            "--model",
-            info.model,
-            "--port",
-            worker_port,
-            "--host",
-            "127.0.0.1",
-            "--idle-unload",
-            "0",
-        ],
-        env,
-        worker_log,
+    worker_port = int(info.worker_url.rsplit(":", 1)[1])
+    worker_args = ["worker", "serve", "--model", info.model, "--port", str(worker_port)]
+    worker = LocalServer.in_process(
+        [*worker_args, "--host", HOST, "--idle-unload", "0"],
+        name="worker",
+        port=worker_port,
+        env=env,
+        log=logs / "worker.log",
     )
-    info = info.model_copy(update={"worker_pid": worker_pid, "worker_log": worker_log})
+    info = info.model_copy(update={"worker_pid": worker.pid, "worker_log": worker.log})
     try:
-        _wait_health(info.worker_url, [worker_pid], health_timeout, "worker", worker_log)
+        worker.wait_healthy(health_timeout)
         service = _register(state, settings, tee_address)
-        genv = dict(env)
-        for name in (
-            "network",
-            "rpc_url",
-            "inference_address",
-            "dstack_socket",
-            "service_type",
-            "model",
-            "input_price",
-            "output_price",
-            "serving_url",
-            "target_url",
-            "openai_backend_url",
-            "db_url",
-        ):
-            value = getattr(settings, name)
-            if value is not None:
-                genv[f"ZG_PROVIDER_{name.upper()}"] = str(value)
-        genv["ZG_PROVIDER_PRIVATE_KEY"] = settings.private_key.get_secret_value()
-        genv["ZG_PROVIDER_TEE_SIGNER_KEY"] = settings.tee_signer_key.get_secret_value()
-        gateway_pid = _spawn(
-            ["provider", "serve", "--port", str(settings.port), "--host", "127.0.0.1"],
-            genv,
-            gateway_log,
+        gateway = LocalServer.in_process(
+            ["provider", "serve", "--port", str(settings.port), "--host", HOST],
+            name="gateway",
+            port=settings.port,
+            env=_gateway_env(env, settings),
+            log=logs / "gateway.log",
         )
-        info = info.model_copy(update={"gateway_pid": gateway_pid, "gateway_log": gateway_log})
-        _wait_health(info.gateway_url, [gateway_pid], health_timeout, "gateway", gateway_log)
+        info = info.model_copy(update={"gateway_pid": gateway.pid, "gateway_log": gateway.log})
+        gateway.wait_healthy(health_timeout)
     except BaseException:
         for pid in info.pids():
             stop_process(pid)

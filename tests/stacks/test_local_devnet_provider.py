@@ -1,12 +1,11 @@
-"""``0g-broker devnet up --with-provider`` as a real subprocess: the state records a complete provider
-(worker + gateway subprocesses), an image is served and billed through the gateway, and
+"""``0g-broker devnet up --with-provider`` as a real subprocess: the state records a complete
+provider (worker + gateway subprocesses), an image is served and billed through the gateway, and
 ``devnet down`` leaves no process behind."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,16 +19,11 @@ from broker.chain.sender import TransactionSender
 from broker.devnet import fund_new_account, load_devnet_state
 from broker.devnet.anvil import pid_alive
 from broker.inference.token import authorization_header, new_session_token, sign_session_token
+from broker.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 ZG = 10**18
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
@@ -47,7 +41,7 @@ def test_devnet_up_with_provider_then_down(tmp_path):
     env = {**os.environ, "ZG_HOME": str(tmp_path / "home")}
     state_file = tmp_path / "home" / "devnet" / "state.json"
     up = _cli(
-        ["up", "--with-provider", "--model", "tiny", "--port", str(_free_port()), "--json"], env
+        ["up", "--with-provider", "--model", "tiny", "--port", str(free_port()), "--json"], env
     )
     pids: list[int] = []
     try:
