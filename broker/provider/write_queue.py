@@ -14,7 +14,10 @@ the previous transaction's duration). The same design as the user side's fee sto
 Durability: the file is in ``journal_mode=WAL`` with ``synchronous=NORMAL`` (set on every
 connection, :mod:`broker.provider.db`): a committed transaction is in the WAL file (the OS's page
 cache) when ``COMMIT`` returns, so it survives ``kill -9`` of the gateway; a power loss or OS crash
-can lose the transactions committed since the last checkpoint (never corrupting the file).
+can lose the transactions committed since the last checkpoint (never corrupting the file), and this
+thread checkpoints (``PASSIVE``: copies the WAL into the file and fsyncs it) at most
+:data:`CHECKPOINT_INTERVAL` seconds after a commit, busy or idle, so that window is about a second
+of billing (SQLite's own checkpoint every ~1000 WAL pages still runs under load).
 Settlement batches are not written here: their sessions checkpoint right after commit.
 
 Other writers (settlement, async jobs, signature pruning) keep using SQLAlchemy sessions on their
@@ -26,14 +29,18 @@ from __future__ import annotations
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from typing import TypeVar
 
-__all__ = ["GROUP_COMMIT_MAX", "SQLiteWriter", "WriteOp"]
+__all__ = ["CHECKPOINT_INTERVAL", "GROUP_COMMIT_MAX", "SQLiteWriter", "WriteOp"]
 
 #: Most writes one group commit applies.
 GROUP_COMMIT_MAX = 256
+#: Seconds after a commit by which the writer checkpoints the WAL (``PASSIVE``, which fsyncs the
+#: database file): the most billing a power loss can take, at any traffic.
+CHECKPOINT_INTERVAL = 1.0
 
 _T = TypeVar("_T")
 #: One write: runs on the writer's connection inside the group's transaction; its return value is
@@ -65,6 +72,8 @@ class SQLiteWriter:
     Args:
         path: the database file (the path of a ``sqlite:///path`` URL).
         name: the thread's name.
+        checkpoint_interval: seconds after which committed writes are checkpointed (default
+            :data:`CHECKPOINT_INTERVAL`).
 
     A write is a :data:`WriteOp`; :meth:`submit` queues it and returns a
     :class:`concurrent.futures.Future` resolved after the commit that contains it (with the op's
@@ -74,12 +83,21 @@ class SQLiteWriter:
     :func:`asyncio.wrap_future` (no worker-thread hop); blocking callers use :meth:`run`.
     """
 
-    def __init__(self, path: str, *, name: str = "gateway-db-writer") -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        name: str = "gateway-db-writer",
+        checkpoint_interval: float = CHECKPOINT_INTERVAL,
+    ) -> None:
         self.path = path
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
+        self.checkpoint_interval = checkpoint_interval
         #: groups committed so far (one ``COMMIT`` each)
         self.commits = 0
+        #: WAL checkpoints made by this writer
+        self.checkpoints = 0
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -111,11 +129,28 @@ class SQLiteWriter:
 
     # ------------------------------------------------------------------ the thread
 
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # copies the WAL and fsyncs
+            self.checkpoints += 1
+        except sqlite3.Error:  # a reader in the way: the next one will do
+            pass
+
     def _loop(self) -> None:
         conn: sqlite3.Connection | None = None
+        unsynced_since: float | None = None  # first commit not yet checkpointed (monotonic)
         try:
             while True:
-                first = self._queue.get()
+                wait = None
+                if unsynced_since is not None:
+                    wait = max(0.0, unsynced_since + self.checkpoint_interval - time.monotonic())
+                try:
+                    first = self._queue.get(timeout=wait)
+                except queue.Empty:  # idle: make the last commits power-loss safe
+                    if conn is not None:
+                        self._checkpoint(conn)
+                    unsynced_since = None
+                    continue
                 if first is _STOP:
                     return
                 batch = [first]
@@ -134,6 +169,12 @@ class SQLiteWriter:
                         conn = _connect(self.path)
                     outcomes = self._apply(conn, batch)
                     self.commits += 1
+                    now = time.monotonic()
+                    if unsynced_since is None:
+                        unsynced_since = now
+                    elif now - unsynced_since >= self.checkpoint_interval:
+                        self._checkpoint(conn)
+                        unsynced_since = None
                 except BaseException as exc:  # the group failed as a whole
                     for _op, done in batch:
                         _fail(done, exc)
@@ -149,6 +190,8 @@ class SQLiteWriter:
                     return
         finally:
             if conn is not None:
+                if unsynced_since is not None:
+                    self._checkpoint(conn)
                 conn.close()
             while True:  # nothing queued after a stop (or a crash of this loop) waits forever
                 try:

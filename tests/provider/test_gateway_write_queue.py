@@ -114,6 +114,23 @@ def test_writer_skips_a_cancelled_write_and_refuses_after_close(tmp_path):
         writer.submit(lambda conn: None)
 
 
+def test_writer_checkpoints_soon_after_a_commit_even_when_idle(tmp_path):
+    """The power-loss window is bounded in time: a commit followed by silence is checkpointed
+    (fsynced into the database file) within the interval, not only after ~1000 WAL pages."""
+    path = str(tmp_path / "p.db")
+    writer = SQLiteWriter(path, checkpoint_interval=0.2)
+    writer.run(lambda conn: conn.execute("CREATE TABLE t (v INTEGER)"))
+    writer.run(lambda conn: conn.execute("INSERT INTO t VALUES (1)"))
+    deadline = time.monotonic() + 5
+    while writer.checkpoints == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert writer.checkpoints >= 1
+    settled = writer.checkpoints
+    time.sleep(0.5)
+    assert writer.checkpoints == settled  # nothing new committed: no more checkpoints
+    writer.close()
+
+
 # ---------------------------------------------------------------------------------- outstanding
 
 
