@@ -136,6 +136,37 @@ class SQLiteWriter:
         except sqlite3.Error:  # a reader in the way: the next one will do
             pass
 
+    def _take_batch(self, first: object) -> tuple[list, bool]:
+        """``first`` and the writes queued behind it (up to :data:`GROUP_COMMIT_MAX`), and
+        whether a stop was queued among them."""
+        batch = [first]
+        while len(batch) < GROUP_COMMIT_MAX:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _commit_group(self, conn: sqlite3.Connection, batch: list) -> None:
+        """Apply and commit one group, then answer its callers."""
+        try:
+            outcomes = self._apply(conn, batch)
+            self.commits += 1
+        except BaseException as exc:  # the group failed as a whole
+            for _op, done in batch:
+                _fail(done, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for done, result, error in outcomes:
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(result)
+
     def _loop(self) -> None:
         conn: sqlite3.Connection | None = None
         unsynced_since: float | None = None  # first commit not yet checkpointed (monotonic)
@@ -153,39 +184,20 @@ class SQLiteWriter:
                     continue
                 if first is _STOP:
                     return
-                batch = [first]
-                stop = False
-                while len(batch) < GROUP_COMMIT_MAX:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is _STOP:
-                        stop = True
-                        break
-                    batch.append(item)
+                batch, stop = self._take_batch(first)
                 try:
-                    if conn is None:
-                        conn = _connect(self.path)
-                    outcomes = self._apply(conn, batch)
-                    self.commits += 1
-                    now = time.monotonic()
-                    if unsynced_since is None:
-                        unsynced_since = now
-                    elif now - unsynced_since >= self.checkpoint_interval:
-                        self._checkpoint(conn)
-                        unsynced_since = None
-                except BaseException as exc:  # the group failed as a whole
+                    conn = conn or _connect(self.path)
+                except Exception as exc:  # noqa: BLE001 - every caller of the group gets it
                     for _op, done in batch:
                         _fail(done, exc)
-                    if not isinstance(exc, Exception):
-                        raise
-                else:
-                    for done, result, error in outcomes:
-                        if error is not None:
-                            done.set_exception(error)
-                        else:
-                            done.set_result(result)
+                    continue
+                self._commit_group(conn, batch)
+                now = time.monotonic()
+                if unsynced_since is None:
+                    unsynced_since = now
+                elif now - unsynced_since >= self.checkpoint_interval:
+                    self._checkpoint(conn)
+                    unsynced_since = None
                 if stop:
                     return
         finally:
