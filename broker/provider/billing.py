@@ -25,7 +25,6 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 from sqlalchemy import Integer, Numeric, bindparam, cast, func, insert, select, update
-from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from broker.provider.db import Database, RequestRecord, RequestStatus
@@ -250,9 +249,6 @@ class FeeLedger:
         self._sqlite = db.engine.dialect.name == "sqlite"
         self._open_users: dict[str, str] = {}  # request hash -> user (open requests)
         self._open_lock = threading.Lock()
-        # set once a bill joined a caller's transaction (commit time unknown here): from then on
-        # the outstanding fees are summed in the database
-        self._joined = False
 
     # ------------------------------------------------------------------ write plumbing
 
@@ -420,7 +416,6 @@ class FeeLedger:
         request_hash: str,
         fee: Fee,
         *,
-        conn: Connection | None = None,
         user: str | None = None,
         also: WriteOp[_T] | None = None,
     ) -> _T | None:
@@ -428,9 +423,6 @@ class FeeLedger:
 
         Args:
             request_hash: the row's id (the ``ZG-Res-Key``). fee: counts and fees in neuron.
-            conn: a SQLAlchemy connection inside an open transaction: the update joins it and the
-                caller commits (the outstanding fees are then summed in the database from now
-                on, since this ledger cannot see that commit). Prefer ``also``.
             user: the row's user when known (else remembered from :meth:`open_request`).
             also: another write op committed in the same transaction (the response signature:
                 :meth:`broker.provider.signing.SignatureStore.store_op`).
@@ -438,13 +430,6 @@ class FeeLedger:
         Returns:
             ``also``'s result (``None`` without it).
         """
-        if conn is not None:
-            self._joined = True
-            self._take_user(request_hash)
-            self.bill_op(request_hash, fee, track=False)(conn)
-            if also is not None:
-                return also(conn)
-            return None
         return self._change(request_hash, self.bill_op(request_hash, fee, also), user)[2]
 
     def fail(self, request_hash: str, *, user: str | None = None) -> None:
@@ -498,7 +483,7 @@ class FeeLedger:
         """:meth:`unsettled_fee` when it is kept in memory (no I/O: safe on the event loop), else
         ``None`` (then call :meth:`unsettled_fee` off the loop)."""
         out = self.db.outstanding
-        if out is None or self._joined:
+        if out is None:
             return None
         return out.peek(user)
 
@@ -512,7 +497,7 @@ class FeeLedger:
         Python when a fee has more than 27 digits or the total overflows.
         """
         out = self.db.outstanding
-        if out is None or self._joined:
+        if out is None:
             return self.stored_unsettled_fee(user)
         return out.get(user, self.stored_unsettled_fee)
 
