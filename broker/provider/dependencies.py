@@ -48,7 +48,13 @@ def runtime(request: Request) -> GatewayRuntime:
     return request.app.state.gateway
 
 
-def ip_limit(request: Request) -> None:
+async def _runtime_dependency(request: Request) -> GatewayRuntime:
+    # dependencies are coroutines: FastAPI runs a plain ``def`` one in a worker thread (a thread
+    # hop per request for no I/O)
+    return request.app.state.gateway
+
+
+async def ip_limit(request: Request) -> None:
     """The per-IP bucket of B6: ``/v1/proxy/*`` and the other ``/v1`` routes have separate ones,
     keyed on :meth:`Limits.client_ip` (``X-Forwarded-For`` only from trusted proxies).
 
@@ -63,7 +69,7 @@ def ip_limit(request: Request) -> None:
         limits.check_handler_ip(peer)
 
 
-def proxy_route(path: str) -> str:
+async def proxy_route(path: str) -> str:
     """The route of a ``/v1/proxy/{path}`` request (:func:`normalise_route`), when it is served:
     billable (:data:`BILLABLE_ROUTES`) or free (:data:`FREE_PREFIXES`).
 
@@ -149,10 +155,12 @@ async def authenticated_user(request: Request, _ip: Annotated[None, Depends(ip_l
         SessionValidationError: 400 ``validate session: ...``.
     """
     auth = runtime(request).gw.auth
-    return await run_in_threadpool(auth.authenticate, request.headers.get("authorization"))
+    header = request.headers.get("authorization")
+    user = auth.authenticate_cached(header)  # a token verified before: no I/O, no thread
+    return user if user is not None else await run_in_threadpool(auth.authenticate, header)
 
 
-def valid_job_id(job_id: str) -> str:
+async def valid_job_id(job_id: str) -> str:
     """``job_id`` when it has the shape of a job id (:func:`broker.wire.job_id.is_valid_job_id`).
 
     Raises:
@@ -164,7 +172,7 @@ def valid_job_id(job_id: str) -> str:
 
 
 #: Handler parameter types (``Annotated`` with their dependency).
-Runtime = Annotated[GatewayRuntime, Depends(runtime)]
+Runtime = Annotated[GatewayRuntime, Depends(_runtime_dependency)]
 AuthenticatedUser = Annotated[str, Depends(authenticated_user)]
 ProxyRoute = Annotated[str, Depends(proxy_route)]
 RequestBody = Annotated[bytes, Depends(request_body)]
