@@ -105,6 +105,22 @@ class AccountCache:
                 self._accounts[key] = (time.monotonic(), acc)
         return acc
 
+    def peek(self, user: str) -> tuple[bool, Account | None]:
+        """``(True, account or None)`` when ``user``'s entry is cached and younger than
+        :meth:`ttl`, else ``(False, None)``; no I/O (safe on the event loop)."""
+        with self._lock:
+            hit = self._accounts.get(user.lower())
+        if hit is None or time.monotonic() - hit[0] >= self.ttl():
+            return False, None
+        return True, hit[1]
+
+    def peek_service(self) -> Service | None:
+        """The cached service while younger than ``service_ttl``, else ``None``; no I/O."""
+        cached = self._service
+        if cached is None or time.monotonic() - cached[0] >= self.service_ttl:
+            return None
+        return cached[1]
+
     def is_cached(self, user: str) -> bool:
         """Whether ``user``'s account is cached and younger than :meth:`ttl`."""
         with self._lock:

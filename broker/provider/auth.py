@@ -53,19 +53,34 @@ class Authenticator:
         self._verified: OrderedDict[str, _Verified] = OrderedDict()
         self._verified_lock = threading.Lock()
 
-    def _cached(self, authorization: str) -> str | None:
-        """The user of a header verified before against the current account state (check 9)."""
+    def _cached(self, authorization: str, *, io: bool = True) -> str | None:
+        """The user of a header verified before against the current account state (check 9);
+        without ``io`` also ``None`` when that state is not in the account cache."""
         with self._verified_lock:
             hit = self._verified.get(authorization)
         if hit is None or time.monotonic() - hit.stamp >= VERIFIED_CACHE_TTL:
             return None
         if hit.expires_at_ms > 0 and int(time.time()) > hit.expires_at_ms // 1000:
             return None  # check 7 fails: verify in full
-        acc = self.accounts.get(hit.user)
+        if io:
+            acc = self.accounts.get(hit.user)
+        else:
+            fresh, acc = self.accounts.peek(hit.user)
+            if not fresh:
+                return None
         state = (acc.generation, acc.revoked_bitmap) if acc is not None else (None, 0)
         if state != (hit.generation, hit.bitmap):
             return None  # account changed: checks 8 and 10 again
         return hit.user
+
+    def authenticate_cached(self, authorization: str | None) -> str | None:
+        """:meth:`authenticate` of a header verified before (B3 check 9) against the account
+        state still in the cache, with check 7 (expiry) run again; no I/O, no signature
+        recovery (safe on the event loop). ``None``: call :meth:`authenticate` (off the loop),
+        which answers or raises."""
+        if not authorization:
+            return None
+        return self._cached(authorization, io=False)
 
     def authenticate(self, authorization: str | None) -> str:
         """Run B3 checks 1–10 and return the authenticated user address (checksummed as sent).
@@ -100,6 +115,23 @@ class Authenticator:
             if len(self._verified) > _VERIFIED_CACHE_MAX:
                 self._verified.popitem(last=False)
         return parsed.token.address
+
+    def check_account_cached(
+        self, user: str, *, unsettled_fee: int, input_fee: int = 0
+    ) -> int | None:
+        """:meth:`check_account` from the cached chain state only (no I/O: safe on the event
+        loop): the locked balance in neuron when the cached account and service pass the B4 gate,
+        ``None`` otherwise (then call :meth:`check_account` off the loop, which re-reads the chain
+        where it would and raises the refusal)."""
+        fresh, acc = self.accounts.peek(user)
+        if not fresh or acc is None or not acc.acknowledged:
+            return None
+        svc = self.accounts.peek_service()
+        if svc is None or not svc.tee_signer_acknowledged:
+            return None
+        if acc.locked_balance < input_fee + unsettled_fee + self.min_locked_balance:
+            return None
+        return acc.locked_balance
 
     def check_account(self, user: str, *, unsettled_fee: int, input_fee: int = 0) -> int:
         """The B4 gate for a billable request.

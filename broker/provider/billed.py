@@ -26,14 +26,20 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 
-import httpx
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from broker.provider.dependencies import GlobalSlot
 from broker.provider.errors import GatewayHTTPError
-from broker.provider.forward import decoded_body, forward_headers, response_headers, rewrite_request
+from broker.provider.forward import (
+    BackendResponse,
+    decoded_body,
+    forward_headers,
+    response_headers,
+    rewrite_request,
+)
+from broker.provider.gateway import INLINE_SIGN_MAX
 from broker.provider.runtime import GatewayRuntime
 from broker.provider.signing import StoredSignature
 from broker.wire.chat_id import chat_id_from_body
@@ -168,32 +174,19 @@ class BilledRequest:
     # ------------------------------------------------------------------ the steps
 
     async def admit(self) -> None:
-        """B3, the per-user limits, B4 and the ``pending`` row, in one worker-thread hop.
+        """B3, the per-user limits, B4 and the ``pending`` row (:meth:`Gateway.admit
+        <broker.provider.gateway.Gateway.admit>`: on the event loop when the token, account,
+        service and outstanding fees are in memory, else in one worker-thread hop).
 
         Raises:
             SessionValidationError, RateLimitedError, RequestValidationError: the refusal (the
                 user's slot is not kept).
         """
-        await run_in_threadpool(self._admit_sync)
+        authorization = self.request.headers.get("authorization")
+        self.user, self.locked, self.unsettled = await self.gw.admit(authorization, self.chat_id)
+        self._holds_user_slot = self.billed
 
-    def _admit_sync(self) -> None:
-        gw = self.gw
-        self.user = gw.auth.authenticate(self.request.headers.get("authorization"))
-        if self.rt.is_whitelisted(self.user):
-            return
-        gw.limits.enter_user(self.user)
-        self._holds_user_slot = True
-        try:
-            self.unsettled = gw.ledger.unsettled_fee(self.user)
-            self.locked = gw.auth.check_account(self.user, unsettled_fee=self.unsettled)
-            gw.ledger.open_request(
-                self.chat_id, self.user, self.settings.service_type, self.settings.model
-            )
-        except BaseException:
-            self.release()
-            raise
-
-    async def forward(self) -> httpx.Response:
+    async def forward(self) -> BackendResponse:
         """Send the forwarded body to the backend (B5).
 
         Returns:
@@ -236,7 +229,14 @@ class BilledRequest:
         if status_code not in (200, 202):
             await self._fail()
             return None
-        return await run_in_threadpool(self._record_sync, raw, encoding, streamed)
+        if len(raw) + len(self.fwd_body) > INLINE_SIGN_MAX:  # hashing would hold the loop
+            return await run_in_threadpool(self._record_sync, raw, encoding, streamed)
+        fee, aliases = self._fee_and_aliases(raw, encoding, streamed)
+        sig = await self.gw.record_response_async(
+            self.chat_id, self.fwd_body, raw, fee=fee, user=self.user, aliases=aliases
+        )
+        self._settle_if_low(fee)
+        return sig
 
     def release(self) -> None:
         """Release the user's in-flight slot (once; nothing for a whitelisted user)."""
@@ -265,7 +265,7 @@ class BilledRequest:
             return self._stream(upstream, headers, slot)
         return await self._complete(upstream, headers, streamed)
 
-    def _response_headers(self, upstream: httpx.Response) -> dict[str, str]:
+    def _response_headers(self, upstream: BackendResponse) -> dict[str, str]:
         headers = response_headers(upstream.headers)
         if upstream.status_code in (200, 202):
             headers.update(
@@ -280,7 +280,7 @@ class BilledRequest:
         return headers
 
     async def _complete(
-        self, upstream: httpx.Response, headers: dict[str, str], streamed: bool
+        self, upstream: BackendResponse, headers: dict[str, str], streamed: bool
     ) -> Response:
         encoding = upstream.headers.get("content-encoding")
         try:
@@ -302,7 +302,7 @@ class BilledRequest:
         return Response(raw, status_code=upstream.status_code, headers=headers)
 
     def _stream(
-        self, upstream: httpx.Response, headers: dict[str, str], slot: GlobalSlot
+        self, upstream: BackendResponse, headers: dict[str, str], slot: GlobalSlot
     ) -> StreamingResponse:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         client_gone = asyncio.Event()
@@ -313,7 +313,7 @@ class BilledRequest:
 
     async def _pump(
         self,
-        upstream: httpx.Response,
+        upstream: BackendResponse,
         queue: asyncio.Queue[bytes | None],
         client_gone: asyncio.Event,
     ) -> None:
@@ -343,14 +343,14 @@ class BilledRequest:
     async def _fail(self) -> None:
         """Fail the ``pending`` row (never charged, B9); nothing for an unbilled request."""
         if self.billed:
-            await run_in_threadpool(self.gw.ledger.fail, self.chat_id)
+            await self.gw.ledger.fail_async(self.chat_id, user=self.user)
 
-    def _record_sync(self, raw: bytes, encoding: str | None, streamed: bool) -> StoredSignature:
-        """Fee and response signature of a completed request, committed together (one durable
-        transaction) before the response is released (B5, B7, B9); then an early settlement is
-        asked for when the locked balance no longer covers the fees seen at admission plus this
-        one and the reserve (B4.5, B10)."""
-        gw, settings = self.gw, self.settings
+    def _fee_and_aliases(
+        self, raw: bytes, encoding: str | None, streamed: bool
+    ) -> tuple[Fee | None, tuple[str, ...]]:
+        """The fee of a completed request (``None`` when not billed) and the ids its signature
+        is also stored under (the response's completion ``id``)."""
+        settings = self.settings
         # the signature covers the bytes as received; billing reads them decoded (B5, B7)
         plain = decoded_body(raw, encoding) if encoding else raw
         fee: Fee | None = None
@@ -365,19 +365,26 @@ class BilledRequest:
                 image_count=self.image_count,
             )
         completion_id = chat_id_from_sse(plain) if streamed else chat_id_from_body(plain)
-        aliases = (completion_id,) if completion_id else ()
-        with gw.db.engine.begin() as conn:
-            if fee is not None:
-                gw.ledger.bill(self.chat_id, fee, conn=conn)
-            sig = gw.signatures.sign_and_store(
-                self.chat_id, self.fwd_body, raw, conn=conn, aliases=aliases
-            )
-        gw.signatures.remember(gw.signatures.keys_for(self.chat_id, aliases), sig)  # committed
+        return fee, ((completion_id,) if completion_id else ())
+
+    def _settle_if_low(self, fee: Fee | None) -> None:
+        """Ask for an early settlement when the locked balance no longer covers the fees seen at
+        admission plus this one and the reserve (B4.5, B10)."""
         if (
             fee is not None
-            and self.locked - (self.unsettled + fee.fee) < settings.min_locked_balance
+            and self.locked - (self.unsettled + fee.fee) < self.settings.min_locked_balance
         ):
-            gw.trigger_settlement()
+            self.gw.trigger_settlement()
+
+    def _record_sync(self, raw: bytes, encoding: str | None, streamed: bool) -> StoredSignature:
+        """Fee and response signature of a completed request, committed together (one durable
+        transaction) before the response is released (B5, B7, B9), in a worker thread (large
+        exchanges); then :meth:`_settle_if_low`."""
+        fee, aliases = self._fee_and_aliases(raw, encoding, streamed)
+        sig = self.gw.record_response(
+            self.chat_id, self.fwd_body, raw, fee=fee, user=self.user, aliases=aliases
+        )
+        self._settle_if_low(fee)
         return sig
 
     async def _finish_async_job(

@@ -8,16 +8,25 @@ strings). The fee itself (counts and prices per service type) is the rule both s
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import sqlite3
+import threading
 import time
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
+import anyio.to_thread
 from sqlalchemy import Integer, Numeric, bindparam, cast, func, insert, select, update
-from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from broker.provider.db import Database, RequestRecord, RequestStatus
+from broker.provider.write_queue import WriteOp
 from broker.wire.fees import Fee
 
 __all__ = ["FeeLedger"]
+
+_T = TypeVar("_T")
 
 
 _REQUESTS = RequestRecord.__table__
@@ -26,6 +35,9 @@ _OUTSTANDING = (
     _REQUESTS.c.status.in_(RequestStatus.OUTSTANDING),
 )
 _OPEN = insert(_REQUESTS)
+_ROW = select(_REQUESTS.c.user_address, _REQUESTS.c.status, _REQUESTS.c.fee).where(
+    _REQUESTS.c.request_hash == bindparam("rid")
+)
 _BILL = (
     update(_REQUESTS)
     .where(_REQUESTS.c.request_hash == bindparam("rid"))
@@ -45,22 +57,110 @@ _SQLITE_SUM = select(
 _NUMERIC_SUM = select(func.sum(cast(_REQUESTS.c.fee, Numeric))).where(*_OUTSTANDING)
 _FEES = select(_REQUESTS.c.fee).where(*_OUTSTANDING)
 
+# the same statements in SQLite's own SQL, for the group-commit writer's plain sqlite3 connection
+_SQL_OPEN = (
+    "INSERT INTO requests (request_hash, user_address, service_type, model, input_count, "
+    "output_count, input_fee, output_fee, fee, status, batch_id, created_at, updated_at) "
+    "VALUES (?, ?, ?, ?, 0, 0, '0', '0', '0', ?, NULL, ?, ?)"
+)
+_SQL_ROW = "SELECT user_address, status, fee FROM requests WHERE request_hash = ?"
+_SQL_BILL = (
+    "UPDATE requests SET status = ?, input_count = ?, output_count = ?, input_fee = ?, "
+    "output_fee = ?, fee = ?, updated_at = ? WHERE request_hash = ?"
+)
+_SQL_FAIL = "UPDATE requests SET status = ?, updated_at = ? WHERE request_hash = ?"
+
+#: Open requests whose user this process remembers (for the outstanding totals); oldest dropped.
+_OPEN_USERS_MAX = 100_000
+
+
+def _outstanding(status: str | None, fee: str | None) -> int:
+    """What a row adds to its user's outstanding fees (neuron)."""
+    return int(fee or 0) if status in RequestStatus.OUTSTANDING else 0
+
 
 class FeeLedger:
     """Durable per-request fee records (B9) on a :class:`~broker.provider.db.Database`.
 
-    The per-request methods use prebuilt SQLAlchemy Core statements on the engine (no ORM
-    session): they run on every billed request.
+    The per-request writes run as :data:`~broker.provider.write_queue.WriteOp` functions: on a
+    SQLite file through the database's group-commit writer (plain ``sqlite3``, one commit shared
+    by the requests that arrive meanwhile), elsewhere in one engine transaction (prebuilt
+    SQLAlchemy Core statements). Either way a method returns only after its commit. On SQLite the
+    per-user outstanding fees are kept in memory (:attr:`Database.outstanding
+    <broker.provider.db.Database>`) and moved by each committed bill.
     """
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self._sqlite = db.engine.dialect.name == "sqlite"
+        self._open_users: dict[str, str] = {}  # request hash -> user (open requests)
+        self._open_lock = threading.Lock()
 
-    def open_request(self, request_hash: str, user: str, service_type: str, model: str) -> None:
-        """Insert the ``pending`` zero-fee row before forwarding (B4.6); committed on return."""
+    # ------------------------------------------------------------------ write plumbing
+
+    def _remember_user(self, request_hash: str, user: str) -> None:
+        with self._open_lock:
+            self._open_users[request_hash] = user
+            if len(self._open_users) > _OPEN_USERS_MAX:
+                self._open_users.pop(next(iter(self._open_users)))
+
+    def _take_user(self, request_hash: str) -> str | None:
+        with self._open_lock:
+            return self._open_users.pop(request_hash, None)
+
+    def _change(self, request_hash: str, op: WriteOp[_T], user: str | None) -> _T:
+        """Run ``op`` (a write returning ``(user, delta)`` first in its result tuple, the change
+        of that user's outstanding fees) and move the in-memory total once committed."""
+        if self.db.writer is None:
+            return self.db.write(op)  # no in-memory totals
+        return self._submit_change(request_hash, op, user).result()
+
+    def _submit_change(self, request_hash: str, op: WriteOp[_T], user: str | None) -> Future[_T]:
+        """:meth:`_change` through the SQLite writer, without waiting: the in-memory total moves
+        when the commit is done (a callback), whoever waits for the future or not."""
+        writer = self.db.writer
+        assert writer is not None
+        out = self.db.outstanding
+        user = user or self._take_user(request_hash)
+        if out is not None and user is not None:
+            out.begin(user)
+
+        def committed(done: Future) -> None:
+            if out is None:
+                return
+            if done.cancelled() or done.exception() is not None:
+                if user is not None:
+                    out.end(user, None)
+                return
+            row_user, delta = done.result()[:2]
+            same = row_user is None or (user is not None and row_user.lower() == user.lower())
+            if user is not None:
+                out.end(user, delta if same else None)
+            if not same:
+                out.forget(row_user)
+
+        try:
+            future = writer.submit(op)
+        except BaseException:
+            if out is not None and user is not None:
+                out.end(user, None)
+            raise
+        future.add_done_callback(committed)
+        return future
+
+    # ------------------------------------------------------------------ ops
+
+    def open_op(self, request_hash: str, user: str, service_type: str, model: str) -> WriteOp[None]:
+        """The write of :meth:`open_request` (a ``pending`` zero-fee row)."""
         now = time.time()
-        with self.db.engine.begin() as conn:
+
+        def op(conn: Any) -> None:
+            if isinstance(conn, sqlite3.Connection):
+                conn.execute(
+                    _SQL_OPEN,
+                    (request_hash, user, service_type, model, RequestStatus.PENDING, now, now),
+                )
+                return
             conn.execute(
                 _OPEN,
                 {
@@ -74,41 +174,181 @@ class FeeLedger:
                 },
             )
 
-    def bill(self, request_hash: str, fee: Fee, *, conn: Connection | None = None) -> None:
+        return op
+
+    def bill_op(
+        self, request_hash: str, fee: Fee, also: WriteOp[_T] | None = None, *, track: bool = True
+    ) -> WriteOp[tuple[str | None, int, _T | None]]:
+        """The write of :meth:`bill`, plus ``also`` (e.g. the response signature) in the same
+        transaction. The op returns ``(user, change of the user's outstanding fees in neuron,
+        also's result)``; ``user`` is ``None`` when not read (no in-memory totals kept, or
+        ``track`` false)."""
+        now = time.time()
+        track = track and self.db.outstanding is not None
+        values = (
+            fee.input_count,
+            fee.output_count,
+            str(fee.input_fee),
+            str(fee.output_fee),
+            str(fee.fee),
+            now,
+        )
+
+        def op(conn: Any) -> tuple[str | None, int, Any]:
+            raw = isinstance(conn, sqlite3.Connection)
+            user, delta = None, 0
+            if track:
+                row = (
+                    conn.execute(_SQL_ROW, (request_hash,)).fetchone()
+                    if raw
+                    else conn.execute(_ROW, {"rid": request_hash}).first()
+                )
+                if row is not None:
+                    user = row[0]
+                    delta = fee.fee - _outstanding(row[1], row[2])
+            if raw:
+                conn.execute(_SQL_BILL, (RequestStatus.UNSETTLED, *values, request_hash))
+            else:
+                conn.execute(
+                    _BILL,
+                    {
+                        "rid": request_hash,
+                        "input_count": fee.input_count,
+                        "output_count": fee.output_count,
+                        "input_fee": values[2],
+                        "output_fee": values[3],
+                        "fee": values[4],
+                        "updated_at": now,
+                    },
+                )
+            return user, delta, (also(conn) if also is not None else None)
+
+        return op
+
+    def fail_op(self, request_hash: str) -> WriteOp[tuple[str | None, int]]:
+        """The write of :meth:`fail`; returns ``(user, change of outstanding fees)`` like
+        :meth:`bill_op`."""
+        now = time.time()
+        track = self.db.outstanding is not None
+
+        def op(conn: Any) -> tuple[str | None, int]:
+            raw = isinstance(conn, sqlite3.Connection)
+            user, delta = None, 0
+            if track:
+                row = (
+                    conn.execute(_SQL_ROW, (request_hash,)).fetchone()
+                    if raw
+                    else conn.execute(_ROW, {"rid": request_hash}).first()
+                )
+                if row is not None:
+                    user, delta = row[0], -_outstanding(row[1], row[2])
+            if raw:
+                conn.execute(_SQL_FAIL, (RequestStatus.FAILED, now, request_hash))
+            else:
+                conn.execute(_FAIL, {"rid": request_hash, "updated_at": now})
+            return user, delta
+
+        return op
+
+    # ------------------------------------------------------------------ per request
+
+    def open_request(self, request_hash: str, user: str, service_type: str, model: str) -> None:
+        """Insert the ``pending`` zero-fee row before forwarding (B4.6); committed on return."""
+        self.db.write(self.open_op(request_hash, user, service_type, model))
+        self._remember_user(request_hash, user)
+
+    def bill(
+        self,
+        request_hash: str,
+        fee: Fee,
+        *,
+        user: str | None = None,
+        also: WriteOp[_T] | None = None,
+    ) -> _T | None:
         """Record the fee (status ``unsettled``); committed (durable) on return, before release.
 
-        With ``conn`` (a connection inside an open transaction) the update joins it and the caller
-        commits, so the fee and the response signature are written by one commit (see
-        :mod:`broker.provider.app`).
-        """
-        params = {
-            "rid": request_hash,
-            "input_count": fee.input_count,
-            "output_count": fee.output_count,
-            "input_fee": str(fee.input_fee),
-            "output_fee": str(fee.output_fee),
-            "fee": str(fee.fee),
-            "updated_at": time.time(),
-        }
-        if conn is not None:
-            conn.execute(_BILL, params)
-            return
-        with self.db.engine.begin() as c:
-            c.execute(_BILL, params)
+        Args:
+            request_hash: the row's id (the ``ZG-Res-Key``). fee: counts and fees in neuron.
+            user: the row's user when known (else remembered from :meth:`open_request`).
+            also: another write op committed in the same transaction (the response signature:
+                :meth:`broker.provider.signing.SignatureStore.store_op`).
 
-    def fail(self, request_hash: str) -> None:
+        Returns:
+            ``also``'s result (``None`` without it).
+        """
+        return self._change(request_hash, self.bill_op(request_hash, fee, also), user)[2]
+
+    def fail(self, request_hash: str, *, user: str | None = None) -> None:
         """Mark a request that produced no billable output (never charged)."""
-        with self.db.engine.begin() as conn:
-            conn.execute(_FAIL, {"rid": request_hash, "updated_at": time.time()})
+        self._change(request_hash, self.fail_op(request_hash), user)
+
+    async def open_request_async(
+        self, request_hash: str, user: str, service_type: str, model: str
+    ) -> None:
+        """:meth:`open_request` for the event loop: awaits the SQLite writer's commit (no worker
+        thread), or runs :meth:`open_request` in a worker thread on other databases. Cancelled
+        before the writer began, the row is not written."""
+        writer = self.db.writer
+        if writer is None:
+            await anyio.to_thread.run_sync(
+                self.open_request, request_hash, user, service_type, model
+            )
+            return
+        await asyncio.wrap_future(
+            writer.submit(self.open_op(request_hash, user, service_type, model))
+        )
+        self._remember_user(request_hash, user)
+
+    async def bill_async(
+        self,
+        request_hash: str,
+        fee: Fee,
+        *,
+        user: str | None = None,
+        also: WriteOp[_T] | None = None,
+    ) -> _T | None:
+        """:meth:`bill` for the event loop (no worker thread on SQLite). The write is shielded:
+        once asked for it is committed even if the awaiting task is cancelled."""
+        if self.db.writer is None:
+            return await anyio.to_thread.run_sync(
+                functools.partial(self.bill, request_hash, fee, user=user, also=also)
+            )
+        future = self._submit_change(request_hash, self.bill_op(request_hash, fee, also), user)
+        return (await asyncio.shield(asyncio.wrap_future(future)))[2]
+
+    async def fail_async(self, request_hash: str, *, user: str | None = None) -> None:
+        """:meth:`fail` for the event loop (no worker thread on SQLite; shielded like
+        :meth:`bill_async`)."""
+        if self.db.writer is None:
+            await anyio.to_thread.run_sync(functools.partial(self.fail, request_hash, user=user))
+            return
+        future = self._submit_change(request_hash, self.fail_op(request_hash), user)
+        await asyncio.shield(asyncio.wrap_future(future))
+
+    def unsettled_fee_cached(self, user: str) -> int | None:
+        """:meth:`unsettled_fee` when it is kept in memory (no I/O: safe on the event loop), else
+        ``None`` (then call :meth:`unsettled_fee` off the loop)."""
+        out = self.db.outstanding
+        if out is None:
+            return None
+        return out.peek(user)
 
     def unsettled_fee(self, user: str) -> int:
         """Sum in neuron of the user's fees not yet settled (pending, unsettled, settling).
 
-        Summed in the database (one aggregate over a covering index, no rows to Python), exactly:
-        PostgreSQL sums the decimal strings as ``NUMERIC``; SQLite (64-bit integers) sums the last
-        9 digits and the digits above them separately, and sums in Python when a fee has more than
-        27 digits or the total overflows.
+        On a SQLite file the sum is kept in memory per user (:mod:`broker.provider.outstanding`);
+        otherwise (and to load that total) it is summed in the database: one aggregate over a
+        covering index, exactly: PostgreSQL sums the decimal strings as ``NUMERIC``; SQLite (64-bit
+        integers) sums the last 9 digits and the digits above them separately, and sums in
+        Python when a fee has more than 27 digits or the total overflows.
         """
+        out = self.db.outstanding
+        if out is None:
+            return self.stored_unsettled_fee(user)
+        return out.get(user, self.stored_unsettled_fee)
+
+    def stored_unsettled_fee(self, user: str) -> int:
+        """:meth:`unsettled_fee` summed in the database (no memory)."""
         with self.db.engine.connect() as conn:
             if not self._sqlite:
                 return int(conn.execute(_NUMERIC_SUM, {"user": user}).scalar() or 0)

@@ -6,8 +6,8 @@ Tables (``provider-gateway.md`` B9, with our crash-safety bookkeeping):
   ``pending``) and given its fee **before** the response is released (status ``unsettled``). Then
   ``settling`` (``batch_id`` set) → ``settled`` / back to ``unsettled`` (not covered, or refused by
   the contract: NO_TEE_SIGNER keeps the fees, see :mod:`broker.provider.settlement`), or ``failed``
-  (backend error, never charged). ``forfeited`` is reserved and never written. Fees are decimal strings in neuron
-  (exact on every backend; SQLite's NUMERIC is a float).
+  (backend error, never charged). ``forfeited`` is reserved and never written. Fees are decimal
+  strings in neuron (exact on every backend; SQLite's NUMERIC is a float).
 * ``settlement_batches`` — one signed ``TEESettlement`` per user: nonce, total fee, requests hash,
   signature, the block number before sending, tx hash and per-item result.
 * ``chat_signatures`` — response signatures (B7) keyed by the lower-cased chat id, with expiry; kept
@@ -18,8 +18,9 @@ Tables (``provider-gateway.md`` B9, with our crash-safety bookkeeping):
 
 from __future__ import annotations
 
+import threading
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -35,6 +36,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
+from broker.provider.outstanding import OutstandingFees
+from broker.provider.write_queue import SQLiteWriter, WriteOp
+
 __all__ = [
     "SQLITE_POOL_SIZE",
     "AsyncJobRecord",
@@ -49,6 +53,8 @@ __all__ = [
     "open_database",
 ]
 
+
+_T = TypeVar("_T")
 
 #: Pooled SQLite connections kept open (AnyIO's default worker-thread limit is 40).
 SQLITE_POOL_SIZE = 40
@@ -156,12 +162,17 @@ class AsyncJobRecord(Base):
 
 
 class Database:
-    """An engine plus a session factory.
+    """An engine plus a session factory; on a SQLite file also the per-request write path.
 
     Args:
         url: SQLAlchemy URL (``sqlite:///path.db``, ``postgresql+psycopg://...``).
         engine_kwargs: passed to :func:`sqlalchemy.create_engine` (server databases default to
             ``pool_pre_ping=True``).
+
+    Attributes:
+        outstanding: per-user outstanding fees kept in memory
+            (:class:`~broker.provider.outstanding.OutstandingFees`) on a SQLite file, else
+            ``None`` (summed in the database on every request).
     """
 
     def __init__(self, url: str, **engine_kwargs: Any) -> None:
@@ -184,6 +195,31 @@ class Database:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.session, "after_flush", _note_settlement_write)
             event.listen(self.session, "after_commit", self._sync_settlement_write)
+        database = self.engine.url.database
+        self._sqlite_path = (
+            database
+            if self.engine.dialect.name == "sqlite" and database and database != ":memory:"
+            else None
+        )
+        self.outstanding: OutstandingFees | None = (
+            OutstandingFees() if self._sqlite_path is not None else None
+        )
+        self._writer: SQLiteWriter | None = None
+        self._writer_lock = threading.Lock()
+
+    @property
+    def writer(self) -> SQLiteWriter | None:
+        """The group-commit writer of a SQLite file (:mod:`broker.provider.write_queue`; started
+        on first use), or ``None`` (PostgreSQL, in-memory SQLite): then write with the engine."""
+        if self._sqlite_path is None:
+            return None
+        writer = self._writer
+        if writer is None:
+            with self._writer_lock:
+                if self._writer is None:
+                    self._writer = SQLiteWriter(self._sqlite_path)
+                writer = self._writer
+        return writer
 
     def __repr__(self) -> str:
         return f"Database({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -197,8 +233,25 @@ class Database:
             with self.engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
+    def write(self, op: WriteOp[_T]) -> _T:
+        """Run one write op (:data:`~broker.provider.write_queue.WriteOp`) and return its result
+        once committed: through :attr:`writer` on a SQLite file (``op`` gets the writer's
+        ``sqlite3`` connection), else in an engine transaction (``op`` gets a SQLAlchemy
+        connection). Exceptions of ``op`` or of the commit propagate; a failed op writes nothing.
+        """
+        writer = self.writer
+        if writer is not None:
+            return writer.run(op)
+        with self.engine.begin() as conn:
+            return op(conn)
+
     def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Stop the writer thread (after the writes already queued) and close every pooled
+        connection. The object stays usable (a later write starts a new writer)."""
+        with self._writer_lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
         self.engine.dispose()
 
 

@@ -155,7 +155,9 @@ async def authenticated_user(request: Request, _ip: Annotated[None, Depends(ip_l
         SessionValidationError: 400 ``validate session: ...``.
     """
     auth = _runtime(request).gw.auth
-    return await run_in_threadpool(auth.authenticate, request.headers.get("authorization"))
+    header = request.headers.get("authorization")
+    user = auth.authenticate_cached(header)  # a token verified before: no I/O, no thread
+    return user if user is not None else await run_in_threadpool(auth.authenticate, header)
 
 
 async def valid_job_id(job_id: str) -> str:

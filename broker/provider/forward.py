@@ -1,5 +1,5 @@
 """Forwarding to the backend (``provider-gateway.md`` B5): routing, request rewriting, header
-filtering, response decoding for billing, and a pooled :class:`httpx.AsyncClient`.
+filtering, response decoding for billing, and a pooled :mod:`aiohttp` client.
 
 Compression. The client's ``Accept-Encoding`` is forwarded, restricted to the codings this module
 can decode for billing (``gzip``, ``deflate``, ``identity``); without one the backend is asked for
@@ -11,7 +11,9 @@ a body we cannot read would be billed wrongly.
 
 from __future__ import annotations
 
-import httpx
+from collections.abc import AsyncIterator, Mapping
+
+import aiohttp
 
 from broker.wire.content_coding import DECODABLE_CODINGS, decoded_body
 from broker.wire.forwarded_request import forwarded_json_body, is_json_content_type
@@ -20,6 +22,7 @@ __all__ = [
     "BILLABLE_ROUTES",
     "DECODABLE_CODINGS",
     "FREE_PREFIXES",
+    "BackendResponse",
     "Forwarder",
     "decoded_body",
     "forward_accept_encoding",
@@ -114,25 +117,71 @@ def forward_headers(headers, extra: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def response_headers(headers: httpx.Headers) -> dict[str, str]:
-    """Backend headers to copy to the client (hop-by-hop and ``Content-Length`` dropped)."""
-    return {k: v for k, v in headers.items() if k.lower() not in _HOP}
+def response_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Backend headers to copy to the client (hop-by-hop and ``Content-Length`` dropped), names
+    lower-cased, repeated ones joined with ``", "``."""
+    out: dict[str, str] = {}
+    for key, value in headers.items():
+        name = key.lower()
+        if name in _HOP:
+            continue
+        out[name] = f"{out[name]}, {value}" if name in out else value
+    return out
+
+
+class BackendResponse:
+    """A backend response whose body is not read yet: stream it with :meth:`aiter_raw`, then
+    :meth:`aclose` it.
+
+    Attributes:
+        status_code: the HTTP status. headers: the response headers (case-insensitive mapping;
+            repeated names are separate items).
+    """
+
+    __slots__ = ("_response", "headers", "status_code")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status_code: int = response.status
+        self.headers = response.headers
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        """The body's bytes as received (not decompressed; chunked framing removed)."""
+        async for chunk in self._response.content.iter_any():
+            yield chunk
+
+    async def aclose(self) -> None:
+        """Hand the connection back to the pool (closed instead when the body was not read to
+        its end)."""
+        self._response.release()
 
 
 class Forwarder:
-    """A pooled HTTP client to the backends.
+    """A pooled HTTP client to the backends (:mod:`aiohttp`: its C parser costs a fraction of the
+    CPU per request of a pure-Python HTTP/1.1 client, and the gateway forwards every request).
 
     Args:
-        timeout: total seconds for one backend call (default 15 min, B5).
+        timeout: seconds a backend may stay silent (connection set up: 10 s; default 15 min, B5).
     """
 
     def __init__(self, timeout: float = 900.0) -> None:
-        # identity unless a request says otherwise (httpx would ask for gzip and br by default)
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=10.0),
-            limits=httpx.Limits(max_connections=200),
-            headers={"Accept-Encoding": "identity"},
-        )
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # made on first use, inside the server's event loop
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=self.timeout),
+                connector=aiohttp.TCPConnector(limit=200),
+                # identity unless a request says otherwise (B5: only decodable codings)
+                headers={"Accept-Encoding": "identity"},
+                # bytes are sent as they are: no invented Content-Type
+                skip_auto_headers=("Content-Type",),
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
 
     async def send(
         self,
@@ -141,11 +190,24 @@ class Forwarder:
         headers: dict[str, str],
         body: bytes,
         params: dict[str, str] | None = None,
-    ) -> httpx.Response:
-        """Send and return the response with its body **unread** (stream it, then close it)."""
-        req = self.client.build_request(method, url, headers=headers, content=body, params=params)
-        return await self.client.send(req, stream=True)
+    ) -> BackendResponse:
+        """Send and return the response with its body **unread** (stream it, then close it).
+
+        Raises:
+            aiohttp.ClientError, asyncio.TimeoutError, OSError: the backend cannot be reached.
+        """
+        response = await self._client().request(
+            method,
+            url,
+            headers=headers,
+            data=body or None,
+            params=params or None,
+            allow_redirects=False,
+        )
+        return BackendResponse(response)
 
     async def aclose(self) -> None:
         """Close the pool."""
-        await self.client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import httpx
 from starlette.concurrency import run_in_threadpool
 
 from broker.provider.async_jobs import AsyncJobTracker, JobPoll
@@ -40,7 +40,7 @@ class BackendAnswer:
     """A backend response read to its end: status, headers and the raw (undecoded) body."""
 
     status_code: int
-    headers: httpx.Headers
+    headers: Mapping[str, str]
     raw: bytes
 
     @property
@@ -105,7 +105,8 @@ class GatewayRuntime:
         """``GET url`` on the backend with the secret headers, read to its end.
 
         Raises:
-            httpx.HTTPError: the backend is unreachable or broke the answer.
+            aiohttp.ClientError, OSError, TimeoutError: the backend is unreachable or broke
+                the answer.
         """
         upstream = await self.forwarder.send("GET", url, dict(self.secret_headers), b"")
         try:
@@ -125,7 +126,8 @@ class GatewayRuntime:
             ``(status, JSON body or None, Retry-After seconds or None)``.
 
         Raises:
-            httpx.HTTPError: the backend is unreachable (the watcher retries).
+            aiohttp.ClientError, OSError, TimeoutError: the backend is unreachable (the
+                watcher retries).
         """
         answer = await self.backend_get(self.job_url(job_id))
         retry = answer.headers.get("retry-after")

@@ -165,6 +165,7 @@ def serve(settings: ProviderSettings) -> None:
             host=settings.host,
             port=settings.port,
             log_level="info",
+            access_log=settings.access_log,
             **UVICORN_OPTIONS,
         )
     finally:

@@ -152,6 +152,11 @@ class ProviderSettings(BaseSettings):
     # server
     host: str = Field("127.0.0.1")
     port: int = Field(3080, ge=0, le=65535)
+    access_log: bool = Field(
+        False,
+        description="Log one line per HTTP request (uvicorn's access log; off by default: it "
+        "costs CPU on every billed request and the ops page counts requests anyway).",
+    )
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -6,15 +6,15 @@ nonce, and stored (batch row ``prepared``, its request rows ``settling``) **befo
 is sent. While a user has a prepared batch no other batch is signed for that user, so the on-chain
 account nonce tells the truth about it: ``account.nonce >= batch.nonce`` ⇔ the item was accepted
 (SUCCESS or PARTIAL; the amount comes from the ``TEESettlementResult`` log). Otherwise the *same*
-signed item is sent again: if an earlier copy lands first the later one gets INVALID_NONCE, so a fee is
-never charged twice, and the rows stay in the database until the chain says they were paid, so none is
-lost. :meth:`Settler.reconcile` applies this after a restart.
+signed item is sent again: if an earlier copy lands first the later one gets INVALID_NONCE, so a fee
+is never charged twice, and the rows stay in the database until the chain says they were paid, so
+none is lost. :meth:`Settler.reconcile` applies this after a restart.
 
 Nonces are ``max(account.nonce + 1, unix_seconds × 10**7)`` (compatible with the Go broker's scheme,
 D9, and strictly increasing).
 
-Preview (B10.4). New items are first checked with ``previewSettlementResults`` (``eth_call`` from the
-provider, chunks of 50); items the contract would refuse (PROVIDER_MISMATCH, NO_TEE_SIGNER,
+Preview (B10.4). New items are first checked with ``previewSettlementResults`` (``eth_call`` from
+the provider, chunks of 50); items the contract would refuse (PROVIDER_MISMATCH, NO_TEE_SIGNER,
 INVALID_NONCE, INVALID_SIGNATURE) are not stored or sent, so a pass in which every item would fail
 sends no transaction. Unlike the Go broker, NO_TEE_SIGNER does **not** forfeit the user's fees: the
 owner's acknowledgement is reset by any critical-field change of the service and given again later,
@@ -460,6 +460,8 @@ class Settler:
                 )
             )
         self.accounts.invalidate(batch.user_address)
+        if self.db.outstanding is not None:  # settled rows no longer count (B4.5 gate)
+            self.db.outstanding.forget(batch.user_address)
         report.settled[batch.user_address] = report.settled.get(batch.user_address, 0) + paid
         logger.info("settled %s neuron for %s (status %s)", paid, batch.user_address, status)
 

@@ -1,19 +1,21 @@
 """Response signatures (``provider-gateway.md`` B7; vector ``test-vectors.md`` C2).
 
 The signed text is ``hex(sha256(request as forwarded)) + ":" + hex(sha256(raw response))``; the
-signature is EIP-191 personal_sign by the TEE signer key. Signatures are stored in the database under
-the lower-cased chat id (``ZG-Res-Key``) so that ``GET /v1/proxy/signature/{id}`` survives a restart,
-and also under the response's own ``id`` (the completion id of a chat answer or of its stream's first
-chunk) so that the SDK's documented fallback ``processResponse(provider, data.id)``
+signature is EIP-191 personal_sign by the TEE signer key. Signatures are stored in the database
+under the lower-cased chat id (``ZG-Res-Key``) so that ``GET /v1/proxy/signature/{id}`` survives a
+restart, and also under the response's own ``id`` (the completion id of a chat answer or of its
+stream's first chunk) so that the SDK's documented fallback ``processResponse(provider, data.id)``
 (``user-broker.md`` §8.1) finds it as well (the ``ZG-Res-Key`` entry always stays).
 """
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -22,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from broker.provider.db import ChatSignature, Database
 from broker.provider.errors import SignatureNotFoundError
+from broker.provider.write_queue import WriteOp
 from broker.wire.signed_text import signed_text
 
 __all__ = ["MEMORY_SIGNATURES", "SignatureStore", "StoredSignature", "response_signature_text"]
@@ -46,6 +49,12 @@ class StoredSignature:
 
 
 _SIGNATURES = ChatSignature.__table__
+# the upsert in SQLite's SQL, for the group-commit writer's plain sqlite3 connection
+_SQL_UPSERT = (
+    "INSERT INTO chat_signatures (chat_id, text, signature, expires_at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (chat_id) DO UPDATE SET text = excluded.text, signature = excluded.signature, "
+    "expires_at = excluded.expires_at"
+)
 _GET = select(_SIGNATURES.c.text, _SIGNATURES.c.signature, _SIGNATURES.c.expires_at).where(
     _SIGNATURES.c.chat_id == bindparam("chat_id")
 )
@@ -115,6 +124,40 @@ class SignatureStore:
                 s.merge(ChatSignature(**row))
                 s.flush()
 
+    def sign(
+        self, chat_id: str, request_body: bytes, response_body: bytes, aliases: tuple[str, ...] = ()
+    ) -> tuple[StoredSignature, list[str]]:
+        """Sign the B7 text of one exchange (no I/O).
+
+        Args:
+            chat_id: the ``ZG-Res-Key`` of the response.
+            request_body: the body as forwarded (B5). response_body: the raw backend bytes.
+            aliases: further ids to store the same signature under (see :meth:`keys_for`).
+
+        Returns:
+            ``(signature, the lower-cased keys to store it under)``.
+        """
+        text = response_signature_text(request_body, response_body)
+        return StoredSignature(text, self.signer.sign_text(text)), self.keys_for(chat_id, aliases)
+
+    def store_op(self, keys: list[str], sig: StoredSignature) -> WriteOp[None]:
+        """The write op storing ``sig`` under ``keys`` (upserts, expiring in ``ttl`` seconds);
+        run it with :meth:`broker.provider.db.Database.write` or inside another op (the fee's:
+        :meth:`broker.provider.billing.FeeLedger.bill`), then :meth:`remember` once committed."""
+        expires = time.time() + self.ttl
+        rows = [(key, sig.text, sig.signature, expires) for key in keys]
+
+        def op(conn: Any) -> None:
+            if isinstance(conn, sqlite3.Connection):
+                conn.executemany(_SQL_UPSERT, rows)
+                return
+            for key, text, signature, exp in rows:
+                self._write(
+                    conn, {"chat_id": key, "text": text, "signature": signature, "expires_at": exp}
+                )
+
+        return op
+
     def sign_and_store(
         self,
         chat_id: str,
@@ -131,23 +174,15 @@ class SignatureStore:
             chat_id: the ``ZG-Res-Key`` of the response.
             request_body: the body as forwarded (B5). response_body: the raw backend bytes.
             aliases: further ids to store the same signature under (the response's completion
-                ``id``); empty, over-long (> 128 characters, the key's size) or ``chat_id``-equal ones are skipped.
+                ``id``); empty, over-long (> 128 characters, the key's size) or ``chat_id``-equal
+                ones are skipped.
         """
-        text = response_signature_text(request_body, response_body)
-        sig = StoredSignature(text, self.signer.sign_text(text))
-        expires = time.time() + self.ttl
-        keys = self.keys_for(chat_id, aliases)
-        rows = [
-            {"chat_id": key, "text": sig.text, "signature": sig.signature, "expires_at": expires}
-            for key in keys
-        ]
+        sig, keys = self.sign(chat_id, request_body, response_body, aliases)
+        op = self.store_op(keys, sig)
         if conn is not None:  # the caller commits, then calls remember(keys, sig)
-            for row in rows:
-                self._write(conn, row)
+            op(conn)
             return sig
-        with self.db.engine.begin() as c:
-            for row in rows:
-                self._write(c, row)
+        self.db.write(op)
         self.remember(keys, sig)
         return sig
 
