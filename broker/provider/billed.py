@@ -47,7 +47,7 @@ from broker.wire.fees import Fee, compute_fee
 from broker.wire.forwarded_request import ForwardedRequestError
 from broker.wire.json_body import InvalidJSONBodyError, loads_request_json
 from broker.wire.n import DEFAULT_N, InvalidNError, request_n
-from broker.wire.sse import chat_id_from_sse
+from broker.wire.sse import summarize_sse
 
 __all__ = [
     "ASYNC_ROUTES",
@@ -353,6 +353,7 @@ class BilledRequest:
         settings = self.settings
         # the signature covers the bytes as received; billing reads them decoded (B5, B7)
         plain = decoded_body(raw, encoding) if encoding else raw
+        summary = summarize_sse(plain) if streamed else None  # the stream read once
         fee: Fee | None = None
         if self.billed:
             fee = compute_fee(
@@ -363,8 +364,9 @@ class BilledRequest:
                 input_price=settings.input_price,
                 output_price=settings.output_price,
                 image_count=self.image_count,
+                stream_summary=summary,
             )
-        completion_id = chat_id_from_sse(plain) if streamed else chat_id_from_body(plain)
+        completion_id = summary.chat_id if summary is not None else chat_id_from_body(plain)
         return fee, ((completion_id,) if completion_id else ())
 
     def _settle_if_low(self, fee: Fee | None) -> None:

@@ -1,6 +1,6 @@
-"""The gateway is meant for browsers (B2 CORS: any origin on ``/v1/proxy/*``), while the worker behind
-it refuses web pages (:class:`broker.asgi.guard.LocalGuard`). A browser request through the gateway
-must still be served: the gateway does not pass the browser's ``Origin`` / ``Sec-Fetch-*`` /
+"""The gateway is meant for browsers (B2 CORS: any origin on ``/v1/proxy/*``), while the worker
+behind it refuses web pages (:class:`broker.asgi.guard.LocalGuard`). A browser request through the
+gateway must still be served: the gateway does not pass the browser's ``Origin`` / ``Sec-Fetch-*`` /
 ``Referer`` to its backend. Real devnet stack (gateway + tiny worker), real user session."""
 
 from __future__ import annotations

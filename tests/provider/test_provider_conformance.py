@@ -63,7 +63,8 @@ def _chat_backend(seen: list) -> FastAPI:
                     yield f"data: {json.dumps(chunk)}\n\n".encode()
                     await asyncio.sleep(delay)
                 if with_usage:
-                    yield f"data: {json.dumps({'id': 'c1', 'choices': [], 'usage': USAGE})}\n\n".encode()
+                    last = json.dumps({"id": "c1", "choices": [], "usage": USAGE})
+                    yield f"data: {last}\n\n".encode()
                 yield b"data: [DONE]\n\n"
                 seen.append({"stream_done": True})
 

@@ -1,4 +1,5 @@
-"""Pure parts of the gateway: C2/C3 vectors, fees, limits, the database ledger, signatures, quote."""
+"""Pure parts of the gateway: C2/C3 vectors, fees, limits, the database ledger, signatures,
+quote."""
 
 from __future__ import annotations
 
@@ -65,7 +66,10 @@ def test_c3_settlement_signature():
 
 def test_c2_response_signature(tmp_path):
     req = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
-    resp = b'{"id":"x","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}'
+    resp = (
+        b'{"id":"x","choices":[],"usage":'
+        b'{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}'
+    )
     text = response_signature_text(req, resp)
     assert text == (
         "798d46639491d6c18f1779ddfca7da4b672f23a4cb57d66eeae48d9b8ccb6075:"
@@ -104,7 +108,8 @@ def test_fees_per_service_type():
     assert (f.input_fee, f.output_fee, f.fee) == (8, 15, 23)
     sse = (
         b'data: {"choices":[{"delta":{"content":"a b"}}]}\n\n'
-        b'data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":9}}\n\ndata: [DONE]\n\n'
+        b'data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":9}}\n\n'
+        b"data: [DONE]\n\n"
     )
     assert (
         compute_fee("chatbot", b"{}", sse, input_price=1, output_price=1, streamed=True).fee == 10
