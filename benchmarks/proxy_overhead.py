@@ -184,9 +184,9 @@ def role_stack(handshake: Path, home: Path) -> None:
     from broker.chain.contracts import InferenceServingContract
     from broker.chain.sender import TransactionSender
     from broker.devnet import fund_new_account, start_devnet
-    from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
+    from broker.provider.register import register_and_acknowledge
     from broker.provider.tee import load_tee_signer
-    from broker.stacks.provider_stack import PROVIDER_ACCOUNT_INDEX, provider_settings
+    from broker.stacks.provider_stack import PROVIDER_ACCOUNT_INDEX, gateway_env, provider_settings
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -219,12 +219,8 @@ def role_stack(handshake: Path, home: Path) -> None:
         contract = InferenceServingContract(
             w3, state.inference_address, TransactionSender(w3, wallet)
         )
-        register_service(contract, settings, signer.address)
         owner = Account.from_key(state.accounts[0].private_key.get_secret_value())
-        acknowledge_tee_signer_by_owner(
-            InferenceServingContract(w3, state.inference_address, TransactionSender(w3, owner)),
-            wallet.address,
-        )
+        register_and_acknowledge(contract, settings, signer.address, owner=owner)
         users = {}
         for name in ("warn", "off", "ts"):
             user = fund_new_account(state, 100 * ZG)
@@ -242,26 +238,7 @@ def role_stack(handshake: Path, home: Path) -> None:
                 broker.inference.acknowledge_provider_signer(wallet.address)
             broker.inference.close()
             users[name] = key
-        genv = {}
-        for field in (
-            "network",
-            "rpc_url",
-            "inference_address",
-            "dstack_socket",
-            "service_type",
-            "model",
-            "input_price",
-            "output_price",
-            "serving_url",
-            "target_url",
-            "openai_backend_url",
-            "db_url",
-        ):
-            value = getattr(settings, field)
-            if value is not None:
-                genv[f"ZG_PROVIDER_{field.upper()}"] = str(value)
-        genv["ZG_PROVIDER_PRIVATE_KEY"] = provider_key
-        genv["ZG_PROVIDER_TEE_SIGNER_KEY"] = settings.tee_signer_key.get_secret_value()
+        genv = gateway_env({}, settings)
         fd = os.open(handshake, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(

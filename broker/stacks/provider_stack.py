@@ -415,7 +415,17 @@ _GATEWAY_ENV_FIELDS = (
 )
 
 
-def _gateway_env(env: dict[str, str], settings: Any) -> dict[str, str]:
+def gateway_env(env: dict[str, str], settings: Any) -> dict[str, str]:
+    """The environment of a gateway process (``0g-broker provider serve``) for ``settings``:
+    ``env`` plus the ``ZG_PROVIDER_*`` variables it reads, the two keys included (secrets travel
+    in the environment, never on a command line).
+
+    Args:
+        env: the base environment (not changed). settings: the gateway's ``ProviderSettings``.
+
+    Returns:
+        A new environment dict.
+    """
     genv = dict(env)
     for name in _GATEWAY_ENV_FIELDS:
         value = getattr(settings, name)
@@ -447,7 +457,7 @@ def _start_detached(state, settings, tee_address, info, health_timeout) -> Provi
             ["provider", "serve", "--port", str(settings.port), "--host", HOST],
             name="gateway",
             port=settings.port,
-            env=_gateway_env(env, settings),
+            env=gateway_env(env, settings),
             log=logs / "gateway.log",
         )
         info = info.model_copy(update={"gateway_pid": gateway.pid, "gateway_log": gateway.log})
