@@ -74,6 +74,14 @@ _SQL_FAIL = "UPDATE requests SET status = ?, updated_at = ? WHERE request_hash =
 _OPEN_USERS_MAX = 100_000
 
 
+def _request_row(conn: Any, raw: bool, request_hash: str) -> Any:
+    """``(user_address, status, fee)`` of one request row, or ``None``; ``raw``: ``conn`` is the
+    writer's plain ``sqlite3`` connection, else a SQLAlchemy connection."""
+    if raw:
+        return conn.execute(_SQL_ROW, (request_hash,)).fetchone()
+    return conn.execute(_ROW, {"rid": request_hash}).first()
+
+
 def _outstanding(status: str | None, fee: str | None) -> int:
     """What a row adds to its user's outstanding fees (neuron)."""
     return int(fee or 0) if status in RequestStatus.OUTSTANDING else 0
@@ -197,15 +205,9 @@ class FeeLedger:
         def op(conn: Any) -> tuple[str | None, int, Any]:
             raw = isinstance(conn, sqlite3.Connection)
             user, delta = None, 0
-            if track:
-                row = (
-                    conn.execute(_SQL_ROW, (request_hash,)).fetchone()
-                    if raw
-                    else conn.execute(_ROW, {"rid": request_hash}).first()
-                )
-                if row is not None:
-                    user = row[0]
-                    delta = fee.fee - _outstanding(row[1], row[2])
+            if track and (row := _request_row(conn, raw, request_hash)) is not None:
+                user = row[0]
+                delta = fee.fee - _outstanding(row[1], row[2])
             if raw:
                 conn.execute(_SQL_BILL, (RequestStatus.UNSETTLED, *values, request_hash))
             else:
@@ -234,14 +236,8 @@ class FeeLedger:
         def op(conn: Any) -> tuple[str | None, int]:
             raw = isinstance(conn, sqlite3.Connection)
             user, delta = None, 0
-            if track:
-                row = (
-                    conn.execute(_SQL_ROW, (request_hash,)).fetchone()
-                    if raw
-                    else conn.execute(_ROW, {"rid": request_hash}).first()
-                )
-                if row is not None:
-                    user, delta = row[0], -_outstanding(row[1], row[2])
+            if track and (row := _request_row(conn, raw, request_hash)) is not None:
+                user, delta = row[0], -_outstanding(row[1], row[2])
             if raw:
                 conn.execute(_SQL_FAIL, (RequestStatus.FAILED, now, request_hash))
             else:
