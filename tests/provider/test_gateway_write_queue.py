@@ -333,17 +333,18 @@ def test_in_memory_admission_matches_the_chain_checks(devnet, fresh_account, tmp
     keep their errors and hold no slot."""
     import asyncio
 
-    from broker.inference.token import authorization_header, new_session_token, sign_session_token
     from devnet_helpers import devnet_owner, key_hex
 
     from broker.chain.connection import connect
     from broker.chain.contracts import InferenceServingContract, LedgerManagerContract
     from broker.chain.sender import TransactionSender
     from broker.devnet import fund_new_account
+    from broker.inference.token_issuing import new_session_token
     from broker.provider.errors import RequestValidationError, SessionValidationError
     from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
     from broker.provider.serve import build_gateway
     from broker.provider.settings import ProviderSettings
+    from broker.wire.session_token import authorization_header, sign_session_token
 
     zg = 10**18
     provider = fund_new_account(devnet, amount_neuron=1000 * zg)
