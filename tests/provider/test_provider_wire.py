@@ -291,8 +291,8 @@ def test_unreachable_backend_fails_the_request_and_frees_the_slots(gateway, devn
         )
         assert r.status_code == 502, r.text
         # the cause is named by the client library's exception type (aiohttp's connector error)
-    assert r.json()["error"].startswith("forward request: backend unreachable (")
-    assert "Connect" in r.json()["error"] and "Traceback" not in r.text
+        assert r.json()["error"].startswith("forward request: backend unreachable (")
+        assert "Connect" in r.json()["error"] and "Traceback" not in r.text
         assert "ZG-Res-Key" not in r.headers
         free = c.get("/v1/proxy/attestation/report", headers=_ip())
         assert free.status_code == 502, free.text
