@@ -3,9 +3,10 @@ from it (user-broker.md §5.7, §8.2). No chain access, no heavy imports."""
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
+
+from broker.wire.json_body import loads_json_or_none
 
 __all__ = [
     "VERIFIABILITY_KINDS",
@@ -26,10 +27,7 @@ def parse_additional_info(text: str) -> dict[str, Any] | None:
     object."""
     if not text:
         return None
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        return None
+    obj = loads_json_or_none(text)
     return obj if isinstance(obj, dict) else None
 
 

@@ -21,7 +21,6 @@ sees the end of the stream. Compressed backend bodies are decoded for billing on
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -45,7 +44,7 @@ from broker.provider.signing import StoredSignature
 from broker.wire.chat_id import chat_id_from_body
 from broker.wire.fees import Fee, compute_fee
 from broker.wire.forwarded_request import ForwardedRequestError
-from broker.wire.json_body import InvalidJSONBodyError, loads_request_json
+from broker.wire.json_body import InvalidJSONBodyError, loads_json_or_none, loads_request_json
 from broker.wire.n import DEFAULT_N, InvalidNError, request_n
 from broker.wire.sse import summarize_sse
 
@@ -100,10 +99,7 @@ def check_body(route: str, body: bytes, content_type: str | None) -> int:
 
 def job_id_of(raw: bytes) -> str | None:
     """``jobId`` (or ``id``) of a backend's 202 body, or ``None``."""
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return None
+    body = loads_json_or_none(raw)
     if not isinstance(body, dict):
         return None
     job_id = body.get("jobId") or body.get("id")

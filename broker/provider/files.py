@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 
 from broker.wire.content_coding import decoded_body
+from broker.wire.json_body import loads_json_or_none
 
 __all__ = ["FILES_PATH", "FileLink", "FileLinks"]
 
@@ -141,9 +142,8 @@ class FileLinks:
             body = decoded_body(body, content_encoding)
         if origin is None or b'"url"' not in body:
             return None
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        doc = loads_json_or_none(body)
+        if doc is None:
             return None
         changed = False
         for item in _image_items(doc):

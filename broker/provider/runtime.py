@@ -9,7 +9,6 @@ being read to their end (B5). Handlers reach it through
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -20,6 +19,7 @@ from broker.provider.files import FileLinks
 from broker.provider.forward import Forwarder, decoded_body
 from broker.provider.gateway import Gateway
 from broker.provider.settings import ProviderSettings
+from broker.wire.json_body import loads_json_or_none
 
 __all__ = ["STREAM_DRAIN_S", "BackendAnswer", "GatewayRuntime", "json_or_none"]
 
@@ -30,9 +30,10 @@ STREAM_DRAIN_S = 30.0
 def json_or_none(raw: bytes, content_encoding: str | None) -> object:
     """The JSON value of a (possibly compressed) backend body, or ``None`` when it is not JSON."""
     try:
-        return json.loads(decoded_body(raw, content_encoding))
-    except (ValueError, UnicodeDecodeError):
+        plain = decoded_body(raw, content_encoding)
+    except ValueError:
         return None
+    return loads_json_or_none(plain)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from broker.proxy.context import ProxyContext
 from broker.proxy.errors import ProxyHTTPError
 from broker.proxy.router_async import state_store
 from broker.proxy.upstream import decode_body
+from broker.wire.json_body import loads_json_or_none
 
 __all__ = ["FILES_ROUTE", "get_file", "link_files"]
 
@@ -87,9 +88,8 @@ async def link_files(ctx: ProxyContext, request: Request, response: Response) ->
     prefix = ctx.upstream.base_url.rstrip("/") + _GATEWAY_FILES
     if response.status_code != 200 or prefix.encode() not in body:
         return response
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    doc = loads_json_or_none(body)
+    if doc is None:
         return response
     base = str(request.base_url).rstrip("/")
     store = state_store(ctx)

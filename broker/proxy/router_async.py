@@ -31,6 +31,7 @@ from broker.proxy.state_store import RouterJob, ServeStateStore
 from broker.proxy.timefmt import iso_utc
 from broker.units import format_0g
 from broker.wire.job_id import is_valid_job_id
+from broker.wire.json_body import loads_json_or_none
 
 if TYPE_CHECKING:
     from fastapi import Request
@@ -92,10 +93,7 @@ def state_store(ctx: ProxyContext) -> ServeStateStore:
 
 
 def _json_body(response: Response) -> dict[str, Any] | None:
-    try:
-        body = json.loads(response.body)
-    except (ValueError, UnicodeDecodeError, AttributeError):
-        return None
+    body = loads_json_or_none(getattr(response, "body", b""))
     return body if isinstance(body, dict) else None
 
 

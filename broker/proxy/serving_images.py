@@ -45,6 +45,7 @@ from broker.proxy.service_routes import check_model
 from broker.proxy.upstream import decode_body, error_from_upstream
 from broker.proxy.verification import REASON_HEADER, VERIFIED_HEADER, header_value, reason_value
 from broker.wire.job_id import is_valid_job_id
+from broker.wire.json_body import loads_json_or_none
 from broker.wire.n import InvalidNError, parse_n, request_n
 
 __all__ = [
@@ -157,10 +158,7 @@ async def edit_image(ctx: ProxyContext, request: Request) -> Response:
 
 
 def _json_or_none(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return None
+    return loads_json_or_none(raw)
 
 
 def _job_id_of(raw: bytes) -> str | None:

@@ -36,7 +36,7 @@ async def list_models(ctx: ProxyContext) -> JSONResponse:
             data = body["data"]
             if body.get("object") != "list" or not isinstance(data, list):
                 raise ValueError
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise ProxyHTTPError(
                 "the provider's /v1/models is not a model list",
                 status_code=502,

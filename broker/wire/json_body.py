@@ -10,13 +10,20 @@ the integer fields (``n``, ``max_tokens``...) refuse. The errors are :class:`Inv
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
 
 from broker._exceptions import InputError
 
-__all__ = ["MAX_JSON_DEPTH", "InvalidJSONBodyError", "json_depth", "loads_request_json"]
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "InvalidJSONBodyError",
+    "json_depth",
+    "loads_json_or_none",
+    "loads_request_json",
+]
 
 #: Deepest nesting of arrays/objects accepted in a request body (OpenAI bodies, JSON schemas of
 #: tools included, stay far below; deeper values could overflow recursive code downstream).
@@ -94,3 +101,25 @@ def loads_request_json(
             f"request body nests deeper than {max_depth} levels", code="json_too_deep"
         )
     return value
+
+
+def loads_json_or_none(raw: bytes | bytearray | str) -> Any:
+    """Parse a body another party sent (a provider's or backend's answer, a job document, a
+    service's ``additionalInfo``) that may or may not be JSON; ``None`` when it is not.
+
+    The stdlib parser (the same numbers as the fee rules read: big integers exact, ``NaN`` and
+    ``Infinity`` accepted), with every way it can fail caught: invalid JSON or UTF-8, and
+    ``RecursionError`` for nesting deeper than the interpreter's recursion limit, which a hostile
+    body of 100 000 nested arrays reaches (uncaught, it became a 500 and left the answer
+    unaccounted).
+
+    Args:
+        raw: the body bytes (UTF-8) or text.
+
+    Returns:
+        The parsed value, or ``None``.
+    """
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError, TypeError):
+        return None

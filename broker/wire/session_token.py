@@ -257,6 +257,8 @@ def parse_authorization(header_or_key: str, *, require_bearer: bool = False) -> 
         obj = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedTokenError(f"invalid session token format in Authorization: {exc}") from None
+    except RecursionError:  # a payload of deeply nested arrays
+        raise MalformedTokenError(MSG_BAD_PAYLOAD) from None
     if not isinstance(obj, dict):
         raise MalformedTokenError(
             "invalid session token format in Authorization: not a JSON object"

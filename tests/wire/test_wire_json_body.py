@@ -12,6 +12,7 @@ from broker.wire.json_body import (
     MAX_JSON_DEPTH,
     InvalidJSONBodyError,
     json_depth,
+    loads_json_or_none,
     loads_request_json,
 )
 
@@ -74,3 +75,38 @@ def test_json_depth_iterative() -> None:
     for _ in range(10_000):
         deep = [deep]
     assert json_depth(deep, limit=10) == 11
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'{"jobId": "j1"}', {"jobId": "j1"}),
+        (b"null", None),
+        (b"not json", None),
+        (b"\xff\xfe{", None),
+        (b"[" * 100_000 + b"]" * 100_000, None),  # deeper than the recursion limit
+        (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, None),
+        ("[1, 12345678901234567890123]", [1, 12345678901234567890123]),  # big ints exact
+    ],
+)
+def test_loads_json_or_none_never_raises(raw, expected):
+    assert loads_json_or_none(raw) == expected
+
+
+def test_parsers_of_other_parties_bodies_survive_deep_nesting():
+    """The attack: a provider (or a relay in front of it) answers with 100 000 nested arrays. Each
+    parser of another party's body gives "not JSON" instead of raising RecursionError (a 500)."""
+    from broker.inference.service_info import parse_additional_info
+    from broker.provider.billed import job_id_of
+    from broker.provider.runtime import json_or_none
+    from broker.wire.session_token import MalformedTokenError, parse_authorization
+
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert parse_additional_info(deep.decode()) is None
+    assert job_id_of(deep) is None
+    assert json_or_none(deep, None) is None
+    import base64
+
+    token = base64.b64encode(deep + b"|0x" + b"00" * 65).decode()
+    with pytest.raises(MalformedTokenError):
+        parse_authorization("Bearer app-sk-" + token)

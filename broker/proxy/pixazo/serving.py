@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import logging
 import secrets
 import socket
@@ -58,6 +57,7 @@ from broker.proxy.timefmt import iso_utc
 from broker.proxy.upstream import json_dumps
 from broker.proxy.verification import REASON_HEADER, VERIFIED_HEADER
 from broker.wire.job_id import is_valid_job_id
+from broker.wire.json_body import loads_json_or_none
 from broker.wire.webhook import WebhookURLError, check_webhook_address, check_webhook_url
 
 if TYPE_CHECKING:
@@ -117,10 +117,7 @@ def _forwarded_body(ctx: ProxyContext, req: PixazoTurboRequest | PixazoBaseReque
 
 
 def _job_id(raw: bytes) -> str | None:
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return None
+    body = loads_json_or_none(raw)
     job_id = (body.get("jobId") or body.get("id")) if isinstance(body, dict) else None
     return job_id if is_valid_job_id(job_id) else None
 
@@ -344,10 +341,7 @@ async def _refresh(ctx: ProxyContext, record: PixazoRecord) -> PixazoRecord:
     except ProxyHTTPError as exc:
         logger.info("status of %s: the provider could not be asked: %s", record.request_id, exc)
         return record
-    try:
-        job = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        job = None
+    job = loads_json_or_none(raw)
     await ctx.billing.observe_async_job(record.job_id, response.status_code, job)
     updated: PixazoRecord | None = None
     if response.status_code == 404:
