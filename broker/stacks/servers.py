@@ -132,7 +132,16 @@ class LocalServer:
 
         port = port or free_port(HOST)
         server = uvicorn.Server(
-            uvicorn.Config(app, host=HOST, port=port, log_level="warning", lifespan=lifespan)
+            uvicorn.Config(
+                app,
+                host=HOST,
+                port=port,
+                log_level="warning",
+                lifespan=lifespan,
+                # as the real servers run: the peer address is the socket's; X-Forwarded-For is
+                # for the gateway's own trusted_proxies rule, never rewritten by uvicorn
+                proxy_headers=False,
+            )
         )
 
         def run() -> None:

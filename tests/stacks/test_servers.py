@@ -78,3 +78,17 @@ def test_a_recorded_pid_that_is_not_ours_is_left_alone():
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_thread_server_does_not_believe_x_forwarded_for():
+    """The attack: a local client that sends ``X-Forwarded-For: 203.0.113.9`` to the devnet's
+    in-process gateway to get a fresh per-IP bucket. The peer stays the socket's address (the
+    gateway applies its own ``trusted_proxies`` rule to the header)."""
+
+    def peer(request):
+        return JSONResponse({"client": request.client.host if request.client else None})
+
+    app = Starlette(routes=[Route("/peer", peer)])
+    with LocalServer.in_thread(app, name="probe") as server:
+        r = httpx.get(server.url + "/peer", headers={"X-Forwarded-For": "203.0.113.9"}, timeout=5)
+    assert r.json() == {"client": "127.0.0.1"}
