@@ -37,6 +37,7 @@ __all__ = [
     "Limits",
     "TokenBucket",
     "client_ip",
+    "ip_bucket_key",
     "parse_trusted_proxies",
 ]
 
@@ -186,6 +187,30 @@ def _header_values(headers, name: str) -> list[str]:
     return [value] if value else []
 
 
+#: Prefix length one IPv6 client is given: a /64 is one subscriber's network, and a host picks
+#: any of its 2**64 addresses, so keying on the full address would give it a bucket per address.
+IPV6_BUCKET_PREFIX = 64
+
+
+def ip_bucket_key(ip: str) -> str:
+    """The per-IP bucket key of a client address (B6): an IPv4 address itself, an IPv6 address
+    its ``/64`` network (``2001:db8:1:2::/64``); anything else (``"unknown"``) unchanged.
+
+    Args:
+        ip: an address as :func:`client_ip` returns it.
+
+    Returns:
+        The key (text).
+    """
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if addr.version == 4:
+        return ip
+    return str(ipaddress.ip_network(f"{addr}/{IPV6_BUCKET_PREFIX}", strict=False))
+
+
 def client_ip(headers, peer: str | None, trusted_proxies: Iterable[IPNetwork] = ()) -> str:
     """The client IP the per-IP limits key on.
 
@@ -303,15 +328,15 @@ class Limits:
 
     def check_ip(self, ip: str) -> None:
         """The ``/v1/proxy`` per-IP bucket (B6.1). Raises :class:`RateLimitedError` (429) when
-        the IP's bucket is empty."""
-        wait = self.ip.take(ip)
+        the IP's bucket is empty (an IPv6 client: its /64, :func:`ip_bucket_key`)."""
+        wait = self.ip.take(ip_bucket_key(ip))
         if wait:
             raise RateLimitedError(IP_MESSAGE, retry_after=_retry(wait))
 
     def check_handler_ip(self, ip: str) -> None:
         """The per-IP bucket of the other ``/v1`` routes (B6, last line). Raises
-        :class:`RateLimitedError` (429) when the IP's bucket is empty."""
-        wait = self.handler_ip.take(ip)
+        :class:`RateLimitedError` (429) when the IP's bucket is empty (IPv6: its /64)."""
+        wait = self.handler_ip.take(ip_bucket_key(ip))
         if wait:
             raise RateLimitedError(IP_MESSAGE, retry_after=_retry(wait))
 

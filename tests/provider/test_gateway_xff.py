@@ -139,6 +139,22 @@ def test_trusted_proxy_names_the_client(gateway):
         assert c.get("/v1/models", headers={"X-Forwarded-For": "192.0.2.202"}).status_code == 200
 
 
+def test_ipv6_client_cannot_rotate_addresses_within_its_64(gateway):
+    """The attack: an IPv6 client behind the proxy picks a new address of its /64 (2**64 of
+    them) for every request to get a fresh bucket. The per-IP buckets key on the /64."""
+    gw, url = gateway
+    _fresh_buckets(gw)
+    with _client(url, PROXY) as c:
+        codes = [
+            c.get("/v1/models", headers={"X-Forwarded-For": f"2001:db8:1:2::{i + 1:x}"}).status_code
+            for i in range(BURST + 3)
+        ]
+        assert codes[:BURST] == [200] * BURST and codes[BURST:] == [429] * 3
+        # another /64 is another client
+        other = c.get("/v1/models", headers={"X-Forwarded-For": "2001:db8:1:3::1"})
+        assert other.status_code == 200
+
+
 def test_client_ip_rules():
     trusted = Limits(trusted_proxies=["10.0.0.0/8", "::1"]).trusted_proxies
     xff = {"x-forwarded-for": "1.1.1.1, 2.2.2.2, 10.0.0.5"}
