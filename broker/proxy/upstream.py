@@ -1,8 +1,9 @@
 """The connection to the provider: one long-lived :class:`aiohttp.ClientSession` (its C HTTP parser
 costs a fraction of the CPU per request of a pure-Python client, and every request of ``serve``
 goes through it), fresh request headers, one retry after a session rejection, and the mapping of
-provider errors to OpenAI's error shape. The signature fetches and the readiness probe use a small
-:class:`httpx.AsyncClient` (:attr:`Upstream.client`), as the library's verifier expects.
+provider errors to OpenAI's error shape. The signature fetches go over the same session
+(:class:`SignatureClient`); the readiness probe uses a small :class:`httpx.AsyncClient`
+(:attr:`Upstream.client`).
 
 Sources: ``user-broker.md`` §10.1 (routes and upstream URLs), §13 items 9, 14 and 16 (token refresh,
 status passthrough, timeouts); ``provider-gateway.md`` B2, B4.5 (insufficient balance is a 400), B6
@@ -40,6 +41,7 @@ __all__ = [
     "AUTH_HEADER_TTL_S",
     "TRANSPORT_ERRORS",
     "Family",
+    "SignatureClient",
     "Upstream",
     "UpstreamResponse",
     "decode_body",
@@ -225,6 +227,44 @@ class UpstreamResponse:
             self._response.close()
 
 
+class SignatureClient:
+    """Signature fetches (B7 ``GET /v1/proxy/signature/<chat id>``) over serve's aiohttp session, in
+    the shape :func:`~broker.inference.response_signature.averify_response_signature` takes
+    (:class:`~broker.inference.response_signature.AsyncSignatureClient`): the answer comes back as
+    an :class:`httpx.Response` with its body read (and its ``Content-Encoding`` removed).
+
+    Args:
+        session: the pooled session (:attr:`Upstream.session`).
+    """
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+
+    async def get(self, url: str, *, headers: dict[str, str], timeout: float) -> httpx.Response:
+        """GET ``url``; ``timeout`` seconds for the whole exchange.
+
+        Raises:
+            httpx.TimeoutException: no complete answer within ``timeout``.
+            httpx.TransportError: the provider could not be reached or the answer broke off.
+        """
+        limit = self._timeouts.get(timeout)
+        if limit is None:
+            limit = self._timeouts[timeout] = aiohttp.ClientTimeout(total=timeout)
+        try:
+            async with self.session.get(
+                url, headers=headers, timeout=limit, allow_redirects=False
+            ) as answer:
+                body = await answer.read()
+                return httpx.Response(
+                    answer.status, headers=list(answer.headers.items()), content=body
+                )
+        except TimeoutError:
+            raise httpx.ReadTimeout(f"no answer within {timeout:g} s") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise httpx.ConnectError(f"{type(exc).__name__}: {exc}") from None
+
+
 class Upstream:
     """Requests to one provider on behalf of the user.
 
@@ -263,11 +303,12 @@ class Upstream:
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
         )
-        #: a small pool for the signature fetches (the library's verifier takes an httpx client)
-        #: and the readiness probe
+        #: the signature fetches, over the same session
+        self.signatures = SignatureClient(self.session)
+        #: a small client for the readiness probe
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.default_timeout, connect=settings.connect_timeout),
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+            limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
             headers={"Accept-Encoding": "identity"},
         )
         self._auth: tuple[dict[str, str], float] | None = None

@@ -2,7 +2,7 @@
 against a real loopback server: raw bytes kept (the signature covers them), streamed chunks handed
 on as they arrive, the family timeout and an unreachable provider mapped to 504 / 502, one
 keep-alive connection reused, 60 requests in flight at once, bodies sent byte for byte, and
-repeated headers joined."""
+repeated headers joined; the signature fetches over the same session."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import hashlib
 import threading
 import time
 
+import httpx
 import pytest
 from proxy_helpers import ThreadServer, free_port
 from starlette.applications import Starlette
@@ -21,7 +22,12 @@ from starlette.routing import Route
 
 from broker.proxy import ServeSettings
 from broker.proxy.errors import UpstreamTimeoutError, UpstreamUnavailableError
-from broker.proxy.upstream import TRANSPORT_ERRORS, Upstream, passthrough_headers
+from broker.proxy.upstream import (
+    TRANSPORT_ERRORS,
+    SignatureClient,
+    Upstream,
+    passthrough_headers,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -90,6 +96,16 @@ async def _crowd(request: Request) -> Response:
     return JSONResponse({"together": IN_FLIGHT["max"]})
 
 
+async def _signature(request: Request) -> Response:
+    doc = b'{"text":"t","signature":"0xs"}'
+    return Response(
+        gzip.compress(doc, mtime=0),
+        status_code=429 if request.path_params["chat_id"] == "busy" else 200,
+        headers={"Content-Encoding": "gzip", "Retry-After": "2"},
+        media_type="application/json",
+    )
+
+
 BACKEND = Starlette(
     routes=[
         Route("/v1/proxy/compressed", _compressed),
@@ -99,6 +115,7 @@ BACKEND = Starlette(
         Route("/v1/proxy/echo", _echo, methods=["GET", "POST"]),
         Route("/v1/proxy/repeated", _repeated),
         Route("/v1/proxy/crowd", _crowd),
+        Route("/v1/proxy/signature/{chat_id}", _signature),
     ]
 )
 
@@ -230,5 +247,24 @@ async def test_sixty_requests_are_in_flight_at_once(backend):
 
         assert await asyncio.gather(*(one() for _ in range(60))) == [200] * 60
         assert IN_FLIGHT["max"] == 60
+    finally:
+        await up.aclose()
+
+
+async def test_signature_fetches_answer_read_httpx_responses_and_httpx_errors(backend):
+    up = await _upstream(backend)
+    fetch = up.signatures
+    assert isinstance(fetch, SignatureClient)
+    try:
+        got = await fetch.get(f"{backend}/v1/proxy/signature/c1", headers={}, timeout=5)
+        assert isinstance(got, httpx.Response) and got.status_code == 200
+        assert got.json() == {"text": "t", "signature": "0xs"}  # the coding removed
+        busy = await fetch.get(f"{backend}/v1/proxy/signature/busy", headers={}, timeout=5)
+        assert busy.status_code == 429 and busy.headers["retry-after"] == "2"
+        # the library's verifier catches httpx.HTTPError: a slow or absent provider raises one
+        with pytest.raises(httpx.TimeoutException):
+            await fetch.get(f"{backend}/v1/proxy/slow?s=2", headers={}, timeout=0.3)
+        with pytest.raises(httpx.ConnectError):
+            await fetch.get(f"http://127.0.0.1:{free_port()}/x", headers={}, timeout=5)
     finally:
         await up.aclose()
