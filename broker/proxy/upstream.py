@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, Literal
 import aiohttp
 import httpx
 from starlette.concurrency import run_in_threadpool
-from yarl import URL
 
 from broker.inference.broker import is_session_rejection
 from broker.proxy.errors import (
@@ -313,7 +312,7 @@ class Upstream:
         )
         self._auth: tuple[dict[str, str], float] | None = None
         self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
-        self._urls: dict[tuple[bool, str], URL] = {}
+        self._urls: dict[tuple[bool, str], str] = {}
 
     def __repr__(self) -> str:
         return f"Upstream(provider={self.provider}, url={self.base_url})"
@@ -354,10 +353,10 @@ class Upstream:
         self._auth = (headers, now + AUTH_HEADER_TTL_S)
         return headers
 
-    def _url(self, proxy: bool, path: str) -> URL:
+    def _url(self, proxy: bool, path: str) -> str:
         url = self._urls.get((proxy, path))
-        if url is None:  # parsed once per path (the hot routes repeat theirs)
-            url = URL(self.base_url + ("/v1/proxy" if proxy else "") + path)
+        if url is None:  # built once per path (the hot routes repeat theirs)
+            url = self.base_url + ("/v1/proxy" if proxy else "") + path
             if len(self._urls) < 64:
                 self._urls[(proxy, path)] = url
         return url
