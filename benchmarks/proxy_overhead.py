@@ -413,7 +413,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.role == "stack":
         return role_stack(args.handshake, args.home)
-    if args.quick:  # smaller defaults; explicit options win
+    if args.quick:  # smaller defaults; options given on the command line win
+        given = {a.split("=", 1)[0] for a in sys.argv[1:] if a.startswith("--")}
         for name, value in (
             ("levels", "1,10"),
             ("rounds", 1),
@@ -421,7 +422,7 @@ def main() -> None:
             ("seconds", 3.0),
             ("stream_requests", 10),
         ):
-            if getattr(args, name) == parser.get_default(name):
+            if "--" + name.replace("_", "-") not in given:
                 setattr(args, name, value)
 
     ts_skip = "--no-ts" if args.no_ts else _ts_available()

@@ -43,7 +43,7 @@ import enum
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -65,6 +65,7 @@ __all__ = [
     "RESPONSE_SIGNATURE_HEADER",
     "SIGNATURE_NOT_FOUND_ATTEMPTS",
     "SIGNATURE_NOT_FOUND_BACKOFF_S",
+    "AsyncSignatureClient",
     "ResponseBinding",
     "VerificationReason",
     "VerificationResult",
@@ -540,6 +541,17 @@ def _prepare_signature_request(
     )
 
 
+class AsyncSignatureClient(Protocol):
+    """What :func:`averify_response_signature` fetches with: an ``httpx.AsyncClient``, or any
+    object whose ``get`` answers an :class:`httpx.Response` (body read) and raises
+    :class:`httpx.HTTPError` when the request fails below HTTP (e.g. ``serve``'s fetcher over its
+    aiohttp session)."""
+
+    async def get(self, url: str, *, headers: dict[str, str], timeout: float) -> httpx.Response:
+        """GET ``url`` (``timeout`` in seconds)."""
+        ...
+
+
 def verify_response_signature(
     service: Service,
     chat_id: str | None,
@@ -606,7 +618,7 @@ async def averify_response_signature(
     service: Service,
     chat_id: str | None,
     *,
-    client: httpx.AsyncClient | None = None,
+    client: AsyncSignatureClient | None = None,
     model: str | None = None,
     timeout: float = DEFAULT_SIGNATURE_TIMEOUT_S,
     not_found_attempts: int = SIGNATURE_NOT_FOUND_ATTEMPTS,
@@ -614,15 +626,16 @@ async def averify_response_signature(
     binding: ResponseBinding | None = None,
     rate_limit_budget: float = RATE_LIMIT_BUDGET_S,
 ) -> VerificationResult:
-    """Async twin of :func:`verify_response_signature` (``httpx.AsyncClient``, ``asyncio.sleep``
-    between retries); same arguments and contract."""
+    """Async twin of :func:`verify_response_signature` (``asyncio.sleep`` between retries); same
+    arguments and contract, except ``client``: an ``httpx.AsyncClient`` or another
+    :class:`AsyncSignatureClient` (default: a temporary ``httpx.AsyncClient``)."""
     policy = _RetryPolicy(not_found_attempts, not_found_backoff, rate_limit_budget, chat_id)
     prepared = _prepare_signature_request(service, chat_id, model)
     if isinstance(prepared, VerificationResult):
         return prepared
     signer, url = prepared
     own = client is None
-    http = client or httpx.AsyncClient(timeout=timeout)
+    http: Any = client or httpx.AsyncClient(timeout=timeout)
     try:
         while True:
             response = await http.get(url, headers=_SIGNATURE_HEADERS, timeout=timeout)

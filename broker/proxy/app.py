@@ -259,7 +259,7 @@ def create_app(
             service=service,
             upstream=upstream,
             verifier=Verifier(
-                inference, service.provider, settings.verify, upstream.client, metrics
+                inference, service.provider, settings.verify, upstream.signatures, metrics
             ),
             billing=Billing(inference, service.provider, metrics),
             metrics=metrics,

@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import httpx
 from fastapi import Request
 from fastapi.responses import Response
 
@@ -28,7 +27,7 @@ if TYPE_CHECKING:
     from broker.proxy.billing import Billing
     from broker.proxy.metrics import ProxyMetrics
     from broker.proxy.settings import ServeSettings
-    from broker.proxy.upstream import Upstream
+    from broker.proxy.upstream import Upstream, UpstreamResponse
     from broker.proxy.verification import Verifier
 
 __all__ = [
@@ -133,7 +132,7 @@ def forwarded_body(data: dict[str, Any]) -> bytes:
 
 async def complete_response(
     ctx: ProxyContext,
-    response: httpx.Response,
+    response: UpstreamResponse,
     bill: Callable[[bytes], Any] | None,
     on_body: Callable[[int, bytes], Awaitable[None]] | None = None,
     *,

@@ -255,7 +255,7 @@ async def verify(request: Request) -> VerifyResponse:
     from broker.proxy.verification import Verifier
 
     # a fresh verifier: re-verifying a chat id this proxy has seen is not a reuse
-    verifier = Verifier(ctx.inference, ctx.provider, "warn", ctx.upstream.client, ctx.metrics)
+    verifier = Verifier(ctx.inference, ctx.provider, "warn", ctx.upstream.signatures, ctx.metrics)
     result = await verifier.verify(body.id, binding=binding)
     assert result is not None
     return VerifyResponse(

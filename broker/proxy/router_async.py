@@ -165,7 +165,7 @@ async def _tee(ctx: ProxyContext, job: RouterJob, poll_key: str | None) -> dict[
         }
         cache[job.job_id] = out
         return out
-    verifier = Verifier(ctx.inference, ctx.provider, "warn", ctx.upstream.client, ctx.metrics)
+    verifier = Verifier(ctx.inference, ctx.provider, "warn", ctx.upstream.signatures, ctx.metrics)
     result = await verifier.verify(chat_id)
     what = (
         "the job result"

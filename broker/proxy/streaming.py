@@ -25,7 +25,6 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator
 
-import httpx
 from fastapi.responses import Response, StreamingResponse
 
 from broker.inference.response_signature import ResponseBinding, VerificationResult
@@ -33,7 +32,12 @@ from broker.proxy.billing import AnswerBody
 from broker.proxy.context import ProxyContext
 from broker.proxy.errors import ProxyHTTPError
 from broker.proxy.protocol import ErrorBody, ErrorResponse
-from broker.proxy.upstream import decode_body, passthrough_headers
+from broker.proxy.upstream import (
+    TRANSPORT_ERRORS,
+    UpstreamResponse,
+    decode_body,
+    passthrough_headers,
+)
 from broker.proxy.verification import REASON_HEADER, VERIFIED_HEADER, header_value, reason_value
 from broker.wire.chat_id import chat_id_from_headers
 from broker.wire.signed_text import sha256_hex
@@ -75,7 +79,7 @@ class _StreamState:
     """Usage, chat id and the running sha256 of the raw stream. Each chunk is decoded into SSE
     events once and each event parsed as JSON once, for the relay, the usage and the chat id."""
 
-    def __init__(self, response: httpx.Response, request_body: bytes | None) -> None:
+    def __init__(self, response: UpstreamResponse, request_body: bytes | None) -> None:
         self.summary = SSEStreamSummary()  # usage, chat id and text, as the gateway bills them
         self.decoder = SSEDecoder()
         self.chat_id = chat_id_from_headers(response.headers)
@@ -129,12 +133,12 @@ async def _settle(
 
 
 async def _drain_and_settle(
-    ctx: ProxyContext, response: httpx.Response, state: _StreamState
+    ctx: ProxyContext, response: UpstreamResponse, state: _StreamState
 ) -> None:
     try:
         async for chunk in response.aiter_raw():
             state.feed_raw(chunk)
-    except httpx.HTTPError:
+    except TRANSPORT_ERRORS:
         pass
     finally:
         await response.aclose()
@@ -145,7 +149,7 @@ async def _drain_and_settle(
         logger.exception("accounting of an abandoned stream failed")
 
 
-def _client_headers(ctx: ProxyContext, response: httpx.Response) -> dict[str, str]:
+def _client_headers(ctx: ProxyContext, response: UpstreamResponse) -> dict[str, str]:
     headers = passthrough_headers(response.headers)
     headers.pop("content-type", None)
     headers.pop("Content-Type", None)
@@ -155,7 +159,7 @@ def _client_headers(ctx: ProxyContext, response: httpx.Response) -> dict[str, st
 
 
 async def _buffered(
-    ctx: ProxyContext, response: httpx.Response, request_body: bytes | None
+    ctx: ProxyContext, response: UpstreamResponse, request_body: bytes | None
 ) -> Response:
     """Read the whole stream, verify it, then answer it in one piece (or refuse it)."""
     state = _StreamState(response, request_body)
@@ -177,7 +181,7 @@ async def _buffered(
 
 
 async def stream_response(
-    ctx: ProxyContext, response: httpx.Response, *, request_body: bytes | None = None
+    ctx: ProxyContext, response: UpstreamResponse, *, request_body: bytes | None = None
 ) -> Response:
     """The client's answer for an upstream SSE ``response`` (status < 400, body unread).
 
@@ -208,7 +212,7 @@ async def stream_response(
             out = _encode(state.close())
             if out:
                 yield out
-        except httpx.HTTPError as exc:
+        except TRANSPORT_ERRORS as exc:
             await response.aclose()
             state.finished = True
             yield _error_event(

@@ -1,5 +1,9 @@
-"""The connection to the provider: a pooled :class:`httpx.AsyncClient`, fresh request headers,
-one retry after a session rejection, and the mapping of provider errors to OpenAI's error shape.
+"""The connection to the provider: one long-lived :class:`aiohttp.ClientSession` (its C HTTP parser
+costs a fraction of the CPU per request of a pure-Python client, and every request of ``serve``
+goes through it), fresh request headers, one retry after a session rejection, and the mapping of
+provider errors to OpenAI's error shape. The signature fetches go over the same session
+(:class:`SignatureClient`); the readiness probe uses a small :class:`httpx.AsyncClient`
+(:attr:`Upstream.client`).
 
 Sources: ``user-broker.md`` §10.1 (routes and upstream URLs), §13 items 9, 14 and 16 (token refresh,
 status passthrough, timeouts); ``provider-gateway.md`` B2, B4.5 (insufficient balance is a 400), B6
@@ -8,12 +12,13 @@ status passthrough, timeouts); ``provider-gateway.md`` B2, B4.5 (insufficient ba
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import time
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
+import aiohttp
 import httpx
 from starlette.concurrency import run_in_threadpool
 
@@ -33,9 +38,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUTH_HEADER_TTL_S",
-    "POOL_SHARDS",
+    "TRANSPORT_ERRORS",
     "Family",
+    "SignatureClient",
     "Upstream",
+    "UpstreamResponse",
     "decode_body",
     "error_from_upstream",
     "json_dumps",
@@ -49,11 +56,9 @@ logger = logging.getLogger(__name__)
 #: second at any rate).
 AUTH_HEADER_TTL_S = 1.0
 
-#: Connection pools to the provider, used in turn (together at most ``max_connections``
-#: connections). httpcore looks at every idle connection of a pool (one ``poll`` each) whenever it
-#: hands out or takes back a connection, so one pool of many connections costs time in proportion
-#: to its size on every request; several smaller pools keep that short under load.
-POOL_SHARDS = 8
+#: Exceptions of a provider connection that failed below HTTP while a body was read (broken
+#: connection, read timeout: :class:`TimeoutError` is :class:`asyncio.TimeoutError`).
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError, OSError)
 
 #: Route family, which selects the read timeout.
 Family = Literal["images", "chat", "audio", "default"]
@@ -97,9 +102,7 @@ def _message_of(body: bytes) -> tuple[str, str | None, str | None]:
     return text[:2000], None, None
 
 
-def error_from_upstream(
-    status: int, body: bytes, headers: httpx.Headers | dict[str, str]
-) -> ProxyHTTPError:
+def error_from_upstream(status: int, body: bytes, headers: Mapping[str, str]) -> ProxyHTTPError:
     """Map a provider error response to the error the proxy answers with.
 
     ========================================== ====== ============================
@@ -115,7 +118,8 @@ def error_from_upstream(
 
     Args:
         status: the provider's HTTP status (≥ 400).
-        body: its raw body. headers: its headers (``Retry-After`` is read).
+        body: its raw body. headers: its headers, a case-insensitive mapping (``Retry-After`` is
+            read).
 
     Returns:
         A :class:`~broker.proxy.errors.ProxyHTTPError` (not raised).
@@ -154,24 +158,117 @@ def error_from_upstream(
     )
 
 
-def passthrough_headers(headers: httpx.Headers) -> dict[str, str]:
+def passthrough_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """Provider response headers worth returning to the client (``ZG-Res-Key``, ``Retry-After``,
-    ``Location``, rate-limit headers, content type); hop-by-hop and CORS headers dropped."""
-    return {k: v for k, v in headers.items() if k.lower() not in _HOP}
+    ``Location``, rate-limit headers, content type); hop-by-hop and CORS headers dropped, names
+    lower-cased, a repeated name's values joined with ``", "``.
+
+    Args:
+        headers: the provider's headers (a multi-mapping: repeated names are separate items).
+    """
+    out: dict[str, str] = {}
+    for key, value in headers.items():
+        name = key.lower()
+        if name in _HOP:
+            continue
+        out[name] = f"{out[name]}, {value}" if name in out else value
+    return out
 
 
-class _RawReplay(httpx.AsyncByteStream):
-    """A response body already read from the network, streamed again as the same raw bytes."""
+class UpstreamResponse:
+    """A provider response whose body is not read yet: read it with :meth:`Upstream.read_raw` /
+    :meth:`Upstream.read`, or stream it with :meth:`aiter_raw` and then :meth:`aclose` it.
 
-    def __init__(self, raw: bytes) -> None:
-        self._raw = raw
+    Attributes:
+        status_code: the HTTP status. headers: the response headers (a case-insensitive
+            multi-mapping; repeated names are separate items).
+    """
 
-    async def __aiter__(self):
-        yield self._raw
+    __slots__ = ("_body", "_response", "headers", "status_code")
+
+    def __init__(self, response: aiohttp.ClientResponse, body: bytes | None = None) -> None:
+        self._response = response
+        #: the raw body when it was already read (a 400/401/403 looked at by :meth:`Upstream.send`)
+        self._body = body
+        self.status_code: int = response.status
+        self.headers: Mapping[str, str] = response.headers
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they arrive (not decompressed; chunked framing removed): each
+        chunk is handed on as soon as the socket delivers it.
+
+        Raises:
+            The :data:`TRANSPORT_ERRORS` of a broken connection or a read timeout.
+        """
+        if self._body is not None:
+            if self._body:
+                yield self._body
+            return
+        async for chunk in self._response.content.iter_any():
+            yield chunk
+
+    async def read(self) -> bytes:
+        """The whole raw body (not decompressed); the response stays open (:meth:`aclose`).
+
+        Raises:
+            The :data:`TRANSPORT_ERRORS` of a broken connection or a read timeout.
+        """
+        if self._body is None:
+            self._body = await self._response.read()
+        return self._body
+
+    async def aclose(self) -> None:
+        """Hand the connection back to the pool when the body was read to its end, else close
+        it."""
+        if self._body is not None or self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
+
+
+class SignatureClient:
+    """Signature fetches (B7 ``GET /v1/proxy/signature/<chat id>``) over serve's aiohttp session, in
+    the shape :func:`~broker.inference.response_signature.averify_response_signature` takes
+    (:class:`~broker.inference.response_signature.AsyncSignatureClient`): the answer comes back as
+    an :class:`httpx.Response` with its body read (and its ``Content-Encoding`` removed).
+
+    Args:
+        session: the pooled session (:attr:`Upstream.session`).
+    """
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+
+    async def get(self, url: str, *, headers: dict[str, str], timeout: float) -> httpx.Response:
+        """GET ``url``; ``timeout`` seconds for the whole exchange.
+
+        Raises:
+            httpx.TimeoutException: no complete answer within ``timeout``.
+            httpx.TransportError: the provider could not be reached or the answer broke off.
+        """
+        limit = self._timeouts.get(timeout)
+        if limit is None:
+            limit = self._timeouts[timeout] = aiohttp.ClientTimeout(total=timeout)
+        try:
+            async with self.session.get(
+                url, headers=headers, timeout=limit, allow_redirects=False
+            ) as answer:
+                body = await answer.read()
+                return httpx.Response(
+                    answer.status, headers=list(answer.headers.items()), content=body
+                )
+        except TimeoutError:
+            raise httpx.ReadTimeout(f"no answer within {timeout:g} s") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise httpx.ConnectError(f"{type(exc).__name__}: {exc}") from None
 
 
 class Upstream:
     """Requests to one provider on behalf of the user.
+
+    Create it on the server's running event loop (serve's lifespan) and :meth:`aclose` it at
+    shutdown.
 
     Args:
         inference: the user's :class:`~broker.inference.broker.InferenceBroker` (headers, session
@@ -196,38 +293,49 @@ class Upstream:
         self.settings = settings
         self.metrics = metrics
         # identity: the signature covers the bytes as received (B7, not decompressed); a body
-        # that comes compressed anyway is hashed raw and decoded for the client (read_raw)
-        shards = max(1, min(POOL_SHARDS, settings.max_connections))
-        per_shard = -(-settings.max_connections // shards)
-        self.clients = [
-            httpx.AsyncClient(
-                timeout=httpx.Timeout(settings.default_timeout, connect=settings.connect_timeout),
-                limits=httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard),
-                headers={"Accept-Encoding": "identity"},
-            )
-            for _ in range(shards)
-        ]
-        #: the first pool, for the signature fetches and readiness probes
-        self.client = self.clients[0]
-        self._next_client = itertools.cycle(self.clients).__next__
+        # that comes compressed anyway is hashed raw and decoded for the client (decode_body)
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=settings.max_connections, limit_per_host=0),
+            headers={"Accept-Encoding": "identity"},
+            # bytes are sent as they are: no invented Content-Type
+            skip_auto_headers=("Content-Type",),
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        #: the signature fetches, over the same session
+        self.signatures = SignatureClient(self.session)
+        #: a small client for the readiness probe
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.default_timeout, connect=settings.connect_timeout),
+            limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
+            headers={"Accept-Encoding": "identity"},
+        )
         self._auth: tuple[dict[str, str], float] | None = None
-        self._timeouts: dict[str, httpx.Timeout] = {}
-        self._urls: dict[tuple[bool, str], httpx.URL] = {}
+        self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
+        self._urls: dict[tuple[bool, str], str] = {}
 
     def __repr__(self) -> str:
         return f"Upstream(provider={self.provider}, url={self.base_url})"
 
-    def timeout(self, family: Family) -> httpx.Timeout:
-        """The timeout of a route family (read/write/pool = the family's seconds; built once)."""
+    def timeout_seconds(self, family: Family) -> float:
+        """Seconds the provider may stay silent for a route family (``ZG_SERVE_*_TIMEOUT``)."""
+        return {
+            "images": self.settings.images_timeout,
+            "chat": self.settings.chat_timeout,
+            "audio": self.settings.audio_timeout,
+        }.get(family, self.settings.default_timeout)
+
+    def timeout(self, family: Family) -> aiohttp.ClientTimeout:
+        """The timeout of a route family, built once: the family's seconds between bytes read
+        and for getting a connection from the pool; ``connect_timeout`` to open one."""
         found = self._timeouts.get(family)
         if found is None:
-            seconds = {
-                "images": self.settings.images_timeout,
-                "chat": self.settings.chat_timeout,
-                "audio": self.settings.audio_timeout,
-            }.get(family, self.settings.default_timeout)
-            found = self._timeouts[family] = httpx.Timeout(
-                seconds, connect=self.settings.connect_timeout
+            seconds = self.timeout_seconds(family)
+            found = self._timeouts[family] = aiohttp.ClientTimeout(
+                total=None,
+                connect=seconds,
+                sock_connect=self.settings.connect_timeout,
+                sock_read=seconds,
             )
         return found
 
@@ -245,6 +353,14 @@ class Upstream:
         self._auth = (headers, now + AUTH_HEADER_TTL_S)
         return headers
 
+    def _url(self, proxy: bool, path: str) -> str:
+        url = self._urls.get((proxy, path))
+        if url is None:  # built once per path (the hot routes repeat theirs)
+            url = self.base_url + ("/v1/proxy" if proxy else "") + path
+            if len(self._urls) < 64:
+                self._urls[(proxy, path)] = url
+        return url
+
     async def send(
         self,
         method: str,
@@ -257,7 +373,7 @@ class Upstream:
         proxy: bool = True,
         authenticated: bool = True,
         route: str = "",
-    ) -> httpx.Response:
+    ) -> UpstreamResponse:
         """Send one request and return the response with its body **unread** (stream or read it,
         then close it).
 
@@ -269,47 +385,44 @@ class Upstream:
             route: label for the metrics.
 
         Returns:
-            The :class:`httpx.Response` (any status; error mapping is the caller's job via
+            The :class:`UpstreamResponse` (any status; error mapping is the caller's job via
             :meth:`raise_for_status`).
 
         Raises:
             UpstreamTimeoutError (504), UpstreamUnavailableError (502); the inference broker's
             errors while building headers.
         """
-        url = self._urls.get((proxy, path))
-        if url is None:  # parsed once per path (the hot routes repeat theirs)
-            url = httpx.URL(self.base_url + ("/v1/proxy" if proxy else "") + path)
-            if len(self._urls) < 64:
-                self._urls[(proxy, path)] = url
+        url = self._url(proxy, path)
+        timeout = self.timeout(family)
         for attempt in (0, 1):
             headers: dict[str, str] = {}
             if content_type:
                 headers["Content-Type"] = content_type
             if authenticated:
                 headers.update(await self.auth_headers())
-            client = self._next_client()
-            request = client.build_request(
-                method,
-                url,
-                content=content,
-                params=params,
-                headers=headers,
-                timeout=self.timeout(family),
-            )
             try:
-                response = await client.send(request, stream=True)
-            except httpx.TimeoutException:
+                raw_response = await self.session.request(
+                    method,
+                    url,
+                    data=content or None,
+                    params=params or None,
+                    headers=headers,
+                    timeout=timeout,
+                    allow_redirects=False,
+                )
+            except TimeoutError:
                 self._count(route, "timeout")
                 raise UpstreamTimeoutError(
-                    f"the provider did not answer within {self.timeout(family).read:g} s",
+                    f"the provider did not answer within {self.timeout_seconds(family):g} s",
                     code="upstream_timeout",
                 ) from None
-            except httpx.HTTPError as exc:
+            except (aiohttp.ClientError, OSError) as exc:
                 self._count(route, "unreachable")
                 raise UpstreamUnavailableError(
                     f"the provider is unreachable ({type(exc).__name__})",
                     code="upstream_unreachable",
                 ) from None
+            response = UpstreamResponse(raw_response)
             self._count(route, str(response.status_code))
             if authenticated and attempt == 0 and response.status_code in (400, 401, 403):
                 raw = await self.read_raw(response)
@@ -321,35 +434,24 @@ class Upstream:
                     await run_in_threadpool(self.inference.invalidate_session, self.provider)
                     continue
                 # the body was read to look at it: hand on a response that replays those bytes
-                return httpx.Response(
-                    response.status_code,
-                    headers=response.headers,
-                    stream=_RawReplay(raw),
-                    request=request,
-                )
+                return UpstreamResponse(raw_response, raw)
             return response
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def read_raw(self, response: httpx.Response) -> bytes:
-        """The whole body of a streamed response exactly as received (no ``Content-Encoding``
-        removed: what the provider's signature covers, B7), then closed.
-
-        A response whose body :meth:`send` already read (a 400/401/403 checked for a session
-        rejection; never a signed answer) gives its decoded bytes.
+    async def read_raw(self, response: UpstreamResponse) -> bytes:
+        """The whole body of a response exactly as received (no ``Content-Encoding`` removed:
+        what the provider's signature covers, B7), then closed.
 
         Raises:
             UpstreamTimeoutError, UpstreamUnavailableError: the body did not arrive.
         """
-        if response.is_stream_consumed:
-            await response.aclose()
-            return response.content
         try:
-            return b"".join([chunk async for chunk in response.aiter_raw()])
-        except httpx.TimeoutException:
+            return await response.read()
+        except TimeoutError:
             raise UpstreamTimeoutError(
                 "the provider's response timed out", code="upstream_timeout"
             ) from None
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamUnavailableError(
                 f"the provider's response broke off ({type(exc).__name__})",
                 code="upstream_unreachable",
@@ -357,18 +459,15 @@ class Upstream:
         finally:
             await response.aclose()
 
-    async def read(self, response: httpx.Response) -> bytes:
-        """The whole body of a streamed response, its ``Content-Encoding`` removed (then closed).
+    async def read(self, response: UpstreamResponse) -> bytes:
+        """The whole body of a response, its ``Content-Encoding`` removed (then closed).
 
         Raises:
             UpstreamTimeoutError, UpstreamUnavailableError: the body did not arrive.
         """
-        if response.is_stream_consumed:  # read (and decoded) by send() already
-            await response.aclose()
-            return response.content
         return decode_body(await self.read_raw(response), response.headers)
 
-    async def raise_for_status(self, response: httpx.Response) -> None:
+    async def raise_for_status(self, response: UpstreamResponse) -> None:
         """Raise the mapped :class:`ProxyHTTPError` when ``response`` is an error (≥ 400); the body
         is read and the response closed in that case."""
         if response.status_code < 400:
@@ -383,11 +482,11 @@ class Upstream:
 
     async def aclose(self) -> None:
         """Close the connection pools."""
-        for client in self.clients:
-            await client.aclose()
+        await self.session.close()
+        await self.client.aclose()
 
 
-def decode_body(raw: bytes, headers: httpx.Headers) -> bytes:
+def decode_body(raw: bytes, headers: Mapping[str, str]) -> bytes:
     """``raw`` with the response's ``Content-Encoding`` removed (for the client and for billing;
     the raw bytes are what is hashed)."""
     encoding = headers.get("content-encoding")

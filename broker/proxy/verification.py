@@ -23,10 +23,9 @@ import logging
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
-import httpx
-
 from broker.inference.response_signature import (
     RESPONSE_SIGNATURE_HEADER,
+    AsyncSignatureClient,
     ResponseBinding,
     VerificationReason,
     VerificationResult,
@@ -92,7 +91,8 @@ class Verifier:
         inference: the user's inference broker (service lookup, fee store).
         provider: checksummed provider address.
         mode: ``off`` / ``warn`` / ``enforce``.
-        client: the pooled ``httpx.AsyncClient`` used for signature fetches.
+        client: what the signature fetches use (serve passes its
+            :class:`~broker.proxy.upstream.SignatureClient`; an ``httpx.AsyncClient`` works too).
         metrics: counters to update (optional).
     """
 
@@ -101,7 +101,7 @@ class Verifier:
         inference: InferenceBroker,
         provider: str,
         mode: VerifyMode,
-        client: httpx.AsyncClient,
+        client: AsyncSignatureClient,
         metrics: ProxyMetrics | None = None,
     ) -> None:
         self.inference = inference
