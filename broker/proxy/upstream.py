@@ -30,6 +30,7 @@ from broker.proxy.errors import (
     UpstreamUnavailableError,
 )
 from broker.wire.content_coding import decoded_body
+from broker.wire.json_body import loads_json_or_none
 
 if TYPE_CHECKING:
     from broker.inference.broker import InferenceBroker
@@ -82,9 +83,8 @@ def _message_of(body: bytes) -> tuple[str, str | None, str | None]:
     """(message, type, code) from a provider error body: the gateway's ``{"error": "..."}``,
     OpenAI's ``{"error": {...}}``, or plain text."""
     text = body.decode("utf-8", "replace").strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
+    data = loads_json_or_none(text)
+    if data is None:  # not JSON (or a hostile 100 000-deep body): the text itself
         return text[:2000] or "no error message", None, None
     if isinstance(data, dict):
         err = data.get("error")

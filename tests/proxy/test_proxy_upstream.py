@@ -26,6 +26,7 @@ from broker.proxy.upstream import (
     TRANSPORT_ERRORS,
     SignatureClient,
     Upstream,
+    error_from_upstream,
     passthrough_headers,
 )
 
@@ -268,3 +269,14 @@ async def test_signature_fetches_answer_read_httpx_responses_and_httpx_errors(ba
             await fetch.get(f"http://127.0.0.1:{free_port()}/x", headers={}, timeout=5)
     finally:
         await up.aclose()
+
+
+@pytest.mark.parametrize("status", [400, 404, 502])
+def test_a_hostile_error_body_is_an_error_not_a_crash(status):
+    """The attack: the provider (or a relay) answers an error whose body is 100 000 nested
+    arrays. serve answers the mapped error with the body's text as message; parsing it once
+    raised RecursionError, a 500 of serve's own."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    err = error_from_upstream(status, deep, {})
+    assert err.status_code == (status if status < 500 else 502)
+    assert len(err.message) <= 2100 and "[[[" in err.message  # the text, cut at 2000
