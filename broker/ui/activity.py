@@ -8,12 +8,13 @@ headers other than the two above).
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
+
+import orjson
 
 from broker.units import format_0g
 
@@ -82,8 +83,8 @@ class RequestLog:
 
 
 def _model_of(body: bytes) -> str:
-    try:
-        data = json.loads(body)
+    try:  # orjson: on every request, several times faster than json (and never recursive)
+        data = orjson.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return ""
     model = data.get("model") if isinstance(data, dict) else None
@@ -92,7 +93,7 @@ def _model_of(body: bytes) -> str:
 
 def _error_reason(body: bytes) -> str:
     try:
-        data = json.loads(body)
+        data = orjson.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return ""
     err = data.get("error") if isinstance(data, dict) else None
