@@ -277,6 +277,30 @@ class Settler:
         """Sign, preview and store one batch per user with unsettled fees (rows → ``settling``);
         users whose item the contract would refuse go to ``report.refused`` and keep their rows
         ``unsettled``."""
+        block = int(self.contract.w3.eth.block_number)
+        candidates = self._candidates()
+        refused = self._preview([item for _, _, item in candidates]) if candidates else {}
+        out: list[SettlementBatch] = []
+        for user, hashes, item in candidates:
+            status = refused.get(user.lower())
+            if status is not None:
+                if report is not None:
+                    report.refused[user] = status
+                logger.warning(
+                    "settlement for %s not sent: the contract would refuse it (status %s)",
+                    user,
+                    status,
+                )
+                continue
+            batch = self._store_batch(user, hashes, item, block)
+            if batch is not None:
+                out.append(batch)
+        return out
+
+    def _candidates(self) -> list[tuple[str, list[str], TEESettlement]]:
+        """``(user, request hashes, signed item)`` for each user with unsettled fees and no
+        batch in flight: the longest prefix of the user's rows (oldest first) that the
+        sub-account balance covers (avoids PARTIAL, B10.4), signed with a fresh nonce."""
         with self.db.session() as s:
             rows = s.scalars(
                 select(RequestRecord)
@@ -294,13 +318,11 @@ class Settler:
         for r in rows:
             if r.user_address not in busy and int(r.fee) > 0:
                 by_user.setdefault(r.user_address, []).append(r)
-        block = int(self.contract.w3.eth.block_number)
         candidates: list[tuple[str, list[str], TEESettlement]] = []
         for user, urows in by_user.items():
             acc = self.accounts.get(user, refresh=True)
             if acc is None:
                 continue
-            # longest prefix the balance covers (avoids PARTIAL, B10.4)
             chosen, total = [], 0
             for r in urows:
                 if total + int(r.fee) > acc.balance:
@@ -313,63 +335,55 @@ class Settler:
             candidates.append(
                 (user, [r.request_hash for r in chosen], self.sign(user, chosen, nonce))
             )
-        refused = self._preview([item for _, _, item in candidates]) if candidates else {}
-        out: list[SettlementBatch] = []
-        for user, hashes, item in candidates:
-            status = refused.get(user.lower())
-            if status is not None:
-                if report is not None:
-                    report.refused[user] = status
-                logger.warning(
-                    "settlement for %s not sent: the contract would refuse it (status %s)",
-                    user,
-                    status,
+        return candidates
+
+    def _store_batch(
+        self, user: str, hashes: list[str], item: TEESettlement, block: int
+    ) -> SettlementBatch | None:
+        """Store one signed batch (``prepared``) and move its rows to ``settling``, in one
+        transaction; ``None`` when the rows or the user were taken meanwhile."""
+        with self.db.session.begin() as s:
+            # Lock the chosen rows and re-check them and the user inside the write transaction:
+            # another gateway process on the same PostgreSQL database may have batched them
+            # meanwhile (SQLite ignores FOR UPDATE; its writers are serialised anyway).
+            still = s.scalars(
+                select(RequestRecord.request_hash)
+                .where(
+                    RequestRecord.request_hash.in_(hashes),
+                    RequestRecord.status == RequestStatus.UNSETTLED,
                 )
-                continue
-            nonce = item.nonce
-            with self.db.session.begin() as s:
-                # Lock the chosen rows and re-check them and the user inside the write transaction:
-                # another gateway process on the same PostgreSQL database may have batched them
-                # meanwhile (SQLite ignores FOR UPDATE; its writers are serialised anyway).
-                still = s.scalars(
-                    select(RequestRecord.request_hash)
-                    .where(
-                        RequestRecord.request_hash.in_(hashes),
-                        RequestRecord.status == RequestStatus.UNSETTLED,
-                    )
-                    .with_for_update()
-                ).all()
-                taken = s.scalar(
-                    select(SettlementBatch.id)
-                    .where(
-                        SettlementBatch.user_address == user,
-                        SettlementBatch.status == BatchStatus.PREPARED,
-                    )
-                    .limit(1)
+                .with_for_update()
+            ).all()
+            taken = s.scalar(
+                select(SettlementBatch.id)
+                .where(
+                    SettlementBatch.user_address == user,
+                    SettlementBatch.status == BatchStatus.PREPARED,
                 )
-                if len(still) != len(hashes) or taken is not None:
-                    continue
-                batch = SettlementBatch(
-                    user_address=user,
-                    nonce=str(nonce),
-                    total_fee=str(item.total_fee),
-                    requests_hash="0x" + item.requests_hash.hex(),
-                    signature="0x" + item.signature.hex(),
-                    from_block=block,
-                    status=BatchStatus.PREPARED,
+                .limit(1)
+            )
+            if len(still) != len(hashes) or taken is not None:
+                return None
+            batch = SettlementBatch(
+                user_address=user,
+                nonce=str(item.nonce),
+                total_fee=str(item.total_fee),
+                requests_hash="0x" + item.requests_hash.hex(),
+                signature="0x" + item.signature.hex(),
+                from_block=block,
+                status=BatchStatus.PREPARED,
+            )
+            s.add(batch)
+            s.flush()
+            s.execute(
+                update(RequestRecord)
+                .where(
+                    RequestRecord.request_hash.in_(hashes),
+                    RequestRecord.status == RequestStatus.UNSETTLED,
                 )
-                s.add(batch)
-                s.flush()
-                s.execute(
-                    update(RequestRecord)
-                    .where(
-                        RequestRecord.request_hash.in_(hashes),
-                        RequestRecord.status == RequestStatus.UNSETTLED,
-                    )
-                    .values(status=RequestStatus.SETTLING, batch_id=batch.id)
-                )
-            out.append(batch)
-        return out
+                .values(status=RequestStatus.SETTLING, batch_id=batch.id)
+            )
+        return batch
 
     @staticmethod
     def _item(batch: SettlementBatch, provider: str) -> tuple:
