@@ -1,7 +1,8 @@
 """Reusable pure-ASGI building blocks shared by the local servers (``serve``, the worker, the
 dashboard).
 
-Modules: ``body`` (:func:`read_capped_body`: the request body with a size cap), ``guard``
+Modules: ``body`` (:func:`read_capped_body`: the request body with a size cap), ``headers``
+(:func:`copy_headers`: an upstream answer's headers for the client), ``guard``
 (:class:`LocalGuard`: Host / Origin / ``Sec-Fetch-Site`` / Content-Type checks that keep a web page
 from using a local server), ``settings`` (the `AllowedHosts` / `AllowedOrigins` settings field
 types both servers use), ``errors``.
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover - names for type checkers; loaded on first
         openai_error_body,
         split_list,
     )
+    from broker.asgi.headers import copy_headers
 
 __all__ = [
     "JSON_TYPES",
@@ -35,6 +37,7 @@ __all__ = [
     "LocalGuard",
     "RequestBodyTooLargeError",
     "bound_host_names",
+    "copy_headers",
     "is_loopback_host",
     "openai_error_body",
     "read_capped_body",
@@ -47,6 +50,7 @@ __getattr__, __dir__ = lazy_exports(
         "GuardConfigError": "errors",
         "RequestBodyTooLargeError": "errors",
         "read_capped_body": "body",
+        "copy_headers": "headers",
         "JSON_TYPES": "guard",
         "MULTIPART_TYPES": "guard",
         "GuardRefusal": "guard",

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
 
+from broker.asgi.headers import copy_headers
 from broker.wire.content_coding import DECODABLE_CODINGS, decoded_body
 from broker.wire.forwarded_request import forwarded_json_body, is_json_content_type
 
@@ -120,13 +121,7 @@ def forward_headers(headers, extra: dict[str, str]) -> dict[str, str]:
 def response_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """Backend headers to copy to the client (hop-by-hop and ``Content-Length`` dropped), names
     lower-cased, repeated ones joined with ``", "``."""
-    out: dict[str, str] = {}
-    for key, value in headers.items():
-        name = key.lower()
-        if name in _HOP:
-            continue
-        out[name] = f"{out[name]}, {value}" if name in out else value
-    return out
+    return copy_headers(headers, _HOP)
 
 
 class BackendResponse:

@@ -22,6 +22,7 @@ import aiohttp
 import httpx
 from starlette.concurrency import run_in_threadpool
 
+from broker.asgi.headers import copy_headers
 from broker.inference.broker import is_session_rejection
 from broker.proxy.errors import (
     ProxyHTTPError,
@@ -166,13 +167,7 @@ def passthrough_headers(headers: Mapping[str, str]) -> dict[str, str]:
     Args:
         headers: the provider's headers (a multi-mapping: repeated names are separate items).
     """
-    out: dict[str, str] = {}
-    for key, value in headers.items():
-        name = key.lower()
-        if name in _HOP:
-            continue
-        out[name] = f"{out[name]}, {value}" if name in out else value
-    return out
+    return copy_headers(headers, _HOP)
 
 
 class UpstreamResponse:
