@@ -282,29 +282,20 @@ def create_app(
     )
     add_openapi_route(app, SERVE_REQUEST_BODIES, dependencies=[Depends(require_api_key)])
 
-    @app.exception_handler(ProxyHTTPError)
-    async def _proxy_error(req: Request, exc: ProxyHTTPError) -> JSONResponse:
+    async def _error(req: Request, exc: Exception) -> JSONResponse:
         return error_for(req, exc)
 
-    @app.exception_handler(PixazoHTTPError)
-    async def _pixazo_error(req: Request, exc: PixazoHTTPError) -> JSONResponse:
-        return error_for(req, exc)
-
-    @app.exception_handler(BrokerError)
-    async def _other_error(req: Request, exc: BrokerError) -> JSONResponse:
-        return error_for(req, exc)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(req: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_for(req, exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(req: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_for(req, exc)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(req: Request, exc: Exception) -> JSONResponse:
-        return error_for(req, exc)
+    # every error in the API's shape: serve's own, Pixazo's, the library's, Starlette's routing and
+    # validation errors, and anything unexpected (a 500 without a traceback)
+    for exc_type in (
+        ProxyHTTPError,
+        PixazoHTTPError,
+        BrokerError,
+        StarletteHTTPException,
+        RequestValidationError,
+        Exception,
+    ):
+        app.add_exception_handler(exc_type, _error)
 
     app.include_router(router)
     app.include_router(pixazo_router)

@@ -37,6 +37,7 @@ __all__ = [
     "forwarded_body",
     "read_body",
     "read_json",
+    "read_multipart",
 ]
 
 #: Response header with the fee accounted for the request, in neuron.
@@ -87,6 +88,27 @@ async def read_body(request: Request, cap: int) -> bytes:
             type="invalid_request_error",
             code="body_too_large",
         ) from None
+
+
+async def read_multipart(request: Request, cap: int, route: str) -> tuple[bytes, str]:
+    """A ``multipart/form-data`` request body (forwarded as it is) and its content type.
+
+    Args:
+        request: the request. cap: body limit in bytes. route: the route's name for the message
+            (``"images/edits"``).
+
+    Raises:
+        ProxyHTTPError: 400 ``invalid_content_type`` for another content type; 413 over ``cap``.
+    """
+    ctype = request.headers.get("content-type", "")
+    if not ctype.lower().startswith("multipart/form-data"):
+        raise ProxyHTTPError(
+            f"{route} expects multipart/form-data",
+            status_code=400,
+            type="invalid_request_error",
+            code="invalid_content_type",
+        )
+    return await read_body(request, cap), ctype
 
 
 async def read_json(request: Request, cap: int) -> dict[str, Any]:

@@ -9,8 +9,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from broker.proxy.billing import AnswerBody
-from broker.proxy.context import ProxyContext, complete_response, read_body
-from broker.proxy.errors import ProxyHTTPError
+from broker.proxy.context import ProxyContext, complete_response, read_multipart
 from broker.proxy.multipart import ensure_field, text_field
 from broker.proxy.service_routes import check_model
 from broker.proxy.streaming import stream_response
@@ -20,15 +19,7 @@ __all__ = ["transcriptions"]
 
 async def transcriptions(ctx: ProxyContext, request: Request) -> Response:
     """Forward a transcription request; bill its ``usage``; verify."""
-    ctype = request.headers.get("content-type", "")
-    if not ctype.lower().startswith("multipart/form-data"):
-        raise ProxyHTTPError(
-            "audio/transcriptions expects multipart/form-data",
-            status_code=400,
-            type="invalid_request_error",
-            code="invalid_content_type",
-        )
-    raw = await read_body(request, ctx.settings.max_body_bytes)
+    raw, ctype = await read_multipart(request, ctx.settings.max_body_bytes, "audio/transcriptions")
     check_model(ctx, "audio", text_field(raw, ctype, "model"))
     raw = ensure_field(raw, ctype, "model", ctx.default_model)
     response = await ctx.upstream.send(

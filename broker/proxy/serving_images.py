@@ -34,8 +34,8 @@ from broker.proxy.context import (
     ProxyContext,
     complete_response,
     forwarded_body,
-    read_body,
     read_json,
+    read_multipart,
 )
 from broker.proxy.errors import ProxyHTTPError
 from broker.proxy.files import link_files
@@ -133,15 +133,7 @@ async def generate_image(ctx: ProxyContext, request: Request) -> Response:
 async def edit_image(ctx: ProxyContext, request: Request) -> Response:
     """Image editing (multipart passed through, ``model`` field inserted when missing); billed
     ``n`` (default 1)."""
-    ctype = request.headers.get("content-type", "")
-    if not ctype.lower().startswith("multipart/form-data"):
-        raise ProxyHTTPError(
-            "images/edits expects multipart/form-data",
-            status_code=400,
-            type="invalid_request_error",
-            code="invalid_content_type",
-        )
-    raw = await read_body(request, ctx.settings.max_body_bytes)
+    raw, ctype = await read_multipart(request, ctx.settings.max_body_bytes, "images/edits")
     check_model(ctx, "image-edits", text_field(raw, ctype, "model"))
     raw = ensure_field(raw, ctype, "model", ctx.default_model)
     content = {"n": _checked_n(request_n, raw, ctype)}
