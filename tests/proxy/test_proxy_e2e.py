@@ -280,3 +280,18 @@ def test_enforce_refuses_unverified(stack, user_broker):
                     pass
         finally:
             gw.signatures.signer = real
+
+
+@pytest.mark.parametrize("route", ["images/edits", "audio/transcriptions"])
+def test_multipart_routes_refuse_other_content_types(serve, route):
+    """A JSON body to a multipart route is refused before anything is sent or billed (by the web
+    guard, in front of the handler's own check)."""
+    r = httpx.post(
+        f"{serve}/v1/{route}",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        json={"model": "z-image", "prompt": "x"},
+    )
+    assert r.status_code == 415, r.text
+    err = r.json()["error"]
+    assert err["code"] == "unsupported_media_type" and route in err["message"]
+    assert r.headers.get("X-0G-Fee") is None
