@@ -112,12 +112,18 @@ def _checked_n(rule, *args) -> int:
         ) from None
 
 
-async def generate_image(ctx: ProxyContext, request: Request) -> Response:
-    """Text-to-image through the provider (``{url}/v1/proxy/images/generations``); billed ``n``."""
+async def _image_request(ctx: ProxyContext, request: Request) -> bytes:
+    """A text-to-image request body, read, checked (model, ``n``) and in the forwarded form; the
+    Router's extension fields taken off (sync and async routes alike)."""
     data = await read_json(request, ctx.settings.max_body_bytes)
     pop_router_extensions(data, request)
     check_model(ctx, "images", data.get("model"))
-    body = prepare_image_request(data, ctx.default_model)
+    return prepare_image_request(data, ctx.default_model)
+
+
+async def generate_image(ctx: ProxyContext, request: Request) -> Response:
+    """Text-to-image through the provider (``{url}/v1/proxy/images/generations``); billed ``n``."""
+    body = await _image_request(ctx, request)
     response = await ctx.upstream.send(
         "POST",
         "/images/generations",
@@ -166,10 +172,7 @@ async def async_generate_image(ctx: ProxyContext, request: Request) -> Response:
     """Queue a text-to-image job (``{url}/v1/async/images/generations``); 202 with the job id and
     ``Retry-After`` passed through. Nothing is billed here: the job id and its ``n`` are recorded in
     the fee store and billed when a poll first reports the job completed (:func:`get_job`)."""
-    data = await read_json(request, ctx.settings.max_body_bytes)
-    pop_router_extensions(data, request)
-    check_model(ctx, "images", data.get("model"))
-    body = prepare_image_request(data, ctx.default_model)
+    body = await _image_request(ctx, request)
     response = await ctx.upstream.send(
         "POST",
         "/v1/async/images/generations",
