@@ -14,9 +14,10 @@ Pure functions, no I/O.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from broker.wire.json_body import loads_json_or_none
 
 __all__ = ["CHAT_ID_HEADER", "chat_id_from_body", "chat_id_from_headers", "chat_id_of"]
 
@@ -68,8 +69,5 @@ def chat_id_from_body(body: bytes | str | Mapping[str, Any] | None) -> str | Non
         return None
     if isinstance(body, Mapping):
         return chat_id_of(body.get("id"))
-    try:
-        obj = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
+    obj = loads_json_or_none(body)
     return chat_id_of(obj.get("id")) if isinstance(obj, dict) else None

@@ -22,12 +22,12 @@ is never parsed twice. :func:`summarize_sse` reads all three in one pass. Pure: 
 from __future__ import annotations
 
 import codecs
-import json
 import re
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from broker.wire.chat_id import chat_id_of
+from broker.wire.json_body import loads_json_or_none
 
 __all__ = [
     "SSEChatIdExtractor",
@@ -141,10 +141,7 @@ def parse_sse_json(data: str) -> dict[str, Any] | None:
     nested) or non-objects."""
     if data.strip() == "[DONE]":
         return None
-    try:
-        obj = json.loads(data)
-    except (ValueError, RecursionError):
-        return None
+    obj = loads_json_or_none(data)
     return obj if isinstance(obj, dict) else None
 
 
