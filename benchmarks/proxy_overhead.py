@@ -281,6 +281,49 @@ def role_stack(handshake: Path, home: Path) -> None:
         stop.wait()
 
 
+def role_relay(port: int, upstream: str) -> None:
+    """The floor of any local proxy: uvicorn (as ``serve`` runs it) forwarding each request's
+    method, path suffix, headers and body to ``upstream`` with one aiohttp session and relaying the
+    answer, with no checks, signing, billing or verification. Its added latency over ``direct`` is
+    what one more loopback HTTP hop costs on this machine."""
+    import aiohttp
+    import uvicorn
+
+    sessions: list = []
+    skip = {b"host", b"content-length", b"connection", b"transfer-encoding"}
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                while (await receive())["type"] != "lifespan.shutdown":
+                    await send({"type": "lifespan.startup.complete"})
+                await send({"type": "lifespan.shutdown.complete"})
+            return
+        if not sessions:
+            sessions.append(aiohttp.ClientSession(auto_decompress=False))
+        raw, more = b"", True
+        while more:
+            message = await receive()
+            raw += message.get("body", b"")
+            more = message.get("more_body", False)
+        headers = {k.decode(): v.decode() for k, v in scope["headers"] if k not in skip}
+        path = scope["path"].replace("/v1/chat/completions", "/v1/proxy/chat/completions")
+        async with sessions[0].request(
+            scope["method"], upstream + path, data=raw, headers=headers
+        ) as r:
+            out = [
+                (k.lower().encode(), v.encode())
+                for k, v in r.headers.items()
+                if k.lower().encode() not in skip
+            ]
+            await send({"type": "http.response.start", "status": r.status, "headers": out})
+            async for chunk in r.content.iter_any():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
+
+
 # -- driver ----------------------------------------------------------------------------------
 
 
@@ -465,7 +508,9 @@ def _ts_available() -> str | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--role", choices=["stack"], help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=["stack", "relay"], help=argparse.SUPPRESS)
+    parser.add_argument("--relay-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--upstream", help=argparse.SUPPRESS)
     parser.add_argument("--handshake", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--levels", default="1,10,50", help="concurrency levels")
@@ -476,6 +521,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="time cap per slice")
     parser.add_argument("--stream-requests", type=int, default=30)
     parser.add_argument("--no-ts", action="store_true", help="skip the TS proxy")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run `relay`: a bare uvicorn + aiohttp pass-through (the cost of one more hop)",
+    )
     parser.add_argument(
         "--client",
         choices=["aiohttp", "httpx"],
@@ -502,6 +552,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.role == "stack":
         return role_stack(args.handshake, args.home)
+    if args.role == "relay":
+        return role_relay(args.relay_port, args.upstream)
     if args.quick:  # smaller defaults; options given on the command line win
         given = {a.split("=", 1)[0] for a in sys.argv[1:] if a.startswith("--")}
         for name, value in (
@@ -592,6 +644,24 @@ def main() -> None:
                 },
             )
             urls[f"serve-{mode}"] = f"http://127.0.0.1:{port}/v1/chat/completions"
+        if args.floor:
+            port = _free_port()
+            spawn(
+                "relay",
+                [
+                    sys.executable,
+                    __file__,
+                    "--role",
+                    "relay",
+                    "--relay-port",
+                    str(port),
+                    "--upstream",
+                    gw_url,
+                ],
+                {},
+            )
+            urls["relay"] = f"http://127.0.0.1:{port}/v1/chat/completions"
+            _wait_http(f"http://127.0.0.1:{port}/health", procs["relay"], "relay", method="GET")
         for mode in ("warn", "off"):
             _wait_http(
                 urls[f"serve-{mode}"].rsplit("/v1/", 1)[0] + "/health",
@@ -653,7 +723,7 @@ def main() -> None:
         )
         auth = broker.inference.get_request_headers(hs["provider"])
         broker.inference.close()
-        headers = {name: (auth if name == "direct" else {}) for name in urls}
+        headers = {name: (auth if name in ("direct", "relay") else {}) for name in urls}
         servers = {"gateway": "gateway", **{n: n for n in urls if n != "direct"}}
         rss_idle = {n: _rss_mib(procs[p].pid) for n, p in servers.items()}
         gw_pid, stack_pid = procs["gateway"].pid, procs["stack"].pid
