@@ -65,7 +65,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -339,7 +339,7 @@ class FeeStore:
             return self._writer.run_alone(lambda: self._session_write(op))
         return self._session_write(op)
 
-    def _write_hot(self, op: Callable) -> _T:  # type: ignore[type-var]
+    def _write_hot(self, op: Callable[[Any], _T]) -> _T:
         """A per-request write built by :meth:`_exchange_op` / :meth:`_disputed_op` (a
         :data:`~broker.sqlite_writer.WriteOp` on a SQLite file: the writer's group commit; else an
         ORM op): its result once committed; its exceptions propagate."""
@@ -347,7 +347,7 @@ class FeeStore:
             return self._writer.run(op)
         return self._session_write(op)
 
-    async def _awrite_hot(self, op: Callable) -> _T:  # type: ignore[type-var]
+    async def _awrite_hot(self, op: Callable[[Any], _T]) -> _T:
         """:meth:`_write_hot` for a caller on an event loop: on a SQLite file the write is handed to
         the writer thread and awaited (no worker thread of the caller's blocks on it; the loop is
         woken once the commit is done); PostgreSQL's transaction runs in a worker thread; an
@@ -513,7 +513,7 @@ class FeeStore:
 
     def _disputed_op(
         self, user: str, provider: str, chat_id: str | None, fee: int, reason: str
-    ) -> Callable:
+    ) -> Callable[[Any], DisputedTotals]:
         """The write of :meth:`record_disputed` (see :meth:`_write_hot`), input checked first.
 
         Raises:
@@ -629,7 +629,7 @@ class FeeStore:
 
     def _exchange_op(
         self, user: str, provider: str, fee: int | None, verification: VerificationResult | None
-    ) -> Callable:
+    ) -> Callable[[Any], FeeTotals | None]:
         """The write of one answered request (see :meth:`_write_hot`): its verification (when
         given) logged, then its fee (when not ``None``) added; the op returns the new
         :class:`FeeTotals` or ``None``. The input is checked here, before anything is queued.
