@@ -29,6 +29,7 @@ other threads or processes are serialised with this one by SQLite's write lock (
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import sqlite3
 import threading
@@ -65,6 +66,17 @@ def _fail(done: Future, exc: BaseException) -> None:
         pass
 
 
+def _settle(waiter: asyncio.Future, done: Future) -> None:
+    """Copy ``done``'s outcome to ``waiter`` (on its loop) unless ``waiter`` was cancelled."""
+    if waiter.cancelled():
+        return
+    error = done.exception()
+    if error is not None:
+        waiter.set_exception(error)
+    else:
+        waiter.set_result(done.result())
+
+
 def _connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout=10000")
@@ -88,8 +100,9 @@ class SQLiteWriter:
     :class:`concurrent.futures.Future` resolved after the commit that contains it (with the op's
     exception when the op failed and changed nothing, or with the commit's exception for every op
     of the group when the commit failed). A future cancelled before its group began is skipped;
-    once begun, a write completes whatever its caller does. Async callers await it with
-    :func:`asyncio.wrap_future` (no worker-thread hop); blocking callers use :meth:`run`.
+    once begun, a write completes whatever its caller does. Async callers use :meth:`arun` (no
+    worker-thread hop; the write is not cancelled with the awaiting task), blocking callers
+    :meth:`run`.
     """
 
     def __init__(
@@ -145,6 +158,26 @@ class SQLiteWriter:
         """:meth:`submit` and wait: ``op``'s result once committed; its exception otherwise."""
         self._not_on_writer()
         return self.submit(op).result()
+
+    async def arun(self, op: WriteOp[_T]) -> _T:
+        """:meth:`submit` and await from an event loop (the loop is woken once the commit is done;
+        no worker thread waits). Cancelling the awaiting task does not cancel the write: once
+        queued, it is committed (a fee owed is recorded even if its request's task is cancelled).
+
+        Raises:
+            RuntimeError: the writer was closed. Otherwise what :meth:`run` raises.
+        """
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+
+        def committed(done: Future) -> None:  # on the writer thread
+            try:
+                loop.call_soon_threadsafe(_settle, waiter, done)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+        self.submit(op).add_done_callback(committed)
+        return await waiter
 
     def run_alone(self, fn: Callable[[], _T]) -> _T:
         """:meth:`submit_alone` and wait: ``fn()``'s result; its exception otherwise."""

@@ -350,10 +350,11 @@ class FeeStore:
     async def _awrite_hot(self, op: Callable[[Any], _T]) -> _T:
         """:meth:`_write_hot` for a caller on an event loop: on a SQLite file the write is handed to
         the writer thread and awaited (no worker thread of the caller's blocks on it; the loop is
-        woken once the commit is done); PostgreSQL's transaction runs in a worker thread; an
-        in-memory database (one connection) is written inline."""
+        woken once the commit is done; a cancelled caller's write is still committed);
+        PostgreSQL's transaction runs in a worker thread; an in-memory database (one connection)
+        is written inline."""
         if self._writer is not None:
-            return await asyncio.wrap_future(self._writer.submit(op))
+            return await self._writer.arun(op)
         if _in_memory(self.url):
             return self._session_write(op)
         return await asyncio.to_thread(self._session_write, op)

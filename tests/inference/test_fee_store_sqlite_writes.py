@@ -129,6 +129,34 @@ def test_a_write_failing_inside_the_group_is_rolled_back_alone(tmp_path):
     store.close()
 
 
+def test_cancelled_caller_still_gets_its_fee_recorded(tmp_path):
+    """Attack: the request's task is cancelled (client gone) while its fee write waits in the
+    queue. The provider billed it, so the write is still committed; the writer keeps going."""
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    store = FeeStore(url)
+
+    async def main() -> FeeTotals:
+        gate, _first = _hold(store)
+        doomed = [
+            asyncio.ensure_future(
+                store.arecord_exchange(USER, PROVIDER, fee=4, verification=_verified(f"x{i}"))
+            )
+            for i in range(3)
+        ]
+        await asyncio.sleep(0.05)  # queued behind the blocker
+        for task in doomed:
+            task.cancel()
+        await asyncio.sleep(0.05)  # the cancellation has reached every layer
+        gate.set()
+        await asyncio.gather(*doomed, return_exceptions=True)
+        assert all(task.cancelled() for task in doomed)
+        return await store.aadd_fee(USER, PROVIDER, 1)
+
+    assert asyncio.run(main()) == FeeTotals(13, 13, 4)
+    assert {r.chat_id for r in store.recent_verifications()} == {"x0", "x1", "x2"}
+    store.close()
+
+
 def test_amounts_beyond_64_bits_are_exact_and_stored_as_text(tmp_path):
     """Fees beyond 2^63 and 2^64 neuron (and their sums) are exact: stored as decimal TEXT as
     before, read back as the same ints, in the fee totals and the disputed fees."""
