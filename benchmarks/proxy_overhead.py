@@ -544,6 +544,11 @@ def main() -> None:
         help="py-spy output (.txt: collapsed stacks, else a flame graph SVG)",
     )
     parser.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="sample only the thread holding the GIL (Python work; no waits or system calls)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="smoke run: levels 1,10, one round, 40 requests, 3 s slices",
@@ -742,6 +747,7 @@ def main() -> None:
                     "200",
                     "--format",
                     "raw" if args.profile_out.suffix == ".txt" else "flamegraph",
+                    *(["--gil"] if args.profile_gil else []),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

@@ -45,12 +45,16 @@ def test_many_concurrent_exchanges_from_one_loop_land_exactly(tmp_path):
     fee = 7 * 10**15
 
     async def main() -> list:
-        return await asyncio.gather(
+        gate, _first = _hold(store)  # the writer is busy: the 500 writes queue behind it
+        writes = asyncio.gather(
             *(
                 store.arecord_exchange(USER, PROVIDER, fee=fee, verification=_verified(f"c{i}"))
                 for i in range(500)
             )
         )
+        await asyncio.sleep(0.2)
+        gate.set()
+        return await writes
 
     commits = store._writer.commits
     results = asyncio.run(main())
@@ -303,4 +307,92 @@ def test_verification_bad_reason_is_refused_before_queuing(tmp_path):
     with pytest.raises(ValueError):
         store.record_exchange(USER, PROVIDER, fee=1, verification=bad)
     assert store.get_totals(USER, PROVIDER) == FeeTotals(0, 0, 0)
+    store.close()
+
+
+def test_an_idle_writer_lets_the_caller_commit_inline_and_durably(tmp_path):
+    """One request at a time (serve at one client): each write is committed by its caller, with no
+    hand-off to the writer thread, and is on disk when the call returns (a second connection sees
+    it at once); the writer still checkpoints those commits."""
+    url = f"sqlite:///{tmp_path / 'i.db'}"
+    store = FeeStore(url)
+    writer, path = store._writer, store._writer.path
+    for _ in range(100):  # the start-up writes are checkpointed first (1 s)
+        if writer._unsynced_since is None:
+            break
+        threading.Event().wait(0.05)
+    writer.checkpoint_interval = 0.05
+    checkpoints = writer.checkpoints
+
+    async def main() -> None:
+        for i in range(1, 21):
+            totals = await store.arecord_exchange(USER, PROVIDER, fee=5, verification=None)
+            assert totals.request_count == i
+            with sqlite3.connect(path) as other:
+                (count,) = other.execute(
+                    "SELECT request_count FROM fee_totals WHERE user = ?", (USER.lower(),)
+                ).fetchone()
+            assert count == i  # committed before the answer
+
+    asyncio.run(main())
+    assert writer.inline_commits == 20
+    for _ in range(100):  # the writer thread checkpoints the inline commits
+        if writer.checkpoints > checkpoints:
+            break
+        threading.Event().wait(0.05)
+    assert writer.checkpoints > checkpoints
+    store.close()
+
+
+def test_a_write_lock_held_elsewhere_never_blocks_the_event_loop(tmp_path):
+    """Attack: another process (a CLI command, say) holds SQLite's write lock. serve's write must
+    not wait for it on the event loop: it goes to the writer thread, the loop keeps serving, and
+    the fee lands once the lock is released."""
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    store = FeeStore(url)
+    store.add_fee(USER, PROVIDER, 1)  # the tables and the row exist
+    other = sqlite3.connect(store._writer.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+
+    async def main() -> None:
+        write = asyncio.ensure_future(
+            store.arecord_exchange(USER, PROVIDER, fee=2, verification=None)
+        )
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await asyncio.sleep(0.3)  # the loop is not blocked by the held lock
+        assert loop.time() - t0 < 1.0
+        assert not write.done()
+        other.execute("COMMIT")
+        totals = await asyncio.wait_for(write, 15)
+        assert totals.total_fee == 3
+
+    asyncio.run(main())
+    assert store.get_totals(USER, PROVIDER).total_fee == 3
+    other.close()
+    store.close()
+
+
+def test_a_write_queued_before_keeps_its_place_ahead_of_an_inline_one(tmp_path):
+    """Order: while an earlier write waits in the queue (here ``set_cached_fee(0)`` behind a busy
+    writer), a new write may not overtake it inline; the cached fee ends with the later add."""
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    store = FeeStore(url)
+    store.add_fee(USER, PROVIDER, 100)
+
+    async def main() -> None:
+        gate, _first = _hold(store)
+        loop = asyncio.get_running_loop()
+        reset = loop.run_in_executor(None, store.set_cached_fee, USER, PROVIDER, 0)
+        while store._writer._pending < 2:  # the blocker and the reset are queued
+            await asyncio.sleep(0.01)
+        add = asyncio.ensure_future(store.arecord_exchange(USER, PROVIDER, fee=7))
+        await asyncio.sleep(0.1)
+        assert not add.done()  # it waits behind the reset instead of committing inline
+        gate.set()
+        await reset
+        await add
+
+    asyncio.run(main())
+    assert store.get_totals(USER, PROVIDER).cached_fee == 7
     store.close()
