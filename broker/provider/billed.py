@@ -56,6 +56,7 @@ __all__ = [
     "BilledRequest",
     "check_body",
     "job_id_of",
+    "respond_billed",
 ]
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,27 @@ def job_id_of(raw: bytes) -> str | None:
         return None
     job_id = body.get("jobId") or body.get("id")
     return job_id if isinstance(job_id, str) and job_id else None
+
+
+async def respond_billed(
+    rt: GatewayRuntime,
+    request: Request,
+    route: str,
+    slot: GlobalSlot,
+    body: bytes,
+    *,
+    async_job: bool = False,
+) -> Response:
+    """A billed request to ``route`` after the per-IP bucket, the global slot and the body cap:
+    :meth:`BilledRequest.respond` (an async job goes to the backend's path of
+    :data:`ASYNC_ROUTES`). The one call of the FastAPI routes and the hot routes.
+
+    Raises:
+        GatewayHTTPError: the refusal of :class:`BilledRequest` or of its steps.
+    """
+    backend_path = ASYNC_ROUTES[route] if async_job else route
+    billed = BilledRequest(rt, request, route, backend_path, body, async_job=async_job)
+    return await billed.respond(slot)
 
 
 async def _relay(
