@@ -42,7 +42,7 @@ from broker.provider.gateway import INLINE_SIGN_MAX
 from broker.provider.runtime import GatewayRuntime
 from broker.provider.signing import StoredSignature
 from broker.wire.chat_id import chat_id_from_body
-from broker.wire.fees import Fee, compute_fee
+from broker.wire.fees import Fee, compute_fee, parse_response_object
 from broker.wire.forwarded_request import ForwardedRequestError
 from broker.wire.json_body import InvalidJSONBodyError, loads_json_or_none, loads_request_json
 from broker.wire.n import DEFAULT_N, InvalidNError, request_n
@@ -367,11 +367,14 @@ class BilledRequest:
         self, raw: bytes, encoding: str | None, streamed: bool
     ) -> tuple[Fee | None, tuple[str, ...]]:
         """The fee of a completed request (``None`` when not billed) and the ids its signature
-        is also stored under (the response's completion ``id``)."""
+        is also stored under (the response's completion ``id``, read from the object the fee rule
+        parsed: :func:`~broker.wire.fees.parse_response_object`, invalid UTF-8 replaced)."""
         settings = self.settings
         # the signature covers the bytes as received; billing reads them decoded (B5, B7)
         plain = decoded_body(raw, encoding) if encoding else raw
-        summary = summarize_sse(plain) if streamed else None  # the stream read once
+        # the answer read once for the fee and the completion id: the stream, or the JSON object
+        summary = summarize_sse(plain) if streamed else None
+        parsed = None if streamed else parse_response_object(plain)
         fee: Fee | None = None
         if self.billed:
             fee = compute_fee(
@@ -383,8 +386,9 @@ class BilledRequest:
                 output_price=settings.output_price,
                 image_count=self.image_count,
                 stream_summary=summary,
+                parsed_response=parsed,
             )
-        completion_id = summary.chat_id if summary is not None else chat_id_from_body(plain)
+        completion_id = summary.chat_id if summary is not None else chat_id_from_body(parsed)
         return fee, ((completion_id,) if completion_id else ())
 
     def _settle_if_low(self, fee: Fee | None) -> None:
