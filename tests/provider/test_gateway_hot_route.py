@@ -188,6 +188,23 @@ def test_auth_refusals_are_the_same(world):
     assert world["gw"].limits.global_inflight.count() == 0  # every slot given back
 
 
+def test_async_job_routes_are_hot_and_checked(world):
+    """The async image job routes (per-IP bucket, global slot, capped body, then the token) are
+    hot too, and refuse a request without a token as before."""
+    _fresh_ip_bucket(world["gw"])
+    rec = world["rec"]
+    rec.seen.clear()
+    paths = ("/v1/async/images/generations", "/v1/proxy/async/images/edits")
+    with httpx.Client(base_url=world["url"], timeout=10) as c:
+        for path in paths:
+            r = c.post(path, json={"prompt": "x"})
+            assert r.status_code == 400 and r.json()["error"].startswith("validate session: ")
+        big = c.post(paths[0], content=b"x" * (CAP + 1))
+        assert big.status_code == 413
+    assert rec.seen == [("POST", path, False) for path in (*paths, paths[0])]
+    assert world["gw"].limits.global_inflight.count() == 0
+
+
 def test_bad_bodies_are_refused_the_same(world):
     _fresh_ip_bucket(world["gw"])
     for kw in (
