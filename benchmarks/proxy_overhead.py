@@ -534,7 +534,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--profile",
-        choices=["gateway", "serve-warn", "serve-off"],
+        choices=["gateway", "serve-warn", "serve-off", "relay"],
         help="record this process with py-spy during the load",
     )
     parser.add_argument(
