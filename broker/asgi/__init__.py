@@ -2,7 +2,8 @@
 dashboard).
 
 Modules: ``body`` (:func:`read_capped_body`: the request body with a size cap), ``headers``
-(:func:`copy_headers`: an upstream answer's headers for the client), ``guard``
+(:func:`copy_headers`: an upstream answer's headers for the client), ``hot_routes``
+(:class:`HotRoutes`: exact routes served without FastAPI's routing), ``guard``
 (:class:`LocalGuard`: Host / Origin / ``Sec-Fetch-Site`` / Content-Type checks that keep a web page
 from using a local server), ``settings`` (the `AllowedHosts` / `AllowedOrigins` settings field
 types both servers use), ``errors``.
@@ -28,12 +29,14 @@ if TYPE_CHECKING:  # pragma: no cover - names for type checkers; loaded on first
         split_list,
     )
     from broker.asgi.headers import copy_headers
+    from broker.asgi.hot_routes import HotRoutes
 
 __all__ = [
     "JSON_TYPES",
     "MULTIPART_TYPES",
     "GuardConfigError",
     "GuardRefusal",
+    "HotRoutes",
     "LocalGuard",
     "RequestBodyTooLargeError",
     "bound_host_names",
@@ -51,6 +54,7 @@ __getattr__, __dir__ = lazy_exports(
         "RequestBodyTooLargeError": "errors",
         "read_capped_body": "body",
         "copy_headers": "headers",
+        "HotRoutes": "hot_routes",
         "JSON_TYPES": "guard",
         "MULTIPART_TYPES": "guard",
         "GuardRefusal": "guard",

@@ -4,7 +4,8 @@ Modules: ``settings`` (pydantic-settings, ``ZG_PROVIDER_*``), ``protocol`` (HTTP
 (TEE signer and ``/v1/quote``), ``auth`` (B3/B4), ``accounts`` (chain cache), ``limits`` (B6),
 ``signing`` (B7), ``db`` + ``billing`` (B9), ``settlement`` (B10), ``forward`` (B5), ``app``
 (FastAPI app), ``router`` (routes), ``dependencies`` (the checks routes depend on), ``billed`` (one
-billed request: admit, forward, finish, release), ``runtime`` (per-app state), ``register``
+billed request: admit, forward, finish, release), ``hot_route`` (the billed ``POST`` routes as
+pure ASGI, the same checks without FastAPI's routing), ``runtime`` (per-app state), ``register``
 (B11), ``serve`` (assembly), ``errors``.
 """
 

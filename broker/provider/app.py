@@ -10,7 +10,8 @@ two worker-thread hops (token to ``pending`` row; fee and signature), never on t
 
 Modules: routes in :mod:`broker.provider.router`, the billed request in
 :mod:`broker.provider.billed` (streams: B5, read to their end even after a client disconnect),
-per-app state in :mod:`broker.provider.runtime`, CORS in :mod:`broker.provider.cors` (B2).
+per-app state in :mod:`broker.provider.runtime`, CORS in :mod:`broker.provider.cors` (B2), the
+billed ``POST`` routes without FastAPI's routing in :mod:`broker.provider.hot_route`.
 """
 
 from __future__ import annotations
@@ -21,23 +22,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from broker.asgi.hot_routes import HotRoutes
 from broker.provider.cors import GatewayCORS
 from broker.provider.errors import GatewayHTTPError
 from broker.provider.gateway import Gateway
-from broker.provider.protocol import ErrorBody
+from broker.provider.hot_route import HOT_ROUTES, error_response, hot_error
 from broker.provider.router import ROUTERS
 from broker.provider.runtime import GatewayRuntime
 from broker.ui.ops import mount_ops
 from broker.wire.openapi import GATEWAY_REQUEST_BODIES, add_openapi_route
 
 __all__ = ["create_app", "error_response"]
-
-
-def error_response(exc: GatewayHTTPError) -> JSONResponse:
-    """``{"error": message}`` with the error's status (and ``Retry-After`` when it has one)."""
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-    body = ErrorBody(error=exc.message).model_dump()
-    return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 
 async def _gateway_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -76,6 +71,8 @@ def create_app(gw: Gateway) -> FastAPI:
     )
     app.state.gateway = rt
     add_openapi_route(app, GATEWAY_REQUEST_BODIES)  # public: the gateway has no API key
+    # the billed POST routes skip FastAPI's routing layers, inside CORS and the activity count
+    app.add_middleware(HotRoutes, routes=HOT_ROUTES, on_error=hot_error)
     app.add_middleware(GatewayCORS)  # the two B2 policies, by path
     mount_ops(app, gw)  # /ui/ ops page and /metrics, behind the admin key
     app.add_exception_handler(GatewayHTTPError, _gateway_error)

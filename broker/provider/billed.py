@@ -42,7 +42,7 @@ from broker.provider.gateway import INLINE_SIGN_MAX
 from broker.provider.runtime import GatewayRuntime
 from broker.provider.signing import StoredSignature
 from broker.wire.chat_id import chat_id_from_body
-from broker.wire.fees import Fee, compute_fee
+from broker.wire.fees import Fee, compute_fee, parse_response_object
 from broker.wire.forwarded_request import ForwardedRequestError
 from broker.wire.json_body import InvalidJSONBodyError, loads_json_or_none, loads_request_json
 from broker.wire.n import DEFAULT_N, InvalidNError, request_n
@@ -56,6 +56,7 @@ __all__ = [
     "BilledRequest",
     "check_body",
     "job_id_of",
+    "respond_billed",
 ]
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,27 @@ def job_id_of(raw: bytes) -> str | None:
         return None
     job_id = body.get("jobId") or body.get("id")
     return job_id if isinstance(job_id, str) and job_id else None
+
+
+async def respond_billed(
+    rt: GatewayRuntime,
+    request: Request,
+    route: str,
+    slot: GlobalSlot,
+    body: bytes,
+    *,
+    async_job: bool = False,
+) -> Response:
+    """A billed request to ``route`` after the per-IP bucket, the global slot and the body cap:
+    :meth:`BilledRequest.respond` (an async job goes to the backend's path of
+    :data:`ASYNC_ROUTES`). The one call of the FastAPI routes and the hot routes.
+
+    Raises:
+        GatewayHTTPError: the refusal of :class:`BilledRequest` or of its steps.
+    """
+    backend_path = ASYNC_ROUTES[route] if async_job else route
+    billed = BilledRequest(rt, request, route, backend_path, body, async_job=async_job)
+    return await billed.respond(slot)
 
 
 async def _relay(
@@ -345,11 +367,14 @@ class BilledRequest:
         self, raw: bytes, encoding: str | None, streamed: bool
     ) -> tuple[Fee | None, tuple[str, ...]]:
         """The fee of a completed request (``None`` when not billed) and the ids its signature
-        is also stored under (the response's completion ``id``)."""
+        is also stored under (the response's completion ``id``, read from the object the fee rule
+        parsed: :func:`~broker.wire.fees.parse_response_object`, invalid UTF-8 replaced)."""
         settings = self.settings
         # the signature covers the bytes as received; billing reads them decoded (B5, B7)
         plain = decoded_body(raw, encoding) if encoding else raw
-        summary = summarize_sse(plain) if streamed else None  # the stream read once
+        # the answer read once for the fee and the completion id: the stream, or the JSON object
+        summary = summarize_sse(plain) if streamed else None
+        parsed = None if streamed else parse_response_object(plain)
         fee: Fee | None = None
         if self.billed:
             fee = compute_fee(
@@ -361,8 +386,9 @@ class BilledRequest:
                 output_price=settings.output_price,
                 image_count=self.image_count,
                 stream_summary=summary,
+                parsed_response=parsed,
             )
-        completion_id = summary.chat_id if summary is not None else chat_id_from_body(plain)
+        completion_id = summary.chat_id if summary is not None else chat_id_from_body(parsed)
         return fee, ((completion_id,) if completion_id else ())
 
     def _settle_if_low(self, fee: Fee | None) -> None:

@@ -63,7 +63,7 @@ async def ip_limit(request: Request) -> None:
     """
     limits = _runtime(request).gw.limits
     peer = limits.client_ip(request.headers, request.client and request.client.host)
-    if request.url.path.startswith("/v1/proxy/"):
+    if request.scope["path"].startswith("/v1/proxy/"):  # the path as routed (no URL to build)
         limits.check_ip(peer)
     else:
         limits.check_handler_ip(peer)

@@ -20,10 +20,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from broker.provider.billed import ASYNC_ROUTES, BilledRequest
+from broker.provider.billed import respond_billed
 from broker.provider.dependencies import (
     AuthenticatedUser,
-    GlobalSlot,
     HeldSlot,
     JobId,
     ProxyRoute,
@@ -136,27 +135,22 @@ async def proxied_file(
 # ---------------------------------------------------------------------------------- async jobs
 
 
-async def _async_create(
-    rt: GatewayRuntime, request: Request, route: str, slot: GlobalSlot, body: bytes
-) -> Response:
-    billed = BilledRequest(rt, request, route, ASYNC_ROUTES[route], body, async_job=True)
-    return await billed.respond(slot)
-
-
 @limited.post("/v1/async/images/generations")
 @limited.post("/v1/proxy/async/images/generations")
 async def async_generate(
     request: Request, rt: Runtime, slot: HeldSlot, body: RequestBody
 ) -> Response:
-    """Create an async generation job (B2), billed when it completes."""
-    return await _async_create(rt, request, "/images/generations", slot, body)
+    """Create an async generation job (B2), billed when it completes (also served by
+    :mod:`broker.provider.hot_route`)."""
+    return await respond_billed(rt, request, "/images/generations", slot, body, async_job=True)
 
 
 @limited.post("/v1/async/images/edits")
 @limited.post("/v1/proxy/async/images/edits")
 async def async_edit(request: Request, rt: Runtime, slot: HeldSlot, body: RequestBody) -> Response:
-    """Create an async edit job (B2), billed when it completes."""
-    return await _async_create(rt, request, "/images/edits", slot, body)
+    """Create an async edit job (B2), billed when it completes (also served by
+    :mod:`broker.provider.hot_route`)."""
+    return await respond_billed(rt, request, "/images/edits", slot, body, async_job=True)
 
 
 @limited.get("/v1/async/jobs/{job_id}")
@@ -219,9 +213,11 @@ async def proxy(
     slot: HeldSlot,
     body: RequestBody,
 ) -> Response:
-    """A billable route (:class:`BilledRequest`) or a free one; any other is refused (400)."""
+    """A billable route (:func:`respond_billed`) or a free one; any other is refused (400). A
+    ``POST`` to a billable route is served by :mod:`broker.provider.hot_route` (the same checks
+    without FastAPI's routing); this route stays for the schema and the other spellings."""
     if route in BILLABLE_ROUTES:
-        return await BilledRequest(rt, request, route, route, body).respond(slot)
+        return await respond_billed(rt, request, route, slot, body)
     return await _forward_free(rt, request, route, body)
 
 

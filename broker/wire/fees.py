@@ -86,6 +86,7 @@ __all__ = [
     "js_round",
     "number_count",
     "parse_int_count",
+    "parse_response_object",
     "response_counts",
     "speech_to_text_counts",
     "word_count",
@@ -291,8 +292,18 @@ def speech_to_text_counts(usage: Mapping[str, Any] | None, text: str = "") -> Us
 # -- whole responses (the gateway's billing; the user side on a whole answer) ----------------------
 
 
-def _json_object(body: bytes | bytearray | str) -> dict[str, Any] | None:
-    """A JSON object body (invalid UTF-8 replaced, as Go's decoder does), else ``None``."""
+def parse_response_object(body: bytes | bytearray | str) -> dict[str, Any] | None:
+    """The JSON object of a whole (non-streamed) answer as the fee rules read it (invalid UTF-8
+    replaced, as Go's decoder does), else ``None``. A caller that also needs another field of the
+    answer (the gateway: its completion ``id``) parses it once with this and passes the object to
+    :func:`response_counts` / :func:`compute_fee` as ``parsed_response``.
+
+    Args:
+        body: the answer, decoded from any content coding.
+
+    Returns:
+        The object, or ``None`` when the body is not a JSON object.
+    """
     if isinstance(body, bytes | bytearray):
         body = bytes(body).decode("utf-8", "replace")
     return parse_sse_json(body)
@@ -331,6 +342,7 @@ def response_counts(
     streamed: bool = False,
     image_count: int = 1,
     stream_summary: SSESummary | None = None,
+    parsed_response: Mapping[str, Any] | None = None,
 ) -> UsageCounts:
     """The billable counts of one successful answer (B9).
 
@@ -342,6 +354,8 @@ def response_counts(
         image_count: ``n`` of an image request (already checked by :mod:`broker.wire.n`).
         stream_summary: the stream already read by :func:`broker.wire.sse.summarize_sse` (a
             caller that also needs its chat id reads it once); ``response_body`` is then not read.
+        parsed_response: a non-streamed answer already parsed by :func:`parse_response_object`
+            (the same rule; ``None``: parse ``response_body`` here).
 
     Returns:
         :class:`UsageCounts`.
@@ -359,16 +373,18 @@ def response_counts(
         summary = summarize_sse(response_body) if stream_summary is None else stream_summary
         usage, text = summary.usage, summary.text
     else:
-        body = response_body
-        if isinstance(body, bytes | bytearray):
-            body = bytes(body).decode("utf-8", "replace")
-        obj = parse_sse_json(body)
+        obj = parsed_response
+        if obj is None:
+            obj = parse_response_object(response_body)
         usage = _usage(obj)
         if service_type == "chatbot":
             text = _message_text(obj)
         elif obj is not None:
             text = obj.get("text") if isinstance(obj.get("text"), str) else ""
         else:
+            body = response_body
+            if isinstance(body, bytes | bytearray):
+                body = bytes(body).decode("utf-8", "replace")
             text = "" if _is_json(body) else body  # a transcript in text / srt / vtt
     if service_type == "chatbot":
         return chatbot_counts(usage, text)
@@ -393,6 +409,7 @@ def compute_fee(
     image_count: int | None = None,
     content_type: str | None = None,
     stream_summary: SSESummary | None = None,
+    parsed_response: Mapping[str, Any] | None = None,
 ) -> Fee:
     """Bill one successful request (provider-gateway.md B9): the gateway's fee, and the user's.
 
@@ -407,6 +424,7 @@ def compute_fee(
             ``request_body`` by :func:`broker.wire.n.request_n`).
         content_type: the request's ``Content-Type`` (for ``n`` of a multipart image edit).
         stream_summary: see :func:`response_counts` (parse a stream once for fee and chat id).
+        parsed_response: see :func:`response_counts` (parse an answer once for fee and chat id).
 
     Returns:
         :class:`Fee`.
@@ -424,6 +442,7 @@ def compute_fee(
         streamed=streamed,
         image_count=image_count or 0,
         stream_summary=stream_summary,
+        parsed_response=parsed_response,
     )
     return Fee.of(counts, input_price, output_price)
 
@@ -440,7 +459,7 @@ def _load(content: Content) -> dict[str, Any] | None:
         raise UsageError(
             f"fee content must be bytes, str, a mapping or None, got {type(content).__name__}"
         )
-    return _json_object(content)
+    return parse_response_object(content)
 
 
 def _usage_of(obj: dict[str, Any] | None) -> dict[str, Any]:

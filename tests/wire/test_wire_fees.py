@@ -27,6 +27,7 @@ from broker.wire.fees import (
     fee_for_content,
     image_counts,
     js_round,
+    parse_response_object,
     word_count,
 )
 from broker.wire.n import request_n
@@ -240,6 +241,44 @@ def test_a_backend_answer_never_makes_billing_fail(service_type, body, streamed)
         service_type, b"{}", body, input_price=IN, output_price=OUT, streamed=streamed
     )
     assert fee.fee >= 0 and fee.input_count >= 0 and fee.output_count >= 0
+
+
+_ANSWERS = st.one_of(
+    st.binary(max_size=300),
+    st.fixed_dictionaries(
+        {
+            "id": st.text(max_size=5),
+            "text": st.text(max_size=20),
+            "usage": st.fixed_dictionaries(
+                {"prompt_tokens": st.integers(-5, 99), "completion_tokens": st.integers(-5, 99)}
+            ),
+            "choices": st.just([{"message": {"content": "two words"}}]),
+        }
+    ).map(lambda d: json.dumps(d).encode()),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(service_type=st.sampled_from(SERVICE_TYPES), body=_ANSWERS)
+def test_an_answer_parsed_once_bills_the_same(service_type, body):
+    """The gateway parses a whole answer once (:func:`parse_response_object`) for its fee and
+    its completion id: the fee is the one of the body parsed by the rule itself."""
+    parsed = parse_response_object(body)
+    kw = {"input_price": IN, "output_price": OUT, "image_count": 1}
+    assert compute_fee(service_type, b"{}", body, parsed_response=parsed, **kw) == compute_fee(
+        service_type, b"{}", body, **kw
+    )
+    assert parsed is None or isinstance(parsed, dict)
+
+
+def test_a_parsed_answer_is_not_parsed_again():
+    parsed = {"usage": {"prompt_tokens": 2, "completion_tokens": 3}}
+    fee = compute_fee(
+        "chatbot", b"{}", b"not read", input_price=IN, output_price=OUT, parsed_response=parsed
+    )
+    assert (fee.input_count, fee.output_count) == (2, 3)
+    assert parse_response_object(b'{"id": "a\xff"}') == {"id": "a\ufffd"}  # as Go decodes
+    assert parse_response_object(b"[1]") is None and parse_response_object("[DONE]") is None
 
 
 # -- the property: user side == gateway ----------------------------------------------------------
