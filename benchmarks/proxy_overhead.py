@@ -74,57 +74,75 @@ def _free_port() -> int:
 # -- stack process ---------------------------------------------------------------------------
 
 
+def _backend_answers(model: str = "tiny") -> tuple[bytes, list[bytes]]:
+    """The fake backend's answers, encoded once: a chat completion, and a stream's SSE events."""
+    answer = {
+        "id": "chatcmpl-b",
+        "object": "chat.completion",
+        "created": 1,
+        "model": model,
+        "choices": [
+            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }
+    events = []
+    for piece in ["o", "k"]:
+        chunk = {
+            "id": "chatcmpl-b",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": model,
+            "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+        }
+        events.append(f"data: {json.dumps(chunk)}\n\n".encode())
+    last = {
+        "id": "chatcmpl-b",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": model,
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+    }
+    events += [f"data: {json.dumps(last)}\n\n".encode(), b"data: [DONE]\n\n"]
+    return json.dumps(answer).encode(), events
+
+
 def _backend_app():
-    from starlette.applications import Starlette
-    from starlette.responses import JSONResponse, StreamingResponse
-    from starlette.routing import Route
+    """A pure-ASGI OpenAI-style chat backend (``POST /chat/completions``) that answers at once
+    from pre-encoded bytes (one event per SSE chunk when ``stream`` is true), so that the fake
+    model costs as little CPU as possible: its share is the same for every target."""
+    answer, events = _backend_answers()
+    json_headers = [(b"content-type", b"application/json")]
+    sse_headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
-    async def chat(request):
-        body = await request.json()
-        if body.get("stream"):
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                while (await receive())["type"] != "lifespan.shutdown":
+                    await send({"type": "lifespan.startup.complete"})
+                await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["method"] != "POST" or scope["path"] != "/chat/completions":
+            await send({"type": "http.response.start", "status": 404, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        raw, more = b"", True
+        while more:
+            message = await receive()
+            raw += message.get("body", b"")
+            more = message.get("more_body", False)
+        stream = json.loads(raw).get("stream") is True
+        if not stream:
+            await send({"type": "http.response.start", "status": 200, "headers": json_headers})
+            await send({"type": "http.response.body", "body": answer})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": sse_headers})
+        for event in events:
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
 
-            async def events():
-                for i, piece in enumerate(["o", "k"]):
-                    chunk = {
-                        "id": "chatcmpl-b",
-                        "object": "chat.completion.chunk",
-                        "created": 1,
-                        "model": body.get("model"),
-                        "choices": [
-                            {"index": 0, "delta": {"content": piece}, "finish_reason": None}
-                        ],
-                    }
-                    yield f"data: {json.dumps(chunk)}\n\n"
-                last = {
-                    "id": "chatcmpl-b",
-                    "object": "chat.completion.chunk",
-                    "created": 1,
-                    "model": body.get("model"),
-                    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
-                }
-                yield f"data: {json.dumps(last)}\n\n"
-                yield "data: [DONE]\n\n"
-
-            return StreamingResponse(events(), media_type="text/event-stream")
-        return JSONResponse(
-            {
-                "id": "chatcmpl-b",
-                "object": "chat.completion",
-                "created": 1,
-                "model": body.get("model"),
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": "ok"},
-                    }
-                ],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-            }
-        )
-
-    return Starlette(routes=[Route("/chat/completions", chat, methods=["POST"])])
+    return app
 
 
 class _Relay:
@@ -138,9 +156,13 @@ class _Relay:
 
         self.counts: dict[str, int] = {}
         self._lock = threading.Lock()
-        client = httpx.AsyncClient(base_url=upstream, timeout=60)
+        sessions: list = []  # one aiohttp session, made on the server's own loop
 
         async def rpc(request: Request) -> Response:
+            import aiohttp
+
+            if not sessions:
+                sessions.append(aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)))
             raw = await request.body()
             try:
                 msg = json.loads(raw)
@@ -151,8 +173,11 @@ class _Relay:
                         self.counts[m] = self.counts.get(m, 0) + 1
             except ValueError:
                 pass
-            r = await client.post("/", content=raw, headers={"content-type": "application/json"})
-            return Response(r.content, status_code=r.status_code, media_type="application/json")
+            async with sessions[0].post(
+                upstream, data=raw, headers={"content-type": "application/json"}
+            ) as r:
+                content = await r.read()
+            return Response(content, status_code=r.status, media_type="application/json")
 
         async def counts(_request: Request) -> Response:
             with self._lock:
@@ -256,6 +281,49 @@ def role_stack(handshake: Path, home: Path) -> None:
         stop.wait()
 
 
+def role_relay(port: int, upstream: str) -> None:
+    """The floor of any local proxy: uvicorn (as ``serve`` runs it) forwarding each request's
+    method, path suffix, headers and body to ``upstream`` with one aiohttp session and relaying the
+    answer, with no checks, signing, billing or verification. Its added latency over ``direct`` is
+    what one more loopback HTTP hop costs on this machine."""
+    import aiohttp
+    import uvicorn
+
+    sessions: list = []
+    skip = {b"host", b"content-length", b"connection", b"transfer-encoding"}
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                while (await receive())["type"] != "lifespan.shutdown":
+                    await send({"type": "lifespan.startup.complete"})
+                await send({"type": "lifespan.shutdown.complete"})
+            return
+        if not sessions:
+            sessions.append(aiohttp.ClientSession(auto_decompress=False))
+        raw, more = b"", True
+        while more:
+            message = await receive()
+            raw += message.get("body", b"")
+            more = message.get("more_body", False)
+        headers = {k.decode(): v.decode() for k, v in scope["headers"] if k not in skip}
+        path = scope["path"].replace("/v1/chat/completions", "/v1/proxy/chat/completions")
+        async with sessions[0].request(
+            scope["method"], upstream + path, data=raw, headers=headers
+        ) as r:
+            out = [
+                (k.lower().encode(), v.encode())
+                for k, v in r.headers.items()
+                if k.lower().encode() not in skip
+            ]
+            await send({"type": "http.response.start", "status": r.status, "headers": out})
+            async for chunk in r.content.iter_any():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
+
+
 # -- driver ----------------------------------------------------------------------------------
 
 
@@ -296,8 +364,71 @@ def _quantiles(lat: list[float]) -> tuple[float, float]:
 FIRST_ERRORS: dict[str, str] = {}
 
 
+BODY_BYTES = json.dumps(BODY).encode()
+STREAM_BYTES = json.dumps({**BODY, "stream": True}).encode()
+
+
+class _LoadClient:
+    """The load generator's HTTP client for one target: ``aiohttp`` (default, the leaner one, so
+    that the client's CPU, which every target pays alike, compresses the ratios less) or ``httpx``
+    (the client of the earlier figures). Keep-alive connections, up to 100 at once.
+
+    Args:
+        kind: ``"aiohttp"`` or ``"httpx"``. headers: sent with every request.
+    """
+
+    def __init__(self, kind: str, headers: dict[str, str]) -> None:
+        self.kind = kind
+        self.headers = {**headers, "content-type": "application/json"}
+        if kind == "httpx":
+            self._httpx = httpx.AsyncClient(
+                timeout=120,
+                headers=self.headers,
+                limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
+            )
+        else:
+            import aiohttp
+
+            self._aiohttp = aiohttp.ClientSession(
+                headers=self.headers,
+                timeout=aiohttp.ClientTimeout(total=120),
+                connector=aiohttp.TCPConnector(limit=100),
+                skip_auto_headers=("User-Agent",),
+            )
+
+    async def post(self, url: str) -> tuple[int, str]:
+        """POST the chat request; ``(status, body text)``. Raises OSError/aiohttp/httpx errors."""
+        if self.kind == "httpx":
+            r = await self._httpx.post(url, content=BODY_BYTES)
+            return r.status_code, r.text
+        async with self._aiohttp.post(url, data=BODY_BYTES) as r:
+            return r.status, await r.text()
+
+    async def ttfb(self, url: str) -> float | None:
+        """Seconds from sending a streamed chat request to its first body bytes (None: failed)."""
+        t0 = time.perf_counter()
+        first = None
+        if self.kind == "httpx":
+            async with self._httpx.stream("POST", url, content=STREAM_BYTES) as r:
+                async for _chunk in r.aiter_raw():
+                    if first is None:
+                        first = time.perf_counter() - t0
+                return first if r.status_code == 200 else None
+        async with self._aiohttp.post(url, data=STREAM_BYTES) as r:
+            async for _chunk in r.content.iter_any():
+                if first is None:
+                    first = time.perf_counter() - t0
+            return first if r.status == 200 else None
+
+    async def aclose(self) -> None:
+        if self.kind == "httpx":
+            await self._httpx.aclose()
+        else:
+            await self._aiohttp.close()
+
+
 async def _slice(
-    client: httpx.AsyncClient, url: str, concurrency: int, requests: int, seconds: float
+    client: _LoadClient, url: str, concurrency: int, requests: int, seconds: float
 ) -> tuple[list[float], int, float]:
     latencies: list[float] = []
     errors = 0
@@ -310,14 +441,14 @@ async def _slice(
             remaining -= 1
             t0 = time.perf_counter()
             try:
-                r = await client.post(url, json=BODY)
-            except httpx.HTTPError as e:
+                status, text = await client.post(url)
+            except Exception as e:  # noqa: BLE001 - counted and reported, the run goes on
                 errors += 1
                 FIRST_ERRORS.setdefault(url, repr(e))
                 continue
-            if r.status_code != 200:
+            if status != 200:
                 errors += 1
-                FIRST_ERRORS.setdefault(url, f"{r.status_code} {r.text[:300]}")
+                FIRST_ERRORS.setdefault(url, f"{status} {text[:300]}")
                 continue
             latencies.append(time.perf_counter() - t0)
 
@@ -326,17 +457,12 @@ async def _slice(
     return latencies, errors, time.perf_counter() - start
 
 
-async def _ttfb(client: httpx.AsyncClient, url: str, n: int) -> list[float]:
+async def _ttfb(client: _LoadClient, url: str, n: int) -> list[float]:
     out = []
     for _ in range(n):
-        t0 = time.perf_counter()
-        async with client.stream("POST", url, json={**BODY, "stream": True}) as r:
-            first = None
-            async for _chunk in r.aiter_raw():
-                if first is None:
-                    first = time.perf_counter() - t0
-            if r.status_code == 200 and first is not None:
-                out.append(first)
+        first = await client.ttfb(url)
+        if first is not None:
+            out.append(first)
     return out
 
 
@@ -382,7 +508,9 @@ def _ts_available() -> str | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--role", choices=["stack"], help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=["stack", "relay"], help=argparse.SUPPRESS)
+    parser.add_argument("--relay-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--upstream", help=argparse.SUPPRESS)
     parser.add_argument("--handshake", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--levels", default="1,10,50", help="concurrency levels")
@@ -394,8 +522,19 @@ def main() -> None:
     parser.add_argument("--stream-requests", type=int, default=30)
     parser.add_argument("--no-ts", action="store_true", help="skip the TS proxy")
     parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run `relay`: a bare uvicorn + aiohttp pass-through (the cost of one more hop)",
+    )
+    parser.add_argument(
+        "--client",
+        choices=["aiohttp", "httpx"],
+        default="aiohttp",
+        help="the load generator's HTTP client (the same for every target)",
+    )
+    parser.add_argument(
         "--profile",
-        choices=["gateway", "serve-warn", "serve-off"],
+        choices=["gateway", "serve-warn", "serve-off", "relay"],
         help="record this process with py-spy during the load",
     )
     parser.add_argument(
@@ -413,6 +552,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.role == "stack":
         return role_stack(args.handshake, args.home)
+    if args.role == "relay":
+        return role_relay(args.relay_port, args.upstream)
     if args.quick:  # smaller defaults; options given on the command line win
         given = {a.split("=", 1)[0] for a in sys.argv[1:] if a.startswith("--")}
         for name, value in (
@@ -503,6 +644,24 @@ def main() -> None:
                 },
             )
             urls[f"serve-{mode}"] = f"http://127.0.0.1:{port}/v1/chat/completions"
+        if args.floor:
+            port = _free_port()
+            spawn(
+                "relay",
+                [
+                    sys.executable,
+                    __file__,
+                    "--role",
+                    "relay",
+                    "--relay-port",
+                    str(port),
+                    "--upstream",
+                    gw_url,
+                ],
+                {},
+            )
+            urls["relay"] = f"http://127.0.0.1:{port}/v1/chat/completions"
+            _wait_http(f"http://127.0.0.1:{port}/health", procs["relay"], "relay", method="GET")
         for mode in ("warn", "off"):
             _wait_http(
                 urls[f"serve-{mode}"].rsplit("/v1/", 1)[0] + "/health",
@@ -564,10 +723,10 @@ def main() -> None:
         )
         auth = broker.inference.get_request_headers(hs["provider"])
         broker.inference.close()
-        headers = {name: (auth if name == "direct" else {}) for name in urls}
+        headers = {name: (auth if name in ("direct", "relay") else {}) for name in urls}
         servers = {"gateway": "gateway", **{n: n for n in urls if n != "direct"}}
         rss_idle = {n: _rss_mib(procs[p].pid) for n, p in servers.items()}
-        gw_pid = procs["gateway"].pid
+        gw_pid, stack_pid = procs["gateway"].pid, procs["stack"].pid
         rpc_before = httpx.get(hs["rpc_url"] + "/counts").json()
         if args.profile:
             spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -593,18 +752,11 @@ def main() -> None:
             results = []
             counts = httpx.AsyncClient(timeout=10)
             rpc_counts_url = hs["rpc_url"] + "/counts"
-            clients = {
-                n: httpx.AsyncClient(
-                    timeout=120,
-                    headers=headers[n],
-                    limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
-                )
-                for n in urls
-            }
+            clients = {n: _LoadClient(args.client, headers[n]) for n in urls}
             try:
                 for n, c in clients.items():  # warm connections and caches
                     for _ in range(3):
-                        await c.post(urls[n], json=BODY)
+                        await c.post(urls[n])
                 for level in [int(x) for x in args.levels.split(",")]:
                     acc = {
                         n: {
@@ -614,6 +766,8 @@ def main() -> None:
                             "gw_cpu": 0.0,
                             "own_cpu": 0.0,
                             "rpcs": 0,
+                            "load_cpu": 0.0,
+                            "stack_cpu": 0.0,
                         }
                         for n in urls
                     }
@@ -622,9 +776,12 @@ def main() -> None:
                             rpc0 = sum((await counts.get(rpc_counts_url)).json().values())
                             cpu0 = _proc_cpu_s(gw_pid)
                             own0 = _proc_cpu_s(procs[n].pid) if n in procs else 0.0
+                            load0, stack0 = time.process_time(), _proc_cpu_s(stack_pid)
                             lat, err, secs = await _slice(
                                 clients[n], url, level, args.requests, args.seconds
                             )
+                            acc[n]["load_cpu"] += time.process_time() - load0
+                            acc[n]["stack_cpu"] += _proc_cpu_s(stack_pid) - stack0
                             acc[n]["gw_cpu"] += _proc_cpu_s(gw_pid) - cpu0
                             if n in procs:
                                 acc[n]["own_cpu"] += _proc_cpu_s(procs[n].pid) - own0
@@ -649,6 +806,14 @@ def main() -> None:
                             else None,
                             "proxy_cpu_ms_per_request": round(a["own_cpu"] * 1000 / done, 2)
                             if done and n in procs
+                            else None,
+                            "load_generator_cpu_ms_per_request": round(
+                                a["load_cpu"] * 1000 / done, 2
+                            )
+                            if done
+                            else None,
+                            "stack_cpu_ms_per_request": round(a["stack_cpu"] * 1000 / done, 2)
+                            if done
                             else None,
                             "chain_rpcs_per_request": round(a["rpcs"] / (done + a["errors"]), 3)
                             if done + a["errors"]
@@ -707,7 +872,7 @@ def main() -> None:
     print()
     print(
         "clients | target      |  p50 ms |  p99 ms | +p50 ms | +p99 ms |     rps | "
-        "ours/TS | gw CPU ms/req | proxy CPU ms/req | RPCs/req | errors"
+        "ours/TS | gw CPU ms/req | proxy CPU ms/req | load CPU | stack CPU | RPCs/req | errors"
     )
     for r in results:
         for n in names:
@@ -718,6 +883,8 @@ def main() -> None:
                 f"{fmt(t['rps'])} | {fmt(t.get('rate_vs_ts'), '>7.2f')} | "
                 f"{fmt(t['gateway_cpu_ms_per_request'], '>13.2f')} | "
                 f"{fmt(t.get('proxy_cpu_ms_per_request'), '>16.2f')} | "
+                f"{fmt(t['load_generator_cpu_ms_per_request'], '>8.2f')} | "
+                f"{fmt(t['stack_cpu_ms_per_request'], '>9.2f')} | "
                 f"{fmt(t['chain_rpcs_per_request'], '>8.3f')} | {t['errors']}"
             )
     print("\nstreaming (1 client): time to first body byte, p50 / p99 ms")
@@ -749,6 +916,7 @@ def main() -> None:
                     "load_avg": os.getloadavg(),
                 },
                 "route": "chat/completions",
+                "client": args.client,
                 "rounds": args.rounds,
                 "results": results,
                 "streaming": stream,

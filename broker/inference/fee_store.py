@@ -22,40 +22,50 @@ Five tables:
   plus disputed fees equal what the gateway billed, and the disputed part stays visible.
 
 Amounts are ints in neuron, stored as decimal TEXT (they exceed 64-bit integers). Reads run on
-pooled connections without any lock. Writes on **SQLite** go through one writer thread per store
-with group commit: every write queued while the previous transaction ran is applied in the next
-one (each in its own SAVEPOINT, so a failing write changes nothing and fails alone), up to
-:data:`GROUP_COMMIT_MAX` writes per commit, and each caller gets its answer only after that commit
-(no added waiting: the window is the previous transaction's duration). Across processes SQLite
-serialises by ``BEGIN IMMEDIATE`` (WAL journal: readers never wait for the writer). (Measured:
-letting threads contend on ``BEGIN IMMEDIATE`` directly spends most of serve's time in SQLite's
-busy-retry sleeps.) On **PostgreSQL** each write is its own transaction, serialised by
-``INSERT … ON CONFLICT DO NOTHING`` plus ``SELECT … FOR UPDATE`` of the fee row.
+pooled SQLAlchemy connections without any lock and see every committed write. Writes on a
+**SQLite file** go through one writer thread per store (:class:`broker.sqlite_writer.SQLiteWriter`:
+one plain :mod:`sqlite3` connection, group commit): the per-request writes
+(:meth:`FeeStore.record_exchange`, :meth:`~FeeStore.add_fee`, :meth:`~FeeStore.record_verification`,
+:meth:`~FeeStore.record_disputed` and their ``a``-prefixed twins) are plain parameterised SQL
+(:mod:`broker.inference.fee_store_sql`), their input checked before they are queued; every write
+queued while the previous transaction ran is applied in the next one, up to
+:data:`~broker.sqlite_writer.GROUP_COMMIT_MAX` per ``BEGIN IMMEDIATE … COMMIT``, without savepoints
+(should one still fail, the group is applied again with a savepoint per write, so it fails alone),
+and each caller gets its answer only after that commit (no added waiting: the window is the
+previous transaction's duration). The rare writes (async jobs, issued-token ids, the cached fee's
+overwrite) keep their SQLAlchemy ORM code and run on the same thread between two groups. Across
+processes SQLite serialises by ``BEGIN IMMEDIATE`` (WAL journal: readers never wait for the
+writer). (Measured: letting threads contend on ``BEGIN IMMEDIATE`` directly spends most of serve's
+time in SQLite's busy-retry sleeps; an ORM session per group cost serve about a third of its CPU.)
+On **PostgreSQL** each write is its own SQLAlchemy transaction, serialised by
+``INSERT … ON CONFLICT DO NOTHING`` plus ``SELECT … FOR UPDATE`` of the fee row; an in-memory
+SQLite database is written inline through SQLAlchemy.
 Addresses are stored lower-cased. Callers on an event loop (``serve``) use the ``a``-prefixed twins
-(:meth:`FeeStore.aadd_fee`, :meth:`FeeStore.arecord_verification`,
-:meth:`FeeStore.arecord_disputed`): on SQLite the write is handed to the writer thread and the
-coroutine resumes once it is committed (no worker thread of the caller's waits on it); on
-PostgreSQL the transaction runs in a worker thread.
+(:meth:`FeeStore.arecord_exchange`, :meth:`FeeStore.aadd_fee`,
+:meth:`FeeStore.arecord_verification`, :meth:`FeeStore.arecord_disputed`): on a SQLite file the
+write is handed to the writer thread and the coroutine resumes once it is committed (no worker
+thread of the caller's waits on it); on PostgreSQL the transaction runs in a worker thread.
 
 Durability (SQLite): ``journal_mode=WAL`` with ``synchronous=NORMAL``. A write method returns only
 after its transaction is committed to the WAL, so an acknowledged fee or verification survives
 ``kill -9`` of the process; a power loss or OS crash can lose the commits made since the last WAL
-checkpoint (at most about 1000 pages of WAL, usually the last seconds), never corrupting the file.
-A lost fee only makes the local ``cached_fee`` estimate low until the next ``/unsettledfee`` sync.
+checkpoint, never corrupting the file: the writer checkpoints (fsync) at most
+:data:`~broker.sqlite_writer.CHECKPOINT_INTERVAL` (1 s) after a commit, so that is about the last
+second of writes. A lost fee only makes the local ``cached_fee`` estimate low until the next
+``/unsettledfee`` sync.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -75,7 +85,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from broker.inference import fee_store_sql
 from broker.inference.response_signature import VerificationReason, VerificationResult
+from broker.sqlite_writer import SQLiteWriter, WriteOp
 
 __all__ = [
     "AsyncJob",
@@ -89,8 +101,6 @@ __all__ = [
 
 DEFAULT_MAX_VERIFICATIONS = 1000
 _T = TypeVar("_T")
-#: Most writes one SQLite group commit applies.
-GROUP_COMMIT_MAX = 256
 #: The verification log is pruned to ``max_verifications`` rows once every this many inserts (so
 #: it holds at most ``max_verifications + PRUNE_EVERY - 1`` rows between prunes).
 PRUNE_EVERY = 100
@@ -258,6 +268,31 @@ class VerificationRecord:
     created_at: float
 
 
+def _in_memory(url: str) -> bool:
+    """An in-memory SQLite URL (one database per connection)."""
+    return ":memory:" in url or url == "sqlite://"
+
+
+def _text_or_none(value: object) -> str | None:
+    """``value`` as stored in a nullable TEXT column (what SQLAlchemy's ``Text`` binds)."""
+    return None if value is None else str(value)
+
+
+def _verification_values(
+    result: VerificationResult,
+) -> tuple[str | None, bool | None, str, str | None, str]:
+    """``(chat_id, verified, reason, signer, detail)`` of one verification row, as the ORM path
+    stores them (``detail`` cut to 1000 characters)."""
+    verified = None if result.verified is None else bool(result.verified)
+    return (
+        _text_or_none(result.chat_id),
+        verified,
+        VerificationReason(result.reason).value,
+        _text_or_none(result.signer),
+        str(result.detail)[:1000],
+    )
+
+
 def _check_fee(fee: int) -> None:
     if isinstance(fee, bool) or not isinstance(fee, int) or fee < 0:
         raise ValueError(f"fee must be a non-negative int in neuron, got {fee!r}")
@@ -283,81 +318,46 @@ class FeeStore:
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
         self._inserts_lock = threading.Lock()
         self._inserts = 0
-        self._queue: queue.SimpleQueue | None = None
-        self._writer: threading.Thread | None = None
-        if (
-            self._engine.dialect.name == "sqlite"
-            and ":memory:" not in self.url
-            and self.url != "sqlite://"
-        ):  # (an in-memory database is per connection)
-            self._queue = queue.SimpleQueue()
-            self._writer = threading.Thread(
-                target=self._write_loop, args=(self._queue,), name="fee-store-writer", daemon=True
+        self._writer: SQLiteWriter | None = None
+        if self._engine.dialect.name == "sqlite" and not _in_memory(self.url):
+            self._writer = SQLiteWriter(
+                str(self._engine.url.database), name="fee-store-writer", savepoints=False
             )
-            self._writer.start()
         self._prune_verifications()
 
+    def _session_write(self, op: Callable[[Session], _T]) -> _T:
+        """Run ``op(session)`` in one SQLAlchemy transaction (this thread) and return its result
+        once committed. Exceptions of ``op`` or of the commit propagate (nothing written)."""
+        with self._sessions.begin() as session:
+            return op(session)
+
     def _write(self, op: Callable[[Session], _T]) -> _T:
-        """Run ``op(session)`` in a write transaction and return its result once committed (SQLite:
-        by the group-commit writer; PostgreSQL: directly). Exceptions of ``op`` propagate."""
-        if self._queue is None or threading.current_thread() is self._writer:
-            with self._sessions.begin() as session:
-                return op(session)
-        done: Future = Future()
-        self._queue.put((op, done))
-        return done.result()
+        """A rarely used write (an ORM ``op(session)``): on a SQLite file run by the writer thread
+        between its groups (no contention for SQLite's lock), else in this thread. Returns ``op``'s
+        result once committed; its exceptions propagate."""
+        if self._writer is not None:
+            return self._writer.run_alone(lambda: self._session_write(op))
+        return self._session_write(op)
 
-    async def _awrite(self, op: Callable[[Session], _T]) -> _T:
-        """:meth:`_write` for a caller on an event loop: SQLite's write is handed to the writer
-        thread and awaited (no worker thread of the caller's blocks on it; the loop is woken once
-        the commit is done); PostgreSQL's transaction runs in a worker thread; an in-memory
-        database (one connection) is written inline."""
-        if self._queue is not None:
-            done: Future = Future()
-            self._queue.put((op, done))
-            return await asyncio.wrap_future(done)
-        if ":memory:" in self.url or self.url == "sqlite://":
-            return self._write(op)
-        return await asyncio.to_thread(self._write, op)
+    def _write_hot(self, op: Callable[[Any], _T]) -> _T:
+        """A per-request write built by :meth:`_exchange_op` / :meth:`_disputed_op` (a
+        :data:`~broker.sqlite_writer.WriteOp` on a SQLite file: the writer's group commit; else an
+        ORM op): its result once committed; its exceptions propagate."""
+        if self._writer is not None:
+            return self._writer.run(op)
+        return self._session_write(op)
 
-    def _write_loop(self, jobs: queue.SimpleQueue) -> None:
-        while True:
-            first = jobs.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < GROUP_COMMIT_MAX:
-                try:
-                    item = jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    jobs.put(None)  # stop after this batch
-                    break
-                batch.append(item)
-            outcomes: list[tuple[Future, object, BaseException | None]] = []
-            try:
-                with self._sessions.begin() as session:
-                    if len(batch) == 1:  # alone: its failure rolls back only itself
-                        op, done = batch[0]
-                        outcomes.append((done, op(session), None))
-                    else:
-                        for op, done in batch:
-                            try:
-                                with session.begin_nested():
-                                    result = op(session)
-                                outcomes.append((done, result, None))
-                            except Exception as exc:  # noqa: BLE001 - handed to its caller
-                                outcomes.append((done, None, exc))
-            except Exception as exc:  # noqa: BLE001 - the commit failed: every write failed
-                for _op, done in batch:
-                    done.set_exception(exc)
-                continue
-            for done, result, error in outcomes:
-                if error is not None:
-                    done.set_exception(error)
-                else:
-                    done.set_result(result)
+    async def _awrite_hot(self, op: Callable[[Any], _T]) -> _T:
+        """:meth:`_write_hot` for a caller on an event loop: on a SQLite file the write is handed to
+        the writer thread and awaited (no worker thread of the caller's blocks on it; the loop is
+        woken once the commit is done; a cancelled caller's write is still committed);
+        PostgreSQL's transaction runs in a worker thread; an in-memory database (one connection)
+        is written inline."""
+        if self._writer is not None:
+            return await self._writer.arun(op)
+        if _in_memory(self.url):
+            return self._session_write(op)
+        return await asyncio.to_thread(self._session_write, op)
 
     @staticmethod
     def _make_engine(url: str) -> Engine:
@@ -365,7 +365,7 @@ class FeeStore:
             Path(url[len("sqlite:///") :]).expanduser().parent.mkdir(parents=True, exist_ok=True)
         if not url.startswith("sqlite"):
             options: dict = {"pool_pre_ping": True}
-        elif ":memory:" in url or url == "sqlite://":
+        elif _in_memory(url):
             options = {}
         else:  # a connection per concurrent worker thread, kept (no connect/close churn)
             options = {"pool_size": 40, "max_overflow": 40}
@@ -388,9 +388,8 @@ class FeeStore:
 
     def close(self) -> None:
         """Stop the writer (after the writes already queued) and dispose of the connections."""
-        if self._queue is not None and self._writer is not None and self._writer.is_alive():
-            self._queue.put(None)
-            self._writer.join(30)
+        if self._writer is not None:
+            self._writer.close()
         self._engine.dispose()
 
     def __repr__(self) -> str:
@@ -476,7 +475,7 @@ class FeeStore:
         Raises:
             ValueError: ``fee`` is negative or not an int.
         """
-        return self._write(self._add_fee_op(user, provider, fee))
+        return self._write_hot(self._exchange_op(user, provider, fee, None))
 
     async def aadd_fee(self, user: str, provider: str, fee: int) -> FeeTotals:
         """:meth:`add_fee` for async callers: returns once committed, without blocking the event
@@ -485,7 +484,7 @@ class FeeStore:
         Raises:
             ValueError: ``fee`` is negative or not an int.
         """
-        return await self._awrite(self._add_fee_op(user, provider, fee))
+        return await self._awrite_hot(self._exchange_op(user, provider, fee, None))
 
     def set_cached_fee(self, user: str, provider: str, fee: int) -> None:
         """Overwrite the cached (unsettled) fee, e.g. with the provider's ``/unsettledfee`` value or
@@ -515,8 +514,18 @@ class FeeStore:
 
     def _disputed_op(
         self, user: str, provider: str, chat_id: str | None, fee: int, reason: str
-    ) -> Callable[[Session], DisputedTotals]:
+    ) -> Callable[[Any], DisputedTotals]:
+        """The write of :meth:`record_disputed` (see :meth:`_write_hot`), input checked first.
+
+        Raises:
+            ValueError: ``fee`` is negative or not an int.
+        """
         _check_fee(fee)
+        if self._writer is not None:
+            key, why = (user.lower(), provider.lower()), str(reason)[:64]
+            return lambda conn: DisputedTotals(
+                *fee_store_sql.record_disputed(conn, *key, _text_or_none(chat_id), fee, why)
+            )
 
         def _op(session: Session):  # type: ignore[no-untyped-def]
             row = self._row(session, user, provider)
@@ -554,7 +563,7 @@ class FeeStore:
         Raises:
             ValueError: ``fee`` is negative or not an int.
         """
-        return self._write(self._disputed_op(user, provider, chat_id, fee, reason))
+        return self._write_hot(self._disputed_op(user, provider, chat_id, fee, reason))
 
     async def arecord_disputed(
         self, user: str, provider: str, chat_id: str | None, fee: int, reason: str
@@ -564,7 +573,7 @@ class FeeStore:
         Raises:
             ValueError: ``fee`` is negative or not an int.
         """
-        return await self._awrite(self._disputed_op(user, provider, chat_id, fee, reason))
+        return await self._awrite_hot(self._disputed_op(user, provider, chat_id, fee, reason))
 
     @staticmethod
     def _disputed(session: Session, user: str, provider: str) -> DisputedTotals:
@@ -583,12 +592,16 @@ class FeeStore:
 
     # -- verification log --------------------------------------------------------------------
 
+    def _prune_due(self) -> bool:
+        """Count one verification insert; True on every :data:`PRUNE_EVERY`-th."""
+        with self._inserts_lock:
+            self._inserts += 1
+            return self._inserts % PRUNE_EVERY == 0
+
     def _verification_op(
         self, user: str, provider: str, result: VerificationResult
     ) -> Callable[[Session], None]:
-        with self._inserts_lock:
-            self._inserts += 1
-            due = self._inserts % PRUNE_EVERY == 0
+        due = self._prune_due()
 
         def _op(session: Session) -> None:
             session.execute(
@@ -607,17 +620,26 @@ class FeeStore:
     def record_verification(self, user: str, provider: str, result: VerificationResult) -> None:
         """Store one verification result (one commit); every :data:`PRUNE_EVERY` inserts, prune
         the log to the newest ``max_verifications`` rows (in the same transaction)."""
-        self._write(self._verification_op(user, provider, result))
+        self._write_hot(self._exchange_op(user, provider, None, result))
 
     async def arecord_verification(
         self, user: str, provider: str, result: VerificationResult
     ) -> None:
         """:meth:`record_verification` for async callers (returns once committed)."""
-        await self._awrite(self._verification_op(user, provider, result))
+        await self._awrite_hot(self._exchange_op(user, provider, None, result))
 
     def _exchange_op(
         self, user: str, provider: str, fee: int | None, verification: VerificationResult | None
-    ) -> Callable[[Session], FeeTotals | None]:
+    ) -> Callable[[Any], FeeTotals | None]:
+        """The write of one answered request (see :meth:`_write_hot`): its verification (when
+        given) logged, then its fee (when not ``None``) added; the op returns the new
+        :class:`FeeTotals` or ``None``. The input is checked here, before anything is queued.
+
+        Raises:
+            ValueError: ``fee`` is negative or not an int.
+        """
+        if self._writer is not None:
+            return self._sql_exchange_op(user, provider, fee, verification)
         add = self._add_fee_op(user, provider, fee) if fee is not None else None
         log = self._verification_op(user, provider, verification) if verification else None
 
@@ -645,7 +667,7 @@ class FeeStore:
         Raises:
             ValueError: ``fee`` is negative or not an int (nothing is written).
         """
-        return self._write(self._exchange_op(user, provider, fee, verification))
+        return self._write_hot(self._exchange_op(user, provider, fee, verification))
 
     async def arecord_exchange(
         self,
@@ -661,7 +683,26 @@ class FeeStore:
         Raises:
             ValueError: ``fee`` is negative or not an int (nothing is written).
         """
-        return await self._awrite(self._exchange_op(user, provider, fee, verification))
+        return await self._awrite_hot(self._exchange_op(user, provider, fee, verification))
+
+    def _sql_exchange_op(
+        self, user: str, provider: str, fee: int | None, verification: VerificationResult | None
+    ) -> WriteOp[FeeTotals | None]:
+        """:meth:`_exchange_op` as plain SQL on the writer's connection (:mod:`.fee_store_sql`)."""
+        if fee is not None:
+            _check_fee(fee)
+        user, provider = user.lower(), provider.lower()
+        log = _verification_values(verification) if verification is not None else None
+        keep = self.max_verifications if log is not None and self._prune_due() else None
+
+        def _op(conn: sqlite3.Connection) -> FeeTotals | None:
+            if log is not None:
+                fee_store_sql.record_verification(conn, user, provider, log, keep)
+            if fee is None:
+                return None
+            return FeeTotals(*fee_store_sql.add_fee(conn, user, provider, fee))
+
+        return _op
 
     def _oldest_kept_id(self):  # type: ignore[no-untyped-def]
         """SQL scalar: the smallest id among the newest ``max_verifications`` rows."""
@@ -679,7 +720,11 @@ class FeeStore:
 
     def _prune_verifications(self) -> None:
         """Delete all but the newest ``max_verifications`` verification rows (one statement)."""
-        return self._write(self._prune)
+        if self._writer is not None:
+            keep = self.max_verifications
+            self._writer.run(lambda conn: fee_store_sql.prune_verifications(conn, keep))
+        else:
+            self._session_write(self._prune)
 
     def recent_verifications(
         self, limit: int = 50, *, provider: str | None = None, user: str | None = None

@@ -21,7 +21,7 @@ from sqlalchemy import Integer, Numeric, bindparam, cast, func, insert, select, 
 from sqlalchemy.exc import DBAPIError
 
 from broker.provider.db import Database, RequestRecord, RequestStatus
-from broker.provider.write_queue import WriteOp
+from broker.sqlite_writer import WriteOp
 from broker.wire.fees import Fee
 
 __all__ = ["FeeLedger"]
@@ -90,7 +90,7 @@ def _outstanding(status: str | None, fee: str | None) -> int:
 class FeeLedger:
     """Durable per-request fee records (B9) on a :class:`~broker.provider.db.Database`.
 
-    The per-request writes run as :data:`~broker.provider.write_queue.WriteOp` functions: on a
+    The per-request writes run as :data:`~broker.sqlite_writer.WriteOp` functions: on a
     SQLite file through the database's group-commit writer (plain ``sqlite3``, one commit shared
     by the requests that arrive meanwhile), elsewhere in one engine transaction (prebuilt
     SQLAlchemy Core statements). Either way a method returns only after its commit. On SQLite the

@@ -37,7 +37,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from broker.provider.outstanding import OutstandingFees
-from broker.provider.write_queue import SQLiteWriter, WriteOp
+from broker.sqlite_writer import SQLiteWriter, WriteOp
 
 __all__ = [
     "SQLITE_POOL_SIZE",
@@ -209,7 +209,7 @@ class Database:
 
     @property
     def writer(self) -> SQLiteWriter | None:
-        """The group-commit writer of a SQLite file (:mod:`broker.provider.write_queue`; started
+        """The group-commit writer of a SQLite file (:mod:`broker.sqlite_writer`; started
         on first use), or ``None`` (PostgreSQL, in-memory SQLite): then write with the engine."""
         if self._sqlite_path is None:
             return None
@@ -217,7 +217,7 @@ class Database:
         if writer is None:
             with self._writer_lock:
                 if self._writer is None:
-                    self._writer = SQLiteWriter(self._sqlite_path)
+                    self._writer = SQLiteWriter(self._sqlite_path, name="gateway-db-writer")
                 writer = self._writer
         return writer
 
@@ -234,7 +234,7 @@ class Database:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
     def write(self, op: WriteOp[_T]) -> _T:
-        """Run one write op (:data:`~broker.provider.write_queue.WriteOp`) and return its result
+        """Run one write op (:data:`~broker.sqlite_writer.WriteOp`) and return its result
         once committed: through :attr:`writer` on a SQLite file (``op`` gets the writer's
         ``sqlite3`` connection), else in an engine transaction (``op`` gets a SQLAlchemy
         connection). Exceptions of ``op`` or of the commit propagate; a failed op writes nothing.

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from broker.provider.db import ChatSignature, Database
 from broker.provider.errors import SignatureNotFoundError
-from broker.provider.write_queue import WriteOp
+from broker.sqlite_writer import WriteOp
 from broker.wire.signed_text import signed_text
 
 __all__ = ["MEMORY_SIGNATURES", "SignatureStore", "StoredSignature", "response_signature_text"]

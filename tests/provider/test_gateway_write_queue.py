@@ -21,7 +21,7 @@ from broker.provider.gateway import Gateway
 from broker.provider.outstanding import OutstandingFees
 from broker.provider.signing import SignatureStore, response_signature_text
 from broker.provider.tee import LocalTeeSigner
-from broker.provider.write_queue import SQLiteWriter
+from broker.sqlite_writer import SQLiteWriter
 from broker.wire.fees import Fee
 
 USER = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"

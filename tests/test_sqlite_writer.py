@@ -1,0 +1,127 @@
+"""The generic SQLite group-commit writer (``broker.sqlite_writer``) in its savepoint-free mode and
+with writes run alone between groups (real SQLite files, a real writer thread). The savepoint mode
+is covered by ``tests/provider/test_gateway_write_queue.py``."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+
+from broker.sqlite_writer import SQLiteWriter
+
+
+def _table(path) -> None:
+    setup = sqlite3.connect(path)
+    setup.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)")
+    setup.commit()
+    setup.close()
+
+
+def _rows(path) -> dict:
+    check = sqlite3.connect(path)
+    rows = dict(check.execute("SELECT k, v FROM t").fetchall())
+    check.close()
+    return rows
+
+
+def _hold(writer: SQLiteWriter) -> tuple[threading.Event, object]:
+    """Occupy the writer, so that the next writes queue up into one group; set the event to let
+    it go on."""
+    gate, started = threading.Event(), threading.Event()
+
+    def blocker(conn):
+        started.set()
+        gate.wait(10)
+
+    first = writer.submit(blocker)
+    assert started.wait(10)
+    return gate, first
+
+
+def _put(k: str, v: int):
+    def op(conn):
+        conn.execute("INSERT INTO t VALUES (?, ?)", (k, v))
+        if k.startswith("bad"):
+            raise ValueError("refused")
+        return k
+
+    return op
+
+
+def test_group_without_savepoints_replays_when_a_write_fails(tmp_path):
+    """Attack: one write of a savepoint-free group raises after writing. The group is rolled back
+    and applied again with a savepoint per write: the failing write changes nothing and fails
+    alone, the others are committed exactly once."""
+    path = tmp_path / "r.db"
+    _table(path)
+    writer = SQLiteWriter(str(path), savepoints=False)
+    gate, first = _hold(writer)
+    good = [writer.submit(_put(f"k{i}", i)) for i in range(10)]
+    bad = writer.submit(_put("bad", 99))
+    dup = writer.submit(_put("k3", 3))  # primary key clash: sqlite3.IntegrityError
+    more = [writer.submit(_put(f"m{i}", i)) for i in range(5)]
+    gate.set()
+    first.result(10)
+    assert [f.result(10) for f in good + more] == [f"k{i}" for i in range(10)] + [
+        f"m{i}" for i in range(5)
+    ]
+    with pytest.raises(ValueError, match="refused"):
+        bad.result(10)
+    with pytest.raises(sqlite3.IntegrityError):
+        dup.result(10)
+    assert (writer.commits, writer.replays) == (2, 1)
+    writer.close()
+    assert _rows(path) == {**{f"k{i}": i for i in range(10)}, **{f"m{i}": i for i in range(5)}}
+
+
+def test_group_without_savepoints_commits_once_when_all_succeed(tmp_path):
+    path = tmp_path / "g.db"
+    _table(path)
+    writer = SQLiteWriter(str(path), savepoints=False)
+    gate, _first = _hold(writer)
+    futures = [writer.submit(_put(f"k{i}", i)) for i in range(50)]
+    gate.set()
+    assert [f.result(10) for f in futures] == [f"k{i}" for i in range(50)]
+    assert (writer.commits, writer.replays) == (2, 0)
+    alone = writer.submit(_put("bad-alone", 1))  # a group of one: its rollback isolates it
+    with pytest.raises(ValueError):
+        alone.result(10)
+    assert writer.replays == 0
+    writer.close()
+    assert len(_rows(path)) == 50 and "bad-alone" not in _rows(path)
+
+
+def test_alone_write_runs_between_groups_in_queue_order(tmp_path):
+    """A write through another connection runs on the writer thread after the group queued
+    before it is committed (it sees those rows, it is not blocked by the writer's lock) and before
+    the writes queued after it."""
+    path = tmp_path / "a.db"
+    _table(path)
+    writer = SQLiteWriter(str(path), savepoints=False)
+    gate, _first = _hold(writer)
+    before = [writer.submit(_put(f"b{i}", i)) for i in range(3)]
+
+    def other_connection():
+        conn = sqlite3.connect(path, timeout=0.5)  # would time out if the writer held the lock
+        try:
+            conn.execute("INSERT INTO t VALUES ('alone', 0)")
+            conn.commit()
+            return sorted(k for (k,) in conn.execute("SELECT k FROM t"))
+        finally:
+            conn.close()
+
+    alone = writer.submit_alone(other_connection)
+    after = writer.submit(lambda conn: conn.execute("SELECT COUNT(*) FROM t").fetchone()[0])
+    failing = writer.submit_alone(lambda: 1 / 0)
+    gate.set()
+    assert [f.result(10) for f in before] == ["b0", "b1", "b2"]
+    assert alone.result(10) == ["alone", "b0", "b1", "b2"]
+    assert after.result(10) == 4
+    with pytest.raises(ZeroDivisionError):
+        failing.result(10)
+    assert writer.run_alone(lambda: threading.current_thread().name) == "sqlite-writer"
+    writer.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        writer.submit_alone(lambda: None)
