@@ -45,6 +45,7 @@ Usage::
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
@@ -152,10 +153,11 @@ def _split_host(value: str) -> tuple[str, int | None] | None:
     return host, port
 
 
+@functools.lru_cache(maxsize=256)
 def is_loopback_host(host: str) -> bool:
     """Whether ``host`` (no port, no brackets, lower case) names this machine's loopback interface:
     ``localhost``, ``*.localhost`` (RFC 6761), ``127.0.0.0/8``, ``::1`` (and its IPv4-mapped
-    form)."""
+    form). Remembered for the last 256 names (every request's ``Host`` is checked)."""
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:

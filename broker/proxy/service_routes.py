@@ -105,16 +105,17 @@ def check_model(ctx: ProxyContext, kind: RouteKind, model: object) -> None:
             param="model",
         )
     service = ctx.service
+    if model == service.model:  # the common case, decided before the service info is parsed
+        return
     if not serves_route(service.service_type, kind) or service.multi_model:
         return
-    if model != service.model:
-        shown = model if len(model) <= 100 else model[:100] + "..."
-        shown = shown.encode("utf-8", "replace").decode("utf-8")
-        raise ProxyHTTPError(
-            f"The model `{shown}` does not exist or you do not have access to it: provider "
-            f"{ctx.provider} serves only `{service.model}`",
-            status_code=404,
-            type="invalid_request_error",
-            code="model_not_found",
-            param="model",
-        )
+    shown = model if len(model) <= 100 else model[:100] + "..."
+    shown = shown.encode("utf-8", "replace").decode("utf-8")
+    raise ProxyHTTPError(
+        f"The model `{shown}` does not exist or you do not have access to it: provider "
+        f"{ctx.provider} serves only `{service.model}`",
+        status_code=404,
+        type="invalid_request_error",
+        code="model_not_found",
+        param="model",
+    )

@@ -11,8 +11,14 @@ a stream can only be verified once it has ended:
   signature checked, so a client that has seen ``[DONE]`` can rely on the accounting being done.
   Before ``[DONE]`` the SSE comments ``: X-0G-Verified: <value>`` and
   ``: X-0G-Verification-Reason: <reason>`` carry the outcome (clients ignore comments). A client
-  that disconnects early does not stop the accounting: the rest of the stream is drained, hashed,
-  billed and verified in the background.
+  that disconnects early does not stop the accounting: the rest of the stream is read, hashed,
+  billed and verified all the same (in the background when the relay itself was cancelled).
+
+The relay is its own small ASGI response (:class:`_SSERelay`), not Starlette's
+``StreamingResponse``: no task group and no second task listening for a disconnect per stream
+(the accounting goes on after a disconnect anyway), and each chunk's completed events go out
+before their JSON is parsed for the usage and the chat id (still once per event), so the first
+event reaches the client as soon as it arrives.
 
 A stream with a ``Content-Encoding`` (not requested by ``serve``) is handled as in ``enforce``
 (read whole, hashed raw, decoded), whatever the mode.
@@ -23,9 +29,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+from typing import Any
 
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from broker.inference.response_signature import ResponseBinding, VerificationResult
 from broker.proxy.billing import AnswerBody
@@ -77,7 +83,9 @@ def _outcome_comments(result: VerificationResult | None) -> bytes:
 
 class _StreamState:
     """Usage, chat id and the running sha256 of the raw stream. Each chunk is decoded into SSE
-    events once and each event parsed as JSON once, for the relay, the usage and the chat id."""
+    events once (:meth:`feed_raw` / :meth:`feed_text`, no JSON) and each event parsed as JSON once
+    (:meth:`observe`), for the usage, the chat id and the text; the relay re-encodes the decoded
+    events without parsing them."""
 
     def __init__(self, response: UpstreamResponse, request_body: bytes | None) -> None:
         self.summary = SSEStreamSummary()  # usage, chat id and text, as the gateway bills them
@@ -89,24 +97,24 @@ class _StreamState:
 
     def feed_raw(self, chunk: bytes) -> list[str]:
         """A chunk as received (hashed) that is also the decoded text (no coding); returns the
-        events it completed."""
+        data of the events it completed (not yet observed)."""
         self.hash.update(chunk)
-        return self.feed_text(chunk)
+        return self.decoder.feed(chunk)
 
     def feed_text(self, chunk: bytes) -> list[str]:
-        """Decoded stream text; returns the events it completed."""
-        return self._observe(self.decoder.feed(chunk))
+        """Decoded stream text; returns the data of the events it completed."""
+        return self.decoder.feed(chunk)
 
     def close(self) -> list[str]:
-        """End of stream: the events of an unterminated tail."""
-        return self._observe(self.decoder.close())
+        """End of stream: the data of an unterminated tail's events."""
+        return self.decoder.close()
 
-    def _observe(self, events: list[str]) -> list[str]:
+    def observe(self, events: list[str]) -> None:
+        """Parse each event's data as JSON (once) and add it to the summary."""
         for data in events:
             obj = parse_sse_json(data)
             if obj is not None:
                 self.summary.observe(obj)
-        return events
 
     def binding(self) -> ResponseBinding:
         return ResponseBinding(self.hash.hexdigest(), self.request_hash)
@@ -132,17 +140,32 @@ async def _settle(
     return result
 
 
+def _keep(task: asyncio.Task) -> asyncio.Task:
+    """Hold a reference to a background task until it is done."""
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return task
+
+
+def _start_settling(ctx: ProxyContext, state: _StreamState) -> asyncio.Future:
+    """:func:`_settle` in its own task, marked finished first: await it shielded
+    (``asyncio.shield``) so that a relay cancelled or failing meanwhile does not interrupt the
+    billing."""
+    state.finished = True
+    return _keep(asyncio.ensure_future(_settle(ctx, state)))
+
+
 async def _drain_and_settle(
     ctx: ProxyContext, response: UpstreamResponse, state: _StreamState
 ) -> None:
     try:
         async for chunk in response.aiter_raw():
-            state.feed_raw(chunk)
+            state.observe(state.feed_raw(chunk))
     except TRANSPORT_ERRORS:
         pass
     finally:
         await response.aclose()
-    state.close()
+    state.observe(state.close())
     try:
         await _settle(ctx, state)
     except Exception:
@@ -167,6 +190,7 @@ async def _buffered(
     state.hash.update(received)
     text = decode_body(received, response.headers)
     events = state.feed_text(text) + state.close()
+    state.observe(events)
     state.finished = True
     result = await _settle(ctx, state, refusable=True)
     ctx.verifier.enforce(result)  # nothing was sent yet: a refusal is a plain 502
@@ -192,7 +216,7 @@ async def stream_response(
 
     Returns:
         ``enforce`` (or a compressed stream): a complete :class:`Response` after verification;
-        otherwise a :class:`StreamingResponse` relaying events as they arrive.
+        otherwise a streaming response relaying events as they arrive.
 
     Raises:
         VerificationRefusedError: ``enforce`` and the stream did not verify (nothing was sent).
@@ -201,49 +225,97 @@ async def stream_response(
     coding = response.headers.get("content-encoding", "identity").strip().lower()
     if ctx.verifier.mode == "enforce" or coding not in ("", "identity"):
         return await _buffered(ctx, response, request_body)
-    state = _StreamState(response, request_body)
-
-    async def relay() -> AsyncIterator[bytes]:
-        try:
-            async for chunk in response.aiter_raw():
-                out = _encode(state.feed_raw(chunk))
-                if out:
-                    yield out
-            out = _encode(state.close())
-            if out:
-                yield out
-        except TRANSPORT_ERRORS as exc:
-            await response.aclose()
-            state.finished = True
-            yield _error_event(
-                ProxyHTTPError(
-                    f"the provider's stream broke off ({type(exc).__name__})",
-                    status_code=502,
-                    type="upstream_error",
-                    code="upstream_stream_broken",
-                )
-            )
-            state.close()
-            await _settle(ctx, state)
-            return
-        except BaseException:
-            # client gone (cancelled / generator closed): finish reading and billing elsewhere
-            if not state.finished:
-                state.finished = True
-                task = asyncio.get_running_loop().create_task(
-                    _drain_and_settle(ctx, response, state)
-                )
-                _background.add(task)
-                task.add_done_callback(_background.discard)
-            raise
-        state.finished = True
-        await response.aclose()
-        result = await _settle(ctx, state)
-        yield _outcome_comments(result)
-        yield b"data: [DONE]\n\n"
-
     headers = _client_headers(ctx, response)
     headers[VERIFIED_HEADER] = "off" if ctx.verifier.mode == "off" else "deferred"
-    return StreamingResponse(
-        relay(), status_code=response.status_code, headers=headers, media_type="text/event-stream"
-    )
+    return _SSERelay(ctx, response, _StreamState(response, request_body), headers)
+
+
+class _SSERelay(Response):
+    """The relayed stream as a plain ASGI response: the response start, then each chunk's completed
+    events (re-encoded, ``[DONE]`` withheld) as soon as the chunk arrives, then the outcome
+    comments and ``[DONE]`` once billed and verified (module docstring)."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        ctx: ProxyContext,
+        upstream: UpstreamResponse,
+        state: _StreamState,
+        headers: dict[str, str],
+    ) -> None:
+        self.ctx = ctx
+        self.upstream = upstream
+        self.state = state
+        self.status_code = upstream.status_code
+        self.background = None
+        self.init_headers(headers)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        state = self.state
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            end = await self._relay(send)
+        except BaseException:
+            # cancelled, or the client's side failed: finish reading and billing elsewhere
+            if not state.finished:
+                state.finished = True
+                _keep(
+                    asyncio.get_running_loop().create_task(
+                        _drain_and_settle(self.ctx, self.upstream, state)
+                    )
+                )
+            raise
+        await send({"type": "http.response.body", "body": end, "more_body": False})
+
+    async def _relay(self, send: Any) -> bytes:
+        """Relay the events; returns the last bytes (outcome comments and ``[DONE]``, or nothing
+        after a broken stream's error event). A failure of ``send`` propagates."""
+        ctx, state, upstream = self.ctx, self.state, self.upstream
+        chunks = upstream.aiter_raw()
+        while True:
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                break
+            except TRANSPORT_ERRORS as exc:
+                state.observe(state.close())
+                settling = _start_settling(ctx, state)
+                await upstream.aclose()
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": _error_event(
+                            ProxyHTTPError(
+                                f"the provider's stream broke off ({type(exc).__name__})",
+                                status_code=502,
+                                type="upstream_error",
+                                code="upstream_stream_broken",
+                            )
+                        ),
+                        "more_body": True,
+                    }
+                )
+                await asyncio.shield(settling)
+                return b""
+            events = state.feed_raw(chunk)
+            if events:
+                out = _encode(events)
+                if out:  # on its way before the events are parsed for the accounting
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+                state.observe(events)
+        events = state.close()  # an unterminated last event
+        out = _encode(events)
+        if out:
+            await send({"type": "http.response.body", "body": out, "more_body": True})
+        state.observe(events)
+        settling = _start_settling(ctx, state)
+        await upstream.aclose()
+        result = await asyncio.shield(settling)
+        return _outcome_comments(result) + b"data: [DONE]\n\n"

@@ -36,7 +36,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from decimal import Decimal
+from json.encoder import encode_basestring
 from typing import Any
 
 from broker._exceptions import InputError
@@ -88,14 +90,12 @@ def go_float(value: float) -> str:
     return f"{sign}{mantissa}e{'-' if e < 0 else '+'}{abs(e)}"
 
 
-_SHORT = {
-    '"': '\\"',
-    "\\": "\\\\",
-    "\b": "\\b",
-    "\f": "\\f",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
+#: What Go escapes beyond what the stdlib's ``encode_basestring`` (``json.dumps(...,
+#: ensure_ascii=False)``) escapes (``"``, ``\\``, ``\b \f \n \r \t`` and other control
+#: characters as ``\u00xx``, the same forms as Go's), and lone surrogates, which Go's decoder has
+#: made U+FFFD.
+_GO_EXTRA = re.compile("[<>&\u2028\u2029\ud800-\udfff]")
+_GO_EXTRA_FORMS = {
     "<": "\\u003c",
     ">": "\\u003e",
     "&": "\\u0026",
@@ -104,28 +104,27 @@ _SHORT = {
 }
 
 
+def _go_extra(match: re.Match[str]) -> str:
+    return _GO_EXTRA_FORMS.get(match.group(), "\ufffd")
+
+
 def _go_string(text: str) -> str:
-    out = ['"']
-    for ch in text:
-        code = ord(ch)
-        if ch in _SHORT:
-            out.append(_SHORT[ch])
-        elif code < 0x20:
-            out.append(f"\\u{code:04x}")
-        elif 0xD800 <= code <= 0xDFFF:
-            out.append("\ufffd")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
+    """``text`` as Go's ``encoding/json`` writes a string (module docstring): the stdlib's C
+    encoder, then Go's HTML-safe escapes and U+FFFD for lone surrogates (linear in the text)."""
+    out = encode_basestring(text)
+    return _GO_EXTRA.sub(_go_extra, out) if _GO_EXTRA.search(out) else out
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _go_key(text: str) -> str:
     """A key as Go's decoder would hold it (lone surrogates → U+FFFD)."""
-    if any(0xD800 <= ord(c) <= 0xDFFF for c in text):
-        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
-    return text
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
 
+
+#: Integers up to this magnitude are exact float64 values (printed by Go in fixed notation).
+_EXACT_INT = 2**53
 
 #: Deepest nesting :func:`canonical_json` encodes (far beyond any API body; bounds the recursion).
 MAX_DEPTH = 256
@@ -143,6 +142,9 @@ def _encode(value: Any, out: list[str], depth: int = 0) -> None:
     elif isinstance(value, str):
         out.append(_go_string(value))
     elif isinstance(value, int):
+        if -_EXACT_INT <= value <= _EXACT_INT:  # a float64 holds it exactly: Go prints the digits
+            out.append(int.__repr__(value))
+            return
         try:
             text = go_float(float(value))
         except OverflowError:

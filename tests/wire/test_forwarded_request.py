@@ -66,6 +66,39 @@ def test_go_marshal_of_a_map():
     )
 
 
+def _go_string_per_character(text: str) -> str:
+    """Go's ``encodeState.string`` (HTML-safe, Go >= 1.22), one character at a time: the oracle."""
+    short = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r"}
+    short |= {"\t": "\\t", "<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
+    short |= {"\u2028": "\\u2028", "\u2029": "\\u2029"}
+    out = ['"']
+    for ch in text:
+        if ch in short:
+            out.append(short[ch])
+        elif ord(ch) < 0x20:
+            out.append(f"\\u{ord(ch):04x}")
+        elif 0xD800 <= ord(ch) <= 0xDFFF:
+            out.append("\ufffd")
+        else:
+            out.append(ch)
+    return "".join(out) + '"'
+
+
+def test_every_character_is_written_as_go_writes_it():
+    chars = [chr(c) for c in range(0x3000)] + [chr(c) for c in range(0xD7F0, 0xE010)]
+    chars += ["\U0001f600", "\U0010ffff", "\ufffd", "\ufeff"]
+    text = "".join(chars)
+    assert canonical_json({"s": text}) == ('{"s":' + _go_string_per_character(text) + "}").encode()
+    for ch in chars:  # each alone too (the fast path has a no-escape shortcut)
+        assert canonical_json([ch]) == f"[{_go_string_per_character(ch)}]".encode()
+    keys = {"k" + chr(0xDC00): 1, "k\ufffd": 2}  # a lone surrogate in a key becomes U+FFFD
+    assert canonical_json(keys) == '{"k\ufffd":2}'.encode()  # and the later duplicate wins
+    # integers: a float64's exact ones as their digits, on both sides of 2**53
+    assert canonical_json([0, -1, 2**53, -(2**53), 2**53 + 2]) == (
+        b"[0,-1,9007199254740992,-9007199254740992,9007199254740994]"
+    )
+
+
 def test_numbers_that_cannot_be_forwarded_exactly_are_refused():
     for bad in ({"seed": 2**53 + 1}, {"n": 10**400}, {"x": float("nan")}, {"x": float("inf")}):
         with pytest.raises(ForwardedRequestError):
