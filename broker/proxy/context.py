@@ -212,12 +212,15 @@ async def complete_response(
                 await on_body(response.status_code, raw)
             return bill(raw) if bill is not None else None
 
-        result, billed = await asyncio.gather(
-            ctx.verifier.verify(
-                chat_id, binding=binding, header_signature=header_signature, record=False
-            ),
-            content(),
-        )
+        if ctx.verifier.mode == "off":  # nothing to run alongside: no tasks to make
+            result, billed = None, await content()
+        else:
+            result, billed = await asyncio.gather(
+                ctx.verifier.verify(
+                    chat_id, binding=binding, header_signature=header_signature, record=False
+                ),
+                content(),
+            )
         fee = await ctx.billing.record(
             billed, chat_id=chat_id, verification=result if chat_id else None
         )
