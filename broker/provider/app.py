@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from broker.asgi.hot_routes import HotRoutes
+from broker.asgi.telemetry import fastapi_telemetry_off
 from broker.provider.cors import GatewayCORS
 from broker.provider.errors import GatewayHTTPError
 from broker.provider.gateway import Gateway
@@ -68,6 +69,7 @@ def create_app(gw: Gateway) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        **fastapi_telemetry_off(),  # Prometheus is the gateway's telemetry
     )
     app.state.gateway = rt
     add_openapi_route(app, GATEWAY_REQUEST_BODIES)  # public: the gateway has no API key

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker._exceptions import BrokerError, ChainError, InputError
 from broker.asgi.guard import MULTIPART_TYPES, LocalGuard, bound_host_names
+from broker.asgi.telemetry import fastapi_telemetry_off
 from broker.chain.addresses import checksum_address
 from broker.inference.errors import SignerNotAcknowledgedError
 from broker.proxy.billing import Billing
@@ -278,7 +279,12 @@ def create_app(
             await close_extras(ctx)
 
     app = FastAPI(
-        title="0g-broker serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+        title="0g-broker serve",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        **fastapi_telemetry_off(),  # Prometheus is serve's telemetry
     )
     add_openapi_route(app, SERVE_REQUEST_BODIES, dependencies=[Depends(require_api_key)])
 
