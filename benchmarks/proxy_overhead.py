@@ -162,7 +162,12 @@ class _Relay:
             import aiohttp
 
             if not sessions:
-                sessions.append(aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)))
+                sessions.append(
+                    aiohttp.ClientSession(
+                        timeout=aiohttp.ClientTimeout(total=60),
+                        connector=aiohttp.TCPConnector(keepalive_timeout=3),
+                    )
+                )
             raw = await request.body()
             try:
                 msg = json.loads(raw)
@@ -300,7 +305,11 @@ def role_relay(port: int, upstream: str) -> None:
                 await send({"type": "lifespan.shutdown.complete"})
             return
         if not sessions:
-            sessions.append(aiohttp.ClientSession(auto_decompress=False))
+            sessions.append(
+                aiohttp.ClientSession(
+                    auto_decompress=False, connector=aiohttp.TCPConnector(keepalive_timeout=3)
+                )
+            )
         raw, more = b"", True
         while more:
             message = await receive()
@@ -392,7 +401,8 @@ class _LoadClient:
             self._aiohttp = aiohttp.ClientSession(
                 headers=self.headers,
                 timeout=aiohttp.ClientTimeout(total=120),
-                connector=aiohttp.TCPConnector(limit=100),
+                # idle connections dropped before the servers' own 5 s idle close (no reuse race)
+                connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=3),
                 skip_auto_headers=("User-Agent",),
             )
 

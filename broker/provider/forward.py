@@ -20,6 +20,7 @@ from broker.wire.content_coding import DECODABLE_CODINGS, decoded_body
 from broker.wire.forwarded_request import forwarded_json_body, is_json_content_type
 
 __all__ = [
+    "BACKEND_KEEPALIVE",
     "BILLABLE_ROUTES",
     "DECODABLE_CODINGS",
     "FREE_PREFIXES",
@@ -40,6 +41,10 @@ BILLABLE_ROUTES = (
     "/audio/transcriptions",
 )
 FREE_PREFIXES = ("/attestation",)
+#: Seconds an idle backend connection is kept for reuse: below the idle timeout of the servers
+#: models run behind (uvicorn's default, vLLM's included, is 5 s), so that a request is never sent
+#: on a connection the backend is closing at that moment (a billed POST cannot be retried).
+BACKEND_KEEPALIVE = 3.0
 _STRIPPED = {
     "address",
     "fee",
@@ -157,10 +162,13 @@ class Forwarder:
 
     Args:
         timeout: seconds a backend may stay silent (connection set up: 10 s; default 15 min, B5).
+        keepalive: seconds an idle backend connection is kept for reuse (default
+            :data:`BACKEND_KEEPALIVE`; keep it below the backend's own idle timeout).
     """
 
-    def __init__(self, timeout: float = 900.0) -> None:
+    def __init__(self, timeout: float = 900.0, keepalive: float = BACKEND_KEEPALIVE) -> None:
         self.timeout = timeout
+        self.keepalive = keepalive
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -168,7 +176,7 @@ class Forwarder:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=self.timeout),
-                connector=aiohttp.TCPConnector(limit=200),
+                connector=aiohttp.TCPConnector(limit=200, keepalive_timeout=self.keepalive),
                 # identity unless a request says otherwise (B5: only decodable codings)
                 headers={"Accept-Encoding": "identity"},
                 # bytes are sent as they are: no invented Content-Type

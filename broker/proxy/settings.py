@@ -44,6 +44,10 @@ class ServeSettings(BaseSettings):
         connect_timeout: seconds to open an upstream connection.
         max_body_bytes: largest client body (default 32 MiB, the gateway's cap).
         max_connections: pooled upstream connections.
+        upstream_keepalive: seconds an idle upstream connection is kept for reuse (3); below the
+            provider's own idle timeout (uvicorn's default is 5 s), so a request never goes out on
+            a connection the provider is closing at that moment (a 502 for a billed POST, which
+            cannot be retried).
         auto_funding: start the auto-funding scheduler at start-up (when available).
         funding_interval: seconds between funding checks. funding_buffer_multiplier: keep the
             sub-account at ``unsettled + multiplier × 1 0G``.
@@ -79,6 +83,7 @@ class ServeSettings(BaseSettings):
     connect_timeout: float = Field(10.0, gt=0)
     max_body_bytes: int = Field(32 << 20, ge=1)
     max_connections: int = Field(256, ge=1)
+    upstream_keepalive: float = Field(3.0, gt=0)
     auto_funding: bool = True
     funding_interval: float = Field(30.0, gt=0)
     funding_buffer_multiplier: int = Field(2, ge=1)

@@ -290,7 +290,12 @@ class Upstream:
         # identity: the signature covers the bytes as received (B7, not decompressed); a body
         # that comes compressed anyway is hashed raw and decoded for the client (decode_body)
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=settings.max_connections, limit_per_host=0),
+            connector=aiohttp.TCPConnector(
+                limit=settings.max_connections,
+                limit_per_host=0,
+                # shorter than the provider's idle timeout: no reuse of a closing connection
+                keepalive_timeout=settings.upstream_keepalive,
+            ),
             headers={"Accept-Encoding": "identity"},
             # bytes are sent as they are: no invented Content-Type
             skip_auto_headers=("Content-Type",),

@@ -11,7 +11,7 @@ import uvicorn
 
 from broker.ports import free_port
 
-__all__ = ["UvicornThread", "free_port"]
+__all__ = ["UvicornThread", "free_port", "ok_app", "posts_near_idle_close"]
 
 
 class UvicornThread:
@@ -44,3 +44,36 @@ class UvicornThread:
     def __exit__(self, *exc):
         self.server.should_exit = True
         self.thread.join(5)
+
+
+async def ok_app(scope, receive, send) -> None:
+    """An ASGI app that reads the body and answers ``200 ok``."""
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def posts_near_idle_close(post, idle_timeout: float, rounds: int = 12) -> int:
+    """Bursts of 30 concurrent ``await post()`` separated by pauses of about ``idle_timeout``
+    (the server's keep-alive timeout), so that pooled connections are picked again just as the
+    server closes them; returns how many posts raised."""
+    import asyncio
+
+    errors = 0
+
+    async def one() -> None:
+        nonlocal errors
+        try:
+            await post()
+        except Exception:  # noqa: BLE001 - counted: any failure is the race
+            errors += 1
+
+    for i in range(rounds):
+        await asyncio.gather(*(one() for _ in range(30)))
+        await asyncio.sleep(idle_timeout - 0.006 + i * 0.001)
+    await asyncio.gather(*(one() for _ in range(30)))
+    return errors
