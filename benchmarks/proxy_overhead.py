@@ -117,11 +117,7 @@ def _backend_app():
     sse_headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
     async def app(scope, receive, send):  # type: ignore[no-untyped-def]
-        if scope["type"] != "http":
-            if scope["type"] == "lifespan":
-                while (await receive())["type"] != "lifespan.shutdown":
-                    await send({"type": "lifespan.startup.complete"})
-                await send({"type": "lifespan.shutdown.complete"})
+        if scope["type"] != "http":  # (served with lifespan="off")
             return
         if scope["method"] != "POST" or scope["path"] != "/chat/completions":
             await send({"type": "http.response.start", "status": 404, "headers": []})
@@ -197,7 +193,9 @@ def _thread_server(app) -> str:
     import uvicorn
 
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off")
+    )
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.02)
@@ -298,11 +296,7 @@ def role_relay(port: int, upstream: str) -> None:
     skip = {b"host", b"content-length", b"connection", b"transfer-encoding"}
 
     async def app(scope, receive, send):  # type: ignore[no-untyped-def]
-        if scope["type"] != "http":
-            if scope["type"] == "lifespan":
-                while (await receive())["type"] != "lifespan.shutdown":
-                    await send({"type": "lifespan.startup.complete"})
-                await send({"type": "lifespan.shutdown.complete"})
+        if scope["type"] != "http":  # (served with lifespan="off")
             return
         if not sessions:
             sessions.append(
@@ -330,7 +324,9 @@ def role_relay(port: int, upstream: str) -> None:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
+    uvicorn.run(
+        app, host="127.0.0.1", port=port, log_level="error", access_log=False, lifespan="off"
+    )
 
 
 # -- driver ----------------------------------------------------------------------------------

@@ -42,8 +42,9 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, InvalidStateError
+from contextlib import contextmanager
 from typing import TypeVar
 
 __all__ = ["CHECKPOINT_INTERVAL", "GROUP_COMMIT_MAX", "SQLiteWriter", "WriteOp"]
@@ -85,6 +86,19 @@ def _settle(waiter: asyncio.Future, done: Future) -> None:
         waiter.set_exception(error)
     else:
         waiter.set_result(done.result())
+
+
+@contextmanager
+def _committed(conn: sqlite3.Connection) -> Iterator[None]:
+    """Run the block inside the transaction just begun on ``conn``: ``COMMIT`` after it,
+    ``ROLLBACK`` (then re-raise) when it or the commit raises."""
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _connect(path: str, *, inline: bool = False) -> sqlite3.Connection:
@@ -225,13 +239,8 @@ class SQLiteWriter:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError:  # locked by another connection: wait in the queue
                 return _QUEUED
-            try:
+            with _committed(conn):
                 result = op(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
             self.commits += 1
             self.inline_commits += 1
             if self._unsynced_since is None:
@@ -437,17 +446,12 @@ class SQLiteWriter:
         exception) once rolled back when one raises."""
         outcomes = []
         conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _committed(conn):
             for op, done in live:
                 try:
                     outcomes.append((done, op(conn), None))
                 except Exception as exc:
                     raise _OpFailed from exc
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         return outcomes
 
     @staticmethod
@@ -455,7 +459,7 @@ class SQLiteWriter:
         """Every write in one transaction, each in its own savepoint."""
         outcomes: list[tuple[Future, object, Exception | None]] = []
         conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _committed(conn):
             for op, done in live:
                 conn.execute("SAVEPOINT w")
                 try:
@@ -467,9 +471,4 @@ class SQLiteWriter:
                 else:
                     conn.execute("RELEASE w")
                     outcomes.append((done, result, None))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         return outcomes

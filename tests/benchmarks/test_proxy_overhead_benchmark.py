@@ -39,15 +39,16 @@ def test_tiny_run_reports_every_target_with_cpu_and_no_chain_calls(tmp_path):
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(out.read_text())
+    printed = done.stdout[-4000:]  # the benchmark's own table, shown with any failure below
     assert report["client"] == "aiohttp"
-    assert report["first_errors"] == {}
+    assert report["first_errors"] == {}, printed
     assert [row["clients"] for row in report["results"]] == [1, 4]
     for row in report["results"]:
         targets = row["targets"]
         assert set(targets) == {"direct", "serve-warn", "serve-off", "relay"}
         for name, figures in targets.items():
-            assert figures["errors"] == 0, name
-            assert figures["requests"] == 12, name
+            assert figures["errors"] == 0, (name, printed)
+            assert figures["requests"] == 12, (name, printed)
             assert figures["gateway_cpu_ms_per_request"] > 0, name
             assert figures["load_generator_cpu_ms_per_request"] is not None, name
             if name != "direct":
@@ -56,5 +57,5 @@ def test_tiny_run_reports_every_target_with_cpu_and_no_chain_calls(tmp_path):
         for mode in ("serve-warn", "serve-off"):  # the funding check at most, never per request
             assert targets[mode]["chain_rpcs_per_request"] < 0.5, mode
     for name in ("direct", "serve-warn", "serve-off", "relay"):
-        assert report["streaming"][name]["requests"] == 3, name
+        assert report["streaming"][name]["requests"] == 3, (name, printed)
     assert "TS proxy not run: --no-ts" in done.stdout
