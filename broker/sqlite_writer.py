@@ -128,9 +128,9 @@ class SQLiteWriter:
     :class:`concurrent.futures.Future` resolved after the commit that contains it (with the op's
     exception when the op failed and changed nothing, or with the commit's exception for every op
     of the group when the commit failed). A future cancelled before its group began is skipped;
-    once begun, a write completes whatever its caller does. Async callers use :meth:`arun` (no
-    worker-thread hop; the write is not cancelled with the awaiting task), blocking callers
-    :meth:`run`.
+    once begun, a write completes whatever its caller does. Async callers use :meth:`arun` (on an
+    idle writer the caller commits it itself; else queued and awaited with no worker thread
+    waiting; the write is not cancelled with the awaiting task), blocking callers :meth:`run`.
     """
 
     def __init__(
@@ -201,9 +201,11 @@ class SQLiteWriter:
         return self.submit(op).result()
 
     async def arun(self, op: WriteOp[_T]) -> _T:
-        """:meth:`submit` and await from an event loop (the loop is woken once the commit is done;
-        no worker thread waits). Cancelling the awaiting task does not cancel the write: once
-        queued, it is committed (a fee owed is recorded even if its request's task is cancelled).
+        """Commit ``op`` inline when the writer is idle (nothing queued or being applied, SQLite's
+        lock free); otherwise :meth:`submit` it and await from the event loop (woken once the
+        commit is done; no worker thread waits). Cancelling the awaiting task does not cancel
+        the write: once queued, it is committed (a fee owed is recorded even if its request's
+        task is cancelled).
 
         Raises:
             RuntimeError: the writer was closed. Otherwise what :meth:`run` raises.

@@ -43,8 +43,9 @@ SQLite database is written inline through SQLAlchemy.
 Addresses are stored lower-cased. Callers on an event loop (``serve``) use the ``a``-prefixed twins
 (:meth:`FeeStore.arecord_exchange`, :meth:`FeeStore.aadd_fee`,
 :meth:`FeeStore.arecord_verification`, :meth:`FeeStore.arecord_disputed`): on a SQLite file the
-write is handed to the writer thread and the coroutine resumes once it is committed (no worker
-thread of the caller's waits on it); on PostgreSQL the transaction runs in a worker thread.
+write is committed by the caller itself when the writer is idle, else handed to the writer thread,
+and the coroutine resumes once it is committed (:meth:`broker.sqlite_writer.SQLiteWriter.arun`; no
+worker thread of the caller's waits on it); on PostgreSQL the transaction runs in a worker thread.
 
 Durability (SQLite): ``journal_mode=WAL`` with ``synchronous=NORMAL``. A write method returns only
 after its transaction is committed to the WAL, so an acknowledged fee or verification survives
@@ -348,9 +349,10 @@ class FeeStore:
         return self._session_write(op)
 
     async def _awrite_hot(self, op: Callable[[Any], _T]) -> _T:
-        """:meth:`_write_hot` for a caller on an event loop: on a SQLite file the write is handed to
-        the writer thread and awaited (no worker thread of the caller's blocks on it; the loop is
-        woken once the commit is done; a cancelled caller's write is still committed);
+        """:meth:`_write_hot` for a caller on an event loop: on a SQLite file
+        :meth:`SQLiteWriter.arun <broker.sqlite_writer.SQLiteWriter.arun>` (committed inline when
+        the writer is idle, else by the writer and awaited; a cancelled caller's write is still
+        committed);
         PostgreSQL's transaction runs in a worker thread; an in-memory database (one connection)
         is written inline."""
         if self._writer is not None:

@@ -4,6 +4,7 @@ server running an ASGI app in a daemon thread."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -61,8 +62,6 @@ async def posts_near_idle_close(post, idle_timeout: float, rounds: int = 12) -> 
     """Bursts of 30 concurrent ``await post()`` separated by pauses of about ``idle_timeout``
     (the server's keep-alive timeout), so that pooled connections are picked again just as the
     server closes them; returns how many posts raised."""
-    import asyncio
-
     errors = 0
 
     async def one() -> None:
