@@ -206,11 +206,21 @@ def _origin_key(value: str) -> tuple[str, str, int] | None:
     return scheme, host, port
 
 
+#: The scope key under which the guard keeps the request's headers by name (built once).
+_HEADERS_KEY = "broker.guard.headers"
+
+
 def _header(scope: dict, name: bytes) -> str | None:
-    for key, value in scope.get("headers") or ():
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
+    """The first value of header ``name`` (lower case), or ``None``. The headers are indexed by
+    name once per request, in the scope, and looked up from there by every check."""
+    found = scope.get(_HEADERS_KEY)
+    if found is None:
+        found = {}
+        for key, value in scope.get("headers") or ():
+            found.setdefault(key.lower(), value)
+        scope[_HEADERS_KEY] = found
+    value = found.get(name)
+    return None if value is None else value.decode("latin-1")
 
 
 class LocalGuard:
@@ -224,6 +234,9 @@ class LocalGuard:
         content_types: exact path (no trailing ``/``) → accepted media types; other paths accept
             :data:`JSON_TYPES`.
         error_body: ``GuardRefusal -> dict`` rendering a refusal in the app's error shape.
+        path_error_bodies: ``{path prefix: renderer}`` for paths of an API with another error
+            shape (serve's Pixazo paths); the first prefix the path starts with wins, else
+            ``error_body``.
         hosts_hint / origins_hint: appended to the host / origin refusal messages (e.g. "; list it
             in ZG_SERVE_ALLOWED_HOSTS").
         expose_headers: response headers an allowed cross-origin page may read.
@@ -243,6 +256,7 @@ class LocalGuard:
         enforce_content_types: bool = True,
         content_types: Mapping[str, Iterable[str]] | None = None,
         error_body: Callable[[GuardRefusal], dict] = openai_error_body,
+        path_error_bodies: Mapping[str, Callable[[GuardRefusal], dict]] | None = None,
         hosts_hint: str = "",
         origins_hint: str = "",
         expose_headers: Iterable[str] = (),
@@ -290,6 +304,7 @@ class LocalGuard:
             for path, types in (content_types or {}).items()
         }
         self.error_body = error_body
+        self.path_error_bodies = tuple((path_error_bodies or {}).items())
         self.hosts_hint, self.origins_hint = hosts_hint, origins_hint
         self.expose_headers = ", ".join(expose_headers)
         self.allow_methods = ", ".join(allow_methods)
@@ -403,6 +418,14 @@ class LocalGuard:
 
     # ------------------------------------------------------------------ ASGI
 
+    def _body_of(self, scope: dict, refusal: GuardRefusal) -> dict:
+        """``refusal`` in the error shape of the API the request's path belongs to."""
+        path = scope.get("path", "")
+        for prefix, render in self.path_error_bodies:
+            if path.startswith(prefix):
+                return render(refusal)
+        return self.error_body(refusal)
+
     def _cors_headers(self, origin: str) -> list[tuple[bytes, bytes]]:
         headers = [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin")]
         if self.expose_headers:
@@ -433,7 +456,7 @@ class LocalGuard:
         await self._answer(
             send,
             refusal.status,
-            self.error_body(refusal),
+            self._body_of(scope, refusal),
             self._cors_headers(cors_origin) if cors_origin else [],
         )
 
@@ -442,7 +465,7 @@ class LocalGuard:
         if not allowed:
             refusal = self._origin_refusal(origin)
             logger.info("refused preflight for %s: %s", scope.get("path"), refusal.code)
-            await self._answer(send, 403, self.error_body(refusal))
+            await self._answer(send, 403, self._body_of(scope, refusal))
             return
         requested = (_header(scope, b"access-control-request-headers") or "").strip()
         headers = self._cors_headers(origin) + [

@@ -30,10 +30,10 @@ from broker.proxy.errors import (
     http_exception_error,
     validation_error,
 )
-from broker.proxy.hot_routes import HotRoutes
+from broker.proxy.hot_routes import HotLaneFastAPI, HotRoutes
 from broker.proxy.metrics import ProxyMetrics
-from broker.proxy.pixazo import is_pixazo_path
-from broker.proxy.pixazo.errors import PixazoHTTPError, pixazo_error_response
+from broker.proxy.pixazo import PIXAZO_PREFIXES, is_pixazo_path
+from broker.proxy.pixazo.errors import PixazoHTTPError, pixazo_error_response, pixazo_guard_body
 from broker.proxy.pixazo.router import pixazo_router
 from broker.proxy.protocol import ErrorBody, ErrorResponse
 from broker.proxy.router import close_extras, hot_chat, require_api_key, router
@@ -160,26 +160,41 @@ def _route_label(path: str) -> str:
 
 class _MetricsMiddleware:
     """Pure ASGI middleware: counts requests by route and status and observes the time to the
-    response start (the first byte for streams)."""
+    response start (the first byte for streams), once the response is sent."""
 
     def __init__(self, app: Any, metrics: ProxyMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._routes: dict[str, str] = {}
+
+    def _route(self, path: str) -> str:
+        route = self._routes.get(path)
+        if route is None:
+            route = _route_label(path)
+            if len(self._routes) < 256:  # the known paths; ids and unknown paths vary
+                self._routes[path] = route
+        return route
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start = time.perf_counter()
-        route = _route_label(scope.get("path", ""))
+        seen: list = []  # (seconds to the response start, status) once it is sent
 
         async def send_wrapper(message):
             if message["type"] == "http.response.start":
-                m = self.metrics
-                m.child(m.latency, route).observe(time.perf_counter() - start)
-                m.child(m.requests, route, str(message["status"])).inc()
+                seen.append((time.perf_counter() - start, message["status"]))
             await send(message)
 
-        await self.app(scope, receive, send_wrapper)
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:  # observed once the answer is out, so that it does not delay it
+            if seen:
+                elapsed, status = seen[0]
+                m = self.metrics
+                route = self._route(scope.get("path", ""))
+                m.child(m.latency, route).observe(elapsed)
+                m.child(m.requests, route, str(status)).inc()
 
 
 def create_app(
@@ -278,7 +293,7 @@ def create_app(
             await upstream.aclose()
             await close_extras(ctx)
 
-    app = FastAPI(
+    app = HotLaneFastAPI(
         title="0g-broker serve",
         lifespan=lifespan,
         docs_url=None,
@@ -316,6 +331,7 @@ def create_app(
         allowed_hosts=[*settings.allowed_hosts, *bound_host_names(settings.host)],
         allowed_origins=settings.allowed_origins,
         content_types={path: MULTIPART_TYPES for path in MULTIPART_PATHS},
+        path_error_bodies={prefix: pixazo_guard_body for prefix in PIXAZO_PREFIXES},
         hosts_hint="; list it in ZG_SERVE_ALLOWED_HOSTS",
         origins_hint="; list it in ZG_SERVE_ALLOWED_ORIGINS",
         expose_headers=EXPOSED_HEADERS,
@@ -355,6 +371,7 @@ def serve(broker: Any, settings: ServeSettings, *, console: Console | None = Non
         lifespan="on",
         proxy_headers=False,
         access_log=False,
+        server_header=False,  # no "server: uvicorn" (one header less; nothing to fingerprint)
     )
     server = uvicorn.Server(config)
     quiet = _QuietFailedStartup(app)

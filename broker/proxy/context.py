@@ -186,9 +186,15 @@ async def complete_response(
     received = await ctx.upstream.read_raw(response)
     raw = decode_body(received, response.headers)
     chat_id = extract_chat_id(response.headers, raw)
-    binding = ResponseBinding.of(request_body=request_body, response_body=received)
+    mode = ctx.verifier.mode
+    # off: nothing is checked, so nothing is hashed either
+    binding = (
+        None
+        if mode == "off"
+        else ResponseBinding.of(request_body=request_body, response_body=received)
+    )
     header_signature = response.headers.get(RESPONSE_SIGNATURE_HEADER)
-    if ctx.verifier.mode == "enforce":
+    if mode == "enforce":
         # the outcome decides what is billed (accepted or disputed) and whether on_body runs
         result = await ctx.verifier.verify(
             chat_id, binding=binding, header_signature=header_signature
@@ -212,7 +218,7 @@ async def complete_response(
                 await on_body(response.status_code, raw)
             return bill(raw) if bill is not None else None
 
-        if ctx.verifier.mode == "off":  # nothing to run alongside: no tasks to make
+        if mode == "off":  # nothing to run alongside: no tasks to make
             result, billed = None, await content()
         else:
             result, billed = await asyncio.gather(

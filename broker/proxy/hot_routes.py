@@ -12,6 +12,6 @@ app's error renderer). Every other request goes on to the FastAPI app unchanged.
 
 from __future__ import annotations
 
-from broker.asgi.hot_routes import HotRoutes
+from broker.asgi.hot_routes import HotLaneFastAPI, HotRoutes
 
-__all__ = ["HotRoutes"]
+__all__ = ["HotLaneFastAPI", "HotRoutes"]

@@ -102,6 +102,20 @@ def _error_reason(body: bytes) -> str:
     return err[:300] if isinstance(err, str) else ""
 
 
+_LOGGED_HEADERS = (b"x-0g-fee", b"x-0g-verified", b"zg-res-key")
+
+
+def _logged_headers(raw: Any) -> dict[str, str]:
+    """The response headers a record keeps, from the ASGI ``(name, value)`` byte pairs (the
+    first of a repeated name)."""
+    found: dict[str, str] = {}
+    for name, value in raw:
+        name = name.lower()
+        if name in _LOGGED_HEADERS:
+            found.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return found
+
+
 class RequestLogMiddleware:
     """Pure ASGI middleware: records every request to :data:`LOGGED_PREFIXES` in a
     :class:`RequestLog` (the JSON request body is peeked for ``model``, at most 64 KiB; error
@@ -130,10 +144,7 @@ class RequestLogMiddleware:
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
                 state["latency"] = (time.perf_counter() - start) * 1000
-                state["headers"] = {
-                    k.decode("latin-1").lower(): v.decode("latin-1")
-                    for k, v in message.get("headers", [])
-                }
+                state["headers"] = message.get("headers", ())  # read once the answer is out
             elif (
                 message["type"] == "http.response.body"
                 and state["status"] >= 400
@@ -145,7 +156,7 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive_wrapper, send_wrapper)
         finally:
-            headers = state["headers"]
+            headers = _logged_headers(state["headers"])
             fee = headers.get("x-0g-fee", "0")
             verified = headers.get("x-0g-verified", "")
             reason = _error_reason(bytes(state["err"])) if state["status"] >= 400 else ""

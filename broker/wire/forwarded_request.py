@@ -194,9 +194,64 @@ def canonical_json(value: Any) -> bytes:
         ForwardedRequestError: a number that cannot be forwarded exactly, NaN/infinity, nesting
             deeper than :data:`MAX_DEPTH`, or a value that is not JSON.
     """
+    if _c_encodable(value, 0):
+        text = _C_ENCODER.encode(value)
+        match = _GO_EXTRA.search(text)
+        if match is None:
+            return text.encode("utf-8")
+        if _SURROGATE.search(text) is None:  # a lone surrogate in a key changes the key order
+            return _GO_EXTRA.sub(_go_extra, text).encode("utf-8")
     out: list[str] = []
     _encode(value, out)
     return "".join(out).encode("utf-8")
+
+
+#: The stdlib's C encoder in the form Go writes: compact, keys sorted (by code point, which is
+#: the UTF-8 byte order Go sorts by), characters beyond ASCII raw, strings by
+#: ``encode_basestring`` (:func:`_go_string` then adds Go's extra escapes).
+_C_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), sort_keys=True, check_circular=False
+)
+
+
+def _c_encodable(value: Any, depth: int) -> bool:
+    """Whether the C encoder writes ``value`` as Go does (up to :data:`_GO_EXTRA`): JSON types
+    only, no float (Go prints ``1`` for ``1.0``) and no integer beyond a float64's exact range,
+    string keys, at most :data:`MAX_DEPTH` deep. Anything else takes :func:`_encode`."""
+    kind = type(value)
+    if kind is dict:
+        if depth >= MAX_DEPTH:
+            return False
+        for key, item in value.items():
+            if type(key) is not str:
+                return False
+            kind = type(item)
+            if kind is str or item is None or kind is bool:
+                continue
+            if kind is int:
+                if -_EXACT_INT <= item <= _EXACT_INT:
+                    continue
+                return False
+            if not _c_encodable(item, depth + 1):
+                return False
+        return True
+    if kind is list:
+        if depth >= MAX_DEPTH:
+            return False
+        for item in value:
+            kind = type(item)
+            if kind is str or item is None or kind is bool:
+                continue
+            if kind is int:
+                if -_EXACT_INT <= item <= _EXACT_INT:
+                    continue
+                return False
+            if not _c_encodable(item, depth + 1):
+                return False
+        return True
+    if kind is str or value is None or kind is bool:
+        return True
+    return kind is int and -_EXACT_INT <= value <= _EXACT_INT
 
 
 def apply_chat_stream_rewrite(data: dict[str, Any]) -> bool:

@@ -237,6 +237,35 @@ def test_refusal_messages_say_what_to_configure(serve):
     assert 'zg_serve_requests_total{route="/v1/images/generations",status="415"}' in metrics
 
 
+def test_refusals_on_pixazo_paths_are_in_pixazo_shape(serve, stack, user_broker):
+    """A page attacking serve's Pixazo-compatible endpoint is refused in that API's own error
+    shape (``{"error": reason, "message": ...}``), as every other Pixazo error, and nothing is
+    billed; the OpenAI paths keep the OpenAI shape."""
+    port = int(serve.rsplit(":", 1)[1])
+    before = _fees(stack, user_broker)
+    path = "/z-image-turbo-834/v1/z-image-turbo-request"
+    body = json.dumps({"prompt": "a fox"}).encode()
+    cases = [
+        ({"Host": f"evil.example:{port}", "Content-Type": "application/json"}, 403, "Forbidden"),
+        ({"Origin": EVIL, "Content-Type": "application/json"}, 403, "Forbidden"),
+        ({"Sec-Fetch-Site": "cross-site", "Content-Type": "application/json"}, 403, "Forbidden"),
+        ({"Content-Type": "text/plain"}, 415, "Unsupported Media Type"),
+    ]
+    for headers, status, reason in cases:
+        r = httpx.post(serve + path, content=body, headers=headers)
+        assert r.status_code == status, (headers, r.text)
+        assert r.json()["error"] == reason and r.json()["message"], r.text
+    r = httpx.get(serve + "/v2/requests/status/x", headers={"Origin": EVIL})
+    assert r.status_code == 403 and r.json()["error"] == "Forbidden"
+    preflight = httpx.options(
+        serve + path, headers={"Origin": EVIL, "Access-Control-Request-Method": "POST"}
+    )
+    assert preflight.status_code == 403 and preflight.json()["error"] == "Forbidden"
+    r = httpx.get(serve + "/v1/account", headers={"Origin": EVIL})
+    assert r.json()["error"]["code"] == "origin_not_allowed"
+    assert _fees(stack, user_broker) == before
+
+
 def test_openai_client_and_same_origin_pages_still_work(serve, stack):
     client = openai.OpenAI(base_url=f"{serve}/v1", api_key="unused", max_retries=0, timeout=120)
     assert client.models.list().data

@@ -13,6 +13,7 @@ from broker.provider.forward import rewrite_request
 from broker.proxy.serving_chat import prepare_chat_request
 from broker.proxy.serving_images import prepare_image_request
 from broker.wire.forwarded_request import (
+    MAX_DEPTH,
     ForwardedRequestError,
     apply_chat_stream_rewrite,
     canonical_json,
@@ -190,3 +191,56 @@ def _as_go(value):
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     return value
+
+
+_any_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.text()
+    | st.integers(min_value=-(2**64), max_value=2**64)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=16,
+)
+
+
+def _per_value_form(value) -> bytes | None:
+    """The Go form written value by value (the encoder's general path), ``None`` when refused."""
+    from broker.wire.forwarded_request import _encode
+
+    out: list[str] = []
+    try:
+        _encode(value, out)
+    except ForwardedRequestError:
+        return None
+    return "".join(out).encode("utf-8")
+
+
+@settings(max_examples=400, deadline=None)
+@given(_any_json)
+def test_the_c_encoder_shortcut_writes_the_same_bytes(value):
+    """canonical_json hands values without floats or big integers to the stdlib's C encoder; the
+    bytes must be those of the general path for every value (keys with lone surrogates, which
+    reorder, and escapes included), and what the general path refuses stays refused."""
+    want = _per_value_form(value)
+    if want is None:
+        with pytest.raises(ForwardedRequestError):
+            canonical_json(value)
+    else:
+        assert canonical_json(value) == want
+
+
+def test_the_c_encoder_shortcut_cases():
+    for value in (
+        {"k" + chr(0xDC00): 1, "k\ufffd": 2, "a": "<&>\u2028"},
+        {"b": 1, "a": [True, None, "\ud800x"], "é": {"ü": -(2**53)}},
+        {"\U0001f600": 1, "\uffff": 2},  # non-BMP sorts after U+FFFF, as in UTF-8 bytes
+        [[[[[]]]]],
+        {"deep": [[[[[[[[[[]]]]]]]]]]},
+    ):
+        assert canonical_json(value) == _per_value_form(value)
+    too_deep: list = []
+    for _ in range(MAX_DEPTH + 2):
+        too_deep = [too_deep]
+    with pytest.raises(ForwardedRequestError):
+        canonical_json({"x": too_deep})

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from broker._exceptions import InputError
 from broker.wire.json_body import (
@@ -91,6 +93,49 @@ def test_json_depth_iterative() -> None:
 )
 def test_loads_json_or_none_never_raises(raw, expected):
     assert loads_json_or_none(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[18446744073709551616, -9223372036854775809, 123456789012345678901234567890]",
+        b'{"usage": {"prompt_tokens": 100000000000000000000000}}',
+        b"[1.7976931348623157e309, NaN, -Infinity]",
+        b'"\\ud800"',
+        '{"a": 1}'.encode("utf-16"),
+        b'{"a": 1, "a": 2}',
+    ],
+)
+def test_loads_json_or_none_is_the_stdlib_value(raw):
+    """The fast path (orjson) never changes a value: the attack is a usage count beyond 64 bits,
+    which orjson alone would round to a float (a different fee than the gateway's Go rule)."""
+    got = loads_json_or_none(raw)
+    want = json.loads(raw)
+    assert repr(got) == repr(want)
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json_values, st.booleans())
+def test_loads_json_or_none_matches_the_stdlib(value, as_text):
+    text = json.dumps(value, ensure_ascii=False)
+    raw = text if as_text else text.encode("utf-8", "surrogatepass")
+    try:
+        want = json.loads(raw)
+    except ValueError:
+        assert loads_json_or_none(raw) is None
+        return
+    assert repr(loads_json_or_none(raw)) == repr(want)
 
 
 def test_parsers_of_other_parties_bodies_survive_deep_nesting():

@@ -4,9 +4,10 @@ not found", ...}`` with 400)."""
 
 from __future__ import annotations
 
+from broker.asgi.guard import GuardRefusal
 from broker.proxy.errors import ProxyError
 
-__all__ = ["REASONS", "PixazoHTTPError", "pixazo_error_response"]
+__all__ = ["REASONS", "PixazoHTTPError", "pixazo_error_response", "pixazo_guard_body"]
 
 #: Pixazo's ``error`` text by HTTP status.
 REASONS = {
@@ -17,6 +18,7 @@ REASONS = {
     404: "Not Found",
     405: "Method Not Allowed",
     413: "Payload Too Large",
+    415: "Unsupported Media Type",
     429: "Too Many Requests",
     500: "Internal Server Error",
     502: "Bad Gateway",
@@ -66,3 +68,10 @@ def pixazo_error_response(
         out["Retry-After"] = str(retry_after)
     body = {"error": error or REASONS.get(status_code, "Error"), "message": message}
     return JSONResponse(body, status_code=status_code, headers=out or None)
+
+
+def pixazo_guard_body(refusal: GuardRefusal) -> dict:
+    """A refusal of serve's web guard (foreign ``Host`` or ``Origin``, cross-site, wrong
+    ``Content-Type``) in Pixazo's shape, for the Pixazo paths:
+    ``{"error": "Forbidden", "message": ...}`` (403) or ``"Unsupported Media Type"`` (415)."""
+    return {"error": REASONS.get(refusal.status, "Error"), "message": refusal.message}
