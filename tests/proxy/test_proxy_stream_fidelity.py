@@ -10,7 +10,8 @@ else at the end). The usage is billed from it (the fee the gateway's rule gives)
 and ``enforce``, the signature over the raw stream verifies. Attacks: chunk boundaries between
 ``\\r`` and ``\\n`` must not make serve send a partial event or a doubled line end (every read of
 the client ends at an event boundary); a CR-only event is sent at once, not held for a ``\\n`` that
-may follow; a partial event is not sent before it is complete."""
+may follow; a partial event is not sent before it is complete; a stream that breaks off mid-event
+ends with one error event, nothing of the partial event."""
 
 from __future__ import annotations
 
@@ -99,6 +100,10 @@ SCENARIOS: dict[str, tuple[list, bytes]] = {
 HOLD_FIRST = b": hi\r\rdata: " + HEL + b"\r\r"
 HOLD_PARTIAL = b"data: " + USE[:10]  # sent with the first part: not an event yet
 HOLD_REST = [USE[10:] + b"\r", b"\r", HERE, b"data: [DONE]\r\r"]
+#: the stalling stream: an event and part of the next, silence longer than serve's read timeout
+STALL_FIRST = b"event: a\r\ndata: " + HEL + b"\r\n\r\n"
+STALL_PARTIAL = b"data: " + USE[:10]
+STALL_TIMEOUT_S = 0.5
 
 
 def _stream_of(chunks: list) -> bytes:
@@ -116,6 +121,12 @@ async def _chat(request: Request) -> StreamingResponse:
             while not RELEASE.is_set() and time.monotonic() < deadline:
                 await asyncio.sleep(0.005)
             chunks = HOLD_REST
+        elif name == "stall":
+            yield STALL_FIRST
+            await asyncio.sleep(CHUNK_GAP_S)
+            yield STALL_PARTIAL
+            await asyncio.sleep(STALL_TIMEOUT_S * 4)
+            chunks = [USE[10:] + b"\r\n\r\n", b"data: [DONE]\r\n\r\n"]
         else:
             chunks = SCENARIOS[name][0]
         for chunk in chunks:
@@ -311,3 +322,20 @@ def test_a_cr_event_goes_out_at_once_and_a_partial_event_waits(serves, gateway):
     tail = _stream_of([HOLD_PARTIAL, *HOLD_REST[: HOLD_REST.index(HERE)]])
     assert rest == tail + _comments("warn", b"\r") + b"data: [DONE]\r\r"
     assert _fee(user, gateway) - before == 7 * IN_PRICE + 11 * OUT_PRICE
+
+
+def test_a_stream_that_breaks_off_ends_with_one_error_event(serves, gateway):
+    """serve's read times out in the middle of an event: the complete events went out unchanged,
+    then one error event in OpenAI's shape; neither the partial event nor outcome comments nor a
+    ``[DONE]`` follow."""
+    user, _ = serves
+    settings = ServeSettings(
+        provider=gateway, api_key=API_KEY, auto_funding=False, chat_timeout=STALL_TIMEOUT_S
+    )
+    with ThreadServer(create_app(user, settings, run_startup=False)) as url:
+        _, reads = _read(url, "stall")
+    received = b"".join(reads)
+    assert received.startswith(STALL_FIRST)
+    error = received[len(STALL_FIRST) :]
+    assert error.startswith(b"data: ") and error.endswith(b"\n\n") and error.count(b"\n") == 2
+    assert json.loads(error[6:])["error"]["code"] == "upstream_stream_broken"
