@@ -7,21 +7,33 @@ a stream can only be verified once it has ended:
   verify is refused with a 502 before any of its bytes reach the client (its fee recorded as
   disputed); one that verifies is sent in one go. Enforce therefore gives up incremental delivery.
 * ``warn`` / ``off``: each event is relayed as soon as it is complete while the raw bytes are hashed
-  incrementally. The terminating ``data: [DONE]`` is held back until the usage is billed and the
-  signature checked, so a client that has seen ``[DONE]`` can rely on the accounting being done.
-  Before ``[DONE]`` the SSE comments ``: X-0G-Verified: <value>`` and
-  ``: X-0G-Verification-Reason: <reason>`` carry the outcome (clients ignore comments). A client
+  incrementally; ``[DONE]`` waits until the usage is billed and the signature checked. A client
   that disconnects early does not stop the accounting: the rest of the stream is read, hashed,
-  billed and verified all the same (in the background when the relay itself was cancelled).
+  billed and verified all the same (in the background when the relay itself was cancelled). A
+  stream that breaks off ends with an error event (its unfinished last event and a held-back
+  ``[DONE]`` are not sent).
+
+The client gets the provider's bytes unchanged (a relay does not touch the wire format: ``event:``,
+``id:`` and ``retry:`` fields, comments, the line ends, the spacing after ``data:`` all pass as they
+came), cut into events by :class:`broker.wire.sse.SSEDecoder` (an event ends at a blank line; lines
+end with ``\\n``, ``\\r\\n`` or ``\\r``). The only bytes ``serve`` adds are the outcome comments
+``: X-0G-Verified: <value>`` and ``: X-0G-Verification-Reason: <reason>`` (each a comment line and a
+blank line, in the stream's own line ends; clients ignore comments), inserted at an event
+boundary: before the provider's ``data: [DONE]`` event (that event and anything after it are held
+back until the accounting is done, so a client that has seen ``[DONE]`` can rely on it), or, when
+there is none, before an unterminated last event, else at the end. ``serve`` adds no ``[DONE]`` of
+its own.
 
 The relay is its own small ASGI response (:class:`_SSERelay`), not Starlette's
 ``StreamingResponse``: no task group and no second task listening for a disconnect per stream
 (the accounting goes on after a disconnect anyway), and each chunk's completed events go out
 before their JSON is parsed for the usage and the chat id (still once per event), so the first
-event reaches the client as soon as it arrives.
+event reaches the client as soon as it arrives. An event whose blank line ends with a ``\\r`` at the
+end of a chunk goes out at once; a ``\\n`` that then completes that ``\\r\\n`` follows on its own.
 
 A stream with a ``Content-Encoding`` (not requested by ``serve``) is handled as in ``enforce``
-(read whole, hashed raw, decoded), whatever the mode.
+(read whole, hashed raw), whatever the mode; its client gets the decoded bytes (the coding header is
+not passed on), otherwise unchanged.
 """
 
 from __future__ import annotations
@@ -47,7 +59,7 @@ from broker.proxy.upstream import (
 from broker.proxy.verification import REASON_HEADER, VERIFIED_HEADER, header_value, reason_value
 from broker.wire.chat_id import chat_id_from_headers
 from broker.wire.signed_text import sha256_hex
-from broker.wire.sse import SSEDecoder, SSEStreamSummary, parse_sse_json
+from broker.wire.sse import SSEDecoder, SSEEvent, SSEStreamSummary, is_done, parse_sse_json
 
 __all__ = ["stream_response"]
 
@@ -61,31 +73,25 @@ def _error_event(exc: ProxyHTTPError) -> bytes:
     return b"data: " + body.model_dump_json().encode() + b"\n\n"
 
 
-def _encode(events: list[str]) -> bytes:
-    """Re-encode completed events (``[DONE]`` withheld); multi-line data keeps one ``data:`` per
-    line."""
-    out = bytearray()
-    for data in events:
-        if data.strip() == "[DONE]":
-            continue
-        for line in data.split("\n"):
-            out += b"data: " + line.encode() + b"\n"
-        out += b"\n"
-    return bytes(out)
-
-
-def _outcome_comments(result: VerificationResult | None) -> bytes:
+def _outcome_comments(result: VerificationResult | None, line_end: bytes) -> bytes:
+    """The outcome as two SSE comments, each ended by a blank line (``line_end``: the stream's)."""
+    end = line_end + line_end
     return (
-        f": {VERIFIED_HEADER}: {header_value(result)}\n\n"
-        f": {REASON_HEADER}: {reason_value(result)}\n\n"
-    ).encode()
+        b": "
+        + f"{VERIFIED_HEADER}: {header_value(result)}".encode()
+        + end
+        + b": "
+        + f"{REASON_HEADER}: {reason_value(result)}".encode()
+        + end
+    )
 
 
 class _StreamState:
-    """Usage, chat id and the running sha256 of the raw stream. Each chunk is decoded into SSE
-    events once (:meth:`feed_raw` / :meth:`feed_text`, no JSON) and each event parsed as JSON once
-    (:meth:`observe`), for the usage, the chat id and the text; the relay re-encodes the decoded
-    events without parsing them."""
+    """Usage, chat id, the running sha256 of the raw stream and the bytes held back for the end.
+    Each chunk is cut into SSE events once (:meth:`feed_raw` / :meth:`feed_text`, no JSON), the
+    relay passes their raw bytes on (:meth:`release`, ``[DONE]`` and what follows held back) and
+    each event's data is parsed as JSON once (:meth:`observe`), for the usage, the chat id and the
+    text."""
 
     def __init__(self, response: UpstreamResponse, request_body: bytes | None) -> None:
         self.summary = SSEStreamSummary()  # usage, chat id and text, as the gateway bills them
@@ -94,27 +100,59 @@ class _StreamState:
         self.hash = hashlib.sha256()
         self.request_hash = None if request_body is None else sha256_hex(request_body)
         self.finished = False
+        #: raw bytes held back until the outcome comments: from the ``[DONE]`` event on, and an
+        #: unterminated last event (``None``: nothing held back yet)
+        self.held: list[bytes] | None = None
 
-    def feed_raw(self, chunk: bytes) -> list[str]:
-        """A chunk as received (hashed) that is also the decoded text (no coding); returns the
-        data of the events it completed (not yet observed)."""
+    def feed_raw(self, chunk: bytes) -> list[SSEEvent]:
+        """A chunk as received (hashed) that is also the decoded stream (no coding); returns the
+        events it completed (not yet released nor observed)."""
         self.hash.update(chunk)
-        return self.decoder.feed(chunk)
+        return self.decoder.feed_events(chunk)
 
-    def feed_text(self, chunk: bytes) -> list[str]:
-        """Decoded stream text; returns the data of the events it completed."""
-        return self.decoder.feed(chunk)
+    def feed_text(self, chunk: bytes) -> list[SSEEvent]:
+        """Decoded stream bytes; returns the events they completed."""
+        return self.decoder.feed_events(chunk)
 
-    def close(self) -> list[str]:
-        """End of stream: the data of an unterminated tail's events."""
-        return self.decoder.close()
+    def close(self) -> list[SSEEvent]:
+        """End of stream: an unterminated last event, if any; it is held back (it goes after the
+        outcome comments, which must start on a line of their own)."""
+        events = self.decoder.close_events()
+        if events:
+            if self.held is None:
+                self.held = []
+            self.held.extend(event.raw for event in events)
+        return events
 
-    def observe(self, events: list[str]) -> None:
+    def release(self, events: list[SSEEvent]) -> bytes:
+        """The raw bytes of completed ``events`` to send now: all of them up to a ``[DONE]`` event,
+        which and whatever follows it is held back (:meth:`ending`)."""
+        held = self.held
+        if held is None:
+            for i, event in enumerate(events):
+                if event.data is not None and is_done(event.data):
+                    self.held = [e.raw for e in events[i:]]
+                    events = events[:i]
+                    break
+            else:
+                if len(events) == 1:  # the usual chunk: one event, often the chunk itself
+                    return events[0].raw
+            return b"".join(e.raw for e in events)
+        held.extend(e.raw for e in events)
+        return b""
+
+    def ending(self, result: VerificationResult | None) -> bytes:
+        """The last bytes for the client: the outcome comments, then what was held back."""
+        comments = _outcome_comments(result, self.decoder.line_end)
+        return comments + b"".join(self.held) if self.held else comments
+
+    def observe(self, events: list[SSEEvent]) -> None:
         """Parse each event's data as JSON (once) and add it to the summary."""
-        for data in events:
-            obj = parse_sse_json(data)
-            if obj is not None:
-                self.summary.observe(obj)
+        for event in events:
+            if event.data is not None:
+                obj = parse_sse_json(event.data)
+                if obj is not None:
+                    self.summary.observe(obj)
 
     def binding(self) -> ResponseBinding:
         return ResponseBinding(self.hash.hexdigest(), self.request_hash)
@@ -189,13 +227,14 @@ async def _buffered(
     received = await ctx.upstream.read_raw(response)
     state.hash.update(received)
     text = decode_body(received, response.headers)
-    events = state.feed_text(text) + state.close()
+    events = state.feed_text(text)
+    body = state.release(events)
+    events += state.close()
     state.observe(events)
     state.finished = True
     result = await _settle(ctx, state, refusable=True)
     ctx.verifier.enforce(result)  # nothing was sent yet: a refusal is a plain 502
-    body = _encode(events)
-    body += _outcome_comments(result) + b"data: [DONE]\n\n"
+    body += state.ending(result)
     headers = _client_headers(ctx, response)
     headers[VERIFIED_HEADER] = header_value(result)
     headers[REASON_HEADER] = reason_value(result)
@@ -232,8 +271,8 @@ async def stream_response(
 
 class _SSERelay(Response):
     """The relayed stream as a plain ASGI response: the response start, then each chunk's completed
-    events (re-encoded, ``[DONE]`` withheld) as soon as the chunk arrives, then the outcome
-    comments and ``[DONE]`` once billed and verified (module docstring)."""
+    events (their raw bytes, ``[DONE]`` held back) as soon as the chunk arrives, then the outcome
+    comments and what was held back once billed and verified (module docstring)."""
 
     media_type = "text/event-stream"
 
@@ -275,8 +314,8 @@ class _SSERelay(Response):
         await send({"type": "http.response.body", "body": end, "more_body": False})
 
     async def _relay(self, send: Any) -> bytes:
-        """Relay the events; returns the last bytes (outcome comments and ``[DONE]``, or nothing
-        after a broken stream's error event). A failure of ``send`` propagates."""
+        """Relay the events; returns the last bytes (outcome comments and what was held back, or
+        nothing after a broken stream's error event). A failure of ``send`` propagates."""
         ctx, state, upstream = self.ctx, self.state, self.upstream
         chunks = upstream.aiter_raw()
         while True:
@@ -306,16 +345,12 @@ class _SSERelay(Response):
                 return b""
             events = state.feed_raw(chunk)
             if events:
-                out = _encode(events)
+                out = state.release(events)
                 if out:  # on its way before the events are parsed for the accounting
                     await send({"type": "http.response.body", "body": out, "more_body": True})
                 state.observe(events)
-        events = state.close()  # an unterminated last event
-        out = _encode(events)
-        if out:
-            await send({"type": "http.response.body", "body": out, "more_body": True})
-        state.observe(events)
+        state.observe(state.close())  # an unterminated last event (held back)
         settling = _start_settling(ctx, state)
         await upstream.aclose()
         result = await asyncio.shield(settling)
-        return _outcome_comments(result) + b"data: [DONE]\n\n"
+        return state.ending(result)

@@ -3,10 +3,12 @@
 ``serve`` (while relaying), the gateway (billing a finished stream, B9) and the user-side chat-id
 lookup (§8.1) read the same things from an SSE answer, by the same rules:
 
-* the event payloads (:class:`SSEDecoder`): chunks may split anywhere (inside a UTF-8 character,
+* the events (:class:`SSEDecoder`): chunks may split anywhere (inside a UTF-8 character,
   between ``\\r`` and ``\\n``, inside a field name); lines end with ``\\n``, ``\\r\\n`` or ``\\r``;
   an event ends at a blank line and its ``data:`` lines are joined with ``\\n`` (WHATWG HTML,
-  "Server-sent events", event-stream interpretation); ``[DONE]`` and non-objects carry nothing;
+  "Server-sent events", event-stream interpretation); ``[DONE]`` and non-objects carry nothing.
+  Each event also comes with its raw bytes as received (:class:`SSEEvent`), so that ``serve``
+  relays the provider's bytes unchanged, event by event;
 * the ``usage`` object: the last event whose ``usage`` is an object wins (the final chunk carries it
   when ``stream_options.include_usage`` is set): :class:`UsageStreamCollector`;
 * the chat id: the ``id`` of the first event that has a non-blank one: :class:`SSEChatIdExtractor`;
@@ -21,7 +23,6 @@ is never parsed twice. :func:`summarize_sse` reads all three in one pass. Pure: 
 
 from __future__ import annotations
 
-import codecs
 import re
 from collections.abc import Iterable
 from typing import Any, NamedTuple
@@ -32,21 +33,46 @@ from broker.wire.json_body import loads_json_or_none
 __all__ = [
     "SSEChatIdExtractor",
     "SSEDecoder",
+    "SSEEvent",
     "SSEStreamSummary",
     "SSESummary",
     "UsageStreamCollector",
     "chat_id_from_sse",
     "event_text",
     "event_text_parts",
+    "is_done",
     "parse_sse_json",
     "summarize_sse",
 ]
 
-_EOL = re.compile(r"[\r\n]")
+_EOL = re.compile(rb"[\r\n]")
+_CR, _LF, _COLON, _SPACE = 13, 10, 58, 32
+
+
+class SSEEvent(NamedTuple):
+    """One event of a stream as received (:meth:`SSEDecoder.feed_events`).
+
+    Attributes:
+        raw: the event's bytes exactly as they arrived, through the line end of the blank line
+            that ends it (for an unterminated last event: whatever arrived). The ``raw`` of the
+            events of a stream, in order, concatenate to the whole stream.
+        data: its ``data:`` lines joined with ``"\\n"``; ``None`` when it has none (a comment, a
+            stray blank line, an event of other fields only, the ``\\n`` that completed a
+            ``\\r\\n`` which had ended the previous event).
+    """
+
+    raw: bytes
+    data: str | None
 
 
 class SSEDecoder:
-    """Feed raw stream chunks, get back the ``data`` payload of each completed event.
+    """Feed raw stream chunks, get back each completed event: its ``data`` payload (:meth:`feed`)
+    or its raw bytes and payload (:meth:`feed_events`, for a relay that passes the bytes on).
+
+    The lines are cut in the raw bytes (UTF-8 never has a ``\\r`` or ``\\n`` byte inside a
+    character), so an event's bytes are known exactly; each ``data:`` value is decoded as UTF-8
+    (malformed bytes become U+FFFD). A ``\\r`` at the end of a chunk ends its line at once; a
+    ``\\n`` at the start of the next chunk then completes that line end (no extra blank line).
 
     Example::
 
@@ -57,89 +83,133 @@ class SSEDecoder:
         tail = dec.close()          # an unterminated last event, if any
     """
 
+    __slots__ = ("_cr", "_data", "_head", "_partial", "line_end")
+
     def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._buffer = ""
-        self._pending: list[str] = []  # text after ``_buffer`` that holds no line end yet
-        self._data: list[str] = []
-        self._pending_cr = False
+        self._head: list[bytes] = []  # the current event's bytes from earlier chunks
+        self._partial: list[bytes] = []  # the current line's bytes from earlier chunks (no end)
+        self._data: list[str] = []  # the current event's data lines
+        self._cr = False  # the last byte seen was a ``\r`` that ended a line
+        #: the line end of the blank line that ended the latest event (``b"\\n"`` until one has)
+        self.line_end = b"\n"
 
     def feed(self, chunk: bytes | str) -> list[str]:
-        """Consume one chunk (bytes or text); return the data payloads of events it completed."""
-        text = self._decoder.decode(chunk) if isinstance(chunk, bytes | bytearray) else chunk
-        if self._pending_cr and text.startswith("\n"):
-            text = text[1:]
-        self._pending_cr = False
-        search = _EOL.search
-        if search(text) is None:  # no line ends: keep the piece (joined once a line ends)
-            if text:
-                self._pending.append(text)
-            return []
-        if self._pending:
-            self._pending.append(text)
-            text = "".join(self._pending)
-            self._pending = []
-        buf = self._buffer + text if self._buffer else text
-        size = len(buf)
-        events: list[str] = []
-        pos = 0  # lines are cut by index: linear in the chunk, however many lines it holds
-        while True:
-            match = search(buf, pos)
-            if match is None:
-                break
-            idx = match.start()
-            line = buf[pos:idx]
-            end = idx + 1
-            if buf[idx] == "\r":
-                if end < size:
-                    if buf[end] == "\n":
-                        end += 1
-                else:
-                    self._pending_cr = True
-            pos = end
-            event = self._line(line)
-            if event is not None:
-                events.append(event)
-        self._buffer = buf[pos:]
-        return events
+        """Consume one chunk (bytes, or text: encoded as UTF-8); return the data payloads of the
+        events it completed."""
+        return self._scan(chunk, False)  # type: ignore[return-value]
+
+    def feed_events(self, chunk: bytes | str) -> list[SSEEvent]:
+        """Consume one chunk; return the events it completed, each with its raw bytes (including
+        data-less ones, so that nothing of the stream is left out)."""
+        return self._scan(chunk, True)
 
     def close(self) -> list[str]:
         """Flush: treat the end of the stream as the end of the current line and event."""
-        events: list[str] = []
-        tail = self._decoder.decode(b"", final=True)
-        self._buffer += "".join(self._pending) + tail
-        self._pending = []
-        if self._buffer:
-            event = self._line(self._buffer)
-            self._buffer = ""
-            if event is not None:
-                events.append(event)
-        if self._data:
-            events.append("\n".join(self._data))
-            self._data = []
+        return [e.data for e in self.close_events() if e.data is not None]
+
+    def close_events(self) -> list[SSEEvent]:
+        """End of stream: the unterminated last event (its bytes as they arrived, its data as
+        if it had been ended), if anything is left."""
+        raw = b"".join(self._head)
+        self._head = []
+        if self._partial:
+            self._line(b"".join(self._partial))
+            self._partial = []
+        data = "\n".join(self._data) if self._data else None
+        self._data = []
+        self._cr = False
+        return [SSEEvent(raw, data)] if raw else []
+
+    def _scan(self, chunk: bytes | str, keep_raw: bool) -> list[Any]:
+        """The events ``chunk`` completes: :class:`SSEEvent` items (``keep_raw``), else only the
+        data payloads (``str``)."""
+        if not isinstance(chunk, bytes | bytearray):
+            chunk = chunk.encode("utf-8", "surrogatepass")
+        if not chunk:
+            return []
+        events: list[Any] = []
+        start = pos = 0  # start: of the current event's bytes in this chunk; pos: of its line
+        if self._cr:
+            self._cr = False
+            if chunk[0] == _LF:  # the rest of a ``\r\n``
+                pos = 1
+                if not self._head:  # that ``\r\n`` ended an event: this byte is its own
+                    self.line_end = b"\r\n"
+                    start = 1
+                    if keep_raw:
+                        events.append(SSEEvent(chunk[:1], None))
+        search = _EOL.search
+        match = search(chunk, pos)
+        if match is None:  # no line end: keep the piece (joined once a line ends)
+            if pos < len(chunk):
+                self._partial.append(chunk[pos:] if pos else chunk)
+            if start < len(chunk):
+                self._head.append(chunk[start:] if start else chunk)
+            return events
+        size = len(chunk)
+        line_op = self._line
+        while match is not None:
+            idx = match.start()
+            end = idx + 1
+            if chunk[idx] == _CR:
+                if end < size:
+                    if chunk[end] == _LF:
+                        end += 1
+                else:
+                    self._cr = True
+            if self._partial:
+                self._partial.append(chunk[pos:idx])
+                line = b"".join(self._partial)
+                self._partial = []
+            else:
+                line = chunk[pos:idx]
+            pos = end
+            if line:
+                line_op(line)
+            else:  # a blank line: the event ends here
+                if self._data:
+                    data: str | None = "\n".join(self._data)
+                    self._data = []
+                else:
+                    data = None
+                self.line_end = chunk[idx:end]
+                if keep_raw:
+                    raw = chunk[start:end]
+                    if self._head:
+                        self._head.append(raw)
+                        raw = b"".join(self._head)
+                    events.append(SSEEvent(raw, data))
+                elif data is not None:
+                    events.append(data)
+                self._head = []
+                start = end
+            match = search(chunk, pos)
+        if pos < size:
+            self._partial.append(chunk[pos:])
+        if start < size:
+            self._head.append(chunk[start:] if start else chunk)
         return events
 
-    def _line(self, line: str) -> str | None:
-        if line == "":
-            if not self._data:
-                return None
-            data = "\n".join(self._data)
-            self._data = []
-            return data
-        if line.startswith(":"):
-            return None
-        field, sep, value = line.partition(":")
-        if sep and value.startswith(" "):
-            value = value[1:]
-        if field == "data":
-            self._data.append(value)
-        return None
+    def _line(self, line: bytes) -> None:
+        if line[0] == _COLON:  # a comment
+            return
+        if line.startswith(b"data"):
+            if len(line) == 4:  # "data" alone: an empty value
+                self._data.append("")
+            elif line[4] == _COLON:
+                value = line[6:] if line[5:6] == b" " else line[5:]
+                self._data.append(value.decode("utf-8", "replace"))
+
+
+def is_done(data: str) -> bool:
+    """Whether an event's data is the stream's terminating ``[DONE]`` (blanks around it allowed)."""
+    return len(data) < 64 and data.strip() == "[DONE]"
 
 
 def parse_sse_json(data: str) -> dict[str, Any] | None:
     """Decode one event's data as a JSON object; ``None`` for ``[DONE]``, non-JSON (or too deeply
     nested) or non-objects."""
-    if data.strip() == "[DONE]":
+    if is_done(data):
         return None
     obj = loads_json_or_none(data)
     return obj if isinstance(obj, dict) else None

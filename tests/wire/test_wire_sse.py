@@ -1,5 +1,6 @@
 """The one SSE parser (broker.wire.sse): events, usage, chat id and generated text, read in one
-pass whatever the chunking; serve's relay and the gateway's bill follow the same rules."""
+pass whatever the chunking; serve's relay and the gateway's bill follow the same rules; each event's
+raw bytes, for a relay that passes the stream on unchanged."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import pytest
 from broker.wire.sse import (
     SSEChatIdExtractor,
     SSEDecoder,
+    SSEEvent,
     SSEStreamSummary,
     SSESummary,
     UsageStreamCollector,
     chat_id_from_sse,
     event_text,
     event_text_parts,
+    is_done,
     parse_sse_json,
     summarize_sse,
 )
@@ -123,3 +126,67 @@ def test_hostile_events_are_skipped_not_raised():
         "completion_tokens": 22,
     }
     assert summarize_sse(b"") == SSESummary(None, None, "")
+
+
+RAW_STREAM = (
+    b': opened\r\n\r\nretry: 10\r\rid: 1\nevent: delta\ndata:{"id":"c-1",\r\n'
+    b'data: "choices":[{"index":0,"delta":{"content":"\xc3\xa9"}}]}\r\n\r\n'
+    b'\n\ndata: {"id":"c-1","usage":{"prompt_tokens":1}}\r\r\ndata: [DONE]\n\n'
+    b'data: {"after":1}'
+)
+RAW_DATA = [
+    '{"id":"c-1",\n"choices":[{"index":0,"delta":{"content":"é"}}]}',
+    '{"id":"c-1","usage":{"prompt_tokens":1}}',
+    "[DONE]",
+    '{"after":1}',
+]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_raw_events_put_together_are_the_stream_in_any_chunking(seed):
+    """What a relay passes on (serve): each event's bytes as received; joined, the whole stream,
+    every line end kept; the data as :meth:`SSEDecoder.feed` gives it."""
+    chunks = _chunks(RAW_STREAM, seed)
+    decoder = SSEDecoder()
+    events = [event for chunk in chunks for event in decoder.feed_events(chunk)]
+    events += decoder.close_events()
+    assert b"".join(event.raw for event in events) == RAW_STREAM
+    assert [event.data for event in events if event.data is not None] == RAW_DATA
+    plain = SSEDecoder()
+    assert [d for chunk in chunks for d in plain.feed(chunk)] + plain.close() == RAW_DATA
+    # every event but the unterminated last one ends with a blank line, or is the lone "\n" of a
+    # "\r\n" whose "\r" ended the event before it
+    for event in events[:-1]:
+        last_line_end = 2 if event.raw.endswith(b"\r\n") else 1
+        before = event.raw[:-last_line_end]
+        assert event.raw == b"\n" or (event.raw[-1:] in b"\r\n" and before[-1:] in (b"\r", b"\n"))
+    assert events[-1] == SSEEvent(b'data: {"after":1}', '{"after":1}')
+
+
+def test_an_event_ended_by_a_cr_is_out_at_once_and_its_lf_comes_alone():
+    decoder = SSEDecoder()
+    assert decoder.feed_events(b"data: a\r\n\r") == [SSEEvent(b"data: a\r\n\r", "a")]
+    assert decoder.line_end == b"\r"
+    assert decoder.feed_events(b"\n") == [SSEEvent(b"\n", None)]  # no extra blank line
+    assert decoder.line_end == b"\r\n"
+    assert decoder.feed_events(b"data: b\r") == []  # a line, not yet an event
+    assert decoder.feed_events(b"\n") == []
+    assert decoder.feed_events(b"\r") == [SSEEvent(b"data: b\r\n\r", "b")]
+    assert decoder.close_events() == []
+
+
+def test_data_less_events_and_the_unterminated_tail_keep_their_bytes():
+    decoder = SSEDecoder()
+    assert decoder.feed_events(b": ping\n\nevent: x\n\n\n") == [
+        SSEEvent(b": ping\n\n", None),
+        SSEEvent(b"event: x\n\n", None),
+        SSEEvent(b"\n", None),
+    ]
+    assert decoder.feed_events(b"data\ndata:  two spaces\n") == []
+    assert decoder.close_events() == [SSEEvent(b"data\ndata:  two spaces\n", "\n two spaces")]
+    assert decoder.close_events() == []
+
+
+def test_done_is_recognised_with_blanks_only():
+    assert is_done("[DONE]") and is_done(" [DONE] ") and is_done("[DONE]\n")
+    assert not is_done("[DONE] x") and not is_done('"[DONE]"') and not is_done("")
