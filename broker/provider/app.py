@@ -5,8 +5,10 @@ global in-flight cap → body cap (the :mod:`broker.provider.dependencies` of th
 per-user bucket and in-flight cap → account gate → ``pending`` row (:meth:`BilledRequest.admit`)
 → forward (:meth:`~BilledRequest.forward`) → fee recorded and response signed, one durable commit
 (:meth:`~BilledRequest.finish`) → user slot released (:meth:`~BilledRequest.release`) → response
-sent with ``ZG-Res-Key`` (and ``ZG-Res-Signature`` when not streamed). The blocking work runs in
-two worker-thread hops (token to ``pending`` row; fee and signature), never on the event loop.
+sent with ``ZG-Res-Key`` (and ``ZG-Res-Signature`` when not streamed). Chain reads run in a worker
+thread; once the token, account and outstanding fees are in memory the checks run on the event
+loop, and on a SQLite file the ``pending`` row and the fee + signature are committed by the loop
+itself when the database writer is idle (else by its thread, awaited).
 
 Modules: routes in :mod:`broker.provider.router`, the billed request in
 :mod:`broker.provider.billed` (streams: B5, read to their end even after a client disconnect),
