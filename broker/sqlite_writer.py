@@ -301,6 +301,8 @@ class SQLiteWriter:
                 break
             if item is _STOP:
                 return batch, True
+            if item is _WAKE:  # an inline commit's note, put while this group was queued: the
+                continue  # clock it started is read when the loop turns
             if item[2]:
                 self._held = item
                 break
@@ -424,7 +426,7 @@ class SQLiteWriter:
             except queue.Empty:
                 break
         for item in leftover:
-            if item is not _STOP:
+            if item is not _STOP and item is not _WAKE:
                 _fail(item[1], RuntimeError("the database writer is closed"))
 
     def _apply(

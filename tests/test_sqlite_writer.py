@@ -125,3 +125,27 @@ def test_alone_write_runs_between_groups_in_queue_order(tmp_path):
     writer.close()
     with pytest.raises(RuntimeError, match="closed"):
         writer.submit_alone(lambda: None)
+
+
+def test_a_write_queued_during_an_inline_commit_is_committed(tmp_path):
+    """Attack: another thread queues a write while an async caller commits inline (the first
+    commit since a checkpoint, which leaves the writer a wake-up note in its queue behind that
+    write). The queued write is committed, and the writer thread lives on."""
+    import asyncio
+
+    path = tmp_path / "m.db"
+    _table(path)
+    writer = SQLiteWriter(str(path))
+    queued = []
+
+    def inline(conn):
+        conn.execute("INSERT INTO t VALUES ('inline', 1)")
+        queued.append(writer.submit(_put("queued", 2)))  # (in effect another thread's write)
+        return "inline"
+
+    assert asyncio.run(writer.arun(inline)) == "inline"
+    assert writer.inline_commits == 1
+    assert queued[0].result(10) == "queued"
+    assert writer.run(_put("after", 3)) == "after"
+    writer.close()
+    assert _rows(path) == {"inline": 1, "queued": 2, "after": 3}
