@@ -29,7 +29,12 @@ from broker.asgi.telemetry import fastapi_telemetry_off
 from broker.provider.cors import GatewayCORS
 from broker.provider.errors import GatewayHTTPError
 from broker.provider.gateway import Gateway
-from broker.provider.hot_route import HOT_ROUTES, error_response, hot_error
+from broker.provider.hot_route import (
+    HOT_ROUTES,
+    error_response,
+    hot_error,
+    internal_error_response,
+)
 from broker.provider.router import ROUTERS
 from broker.provider.runtime import GatewayRuntime
 from broker.ui.ops import mount_ops
@@ -41,6 +46,11 @@ __all__ = ["create_app", "error_response"]
 async def _gateway_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, GatewayHTTPError)
     return error_response(exc)
+
+
+async def _internal_error(_request: Request, _exc: Exception) -> JSONResponse:
+    # Starlette's outermost layer sends this, then re-raises: the server logs it once
+    return internal_error_response()
 
 
 def create_app(gw: Gateway) -> FastAPI:
@@ -80,6 +90,7 @@ def create_app(gw: Gateway) -> FastAPI:
     app.add_middleware(GatewayCORS)  # the two B2 policies, by path
     mount_ops(app, gw)  # /ui/ ops page and /metrics, behind the admin key
     app.add_exception_handler(GatewayHTTPError, _gateway_error)
+    app.add_exception_handler(Exception, _internal_error)  # 500 {"error": ...}, not plain text
     for router in ROUTERS:
         app.include_router(router)
     return app
