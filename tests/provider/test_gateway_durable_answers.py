@@ -207,8 +207,8 @@ def test_a_client_gone_while_its_fee_waits_for_the_lock_leaves_a_whole_record(
                     headers={**headers, "x-test-hold-lock": "1"},
                     timeout=httpx.Timeout(30, read=0.5),
                 )
-            assert backend.held.is_set()
-            waiting = [r for r in _rows(service["db_path"], fresh_account.address)]
+            assert backend.held.wait(10)  # the backend answered holding the lock
+            waiting = _rows(service["db_path"], fresh_account.address)
             assert sorted(s for _h, s, _f in waiting) == [
                 RequestStatus.PENDING,  # the fee is not written while the lock is held ...
                 RequestStatus.UNSETTLED,
@@ -266,7 +266,8 @@ def test_answered_fees_survive_kill_9_of_the_gateway(service, fresh_account):
     for t in threads:
         t.join(60)
     stop.set()
-    _kill(gateway) if gateway.alive else None
+    if gateway.alive:
+        _kill(gateway)
     assert len(answered) >= 120, "the clients did not get going"
     rows = {h: (s, f) for h, s, f in _rows(service["db_path"], fresh_account.address)}
     for chat_id, _sig in answered:
