@@ -28,7 +28,11 @@ connection that never waits for SQLite's lock (another process holding it sends 
 queue instead) and leaves checkpoints to this thread: one request at a time then costs no thread
 hand-off (two wake-ups fewer: the writer's and the event loop's), while writes that meet under load
 still share commits in the queue. The order of writes is kept: a write goes inline only when
-nothing queued before it is still unapplied.
+nothing queued before it is still unapplied. This thread also checkpoints after every
+:data:`CHECKPOINT_INLINE_COMMITS` inline commits, without stopping them (the callers' connection
+never checkpoints, so that its commits never wait for an fsync), and briefly stops them when the
+WAL has passed :data:`WAL_RESTART_FRAMES`, so that it starts over: the WAL file stays small under
+steady load, and inline callers do not wait for a checkpoint.
 
 Writes that need another connection (an ORM session) can run on this thread between groups
 (:meth:`SQLiteWriter.submit_alone`), so they neither wait for its lock nor make it wait. Writers in
@@ -47,13 +51,27 @@ from concurrent.futures import Future, InvalidStateError
 from contextlib import contextmanager
 from typing import TypeVar
 
-__all__ = ["CHECKPOINT_INTERVAL", "GROUP_COMMIT_MAX", "SQLiteWriter", "WriteOp"]
+__all__ = [
+    "CHECKPOINT_INLINE_COMMITS",
+    "CHECKPOINT_INTERVAL",
+    "GROUP_COMMIT_MAX",
+    "WAL_RESTART_FRAMES",
+    "SQLiteWriter",
+    "WriteOp",
+]
 
 #: Most writes one group commit applies.
 GROUP_COMMIT_MAX = 256
 #: Seconds after a commit by which the writer checkpoints the WAL (``PASSIVE``, which fsyncs the
 #: database file): the most writes a power loss can take, at any traffic.
 CHECKPOINT_INTERVAL = 1.0
+#: Inline commits after which the writer checkpoints without waiting for the interval (the
+#: callers' connection never checkpoints itself): keeps the WAL small under steady load, as
+#: SQLite's own checkpoint every ~1000 WAL pages does for the writer's commits.
+CHECKPOINT_INLINE_COMMITS = 128
+#: WAL frames (pages) beyond which a checkpoint also waits for a moment without writes, so that
+#: the WAL file starts over (see :meth:`SQLiteWriter._sync`): about its largest size.
+WAL_RESTART_FRAMES = 2048
 
 _T = TypeVar("_T")
 #: One write: runs on the writer's connection inside the group's transaction; its return value is
@@ -61,7 +79,7 @@ _T = TypeVar("_T")
 WriteOp = Callable[[sqlite3.Connection], _T]
 
 _STOP = object()
-_WAKE = object()  # an inline commit left the WAL unsynced: recompute the checkpoint deadline
+_WAKE = object()  # inline commits left the WAL unsynced: recompute the deadline (or checkpoint)
 _QUEUED = object()  # the inline attempt did not run: queue the write
 
 
@@ -160,6 +178,7 @@ class SQLiteWriter:
         self._pending = 0  # writes queued and not yet applied
         self._inline_conn: sqlite3.Connection | None = None
         self._unsynced_since: float | None = None  # first commit not checkpointed (monotonic)
+        self._inline_unsynced = 0  # inline commits since the last checkpoint began
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -245,9 +264,12 @@ class SQLiteWriter:
                 result = op(conn)
             self.commits += 1
             self.inline_commits += 1
+            self._inline_unsynced += 1
             if self._unsynced_since is None:
                 self._unsynced_since = time.monotonic()
                 self._queue.put(_WAKE)  # the writer checkpoints within the interval
+            elif self._inline_unsynced == CHECKPOINT_INLINE_COMMITS:
+                self._queue.put(_WAKE)  # ... or now: the WAL grows
             return result
         finally:
             self._lock.release()
@@ -275,12 +297,15 @@ class SQLiteWriter:
 
     # ------------------------------------------------------------------ the thread
 
-    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+    def _checkpoint(self, conn: sqlite3.Connection) -> int:
+        """One ``PASSIVE`` checkpoint (copies the WAL into the file and fsyncs it); the frames in
+        the WAL (0 when unknown)."""
         try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # copies the WAL and fsyncs
+            row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             self.checkpoints += 1
         except sqlite3.Error:  # a reader in the way: the next one will do
-            pass
+            return 0
+        return row[1] if row is not None and row[1] > 0 else 0
 
     def _next(self, wait: float | None) -> object:
         """The held alone write, else the next queued item (``queue.Empty`` after ``wait`` s)."""
@@ -301,6 +326,8 @@ class SQLiteWriter:
                 break
             if item is _STOP:
                 return batch, True
+            if item is _WAKE:  # an inline commit's note, put while this group was queued: the
+                continue  # clock it started is read when the loop turns
             if item[2]:
                 self._held = item
                 break
@@ -354,6 +381,8 @@ class SQLiteWriter:
                 if first is _STOP:
                     return
                 if first is _WAKE:
+                    if self._inline_unsynced >= CHECKPOINT_INLINE_COMMITS:
+                        conn = self._idle_sync(conn)
                     continue
                 conn, stop = self._handle(conn, first)
                 self._mark_commit(conn)
@@ -383,11 +412,15 @@ class SQLiteWriter:
             return conn, stop
 
     def _mark_commit(self, conn: sqlite3.Connection | None) -> None:
-        """After a write: start the checkpoint clock, or checkpoint when it has run out."""
+        """After a write: start the checkpoint clock, or checkpoint when it has run out (or when
+        :data:`CHECKPOINT_INLINE_COMMITS` inline commits were made meanwhile)."""
         now = time.monotonic()
         if self._unsynced_since is None:
             self._unsynced_since = now
-        elif now - self._unsynced_since >= self.checkpoint_interval and conn is not None:
+        elif conn is not None and (
+            now - self._unsynced_since >= self.checkpoint_interval
+            or self._inline_unsynced >= CHECKPOINT_INLINE_COMMITS
+        ):
             self._sync(conn)
 
     def _idle_sync(self, conn: sqlite3.Connection | None) -> sqlite3.Connection | None:
@@ -402,12 +435,19 @@ class SQLiteWriter:
         return conn
 
     def _sync(self, conn: sqlite3.Connection) -> None:
-        """Checkpoint (holding the apply lock, so no inline commit slips between the checkpoint
-        and the reset of the clock)."""
+        """Checkpoint. The clock is reset first, holding the apply lock; the checkpoint itself
+        (copying the WAL, fsync) runs without it, so inline commits go on meanwhile (one that it
+        misses has started the clock again). A checkpoint that races steady writes never catches
+        up with them, and the WAL restarts only from a whole checkpoint: when the WAL has grown
+        past :data:`WAL_RESTART_FRAMES`, the frames written meanwhile (few: the first checkpoint
+        copied the rest) are checkpointed holding the lock, so the next write starts it over."""
         with self._lock:
-            if self._unsynced_since is not None:
-                self._checkpoint(conn)
+            unsynced = self._unsynced_since is not None
             self._unsynced_since = None
+            self._inline_unsynced = 0
+        if unsynced and self._checkpoint(conn) > WAL_RESTART_FRAMES:
+            with self._lock:
+                self._checkpoint(conn)
 
     def _shut(self, conn: sqlite3.Connection | None, unsynced: bool) -> None:
         """Checkpoint and close the connection; fail what is still queued (nothing queued after a
@@ -424,7 +464,7 @@ class SQLiteWriter:
             except queue.Empty:
                 break
         for item in leftover:
-            if item is not _STOP:
+            if item is not _STOP and item is not _WAKE:
                 _fail(item[1], RuntimeError("the database writer is closed"))
 
     def _apply(

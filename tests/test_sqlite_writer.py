@@ -125,3 +125,61 @@ def test_alone_write_runs_between_groups_in_queue_order(tmp_path):
     writer.close()
     with pytest.raises(RuntimeError, match="closed"):
         writer.submit_alone(lambda: None)
+
+
+def test_a_write_queued_during_an_inline_commit_is_committed(tmp_path):
+    """Attack: another thread queues a write while an async caller commits inline (the first
+    commit since a checkpoint, which leaves the writer a wake-up note in its queue behind that
+    write). The queued write is committed, and the writer thread lives on."""
+    import asyncio
+
+    path = tmp_path / "m.db"
+    _table(path)
+    writer = SQLiteWriter(str(path))
+    queued = []
+
+    def inline(conn):
+        conn.execute("INSERT INTO t VALUES ('inline', 1)")
+        queued.append(writer.submit(_put("queued", 2)))  # (in effect another thread's write)
+        return "inline"
+
+    assert asyncio.run(writer.arun(inline)) == "inline"
+    assert writer.inline_commits == 1
+    assert queued[0].result(10) == "queued"
+    assert writer.run(_put("after", 3)) == "after"
+    writer.close()
+    assert _rows(path) == {"inline": 1, "queued": 2, "after": 3}
+
+
+def test_wal_stays_small_under_steady_inline_commits(tmp_path):
+    """Attack: an event loop commits inline without pause (its connection never checkpoints).
+    The writer checkpoints every :data:`CHECKPOINT_INLINE_COMMITS` commits, off the loop, and
+    lets the WAL start over once it passes :data:`WAL_RESTART_FRAMES`: the WAL file stays near
+    that size instead of holding a second of writes (a checkpoint racing steady writes alone
+    would never let it start over)."""
+    import asyncio
+    import os
+
+    from broker.sqlite_writer import CHECKPOINT_INLINE_COMMITS, WAL_RESTART_FRAMES
+
+    path = tmp_path / "g.db"
+    _table(path)
+    writer = SQLiteWriter(str(path), checkpoint_interval=60)  # the clock never runs out here
+    blob = "x" * 6000  # two pages and more per commit
+
+    async def load() -> None:
+        for i in range(12_000):
+            await writer.arun(
+                lambda conn, i=i: conn.execute("INSERT INTO t VALUES (?, ?)", (blob + str(i), i))
+            )
+            if i % 64 == 0:
+                await asyncio.sleep(0)  # a loop that also serves requests
+
+    asyncio.run(load())
+    assert writer.inline_commits > 10_000  # (a few queued while a checkpoint held the lock)
+    assert writer.checkpoints >= 12_000 // CHECKPOINT_INLINE_COMMITS // 2
+    wal = os.path.getsize(f"{path}-wal")
+    page = sqlite3.connect(path).execute("PRAGMA page_size").fetchone()[0]
+    assert wal < 3 * WAL_RESTART_FRAMES * page, wal  # 12 000 commits wrote > 24 000 pages
+    writer.close()
+    assert len(_rows(path)) == 12_000

@@ -5,8 +5,10 @@ global in-flight cap → body cap (the :mod:`broker.provider.dependencies` of th
 per-user bucket and in-flight cap → account gate → ``pending`` row (:meth:`BilledRequest.admit`)
 → forward (:meth:`~BilledRequest.forward`) → fee recorded and response signed, one durable commit
 (:meth:`~BilledRequest.finish`) → user slot released (:meth:`~BilledRequest.release`) → response
-sent with ``ZG-Res-Key`` (and ``ZG-Res-Signature`` when not streamed). The blocking work runs in
-two worker-thread hops (token to ``pending`` row; fee and signature), never on the event loop.
+sent with ``ZG-Res-Key`` (and ``ZG-Res-Signature`` when not streamed). Chain reads run in a worker
+thread; once the token, account and outstanding fees are in memory the checks run on the event
+loop, and on a SQLite file the ``pending`` row and the fee + signature are committed by the loop
+itself when the database writer is idle (else by its thread, awaited).
 
 Modules: routes in :mod:`broker.provider.router`, the billed request in
 :mod:`broker.provider.billed` (streams: B5, read to their end even after a client disconnect),
@@ -27,7 +29,12 @@ from broker.asgi.telemetry import fastapi_telemetry_off
 from broker.provider.cors import GatewayCORS
 from broker.provider.errors import GatewayHTTPError
 from broker.provider.gateway import Gateway
-from broker.provider.hot_route import HOT_ROUTES, error_response, hot_error
+from broker.provider.hot_route import (
+    HOT_ROUTES,
+    error_response,
+    hot_error,
+    internal_error_response,
+)
 from broker.provider.router import ROUTERS
 from broker.provider.runtime import GatewayRuntime
 from broker.ui.ops import mount_ops
@@ -39,6 +46,11 @@ __all__ = ["create_app", "error_response"]
 async def _gateway_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, GatewayHTTPError)
     return error_response(exc)
+
+
+async def _internal_error(_request: Request, _exc: Exception) -> JSONResponse:
+    # Starlette's outermost layer sends this, then re-raises: the server logs it once
+    return internal_error_response()
 
 
 def create_app(gw: Gateway) -> FastAPI:
@@ -78,6 +90,7 @@ def create_app(gw: Gateway) -> FastAPI:
     app.add_middleware(GatewayCORS)  # the two B2 policies, by path
     mount_ops(app, gw)  # /ui/ ops page and /metrics, behind the admin key
     app.add_exception_handler(GatewayHTTPError, _gateway_error)
+    app.add_exception_handler(Exception, _internal_error)  # 500 {"error": ...}, not plain text
     for router in ROUTERS:
         app.include_router(router)
     return app

@@ -21,7 +21,7 @@ from sqlalchemy import Integer, Numeric, bindparam, cast, func, insert, select, 
 from sqlalchemy.exc import DBAPIError
 
 from broker.provider.db import Database, RequestRecord, RequestStatus
-from broker.sqlite_writer import WriteOp
+from broker.sqlite_writer import SQLiteWriter, WriteOp
 from broker.wire.fees import Fee
 
 __all__ = ["FeeLedger"]
@@ -74,6 +74,10 @@ _SQL_FAIL = "UPDATE requests SET status = ?, updated_at = ? WHERE request_hash =
 _OPEN_USERS_MAX = 100_000
 
 
+def _no_write(_conn: sqlite3.Connection) -> None:
+    """A write that changes nothing (queued behind others to learn when they are applied)."""
+
+
 def _request_row(conn: Any, raw: bool, request_hash: str) -> Any:
     """``(user_address, status, fee)`` of one request row, or ``None``; ``raw``: ``conn`` is the
     writer's plain ``sqlite3`` connection, else a SQLAlchemy connection."""
@@ -92,8 +96,11 @@ class FeeLedger:
 
     The per-request writes run as :data:`~broker.sqlite_writer.WriteOp` functions: on a
     SQLite file through the database's group-commit writer (plain ``sqlite3``, one commit shared
-    by the requests that arrive meanwhile), elsewhere in one engine transaction (prebuilt
-    SQLAlchemy Core statements). Either way a method returns only after its commit. On SQLite the
+    by the requests that arrive meanwhile; the ``_async`` methods commit inline on the event
+    loop's thread when it is idle, :meth:`SQLiteWriter.arun
+    <broker.sqlite_writer.SQLiteWriter.arun>`), elsewhere in one engine transaction (prebuilt
+    SQLAlchemy Core statements, in a worker thread for the ``_async`` methods). Either way a
+    method returns only after its commit. On SQLite the
     per-user outstanding fees are kept in memory (:attr:`Database.outstanding
     <broker.provider.db.Database>`) and moved by each committed bill.
     """
@@ -123,38 +130,103 @@ class FeeLedger:
             return self.db.write(op)  # no in-memory totals
         return self._submit_change(request_hash, op, user).result()
 
+    def _begin_change(self, request_hash: str, user: str | None) -> str | None:
+        """The user whose in-memory total a write of ``request_hash`` may move (``user``, else the
+        one remembered from its open), announced to :attr:`Database.outstanding
+        <broker.provider.db.Database>` (:meth:`~broker.provider.outstanding.OutstandingFees.begin`)
+        when totals are kept."""
+        user = user or self._take_user(request_hash)
+        out = self.db.outstanding
+        if out is not None and user is not None:
+            out.begin(user)
+        return user
+
+    def _end_change(self, user: str | None, result: tuple | None) -> None:
+        """Move the in-memory total once the write :meth:`_begin_change` announced is over:
+        ``result`` is the committed op's ``(row user, delta, ...)``, or ``None`` when it is not
+        known to be committed (the user's total is then dropped and loaded again)."""
+        out = self.db.outstanding
+        if out is None:
+            return
+        if result is None:
+            if user is not None:
+                out.end(user, None)
+            return
+        row_user, delta = result[:2]
+        same = row_user is None or (user is not None and row_user.lower() == user.lower())
+        if user is not None:
+            out.end(user, delta if same else None)
+        if not same:
+            out.forget(row_user)
+
     def _submit_change(self, request_hash: str, op: WriteOp[_T], user: str | None) -> Future[_T]:
         """:meth:`_change` through the SQLite writer, without waiting: the in-memory total moves
         when the commit is done (a callback), whoever waits for the future or not."""
         writer = self.db.writer
         assert writer is not None
-        out = self.db.outstanding
-        user = user or self._take_user(request_hash)
-        if out is not None and user is not None:
-            out.begin(user)
+        user = self._begin_change(request_hash, user)
 
         def committed(done: Future) -> None:
-            if out is None:
-                return
-            if done.cancelled() or done.exception() is not None:
-                if user is not None:
-                    out.end(user, None)
-                return
-            row_user, delta = done.result()[:2]
-            same = row_user is None or (user is not None and row_user.lower() == user.lower())
-            if user is not None:
-                out.end(user, delta if same else None)
-            if not same:
-                out.forget(row_user)
+            failed = done.cancelled() or done.exception() is not None
+            self._end_change(user, None if failed else done.result())
 
         try:
             future = writer.submit(op)
         except BaseException:
-            if out is not None and user is not None:
-                out.end(user, None)
+            self._end_change(user, None)
             raise
         future.add_done_callback(committed)
         return future
+
+    async def _arun_change(self, request_hash: str, op: WriteOp[_T], user: str | None) -> _T:
+        """:meth:`_change` for the event loop: :meth:`SQLiteWriter.arun
+        <broker.sqlite_writer.SQLiteWriter.arun>` (committed inline on the loop's thread when the
+        writer is idle, else queued to it and awaited), then the in-memory total moves.
+
+        Cancelled while its write waits in the writer's queue, the write still runs (committed,
+        or failed alone) and the coroutine raises :class:`asyncio.CancelledError` at once; the
+        user's total is dropped (loaded again from the database) once the write is over, known
+        from a no-op queued behind it (the writer applies its queue in order).
+
+        Returns:
+            ``op``'s result, once committed.
+
+        Raises:
+            asyncio.CancelledError: the awaiting task was cancelled (see above). Otherwise what
+                ``op`` or the commit raise (nothing committed), or RuntimeError (writer closed).
+        """
+        writer = self.db.writer
+        assert writer is not None
+        user = self._begin_change(request_hash, user)
+        try:
+            result = await writer.arun(op)
+        except asyncio.CancelledError:
+            self._end_when_applied(writer, user)
+            raise
+        except BaseException:
+            self._end_change(user, None)
+            raise
+        self._end_change(user, result)  # type: ignore[arg-type]
+        return result
+
+    def _end_when_applied(self, writer: SQLiteWriter, user: str | None) -> None:
+        """After a cancelled :meth:`_arun_change`: once the writes queued so far are applied,
+        drop the totals it may have moved (``user``'s; everyone's when the row's user is not
+        known here)."""
+        out = self.db.outstanding
+        if out is None:
+            return
+
+        def applied(_done: Future) -> None:
+            if user is not None:
+                out.end(user, None)
+            else:
+                out.forget()
+
+        try:
+            writer.submit(_no_write).add_done_callback(applied)
+        except RuntimeError:  # closed: nothing is applied any more
+            applied(Future())
 
     # ------------------------------------------------------------------ ops
 
@@ -281,18 +353,18 @@ class FeeLedger:
     async def open_request_async(
         self, request_hash: str, user: str, service_type: str, model: str
     ) -> None:
-        """:meth:`open_request` for the event loop: awaits the SQLite writer's commit (no worker
-        thread), or runs :meth:`open_request` in a worker thread on other databases. Cancelled
-        before the writer began, the row is not written."""
+        """:meth:`open_request` for the event loop: on SQLite :meth:`SQLiteWriter.arun
+        <broker.sqlite_writer.SQLiteWriter.arun>` (committed inline when the writer is idle, else
+        by the writer and awaited; no worker thread), on other databases :meth:`open_request` in
+        a worker thread. Committed on return; once asked for, the row is written even if the
+        awaiting task is cancelled (a ``pending`` zero-fee row: nothing charged)."""
         writer = self.db.writer
         if writer is None:
             await anyio.to_thread.run_sync(
                 self.open_request, request_hash, user, service_type, model
             )
             return
-        await asyncio.wrap_future(
-            writer.submit(self.open_op(request_hash, user, service_type, model))
-        )
+        await writer.arun(self.open_op(request_hash, user, service_type, model))
         self._remember_user(request_hash, user)
 
     async def bill_async(
@@ -303,23 +375,24 @@ class FeeLedger:
         user: str | None = None,
         also: WriteOp[_T] | None = None,
     ) -> _T | None:
-        """:meth:`bill` for the event loop (no worker thread on SQLite). The write is shielded:
-        once asked for it is committed even if the awaiting task is cancelled."""
+        """:meth:`bill` for the event loop: on SQLite through :meth:`_arun_change` (committed
+        inline when the writer is idle, else by the writer and awaited; no worker thread), on
+        other databases :meth:`bill` in a worker thread. Committed (durable) on return; once asked
+        for, the write is committed even if the awaiting task is cancelled."""
         if self.db.writer is None:
             return await anyio.to_thread.run_sync(
                 functools.partial(self.bill, request_hash, fee, user=user, also=also)
             )
-        future = self._submit_change(request_hash, self.bill_op(request_hash, fee, also), user)
-        return (await asyncio.shield(asyncio.wrap_future(future)))[2]
+        op = self.bill_op(request_hash, fee, also)
+        return (await self._arun_change(request_hash, op, user))[2]
 
     async def fail_async(self, request_hash: str, *, user: str | None = None) -> None:
-        """:meth:`fail` for the event loop (no worker thread on SQLite; shielded like
-        :meth:`bill_async`)."""
+        """:meth:`fail` for the event loop (like :meth:`bill_async`: no worker thread on
+        SQLite, committed even if the awaiting task is cancelled)."""
         if self.db.writer is None:
             await anyio.to_thread.run_sync(functools.partial(self.fail, request_hash, user=user))
             return
-        future = self._submit_change(request_hash, self.fail_op(request_hash), user)
-        await asyncio.shield(asyncio.wrap_future(future))
+        await self._arun_change(request_hash, self.fail_op(request_hash), user)
 
     def unsettled_fee_cached(self, user: str) -> int | None:
         """:meth:`unsettled_fee` when it is kept in memory (no I/O: safe on the event loop), else

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from dataclasses import dataclass, field
 from typing import Any
@@ -176,9 +175,12 @@ class Gateway:
         aliases: tuple[str, ...] = (),
     ) -> StoredSignature:
         """:meth:`record_response` for the event loop: on SQLite an exchange of at most
-        :data:`INLINE_SIGN_MAX` bytes is signed on the loop and its commit awaited (no worker
-        thread); otherwise it runs in a worker thread. The write is committed even if the
-        awaiting task is cancelled once it was asked for."""
+        :data:`INLINE_SIGN_MAX` bytes is signed on the loop and committed through
+        :meth:`SQLiteWriter.arun <broker.sqlite_writer.SQLiteWriter.arun>` (inline on the loop's
+        thread when the writer is idle, else by the writer and awaited; no worker thread);
+        otherwise it runs in a worker thread. Committed (durable) on return, before the response
+        is released; once asked for, the write is committed even if the awaiting task is
+        cancelled (:meth:`FeeLedger.bill_async <broker.provider.billing.FeeLedger.bill_async>`)."""
         writer = self.db.writer
         if writer is None or len(request_body) + len(response_body) > INLINE_SIGN_MAX:
             return await anyio.to_thread.run_sync(
@@ -197,7 +199,7 @@ class Gateway:
         if fee is not None:
             await self.ledger.bill_async(chat_id, fee, user=user, also=store)
         else:
-            await asyncio.shield(asyncio.wrap_future(writer.submit(store)))
+            await writer.arun(store)
         self.signatures.remember(keys, sig)  # committed
         return sig
 

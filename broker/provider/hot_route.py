@@ -10,8 +10,10 @@ order FastAPI runs them for the route, so every check keeps its one definition: 
 (:func:`~broker.provider.dependencies.global_slot`, held for the handler's run, or by a stream)
 and the capped body (:func:`~broker.provider.dependencies.request_body`); then
 :func:`~broker.provider.billed.respond_billed`. Refusals are rendered by :func:`error_response`,
-the app's own renderer. Any other request (another method, a path spelled otherwise, a free
-route) goes to the FastAPI app, whose routes stay for the OpenAPI document.
+the app's own renderer; an unexpected error is logged once and answered 500 in the same
+``{"error": ...}`` shape (:func:`internal_error_response`, as the FastAPI routes answer it).
+Any other request (another method, a path spelled otherwise, a free route) goes to the FastAPI
+app, whose routes stay for the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import logging
 from contextlib import asynccontextmanager
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 
 from broker.asgi.hot_routes import Handler
 from broker.provider.billed import ASYNC_ROUTES, respond_billed
@@ -29,12 +31,21 @@ from broker.provider.errors import GatewayHTTPError
 from broker.provider.forward import BILLABLE_ROUTES
 from broker.provider.protocol import ErrorBody
 
-__all__ = ["HOT_ROUTES", "PROXY_PREFIX", "error_response", "hot_error"]
+__all__ = [
+    "HOT_ROUTES",
+    "INTERNAL_ERROR_MESSAGE",
+    "PROXY_PREFIX",
+    "error_response",
+    "hot_error",
+    "internal_error_response",
+]
 
 logger = logging.getLogger(__name__)
 
 #: The prefix of the forwarded routes (``/v1/proxy/{path}``).
 PROXY_PREFIX = "/v1/proxy/"
+#: The whole answer to an unexpected error (its details stay in the server's log).
+INTERNAL_ERROR_MESSAGE = "internal server error"
 #: :func:`global_slot` as an ``async with`` (FastAPI drives the generator the same way).
 _held_global_slot = asynccontextmanager(global_slot)
 
@@ -46,14 +57,20 @@ def error_response(exc: GatewayHTTPError) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 
-def hot_error(_request: Request, exc: Exception) -> Response:
+def internal_error_response() -> JSONResponse:
+    """500 ``{"error": "internal server error"}``: the gateway's answer to an unexpected error
+    (no type, message or traceback of it reaches the client; B2's error shape)."""
+    return JSONResponse(ErrorBody(error=INTERNAL_ERROR_MESSAGE).model_dump(), status_code=500)
+
+
+def hot_error(request: Request, exc: Exception) -> Response:
     """A hot route's refusal as the app renders it: a :class:`GatewayHTTPError` by
-    :func:`error_response`; anything else logged with its traceback and answered as Starlette's
-    outermost layer answers it (500 ``Internal Server Error``, plain text)."""
+    :func:`error_response`; anything else logged once with its traceback (the request's method
+    and path, nothing of its headers or body) and answered by :func:`internal_error_response`."""
     if isinstance(exc, GatewayHTTPError):
         return error_response(exc)
-    logger.error("unexpected error on a billed route", exc_info=exc)
-    return PlainTextResponse("Internal Server Error", status_code=500)
+    logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return internal_error_response()
 
 
 async def billed_proxy(request: Request) -> Response:

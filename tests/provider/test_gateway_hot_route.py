@@ -15,7 +15,9 @@ Real parts: the session ``devnet``, a registered chatbot service, a real uvicorn
 from __future__ import annotations
 
 import json
+import logging
 import socket
+import sqlite3
 
 import httpx
 import pytest
@@ -332,5 +334,56 @@ def test_hot_error_renders_the_app_shape():
     refused = hot_error(None, RateLimitedError("slow down", retry_after=3))
     assert (refused.status_code, refused.body) == (429, b'{"error":"slow down"}')
     assert refused.headers["retry-after"] == "3"
-    crashed = hot_error(None, RuntimeError("secret detail"))
-    assert (crashed.status_code, crashed.body) == (500, b"Internal Server Error")
+
+
+@pytest.fixture()
+def error_logs(caplog):
+    """ERROR records of the gateway's loggers and of uvicorn's (which does not propagate)."""
+    server_log = logging.getLogger("uvicorn.error")
+    server_log.addHandler(caplog.handler)
+    caplog.set_level(logging.ERROR)
+    try:
+        yield lambda: [r for r in caplog.records if r.levelno >= logging.ERROR]
+    finally:
+        server_log.removeHandler(caplog.handler)
+
+
+def test_an_unexpected_error_answers_500_in_the_gateway_shape(world, fresh_account, error_logs):
+    """Attack: the database breaks under the gateway (another connection renames its request
+    table), so a billed request meets an error no code path expects. The client gets 500
+    ``{"error": "internal server error"}`` as JSON from the hot path and from FastAPI's route
+    alike, nothing of the error (type, SQL, table, traceback); the server logs it once, with its
+    traceback; no slot is kept; once the table is back, requests are served again."""
+    gw = world["gw"]
+    _fresh_ip_bucket(gw)
+    headers = _funded_header(world, fresh_account)
+    body = {"model": "hot-model", "messages": [{"role": "user", "content": "hi"}]}
+    db_path = gw.db.engine.url.database
+    broken = sqlite3.connect(db_path, isolation_level=None)
+    broken.execute("ALTER TABLE requests RENAME TO requests_away")
+    try:
+        for path, hot in ((HOT, True), (ROUTED, False)):
+            before = len(error_logs())
+            with httpx.Client(base_url=world["url"], timeout=30) as c:
+                r = c.post(path, json=body, headers={**headers, "Origin": "https://x.example"})
+            assert r.status_code == 500, r.text
+            assert r.headers["content-type"] == "application/json"
+            assert r.json() == {"error": "internal server error"}
+            for leak in ("requests", "sqlite", "Traceback", "OperationalError", "SELECT"):
+                assert leak not in r.text
+            logged = error_logs()[before:]
+            assert len(logged) == 1, [rec.getMessage() for rec in logged]
+            record = logged[0]
+            assert record.exc_info is not None and "no such table" in str(record.exc_info[1])
+            if hot:
+                assert record.name == "broker.provider.hot_route"
+                assert record.getMessage() == f"unexpected error on POST {HOT}"
+                assert r.headers["access-control-allow-origin"] == "https://x.example"
+    finally:
+        broken.execute("ALTER TABLE requests_away RENAME TO requests")
+        broken.close()
+    assert gw.limits.global_inflight.count() == 0
+    assert gw.limits.user_inflight.count(fresh_account.address.lower()) == 0
+    with httpx.Client(base_url=world["url"], timeout=30) as c:
+        r = c.post(HOT, json=body, headers=headers)
+    assert r.status_code == 200, r.text

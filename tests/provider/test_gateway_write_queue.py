@@ -288,6 +288,97 @@ def test_acknowledged_fee_and_signature_survive_kill_9(tmp_path):
     gw.db.dispose()
 
 
+_KILL_ASYNC = r"""
+import asyncio, sys, threading
+from broker.provider.billing import FeeLedger
+from broker.wire.fees import Fee
+from broker.provider.db import open_database
+from broker.provider.gateway import Gateway
+from broker.provider.signing import SignatureStore
+from broker.provider.tee import LocalTeeSigner
+
+db = open_database(sys.argv[1])
+signer = LocalTeeSigner(bytes.fromhex(sys.argv[2]))
+user = sys.argv[3]
+gw = Gateway(settings=None, provider="0x", signer=signer, db=db, ledger=FeeLedger(db),
+             signatures=SignatureStore(db, signer), accounts=None, auth=None, limits=None)
+lock = threading.Lock()
+
+def ack(rid):                            # acknowledged: the response would be released now
+    with lock:
+        sys.stdout.write(f"{rid} {db.writer.inline_commits}\n")
+        sys.stdout.flush()
+
+def thread_client(t):                    # through the writer thread's queue
+    for i in range(100000):
+        rid = f"t{t}-{i}"
+        gw.ledger.open_request(rid, user, "chatbot", "m")
+        gw.record_response(rid, b"req", rid.encode(), fee=Fee(0, 1, 0, 7), user=user)
+        ack(rid)
+
+async def loop_client(t):                # on the event loop: inline when the writer is idle
+    for i in range(100000):
+        rid = f"a{t}-{i}"
+        await gw.ledger.open_request_async(rid, user, "chatbot", "m")
+        await gw.record_response_async(rid, b"req", rid.encode(), fee=Fee(0, 1, 0, 7), user=user)
+        ack(rid)
+
+async def main():
+    for t in range(int(sys.argv[4])):
+        threading.Thread(target=thread_client, args=(t,), daemon=True).start()
+    await asyncio.gather(*(loop_client(t) for t in range(4)))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_acknowledged_async_fee_survives_kill_9(tmp_path, threads):
+    """Attack: kill -9 the process while 4 event-loop clients bill through ``arun`` (alone:
+    committed inline on the loop; with 2 thread clients beside them: some inline, some through
+    the writer's queue). Every request acknowledged before the kill has its fee and signature in
+    the file; the in-memory total of a new process equals the stored sum."""
+    url = f"sqlite:///{tmp_path / 'ka.db'}"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILL_ASYNC, url, KEY.hex(), USER, str(threads)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    acked: list[str] = []
+    inline = 0
+    deadline = time.monotonic() + 60
+    try:
+        while len(acked) < 300 and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            rid, count = line.split()
+            acked.append(rid)
+            inline = int(count)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert len(acked) >= 300, "the clients did not get going"
+    assert inline > 0  # the loop's clients committed inline
+    assert any(rid.startswith("a") for rid in acked)
+    if threads:
+        assert any(rid.startswith("t") for rid in acked)
+    gw = _gateway(url)
+    for rid in acked:
+        assert _status(gw.db, rid) == (RequestStatus.UNSETTLED, "7")
+        assert gw.signatures.get(rid).text == response_signature_text(b"req", rid.encode())
+    with gw.db.engine.connect() as conn:
+        billed = conn.exec_driver_sql(
+            "SELECT count(*) FROM requests WHERE status = 'unsettled'"
+        ).scalar()
+    assert billed >= len(acked)
+    assert gw.ledger.unsettled_fee(USER) == 7 * billed
+    gw.db.dispose()
+
+
 # ---------------------------------------------------------------------------------- async path
 
 
@@ -414,3 +505,99 @@ def test_in_memory_admission_matches_the_chain_checks(devnet, fresh_account, tmp
             assert s.get(RequestRecord, "a3") is None  # nothing written
     finally:
         gw.db.dispose()
+
+
+def _hold_write_lock(path) -> sqlite3.Connection:
+    """Another connection holding SQLite's write lock of ``path`` (as another process, or the
+    settler's session, may): the gateway's writes wait in the writer's queue until it is
+    released (``ROLLBACK``)."""
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    return holder
+
+
+def test_async_writes_commit_inline_when_the_writer_is_idle(tmp_path):
+    """On an idle writer the event loop commits the open, the fee + signature, a failure and an
+    unbilled record itself (no hand-off to the writer thread), and each is in the file, seen by
+    another connection, when its call returns; the in-memory total follows the commits."""
+    import asyncio
+
+    path = tmp_path / "i.db"
+    gw = _gateway(f"sqlite:///{path}")
+    writer = gw.db.writer
+
+    def row(rid: str) -> tuple[str, str] | None:
+        with sqlite3.connect(path) as conn:
+            return conn.execute(
+                "SELECT status, fee FROM requests WHERE request_hash = ?", (rid,)
+            ).fetchone()
+
+    async def scenario() -> None:
+        assert gw.ledger.unsettled_fee(USER) == 0  # kept in memory from now on
+        before = writer.inline_commits
+        await gw.ledger.open_request_async("i1", USER, "chatbot", "m")
+        assert row("i1") == (RequestStatus.PENDING, "0")
+        await gw.record_response_async("i1", b"q", b"r1", fee=Fee(0, 1, 0, 5), user=USER)
+        assert row("i1") == (RequestStatus.UNSETTLED, "5")
+        await gw.ledger.open_request_async("i2", USER, "chatbot", "m")
+        await gw.ledger.fail_async("i2", user=USER)
+        assert row("i2") == (RequestStatus.FAILED, "0")
+        await gw.record_response_async("w1", b"q", b"w", fee=None)  # whitelisted: not billed
+        assert writer.inline_commits - before == 5
+        assert gw.ledger.unsettled_fee_cached(USER) == 5
+
+    asyncio.run(scenario())
+    assert gw.signatures.get("i1").text == response_signature_text(b"q", b"r1")
+    assert gw.signatures.get("w1").text == response_signature_text(b"q", b"w")
+    assert gw.ledger.stored_unsettled_fee(USER) == 5
+    gw.db.dispose()
+
+
+def test_cancelled_writes_behind_a_held_lock_stay_consistent(tmp_path):
+    """Attack: another connection holds SQLite's write lock, so the gateway's writes wait in the
+    writer's queue; the client goes away (the awaiting tasks are cancelled) while its fee and a
+    new request's open row wait, and the new request is failed at once. Once the lock is
+    released: the fee and signature are committed whole, the open row is written before its
+    failure (per-request order kept: it ends ``failed``, not ``pending``), and the in-memory
+    total, dropped while unknown, reloads equal to the database's sum and is kept again (no
+    write left marked in flight)."""
+    import asyncio
+
+    path = tmp_path / "l.db"
+    gw = _gateway(f"sqlite:///{path}")
+    writer = gw.db.writer
+
+    async def scenario() -> None:
+        await gw.ledger.open_request_async("r1", USER, "chatbot", "m")
+        assert gw.ledger.unsettled_fee(USER) == 0
+        inline = writer.inline_commits
+        holder = _hold_write_lock(path)
+        try:
+            bill = asyncio.create_task(
+                gw.record_response_async("r1", b"q", b"r", fee=Fee(0, 1, 0, 9), user=USER)
+            )
+            opened = asyncio.create_task(gw.ledger.open_request_async("r2", USER, "chatbot", "m"))
+            await asyncio.sleep(0.1)
+            assert not bill.done() and not opened.done()  # waiting for the lock
+            bill.cancel()
+            opened.cancel()
+            failed = asyncio.create_task(gw.ledger.fail_async("r2", user=USER))
+            await asyncio.sleep(0.05)
+            assert not failed.done()
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        for task in (bill, opened):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        await failed  # queued behind r2's open and r1's fee: both are applied now
+        assert writer.inline_commits == inline  # none of them went inline past the queue
+
+    asyncio.run(scenario())
+    assert _status(gw.db, "r1") == (RequestStatus.UNSETTLED, "9")
+    assert gw.signatures.get("r1").text == response_signature_text(b"q", b"r")
+    assert _status(gw.db, "r2") == (RequestStatus.FAILED, "0")
+    assert gw.ledger.unsettled_fee_cached(USER) is None  # dropped: the cancelled fee's outcome
+    assert gw.ledger.unsettled_fee(USER) == 9 == gw.ledger.stored_unsettled_fee(USER)
+    assert gw.ledger.unsettled_fee_cached(USER) == 9  # kept again
+    gw.db.dispose()
