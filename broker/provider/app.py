@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from broker.asgi.hot_routes import HotRoutes
+from broker.asgi.hot_routes import HotLaneFastAPI, HotRoutes
 from broker.asgi.telemetry import fastapi_telemetry_off
 from broker.provider.cors import GatewayCORS
 from broker.provider.errors import GatewayHTTPError
@@ -75,7 +75,7 @@ def create_app(gw: Gateway) -> FastAPI:
         yield
         await rt.stop()
 
-    app = FastAPI(
+    app = HotLaneFastAPI(  # the billed routes also skip FastAPI's outer layers
         title="0g-broker provider gateway",
         lifespan=lifespan,
         docs_url=None,
