@@ -2,7 +2,8 @@
 dashboard).
 
 Modules: ``body`` (:func:`read_capped_body`: the request body with a size cap), ``headers``
-(:func:`copy_headers`: an upstream answer's headers for the client), ``hot_routes``
+(:func:`copy_headers`: an upstream answer's headers for the client), ``heap``
+(:func:`freeze_startup_heap`: start-up objects out of the garbage collector's way), ``hot_routes``
 (:class:`HotRoutes`: exact routes served without FastAPI's routing), ``guard``
 (:class:`LocalGuard`: Host / Origin / ``Sec-Fetch-Site`` / Content-Type checks that keep a web page
 from using a local server), ``settings`` (the `AllowedHosts` / `AllowedOrigins` settings field
@@ -29,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover - names for type checkers; loaded on first
         split_list,
     )
     from broker.asgi.headers import copy_headers
+    from broker.asgi.heap import freeze_startup_heap
     from broker.asgi.hot_routes import HotRoutes
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "RequestBodyTooLargeError",
     "bound_host_names",
     "copy_headers",
+    "freeze_startup_heap",
     "is_loopback_host",
     "openai_error_body",
     "read_capped_body",
@@ -54,6 +57,7 @@ __getattr__, __dir__ = lazy_exports(
         "RequestBodyTooLargeError": "errors",
         "read_capped_body": "body",
         "copy_headers": "headers",
+        "freeze_startup_heap": "heap",
         "HotRoutes": "hot_routes",
         "JSON_TYPES": "guard",
         "MULTIPART_TYPES": "guard",

@@ -309,6 +309,7 @@ class LocalGuard:
         self.expose_headers = ", ".join(expose_headers)
         self.allow_methods = ", ".join(allow_methods)
         self.max_age = max_age
+        self._trusted_values: set[str] = set()  # Host header values found trusted (exact text)
 
     # ------------------------------------------------------------------ checks
 
@@ -321,10 +322,12 @@ class LocalGuard:
         )
 
     def _check_host(self, value: str | None) -> GuardRefusal | None:
-        if value is None or self.any_host:
+        if value is None or self.any_host or value in self._trusted_values:
             return None
         parsed = _split_host(value)
         if parsed is not None and self._trusted_host(*parsed):
+            if len(self._trusted_values) < 64:  # the few Host values clients use, each parsed once
+                self._trusted_values.add(value)
             return None
         return GuardRefusal(
             403,

@@ -24,6 +24,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from broker.asgi.heap import freeze_startup_heap
 from broker.asgi.hot_routes import HotLaneFastAPI, HotRoutes
 from broker.asgi.telemetry import fastapi_telemetry_off
 from broker.provider.cors import GatewayCORS
@@ -53,7 +54,7 @@ async def _internal_error(_request: Request, _exc: Exception) -> JSONResponse:
     return internal_error_response()
 
 
-def create_app(gw: Gateway) -> FastAPI:
+def create_app(gw: Gateway, *, freeze_heap: bool = False) -> FastAPI:
     """Build the app for one gateway.
 
     The app's state is one :class:`GatewayRuntime` (``app.state.gateway``); its lifespan resumes
@@ -63,6 +64,9 @@ def create_app(gw: Gateway) -> FastAPI:
 
     Args:
         gw: the gateway parts (:func:`broker.provider.serve.build_gateway`).
+        freeze_heap: once started, freeze the start-up objects out of the garbage collector's
+            way (:func:`broker.asgi.heap.freeze_startup_heap`; the gateway process does, an app
+            served inside another program, such as a test, need not).
 
     Returns:
         The FastAPI app (``/openapi.json`` public; ``/ui/`` and ``/metrics`` behind the admin key).
@@ -72,6 +76,8 @@ def create_app(gw: Gateway) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await rt.start()
+        if freeze_heap:  # no full garbage collection walks the start-up objects again
+            freeze_startup_heap()
         yield
         await rt.stop()
 

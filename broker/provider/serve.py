@@ -148,7 +148,8 @@ def build_gateway(
 #: uvicorn options of the gateway: the client address for the per-IP limits comes from the
 #: configured ``trusted_proxies`` (:func:`broker.provider.limits.client_ip`), so uvicorn must not
 #: rewrite the peer from ``X-Forwarded-For`` itself (its default trusts any local client).
-UVICORN_OPTIONS: dict[str, object] = {"proxy_headers": False}
+#: No ``server: uvicorn`` header either (nothing to fingerprint, one header less per answer).
+UVICORN_OPTIONS: dict[str, object] = {"proxy_headers": False, "server_header": False}
 
 
 def serve(settings: ProviderSettings) -> None:
@@ -161,7 +162,7 @@ def serve(settings: ProviderSettings) -> None:
     gw.scheduler.start()
     try:
         uvicorn.run(
-            create_app(gw),
+            create_app(gw, freeze_heap=True),
             host=settings.host,
             port=settings.port,
             log_level="info",

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker._exceptions import BrokerError, ChainError, InputError
 from broker.asgi.guard import MULTIPART_TYPES, LocalGuard, bound_host_names
+from broker.asgi.heap import freeze_startup_heap
 from broker.asgi.telemetry import fastapi_telemetry_off
 from broker.chain.addresses import checksum_address
 from broker.inference.errors import SignerNotAcknowledgedError
@@ -203,6 +204,7 @@ def create_app(
     *,
     console: Console | None = None,
     run_startup: bool = True,
+    freeze_heap: bool = False,
 ) -> FastAPI:
     """Build the proxy app for one provider, behind :class:`broker.asgi.guard.LocalGuard`
     (loopback or ``allowed_hosts`` Host, no foreign ``Origin`` unless in ``allowed_origins``,
@@ -215,6 +217,9 @@ def create_app(
         console: where start-up progress goes (default stderr).
         run_startup: run the start-up steps (funding, acknowledgement, auto-funding) in the
             lifespan; ``False`` only resolves the service.
+        freeze_heap: once started, freeze the start-up objects out of the garbage collector's
+            way (:func:`broker.asgi.heap.freeze_startup_heap`; :func:`serve` does, an app served
+            inside another program, such as a test, need not).
 
     Returns:
         The FastAPI app; ``app.state.proxy`` is the :class:`ProxyContext` once started.
@@ -283,6 +288,8 @@ def create_app(
         )
         ctx.extra["state_store"] = state
         app.state.proxy = ctx
+        if freeze_heap:  # no full garbage collection walks the start-up objects again
+            freeze_startup_heap()
         try:
             yield
         finally:
@@ -361,7 +368,7 @@ def serve(broker: Any, settings: ServeSettings, *, console: Console | None = Non
     """
     import uvicorn
 
-    app = create_app(broker, settings, console=console)
+    app = create_app(broker, settings, console=console, freeze_heap=True)
     # a local proxy: no X-Forwarded-* rewriting of the client address, no access log line
     config = uvicorn.Config(
         app,
