@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -233,6 +234,13 @@ def _recover(text: str, signature: str) -> bytes:
     return keccak(key.format(compressed=False)[1:])[-20:]
 
 
+@functools.lru_cache(maxsize=64)
+def _checksummed(address: bytes) -> str:
+    """The checksummed form of a 20-byte address (one keccak; a provider's TEE signer recurs on
+    every response, so it is remembered)."""
+    return to_checksum_address(address)
+
+
 def recover_text_signer(text: str, signature: str) -> str:
     """Recover the signer of EIP-191 ``personal_sign(utf8(text))`` (§8.2 step 8; vector §3, C2).
 
@@ -279,7 +287,7 @@ def verify_signature_header(
         return None
     if "0x" + recovered.hex() != signer.lower():
         return None
-    address = to_checksum_address(recovered)
+    address = _checksummed(recovered)
     return VerificationResult(
         True,
         VerificationReason.VERIFIED,
