@@ -220,38 +220,30 @@ def _c_encodable(value: Any, depth: int) -> bool:
     string keys, at most :data:`MAX_DEPTH` deep. Anything else takes :func:`_encode`."""
     kind = type(value)
     if kind is dict:
-        if depth >= MAX_DEPTH:
+        if any(type(key) is not str for key in value):
             return False
-        for key, item in value.items():
-            if type(key) is not str:
-                return False
-            kind = type(item)
-            if kind is str or item is None or kind is bool:
+        items: Any = value.values()
+    elif kind is list:
+        items = value
+    else:
+        return kind is str or value is None or kind is bool or _exact_int(value)
+    if depth >= MAX_DEPTH:
+        return False
+    for item in items:  # the scalars inline: most values of a body are strings
+        kind = type(item)
+        if kind is str or item is None or kind is bool:
+            continue
+        if kind is int:
+            if -_EXACT_INT <= item <= _EXACT_INT:
                 continue
-            if kind is int:
-                if -_EXACT_INT <= item <= _EXACT_INT:
-                    continue
-                return False
-            if not _c_encodable(item, depth + 1):
-                return False
-        return True
-    if kind is list:
-        if depth >= MAX_DEPTH:
             return False
-        for item in value:
-            kind = type(item)
-            if kind is str or item is None or kind is bool:
-                continue
-            if kind is int:
-                if -_EXACT_INT <= item <= _EXACT_INT:
-                    continue
-                return False
-            if not _c_encodable(item, depth + 1):
-                return False
-        return True
-    if kind is str or value is None or kind is bool:
-        return True
-    return kind is int and -_EXACT_INT <= value <= _EXACT_INT
+        if not _c_encodable(item, depth + 1):
+            return False
+    return True
+
+
+def _exact_int(value: Any) -> bool:
+    return type(value) is int and -_EXACT_INT <= value <= _EXACT_INT
 
 
 def apply_chat_stream_rewrite(data: dict[str, Any]) -> bool:
