@@ -85,7 +85,13 @@ class _HotDispatch:
 
 class HotLaneFastAPI(FastAPI):
     """A FastAPI app whose :class:`HotRoutes` routes skip FastAPI's outer layers (module
-    docstring). Without a :class:`HotRoutes` middleware it is a plain FastAPI app."""
+    docstring). Without a :class:`HotRoutes` middleware it is a plain FastAPI app.
+
+    Each middleware added with ``add_middleware`` is built twice (once for each lane), from the
+    same class and arguments: a middleware must keep what it counts or records in an object passed
+    as an argument (a metrics registry, a request log), not on its own instance, or the two lanes
+    would each see only their share of the requests.
+    """
 
     def build_middleware_stack(self) -> ASGIApp:
         """The whole stack, with a lane for the hot routes in front of it."""
