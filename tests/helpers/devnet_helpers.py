@@ -48,6 +48,39 @@ def devnet_owner(devnet):
     return Account.from_key(owner_key)
 
 
+def devnet_owner_contract(devnet) -> InferenceServingContract:
+    """The inference contract with the devnet owner (:func:`devnet_owner`) as sender."""
+    w3 = Web3(Web3.HTTPProvider(devnet.rpc_url))
+    return InferenceServingContract(
+        w3, devnet.inference_address, TransactionSender(w3, devnet_owner(devnet))
+    )
+
+
+def register_acknowledged_service(
+    devnet, provider, settings, tee_signer_address: str
+) -> InferenceServingContract:
+    """Register the service that ``settings`` (a ``ProviderSettings``) describes, from
+    ``provider`` (an ``eth_account`` LocalAccount with no service yet: ``register_service`` must
+    answer ``"registered"``) with TEE signer ``tee_signer_address``, then have the devnet owner
+    acknowledge that signer (``acknowledgeTEESignerByOwner``, contracts.md A3.3).
+
+    Returns:
+        The inference contract with ``provider`` as sender.
+
+    Raises:
+        AssertionError: the provider already had a service.
+    """
+    from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
+
+    w3 = Web3(Web3.HTTPProvider(devnet.rpc_url))
+    contract = InferenceServingContract(
+        w3, devnet.inference_address, TransactionSender(w3, provider)
+    )
+    assert register_service(contract, settings, tee_signer_address) == "registered"
+    acknowledge_tee_signer_by_owner(devnet_owner_contract(devnet), provider.address)
+    return contract
+
+
 def register_chatbot_service(
     devnet,
     url: str,
@@ -78,9 +111,7 @@ def register_chatbot_service(
         value=100 * OG,
     )
     if owner_ack:
-        owner = InferenceServingContract(
-            w3, devnet.inference_address, TransactionSender(w3, devnet_owner(devnet))
-        )
+        owner = devnet_owner_contract(devnet)
         owner.sender.send(owner.contract.functions.acknowledgeTEESignerByOwner(provider.address))
     return provider
 

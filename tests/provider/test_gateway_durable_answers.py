@@ -24,16 +24,15 @@ import time
 
 import httpx
 import pytest
-from devnet_helpers import devnet_owner, key_hex
+from devnet_helpers import key_hex, register_acknowledged_service
 from fastapi import FastAPI, Request
 from server_helpers import UvicornThread, free_port
 
 from broker.chain.connection import connect
-from broker.chain.contracts import InferenceServingContract, LedgerManagerContract
+from broker.chain.contracts import LedgerManagerContract
 from broker.chain.sender import TransactionSender
 from broker.inference.token_issuing import new_session_token
 from broker.provider.db import RequestStatus
-from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
 from broker.provider.settings import ProviderSettings
 from broker.provider.tee import LocalTeeSigner
 from broker.stacks.provider_stack import gateway_env
@@ -110,16 +109,7 @@ def service(devnet, tmp_path_factory):
             db_url=f"sqlite:///{db_path}",
         )
         signer = LocalTeeSigner(bytes.fromhex("55" * 32))
-        pcontract = InferenceServingContract(
-            w3, devnet.inference_address, TransactionSender(w3, provider)
-        )
-        assert register_service(pcontract, settings, signer.address) == "registered"
-        acknowledge_tee_signer_by_owner(
-            InferenceServingContract(
-                w3, devnet.inference_address, TransactionSender(w3, devnet_owner(devnet))
-            ),
-            provider.address,
-        )
+        register_acknowledged_service(devnet, provider, settings, signer.address)
         base = {k: v for k, v in os.environ.items() if not k.startswith("ZG_PROVIDER_")}
         env = {
             **gateway_env(base, settings),

@@ -16,7 +16,7 @@ from collections import Counter
 
 import httpx
 import pytest
-from devnet_helpers import devnet_owner, key_hex
+from devnet_helpers import key_hex, register_acknowledged_service
 from fastapi import FastAPI
 from server_helpers import UvicornThread, free_port
 from typer.testing import CliRunner
@@ -27,7 +27,6 @@ from broker.chain.sender import TransactionSender
 from broker.inference.token_issuing import new_session_token
 from broker.provider.accounts import AccountCache
 from broker.provider.app import create_app
-from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
 from broker.provider.revocations import RevocationWatcher
 from broker.provider.serve import build_gateway
 from broker.provider.settings import ProviderSettings
@@ -84,16 +83,7 @@ def gateway(devnet, tmp_path_factory):
             per_user_burst=1000,
             max_per_user_concurrent=50,
         )
-        contract = InferenceServingContract(
-            w3, devnet.inference_address, TransactionSender(w3, provider)
-        )
-        assert register_service(contract, settings, signer.address) == "registered"
-        acknowledge_tee_signer_by_owner(
-            InferenceServingContract(
-                w3, devnet.inference_address, TransactionSender(w3, devnet_owner(devnet))
-            ),
-            provider.address,
-        )
+        register_acknowledged_service(devnet, provider, settings, signer.address)
         gw = build_gateway(settings, signer=signer, with_scheduler=False)
         assert gw.accounts.account_ttl == 600.0  # the long cache stays
         with UvicornThread(create_app(gw), port) as server:

@@ -424,15 +424,14 @@ def test_in_memory_admission_matches_the_chain_checks(devnet, fresh_account, tmp
     keep their errors and hold no slot."""
     import asyncio
 
-    from devnet_helpers import devnet_owner, key_hex
+    from devnet_helpers import key_hex, register_acknowledged_service
 
     from broker.chain.connection import connect
-    from broker.chain.contracts import InferenceServingContract, LedgerManagerContract
+    from broker.chain.contracts import LedgerManagerContract
     from broker.chain.sender import TransactionSender
     from broker.devnet import fund_new_account
     from broker.inference.token_issuing import new_session_token
     from broker.provider.errors import RequestValidationError, SessionValidationError
-    from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
     from broker.provider.serve import build_gateway
     from broker.provider.settings import ProviderSettings
     from broker.wire.session_token import authorization_header, sign_session_token
@@ -454,16 +453,7 @@ def test_in_memory_admission_matches_the_chain_checks(devnet, fresh_account, tmp
         per_user_burst=1000,
     )
     signer = LocalTeeSigner(bytes.fromhex("31" * 32))
-    pcontract = InferenceServingContract(
-        w3, devnet.inference_address, TransactionSender(w3, provider)
-    )
-    assert register_service(pcontract, settings, signer.address) == "registered"
-    acknowledge_tee_signer_by_owner(
-        InferenceServingContract(
-            w3, devnet.inference_address, TransactionSender(w3, devnet_owner(devnet))
-        ),
-        provider.address,
-    )
+    register_acknowledged_service(devnet, provider, settings, signer.address)
     user = fresh_account
     ledger = LedgerManagerContract(w3, devnet.ledger_address, TransactionSender(w3, user))
     ledger.add_ledger("", 10 * zg)

@@ -14,7 +14,11 @@ import uuid
 import httpx
 import openai
 import pytest
-from devnet_helpers import devnet_owner, funded_user_broker, provider_stack
+from devnet_helpers import (
+    funded_user_broker,
+    provider_stack,
+    register_acknowledged_service,
+)
 from fastapi import FastAPI
 from server_helpers import UvicornThread, free_port
 
@@ -23,7 +27,6 @@ from broker.chain.contracts import InferenceServingContract
 from broker.chain.sender import TransactionSender
 from broker.provider.app import create_app
 from broker.provider.limits import IP_MESSAGE, Limits, client_ip
-from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
 from broker.provider.serve import UVICORN_OPTIONS, build_gateway
 from broker.provider.settings import ProviderSettings
 from broker.provider.tee import LocalTeeSigner
@@ -69,8 +72,7 @@ def gateway(devnet, tmp_path_factory):
         trusted_proxies=f"{PROXY}/32",
     )
     signer = LocalTeeSigner(bytes.fromhex("33" * 32))
-    assert register_service(_contract(devnet, provider), settings, signer.address) == "registered"
-    acknowledge_tee_signer_by_owner(_contract(devnet, devnet_owner(devnet)), provider.address)
+    register_acknowledged_service(devnet, provider, settings, signer.address)
     gw = build_gateway(settings, signer=signer, with_scheduler=False)
     # served as ``0g-broker provider serve`` serves it
     with UvicornThread(create_app(gw), port, start_polls=250, **UVICORN_OPTIONS) as server:

@@ -22,7 +22,11 @@ import time
 
 import httpx
 import pytest
-from devnet_helpers import RAISED_GATEWAY_LIMITS, devnet_owner, funded_user_broker
+from devnet_helpers import (
+    RAISED_GATEWAY_LIMITS,
+    funded_user_broker,
+    register_acknowledged_service,
+)
 from proxy_helpers import ThreadServer, free_port
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -141,20 +145,15 @@ async def _chat(request: Request) -> StreamingResponse:
 def gateway(devnet, tmp_path_factory):
     """A chatbot gateway (prices IN_PRICE / OUT_PRICE per token) registered on the devnet, in front
     of the hand-made streams; yields the provider address."""
-    from broker.chain.connection import connect
-    from broker.chain.contracts import InferenceServingContract
-    from broker.chain.sender import TransactionSender
     from broker.devnet import fund_new_account
     from broker.provider.app import create_app as create_gateway_app
     from broker.provider.limits import Limits
-    from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
     from broker.provider.serve import build_gateway
     from broker.provider.settings import ProviderSettings
     from broker.provider.tee import LocalTeeSigner
 
     tmp = tmp_path_factory.mktemp("fidelity-gateway")
     provider = fund_new_account(devnet, amount_neuron=1000 * ZG)
-    w3 = connect(devnet.rpc_url)
     port = free_port()
     signer = LocalTeeSigner(bytes.fromhex("5e" * 32))
     backend_app = Starlette(routes=[Route("/chat/completions", _chat, methods=["POST"])])
@@ -172,14 +171,7 @@ def gateway(devnet, tmp_path_factory):
             target_url=backend,
             db_url=f"sqlite:///{tmp / 'gateway.db'}",
         )
-        contract = InferenceServingContract(
-            w3, devnet.inference_address, TransactionSender(w3, provider)
-        )
-        assert register_service(contract, settings, signer.address) == "registered"
-        owner = InferenceServingContract(
-            w3, devnet.inference_address, TransactionSender(w3, devnet_owner(devnet))
-        )
-        acknowledge_tee_signer_by_owner(owner, provider.address)
+        register_acknowledged_service(devnet, provider, settings, signer.address)
         gw = build_gateway(settings, signer=signer, with_scheduler=False)
         gw.limits = Limits(**RAISED_GATEWAY_LIMITS)
         try:
