@@ -9,6 +9,7 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from eth_account import Account
@@ -46,6 +47,30 @@ def devnet_owner(devnet):
         if a.address.lower() == devnet.owner.lower()
     )
     return Account.from_key(owner_key)
+
+
+def devnet_gateway_settings(devnet, provider, tmp: Path, *, port: int | None = None, **fields):
+    """``ProviderSettings`` of a gateway run by ``provider`` (an ``eth_account`` LocalAccount) on
+    the session devnet: a ``chatbot`` service, no dstack socket (``tmp / "none.sock"``), its SQLite
+    database at ``tmp / "gateway.db"`` and, with ``port``, served at ``http://127.0.0.1:{port}``.
+
+    Args:
+        fields: any other ``ProviderSettings`` field, or one of the above to override (``model``,
+            prices in neuron per token, ``target_url``, ``tee_signer_key``, limits...).
+    """
+    from broker.provider.settings import ProviderSettings
+
+    base: dict[str, Any] = {
+        "rpc_url": devnet.rpc_url,
+        "inference_address": devnet.inference_address,
+        "private_key": key_hex(provider),
+        "dstack_socket": tmp / "none.sock",
+        "service_type": "chatbot",
+        "db_url": f"sqlite:///{tmp / 'gateway.db'}",
+    }
+    if port is not None:
+        base["serving_url"] = f"http://127.0.0.1:{port}"
+    return ProviderSettings(**{**base, **fields})
 
 
 def devnet_owner_contract(devnet) -> InferenceServingContract:

@@ -24,7 +24,7 @@ import time
 
 import httpx
 import pytest
-from devnet_helpers import key_hex, register_acknowledged_service
+from devnet_helpers import devnet_gateway_settings, register_acknowledged_service
 from fastapi import FastAPI, Request
 from server_helpers import UvicornThread, free_port
 
@@ -33,7 +33,6 @@ from broker.chain.contracts import LedgerManagerContract
 from broker.chain.sender import TransactionSender
 from broker.inference.token_issuing import new_session_token
 from broker.provider.db import RequestStatus
-from broker.provider.settings import ProviderSettings
 from broker.provider.tee import LocalTeeSigner
 from broker.stacks.provider_stack import gateway_env
 from broker.stacks.servers import LocalServer
@@ -94,17 +93,15 @@ def service(devnet, tmp_path_factory):
     db_path = tmp / "gateway.db"
     backend = _LockingBackend(db_path)
     with UvicornThread(backend.app, free_port()) as backend_server:
-        settings = ProviderSettings(
-            rpc_url=devnet.rpc_url,
-            inference_address=devnet.inference_address,
-            private_key=key_hex(provider),
+        settings = devnet_gateway_settings(
+            devnet,
+            provider,
+            tmp,
+            port=port,
             tee_signer_key="0x" + "55" * 32,
-            dstack_socket=tmp / "none.sock",
-            service_type="chatbot",
             model="durable-model",
             input_price=INPUT_PRICE,
             output_price=OUTPUT_PRICE,
-            serving_url=f"http://127.0.0.1:{port}",
             target_url=backend_server.url,
             db_url=f"sqlite:///{db_path}",
         )

@@ -12,7 +12,11 @@ import time
 
 import httpx
 import pytest
-from devnet_helpers import register_acknowledged_service, settle_once_recording
+from devnet_helpers import (
+    devnet_gateway_settings,
+    register_acknowledged_service,
+    settle_once_recording,
+)
 from eth_account import Account
 from fastapi import FastAPI, Request
 from server_helpers import UvicornThread, free_port
@@ -24,7 +28,6 @@ from broker.inference.response_signature import recover_text_signer
 from broker.inference.token_issuing import new_session_token
 from broker.provider.app import create_app
 from broker.provider.serve import build_gateway
-from broker.provider.settings import ProviderSettings
 from broker.provider.settlement import Settler
 from broker.provider.tee import LocalTeeSigner
 from broker.wire.session_token import authorization_header, sign_session_token
@@ -57,17 +60,15 @@ def world(devnet, tmp_path_factory):
     provider = fund_new_account(devnet, amount_neuron=1000 * ZG)
     w3 = connect(devnet.rpc_url)
     gw_port = free_port()
-    settings = ProviderSettings(
-        rpc_url=devnet.rpc_url,
-        inference_address=devnet.inference_address,
-        private_key="0x" + bytes(provider.key).hex(),
+    settings = devnet_gateway_settings(
+        devnet,
+        provider,
+        tmp,
+        port=gw_port,
         tee_signer_key="0x" + "11" * 32,
-        dstack_socket=tmp / "none.sock",
         service_type="text-to-image",
         model="tiny",
         output_price=PRICE,
-        serving_url=f"http://127.0.0.1:{gw_port}",
-        db_url=f"sqlite:///{tmp / 'gateway.db'}",
         max_body_bytes=1 << 20,
     )
     signer = LocalTeeSigner(bytes.fromhex("11" * 32))

@@ -16,7 +16,7 @@ from collections import Counter
 
 import httpx
 import pytest
-from devnet_helpers import key_hex, register_acknowledged_service
+from devnet_helpers import devnet_gateway_settings, key_hex, register_acknowledged_service
 from fastapi import FastAPI
 from server_helpers import UvicornThread, free_port
 from typer.testing import CliRunner
@@ -29,7 +29,6 @@ from broker.provider.accounts import AccountCache
 from broker.provider.app import create_app
 from broker.provider.revocations import RevocationWatcher
 from broker.provider.serve import build_gateway
-from broker.provider.settings import ProviderSettings
 from broker.provider.tee import LocalTeeSigner
 from broker.wire.session_token import authorization_header, sign_session_token
 
@@ -64,18 +63,16 @@ def gateway(devnet, tmp_path_factory):
     signer = LocalTeeSigner(bytes.fromhex("13" * 32))
     with UvicornThread(_backend(), free_port()) as backend:
         port = free_port()
-        settings = ProviderSettings(
-            rpc_url=devnet.rpc_url,
-            inference_address=devnet.inference_address,
-            private_key=key_hex(provider),
+        settings = devnet_gateway_settings(
+            devnet,
+            provider,
+            tmp,
+            port=port,
             tee_signer_key="0x" + "13" * 32,
-            dstack_socket=tmp / "none.sock",
             service_type="text-to-image",
             model="tiny",
             output_price=PRICE,
-            serving_url=f"http://127.0.0.1:{port}",
             target_url=backend.url,
-            db_url=f"sqlite:///{tmp / 'gateway.db'}",
             revocation_poll_interval=POLL,
             per_ip_rps=1000,
             per_ip_burst=1000,

@@ -15,6 +15,7 @@ import httpx
 import openai
 import pytest
 from devnet_helpers import (
+    devnet_gateway_settings,
     funded_user_broker,
     provider_stack,
     register_acknowledged_service,
@@ -54,17 +55,14 @@ def gateway(devnet, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("xff")
     provider = fund_new_account(devnet, amount_neuron=1000 * ZG)
     port = free_port()
-    settings = ProviderSettings(
-        rpc_url=devnet.rpc_url,
-        inference_address=devnet.inference_address,
-        private_key="0x" + bytes(provider.key).hex(),
+    settings = devnet_gateway_settings(
+        devnet,
+        provider,
+        tmp,
+        port=port,
         tee_signer_key="0x" + "33" * 32,
-        dstack_socket=tmp / "none.sock",
-        service_type="chatbot",
         model="xff-model",
-        serving_url=f"http://127.0.0.1:{port}",
         target_url="http://127.0.0.1:9",
-        db_url=f"sqlite:///{tmp / 'gateway.db'}",
         handler_ip_rps=0.001,
         handler_ip_burst=BURST,
         per_ip_rps=0.001,

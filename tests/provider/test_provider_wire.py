@@ -12,7 +12,7 @@ import uuid
 
 import httpx
 import pytest
-from devnet_helpers import register_acknowledged_service
+from devnet_helpers import devnet_gateway_settings, register_acknowledged_service
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from server_helpers import UvicornThread, free_port
@@ -44,19 +44,16 @@ HANDLER_EXPOSED = {"zg-res-key", "zg-res-signature", "retry-after"}
 
 
 def _settings(devnet, tmp, provider, port: int, **kw) -> ProviderSettings:
-    return ProviderSettings(
-        rpc_url=devnet.rpc_url,
-        inference_address=devnet.inference_address,
-        private_key="0x" + bytes(provider.key).hex(),
+    return devnet_gateway_settings(
+        devnet,
+        provider,
+        tmp,
+        port=port,
         tee_signer_key="0x" + "22" * 32,
-        dstack_socket=tmp / "none.sock",
-        service_type="chatbot",
         model="wire-model",
         input_price=1,
         output_price=2,
-        serving_url=f"http://127.0.0.1:{port}",
         target_url="http://127.0.0.1:9",
-        db_url=f"sqlite:///{tmp / 'gateway.db'}",
         **kw,
     )
 
