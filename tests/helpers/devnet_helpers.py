@@ -106,19 +106,21 @@ def register_acknowledged_service(
     return contract
 
 
-def register_chatbot_service(
+def register_teeml_service(
     devnet,
     url: str,
     *,
+    service_type: str,
     model: str,
     input_price: int,
     output_price: int,
-    tee_address: str = MOCK_TEE_ADDR,
+    tee_address: str | None = None,
     owner_ack: bool = False,
 ):
-    """Register a ``TeeML`` chatbot service at ``url`` from a new provider funded with 200 0G
-    (stake 100 0G, ``additionalInfo`` ``{"ProviderType": "decentralized"}``; prices in neuron per
-    token); with ``owner_ack`` the devnet owner acknowledges its TEE signer.
+    """Register a ``TeeML`` service of ``service_type`` at ``url`` from a new provider funded with
+    200 0G (stake 100 0G, ``additionalInfo`` ``{"ProviderType": "decentralized"}``; prices in
+    neuron per token, or per image for images) whose TEE signer is ``tee_address`` (default: the
+    provider's own address); with ``owner_ack`` the devnet owner acknowledges that signer.
 
     Returns:
         The provider's ``eth_account`` LocalAccount.
@@ -131,14 +133,42 @@ def register_chatbot_service(
         w3, devnet.inference_address, TransactionSender(w3, provider)
     )
     info = json.dumps({"ProviderType": "decentralized"})
+    signer = tee_address or provider.address
     contract.add_or_update_service(
-        ("chatbot", url, model, "TeeML", input_price, output_price, info, tee_address),
+        (service_type, url, model, "TeeML", input_price, output_price, info, signer),
         value=100 * OG,
     )
     if owner_ack:
-        owner = devnet_owner_contract(devnet)
-        owner.sender.send(owner.contract.functions.acknowledgeTEESignerByOwner(provider.address))
+        devnet_owner_contract(devnet).acknowledge_tee_signer_by_owner(provider.address)
     return provider
+
+
+def register_chatbot_service(
+    devnet,
+    url: str,
+    *,
+    model: str,
+    input_price: int,
+    output_price: int,
+    tee_address: str = MOCK_TEE_ADDR,
+    owner_ack: bool = False,
+):
+    """:func:`register_teeml_service` of a ``chatbot`` service whose TEE signer is
+    ``tee_address`` (default: the mock signer of test-vectors.md C2).
+
+    Returns:
+        The provider's ``eth_account`` LocalAccount.
+    """
+    return register_teeml_service(
+        devnet,
+        url,
+        service_type="chatbot",
+        model=model,
+        input_price=input_price,
+        output_price=output_price,
+        tee_address=tee_address,
+        owner_ack=owner_ack,
+    )
 
 
 def run_concurrently(
