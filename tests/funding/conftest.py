@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import uvicorn
-from devnet_helpers import register_chatbot_service
+from devnet_helpers import funded_user_broker, register_chatbot_service
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -92,8 +92,6 @@ def funding_provider(devnet, fee_server):
 def make_user(devnet, funding_provider, tmp_path):
     """``make_user(ledger="20", sub_account="5", **broker_kwargs) -> InferenceBroker`` for a new
     funded user (its own SQLite fee store); closes them all at the end."""
-    from broker.broker import create_broker
-    from broker.devnet import fund_new_account
     from broker.funding import RetryPolicy
     from broker.inference.broker import InferenceBroker
     from broker.inference.fee_store import FeeStore
@@ -101,19 +99,11 @@ def make_user(devnet, funding_provider, tmp_path):
     made = []
 
     def make(ledger: str = "20", sub_account: str | None = "5", **kwargs) -> InferenceBroker:
-        user = fund_new_account(devnet, amount_neuron=100 * OG)
-        base = create_broker(
-            "0x" + bytes(user.key).hex(),
-            network="devnet",
-            rpc_url=devnet.rpc_url,
-            ledger_address=devnet.ledger_address,
-            inference_address=devnet.inference_address,
-        )
-        base.ledger.add_ledger(ledger)
+        base = funded_user_broker(devnet, ledger=ledger, amount_neuron=100 * OG)
         if sub_account:
             base.ledger.transfer_fund(funding_provider, "inference", sub_account)
         inf = InferenceBroker.from_broker(
-            base, fee_store=FeeStore(f"sqlite:///{tmp_path / f'{user.address}.db'}"), **kwargs
+            base, fee_store=FeeStore(f"sqlite:///{tmp_path / f'{base.address}.db'}"), **kwargs
         )
         inf.funding_checker.retry = RetryPolicy(attempts=3, backoff_s=0.05)
         made.append(inf)

@@ -9,6 +9,7 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from eth_account import Account
@@ -48,19 +49,78 @@ def devnet_owner(devnet):
     return Account.from_key(owner_key)
 
 
-def register_chatbot_service(
+def devnet_gateway_settings(devnet, provider, tmp: Path, *, port: int | None = None, **fields):
+    """``ProviderSettings`` of a gateway run by ``provider`` (an ``eth_account`` LocalAccount) on
+    the session devnet: a ``chatbot`` service, no dstack socket (``tmp / "none.sock"``), its SQLite
+    database at ``tmp / "gateway.db"`` and, with ``port``, served at ``http://127.0.0.1:{port}``.
+
+    Args:
+        fields: any other ``ProviderSettings`` field, or one of the above to override (``model``,
+            prices in neuron per token, ``target_url``, ``tee_signer_key``, limits...).
+    """
+    from broker.provider.settings import ProviderSettings
+
+    base: dict[str, Any] = {
+        "rpc_url": devnet.rpc_url,
+        "inference_address": devnet.inference_address,
+        "private_key": key_hex(provider),
+        "dstack_socket": tmp / "none.sock",
+        "service_type": "chatbot",
+        "db_url": f"sqlite:///{tmp / 'gateway.db'}",
+    }
+    if port is not None:
+        base["serving_url"] = f"http://127.0.0.1:{port}"
+    return ProviderSettings(**{**base, **fields})
+
+
+def devnet_owner_contract(devnet) -> InferenceServingContract:
+    """The inference contract with the devnet owner (:func:`devnet_owner`) as sender."""
+    w3 = Web3(Web3.HTTPProvider(devnet.rpc_url))
+    return InferenceServingContract(
+        w3, devnet.inference_address, TransactionSender(w3, devnet_owner(devnet))
+    )
+
+
+def register_acknowledged_service(
+    devnet, provider, settings, tee_signer_address: str
+) -> InferenceServingContract:
+    """Register the service that ``settings`` (a ``ProviderSettings``) describes, from
+    ``provider`` (an ``eth_account`` LocalAccount with no service yet: ``register_service`` must
+    answer ``"registered"``) with TEE signer ``tee_signer_address``, then have the devnet owner
+    acknowledge that signer (``acknowledgeTEESignerByOwner``, contracts.md A3.3).
+
+    Returns:
+        The inference contract with ``provider`` as sender.
+
+    Raises:
+        AssertionError: the provider already had a service.
+    """
+    from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
+
+    w3 = Web3(Web3.HTTPProvider(devnet.rpc_url))
+    contract = InferenceServingContract(
+        w3, devnet.inference_address, TransactionSender(w3, provider)
+    )
+    assert register_service(contract, settings, tee_signer_address) == "registered"
+    acknowledge_tee_signer_by_owner(devnet_owner_contract(devnet), provider.address)
+    return contract
+
+
+def register_teeml_service(
     devnet,
     url: str,
     *,
+    service_type: str,
     model: str,
     input_price: int,
     output_price: int,
-    tee_address: str = MOCK_TEE_ADDR,
+    tee_address: str | None = None,
     owner_ack: bool = False,
 ):
-    """Register a ``TeeML`` chatbot service at ``url`` from a new provider funded with 200 0G
-    (stake 100 0G, ``additionalInfo`` ``{"ProviderType": "decentralized"}``; prices in neuron per
-    token); with ``owner_ack`` the devnet owner acknowledges its TEE signer.
+    """Register a ``TeeML`` service of ``service_type`` at ``url`` from a new provider funded with
+    200 0G (stake 100 0G, ``additionalInfo`` ``{"ProviderType": "decentralized"}``; prices in
+    neuron per token, or per image for images) whose TEE signer is ``tee_address`` (default: the
+    provider's own address); with ``owner_ack`` the devnet owner acknowledges that signer.
 
     Returns:
         The provider's ``eth_account`` LocalAccount.
@@ -73,16 +133,42 @@ def register_chatbot_service(
         w3, devnet.inference_address, TransactionSender(w3, provider)
     )
     info = json.dumps({"ProviderType": "decentralized"})
+    signer = tee_address or provider.address
     contract.add_or_update_service(
-        ("chatbot", url, model, "TeeML", input_price, output_price, info, tee_address),
+        (service_type, url, model, "TeeML", input_price, output_price, info, signer),
         value=100 * OG,
     )
     if owner_ack:
-        owner = InferenceServingContract(
-            w3, devnet.inference_address, TransactionSender(w3, devnet_owner(devnet))
-        )
-        owner.sender.send(owner.contract.functions.acknowledgeTEESignerByOwner(provider.address))
+        devnet_owner_contract(devnet).acknowledge_tee_signer_by_owner(provider.address)
     return provider
+
+
+def register_chatbot_service(
+    devnet,
+    url: str,
+    *,
+    model: str,
+    input_price: int,
+    output_price: int,
+    tee_address: str = MOCK_TEE_ADDR,
+    owner_ack: bool = False,
+):
+    """:func:`register_teeml_service` of a ``chatbot`` service whose TEE signer is
+    ``tee_address`` (default: the mock signer of test-vectors.md C2).
+
+    Returns:
+        The provider's ``eth_account`` LocalAccount.
+    """
+    return register_teeml_service(
+        devnet,
+        url,
+        service_type="chatbot",
+        model=model,
+        input_price=input_price,
+        output_price=output_price,
+        tee_address=tee_address,
+        owner_ack=owner_ack,
+    )
 
 
 def run_concurrently(

@@ -5,7 +5,7 @@ no ``/unsettledfee`` (devnet + loopback fake provider)."""
 from __future__ import annotations
 
 import pytest
-from devnet_helpers import register_chatbot_service
+from devnet_helpers import funded_user_broker, register_chatbot_service
 
 from broker.inference.broker import InferenceBroker, NoFunding
 from broker.inference.fee_store import FeeStore
@@ -17,9 +17,6 @@ PRICE = 10**15  # neuron per token: 2000 + 2000 tokens = 4 0G
 
 
 def test_new_broker_on_same_database_keeps_fees(devnet, fake_provider, tmp_path):
-    from broker.broker import create_broker
-    from broker.devnet import fund_new_account
-
     provider = register_chatbot_service(
         devnet,
         fake_provider.url,
@@ -28,33 +25,25 @@ def test_new_broker_on_same_database_keeps_fees(devnet, fake_provider, tmp_path)
         output_price=PRICE,
         tee_address="0x325744be57db298C2652c672B32Eb12875d92D83",
     )
-    user = fund_new_account(devnet, amount_neuron=100 * OG)
-    base = create_broker(
-        "0x" + bytes(user.key).hex(),
-        network="devnet",
-        rpc_url=devnet.rpc_url,
-        ledger_address=devnet.ledger_address,
-        inference_address=devnet.inference_address,
-    )
-    base.ledger.add_ledger("20")
+    base = funded_user_broker(devnet, ledger="20", amount_neuron=100 * OG)
     base.ledger.transfer_fund(provider.address, "inference", "5")
     url = f"sqlite:///{tmp_path / 'inference.db'}"
 
     first = InferenceBroker.from_broker(base, fee_store=FeeStore(url), funding=NoFunding())
     usage = {"prompt_tokens": 2000, "completion_tokens": 2000}
     assert first.process_response(provider.address, None, usage) is None
-    totals = first.fee_store.get_totals(user.address, provider.address)
+    totals = first.fee_store.get_totals(base.address, provider.address)
     assert (totals.cached_fee, totals.total_fee, totals.request_count) == (4 * OG, 4 * OG, 1)
     first.close()
 
     second = InferenceBroker.from_broker(base, fee_store=FeeStore(url), funding=NoFunding())
-    assert second.fee_store.get_totals(user.address, provider.address) == totals
+    assert second.fee_store.get_totals(base.address, provider.address) == totals
     # the provider answers 404 for /unsettledfee: the cycle uses the persisted fee (4 + 2 > 5)
     status = second.funding_checker.check(provider.address)
     assert (status.unsettled_fee, status.unsettled_fee_source) == (4 * OG, "cached")
     assert status.last_error is None and status.transfers == 1
     assert status.last_transfer_amount == OG
-    after = second.fee_store.get_totals(user.address, provider.address)
+    after = second.fee_store.get_totals(base.address, provider.address)
     assert (after.cached_fee, after.total_fee) == (
         0,
         4 * OG,

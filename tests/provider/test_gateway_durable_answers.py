@@ -24,17 +24,15 @@ import time
 
 import httpx
 import pytest
-from devnet_helpers import devnet_owner, key_hex
+from devnet_helpers import devnet_gateway_settings, register_acknowledged_service
 from fastapi import FastAPI, Request
 from server_helpers import UvicornThread, free_port
 
 from broker.chain.connection import connect
-from broker.chain.contracts import InferenceServingContract, LedgerManagerContract
+from broker.chain.contracts import LedgerManagerContract
 from broker.chain.sender import TransactionSender
 from broker.inference.token_issuing import new_session_token
 from broker.provider.db import RequestStatus
-from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
-from broker.provider.settings import ProviderSettings
 from broker.provider.tee import LocalTeeSigner
 from broker.stacks.provider_stack import gateway_env
 from broker.stacks.servers import LocalServer
@@ -95,31 +93,20 @@ def service(devnet, tmp_path_factory):
     db_path = tmp / "gateway.db"
     backend = _LockingBackend(db_path)
     with UvicornThread(backend.app, free_port()) as backend_server:
-        settings = ProviderSettings(
-            rpc_url=devnet.rpc_url,
-            inference_address=devnet.inference_address,
-            private_key=key_hex(provider),
+        settings = devnet_gateway_settings(
+            devnet,
+            provider,
+            tmp,
+            port=port,
             tee_signer_key="0x" + "55" * 32,
-            dstack_socket=tmp / "none.sock",
-            service_type="chatbot",
             model="durable-model",
             input_price=INPUT_PRICE,
             output_price=OUTPUT_PRICE,
-            serving_url=f"http://127.0.0.1:{port}",
             target_url=backend_server.url,
             db_url=f"sqlite:///{db_path}",
         )
         signer = LocalTeeSigner(bytes.fromhex("55" * 32))
-        pcontract = InferenceServingContract(
-            w3, devnet.inference_address, TransactionSender(w3, provider)
-        )
-        assert register_service(pcontract, settings, signer.address) == "registered"
-        acknowledge_tee_signer_by_owner(
-            InferenceServingContract(
-                w3, devnet.inference_address, TransactionSender(w3, devnet_owner(devnet))
-            ),
-            provider.address,
-        )
+        register_acknowledged_service(devnet, provider, settings, signer.address)
         base = {k: v for k, v in os.environ.items() if not k.startswith("ZG_PROVIDER_")}
         env = {
             **gateway_env(base, settings),

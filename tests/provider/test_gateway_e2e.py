@@ -12,7 +12,11 @@ import time
 
 import httpx
 import pytest
-from devnet_helpers import devnet_owner, settle_once_recording
+from devnet_helpers import (
+    devnet_gateway_settings,
+    register_acknowledged_service,
+    settle_once_recording,
+)
 from eth_account import Account
 from fastapi import FastAPI, Request
 from server_helpers import UvicornThread, free_port
@@ -23,9 +27,7 @@ from broker.chain.sender import TransactionSender
 from broker.inference.response_signature import recover_text_signer
 from broker.inference.token_issuing import new_session_token
 from broker.provider.app import create_app
-from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
 from broker.provider.serve import build_gateway
-from broker.provider.settings import ProviderSettings
 from broker.provider.settlement import Settler
 from broker.provider.tee import LocalTeeSigner
 from broker.wire.session_token import authorization_header, sign_session_token
@@ -58,29 +60,19 @@ def world(devnet, tmp_path_factory):
     provider = fund_new_account(devnet, amount_neuron=1000 * ZG)
     w3 = connect(devnet.rpc_url)
     gw_port = free_port()
-    settings = ProviderSettings(
-        rpc_url=devnet.rpc_url,
-        inference_address=devnet.inference_address,
-        private_key="0x" + bytes(provider.key).hex(),
+    settings = devnet_gateway_settings(
+        devnet,
+        provider,
+        tmp,
+        port=gw_port,
         tee_signer_key="0x" + "11" * 32,
-        dstack_socket=tmp / "none.sock",
         service_type="text-to-image",
         model="tiny",
         output_price=PRICE,
-        serving_url=f"http://127.0.0.1:{gw_port}",
-        db_url=f"sqlite:///{tmp / 'gateway.db'}",
         max_body_bytes=1 << 20,
     )
     signer = LocalTeeSigner(bytes.fromhex("11" * 32))
-    pcontract = InferenceServingContract(
-        w3, devnet.inference_address, TransactionSender(w3, provider)
-    )
-    assert register_service(pcontract, settings, signer.address) == "registered"
-    owner = devnet_owner(devnet)
-    acknowledge_tee_signer_by_owner(
-        InferenceServingContract(w3, devnet.inference_address, TransactionSender(w3, owner)),
-        provider.address,
-    )
+    pcontract = register_acknowledged_service(devnet, provider, settings, signer.address)
     with UvicornThread(_image_backend(), free_port()) as backend:
         settings = settings.model_copy(update={"target_url": backend.url})
         gw = build_gateway(settings, signer=signer, with_scheduler=False)

@@ -21,22 +21,20 @@ import sqlite3
 
 import httpx
 import pytest
-from devnet_helpers import devnet_owner
+from devnet_helpers import devnet_gateway_settings, register_acknowledged_service
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from server_helpers import UvicornThread, free_port
 
 from broker.chain.connection import connect
-from broker.chain.contracts import InferenceServingContract, LedgerManagerContract
+from broker.chain.contracts import LedgerManagerContract
 from broker.chain.sender import TransactionSender
 from broker.inference.token_issuing import new_session_token
 from broker.provider.app import create_app
 from broker.provider.errors import RateLimitedError
 from broker.provider.hot_route import HOT_ROUTES, hot_error
 from broker.provider.limits import GLOBAL_MESSAGE, IP_MESSAGE
-from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
 from broker.provider.serve import UVICORN_OPTIONS, build_gateway
-from broker.provider.settings import ProviderSettings
 from broker.provider.tee import LocalTeeSigner
 from broker.wire.session_token import authorization_header, sign_session_token
 
@@ -99,32 +97,20 @@ def world(devnet, tmp_path_factory):
     provider = fund_new_account(devnet, amount_neuron=1000 * ZG)
     w3 = connect(devnet.rpc_url)
     port = free_port()
-    settings = ProviderSettings(
-        rpc_url=devnet.rpc_url,
-        inference_address=devnet.inference_address,
-        private_key="0x" + bytes(provider.key).hex(),
+    settings = devnet_gateway_settings(
+        devnet,
+        provider,
+        tmp,
+        port=port,
         tee_signer_key="0x" + "44" * 32,
-        dstack_socket=tmp / "none.sock",
-        service_type="chatbot",
         model="hot-model",
         input_price=10**9,
         output_price=2 * 10**9,
-        serving_url=f"http://127.0.0.1:{port}",
-        db_url=f"sqlite:///{tmp / 'gateway.db'}",
         max_body_bytes=CAP,
         trusted_proxies="127.0.0.2/32",
     )
     signer = LocalTeeSigner(bytes.fromhex("44" * 32))
-    pcontract = InferenceServingContract(
-        w3, devnet.inference_address, TransactionSender(w3, provider)
-    )
-    assert register_service(pcontract, settings, signer.address) == "registered"
-    acknowledge_tee_signer_by_owner(
-        InferenceServingContract(
-            w3, devnet.inference_address, TransactionSender(w3, devnet_owner(devnet))
-        ),
-        provider.address,
-    )
+    register_acknowledged_service(devnet, provider, settings, signer.address)
     with UvicornThread(_chat_backend(), free_port()) as backend:
         settings = settings.model_copy(update={"target_url": backend.url})
         gw = build_gateway(settings, signer=signer, with_scheduler=False)

@@ -16,7 +16,7 @@ from collections import Counter
 
 import httpx
 import pytest
-from devnet_helpers import devnet_owner, key_hex
+from devnet_helpers import devnet_gateway_settings, key_hex, register_acknowledged_service
 from fastapi import FastAPI
 from server_helpers import UvicornThread, free_port
 from typer.testing import CliRunner
@@ -27,10 +27,8 @@ from broker.chain.sender import TransactionSender
 from broker.inference.token_issuing import new_session_token
 from broker.provider.accounts import AccountCache
 from broker.provider.app import create_app
-from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
 from broker.provider.revocations import RevocationWatcher
 from broker.provider.serve import build_gateway
-from broker.provider.settings import ProviderSettings
 from broker.provider.tee import LocalTeeSigner
 from broker.wire.session_token import authorization_header, sign_session_token
 
@@ -65,18 +63,16 @@ def gateway(devnet, tmp_path_factory):
     signer = LocalTeeSigner(bytes.fromhex("13" * 32))
     with UvicornThread(_backend(), free_port()) as backend:
         port = free_port()
-        settings = ProviderSettings(
-            rpc_url=devnet.rpc_url,
-            inference_address=devnet.inference_address,
-            private_key=key_hex(provider),
+        settings = devnet_gateway_settings(
+            devnet,
+            provider,
+            tmp,
+            port=port,
             tee_signer_key="0x" + "13" * 32,
-            dstack_socket=tmp / "none.sock",
             service_type="text-to-image",
             model="tiny",
             output_price=PRICE,
-            serving_url=f"http://127.0.0.1:{port}",
             target_url=backend.url,
-            db_url=f"sqlite:///{tmp / 'gateway.db'}",
             revocation_poll_interval=POLL,
             per_ip_rps=1000,
             per_ip_burst=1000,
@@ -84,16 +80,7 @@ def gateway(devnet, tmp_path_factory):
             per_user_burst=1000,
             max_per_user_concurrent=50,
         )
-        contract = InferenceServingContract(
-            w3, devnet.inference_address, TransactionSender(w3, provider)
-        )
-        assert register_service(contract, settings, signer.address) == "registered"
-        acknowledge_tee_signer_by_owner(
-            InferenceServingContract(
-                w3, devnet.inference_address, TransactionSender(w3, devnet_owner(devnet))
-            ),
-            provider.address,
-        )
+        register_acknowledged_service(devnet, provider, settings, signer.address)
         gw = build_gateway(settings, signer=signer, with_scheduler=False)
         assert gw.accounts.account_ttl == 600.0  # the long cache stays
         with UvicornThread(create_app(gw), port) as server:

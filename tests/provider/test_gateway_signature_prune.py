@@ -6,11 +6,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from devnet_helpers import devnet_gateway_settings
 from sqlalchemy import create_engine, text
 
 from broker.provider.errors import SignatureNotFoundError
 from broker.provider.serve import build_gateway
-from broker.provider.settings import ProviderSettings
 from broker.provider.tee import LocalTeeSigner
 
 ZG = 10**18
@@ -30,12 +30,10 @@ def test_expired_signatures_are_pruned_on_schedule(devnet, tmp_path):
 
     provider = fund_new_account(devnet, amount_neuron=10 * ZG)
     db_url = f"sqlite:///{tmp_path / 'gateway.db'}"
-    settings = ProviderSettings(
-        rpc_url=devnet.rpc_url,
-        inference_address=devnet.inference_address,
-        private_key="0x" + bytes(provider.key).hex(),
-        dstack_socket=tmp_path / "none.sock",
-        service_type="chatbot",
+    settings = devnet_gateway_settings(
+        devnet,
+        provider,
+        tmp_path,
         model="prune-model",
         db_url=db_url,
         signature_ttl=0.5,

@@ -51,6 +51,46 @@ def _status(db, rid: str) -> tuple[str, str]:
         return row.status, row.fee
 
 
+def _acks_until_kill_9(script: str, *args: str, want: int) -> list[str]:
+    """Run ``python -c script *args`` and read the lines it prints (one per acknowledged request)
+    until ``want`` of them or 60 s, then kill -9 it.
+
+    Returns:
+        The lines read, stripped.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    try:
+        while len(lines) < want and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line.strip())
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return lines
+
+
+def _assert_billed_rows_cover(gw: Gateway, acked: list[str]) -> None:
+    """Billed rows beyond the acknowledged ones may exist (committed, not yet printed), never
+    fewer; the in-memory total of ``USER`` (fee 7 a request) equals the stored sum."""
+    with gw.db.engine.connect() as conn:
+        billed = conn.exec_driver_sql(
+            "SELECT count(*) FROM requests WHERE status = 'unsettled'"
+        ).scalar()
+    assert billed >= len(acked)
+    assert gw.ledger.unsettled_fee(USER) == 7 * billed
+
+
 # ---------------------------------------------------------------------------------- the writer
 
 
@@ -251,25 +291,7 @@ def test_acknowledged_fee_and_signature_survive_kill_9(tmp_path):
     request acknowledged before the kill has its fee (``unsettled``) and its signature in the
     file, which opens cleanly; the in-memory total of a new process equals the stored sum."""
     url = f"sqlite:///{tmp_path / 'k.db'}"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _KILL_WRITER, url, KEY.hex(), USER],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ),
-    )
-    acked: list[str] = []
-    deadline = time.monotonic() + 60
-    try:
-        while len(acked) < 200 and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            acked.append(line.strip())
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    acked = _acks_until_kill_9(_KILL_WRITER, url, KEY.hex(), USER, want=200)
     assert len(acked) >= 200, "the writers did not get going"
     gw = _gateway(url)
     signer = LocalTeeSigner(KEY)
@@ -278,13 +300,7 @@ def test_acknowledged_fee_and_signature_survive_kill_9(tmp_path):
         sig = gw.signatures.get(rid)
         assert sig.text == response_signature_text(b"req", rid.encode())
         assert sig.signature == signer.sign_text(sig.text)
-    # billed rows beyond the acknowledged ones may exist (committed, not yet printed), never fewer
-    with gw.db.engine.connect() as conn:
-        billed = conn.exec_driver_sql(
-            "SELECT count(*) FROM requests WHERE status = 'unsettled'"
-        ).scalar()
-    assert billed >= len(acked)
-    assert gw.ledger.unsettled_fee(USER) == 7 * billed
+    _assert_billed_rows_cover(gw, acked)
     gw.db.dispose()
 
 
@@ -339,28 +355,9 @@ def test_acknowledged_async_fee_survives_kill_9(tmp_path, threads):
     the writer's queue). Every request acknowledged before the kill has its fee and signature in
     the file; the in-memory total of a new process equals the stored sum."""
     url = f"sqlite:///{tmp_path / 'ka.db'}"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _KILL_ASYNC, url, KEY.hex(), USER, str(threads)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ),
-    )
-    acked: list[str] = []
-    inline = 0
-    deadline = time.monotonic() + 60
-    try:
-        while len(acked) < 300 and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            rid, count = line.split()
-            acked.append(rid)
-            inline = int(count)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    lines = _acks_until_kill_9(_KILL_ASYNC, url, KEY.hex(), USER, str(threads), want=300)
+    acked = [line.split()[0] for line in lines]  # "rid inline-commits-so-far"
+    inline = int(lines[-1].split()[1]) if lines else 0
     assert len(acked) >= 300, "the clients did not get going"
     assert inline > 0  # the loop's clients committed inline
     assert any(rid.startswith("a") for rid in acked)
@@ -370,12 +367,7 @@ def test_acknowledged_async_fee_survives_kill_9(tmp_path, threads):
     for rid in acked:
         assert _status(gw.db, rid) == (RequestStatus.UNSETTLED, "7")
         assert gw.signatures.get(rid).text == response_signature_text(b"req", rid.encode())
-    with gw.db.engine.connect() as conn:
-        billed = conn.exec_driver_sql(
-            "SELECT count(*) FROM requests WHERE status = 'unsettled'"
-        ).scalar()
-    assert billed >= len(acked)
-    assert gw.ledger.unsettled_fee(USER) == 7 * billed
+    _assert_billed_rows_cover(gw, acked)
     gw.db.dispose()
 
 
@@ -424,46 +416,32 @@ def test_in_memory_admission_matches_the_chain_checks(devnet, fresh_account, tmp
     keep their errors and hold no slot."""
     import asyncio
 
-    from devnet_helpers import devnet_owner, key_hex
+    from devnet_helpers import devnet_gateway_settings, register_acknowledged_service
 
     from broker.chain.connection import connect
-    from broker.chain.contracts import InferenceServingContract, LedgerManagerContract
+    from broker.chain.contracts import LedgerManagerContract
     from broker.chain.sender import TransactionSender
     from broker.devnet import fund_new_account
     from broker.inference.token_issuing import new_session_token
     from broker.provider.errors import RequestValidationError, SessionValidationError
-    from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
     from broker.provider.serve import build_gateway
-    from broker.provider.settings import ProviderSettings
     from broker.wire.session_token import authorization_header, sign_session_token
 
     zg = 10**18
     provider = fund_new_account(devnet, amount_neuron=1000 * zg)
     w3 = connect(devnet.rpc_url)
-    settings = ProviderSettings(
-        rpc_url=devnet.rpc_url,
-        inference_address=devnet.inference_address,
-        private_key=key_hex(provider),
+    settings = devnet_gateway_settings(
+        devnet,
+        provider,
+        tmp_path,
+        port=9,
         tee_signer_key="0x" + "31" * 32,
-        dstack_socket=tmp_path / "none.sock",
-        service_type="chatbot",
         model="m",
-        serving_url="http://127.0.0.1:9",
-        db_url=f"sqlite:///{tmp_path / 'gw.db'}",
         per_user_rpm=100_000,
         per_user_burst=1000,
     )
     signer = LocalTeeSigner(bytes.fromhex("31" * 32))
-    pcontract = InferenceServingContract(
-        w3, devnet.inference_address, TransactionSender(w3, provider)
-    )
-    assert register_service(pcontract, settings, signer.address) == "registered"
-    acknowledge_tee_signer_by_owner(
-        InferenceServingContract(
-            w3, devnet.inference_address, TransactionSender(w3, devnet_owner(devnet))
-        ),
-        provider.address,
-    )
+    register_acknowledged_service(devnet, provider, settings, signer.address)
     user = fresh_account
     ledger = LedgerManagerContract(w3, devnet.ledger_address, TransactionSender(w3, user))
     ledger.add_ledger("", 10 * zg)

@@ -14,7 +14,12 @@ import uuid
 import httpx
 import openai
 import pytest
-from devnet_helpers import devnet_owner, funded_user_broker, provider_stack
+from devnet_helpers import (
+    devnet_gateway_settings,
+    funded_user_broker,
+    provider_stack,
+    register_acknowledged_service,
+)
 from fastapi import FastAPI
 from server_helpers import UvicornThread, free_port
 
@@ -23,7 +28,6 @@ from broker.chain.contracts import InferenceServingContract
 from broker.chain.sender import TransactionSender
 from broker.provider.app import create_app
 from broker.provider.limits import IP_MESSAGE, Limits, client_ip
-from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
 from broker.provider.serve import UVICORN_OPTIONS, build_gateway
 from broker.provider.settings import ProviderSettings
 from broker.provider.tee import LocalTeeSigner
@@ -51,17 +55,14 @@ def gateway(devnet, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("xff")
     provider = fund_new_account(devnet, amount_neuron=1000 * ZG)
     port = free_port()
-    settings = ProviderSettings(
-        rpc_url=devnet.rpc_url,
-        inference_address=devnet.inference_address,
-        private_key="0x" + bytes(provider.key).hex(),
+    settings = devnet_gateway_settings(
+        devnet,
+        provider,
+        tmp,
+        port=port,
         tee_signer_key="0x" + "33" * 32,
-        dstack_socket=tmp / "none.sock",
-        service_type="chatbot",
         model="xff-model",
-        serving_url=f"http://127.0.0.1:{port}",
         target_url="http://127.0.0.1:9",
-        db_url=f"sqlite:///{tmp / 'gateway.db'}",
         handler_ip_rps=0.001,
         handler_ip_burst=BURST,
         per_ip_rps=0.001,
@@ -69,8 +70,7 @@ def gateway(devnet, tmp_path_factory):
         trusted_proxies=f"{PROXY}/32",
     )
     signer = LocalTeeSigner(bytes.fromhex("33" * 32))
-    assert register_service(_contract(devnet, provider), settings, signer.address) == "registered"
-    acknowledge_tee_signer_by_owner(_contract(devnet, devnet_owner(devnet)), provider.address)
+    register_acknowledged_service(devnet, provider, settings, signer.address)
     gw = build_gateway(settings, signer=signer, with_scheduler=False)
     # served as ``0g-broker provider serve`` serves it
     with UvicornThread(create_app(gw), port, start_polls=250, **UVICORN_OPTIONS) as server:

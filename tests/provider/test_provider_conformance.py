@@ -19,19 +19,23 @@ import time
 
 import httpx
 import pytest
-from devnet_helpers import devnet_owner, settle_once_recording
+from devnet_helpers import (
+    devnet_gateway_settings,
+    devnet_owner_contract,
+    register_acknowledged_service,
+    settle_once_recording,
+)
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 from server_helpers import UvicornThread, free_port
 
 from broker.chain.connection import connect
-from broker.chain.contracts import InferenceServingContract, LedgerManagerContract
+from broker.chain.contracts import LedgerManagerContract
 from broker.chain.sender import TransactionSender
 from broker.inference.token_issuing import new_session_token
 from broker.provider.app import create_app
-from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
+from broker.provider.register import acknowledge_tee_signer_by_owner
 from broker.provider.serve import build_gateway
-from broker.provider.settings import ProviderSettings
 from broker.provider.settlement import SettlementStatus
 from broker.provider.tee import LocalTeeSigner
 from broker.wire.session_token import authorization_header, sign_session_token
@@ -98,28 +102,19 @@ def chat_world(devnet, tmp_path_factory):
     gw_port = free_port()
     seen: list = []
     signer = LocalTeeSigner(bytes.fromhex("33" * 32))
-    owner = InferenceServingContract(
-        w3, devnet.inference_address, TransactionSender(w3, devnet_owner(devnet))
-    )
+    owner = devnet_owner_contract(devnet)
     with UvicornThread(_chat_backend(seen), free_port()) as backend:
-        settings = ProviderSettings(
-            rpc_url=devnet.rpc_url,
-            inference_address=devnet.inference_address,
-            private_key="0x" + bytes(provider.key).hex(),
-            dstack_socket=tmp / "none.sock",
-            service_type="chatbot",
+        settings = devnet_gateway_settings(
+            devnet,
+            provider,
+            tmp,
+            port=gw_port,
             model="chat-model",
             input_price=IN_PRICE,
             output_price=OUT_PRICE,
-            serving_url=f"http://127.0.0.1:{gw_port}",
             target_url=backend.url,
-            db_url=f"sqlite:///{tmp / 'gateway.db'}",
         )
-        pcontract = InferenceServingContract(
-            w3, devnet.inference_address, TransactionSender(w3, provider)
-        )
-        assert register_service(pcontract, settings, signer.address) == "registered"
-        acknowledge_tee_signer_by_owner(owner, provider.address)
+        pcontract = register_acknowledged_service(devnet, provider, settings, signer.address)
         gw = build_gateway(settings, signer=signer, with_scheduler=False)
         with UvicornThread(create_app(gw), gw_port) as server:
             yield {

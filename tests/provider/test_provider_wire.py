@@ -12,7 +12,7 @@ import uuid
 
 import httpx
 import pytest
-from devnet_helpers import devnet_owner
+from devnet_helpers import devnet_gateway_settings, register_acknowledged_service
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from server_helpers import UvicornThread, free_port
@@ -28,7 +28,7 @@ from broker.provider.db import open_database
 from broker.provider.errors import SessionValidationError
 from broker.provider.limits import IP_MESSAGE, Limits
 from broker.provider.ops import request_counts
-from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
+from broker.provider.register import register_service
 from broker.provider.serve import build_gateway
 from broker.provider.settings import ProviderSettings
 from broker.provider.tee import LocalTeeSigner
@@ -44,19 +44,16 @@ HANDLER_EXPOSED = {"zg-res-key", "zg-res-signature", "retry-after"}
 
 
 def _settings(devnet, tmp, provider, port: int, **kw) -> ProviderSettings:
-    return ProviderSettings(
-        rpc_url=devnet.rpc_url,
-        inference_address=devnet.inference_address,
-        private_key="0x" + bytes(provider.key).hex(),
+    return devnet_gateway_settings(
+        devnet,
+        provider,
+        tmp,
+        port=port,
         tee_signer_key="0x" + "22" * 32,
-        dstack_socket=tmp / "none.sock",
-        service_type="chatbot",
         model="wire-model",
         input_price=1,
         output_price=2,
-        serving_url=f"http://127.0.0.1:{port}",
         target_url="http://127.0.0.1:9",
-        db_url=f"sqlite:///{tmp / 'gateway.db'}",
         **kw,
     )
 
@@ -78,8 +75,7 @@ def gateway(devnet, tmp_path_factory):
         devnet, tmp, provider, port, trusted_proxies=["127.0.0.1"], max_body_bytes=1 << 20
     )
     signer = LocalTeeSigner(bytes.fromhex("22" * 32))
-    assert register_service(_contract(devnet, provider), settings, signer.address) == "registered"
-    acknowledge_tee_signer_by_owner(_contract(devnet, devnet_owner(devnet)), provider.address)
+    register_acknowledged_service(devnet, provider, settings, signer.address)
     gw = build_gateway(settings, signer=signer, with_scheduler=False)
     with UvicornThread(create_app(gw), port, start_polls=250) as server:
         yield {"gw": gw, "url": server.url, "provider": provider}

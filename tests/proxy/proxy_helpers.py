@@ -133,33 +133,14 @@ def register_image_service(devnet, url: str, *, model: str = "z-image", output_p
     """Register a ``text-to-image`` TeeML service at ``url`` (e.g. a fake provider on loopback)
     from a new provider funded with 200 0G (stake 100 0G); the devnet owner acknowledges its TEE
     signer (the provider's own address). Returns the provider's LocalAccount."""
-    from devnet_helpers import OG, devnet_owner
-    from web3 import Web3
+    from devnet_helpers import register_teeml_service
 
-    from broker.chain.contracts import InferenceServingContract
-    from broker.chain.sender import TransactionSender
-    from broker.devnet import fund_new_account
-
-    provider = fund_new_account(devnet, amount_neuron=200 * OG)
-    w3 = Web3(Web3.HTTPProvider(devnet.rpc_url))
-    contract = InferenceServingContract(
-        w3, devnet.inference_address, TransactionSender(w3, provider)
+    return register_teeml_service(
+        devnet,
+        url,
+        service_type="text-to-image",
+        model=model,
+        input_price=0,
+        output_price=output_price,
+        owner_ack=True,
     )
-    contract.add_or_update_service(
-        (
-            "text-to-image",
-            url,
-            model,
-            "TeeML",
-            0,
-            output_price,
-            json.dumps({"ProviderType": "decentralized"}),
-            provider.address,
-        ),
-        value=100 * OG,
-    )
-    owner = InferenceServingContract(
-        w3, devnet.inference_address, TransactionSender(w3, devnet_owner(devnet))
-    )
-    owner.sender.send(owner.contract.functions.acknowledgeTEESignerByOwner(provider.address))
-    return provider

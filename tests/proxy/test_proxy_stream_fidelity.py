@@ -22,7 +22,12 @@ import time
 
 import httpx
 import pytest
-from devnet_helpers import RAISED_GATEWAY_LIMITS, devnet_owner, funded_user_broker
+from devnet_helpers import (
+    RAISED_GATEWAY_LIMITS,
+    devnet_gateway_settings,
+    funded_user_broker,
+    register_acknowledged_service,
+)
 from proxy_helpers import ThreadServer, free_port
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -141,45 +146,29 @@ async def _chat(request: Request) -> StreamingResponse:
 def gateway(devnet, tmp_path_factory):
     """A chatbot gateway (prices IN_PRICE / OUT_PRICE per token) registered on the devnet, in front
     of the hand-made streams; yields the provider address."""
-    from broker.chain.connection import connect
-    from broker.chain.contracts import InferenceServingContract
-    from broker.chain.sender import TransactionSender
     from broker.devnet import fund_new_account
     from broker.provider.app import create_app as create_gateway_app
     from broker.provider.limits import Limits
-    from broker.provider.register import acknowledge_tee_signer_by_owner, register_service
     from broker.provider.serve import build_gateway
-    from broker.provider.settings import ProviderSettings
     from broker.provider.tee import LocalTeeSigner
 
     tmp = tmp_path_factory.mktemp("fidelity-gateway")
     provider = fund_new_account(devnet, amount_neuron=1000 * ZG)
-    w3 = connect(devnet.rpc_url)
     port = free_port()
     signer = LocalTeeSigner(bytes.fromhex("5e" * 32))
     backend_app = Starlette(routes=[Route("/chat/completions", _chat, methods=["POST"])])
     with ThreadServer(backend_app) as backend:
-        settings = ProviderSettings(
-            rpc_url=devnet.rpc_url,
-            inference_address=devnet.inference_address,
-            private_key="0x" + bytes(provider.key).hex(),
-            dstack_socket=tmp / "none.sock",
-            service_type="chatbot",
+        settings = devnet_gateway_settings(
+            devnet,
+            provider,
+            tmp,
+            port=port,
             model="chat-model",
             input_price=IN_PRICE,
             output_price=OUT_PRICE,
-            serving_url=f"http://127.0.0.1:{port}",
             target_url=backend,
-            db_url=f"sqlite:///{tmp / 'gateway.db'}",
         )
-        contract = InferenceServingContract(
-            w3, devnet.inference_address, TransactionSender(w3, provider)
-        )
-        assert register_service(contract, settings, signer.address) == "registered"
-        owner = InferenceServingContract(
-            w3, devnet.inference_address, TransactionSender(w3, devnet_owner(devnet))
-        )
-        acknowledge_tee_signer_by_owner(owner, provider.address)
+        register_acknowledged_service(devnet, provider, settings, signer.address)
         gw = build_gateway(settings, signer=signer, with_scheduler=False)
         gw.limits = Limits(**RAISED_GATEWAY_LIMITS)
         try:
@@ -189,28 +178,25 @@ def gateway(devnet, tmp_path_factory):
             gw.db.dispose()
 
 
+def _serve(user, gateway: str, **settings) -> ThreadServer:
+    """serve for ``user`` in front of provider ``gateway`` (API key ``API_KEY``, no auto-funding,
+    no start-up step), with ``settings`` (other ``ServeSettings`` fields) on top."""
+    serve_settings = ServeSettings(
+        provider=gateway, api_key=API_KEY, auto_funding=False, **settings
+    )
+    return ThreadServer(create_app(user, serve_settings, run_startup=False))
+
+
 @pytest.fixture(scope="module")
 def serves(devnet, gateway):
     """serve in each verification mode for one funded user: ``(user broker, {mode: url})``."""
     user = funded_user_broker(devnet, ledger=10, amount_neuron=100 * ZG)
-    common = {"provider": gateway, "api_key": API_KEY}
+    warn_settings = ServeSettings(provider=gateway, api_key=API_KEY, funding_interval=600)
     try:
         with (
-            ThreadServer(create_app(user, ServeSettings(**common, funding_interval=600))) as warn,
-            ThreadServer(
-                create_app(
-                    user,
-                    ServeSettings(**common, verify="off", auto_funding=False),
-                    run_startup=False,
-                )
-            ) as off,
-            ThreadServer(
-                create_app(
-                    user,
-                    ServeSettings(**common, verify="enforce", auto_funding=False),
-                    run_startup=False,
-                )
-            ) as enforce,
+            ThreadServer(create_app(user, warn_settings)) as warn,
+            _serve(user, gateway, verify="off") as off,
+            _serve(user, gateway, verify="enforce") as enforce,
         ):
             yield user, {"warn": warn, "off": off, "enforce": enforce}
     finally:
@@ -329,10 +315,7 @@ def test_a_stream_that_breaks_off_ends_with_one_error_event(serves, gateway):
     then one error event in OpenAI's shape; neither the partial event nor outcome comments nor a
     ``[DONE]`` follow."""
     user, _ = serves
-    settings = ServeSettings(
-        provider=gateway, api_key=API_KEY, auto_funding=False, chat_timeout=STALL_TIMEOUT_S
-    )
-    with ThreadServer(create_app(user, settings, run_startup=False)) as url:
+    with _serve(user, gateway, chat_timeout=STALL_TIMEOUT_S) as url:
         _, reads = _read(url, "stall")
     received = b"".join(reads)
     assert received.startswith(STALL_FIRST)

@@ -14,7 +14,7 @@ import time
 
 import httpx
 import pytest
-from devnet_helpers import devnet_owner, funded_user_broker, provider_stack
+from devnet_helpers import devnet_owner_contract, funded_user_broker, provider_stack
 from eth_account import Account
 from PIL import Image
 from proxy_helpers import ThreadServer, fake_llm_app
@@ -70,10 +70,7 @@ def _point_service_at(devnet, st, url: str) -> None:
         contract, st.settings.model_copy(update={"serving_url": url}), st.info.tee_signer_address
     )
     if not contract.get_service(wallet.address).tee_signer_acknowledged:
-        owner = InferenceServingContract(
-            w3, devnet.inference_address, TransactionSender(w3, devnet_owner(devnet))
-        )
-        acknowledge_tee_signer_by_owner(owner, wallet.address)
+        acknowledge_tee_signer_by_owner(devnet_owner_contract(devnet), wallet.address)
     assert contract.get_service(wallet.address).url == url
 
 

@@ -161,15 +161,21 @@ def test_serve_sends_what_our_gateway_forwards():
     )
 
 
-_json = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.text()
-    | st.integers(min_value=-(2**53), max_value=2**53)
-    | st.floats(allow_nan=False, allow_infinity=False),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-    max_leaves=12,
-)
+def _json_values(*, int_bound: int, max_leaves: int) -> st.SearchStrategy:
+    """JSON values: null, booleans, text, integers within ``±int_bound``, finite floats, and
+    lists and objects of them (at most 4 items each, ``max_leaves`` leaves in all)."""
+    return st.recursive(
+        st.none()
+        | st.booleans()
+        | st.text()
+        | st.integers(min_value=-int_bound, max_value=int_bound)
+        | st.floats(allow_nan=False, allow_infinity=False),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+        max_leaves=max_leaves,
+    )
+
+
+_json = _json_values(int_bound=2**53, max_leaves=12)
 
 
 @settings(max_examples=300, deadline=None)
@@ -193,15 +199,7 @@ def _as_go(value):
     return value
 
 
-_any_json = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.text()
-    | st.integers(min_value=-(2**64), max_value=2**64)
-    | st.floats(allow_nan=False, allow_infinity=False),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-    max_leaves=16,
-)
+_any_json = _json_values(int_bound=2**64, max_leaves=16)
 
 
 def _per_value_form(value) -> bytes | None:
