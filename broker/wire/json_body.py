@@ -30,6 +30,10 @@ __all__ = [
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")
 _LONG_DIGITS_TEXT = re.compile(r"[0-9]{19}")
 
+#: Most ``[`` and ``{`` in a text :func:`loads_json_or_none` hands to orjson: a bound on its depth
+#: far below what the stdlib parses under the recursion limit, so both parsers agree on it.
+_FAST_MAX_BRACKETS = 256
+
 #: Deepest nesting of arrays/objects accepted in a request body (OpenAI bodies, JSON schemas of
 #: tools included, stay far below; deeper values could overflow recursive code downstream).
 MAX_JSON_DEPTH = 64
@@ -131,9 +135,11 @@ def loads_json_or_none(raw: bytes | bytearray | str) -> Any:
     and ``RecursionError`` for nesting deeper than the interpreter's recursion limit, which a
     hostile body of 100 000 nested arrays reaches (uncaught, it became a 500 and left the answer
     unaccounted). orjson parses first, several times faster (these bodies are parsed on every
-    request): where it succeeds on a text without a run of 19 or more digits its value is the
-    stdlib's (only integers beyond 64 bits differ: orjson makes them floats); anything else
-    (big numbers, ``NaN``, lone surrogates, UTF-16, invalid input) goes to the stdlib parser.
+    request) a text with at most :data:`_FAST_MAX_BRACKETS` brackets and no run of 19 or more
+    digits: there its value is the stdlib's (integers beyond 64 bits differ, orjson makes them
+    floats; and orjson parses nesting up to 1024 deep, beyond what the stdlib reaches under the
+    recursion limit, so deep texts keep the stdlib's answer). Anything else (big numbers, deep
+    or bracket-heavy texts, ``NaN``, lone surrogates, UTF-16, invalid input) goes to the stdlib.
 
     Args:
         raw: the body bytes (UTF-8) or text.
@@ -141,14 +147,15 @@ def loads_json_or_none(raw: bytes | bytearray | str) -> Any:
     Returns:
         The parsed value, or ``None``.
     """
-    try:
-        value = orjson.loads(raw)
-    except (orjson.JSONDecodeError, TypeError):
-        pass
-    else:
-        long_number = _LONG_DIGITS_TEXT if isinstance(raw, str) else _LONG_DIGITS
-        if long_number.search(raw) is None:
-            return value
+    if isinstance(raw, str | bytes | bytearray) and _brackets(raw) <= _FAST_MAX_BRACKETS:
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            long_number = _LONG_DIGITS_TEXT if isinstance(raw, str) else _LONG_DIGITS
+            if long_number.search(raw) is None:
+                return value
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError, TypeError):
