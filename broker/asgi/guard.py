@@ -122,9 +122,11 @@ def _shown(value: str) -> str:
     return repr(value[:_SHOWN] + ("…" if len(value) > _SHOWN else ""))
 
 
+@functools.lru_cache(maxsize=256)
 def _split_host(value: str) -> tuple[str, int | None] | None:
     """``Host`` header → (lower-case host without brackets or trailing dot, port or None);
-    ``None`` when malformed."""
+    ``None`` when malformed. Remembered for the last 256 values (every request's ``Host`` is
+    parsed)."""
     value = value.strip().lower()
     if not value:
         return None
@@ -309,7 +311,6 @@ class LocalGuard:
         self.expose_headers = ", ".join(expose_headers)
         self.allow_methods = ", ".join(allow_methods)
         self.max_age = max_age
-        self._trusted_values: set[str] = set()  # Host header values found trusted (exact text)
 
     # ------------------------------------------------------------------ checks
 
@@ -322,12 +323,10 @@ class LocalGuard:
         )
 
     def _check_host(self, value: str | None) -> GuardRefusal | None:
-        if value is None or self.any_host or value in self._trusted_values:
+        if value is None or self.any_host:
             return None
         parsed = _split_host(value)
         if parsed is not None and self._trusted_host(*parsed):
-            if len(self._trusted_values) < 64:  # the few Host values clients use, each parsed once
-                self._trusted_values.add(value)
             return None
         return GuardRefusal(
             403,

@@ -166,15 +166,6 @@ class _MetricsMiddleware:
     def __init__(self, app: Any, metrics: ProxyMetrics) -> None:
         self.app = app
         self.metrics = metrics
-        self._routes: dict[str, str] = {}
-
-    def _route(self, path: str) -> str:
-        route = self._routes.get(path)
-        if route is None:
-            route = _route_label(path)
-            if len(self._routes) < 256:  # the known paths; ids and unknown paths vary
-                self._routes[path] = route
-        return route
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -193,7 +184,7 @@ class _MetricsMiddleware:
             if seen:
                 elapsed, status = seen[0]
                 m = self.metrics
-                route = self._route(scope.get("path", ""))
+                route = _route_label(scope.get("path", ""))
                 m.child(m.latency, route).observe(elapsed)
                 m.child(m.requests, route, str(status)).inc()
 

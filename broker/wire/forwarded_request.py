@@ -108,11 +108,16 @@ def _go_extra(match: re.Match[str]) -> str:
     return _GO_EXTRA_FORMS.get(match.group(), "\ufffd")
 
 
+def _go_escaped(text: str) -> str:
+    """JSON text written by the stdlib's encoder with Go's extra escapes applied (HTML-safe forms,
+    U+FFFD for lone surrogates): these characters only occur inside strings."""
+    return _GO_EXTRA.sub(_go_extra, text) if _GO_EXTRA.search(text) else text
+
+
 def _go_string(text: str) -> str:
     """``text`` as Go's ``encoding/json`` writes a string (module docstring): the stdlib's C
     encoder, then Go's HTML-safe escapes and U+FFFD for lone surrogates (linear in the text)."""
-    out = encode_basestring(text)
-    return _GO_EXTRA.sub(_go_extra, out) if _GO_EXTRA.search(out) else out
+    return _go_escaped(encode_basestring(text))
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -196,11 +201,8 @@ def canonical_json(value: Any) -> bytes:
     """
     if _c_encodable(value, 0):
         text = _C_ENCODER.encode(value)
-        match = _GO_EXTRA.search(text)
-        if match is None:
-            return text.encode("utf-8")
         if _SURROGATE.search(text) is None:  # a lone surrogate in a key changes the key order
-            return _GO_EXTRA.sub(_go_extra, text).encode("utf-8")
+            return _go_escaped(text).encode("utf-8")
     out: list[str] = []
     _encode(value, out)
     return "".join(out).encode("utf-8")
@@ -208,7 +210,7 @@ def canonical_json(value: Any) -> bytes:
 
 #: The stdlib's C encoder in the form Go writes: compact, keys sorted (by code point, which is
 #: the UTF-8 byte order Go sorts by), characters beyond ASCII raw, strings by
-#: ``encode_basestring`` (:func:`_go_string` then adds Go's extra escapes).
+#: ``encode_basestring`` (:func:`_go_escaped` then adds Go's extra escapes).
 _C_ENCODER = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), sort_keys=True, check_circular=False
 )
