@@ -18,7 +18,8 @@ gateway's CPU can be read from ``/proc/<pid>/stat``):
 * this process: for each concurrency level, ``--rounds`` rounds; each round runs a slice of the
   same non-streamed chat request against every target in turn (direct gateway, serve warn, serve
   off, TS), so the targets see the same machine load. Then a streaming run at one client measures
-  the time to the first byte of the body.
+  the time to the first byte of the body, interleaved the same way (batches of ten requests per
+  target in turn).
 
 Reported per level and target: p50/p99 latency, added p50/p99 over the direct gateway, requests
 per second, ratios ours/TS, gateway CPU ms per billed request (``utime+stime`` of the gateway
@@ -371,6 +372,8 @@ FIRST_ERRORS: dict[str, str] = {}
 
 BODY_BYTES = json.dumps(BODY).encode()
 STREAM_BYTES = json.dumps({**BODY, "stream": True}).encode()
+#: streamed requests per target in one turn of the interleaved time-to-first-byte run
+STREAM_BATCH = 10
 
 
 class _LoadClient:
@@ -525,7 +528,12 @@ def main() -> None:
         "--requests", type=int, default=200, help="requests per slice (one target, one round)"
     )
     parser.add_argument("--seconds", type=float, default=6.0, help="time cap per slice")
-    parser.add_argument("--stream-requests", type=int, default=30)
+    parser.add_argument(
+        "--stream-requests",
+        type=int,
+        default=30,
+        help="streamed requests per target for the time to first byte (in batches of ten)",
+    )
     parser.add_argument("--no-ts", action="store_true", help="skip the TS proxy")
     parser.add_argument(
         "--floor",
@@ -841,8 +849,16 @@ def main() -> None:
                     results.append(row)
                     print(json.dumps(row), flush=True)
                 stream = {}
-                for n, url in urls.items():
-                    ttfb = await _ttfb(clients[n], url, args.stream_requests)
+                ttfbs: dict[str, list[float]] = {n: [] for n in urls}
+                # interleaved like the load rounds: batches of STREAM_BATCH requests per target in
+                # turn, so that a change of machine state during the run reaches every target
+                left = args.stream_requests
+                while left > 0:
+                    batch = min(STREAM_BATCH, left)
+                    for n, url in urls.items():
+                        ttfbs[n] += await _ttfb(clients[n], url, batch)
+                    left -= batch
+                for n, ttfb in ttfbs.items():
                     p50, p99 = _quantiles(ttfb)
                     stream[n] = {
                         "requests": len(ttfb),
