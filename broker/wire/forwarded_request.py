@@ -41,6 +41,8 @@ from decimal import Decimal
 from json.encoder import encode_basestring
 from typing import Any
 
+import orjson
+
 from broker._exceptions import InputError
 
 __all__ = [
@@ -199,36 +201,53 @@ def canonical_json(value: Any) -> bytes:
         ForwardedRequestError: a number that cannot be forwarded exactly, NaN/infinity, nesting
             deeper than :data:`MAX_DEPTH`, or a value that is not JSON.
     """
-    if _c_encodable(value, 0):
-        text = _C_ENCODER.encode(value)
-        if _SURROGATE.search(text) is None:  # a lone surrogate in a key changes the key order
-            return _go_escaped(text).encode("utf-8")
+    if _orjson_writes_go_form(value, 0):
+        try:
+            raw = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:  # a lone surrogate (Go's decoder made it U+FFFD; in a key
+            pass  # it changes the key order) or orjson's nesting limit: the general path
+        else:
+            return _go_escaped_bytes(raw)
     out: list[str] = []
     _encode(value, out)
     return "".join(out).encode("utf-8")
 
 
-#: The stdlib's C encoder in the form Go writes: compact, keys sorted (by code point, which is
-#: the UTF-8 byte order Go sorts by), characters beyond ASCII raw, strings by
-#: ``encode_basestring`` (:func:`_go_escaped` then adds Go's extra escapes).
-_C_ENCODER = json.JSONEncoder(
-    ensure_ascii=False, separators=(",", ":"), sort_keys=True, check_circular=False
-)
+#: Go's extra escapes in UTF-8 JSON text (U+2028 and U+2029 are ``E2 80 A8`` / ``E2 80 A9``).
+_GO_EXTRA_BYTES = re.compile(b"[<>&]|\xe2\x80[\xa8\xa9]")
+_GO_EXTRA_BYTE_FORMS = {key.encode(): form.encode() for key, form in _GO_EXTRA_FORMS.items()}
 
 
-def _c_encodable(value: Any, depth: int) -> bool:
-    """Whether the C encoder writes ``value`` as Go does (up to :data:`_GO_EXTRA`): JSON types
-    only, no float (Go prints ``1`` for ``1.0``) and no integer beyond a float64's exact range,
+def _go_escaped_bytes(raw: bytes) -> bytes:
+    """UTF-8 JSON text without lone surrogates (orjson refuses them) with Go's extra escapes
+    applied; these characters only occur inside strings."""
+    if len(raw.translate(None, b"<>&\xe2")) != len(raw):  # one pass: any of them (or U+2xxx)
+        return _GO_EXTRA_BYTES.sub(lambda m: _GO_EXTRA_BYTE_FORMS.get(m.group(), m.group()), raw)
+    return raw
+
+
+def _orjson_writes_go_form(value: Any, depth: int) -> bool:
+    """Whether orjson (``OPT_SORT_KEYS``: compact, keys sorted by their UTF-8 bytes, characters
+    beyond ASCII raw, the same string escapes as Go's) writes ``value`` as Go does, up to Go's
+    extra escapes (:func:`_go_escaped_bytes`): JSON types only, floats only where their
+    shortest form is Go's (:func:`_repr_is_go_float`), no integer beyond a float64's exact range,
     string keys, at most :data:`MAX_DEPTH` deep. Anything else takes :func:`_encode`."""
     kind = type(value)
     if kind is dict:
-        if any(type(key) is not str for key in value):
-            return False
+        for key in value:
+            if type(key) is not str:
+                return False
         items: Any = value.values()
     elif kind is list:
         items = value
     else:
-        return kind is str or value is None or kind is bool or _exact_int(value)
+        return (
+            kind is str
+            or value is None
+            or kind is bool
+            or (kind is int and -_EXACT_INT <= value <= _EXACT_INT)
+            or (kind is float and _repr_is_go_float(value))
+        )
     if depth >= MAX_DEPTH:
         return False
     for item in items:  # the scalars inline: most values of a body are strings
@@ -239,13 +258,21 @@ def _c_encodable(value: Any, depth: int) -> bool:
             if -_EXACT_INT <= item <= _EXACT_INT:
                 continue
             return False
-        if not _c_encodable(item, depth + 1):
+        if kind is float:
+            if _repr_is_go_float(item):
+                continue
+            return False
+        if not _orjson_writes_go_form(item, depth + 1):
             return False
     return True
 
 
-def _exact_int(value: Any) -> bool:
-    return type(value) is int and -_EXACT_INT <= value <= _EXACT_INT
+def _repr_is_go_float(value: float) -> bool:
+    """Whether orjson prints ``value`` as Go does (:func:`go_float`): both write the shortest
+    round-trip digits, and for a finite value with a fraction and ``1e-5 <= |x| < 1e16`` both in
+    fixed notation. Whole values (orjson ``1.0``, Go ``1``), smaller magnitudes (orjson ``1e-6``,
+    Go ``0.000001``; larger ones are all whole), NaN and infinities are not."""
+    return 1e-5 <= abs(value) < 1e16 and not value.is_integer()
 
 
 def apply_chat_stream_rewrite(data: dict[str, Any]) -> bool:

@@ -11,7 +11,6 @@ the integer fields (``n``, ``max_tokens``...) refuse. The errors are :class:`Inv
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
@@ -26,9 +25,12 @@ __all__ = [
     "loads_request_json",
 ]
 
+#: ``bytes.translate`` table: every ASCII digit to ``0``, every other byte to a space, so that a
+#: run of digits is found by a substring search (several times faster than a regex, which tries
+#: the pattern at every position of the text).
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
 #: 19 digits in a row: an integer orjson might make a float (beyond 64 bits) could be there.
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
-_LONG_DIGITS_TEXT = re.compile(r"[0-9]{19}")
+_LONG_DIGIT_RUN = b"0" * 19
 
 #: Most ``[`` and ``{`` in a text :func:`loads_json_or_none` hands to orjson: a bound on its depth
 #: far below what the stdlib parses under the recursion limit, so both parsers agree on it.
@@ -81,6 +83,13 @@ def _brackets(raw: bytes | bytearray | memoryview | str) -> int:
     if isinstance(raw, str):
         return raw.count("[") + raw.count("{")
     return raw.count(b"[") + raw.count(b"{")
+
+
+def _has_long_digit_run(raw: bytes | bytearray | str) -> bool:
+    """Whether ``raw`` holds 19 or more ASCII digits in a row (a text as its UTF-8 bytes: JSON
+    digits are ASCII, and every byte of a longer UTF-8 sequence is beyond ASCII)."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    return _LONG_DIGIT_RUN in data.translate(_DIGITS_AS_ZEROS)
 
 
 def loads_request_json(
@@ -153,8 +162,7 @@ def loads_json_or_none(raw: bytes | bytearray | str) -> Any:
         except orjson.JSONDecodeError:
             pass
         else:
-            long_number = _LONG_DIGITS_TEXT if isinstance(raw, str) else _LONG_DIGITS
-            if long_number.search(raw) is None:
+            if not _has_long_digit_run(raw):
                 return value
     try:
         return json.loads(raw)

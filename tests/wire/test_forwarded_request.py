@@ -216,10 +216,11 @@ def _per_value_form(value) -> bytes | None:
 
 @settings(max_examples=400, deadline=None)
 @given(_any_json)
-def test_the_c_encoder_shortcut_writes_the_same_bytes(value):
-    """canonical_json hands values without floats or big integers to the stdlib's C encoder; the
-    bytes must be those of the general path for every value (keys with lone surrogates, which
-    reorder, and escapes included), and what the general path refuses stays refused."""
+def test_the_fast_path_writes_the_same_bytes(value):
+    """canonical_json hands values without big integers (and with floats only in fixed notation)
+    to orjson; the bytes must be those of the general path for every value (keys with lone
+    surrogates, which reorder, and escapes included), and what the general path refuses stays
+    refused."""
     want = _per_value_form(value)
     if want is None:
         with pytest.raises(ForwardedRequestError):
@@ -228,8 +229,35 @@ def test_the_c_encoder_shortcut_writes_the_same_bytes(value):
         assert canonical_json(value) == want
 
 
-def test_the_c_encoder_shortcut_cases():
+_boundary_floats = (
+    st.floats(min_value=1e-7, max_value=1e-3)
+    | st.floats(min_value=1e14, max_value=1e17)
+    | st.floats(min_value=-1e17, max_value=1e17)
+    | st.integers(min_value=-(2**53), max_value=2**53).map(float)
+    | st.sampled_from(
+        [1e-5, 9.999999999999999e-6, 1.0000000000000003e-05, 1e-6, 1e16, 9999999999999998.0]
+        + [4503599627370495.5, 5e-324, -0.0, 0.0, 1.7976931348623157e308]
+    )
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_boundary_floats, min_size=1, max_size=6))
+def test_floats_on_the_fast_path_are_written_as_go_writes_them(values):
+    """A float takes the fast path only where its shortest form in fixed notation is Go's; the
+    attack is a body whose float orjson and Go print differently (``1.0`` / ``1``, ``1e-6`` /
+    ``0.000001``, ``1e+16`` / ``10000000000000000``): a request hash the provider would not
+    reproduce."""
+    body = {"temperature": values[0], "values": values}
+    assert canonical_json(body) == _per_value_form(body)
+    assert canonical_json(values[0]) == _per_value_form(values[0])
+
+
+def test_the_fast_path_cases():
     for value in (
+        {"temperature": 0.7, "top_p": 0.95, "penalty": -1.5, "whole": 2.0, "tiny": 1e-05},
+        [1e-5, 9.999999999999999e-06, 1e15 + 0.5, 1e16, 123456789.123, -0.0, 0.1 + 0.2],
+        {"a": "<&>\u2028\u2029\u2030\u00e9", "b": '\x00\x1f\x7f\\"'},
         {"k" + chr(0xDC00): 1, "k\ufffd": 2, "a": "<&>\u2028"},
         {"b": 1, "a": [True, None, "\ud800x"], "é": {"ü": -(2**53)}},
         {"\U0001f600": 1, "\uffff": 2},  # non-BMP sorts after U+FFFF, as in UTF-8 bytes
