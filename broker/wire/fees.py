@@ -377,7 +377,9 @@ def response_counts(
         if obj is None:
             obj = parse_response_object(response_body)
         usage = _usage(obj)
-        if service_type == "chatbot":
+        if usage is not None:  # the text is only read without usage (the word-count fallback)
+            text = ""
+        elif service_type == "chatbot":
             text = _message_text(obj)
         elif obj is not None:
             text = obj.get("text") if isinstance(obj.get("text"), str) else ""
