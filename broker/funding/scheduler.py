@@ -29,7 +29,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 from broker.chain.addresses import checksum_address
 from broker.funding.checker import FundingChecker
-from broker.funding.errors import FundingClosedError, FundingConfigError
+from broker.funding.errors import FundingClosedError, FundingConfigError, FundingError
 from broker.funding.policy import DEFAULT_BUFFER_MULTIPLIER, BufferMultiplier, buffer_amount
 from broker.funding.status import FundingStatus
 
@@ -104,7 +104,7 @@ class FundingScheduler:
             thread = threading.Thread(target=scheduler.start, name=self.thread_name, daemon=True)
             thread.start()
             if not started.wait(_START_TIMEOUT_S):  # pragma: no cover - start() cannot block
-                raise FundingConfigError("the auto-funding scheduler did not start")
+                raise FundingError("the auto-funding scheduler did not start")
             self._scheduler, self._thread, self._executor = scheduler, thread, executor
         return self._scheduler
 

@@ -96,3 +96,29 @@ def test_closed_broker_refuses_to_start_and_checks_nothing(make_user, funding_pr
     status = inf.funding_checker.check(provider)
     assert status.checks == 0 and fee_server.hits.get(user, 0) == 0
     assert not funding_threads(), funding_threads()
+
+
+def test_close_with_a_timeout_during_a_slow_request(make_user, funding_provider, fee_server):
+    """A cycle stuck in a slow ``/unsettledfee`` request: ``close(timeout)`` gives up waiting
+    (returns False, leaves the HTTP client to that request), and the cycle stops right after the
+    request, before reading the chain or transferring; it is not counted."""
+    inf = make_user(funding=NoFunding())
+    provider, user = funding_provider, inf.address
+    checker = inf.funding_checker
+    fee_server.fees[user] = 20 * OG  # a 17 0G top-up would be due (required 22, locked 5)
+    fee_server.delay = 1.0
+    try:
+        cycle = threading.Thread(target=checker.check, args=(provider,))
+        cycle.start()
+        assert wait_for(lambda: fee_server.hits.get(user, 0) >= 1, 5)  # in the request
+        started = time.monotonic()
+        assert checker.close(timeout=0.2) is False
+        assert 0.2 <= time.monotonic() - started < 0.9
+        cycle.join(10)
+    finally:
+        fee_server.delay = 0.0
+    assert not cycle.is_alive()
+    status = checker.status(provider)
+    assert (status.checks, status.transfers) == (0, 0) and fee_server.hits[user] == 1
+    assert locked(inf, provider) == 5 * OG
+    assert checker.close(timeout=0.2) is True  # nothing in flight any more: closes its client
