@@ -79,9 +79,8 @@ class FundingScheduler:
         self._lock = threading.RLock()
         self._scheduler: BlockingScheduler | None = None
         self._thread: threading.Thread | None = None
-        # thread pools of stopped schedulers whose last cycle may still be running
-        self._draining: list[ThreadPoolExecutor] = []
-        self._executor: ThreadPoolExecutor | None = None
+        # worker threads of stopped schedulers (their pools shut down) that may still run a cycle
+        self._draining: list[threading.Thread] = []
         self._jobs: dict[str, str] = {}
 
     def __repr__(self) -> str:
@@ -105,7 +104,7 @@ class FundingScheduler:
             thread.start()
             if not started.wait(_START_TIMEOUT_S):  # pragma: no cover - start() cannot block
                 raise FundingError("the auto-funding scheduler did not start")
-            self._scheduler, self._thread, self._executor = scheduler, thread, executor
+            self._scheduler, self._thread = scheduler, thread
         return self._scheduler
 
     def start(
@@ -199,16 +198,17 @@ class FundingScheduler:
 
     def _shutdown_scheduler(self) -> None:
         """Stop the scheduler thread (joined: it only waits for the next run time); its worker
-        pool is shut down without waiting and kept for :meth:`shutdown`. Caller holds the lock."""
+        pool is shut down without waiting, its live workers noted for :meth:`shutdown`. Caller
+        holds the lock."""
         scheduler, self._scheduler = self._scheduler, None
         thread, self._thread = self._thread, None
-        executor, self._executor = self._executor, None
         if scheduler is not None and scheduler.running:
-            scheduler.shutdown(wait=False)
+            scheduler.shutdown(wait=False)  # its pool takes no job any more: no new worker
         if thread is not None and thread is not threading.current_thread():
             thread.join()
-        if executor is not None:
-            self._draining.append(executor)
+        # every live worker of this scheduler's pools (all shut down now; the names are reused)
+        prefix = self.thread_name + "_"
+        self._draining = [t for t in threading.enumerate() if t.name.startswith(prefix)]
 
     def is_running(self, provider: str) -> bool:
         """Whether a job is registered for ``provider``."""
@@ -228,10 +228,9 @@ class FundingScheduler:
         self.stop(None)
         if not wait:
             return
-        if threading.current_thread().name.startswith(self.thread_name + "_"):
-            logger.debug("auto-funding shutdown from its own worker thread: not waiting")
-            return
+        me = threading.current_thread()
         with self._lock:
             draining, self._draining = self._draining, []
-        for executor in draining:
-            executor.shutdown(wait=True)  # joins the pool's threads (each ends after its cycle)
+        for worker in draining:
+            if worker is not me:  # from a listener in one of them: not waiting for itself
+                worker.join()  # its pool is shut down: it ends after its cycle

@@ -122,3 +122,31 @@ def test_close_with_a_timeout_during_a_slow_request(make_user, funding_provider,
     assert (status.checks, status.transfers) == (0, 0) and fee_server.hits[user] == 1
     assert locked(inf, provider) == 5 * OG
     assert checker.close(timeout=0.2) is True  # nothing in flight any more: closes its client
+
+
+def test_scheduler_shutdown_waits_for_the_cycle_in_flight(make_user, funding_provider, fee_server):
+    """Without closing the checker, ``FundingScheduler.shutdown()`` lets the cycle in flight finish
+    (it is counted) and returns only once its worker thread is gone; ``shutdown(wait=False)``
+    would return at once."""
+    from broker.funding import FundingScheduler
+
+    inf = make_user(funding=NoFunding())
+    provider, user = funding_provider, inf.address
+    scheduler = FundingScheduler(inf.funding_checker)
+    fee_server.fees[user] = 0
+    fee_server.delay = 0.8
+    try:
+        scheduler.start(provider, interval=0.2, run_immediately=False)
+        assert wait_for(lambda: fee_server.hits.get(user, 0) >= 1, 5)  # a cycle in a worker
+        names = sorted(t.name for t in funding_threads())
+        assert names == [scheduler.thread_name, scheduler.thread_name + "_0"]
+        started = time.monotonic()
+        scheduler.shutdown()
+        assert time.monotonic() - started >= 0.3  # it waited for the request to be answered
+        assert not funding_threads(), funding_threads()
+    finally:
+        fee_server.delay = 0.0
+        scheduler.shutdown(wait=False)  # (a no-op unless an assertion above failed)
+    status = inf.auto_funding_status(provider)
+    assert status.checks == 1 and status.last_error is None and not status.running
+    assert fee_server.hits[user] == 1
