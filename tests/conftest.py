@@ -1,7 +1,11 @@
 """Shared fixtures: an isolated ZG_HOME per test session, the reference folder, one real devnet
 (anvil + our contracts) per test session with fresh funded accounts per test, and brokers on it.
 
-``tests/helpers`` goes on sys.path: its modules (``devnet_helpers``) are imported by name."""
+``tests/helpers`` goes on sys.path: its modules (``devnet_helpers``) are imported by name.
+
+A guard (``thread_guard.FundingThreadGuard`` and the ``_funding_guard_*`` fixtures) fails the
+teardown of a test, module or session when an auto-funding scheduler started in that scope still
+has a thread alive: close the broker (``InferenceBroker.close``) or stop serve before it ends."""
 
 from __future__ import annotations
 
@@ -15,8 +19,51 @@ import broker  # noqa: F401  first: its import hook keeps py_ecc from raising th
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
 
+from thread_guard import FundingGuardPlugin, FundingThreadGuard  # found through the path above
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
+
+_FUNDING_GUARD = FundingThreadGuard()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # registered as a plugin, not written as this conftest's hooks: pytest calls a conftest's
+    # pytest_fixture_setup only for fixtures below its folder, which leaves out session fixtures
+    config.pluginmanager.register(FundingGuardPlugin(_FUNDING_GUARD), "funding-thread-guard")
+
+
+def _fail_on_funding_leak(scope: str) -> None:
+    leaked = _FUNDING_GUARD.leaks(scope)
+    if leaked:
+        pytest.fail(
+            f"auto-funding outlived its {scope} scope: threads {leaked} are still alive; close the "
+            "InferenceBroker (or stop serve) that started it",
+            pytrace=False,
+        )
+
+
+# Autouse guards: each is set up before the other fixtures of its scope, so its check runs after
+# theirs were torn down (a broker closed by a fixture counts) and before any wider scope ends.
+@pytest.fixture(scope="session", autouse=True)
+def _funding_guard_session():
+    """At the end of the session no auto-funding thread is left."""
+    yield
+    _fail_on_funding_leak("session")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _funding_guard_module():
+    """At the end of a module no auto-funding started in it (or in a class) is left."""
+    yield
+    _fail_on_funding_leak("module")
+
+
+@pytest.fixture(autouse=True)
+def _funding_guard_test():
+    """At the end of a test no auto-funding started by it (or a function fixture) is left."""
+    yield
+    _fail_on_funding_leak("function")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,11 +1,13 @@
-"""The generic SQLite group-commit writer (``broker.sqlite_writer``) in its savepoint-free mode and
-with writes run alone between groups (real SQLite files, a real writer thread). The savepoint mode
-is covered by ``tests/provider/test_gateway_write_queue.py``."""
+"""The generic SQLite group-commit writer (``broker.sqlite_writer``) in its savepoint-free mode,
+with writes run alone between groups, and on its inline path (an async write committed by its
+caller never overtakes a queued one; the WAL stays small) (real SQLite files, a real writer
+thread). The savepoint mode is covered by ``tests/provider/test_gateway_write_queue.py``."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 
 import pytest
 
@@ -125,6 +127,63 @@ def test_alone_write_runs_between_groups_in_queue_order(tmp_path):
     writer.close()
     with pytest.raises(RuntimeError, match="closed"):
         writer.submit_alone(lambda: None)
+
+
+@pytest.mark.parametrize("queued_kind", ["group", "alone"])
+def test_an_inline_commit_never_overtakes_a_queued_write(tmp_path, queued_kind):
+    """Attack: a write is queued (``submit``, or ``submit_alone`` through another connection; the
+    writer thread has not applied it yet) and right after it an async caller's write finds the
+    writer's lock free, before the writer thread has woken up. The later write must not be
+    committed inline ahead of the queued one (the writer's count of writes queued and not yet
+    applied sends it to the queue behind them): it sees the queued write committed, and the
+    commits follow the order of the calls, every time."""
+    import asyncio
+
+    path = tmp_path / "o.db"
+    _table(path)
+    writer = SQLiteWriter(str(path))
+    order: list[str] = []
+
+    def put(name: str):
+        def op(conn):
+            seen = sorted(k for (k,) in conn.execute("SELECT k FROM t"))
+            conn.execute("INSERT INTO t VALUES (?, ?)", (name, len(order)))
+            order.append(name)
+            return seen
+
+        return op
+
+    def put_alone(name: str):
+        def fn():
+            conn = sqlite3.connect(path, timeout=5)
+            try:
+                seen = put(name)(conn)
+                conn.commit()
+                return seen
+            finally:
+                conn.close()
+
+        return fn
+
+    async def queued_then_inline(i: int) -> tuple[list, list]:
+        # the writer thread is asleep: the queued write is not applied yet when arun() is called
+        if queued_kind == "group":
+            queued = writer.submit(put(f"q{i}"))
+        else:
+            queued = writer.submit_alone(put_alone(f"q{i}"))
+        later = await writer.arun(put(f"a{i}"))
+        return queued.result(10), later
+
+    rounds = 30
+    for i in range(rounds):
+        seen_by_queued, seen_by_later = asyncio.run(queued_then_inline(i))
+        assert f"a{i}" not in seen_by_queued and f"q{i}" in seen_by_later, (i, order)
+    assert order == [name for i in range(rounds) for name in (f"q{i}", f"a{i}")]
+    time.sleep(0.1)  # idle now: an async write commits inline again
+    asyncio.run(writer.arun(put("idle")))
+    assert writer.inline_commits >= 1 and order[-1] == "idle"
+    writer.close()
+    assert len(_rows(path)) == 2 * rounds + 1
 
 
 def test_a_write_queued_during_an_inline_commit_is_committed(tmp_path):

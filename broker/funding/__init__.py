@@ -16,7 +16,12 @@ from broker._lazy import lazy_exports
 
 if TYPE_CHECKING:  # pragma: no cover - names for type checkers; loaded on first use
     from broker.funding.checker import FundingChecker, FundingListener, RetryPolicy
-    from broker.funding.errors import FundingConfigError, FundingError, UnsettledFeeError
+    from broker.funding.errors import (
+        FundingClosedError,
+        FundingConfigError,
+        FundingError,
+        UnsettledFeeError,
+    )
     from broker.funding.inline import DEFAULT_MIN_INTERVAL_S, InlineFunding
     from broker.funding.policy import (
         DEFAULT_BUFFER_MULTIPLIER,
@@ -37,6 +42,7 @@ __all__ = [
     "MIN_LOCKED_BALANCE",
     "MIN_TRANSFER_AMOUNT",
     "FundingChecker",
+    "FundingClosedError",
     "FundingConfigError",
     "FundingDecision",
     "FundingError",
@@ -59,6 +65,7 @@ __getattr__, __dir__ = lazy_exports(
         "FundingChecker": "checker",
         "FundingListener": "checker",
         "RetryPolicy": "checker",
+        "FundingClosedError": "errors",
         "FundingConfigError": "errors",
         "FundingError": "errors",
         "UnsettledFeeError": "errors",

@@ -20,6 +20,10 @@ A cycle:
 Cycles never raise; every decision is logged on one line and reported to listeners as a
 :class:`~broker.funding.status.FundingEvent`; :meth:`FundingChecker.status` gives the
 :class:`~broker.funding.status.FundingStatus`.
+
+:meth:`FundingChecker.close` ends it all: no cycle starts after it, a cycle in flight stops at its
+next step (no further read or retry, no transfer started; a transfer already sent is waited for),
+and ``close`` returns once no cycle runs, so nothing polls a provider or a chain that may be gone.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import httpx
 
 from broker._exceptions import BrokerError, RPCError
 from broker.chain.addresses import checksum_address
-from broker.funding.errors import FundingConfigError, UnsettledFeeError
+from broker.funding.errors import FundingClosedError, FundingConfigError, UnsettledFeeError
 from broker.funding.policy import (
     DEFAULT_BUFFER_MULTIPLIER,
     BufferMultiplier,
@@ -115,7 +119,8 @@ class FundingChecker:
         retry: :class:`RetryPolicy` for reads.
         http_client: ``httpx.Client`` for ``/unsettledfee`` (default: one owned by the checker).
         timeout: seconds per ``/unsettledfee`` request.
-        sleep: ``(seconds) -> None`` used between retries.
+        sleep: ``(seconds) -> None`` used between retries (default: a wait that :meth:`close`
+            cuts short).
     """
 
     def __init__(
@@ -125,7 +130,7 @@ class FundingChecker:
         retry: RetryPolicy | None = None,
         http_client: httpx.Client | None = None,
         timeout: float = DEFAULT_UNSETTLED_TIMEOUT_S,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.broker = broker
         self.retry = retry or RetryPolicy()
@@ -136,14 +141,79 @@ class FundingChecker:
         self._lock = threading.Lock()
         self._states: dict[str, _State] = {}
         self._listeners: list[FundingListener] = []
+        self._closed = threading.Event()
+        self._idle = threading.Condition(self._lock)  # notified when a cycle ends
+        self._cycling: list[int] = []  # idents of the threads running a cycle now
 
     def __repr__(self) -> str:
         return f"FundingChecker(user={self.broker.address}, providers={len(self._states)})"
 
-    def close(self) -> None:
-        """Close the owned HTTP client."""
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed.is_set()
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop for good: no cycle starts after this (:meth:`check` returns the status without
+        running one), a cycle in flight stops at its next step (no further read or retry, its
+        retry wait cut short, no transfer started: it is neither counted nor reported), then the
+        owned HTTP client is closed. Idempotent.
+
+        Waits for the cycles in flight in other threads: each stops after the call it is in (an
+        RPC or ``/unsettledfee`` request, bounded by their timeouts, or a transfer already sent,
+        which is never abandoned half-way).
+
+        Args:
+            timeout: seconds to wait at most (``None``: until they stopped).
+
+        Returns:
+            ``True`` when no cycle of another thread is left running (the HTTP client is then
+            closed), ``False`` when ``timeout`` ran out first (the client is left open for the
+            cycle still using it).
+        """
+        me = threading.get_ident()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            self._closed.set()
+            while others := [t for t in self._cycling if t != me]:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    logger.warning(
+                        "auto-funding: %d cycle(s) still running after %.1f s; closing without "
+                        "them",
+                        len(others),
+                        timeout,
+                    )
+                    return False
+                self._idle.wait(left)
         if self._own_http:
             self._http.close()
+        return True
+
+    def _begin_cycle(self) -> bool:
+        """Register the calling thread as running a cycle, unless closed (then ``False``)."""
+        with self._lock:
+            if self._closed.is_set():
+                return False
+            self._cycling.append(threading.get_ident())
+            return True
+
+    def _end_cycle(self) -> None:
+        with self._idle:
+            self._cycling.remove(threading.get_ident())
+            self._idle.notify_all()
+
+    def _stop_if_closed(self) -> None:
+        if self._closed.is_set():
+            raise FundingClosedError("auto-funding was closed")
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep between retries; :meth:`close` cuts the default wait short."""
+        if self._sleep is None:
+            self._closed.wait(seconds)
+        else:
+            self._sleep(seconds)
+        self._stop_if_closed()
 
     # ------------------------------------------------------------------ listeners and status
 
@@ -236,7 +306,8 @@ class FundingChecker:
                 amount (the SDK's behaviour); ``False`` skips the transfer instead.
 
         Returns:
-            the :class:`FundingStatus` after the cycle.
+            the :class:`FundingStatus` after the cycle (after :meth:`close`: the status as it is;
+            no cycle runs).
 
         Raises:
             InvalidAddressError, FundingConfigError (bad arguments). Funding failures never raise.
@@ -246,9 +317,13 @@ class FundingChecker:
         state = self._state(provider)
         if state.lock.acquire(blocking=False):
             try:
-                self._cycle(state, buffer_multiplier, create_sub_account)
+                if self._begin_cycle():
+                    try:
+                        self._cycle(state, buffer_multiplier, create_sub_account)
+                    finally:
+                        self._end_cycle()
+                        state.last_done = time.monotonic()
             finally:
-                state.last_done = time.monotonic()
                 state.lock.release()
         else:
             with state.lock:  # another thread's cycle was in flight: its result is ours
@@ -275,6 +350,7 @@ class FundingChecker:
     def _with_retries(self, what: str, fn: Callable[[], T]) -> T:
         attempt = 1
         while True:
+            self._stop_if_closed()
             try:
                 return fn()
             except BrokerError as exc:
@@ -285,7 +361,7 @@ class FundingChecker:
                     "auto-funding: %s failed (%s); retry %d/%d in %.2f s",
                     what, exc, attempt, self.retry.attempts - 1, delay,
                 )  # fmt: skip
-                self._sleep(delay)
+                self._wait(delay)
                 attempt += 1
 
     def _unsettled_fee(self, provider: str) -> tuple[int, str, str | None]:
@@ -348,6 +424,9 @@ class FundingChecker:
             )
             transfer_error = self._act(state, decision, create)
             error = transfer_error or error
+        except FundingClosedError:  # close() was called during the cycle: stop, count nothing
+            logger.info("auto-funding %s: cycle stopped, auto-funding was closed", provider)
+            return
         except BrokerError as exc:
             error = f"check-and-fund failed: {exc}"
             logger.warning("auto-funding %s: %s", provider, error)
@@ -382,6 +461,7 @@ class FundingChecker:
             self._emit("check", provider, f"{summary}; no sub-account, not created inline")
             return None
         amount = decision.amount
+        self._stop_if_closed()  # last point before money moves: a closed checker sends nothing
         logger.info("auto-funding %s: %s; transferring %s 0G", provider, summary, format_0g(amount))
         self._emit("check", provider, f"{summary}; transferring {format_0g(amount)} 0G", amount)
         broker = self.broker

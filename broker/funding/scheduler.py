@@ -5,25 +5,31 @@ the fixes of §13 item 2).
   overlaps the next tick; missed ticks collapse into one. Cycles are single-flight per provider in
   :class:`~broker.funding.checker.FundingChecker` as well, so an inline check and a scheduled one
   never transfer twice.
-* The scheduler thread is a daemon; when the last job is stopped (or
-  :meth:`FundingScheduler.shutdown` is called) the scheduler is shut down with ``wait=False``, so no
-  thread keeps the process alive.
+* The scheduler runs in a daemon thread named :attr:`FundingScheduler.thread_name`
+  (``zg-funding-<n>``, one ``n`` per scheduler), its cycles in worker threads named
+  ``zg-funding-<n>_<i>``: every auto-funding thread's name starts with :data:`THREAD_NAME_PREFIX`.
+* When the last job is stopped the scheduler thread ends at once, without waiting for a cycle in
+  flight (it finishes in its worker thread); :meth:`FundingScheduler.shutdown` (called by
+  ``InferenceBroker.close`` after closing the checker, which cuts such a cycle short) also waits
+  for the worker threads, so none is left once it returns.
 * ``interval`` is in **seconds** (the SDK's option is milliseconds).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from decimal import Decimal
 
+from apscheduler.events import EVENT_SCHEDULER_STARTED
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
-from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
 
 from broker.chain.addresses import checksum_address
 from broker.funding.checker import FundingChecker
-from broker.funding.errors import FundingConfigError
+from broker.funding.errors import FundingClosedError, FundingConfigError, FundingError
 from broker.funding.policy import DEFAULT_BUFFER_MULTIPLIER, BufferMultiplier, buffer_amount
 from broker.funding.status import FundingStatus
 
@@ -33,8 +39,11 @@ logger = logging.getLogger(__name__)
 
 #: the SDK's default interval (30 000 ms), in seconds.
 DEFAULT_INTERVAL_S = 30.0
-#: name prefix of the worker threads running cycles.
+#: name prefix of every auto-funding thread (scheduler threads and the workers running cycles).
 THREAD_NAME_PREFIX = "zg-funding"
+#: seconds to wait for a new scheduler thread to be running.
+_START_TIMEOUT_S = 10.0
+_serials = itertools.count(1)
 
 
 def validate_interval(interval: float | Decimal) -> float:
@@ -57,29 +66,45 @@ class FundingScheduler:
     Args:
         checker: the broker's :class:`~broker.funding.checker.FundingChecker`.
         max_workers: threads running cycles of different providers in parallel.
+
+    Attributes:
+        thread_name: name of its scheduler thread (``zg-funding-<n>``), and prefix of its worker
+            threads' names (``zg-funding-<n>_<i>``).
     """
 
     def __init__(self, checker: FundingChecker, *, max_workers: int = 4) -> None:
         self.checker = checker
         self.max_workers = max_workers
+        self.thread_name = f"{THREAD_NAME_PREFIX}-{next(_serials)}"
         self._lock = threading.RLock()
-        self._scheduler: BackgroundScheduler | None = None
+        self._scheduler: BlockingScheduler | None = None
+        self._thread: threading.Thread | None = None
+        # worker threads of stopped schedulers (their pools shut down) that may still run a cycle
+        self._draining: list[threading.Thread] = []
         self._jobs: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"FundingScheduler(providers={sorted(self._jobs)})"
 
-    def _ensure_scheduler(self) -> BackgroundScheduler:
+    def _ensure_scheduler(self) -> BlockingScheduler:
+        """The running scheduler (started in the daemon thread :attr:`thread_name` when none
+        runs). Caller holds ``self._lock``."""
         if self._scheduler is None:
-            scheduler = BackgroundScheduler(
-                daemon=True,
-                executors={"default": ThreadPoolExecutor(
-                    self.max_workers, pool_kwargs={"thread_name_prefix": THREAD_NAME_PREFIX})},
+            executor = ThreadPoolExecutor(
+                self.max_workers, pool_kwargs={"thread_name_prefix": self.thread_name}
+            )
+            scheduler = BlockingScheduler(
+                executors={"default": executor},
                 job_defaults={"max_instances": 1, "coalesce": True},
                 timezone="UTC",
-            )  # fmt: skip
-            scheduler.start()
-            self._scheduler = scheduler
+            )
+            started = threading.Event()
+            scheduler.add_listener(lambda _event: started.set(), EVENT_SCHEDULER_STARTED)
+            thread = threading.Thread(target=scheduler.start, name=self.thread_name, daemon=True)
+            thread.start()
+            if not started.wait(_START_TIMEOUT_S):  # pragma: no cover - start() cannot block
+                raise FundingError("the auto-funding scheduler did not start")
+            self._scheduler, self._thread = scheduler, thread
         return self._scheduler
 
     def start(
@@ -105,15 +130,20 @@ class FundingScheduler:
             the provider's :class:`FundingStatus` (``running=True``).
 
         Raises:
-            InvalidAddressError, FundingConfigError.
+            InvalidAddressError, FundingConfigError. FundingClosedError: the checker was closed
+            (before the call or during its first cycle); no job is started.
         """
         provider = checksum_address(provider, field="provider")
         seconds = validate_interval(interval)
         buffer_amount(buffer_multiplier)
         self.stop(provider)
+        self._refuse_if_closed()
         if run_immediately:
             self.checker.check(provider, buffer_multiplier)
         with self._lock:
+            # checked under the lock that stop() takes: a close() racing this start either sees
+            # the job below and removes it, or makes this start refuse
+            self._refuse_if_closed()
             scheduler = self._ensure_scheduler()
             job = scheduler.add_job(
                 self.checker.check, "interval", seconds=seconds,
@@ -133,9 +163,16 @@ class FundingScheduler:
         )
         return self.checker.status(provider)
 
+    def _refuse_if_closed(self) -> None:
+        if self.checker.closed:
+            raise FundingClosedError(
+                "auto-funding was closed (the broker was closed); create a new broker to fund again"
+            )
+
     def stop(self, provider: str | None = None) -> None:
         """Stop auto-funding of ``provider`` (``None``: of every provider). When no job is left the
-        scheduler is shut down without waiting (a running cycle finishes in its worker thread).
+        scheduler thread ends without waiting for a cycle in flight (it finishes in its worker
+        thread; :meth:`shutdown` waits for it).
 
         Raises:
             InvalidAddressError: malformed address.
@@ -160,9 +197,18 @@ class FundingScheduler:
                 self._shutdown_scheduler()
 
     def _shutdown_scheduler(self) -> None:
+        """Stop the scheduler thread (joined: it only waits for the next run time); its worker
+        pool is shut down without waiting, its live workers noted for :meth:`shutdown`. Caller
+        holds the lock."""
         scheduler, self._scheduler = self._scheduler, None
+        thread, self._thread = self._thread, None
         if scheduler is not None and scheduler.running:
-            scheduler.shutdown(wait=False)
+            scheduler.shutdown(wait=False)  # its pool takes no job any more: no new worker
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        # every live worker of this scheduler's pools (all shut down now; the names are reused)
+        prefix = self.thread_name + "_"
+        self._draining = [t for t in threading.enumerate() if t.name.startswith(prefix)]
 
     def is_running(self, provider: str) -> bool:
         """Whether a job is registered for ``provider``."""
@@ -174,6 +220,17 @@ class FundingScheduler:
         with self._lock:
             return sorted(self._jobs)
 
-    def shutdown(self) -> None:
-        """Stop every job and the scheduler (same as ``stop(None)``)."""
+    def shutdown(self, *, wait: bool = True) -> None:
+        """Stop every job and the scheduler; with ``wait`` (default), also wait until no worker
+        thread is left, i.e. until the cycles in flight ended (close the checker first to cut them
+        short: :meth:`~broker.inference.broker.InferenceBroker.close` does). From one of its own
+        worker threads (a listener) it does not wait for itself."""
         self.stop(None)
+        if not wait:
+            return
+        me = threading.current_thread()
+        with self._lock:
+            draining, self._draining = self._draining, []
+        for worker in draining:
+            if worker is not me:  # from a listener in one of them: not waiting for itself
+                worker.join()  # its pool is shut down: it ends after its cycle

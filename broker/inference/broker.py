@@ -204,6 +204,7 @@ class InferenceBroker:
         self.funding: FundingStrategy = funding or InlineFunding()
         self._funding_checker: FundingChecker | None = None
         self._funding_scheduler: FundingScheduler | None = None
+        self._closed = False
         # the processors share one state (caches and their lock), owned here and passed explicitly
         self._state = BrokerState(clock=clock)
         self._lock = self._state.lock
@@ -244,13 +245,23 @@ class InferenceBroker:
         return f"InferenceBroker(address={self.address}, contract={self.contract.address})"
 
     def close(self) -> None:
-        """Stop auto-funding (no scheduler thread is left), close the owned HTTP clients and the
-        fee store."""
-        self.stop_auto_funding()
+        """End auto-funding for good, then close the owned HTTP clients and the fee store.
+
+        Once it returns no auto-funding thread is left and no check runs any more: the
+        :class:`~broker.funding.checker.FundingChecker` is closed first (a cycle in flight, in the
+        scheduler's worker or in a request's inline check, stops at its next step and sends no
+        transfer; one already sent is waited for), then every job is stopped and the scheduler's
+        threads are joined. Afterwards ``start_auto_funding`` raises
+        :class:`~broker.funding.errors.FundingClosedError` and the inline strategy checks nothing.
+        Idempotent.
+        """
         with self._lock:
-            checker, self._funding_checker = self._funding_checker, None
+            self._closed = True
+            checker, scheduler = self._funding_checker, self._funding_scheduler
         if checker is not None:
             checker.close()
+        if scheduler is not None:
+            scheduler.shutdown(wait=True)
         if self._own_http:
             self._http.close()
         if self._fee_store is not None:
@@ -435,10 +446,13 @@ class InferenceBroker:
     @property
     def funding_checker(self) -> FundingChecker:
         """The broker's :class:`~broker.funding.checker.FundingChecker` (created on first use),
-        shared by the scheduler and the inline strategy so cycles are single-flight per provider."""
+        shared by the scheduler and the inline strategy so cycles are single-flight per provider.
+        After :meth:`close` it is closed (it runs no cycle)."""
         with self._lock:
             if self._funding_checker is None:
                 self._funding_checker = FundingChecker(self)
+                if self._closed:
+                    self._funding_checker.close()
             return self._funding_checker
 
     def _scheduler(self) -> FundingScheduler:
@@ -469,8 +483,9 @@ class InferenceBroker:
             :class:`~broker.funding.status.FundingStatus` after the first cycle.
 
         Raises:
-            InvalidAddressError, FundingConfigError. Funding failures are reported in the status
-            (``last_error``) and to listeners, never raised.
+            InvalidAddressError, FundingConfigError. FundingClosedError: the broker was closed
+            (also when :meth:`close` ran during the first cycle; no job is left). Funding failures
+            are reported in the status (``last_error``) and to listeners, never raised.
         """
         return self._scheduler().start(self._provider(provider), interval, buffer_multiplier)
 

@@ -15,12 +15,11 @@ def locked(inf, provider: str) -> int:
 
 
 def funding_threads() -> list[threading.Thread]:
-    """Live scheduler / worker threads of auto-funding."""
-    return [
-        t
-        for t in threading.enumerate()
-        if t.name == "APScheduler" or t.name.startswith("zg-funding")
-    ]
+    """Live scheduler / worker threads of auto-funding (named ``zg-funding-<n>`` /
+    ``zg-funding-<n>_<i>``; the gateway's settlement scheduler, ``APScheduler``, is not one)."""
+    from broker.funding.scheduler import THREAD_NAME_PREFIX
+
+    return [t for t in threading.enumerate() if t.name.startswith(THREAD_NAME_PREFIX)]
 
 
 def wait_for(predicate, timeout: float, step: float = 0.05) -> bool:

@@ -39,7 +39,12 @@ class UvicornThread:
         for _ in range(self._start_polls):
             if self.server.started:
                 return self
+            if not self.thread.is_alive():  # start-up failed: the thread has ended
+                break
             time.sleep(0.02)
+        # too slow: stop it, so that a start-up still running (its lifespan may start serve's
+        # auto-funding) does not outlive the test; ``__exit__`` is not called after a raise here
+        self.__exit__(None, None, None)
         raise RuntimeError("server did not start")
 
     def __exit__(self, *exc):
