@@ -248,6 +248,8 @@ def create_app(
                     metrics.funding_transferred.inc(event.amount)
 
             remove_listener = inference.add_funding_listener(on_funding)
+        funding_started = False
+        upstream = None
         try:
             if run_startup:
                 report = await run_in_threadpool(
@@ -256,31 +258,35 @@ def create_app(
                 service, funding_started = report.service, report.auto_funding
             else:
                 service = await run_in_threadpool(inference.get_service, provider, refresh=True)
-                funding_started = False
+            upstream = Upstream(inference, service.provider, service.url, settings, metrics)
+            ctx = ProxyContext(
+                settings=settings,
+                inference=inference,
+                provider=service.provider,
+                service=service,
+                upstream=upstream,
+                verifier=Verifier(
+                    inference, service.provider, settings.verify, upstream.signatures, metrics
+                ),
+                billing=Billing(inference, service.provider, metrics),
+                metrics=metrics,
+                broker=full_broker,
+            )
+            ctx.extra["state_store"] = state
+            app.state.proxy = ctx
+            if freeze_heap:  # no full garbage collection walks the start-up objects again
+                freeze_startup_heap()
         except BaseException as exc:
+            # nothing the start-up began outlives it: auto-funding, the listener, the pools
             app.state.startup_error = exc  # serve() reports it in one line
+            if funding_started:
+                inference.stop_auto_funding(service.provider)
             if callable(remove_listener):
                 remove_listener()
+            if upstream is not None:
+                await upstream.aclose()
             state.close()
             raise
-        upstream = Upstream(inference, service.provider, service.url, settings, metrics)
-        ctx = ProxyContext(
-            settings=settings,
-            inference=inference,
-            provider=service.provider,
-            service=service,
-            upstream=upstream,
-            verifier=Verifier(
-                inference, service.provider, settings.verify, upstream.signatures, metrics
-            ),
-            billing=Billing(inference, service.provider, metrics),
-            metrics=metrics,
-            broker=full_broker,
-        )
-        ctx.extra["state_store"] = state
-        app.state.proxy = ctx
-        if freeze_heap:  # no full garbage collection walks the start-up objects again
-            freeze_startup_heap()
         try:
             yield
         finally:

@@ -126,3 +126,34 @@ def test_chain_gone(devnet, stack, user_broker):
     assert checks["provider"]["ok"] is True  # the gateway is still there
     assert checks["sub_account"]["ok"] is False  # it is read from the chain
     assert checks["auto_funding"]["detail"].startswith("last check failed")
+
+
+def test_a_start_up_that_fails_after_auto_funding_began_stops_it(stack, user_broker, monkeypatch):
+    """The attack: a start-up step after auto-funding has begun fails (here the provider pool).
+    Nothing the start-up began may outlive it: no scheduler left moving the user's funds for a
+    proxy that never served, and the error is the one ``serve`` reports."""
+    import asyncio
+
+    import broker.proxy.app as app_module
+    from broker.funding.scheduler import THREAD_NAME_PREFIX
+
+    st, _ = stack
+    app = create_app(user_broker, ServeSettings(provider=st.provider_address, funding_interval=0.5))
+
+    def broken_pool(*_args, **_kwargs):
+        raise RuntimeError("the provider pool could not be built")
+
+    monkeypatch.setattr(app_module, "Upstream", broken_pool)
+
+    async def start() -> None:
+        async with app.router.lifespan_context(app):
+            pass
+
+    with pytest.raises(RuntimeError, match="provider pool"):
+        asyncio.run(start())
+    assert isinstance(app.state.startup_error, RuntimeError)
+    assert user_broker.inference.auto_funding_status(st.provider_address).running is False
+    deadline = time.monotonic() + 5
+    while any(t.name.startswith(THREAD_NAME_PREFIX) for t in threading.enumerate()):
+        assert time.monotonic() < deadline, [t.name for t in threading.enumerate()]
+        time.sleep(0.05)
