@@ -42,7 +42,8 @@ class ThreadServer:
         deadline = time.monotonic() + 60
         while not self.server.started:
             if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("server did not start")
+                self.__exit__(None, None, None)  # a slow start-up (its lifespan may start
+                raise RuntimeError("server did not start")  # auto-funding) ends with the test
             time.sleep(0.02)
         return self.url
 
