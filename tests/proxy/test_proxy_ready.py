@@ -137,6 +137,10 @@ def test_a_start_up_that_fails_after_auto_funding_began_stops_it(stack, user_bro
     import broker.proxy.app as app_module
     from broker.funding.scheduler import THREAD_NAME_PREFIX
 
+    def funding_threads() -> set[str]:
+        return {t.name for t in threading.enumerate() if t.name.startswith(THREAD_NAME_PREFIX)}
+
+    before = funding_threads()  # other tests' schedulers, alive for their own scopes
     st, _ = stack
     app = create_app(user_broker, ServeSettings(provider=st.provider_address, funding_interval=0.5))
 
@@ -154,6 +158,6 @@ def test_a_start_up_that_fails_after_auto_funding_began_stops_it(stack, user_bro
     assert isinstance(app.state.startup_error, RuntimeError)
     assert user_broker.inference.auto_funding_status(st.provider_address).running is False
     deadline = time.monotonic() + 5
-    while any(t.name.startswith(THREAD_NAME_PREFIX) for t in threading.enumerate()):
-        assert time.monotonic() < deadline, [t.name for t in threading.enumerate()]
+    while funding_threads() - before:
+        assert time.monotonic() < deadline, funding_threads() - before
         time.sleep(0.05)
