@@ -93,12 +93,16 @@ class _StreamState:
     each event's data is parsed as JSON once (:meth:`observe`), for the usage, the chat id and the
     text."""
 
-    def __init__(self, response: UpstreamResponse, request_body: bytes | None) -> None:
+    def __init__(
+        self, response: UpstreamResponse, request_body: bytes | None, *, bind: bool = True
+    ) -> None:
         self.summary = SSEStreamSummary()  # usage, chat id and text, as the gateway bills them
         self.decoder = SSEDecoder()
         self.chat_id = chat_id_from_headers(response.headers)
-        self.hash = hashlib.sha256()
-        self.request_hash = None if request_body is None else sha256_hex(request_body)
+        #: the running sha256 of the raw stream; ``None`` without ``bind`` (``off``: nothing is
+        #: checked, so nothing is hashed)
+        self.hash = hashlib.sha256() if bind else None
+        self.request_hash = None if request_body is None or not bind else sha256_hex(request_body)
         self.finished = False
         #: raw bytes held back until the outcome comments: from the ``[DONE]`` event on, and an
         #: unterminated last event (``None``: nothing held back yet)
@@ -107,7 +111,8 @@ class _StreamState:
     def feed_raw(self, chunk: bytes) -> list[SSEEvent]:
         """A chunk as received (hashed) that is also the decoded stream (no coding); returns the
         events it completed (not yet released nor observed)."""
-        self.hash.update(chunk)
+        if self.hash is not None:
+            self.hash.update(chunk)
         return self.decoder.feed_events(chunk)
 
     def feed_text(self, chunk: bytes) -> list[SSEEvent]:
@@ -154,7 +159,10 @@ class _StreamState:
                 if obj is not None:
                     self.summary.observe(obj)
 
-    def binding(self) -> ResponseBinding:
+    def binding(self) -> ResponseBinding | None:
+        """What the signature must cover; ``None`` when nothing was hashed (``off``)."""
+        if self.hash is None:
+            return None
         return ResponseBinding(self.hash.hexdigest(), self.request_hash)
 
 
@@ -223,9 +231,10 @@ async def _buffered(
     ctx: ProxyContext, response: UpstreamResponse, request_body: bytes | None
 ) -> Response:
     """Read the whole stream, verify it, then answer it in one piece (or refuse it)."""
-    state = _StreamState(response, request_body)
+    state = _StreamState(response, request_body, bind=ctx.verifier.mode != "off")
     received = await ctx.upstream.read_raw(response)
-    state.hash.update(received)
+    if state.hash is not None:
+        state.hash.update(received)
     text = decode_body(received, response.headers)
     events = state.feed_text(text)
     body = state.release(events)
@@ -266,7 +275,8 @@ async def stream_response(
         return await _buffered(ctx, response, request_body)
     headers = _client_headers(ctx, response)
     headers[VERIFIED_HEADER] = "off" if ctx.verifier.mode == "off" else "deferred"
-    return _SSERelay(ctx, response, _StreamState(response, request_body), headers)
+    state = _StreamState(response, request_body, bind=ctx.verifier.mode != "off")
+    return _SSERelay(ctx, response, state, headers)
 
 
 class _SSERelay(Response):
