@@ -230,8 +230,9 @@ def _orjson_writes_go_form(value: Any, depth: int) -> bool:
     """Whether orjson (``OPT_SORT_KEYS``: compact, keys sorted by their UTF-8 bytes, characters
     beyond ASCII raw, the same string escapes as Go's) writes ``value`` as Go does, up to Go's
     extra escapes (:func:`_go_escaped_bytes`): JSON types only, floats only where their
-    shortest form is Go's (:func:`_repr_is_go_float`), no integer beyond a float64's exact range,
-    string keys, at most :data:`MAX_DEPTH` deep. Anything else takes :func:`_encode`."""
+    shortest form is Go's (:func:`_orjson_float_is_go_form`), no integer beyond a float64's
+    exact range, string keys, at most :data:`MAX_DEPTH` deep. Anything else takes
+    :func:`_encode`."""
     kind = type(value)
     if kind is dict:
         for key in value:
@@ -246,7 +247,7 @@ def _orjson_writes_go_form(value: Any, depth: int) -> bool:
             or value is None
             or kind is bool
             or (kind is int and -_EXACT_INT <= value <= _EXACT_INT)
-            or (kind is float and _repr_is_go_float(value))
+            or (kind is float and _orjson_float_is_go_form(value))
         )
     if depth >= MAX_DEPTH:
         return False
@@ -259,7 +260,7 @@ def _orjson_writes_go_form(value: Any, depth: int) -> bool:
                 continue
             return False
         if kind is float:
-            if _repr_is_go_float(item):
+            if _orjson_float_is_go_form(item):
                 continue
             return False
         if not _orjson_writes_go_form(item, depth + 1):
@@ -267,7 +268,7 @@ def _orjson_writes_go_form(value: Any, depth: int) -> bool:
     return True
 
 
-def _repr_is_go_float(value: float) -> bool:
+def _orjson_float_is_go_form(value: float) -> bool:
     """Whether orjson prints ``value`` as Go does (:func:`go_float`): both write the shortest
     round-trip digits, and for a finite value with a fraction and ``1e-5 <= |x| < 1e16`` both in
     fixed notation. Whole values (orjson ``1.0``, Go ``1``), smaller magnitudes (orjson ``1e-6``,
