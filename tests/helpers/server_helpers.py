@@ -23,16 +23,20 @@ class UvicornThread:
         app: the ASGI app.
         port: the loopback port (see :func:`free_port`).
         start_polls: how many 20 ms polls to wait for the start before raising ``RuntimeError``.
+        stop_timeout: seconds to wait for the server's thread on exit.
         config: more ``uvicorn.Config`` options (e.g. ``proxy_headers=False``).
     """
 
-    def __init__(self, app, port: int, *, start_polls: int = 200, **config) -> None:
+    def __init__(
+        self, app, port: int, *, start_polls: int = 200, stop_timeout: float = 5, **config
+    ) -> None:
         self.server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config)
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.url = f"http://127.0.0.1:{port}"
         self._start_polls = start_polls
+        self._stop_timeout = stop_timeout
 
     def __enter__(self):
         self.thread.start()
@@ -49,7 +53,7 @@ class UvicornThread:
 
     def __exit__(self, *exc):
         self.server.should_exit = True
-        self.thread.join(5)
+        self.thread.join(self._stop_timeout)
 
 
 async def ok_app(scope, receive, send) -> None:

@@ -5,51 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
-import time
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from server_helpers import UvicornThread, free_port
 
 __all__ = ["ThreadServer", "fake_llm_app", "free_port", "register_image_service"]
 
 USAGE = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ThreadServer:
-    """``with ThreadServer(app) as url:`` runs ``app`` with uvicorn on a free loopback port."""
+class ThreadServer(UvicornThread):
+    """``with ThreadServer(app) as url:`` runs ``app`` with uvicorn on a free loopback port, its
+    lifespan on (serve's start-up may take a while: up to 60 s; 15 s to stop)."""
 
     def __init__(self, app, port: int | None = None) -> None:
         self.port = port or free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
-            )
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(app, self.port, start_polls=3000, stop_timeout=15, lifespan="on")
 
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                self.__exit__(None, None, None)  # a slow start-up (its lifespan may start
-                raise RuntimeError("server did not start")  # auto-funding) ends with the test
-            time.sleep(0.02)
-        return self.url
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(15)
+    def __enter__(self) -> str:  # type: ignore[override]
+        return super().__enter__().url
 
 
 def _failure(text: str):
