@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 _EOL = re.compile(rb"[\r\n]")
-_CR, _LF, _COLON, _SPACE = 13, 10, 58, 32
+_CR, _LF, _COLON = 13, 10, 58
 
 
 class SSEEvent(NamedTuple):
