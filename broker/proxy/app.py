@@ -249,7 +249,22 @@ def create_app(
 
             remove_listener = inference.add_funding_listener(on_funding)
         funding_started = False
-        upstream = None
+        upstream: Upstream | None = None
+        ctx: ProxyContext | None = None
+
+        async def shut_down() -> None:
+            """Undo what the start-up began (also after a start-up that failed half-way)."""
+            if funding_started:
+                inference.stop_auto_funding(service.provider)
+            if callable(remove_listener):
+                remove_listener()
+            if upstream is not None:
+                await upstream.aclose()
+            if ctx is None:
+                state.close()
+            else:
+                await close_extras(ctx)  # the state store among them
+
         try:
             if run_startup:
                 report = await run_in_threadpool(
@@ -277,25 +292,13 @@ def create_app(
             if freeze_heap:  # no full garbage collection walks the start-up objects again
                 freeze_startup_heap()
         except BaseException as exc:
-            # nothing the start-up began outlives it: auto-funding, the listener, the pools
             app.state.startup_error = exc  # serve() reports it in one line
-            if funding_started:
-                inference.stop_auto_funding(service.provider)
-            if callable(remove_listener):
-                remove_listener()
-            if upstream is not None:
-                await upstream.aclose()
-            state.close()
+            await shut_down()  # nothing the start-up began outlives it
             raise
         try:
             yield
         finally:
-            if funding_started:
-                inference.stop_auto_funding(service.provider)
-            if callable(remove_listener):
-                remove_listener()
-            await upstream.aclose()
-            await close_extras(ctx)
+            await shut_down()
 
     app = HotLaneFastAPI(
         title="0g-broker serve",
