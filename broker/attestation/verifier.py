@@ -65,6 +65,7 @@ from broker.attestation.signature import (
 from broker.attestation.tcb import REVOKED, TCB_STATUSES, TcbFailure
 
 __all__ = [
+    "QUOTE_REPORT_MAX_BYTES",
     "QUOTE_SIGNATURE_HEADER",
     "FetchedReport",
     "fetch_quote_report",
@@ -75,6 +76,10 @@ __all__ = [
 
 QUOTE_SIGNATURE_HEADER = "ZG-Quote-Signature"
 """Response header of newer providers: EIP-191 signature of keccak256(body) by the TEE signer."""
+
+QUOTE_REPORT_MAX_BYTES = 8 * 1024 * 1024
+"""Most bytes read of a downloaded report (after content decoding). A real ``/v1/quote`` body
+(quote, event log, tcb_info, NVIDIA evidence) is tens of kilobytes."""
 
 PASSED, FAILED, SKIPPED = CheckStatus.PASSED, CheckStatus.FAILED, CheckStatus.SKIPPED
 _ADDR_ASCII = re.compile(rb"^0x[0-9a-fA-F]{40}$")
@@ -109,21 +114,30 @@ def fetch_quote_report(
     Returns:
         :class:`FetchedReport`.
     Raises:
-        AttestationFetchError: network error or a non-2xx answer.
+        AttestationFetchError: network error, a non-2xx answer, or a body larger than
+            :data:`QUOTE_REPORT_MAX_BYTES` (never read whole).
     """
     target = url.rstrip("/") + path
     own = client is None
     client = client or httpx.Client(follow_redirects=True)
     try:
-        resp = client.get(target, params=params, timeout=timeout)
+        with client.stream("GET", target, params=params, timeout=timeout) as resp:
+            if not 200 <= resp.status_code < 300:
+                raise AttestationFetchError(f"GET {target} answered HTTP {resp.status_code}")
+            body = bytearray()
+            for chunk in resp.iter_bytes():
+                body += chunk
+                if len(body) > QUOTE_REPORT_MAX_BYTES:
+                    raise AttestationFetchError(
+                        f"GET {target}: the report is larger than {QUOTE_REPORT_MAX_BYTES} bytes"
+                    )
+            signature = resp.headers.get(QUOTE_SIGNATURE_HEADER)
     except httpx.HTTPError as exc:
         raise AttestationFetchError(f"GET {target} failed: {type(exc).__name__}: {exc}") from exc
     finally:
         if own:
             client.close()
-    if not 200 <= resp.status_code < 300:
-        raise AttestationFetchError(f"GET {target} answered HTTP {resp.status_code}")
-    return FetchedReport(resp.content, resp.headers.get(QUOTE_SIGNATURE_HEADER), target)
+    return FetchedReport(bytes(body), signature, target)
 
 
 def signer_from_report_data(report_data: bytes) -> tuple[str | None, str]:

@@ -26,6 +26,14 @@ reproduced for this route; the response hash is never skipped when the bytes are
 A ``429``/``503`` from the signature endpoint is retried after its ``Retry-After`` (at most
 :data:`RATE_LIMIT_BUDGET_S` seconds of waiting in all).
 
+Hostile answers. The chat id comes from the response (header or body), so a relay or provider
+chooses it: an id that is a dot segment (``.``, ``..``) would be resolved away by the HTTP client
+and send the fetch to another route (``.../signature/..`` is ``/v1/proxy``), and an endless id an
+endless URL; such ids are refused (``chat_id_invalid``) before any request
+(:func:`chat_id_problem`). The signature endpoint's answer is read at most
+:data:`SIGNATURE_MAX_BYTES` (after any content decoding): a larger one is
+``signature_unavailable``, never buffered whole.
+
 Signature header. Our gateway also sends the B7 signature of a non-streamed answer in the
 ``ZG-Res-Signature`` response header (:data:`RESPONSE_SIGNATURE_HEADER`, ``0x`` + 130 hex). The
 user side never trusts the text a header could name: :func:`verify_signature_header` rebuilds the
@@ -51,6 +59,7 @@ import httpx
 from coincurve import PublicKey
 from eth_utils import keccak, to_checksum_address
 
+from broker.inference.errors import InvalidChatIdError
 from broker.inference.service_info import is_verifiable, parse_additional_info, provider_type
 from broker.wire.signed_text import SignedTextError, compare_signed_text, sha256_hex
 
@@ -61,9 +70,11 @@ __all__ = [
     "BINDING_FULL",
     "BINDING_RESPONSE_ONLY",
     "BINDING_SIGNATURE_ONLY",
+    "CHAT_ID_MAX_CHARS",
     "DEFAULT_SIGNATURE_TIMEOUT_S",
     "RATE_LIMIT_BUDGET_S",
     "RESPONSE_SIGNATURE_HEADER",
+    "SIGNATURE_MAX_BYTES",
     "SIGNATURE_NOT_FOUND_ATTEMPTS",
     "SIGNATURE_NOT_FOUND_BACKOFF_S",
     "AsyncSignatureClient",
@@ -71,6 +82,7 @@ __all__ = [
     "VerificationReason",
     "VerificationResult",
     "averify_response_signature",
+    "chat_id_problem",
     "check_service_verifiable",
     "evaluate_signature_response",
     "is_signature_not_found",
@@ -100,6 +112,10 @@ BINDING_SIGNATURE_ONLY = "signature_only"
 _ZERO_ADDRESS = "0x" + "0" * 40
 #: Response header with the B7 signature of a non-streamed answer (our gateway; not the 0G one).
 RESPONSE_SIGNATURE_HEADER = "ZG-Res-Signature"
+#: Longest chat id put in a signature URL (characters; real ids are UUID-sized, under 100).
+CHAT_ID_MAX_CHARS = 512
+#: Most bytes read of a signature endpoint's answer (a B7 answer is under 1 KB).
+SIGNATURE_MAX_BYTES = 64 * 1024
 
 
 class VerificationReason(enum.StrEnum):
@@ -124,6 +140,8 @@ class VerificationReason(enum.StrEnum):
     REQUEST_HASH_MISMATCH = "request_hash_mismatch"
     #: the chat id is not this response's (e.g. one already used by an earlier response)
     CHAT_ID_MISMATCH = "chat_id_mismatch"
+    #: the chat id cannot name a signature URL (a dot segment, or too long): nothing was fetched
+    CHAT_ID_INVALID = "chat_id_invalid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,9 +220,36 @@ def select_signing_address(service: Service, info: dict[str, Any]) -> str:
     return service.tee_signer_address
 
 
+def chat_id_problem(chat_id: str) -> str | None:
+    """Why ``chat_id`` cannot name a signature URL, or ``None`` when it can.
+
+    Percent-encoding keeps ``/``, ``?``, ``#`` and the like inside one path segment, but a segment
+    that *is* ``.`` or ``..`` is resolved by every HTTP client (RFC 3986 §5.2.4), so
+    ``.../signature/..`` would fetch ``/v1/proxy`` instead; and an id longer than
+    :data:`CHAT_ID_MAX_CHARS` characters is no provider's.
+
+    Args:
+        chat_id: the chat id as extracted from the response.
+    Returns:
+        a one-line reason, or ``None``.
+    """
+    if chat_id in (".", ".."):
+        return f"chat id {chat_id!r} is a dot segment: it would not name the signature endpoint"
+    if len(chat_id) > CHAT_ID_MAX_CHARS:
+        return f"chat id is {len(chat_id)} characters, more than {CHAT_ID_MAX_CHARS}"
+    return None
+
+
 def signature_url(service_url: str, chat_id: str, model: str) -> str:
     """``{url}/v1/proxy/signature/{chat_id}?model={model}`` with the chat ID as one URL-encoded path
-    segment and the model as a URL-encoded query value (a trailing ``/`` on ``url`` is dropped)."""
+    segment and the model as a URL-encoded query value (a trailing ``/`` on ``url`` is dropped).
+
+    Raises:
+        InvalidChatIdError: ``chat_id`` is ``.`` or ``..`` or too long (:func:`chat_id_problem`).
+    """
+    problem = chat_id_problem(chat_id)
+    if problem is not None:
+        raise InvalidChatIdError(problem)
     return (
         f"{service_url.rstrip('/')}/v1/proxy/signature/{quote(chat_id, safe='')}"
         f"?{urlencode({'model': model})}"
@@ -485,6 +530,49 @@ def _retry_delays(attempts: int, backoff: float) -> list[float]:
 
 
 _SIGNATURE_HEADERS = {"Content-Type": "application/json"}
+# Headers that describe the bytes on the wire, not the decoded body kept in the Response built.
+_WIRE_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
+def _too_large() -> httpx.ReadError:
+    return httpx.ReadError(f"the answer is larger than {SIGNATURE_MAX_BYTES} bytes")
+
+
+def _capped_response(answer: httpx.Response, body: bytes) -> httpx.Response:
+    headers = [(k, v) for k, v in answer.headers.items() if k.lower() not in _WIRE_HEADERS]
+    return httpx.Response(answer.status_code, headers=headers, content=body)
+
+
+def _get_capped(http: httpx.Client, url: str, timeout: float) -> httpx.Response:
+    """GET ``url``, reading at most :data:`SIGNATURE_MAX_BYTES` of the (decoded) body.
+
+    Raises:
+        httpx.HTTPError: transport failure, or ``ReadError`` for a larger answer.
+    """
+    with http.stream("GET", url, headers=_SIGNATURE_HEADERS, timeout=timeout) as answer:
+        body = bytearray()
+        for chunk in answer.iter_bytes():
+            body += chunk
+            if len(body) > SIGNATURE_MAX_BYTES:
+                raise _too_large()
+        return _capped_response(answer, bytes(body))
+
+
+async def _aget_capped(http: Any, url: str, timeout: float) -> httpx.Response:
+    """Async :func:`_get_capped`; a client that is not an ``httpx.AsyncClient`` reads the body
+    itself (serve's caps its read the same way), its answer's size is checked after."""
+    if not isinstance(http, httpx.AsyncClient):
+        response = await http.get(url, headers=_SIGNATURE_HEADERS, timeout=timeout)
+        if len(response.content) > SIGNATURE_MAX_BYTES:
+            raise _too_large()
+        return response
+    async with http.stream("GET", url, headers=_SIGNATURE_HEADERS, timeout=timeout) as answer:
+        body = bytearray()
+        async for chunk in answer.aiter_bytes():
+            body += chunk
+            if len(body) > SIGNATURE_MAX_BYTES:
+                raise _too_large()
+        return _capped_response(answer, bytes(body))
 
 
 def retry_after_seconds(response: httpx.Response, default: float = 1.0) -> float:
@@ -544,6 +632,11 @@ def _prepare_signature_request(
     if isinstance(checked, VerificationResult):
         return checked
     assert chat_id is not None
+    problem = chat_id_problem(chat_id)
+    if problem is not None:
+        return VerificationResult(
+            False, VerificationReason.CHAT_ID_INVALID, checked, chat_id, problem
+        )
     return checked, signature_url(
         service.url, chat_id, model if model is not None else service.model
     )
@@ -609,7 +702,7 @@ def verify_response_signature(
     http = client or httpx.Client(timeout=timeout)
     try:
         while True:
-            response = http.get(url, headers=_SIGNATURE_HEADERS, timeout=timeout)
+            response = _get_capped(http, url, timeout)
             wait = policy.next_delay(response)
             if wait is None:
                 break
@@ -646,7 +739,7 @@ async def averify_response_signature(
     http: Any = client or httpx.AsyncClient(timeout=timeout)
     try:
         while True:
-            response = await http.get(url, headers=_SIGNATURE_HEADERS, timeout=timeout)
+            response = await _aget_capped(http, url, timeout)
             wait = policy.next_delay(response)
             if wait is None:
                 break

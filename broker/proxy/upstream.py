@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from broker.asgi.headers import copy_headers
 from broker.inference.broker import is_session_rejection
+from broker.inference.response_signature import SIGNATURE_MAX_BYTES
 from broker.proxy.errors import (
     ProxyHTTPError,
     UpstreamError,
@@ -249,9 +250,15 @@ class SignatureClient:
             async with self.session.get(
                 url, headers=headers, timeout=limit, allow_redirects=False
             ) as answer:
-                body = await answer.read()
+                body = bytearray()
+                async for chunk in answer.content.iter_chunked(SIGNATURE_MAX_BYTES):
+                    body += chunk
+                    if len(body) > SIGNATURE_MAX_BYTES:  # never buffer a hostile answer whole
+                        raise httpx.ReadError(
+                            f"the answer is larger than {SIGNATURE_MAX_BYTES} bytes"
+                        )
                 return httpx.Response(
-                    answer.status, headers=list(answer.headers.items()), content=body
+                    answer.status, headers=list(answer.headers.items()), content=bytes(body)
                 )
         except TimeoutError:
             raise httpx.ReadTimeout(f"no answer within {timeout:g} s") from None

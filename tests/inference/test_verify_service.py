@@ -21,6 +21,7 @@ from attestation_synth import NOW, SyntheticTdx
 
 from broker.attestation import AttestationFetchError, AttestationPolicy, Verdict
 from broker.attestation.report import CheckStatus
+from broker.attestation.verifier import QUOTE_REPORT_MAX_BYTES
 from broker.inference.verify import verify_service
 
 PROVIDER = "0x" + "a1" * 20
@@ -380,3 +381,12 @@ def test_inference_broker_method_passes_on_step(server, synth):
     )
     assert seen and seen[0].message.startswith("🔍 Starting TEE verification")
     assert report.steps == seen
+
+
+def test_oversized_quote_report_is_refused_unread(server):
+    """A hostile provider cannot make verification buffer an endless ``/v1/quote`` body: the
+    read stops past QUOTE_REPORT_MAX_BYTES with a typed fetch error."""
+    url, routes, _ = server
+    routes["/v1/quote"] = (200, b'{"quote": "' + b"0" * QUOTE_REPORT_MAX_BYTES + b'"}')
+    with pytest.raises(AttestationFetchError, match=f"larger than {QUOTE_REPORT_MAX_BYTES}"):
+        verify_service(lambda p: FakeService(url, PROVIDER), PROVIDER, now=NOW)
