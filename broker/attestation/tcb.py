@@ -63,6 +63,9 @@ class TcbFailure(StrEnum):
     """The QE report's report_data is not sha256(attestation key ‖ QE auth data)."""
     TDX_MODULE_MISMATCH = "tdx_module_mismatch"
     """The TDX module identity (MRSIGNERSEAM, SEAMATTRIBUTES) does not match the TCB Info."""
+    TD_ATTRIBUTES = "td_attributes"
+    """The TD's attributes are refused: DEBUG or reserved bits set, SEPT_VE_DISABLE clear,
+    migratable, or a service TD bound (MRSERVICETD not zero)."""
     QE_IDENTITY_MISMATCH = "qe_identity_mismatch"
     """The QE report does not match the QE Identity (MRSIGNER, ISVPRODID, attributes...)."""
     OTHER = "other"
@@ -126,6 +129,11 @@ _RULES: tuple[tuple[str, TcbFailure, str], ...] = (
         r"tdx module (mrsigner|seamattributes)|tdx module identity",
         TcbFailure.TDX_MODULE_MISMATCH,
         "the TDX module does not match the TCB Info's module identity",
+    ),
+    (
+        r"debug mode is enabled|td attributes|sept_ve_disable|td migration|mr service td",
+        TcbFailure.TD_ATTRIBUTES,
+        "the TD's attributes are refused (debug, migratable, reserved bits or no SEPT_VE_DISABLE)",
     ),
     (
         r"qe|mrsigner|isvprodid|miscselect|attributes",

@@ -71,6 +71,7 @@ __all__ = [
     "fetch_quote_report",
     "report_data_nonce",
     "signer_from_report_data",
+    "td_attribute_problems",
     "verify_attestation",
 ]
 
@@ -175,6 +176,40 @@ def report_data_nonce(report_data: bytes) -> bytes | None:
     if signer_from_report_data(report_data)[1] != "vllm-proxy":
         return None
     return bytes(report_data[32:64])
+
+
+_TD_ATTR_TUD_RESERVED = 0xFE  # bits 1-7 (bit 0 is DEBUG, checked apart)
+_TD_ATTR_SEC_RESERVED = 0x0FFFFF00  # bits 8-27
+_TD_ATTR_SEPT_VE_DISABLE = 1 << 28
+_TD_ATTR_MIGRATABLE = 1 << 29
+_TD_ATTR_OTHER_RESERVED = 0x7FFFFFFF00000000  # bits 32-62 (bit 63 is PERFMON)
+
+
+def td_attribute_problems(td_attributes: bytes) -> list[str]:
+    """What is wrong with a TD's TDATTRIBUTES besides DEBUG (attestation.md §2.2), by the rules
+    dcap-qvl 0.7 applies once it has collateral, so they hold without collateral too.
+
+    Args:
+        td_attributes: the 8 bytes of the TD report (a little-endian u64).
+    Returns:
+        one line per problem (empty when none): reserved bits set (TUD 1-7, SEC 8-27, OTHER
+        32-62), SEPT_VE_DISABLE (bit 28) clear, MIGRATABLE (bit 29) set. PKS, KL and PERFMON
+        (bits 30, 31, 63) are allowed.
+    """
+    value = int.from_bytes(td_attributes, "little")
+    problems = []
+    for mask, what in (
+        (_TD_ATTR_TUD_RESERVED, "TUD"),
+        (_TD_ATTR_SEC_RESERVED, "SEC"),
+        (_TD_ATTR_OTHER_RESERVED, "OTHER"),
+    ):
+        if value & mask:
+            problems.append(f"reserved {what} bits of TDATTRIBUTES are set ({value & mask:#x})")
+    if not value & _TD_ATTR_SEPT_VE_DISABLE:
+        problems.append("SEPT_VE_DISABLE is not set (the TD takes #VE on pending pages)")
+    if value & _TD_ATTR_MIGRATABLE:
+        problems.append("the TD is migratable (MIGRATABLE is set)")
+    return problems
 
 
 def _now(now: datetime | float | None) -> datetime:
@@ -367,6 +402,7 @@ class _Run:
         body, problems = quote.body, []
         if body.is_debug:
             problems.append("TD debug attribute is set")
+        problems += td_attribute_problems(body.td_attributes)
         if any(body.mr_signer_seam):
             problems.append("MRSIGNERSEAM is not zero (TDX module not signed by Intel)")
         if body.mr_service_td is not None and any(body.mr_service_td):
@@ -374,7 +410,12 @@ class _Run:
         if problems:
             self.r.add("td_attributes", FAILED, "; ".join(problems))
         else:
-            self.r.add("td_attributes", PASSED, "not debug; Intel TDX module; no service TD")
+            self.r.add(
+                "td_attributes",
+                PASSED,
+                "not debug; SEPT_VE_DISABLE set; not migratable; no reserved bits; "
+                "Intel TDX module; no service TD",
+            )
 
     def signer(
         self,

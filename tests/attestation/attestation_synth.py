@@ -327,8 +327,9 @@ class SyntheticTdx:
         mr_config_id: bytes = bytes(48),
         td15: bool = False,
         debug: bool = False,
+        td_attributes: bytes | None = None,
     ) -> bytes:
-        td_attr = bytearray.fromhex("0000001000000000")
+        td_attr = bytearray(td_attributes or bytes.fromhex("0000001000000000"))
         if debug:
             td_attr[0] |= 1
         out = (
@@ -357,6 +358,7 @@ class SyntheticTdx:
         mr_config_id: bytes = bytes(48),
         version: int = 4,
         debug: bool = False,
+        td_attributes: bytes | None = None,
         chain_pem: str | None = None,
         qe_report_data: bytes | None = None,
     ) -> bytes:
@@ -367,7 +369,11 @@ class SyntheticTdx:
         )
         if version == 4:
             signed = header + self.body(
-                report_data=report_data, rtmrs=rtmrs, mr_config_id=mr_config_id, debug=debug
+                report_data=report_data,
+                rtmrs=rtmrs,
+                mr_config_id=mr_config_id,
+                debug=debug,
+                td_attributes=td_attributes,
             )
         else:
             body = self.body(
@@ -376,6 +382,7 @@ class SyntheticTdx:
                 mr_config_id=mr_config_id,
                 td15=True,
                 debug=debug,
+                td_attributes=td_attributes,
             )
             signed = header + struct.pack("<HI", 3, len(body)) + body
         ak_raw = _raw_pub(self.ak)

@@ -228,6 +228,33 @@ def test_debug_td_fails_td_attributes(synth):
     assert _failed(_verify(synth, synth.report(debug=True))) == {"td_attributes"}
 
 
+@pytest.mark.parametrize(
+    ("td_attributes", "reason"),
+    [
+        ("0000000000000000", "SEPT_VE_DISABLE is not set"),
+        ("0000003000000000", "TD is migratable"),
+        ("0200001000000000", "reserved TUD bits"),
+        ("0001001000000000", "reserved SEC bits"),
+        ("0000001000000100", "reserved OTHER bits"),
+    ],
+)
+def test_unsafe_td_attributes_fail_without_collateral(synth, td_attributes, reason):
+    """dcap-qvl refuses these TD attributes only when it evaluates collateral; the local check
+    refuses them too, so a policy without the TCB step (air-gapped) cannot pass a TD that takes
+    #VE on pending pages, can be migrated, or sets bits nobody defined."""
+    report = _verify(synth, synth.report(td_attributes=bytes.fromhex(td_attributes)))
+    assert _failed(report) == {"td_attributes"}
+    assert reason in report.check("td_attributes").reason
+    assert report.verdict is Verdict.FAILED
+
+
+def test_allowed_td_attributes_still_pass(synth):
+    """PKS (bit 30), KL (bit 31) and PERFMON (bit 63) are allowed, as dcap-qvl allows them."""
+    report = _verify(synth, synth.report(td_attributes=bytes.fromhex("000000d000000080")))
+    assert report.check("td_attributes").status is CheckStatus.PASSED
+    assert report.verdict is Verdict.VERIFIED
+
+
 def test_quote_response_signature_header(synth):
     from eth_account import Account
     from eth_account.messages import encode_defunct

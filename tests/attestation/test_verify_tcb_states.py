@@ -339,3 +339,24 @@ def test_collateral_for_another_platform_or_no_level_fails(synth, body, col):
 )
 def test_classify_dcap_failure(message, code):
     assert classify_dcap_failure(message)[0] == code
+
+
+@pytest.mark.parametrize(
+    ("td_attributes", "dcap_says"),
+    [
+        ("0200001000000000", "Reserved bits in TD attributes are set"),
+        ("0000000000000000", "SEPT_VE_DISABLE is not enabled"),
+        ("0000003000000000", "TD migration is enabled"),
+        ("0100001000000000", "Debug mode is enabled"),
+    ],
+)
+def test_td_attribute_refusal_is_named_as_such(synth, col, td_attributes, dcap_says):
+    """dcap-qvl's refusal of the TD attributes was filed as a QE identity mismatch (reserved
+    bits: the word "attributes") or as an unclassified refusal: it is named ``td_attributes``."""
+    body = json.dumps(synth.report(td_attributes=bytes.fromhex(td_attributes))).encode()
+    report = _verify(synth, body, col.build())
+    tcb = report.check("tcb_status")
+    assert tcb.status is CheckStatus.FAILED and dcap_says in tcb.reason
+    assert tcb.details["failure"] == TcbFailure.TD_ATTRIBUTES
+    assert report.check("td_attributes").status is CheckStatus.FAILED
+    assert report.verdict is Verdict.FAILED
