@@ -225,8 +225,9 @@ def chat_id_problem(chat_id: str) -> str | None:
 
     Percent-encoding keeps ``/``, ``?``, ``#`` and the like inside one path segment, but a segment
     that *is* ``.`` or ``..`` is resolved by every HTTP client (RFC 3986 §5.2.4), so
-    ``.../signature/..`` would fetch ``/v1/proxy`` instead; and an id longer than
-    :data:`CHAT_ID_MAX_CHARS` characters is no provider's.
+    ``.../signature/..`` would fetch ``/v1/proxy`` instead; an id longer than
+    :data:`CHAT_ID_MAX_CHARS` characters, or with control characters (a body ``id`` may hold line
+    breaks that would forge log lines), is no provider's.
 
     Args:
         chat_id: the chat id as extracted from the response.
@@ -237,6 +238,8 @@ def chat_id_problem(chat_id: str) -> str | None:
         return f"chat id {chat_id!r} is a dot segment: it would not name the signature endpoint"
     if len(chat_id) > CHAT_ID_MAX_CHARS:
         return f"chat id is {len(chat_id)} characters, more than {CHAT_ID_MAX_CHARS}"
+    if not chat_id.isprintable():
+        return "chat id has control characters"
     return None
 
 
@@ -633,9 +636,10 @@ def _prepare_signature_request(
         return checked
     assert chat_id is not None
     problem = chat_id_problem(chat_id)
-    if problem is not None:
+    if problem is not None:  # the id kept in the result (and the fee store's log) is shortened
+        shown = chat_id[:CHAT_ID_MAX_CHARS].encode("unicode_escape").decode("ascii")
         return VerificationResult(
-            False, VerificationReason.CHAT_ID_INVALID, checked, chat_id, problem
+            False, VerificationReason.CHAT_ID_INVALID, checked, shown, problem
         )
     return checked, signature_url(
         service.url, chat_id, model if model is not None else service.model

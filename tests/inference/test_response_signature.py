@@ -300,11 +300,18 @@ def test_dot_segment_chat_id_is_refused_without_fetching(fake_provider, chat_id)
     assert isinstance(info.value, BrokerError)
 
 
-def test_overlong_chat_id_is_refused_without_fetching(fake_provider):
-    chat_id = "c" * (CHAT_ID_MAX_CHARS + 1)
+@pytest.mark.parametrize(
+    "chat_id", ["c" * (CHAT_ID_MAX_CHARS + 1), "id\nWARNING forged log line", "id\x00", "a\u2028b"]
+)
+def test_overlong_or_control_character_chat_id_is_refused_without_fetching(fake_provider, chat_id):
+    """An endless id (an endless URL, stored in the verification log) or one with control
+    characters (a body ``id`` may carry line breaks into log lines) is refused before any fetch;
+    the id kept in the result is shortened and escaped."""
+    fake_provider.set_signature(chat_id, 200, {"text": C2_TEXT, "signature": C2_SIG})
     result = verify_response_signature(_service(fake_provider.url), chat_id)
     assert (result.verified, result.reason) == (False, VerificationReason.CHAT_ID_INVALID)
     assert fake_provider.requests == []
+    assert len(result.chat_id) <= 2 * CHAT_ID_MAX_CHARS and result.chat_id.isprintable()
     assert signature_url("http://h:1", "c" * CHAT_ID_MAX_CHARS, "m").startswith("http://h:1/v1/")
 
 
