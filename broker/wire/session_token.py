@@ -45,6 +45,7 @@ __all__ = [
     "API_KEY_PREFIX",
     "BEARER_PREFIX",
     "EPHEMERAL_TOKEN_ID",
+    "MAX_CLOCK_SKEW_S",
     "MAX_EPHEMERAL_DURATION_MS",
     "MAX_PERSISTENT_TOKEN_ID",
     "MSG_BAD_HEADER",
@@ -72,6 +73,9 @@ BEARER_PREFIX = "Bearer app-sk-"
 EPHEMERAL_TOKEN_ID = 255
 MAX_PERSISTENT_TOKEN_ID = 254
 MAX_EPHEMERAL_DURATION_MS = 86_400_000
+#: Seconds a client's clock may run ahead of the gateway's: an ephemeral token must expire within
+#: 24 h plus this of the gateway's now (our addition to B3 check 6).
+MAX_CLOCK_SKEW_S = 3_600
 _UINT64_MAX = 2**64 - 1
 _INT64_MAX = 2**63 - 1
 
@@ -328,7 +332,10 @@ def verify_session_token(
     """Validate an ``Authorization`` header as a provider does (provider-gateway.md B3, in order).
 
     1–4 decode (:func:`parse_authorization`); 5 ``token.provider`` equals ``provider_address``
-    case-insensitively; 6 ephemeral tokens (id 255) have ``expiresAt != 0`` and last ≤ 24 h;
+    case-insensitively; 6 ephemeral tokens (id 255) have ``expiresAt != 0`` and last ≤ 24 h, and
+    (our addition, as both bounds are the signer's choice) ``expiresAt > 0`` and at most
+    24 h + :data:`MAX_CLOCK_SKEW_S` after ``now_s``, so no ephemeral token (which cannot be revoked
+    by id) outlives a day by a future ``timestamp`` or a negative ``expiresAt``;
     7 not expired; 8 generation equals ``account_generation`` and, for ids 0–254, the revocation bit
     is clear (skipped when ``account_generation`` is ``None``: the account does not exist);
     10 the signature over the received bytes recovers to ``token.address``. (Check 9, the
@@ -354,12 +361,17 @@ def verify_session_token(
     """
     parsed = parse_authorization(authorization, require_bearer=require_bearer)
     token = parsed.token
+    now_s = int(time.time()) if now_s is None else now_s
     if token.provider.lower() != provider_address.lower():
         raise TokenProviderMismatchError(MSG_WRONG_PROVIDER)
     if token.token_id == EPHEMERAL_TOKEN_ID:
-        if token.expires_at == 0:
+        if token.expires_at <= 0:
             raise MalformedTokenError(MSG_EPHEMERAL_NO_EXPIRY)
-        if token.expires_at - token.timestamp > MAX_EPHEMERAL_DURATION_MS:
+        if (
+            token.expires_at - token.timestamp > MAX_EPHEMERAL_DURATION_MS
+            or token.expires_at // 1000
+            > now_s + MAX_EPHEMERAL_DURATION_MS // 1000 + MAX_CLOCK_SKEW_S
+        ):
             raise MalformedTokenError(MSG_EPHEMERAL_TOO_LONG)
     if token.is_expired(now_s):
         raise TokenExpiredError(MSG_EXPIRED)

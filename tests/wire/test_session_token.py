@@ -22,6 +22,7 @@ from broker.wire.errors import (
     TokenSignatureError,
 )
 from broker.wire.session_token import (
+    MAX_CLOCK_SKEW_S,
     SessionToken,
     authorization_header,
     parse_authorization,
@@ -205,6 +206,35 @@ def test_ephemeral_rules_on_received_token(user1):
     no_expiry = json.dumps(_c1_token(user1).to_dict() | {"expiresAt": 0}, separators=(",", ":"))
     with pytest.raises(MalformedTokenError, match="must have an expiration time"):
         verify_session_token(_forge(no_expiry, "0x00"), provider_address=PROVIDER_C1)
+
+
+def _signed_header(user, raw_fields: dict) -> str:
+    raw = json.dumps(raw_fields, separators=(",", ":"))
+    signed = user.sign_message(encode_defunct(primitive=keccak(raw.encode())))
+    return _forge(raw, "0x" + bytes(signed.signature).hex())
+
+
+def test_ephemeral_token_cannot_outlive_24h_from_now(user1):
+    """B3 bounds an ephemeral token by ``expiresAt - timestamp``, both chosen by the signer: a
+    timestamp years ahead, or a negative expiresAt (check 7 runs only for expiresAt > 0), made an
+    ephemeral token (never revocable by id) valid for years. Now it must end within 24 h (plus
+    clock skew) of the gateway's clock, and have a positive expiry."""
+    now_s = 1_767_225_600
+    base = _c1_token(user1).to_dict()
+    ahead_ms = (now_s + 10 * 365 * 86_400) * 1000
+    far_future = _signed_header(user1, base | {"timestamp": ahead_ms, "expiresAt": ahead_ms + 1})
+    with pytest.raises(MalformedTokenError, match="cannot exceed 24 hours"):
+        verify_session_token(far_future, provider_address=PROVIDER_C1, now_s=now_s)
+    negative = _signed_header(user1, base | {"timestamp": -86_400_000, "expiresAt": -1})
+    with pytest.raises(MalformedTokenError, match="must have an expiration time"):
+        verify_session_token(negative, provider_address=PROVIDER_C1, now_s=now_s)
+    # a client clock ahead by less than the allowed skew still works
+    ahead = (now_s + MAX_CLOCK_SKEW_S) * 1000
+    skewed = _signed_header(user1, base | {"timestamp": ahead, "expiresAt": ahead + 86_400_000})
+    assert verify_session_token(skewed, provider_address=PROVIDER_C1, now_s=now_s).token
+    # persistent keys keep "0 = never" (revocable one by one on chain)
+    forever = sign_session_token(_c1_token(user1, token_id=4, timestamp_ms=ahead_ms), user1)
+    assert verify_session_token(authorization_header(forever), provider_address=PROVIDER_C1)
 
 
 def test_expired():
