@@ -63,6 +63,7 @@ from broker.attestation.signature import (
     verify_quote_signature,
 )
 from broker.attestation.tcb import REVOKED, TCB_STATUSES, TcbFailure
+from broker.wire.eth_signature import is_low_s
 
 __all__ = [
     "QUOTE_REPORT_MAX_BYTES",
@@ -493,9 +494,11 @@ class _Run:
             r.add("quote_response_signature", SKIPPED, why, required=False)
             return
         try:
-            digest = keccak(raw_body)
+            sig = bytes.fromhex(header_sig.strip().removeprefix("0x").removeprefix("0X"))
+            if len(sig) == 65 and not is_low_s(sig):
+                raise ValueError("s above n/2 (a malleated signature)")
             recovered = Account.recover_message(
-                encode_defunct(primitive=digest), signature=header_sig
+                encode_defunct(primitive=keccak(raw_body)), signature=sig
             )
         except Exception as exc:  # noqa: BLE001 - eth_account raises many types on malformed input
             r.add(

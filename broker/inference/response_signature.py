@@ -61,6 +61,7 @@ from eth_utils import keccak, to_checksum_address
 
 from broker.inference.errors import InvalidChatIdError
 from broker.inference.service_info import is_verifiable, parse_additional_info, provider_type
+from broker.wire.eth_signature import is_low_s
 from broker.wire.signed_text import SignedTextError, compare_signed_text, sha256_hex
 
 if TYPE_CHECKING:
@@ -264,7 +265,8 @@ def _recover(text: str, signature: str) -> bytes:
     through coincurve: about a quarter of the CPU of ``Account.recover_message``).
 
     Raises:
-        ValueError: not 65 bytes of hex, a ``v`` other than 0/1/27/28, or no recoverable key.
+        ValueError: not 65 bytes of hex, a ``v`` other than 0/1/27/28, a high ``s``
+            (:func:`broker.wire.eth_signature.is_low_s`), or no recoverable key.
     """
     sig_hex = signature[2:] if signature.startswith(("0x", "0X")) else signature
     sig = bytes.fromhex(sig_hex)
@@ -273,6 +275,8 @@ def _recover(text: str, signature: str) -> bytes:
     v = sig[64] - 27 if sig[64] >= 27 else sig[64]
     if v not in (0, 1):
         raise ValueError(f"signature v is {sig[64]}, expected 27 or 28")
+    if not is_low_s(sig):
+        raise ValueError("signature is not canonical (s above n/2: a malleated signature)")
     message = text.encode("utf-8")
     digest = keccak(b"\x19Ethereum Signed Message:\n" + str(len(message)).encode() + message)
     try:

@@ -40,6 +40,7 @@ from broker.wire.errors import (
     TokenRevokedError,
     TokenSignatureError,
 )
+from broker.wire.eth_signature import is_low_s
 
 __all__ = [
     "API_KEY_PREFIX",
@@ -295,7 +296,8 @@ def recover_token_signer(raw_message: bytes, signature: str) -> str:
 
     Raises:
         TokenSignatureError: not ``0x`` hex (``invalid signature format: …``), not 65 bytes
-            (``invalid signature length``), or v not 27/28.
+            (``invalid signature length``), v not 27/28, or a malleated high ``s`` (our addition:
+            :func:`broker.wire.eth_signature.is_low_s`).
     """
     if not signature.startswith(("0x", "0X")):
         raise TokenSignatureError("invalid signature format: hex string without 0x prefix")
@@ -307,6 +309,8 @@ def recover_token_signer(raw_message: bytes, signature: str) -> str:
         raise TokenSignatureError("invalid signature length")
     if sig[64] not in (27, 28):
         raise TokenSignatureError("signature verification failed: invalid recovery id")
+    if not is_low_s(sig):
+        raise TokenSignatureError("signature verification failed: non-canonical signature")
     try:
         return Account.recover_message(encode_defunct(primitive=keccak(raw_message)), signature=sig)
     except Exception:  # noqa: BLE001 - any failure of recovery is a bad signature

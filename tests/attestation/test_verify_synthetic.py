@@ -16,6 +16,7 @@ from attestation_synth import (
     runtime_event,
     v1_report_data,
 )
+from signature_helpers import malleate
 
 from broker.attestation import AttestationPolicy, Verdict, verify_attestation
 from broker.attestation.report import CheckStatus
@@ -285,6 +286,16 @@ def test_quote_response_signature_header(synth):
     )
     assert _failed(bad) == {"quote_response_signature"}
     assert bad.verdict is Verdict.FAILED
+    twin = verify_attestation(
+        raw,
+        expected_signer=signer.address,
+        policy=NO_TCB,
+        root_ca=synth.pki.root_der,
+        now=NOW,
+        quote_signature=malleate(sig),
+    )
+    assert _failed(twin) == {"quote_response_signature"}
+    assert "malformed" in twin.check("quote_response_signature").reason
 
 
 def test_allowlists(synth):

@@ -14,6 +14,7 @@ import pytest
 from devnet_helpers import C2_SIG, C2_TEXT, MOCK_TEE_ADDR, MOCK_TEE_KEY
 from eth_account import Account
 from eth_account.messages import encode_defunct
+from signature_helpers import malleate
 
 from broker import BrokerError
 from broker.inference.errors import InvalidChatIdError
@@ -353,3 +354,15 @@ async def test_async_oversized_signature_answer_is_refused(fake_provider):
             assert f"larger than {SIGNATURE_MAX_BYTES} bytes" in big.detail
             fits = await averify_response_signature(service, "fits", client=used)
             assert fits.verified is True
+
+
+def test_malleated_signature_is_refused(fake_provider):
+    """``(r, n - s)`` recovers to the same signer over the same text; no honest signer makes it
+    (libsecp256k1 signs low-s), so it is refused as malformed rather than verified."""
+    fake_provider.set_signature("m1", 200, {"text": C2_TEXT, "signature": malleate(C2_SIG)})
+    result = verify_response_signature(_service(fake_provider.url), "m1")
+    assert (result.verified, result.reason) == (False, VerificationReason.SIGNATURE_MALFORMED)
+    assert "not canonical" in result.detail
+    with pytest.raises(ValueError, match="not canonical"):
+        recover_text_signer(C2_TEXT, malleate(C2_SIG))
+    assert recover_text_signer(C2_TEXT, C2_SIG) == MOCK_TEE_ADDR

@@ -10,6 +10,7 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_utils import keccak
+from signature_helpers import malleate
 
 from broker.inference.token_issuing import new_session_token
 from broker.wire.errors import (
@@ -235,6 +236,18 @@ def test_ephemeral_token_cannot_outlive_24h_from_now(user1):
     # persistent keys keep "0 = never" (revocable one by one on chain)
     forever = sign_session_token(_c1_token(user1, token_id=4, timestamp_ms=ahead_ms), user1)
     assert verify_session_token(authorization_header(forever), provider_address=PROVIDER_C1)
+
+
+def test_malleated_token_signature_is_refused(user1):
+    """The token's ``(r, n - s)`` twin recovers to the same user: refused (non-canonical), so one
+    signed token has exactly one accepted header."""
+    raw = _c1_token(user1).to_json()
+    signed = user1.sign_message(encode_defunct(primitive=keccak(raw.encode())))
+    genuine = _forge(raw, "0x" + bytes(signed.signature).hex())
+    assert verify_session_token(genuine, provider_address=PROVIDER_C1, now_s=1_767_225_600)
+    twin = _forge(raw, malleate(bytes(signed.signature)))
+    with pytest.raises(TokenSignatureError, match="non-canonical signature"):
+        verify_session_token(twin, provider_address=PROVIDER_C1, now_s=1_767_225_600)
 
 
 def test_expired():
