@@ -148,7 +148,9 @@ def signer_from_report_data(report_data: bytes) -> tuple[str | None, str]:
     Layouts, tried in this order:
 
     * ``"v1"`` binary (0G §4.2): ``rd[52:56] == be32(1)``, ``rd[56:64]`` zero: address
-      ``rd[32:52]``, X25519 ``enc_pub`` ``rd[0:32]``;
+      ``rd[32:52]``, X25519 ``enc_pub`` ``rd[0:32]``, whose last 12 bytes are not all zero (a real
+      key never has 96 zero bits there; a vLLM-proxy report_data always does, and its nonce, which
+      whoever asks for the quote chooses, could otherwise spell a v1 tail naming any address);
     * ``"legacy"`` ASCII (0G): ``"0x"`` + 40 hex in ``rd[0:42]``, rest zero;
     * ``"vllm-proxy"`` (the LLM node of a ``TargetSeparated`` provider, as the NEAR AI and Phala
       vLLM-proxy verifiers document): the raw 20-byte signing address in ``rd[0:20]`` (not all
@@ -162,7 +164,7 @@ def signer_from_report_data(report_data: bytes) -> tuple[str | None, str]:
     rd = bytes(report_data)
     if len(rd) != 64:
         return None, "unknown"
-    if rd[52:56] == b"\x00\x00\x00\x01" and not any(rd[56:]):
+    if rd[52:56] == b"\x00\x00\x00\x01" and not any(rd[56:]) and any(rd[20:32]):
         return to_checksum_address(rd[32:52]), "v1"
     if _ADDR_ASCII.match(rd[:42]) and not any(rd[42:]):
         return to_checksum_address(rd[:42].decode()), "legacy"
@@ -438,6 +440,14 @@ class _Run:
                 "the quote's report_data does not carry a signer address "
                 "(neither the 0G legacy ASCII / v1 binary layout nor the vLLM-proxy layout)",
                 required=required,
+            )
+        elif not int(address, 16):
+            r.add(
+                "report_data_signer",
+                FAILED,
+                "the quote's report_data names the zero address, which no key can sign for",
+                required=required,
+                layout=layout,
             )
         elif expected_signer is None:
             r.add(

@@ -10,7 +10,7 @@ import json
 
 import pytest
 from attestation_collateral_synth import SyntheticCollateral
-from attestation_synth import NOW, SyntheticTdx
+from attestation_synth import NOW, SyntheticTdx, v1_report_data
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from broker.attestation import (
@@ -80,6 +80,34 @@ def test_0g_layouts_still_win(synth):
     legacy = synth.signer.encode().ljust(64, b"\0")
     assert signer_from_report_data(legacy)[1] == "legacy"
     assert report_data_nonce(legacy) is None
+
+
+def test_a_chosen_vllm_nonce_cannot_pose_as_the_v1_layout(synth):
+    """A vLLM-proxy node quotes ``signing address ‖ 12 zero bytes ‖ nonce`` for any nonce asked.
+    Asked for ``K ‖ be32(1) ‖ 8 zero bytes``, its genuine quote also matched the 0G v1 layout
+    (``rd[52:56] == 1``, zero tail), read first, which named K: wrapped in a 0G ``/v1/quote``
+    body, it verified a key K that no TEE holds. A v1 ``enc_pub`` (an X25519 key) never ends in
+    12 zero bytes, so that report_data is the vLLM layout and names the node's own key."""
+    forged_signer = "0x" + "ee" * 20
+    nonce = bytes.fromhex(forged_signer[2:]) + (1).to_bytes(4, "big") + bytes(8)
+    rd = vllm_report_data(synth.signer, nonce)
+    assert signer_from_report_data(rd) == (synth.signer, "vllm-proxy")
+    wrapped = json.dumps(synth.report(report_data=rd)).encode()
+    report = _verify(synth, wrapped, forged_signer)
+    assert report.check("report_data_signer").status is CheckStatus.FAILED
+    assert report.signer == synth.signer and report.verdict is Verdict.FAILED
+
+
+@pytest.mark.parametrize("layout", ["legacy", "v1"])
+def test_a_quote_naming_the_zero_address_never_passes(synth, layout):
+    """A service with no TEE signer set has the zero address on chain: a quote naming it
+    matched, so "verified" vouched for a signer no key can sign for."""
+    zero = "0x" + "00" * 20
+    rd = zero.encode().ljust(64, b"\0") if layout == "legacy" else v1_report_data(zero)
+    report = _verify(synth, json.dumps(synth.report(report_data=rd)).encode(), zero)
+    check = report.check("report_data_signer")
+    assert check.status is CheckStatus.FAILED and "zero address" in check.reason
+    assert report.verdict is Verdict.FAILED
 
 
 # --- the signer check on a vLLM-proxy report ------------------------------------------------------
