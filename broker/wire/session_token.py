@@ -188,10 +188,27 @@ def sign_session_token(token: SessionToken, account: LocalAccount) -> str:
     Returns:
         The API key (no ``Bearer `` prefix; see :func:`authorization_header`). It is a bearer
         credential: never log it.
+
+    Raises:
+        MalformedTokenError: a token no provider could read back, so nothing is signed:
+            ``address`` / ``provider`` / ``nonce`` not strings, a ``|`` in any of them (the
+            provider splits the payload at the first ``|``, B3 check 3), or text that is not
+            valid Unicode (a lone surrogate has no UTF-8 form).
     """
+    for name in ("address", "provider", "nonce"):
+        if not isinstance(getattr(token, name), str):
+            raise MalformedTokenError(f"session token field {name} must be a string")
     raw = token.to_json()
-    signature = _sign_hash(keccak(raw.encode("utf-8")), account)
-    payload = (raw + "|" + signature).encode("utf-8")
+    if "|" in raw:
+        raise MalformedTokenError(
+            "a session token field contains '|', which separates the token from its signature"
+        )
+    try:
+        raw_bytes = raw.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MalformedTokenError("a session token field is not valid Unicode") from None
+    signature = _sign_hash(keccak(raw_bytes), account)
+    payload = raw_bytes + b"|" + signature.encode("ascii")
     return API_KEY_PREFIX + base64.b64encode(payload).decode("ascii")
 
 
