@@ -42,7 +42,8 @@ def compose_images(app_compose: str) -> list[ImageRef]:
         app_compose: the raw app-compose.json text.
     Returns:
         one :class:`ImageRef` per service with an ``image`` key; ``[]`` when the compose is not
-        JSON, has no ``docker_compose_file``, or that is not a YAML mapping with ``services`` (a
+        JSON, has no ``docker_compose_file``, or that is not a YAML mapping with ``services``
+        (or either is nested too deeply to parse) (a
         compose that cannot be read names no trusted image; callers treat an empty list as
         "unknown").
     """
@@ -51,7 +52,7 @@ def compose_images(app_compose: str) -> list[ImageRef]:
         compose = (
             yaml.safe_load(doc.get("docker_compose_file") or "") if isinstance(doc, dict) else None
         )
-    except (ValueError, yaml.YAMLError):
+    except (ValueError, yaml.YAMLError, RecursionError):  # RecursionError: nested too deeply
         return []
     services = compose.get("services") if isinstance(compose, dict) else None
     if not isinstance(services, dict):

@@ -74,7 +74,8 @@ def json_document(
     Returns:
         the decoded value, of type ``kind``.
     Raises:
-        ReportFormatError: not JSON, or not a JSON object/array as ``kind`` asks.
+        ReportFormatError: not JSON (or nested too deeply to parse), or not a JSON object/array
+            as ``kind`` asks.
     """
     if decode is None:
         decode = isinstance(value, str | bytes)
@@ -83,6 +84,8 @@ def json_document(
             value = json.loads(value)
         except ValueError as exc:
             raise ReportFormatError(f"{what} is not JSON") from exc
+        except RecursionError:  # nested arrays or objects deeper than the parser follows
+            raise ReportFormatError(f"{what} is nested too deeply") from None
     if not isinstance(value, kind):
         raise ReportFormatError(f"{what} is not a JSON {'array' if kind is list else 'object'}")
     return value

@@ -801,7 +801,7 @@ def verify_attestation(
     quote_bytes: bytes | None = None
     try:
         doc: Any = json.loads(raw_body) if raw_body is not None else report_json
-    except ValueError:
+    except (ValueError, RecursionError):  # parse_report_body names the problem
         doc = None
     report.evidence["report_body_sha256"] = _sha256(
         raw_body if raw_body is not None else _canonical(report_json)

@@ -392,6 +392,29 @@ def test_malformed_bodies_fail_report_format(raw):
     assert _failed(report) == {"report_format"} and report.verdict is Verdict.FAILED
 
 
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+def test_deeply_nested_json_is_a_failed_check_not_a_crash(synth):
+    """Nested arrays in the body, or in the JSON texts inside it (event_log, tcb_info), raised
+    RecursionError out of verify_attestation, which promises failures as checks."""
+    whole = verify_attestation(DEEP, expected_signer=None, now=NOW)
+    assert _failed(whole) == {"report_format"} and whole.verdict is Verdict.FAILED
+    body = synth.report()
+    body["event_log"] = DEEP.decode()
+    in_log = _verify(synth, body)
+    assert "rtmr3_replay" in _failed(in_log) and in_log.verdict is Verdict.FAILED
+    body = synth.report()
+    body["tcb_info"] = DEEP.decode()
+    in_tcb = _verify(synth, body)
+    assert _failed(in_tcb) == {"report_format"} and in_tcb.verdict is Verdict.FAILED
+    # an attested app compose whose docker_compose_file nests too deeply names no image
+    compose = json.dumps({"docker_compose_file": "a: " + DEEP.decode()})
+    deep_compose = _verify(synth, synth.report(app_compose=compose))
+    assert deep_compose.check("compose_hash").status is CheckStatus.PASSED
+    assert deep_compose.images == []
+
+
 def test_runtime_event_helper_matches_recomputation():
     ev = runtime_event("compose-hash", b"\x01" * 32)
     from broker.attestation.eventlog import parse_event_log, runtime_event_digest
