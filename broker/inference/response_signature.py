@@ -485,7 +485,7 @@ def evaluate_signature_response(
         )  # fmt: skip
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply to parse
         return VerificationResult(
             False, unavailable, signer, chat_id, "signature response is not JSON"
         )

@@ -366,3 +366,12 @@ def test_malleated_signature_is_refused(fake_provider):
     with pytest.raises(ValueError, match="not canonical"):
         recover_text_signer(C2_TEXT, malleate(C2_SIG))
     assert recover_text_signer(C2_TEXT, C2_SIG) == MOCK_TEE_ADDR
+
+
+def test_deeply_nested_signature_answer_is_unavailable_not_a_crash(fake_provider):
+    """Nested arrays under the size cap raised RecursionError out of a verifier that never
+    raises (serve answered 500)."""
+    fake_provider.set_signature("deep", 200, b"[" * (SIGNATURE_MAX_BYTES // 2))
+    result = verify_response_signature(_service(fake_provider.url), "deep")
+    assert (result.verified, result.reason) == (False, VerificationReason.SIGNATURE_UNAVAILABLE)
+    assert "not JSON" in result.detail
