@@ -53,7 +53,8 @@ class TcbFailure(StrEnum):
     COLLATERAL_MISMATCH = "collateral_mismatch"
     """The collateral is for another platform (FMSPC, PCE ID, TEE type)."""
     NO_MATCHING_TCB_LEVEL = "no_matching_tcb_level"
-    """No TCB level is at or below the platform's SVNs (the platform predates every level)."""
+    """No TCB level is at or below the platform's SVNs (the platform predates every level), or
+    the TDX module's / QE's ISVSVN is below every level of its identity."""
     QUOTE_SIGNATURE_INVALID = "quote_signature_invalid"
     """The TD quote body is not signed by the attestation key the quote carries."""
     QE_REPORT_SIGNATURE_INVALID = "qe_report_signature_invalid"
@@ -106,7 +107,7 @@ _RULES: tuple[tuple[str, TcbFailure, str], ...] = (
         "the collateral is for another platform",
     ),
     (
-        r"no matching tcb level",
+        r"no matching tcb level|is below minimum required",
         TcbFailure.NO_MATCHING_TCB_LEVEL,
         "no TCB level matches the platform (below every known level)",
     ),
@@ -151,11 +152,11 @@ def classify_dcap_failure(message: str) -> tuple[TcbFailure, str]:
             ``verify_with_root_ca`` (e.g. ``"Verification failed: TCB status is invalid: Revoked"``,
             ``"...Caused by: CertRevoked"``, ``"...CrlExpired {...}"``).
     Returns:
-        ``(code, summary)``; unknown messages give ``(TcbFailure.OTHER, "DCAP verification
-        refused the quote")``. Never raises.
+        ``(code, summary)``; unknown messages give ``(TcbFailure.OTHER, "unclassified
+        refusal")``. Never raises.
     """
     text = " ".join(message.split()).lower()
     for pattern, code, summary in _RULES:
         if re.search(pattern, text):
             return code, summary
-    return TcbFailure.OTHER, "DCAP verification refused the quote"
+    return TcbFailure.OTHER, "unclassified refusal"

@@ -321,6 +321,24 @@ def test_collateral_for_another_platform_or_no_level_fails(synth, body, col):
 
 
 @pytest.mark.parametrize(
+    "levels",
+    [
+        {"module_levels": [simple_level("UpToDate", QUOTE_TEE_TCB_SVN[0] + 1)]},
+        {"qe_levels": [simple_level("UpToDate", QE_ISVSVN + 1)]},
+    ],
+)
+def test_module_or_qe_below_every_level_fails_named(synth, body, col, levels):
+    """A TDX module or QE older than every level of its identity is refused and named as such
+    (it was "other", or a QE identity mismatch)."""
+    report = _verify(synth, body, col.build(**levels))
+    tcb = report.check("tcb_status")
+    assert tcb.status is CheckStatus.FAILED and "below minimum required" in tcb.reason
+    assert tcb.details["failure"] == TcbFailure.NO_MATCHING_TCB_LEVEL
+    assert tcb.reason.count("DCAP verification refused the quote") == 1
+    assert report.verdict is Verdict.FAILED
+
+
+@pytest.mark.parametrize(
     ("message", "code"),
     [
         ("Verification failed: TCB status is invalid: Revoked", TcbFailure.TCB_REVOKED),
@@ -334,6 +352,17 @@ def test_collateral_for_another_platform_or_no_level_fails(synth, body, col):
         ("Verification failed: CrlExpired { time: UnixTime(2) }", TcbFailure.COLLATERAL_EXPIRED),
         ("Verification failed: TCBInfo issue date is in the future", "collateral_not_yet_valid"),
         ("Verification failed: No matching TCB level found", TcbFailure.NO_MATCHING_TCB_LEVEL),
+        (
+            (
+                "Verification failed: TDX module TCB level check Caused by: TDX module ISVSVN 11 "
+                "is below minimum required from TDX module TCB levels"
+            ),
+            TcbFailure.NO_MATCHING_TCB_LEVEL,
+        ),
+        (
+            "Verification failed: QE ISVSVN 6 is below minimum required 7 from QE Identity",
+            TcbFailure.NO_MATCHING_TCB_LEVEL,
+        ),
         ("something new", TcbFailure.OTHER),
     ],
 )
