@@ -1,11 +1,12 @@
 """Full local verification of a provider's dstack/TDX attestation report.
 
 Runs the steps of attestation.md §5.1 in order: recognise the ``/v1/quote`` body, parse the quote,
-check the quote signature, the QE report binding and signature, the PCK chain up to the pinned Intel
-root, the TCB status (dcap-qvl with collateral), the TD attributes, the signer named by the
-*quote's* report_data (never the JSON field alone), the ``ZG-Quote-Signature`` header, the RTMR
-replay of the event log, the compose hash, MRCONFIGID, the user's allowlists and the quote age. Each
-step becomes a :class:`~broker.attestation.report.CheckResult`; the verdict fails closed.
+check the quote signature, the QE report binding and signature, the QE identity (Intel's TD QE,
+not debug), the PCK chain up to the pinned Intel root, the TCB status (dcap-qvl with collateral),
+the TD attributes, the signer named by the *quote's* report_data (never the JSON field alone), the
+``ZG-Quote-Signature`` header, the RTMR replay of the event log, the compose hash, MRCONFIGID, the
+user's allowlists and the quote age. Each step becomes a
+:class:`~broker.attestation.report.CheckResult`; the verdict fails closed.
 """
 
 from __future__ import annotations
@@ -49,7 +50,13 @@ from broker.attestation.eventlog import (
 )
 from broker.attestation.pck import PckChain, PckChainError, load_root_ca, verify_pck_chain
 from broker.attestation.policy import AttestationPolicy
-from broker.attestation.quote import Quote, parse_quote, split_pem_chain
+from broker.attestation.quote import (
+    INTEL_TD_QE_ISVPRODID,
+    INTEL_TD_QE_MRSIGNER,
+    Quote,
+    parse_quote,
+    split_pem_chain,
+)
 from broker.attestation.report import CheckStatus, VerificationReport
 from broker.attestation.report_formats import (
     AttestationReportBody,
@@ -274,6 +281,7 @@ class _Run:
             r.add("qe_report_binding", PASSED, "QE report_data binds the attestation key")
         except SignatureCheckError as exc:
             r.add("qe_report_binding", FAILED, str(exc))
+        self.qe_identity(quote)
         leaf_key = None
         try:
             leaf = x509.load_pem_x509_certificate(split_pem_chain(quote.pck_chain_pem)[0].encode())
@@ -307,6 +315,26 @@ class _Run:
             )
         except PckChainError as exc:
             r.add("pck_chain", FAILED, str(exc))
+
+    def qe_identity(self, quote: Quote) -> None:
+        """``qe_identity``: the quoting enclave is Intel's TD QE (MRSIGNER, ISVPRODID) and not a
+        debug enclave. dcap-qvl checks this against the QE Identity collateral too; checked here
+        so that it holds without collateral: a platform owner who can launch an enclave with the
+        provisioning key could otherwise have the PCK certify a quoting enclave of their own,
+        which signs any TD report."""
+        qe, problems = quote.qe_report, []
+        if qe.mr_signer != INTEL_TD_QE_MRSIGNER:
+            problems.append(f"QE MRSIGNER {qe.mr_signer.hex()} is not Intel's TD QE")
+        if qe.isv_prod_id != INTEL_TD_QE_ISVPRODID:
+            problems.append(f"QE ISVPRODID {qe.isv_prod_id} is not the TD QE's (2)")
+        if qe.is_debug:
+            problems.append("the QE is a debug enclave")
+        if problems:
+            self.r.add(
+                "qe_identity", FAILED, "; ".join(problems), failure=TcbFailure.QE_IDENTITY_MISMATCH
+            )
+        else:
+            self.r.add("qe_identity", PASSED, "quoting enclave is Intel's TD QE, not debug")
 
     # -- TCB ----------------------------------------------------------------------------------
     def tcb(self, quote: Quote, collateral: Any) -> None:

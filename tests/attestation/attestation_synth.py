@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
+from broker.attestation.quote import INTEL_TD_QE_MRSIGNER
+
 __all__ = ["NOW", "SAMPLE_NOW", "Pki", "SyntheticTdx", "der_sgx_extension", "raw_sign"]
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -360,6 +362,9 @@ class SyntheticTdx:
         debug: bool = False,
         td_attributes: bytes | None = None,
         chain_pem: str | None = None,
+        qe_mr_signer: bytes = INTEL_TD_QE_MRSIGNER,
+        qe_isv_prod_id: int = 2,
+        qe_attributes: bytes = bytes(16),
         qe_report_data: bytes | None = None,
     ) -> bytes:
         report_data = report_data if report_data is not None else legacy_report_data(self.signer)
@@ -389,8 +394,9 @@ class SyntheticTdx:
         auth = bytes(range(32))
         qe = bytearray(384)
         qe[0:16] = b"\x04" * 16
-        qe[128:160] = hashlib.sha256(b"synthetic TD QE").digest()
-        qe[256:258] = (2).to_bytes(2, "little")
+        qe[48:64] = qe_attributes
+        qe[128:160] = qe_mr_signer
+        qe[256:258] = qe_isv_prod_id.to_bytes(2, "little")
         qe[258:260] = (6).to_bytes(2, "little")
         qe[320:384] = (
             qe_report_data

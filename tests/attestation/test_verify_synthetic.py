@@ -28,6 +28,7 @@ REQUIRED_PASS = [
     "quote_signature",
     "qe_report_binding",
     "qe_report_signature",
+    "qe_identity",
     "pck_chain",
     "td_attributes",
     "report_data_signer",
@@ -223,6 +224,24 @@ def test_compose_hash_only_after_system_ready_is_not_trusted(synth):
     report = _verify(synth, synth.report(measured_log=log))
     assert _failed(report) == {"compose_hash"}
     assert "before system-ready" in report.check("compose_hash").reason
+
+
+@pytest.mark.parametrize(
+    ("qe", "reason"),
+    [
+        ({"qe_mr_signer": bytes(range(32))}, "is not Intel's TD QE"),
+        ({"qe_isv_prod_id": 1}, "ISVPRODID 1"),
+        ({"qe_attributes": bytes([0x17]) + bytes(15)}, "debug enclave"),
+    ],
+)
+def test_a_quoting_enclave_other_than_intels_fails_without_collateral(synth, qe, reason):
+    """A quote signed by a quoting enclave of the platform owner's (the PCK certifies any enclave
+    with the provisioning key the owner launches) or by a debug QE can say anything about a TD.
+    dcap-qvl catches it against the QE Identity collateral; the local check catches it without."""
+    report = _verify(synth, synth.report(**qe))
+    assert _failed(report) == {"qe_identity"}
+    assert reason in report.check("qe_identity").reason
+    assert report.verdict is Verdict.FAILED
 
 
 def test_debug_td_fails_td_attributes(synth):
