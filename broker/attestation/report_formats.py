@@ -18,7 +18,13 @@ from typing import Any
 
 from broker.attestation.errors import ReportFormatError
 
-__all__ = ["AttestationReportBody", "ReportKind", "json_document", "parse_report_body"]
+__all__ = [
+    "AttestationReportBody",
+    "ReportKind",
+    "is_valid_unicode",
+    "json_document",
+    "parse_report_body",
+]
 
 
 class ReportKind(StrEnum):
@@ -59,6 +65,22 @@ class AttestationReportBody:
     vm_config: str | None = None
     signing_address: str | None = None
     nonce: bytes | None = None
+
+
+def is_valid_unicode(text: str) -> bool:
+    """Whether ``text`` has a UTF-8 form: a JSON ``\\ud800`` escape decodes to a lone surrogate,
+    which no file or event name can hold.
+
+    Args:
+        text: decoded JSON text.
+    Returns:
+        ``False`` when ``text`` holds a lone surrogate.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def json_document(
@@ -191,7 +213,9 @@ def parse_report_body(body: dict[str, Any] | str | bytes) -> AttestationReportBo
             "no-tee",
             why,
             report_data=_decode_report_data(body.get("report_data")),
-            signing_address=signing_address if isinstance(signing_address, str) else None,
+            signing_address=signing_address
+            if isinstance(signing_address, str) and is_valid_unicode(signing_address)
+            else None,
         )
 
     report_data_field = body.get("report_data")
@@ -206,6 +230,8 @@ def parse_report_body(body: dict[str, Any] | str | bytes) -> AttestationReportBo
         tcb_info=_decode_tcb_info(body),
         report_data=_decode_report_data(report_data_field),
         vm_config=vm_config if isinstance(vm_config, str) else None,
-        signing_address=signing_address if isinstance(signing_address, str) else None,
+        signing_address=signing_address
+        if isinstance(signing_address, str) and is_valid_unicode(signing_address)
+        else None,
         nonce=_decode_nonce(body) if fmt == "vllm-proxy" else None,
     )

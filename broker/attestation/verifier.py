@@ -61,6 +61,7 @@ from broker.attestation.report import CheckStatus, VerificationReport
 from broker.attestation.report_formats import (
     AttestationReportBody,
     ReportKind,
+    is_valid_unicode,
     parse_report_body,
 )
 from broker.attestation.signature import (
@@ -655,6 +656,13 @@ class _Run:
                 SKIPPED,
                 "tcb_info.app_compose absent: compose cannot be checked",
                 event_compose_hash=event.payload.hex(),
+            )
+        elif not is_valid_unicode(app_compose):
+            r.add(
+                "compose_hash",
+                FAILED,
+                "tcb_info.app_compose is not valid Unicode (lone surrogate): no file hashes to it",
+                event=event.payload.hex(),
             )
         else:
             computed = compose_hash(app_compose)

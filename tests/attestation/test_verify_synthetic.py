@@ -434,6 +434,23 @@ def test_deeply_nested_json_is_a_failed_check_not_a_crash(synth):
     assert deep_compose.images == []
 
 
+def test_lone_surrogates_are_failed_checks_not_a_crash(synth):
+    """A JSON ``\\ud800`` escape in the app compose or an event name raised UnicodeEncodeError out
+    of verify_attestation (no file or event has such text: it fails the check)."""
+    body = synth.report()
+    tcb = json.loads(body["tcb_info"])
+    tcb["app_compose"] = "{}\ud800"
+    body["tcb_info"] = json.dumps(tcb)
+    compose = _verify(synth, body)
+    assert _failed(compose) == {"compose_hash"} and compose.verdict is Verdict.FAILED
+    body = synth.report()
+    events = json.loads(body["event_log"])
+    events[-1]["event"] = "app\ud800"
+    body["event_log"] = json.dumps(events)
+    name = _verify(synth, body)
+    assert "rtmr3_replay" in _failed(name) and "Unicode" in name.check("rtmr3_replay").reason
+
+
 def test_runtime_event_helper_matches_recomputation():
     ev = runtime_event("compose-hash", b"\x01" * 32)
     from broker.attestation.eventlog import parse_event_log, runtime_event_digest
