@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -124,12 +125,14 @@ def fetch_quote_report(
     Returns:
         :class:`FetchedReport`.
     Raises:
-        AttestationFetchError: network error, a non-2xx answer, or a body larger than
-            :data:`QUOTE_REPORT_MAX_BYTES` (never read whole).
+        AttestationFetchError: network error, a non-2xx answer, a body larger than
+            :data:`QUOTE_REPORT_MAX_BYTES` (never read whole), or one not complete within
+            ``timeout`` seconds (httpx bounds each read only: a dripped body would never end).
     """
     target = url.rstrip("/") + path
     own = client is None
     client = client or httpx.Client(follow_redirects=True)
+    deadline = time.monotonic() + timeout
     try:
         with client.stream("GET", target, params=params, timeout=timeout) as resp:
             if not 200 <= resp.status_code < 300:
@@ -140,6 +143,10 @@ def fetch_quote_report(
                 if len(body) > QUOTE_REPORT_MAX_BYTES:
                     raise AttestationFetchError(
                         f"GET {target}: the report is larger than {QUOTE_REPORT_MAX_BYTES} bytes"
+                    )
+                if time.monotonic() > deadline:
+                    raise AttestationFetchError(
+                        f"GET {target}: no complete report within {timeout:g} s"
                     )
             signature = resp.headers.get(QUOTE_SIGNATURE_HEADER)
     except httpx.HTTPError as exc:

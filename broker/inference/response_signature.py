@@ -550,35 +550,49 @@ def _capped_response(answer: httpx.Response, body: bytes) -> httpx.Response:
     return httpx.Response(answer.status_code, headers=headers, content=body)
 
 
+def _too_slow(timeout: float) -> httpx.ReadTimeout:
+    return httpx.ReadTimeout(f"no complete answer within {timeout:g} s")
+
+
 def _get_capped(http: httpx.Client, url: str, timeout: float) -> httpx.Response:
-    """GET ``url``, reading at most :data:`SIGNATURE_MAX_BYTES` of the (decoded) body.
+    """GET ``url``, reading at most :data:`SIGNATURE_MAX_BYTES` of the (decoded) body, all of it
+    within ``timeout`` seconds (httpx's own timeout bounds each read, not the answer: a body
+    dripped byte by byte would never end).
 
     Raises:
-        httpx.HTTPError: transport failure, or ``ReadError`` for a larger answer.
+        httpx.HTTPError: transport failure, ``ReadError`` for a larger answer, ``ReadTimeout``
+            for one not complete in time.
     """
+    deadline = time.monotonic() + timeout
     with http.stream("GET", url, headers=_SIGNATURE_HEADERS, timeout=timeout) as answer:
         body = bytearray()
         for chunk in answer.iter_bytes():
             body += chunk
             if len(body) > SIGNATURE_MAX_BYTES:
                 raise _too_large()
+            if time.monotonic() > deadline:
+                raise _too_slow(timeout)
         return _capped_response(answer, bytes(body))
 
 
 async def _aget_capped(http: Any, url: str, timeout: float) -> httpx.Response:
     """Async :func:`_get_capped`; a client that is not an ``httpx.AsyncClient`` reads the body
-    itself (serve's caps its read the same way), its answer's size is checked after."""
+    itself (serve's caps its read the same way and bounds the whole exchange by ``timeout``), its
+    answer's size is checked after."""
     if not isinstance(http, httpx.AsyncClient):
         response = await http.get(url, headers=_SIGNATURE_HEADERS, timeout=timeout)
         if len(response.content) > SIGNATURE_MAX_BYTES:
             raise _too_large()
         return response
+    deadline = time.monotonic() + timeout
     async with http.stream("GET", url, headers=_SIGNATURE_HEADERS, timeout=timeout) as answer:
         body = bytearray()
         async for chunk in answer.aiter_bytes():
             body += chunk
             if len(body) > SIGNATURE_MAX_BYTES:
                 raise _too_large()
+            if time.monotonic() > deadline:
+                raise _too_slow(timeout)
         return _capped_response(answer, bytes(body))
 
 

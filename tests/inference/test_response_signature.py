@@ -14,7 +14,7 @@ import pytest
 from devnet_helpers import C2_SIG, C2_TEXT, MOCK_TEE_ADDR, MOCK_TEE_KEY
 from eth_account import Account
 from eth_account.messages import encode_defunct
-from signature_helpers import malleate
+from signature_helpers import drip_server, malleate
 
 from broker import BrokerError
 from broker.inference.errors import InvalidChatIdError
@@ -375,3 +375,23 @@ def test_deeply_nested_signature_answer_is_unavailable_not_a_crash(fake_provider
     result = verify_response_signature(_service(fake_provider.url), "deep")
     assert (result.verified, result.reason) == (False, VerificationReason.SIGNATURE_UNAVAILABLE)
     assert "not JSON" in result.detail
+
+
+async def test_slow_drip_signature_answer_ends_at_the_timeout():
+    """httpx's timeout bounds each read, not the answer: a provider dripping its signature answer
+    one byte at a time held the verifier (and the user's call) for as long as it liked. The whole
+    answer must come within ``timeout`` seconds."""
+    body = json.dumps({"text": C2_TEXT, "signature": C2_SIG}).encode()
+    with drip_server(body, 0.05) as url:
+        started = time.monotonic()
+        result = verify_response_signature(_service(url), "slow", timeout=0.5)
+        assert time.monotonic() - started < 3
+        assert (result.verified, result.reason) == (False, VerificationReason.SIGNATURE_UNAVAILABLE)
+        assert "within 0.5 s" in result.detail
+        async with aiohttp.ClientSession() as session:
+            for client in (None, SignatureClient(session)):
+                started = time.monotonic()
+                result = await averify_response_signature(
+                    _service(url), "slow", timeout=0.5, client=client
+                )
+                assert time.monotonic() - started < 3 and "within 0.5 s" in result.detail

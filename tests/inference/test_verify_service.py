@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -390,3 +391,15 @@ def test_oversized_quote_report_is_refused_unread(server):
     routes["/v1/quote"] = (200, b'{"quote": "' + b"0" * QUOTE_REPORT_MAX_BYTES + b'"}')
     with pytest.raises(AttestationFetchError, match=f"larger than {QUOTE_REPORT_MAX_BYTES}"):
         verify_service(lambda p: FakeService(url, PROVIDER), PROVIDER, now=NOW)
+
+
+def test_slow_drip_quote_report_ends_at_the_timeout():
+    """A provider dripping its ``/v1/quote`` body byte by byte cannot hold verification past the
+    timeout (httpx's timeout bounds each read only)."""
+    from signature_helpers import drip_server
+
+    with drip_server(b'{"quote": "' + b"0" * 200 + b'"}', 0.05) as url:
+        started = time.monotonic()
+        with pytest.raises(AttestationFetchError, match="no complete report within 0.5 s"):
+            verify_service(lambda p: FakeService(url, PROVIDER), PROVIDER, now=NOW, timeout=0.5)
+        assert time.monotonic() - started < 3
