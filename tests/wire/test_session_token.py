@@ -301,6 +301,22 @@ def test_revoked_bit_applies_to_persistent_ids_only(user1):
     )
 
 
+@pytest.mark.parametrize(
+    "field, value",
+    [("nonce", "replayed-nonce"), ("address", None), ("tokenId", 7)],
+)
+def test_a_tampered_field_under_the_original_signature_is_refused(user0, user1, field, value):
+    """Change one field of a signed token and keep its signature: a fresh nonce (to dodge a
+    replay check), another user's address (to spend their balance), a persistent token id. The
+    signature no longer recovers to the token's address."""
+    fields = _c1_token(user1).to_dict()
+    fields[field] = user0.address if value is None else value
+    raw = json.dumps(fields, separators=(",", ":"))
+    sig = parse_authorization(C1_HEADER).signature
+    with pytest.raises(TokenSignatureError, match="address mismatch"):
+        verify_session_token(_forge(raw, sig), provider_address=PROVIDER_C1, now_s=1_767_225_600)
+
+
 def test_bad_signatures(user0, user1):
     raw = _c1_token(user1).to_json()
     sig = parse_authorization(C1_HEADER).signature
