@@ -125,7 +125,7 @@ def fetch_quote_report(
     Returns:
         :class:`FetchedReport`.
     Raises:
-        AttestationFetchError: network error, a non-2xx answer, a body larger than
+        AttestationFetchError: network error, an invalid URL, a non-2xx answer, a body larger than
             :data:`QUOTE_REPORT_MAX_BYTES` (never read whole), or one not complete within
             ``timeout`` seconds (httpx bounds each read only: a dripped body would never end).
     """
@@ -149,7 +149,7 @@ def fetch_quote_report(
                         f"GET {target}: no complete report within {timeout:g} s"
                     )
             signature = resp.headers.get(QUOTE_SIGNATURE_HEADER)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL: the on-chain url is not one
         raise AttestationFetchError(f"GET {target} failed: {type(exc).__name__}: {exc}") from exc
     finally:
         if own:

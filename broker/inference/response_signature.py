@@ -638,7 +638,7 @@ class _RetryPolicy:
 
 
 def _transport_failure(
-    exc: httpx.HTTPError, signer: str, chat_id: str | None
+    exc: httpx.HTTPError | httpx.InvalidURL, signer: str, chat_id: str | None
 ) -> VerificationResult:
     """``verified=False`` for a signature fetch that failed below HTTP (connect, timeout, …)."""
     return evaluate_signature_response(None, signer, chat_id, type(exc).__name__ + f": {exc}")
@@ -729,7 +729,7 @@ def verify_response_signature(
             if wait is None:
                 break
             time.sleep(wait)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL: the on-chain url is not one
         return _transport_failure(exc, signer, chat_id)
     finally:
         if own:
@@ -766,7 +766,7 @@ async def averify_response_signature(
             if wait is None:
                 break
             await asyncio.sleep(wait)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL: the on-chain url is not one
         return _transport_failure(exc, signer, chat_id)
     finally:
         if own:

@@ -395,3 +395,18 @@ async def test_slow_drip_signature_answer_ends_at_the_timeout():
                     _service(url), "slow", timeout=0.5, client=client
                 )
                 assert time.monotonic() - started < 3 and "within 0.5 s" in result.detail
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://a\x00b"])
+async def test_a_malformed_service_url_is_unavailable_not_a_crash(url):
+    """The service URL is the provider's on-chain text: one httpx cannot parse raised InvalidURL
+    (not an httpx.HTTPError) out of verifiers that never raise."""
+    sync = verify_response_signature(_service(url), "c", timeout=2)
+    assert (sync.verified, sync.reason) == (False, VerificationReason.SIGNATURE_UNAVAILABLE)
+    async with aiohttp.ClientSession() as session:
+        for client in (None, SignatureClient(session)):
+            result = await averify_response_signature(_service(url), "c", client=client, timeout=2)
+            assert (result.verified, result.reason) == (
+                False,
+                VerificationReason.SIGNATURE_UNAVAILABLE,
+            )

@@ -403,3 +403,11 @@ def test_slow_drip_quote_report_ends_at_the_timeout():
         with pytest.raises(AttestationFetchError, match="no complete report within 0.5 s"):
             verify_service(lambda p: FakeService(url, PROVIDER), PROVIDER, now=NOW, timeout=0.5)
         assert time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://a\x00b"])
+def test_a_malformed_service_url_is_a_typed_fetch_error(url):
+    """A provider's on-chain URL that httpx cannot parse raised httpx.InvalidURL (no BrokerError:
+    a traceback on the CLI, a 500 in the UI)."""
+    with pytest.raises(AttestationFetchError, match="InvalidURL"):
+        verify_service(lambda p: FakeService(url, PROVIDER), PROVIDER, now=NOW)
