@@ -339,6 +339,11 @@ def test_bad_signatures(user0, user1):
         verify_session_token(
             _forge(raw, sig[:-2]), provider_address=PROVIDER_C1, now_s=1_767_225_600
         )
+    spaced_sig = sig[:4] + " " + sig[4:-2] + "\n" + sig[-2:]  # bytes.fromhex skips whitespace
+    with pytest.raises(TokenSignatureError, match="invalid signature format: invalid hex"):
+        verify_session_token(
+            _forge(raw, spaced_sig), provider_address=PROVIDER_C1, now_s=1_767_225_600
+        )
     v_zero = sig[:-2] + "00"
     with pytest.raises(TokenSignatureError):
         verify_session_token(_forge(raw, v_zero), provider_address=PROVIDER_C1, now_s=1_767_225_600)
