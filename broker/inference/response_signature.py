@@ -50,6 +50,7 @@ import asyncio
 import enum
 import functools
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -111,6 +112,7 @@ BINDING_RESPONSE_ONLY = "response_only"
 #: Only the signature over the text was checked (no bytes given: the SDK's behaviour).
 BINDING_SIGNATURE_ONLY = "signature_only"
 _ZERO_ADDRESS = "0x" + "0" * 40
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
 #: Response header with the B7 signature of a non-streamed answer (our gateway; not the 0G one).
 RESPONSE_SIGNATURE_HEADER = "ZG-Res-Signature"
 #: Longest chat id put in a signature URL (characters; real ids are UUID-sized, under 100).
@@ -269,6 +271,8 @@ def _recover(text: str, signature: str) -> bytes:
             (:func:`broker.wire.eth_signature.is_low_s`), or no recoverable key.
     """
     sig_hex = signature[2:] if signature.startswith(("0x", "0X")) else signature
+    if not _HEX.fullmatch(sig_hex):  # bytes.fromhex would skip whitespace inside
+        raise ValueError("signature is not hex")
     sig = bytes.fromhex(sig_hex)
     if len(sig) != 65:
         raise ValueError(f"signature is {len(sig)} bytes, expected 65")

@@ -365,6 +365,8 @@ def test_malleated_signature_is_refused(fake_provider):
     assert "not canonical" in result.detail
     with pytest.raises(ValueError, match="not canonical"):
         recover_text_signer(C2_TEXT, malleate(C2_SIG))
+    with pytest.raises(ValueError, match="not hex"):  # another spelling of the same signature
+        recover_text_signer(C2_TEXT, C2_SIG[:10] + " " + C2_SIG[10:])
     assert recover_text_signer(C2_TEXT, C2_SIG) == MOCK_TEE_ADDR
 
 
