@@ -50,7 +50,8 @@ class AttestationPolicy(BaseModel):
             = not checked.
         allowed_compose_hashes: hex SHA-256 allowlist of app compose hashes; empty = not checked.
         allowed_image_digests: ``sha256:<hex>`` allowlist; every image in the compose must be pinned
-            by one of them; empty = not checked.
+            by one of them, every service must run an image (no ``build:``) and the app compose
+            must have no ``pre_launch_script``; empty = not checked.
         max_quote_age_s: maximum age in seconds of the quote (needs a report timestamp); ``None`` =
             not checked.
     """

@@ -36,7 +36,7 @@ from broker.attestation.collateral import (
     find_revoked_certificates,
     load_collateral,
 )
-from broker.attestation.compose import compose_hash, compose_images
+from broker.attestation.compose import compose_hash, compose_images, compose_unpinned_code
 from broker.attestation.errors import (
     AttestationFetchError,
     CollateralError,
@@ -275,6 +275,7 @@ class _Run:
         self.root_ca = root_ca
         self.quote: Quote | None = None
         self.chain: PckChain | None = None
+        self.unpinned: list[str] = []
 
     # -- quote crypto -------------------------------------------------------------------------
     def crypto(self, quote: Quote) -> None:
@@ -675,6 +676,7 @@ class _Run:
             computed = compose_hash(app_compose)
             r.evidence["app_compose_sha256"] = computed
             r.images = [img.reference for img in compose_images(app_compose)]
+            self.unpinned = compose_unpinned_code(app_compose)
             if computed != event.payload.hex():
                 r.add(
                     "compose_hash",
@@ -754,6 +756,12 @@ class _Run:
                 ]
                 if bad:
                     r.add("policy_image_digests", FAILED, f"images not allowed: {', '.join(bad)}")
+                elif self.unpinned:
+                    r.add(
+                        "policy_image_digests",
+                        FAILED,
+                        "code no image digest names: " + "; ".join(self.unpinned),
+                    )
                 else:
                     r.add(
                         "policy_image_digests", PASSED, "every image is pinned by an allowed digest"

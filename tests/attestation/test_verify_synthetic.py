@@ -346,6 +346,29 @@ def test_allowlists(synth):
     }
 
 
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        ({"services": {"evil": {"build": "https://example.org/evil.git"}}}, "service evil"),
+        ({"pre_launch_script": "docker run evil"}, "pre_launch_script"),
+    ],
+)
+def test_image_allowlist_cannot_pass_code_no_digest_names(synth, extra, reason):
+    """The image allowlist checked the services that name an image: a service built at boot
+    (``build:``) or a dstack pre_launch_script ran any code while every listed image was pinned
+    and allowed, and the report said "verified"."""
+    image = "0gfoundation/0g-serving-broker@sha256:" + "ab" * 32
+    services = {"broker": {"image": image}} | extra.get("services", {})
+    doc = {"manifest_version": 2, "docker_compose_file": json.dumps({"services": services})}
+    doc |= {k: v for k, v in extra.items() if k != "services"}
+    app_compose = json.dumps(doc, indent=4)
+    policy = AttestationPolicy(require_tcb=False, allowed_image_digests=["sha256:" + "ab" * 32])
+    report = _verify(synth, synth.report(app_compose=app_compose), policy=policy)
+    assert report.images == [image]
+    assert _failed(report) == {"policy_image_digests"}
+    assert reason in report.check("policy_image_digests").reason
+
+
 def test_quote_age_policy_fails_closed(synth):
     body = synth.report()
     policy = AttestationPolicy(require_tcb=False, max_quote_age_s=3600)
