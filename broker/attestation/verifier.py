@@ -238,6 +238,10 @@ def _now(now: datetime | float | None) -> datetime:
     return datetime.fromtimestamp(int(now), UTC)
 
 
+def _passed(check: Any) -> bool:
+    return check is not None and check.status is CheckStatus.PASSED
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -768,22 +772,40 @@ class _Run:
                     )
 
     def quote_age(self, doc: Any) -> None:
+        """``quote_age`` (with ``policy.max_quote_age_s``). Only freshness someone vouches for
+        counts: the quote made for our request nonce (vLLM layout), or a body ``timestamp``
+        under a ``ZG-Quote-Signature`` by the attested signer. A bare JSON timestamp is anyone's
+        to write (a replayed report would just carry a new one): the age is then unknown."""
         r, limit = self.r, self.policy.max_quote_age_s
+        signed = _passed(r.check("quote_response_signature"))
         ts = doc.get("timestamp") if isinstance(doc, dict) else None
         if isinstance(ts, int | float) and not isinstance(ts, bool):
             ts_s = int(ts / 1000) if ts > 10**11 else int(ts)  # accept milliseconds too
             r.quote_age_s = int(self.now.timestamp()) - ts_s
-            r.quote_age_source = "report timestamp (unauthenticated)"
+            r.quote_age_source = (
+                "report timestamp, signed by the attested signer (ZG-Quote-Signature)"
+                if signed
+                else "report timestamp (unauthenticated)"
+            )
         else:
             r.quote_age_source = "unknown: a TDX quote carries no timestamp"
         if limit is None:
             return
-        if r.quote_age_s is None:
+        if _passed(r.check("report_data_nonce")):
+            r.add("quote_age", PASSED, "the quote was made for our request nonce")
+        elif r.quote_age_s is None:
             r.add("quote_age", SKIPPED, f"quote age unknown; policy requires at most {limit} s")
+        elif not signed:
+            r.add(
+                "quote_age",
+                SKIPPED,
+                f"the report's timestamp is not signed (no valid ZG-Quote-Signature), so its age "
+                f"({r.quote_age_s} s) is only claimed; policy requires at most {limit} s",
+            )
         elif r.quote_age_s > limit or r.quote_age_s < -300:
             r.add("quote_age", FAILED, f"quote age {r.quote_age_s} s outside 0..{limit} s")
         else:
-            r.add("quote_age", PASSED, f"quote age {r.quote_age_s} s")
+            r.add("quote_age", PASSED, f"quote age {r.quote_age_s} s (signed timestamp)")
 
 
 def verify_attestation(

@@ -369,17 +369,49 @@ def test_image_allowlist_cannot_pass_code_no_digest_names(synth, extra, reason):
     assert reason in report.check("policy_image_digests").reason
 
 
+def _signed_body(signer, body: dict) -> tuple[bytes, str]:
+    """The body's bytes and their ZG-Quote-Signature by ``signer`` (an eth_account account)."""
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+    from eth_utils import keccak
+
+    raw = json.dumps(body).encode()
+    signed = Account.sign_message(encode_defunct(primitive=keccak(raw)), signer.key)
+    return raw, "0x" + bytes(signed.signature).hex()
+
+
 def test_quote_age_policy_fails_closed(synth):
-    body = synth.report()
+    """The age counts only when someone vouches for the timestamp: a bare JSON timestamp is
+    anyone's to write (a replayed report just carries a new one), so it leaves the age unknown;
+    under a ZG-Quote-Signature by the attested signer it is checked."""
+    from eth_account import Account
+
+    signer = Account.create()
+    body = synth.report(report_data=signer.address.encode().ljust(64, b"\x00"))
     policy = AttestationPolicy(require_tcb=False, max_quote_age_s=3600)
-    unknown = _verify(synth, body, policy=policy)
+    kw = {"policy": policy, "signer": signer.address}
+    unknown = _verify(synth, body, **kw)
     assert unknown.check("quote_age").status is CheckStatus.SKIPPED
     assert unknown.verdict is Verdict.NOT_VERIFIED
     body["timestamp"] = int(NOW.timestamp()) - 60
-    fresh = _verify(synth, body, policy=policy)
-    assert fresh.quote_age_s == 60 and fresh.verified
+    claimed = _verify(synth, body, **kw)
+    assert claimed.quote_age_s == 60 and claimed.check("quote_age").status is CheckStatus.SKIPPED
+    assert "not signed" in claimed.check("quote_age").reason
+    assert claimed.verdict is Verdict.NOT_VERIFIED
+    raw, sig = _signed_body(signer, body)
+    fresh = verify_attestation(
+        raw, expected_signer=signer.address, quote_signature=sig, policy=policy,
+        root_ca=synth.pki.root_der, now=NOW,
+    )  # fmt: skip
+    assert fresh.check("quote_age").status is CheckStatus.PASSED and fresh.verified
+    assert "signed" in fresh.quote_age_source
     body["timestamp"] = int(NOW.timestamp()) - 7200
-    assert _failed(_verify(synth, body, policy=policy)) == {"quote_age"}
+    raw, sig = _signed_body(signer, body)
+    stale = verify_attestation(
+        raw, expected_signer=signer.address, quote_signature=sig, policy=policy,
+        root_ca=synth.pki.root_der, now=NOW,
+    )  # fmt: skip
+    assert _failed(stale) == {"quote_age"}
 
 
 def test_missing_expected_signer_is_not_verified(synth):

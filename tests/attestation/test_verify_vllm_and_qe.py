@@ -160,6 +160,16 @@ def test_vllm_nonce_against_the_request_and_the_json(synth):
     assert lying.verdict is Verdict.FAILED
 
 
+def test_a_quote_made_for_our_nonce_is_fresh_for_the_age_policy(synth):
+    rd = vllm_report_data(synth.signer)
+    policy = AttestationPolicy(require_tcb=False, max_quote_age_s=60)
+    body = vllm_body(synth, rd, nonce=None)
+    fresh = _verify(synth, body, synth.signer, expected_nonce=NONCE, policy=policy)
+    assert fresh.check("quote_age").status is CheckStatus.PASSED and fresh.verified
+    replayed = _verify(synth, body, synth.signer, expected_nonce=b"x" * 32, policy=policy)
+    assert replayed.check("quote_age").status is CheckStatus.SKIPPED and not replayed.verified
+
+
 def test_vllm_json_signing_address_must_be_the_quotes(synth):
     body = json.loads(vllm_body(synth, vllm_report_data(synth.signer)))
     body["signing_address"] = OTHER
