@@ -331,10 +331,13 @@ def verify_signature_header(
     Returns:
         ``verified=True`` with ``binding="full"`` when the header recovers to ``signer``;
         ``None`` when there is no usable header (absent, no full binding, malformed, another
-        signer): the caller then fetches the signature (the endpoint is authoritative).
+        signer, a chat id :func:`chat_id_problem` refuses): the caller then fetches the
+        signature (the endpoint is authoritative).
         Never raises.
     """
     if not signature or binding is None or binding.level != BINDING_FULL:
+        return None
+    if chat_id_problem(chat_id) is not None:  # the fetch path refuses it, naming why
         return None
     text = f"{binding.request_hash}:{binding.response_hash}"
     try:
