@@ -548,38 +548,51 @@ _SIGNATURE_HEADERS = {"Content-Type": "application/json"}
 _WIRE_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
 
+class _CappedBody:
+    """The body of one signature answer as its chunks arrive: at most
+    :data:`SIGNATURE_MAX_BYTES` bytes (after content decoding), all within ``timeout`` seconds
+    (httpx's own timeout bounds each read, not the answer: a body dripped byte by byte would
+    never end)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.data = bytearray()
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+
+    def add(self, chunk: bytes) -> None:
+        """Append ``chunk``.
+
+        Raises:
+            httpx.ReadError: the answer passed the cap. httpx.ReadTimeout: the time is up.
+        """
+        self.data += chunk
+        if len(self.data) > SIGNATURE_MAX_BYTES:
+            raise _too_large()
+        if time.monotonic() > self.deadline:
+            raise httpx.ReadTimeout(f"no complete answer within {self.timeout:g} s")
+
+    def response(self, answer: httpx.Response) -> httpx.Response:
+        """A read :class:`httpx.Response` with ``answer``'s status and headers and this body."""
+        headers = [(k, v) for k, v in answer.headers.items() if k.lower() not in _WIRE_HEADERS]
+        return httpx.Response(answer.status_code, headers=headers, content=bytes(self.data))
+
+
 def _too_large() -> httpx.ReadError:
     return httpx.ReadError(f"the answer is larger than {SIGNATURE_MAX_BYTES} bytes")
 
 
-def _capped_response(answer: httpx.Response, body: bytes) -> httpx.Response:
-    headers = [(k, v) for k, v in answer.headers.items() if k.lower() not in _WIRE_HEADERS]
-    return httpx.Response(answer.status_code, headers=headers, content=body)
-
-
-def _too_slow(timeout: float) -> httpx.ReadTimeout:
-    return httpx.ReadTimeout(f"no complete answer within {timeout:g} s")
-
-
 def _get_capped(http: httpx.Client, url: str, timeout: float) -> httpx.Response:
-    """GET ``url``, reading at most :data:`SIGNATURE_MAX_BYTES` of the (decoded) body, all of it
-    within ``timeout`` seconds (httpx's own timeout bounds each read, not the answer: a body
-    dripped byte by byte would never end).
+    """GET ``url`` and read the answer through :class:`_CappedBody`.
 
     Raises:
         httpx.HTTPError: transport failure, ``ReadError`` for a larger answer, ``ReadTimeout``
             for one not complete in time.
     """
-    deadline = time.monotonic() + timeout
+    body = _CappedBody(timeout)
     with http.stream("GET", url, headers=_SIGNATURE_HEADERS, timeout=timeout) as answer:
-        body = bytearray()
         for chunk in answer.iter_bytes():
-            body += chunk
-            if len(body) > SIGNATURE_MAX_BYTES:
-                raise _too_large()
-            if time.monotonic() > deadline:
-                raise _too_slow(timeout)
-        return _capped_response(answer, bytes(body))
+            body.add(chunk)
+        return body.response(answer)
 
 
 async def _aget_capped(http: Any, url: str, timeout: float) -> httpx.Response:
@@ -591,16 +604,11 @@ async def _aget_capped(http: Any, url: str, timeout: float) -> httpx.Response:
         if len(response.content) > SIGNATURE_MAX_BYTES:
             raise _too_large()
         return response
-    deadline = time.monotonic() + timeout
+    body = _CappedBody(timeout)
     async with http.stream("GET", url, headers=_SIGNATURE_HEADERS, timeout=timeout) as answer:
-        body = bytearray()
         async for chunk in answer.aiter_bytes():
-            body += chunk
-            if len(body) > SIGNATURE_MAX_BYTES:
-                raise _too_large()
-            if time.monotonic() > deadline:
-                raise _too_slow(timeout)
-        return _capped_response(answer, bytes(body))
+            body.add(chunk)
+        return body.response(answer)
 
 
 def retry_after_seconds(response: httpx.Response, default: float = 1.0) -> float:

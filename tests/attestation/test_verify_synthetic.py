@@ -40,9 +40,8 @@ REQUIRED_PASS = [
 def _verify(synth, body, *, policy=NO_TCB, signer=None, **kw):
     kw.setdefault("root_ca", synth.pki.root_der)
     kw.setdefault("now", NOW)
-    return verify_attestation(
-        json.dumps(body).encode(), expected_signer=signer or synth.signer, policy=policy, **kw
-    )
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return verify_attestation(raw, expected_signer=signer or synth.signer, policy=policy, **kw)
 
 
 def _failed(report) -> set[str]:
@@ -305,14 +304,7 @@ def test_quote_response_signature_header(synth):
     )
     assert _failed(bad) == {"quote_response_signature"}
     assert bad.verdict is Verdict.FAILED
-    twin = verify_attestation(
-        raw,
-        expected_signer=signer.address,
-        policy=NO_TCB,
-        root_ca=synth.pki.root_der,
-        now=NOW,
-        quote_signature=malleate(sig),
-    )
+    twin = _verify(synth, raw, signer=signer.address, quote_signature=malleate(sig))
     assert _failed(twin) == {"quote_response_signature"}
     assert "malformed" in twin.check("quote_response_signature").reason
 
@@ -399,18 +391,12 @@ def test_quote_age_policy_fails_closed(synth):
     assert "not signed" in claimed.check("quote_age").reason
     assert claimed.verdict is Verdict.NOT_VERIFIED
     raw, sig = _signed_body(signer, body)
-    fresh = verify_attestation(
-        raw, expected_signer=signer.address, quote_signature=sig, policy=policy,
-        root_ca=synth.pki.root_der, now=NOW,
-    )  # fmt: skip
+    fresh = _verify(synth, raw, quote_signature=sig, **kw)
     assert fresh.check("quote_age").status is CheckStatus.PASSED and fresh.verified
     assert "signed" in fresh.quote_age_source
     body["timestamp"] = int(NOW.timestamp()) - 7200
     raw, sig = _signed_body(signer, body)
-    stale = verify_attestation(
-        raw, expected_signer=signer.address, quote_signature=sig, policy=policy,
-        root_ca=synth.pki.root_der, now=NOW,
-    )  # fmt: skip
+    stale = _verify(synth, raw, quote_signature=sig, **kw)
     assert _failed(stale) == {"quote_age"}
 
 
