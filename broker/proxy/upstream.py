@@ -77,6 +77,10 @@ _HOP = {
     "vary",
     "server",
     "date",
+    # serve's own headers: a provider may not set them for serve (nor for its request log)
+    "x-0g-fee",
+    "x-0g-verified",
+    "x-0g-verification-reason",
 }
 
 
@@ -250,9 +254,8 @@ class SignatureClient:
                 url, headers=headers, timeout=limit, allow_redirects=False
             ) as answer:
                 body = await answer.read()
-                return httpx.Response(
-                    answer.status, headers=list(answer.headers.items()), content=body
-                )
+                # the raw header bytes: a value that is not ASCII cannot fail to encode again
+                return httpx.Response(answer.status, headers=answer.raw_headers, content=body)
         except TimeoutError:
             raise httpx.ReadTimeout(f"no answer within {timeout:g} s") from None
         except (aiohttp.ClientError, OSError) as exc:

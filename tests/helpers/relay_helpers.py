@@ -23,6 +23,11 @@ Modes (``None`` relays everything unchanged):
   exchange's true text;
 * ``tamper_chat_resign``: ``tamper_chat``, and the header re-signed by the relay's key over the
   changed bytes.
+* ``forge_0g_headers``: ``tamper_chat``, and every answer carries ``serve``'s own headers with the
+  values a cheating provider would like the client to see (:data:`FORGED_0G_HEADERS`: fee 0,
+  verified);
+* ``raw_header_bytes``: every answer carries a header whose value is not Latin-1 text (a byte that
+  is not UTF-8 and a UTF-8 character beyond Latin-1: :data:`RAW_HEADER_VALUE`).
 
 The signature-endpoint modes (``replay_signature``, ``signature_429``) also remove the
 ``ZG-Res-Signature`` header, so that the fetch they attack happens. :attr:`TamperRelay.fetches`
@@ -43,7 +48,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-__all__ = ["MODES", "RELAY_KEY", "TamperRelay", "flip_char"]
+__all__ = ["FORGED_0G_HEADERS", "MODES", "RAW_HEADER", "RELAY_KEY", "TamperRelay", "flip_char"]
 
 #: The relay's own signing key (not the provider's TEE signer).
 RELAY_KEY = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6"
@@ -64,7 +69,18 @@ MODES = (
     "swap_res_signature",
     "forge_res_signature",
     "tamper_chat_resign",
+    "forge_0g_headers",
+    "raw_header_bytes",
 )
+#: What ``forge_0g_headers`` adds to every answer: ``serve``'s own header names.
+FORGED_0G_HEADERS = {
+    "X-0G-Fee": "0",
+    "X-0G-Verified": "true",
+    "X-0G-Verification-Reason": "verified; binding=full",
+}
+#: The header ``raw_header_bytes`` adds (name, value as bytes on the wire): ``0xB2`` alone is not
+#: UTF-8, ``€`` is UTF-8 beyond Latin-1.
+RAW_HEADER = ("x-provider-note", "caf\xc3\xa9 \xb2 \xe2\x82\xac".encode("latin-1"))
 
 _HOP = {
     "content-length",
@@ -141,7 +157,9 @@ class TamperRelay:
             if match:
                 self._count()
                 return flip_char(body, match.end() + 40)
-        if mode in ("tamper_chat", "tamper_chat_resign") and path.endswith("chat/completions"):
+        if mode in ("tamper_chat", "tamper_chat_resign", "forge_0g_headers") and path.endswith(
+            "chat/completions"
+        ):
             at = body.find(b"hello there")
             if at >= 0:
                 self._count()
@@ -223,6 +241,10 @@ class TamperRelay:
             stream=True,
         )
         out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
+        if self.mode == "forge_0g_headers":
+            out_headers.update(FORGED_0G_HEADERS)
+        elif self.mode == "raw_header_bytes":  # Starlette writes str values as Latin-1 bytes
+            out_headers[RAW_HEADER[0]] = RAW_HEADER[1].decode("latin-1")
         key = upstream.headers.get("zg-res-key")
         if key:
             self.res_keys.append(key)
