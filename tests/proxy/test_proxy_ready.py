@@ -128,6 +128,37 @@ def test_chain_gone(devnet, stack, user_broker):
     assert checks["auto_funding"]["detail"].startswith("last check failed")
 
 
+def test_ready_never_shows_the_rpc_urls_secret(devnet, stack, user_broker):
+    """The attack: any local program may call ``/ready`` (no API key, by design), and RPC URLs often
+    carry an API key in their path or query (``https://host/v2/<key>``). With the node gone, the
+    chain check's reason must say what failed without the URL's path or query."""
+    from broker.broker import create_broker
+
+    st, _ = stack
+    secret = "rpc-key-0123456789abcdef"
+    relay = _Relay(devnet.rpc_url)
+    broker = create_broker(
+        key_hex(user_broker.wallet),
+        network="devnet",
+        rpc_url=f"{relay.url}/v2/{secret}?apikey={secret}",
+        ledger_address=devnet.ledger_address,
+        inference_address=devnet.inference_address,
+    )
+    try:
+        settings = ServeSettings(
+            provider=st.provider_address, api_key="sk-ready-test", auto_funding=False
+        )
+        with ThreadServer(create_app(broker, settings, run_startup=False)) as url:
+            relay.stop()
+            down = _ready(url)
+    finally:
+        broker.inference.close()
+    assert down.status_code == 503
+    chain = down.json()["checks"]["chain"]
+    assert chain["ok"] is False and "unreachable" in chain["detail"], chain
+    assert secret not in down.text, down.text
+
+
 def test_a_start_up_that_fails_after_auto_funding_began_stops_it(stack, user_broker, monkeypatch):
     """The attack: a start-up step after auto-funding has begun fails (here the provider pool).
     Nothing the start-up began may outlive it: no scheduler left moving the user's funds for a
