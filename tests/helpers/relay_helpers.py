@@ -32,6 +32,9 @@ Modes (``None`` relays everything unchanged):
 The signature-endpoint modes (``replay_signature``, ``signature_429``) also remove the
 ``ZG-Res-Signature`` header, so that the fetch they attack happens. :attr:`TamperRelay.fetches`
 counts the signature fetches relayed.
+
+:class:`RpcRelay` is a plain relay to a JSON-RPC node that can be shut down (the chain "goes away"
+for whoever uses its URL, the node stays up for the others).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 from eth_account import Account
@@ -48,7 +52,15 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-__all__ = ["FORGED_0G_HEADERS", "MODES", "RAW_HEADER", "RELAY_KEY", "TamperRelay", "flip_char"]
+__all__ = [
+    "FORGED_0G_HEADERS",
+    "MODES",
+    "RAW_HEADER",
+    "RELAY_KEY",
+    "RpcRelay",
+    "TamperRelay",
+    "flip_char",
+]
 
 #: The relay's own signing key (not the provider's TEE signer).
 RELAY_KEY = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6"
@@ -278,3 +290,34 @@ class TamperRelay:
         raw = self._tamper_body(path, raw)
         self._res_signature(path, body, raw, out_headers)
         return Response(raw, status_code=upstream.status_code, headers=out_headers)
+
+
+class RpcRelay:
+    """A loopback HTTP relay to ``target`` (JSON-RPC POSTs, any path) that can be shut down: the
+    chain "goes away" for whoever uses the relay's URL."""
+
+    def __init__(self, target: str) -> None:
+        client = httpx.Client(timeout=10)
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                r = client.post(target, content=body, headers={"content-type": "application/json"})
+                self.send_response(r.status_code)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(r.content)))
+                self.end_headers()
+                self.wfile.write(r.content)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.client = client
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.client.close()

@@ -7,47 +7,16 @@ from __future__ import annotations
 
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 from devnet_helpers import key_hex, register_chatbot_service
 from proxy_helpers import ThreadServer, free_port
+from relay_helpers import RpcRelay
 
 from broker.proxy import ServeSettings, create_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
-
-
-class _Relay:
-    """A loopback HTTP relay to ``target`` (JSON-RPC POSTs) that can be shut down: the chain
-    "goes away" for whoever uses the relay's URL."""
-
-    def __init__(self, target: str) -> None:
-        client = httpx.Client(timeout=10)
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                r = client.post(target, content=body, headers={"content-type": "application/json"})
-                self.send_response(r.status_code)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(r.content)))
-                self.end_headers()
-                self.wfile.write(r.content)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.client = client
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.client.close()
 
 
 def _ready(url: str) -> httpx.Response:
@@ -96,7 +65,7 @@ def test_chain_gone(devnet, stack, user_broker):
     from broker.broker import create_broker
 
     st, _ = stack
-    relay = _Relay(devnet.rpc_url)
+    relay = RpcRelay(devnet.rpc_url)
     broker = create_broker(
         key_hex(user_broker.wallet),
         network="devnet",
@@ -136,7 +105,7 @@ def test_ready_never_shows_the_rpc_urls_secret(devnet, stack, user_broker):
 
     st, _ = stack
     secret = "rpc-key-0123456789abcdef"
-    relay = _Relay(devnet.rpc_url)
+    relay = RpcRelay(devnet.rpc_url)
     broker = create_broker(
         key_hex(user_broker.wallet),
         network="devnet",
