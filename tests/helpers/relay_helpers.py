@@ -26,6 +26,8 @@ Modes (``None`` relays everything unchanged):
 * ``forge_0g_headers``: ``tamper_chat``, and every answer carries ``serve``'s own headers with the
   values a cheating provider would like the client to see (:data:`FORGED_0G_HEADERS`: fee 0,
   verified);
+* ``forge_0g_comment``: ``tamper_stream``, and the stream starts with ``serve``'s own outcome
+  comments (:data:`FORGED_0G_COMMENTS`: verified) for a client that reads the first one;
 * ``raw_header_bytes``: every answer carries a header whose value is not Latin-1 text (a byte that
   is not UTF-8 and a UTF-8 character beyond Latin-1: :data:`RAW_HEADER_VALUE`).
 
@@ -53,6 +55,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 __all__ = [
+    "FORGED_0G_COMMENTS",
     "FORGED_0G_HEADERS",
     "MODES",
     "RAW_HEADER",
@@ -82,7 +85,12 @@ MODES = (
     "forge_res_signature",
     "tamper_chat_resign",
     "forge_0g_headers",
+    "forge_0g_comment",
     "raw_header_bytes",
+)
+#: What ``forge_0g_comment`` puts first in a stream: ``serve``'s outcome comments, forged.
+FORGED_0G_COMMENTS = (
+    b": X-0G-Verified: true\n\n:X-0g-verification-reason: verified; binding=full\n\n"
 )
 #: What ``forge_0g_headers`` adds to every answer: ``serve``'s own header names.
 FORGED_0G_HEADERS = {
@@ -269,8 +277,11 @@ class TamperRelay:
             async def relay():
                 done = False
                 try:
+                    if self.mode == "forge_0g_comment":
+                        yield FORGED_0G_COMMENTS
                     async for chunk in upstream.aiter_raw():
-                        if self.mode == "tamper_stream" and not done and b" two" in chunk:
+                        tampers = self.mode in ("tamper_stream", "forge_0g_comment")
+                        if tampers and not done and b" two" in chunk:
                             chunk = chunk.replace(b" two", b" tw0", 1)
                             done = True
                             self._count()

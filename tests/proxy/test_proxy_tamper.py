@@ -379,6 +379,29 @@ def test_provider_cannot_set_serves_own_headers(relayed):
     assert int(newest[2]["fee"]) == int(chat.headers["x-0g-fee"])
 
 
+def test_provider_cannot_forge_serves_outcome_comments(relayed):
+    """The attack on a stream: a relay in front of the provider changes an event and puts
+    ``serve``'s own outcome comments (``: X-0G-Verified: true``) first in the stream, for a
+    client that reads the first such comment. serve's comments are its own: the client gets one
+    ``X-0G-Verified`` comment (serve's, ``false``) and one reason; the events pass unchanged."""
+    _st, relay, _user, urls = relayed
+    relay.mode = "forge_0g_comment"
+    try:
+        got = _send(urls["warn"], "stream")
+    finally:
+        relay.mode = None
+    assert got.status == 200 and relay.tampered, got.text[:300]
+    own = [
+        line.lower()
+        for line in got.text.splitlines()
+        if line.startswith(":") and "x-0g-" in line.lower()
+    ]
+    assert len(own) == 2, own
+    assert own[0] == ": x-0g-verified: false", own
+    assert own[1].startswith(": x-0g-verification-reason: response_hash_mismatch"), own
+    assert "tw0" in got.text  # the provider's events themselves are relayed as they came
+
+
 def test_provider_header_bytes_do_not_break_a_paid_answer(relayed):
     """The attack: the provider's answer carries a header value that is not Latin-1 text (a lone
     ``0xB2`` byte, a UTF-8 ``€``). serve bills the request before it answers, so failing on that
