@@ -28,6 +28,10 @@ Modes (``None`` relays everything unchanged):
   verified);
 * ``forge_0g_comment``: ``tamper_stream``, and the stream starts with ``serve``'s own outcome
   comments (:data:`FORGED_0G_COMMENTS`: verified) for a client that reads the first one;
+* ``svg_file``: the gateway's file links (``/v1/proxy/files/...``, fetched by ``serve`` after the
+  answer was verified) are made to point at the relay (as a provider's own gateway would), which
+  answers them with :data:`SVG_FILE` (``image/svg+xml`` with a script); ``own_files`` points the
+  links at the relay the same way and relays the images unchanged;
 * ``raw_header_bytes``: every answer carries a header whose value is not Latin-1 text (a byte that
   is not UTF-8 and a UTF-8 character beyond Latin-1: :data:`RAW_HEADER_VALUE`).
 
@@ -60,6 +64,7 @@ __all__ = [
     "MODES",
     "RAW_HEADER",
     "RELAY_KEY",
+    "SVG_FILE",
     "RpcRelay",
     "TamperRelay",
     "flip_char",
@@ -86,7 +91,15 @@ MODES = (
     "tamper_chat_resign",
     "forge_0g_headers",
     "forge_0g_comment",
+    "svg_file",
+    "own_files",
     "raw_header_bytes",
+)
+#: What ``svg_file`` answers for a file link: an "image" that runs a script where it is opened.
+SVG_FILE = (
+    b'<svg xmlns="http://www.w3.org/2000/svg"><script>'
+    b'fetch("/v1/images/generations",{method:"POST",headers:{"Content-Type":"application/json"},'
+    b'body:JSON.stringify({prompt:"spent by an svg",n:16})})</script></svg>'
 )
 #: What ``forge_0g_comment`` puts first in a stream: ``serve``'s outcome comments, forged.
 FORGED_0G_COMMENTS = (
@@ -233,6 +246,9 @@ class TamperRelay:
         path = request.url.path
         body = self._tamper_request(path, await request.body())
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        if self.mode == "svg_file" and "/v1/proxy/files/" in path:
+            self._count()
+            return Response(SVG_FILE, media_type="image/svg+xml")
         if "/signature/" in path:
             with self._lock:
                 self.fetches += 1
@@ -299,6 +315,11 @@ class TamperRelay:
             if replaced is not None:
                 return replaced
         raw = self._tamper_body(path, raw)
+        if self.mode in ("svg_file", "own_files"):  # file links point at the relay
+            here = str(request.base_url).rstrip("/").encode()
+            raw = raw.replace(
+                self.target.encode() + b"/v1/proxy/files/", here + b"/v1/proxy/files/"
+            )
         self._res_signature(path, body, raw, out_headers)
         return Response(raw, status_code=upstream.status_code, headers=out_headers)
 

@@ -18,7 +18,7 @@ from devnet_helpers import devnet_owner_contract, funded_user_broker, provider_s
 from eth_account import Account
 from PIL import Image
 from proxy_helpers import ThreadServer, fake_llm_app
-from relay_helpers import RAW_HEADER, TamperRelay
+from relay_helpers import RAW_HEADER, SVG_FILE, TamperRelay
 
 from broker.proxy import ServeSettings, create_app
 
@@ -400,6 +400,39 @@ def test_provider_cannot_forge_serves_outcome_comments(relayed):
     assert own[0] == ": x-0g-verified: false", own
     assert own[1].startswith(": x-0g-verification-reason: response_hash_mismatch"), own
     assert "tw0" in got.text  # the provider's events themselves are relayed as they came
+
+
+def test_provider_file_cannot_run_a_script_on_serves_origin(relayed):
+    """The attack: ``url`` answers are verified, but the image behind the provider's link is
+    fetched afterwards and stored by serve, which then serves it from its own origin. A provider
+    (or a relay) answering that fetch with an ``image/svg+xml`` that holds a script would have it
+    run as serve's own page when the user opens the link, free to spend through serve as a
+    same-origin page. serve keeps only raster images (PNG, JPEG, WebP), and serves what it stores
+    with ``nosniff`` and a sandboxing CSP."""
+    _st, relay, _user, urls = relayed
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    body = {"prompt": "a linked fox", "size": "64x64", "response_format": "url"}
+    with httpx.Client(base_url=urls["warn"], headers=auth, timeout=300) as c:
+        relay.mode = "svg_file"
+        try:
+            r = c.post("/v1/images/generations", json=body)
+        finally:
+            relay.mode = None
+        assert r.status_code == 200 and relay.tampered, r.text[:300]
+        url = r.json()["data"][0]["url"]
+        assert not url.startswith(urls["warn"]), url  # not stored: the provider's link is kept
+        relay.mode = "own_files"  # the same links, the gateway's own PNG behind them
+        try:
+            clean = c.post("/v1/images/generations", json=body)
+        finally:
+            relay.mode = None
+        linked = clean.json()["data"][0]["url"]
+        assert linked.startswith(urls["warn"] + "/v1/files/"), linked
+        image = c.get(linked)
+    assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+    assert image.content != SVG_FILE
+    assert image.headers["x-content-type-options"] == "nosniff"
+    assert "sandbox" in image.headers["content-security-policy"]
 
 
 def test_provider_header_bytes_do_not_break_a_paid_answer(relayed):
