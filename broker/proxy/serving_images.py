@@ -206,7 +206,8 @@ async def async_generate_image(ctx: ProxyContext, request: Request) -> Response:
 
 
 async def get_job(ctx: ProxyContext, job_id: str) -> Response:
-    """Poll a job (``{url}/v1/async/jobs/{id}``): the provider's status, body and ``Retry-After``.
+    """Poll a job (``{url}/v1/async/jobs/{id}``): the provider's status, body and ``Retry-After``;
+    answered as ``application/json`` with ``nosniff`` whatever type the provider gave.
 
     The first answer ``completed`` bills the job (``X-0G-Fee``: the neuron accounted by this poll,
     0 on every other poll); ``failed`` or 404 marks it never billed. A completed poll is verified
@@ -255,9 +256,9 @@ async def get_job(ctx: ProxyContext, job_id: str) -> Response:
             )
         headers[VERIFIED_HEADER] = header_value(result)
         headers[REASON_HEADER] = reason_value(result)
+    # a poll is a GET a browser may open: its body is the provider's, but it is answered as
+    # JSON (never the provider's type, e.g. text/html, which would make it one of serve's pages)
+    headers["X-Content-Type-Options"] = "nosniff"
     return Response(
-        raw,
-        status_code=response.status_code,
-        headers=headers,
-        media_type=response.headers.get("content-type", "application/json"),
+        raw, status_code=response.status_code, headers=headers, media_type="application/json"
     )

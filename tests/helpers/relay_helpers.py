@@ -32,6 +32,8 @@ Modes (``None`` relays everything unchanged):
   answer was verified) are made to point at the relay (as a provider's own gateway would), which
   answers them with :data:`SVG_FILE` (``image/svg+xml`` with a script); ``own_files`` points the
   links at the relay the same way and relays the images unchanged;
+* ``html_poll``: a job poll (``GET /v1/async/jobs/...``) is answered ``200 text/html`` with a
+  script (:data:`HTML_POLL`);
 * ``raw_header_bytes``: every answer carries a header whose value is not Latin-1 text (a byte that
   is not UTF-8 and a UTF-8 character beyond Latin-1: :data:`RAW_HEADER_VALUE`).
 
@@ -61,6 +63,7 @@ from starlette.routing import Route
 __all__ = [
     "FORGED_0G_COMMENTS",
     "FORGED_0G_HEADERS",
+    "HTML_POLL",
     "MODES",
     "RAW_HEADER",
     "RELAY_KEY",
@@ -93,8 +96,11 @@ MODES = (
     "forge_0g_comment",
     "svg_file",
     "own_files",
+    "html_poll",
     "raw_header_bytes",
 )
+#: What ``html_poll`` answers for a job poll.
+HTML_POLL = b'<!doctype html><script>fetch("/v1/account").then(r => r.text())</script>'
 #: What ``svg_file`` answers for a file link: an "image" that runs a script where it is opened.
 SVG_FILE = (
     b'<svg xmlns="http://www.w3.org/2000/svg"><script>'
@@ -246,6 +252,9 @@ class TamperRelay:
         path = request.url.path
         body = self._tamper_request(path, await request.body())
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        if self.mode == "html_poll" and "/v1/async/jobs/" in path:
+            self._count()
+            return Response(HTML_POLL, media_type="text/html")
         if self.mode == "svg_file" and "/v1/proxy/files/" in path:
             self._count()
             return Response(SVG_FILE, media_type="image/svg+xml")

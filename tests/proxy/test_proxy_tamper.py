@@ -18,7 +18,7 @@ from devnet_helpers import devnet_owner_contract, funded_user_broker, provider_s
 from eth_account import Account
 from PIL import Image
 from proxy_helpers import ThreadServer, fake_llm_app
-from relay_helpers import RAW_HEADER, SVG_FILE, TamperRelay
+from relay_helpers import HTML_POLL, RAW_HEADER, SVG_FILE, TamperRelay
 
 from broker.proxy import ServeSettings, create_app
 
@@ -433,6 +433,22 @@ def test_provider_file_cannot_run_a_script_on_serves_origin(relayed):
     assert image.content != SVG_FILE
     assert image.headers["x-content-type-options"] == "nosniff"
     assert "sandbox" in image.headers["content-security-policy"]
+
+
+def test_provider_job_poll_is_never_a_page_on_serves_origin(relayed):
+    """The attack: a job poll is a ``GET`` the user may open in a browser (serve without an API
+    key, the default); a provider answering it ``200 text/html`` with a script would have that
+    script run as one of serve's own pages. serve answers a poll as JSON, never sniffed."""
+    _st, relay, _user, urls = relayed
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    relay.mode = "html_poll"
+    try:
+        r = httpx.get(urls["warn"] + "/v1/async/jobs/imgjob_0123456789abcdef", headers=auth)
+    finally:
+        relay.mode = None
+    assert relay.tampered and r.content == HTML_POLL  # the provider's bytes, as they came
+    assert r.headers["content-type"].startswith("application/json"), r.headers
+    assert r.headers["x-content-type-options"] == "nosniff"
 
 
 def test_provider_header_bytes_do_not_break_a_paid_answer(relayed):
