@@ -132,6 +132,26 @@ def test_request_log_keeps_bounded_text(http, ui_stack):
     assert len(row["model"]) <= 200 and len(row["reason"]) <= 300
 
 
+def test_dashboard_errors_are_in_the_dashboards_shape(http, ui_stack):
+    """Every error of the dashboard's JSON endpoints is ``{"error": "<words>"}`` with its status, as
+    the page reads them: the endpoints' own, a bad query parameter, an unknown path, and a refusal
+    of serve's web guard (a foreign page), not the OpenAI shape of ``/v1``."""
+    cases = [
+        (http.get("/ui/api/requests", params={"verified": "maybe"}), 400),
+        (http.get("/ui/api/requests", params={"limit": "many"}), 400),
+        (http.get("/ui/api/nothing-here"), 404),
+        (http.get("/ui/api/account", headers={"Origin": "https://evil.example"}), 403),
+        (http.get("/ui/api/account", headers={"Sec-Fetch-Site": "cross-site"}), 403),
+    ]
+    for r, status in cases:
+        assert r.status_code == status, (r.request.url, r.text)
+        body = r.json()
+        assert isinstance(body.get("error"), str) and body["error"], (r.request.url, body)
+    # /v1 keeps OpenAI's shape
+    r = http.get("/v1/account", headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403 and isinstance(r.json()["error"], dict)
+
+
 def test_providers_and_attestation_report(http, ui_stack):
     rows = http.get("/ui/api/providers").json()
     mine = next(p for p in rows["providers"] if p["provider"] == ui_stack.stack.provider_address)
