@@ -4,9 +4,10 @@ against a real devnet stack.
 * A hostile web page, open in the user's browser on another origin, tries every way a page has to
   spend through ``serve`` without a CORS preflight (``text/plain`` and form bodies, multipart
   ``FormData``, ``sendBeacon``, a form posted into an iframe, a sandboxed iframe whose ``Origin`` is
-  ``null``) and to read its answers (``fetch`` in CORS mode, ``<img>``). The browser, not the test,
-  writes the headers (``Origin``, ``Sec-Fetch-Site``): this checks that what ``LocalGuard`` relies
-  on is what a browser sends. Nothing is paid; every attempt that reached ``serve`` was refused.
+  ``null``, a ``POST`` redirected to ``serve`` with a 307) and to read its answers (``fetch`` in
+  CORS mode, ``<img>``). The browser, not the test, writes the headers (``Origin``,
+  ``Sec-Fetch-Site``): this checks that what ``LocalGuard`` relies on is what a browser sends.
+  Nothing is paid; every attempt that reached ``serve`` was refused.
 * Injection into the dashboard: a provider registers a service whose model name and URL are HTML
   and a ``javascript:`` URL, and requests put HTML into the model, route and error reason of the
   request log. The dashboard shows them as text: no element is made from them, no script runs.
@@ -22,7 +23,7 @@ import pytest
 from devnet_helpers import register_chatbot_service
 from server_helpers import UvicornThread, free_port
 from starlette.applications import Starlette
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, RedirectResponse
 from starlette.routing import Route
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -52,6 +53,9 @@ async (serve) => {
   });
   await tryIt("sendBeacon image POST", async () =>
     navigator.sendBeacon(serve + "/v1/images/generations", new Blob([job], {type: "text/plain"})));
+  await tryIt("POST redirected (307) to serve", async () => (await fetch(
+    "/redirect?to=" + encodeURIComponent(serve + "/v1/images/generations"),
+    {method: "POST", mode: "no-cors", headers: {"Content-Type": "text/plain"}, body: job})).type);
   await tryIt("JSON POST (preflighted)", async () => (await fetch(serve + "/v1/images/generations",
     {method: "POST", headers: {"Content-Type": "application/json"}, body: job})).status);
   await tryIt("read the account", async () => (await fetch(serve + "/v1/account")).status);
@@ -94,7 +98,12 @@ def _hostile_page() -> Starlette:
     async def index(_request):
         return HTMLResponse("<!doctype html><title>cat pictures</title><p>cute cats</p>")
 
-    return Starlette(routes=[Route("/", index)])
+    async def redirect(request):  # a 307 keeps the method and the body
+        return RedirectResponse(request.query_params["to"], status_code=307)
+
+    return Starlette(
+        routes=[Route("/", index), Route("/redirect", redirect, methods=["GET", "POST"])]
+    )
 
 
 def _fees(ui_stack) -> tuple[int, int]:
@@ -138,12 +147,17 @@ def test_hostile_page_cannot_spend_or_read(chromium, ui_stack):
     # nothing could be read: CORS-mode fetches fail, no-cors answers are opaque
     for name in ("JSON POST (preflighted)", "read the account", "read the request log"):
         assert seen[name].startswith("blocked"), (name, seen[name])
-    for name in ("text/plain image POST", "urlencoded chat POST", "multipart edit POST"):
+    for name in (
+        "text/plain image POST",
+        "urlencoded chat POST",
+        "multipart edit POST",
+        "POST redirected (307) to serve",
+    ):
         assert seen[name] in ("opaque", "blocked: TypeError"), (name, seen[name])
     assert seen["img GET of the account"] == "error"
-    # every request the browser let through reached serve and was refused there: the three
-    # no-cors POSTs, the beacon, the account GET, the image GET, the preflight, the two forms
-    assert refused >= 8, refused
+    # every request the browser let through reached serve and was refused there: the no-cors
+    # POSTs (one redirected), the beacon, the account GET, the image GET, the preflight, the forms
+    assert refused >= 9, refused
 
 
 def test_dashboard_shows_injected_html_as_text(chromium, ui_stack, devnet):
