@@ -153,6 +153,21 @@ def test_dns_rebinding_host_refused(standalone):
     assert resp.status_code == 403 and "Host" in resp.json()["error"]
 
 
+def test_action_body_is_capped(standalone):
+    """The attack: a request that passes the CSRF checks (any local program can fetch a session
+    cookie and its token) with a body of many megabytes, read whole before it is parsed. The body
+    of an action is a few fields: more than 64 KiB is refused with 413 in the dashboard's shape,
+    streamed or not."""
+    url, broker, client, token = standalone
+    before = broker.ledger.get_ledger()
+    big = b'{"action": "deposit", "amount": "0.1", "pad": "' + b"x" * (2 << 20) + b'"}'
+    headers = {"Origin": url, "X-CSRF-Token": token, "Content-Type": "application/json"}
+    for content in (big, iter([big[: 1 << 20], big[1 << 20 :]])):
+        r = client.post("/ui/api/actions", content=content, headers=headers)
+        assert r.status_code == 413 and "64 KiB" in r.json()["error"], r.text[:200]
+    assert broker.ledger.get_ledger() == before
+
+
 def test_node_gone_is_a_502_in_words_and_nothing_moves(devnet):
     """The attack: the RPC node goes away (or is cut off) while the page is open. Preparing an
     action reads the chain (wallet or ledger balance) and confirming one sends a transaction: both
