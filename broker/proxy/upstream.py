@@ -78,6 +78,10 @@ _HOP = {
     "vary",
     "server",
     "date",
+    # serve's own headers: a provider may not set them for serve (nor for its request log)
+    "x-0g-fee",
+    "x-0g-verified",
+    "x-0g-verification-reason",
 }
 
 
@@ -257,8 +261,9 @@ class SignatureClient:
                         raise httpx.ReadError(
                             f"the answer is larger than {SIGNATURE_MAX_BYTES} bytes"
                         )
+                # the raw header bytes: a value that is not ASCII cannot fail to encode again
                 return httpx.Response(
-                    answer.status, headers=list(answer.headers.items()), content=bytes(body)
+                    answer.status, headers=answer.raw_headers, content=bytes(body)
                 )
         except TimeoutError:
             raise httpx.ReadTimeout(f"no answer within {timeout:g} s") from None
