@@ -8,6 +8,7 @@ Tree (all derive from :class:`broker._exceptions.BrokerError`)::
     └── ProxyHTTPError                       an error answered to the client in OpenAI's shape
         ├── UpstreamError                    the provider answered with an error status (kept)
         ├── UpstreamUnavailableError         the provider could not be reached (502)
+        │   └── UpstreamResponseTooLargeError  its answer is larger than serve reads (502)
         ├── UpstreamTimeoutError             the provider did not answer in time (504)
         └── VerificationRefusedError         ``enforce``: the response signature failed (502)
 
@@ -27,6 +28,7 @@ __all__ = [
     "ProxyHTTPError",
     "ProxyStartupError",
     "UpstreamError",
+    "UpstreamResponseTooLargeError",
     "UpstreamTimeoutError",
     "UpstreamUnavailableError",
     "VerificationRefusedError",
@@ -97,6 +99,18 @@ class UpstreamUnavailableError(ProxyHTTPError):
 
     status_code = 502
     type = "upstream_error"
+
+
+class UpstreamResponseTooLargeError(UpstreamUnavailableError):
+    """The provider's answer is larger than ``max_response_bytes``
+    (``ZG_SERVE_MAX_RESPONSE_BYTES``): 502, code ``upstream_response_too_large``; serve stops
+    reading it (a provider cannot make serve hold an answer of any size in memory)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"the provider's answer is larger than {limit} bytes (ZG_SERVE_MAX_RESPONSE_BYTES)",
+            code="upstream_response_too_large",
+        )
 
 
 class UpstreamTimeoutError(ProxyHTTPError):

@@ -43,6 +43,11 @@ class ServeSettings(BaseSettings):
             route family, seconds (600 / 300 / 300 / 60).
         connect_timeout: seconds to open an upstream connection.
         max_body_bytes: largest client body (default 32 MiB, the gateway's cap).
+        max_response_bytes: largest provider answer serve reads, bytes as received (default 256
+            MiB): a non-streamed body, a stream read whole (``enforce``) or the whole of a relayed
+            stream; beyond it the answer is cut off with a 502 ``upstream_response_too_large`` (or,
+            in a relayed stream, an error event), so a hostile provider cannot exhaust serve's
+            memory.
         max_connections: pooled upstream connections.
         upstream_keepalive: seconds an idle upstream connection is kept for reuse (3); below the
             provider's own idle timeout (uvicorn's default is 5 s), so a request never goes out on
@@ -82,6 +87,7 @@ class ServeSettings(BaseSettings):
     default_timeout: float = Field(60.0, gt=0)
     connect_timeout: float = Field(10.0, gt=0)
     max_body_bytes: int = Field(32 << 20, ge=1)
+    max_response_bytes: int = Field(256 << 20, ge=1)
     max_connections: int = Field(256, ge=1)
     upstream_keepalive: float = Field(3.0, gt=0)
     auto_funding: bool = True

@@ -7,7 +7,9 @@ a stream can only be verified once it has ended:
   verify is refused with a 502 before any of its bytes reach the client (its fee recorded as
   disputed); one that verifies is sent in one go. Enforce therefore gives up incremental delivery.
 * ``warn`` / ``off``: each event is relayed as soon as it is complete while the raw bytes are hashed
-  incrementally; ``[DONE]`` waits until the usage is billed and the signature checked. A client
+  incrementally; ``[DONE]`` waits until the usage is billed and the signature checked. A stream
+  longer than ``max_response_bytes`` is cut off there like a broken one (an error event), so that
+  a provider cannot make serve hold an endless event or an endless answer's text. A client
   that disconnects early does not stop the accounting: the rest of the stream is read, hashed,
   billed and verified all the same (in the background when the relay itself was cancelled). A
   stream that breaks off ends with an error event (its unfinished last event and a held-back
@@ -52,7 +54,7 @@ from fastapi.responses import Response
 from broker.inference.response_signature import ResponseBinding, VerificationResult
 from broker.proxy.billing import AnswerBody
 from broker.proxy.context import ProxyContext
-from broker.proxy.errors import ProxyHTTPError
+from broker.proxy.errors import ProxyHTTPError, UpstreamResponseTooLargeError
 from broker.proxy.protocol import ErrorBody, ErrorResponse
 from broker.proxy.upstream import (
     TRANSPORT_ERRORS,
@@ -223,9 +225,9 @@ async def _drain_and_settle(
     ctx: ProxyContext, response: UpstreamResponse, state: _StreamState
 ) -> None:
     try:
-        async for chunk in response.aiter_raw():
+        async for chunk in response.aiter_raw(ctx.settings.max_response_bytes):
             state.observe(state.feed_raw(chunk))
-    except TRANSPORT_ERRORS:
+    except (*TRANSPORT_ERRORS, UpstreamResponseTooLargeError):
         pass
     finally:
         await response.aclose()
@@ -345,29 +347,28 @@ class _SSERelay(Response):
         """Relay the events; returns the last bytes (outcome comments and what was held back, or
         nothing after a broken stream's error event). A failure of ``send`` propagates."""
         ctx, state, upstream = self.ctx, self.state, self.upstream
-        chunks = upstream.aiter_raw()
+        chunks = upstream.aiter_raw(ctx.settings.max_response_bytes)
         while True:
             try:
                 chunk = await anext(chunks)
             except StopAsyncIteration:
                 break
-            except TRANSPORT_ERRORS as exc:
+            except (*TRANSPORT_ERRORS, UpstreamResponseTooLargeError) as exc:
                 state.observe(state.close())
                 settling = _start_settling(ctx, state)
                 await upstream.aclose()
+                error = (
+                    exc
+                    if isinstance(exc, UpstreamResponseTooLargeError)
+                    else ProxyHTTPError(
+                        f"the provider's stream broke off ({type(exc).__name__})",
+                        status_code=502,
+                        type="upstream_error",
+                        code="upstream_stream_broken",
+                    )
+                )
                 await send(
-                    {
-                        "type": "http.response.body",
-                        "body": _error_event(
-                            ProxyHTTPError(
-                                f"the provider's stream broke off ({type(exc).__name__})",
-                                status_code=502,
-                                type="upstream_error",
-                                code="upstream_stream_broken",
-                            )
-                        ),
-                        "more_body": True,
-                    }
+                    {"type": "http.response.body", "body": _error_event(error), "more_body": True}
                 )
                 await asyncio.shield(settling)
                 return b""

@@ -28,6 +28,7 @@ from broker.inference.response_signature import SIGNATURE_MAX_BYTES
 from broker.proxy.errors import (
     ProxyHTTPError,
     UpstreamError,
+    UpstreamResponseTooLargeError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
@@ -193,28 +194,61 @@ class UpstreamResponse:
         self.status_code: int = response.status
         self.headers: Mapping[str, str] = response.headers
 
-    async def aiter_raw(self) -> AsyncIterator[bytes]:
+    async def aiter_raw(self, limit: int | None = None) -> AsyncIterator[bytes]:
         """The body's bytes as they arrive (not decompressed; chunked framing removed): each
         chunk is handed on as soon as the socket delivers it.
 
+        Args:
+            limit: the most bytes handed on in all; the chunk that would pass it raises instead
+                (``None``: no limit).
+
         Raises:
-            The :data:`TRANSPORT_ERRORS` of a broken connection or a read timeout.
+            The :data:`TRANSPORT_ERRORS` of a broken connection or a read timeout;
+            UpstreamResponseTooLargeError: more than ``limit`` bytes.
         """
         if self._body is not None:
+            if limit is not None and len(self._body) > limit:
+                raise UpstreamResponseTooLargeError(limit)
             if self._body:
                 yield self._body
             return
+        if limit is None:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+            return
+        received = 0
         async for chunk in self._response.content.iter_any():
+            received += len(chunk)
+            if received > limit:
+                raise UpstreamResponseTooLargeError(limit)
             yield chunk
 
-    async def read(self) -> bytes:
+    async def read(self, limit: int | None = None) -> bytes:
         """The whole raw body (not decompressed); the response stays open (:meth:`aclose`).
 
+        Args:
+            limit: the most bytes read (``None``: no limit). A ``Content-Length`` above it is
+                refused before anything is read; a body without one is read piece by piece and
+                refused as soon as it passes the limit.
+
         Raises:
-            The :data:`TRANSPORT_ERRORS` of a broken connection or a read timeout.
+            The :data:`TRANSPORT_ERRORS` of a broken connection or a read timeout;
+            UpstreamResponseTooLargeError: more than ``limit`` bytes.
         """
         if self._body is None:
-            self._body = await self._response.read()
+            response = self._response
+            if limit is None:
+                self._body = await response.read()
+            else:
+                length = response.content_length
+                if length is not None and length > limit:
+                    raise UpstreamResponseTooLargeError(limit)
+                if length is not None:  # the usual answer: read in one go, at most its length
+                    self._body = await response.read()
+                else:
+                    self._body = b"".join([chunk async for chunk in self.aiter_raw(limit)])
+        elif limit is not None and len(self._body) > limit:
+            raise UpstreamResponseTooLargeError(limit)
         return self._body
 
     async def aclose(self) -> None:
@@ -456,9 +490,11 @@ class Upstream:
 
         Raises:
             UpstreamTimeoutError, UpstreamUnavailableError: the body did not arrive.
+            UpstreamResponseTooLargeError: it is larger than ``max_response_bytes`` (the
+                connection is closed, not reused).
         """
         try:
-            return await response.read()
+            return await response.read(self.settings.max_response_bytes)
         except TimeoutError:
             raise UpstreamTimeoutError(
                 "the provider's response timed out", code="upstream_timeout"

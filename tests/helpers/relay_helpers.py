@@ -36,6 +36,10 @@ Modes (``None`` relays everything unchanged):
   script (:data:`HTML_POLL`);
 * ``raw_header_bytes``: every answer carries a header whose value is not Latin-1 text (a byte that
   is not UTF-8 and a UTF-8 character beyond Latin-1: :data:`RAW_HEADER_VALUE`).
+* ``huge_chat``: a non-streamed chat answer gets :data:`HUGE_BYTES` of JSON whitespace after it
+  (with its ``Content-Length``); ``huge_chat_chunked``: the same, chunked (no length);
+* ``endless_stream``: a stream's ``[DONE]`` is replaced by one event that never ends
+  (``data: xxx…``, :data:`HUGE_BYTES` of it, no line end), as a provider exhausting memory would.
 
 The signature-endpoint modes (``replay_signature``, ``signature_429``) also remove the
 ``ZG-Res-Signature`` header, so that the fetch they attack happens. :attr:`TamperRelay.fetches`
@@ -119,6 +123,9 @@ FORGED_0G_HEADERS = {
 }
 #: The header ``raw_header_bytes`` adds (name, value as bytes on the wire): ``0xB2`` alone is not
 #: UTF-8, ``€`` is UTF-8 beyond Latin-1.
+#: bytes the ``huge_*`` and ``endless_stream`` modes add to an answer
+HUGE_BYTES = 1 << 20
+
 RAW_HEADER = ("x-provider-note", "caf\xc3\xa9 \xb2 \xe2\x82\xac".encode("latin-1"))
 
 _HOP = {
@@ -305,6 +312,12 @@ class TamperRelay:
                     if self.mode == "forge_0g_comment":
                         yield FORGED_0G_COMMENTS
                     async for chunk in upstream.aiter_raw():
+                        if self.mode == "endless_stream" and b"data: [DONE]" in chunk:
+                            self._count()
+                            yield chunk.split(b"data: [DONE]", 1)[0] + b"data: "
+                            for _ in range(16):
+                                yield b"x" * (HUGE_BYTES // 16)
+                            return
                         tampers = self.mode in ("tamper_stream", "forge_0g_comment")
                         if tampers and not done and b" two" in chunk:
                             chunk = chunk.replace(b" two", b" tw0", 1)
@@ -330,6 +343,15 @@ class TamperRelay:
                 self.target.encode() + b"/v1/proxy/files/", here + b"/v1/proxy/files/"
             )
         self._res_signature(path, body, raw, out_headers)
+        if self.mode in ("huge_chat", "huge_chat_chunked") and path.endswith("chat/completions"):
+            self._count()
+            raw += b" " * HUGE_BYTES
+            if self.mode == "huge_chat_chunked":
+                out_headers.pop("content-length", None)
+                pieces = [raw[i : i + 65536] for i in range(0, len(raw), 65536)]
+                return StreamingResponse(
+                    iter(pieces), status_code=upstream.status_code, headers=out_headers
+                )
         return Response(raw, status_code=upstream.status_code, headers=out_headers)
 
 

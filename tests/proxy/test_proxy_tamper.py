@@ -25,6 +25,8 @@ from broker.proxy import ServeSettings, create_app
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 API_KEY = "sk-tamper-test"
+#: the answer limit of the "small" serve (ZG_SERVE_MAX_RESPONSE_BYTES), far below HUGE_BYTES
+SMALL_RESPONSE_BYTES = 64 << 10
 ZG = 10**18
 TRIES = 2
 HASH_REASONS = {"response_hash_mismatch", "request_hash_mismatch"}
@@ -104,12 +106,21 @@ def relayed(devnet, tmp_path_factory):
                 auto_funding=False,
                 extra_routes=True,
             )
+            small = warn.model_copy(
+                update={"auto_funding": False, "max_response_bytes": SMALL_RESPONSE_BYTES}
+            )
             try:
                 with (
                     ThreadServer(create_app(user, warn)) as warn_url,
                     ThreadServer(create_app(user, enforce, run_startup=False)) as enforce_url,
+                    ThreadServer(create_app(user, small, run_startup=False)) as small_url,
                 ):
-                    yield st, relay, user, {"warn": warn_url, "enforce": enforce_url}
+                    yield (
+                        st,
+                        relay,
+                        user,
+                        {"warn": warn_url, "enforce": enforce_url, "small": small_url},
+                    )
             finally:
                 user.inference.close()
 
@@ -471,6 +482,48 @@ def test_provider_header_bytes_do_not_break_a_paid_answer(relayed):
             assert after[0] - before[0] == after[2] - before[2] > 0, (kind, before, after)
     finally:
         relay.mode = None
+
+
+@pytest.mark.parametrize("mode", ["huge_chat", "huge_chat_chunked"])
+def test_provider_cannot_make_serve_hold_an_answer_of_any_size(relayed, mode):
+    """The attack: a provider (or a relay in front of it) answers a chat with a body far larger
+    than any answer (here 1 MiB more, against a serve that reads at most 64 KiB), with its
+    length or chunked without one, to exhaust serve's memory. serve stops reading at its limit
+    and answers 502 ``upstream_response_too_large`` in OpenAI's shape."""
+    _st, relay, _user, urls = relayed
+    relay.mode = mode
+    try:
+        got = _send(urls["small"], "chat")
+    finally:
+        relay.mode = None
+    assert relay.tampered
+    assert got.status == 502, got.text[:300]
+    assert got.error["code"] == "upstream_response_too_large", got.error
+    assert "ZG_SERVE_MAX_RESPONSE_BYTES" in got.error["message"]
+    assert _send(urls["small"], "chat").status == 200  # an answer of a usual size still passes
+
+
+def test_provider_cannot_make_serve_hold_an_endless_stream_event(relayed):
+    """The attack on a stream: after its events the provider sends one event that never ends
+    (``data: xxx…`` without a line end, 1 MiB against a 64 KiB limit), which a relay waiting
+    for the event's end would hold in memory whole. serve cuts the stream off at its limit with
+    an error event (``upstream_response_too_large``; the chunk that passes the limit is not
+    relayed) and still bills the request (the gateway has billed it)."""
+    st, relay, user, urls = relayed
+    store = user.inference.fee_store
+    before = store.get_totals(user.inference.address, st.provider_address)
+    relay.mode = "endless_stream"
+    try:
+        got = _send(urls["small"], "stream")
+    finally:
+        relay.mode = None
+    after = store.get_totals(user.inference.address, st.provider_address)
+    assert after.request_count == before.request_count + 1
+    assert after.total_fee > before.total_fee  # no fee dropped
+    assert relay.tampered and got.status == 200, got.text[:300]
+    assert "upstream_response_too_large" in got.text
+    assert "xxxx" not in got.text  # nothing of the endless event reached the client
+    assert len(got.text) < SMALL_RESPONSE_BYTES
 
 
 def test_zz_tamper_report(relayed):
