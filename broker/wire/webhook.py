@@ -9,23 +9,31 @@ operator allows private targets explicitly.
 
 The rule is pure: :func:`check_webhook_url` judges the URL as written (scheme, host, literal
 address or ``localhost`` name); :func:`check_webhook_address` judges one resolved address. A caller
-that delivers the callback resolves the host itself and checks every address it got, at delivery
-time (DNS may have changed since submission), and must not follow redirects.
+that delivers the callback resolves the host itself, at delivery time (DNS may have changed since
+submission), and hands the addresses to :func:`pinned_webhook_target`, which checks every one and
+gives the request to send *to the checked address* (the name in ``Host`` and, for ``https``, in
+SNI): the HTTP client must not resolve the name a second time, or a DNS answer that changes
+between the check and the connection (DNS rebinding) would lead it to a refused address. The
+caller must not follow redirects.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from urllib.parse import urlsplit
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 from broker._exceptions import InputError
 
 __all__ = [
+    "PinnedWebhookTarget",
     "WebhookURLError",
     "check_webhook_address",
     "check_webhook_url",
     "is_public_address",
+    "pinned_webhook_target",
 ]
 
 _MAX_URL_LENGTH = 2048
@@ -182,3 +190,53 @@ def check_webhook_url(url: str, *, allow_private: bool = False) -> None:
     lowered = host.lower()
     if not allow_private and (lowered in _LOCAL_NAMES or lowered.endswith(".localhost")):
         raise WebhookURLError(f"webhook_url: loopback host {host} is not allowed")
+
+
+@dataclass(frozen=True, slots=True)
+class PinnedWebhookTarget:
+    """The callback request pinned to one checked address (:func:`pinned_webhook_target`).
+
+    Attributes:
+        url: the callback URL with its host replaced by the address (IPv6 in brackets).
+        headers: ``{"Host": <the URL's host[:port] as written>}``.
+        extensions: httpx request extensions: ``{"sni_hostname": <host>}`` for ``https`` (the
+            certificate is checked against the name, not the address), else empty.
+    """
+
+    url: str
+    headers: dict[str, str]
+    extensions: dict[str, str]
+
+
+def pinned_webhook_target(
+    url: str, addresses: Sequence[str], *, allow_private: bool = False
+) -> PinnedWebhookTarget:
+    """Check ``url`` (:func:`check_webhook_url`) and every address its host resolved to
+    (:func:`check_webhook_address`: all of them, since a resolver may rotate its answers), and
+    give the request that reaches the first one without a second lookup (module docstring).
+
+    Args:
+        url: the client-supplied callback URL.
+        addresses: the addresses its host resolved to just now, in the resolver's order (text;
+            a scope id ``%eth0`` is dropped from the URL).
+        allow_private: the operator allows loopback/private/link-local targets.
+
+    Returns:
+        A :class:`PinnedWebhookTarget`.
+
+    Raises:
+        WebhookURLError: the URL or one of the addresses is refused, or there is no address.
+    """
+    check_webhook_url(url, allow_private=allow_private)
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if not addresses:
+        raise WebhookURLError(f"webhook_url: host {host} does not resolve")
+    for address in addresses:
+        check_webhook_address(address, allow_private=allow_private)
+    address = addresses[0].split("%", 1)[0]
+    literal = f"[{address}]" if ":" in address else address
+    netloc = literal if parts.port is None else f"{literal}:{parts.port}"
+    pinned = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    extensions = {"sni_hostname": host} if parts.scheme.lower() == "https" else {}
+    return PinnedWebhookTarget(pinned, {"Host": parts.netloc}, extensions)

@@ -20,7 +20,12 @@ from typing import Any, Literal
 
 import httpx
 
-from broker.wire.webhook import WebhookURLError, check_webhook_address, check_webhook_url
+from broker.wire.webhook import (
+    PinnedWebhookTarget,
+    WebhookURLError,
+    check_webhook_url,
+    pinned_webhook_target,
+)
 from broker.worker.errors import InvalidImageRequestError, JobNotFoundError
 
 __all__ = ["ImageJob", "JobRegistry", "JobStatus", "WebhookNotifier"]
@@ -209,8 +214,9 @@ class WebhookNotifier:
                 str(exc), param="webhook_url", code="invalid_webhook_url"
             ) from None
 
-    async def resolve(self, url: str) -> httpx.URL:
-        """The URL to POST to: ``url`` with its host replaced by a checked address.
+    async def resolve(self, url: str) -> PinnedWebhookTarget:
+        """The request to send: ``url`` pinned to an address its host resolves to now, every
+        address checked (:func:`broker.wire.webhook.pinned_webhook_target`: no second lookup).
 
         Raises:
             WebhookURLError: the URL or one of the addresses its host resolves to is refused, or
@@ -226,19 +232,13 @@ class WebhookNotifier:
             )
         except (OSError, UnicodeError, TimeoutError):
             raise WebhookURLError(f"webhook_url: host {target.host} does not resolve") from None
-        addresses = [info[4][0] for info in infos]
-        if not addresses:
-            raise WebhookURLError(f"webhook_url: host {target.host} does not resolve")
-        for address in addresses:  # all of them: a resolver may rotate its answers
-            check_webhook_address(address, allow_private=self.allow_private)
-        return target.copy_with(host=addresses[0].split("%", 1)[0])
+        return pinned_webhook_target(
+            url, [info[4][0] for info in infos], allow_private=self.allow_private
+        )
 
     async def notify(self, url: str, payload: dict[str, Any]) -> bool:
         """Deliver ``payload`` to ``url``. Returns ``True`` once a 2xx answer arrived; ``False``
         after the last failed attempt or at once when the target is refused."""
-        original = httpx.URL(url)
-        headers = {"Host": original.netloc.decode("ascii")}
-        extensions = {"sni_hostname": original.host} if original.scheme == "https" else {}
         problem = "not attempted"
         for attempt in range(self._attempts):
             try:
@@ -248,10 +248,10 @@ class WebhookNotifier:
                 return False
             try:
                 response = await self._client.post(
-                    target,
+                    target.url,
                     json=payload,
-                    headers=headers,
-                    extensions=extensions,
+                    headers=target.headers,
+                    extensions=target.extensions,
                     timeout=self._timeout,
                     follow_redirects=False,
                 )

@@ -7,7 +7,9 @@ that did not run is said so."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import socket
 import threading
 import time
 
@@ -327,6 +329,52 @@ def test_webhook_delivery_rechecks_the_target():
         redirected = asyncio.run(deliver_webhook(url + "/moved", {"a": 1}, allow_private=True))
     assert (refused, allowed, redirected) == (False, True, False)
     assert hits == ["hook", "moved"]
+
+
+class _RebindingLoop(asyncio.SelectorEventLoop):
+    """An event loop whose resolver is an attacker's DNS with a zero TTL: ``rebind.test`` is a
+    public address the first time it is looked up and loopback every time after."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups = 0
+
+    async def getaddrinfo(self, host, port, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if host != "rebind.test":
+            return await super().getaddrinfo(host, port, *args, **kwargs)
+        self.lookups += 1
+        address = "93.184.216.34" if self.lookups == 1 else "127.0.0.1"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+
+def test_webhook_delivery_is_not_moved_by_dns_rebinding():
+    """The attack: an ``X-Webhook-URL`` whose name resolves to a public address when serve checks
+    it and to loopback when the HTTP client looks it up again to connect (DNS rebinding), so the
+    callback lands on a service of the user's own machine. serve sends the callback to the
+    address it checked (the name in ``Host``): the name is looked up once. The network is an
+    httpx transport that records where each request would go (a public address cannot be
+    reached from a test)."""
+    from broker.proxy.pixazo.serving import deliver_webhook
+
+    sent: list[httpx.Request] = []
+
+    def network(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={})
+
+    async def deliver() -> bool:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(network)) as client:
+            return await deliver_webhook(
+                "http://rebind.test:8080/hook", {"status": "COMPLETED"}, client=client
+            )
+
+    with asyncio.Runner(loop_factory=_RebindingLoop) as runner:
+        assert runner.run(deliver()) is True
+        lookups = runner.get_loop().lookups
+    assert len(sent) == 1
+    assert sent[0].url.host == "93.184.216.34" and sent[0].url.port == 8080
+    assert sent[0].headers["host"] == "rebind.test:8080"
+    assert lookups == 1
 
 
 def test_lost_job_is_error_and_never_charged(serve, stack, user_broker, gate):

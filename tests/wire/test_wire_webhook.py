@@ -96,3 +96,37 @@ def test_resolved_address_rule() -> None:
     check_webhook_address("127.0.0.53", allow_private=True)
     with pytest.raises(WebhookURLError, match="not an IP address"):
         check_webhook_address("example.com")
+
+
+def test_pinned_target_goes_to_the_checked_address_under_the_name():
+    """The request is sent to the first address, the name kept in ``Host`` (and SNI for https):
+    the HTTP client has no name left to look up again (a DNS rebinding between the check and
+    the connection cannot move it)."""
+    from broker.wire.webhook import pinned_webhook_target
+
+    plain = pinned_webhook_target("http://hooks.example.com:8080/cb?x=1", ["93.184.216.34"])
+    assert plain.url == "http://93.184.216.34:8080/cb?x=1"
+    assert plain.headers == {"Host": "hooks.example.com:8080"} and plain.extensions == {}
+    tls = pinned_webhook_target(
+        "https://hooks.example.com/cb", ["2606:2800:220:1:248:1893:25c8:1946%eth0", "1.1.1.1"]
+    )
+    assert tls.url == "https://[2606:2800:220:1:248:1893:25c8:1946]/cb"
+    assert tls.headers == {"Host": "hooks.example.com"}
+    assert tls.extensions == {"sni_hostname": "hooks.example.com"}
+
+
+@pytest.mark.parametrize(
+    "addresses", [[], ["127.0.0.1"], ["93.184.216.34", "10.0.0.5"], ["169.254.169.254"]]
+)
+def test_pinned_target_checks_every_address(addresses):
+    """A name that resolves to nothing, or to any refused address among public ones (a resolver
+    may rotate its answers), is refused as a whole."""
+    from broker.wire.webhook import WebhookURLError, pinned_webhook_target
+
+    with pytest.raises(WebhookURLError):
+        pinned_webhook_target("http://hooks.example.com/cb", addresses)
+    if addresses and addresses != ["93.184.216.34", "10.0.0.5"]:
+        return
+    if addresses:  # allowed by the operator: private targets pass, the first one is used
+        got = pinned_webhook_target("http://hooks.example.com/cb", addresses, allow_private=True)
+        assert got.url == "http://93.184.216.34/cb"

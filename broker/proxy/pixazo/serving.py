@@ -59,7 +59,7 @@ from broker.proxy.upstream import json_dumps
 from broker.proxy.verification import REASON_HEADER, VERIFIED_HEADER
 from broker.wire.job_id import is_valid_job_id
 from broker.wire.json_body import loads_json_or_none
-from broker.wire.webhook import WebhookURLError, check_webhook_address, check_webhook_url
+from broker.wire.webhook import WebhookURLError, check_webhook_url, pinned_webhook_target
 
 if TYPE_CHECKING:
     from broker.proxy.context import ProxyContext
@@ -428,7 +428,9 @@ async def deliver_webhook(
     client: httpx.AsyncClient | None = None,
 ) -> bool:
     """POST ``body`` (JSON) to ``url``: the URL rule of :mod:`broker.wire.webhook` again, every
-    address the host resolves to checked now, no redirects, a 5 s timeout.
+    address the host resolves to checked now and the request sent to the checked address
+    (:func:`~broker.wire.webhook.pinned_webhook_target`: no second lookup a DNS rebinding could
+    turn to a refused address), no redirects, a 5 s timeout.
 
     Returns:
         True when the receiver answered 2xx.
@@ -440,15 +442,23 @@ async def deliver_webhook(
         infos = await asyncio.get_running_loop().getaddrinfo(
             parts.hostname, port, type=socket.SOCK_STREAM
         )
-        for info in infos:
-            check_webhook_address(info[4][0], allow_private=allow_private)
-    except (WebhookURLError, OSError) as exc:
+        target = pinned_webhook_target(
+            url, [info[4][0] for info in infos], allow_private=allow_private
+        )
+    except (WebhookURLError, OSError, UnicodeError) as exc:
         logger.warning("webhook not delivered: %s", exc)
         return False
     own = client is None
     client = client or httpx.AsyncClient(timeout=_WEBHOOK_TIMEOUT_S, follow_redirects=False)
     try:
-        response = await client.post(url, json=body, timeout=_WEBHOOK_TIMEOUT_S)
+        response = await client.post(
+            target.url,
+            json=body,
+            headers=target.headers,
+            extensions=target.extensions,
+            timeout=_WEBHOOK_TIMEOUT_S,
+            follow_redirects=False,
+        )
         return 200 <= response.status_code < 300
     except httpx.HTTPError as exc:
         logger.warning("webhook delivery failed: %s", type(exc).__name__)
