@@ -11,6 +11,7 @@ a body we cannot read would be billed wrongly.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
@@ -29,6 +30,7 @@ __all__ = [
     "decoded_body",
     "forward_accept_encoding",
     "forward_headers",
+    "is_plain_route",
     "normalise_route",
     "response_headers",
     "rewrite_request",
@@ -78,6 +80,23 @@ def normalise_route(path: str) -> str:
     if route == "/v1" or route.startswith("/v1/"):
         route = route[3:] or "/"
     return route.rstrip("/") or "/"
+
+
+#: A route segment that names a resource: unreserved URL characters, not ``.`` or ``..``.
+_PLAIN_SEGMENT = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9._~-]+\Z")
+
+
+def is_plain_route(route: str) -> bool:
+    """Whether a normalised route (:func:`normalise_route`, after the server decoded its
+    percent-escapes) is ``/`` or non-empty segments of unreserved URL characters, none of them
+    ``.`` or ``..``.
+
+    A route is appended to the backend's URL, and the backend client resolves dot segments (also
+    ``%2e%2e``, the second decoding of ``%252e%252e``): ``/attestation/../chat/completions``,
+    free under its prefix, would reach the billable ``/chat/completions`` unauthenticated and
+    unbilled. Such routes are refused instead (B2: unsupported endpoint).
+    """
+    return route == "/" or all(_PLAIN_SEGMENT.match(part) for part in route[1:].split("/"))
 
 
 def rewrite_request(service_type: str, route: str, body: bytes, content_type: str) -> bytes:

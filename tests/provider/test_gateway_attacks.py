@@ -1,0 +1,185 @@
+"""Attacks on the gateway's billing and routing, each against a real gateway on loopback: a user
+who tries to be served without paying, or to pay less than what the backend serves.
+
+Real parts: the session ``devnet`` (anvil + our contracts), two registered services (a chatbot and
+a text-to-image one) each behind a real uvicorn gateway built by ``build_gateway`` /
+``create_app``, one recording backend on loopback (it reads a JSON body whatever its
+``Content-Type`` and honours ``stream_options.include_usage`` as vLLM does), real SQLite files.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from devnet_helpers import devnet_gateway_settings, register_acknowledged_service
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from server_helpers import UvicornThread, free_port
+
+from broker.chain.connection import connect
+from broker.chain.contracts import LedgerManagerContract
+from broker.chain.sender import TransactionSender
+from broker.inference.token_issuing import new_session_token
+from broker.provider.app import create_app
+from broker.provider.serve import UVICORN_OPTIONS, build_gateway
+from broker.provider.tee import LocalTeeSigner
+from broker.wire.session_token import authorization_header, sign_session_token
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+ZG = 10**18
+IN_PRICE, OUT_PRICE = 10**9, 2 * 10**9  # chatbot, neuron per token
+IMAGE_PRICE = 10**15  # text-to-image, neuron per image
+USAGE = {"prompt_tokens": 5000, "completion_tokens": 2, "total_tokens": 5002}
+#: (path, parsed JSON body or None) of each request the backend received
+RECEIVED: list[tuple[str, object]] = []
+
+
+def _backend() -> FastAPI:
+    """An OpenAI-compatible backend that serves chat, images and an attestation report; it parses
+    a JSON body whatever the ``Content-Type`` says (as many servers do)."""
+    app = FastAPI()
+
+    async def _body(request: Request):
+        raw = await request.body()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        RECEIVED.append((request.url.path, body))
+        return body if isinstance(body, dict) else {}
+
+    @app.post("/chat/completions")
+    async def chat(request: Request):
+        body = await _body(request)
+        if body.get("stream") not in (True, "true", 1):
+            return {
+                "id": "chatcmpl-a",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "a b"}}],
+                "usage": USAGE,
+            }
+        with_usage = (body.get("stream_options") or {}).get("include_usage") in (True, "true", 1)
+
+        async def events():
+            yield b'data: {"id":"chatcmpl-s","choices":[{"index":0,"delta":{"content":"a b"}}]}\n\n'
+            if with_usage:
+                last = {"id": "chatcmpl-s", "choices": [], "usage": USAGE}
+                yield f"data: {json.dumps(last)}\n\n".encode()
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.post("/images/generations")
+    async def images(request: Request):
+        body = await _body(request)
+        n = body.get("n", 1)
+        return {"created": 1, "data": [{"b64_json": "aW1n"}] * (n if isinstance(n, int) else 1)}
+
+    @app.get("/attestation/report")
+    async def report():
+        return JSONResponse({"signing_address": "0x0"})
+
+    return app
+
+
+def _gateway(devnet, tmp, backend_url: str, key: str, **fields):
+    from broker.devnet import fund_new_account
+
+    provider = fund_new_account(devnet, amount_neuron=1000 * ZG)
+    port = free_port()
+    settings = devnet_gateway_settings(
+        devnet, provider, tmp, port=port, tee_signer_key="0x" + key * 32, **fields
+    )
+    signer = LocalTeeSigner(bytes.fromhex(key * 32))
+    register_acknowledged_service(devnet, provider, settings, signer.address)
+    settings = settings.model_copy(update={"target_url": backend_url})
+    return provider, port, build_gateway(settings, signer=signer, with_scheduler=False)
+
+
+@pytest.fixture(scope="module")
+def world(devnet, tmp_path_factory):
+    with UvicornThread(_backend(), free_port()) as backend:
+        chat_p, chat_port, chat_gw = _gateway(
+            devnet,
+            tmp_path_factory.mktemp("attack-chat"),
+            backend.url,
+            "51",
+            model="chat-model",
+            input_price=IN_PRICE,
+            output_price=OUT_PRICE,
+        )
+        img_p, img_port, img_gw = _gateway(
+            devnet,
+            tmp_path_factory.mktemp("attack-img"),
+            backend.url,
+            "52",
+            model="tiny",
+            service_type="text-to-image",
+            output_price=IMAGE_PRICE,
+        )
+        with (
+            UvicornThread(create_app(chat_gw), chat_port, **UVICORN_OPTIONS) as chat,
+            UvicornThread(create_app(img_gw), img_port, **UVICORN_OPTIONS) as img,
+        ):
+            yield {
+                "w3": connect(devnet.rpc_url),
+                "ledger": devnet.ledger_address,
+                "chat": (chat.url, chat_p, chat_gw),
+                "image": (img.url, img_p, img_gw),
+            }
+        chat_gw.db.dispose()
+        img_gw.db.dispose()
+
+
+def _fund(world, account, *providers) -> None:
+    w3 = world["w3"]
+    ledger = LedgerManagerContract(w3, world["ledger"], TransactionSender(w3, account))
+    ledger.add_ledger("", 10 * ZG)
+    for provider in providers:
+        ledger.transfer_fund(provider.address, "inference-v1.0", 3 * ZG)
+
+
+def _auth(account, provider, *, address: str | None = None) -> dict[str, str]:
+    token = new_session_token(address or account.address, provider.address)
+    return {"Authorization": authorization_header(sign_session_token(token, account))}
+
+
+def _seen(path: str) -> list[object]:
+    return [body for p, body in RECEIVED if p == path]
+
+
+# ------------------------------------------------------------------ routing: free routes
+
+
+@pytest.mark.parametrize("kind", ["chat", "image"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/proxy/attestation/%2e%2e/chat/completions",
+        "/v1/proxy/attestation/..%2Fchat%2Fcompletions",
+        "/v1/proxy/attestation/%2E%2E/images/generations",
+        "/v1/proxy/attestation/%252e%252e/chat/completions",
+        "/v1/proxy/attestation/./%2e%2e/%2e%2e/chat/completions",
+        "/v1/proxy/v1/attestation/%2e%2e/images/generations",
+    ],
+)
+def test_dot_segments_behind_a_free_prefix_reach_no_billable_route(world, kind, path):
+    """A free ``/attestation`` path with ``..`` segments (percent-encoded, so that the client
+    sends them; the server decodes them, the backend client resolves them) was forwarded
+    without a token to ``/chat/completions`` or ``/images/generations``: free inference."""
+    url = world[kind][0]
+    RECEIVED.clear()
+    body = {"model": "m", "prompt": "x", "messages": [{"role": "user", "content": "hi"}]}
+    r = httpx.post(url + path, json=body, timeout=30)
+    assert r.status_code == 400, r.text
+    assert r.json() == {"error": "unsupported endpoint: endpoint not supported"}
+    assert RECEIVED == []
+
+
+def test_free_route_still_forwarded(world):
+    RECEIVED.clear()
+    r = httpx.get(world["chat"][0] + "/v1/proxy/attestation/report?model=m", timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"signing_address": "0x0"}
