@@ -82,7 +82,10 @@ def check_body(route: str, body: bytes, content_type: str | None) -> int:
     A JSON body (``Content-Type`` ``*json*``) must pass the servers' one safe parse
     (:mod:`broker.wire.json_body`: no deep nesting, lone surrogates or invalid UTF-8); an image
     request's ``n`` must follow :mod:`broker.wire.n` (the worker makes, and serve bills, the same
-    count).
+    count). An image request is read as a ``multipart/form-data`` form only when it is labelled
+    so and is not a JSON text; any other is read as JSON whatever its label says (a backend may
+    read a JSON body whatever its ``Content-Type``; billed by its label, ``{"n": 16}`` sent as
+    ``text/plain`` was billed one image): a body that is neither is refused.
 
     Raises:
         GatewayHTTPError: 400 with the reason.
@@ -90,7 +93,8 @@ def check_body(route: str, body: bytes, content_type: str | None) -> int:
     ctype = (content_type or "").lower()
     try:
         if route in IMAGE_ROUTES:
-            return request_n(body, content_type)
+            form = ctype.startswith("multipart/form-data") and not body.lstrip()[:1] in (b"{", b"[")
+            return request_n(body, content_type if form else "application/json")
         if "json" in ctype.split(";", 1)[0] and body:
             loads_request_json(body)
     except (InvalidJSONBodyError, InvalidNError) as exc:

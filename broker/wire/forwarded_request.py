@@ -25,11 +25,12 @@ The form is a fixed point: re-marshalling it (by Go with ``float64`` or with ``j
 our gateway forwards (and hashes) the same form of whatever it receives, so the request hash can be
 reproduced whichever gateway is in between.
 
-Rewrites (B5): chatbot ``/chat/completions`` with ``"stream": true`` and no
-``stream_options.include_usage`` gets ``stream_options.include_usage = true``
-(:func:`apply_chat_stream_rewrite`); text-to-image adds the query ``wait=true``, which does not
-change the body. Multipart bodies (``/images/edits``, ``/audio/transcriptions``) are forwarded as
-received: their hash is the hash of the bytes sent.
+Rewrites (B5): chatbot ``/chat/completions`` with ``"stream": true`` gets
+``stream_options.include_usage = true`` unless it is already ``true``
+(:func:`apply_chat_stream_rewrite`; a ``stream`` that is not a boolean is refused);
+text-to-image adds the query ``wait=true``, which does not change the body. Multipart bodies
+(``/images/edits``, ``/audio/transcriptions``) are forwarded as received: their hash is the hash
+of the bytes sent.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ __all__ = [
     "ForwardedRequestError",
     "apply_chat_stream_rewrite",
     "canonical_json",
+    "check_chat_stream_flag",
     "forwarded_json_body",
     "go_float",
     "is_json_content_type",
@@ -277,8 +279,14 @@ def _orjson_float_is_go_form(value: float) -> bool:
 
 
 def apply_chat_stream_rewrite(data: dict[str, Any]) -> bool:
-    """B5 chatbot rewrite, in place: ``"stream": true`` without ``stream_options.include_usage``
-    gets ``stream_options.include_usage = true`` (a non-object ``stream_options`` is replaced).
+    """B5 chatbot rewrite, in place: ``"stream": true`` gets ``stream_options.include_usage =
+    true`` (other ``stream_options`` entries kept; a non-object ``stream_options`` is replaced).
+
+    The reference adds it only when ``include_usage`` is absent; we also set it over any other
+    value (``false``, ``"false"``, ``0``...): the fee of a chat is read from the stream's usage,
+    and a stream without usage is billed by the words of its answer only (B9 fallback), its
+    prompt free. Both sides apply this rule, so the request hash still matches, and a gateway
+    that only adds an absent entry forwards the result unchanged.
 
     Returns:
         Whether ``data`` was changed.
@@ -286,10 +294,25 @@ def apply_chat_stream_rewrite(data: dict[str, Any]) -> bool:
     if data.get("stream") is not True:
         return False
     opts = data.get("stream_options")
-    if isinstance(opts, dict) and "include_usage" in opts:
+    if isinstance(opts, dict) and opts.get("include_usage") is True:
         return False
     data["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
     return True
+
+
+def check_chat_stream_flag(data: dict[str, Any]) -> None:
+    """Refuse a chat request whose ``stream`` is not ``true``, ``false``, ``null`` or absent.
+
+    A backend may read ``"true"``, ``1`` or ``"yes"`` as a stream (pydantic's lax booleans, as
+    vLLM's models do) while :func:`apply_chat_stream_rewrite` only rewrites ``true``: such a
+    request would be streamed without usage and billed by words only.
+
+    Raises:
+        ForwardedRequestError: ``stream`` is of another type or value.
+    """
+    stream = data.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise ForwardedRequestError("stream must be true, false or null")
 
 
 def _reject_constant(name: str) -> Any:
@@ -307,15 +330,16 @@ def forwarded_json_body(body: bytes, *, chat_stream_rewrite: bool = False) -> by
 
     Args:
         body: the JSON request body as received.
-        chat_stream_rewrite: apply :func:`apply_chat_stream_rewrite` (chatbot
-            ``/chat/completions``).
+        chat_stream_rewrite: apply :func:`check_chat_stream_flag` and
+            :func:`apply_chat_stream_rewrite` (chatbot ``/chat/completions``).
 
     Returns:
         The canonical bytes, or ``None`` when ``body`` is not a JSON object (the gateway then
         forwards it unchanged).
 
     Raises:
-        ForwardedRequestError: the body is a JSON object that cannot be forwarded exactly.
+        ForwardedRequestError: the body is a JSON object that cannot be forwarded exactly, or a
+            chat request's ``stream`` is not a boolean or null.
     """
     try:
         data = json.loads(body, parse_constant=_reject_constant, parse_int=_parse_int)
@@ -326,5 +350,6 @@ def forwarded_json_body(body: bytes, *, chat_stream_rewrite: bool = False) -> by
     if not isinstance(data, dict):
         return None
     if chat_stream_rewrite:
+        check_chat_stream_flag(data)
         apply_chat_stream_rewrite(data)
     return canonical_json(data)

@@ -142,7 +142,7 @@ def _fund(world, account, *providers) -> None:
 
 
 def _auth(account, provider, *, address: str | None = None) -> dict[str, str]:
-    token = new_session_token(address or account.address, provider.address)
+    token = new_session_token(account.address if address is None else address, provider.address)
     return {"Authorization": authorization_header(sign_session_token(token, account))}
 
 
@@ -183,3 +183,120 @@ def test_free_route_still_forwarded(world):
     r = httpx.get(world["chat"][0] + "/v1/proxy/attestation/report?model=m", timeout=30)
     assert r.status_code == 200, r.text
     assert r.json() == {"signing_address": "0x0"}
+
+
+# ------------------------------------------------------------------ images: the billed n
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain; charset=json", "text/plain", "application/x-www-form-urlencoded", None],
+)
+def test_image_n_is_billed_whatever_the_content_type_says(world, fresh_account, content_type):
+    """A JSON body labelled as something else was billed ``n = 1`` while the backend made ``n``
+    images (the gateway even relabelled a ``*json*``-parameter body ``application/json``)."""
+    url, provider, gw = world["image"]
+    _fund(world, fresh_account, provider)
+    RECEIVED.clear()
+    headers = _auth(fresh_account, provider)
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    body = b'{"model": "tiny", "prompt": "x", "n": 3}'
+    r = httpx.post(url + "/v1/proxy/images/generations", content=body, headers=headers, timeout=30)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["data"]) == 3  # what the backend made ...
+    assert gw.ledger.stored_unsettled_fee(fresh_account.address) == 3 * IMAGE_PRICE  # ... is billed
+
+
+def test_image_body_neither_json_nor_form_is_refused(world, fresh_account):
+    url, provider, _ = world["image"]
+    RECEIVED.clear()
+    headers = {**_auth(fresh_account, provider), "Content-Type": "text/plain"}
+    r = httpx.post(url + "/v1/proxy/images/generations", content=b"n=16", headers=headers)
+    assert r.status_code == 400, r.text
+    assert r.json() == {"error": "request body is not valid JSON"}
+    assert RECEIVED == []
+
+
+# ------------------------------------------------------------------ who pays
+
+
+def test_user_address_case_does_not_split_the_outstanding_fees(world, fresh_account):
+    """The token's ``address`` is compared case-insensitively with its signer (B3 check 10):
+    the same user spelled in lower case had its own rows, so the fees the B4 gate counts after
+    a restart (and on PostgreSQL always) were those of one spelling only."""
+    url, provider, gw = world["chat"]
+    user = fresh_account
+    _fund(world, user, provider)
+    body = {"model": "chat-model", "messages": [{"role": "user", "content": "hi"}]}
+    fee = USAGE["prompt_tokens"] * IN_PRICE + USAGE["completion_tokens"] * OUT_PRICE
+    for address in (user.address, user.address.lower(), "0X" + user.address[2:].upper()):
+        headers = _auth(user, provider, address=address)
+        r = httpx.post(url + "/v1/proxy/chat/completions", json=body, headers=headers, timeout=30)
+        assert r.status_code == 200, r.text
+    assert gw.ledger.stored_unsettled_fee(user.address) == 3 * fee
+    assert [u for u in gw.ledger.users_with_unsettled() if u.lower() == user.address.lower()] == [
+        user.address
+    ]
+
+
+# ------------------------------------------------------------------ chat streams: usage
+
+
+@pytest.mark.parametrize(
+    "stream_options",
+    [{"include_usage": False}, {"include_usage": "false"}, {"include_usage": 0}, {}, None, "x"],
+)
+def test_chat_stream_is_billed_from_usage_whatever_the_client_asks(
+    world, fresh_account, stream_options
+):
+    """``stream_options.include_usage: false`` was forwarded as sent: the backend's stream had no
+    usage and the gateway billed the word-count fallback, no prompt tokens at all."""
+    url, provider, gw = world["chat"]
+    _fund(world, fresh_account, provider)
+    RECEIVED.clear()
+    body = {"model": "chat-model", "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    if stream_options is not None:
+        body["stream_options"] = stream_options
+    r = httpx.post(
+        url + "/v1/proxy/chat/completions",
+        json=body,
+        headers=_auth(fresh_account, provider),
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    assert "usage" in r.text
+    assert _seen("/chat/completions")[0]["stream_options"]["include_usage"] is True
+    fee = USAGE["prompt_tokens"] * IN_PRICE + USAGE["completion_tokens"] * OUT_PRICE
+    assert gw.ledger.stored_unsettled_fee(fresh_account.address) == fee
+
+
+@pytest.mark.parametrize("stream", ["true", 1, "yes", [True], {"a": 1}])
+def test_chat_stream_flag_that_is_not_a_boolean_is_refused(world, fresh_account, stream):
+    """A backend reads ``"stream": "true"`` (or ``1``) as a stream (pydantic's lax booleans), but
+    the gateway's rewrite only looked for ``true``: a stream without usage, billed by words."""
+    url, provider, _ = world["chat"]
+    RECEIVED.clear()
+    body = {"model": "chat-model", "stream": stream, "messages": [{"role": "user", "content": "x"}]}
+    r = httpx.post(
+        url + "/v1/proxy/chat/completions",
+        json=body,
+        headers=_auth(fresh_account, provider),
+        timeout=30,
+    )
+    assert r.status_code == 400, r.text
+    assert r.json() == {"error": "invalid request body: stream must be true, false or null"}
+    assert RECEIVED == []
+
+
+@pytest.mark.parametrize("address", ["not-an-address", "0x1234", "0x" + "zz" * 20, ""])
+def test_token_with_an_address_that_is_no_address_is_refused(world, fresh_account, address):
+    """An address that is none was read from the chain before check 10 refused it: a 500."""
+    url, provider, _ = world["chat"]
+    body = {"model": "chat-model", "messages": [{"role": "user", "content": "x"}]}
+    headers = _auth(fresh_account, provider, address=address)
+    r = httpx.post(url + "/v1/proxy/chat/completions", json=body, headers=headers, timeout=30)
+    assert r.status_code == 400, r.text
+    assert r.json() == {
+        "error": "validate session: signature verification failed: address mismatch"
+    }

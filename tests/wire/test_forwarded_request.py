@@ -118,12 +118,18 @@ def test_body_forms():
         forwarded_json_body(b'{"stream": true}', chat_stream_rewrite=True)
         == b'{"stream":true,"stream_options":{"include_usage":true}}'
     )
-    kept = {"stream": True, "stream_options": {"include_usage": False}}
-    assert (
-        apply_chat_stream_rewrite(kept) is False
-        and kept["stream_options"]["include_usage"] is False
-    )
-    assert apply_chat_stream_rewrite({"stream": "true"}) is False  # only a JSON true
+    # a client's false is overridden: a stream without usage would leave its prompt unbilled
+    declined = {"stream": True, "stream_options": {"include_usage": False, "x": 1}}
+    assert apply_chat_stream_rewrite(declined) is True
+    assert declined["stream_options"] == {"include_usage": True, "x": 1}
+    kept = {"stream": True, "stream_options": {"include_usage": True}}
+    assert apply_chat_stream_rewrite(kept) is False
+    assert apply_chat_stream_rewrite({"stream": "true"}) is False  # only a JSON true ...
+    for flag in (b'"true"', b"1", b"[true]", b'"yes"'):  # ... and any other flag is refused
+        with pytest.raises(ForwardedRequestError, match="stream must be true, false or null"):
+            forwarded_json_body(b'{"stream":' + flag + b"}", chat_stream_rewrite=True)
+    assert forwarded_json_body(b'{"stream":"true"}') == b'{"stream":"true"}'  # other routes
+    assert forwarded_json_body(b'{"stream":null}', chat_stream_rewrite=True) == b'{"stream":null}'
 
 
 def test_serve_sends_what_our_gateway_forwards():
