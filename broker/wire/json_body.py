@@ -19,16 +19,21 @@ from broker._exceptions import InputError
 
 __all__ = [
     "MAX_JSON_DEPTH",
+    "NEEDS_STDLIB",
     "InvalidJSONBodyError",
     "json_depth",
+    "loads_json_fast",
     "loads_json_or_none",
     "loads_request_json",
 ]
 
-#: ``bytes.translate`` table: every ASCII digit to ``0``, every other byte to a space, so that a
-#: run of digits is found by a substring search (several times faster than a regex, which tries
-#: the pattern at every position of the text).
-_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+#: ``bytes.translate`` table: every ASCII digit to ``0``, ``[`` and ``{`` to ``[``, every other
+#: byte to a space: one C pass gives the bracket count and the digit runs of a text (a run is
+#: found by a substring search, several times faster than a regex, which tries the pattern at
+#: every position of the text).
+_SHAPE = bytes(
+    0x30 if 0x30 <= b <= 0x39 else 0x5B if b in (0x5B, 0x7B) else 0x20 for b in range(256)
+)
 #: 19 digits in a row: an integer orjson might make a float (beyond 64 bits) could be there.
 _LONG_DIGIT_RUN = b"0" * 19
 
@@ -85,13 +90,6 @@ def _brackets(raw: bytes | bytearray | memoryview | str) -> int:
     return raw.count(b"[") + raw.count(b"{")
 
 
-def _has_long_digit_run(raw: bytes | bytearray | str) -> bool:
-    """Whether ``raw`` holds 19 or more ASCII digits in a row (a text as its UTF-8 bytes: JSON
-    digits are ASCII, and every byte of a longer UTF-8 sequence is beyond ASCII)."""
-    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-    return _LONG_DIGIT_RUN in data.translate(_DIGITS_AS_ZEROS)
-
-
 def loads_request_json(
     raw: bytes | bytearray | memoryview | str, *, max_depth: int = MAX_JSON_DEPTH
 ) -> Any:
@@ -135,6 +133,43 @@ def loads_request_json(
     return value
 
 
+#: What :func:`loads_json_fast` returns when only the stdlib's parser gives the value.
+NEEDS_STDLIB: Any = object()
+
+
+def loads_json_fast(raw: bytes | bytearray | str) -> Any:
+    """orjson's value of a JSON text when it is the stdlib's ``json.loads`` value, else
+    :data:`NEEDS_STDLIB` (then parse with the stdlib, and its hooks if any: that path decides
+    what the text is, including whether it is JSON at all).
+
+    orjson parses (several times faster) a text with at most :data:`_FAST_MAX_BRACKETS` brackets
+    and no run of 19 or more digits: there its value is the stdlib's (integers beyond 64 bits
+    differ, orjson makes them floats; orjson parses nesting up to 1024 deep, beyond what the
+    stdlib reaches under the recursion limit). Anything else (big numbers, deep or bracket-heavy
+    texts, ``NaN``, lone surrogates, UTF-16 or a BOM, invalid input) is :data:`NEEDS_STDLIB`.
+    The stdlib's ``parse_int`` hook is not applied: a caller with hooks checks what they change.
+
+    Args:
+        raw: the text, or its bytes (UTF-8).
+
+    Returns:
+        The parsed value, or :data:`NEEDS_STDLIB`.
+    """
+    if isinstance(raw, str):  # JSON digits and brackets are ASCII: their UTF-8 bytes tell
+        data: bytes | bytearray = raw.encode("utf-8", "surrogatepass")
+    elif isinstance(raw, bytes | bytearray):
+        data = raw
+    else:
+        return NEEDS_STDLIB
+    shape = data.translate(_SHAPE)
+    if shape.count(b"[") > _FAST_MAX_BRACKETS or _LONG_DIGIT_RUN in shape:
+        return NEEDS_STDLIB
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return NEEDS_STDLIB
+
+
 def loads_json_or_none(raw: bytes | bytearray | str) -> Any:
     """Parse a body another party sent (a provider's or backend's answer, a job document, a
     service's ``additionalInfo``) that may or may not be JSON; ``None`` when it is not.
@@ -143,12 +178,8 @@ def loads_json_or_none(raw: bytes | bytearray | str) -> Any:
     ``NaN`` and ``Infinity`` accepted), with every way it can fail caught: invalid JSON or UTF-8,
     and ``RecursionError`` for nesting deeper than the interpreter's recursion limit, which a
     hostile body of 100 000 nested arrays reaches (uncaught, it became a 500 and left the answer
-    unaccounted). orjson parses first, several times faster (these bodies are parsed on every
-    request) a text with at most :data:`_FAST_MAX_BRACKETS` brackets and no run of 19 or more
-    digits: there its value is the stdlib's (integers beyond 64 bits differ, orjson makes them
-    floats; and orjson parses nesting up to 1024 deep, beyond what the stdlib reaches under the
-    recursion limit, so deep texts keep the stdlib's answer). Anything else (big numbers, deep
-    or bracket-heavy texts, ``NaN``, lone surrogates, UTF-16, invalid input) goes to the stdlib.
+    unaccounted). orjson parses first where its value is the stdlib's
+    (:func:`loads_json_fast`: these bodies are parsed on every request).
 
     Args:
         raw: the body bytes (UTF-8) or text.
@@ -156,14 +187,9 @@ def loads_json_or_none(raw: bytes | bytearray | str) -> Any:
     Returns:
         The parsed value, or ``None``.
     """
-    if isinstance(raw, str | bytes | bytearray) and _brackets(raw) <= _FAST_MAX_BRACKETS:
-        try:
-            value = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
-        else:
-            if not _has_long_digit_run(raw):
-                return value
+    value = loads_json_fast(raw)
+    if value is not NEEDS_STDLIB:
+        return value
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError, TypeError):
