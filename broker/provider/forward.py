@@ -70,6 +70,22 @@ _STRIPPED = {
     "sec-fetch-mode",
     "sec-fetch-dest",
     "sec-fetch-user",
+    # hop-by-hop (RFC 9110 7.6.1): this connection's business, not the backend's
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-connection",
+    "expect",  # the gateway has read the whole body
+    # what a proxy says about the client: a client's own claim is not the gateway's word
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-real-ip",
 }
 _HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 
@@ -133,10 +149,14 @@ def forward_accept_encoding(value: str | None) -> str:
 
 
 def forward_headers(headers, extra: dict[str, str]) -> dict[str, str]:
-    """Client headers minus the credential/legacy, hop-by-hop and browser-context ones (B5), with
-    the ``Accept-Encoding`` of :func:`forward_accept_encoding`, plus the ``additionalSecret``
-    entries."""
-    out = {k: v for k, v in headers.items() if k.lower() not in _STRIPPED}
+    """Client headers minus the credential/legacy, hop-by-hop (also those the ``Connection``
+    header names), browser-context and client-IP ones (``Forwarded``, ``X-Forwarded-*``,
+    ``X-Real-IP``) (B5), with the ``Accept-Encoding`` of :func:`forward_accept_encoding`, plus the
+    ``additionalSecret`` entries."""
+    dropped = _STRIPPED
+    if connection := headers.get("connection"):
+        dropped = _STRIPPED | {name.strip().lower() for name in connection.split(",")}
+    out = {k: v for k, v in headers.items() if k.lower() not in dropped}
     out["accept-encoding"] = forward_accept_encoding(headers.get("accept-encoding"))
     out.update(extra)
     return out

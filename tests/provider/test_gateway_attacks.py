@@ -35,6 +35,8 @@ IMAGE_PRICE = 10**15  # text-to-image, neuron per image
 USAGE = {"prompt_tokens": 5000, "completion_tokens": 2, "total_tokens": 5002}
 #: (path, parsed JSON body or None) of each request the backend received
 RECEIVED: list[tuple[str, object]] = []
+#: the headers of each request the backend received (lower-case names, repeated ones listed)
+HEADERS: list[list[tuple[str, str]]] = []
 
 
 def _backend() -> FastAPI:
@@ -44,6 +46,7 @@ def _backend() -> FastAPI:
 
     async def _body(request: Request):
         raw = await request.body()
+        HEADERS.append([(k.lower(), v) for k, v in request.headers.items()])
         try:
             body = json.loads(raw)
         except ValueError:
@@ -300,3 +303,46 @@ def test_token_with_an_address_that_is_no_address_is_refused(world, fresh_accoun
     assert r.json() == {
         "error": "validate session: signature verification failed: address mismatch"
     }
+
+
+# ------------------------------------------------------------------ headers sent to the backend
+
+
+def test_hop_by_hop_and_forwarding_headers_do_not_reach_the_backend(world, fresh_account):
+    """Hop-by-hop headers (RFC 9110 7.6.1: those ``Connection`` names, ``TE``, ``Upgrade``,
+    ``Proxy-*``...) and a client's ``Forwarded`` / ``X-Forwarded-*`` / ``X-Real-IP`` (the
+    backend would take them for the gateway's word about the client) were copied to the backend;
+    ``Host`` is the backend's own."""
+    url, provider, _ = world["chat"]
+    _fund(world, fresh_account, provider)
+    HEADERS.clear()
+    sent = {
+        **_auth(fresh_account, provider),
+        "Connection": "keep-alive, X-Hop-Secret",
+        "X-Hop-Secret": "1",
+        "Keep-Alive": "timeout=5",
+        "TE": "trailers",
+        "Trailer": "X-Checksum",
+        "Upgrade": "h2c",
+        "Proxy-Authorization": "Basic c2VjcmV0",
+        "Proxy-Connection": "keep-alive",
+        "Forwarded": "for=10.0.0.1;host=admin.internal",
+        "X-Forwarded-For": "10.0.0.1",
+        "X-Forwarded-Host": "admin.internal",
+        "X-Forwarded-Proto": "https",
+        "X-Real-IP": "10.0.0.1",
+        "X-Trace-Id": "kept",
+        "Host": "evil.example",
+    }
+    body = {"model": "chat-model", "messages": [{"role": "user", "content": "x"}]}
+    r = httpx.post(url + "/v1/proxy/chat/completions", json=body, headers=sent, timeout=30)
+    assert r.status_code == 200, r.text
+    names = {name for name, _ in HEADERS[0]}
+    leaked = names & {
+        "x-hop-secret", "keep-alive", "te", "trailer", "upgrade", "proxy-authorization",
+        "proxy-connection", "forwarded", "x-forwarded-for", "x-forwarded-host",
+        "x-forwarded-proto", "x-real-ip", "authorization",
+    }  # fmt: skip
+    assert leaked == set()
+    assert ("x-trace-id", "kept") in HEADERS[0]
+    assert dict(HEADERS[0])["host"] != "evil.example"
