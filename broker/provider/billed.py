@@ -30,13 +30,14 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from broker.provider.dependencies import GlobalSlot
-from broker.provider.errors import GatewayHTTPError
+from broker.provider.errors import GatewayHTTPError, UnsupportedEndpointError
 from broker.provider.forward import (
     BackendResponse,
     decoded_body,
     forward_headers,
     response_headers,
     rewrite_request,
+    serves_billable_route,
 )
 from broker.provider.gateway import INLINE_SIGN_MAX
 from broker.provider.runtime import GatewayRuntime
@@ -157,6 +158,8 @@ class BilledRequest:
         body: the client body as read. async_job: an async image job (B2).
 
     Raises:
+        UnsupportedEndpointError: 400 for a route the service type does not serve
+            (:func:`~broker.provider.forward.serves_billable_route`).
         GatewayHTTPError: 400 for a body that :func:`check_body` refuses or whose JSON numbers
             cannot be forwarded exactly.
     """
@@ -174,6 +177,8 @@ class BilledRequest:
         self.rt, self.gw, self.settings = rt, rt.gw, rt.settings
         self.request, self.route, self.backend_path = request, route, backend_path
         self.body, self.async_job = body, async_job
+        if not serves_billable_route(self.settings.service_type, route):
+            raise UnsupportedEndpointError()
         content_type = request.headers.get("content-type")
         self.image_count = check_body(route, body, content_type)
         try:  # the body as forwarded, which the signature's request hash covers (B5, B7)

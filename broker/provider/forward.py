@@ -25,6 +25,7 @@ __all__ = [
     "BILLABLE_ROUTES",
     "DECODABLE_CODINGS",
     "FREE_PREFIXES",
+    "USAGE_BILLED_ROUTES",
     "BackendResponse",
     "Forwarder",
     "decoded_body",
@@ -34,6 +35,7 @@ __all__ = [
     "normalise_route",
     "response_headers",
     "rewrite_request",
+    "serves_billable_route",
 ]
 
 BILLABLE_ROUTES = (
@@ -43,6 +45,16 @@ BILLABLE_ROUTES = (
     "/audio/transcriptions",
 )
 FREE_PREFIXES = ("/attestation",)
+#: The billable routes of the service types whose fee is read from the answer's usage: their own
+#: route only (B5: billing follows the type; the chatbot rule finds no chat usage in an image or
+#: transcription answer, and the speech rule none in a chat answer, so a backend that also served
+#: those, one server for several APIs, would have answered them for a fee of 0). The image types
+#: bill ``n × outputPrice`` per request on any billable route (the devnet stack forwards chat on a
+#: text-to-image gateway).
+USAGE_BILLED_ROUTES = {
+    "chatbot": ("/chat/completions",),
+    "speech-to-text": ("/audio/transcriptions",),
+}
 #: Seconds an idle backend connection is kept for reuse: below the idle timeout of the servers
 #: models run behind (uvicorn's default, vLLM's included, is 5 s), so that a request is never sent
 #: on a connection the backend is closing at that moment (a billed POST cannot be retried).
@@ -113,6 +125,14 @@ def is_plain_route(route: str) -> bool:
     unbilled. Such routes are refused instead (B2: unsupported endpoint).
     """
     return route == "/" or all(_PLAIN_SEGMENT.match(part) for part in route[1:].split("/"))
+
+
+def serves_billable_route(service_type: str, route: str) -> bool:
+    """Whether a gateway of ``service_type`` serves the billable ``route`` (one of
+    :data:`BILLABLE_ROUTES`): its own route for the types of :data:`USAGE_BILLED_ROUTES`, any for
+    the others."""
+    own = USAGE_BILLED_ROUTES.get(service_type)
+    return own is None or route in own
 
 
 def rewrite_request(service_type: str, route: str, body: bytes, content_type: str) -> bytes:

@@ -346,3 +346,24 @@ def test_hop_by_hop_and_forwarding_headers_do_not_reach_the_backend(world, fresh
     assert leaked == set()
     assert ("x-trace-id", "kept") in HEADERS[0]
     assert dict(HEADERS[0])["host"] != "evil.example"
+
+
+# ------------------------------------------------------------------ routes of another service type
+
+
+@pytest.mark.parametrize("route", ["/images/generations", "/images/edits", "/audio/transcriptions"])
+def test_a_chatbot_gateway_refuses_routes_its_fee_rule_cannot_bill(world, fresh_account, route):
+    """A chatbot service bills a chat's usage; a backend that also serves images or
+    transcriptions (one server for several APIs) answered them, and the chatbot rule found no
+    chat usage in the answer: served, billed 0."""
+    url, provider, gw = world["chat"]
+    _fund(world, fresh_account, provider)
+    RECEIVED.clear()
+    body = {"model": "chat-model", "prompt": "x", "n": 4}
+    r = httpx.post(
+        url + "/v1/proxy" + route, json=body, headers=_auth(fresh_account, provider), timeout=30
+    )
+    assert r.status_code == 400, r.text
+    assert r.json() == {"error": "unsupported endpoint: endpoint not supported"}
+    assert RECEIVED == []
+    assert gw.ledger.stored_unsettled_fee(fresh_account.address) == 0
