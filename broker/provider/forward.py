@@ -25,6 +25,7 @@ __all__ = [
     "BILLABLE_ROUTES",
     "DECODABLE_CODINGS",
     "FREE_PREFIXES",
+    "JSON_ROUTES",
     "USAGE_BILLED_ROUTES",
     "BackendResponse",
     "Forwarder",
@@ -44,6 +45,8 @@ BILLABLE_ROUTES = (
     "/images/edits",
     "/audio/transcriptions",
 )
+#: Billable routes whose requests are JSON objects (the others take ``multipart/form-data``).
+JSON_ROUTES = ("/chat/completions", "/images/generations")
 FREE_PREFIXES = ("/attestation",)
 #: The billable routes of the service types whose fee is read from the answer's usage: their own
 #: route only (B5: billing follows the type; the chatbot rule finds no chat usage in an image or
@@ -144,10 +147,16 @@ def rewrite_request(service_type: str, route: str, body: bytes, content_type: st
     computes the same bytes before sending. Any other body (multipart, not JSON, not an object) is
     forwarded unchanged.
 
+    On the JSON routes (:data:`JSON_ROUTES`) a JSON object body is re-marshalled whatever its
+    ``Content-Type`` says (except ``multipart/*``): a backend may read a JSON body whatever its
+    label, and a chat stream labelled ``text/plain`` was forwarded without the usage rewrite.
+
     Raises:
         ForwardedRequestError: a JSON number that cannot be forwarded exactly (400 at the route).
     """
-    if content_type.strip() and not is_json_content_type(content_type):
+    ctype = content_type.strip().lower()
+    labelled_other = bool(ctype) and not is_json_content_type(ctype)
+    if labelled_other and (route not in JSON_ROUTES or ctype.startswith("multipart/")):
         return body  # multipart and other typed bodies pass unchanged
     chat = service_type == "chatbot" and route == "/chat/completions"
     forwarded = forwarded_json_body(body, chat_stream_rewrite=chat)

@@ -367,3 +367,31 @@ def test_a_chatbot_gateway_refuses_routes_its_fee_rule_cannot_bill(world, fresh_
     assert r.json() == {"error": "unsupported endpoint: endpoint not supported"}
     assert RECEIVED == []
     assert gw.ledger.stored_unsettled_fee(fresh_account.address) == 0
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_chat_stream_labelled_as_another_type_is_still_billed_from_usage(
+    world, fresh_account, content_type
+):
+    """A chat body labelled as something else was forwarded as sent (the rewrite only read JSON
+    labels); a backend that reads JSON whatever the label streamed it without usage."""
+    url, provider, gw = world["chat"]
+    _fund(world, fresh_account, provider)
+    RECEIVED.clear()
+    body = {
+        "model": "chat-model",
+        "stream": True,
+        "stream_options": {"include_usage": False},
+        "messages": [{"role": "user", "content": "x"}],
+    }
+    headers = {**_auth(fresh_account, provider), "Content-Type": content_type}
+    r = httpx.post(
+        url + "/v1/proxy/chat/completions",
+        content=json.dumps(body).encode(),
+        headers=headers,
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    assert _seen("/chat/completions")[0]["stream_options"]["include_usage"] is True
+    fee = USAGE["prompt_tokens"] * IN_PRICE + USAGE["completion_tokens"] * OUT_PRICE
+    assert gw.ledger.stored_unsettled_fee(fresh_account.address) == fee
