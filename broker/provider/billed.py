@@ -160,6 +160,8 @@ class BilledRequest:
     Raises:
         UnsupportedEndpointError: 400 for a route the service type does not serve
             (:func:`~broker.provider.forward.serves_billable_route`).
+        GatewayHTTPError: 415 for a compressed body (any ``Content-Encoding`` but
+            ``identity``: its ``n``, stream flag or model could not be read for billing).
         GatewayHTTPError: 400 for a body that :func:`check_body` refuses or whose JSON numbers
             cannot be forwarded exactly.
     """
@@ -179,6 +181,12 @@ class BilledRequest:
         self.body, self.async_job = body, async_job
         if not serves_billable_route(self.settings.service_type, route):
             raise UnsupportedEndpointError()
+        if request.headers.get("content-encoding", "identity").strip().lower() != "identity":
+            # the fee is read from the body: one the gateway cannot read is not forwarded
+            raise GatewayHTTPError(
+                "a request Content-Encoding is not supported (send it uncompressed)",
+                status_code=415,
+            )
         content_type = request.headers.get("content-type")
         self.image_count = check_body(route, body, content_type)
         try:  # the body as forwarded, which the signature's request hash covers (B5, B7)

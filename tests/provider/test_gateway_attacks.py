@@ -395,3 +395,31 @@ def test_chat_stream_labelled_as_another_type_is_still_billed_from_usage(
     assert _seen("/chat/completions")[0]["stream_options"]["include_usage"] is True
     fee = USAGE["prompt_tokens"] * IN_PRICE + USAGE["completion_tokens"] * OUT_PRICE
     assert gw.ledger.stored_unsettled_fee(fresh_account.address) == fee
+
+
+@pytest.mark.parametrize("route", ["/chat/completions", "/images/generations"])
+def test_a_compressed_request_body_is_refused(world, fresh_account, route):
+    """The gateway bills the body it reads: a gzip body (``Content-Encoding: gzip``) cannot be
+    read, so its ``n`` or stream flag would be billed as absent by a backend that inflates it."""
+    import gzip
+
+    kind = "chat" if route.startswith("/chat") else "image"
+    url, provider, _ = world[kind]
+    RECEIVED.clear()
+    body = {"model": "m", "stream": True, "n": 4, "messages": [{"role": "user", "content": "x"}]}
+    headers = {
+        **_auth(fresh_account, provider),
+        "Content-Type": "text/plain",
+        "Content-Encoding": "gzip",
+    }
+    r = httpx.post(
+        url + "/v1/proxy" + route,
+        content=gzip.compress(json.dumps(body).encode()),
+        headers=headers,
+        timeout=30,
+    )
+    assert r.status_code == 415, r.text
+    assert r.json() == {
+        "error": "a request Content-Encoding is not supported (send it uncompressed)"
+    }
+    assert RECEIVED == []
