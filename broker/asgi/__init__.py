@@ -2,7 +2,8 @@
 dashboard).
 
 Modules: ``body`` (:func:`read_capped_body`: the request body with a size cap), ``headers``
-(:func:`copy_headers`: an upstream answer's headers for the client), ``heap``
+(:func:`copy_headers`: an upstream answer's headers for the client), ``keys``
+(:func:`key_matches`: a client-sent key checked in constant time), ``heap``
 (:func:`freeze_startup_heap`: start-up objects out of the garbage collector's way), ``hot_routes``
 (:class:`HotRoutes`: exact routes served without FastAPI's routing), ``guard``
 (:class:`LocalGuard`: Host / Origin / ``Sec-Fetch-Site`` / Content-Type checks that keep a web page
@@ -32,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover - names for type checkers; loaded on first
     from broker.asgi.headers import copy_headers
     from broker.asgi.heap import freeze_startup_heap
     from broker.asgi.hot_routes import HotRoutes
+    from broker.asgi.keys import bearer_token, key_matches
 
 __all__ = [
     "JSON_TYPES",
@@ -41,10 +43,12 @@ __all__ = [
     "HotRoutes",
     "LocalGuard",
     "RequestBodyTooLargeError",
+    "bearer_token",
     "bound_host_names",
     "copy_headers",
     "freeze_startup_heap",
     "is_loopback_host",
+    "key_matches",
     "openai_error_body",
     "read_capped_body",
     "split_list",
@@ -59,6 +63,8 @@ __getattr__, __dir__ = lazy_exports(
         "copy_headers": "headers",
         "freeze_startup_heap": "heap",
         "HotRoutes": "hot_routes",
+        "bearer_token": "keys",
+        "key_matches": "keys",
         "JSON_TYPES": "guard",
         "MULTIPART_TYPES": "guard",
         "GuardRefusal": "guard",

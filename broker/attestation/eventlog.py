@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.attestation.errors import ReportFormatError
-from broker.attestation.report_formats import json_document
+from broker.attestation.report_formats import is_valid_unicode, json_document
 
 __all__ = [
     "RUNTIME_EVENT_TYPE",
@@ -82,7 +82,8 @@ def parse_event_log(value: str | bytes | list[Any]) -> list[Event]:
     Returns:
         the events, in log order.
     Raises:
-        ReportFormatError: not a JSON array of objects, or a field has the wrong type.
+        ReportFormatError: not a JSON array of objects, a field has the wrong type, or an event
+            name is not valid Unicode.
     """
     value = json_document(value, "event_log", list)
     events = []
@@ -97,6 +98,8 @@ def parse_event_log(value: str | bytes | list[Any]) -> list[Event]:
         name = item.get("event") or ""
         if not isinstance(name, str):
             raise ReportFormatError(f"event_log[{i}].event must be a string")
+        if not is_valid_unicode(name):
+            raise ReportFormatError(f"event_log[{i}].event is not valid Unicode (lone surrogate)")
         version = item.get("version", 1)
         if version not in (1, 2):
             raise ReportFormatError(f"event_log[{i}].version {version!r} is not 1 or 2")

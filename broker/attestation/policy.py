@@ -50,9 +50,11 @@ class AttestationPolicy(BaseModel):
             = not checked.
         allowed_compose_hashes: hex SHA-256 allowlist of app compose hashes; empty = not checked.
         allowed_image_digests: ``sha256:<hex>`` allowlist; every image in the compose must be pinned
-            by one of them; empty = not checked.
-        max_quote_age_s: maximum age in seconds of the quote (needs a report timestamp); ``None`` =
-            not checked.
+            by one of them, every service must run an image (no ``build:``) and the app compose
+            must have no ``pre_launch_script``; empty = not checked.
+        max_quote_age_s: maximum age in seconds of the quote: it needs a report timestamp signed
+            by the attested signer (``ZG-Quote-Signature``), or a quote made for our request nonce
+            (then it passes); a bare JSON timestamp leaves the age unknown; ``None`` = not checked.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -15,6 +15,8 @@ from broker.attestation.errors import QuoteFormatError
 
 __all__ = [
     "INTEL_QE_VENDOR_ID",
+    "INTEL_TD_QE_ISVPRODID",
+    "INTEL_TD_QE_MRSIGNER",
     "TEE_TYPE_TDX",
     "QeReport",
     "Quote",
@@ -28,6 +30,12 @@ INTEL_QE_VENDOR_ID = bytes.fromhex("939a7233f79c4ca9940a0db3957f0607")
 """QE vendor ID of Intel's quoting enclave (§2.1)."""
 TEE_TYPE_TDX = 0x81
 """Header TEE type of a TDX quote (SGX is 0)."""
+INTEL_TD_QE_MRSIGNER = bytes.fromhex(
+    "dc9e2a7c6f948f17474e34a7fc43ed030f7c1563f1babddf6340c82e0e54a8c5"
+)
+"""MRSIGNER of Intel's TD quoting enclave (its ``TD_QE`` identity; §2.5, checked on real quotes)."""
+INTEL_TD_QE_ISVPRODID = 2
+"""ISVPRODID of Intel's TD quoting enclave (§2.5)."""
 
 _HEADER_LEN = 48
 _TD10_LEN = 584
@@ -129,6 +137,11 @@ class QeReport:
     @property
     def mr_signer(self) -> bytes:
         return self.raw[128:160]
+
+    @property
+    def is_debug(self) -> bool:
+        """ATTRIBUTES bit 1 (DEBUG): a debug enclave's memory is readable by the host."""
+        return bool(self.raw[48] & 0x02)
 
     @property
     def isv_prod_id(self) -> int:

@@ -18,7 +18,13 @@ from typing import Any
 
 from broker.attestation.errors import ReportFormatError
 
-__all__ = ["AttestationReportBody", "ReportKind", "json_document", "parse_report_body"]
+__all__ = [
+    "AttestationReportBody",
+    "ReportKind",
+    "is_valid_unicode",
+    "json_document",
+    "parse_report_body",
+]
 
 
 class ReportKind(StrEnum):
@@ -61,6 +67,22 @@ class AttestationReportBody:
     nonce: bytes | None = None
 
 
+def is_valid_unicode(text: str) -> bool:
+    """Whether ``text`` has a UTF-8 form: a JSON ``\\ud800`` escape decodes to a lone surrogate,
+    which no file or event name can hold.
+
+    Args:
+        text: decoded JSON text.
+    Returns:
+        ``False`` when ``text`` holds a lone surrogate.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def json_document(
     value: Any, what: str, kind: type[dict | list], *, decode: bool | None = None
 ) -> Any:
@@ -74,7 +96,8 @@ def json_document(
     Returns:
         the decoded value, of type ``kind``.
     Raises:
-        ReportFormatError: not JSON, or not a JSON object/array as ``kind`` asks.
+        ReportFormatError: not JSON (or nested too deeply to parse), or not a JSON object/array
+            as ``kind`` asks.
     """
     if decode is None:
         decode = isinstance(value, str | bytes)
@@ -83,6 +106,8 @@ def json_document(
             value = json.loads(value)
         except ValueError as exc:
             raise ReportFormatError(f"{what} is not JSON") from exc
+        except RecursionError:  # nested arrays or objects deeper than the parser follows
+            raise ReportFormatError(f"{what} is nested too deeply") from None
     if not isinstance(value, kind):
         raise ReportFormatError(f"{what} is not a JSON {'array' if kind is list else 'object'}")
     return value
@@ -188,7 +213,9 @@ def parse_report_body(body: dict[str, Any] | str | bytes) -> AttestationReportBo
             "no-tee",
             why,
             report_data=_decode_report_data(body.get("report_data")),
-            signing_address=signing_address if isinstance(signing_address, str) else None,
+            signing_address=signing_address
+            if isinstance(signing_address, str) and is_valid_unicode(signing_address)
+            else None,
         )
 
     report_data_field = body.get("report_data")
@@ -203,6 +230,8 @@ def parse_report_body(body: dict[str, Any] | str | bytes) -> AttestationReportBo
         tcb_info=_decode_tcb_info(body),
         report_data=_decode_report_data(report_data_field),
         vm_config=vm_config if isinstance(vm_config, str) else None,
-        signing_address=signing_address if isinstance(signing_address, str) else None,
+        signing_address=signing_address
+        if isinstance(signing_address, str) and is_valid_unicode(signing_address)
+        else None,
         nonce=_decode_nonce(body) if fmt == "vllm-proxy" else None,
     )

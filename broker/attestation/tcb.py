@@ -53,7 +53,8 @@ class TcbFailure(StrEnum):
     COLLATERAL_MISMATCH = "collateral_mismatch"
     """The collateral is for another platform (FMSPC, PCE ID, TEE type)."""
     NO_MATCHING_TCB_LEVEL = "no_matching_tcb_level"
-    """No TCB level is at or below the platform's SVNs (the platform predates every level)."""
+    """No TCB level is at or below the platform's SVNs (the platform predates every level), or
+    the TDX module's / QE's ISVSVN is below every level of its identity."""
     QUOTE_SIGNATURE_INVALID = "quote_signature_invalid"
     """The TD quote body is not signed by the attestation key the quote carries."""
     QE_REPORT_SIGNATURE_INVALID = "qe_report_signature_invalid"
@@ -63,6 +64,9 @@ class TcbFailure(StrEnum):
     """The QE report's report_data is not sha256(attestation key ‖ QE auth data)."""
     TDX_MODULE_MISMATCH = "tdx_module_mismatch"
     """The TDX module identity (MRSIGNERSEAM, SEAMATTRIBUTES) does not match the TCB Info."""
+    TD_ATTRIBUTES = "td_attributes"
+    """The TD's attributes are refused: DEBUG or reserved bits set, SEPT_VE_DISABLE clear,
+    migratable, or a service TD bound (MRSERVICETD not zero)."""
     QE_IDENTITY_MISMATCH = "qe_identity_mismatch"
     """The QE report does not match the QE Identity (MRSIGNER, ISVPRODID, attributes...)."""
     OTHER = "other"
@@ -103,7 +107,7 @@ _RULES: tuple[tuple[str, TcbFailure, str], ...] = (
         "the collateral is for another platform",
     ),
     (
-        r"no matching tcb level",
+        r"no matching tcb level|is below minimum required",
         TcbFailure.NO_MATCHING_TCB_LEVEL,
         "no TCB level matches the platform (below every known level)",
     ),
@@ -128,6 +132,11 @@ _RULES: tuple[tuple[str, TcbFailure, str], ...] = (
         "the TDX module does not match the TCB Info's module identity",
     ),
     (
+        r"debug mode is enabled|td attributes|sept_ve_disable|td migration|mr service td",
+        TcbFailure.TD_ATTRIBUTES,
+        "the TD's attributes are refused (debug, migratable, reserved bits or no SEPT_VE_DISABLE)",
+    ),
+    (
         r"qe|mrsigner|isvprodid|miscselect|attributes",
         TcbFailure.QE_IDENTITY_MISMATCH,
         "the QE report does not match the QE identity",
@@ -143,11 +152,11 @@ def classify_dcap_failure(message: str) -> tuple[TcbFailure, str]:
             ``verify_with_root_ca`` (e.g. ``"Verification failed: TCB status is invalid: Revoked"``,
             ``"...Caused by: CertRevoked"``, ``"...CrlExpired {...}"``).
     Returns:
-        ``(code, summary)``; unknown messages give ``(TcbFailure.OTHER, "DCAP verification
-        refused the quote")``. Never raises.
+        ``(code, summary)``; unknown messages give ``(TcbFailure.OTHER, "unclassified
+        refusal")``. Never raises.
     """
     text = " ".join(message.split()).lower()
     for pattern, code, summary in _RULES:
         if re.search(pattern, text):
             return code, summary
-    return TcbFailure.OTHER, "DCAP verification refused the quote"
+    return TcbFailure.OTHER, "unclassified refusal"

@@ -1,11 +1,12 @@
 """Full local verification of a provider's dstack/TDX attestation report.
 
 Runs the steps of attestation.md §5.1 in order: recognise the ``/v1/quote`` body, parse the quote,
-check the quote signature, the QE report binding and signature, the PCK chain up to the pinned Intel
-root, the TCB status (dcap-qvl with collateral), the TD attributes, the signer named by the
-*quote's* report_data (never the JSON field alone), the ``ZG-Quote-Signature`` header, the RTMR
-replay of the event log, the compose hash, MRCONFIGID, the user's allowlists and the quote age. Each
-step becomes a :class:`~broker.attestation.report.CheckResult`; the verdict fails closed.
+check the quote signature, the QE report binding and signature, the QE identity (Intel's TD QE,
+not debug), the PCK chain up to the pinned Intel root, the TCB status (dcap-qvl with collateral),
+the TD attributes, the signer named by the *quote's* report_data (never the JSON field alone), the
+``ZG-Quote-Signature`` header, the RTMR replay of the event log, the compose hash, MRCONFIGID, the
+user's allowlists and the quote age. Each step becomes a
+:class:`~broker.attestation.report.CheckResult`; the verdict fails closed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +36,7 @@ from broker.attestation.collateral import (
     find_revoked_certificates,
     load_collateral,
 )
-from broker.attestation.compose import compose_hash, compose_images
+from broker.attestation.compose import compose_hash, compose_images, compose_unpinned_code
 from broker.attestation.errors import (
     AttestationFetchError,
     CollateralError,
@@ -49,11 +51,18 @@ from broker.attestation.eventlog import (
 )
 from broker.attestation.pck import PckChain, PckChainError, load_root_ca, verify_pck_chain
 from broker.attestation.policy import AttestationPolicy
-from broker.attestation.quote import Quote, parse_quote, split_pem_chain
+from broker.attestation.quote import (
+    INTEL_TD_QE_ISVPRODID,
+    INTEL_TD_QE_MRSIGNER,
+    Quote,
+    parse_quote,
+    split_pem_chain,
+)
 from broker.attestation.report import CheckStatus, VerificationReport
 from broker.attestation.report_formats import (
     AttestationReportBody,
     ReportKind,
+    is_valid_unicode,
     parse_report_body,
 )
 from broker.attestation.signature import (
@@ -63,18 +72,25 @@ from broker.attestation.signature import (
     verify_quote_signature,
 )
 from broker.attestation.tcb import REVOKED, TCB_STATUSES, TcbFailure
+from broker.wire.eth_signature import is_low_s
 
 __all__ = [
+    "QUOTE_REPORT_MAX_BYTES",
     "QUOTE_SIGNATURE_HEADER",
     "FetchedReport",
     "fetch_quote_report",
     "report_data_nonce",
     "signer_from_report_data",
+    "td_attribute_problems",
     "verify_attestation",
 ]
 
 QUOTE_SIGNATURE_HEADER = "ZG-Quote-Signature"
 """Response header of newer providers: EIP-191 signature of keccak256(body) by the TEE signer."""
+
+QUOTE_REPORT_MAX_BYTES = 8 * 1024 * 1024
+"""Most bytes read of a downloaded report (after content decoding). A real ``/v1/quote`` body
+(quote, event log, tcb_info, NVIDIA evidence) is tens of kilobytes."""
 
 PASSED, FAILED, SKIPPED = CheckStatus.PASSED, CheckStatus.FAILED, CheckStatus.SKIPPED
 _ADDR_ASCII = re.compile(rb"^0x[0-9a-fA-F]{40}$")
@@ -109,21 +125,36 @@ def fetch_quote_report(
     Returns:
         :class:`FetchedReport`.
     Raises:
-        AttestationFetchError: network error or a non-2xx answer.
+        AttestationFetchError: network error, an invalid URL, a non-2xx answer, a body larger than
+            :data:`QUOTE_REPORT_MAX_BYTES` (never read whole), or one not complete within
+            ``timeout`` seconds (httpx bounds each read only: a dripped body would never end).
     """
     target = url.rstrip("/") + path
     own = client is None
     client = client or httpx.Client(follow_redirects=True)
+    deadline = time.monotonic() + timeout
     try:
-        resp = client.get(target, params=params, timeout=timeout)
-    except httpx.HTTPError as exc:
+        with client.stream("GET", target, params=params, timeout=timeout) as resp:
+            if not 200 <= resp.status_code < 300:
+                raise AttestationFetchError(f"GET {target} answered HTTP {resp.status_code}")
+            body = bytearray()
+            for chunk in resp.iter_bytes():
+                body += chunk
+                if len(body) > QUOTE_REPORT_MAX_BYTES:
+                    raise AttestationFetchError(
+                        f"GET {target}: the report is larger than {QUOTE_REPORT_MAX_BYTES} bytes"
+                    )
+                if time.monotonic() > deadline:
+                    raise AttestationFetchError(
+                        f"GET {target}: no complete report within {timeout:g} s"
+                    )
+            signature = resp.headers.get(QUOTE_SIGNATURE_HEADER)
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL: the on-chain url is not one
         raise AttestationFetchError(f"GET {target} failed: {type(exc).__name__}: {exc}") from exc
     finally:
         if own:
             client.close()
-    if not 200 <= resp.status_code < 300:
-        raise AttestationFetchError(f"GET {target} answered HTTP {resp.status_code}")
-    return FetchedReport(resp.content, resp.headers.get(QUOTE_SIGNATURE_HEADER), target)
+    return FetchedReport(bytes(body), signature, target)
 
 
 def signer_from_report_data(report_data: bytes) -> tuple[str | None, str]:
@@ -132,7 +163,9 @@ def signer_from_report_data(report_data: bytes) -> tuple[str | None, str]:
     Layouts, tried in this order:
 
     * ``"v1"`` binary (0G §4.2): ``rd[52:56] == be32(1)``, ``rd[56:64]`` zero: address
-      ``rd[32:52]``, X25519 ``enc_pub`` ``rd[0:32]``;
+      ``rd[32:52]``, X25519 ``enc_pub`` ``rd[0:32]``, whose last 12 bytes are not all zero (a real
+      key never has 96 zero bits there; a vLLM-proxy report_data always does, and its nonce, which
+      whoever asks for the quote chooses, could otherwise spell a v1 tail naming any address);
     * ``"legacy"`` ASCII (0G): ``"0x"`` + 40 hex in ``rd[0:42]``, rest zero;
     * ``"vllm-proxy"`` (the LLM node of a ``TargetSeparated`` provider, as the NEAR AI and Phala
       vLLM-proxy verifiers document): the raw 20-byte signing address in ``rd[0:20]`` (not all
@@ -146,7 +179,7 @@ def signer_from_report_data(report_data: bytes) -> tuple[str | None, str]:
     rd = bytes(report_data)
     if len(rd) != 64:
         return None, "unknown"
-    if rd[52:56] == b"\x00\x00\x00\x01" and not any(rd[56:]):
+    if rd[52:56] == b"\x00\x00\x00\x01" and not any(rd[56:]) and any(rd[20:32]):
         return to_checksum_address(rd[32:52]), "v1"
     if _ADDR_ASCII.match(rd[:42]) and not any(rd[42:]):
         return to_checksum_address(rd[:42].decode()), "legacy"
@@ -163,12 +196,50 @@ def report_data_nonce(report_data: bytes) -> bytes | None:
     return bytes(report_data[32:64])
 
 
+_TD_ATTR_TUD_RESERVED = 0xFE  # bits 1-7 (bit 0 is DEBUG, checked apart)
+_TD_ATTR_SEC_RESERVED = 0x0FFFFF00  # bits 8-27
+_TD_ATTR_SEPT_VE_DISABLE = 1 << 28
+_TD_ATTR_MIGRATABLE = 1 << 29
+_TD_ATTR_OTHER_RESERVED = 0x7FFFFFFF00000000  # bits 32-62 (bit 63 is PERFMON)
+
+
+def td_attribute_problems(td_attributes: bytes) -> list[str]:
+    """What is wrong with a TD's TDATTRIBUTES besides DEBUG (attestation.md §2.2), by the rules
+    dcap-qvl 0.7 applies once it has collateral, so they hold without collateral too.
+
+    Args:
+        td_attributes: the 8 bytes of the TD report (a little-endian u64).
+    Returns:
+        one line per problem (empty when none): reserved bits set (TUD 1-7, SEC 8-27, OTHER
+        32-62), SEPT_VE_DISABLE (bit 28) clear, MIGRATABLE (bit 29) set. PKS, KL and PERFMON
+        (bits 30, 31, 63) are allowed.
+    """
+    value = int.from_bytes(td_attributes, "little")
+    problems = []
+    for mask, what in (
+        (_TD_ATTR_TUD_RESERVED, "TUD"),
+        (_TD_ATTR_SEC_RESERVED, "SEC"),
+        (_TD_ATTR_OTHER_RESERVED, "OTHER"),
+    ):
+        if value & mask:
+            problems.append(f"reserved {what} bits of TDATTRIBUTES are set ({value & mask:#x})")
+    if not value & _TD_ATTR_SEPT_VE_DISABLE:
+        problems.append("SEPT_VE_DISABLE is not set (the TD takes #VE on pending pages)")
+    if value & _TD_ATTR_MIGRATABLE:
+        problems.append("the TD is migratable (MIGRATABLE is set)")
+    return problems
+
+
 def _now(now: datetime | float | None) -> datetime:
     if now is None:
         return datetime.now(UTC)
     if isinstance(now, datetime):
         return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
     return datetime.fromtimestamp(int(now), UTC)
+
+
+def _passed(check: Any) -> bool:
+    return check is not None and check.status is CheckStatus.PASSED
 
 
 def _sha256(data: bytes) -> str:
@@ -208,6 +279,7 @@ class _Run:
         self.root_ca = root_ca
         self.quote: Quote | None = None
         self.chain: PckChain | None = None
+        self.unpinned: list[str] = []
 
     # -- quote crypto -------------------------------------------------------------------------
     def crypto(self, quote: Quote) -> None:
@@ -222,6 +294,7 @@ class _Run:
             r.add("qe_report_binding", PASSED, "QE report_data binds the attestation key")
         except SignatureCheckError as exc:
             r.add("qe_report_binding", FAILED, str(exc))
+        self.qe_identity(quote)
         leaf_key = None
         try:
             leaf = x509.load_pem_x509_certificate(split_pem_chain(quote.pck_chain_pem)[0].encode())
@@ -255,6 +328,26 @@ class _Run:
             )
         except PckChainError as exc:
             r.add("pck_chain", FAILED, str(exc))
+
+    def qe_identity(self, quote: Quote) -> None:
+        """``qe_identity``: the quoting enclave is Intel's TD QE (MRSIGNER, ISVPRODID) and not a
+        debug enclave. dcap-qvl checks this against the QE Identity collateral too; checked here
+        so that it holds without collateral: a platform owner who can launch an enclave with the
+        provisioning key could otherwise have the PCK certify a quoting enclave of their own,
+        which signs any TD report."""
+        qe, problems = quote.qe_report, []
+        if qe.mr_signer != INTEL_TD_QE_MRSIGNER:
+            problems.append(f"QE MRSIGNER {qe.mr_signer.hex()} is not Intel's TD QE")
+        if qe.isv_prod_id != INTEL_TD_QE_ISVPRODID:
+            problems.append(f"QE ISVPRODID {qe.isv_prod_id} is not the TD QE's (2)")
+        if qe.is_debug:
+            problems.append("the QE is a debug enclave")
+        if problems:
+            self.r.add(
+                "qe_identity", FAILED, "; ".join(problems), failure=TcbFailure.QE_IDENTITY_MISMATCH
+            )
+        else:
+            self.r.add("qe_identity", PASSED, "quoting enclave is Intel's TD QE, not debug")
 
     # -- TCB ----------------------------------------------------------------------------------
     def tcb(self, quote: Quote, collateral: Any) -> None:
@@ -353,6 +446,7 @@ class _Run:
         body, problems = quote.body, []
         if body.is_debug:
             problems.append("TD debug attribute is set")
+        problems += td_attribute_problems(body.td_attributes)
         if any(body.mr_signer_seam):
             problems.append("MRSIGNERSEAM is not zero (TDX module not signed by Intel)")
         if body.mr_service_td is not None and any(body.mr_service_td):
@@ -360,7 +454,12 @@ class _Run:
         if problems:
             self.r.add("td_attributes", FAILED, "; ".join(problems))
         else:
-            self.r.add("td_attributes", PASSED, "not debug; Intel TDX module; no service TD")
+            self.r.add(
+                "td_attributes",
+                PASSED,
+                "not debug; SEPT_VE_DISABLE set; not migratable; no reserved bits; "
+                "Intel TDX module; no service TD",
+            )
 
     def signer(
         self,
@@ -382,6 +481,14 @@ class _Run:
                 "the quote's report_data does not carry a signer address "
                 "(neither the 0G legacy ASCII / v1 binary layout nor the vLLM-proxy layout)",
                 required=required,
+            )
+        elif not int(address, 16):
+            r.add(
+                "report_data_signer",
+                FAILED,
+                "the quote's report_data names the zero address, which no key can sign for",
+                required=required,
+                layout=layout,
             )
         elif expected_signer is None:
             r.add(
@@ -438,9 +545,11 @@ class _Run:
             r.add("quote_response_signature", SKIPPED, why, required=False)
             return
         try:
-            digest = keccak(raw_body)
+            sig = bytes.fromhex(header_sig.strip().removeprefix("0x").removeprefix("0X"))
+            if len(sig) == 65 and not is_low_s(sig):
+                raise ValueError("s above n/2 (a malleated signature)")
             recovered = Account.recover_message(
-                encode_defunct(primitive=digest), signature=header_sig
+                encode_defunct(primitive=keccak(raw_body)), signature=sig
             )
         except Exception as exc:  # noqa: BLE001 - eth_account raises many types on malformed input
             r.add(
@@ -560,10 +669,18 @@ class _Run:
                 "tcb_info.app_compose absent: compose cannot be checked",
                 event_compose_hash=event.payload.hex(),
             )
+        elif not is_valid_unicode(app_compose):
+            r.add(
+                "compose_hash",
+                FAILED,
+                "tcb_info.app_compose is not valid Unicode (lone surrogate): no file hashes to it",
+                event=event.payload.hex(),
+            )
         else:
             computed = compose_hash(app_compose)
             r.evidence["app_compose_sha256"] = computed
             r.images = [img.reference for img in compose_images(app_compose)]
+            self.unpinned = compose_unpinned_code(app_compose)
             if computed != event.payload.hex():
                 r.add(
                     "compose_hash",
@@ -643,28 +760,52 @@ class _Run:
                 ]
                 if bad:
                     r.add("policy_image_digests", FAILED, f"images not allowed: {', '.join(bad)}")
+                elif self.unpinned:
+                    r.add(
+                        "policy_image_digests",
+                        FAILED,
+                        "code no image digest names: " + "; ".join(self.unpinned),
+                    )
                 else:
                     r.add(
                         "policy_image_digests", PASSED, "every image is pinned by an allowed digest"
                     )
 
     def quote_age(self, doc: Any) -> None:
+        """``quote_age`` (with ``policy.max_quote_age_s``). Only freshness someone vouches for
+        counts: the quote made for our request nonce (vLLM layout), or a body ``timestamp``
+        under a ``ZG-Quote-Signature`` by the attested signer. A bare JSON timestamp is anyone's
+        to write (a replayed report would just carry a new one): the age is then unknown."""
         r, limit = self.r, self.policy.max_quote_age_s
+        signed = _passed(r.check("quote_response_signature"))
         ts = doc.get("timestamp") if isinstance(doc, dict) else None
         if isinstance(ts, int | float) and not isinstance(ts, bool):
             ts_s = int(ts / 1000) if ts > 10**11 else int(ts)  # accept milliseconds too
             r.quote_age_s = int(self.now.timestamp()) - ts_s
-            r.quote_age_source = "report timestamp (unauthenticated)"
+            r.quote_age_source = (
+                "report timestamp, signed by the attested signer (ZG-Quote-Signature)"
+                if signed
+                else "report timestamp (unauthenticated)"
+            )
         else:
             r.quote_age_source = "unknown: a TDX quote carries no timestamp"
         if limit is None:
             return
-        if r.quote_age_s is None:
+        if _passed(r.check("report_data_nonce")):
+            r.add("quote_age", PASSED, "the quote was made for our request nonce")
+        elif r.quote_age_s is None:
             r.add("quote_age", SKIPPED, f"quote age unknown; policy requires at most {limit} s")
+        elif not signed:
+            r.add(
+                "quote_age",
+                SKIPPED,
+                f"the report's timestamp is not signed (no valid ZG-Quote-Signature), so its age "
+                f"({r.quote_age_s} s) is only claimed; policy requires at most {limit} s",
+            )
         elif r.quote_age_s > limit or r.quote_age_s < -300:
             r.add("quote_age", FAILED, f"quote age {r.quote_age_s} s outside 0..{limit} s")
         else:
-            r.add("quote_age", PASSED, f"quote age {r.quote_age_s} s")
+            r.add("quote_age", PASSED, f"quote age {r.quote_age_s} s (signed timestamp)")
 
 
 def verify_attestation(
@@ -733,7 +874,7 @@ def verify_attestation(
     quote_bytes: bytes | None = None
     try:
         doc: Any = json.loads(raw_body) if raw_body is not None else report_json
-    except ValueError:
+    except (ValueError, RecursionError):  # parse_report_body names the problem
         doc = None
     report.evidence["report_body_sha256"] = _sha256(
         raw_body if raw_body is not None else _canonical(report_json)

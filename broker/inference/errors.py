@@ -7,6 +7,7 @@ Tree (all derive from :class:`broker._exceptions.InferenceError`)::
     │   └── MalformedTokenError, TokenProviderMismatchError, TokenExpiredError,
     │       TokenGenerationMismatchError, TokenRevokedError, TokenSignatureError
     ├── InvalidTokenIdError (also InputError)  token id outside 0–254, already revoked, none left
+    ├── InvalidChatIdError (also InputError)   a chat id that cannot name a signature URL
     ├── UnknownServiceTypeError         (also FeeInputError) no fee rule for the service type
     ├── UsageError                      (also FeeInputError) fee inputs of the wrong shape
     ├── UnknownProviderError            no service registered for a provider
@@ -38,6 +39,7 @@ from broker.wire.errors import (
 __all__ = [
     "AccountNotFoundError",
     "FeeInputError",
+    "InvalidChatIdError",
     "InvalidTokenIdError",
     "MalformedTokenError",
     "ProviderModelsError",
@@ -58,6 +60,12 @@ __all__ = [
 class InvalidTokenIdError(InferenceError, InputError):
     """A persistent token id is outside 0–254, already revoked, or all 255 ids are revoked
     (user-broker.md 6.1). Nothing was signed or sent."""
+
+
+class InvalidChatIdError(InferenceError, InputError):
+    """A chat id that cannot name the B7 signature URL (provider-gateway.md B7): a dot segment
+    (``.`` or ``..``, which HTTP clients resolve away, sending the fetch to another route) or longer
+    than :data:`broker.inference.response_signature.CHAT_ID_MAX_CHARS`. Nothing was fetched."""
 
 
 class UnknownProviderError(InferenceError):

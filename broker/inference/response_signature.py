@@ -26,6 +26,14 @@ reproduced for this route; the response hash is never skipped when the bytes are
 A ``429``/``503`` from the signature endpoint is retried after its ``Retry-After`` (at most
 :data:`RATE_LIMIT_BUDGET_S` seconds of waiting in all).
 
+Hostile answers. The chat id comes from the response (header or body), so a relay or provider
+chooses it: an id that is a dot segment (``.``, ``..``) would be resolved away by the HTTP client
+and send the fetch to another route (``.../signature/..`` is ``/v1/proxy``), and an endless id an
+endless URL; such ids are refused (``chat_id_invalid``) before any request
+(:func:`chat_id_problem`). The signature endpoint's answer is read at most
+:data:`SIGNATURE_MAX_BYTES` (after any content decoding): a larger one is
+``signature_unavailable``, never buffered whole.
+
 Signature header. Our gateway also sends the B7 signature of a non-streamed answer in the
 ``ZG-Res-Signature`` response header (:data:`RESPONSE_SIGNATURE_HEADER`, ``0x`` + 130 hex). The
 user side never trusts the text a header could name: :func:`verify_signature_header` rebuilds the
@@ -42,6 +50,7 @@ import asyncio
 import enum
 import functools
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -51,7 +60,9 @@ import httpx
 from coincurve import PublicKey
 from eth_utils import keccak, to_checksum_address
 
+from broker.inference.errors import InvalidChatIdError
 from broker.inference.service_info import is_verifiable, parse_additional_info, provider_type
+from broker.wire.eth_signature import is_low_s
 from broker.wire.signed_text import SignedTextError, compare_signed_text, sha256_hex
 
 if TYPE_CHECKING:
@@ -61,9 +72,11 @@ __all__ = [
     "BINDING_FULL",
     "BINDING_RESPONSE_ONLY",
     "BINDING_SIGNATURE_ONLY",
+    "CHAT_ID_MAX_CHARS",
     "DEFAULT_SIGNATURE_TIMEOUT_S",
     "RATE_LIMIT_BUDGET_S",
     "RESPONSE_SIGNATURE_HEADER",
+    "SIGNATURE_MAX_BYTES",
     "SIGNATURE_NOT_FOUND_ATTEMPTS",
     "SIGNATURE_NOT_FOUND_BACKOFF_S",
     "AsyncSignatureClient",
@@ -71,6 +84,7 @@ __all__ = [
     "VerificationReason",
     "VerificationResult",
     "averify_response_signature",
+    "chat_id_problem",
     "check_service_verifiable",
     "evaluate_signature_response",
     "is_signature_not_found",
@@ -98,8 +112,13 @@ BINDING_RESPONSE_ONLY = "response_only"
 #: Only the signature over the text was checked (no bytes given: the SDK's behaviour).
 BINDING_SIGNATURE_ONLY = "signature_only"
 _ZERO_ADDRESS = "0x" + "0" * 40
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
 #: Response header with the B7 signature of a non-streamed answer (our gateway; not the 0G one).
 RESPONSE_SIGNATURE_HEADER = "ZG-Res-Signature"
+#: Longest chat id put in a signature URL (characters; real ids are UUID-sized, under 100).
+CHAT_ID_MAX_CHARS = 512
+#: Most bytes read of a signature endpoint's answer (a B7 answer is under 1 KB).
+SIGNATURE_MAX_BYTES = 64 * 1024
 
 
 class VerificationReason(enum.StrEnum):
@@ -124,6 +143,8 @@ class VerificationReason(enum.StrEnum):
     REQUEST_HASH_MISMATCH = "request_hash_mismatch"
     #: the chat id is not this response's (e.g. one already used by an earlier response)
     CHAT_ID_MISMATCH = "chat_id_mismatch"
+    #: the chat id cannot name a signature URL (a dot segment, or too long): nothing was fetched
+    CHAT_ID_INVALID = "chat_id_invalid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,9 +223,39 @@ def select_signing_address(service: Service, info: dict[str, Any]) -> str:
     return service.tee_signer_address
 
 
+def chat_id_problem(chat_id: str) -> str | None:
+    """Why ``chat_id`` cannot name a signature URL, or ``None`` when it can.
+
+    Percent-encoding keeps ``/``, ``?``, ``#`` and the like inside one path segment, but a segment
+    that *is* ``.`` or ``..`` is resolved by every HTTP client (RFC 3986 §5.2.4), so
+    ``.../signature/..`` would fetch ``/v1/proxy`` instead; an id longer than
+    :data:`CHAT_ID_MAX_CHARS` characters, or with control characters (a body ``id`` may hold line
+    breaks that would forge log lines), is no provider's.
+
+    Args:
+        chat_id: the chat id as extracted from the response.
+    Returns:
+        a one-line reason, or ``None``.
+    """
+    if chat_id in (".", ".."):
+        return f"chat id {chat_id!r} is a dot segment: it would not name the signature endpoint"
+    if len(chat_id) > CHAT_ID_MAX_CHARS:
+        return f"chat id is {len(chat_id)} characters, more than {CHAT_ID_MAX_CHARS}"
+    if not chat_id.isprintable():
+        return "chat id has control characters"
+    return None
+
+
 def signature_url(service_url: str, chat_id: str, model: str) -> str:
     """``{url}/v1/proxy/signature/{chat_id}?model={model}`` with the chat ID as one URL-encoded path
-    segment and the model as a URL-encoded query value (a trailing ``/`` on ``url`` is dropped)."""
+    segment and the model as a URL-encoded query value (a trailing ``/`` on ``url`` is dropped).
+
+    Raises:
+        InvalidChatIdError: ``chat_id`` is ``.`` or ``..`` or too long (:func:`chat_id_problem`).
+    """
+    problem = chat_id_problem(chat_id)
+    if problem is not None:
+        raise InvalidChatIdError(problem)
     return (
         f"{service_url.rstrip('/')}/v1/proxy/signature/{quote(chat_id, safe='')}"
         f"?{urlencode({'model': model})}"
@@ -216,15 +267,20 @@ def _recover(text: str, signature: str) -> bytes:
     through coincurve: about a quarter of the CPU of ``Account.recover_message``).
 
     Raises:
-        ValueError: not 65 bytes of hex, a ``v`` other than 0/1/27/28, or no recoverable key.
+        ValueError: not 65 bytes of hex, a ``v`` other than 0/1/27/28, a high ``s``
+            (:func:`broker.wire.eth_signature.is_low_s`), or no recoverable key.
     """
     sig_hex = signature[2:] if signature.startswith(("0x", "0X")) else signature
+    if not _HEX.fullmatch(sig_hex):  # bytes.fromhex would skip whitespace inside
+        raise ValueError("signature is not hex")
     sig = bytes.fromhex(sig_hex)
     if len(sig) != 65:
         raise ValueError(f"signature is {len(sig)} bytes, expected 65")
     v = sig[64] - 27 if sig[64] >= 27 else sig[64]
     if v not in (0, 1):
         raise ValueError(f"signature v is {sig[64]}, expected 27 or 28")
+    if not is_low_s(sig):
+        raise ValueError("signature is not canonical (s above n/2: a malleated signature)")
     message = text.encode("utf-8")
     digest = keccak(b"\x19Ethereum Signed Message:\n" + str(len(message)).encode() + message)
     try:
@@ -275,10 +331,13 @@ def verify_signature_header(
     Returns:
         ``verified=True`` with ``binding="full"`` when the header recovers to ``signer``;
         ``None`` when there is no usable header (absent, no full binding, malformed, another
-        signer): the caller then fetches the signature (the endpoint is authoritative).
+        signer, a chat id :func:`chat_id_problem` refuses): the caller then fetches the
+        signature (the endpoint is authoritative).
         Never raises.
     """
     if not signature or binding is None or binding.level != BINDING_FULL:
+        return None
+    if chat_id_problem(chat_id) is not None:  # the fetch path refuses it, naming why
         return None
     text = f"{binding.request_hash}:{binding.response_hash}"
     try:
@@ -433,7 +492,7 @@ def evaluate_signature_response(
         )  # fmt: skip
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply to parse
         return VerificationResult(
             False, unavailable, signer, chat_id, "signature response is not JSON"
         )
@@ -485,6 +544,71 @@ def _retry_delays(attempts: int, backoff: float) -> list[float]:
 
 
 _SIGNATURE_HEADERS = {"Content-Type": "application/json"}
+# Headers that describe the bytes on the wire, not the decoded body kept in the Response built.
+_WIRE_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
+class _CappedBody:
+    """The body of one signature answer as its chunks arrive: at most
+    :data:`SIGNATURE_MAX_BYTES` bytes (after content decoding), all within ``timeout`` seconds
+    (httpx's own timeout bounds each read, not the answer: a body dripped byte by byte would
+    never end)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.data = bytearray()
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+
+    def add(self, chunk: bytes) -> None:
+        """Append ``chunk``.
+
+        Raises:
+            httpx.ReadError: the answer passed the cap. httpx.ReadTimeout: the time is up.
+        """
+        self.data += chunk
+        if len(self.data) > SIGNATURE_MAX_BYTES:
+            raise _too_large()
+        if time.monotonic() > self.deadline:
+            raise httpx.ReadTimeout(f"no complete answer within {self.timeout:g} s")
+
+    def response(self, answer: httpx.Response) -> httpx.Response:
+        """A read :class:`httpx.Response` with ``answer``'s status and headers and this body."""
+        headers = [(k, v) for k, v in answer.headers.items() if k.lower() not in _WIRE_HEADERS]
+        return httpx.Response(answer.status_code, headers=headers, content=bytes(self.data))
+
+
+def _too_large() -> httpx.ReadError:
+    return httpx.ReadError(f"the answer is larger than {SIGNATURE_MAX_BYTES} bytes")
+
+
+def _get_capped(http: httpx.Client, url: str, timeout: float) -> httpx.Response:
+    """GET ``url`` and read the answer through :class:`_CappedBody`.
+
+    Raises:
+        httpx.HTTPError: transport failure, ``ReadError`` for a larger answer, ``ReadTimeout``
+            for one not complete in time.
+    """
+    body = _CappedBody(timeout)
+    with http.stream("GET", url, headers=_SIGNATURE_HEADERS, timeout=timeout) as answer:
+        for chunk in answer.iter_bytes():
+            body.add(chunk)
+        return body.response(answer)
+
+
+async def _aget_capped(http: Any, url: str, timeout: float) -> httpx.Response:
+    """Async :func:`_get_capped`; a client that is not an ``httpx.AsyncClient`` reads the body
+    itself (serve's caps its read the same way and bounds the whole exchange by ``timeout``), its
+    answer's size is checked after."""
+    if not isinstance(http, httpx.AsyncClient):
+        response = await http.get(url, headers=_SIGNATURE_HEADERS, timeout=timeout)
+        if len(response.content) > SIGNATURE_MAX_BYTES:
+            raise _too_large()
+        return response
+    body = _CappedBody(timeout)
+    async with http.stream("GET", url, headers=_SIGNATURE_HEADERS, timeout=timeout) as answer:
+        async for chunk in answer.aiter_bytes():
+            body.add(chunk)
+        return body.response(answer)
 
 
 def retry_after_seconds(response: httpx.Response, default: float = 1.0) -> float:
@@ -529,7 +653,7 @@ class _RetryPolicy:
 
 
 def _transport_failure(
-    exc: httpx.HTTPError, signer: str, chat_id: str | None
+    exc: httpx.HTTPError | httpx.InvalidURL, signer: str, chat_id: str | None
 ) -> VerificationResult:
     """``verified=False`` for a signature fetch that failed below HTTP (connect, timeout, …)."""
     return evaluate_signature_response(None, signer, chat_id, type(exc).__name__ + f": {exc}")
@@ -544,6 +668,12 @@ def _prepare_signature_request(
     if isinstance(checked, VerificationResult):
         return checked
     assert chat_id is not None
+    problem = chat_id_problem(chat_id)
+    if problem is not None:  # the id kept in the result (and the fee store's log) is shortened
+        shown = chat_id[:CHAT_ID_MAX_CHARS].encode("unicode_escape").decode("ascii")
+        return VerificationResult(
+            False, VerificationReason.CHAT_ID_INVALID, checked, shown, problem
+        )
     return checked, signature_url(
         service.url, chat_id, model if model is not None else service.model
     )
@@ -609,12 +739,12 @@ def verify_response_signature(
     http = client or httpx.Client(timeout=timeout)
     try:
         while True:
-            response = http.get(url, headers=_SIGNATURE_HEADERS, timeout=timeout)
+            response = _get_capped(http, url, timeout)
             wait = policy.next_delay(response)
             if wait is None:
                 break
             time.sleep(wait)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL: the on-chain url is not one
         return _transport_failure(exc, signer, chat_id)
     finally:
         if own:
@@ -646,12 +776,12 @@ async def averify_response_signature(
     http: Any = client or httpx.AsyncClient(timeout=timeout)
     try:
         while True:
-            response = await http.get(url, headers=_SIGNATURE_HEADERS, timeout=timeout)
+            response = await _aget_capped(http, url, timeout)
             wait = policy.next_delay(response)
             if wait is None:
                 break
             await asyncio.sleep(wait)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL: the on-chain url is not one
         return _transport_failure(exc, signer, chat_id)
     finally:
         if own:

@@ -8,6 +8,9 @@ provider's ``/v1/models`` list. Addresses passed in are already checksummed by t
 
 from __future__ import annotations
 
+import json
+import time
+
 import httpx
 
 from broker.chain.addresses import checksum_address
@@ -105,26 +108,48 @@ class ServiceDirectory:
         service = self.get(provider)
         return ServiceMetadata(endpoint=service.url + "/v1/proxy", model=model or service.model)
 
+    def _read_models(self, url: str) -> bytes:
+        """The body of ``GET url``: at most :data:`MODELS_MAX_BYTES` bytes (never buffered past
+        that), all within :data:`MODELS_TIMEOUT_S` seconds (httpx bounds each read only).
+
+        Raises:
+            ProviderModelsError: transport failure, an invalid URL, a non-2xx answer, a larger
+                or slower body.
+        """
+        deadline = time.monotonic() + MODELS_TIMEOUT_S
+        try:
+            with self._http.stream("GET", url, timeout=MODELS_TIMEOUT_S) as response:
+                if not response.is_success:
+                    raise ProviderModelsError(f"GET {url} returned HTTP {response.status_code}")
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > MODELS_MAX_BYTES:
+                        raise ProviderModelsError(
+                            f"GET {url}: body larger than {MODELS_MAX_BYTES} bytes"
+                        )
+                    if time.monotonic() > deadline:
+                        raise ProviderModelsError(
+                            f"GET {url}: no complete answer within {MODELS_TIMEOUT_S:g} s"
+                        )
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise ProviderModelsError(f"GET {url} failed: {type(exc).__name__}") from None
+        return bytes(body)
+
     def provider_models(self, provider: str) -> ProviderModels:
         """``GET {url}/v1/models`` [0.9] (no authentication, 10 s, ≤ 5 MB) with a strict shape
         check.
 
         Raises:
-            ProviderModelsError: HTTP failure, oversized or non-JSON body, or another shape.
+            ProviderModelsError: HTTP failure or an invalid URL, an oversized, slow or non-JSON
+                body, or another shape.
         """
         service = self.get(provider)
         url = service.url.rstrip("/") + "/v1/models"
+        content = self._read_models(url)
         try:
-            response = self._http.get(url, timeout=MODELS_TIMEOUT_S)
-        except httpx.HTTPError as exc:
-            raise ProviderModelsError(f"GET {url} failed: {type(exc).__name__}") from None
-        if not response.is_success:
-            raise ProviderModelsError(f"GET {url} returned HTTP {response.status_code}")
-        if len(response.content) > MODELS_MAX_BYTES:
-            raise ProviderModelsError(f"GET {url}: body larger than {MODELS_MAX_BYTES} bytes")
-        try:
-            body = response.json()
-        except ValueError:
+            body = json.loads(content)
+        except (ValueError, RecursionError):
             raise ProviderModelsError(f"GET {url}: response is not JSON") from None
         if (
             not isinstance(body, dict)

@@ -44,6 +44,7 @@ from broker.proxy.state_store import ServeStateStore
 from broker.proxy.upstream import Upstream
 from broker.proxy.verification import Verifier
 from broker.ui.dashboard import mount_dashboard
+from broker.ui.render import UI_PREFIX, error_words, guard_refusal_body
 from broker.wire.openapi import SERVE_REQUEST_BODIES, add_openapi_route
 
 __all__ = [
@@ -75,7 +76,10 @@ def error_response(exc: ProxyHTTPError) -> JSONResponse:
 
 
 def _render(request: Request, exc: ProxyHTTPError) -> JSONResponse:
-    """``exc`` in the shape of the API the request used: Pixazo's on its paths, else OpenAI's."""
+    """``exc`` in the shape of the API the request used: Pixazo's on its paths, the dashboard's
+    (``{"error": "<words>"}``) under ``/ui/``, else OpenAI's."""
+    if request.url.path.startswith(UI_PREFIX):
+        return error_words(exc.status_code, exc.message, exc.headers)
     if is_pixazo_path(request.url.path):
         return pixazo_error_response(
             exc.status_code, exc.message, retry_after=exc.retry_after, headers=exc.headers
@@ -338,7 +342,10 @@ def create_app(
         allowed_hosts=[*settings.allowed_hosts, *bound_host_names(settings.host)],
         allowed_origins=settings.allowed_origins,
         content_types={path: MULTIPART_TYPES for path in MULTIPART_PATHS},
-        path_error_bodies={prefix: pixazo_guard_body for prefix in PIXAZO_PREFIXES},
+        path_error_bodies={
+            UI_PREFIX: guard_refusal_body,
+            **{prefix: pixazo_guard_body for prefix in PIXAZO_PREFIXES},
+        },
         hosts_hint="; list it in ZG_SERVE_ALLOWED_HOSTS",
         origins_hint="; list it in ZG_SERVE_ALLOWED_ORIGINS",
         expose_headers=EXPOSED_HEADERS,

@@ -11,6 +11,13 @@ set), like the request that made the image; an unknown or expired id is a 404.
 
 Links that do not point at the provider's file route (e.g. a worker with its own public URL) are
 left as they are.
+
+The image is fetched after the answer was verified and is not covered by its signature, and serve
+serves it from its own origin: a provider could make it an ``image/svg+xml`` (or HTML) with a script
+that would run as one of serve's own pages when the user opens the link, free to spend through
+serve. Only raster images (:data:`RASTER_TYPES`) are kept (another type leaves the provider's link
+as it was), and stored media is answered with :data:`MEDIA_HEADERS` (``nosniff``, a sandboxing
+CSP), here and on the Pixazo endpoint's ``media_url``.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from broker.proxy.router_async import state_store
 from broker.proxy.upstream import decode_body
 from broker.wire.json_body import loads_json_or_none
 
-__all__ = ["FILES_ROUTE", "get_file", "link_files"]
+__all__ = ["FILES_ROUTE", "MEDIA_HEADERS", "RASTER_TYPES", "get_file", "link_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +45,14 @@ FILES_ROUTE = "/v1/files/"
 """Path prefix of serve's file route."""
 _GATEWAY_FILES = "/v1/proxy/files/"
 _EXT = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
+#: The image types serve stores and serves (no script can run in them).
+RASTER_TYPES = frozenset(_EXT)
+#: Headers of every stored image serve answers: never sniffed as another type, and a CSP that
+#: sandboxes the document and loads nothing, should it be opened as a page.
+MEDIA_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+}
 
 
 def _items(doc: Any) -> list[dict[str, Any]]:
@@ -61,7 +76,7 @@ async def _fetch(ctx: ProxyContext, link_id: str) -> tuple[bytes, str] | None:
         logger.warning("could not fetch image %s from the provider: %s", link_id, exc)
         return None
     media_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if response.status_code != 200 or not media_type.startswith("image/"):
+    if response.status_code != 200 or media_type not in RASTER_TYPES:
         logger.warning(
             "the provider answered HTTP %s (%s) for image %s",
             response.status_code,
@@ -81,8 +96,8 @@ async def link_files(ctx: ProxyContext, request: Request, response: Response) ->
     Returns:
         ``response`` unchanged when it holds no provider file link, else a copy (same status and
         headers) whose ``data[].url`` (or job ``result.data[].url``) are serve's
-        ``/v1/files/<id>.<ext>``. A link whose image cannot be fetched is left as it was (and
-        logged).
+        ``/v1/files/<id>.<ext>``. A link whose image cannot be fetched, or is not a raster image
+        (:data:`RASTER_TYPES`), is left as it was (and logged).
     """
     body = bytes(response.body)
     prefix = ctx.upstream.base_url.rstrip("/") + _GATEWAY_FILES
@@ -109,7 +124,7 @@ async def link_files(ctx: ProxyContext, request: Request, response: Response) ->
             ctx.inference.address,
             request_id[:120],
             media_id,
-            media_type[:40],
+            media_type,
             data,
             ctx.settings.media_ttl,
         )
@@ -143,5 +158,7 @@ async def get_file(ctx: ProxyContext, name: str) -> Response:
             code="file_not_found",
         )
     return Response(
-        item.data, media_type=item.content_type, headers={"Cache-Control": "private, no-store"}
+        item.data,
+        media_type=item.content_type,
+        headers={"Cache-Control": "private, no-store", **MEDIA_HEADERS},
     )

@@ -1,12 +1,22 @@
 """Small helpers for ``multipart/form-data`` bodies forwarded as they are (edits, transcriptions):
-read a text field and insert a missing one (``user-broker.md`` §10.1 audio row, with the boundary
-parsed properly, quotes included)."""
+check that a form is well formed before it is forwarded, read its text fields, and insert a
+missing one (``user-broker.md`` §10.1 audio row, with the boundary parsed properly, quotes
+included).
+
+:func:`form_fields` parses with python-multipart, the parser of the worker's (Starlette) forms: a
+body it cannot parse (no boundary, bytes that are not a form, no closing boundary) is refused by
+``serve`` with 400 before anything is forwarded or paid, instead of reaching the provider.
+"""
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["boundary_of", "ensure_field", "text_field"]
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
+
+from broker.proxy.errors import ProxyHTTPError
+
+__all__ = ["append_field", "boundary_of", "ensure_field", "form_fields", "text_field"]
 
 
 def boundary_of(content_type: str) -> str | None:
@@ -15,6 +25,83 @@ def boundary_of(content_type: str) -> str | None:
     if not match:
         return None
     return match.group(2) or match.group(1)
+
+
+def _malformed(route: str, why: str) -> ProxyHTTPError:
+    return ProxyHTTPError(
+        f"{route}: the multipart/form-data body is malformed ({why})",
+        status_code=400,
+        type="invalid_request_error",
+        code="invalid_multipart",
+    )
+
+
+def form_fields(body: bytes, content_type: str, route: str) -> dict[str, list[str]]:
+    """The text (non-file) fields of a ``multipart/form-data`` body, by name, in order.
+
+    Args:
+        body: the whole body. content_type: its ``Content-Type`` (with the ``boundary``).
+        route: the route's name for the message (``"images/edits"``).
+
+    Returns:
+        ``{name: [values]}`` (UTF-8, invalid bytes replaced); file fields are not included.
+
+    Raises:
+        ProxyHTTPError: 400 ``invalid_request_error`` / ``invalid_multipart`` when the content
+            type has no boundary, or the body is not a complete form under it.
+    """
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise _malformed(route, "no boundary in its Content-Type")
+    fields: dict[str, list[str]] = {}
+    part: dict = {}
+
+    def on_part_begin() -> None:
+        part.update(headers={}, field=b"", value=b"", data=bytearray())
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        part["field"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        part["value"] += data[start:end]
+
+    def on_header_end() -> None:
+        part["headers"][part["field"].lower()] = part["value"]
+        part["field"], part["value"] = b"", b""
+        _, disposition = parse_options_header(part["headers"].get(b"content-disposition", b""))
+        part["name"] = disposition.get(b"name")
+        part["file"] = b"filename" in disposition
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        if not part.get("file"):  # file contents are not kept
+            part["data"] += data[start:end]
+
+    def on_part_end() -> None:
+        name = part.get("name")
+        if name is not None and not part.get("file"):
+            text = bytes(part["data"]).decode("utf-8", "replace")
+            fields.setdefault(name.decode("utf-8", "replace"), []).append(text)
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
+    try:
+        parser.write(body)
+        parser.finalize()
+    except Exception as exc:  # noqa: BLE001 - python-multipart's errors: any means "not a form"
+        raise _malformed(route, str(exc)[:200] or type(exc).__name__) from None
+    if parser.state != MultipartState.END:
+        raise _malformed(route, "it does not end with the closing boundary")
+    return fields
 
 
 def text_field(body: bytes, content_type: str, name: str) -> str | None:
@@ -34,11 +121,11 @@ def text_field(body: bytes, content_type: str, name: str) -> str | None:
     return None
 
 
-def ensure_field(body: bytes, content_type: str, name: str, value: str) -> bytes:
-    """``body`` with the text field ``name=value`` appended before the closing boundary when it has
-    no field ``name``; unchanged otherwise (or when it is not a well-formed multipart body)."""
+def append_field(body: bytes, content_type: str, name: str, value: str) -> bytes:
+    """``body`` with the text field ``name=value`` appended before the closing boundary
+    (unchanged when it has no closing boundary)."""
     boundary = boundary_of(content_type)
-    if boundary is None or text_field(body, content_type, name) is not None:
+    if boundary is None:
         return body
     closing = b"--" + boundary.encode() + b"--"
     idx = body.rfind(closing)
@@ -51,3 +138,11 @@ def ensure_field(body: bytes, content_type: str, name: str, value: str) -> bytes
         + f'Content-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
     )
     return body[:idx] + part + body[idx:]
+
+
+def ensure_field(body: bytes, content_type: str, name: str, value: str) -> bytes:
+    """``body`` with the text field ``name=value`` appended before the closing boundary when it has
+    no field ``name``; unchanged otherwise (or when it is not a well-formed multipart body)."""
+    if boundary_of(content_type) is None or text_field(body, content_type, name) is not None:
+        return body
+    return append_field(body, content_type, name, value)

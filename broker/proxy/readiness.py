@@ -3,7 +3,9 @@
 Four checks run concurrently, each with a short timeout (:data:`CHECK_TIMEOUT_S`):
 
 ``chain``
-    the RPC node answers ``eth_blockNumber``.
+    the RPC node answers ``eth_blockNumber`` (a failure is told by the chain layer's
+    :func:`~broker.chain.sender.rpc_guard`, whose messages never show the RPC URL: its path or
+    query often carries an API key, and ``/ready`` needs no API key).
 ``provider``
     the provider's gateway answers ``GET {service.url}/health`` (any status below 500 counts: the
     gateway is reachable).
@@ -30,6 +32,7 @@ import httpx
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from broker.chain.sender import rpc_guard
 from broker.inference.errors import AccountNotFoundError
 
 if TYPE_CHECKING:
@@ -68,8 +71,13 @@ def _failure(exc: BaseException, timeout: float) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _block_number(ctx: ProxyContext) -> int:
+    with rpc_guard("eth_blockNumber"):
+        return ctx.inference.w3.eth.block_number
+
+
 async def _chain(ctx: ProxyContext, timeout: float) -> CheckResult:
-    block = await _blocking(lambda: ctx.inference.w3.eth.block_number, timeout)
+    block = await _blocking(lambda: _block_number(ctx), timeout)
     return CheckResult(ok=True, detail=f"block {block}")
 
 

@@ -4,14 +4,13 @@ modules; errors become OpenAI-shaped responses in :mod:`broker.proxy.app`."""
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import logging
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from broker.asgi.keys import bearer_token, key_matches
 from broker.inference.response_signature import ResponseBinding
 from broker.proxy import (
     files,
@@ -42,8 +41,8 @@ def _ctx(request: Request) -> ProxyContext:
 def require_api_key(request: Request) -> None:
     """When ``api_key`` is set, require ``Authorization: Bearer <api_key>``.
 
-    The scheme is compared case-insensitively; the key in constant time, as SHA-256 digests, so
-    that neither its content nor its length shows in the timing.
+    The scheme is compared case-insensitively; the key by :func:`broker.asgi.keys.key_matches`
+    (constant time over SHA-256 digests: neither its content nor its length shows in the timing).
 
     Raises:
         ProxyHTTPError: 401 ``authentication_error`` / ``invalid_api_key``.
@@ -51,11 +50,8 @@ def require_api_key(request: Request) -> None:
     key = _ctx(request).settings.api_key
     if key is None:
         return
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.strip().partition(" ")
-    expected = hashlib.sha256(key.get_secret_value().encode()).digest()
-    offered = hashlib.sha256(given.strip().encode("utf-8", "surrogateescape")).digest()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(offered, expected):
+    given = bearer_token(request.headers.get("authorization"))
+    if not key_matches(given, key.get_secret_value()):
         raise ProxyHTTPError(
             "Incorrect API key provided",
             status_code=401,

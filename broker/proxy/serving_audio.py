@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from broker.proxy.billing import AnswerBody
 from broker.proxy.context import ProxyContext, complete_response, read_multipart
-from broker.proxy.multipart import ensure_field, text_field
+from broker.proxy.multipart import append_field, form_fields
 from broker.proxy.service_routes import check_model
 from broker.proxy.streaming import stream_response
 
@@ -18,10 +18,14 @@ __all__ = ["transcriptions"]
 
 
 async def transcriptions(ctx: ProxyContext, request: Request) -> Response:
-    """Forward a transcription request; bill its ``usage``; verify."""
+    """Forward a transcription request; bill its ``usage``; verify. A form that does not parse is
+    refused (400 ``invalid_multipart``) before it is forwarded."""
     raw, ctype = await read_multipart(request, ctx.settings.max_body_bytes, "audio/transcriptions")
-    check_model(ctx, "audio", text_field(raw, ctype, "model"))
-    raw = ensure_field(raw, ctype, "model", ctx.default_model)
+    fields = form_fields(raw, ctype, "audio/transcriptions")  # a malformed form is not forwarded
+    model = fields.get("model")
+    check_model(ctx, "audio", model[0] if model else None)
+    if not model:
+        raw = append_field(raw, ctype, "model", ctx.default_model)
     response = await ctx.upstream.send(
         "POST",
         "/audio/transcriptions",

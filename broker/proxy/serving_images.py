@@ -39,7 +39,7 @@ from broker.proxy.context import (
 )
 from broker.proxy.errors import ProxyHTTPError
 from broker.proxy.files import link_files
-from broker.proxy.multipart import ensure_field, text_field
+from broker.proxy.multipart import append_field, form_fields
 from broker.proxy.router_async import pop_router_extensions
 from broker.proxy.service_routes import check_model
 from broker.proxy.upstream import decode_body, error_from_upstream
@@ -138,10 +138,14 @@ async def generate_image(ctx: ProxyContext, request: Request) -> Response:
 
 async def edit_image(ctx: ProxyContext, request: Request) -> Response:
     """Image editing (multipart passed through, ``model`` field inserted when missing); billed
-    ``n`` (default 1)."""
+    ``n`` (default 1). A form that does not parse is refused (400 ``invalid_multipart``) before
+    it is forwarded."""
     raw, ctype = await read_multipart(request, ctx.settings.max_body_bytes, "images/edits")
-    check_model(ctx, "image-edits", text_field(raw, ctype, "model"))
-    raw = ensure_field(raw, ctype, "model", ctx.default_model)
+    fields = form_fields(raw, ctype, "images/edits")  # a malformed form is never forwarded
+    model = fields.get("model")
+    check_model(ctx, "image-edits", model[0] if model else None)
+    if not model:
+        raw = append_field(raw, ctype, "model", ctx.default_model)
     content = {"n": _checked_n(request_n, raw, ctype)}
     response = await ctx.upstream.send(
         "POST",
@@ -202,7 +206,8 @@ async def async_generate_image(ctx: ProxyContext, request: Request) -> Response:
 
 
 async def get_job(ctx: ProxyContext, job_id: str) -> Response:
-    """Poll a job (``{url}/v1/async/jobs/{id}``): the provider's status, body and ``Retry-After``.
+    """Poll a job (``{url}/v1/async/jobs/{id}``): the provider's status, body and ``Retry-After``;
+    answered as ``application/json`` with ``nosniff`` whatever type the provider gave.
 
     The first answer ``completed`` bills the job (``X-0G-Fee``: the neuron accounted by this poll,
     0 on every other poll); ``failed`` or 404 marks it never billed. A completed poll is verified
@@ -251,9 +256,9 @@ async def get_job(ctx: ProxyContext, job_id: str) -> Response:
             )
         headers[VERIFIED_HEADER] = header_value(result)
         headers[REASON_HEADER] = reason_value(result)
+    # a poll is a GET a browser may open: its body is the provider's, but it is answered as
+    # JSON (never the provider's type, e.g. text/html, which would make it one of serve's pages)
+    headers["X-Content-Type-Options"] = "nosniff"
     return Response(
-        raw,
-        status_code=response.status_code,
-        headers=headers,
-        media_type=response.headers.get("content-type", "application/json"),
+        raw, status_code=response.status_code, headers=headers, media_type="application/json"
     )

@@ -22,7 +22,10 @@ blank line, in the stream's own line ends; clients ignore comments), inserted at
 boundary: before the provider's ``data: [DONE]`` event (that event and anything after it are held
 back until the accounting is done, so a client that has seen ``[DONE]`` can rely on it), or, when
 there is none, before an unterminated last event, else at the end. ``serve`` adds no ``[DONE]`` of
-its own.
+its own. Those two comments are ``serve``'s alone: a comment line of the provider's stream that
+looks like one of them (``:X-0G-...``, any case) is not passed on, so that a client reading the
+first such comment cannot be shown an outcome the provider (or a relay) wrote. The hash covers the
+stream as received, so verification is not affected.
 
 The relay is its own small ASGI response (:class:`_SSERelay`), not Starlette's
 ``StreamingResponse``: no task group and no second task listening for a disconnect per stream
@@ -41,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 from typing import Any
 
 from fastapi.responses import Response
@@ -71,6 +75,18 @@ _background: set[asyncio.Task] = set()
 def _error_event(exc: ProxyHTTPError) -> bytes:
     body = ErrorResponse(error=ErrorBody(message=exc.message, type=exc.type, code=exc.code))
     return b"data: " + body.model_dump_json().encode() + b"\n\n"
+
+
+#: A comment line of the stream that looks like serve's outcome comments (with its line end).
+_OWN_COMMENT = re.compile(rb"(?:^|(?<=[\r\n])):[ \t]*x-0g-[^\r\n]*(?:\r\n|\r|\n)?", re.IGNORECASE)
+
+
+def _without_own_comments(raw: bytes) -> bytes:
+    """``raw`` (stream bytes for the client) without comment lines that look like serve's outcome
+    comments (:data:`_OWN_COMMENT`); unchanged, and not searched, when it has no ``0G-``."""
+    if b"0G-" not in raw and b"0g-" not in raw:
+        return raw
+    return _OWN_COMMENT.sub(b"", raw)
 
 
 def _outcome_comments(result: VerificationResult | None, line_end: bytes) -> bytes:
@@ -141,15 +157,17 @@ class _StreamState:
                     break
             else:
                 if len(events) == 1:  # the usual chunk: one event, often the chunk itself
-                    return events[0].raw
-            return b"".join(e.raw for e in events)
+                    return _without_own_comments(events[0].raw)
+            return _without_own_comments(b"".join(e.raw for e in events))
         held.extend(e.raw for e in events)
         return b""
 
     def ending(self, result: VerificationResult | None) -> bytes:
         """The last bytes for the client: the outcome comments, then what was held back."""
         comments = _outcome_comments(result, self.decoder.line_end)
-        return comments + b"".join(self.held) if self.held else comments
+        if not self.held:
+            return comments
+        return comments + _without_own_comments(b"".join(self.held))
 
     def observe(self, events: list[SSEEvent]) -> None:
         """Parse each event's data as JSON (once) and add it to the summary."""

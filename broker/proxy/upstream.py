@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from broker.asgi.headers import copy_headers
 from broker.inference.broker import is_session_rejection
+from broker.inference.response_signature import SIGNATURE_MAX_BYTES
 from broker.proxy.errors import (
     ProxyHTTPError,
     UpstreamError,
@@ -77,6 +78,10 @@ _HOP = {
     "vary",
     "server",
     "date",
+    # serve's own headers: a provider may not set them for serve (nor for its request log)
+    "x-0g-fee",
+    "x-0g-verified",
+    "x-0g-verification-reason",
 }
 
 
@@ -249,9 +254,16 @@ class SignatureClient:
             async with self.session.get(
                 url, headers=headers, timeout=limit, allow_redirects=False
             ) as answer:
-                body = await answer.read()
+                body = bytearray()
+                async for chunk in answer.content.iter_chunked(SIGNATURE_MAX_BYTES):
+                    body += chunk
+                    if len(body) > SIGNATURE_MAX_BYTES:  # never buffer a hostile answer whole
+                        raise httpx.ReadError(
+                            f"the answer is larger than {SIGNATURE_MAX_BYTES} bytes"
+                        )
+                # the raw header bytes: a value that is not ASCII cannot fail to encode again
                 return httpx.Response(
-                    answer.status, headers=list(answer.headers.items()), content=body
+                    answer.status, headers=answer.raw_headers, content=bytes(body)
                 )
         except TimeoutError:
             raise httpx.ReadTimeout(f"no answer within {timeout:g} s") from None

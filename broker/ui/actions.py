@@ -28,8 +28,9 @@ from fastapi import Request
 
 from broker._exceptions import BrokerError, InputError
 from broker.chain.addresses import checksum_address
+from broker.chain.sender import rpc_guard
 from broker.ledger.errors import NoLedgerError
-from broker.ui.errors import ActionNotFoundError, CsrfError, UIChainError, UIInputError
+from broker.ui.errors import ActionNotFoundError, CsrfError, UIChainError, UIError, UIInputError
 from broker.units import Neuron, format_0g, parse_0g
 
 __all__ = ["ACTIONS", "ACTION_TTL", "SESSION_COOKIE", "ActionBook", "CsrfGuard", "PendingAction"]
@@ -148,6 +149,7 @@ class ActionBook:
 
         Raises:
             UIInputError: unknown action, bad amount or address, not enough funds, no ledger.
+            UIChainError: the balance could not be read (node unreachable; the URL never shown).
         """
         if not isinstance(body, dict):
             raise UIInputError("the body must be a JSON object")
@@ -166,7 +168,12 @@ class ActionBook:
                 provider = checksum_address(str(body.get("provider") or ""), field="provider")
             except InputError as exc:
                 raise UIInputError(str(exc)) from None
-        self._check_funds(action, amount)
+        try:
+            self._check_funds(action, amount)
+        except UIError:
+            raise
+        except BrokerError as exc:
+            raise UIChainError(f"cannot check your balance: {exc}") from None
         summary = ACTIONS[action].format(amount=format_0g(amount), provider=provider)
         pending = PendingAction(
             id=secrets.token_urlsafe(16),
@@ -184,7 +191,8 @@ class ActionBook:
     def _check_funds(self, action: str, amount: int) -> None:
         """Check before spending: the wallet (deposit) or the ledger's available balance."""
         if action == "deposit":
-            balance = int(self.broker.w3.eth.get_balance(self.broker.address))
+            with rpc_guard("eth_getBalance"):
+                balance = int(self.broker.w3.eth.get_balance(self.broker.address))
             if balance < amount:
                 raise UIInputError(
                     f"your wallet holds {format_0g(balance)} 0G, less than "

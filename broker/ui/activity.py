@@ -23,6 +23,8 @@ __all__ = ["FundingLog", "RequestLog", "RequestLogMiddleware", "RequestRecord"]
 #: Routes recorded (the billable and verification routes of ``serve``).
 LOGGED_PREFIXES = ("/v1/chat/", "/v1/images/", "/v1/async/", "/v1/audio/", "/v1/verify")
 _MODEL_PEEK_BYTES = 64 << 10
+#: Most characters of a client-sent route kept in a record (a longer one ends with ``…``).
+_ROUTE_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,8 @@ class RequestRecord:
     """One request through ``serve``.
 
     Attributes:
-        at: Unix seconds when it arrived. route, method, status: as answered. model: the request's
+        at: Unix seconds when it arrived. route (its first 200 characters), method, status: as
+        answered. model: the request's
         ``model`` field (JSON bodies) or ``""``. fee: neuron (``X-0G-Fee``; 0 when absent).
         verified: ``X-0G-Verified`` (``true``/``false``/``none``/``off``) or ``""`` when the
         response had none (errors). latency_ms: to the response start. reason: the error or
@@ -168,7 +171,7 @@ class RequestLogMiddleware:
                 RequestRecord(
                     at=at,
                     method=scope.get("method", ""),
-                    route=path,
+                    route=path if len(path) <= _ROUTE_CHARS else path[:_ROUTE_CHARS] + "…",
                     status=state["status"] or 500,
                     model=_model_of(bytes(peek)),
                     fee=int(fee) if fee.isdigit() else 0,

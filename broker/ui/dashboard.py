@@ -18,7 +18,6 @@ Endpoints (all ``GET`` unless noted; ``{"error": "..."}`` on failure):
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +27,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from starlette.concurrency import run_in_threadpool
 
 from broker._exceptions import BrokerError, InputError
+from broker.asgi.keys import bearer_token, key_matches
 from broker.chain.addresses import checksum_address
 from broker.ui.activity import FundingLog, RequestLog, RequestLogMiddleware
 from broker.ui.errors import UIAuthError, UIChainError, UIError, UIInputError
@@ -68,8 +68,7 @@ def _check_key(source: DashboardSource, request: Request) -> None:
     key = source.get_api_key()
     if key is None:
         return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), key.encode()):
+    if not key_matches(bearer_token(request.headers.get("authorization")), key):
         raise UIAuthError("Incorrect API key provided")
 
 

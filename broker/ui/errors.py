@@ -8,6 +8,7 @@ from broker._exceptions import BrokerError, ConfigError, InputError
 __all__ = [
     "ActionNotFoundError",
     "AdminKeyMissingError",
+    "BodyTooLargeError",
     "CsrfError",
     "UIAuthError",
     "UIChainError",
@@ -46,6 +47,12 @@ class ActionNotFoundError(UIError):
     """No pending action with that id (never prepared, already done, or expired) (404)."""
 
     status_code = 404
+
+
+class BodyTooLargeError(UIInputError):
+    """A request body larger than the endpoint takes (413)."""
+
+    status_code = 413
 
 
 class AdminKeyMissingError(UIError, ConfigError):

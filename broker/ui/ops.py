@@ -20,7 +20,6 @@ Metrics (prefix ``zg_gateway_``): ``requests_total{route,status}``,
 
 from __future__ import annotations
 
-import hmac
 import os
 import threading
 import time
@@ -41,6 +40,7 @@ from prometheus_client import (
 )
 from starlette.concurrency import run_in_threadpool
 
+from broker.asgi.keys import bearer_token, key_matches
 from broker.provider import ops as queries
 from broker.provider.db import BatchStatus
 from broker.ui.errors import AdminKeyMissingError, UIAuthError, UIError
@@ -305,10 +305,7 @@ def mount_ops(app: FastAPI, gw: Any) -> GatewayActivity:
                 f"the ops page and /metrics are off: set {ADMIN_KEY_ENV} "
                 f"(or {ADMIN_KEY_FILE_ENV}) and restart the gateway"
             )
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), key.encode()
-        ):
+        if not key_matches(bearer_token(request.headers.get("authorization")), key):
             raise UIAuthError("wrong or missing admin key")
 
     @app.exception_handler(UIError)

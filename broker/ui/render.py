@@ -10,9 +10,23 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from broker.asgi.guard import GuardRefusal
 from broker.ui.errors import UIError
 
-__all__ = ["STATIC_DIR", "TEMPLATES_DIR", "error_json", "mount_static", "page", "templates"]
+__all__ = [
+    "STATIC_DIR",
+    "TEMPLATES_DIR",
+    "UI_PREFIX",
+    "error_json",
+    "error_words",
+    "guard_refusal_body",
+    "mount_static",
+    "page",
+    "templates",
+]
+
+#: Path prefix of the pages and their JSON endpoints (their errors: ``{"error": "<words>"}``).
+UI_PREFIX = "/ui/"
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 STATIC_DIR = Path(__file__).with_name("static")
@@ -50,6 +64,21 @@ def page(request: Request, name: str, **context: Any) -> HTMLResponse:
 
 def error_json(exc: UIError) -> JSONResponse:
     """``{"error": "<words>"}`` with the error's status."""
+    return error_words(exc.status_code, str(exc))
+
+
+def error_words(status_code: int, message: str, headers: dict[str, str] | None = None):
+    """The dashboard's error answer: ``{"error": message}`` with ``status_code`` (and
+    ``headers``), for an error raised outside the ui's own code on a :data:`UI_PREFIX` path (a bad
+    query parameter, an unknown path)."""
     return JSONResponse(
-        {"error": str(exc)}, status_code=exc.status_code, headers={"Cache-Control": "no-store"}
+        {"error": message},
+        status_code=status_code,
+        headers={"Cache-Control": "no-store", **(headers or {})},
     )
+
+
+def guard_refusal_body(refusal: GuardRefusal) -> dict:
+    """A :class:`~broker.asgi.guard.LocalGuard` refusal in the dashboard's error shape:
+    ``{"error": message, "code": code}``."""
+    return {"error": refusal.message, "code": refusal.code}

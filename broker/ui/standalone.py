@@ -14,16 +14,21 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from broker.asgi.guard import GuardRefusal, LocalGuard, bound_host_names
+from broker.asgi.body import read_capped_body
+from broker.asgi.errors import RequestBodyTooLargeError
+from broker.asgi.guard import LocalGuard, bound_host_names
 from broker.ui.actions import SESSION_COOKIE, ActionBook, CsrfGuard
 from broker.ui.dashboard import DashboardSource, build_dashboard_router, install_error_handler
-from broker.ui.errors import UIInputError, UIStartError
-from broker.ui.render import mount_static
+from broker.ui.errors import BodyTooLargeError, UIInputError, UIStartError
+from broker.ui.render import guard_refusal_body, mount_static
+from broker.wire.json_body import InvalidJSONBodyError, loads_request_json
 
-__all__ = ["DEFAULT_PORT", "create_ui_app", "serve_ui"]
+__all__ = ["ACTION_BODY_CAP", "DEFAULT_PORT", "create_ui_app", "serve_ui"]
 
 #: ``0g-compute-cli ui start-web``'s port.
 DEFAULT_PORT = 3090
+#: The largest body ``POST /ui/api/actions`` reads, in bytes (an action is a few fields).
+ACTION_BODY_CAP = 64 << 10
 
 
 def create_ui_app(broker: Any, *, host: str = "127.0.0.1") -> FastAPI:
@@ -82,8 +87,12 @@ def create_ui_app(broker: Any, *, host: str = "127.0.0.1") -> FastAPI:
     async def prepare(request: Request) -> dict[str, Any]:
         guard.check(request)
         try:
-            body = await request.json()
-        except ValueError:
+            raw = await read_capped_body(request, ACTION_BODY_CAP)
+        except RequestBodyTooLargeError:
+            raise BodyTooLargeError("the body of an action is at most 64 KiB") from None
+        try:
+            body = loads_request_json(raw)
+        except InvalidJSONBodyError:
             raise UIInputError("the body is not valid JSON") from None
         return (await run_in_threadpool(book.prepare, body)).as_json()
 
@@ -95,15 +104,12 @@ def create_ui_app(broker: Any, *, host: str = "127.0.0.1") -> FastAPI:
     app.include_router(build_dashboard_router(source))
     # the servers' shared guard in front of it all: Host, Origin, Sec-Fetch-Site and JSON-only
     # bodies (the CSRF token and the per-request checks above stay as a second line)
-    app.add_middleware(LocalGuard, allowed_hosts=bound_host_names(host), error_body=_ui_refusal)
+    app.add_middleware(
+        LocalGuard, allowed_hosts=bound_host_names(host), error_body=guard_refusal_body
+    )
     app.state.ui = source
     app.state.actions = book
     return app
-
-
-def _ui_refusal(refusal: GuardRefusal) -> dict:
-    """A :class:`LocalGuard` refusal in the dashboard's error shape (``{"error": message}``)."""
-    return {"error": refusal.message, "code": refusal.code}
 
 
 def serve_ui(broker: Any, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -40,11 +41,13 @@ from broker.wire.errors import (
     TokenRevokedError,
     TokenSignatureError,
 )
+from broker.wire.eth_signature import is_low_s
 
 __all__ = [
     "API_KEY_PREFIX",
     "BEARER_PREFIX",
     "EPHEMERAL_TOKEN_ID",
+    "MAX_CLOCK_SKEW_S",
     "MAX_EPHEMERAL_DURATION_MS",
     "MAX_PERSISTENT_TOKEN_ID",
     "MSG_BAD_HEADER",
@@ -72,6 +75,10 @@ BEARER_PREFIX = "Bearer app-sk-"
 EPHEMERAL_TOKEN_ID = 255
 MAX_PERSISTENT_TOKEN_ID = 254
 MAX_EPHEMERAL_DURATION_MS = 86_400_000
+#: Seconds a client's clock may run ahead of the gateway's: an ephemeral token must expire within
+#: 24 h plus this of the gateway's now (our addition to B3 check 6).
+MAX_CLOCK_SKEW_S = 3_600
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
 _UINT64_MAX = 2**64 - 1
 _INT64_MAX = 2**63 - 1
 
@@ -183,10 +190,27 @@ def sign_session_token(token: SessionToken, account: LocalAccount) -> str:
     Returns:
         The API key (no ``Bearer `` prefix; see :func:`authorization_header`). It is a bearer
         credential: never log it.
+
+    Raises:
+        MalformedTokenError: a token no provider could read back, so nothing is signed:
+            ``address`` / ``provider`` / ``nonce`` not strings, a ``|`` in any of them (the
+            provider splits the payload at the first ``|``, B3 check 3), or text that is not
+            valid Unicode (a lone surrogate has no UTF-8 form).
     """
+    for name in ("address", "provider", "nonce"):
+        if not isinstance(getattr(token, name), str):
+            raise MalformedTokenError(f"session token field {name} must be a string")
     raw = token.to_json()
-    signature = _sign_hash(keccak(raw.encode("utf-8")), account)
-    payload = (raw + "|" + signature).encode("utf-8")
+    if "|" in raw:
+        raise MalformedTokenError(
+            "a session token field contains '|', which separates the token from its signature"
+        )
+    try:
+        raw_bytes = raw.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MalformedTokenError("a session token field is not valid Unicode") from None
+    signature = _sign_hash(keccak(raw_bytes), account)
+    payload = raw_bytes + b"|" + signature.encode("ascii")
     return API_KEY_PREFIX + base64.b64encode(payload).decode("ascii")
 
 
@@ -291,18 +315,20 @@ def recover_token_signer(raw_message: bytes, signature: str) -> str:
 
     Raises:
         TokenSignatureError: not ``0x`` hex (``invalid signature format: …``), not 65 bytes
-            (``invalid signature length``), or v not 27/28.
+            (``invalid signature length``), v not 27/28, or a malleated high ``s`` (our addition:
+            :func:`broker.wire.eth_signature.is_low_s`).
     """
     if not signature.startswith(("0x", "0X")):
         raise TokenSignatureError("invalid signature format: hex string without 0x prefix")
-    try:
-        sig = bytes.fromhex(signature[2:])
-    except ValueError:
-        raise TokenSignatureError("invalid signature format: invalid hex string") from None
+    if not _HEX.fullmatch(signature[2:]):  # bytes.fromhex would skip spaces (Go's decoder does not)
+        raise TokenSignatureError("invalid signature format: invalid hex string")
+    sig = bytes.fromhex(signature[2:])
     if len(sig) != 65:
         raise TokenSignatureError("invalid signature length")
     if sig[64] not in (27, 28):
         raise TokenSignatureError("signature verification failed: invalid recovery id")
+    if not is_low_s(sig):
+        raise TokenSignatureError("signature verification failed: non-canonical signature")
     try:
         return Account.recover_message(encode_defunct(primitive=keccak(raw_message)), signature=sig)
     except Exception:  # noqa: BLE001 - any failure of recovery is a bad signature
@@ -328,7 +354,10 @@ def verify_session_token(
     """Validate an ``Authorization`` header as a provider does (provider-gateway.md B3, in order).
 
     1–4 decode (:func:`parse_authorization`); 5 ``token.provider`` equals ``provider_address``
-    case-insensitively; 6 ephemeral tokens (id 255) have ``expiresAt != 0`` and last ≤ 24 h;
+    case-insensitively; 6 ephemeral tokens (id 255) have ``expiresAt != 0`` and last ≤ 24 h, and
+    (our addition, as both bounds are the signer's choice) ``expiresAt > 0`` and at most
+    24 h + :data:`MAX_CLOCK_SKEW_S` after ``now_s``, so no ephemeral token (which cannot be revoked
+    by id) outlives a day by a future ``timestamp`` or a negative ``expiresAt``;
     7 not expired; 8 generation equals ``account_generation`` and, for ids 0–254, the revocation bit
     is clear (skipped when ``account_generation`` is ``None``: the account does not exist);
     10 the signature over the received bytes recovers to ``token.address``. (Check 9, the
@@ -354,12 +383,17 @@ def verify_session_token(
     """
     parsed = parse_authorization(authorization, require_bearer=require_bearer)
     token = parsed.token
+    now_s = int(time.time()) if now_s is None else now_s
     if token.provider.lower() != provider_address.lower():
         raise TokenProviderMismatchError(MSG_WRONG_PROVIDER)
     if token.token_id == EPHEMERAL_TOKEN_ID:
-        if token.expires_at == 0:
+        if token.expires_at <= 0:
             raise MalformedTokenError(MSG_EPHEMERAL_NO_EXPIRY)
-        if token.expires_at - token.timestamp > MAX_EPHEMERAL_DURATION_MS:
+        if (
+            token.expires_at - token.timestamp > MAX_EPHEMERAL_DURATION_MS
+            or token.expires_at // 1000
+            > now_s + MAX_EPHEMERAL_DURATION_MS // 1000 + MAX_CLOCK_SKEW_S
+        ):
             raise MalformedTokenError(MSG_EPHEMERAL_TOO_LONG)
     if token.is_expired(now_s):
         raise TokenExpiredError(MSG_EXPIRED)

@@ -9,12 +9,11 @@ levels and their statuses/advisories, revoked PCK serials, the validity window, 
 
 The values mirror what :class:`attestation_synth.SyntheticTdx` puts in its quotes: FMSPC
 ``00906EA10000``, PCK CPUSVN ``00 01 … 0f``, PCESVN 11, TEE_TCB_SVN ``0b 01 04 00…`` (TDX module
-``TDX_01`` at ISVSVN 11), QE MRSIGNER ``sha256("synthetic TD QE")``, ISVPRODID 2, ISVSVN 6.
+``TDX_01`` at ISVSVN 11), QE MRSIGNER Intel's TD QE one, ISVPRODID 2, ISVSVN 6.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,6 +22,8 @@ from attestation_synth import NOW, Pki, _cert, _pem, raw_sign
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
+from broker.attestation.quote import INTEL_TD_QE_MRSIGNER
 
 __all__ = [
     "PCK_CPU_SVN",
@@ -40,7 +41,7 @@ PCK_PCE_SVN = 11
 QUOTE_TEE_TCB_SVN = [0x0B, 0x01, 0x04] + [0] * 13
 """The synthetic quote's TEE_TCB_SVN (``SyntheticTdx.body``)."""
 QE_ISVSVN = 6
-QE_MRSIGNER = hashlib.sha256(b"synthetic TD QE").hexdigest().upper()
+QE_MRSIGNER = INTEL_TD_QE_MRSIGNER.hex().upper()
 ISSUE = NOW - timedelta(days=1)
 NEXT_UPDATE = NOW + timedelta(days=29)
 

@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
+from broker.attestation.quote import INTEL_TD_QE_MRSIGNER
+
 __all__ = ["NOW", "SAMPLE_NOW", "Pki", "SyntheticTdx", "der_sgx_extension", "raw_sign"]
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -327,8 +329,9 @@ class SyntheticTdx:
         mr_config_id: bytes = bytes(48),
         td15: bool = False,
         debug: bool = False,
+        td_attributes: bytes | None = None,
     ) -> bytes:
-        td_attr = bytearray.fromhex("0000001000000000")
+        td_attr = bytearray(td_attributes or bytes.fromhex("0000001000000000"))
         if debug:
             td_attr[0] |= 1
         out = (
@@ -357,7 +360,11 @@ class SyntheticTdx:
         mr_config_id: bytes = bytes(48),
         version: int = 4,
         debug: bool = False,
+        td_attributes: bytes | None = None,
         chain_pem: str | None = None,
+        qe_mr_signer: bytes = INTEL_TD_QE_MRSIGNER,
+        qe_isv_prod_id: int = 2,
+        qe_attributes: bytes = bytes(16),
         qe_report_data: bytes | None = None,
     ) -> bytes:
         report_data = report_data if report_data is not None else legacy_report_data(self.signer)
@@ -367,7 +374,11 @@ class SyntheticTdx:
         )
         if version == 4:
             signed = header + self.body(
-                report_data=report_data, rtmrs=rtmrs, mr_config_id=mr_config_id, debug=debug
+                report_data=report_data,
+                rtmrs=rtmrs,
+                mr_config_id=mr_config_id,
+                debug=debug,
+                td_attributes=td_attributes,
             )
         else:
             body = self.body(
@@ -376,14 +387,16 @@ class SyntheticTdx:
                 mr_config_id=mr_config_id,
                 td15=True,
                 debug=debug,
+                td_attributes=td_attributes,
             )
             signed = header + struct.pack("<HI", 3, len(body)) + body
         ak_raw = _raw_pub(self.ak)
         auth = bytes(range(32))
         qe = bytearray(384)
         qe[0:16] = b"\x04" * 16
-        qe[128:160] = hashlib.sha256(b"synthetic TD QE").digest()
-        qe[256:258] = (2).to_bytes(2, "little")
+        qe[48:64] = qe_attributes
+        qe[128:160] = qe_mr_signer
+        qe[256:258] = qe_isv_prod_id.to_bytes(2, "little")
         qe[258:260] = (6).to_bytes(2, "little")
         qe[320:384] = (
             qe_report_data

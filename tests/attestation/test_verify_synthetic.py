@@ -16,6 +16,7 @@ from attestation_synth import (
     runtime_event,
     v1_report_data,
 )
+from signature_helpers import malleate
 
 from broker.attestation import AttestationPolicy, Verdict, verify_attestation
 from broker.attestation.report import CheckStatus
@@ -27,6 +28,7 @@ REQUIRED_PASS = [
     "quote_signature",
     "qe_report_binding",
     "qe_report_signature",
+    "qe_identity",
     "pck_chain",
     "td_attributes",
     "report_data_signer",
@@ -38,9 +40,8 @@ REQUIRED_PASS = [
 def _verify(synth, body, *, policy=NO_TCB, signer=None, **kw):
     kw.setdefault("root_ca", synth.pki.root_der)
     kw.setdefault("now", NOW)
-    return verify_attestation(
-        json.dumps(body).encode(), expected_signer=signer or synth.signer, policy=policy, **kw
-    )
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return verify_attestation(raw, expected_signer=signer or synth.signer, policy=policy, **kw)
 
 
 def _failed(report) -> set[str]:
@@ -224,8 +225,53 @@ def test_compose_hash_only_after_system_ready_is_not_trusted(synth):
     assert "before system-ready" in report.check("compose_hash").reason
 
 
+@pytest.mark.parametrize(
+    ("qe", "reason"),
+    [
+        ({"qe_mr_signer": bytes(range(32))}, "is not Intel's TD QE"),
+        ({"qe_isv_prod_id": 1}, "ISVPRODID 1"),
+        ({"qe_attributes": bytes([0x17]) + bytes(15)}, "debug enclave"),
+    ],
+)
+def test_a_quoting_enclave_other_than_intels_fails_without_collateral(synth, qe, reason):
+    """A quote signed by a quoting enclave of the platform owner's (the PCK certifies any enclave
+    with the provisioning key the owner launches) or by a debug QE can say anything about a TD.
+    dcap-qvl catches it against the QE Identity collateral; the local check catches it without."""
+    report = _verify(synth, synth.report(**qe))
+    assert _failed(report) == {"qe_identity"}
+    assert reason in report.check("qe_identity").reason
+    assert report.verdict is Verdict.FAILED
+
+
 def test_debug_td_fails_td_attributes(synth):
     assert _failed(_verify(synth, synth.report(debug=True))) == {"td_attributes"}
+
+
+@pytest.mark.parametrize(
+    ("td_attributes", "reason"),
+    [
+        ("0000000000000000", "SEPT_VE_DISABLE is not set"),
+        ("0000003000000000", "TD is migratable"),
+        ("0200001000000000", "reserved TUD bits"),
+        ("0001001000000000", "reserved SEC bits"),
+        ("0000001000000100", "reserved OTHER bits"),
+    ],
+)
+def test_unsafe_td_attributes_fail_without_collateral(synth, td_attributes, reason):
+    """dcap-qvl refuses these TD attributes only when it evaluates collateral; the local check
+    refuses them too, so a policy without the TCB step (air-gapped) cannot pass a TD that takes
+    #VE on pending pages, can be migrated, or sets bits nobody defined."""
+    report = _verify(synth, synth.report(td_attributes=bytes.fromhex(td_attributes)))
+    assert _failed(report) == {"td_attributes"}
+    assert reason in report.check("td_attributes").reason
+    assert report.verdict is Verdict.FAILED
+
+
+def test_allowed_td_attributes_still_pass(synth):
+    """PKS (bit 30), KL (bit 31) and PERFMON (bit 63) are allowed, as dcap-qvl allows them."""
+    report = _verify(synth, synth.report(td_attributes=bytes.fromhex("000000d000000080")))
+    assert report.check("td_attributes").status is CheckStatus.PASSED
+    assert report.verdict is Verdict.VERIFIED
 
 
 def test_quote_response_signature_header(synth):
@@ -258,6 +304,9 @@ def test_quote_response_signature_header(synth):
     )
     assert _failed(bad) == {"quote_response_signature"}
     assert bad.verdict is Verdict.FAILED
+    twin = _verify(synth, raw, signer=signer.address, quote_signature=malleate(sig))
+    assert _failed(twin) == {"quote_response_signature"}
+    assert "malformed" in twin.check("quote_response_signature").reason
 
 
 def test_allowlists(synth):
@@ -289,17 +338,66 @@ def test_allowlists(synth):
     }
 
 
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        ({"services": {"evil": {"build": "https://example.org/evil.git"}}}, "service evil"),
+        ({"pre_launch_script": "docker run evil"}, "pre_launch_script"),
+    ],
+)
+def test_image_allowlist_cannot_pass_code_no_digest_names(synth, extra, reason):
+    """The image allowlist checked the services that name an image: a service built at boot
+    (``build:``) or a dstack pre_launch_script ran any code while every listed image was pinned
+    and allowed, and the report said "verified"."""
+    image = "0gfoundation/0g-serving-broker@sha256:" + "ab" * 32
+    services = {"broker": {"image": image}} | extra.get("services", {})
+    doc = {"manifest_version": 2, "docker_compose_file": json.dumps({"services": services})}
+    doc |= {k: v for k, v in extra.items() if k != "services"}
+    app_compose = json.dumps(doc, indent=4)
+    policy = AttestationPolicy(require_tcb=False, allowed_image_digests=["sha256:" + "ab" * 32])
+    report = _verify(synth, synth.report(app_compose=app_compose), policy=policy)
+    assert report.images == [image]
+    assert _failed(report) == {"policy_image_digests"}
+    assert reason in report.check("policy_image_digests").reason
+
+
+def _signed_body(signer, body: dict) -> tuple[bytes, str]:
+    """The body's bytes and their ZG-Quote-Signature by ``signer`` (an eth_account account)."""
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+    from eth_utils import keccak
+
+    raw = json.dumps(body).encode()
+    signed = Account.sign_message(encode_defunct(primitive=keccak(raw)), signer.key)
+    return raw, "0x" + bytes(signed.signature).hex()
+
+
 def test_quote_age_policy_fails_closed(synth):
-    body = synth.report()
+    """The age counts only when someone vouches for the timestamp: a bare JSON timestamp is
+    anyone's to write (a replayed report just carries a new one), so it leaves the age unknown;
+    under a ZG-Quote-Signature by the attested signer it is checked."""
+    from eth_account import Account
+
+    signer = Account.create()
+    body = synth.report(report_data=signer.address.encode().ljust(64, b"\x00"))
     policy = AttestationPolicy(require_tcb=False, max_quote_age_s=3600)
-    unknown = _verify(synth, body, policy=policy)
+    kw = {"policy": policy, "signer": signer.address}
+    unknown = _verify(synth, body, **kw)
     assert unknown.check("quote_age").status is CheckStatus.SKIPPED
     assert unknown.verdict is Verdict.NOT_VERIFIED
     body["timestamp"] = int(NOW.timestamp()) - 60
-    fresh = _verify(synth, body, policy=policy)
-    assert fresh.quote_age_s == 60 and fresh.verified
+    claimed = _verify(synth, body, **kw)
+    assert claimed.quote_age_s == 60 and claimed.check("quote_age").status is CheckStatus.SKIPPED
+    assert "not signed" in claimed.check("quote_age").reason
+    assert claimed.verdict is Verdict.NOT_VERIFIED
+    raw, sig = _signed_body(signer, body)
+    fresh = _verify(synth, raw, quote_signature=sig, **kw)
+    assert fresh.check("quote_age").status is CheckStatus.PASSED and fresh.verified
+    assert "signed" in fresh.quote_age_source
     body["timestamp"] = int(NOW.timestamp()) - 7200
-    assert _failed(_verify(synth, body, policy=policy)) == {"quote_age"}
+    raw, sig = _signed_body(signer, body)
+    stale = _verify(synth, raw, quote_signature=sig, **kw)
+    assert _failed(stale) == {"quote_age"}
 
 
 def test_missing_expected_signer_is_not_verified(synth):
@@ -352,6 +450,46 @@ def test_non_tdx_formats_are_classified_not_crashed(body, tee, fmt, tmp_path):
 def test_malformed_bodies_fail_report_format(raw):
     report = verify_attestation(raw, expected_signer=None, now=NOW)
     assert _failed(report) == {"report_format"} and report.verdict is Verdict.FAILED
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+def test_deeply_nested_json_is_a_failed_check_not_a_crash(synth):
+    """Nested arrays in the body, or in the JSON texts inside it (event_log, tcb_info), raised
+    RecursionError out of verify_attestation, which promises failures as checks."""
+    whole = verify_attestation(DEEP, expected_signer=None, now=NOW)
+    assert _failed(whole) == {"report_format"} and whole.verdict is Verdict.FAILED
+    body = synth.report()
+    body["event_log"] = DEEP.decode()
+    in_log = _verify(synth, body)
+    assert "rtmr3_replay" in _failed(in_log) and in_log.verdict is Verdict.FAILED
+    body = synth.report()
+    body["tcb_info"] = DEEP.decode()
+    in_tcb = _verify(synth, body)
+    assert _failed(in_tcb) == {"report_format"} and in_tcb.verdict is Verdict.FAILED
+    # an attested app compose whose docker_compose_file nests too deeply names no image
+    compose = json.dumps({"docker_compose_file": "a: " + DEEP.decode()})
+    deep_compose = _verify(synth, synth.report(app_compose=compose))
+    assert deep_compose.check("compose_hash").status is CheckStatus.PASSED
+    assert deep_compose.images == []
+
+
+def test_lone_surrogates_are_failed_checks_not_a_crash(synth):
+    """A JSON ``\\ud800`` escape in the app compose or an event name raised UnicodeEncodeError out
+    of verify_attestation (no file or event has such text: it fails the check)."""
+    body = synth.report()
+    tcb = json.loads(body["tcb_info"])
+    tcb["app_compose"] = "{}\ud800"
+    body["tcb_info"] = json.dumps(tcb)
+    compose = _verify(synth, body)
+    assert _failed(compose) == {"compose_hash"} and compose.verdict is Verdict.FAILED
+    body = synth.report()
+    events = json.loads(body["event_log"])
+    events[-1]["event"] = "app\ud800"
+    body["event_log"] = json.dumps(events)
+    name = _verify(synth, body)
+    assert "rtmr3_replay" in _failed(name) and "Unicode" in name.check("rtmr3_replay").reason
 
 
 def test_runtime_event_helper_matches_recomputation():

@@ -321,6 +321,24 @@ def test_collateral_for_another_platform_or_no_level_fails(synth, body, col):
 
 
 @pytest.mark.parametrize(
+    "levels",
+    [
+        {"module_levels": [simple_level("UpToDate", QUOTE_TEE_TCB_SVN[0] + 1)]},
+        {"qe_levels": [simple_level("UpToDate", QE_ISVSVN + 1)]},
+    ],
+)
+def test_module_or_qe_below_every_level_fails_named(synth, body, col, levels):
+    """A TDX module or QE older than every level of its identity is refused and named as such
+    (it was "other", or a QE identity mismatch)."""
+    report = _verify(synth, body, col.build(**levels))
+    tcb = report.check("tcb_status")
+    assert tcb.status is CheckStatus.FAILED and "below minimum required" in tcb.reason
+    assert tcb.details["failure"] == TcbFailure.NO_MATCHING_TCB_LEVEL
+    assert tcb.reason.count("DCAP verification refused the quote") == 1
+    assert report.verdict is Verdict.FAILED
+
+
+@pytest.mark.parametrize(
     ("message", "code"),
     [
         ("Verification failed: TCB status is invalid: Revoked", TcbFailure.TCB_REVOKED),
@@ -334,8 +352,40 @@ def test_collateral_for_another_platform_or_no_level_fails(synth, body, col):
         ("Verification failed: CrlExpired { time: UnixTime(2) }", TcbFailure.COLLATERAL_EXPIRED),
         ("Verification failed: TCBInfo issue date is in the future", "collateral_not_yet_valid"),
         ("Verification failed: No matching TCB level found", TcbFailure.NO_MATCHING_TCB_LEVEL),
+        (
+            (
+                "Verification failed: TDX module TCB level check Caused by: TDX module ISVSVN 11 "
+                "is below minimum required from TDX module TCB levels"
+            ),
+            TcbFailure.NO_MATCHING_TCB_LEVEL,
+        ),
+        (
+            "Verification failed: QE ISVSVN 6 is below minimum required 7 from QE Identity",
+            TcbFailure.NO_MATCHING_TCB_LEVEL,
+        ),
         ("something new", TcbFailure.OTHER),
     ],
 )
 def test_classify_dcap_failure(message, code):
     assert classify_dcap_failure(message)[0] == code
+
+
+@pytest.mark.parametrize(
+    ("td_attributes", "dcap_says"),
+    [
+        ("0200001000000000", "Reserved bits in TD attributes are set"),
+        ("0000000000000000", "SEPT_VE_DISABLE is not enabled"),
+        ("0000003000000000", "TD migration is enabled"),
+        ("0100001000000000", "Debug mode is enabled"),
+    ],
+)
+def test_td_attribute_refusal_is_named_as_such(synth, col, td_attributes, dcap_says):
+    """dcap-qvl's refusal of the TD attributes was filed as a QE identity mismatch (reserved
+    bits: the word "attributes") or as an unclassified refusal: it is named ``td_attributes``."""
+    body = json.dumps(synth.report(td_attributes=bytes.fromhex(td_attributes))).encode()
+    report = _verify(synth, body, col.build())
+    tcb = report.check("tcb_status")
+    assert tcb.status is CheckStatus.FAILED and dcap_says in tcb.reason
+    assert tcb.details["failure"] == TcbFailure.TD_ATTRIBUTES
+    assert report.check("td_attributes").status is CheckStatus.FAILED
+    assert report.verdict is Verdict.FAILED

@@ -10,7 +10,7 @@ import json
 
 import pytest
 from attestation_collateral_synth import SyntheticCollateral
-from attestation_synth import NOW, SyntheticTdx
+from attestation_synth import NOW, SyntheticTdx, v1_report_data
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from broker.attestation import (
@@ -82,6 +82,34 @@ def test_0g_layouts_still_win(synth):
     assert report_data_nonce(legacy) is None
 
 
+def test_a_chosen_vllm_nonce_cannot_pose_as_the_v1_layout(synth):
+    """A vLLM-proxy node quotes ``signing address ‖ 12 zero bytes ‖ nonce`` for any nonce asked.
+    Asked for ``K ‖ be32(1) ‖ 8 zero bytes``, its genuine quote also matched the 0G v1 layout
+    (``rd[52:56] == 1``, zero tail), read first, which named K: wrapped in a 0G ``/v1/quote``
+    body, it verified a key K that no TEE holds. A v1 ``enc_pub`` (an X25519 key) never ends in
+    12 zero bytes, so that report_data is the vLLM layout and names the node's own key."""
+    forged_signer = "0x" + "ee" * 20
+    nonce = bytes.fromhex(forged_signer[2:]) + (1).to_bytes(4, "big") + bytes(8)
+    rd = vllm_report_data(synth.signer, nonce)
+    assert signer_from_report_data(rd) == (synth.signer, "vllm-proxy")
+    wrapped = json.dumps(synth.report(report_data=rd)).encode()
+    report = _verify(synth, wrapped, forged_signer)
+    assert report.check("report_data_signer").status is CheckStatus.FAILED
+    assert report.signer == synth.signer and report.verdict is Verdict.FAILED
+
+
+@pytest.mark.parametrize("layout", ["legacy", "v1"])
+def test_a_quote_naming_the_zero_address_never_passes(synth, layout):
+    """A service with no TEE signer set has the zero address on chain: a quote naming it
+    matched, so "verified" vouched for a signer no key can sign for."""
+    zero = "0x" + "00" * 20
+    rd = zero.encode().ljust(64, b"\0") if layout == "legacy" else v1_report_data(zero)
+    report = _verify(synth, json.dumps(synth.report(report_data=rd)).encode(), zero)
+    check = report.check("report_data_signer")
+    assert check.status is CheckStatus.FAILED and "zero address" in check.reason
+    assert report.verdict is Verdict.FAILED
+
+
 # --- the signer check on a vLLM-proxy report ------------------------------------------------------
 def test_vllm_report_passes_the_signer_check_for_its_signer(synth):
     report = _verify(synth, vllm_body(synth, vllm_report_data(synth.signer)), synth.signer)
@@ -130,6 +158,16 @@ def test_vllm_nonce_against_the_request_and_the_json(synth):
     lying = _verify(synth, vllm_body(synth, rd, nonce=b"y" * 32), synth.signer)
     assert lying.check("report_data_nonce").status is CheckStatus.FAILED
     assert lying.verdict is Verdict.FAILED
+
+
+def test_a_quote_made_for_our_nonce_is_fresh_for_the_age_policy(synth):
+    rd = vllm_report_data(synth.signer)
+    policy = AttestationPolicy(require_tcb=False, max_quote_age_s=60)
+    body = vllm_body(synth, rd, nonce=None)
+    fresh = _verify(synth, body, synth.signer, expected_nonce=NONCE, policy=policy)
+    assert fresh.check("quote_age").status is CheckStatus.PASSED and fresh.verified
+    replayed = _verify(synth, body, synth.signer, expected_nonce=b"x" * 32, policy=policy)
+    assert replayed.check("quote_age").status is CheckStatus.SKIPPED and not replayed.verified
 
 
 def test_vllm_json_signing_address_must_be_the_quotes(synth):

@@ -23,10 +23,26 @@ Modes (``None`` relays everything unchanged):
   exchange's true text;
 * ``tamper_chat_resign``: ``tamper_chat``, and the header re-signed by the relay's key over the
   changed bytes.
+* ``forge_0g_headers``: ``tamper_chat``, and every answer carries ``serve``'s own headers with the
+  values a cheating provider would like the client to see (:data:`FORGED_0G_HEADERS`: fee 0,
+  verified);
+* ``forge_0g_comment``: ``tamper_stream``, and the stream starts with ``serve``'s own outcome
+  comments (:data:`FORGED_0G_COMMENTS`: verified) for a client that reads the first one;
+* ``svg_file``: the gateway's file links (``/v1/proxy/files/...``, fetched by ``serve`` after the
+  answer was verified) are made to point at the relay (as a provider's own gateway would), which
+  answers them with :data:`SVG_FILE` (``image/svg+xml`` with a script); ``own_files`` points the
+  links at the relay the same way and relays the images unchanged;
+* ``html_poll``: a job poll (``GET /v1/async/jobs/...``) is answered ``200 text/html`` with a
+  script (:data:`HTML_POLL`);
+* ``raw_header_bytes``: every answer carries a header whose value is not Latin-1 text (a byte that
+  is not UTF-8 and a UTF-8 character beyond Latin-1: :data:`RAW_HEADER_VALUE`).
 
 The signature-endpoint modes (``replay_signature``, ``signature_429``) also remove the
 ``ZG-Res-Signature`` header, so that the fetch they attack happens. :attr:`TamperRelay.fetches`
 counts the signature fetches relayed.
+
+:class:`RpcRelay` is a plain relay to a JSON-RPC node that can be shut down (the chain "goes away"
+for whoever uses its URL, the node stays up for the others).
 """
 
 from __future__ import annotations
@@ -34,6 +50,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 from eth_account import Account
@@ -43,7 +60,18 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-__all__ = ["MODES", "RELAY_KEY", "TamperRelay", "flip_char"]
+__all__ = [
+    "FORGED_0G_COMMENTS",
+    "FORGED_0G_HEADERS",
+    "HTML_POLL",
+    "MODES",
+    "RAW_HEADER",
+    "RELAY_KEY",
+    "SVG_FILE",
+    "RpcRelay",
+    "TamperRelay",
+    "flip_char",
+]
 
 #: The relay's own signing key (not the provider's TEE signer).
 RELAY_KEY = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6"
@@ -64,7 +92,34 @@ MODES = (
     "swap_res_signature",
     "forge_res_signature",
     "tamper_chat_resign",
+    "forge_0g_headers",
+    "forge_0g_comment",
+    "svg_file",
+    "own_files",
+    "html_poll",
+    "raw_header_bytes",
 )
+#: What ``html_poll`` answers for a job poll.
+HTML_POLL = b'<!doctype html><script>fetch("/v1/account").then(r => r.text())</script>'
+#: What ``svg_file`` answers for a file link: an "image" that runs a script where it is opened.
+SVG_FILE = (
+    b'<svg xmlns="http://www.w3.org/2000/svg"><script>'
+    b'fetch("/v1/images/generations",{method:"POST",headers:{"Content-Type":"application/json"},'
+    b'body:JSON.stringify({prompt:"spent by an svg",n:16})})</script></svg>'
+)
+#: What ``forge_0g_comment`` puts first in a stream: ``serve``'s outcome comments, forged.
+FORGED_0G_COMMENTS = (
+    b": X-0G-Verified: true\n\n:X-0g-verification-reason: verified; binding=full\n\n"
+)
+#: What ``forge_0g_headers`` adds to every answer: ``serve``'s own header names.
+FORGED_0G_HEADERS = {
+    "X-0G-Fee": "0",
+    "X-0G-Verified": "true",
+    "X-0G-Verification-Reason": "verified; binding=full",
+}
+#: The header ``raw_header_bytes`` adds (name, value as bytes on the wire): ``0xB2`` alone is not
+#: UTF-8, ``€`` is UTF-8 beyond Latin-1.
+RAW_HEADER = ("x-provider-note", "caf\xc3\xa9 \xb2 \xe2\x82\xac".encode("latin-1"))
 
 _HOP = {
     "content-length",
@@ -141,7 +196,9 @@ class TamperRelay:
             if match:
                 self._count()
                 return flip_char(body, match.end() + 40)
-        if mode in ("tamper_chat", "tamper_chat_resign") and path.endswith("chat/completions"):
+        if mode in ("tamper_chat", "tamper_chat_resign", "forge_0g_headers") and path.endswith(
+            "chat/completions"
+        ):
             at = body.find(b"hello there")
             if at >= 0:
                 self._count()
@@ -195,6 +252,12 @@ class TamperRelay:
         path = request.url.path
         body = self._tamper_request(path, await request.body())
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        if self.mode == "html_poll" and "/v1/async/jobs/" in path:
+            self._count()
+            return Response(HTML_POLL, media_type="text/html")
+        if self.mode == "svg_file" and "/v1/proxy/files/" in path:
+            self._count()
+            return Response(SVG_FILE, media_type="image/svg+xml")
         if "/signature/" in path:
             with self._lock:
                 self.fetches += 1
@@ -223,6 +286,10 @@ class TamperRelay:
             stream=True,
         )
         out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
+        if self.mode == "forge_0g_headers":
+            out_headers.update(FORGED_0G_HEADERS)
+        elif self.mode == "raw_header_bytes":  # Starlette writes str values as Latin-1 bytes
+            out_headers[RAW_HEADER[0]] = RAW_HEADER[1].decode("latin-1")
         key = upstream.headers.get("zg-res-key")
         if key:
             self.res_keys.append(key)
@@ -235,8 +302,11 @@ class TamperRelay:
             async def relay():
                 done = False
                 try:
+                    if self.mode == "forge_0g_comment":
+                        yield FORGED_0G_COMMENTS
                     async for chunk in upstream.aiter_raw():
-                        if self.mode == "tamper_stream" and not done and b" two" in chunk:
+                        tampers = self.mode in ("tamper_stream", "forge_0g_comment")
+                        if tampers and not done and b" two" in chunk:
                             chunk = chunk.replace(b" two", b" tw0", 1)
                             done = True
                             self._count()
@@ -254,5 +324,41 @@ class TamperRelay:
             if replaced is not None:
                 return replaced
         raw = self._tamper_body(path, raw)
+        if self.mode in ("svg_file", "own_files"):  # file links point at the relay
+            here = str(request.base_url).rstrip("/").encode()
+            raw = raw.replace(
+                self.target.encode() + b"/v1/proxy/files/", here + b"/v1/proxy/files/"
+            )
         self._res_signature(path, body, raw, out_headers)
         return Response(raw, status_code=upstream.status_code, headers=out_headers)
+
+
+class RpcRelay:
+    """A loopback HTTP relay to ``target`` (JSON-RPC POSTs, any path) that can be shut down: the
+    chain "goes away" for whoever uses the relay's URL."""
+
+    def __init__(self, target: str) -> None:
+        client = httpx.Client(timeout=10)
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                r = client.post(target, content=body, headers={"content-type": "application/json"})
+                self.send_response(r.status_code)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(r.content)))
+                self.end_headers()
+                self.wfile.write(r.content)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.client = client
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.client.close()

@@ -8,14 +8,20 @@ import json
 import socket
 import time
 
+import aiohttp
 import httpx
 import pytest
 from devnet_helpers import C2_SIG, C2_TEXT, MOCK_TEE_ADDR, MOCK_TEE_KEY
 from eth_account import Account
 from eth_account.messages import encode_defunct
+from signature_helpers import drip_server, malleate
 
+from broker import BrokerError
+from broker.inference.errors import InvalidChatIdError
 from broker.inference.models import Service
 from broker.inference.response_signature import (
+    CHAT_ID_MAX_CHARS,
+    SIGNATURE_MAX_BYTES,
     VerificationReason,
     averify_response_signature,
     recover_text_signer,
@@ -23,6 +29,7 @@ from broker.inference.response_signature import (
     signature_url,
     verify_response_signature,
 )
+from broker.proxy.upstream import SignatureClient
 
 NOT_FOUND = {"error": "prepare HTTP request: Chat id not found or expired, chat_id_not_found"}
 
@@ -274,3 +281,134 @@ async def test_async_not_found_retries_are_bounded(fake_provider):
     )
     assert result.reason is VerificationReason.SIGNATURE_UNAVAILABLE
     assert _signature_requests(fake_provider, "anever") == 2
+
+
+# -- attacks by a tampering relay or a hostile provider ------------------------------------------
+
+
+@pytest.mark.parametrize("chat_id", ["..", "."])
+def test_dot_segment_chat_id_is_refused_without_fetching(fake_provider, chat_id):
+    """A chat id of ``..`` made the signature URL ``.../signature/..``, which every HTTP client
+    normalises to ``/v1/proxy``: the fetch left the signature endpoint, and a signature served
+    there verified the response. Such ids are refused before any request."""
+    fake_provider.responses["/v1/proxy"] = (200, {"text": C2_TEXT, "signature": C2_SIG})
+    fake_provider.responses["/v1/proxy/signature"] = (200, {"text": C2_TEXT, "signature": C2_SIG})
+    result = verify_response_signature(_service(fake_provider.url), chat_id)
+    assert (result.verified, result.reason) == (False, VerificationReason.CHAT_ID_INVALID)
+    assert fake_provider.requests == []
+    with pytest.raises(InvalidChatIdError) as info:
+        signature_url(fake_provider.url, chat_id, "m")
+    assert isinstance(info.value, BrokerError)
+
+
+@pytest.mark.parametrize(
+    "chat_id", ["c" * (CHAT_ID_MAX_CHARS + 1), "id\nWARNING forged log line", "id\x00", "a\u2028b"]
+)
+def test_overlong_or_control_character_chat_id_is_refused_without_fetching(fake_provider, chat_id):
+    """An endless id (an endless URL, stored in the verification log) or one with control
+    characters (a body ``id`` may carry line breaks into log lines) is refused before any fetch;
+    the id kept in the result is shortened and escaped."""
+    fake_provider.set_signature(chat_id, 200, {"text": C2_TEXT, "signature": C2_SIG})
+    result = verify_response_signature(_service(fake_provider.url), chat_id)
+    assert (result.verified, result.reason) == (False, VerificationReason.CHAT_ID_INVALID)
+    assert fake_provider.requests == []
+    assert len(result.chat_id) <= 2 * CHAT_ID_MAX_CHARS and result.chat_id.isprintable()
+    assert signature_url("http://h:1", "c" * CHAT_ID_MAX_CHARS, "m").startswith("http://h:1/v1/")
+
+
+async def test_async_dot_segment_chat_id_is_refused_without_fetching(fake_provider):
+    fake_provider.responses["/v1/proxy"] = (200, {"text": C2_TEXT, "signature": C2_SIG})
+    async with httpx.AsyncClient() as client:
+        result = await averify_response_signature(_service(fake_provider.url), "..", client=client)
+    assert (result.verified, result.reason) == (False, VerificationReason.CHAT_ID_INVALID)
+    assert fake_provider.requests == []
+
+
+def _padded_signature_answer(size: int) -> bytes:
+    """A genuine B7 answer padded with an extra field to ``size`` bytes."""
+    head = json.dumps({"text": C2_TEXT, "signature": C2_SIG, "pad": ""}).encode()
+    return head[:-2] + b"x" * (size - len(head)) + b'"}'
+
+
+def test_oversized_signature_answer_is_refused(fake_provider):
+    """The signature endpoint's answer is read at most SIGNATURE_MAX_BYTES: a hostile provider
+    (or relay) cannot make the user side buffer an endless body."""
+    fake_provider.set_signature("big", 200, _padded_signature_answer(SIGNATURE_MAX_BYTES + 1))
+    fake_provider.set_signature("fits", 200, _padded_signature_answer(SIGNATURE_MAX_BYTES))
+    big = verify_response_signature(_service(fake_provider.url), "big")
+    assert (big.verified, big.reason) == (False, VerificationReason.SIGNATURE_UNAVAILABLE)
+    assert f"larger than {SIGNATURE_MAX_BYTES} bytes" in big.detail
+    assert verify_response_signature(_service(fake_provider.url), "fits").verified is True
+
+
+async def test_async_oversized_signature_answer_is_refused(fake_provider):
+    """Same cap for the async verifier: its own client, an ``httpx.AsyncClient`` and serve's
+    aiohttp-based :class:`SignatureClient` (which stops reading past the cap)."""
+    fake_provider.set_signature("big", 200, _padded_signature_answer(SIGNATURE_MAX_BYTES + 1))
+    fake_provider.set_signature("fits", 200, _padded_signature_answer(SIGNATURE_MAX_BYTES))
+    async with httpx.AsyncClient() as client, aiohttp.ClientSession() as session:
+        for used in (None, client, SignatureClient(session)):
+            service = _service(fake_provider.url)
+            big = await averify_response_signature(service, "big", client=used)
+            assert (big.verified, big.reason) == (False, VerificationReason.SIGNATURE_UNAVAILABLE)
+            assert f"larger than {SIGNATURE_MAX_BYTES} bytes" in big.detail
+            fits = await averify_response_signature(service, "fits", client=used)
+            assert fits.verified is True
+
+
+def test_malleated_signature_is_refused(fake_provider):
+    """``(r, n - s)`` recovers to the same signer over the same text; no honest signer makes it
+    (libsecp256k1 signs low-s), so it is refused as malformed rather than verified."""
+    fake_provider.set_signature("m1", 200, {"text": C2_TEXT, "signature": malleate(C2_SIG)})
+    result = verify_response_signature(_service(fake_provider.url), "m1")
+    assert (result.verified, result.reason) == (False, VerificationReason.SIGNATURE_MALFORMED)
+    assert "not canonical" in result.detail
+    with pytest.raises(ValueError, match="not canonical"):
+        recover_text_signer(C2_TEXT, malleate(C2_SIG))
+    with pytest.raises(ValueError, match="not hex"):  # another spelling of the same signature
+        recover_text_signer(C2_TEXT, C2_SIG[:10] + " " + C2_SIG[10:])
+    assert recover_text_signer(C2_TEXT, C2_SIG) == MOCK_TEE_ADDR
+
+
+def test_deeply_nested_signature_answer_is_unavailable_not_a_crash(fake_provider):
+    """Nested arrays under the size cap raised RecursionError out of a verifier that never
+    raises (serve answered 500)."""
+    fake_provider.set_signature("deep", 200, b"[" * (SIGNATURE_MAX_BYTES // 2))
+    result = verify_response_signature(_service(fake_provider.url), "deep")
+    assert (result.verified, result.reason) == (False, VerificationReason.SIGNATURE_UNAVAILABLE)
+    assert "not JSON" in result.detail
+
+
+async def test_slow_drip_signature_answer_ends_at_the_timeout():
+    """httpx's timeout bounds each read, not the answer: a provider dripping its signature answer
+    one byte at a time held the verifier (and the user's call) for as long as it liked. The whole
+    answer must come within ``timeout`` seconds."""
+    body = json.dumps({"text": C2_TEXT, "signature": C2_SIG}).encode()
+    with drip_server(body, 0.05) as url:
+        started = time.monotonic()
+        result = verify_response_signature(_service(url), "slow", timeout=0.5)
+        assert time.monotonic() - started < 3
+        assert (result.verified, result.reason) == (False, VerificationReason.SIGNATURE_UNAVAILABLE)
+        assert "within 0.5 s" in result.detail
+        async with aiohttp.ClientSession() as session:
+            for client in (None, SignatureClient(session)):
+                started = time.monotonic()
+                result = await averify_response_signature(
+                    _service(url), "slow", timeout=0.5, client=client
+                )
+                assert time.monotonic() - started < 3 and "within 0.5 s" in result.detail
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://a\x00b"])
+async def test_a_malformed_service_url_is_unavailable_not_a_crash(url):
+    """The service URL is the provider's on-chain text: one httpx cannot parse raised InvalidURL
+    (not an httpx.HTTPError) out of verifiers that never raise."""
+    sync = verify_response_signature(_service(url), "c", timeout=2)
+    assert (sync.verified, sync.reason) == (False, VerificationReason.SIGNATURE_UNAVAILABLE)
+    async with aiohttp.ClientSession() as session:
+        for client in (None, SignatureClient(session)):
+            result = await averify_response_signature(_service(url), "c", client=client, timeout=2)
+            assert (result.verified, result.reason) == (
+                False,
+                VerificationReason.SIGNATURE_UNAVAILABLE,
+            )

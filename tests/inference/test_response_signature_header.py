@@ -47,6 +47,14 @@ def test_genuine_header_verifies_full_without_fetch():
     assert verify_signature_header(MOCK_TEE_ADDR.lower(), "key-1", header, _binding()) is not None
 
 
+@pytest.mark.parametrize("chat_id", ["..", "id\nforged log line", "c" * 10_000])
+def test_header_under_a_refused_chat_id_is_not_used(chat_id):
+    """A genuine header does not carry a chat id the fetch path refuses (dot segment, control
+    characters, endless) into the result and the verification log."""
+    header = _sign(signed_text(REQUEST, RESPONSE), MOCK_TEE_KEY)
+    assert verify_signature_header(MOCK_TEE_ADDR, chat_id, header, _binding()) is None
+
+
 def test_header_over_other_bytes_is_not_used():
     """A header from another response (or a body changed after signing) does not recover to the
     signer over this exchange's hashes."""

@@ -62,3 +62,23 @@ def test_issued_token_passes_the_provider_checks(user0):
         account_generation=2,
     )
     assert parsed.token == token and parsed.token.expires_at == 0
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"nonce": "abc|def"}, "contains '|'"),
+        ({"provider": PROVIDER_12 + "|"}, "contains '|'"),
+        ({"nonce": "\ud800"}, "not valid Unicode"),
+        ({"nonce": 5}, "nonce must be a string"),
+    ],
+)
+def test_tokens_no_provider_could_read_are_not_signed(user0, fields, reason):
+    """A ``|`` in a field made a key the provider splits inside its JSON (it splits at the first
+    ``|``) and refuses; a lone surrogate crashed signing with a UnicodeEncodeError; a non-string
+    nonce made a key the provider refuses. Each is refused, typed, before signing."""
+    args = {"address": user0.address, "provider": PROVIDER_12} | fields
+    nonce = args.pop("nonce", None)
+    token = new_session_token(args["address"], args["provider"], nonce=nonce)
+    with pytest.raises(MalformedTokenError, match=re.escape(reason)):
+        sign_session_token(token, user0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,6 +22,7 @@ from attestation_synth import NOW, SyntheticTdx
 
 from broker.attestation import AttestationFetchError, AttestationPolicy, Verdict
 from broker.attestation.report import CheckStatus
+from broker.attestation.verifier import QUOTE_REPORT_MAX_BYTES
 from broker.inference.verify import verify_service
 
 PROVIDER = "0x" + "a1" * 20
@@ -380,3 +382,32 @@ def test_inference_broker_method_passes_on_step(server, synth):
     )
     assert seen and seen[0].message.startswith("🔍 Starting TEE verification")
     assert report.steps == seen
+
+
+def test_oversized_quote_report_is_refused_unread(server):
+    """A hostile provider cannot make verification buffer an endless ``/v1/quote`` body: the
+    read stops past QUOTE_REPORT_MAX_BYTES with a typed fetch error."""
+    url, routes, _ = server
+    routes["/v1/quote"] = (200, b'{"quote": "' + b"0" * QUOTE_REPORT_MAX_BYTES + b'"}')
+    with pytest.raises(AttestationFetchError, match=f"larger than {QUOTE_REPORT_MAX_BYTES}"):
+        verify_service(lambda p: FakeService(url, PROVIDER), PROVIDER, now=NOW)
+
+
+def test_slow_drip_quote_report_ends_at_the_timeout():
+    """A provider dripping its ``/v1/quote`` body byte by byte cannot hold verification past the
+    timeout (httpx's timeout bounds each read only)."""
+    from signature_helpers import drip_server
+
+    with drip_server(b'{"quote": "' + b"0" * 200 + b'"}', 0.05) as url:
+        started = time.monotonic()
+        with pytest.raises(AttestationFetchError, match="no complete report within 0.5 s"):
+            verify_service(lambda p: FakeService(url, PROVIDER), PROVIDER, now=NOW, timeout=0.5)
+        assert time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://a\x00b"])
+def test_a_malformed_service_url_is_a_typed_fetch_error(url):
+    """A provider's on-chain URL that httpx cannot parse raised httpx.InvalidURL (no BrokerError:
+    a traceback on the CLI, a 500 in the UI)."""
+    with pytest.raises(AttestationFetchError, match="InvalidURL"):
+        verify_service(lambda p: FakeService(url, PROVIDER), PROVIDER, now=NOW)

@@ -220,6 +220,22 @@ def test_base_minimum_and_per_image_billing(serve, stack, user_broker):
         (BASE, {"prompt": "x", "image_size": "square_1_1", "guidance_scale": 21}, "guidance_scale"),
         (TURBO, {**TURBO_EXAMPLE, "output_format": "gif"}, "output_format"),
         (BASE, {"image_size": "square_1_1"}, "prompt"),
+        # the types a JSON client means, as the shared n rule (broker.wire.n) wants them: a count
+        # is an integer (not 2.0, "2" or true), a flag a boolean, a number not a string
+        (TURBO, {**TURBO_EXAMPLE, "num_images": 2.0}, "num_images"),
+        (TURBO, {**TURBO_EXAMPLE, "num_images": "2"}, "num_images"),
+        (TURBO, {**TURBO_EXAMPLE, "num_images": True}, "num_images"),
+        (TURBO, {**TURBO_EXAMPLE, "num_inference_steps": True}, "num_inference_steps"),
+        (TURBO, {**TURBO_EXAMPLE, "num_inference_steps": 8.0}, "num_inference_steps"),
+        (TURBO, {**TURBO_EXAMPLE, "enable_safety_checker": "no"}, "enable_safety_checker"),
+        (
+            BASE,
+            {"prompt": "x", "image_size": "square_1_1", "guidance_scale": "4"},
+            "guidance_scale",
+        ),
+        # a seed the gateway cannot forward exactly (it decodes numbers as float64): refused as
+        # a field out of range, not with advice to send it as a string
+        (TURBO, {**TURBO_EXAMPLE, "seed": 2**53 + 1}, "seed"),
     ],
 )
 def test_bad_fields_refused_unbilled(serve, stack, user_broker, path, body, needle):

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from broker.proxy.errors import ProxyConfigError, ProxyHTTPError
-from broker.proxy.multipart import boundary_of, ensure_field, text_field
+from broker.proxy.multipart import boundary_of, ensure_field, form_fields, text_field
 from broker.proxy.serving_chat import prepare_chat_request
 from broker.proxy.serving_images import prepare_image_request
 from broker.proxy.settings import ServeSettings
@@ -78,6 +78,12 @@ def test_multipart_helpers():
     kept = _form({"model": "mine"})
     assert ensure_field(kept, ctype, "model", "tiny") == kept
     assert ensure_field(b"junk", "text/plain", "model", "tiny") == b"junk"
+    # the worker's parser: text fields by name, a file's bytes not among them
+    assert form_fields(added, ctype, "images/edits") == {
+        "n": ["2"],
+        "prompt": ["p"],
+        "model": ["tiny"],
+    }
 
 
 def test_prepare_chat_request():

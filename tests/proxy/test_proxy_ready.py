@@ -7,47 +7,16 @@ from __future__ import annotations
 
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 from devnet_helpers import key_hex, register_chatbot_service
 from proxy_helpers import ThreadServer, free_port
+from relay_helpers import RpcRelay
 
 from broker.proxy import ServeSettings, create_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
-
-
-class _Relay:
-    """A loopback HTTP relay to ``target`` (JSON-RPC POSTs) that can be shut down: the chain
-    "goes away" for whoever uses the relay's URL."""
-
-    def __init__(self, target: str) -> None:
-        client = httpx.Client(timeout=10)
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                r = client.post(target, content=body, headers={"content-type": "application/json"})
-                self.send_response(r.status_code)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(r.content)))
-                self.end_headers()
-                self.wfile.write(r.content)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.client = client
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.client.close()
 
 
 def _ready(url: str) -> httpx.Response:
@@ -96,7 +65,7 @@ def test_chain_gone(devnet, stack, user_broker):
     from broker.broker import create_broker
 
     st, _ = stack
-    relay = _Relay(devnet.rpc_url)
+    relay = RpcRelay(devnet.rpc_url)
     broker = create_broker(
         key_hex(user_broker.wallet),
         network="devnet",
@@ -126,6 +95,37 @@ def test_chain_gone(devnet, stack, user_broker):
     assert checks["provider"]["ok"] is True  # the gateway is still there
     assert checks["sub_account"]["ok"] is False  # it is read from the chain
     assert checks["auto_funding"]["detail"].startswith("last check failed")
+
+
+def test_ready_never_shows_the_rpc_urls_secret(devnet, stack, user_broker):
+    """The attack: any local program may call ``/ready`` (no API key, by design), and RPC URLs often
+    carry an API key in their path or query (``https://host/v2/<key>``). With the node gone, the
+    chain check's reason must say what failed without the URL's path or query."""
+    from broker.broker import create_broker
+
+    st, _ = stack
+    secret = "rpc-key-0123456789abcdef"
+    relay = RpcRelay(devnet.rpc_url)
+    broker = create_broker(
+        key_hex(user_broker.wallet),
+        network="devnet",
+        rpc_url=f"{relay.url}/v2/{secret}?apikey={secret}",
+        ledger_address=devnet.ledger_address,
+        inference_address=devnet.inference_address,
+    )
+    try:
+        settings = ServeSettings(
+            provider=st.provider_address, api_key="sk-ready-test", auto_funding=False
+        )
+        with ThreadServer(create_app(broker, settings, run_startup=False)) as url:
+            relay.stop()
+            down = _ready(url)
+    finally:
+        broker.inference.close()
+    assert down.status_code == 503
+    chain = down.json()["checks"]["chain"]
+    assert chain["ok"] is False and "unreachable" in chain["detail"], chain
+    assert secret not in down.text, down.text
 
 
 def test_a_start_up_that_fails_after_auto_funding_began_stops_it(stack, user_broker, monkeypatch):

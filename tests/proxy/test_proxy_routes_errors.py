@@ -149,6 +149,35 @@ def test_unknown_model_refused_and_not_billed(serve, stack, user_broker):
     assert (after[0] - before[0], after[1] - before[1]) == (2 * price, 2 * price)
 
 
+_FORM = b'--b\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nfox\r\n'
+MALFORMED_FORMS = [
+    ("no boundary", "multipart/form-data", _FORM + b"--b--\r\n"),
+    ("empty boundary", 'multipart/form-data; boundary=""', _FORM + b"--b--\r\n"),
+    ("not a form", "multipart/form-data; boundary=b", b"\x00" * 1000),
+    ("no closing boundary", "multipart/form-data; boundary=b", _FORM),
+    ("another boundary", "multipart/form-data; boundary=other", _FORM + b"--b--\r\n"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "ctype", "body"), MALFORMED_FORMS, ids=[m[0] for m in MALFORMED_FORMS]
+)
+def test_malformed_form_refused_before_it_is_forwarded(stack, user_broker, name, ctype, body):
+    """The attack: a multipart body the worker's form parser cannot read (or reads differently
+    from serve's own field lookup) is forwarded as it is, to be refused, or worse accepted, by the
+    provider. serve parses the form with the worker's parser first and refuses it with 400
+    ``invalid_multipart`` (a code only serve gives: nothing reached the provider), unbilled."""
+    st, _ = stack
+    settings = _settings(st).model_copy(update={"extra_routes": True})
+    before = _fees(stack, user_broker)
+    with ThreadServer(create_app(user_broker, settings, run_startup=False)) as url:
+        for path in ("/v1/images/edits", "/v1/audio/transcriptions"):
+            r = httpx.post(url + path, content=body, headers={**AUTH, "Content-Type": ctype})
+            err = _is_openai_error(r, 400, "invalid_multipart")
+            assert err["type"] == "invalid_request_error" and "multipart" in err["message"]
+    assert _fees(stack, user_broker) == before
+
+
 def test_account_views_scoped_to_the_serving_user(devnet, stack, user_broker, serve):
     """Two wallets share one fee store (the default one of ``ZG_HOME``): each ``serve`` shows only
     its own user's verification records, fees and sub-account."""

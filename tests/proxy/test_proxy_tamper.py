@@ -18,7 +18,7 @@ from devnet_helpers import devnet_owner_contract, funded_user_broker, provider_s
 from eth_account import Account
 from PIL import Image
 from proxy_helpers import ThreadServer, fake_llm_app
-from relay_helpers import TamperRelay
+from relay_helpers import HTML_POLL, RAW_HEADER, SVG_FILE, TamperRelay
 
 from broker.proxy import ServeSettings, create_app
 
@@ -348,6 +348,129 @@ def test_process_response_by_completion_id_against_our_gateway(relayed):
             st.provider_address, completion_id, response_body=r.content + b"x"
         )
         assert result.reason.value == "response_hash_mismatch"
+
+
+def test_provider_cannot_set_serves_own_headers(relayed):
+    """The attack: a provider (or a proxy in front of it) changes a chat answer and sends
+    ``X-0G-Verified: true``, ``X-0G-Fee: 0`` and a reason of its own, hoping the client, or the
+    dashboard's request log (which reads those headers), shows them instead of serve's. serve's
+    headers are its own: each appears once, with serve's value."""
+    _st, relay, _user, urls = relayed
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    relay.mode = "forge_0g_headers"
+    try:
+        got = {kind: _send(urls["warn"], kind) for kind in ("chat", "stream", "image")}
+    finally:
+        relay.mode = None
+    for kind, outcome in got.items():
+        assert outcome.status == 200, (kind, outcome.text[:300])
+        for name in ("x-0g-verified", "x-0g-verification-reason", "x-0g-fee"):
+            values = outcome.headers.get_list(name)
+            assert len(values) <= 1, (kind, name, values)
+    chat, stream, image = got["chat"], got["stream"], got["image"]
+    assert chat.headers["x-0g-verified"] == "false" and chat.reason == "response_hash_mismatch"
+    assert int(chat.headers["x-0g-fee"]) > 0 and int(image.headers["x-0g-fee"]) > 0
+    assert stream.headers["x-0g-verified"] == "deferred"  # the outcome follows the events
+    assert "x-0g-fee" not in stream.headers  # a stream's fee is known at its end only
+    log = httpx.get(urls["warn"] + "/ui/api/requests", headers=auth, timeout=60).json()
+    newest = log["requests"][:3]  # image, stream, chat
+    assert [r["verified"] for r in newest] == ["true", "deferred", "false"], newest
+    assert int(newest[0]["fee"]) == int(image.headers["x-0g-fee"])
+    assert int(newest[2]["fee"]) == int(chat.headers["x-0g-fee"])
+
+
+def test_provider_cannot_forge_serves_outcome_comments(relayed):
+    """The attack on a stream: a relay in front of the provider changes an event and puts
+    ``serve``'s own outcome comments (``: X-0G-Verified: true``) first in the stream, for a
+    client that reads the first such comment. serve's comments are its own: the client gets one
+    ``X-0G-Verified`` comment (serve's, ``false``) and one reason; the events pass unchanged."""
+    _st, relay, _user, urls = relayed
+    relay.mode = "forge_0g_comment"
+    try:
+        got = _send(urls["warn"], "stream")
+    finally:
+        relay.mode = None
+    assert got.status == 200 and relay.tampered, got.text[:300]
+    own = [
+        line.lower()
+        for line in got.text.splitlines()
+        if line.startswith(":") and "x-0g-" in line.lower()
+    ]
+    assert len(own) == 2, own
+    assert own[0] == ": x-0g-verified: false", own
+    assert own[1].startswith(": x-0g-verification-reason: response_hash_mismatch"), own
+    assert "tw0" in got.text  # the provider's events themselves are relayed as they came
+
+
+def test_provider_file_cannot_run_a_script_on_serves_origin(relayed):
+    """The attack: ``url`` answers are verified, but the image behind the provider's link is
+    fetched afterwards and stored by serve, which then serves it from its own origin. A provider
+    (or a relay) answering that fetch with an ``image/svg+xml`` that holds a script would have it
+    run as serve's own page when the user opens the link, free to spend through serve as a
+    same-origin page. serve keeps only raster images (PNG, JPEG, WebP), and serves what it stores
+    with ``nosniff`` and a sandboxing CSP."""
+    _st, relay, _user, urls = relayed
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    body = {"prompt": "a linked fox", "size": "64x64", "response_format": "url"}
+    with httpx.Client(base_url=urls["warn"], headers=auth, timeout=300) as c:
+        relay.mode = "svg_file"
+        try:
+            r = c.post("/v1/images/generations", json=body)
+        finally:
+            relay.mode = None
+        assert r.status_code == 200 and relay.tampered, r.text[:300]
+        url = r.json()["data"][0]["url"]
+        assert not url.startswith(urls["warn"]), url  # not stored: the provider's link is kept
+        relay.mode = "own_files"  # the same links, the gateway's own PNG behind them
+        try:
+            clean = c.post("/v1/images/generations", json=body)
+        finally:
+            relay.mode = None
+        linked = clean.json()["data"][0]["url"]
+        assert linked.startswith(urls["warn"] + "/v1/files/"), linked
+        image = c.get(linked)
+    assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+    assert image.content != SVG_FILE
+    assert image.headers["x-content-type-options"] == "nosniff"
+    assert "sandbox" in image.headers["content-security-policy"]
+
+
+def test_provider_job_poll_is_never_a_page_on_serves_origin(relayed):
+    """The attack: a job poll is a ``GET`` the user may open in a browser (serve without an API
+    key, the default); a provider answering it ``200 text/html`` with a script would have that
+    script run as one of serve's own pages. serve answers a poll as JSON, never sniffed."""
+    _st, relay, _user, urls = relayed
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    relay.mode = "html_poll"
+    try:
+        r = httpx.get(urls["warn"] + "/v1/async/jobs/imgjob_0123456789abcdef", headers=auth)
+    finally:
+        relay.mode = None
+    assert relay.tampered and r.content == HTML_POLL  # the provider's bytes, as they came
+    assert r.headers["content-type"].startswith("application/json"), r.headers
+    assert r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_provider_header_bytes_do_not_break_a_paid_answer(relayed):
+    """The attack: the provider's answer carries a header value that is not Latin-1 text (a lone
+    ``0xB2`` byte, a UTF-8 ``€``). serve bills the request before it answers, so failing on that
+    header would leave the user paying for an answer that never comes (a 500, or a reset
+    connection on the chat route). The value is passed on byte for byte, and what serve accounts
+    is what the gateway bills."""
+    st, relay, user, urls = relayed
+    relay.mode = "raw_header_bytes"
+    try:
+        for kind in ("chat", "stream", "image"):
+            before = _fees(st, user)
+            got = _send(urls["warn"], kind)
+            assert got.status == 200, (kind, got.status, got.text[:300])
+            passed = [v for k, v in got.headers.raw if k.lower() == RAW_HEADER[0].encode()]
+            assert passed == [RAW_HEADER[1]], (kind, passed)
+            assert got.verified == "true", (kind, got.text[-300:])
+            after = _fees(st, user)
+            assert after[0] - before[0] == after[2] - before[2] > 0, (kind, before, after)
+    finally:
+        relay.mode = None
 
 
 def test_zz_tamper_report(relayed):

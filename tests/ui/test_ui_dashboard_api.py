@@ -118,6 +118,40 @@ def test_requests_are_logged_with_fee_and_outcome_and_filterable(http, ui_stack)
     assert refused.status_code == 400 and "verified must be one of" in refused.json()["error"]
 
 
+def test_request_log_keeps_bounded_text(http, ui_stack):
+    """The attack: any local program, even without serve's API key, can make serve log a request
+    (a 401 or 404 is logged too); a 20 000-character path would be kept whole, 500 times over,
+    and shown in the dashboard's table. The log keeps at most 200 characters of the route, as it
+    does of the model and the chat id."""
+    path = "/v1/chat/" + "a" * 20_000
+    r = httpx.post(ui_stack.serve_url + path, json={"model": "m" * 5000})
+    assert r.status_code in (401, 404)
+    rows = http.get("/ui/api/requests").json()["requests"]
+    row = next(r for r in rows if r["route"].startswith("/v1/chat/aaaa"))
+    assert len(row["route"]) <= 201 and row["route"].endswith("…")
+    assert len(row["model"]) <= 200 and len(row["reason"]) <= 300
+
+
+def test_dashboard_errors_are_in_the_dashboards_shape(http, ui_stack):
+    """Every error of the dashboard's JSON endpoints is ``{"error": "<words>"}`` with its status, as
+    the page reads them: the endpoints' own, a bad query parameter, an unknown path, and a refusal
+    of serve's web guard (a foreign page), not the OpenAI shape of ``/v1``."""
+    cases = [
+        (http.get("/ui/api/requests", params={"verified": "maybe"}), 400),
+        (http.get("/ui/api/requests", params={"limit": "many"}), 400),
+        (http.get("/ui/api/nothing-here"), 404),
+        (http.get("/ui/api/account", headers={"Origin": "https://evil.example"}), 403),
+        (http.get("/ui/api/account", headers={"Sec-Fetch-Site": "cross-site"}), 403),
+    ]
+    for r, status in cases:
+        assert r.status_code == status, (r.request.url, r.text)
+        body = r.json()
+        assert isinstance(body.get("error"), str) and body["error"], (r.request.url, body)
+    # /v1 keeps OpenAI's shape
+    r = http.get("/v1/account", headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403 and isinstance(r.json()["error"], dict)
+
+
 def test_providers_and_attestation_report(http, ui_stack):
     rows = http.get("/ui/api/providers").json()
     mine = next(p for p in rows["providers"] if p["provider"] == ui_stack.stack.provider_address)

@@ -9,7 +9,8 @@ import sys
 
 import httpx
 import pytest
-from devnet_helpers import funded_user_broker
+from devnet_helpers import funded_user_broker, key_hex
+from relay_helpers import RpcRelay
 from server_helpers import UvicornThread, free_port
 
 from broker.ui.actions import SESSION_COOKIE
@@ -150,6 +151,62 @@ def test_dns_rebinding_host_refused(standalone):
     url, _broker, _client, _token = standalone
     resp = httpx.get(url + "/ui/api/account", headers={"Host": "attacker.example:80"})
     assert resp.status_code == 403 and "Host" in resp.json()["error"]
+
+
+def test_action_body_is_capped(standalone):
+    """The attack: a request that passes the CSRF checks (any local program can fetch a session
+    cookie and its token) with a body of many megabytes, read whole before it is parsed. The body
+    of an action is a few fields: more than 64 KiB is refused with 413 in the dashboard's shape,
+    streamed or not."""
+    url, broker, client, token = standalone
+    before = broker.ledger.get_ledger()
+    big = b'{"action": "deposit", "amount": "0.1", "pad": "' + b"x" * (2 << 20) + b'"}'
+    headers = {"Origin": url, "X-CSRF-Token": token, "Content-Type": "application/json"}
+    for content in (big, iter([big[: 1 << 20], big[1 << 20 :]])):
+        r = client.post("/ui/api/actions", content=content, headers=headers)
+        assert r.status_code == 413 and "64 KiB" in r.json()["error"], r.text[:200]
+    assert broker.ledger.get_ledger() == before
+
+
+def test_node_gone_is_a_502_in_words_and_nothing_moves(devnet):
+    """The attack: the RPC node goes away (or is cut off) while the page is open. Preparing an
+    action reads the chain (wallet or ledger balance) and confirming one sends a transaction: both
+    must answer the dashboard's ``{"error": ...}`` with 502 naming what failed, never a bare 500,
+    and nothing may move."""
+    from broker.broker import create_broker
+
+    user = funded_user_broker(devnet, ledger=5, amount_neuron=50 * ZG)
+    relay = RpcRelay(devnet.rpc_url)
+    broker = create_broker(
+        key_hex(user.wallet),
+        network="devnet",
+        rpc_url=relay.url,
+        ledger_address=devnet.ledger_address,
+        inference_address=devnet.inference_address,
+    )
+    try:
+        with (
+            UvicornThread(create_ui_app(broker), free_port()) as server,
+            httpx.Client(base_url=server.url, timeout=120) as client,
+        ):
+            client.get("/ui/")
+            token = client.get("/ui/api/config").json()["csrf_token"]
+            ready = _post(
+                client, server.url, "/ui/api/actions", token, {"action": "refund", "amount": "1"}
+            )
+            assert ready.status_code == 200, ready.text
+            before = user.ledger.get_ledger()
+            relay.stop()
+            for body in ({"action": "deposit", "amount": "1"}, {"action": "refund", "amount": "1"}):
+                resp = _post(client, server.url, "/ui/api/actions", token, body)
+                assert resp.status_code == 502, (body, resp.status_code, resp.text)
+                assert "unreachable" in resp.json()["error"], resp.text
+            done = _post(client, server.url, f"/ui/api/actions/{ready.json()['id']}/confirm", token)
+            assert done.status_code == 502 and "refund failed" in done.json()["error"], done.text
+        assert user.ledger.get_ledger() == before
+    finally:
+        broker.inference.close()
+        user.inference.close()
 
 
 def test_cli_ui_reports_a_busy_port_in_one_line(ui_stack, fresh_account, tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_utils import keccak
+from signature_helpers import malleate
 
 from broker.inference.token_issuing import new_session_token
 from broker.wire.errors import (
@@ -22,6 +23,7 @@ from broker.wire.errors import (
     TokenSignatureError,
 )
 from broker.wire.session_token import (
+    MAX_CLOCK_SKEW_S,
     SessionToken,
     authorization_header,
     parse_authorization,
@@ -207,6 +209,47 @@ def test_ephemeral_rules_on_received_token(user1):
         verify_session_token(_forge(no_expiry, "0x00"), provider_address=PROVIDER_C1)
 
 
+def _signed_header(user, raw_fields: dict) -> str:
+    raw = json.dumps(raw_fields, separators=(",", ":"))
+    signed = user.sign_message(encode_defunct(primitive=keccak(raw.encode())))
+    return _forge(raw, "0x" + bytes(signed.signature).hex())
+
+
+def test_ephemeral_token_cannot_outlive_24h_from_now(user1):
+    """B3 bounds an ephemeral token by ``expiresAt - timestamp``, both chosen by the signer: a
+    timestamp years ahead, or a negative expiresAt (check 7 runs only for expiresAt > 0), made an
+    ephemeral token (never revocable by id) valid for years. Now it must end within 24 h (plus
+    clock skew) of the gateway's clock, and have a positive expiry."""
+    now_s = 1_767_225_600
+    base = _c1_token(user1).to_dict()
+    ahead_ms = (now_s + 10 * 365 * 86_400) * 1000
+    far_future = _signed_header(user1, base | {"timestamp": ahead_ms, "expiresAt": ahead_ms + 1})
+    with pytest.raises(MalformedTokenError, match="cannot exceed 24 hours"):
+        verify_session_token(far_future, provider_address=PROVIDER_C1, now_s=now_s)
+    negative = _signed_header(user1, base | {"timestamp": -86_400_000, "expiresAt": -1})
+    with pytest.raises(MalformedTokenError, match="must have an expiration time"):
+        verify_session_token(negative, provider_address=PROVIDER_C1, now_s=now_s)
+    # a client clock ahead by less than the allowed skew still works
+    ahead = (now_s + MAX_CLOCK_SKEW_S) * 1000
+    skewed = _signed_header(user1, base | {"timestamp": ahead, "expiresAt": ahead + 86_400_000})
+    assert verify_session_token(skewed, provider_address=PROVIDER_C1, now_s=now_s).token
+    # persistent keys keep "0 = never" (revocable one by one on chain)
+    forever = sign_session_token(_c1_token(user1, token_id=4, timestamp_ms=ahead_ms), user1)
+    assert verify_session_token(authorization_header(forever), provider_address=PROVIDER_C1)
+
+
+def test_malleated_token_signature_is_refused(user1):
+    """The token's ``(r, n - s)`` twin recovers to the same user: refused (non-canonical), so one
+    signed token has exactly one accepted header."""
+    raw = _c1_token(user1).to_json()
+    signed = user1.sign_message(encode_defunct(primitive=keccak(raw.encode())))
+    genuine = _forge(raw, "0x" + bytes(signed.signature).hex())
+    assert verify_session_token(genuine, provider_address=PROVIDER_C1, now_s=1_767_225_600)
+    twin = _forge(raw, malleate(bytes(signed.signature)))
+    with pytest.raises(TokenSignatureError, match="non-canonical signature"):
+        verify_session_token(twin, provider_address=PROVIDER_C1, now_s=1_767_225_600)
+
+
 def test_expired():
     # expiresAt = 1767312000000 → valid through second 1767312000, expired after it
     verify_session_token(C1_HEADER, provider_address=PROVIDER_C1, now_s=1_767_312_000)
@@ -258,6 +301,22 @@ def test_revoked_bit_applies_to_persistent_ids_only(user1):
     )
 
 
+@pytest.mark.parametrize(
+    "field, value",
+    [("nonce", "replayed-nonce"), ("address", None), ("tokenId", 7)],
+)
+def test_a_tampered_field_under_the_original_signature_is_refused(user0, user1, field, value):
+    """Change one field of a signed token and keep its signature: a fresh nonce (to dodge a
+    replay check), another user's address (to spend their balance), a persistent token id. The
+    signature no longer recovers to the token's address."""
+    fields = _c1_token(user1).to_dict()
+    fields[field] = user0.address if value is None else value
+    raw = json.dumps(fields, separators=(",", ":"))
+    sig = parse_authorization(C1_HEADER).signature
+    with pytest.raises(TokenSignatureError, match="address mismatch"):
+        verify_session_token(_forge(raw, sig), provider_address=PROVIDER_C1, now_s=1_767_225_600)
+
+
 def test_bad_signatures(user0, user1):
     raw = _c1_token(user1).to_json()
     sig = parse_authorization(C1_HEADER).signature
@@ -279,6 +338,11 @@ def test_bad_signatures(user0, user1):
     with pytest.raises(TokenSignatureError, match="invalid signature length"):
         verify_session_token(
             _forge(raw, sig[:-2]), provider_address=PROVIDER_C1, now_s=1_767_225_600
+        )
+    spaced_sig = sig[:4] + " " + sig[4:-2] + "\n" + sig[-2:]  # bytes.fromhex skips whitespace
+    with pytest.raises(TokenSignatureError, match="invalid signature format: invalid hex"):
+        verify_session_token(
+            _forge(raw, spaced_sig), provider_address=PROVIDER_C1, now_s=1_767_225_600
         )
     v_zero = sig[:-2] + "00"
     with pytest.raises(TokenSignatureError):

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "IMAGE_SIZES",
+    "MAX_SEED",
     "PixazoBaseRequest",
     "PixazoOutput",
     "PixazoStatus",
@@ -63,10 +64,17 @@ def image_size_pixels(image_size: str, long_side: int = 1024) -> tuple[int, int]
     return tuple(max(16, int(side * scale) // 16 * 16) for side in (w, h))  # type: ignore[return-value]
 
 
-class _Request(BaseModel):
-    """Fields common to Turbo and Base (unknown fields are ignored, as Pixazo does)."""
+#: The largest ``seed`` forwarded: a gateway decodes JSON numbers as float64, which holds every
+#: integer up to 2**53 exactly (:mod:`broker.wire.forwarded_request`).
+MAX_SEED = 2**53
 
-    model_config = ConfigDict(extra="ignore")
+
+class _Request(BaseModel):
+    """Fields common to Turbo and Base (unknown fields are ignored, as Pixazo does). Types are
+    strict, as JSON gives them: a count is an integer (not ``2.0``, ``"2"`` or ``true``: the
+    shared ``n`` rule of :mod:`broker.wire.n`), a flag a boolean, a number not a string."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     prompt: str = Field(min_length=1, max_length=32_000)
     image_size: ImageSize
@@ -74,7 +82,7 @@ class _Request(BaseModel):
     num_images: int = Field(1, ge=1, le=4)
     enable_safety_checker: bool = True
     output_format: Literal["png", "jpeg", "webp"] = "png"
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
     negative_prompt: str | None = Field(None, max_length=32_000)
 
 

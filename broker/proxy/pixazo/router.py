@@ -4,11 +4,10 @@
 
 from __future__ import annotations
 
-import hmac
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from broker.asgi.keys import bearer_token, key_matches
 from broker.proxy.context import ProxyContext
 from broker.proxy.pixazo import serving
 from broker.proxy.pixazo.errors import PixazoHTTPError
@@ -22,7 +21,7 @@ def _ctx(request: Request) -> ProxyContext:
 
 def require_subscription_key(request: Request) -> None:
     """When ``api_key`` is set, require it in ``Ocp-Apim-Subscription-Key`` or as a bearer token
-    (constant-time check).
+    (:func:`broker.asgi.keys.key_matches`: constant time, the key's length not shown either).
 
     Raises:
         PixazoHTTPError: 401 ``Unauthorized``.
@@ -32,9 +31,8 @@ def require_subscription_key(request: Request) -> None:
         return
     given = request.headers.get("ocp-apim-subscription-key")
     if given is None:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        given = token.strip() if scheme.lower() == "bearer" else ""
-    if not hmac.compare_digest(given.encode("utf-8", "replace"), key.get_secret_value().encode()):
+        given = bearer_token(request.headers.get("authorization"))
+    if not key_matches(given, key.get_secret_value()):
         raise PixazoHTTPError(401, "Access denied due to missing or invalid subscription key.")
 
 

@@ -43,6 +43,7 @@ from starlette.concurrency import run_in_threadpool
 
 from broker.proxy.context import FEE_HEADER, complete_response, read_json
 from broker.proxy.errors import ProxyHTTPError
+from broker.proxy.files import MEDIA_HEADERS
 from broker.proxy.pixazo.errors import PixazoHTTPError
 from broker.proxy.pixazo.protocol import (
     PixazoBaseRequest,
@@ -410,7 +411,9 @@ async def get_media(ctx: ProxyContext, name: str) -> Response:
     if item is None:
         raise PixazoHTTPError(404, "media not found (unknown or expired)")
     return Response(
-        item.data, media_type=item.content_type, headers={"Cache-Control": "private, max-age=3600"}
+        item.data,
+        media_type=item.content_type,
+        headers={"Cache-Control": "private, max-age=3600", **MEDIA_HEADERS},
     )
 
 
