@@ -71,6 +71,12 @@ class AsyncJobTracker:
                 )
             )
 
+    def _pending(self, job_id: str) -> AsyncJobRecord | None:
+        """The record of ``job_id`` while it is pending, else None."""
+        with self.db.session() as s:
+            rec = s.get(AsyncJobRecord, job_id)
+            return rec if rec is not None and rec.status == AsyncJobStatus.PENDING else None
+
     def _close(self, job_id: str, status: str) -> AsyncJobRecord | None:
         """Move a pending job to ``status``; returns its record when this call did it."""
         with self.db.session.begin() as s:
@@ -88,24 +94,34 @@ class AsyncJobTracker:
 
         ``completed`` bills ``images × output_price`` neuron (once: later calls do nothing);
         ``failed`` or HTTP 404 marks the request failed (never charged); anything else (pending,
-        running, transient errors) changes nothing.
+        running, transient errors) changes nothing. The request row is written before the job's
+        status (each its own commit): a crash between them leaves the job pending, and the
+        ledger moves a ``pending`` row only, so observing it again neither bills twice nor
+        drops the fee.
 
         Returns:
             ``"billed"``, ``"failed"`` or None (nothing changed).
         """
         status = body.get("status") if isinstance(body, dict) else None
-        if status_code == 200 and status == "completed":
-            rec = self._close(job_id, AsyncJobStatus.BILLED)
-            if rec is not None and rec.request_hash is not None:
+        completed = status_code == 200 and status == "completed"
+        failed = status_code == 404 or (status_code == 200 and status == "failed")
+        if not (completed or failed):
+            return None
+        rec = self._pending(job_id)
+        if rec is None:
+            return None
+        # the fee first, then the job's status: a crash between the two commits leaves the job
+        # pending, observed again after a restart, and the ledger moves a request row once
+        if rec.request_hash is not None:
+            if completed:
                 fee = Fee.of(image_counts(rec.images), 0, self.output_price)
                 self.ledger.bill(rec.request_hash, fee)
-            return "billed" if rec is not None else None
-        if status_code == 404 or (status_code == 200 and status == "failed"):
-            rec = self._close(job_id, AsyncJobStatus.FAILED)
-            if rec is not None and rec.request_hash is not None:
+            else:
                 self.ledger.fail(rec.request_hash)
-            return "failed" if rec is not None else None
-        return None
+        moved = self._close(job_id, AsyncJobStatus.BILLED if completed else AsyncJobStatus.FAILED)
+        if moved is None:
+            return None
+        return "billed" if completed else "failed"
 
     async def watch(
         self,

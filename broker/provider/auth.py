@@ -17,6 +17,8 @@ import time
 from collections import OrderedDict
 from typing import NamedTuple
 
+from web3 import Web3
+
 from broker.provider.accounts import AccountCache
 from broker.provider.errors import RequestValidationError, SessionValidationError
 from broker.units import format_0g
@@ -83,7 +85,10 @@ class Authenticator:
         return self._cached(authorization, io=False)
 
     def authenticate(self, authorization: str | None) -> str:
-        """Run B3 checks 1–10 and return the authenticated user address (checksummed as sent).
+        """Run B3 checks 1–10 and return the authenticated user address, EIP-55 checksummed
+        (check 10 compares the token's address with its signer case-insensitively: the user's
+        fee rows, limits and links are keyed by one spelling of the address, whichever the
+        token used).
 
         Raises:
             SessionValidationError: the first failing check (400, ``validate session: <msg>``).
@@ -94,8 +99,10 @@ class Authenticator:
         try:
             parsed = parse_authorization(authorization or "", require_bearer=True)
             generation, bitmap = None, 0
-            if parsed.token.provider.lower() == self.provider.lower() and parsed.token.address:
-                acc = self.accounts.get(parsed.token.address)
+            address = parsed.token.address
+            # an address that is not one fails check 10 below; the chain is never asked about it
+            if parsed.token.provider.lower() == self.provider.lower() and Web3.is_address(address):
+                acc = self.accounts.get(address)
                 if acc is not None:
                     generation, bitmap = acc.generation, acc.revoked_bitmap
             verify_session_token(
@@ -106,15 +113,14 @@ class Authenticator:
             )
         except TokenError as exc:
             raise SessionValidationError(exc.message) from None
-        entry = _Verified(
-            parsed.token.address, parsed.token.expires_at, generation, bitmap, time.monotonic()
-        )
+        user = Web3.to_checksum_address(parsed.token.address)  # check 10 passed: a valid address
+        entry = _Verified(user, parsed.token.expires_at, generation, bitmap, time.monotonic())
         with self._verified_lock:
             self._verified[authorization] = entry
             self._verified.move_to_end(authorization)
             if len(self._verified) > _VERIFIED_CACHE_MAX:
                 self._verified.popitem(last=False)
-        return parsed.token.address
+        return user
 
     def check_account_cached(
         self, user: str, *, unsettled_fee: int, input_fee: int = 0

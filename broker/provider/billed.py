@@ -30,13 +30,14 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from broker.provider.dependencies import GlobalSlot
-from broker.provider.errors import GatewayHTTPError
+from broker.provider.errors import GatewayHTTPError, UnsupportedEndpointError
 from broker.provider.forward import (
     BackendResponse,
     decoded_body,
     forward_headers,
     response_headers,
     rewrite_request,
+    serves_billable_route,
 )
 from broker.provider.gateway import INLINE_SIGN_MAX
 from broker.provider.runtime import GatewayRuntime
@@ -82,7 +83,10 @@ def check_body(route: str, body: bytes, content_type: str | None) -> int:
     A JSON body (``Content-Type`` ``*json*``) must pass the servers' one safe parse
     (:mod:`broker.wire.json_body`: no deep nesting, lone surrogates or invalid UTF-8); an image
     request's ``n`` must follow :mod:`broker.wire.n` (the worker makes, and serve bills, the same
-    count).
+    count). An image request is read as a ``multipart/form-data`` form only when it is labelled
+    so and is not a JSON text; any other is read as JSON whatever its label says (a backend may
+    read a JSON body whatever its ``Content-Type``; billed by its label, ``{"n": 16}`` sent as
+    ``text/plain`` was billed one image): a body that is neither is refused.
 
     Raises:
         GatewayHTTPError: 400 with the reason.
@@ -90,7 +94,8 @@ def check_body(route: str, body: bytes, content_type: str | None) -> int:
     ctype = (content_type or "").lower()
     try:
         if route in IMAGE_ROUTES:
-            return request_n(body, content_type)
+            form = ctype.startswith("multipart/form-data") and not body.lstrip()[:1] in (b"{", b"[")
+            return request_n(body, content_type if form else "application/json")
         if "json" in ctype.split(";", 1)[0] and body:
             loads_request_json(body)
     except (InvalidJSONBodyError, InvalidNError) as exc:
@@ -153,6 +158,10 @@ class BilledRequest:
         body: the client body as read. async_job: an async image job (B2).
 
     Raises:
+        UnsupportedEndpointError: 400 for a route the service type does not serve
+            (:func:`~broker.provider.forward.serves_billable_route`).
+        GatewayHTTPError: 415 for a compressed body (any ``Content-Encoding`` but
+            ``identity``: its ``n``, stream flag or model could not be read for billing).
         GatewayHTTPError: 400 for a body that :func:`check_body` refuses or whose JSON numbers
             cannot be forwarded exactly.
     """
@@ -170,6 +179,14 @@ class BilledRequest:
         self.rt, self.gw, self.settings = rt, rt.gw, rt.settings
         self.request, self.route, self.backend_path = request, route, backend_path
         self.body, self.async_job = body, async_job
+        if not serves_billable_route(self.settings.service_type, route):
+            raise UnsupportedEndpointError()
+        if request.headers.get("content-encoding", "identity").strip().lower() != "identity":
+            # the fee is read from the body: one the gateway cannot read is not forwarded
+            raise GatewayHTTPError(
+                "a request Content-Encoding is not supported (send it uncompressed)",
+                status_code=415,
+            )
         content_type = request.headers.get("content-type")
         self.image_count = check_body(route, body, content_type)
         try:  # the body as forwarded, which the signature's request hash covers (B5, B7)

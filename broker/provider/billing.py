@@ -38,16 +38,14 @@ _OPEN = insert(_REQUESTS)
 _ROW = select(_REQUESTS.c.user_address, _REQUESTS.c.status, _REQUESTS.c.fee).where(
     _REQUESTS.c.request_hash == bindparam("rid")
 )
-_BILL = (
-    update(_REQUESTS)
-    .where(_REQUESTS.c.request_hash == bindparam("rid"))
-    .values(status=RequestStatus.UNSETTLED)
+# a fee is written, or a request failed, once: only a ``pending`` row moves (a second bill
+# cannot make a settled fee unsettled again, a late failure cannot drop a billed fee)
+_PENDING_ROW = (
+    _REQUESTS.c.request_hash == bindparam("rid"),
+    _REQUESTS.c.status == RequestStatus.PENDING,
 )
-_FAIL = (
-    update(_REQUESTS)
-    .where(_REQUESTS.c.request_hash == bindparam("rid"))
-    .values(status=RequestStatus.FAILED)
-)
+_BILL = update(_REQUESTS).where(*_PENDING_ROW).values(status=RequestStatus.UNSETTLED)
+_FAIL = update(_REQUESTS).where(*_PENDING_ROW).values(status=RequestStatus.FAILED)
 # SQLite has 64-bit integers: sum the last 9 digits and the digits above them apart
 _SQLITE_SUM = select(
     func.sum(cast(func.substr(_REQUESTS.c.fee, -9), Integer)),
@@ -66,9 +64,11 @@ _SQL_OPEN = (
 _SQL_ROW = "SELECT user_address, status, fee FROM requests WHERE request_hash = ?"
 _SQL_BILL = (
     "UPDATE requests SET status = ?, input_count = ?, output_count = ?, input_fee = ?, "
-    "output_fee = ?, fee = ?, updated_at = ? WHERE request_hash = ?"
+    "output_fee = ?, fee = ?, updated_at = ? WHERE request_hash = ? AND status = 'pending'"
 )
-_SQL_FAIL = "UPDATE requests SET status = ?, updated_at = ? WHERE request_hash = ?"
+_SQL_FAIL = (
+    "UPDATE requests SET status = ?, updated_at = ? WHERE request_hash = ? AND status = 'pending'"
+)
 
 #: Open requests whose user this process remembers (for the outstanding totals); oldest dropped.
 _OPEN_USERS_MAX = 100_000
@@ -279,7 +279,7 @@ class FeeLedger:
             user, delta = None, 0
             if track and (row := _request_row(conn, raw, request_hash)) is not None:
                 user = row[0]
-                delta = fee.fee - _outstanding(row[1], row[2])
+                delta = fee.fee if row[1] == RequestStatus.PENDING else 0  # a pending fee is 0
             if raw:
                 conn.execute(_SQL_BILL, (RequestStatus.UNSETTLED, *values, request_hash))
             else:
@@ -309,7 +309,8 @@ class FeeLedger:
             raw = isinstance(conn, sqlite3.Connection)
             user, delta = None, 0
             if track and (row := _request_row(conn, raw, request_hash)) is not None:
-                user, delta = row[0], -_outstanding(row[1], row[2])
+                pending = row[1] == RequestStatus.PENDING
+                user, delta = row[0], (-_outstanding(row[1], row[2]) if pending else 0)
             if raw:
                 conn.execute(_SQL_FAIL, (RequestStatus.FAILED, now, request_hash))
             else:
@@ -333,7 +334,9 @@ class FeeLedger:
         user: str | None = None,
         also: WriteOp[_T] | None = None,
     ) -> _T | None:
-        """Record the fee (status ``unsettled``); committed (durable) on return, before release.
+        """Record the fee (status ``unsettled``) of a ``pending`` row (a row already billed,
+        settled or failed is left as it is: billing twice changes nothing); committed (durable)
+        on return, before release.
 
         Args:
             request_hash: the row's id (the ``ZG-Res-Key``). fee: counts and fees in neuron.
@@ -347,7 +350,8 @@ class FeeLedger:
         return self._change(request_hash, self.bill_op(request_hash, fee, also), user)[2]
 
     def fail(self, request_hash: str, *, user: str | None = None) -> None:
-        """Mark a request that produced no billable output (never charged)."""
+        """Mark a ``pending`` request that produced no billable output (never charged); a
+        billed row is left as it is."""
         self._change(request_hash, self.fail_op(request_hash), user)
 
     async def open_request_async(

@@ -21,7 +21,12 @@ from starlette.concurrency import run_in_threadpool
 from broker.asgi.body import read_capped_body
 from broker.asgi.errors import RequestBodyTooLargeError
 from broker.provider.errors import BodyTooLargeError, GatewayHTTPError, UnsupportedEndpointError
-from broker.provider.forward import BILLABLE_ROUTES, FREE_PREFIXES, normalise_route
+from broker.provider.forward import (
+    BILLABLE_ROUTES,
+    FREE_PREFIXES,
+    is_plain_route,
+    normalise_route,
+)
 from broker.provider.limits import Limits
 from broker.provider.runtime import GatewayRuntime
 from broker.wire.job_id import is_valid_job_id
@@ -71,13 +76,16 @@ async def ip_limit(request: Request) -> None:
 
 async def proxy_route(path: str) -> str:
     """The route of a ``/v1/proxy/{path}`` request (:func:`normalise_route`), when it is served:
-    billable (:data:`BILLABLE_ROUTES`) or free (:data:`FREE_PREFIXES`).
+    billable (:data:`BILLABLE_ROUTES`) or free (:data:`FREE_PREFIXES`, a plain route:
+    :func:`is_plain_route`, so that no ``..`` leads out of the free prefix).
 
     Raises:
         UnsupportedEndpointError: 400 for any other route (before any limit is spent).
     """
     route = normalise_route(path)
-    if route in BILLABLE_ROUTES or route.startswith(FREE_PREFIXES):
+    if route in BILLABLE_ROUTES:
+        return route
+    if route.startswith(FREE_PREFIXES) and is_plain_route(route):  # no ``..`` out of the prefix
         return route
     raise UnsupportedEndpointError()
 

@@ -23,6 +23,7 @@ import json
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +77,9 @@ class FileLinks:
         ttl: seconds a link stays valid (``file_url_ttl``).
         max_links: most links kept; the oldest are dropped first beyond it.
         clock: monotonic seconds (tests may pass their own).
+
+    Links are kept in insertion order with one TTL, so their expiries never decrease: expired
+    links are at the front, and pruning stops at the first live one (O(expired), not O(table)).
     """
 
     def __init__(
@@ -90,7 +94,7 @@ class FileLinks:
         self.ttl = ttl
         self.max_links = max_links
         self._clock = clock
-        self._links: dict[str, FileLink] = {}
+        self._links: OrderedDict[str, FileLink] = OrderedDict()  # O(1) pops at the front
         self._lock = threading.Lock()
 
     def add(self, backend_url: str, user: str) -> str:
@@ -100,16 +104,18 @@ class FileLinks:
         with self._lock:
             self._prune(now)
             while len(self._links) >= self.max_links:
-                self._links.pop(next(iter(self._links)))
+                self._links.popitem(last=False)
             self._links[link_id] = FileLink(backend_url, user.lower(), now + self.ttl)
         return link_id
 
     def get(self, link_id: str, user: str) -> FileLink | None:
         """The link ``link_id`` when it exists, has not expired and belongs to ``user``."""
+        now = self._clock()
         with self._lock:
-            self._prune(self._clock())
+            self._prune(now)
             link = self._links.get(link_id)
-        if link is None or link.user != user.lower():
+        # expiry checked again: a clock that went back could leave one behind a live link
+        if link is None or link.user != user.lower() or link.expires_at <= now:
             return None
         return link
 
@@ -119,8 +125,13 @@ class FileLinks:
             return len(self._links)
 
     def _prune(self, now: float) -> None:
-        for key in [k for k, v in self._links.items() if v.expires_at <= now]:
-            del self._links[key]
+        """Drop the expired links at the front (``expires_at <= now``), up to the first live one."""
+        links = self._links
+        while links:
+            first = next(iter(links))
+            if links[first].expires_at > now:
+                return
+            del links[first]
 
     def rewrite(
         self, body: bytes, user: str, backend_base: str, content_encoding: str | None = None

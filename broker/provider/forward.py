@@ -11,6 +11,7 @@ a body we cannot read would be billed wrongly.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
@@ -24,14 +25,18 @@ __all__ = [
     "BILLABLE_ROUTES",
     "DECODABLE_CODINGS",
     "FREE_PREFIXES",
+    "JSON_ROUTES",
+    "USAGE_BILLED_ROUTES",
     "BackendResponse",
     "Forwarder",
     "decoded_body",
     "forward_accept_encoding",
     "forward_headers",
+    "is_plain_route",
     "normalise_route",
     "response_headers",
     "rewrite_request",
+    "serves_billable_route",
 ]
 
 BILLABLE_ROUTES = (
@@ -40,7 +45,19 @@ BILLABLE_ROUTES = (
     "/images/edits",
     "/audio/transcriptions",
 )
+#: Billable routes whose requests are JSON objects (the others take ``multipart/form-data``).
+JSON_ROUTES = ("/chat/completions", "/images/generations")
 FREE_PREFIXES = ("/attestation",)
+#: The billable routes of the service types whose fee is read from the answer's usage: their own
+#: route only (B5: billing follows the type; the chatbot rule finds no chat usage in an image or
+#: transcription answer, and the speech rule none in a chat answer, so a backend that also served
+#: those, one server for several APIs, would have answered them for a fee of 0). The image types
+#: bill ``n × outputPrice`` per request on any billable route (the devnet stack forwards chat on a
+#: text-to-image gateway).
+USAGE_BILLED_ROUTES = {
+    "chatbot": ("/chat/completions",),
+    "speech-to-text": ("/audio/transcriptions",),
+}
 #: Seconds an idle backend connection is kept for reuse: below the idle timeout of the servers
 #: models run behind (uvicorn's default, vLLM's included, is 5 s), so that a request is never sent
 #: on a connection the backend is closing at that moment (a billed POST cannot be retried).
@@ -68,6 +85,22 @@ _STRIPPED = {
     "sec-fetch-mode",
     "sec-fetch-dest",
     "sec-fetch-user",
+    # hop-by-hop (RFC 9110 7.6.1): this connection's business, not the backend's
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-connection",
+    "expect",  # the gateway has read the whole body
+    # what a proxy says about the client: a client's own claim is not the gateway's word
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-real-ip",
 }
 _HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 
@@ -80,6 +113,31 @@ def normalise_route(path: str) -> str:
     return route.rstrip("/") or "/"
 
 
+#: A route segment that names a resource: unreserved URL characters, not ``.`` or ``..``.
+_PLAIN_SEGMENT = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9._~-]+\Z")
+
+
+def is_plain_route(route: str) -> bool:
+    """Whether a normalised route (:func:`normalise_route`, after the server decoded its
+    percent-escapes) is ``/`` or non-empty segments of unreserved URL characters, none of them
+    ``.`` or ``..``.
+
+    A route is appended to the backend's URL, and the backend client resolves dot segments (also
+    ``%2e%2e``, the second decoding of ``%252e%252e``): ``/attestation/../chat/completions``,
+    free under its prefix, would reach the billable ``/chat/completions`` unauthenticated and
+    unbilled. Such routes are refused instead (B2: unsupported endpoint).
+    """
+    return route == "/" or all(_PLAIN_SEGMENT.match(part) for part in route[1:].split("/"))
+
+
+def serves_billable_route(service_type: str, route: str) -> bool:
+    """Whether a gateway of ``service_type`` serves the billable ``route`` (one of
+    :data:`BILLABLE_ROUTES`): its own route for the types of :data:`USAGE_BILLED_ROUTES`, any for
+    the others."""
+    own = USAGE_BILLED_ROUTES.get(service_type)
+    return own is None or route in own
+
+
 def rewrite_request(service_type: str, route: str, body: bytes, content_type: str) -> bytes:
     """The body forwarded to the backend (B5), which the B7 request hash covers.
 
@@ -89,10 +147,16 @@ def rewrite_request(service_type: str, route: str, body: bytes, content_type: st
     computes the same bytes before sending. Any other body (multipart, not JSON, not an object) is
     forwarded unchanged.
 
+    On the JSON routes (:data:`JSON_ROUTES`) a JSON object body is re-marshalled whatever its
+    ``Content-Type`` says (except ``multipart/*``): a backend may read a JSON body whatever its
+    label, and a chat stream labelled ``text/plain`` was forwarded without the usage rewrite.
+
     Raises:
         ForwardedRequestError: a JSON number that cannot be forwarded exactly (400 at the route).
     """
-    if content_type.strip() and not is_json_content_type(content_type):
+    ctype = content_type.strip().lower()
+    labelled_other = bool(ctype) and not is_json_content_type(ctype)
+    if labelled_other and (route not in JSON_ROUTES or ctype.startswith("multipart/")):
         return body  # multipart and other typed bodies pass unchanged
     chat = service_type == "chatbot" and route == "/chat/completions"
     forwarded = forwarded_json_body(body, chat_stream_rewrite=chat)
@@ -114,10 +178,14 @@ def forward_accept_encoding(value: str | None) -> str:
 
 
 def forward_headers(headers, extra: dict[str, str]) -> dict[str, str]:
-    """Client headers minus the credential/legacy, hop-by-hop and browser-context ones (B5), with
-    the ``Accept-Encoding`` of :func:`forward_accept_encoding`, plus the ``additionalSecret``
-    entries."""
-    out = {k: v for k, v in headers.items() if k.lower() not in _STRIPPED}
+    """Client headers minus the credential/legacy, hop-by-hop (also those the ``Connection``
+    header names), browser-context and client-IP ones (``Forwarded``, ``X-Forwarded-*``,
+    ``X-Real-IP``) (B5), with the ``Accept-Encoding`` of :func:`forward_accept_encoding`, plus the
+    ``additionalSecret`` entries."""
+    dropped = _STRIPPED
+    if connection := headers.get("connection"):
+        dropped = _STRIPPED | {name.strip().lower() for name in connection.split(",")}
+    out = {k: v for k, v in headers.items() if k.lower() not in dropped}
     out["accept-encoding"] = forward_accept_encoding(headers.get("accept-encoding"))
     out.update(extra)
     return out

@@ -25,11 +25,12 @@ The form is a fixed point: re-marshalling it (by Go with ``float64`` or with ``j
 our gateway forwards (and hashes) the same form of whatever it receives, so the request hash can be
 reproduced whichever gateway is in between.
 
-Rewrites (B5): chatbot ``/chat/completions`` with ``"stream": true`` and no
-``stream_options.include_usage`` gets ``stream_options.include_usage = true``
-(:func:`apply_chat_stream_rewrite`); text-to-image adds the query ``wait=true``, which does not
-change the body. Multipart bodies (``/images/edits``, ``/audio/transcriptions``) are forwarded as
-received: their hash is the hash of the bytes sent.
+Rewrites (B5): chatbot ``/chat/completions`` with ``"stream": true`` gets
+``stream_options.include_usage = true`` unless it is already ``true``
+(:func:`apply_chat_stream_rewrite`; a ``stream`` that is not a boolean is refused);
+text-to-image adds the query ``wait=true``, which does not change the body. Multipart bodies
+(``/images/edits``, ``/audio/transcriptions``) are forwarded as received: their hash is the hash
+of the bytes sent.
 """
 
 from __future__ import annotations
@@ -44,12 +45,14 @@ from typing import Any
 import orjson
 
 from broker._exceptions import InputError
+from broker.wire.json_body import NEEDS_STDLIB, loads_json_fast
 
 __all__ = [
     "MAX_DEPTH",
     "ForwardedRequestError",
     "apply_chat_stream_rewrite",
     "canonical_json",
+    "check_chat_stream_flag",
     "forwarded_json_body",
     "go_float",
     "is_json_content_type",
@@ -214,15 +217,16 @@ def canonical_json(value: Any) -> bytes:
 
 
 #: Go's extra escapes in UTF-8 JSON text (U+2028 and U+2029 are ``E2 80 A8`` / ``E2 80 A9``).
-_GO_EXTRA_BYTES = re.compile(b"[<>&]|\xe2\x80[\xa8\xa9]")
-_GO_EXTRA_BYTE_FORMS = {key.encode(): form.encode() for key, form in _GO_EXTRA_FORMS.items()}
+#: Go's extra escapes as UTF-8 bytes (U+2028 and U+2029 are ``E2 80 A8`` / ``E2 80 A9``).
+_GO_EXTRA_BYTE_FORMS = tuple((key.encode(), form.encode()) for key, form in _GO_EXTRA_FORMS.items())
 
 
 def _go_escaped_bytes(raw: bytes) -> bytes:
     """UTF-8 JSON text without lone surrogates (orjson refuses them) with Go's extra escapes
-    applied; these characters only occur inside strings."""
-    if len(raw.translate(None, b"<>&\xe2")) != len(raw):  # one pass: any of them (or U+2xxx)
-        return _GO_EXTRA_BYTES.sub(lambda m: _GO_EXTRA_BYTE_FORMS.get(m.group(), m.group()), raw)
+    applied; these characters only occur inside strings (``bytes.replace``: a C scan each)."""
+    for char, form in _GO_EXTRA_BYTE_FORMS:
+        if char[:1] in raw and char in raw:  # a one-byte search first (memchr)
+            raw = raw.replace(char, form)
     return raw
 
 
@@ -277,8 +281,14 @@ def _orjson_float_is_go_form(value: float) -> bool:
 
 
 def apply_chat_stream_rewrite(data: dict[str, Any]) -> bool:
-    """B5 chatbot rewrite, in place: ``"stream": true`` without ``stream_options.include_usage``
-    gets ``stream_options.include_usage = true`` (a non-object ``stream_options`` is replaced).
+    """B5 chatbot rewrite, in place: ``"stream": true`` gets ``stream_options.include_usage =
+    true`` (other ``stream_options`` entries kept; a non-object ``stream_options`` is replaced).
+
+    The reference adds it only when ``include_usage`` is absent; we also set it over any other
+    value (``false``, ``"false"``, ``0``...): the fee of a chat is read from the stream's usage,
+    and a stream without usage is billed by the words of its answer only (B9 fallback), its
+    prompt free. Both sides apply this rule, so the request hash still matches, and a gateway
+    that only adds an absent entry forwards the result unchanged.
 
     Returns:
         Whether ``data`` was changed.
@@ -286,10 +296,25 @@ def apply_chat_stream_rewrite(data: dict[str, Any]) -> bool:
     if data.get("stream") is not True:
         return False
     opts = data.get("stream_options")
-    if isinstance(opts, dict) and "include_usage" in opts:
+    if isinstance(opts, dict) and opts.get("include_usage") is True:
         return False
     data["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
     return True
+
+
+def check_chat_stream_flag(data: dict[str, Any]) -> None:
+    """Refuse a chat request whose ``stream`` is not ``true``, ``false``, ``null`` or absent.
+
+    A backend may read ``"true"``, ``1`` or ``"yes"`` as a stream (pydantic's lax booleans, as
+    vLLM's models do) while :func:`apply_chat_stream_rewrite` only rewrites ``true``: such a
+    request would be streamed without usage and billed by words only.
+
+    Raises:
+        ForwardedRequestError: ``stream`` is of another type or value.
+    """
+    stream = data.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise ForwardedRequestError("stream must be true, false or null")
 
 
 def _reject_constant(name: str) -> Any:
@@ -301,24 +326,42 @@ def _parse_int(text: str) -> int | float:
     return -0.0 if text == "-0" else int(text)
 
 
+def _loads(body: bytes) -> Any:
+    """``json.loads(body, parse_constant=_reject_constant, parse_int=_parse_int)``: orjson where
+    its value is that one (:func:`broker.wire.json_body.loads_json_fast`, which sends ``NaN``,
+    big integers, deep texts, lone surrogates, non-UTF-8 encodings and, with ``negative_zero``,
+    an integer ``0`` in a text holding ``-0`` to the stdlib), the stdlib with its hooks
+    otherwise.
+
+    Raises:
+        ForwardedRequestError: ``NaN`` or an infinity literal. ValueError, UnicodeDecodeError,
+            RecursionError: not JSON (the stdlib's errors).
+    """
+    data = loads_json_fast(body, negative_zero=True)
+    if data is NEEDS_STDLIB:
+        return json.loads(body, parse_constant=_reject_constant, parse_int=_parse_int)
+    return data
+
+
 def forwarded_json_body(body: bytes, *, chat_stream_rewrite: bool = False) -> bytes | None:
     """The bytes a gateway forwards for a JSON request ``body`` (B5): decoded, rewritten and
     re-marshalled in the Go form.
 
     Args:
         body: the JSON request body as received.
-        chat_stream_rewrite: apply :func:`apply_chat_stream_rewrite` (chatbot
-            ``/chat/completions``).
+        chat_stream_rewrite: apply :func:`check_chat_stream_flag` and
+            :func:`apply_chat_stream_rewrite` (chatbot ``/chat/completions``).
 
     Returns:
         The canonical bytes, or ``None`` when ``body`` is not a JSON object (the gateway then
         forwards it unchanged).
 
     Raises:
-        ForwardedRequestError: the body is a JSON object that cannot be forwarded exactly.
+        ForwardedRequestError: the body is a JSON object that cannot be forwarded exactly, or a
+            chat request's ``stream`` is not a boolean or null.
     """
     try:
-        data = json.loads(body, parse_constant=_reject_constant, parse_int=_parse_int)
+        data = _loads(body)
     except ForwardedRequestError:
         raise
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -326,5 +369,6 @@ def forwarded_json_body(body: bytes, *, chat_stream_rewrite: bool = False) -> by
     if not isinstance(data, dict):
         return None
     if chat_stream_rewrite:
+        check_chat_stream_flag(data)
         apply_chat_stream_rewrite(data)
     return canonical_json(data)

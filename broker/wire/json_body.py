@@ -19,22 +19,19 @@ from broker._exceptions import InputError
 
 __all__ = [
     "MAX_JSON_DEPTH",
+    "NEEDS_STDLIB",
     "InvalidJSONBodyError",
     "json_depth",
+    "loads_json_fast",
     "loads_json_or_none",
     "loads_request_json",
 ]
 
-#: ``bytes.translate`` table: every ASCII digit to ``0``, every other byte to a space, so that a
-#: run of digits is found by a substring search (several times faster than a regex, which tries
-#: the pattern at every position of the text).
-_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
-#: 19 digits in a row: an integer orjson might make a float (beyond 64 bits) could be there.
-_LONG_DIGIT_RUN = b"0" * 19
-
-#: Most ``[`` and ``{`` in a text :func:`loads_json_or_none` hands to orjson: a bound on its depth
-#: far below what the stdlib parses under the recursion limit, so both parsers agree on it.
-_FAST_MAX_BRACKETS = 256
+#: Deepest nesting :func:`loads_json_fast` takes from orjson: far below what the stdlib parses
+#: under the recursion limit (orjson parses up to 1024), so both parsers agree on what is JSON.
+_FAST_MAX_DEPTH = 256
+#: orjson makes an integer literal beyond 64 bits a float of at least this magnitude.
+_BIG_FLOAT = float(2**63)
 
 #: Deepest nesting of arrays/objects accepted in a request body (OpenAI bodies, JSON schemas of
 #: tools included, stay far below; deeper values could overflow recursive code downstream).
@@ -85,13 +82,6 @@ def _brackets(raw: bytes | bytearray | memoryview | str) -> int:
     return raw.count(b"[") + raw.count(b"{")
 
 
-def _has_long_digit_run(raw: bytes | bytearray | str) -> bool:
-    """Whether ``raw`` holds 19 or more ASCII digits in a row (a text as its UTF-8 bytes: JSON
-    digits are ASCII, and every byte of a longer UTF-8 sequence is beyond ASCII)."""
-    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-    return _LONG_DIGIT_RUN in data.translate(_DIGITS_AS_ZEROS)
-
-
 def loads_request_json(
     raw: bytes | bytearray | memoryview | str, *, max_depth: int = MAX_JSON_DEPTH
 ) -> Any:
@@ -135,6 +125,68 @@ def loads_request_json(
     return value
 
 
+#: What :func:`loads_json_fast` returns when only the stdlib's parser gives the value.
+NEEDS_STDLIB: Any = object()
+
+
+def _orjson_value_check(value: Any) -> int:
+    """How an orjson value compares with the stdlib's value of the same text: ``0`` the same,
+    ``1`` the same but it holds an integer ``0`` (whose text may be ``-0``), ``-1`` maybe not
+    (a float of magnitude :data:`_BIG_FLOAT` or more, orjson's form of an integer literal beyond
+    64 bits, a float literal that large being rare; or nesting deeper than
+    :data:`_FAST_MAX_DEPTH`). One iterative walk over the containers (no recursion)."""
+    zero = 0
+    stack: list[tuple[Any, int]] = [([value], -1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth >= _FAST_MAX_DEPTH:
+            return -1
+        for item in node.values() if type(node) is dict else node:
+            kind = type(item)
+            if kind is float:
+                if not -_BIG_FLOAT < item < _BIG_FLOAT:
+                    return -1
+            elif kind is int:
+                if item == 0:
+                    zero = 1
+            elif kind is dict or kind is list:
+                stack.append((item, depth + 1))
+    return zero
+
+
+def loads_json_fast(raw: bytes | bytearray | str, *, negative_zero: bool = False) -> Any:
+    """orjson's value of a JSON text when it is the stdlib's ``json.loads`` value, else
+    :data:`NEEDS_STDLIB` (then parse with the stdlib, and its hooks if any: that path decides
+    what the text is, including whether it is JSON at all).
+
+    orjson parses several times faster, and its value is the stdlib's but for integers beyond
+    64 bits (orjson makes them floats) and nesting between the stdlib's recursion limit and
+    orjson's 1024: a value with a float of magnitude ``2**63`` or more, or nested deeper than
+    :data:`_FAST_MAX_DEPTH`, is :data:`NEEDS_STDLIB` (checked on the value, without a scan of
+    the text); so is a text orjson refuses (``NaN``, lone surrogates, UTF-16 or a BOM, invalid
+    input).
+
+    Args:
+        raw: the text, or its bytes (UTF-8).
+        negative_zero: the caller's stdlib parse reads the integer ``-0`` apart from ``0`` (a
+            ``parse_int`` hook; orjson reads both as ``0``): a value with an integer ``0``
+            whose text holds ``-0`` is then :data:`NEEDS_STDLIB`.
+
+    Returns:
+        The parsed value, or :data:`NEEDS_STDLIB`.
+    """
+    if not isinstance(raw, str | bytes | bytearray):
+        return NEEDS_STDLIB
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return NEEDS_STDLIB
+    check = _orjson_value_check(value)
+    if check < 0 or (check and negative_zero and ("-0" if isinstance(raw, str) else b"-0") in raw):
+        return NEEDS_STDLIB
+    return value
+
+
 def loads_json_or_none(raw: bytes | bytearray | str) -> Any:
     """Parse a body another party sent (a provider's or backend's answer, a job document, a
     service's ``additionalInfo``) that may or may not be JSON; ``None`` when it is not.
@@ -143,12 +195,8 @@ def loads_json_or_none(raw: bytes | bytearray | str) -> Any:
     ``NaN`` and ``Infinity`` accepted), with every way it can fail caught: invalid JSON or UTF-8,
     and ``RecursionError`` for nesting deeper than the interpreter's recursion limit, which a
     hostile body of 100 000 nested arrays reaches (uncaught, it became a 500 and left the answer
-    unaccounted). orjson parses first, several times faster (these bodies are parsed on every
-    request) a text with at most :data:`_FAST_MAX_BRACKETS` brackets and no run of 19 or more
-    digits: there its value is the stdlib's (integers beyond 64 bits differ, orjson makes them
-    floats; and orjson parses nesting up to 1024 deep, beyond what the stdlib reaches under the
-    recursion limit, so deep texts keep the stdlib's answer). Anything else (big numbers, deep
-    or bracket-heavy texts, ``NaN``, lone surrogates, UTF-16, invalid input) goes to the stdlib.
+    unaccounted). orjson parses first where its value is the stdlib's
+    (:func:`loads_json_fast`: these bodies are parsed on every request).
 
     Args:
         raw: the body bytes (UTF-8) or text.
@@ -156,14 +204,9 @@ def loads_json_or_none(raw: bytes | bytearray | str) -> Any:
     Returns:
         The parsed value, or ``None``.
     """
-    if isinstance(raw, str | bytes | bytearray) and _brackets(raw) <= _FAST_MAX_BRACKETS:
-        try:
-            value = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
-        else:
-            if not _has_long_digit_run(raw):
-                return value
+    value = loads_json_fast(raw)
+    if value is not NEEDS_STDLIB:
+        return value
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError, TypeError):

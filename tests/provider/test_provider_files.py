@@ -74,3 +74,30 @@ def test_links_expire_and_the_table_is_bounded():
     assert links.get(ids[2], ALICE) is not None
     clock.now += 60
     assert links.get(ids[2], ALICE) is None and len(links) == 0
+
+
+def test_expiry_edges_with_a_clock_that_stands_still_or_goes_back():
+    """Expiry is ``expires_at <= now`` (a link lives ``ttl`` seconds, not one more); pruning
+    stops at the first live link and drops every expired one before it."""
+    clock = Clock()
+    links = FileLinks(PUBLIC, 60, clock=clock)
+    first = links.add(f"{BACKEND}/images/files/a.png", ALICE)
+    second = links.add(f"{BACKEND}/images/files/b.png", ALICE)  # same instant, same expiry
+    assert links.get(first, ALICE) is not None and len(links) == 2  # the clock stands still
+    clock.now += 30
+    third = links.add(f"{BACKEND}/images/files/c.png", ALICE)
+    clock.now += 29.999
+    assert [links.get(i, ALICE) is not None for i in (first, second, third)] == [True] * 3
+    clock.now += 0.001  # exactly 60 s after the first two
+    assert links.get(first, ALICE) is None and links.get(second, ALICE) is None
+    assert links.get(third, ALICE) is not None and len(links) == 1
+    clock.now += 30
+    assert len(links) == 0
+    late = links.add(f"{BACKEND}/images/files/d.png", ALICE)
+    clock.now -= 100  # a clock that goes back: the new link expires before the one it follows
+    early = links.add(f"{BACKEND}/images/files/e.png", ALICE)
+    clock.now += 61
+    assert links.get(early, ALICE) is None  # expired, though behind a live link
+    assert links.get(late, ALICE) is not None
+    links_zero = FileLinks(PUBLIC, 0, clock=clock)
+    assert links_zero.get(links_zero.add(f"{BACKEND}/x.png", ALICE), ALICE) is None

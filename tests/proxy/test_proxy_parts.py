@@ -103,7 +103,7 @@ def test_prepare_chat_request():
         "d",
     )
     assert json.loads(body)["model"] == "mine"
-    assert json.loads(body)["stream_options"] == {"include_usage": False}
+    assert json.loads(body)["stream_options"] == {"include_usage": True}  # usage is billed
     with pytest.raises(ProxyHTTPError) as info:
         prepare_chat_request({"messages": []}, "d")
     assert info.value.status_code == 400 and info.value.param == "messages"

@@ -17,6 +17,7 @@ from broker.wire.forwarded_request import (
     ForwardedRequestError,
     apply_chat_stream_rewrite,
     canonical_json,
+    check_chat_stream_flag,
     forwarded_json_body,
     go_float,
 )
@@ -118,12 +119,18 @@ def test_body_forms():
         forwarded_json_body(b'{"stream": true}', chat_stream_rewrite=True)
         == b'{"stream":true,"stream_options":{"include_usage":true}}'
     )
-    kept = {"stream": True, "stream_options": {"include_usage": False}}
-    assert (
-        apply_chat_stream_rewrite(kept) is False
-        and kept["stream_options"]["include_usage"] is False
-    )
-    assert apply_chat_stream_rewrite({"stream": "true"}) is False  # only a JSON true
+    # a client's false is overridden: a stream without usage would leave its prompt unbilled
+    declined = {"stream": True, "stream_options": {"include_usage": False, "x": 1}}
+    assert apply_chat_stream_rewrite(declined) is True
+    assert declined["stream_options"] == {"include_usage": True, "x": 1}
+    kept = {"stream": True, "stream_options": {"include_usage": True}}
+    assert apply_chat_stream_rewrite(kept) is False
+    assert apply_chat_stream_rewrite({"stream": "true"}) is False  # only a JSON true ...
+    for flag in (b'"true"', b"1", b"[true]", b'"yes"'):  # ... and any other flag is refused
+        with pytest.raises(ForwardedRequestError, match="stream must be true, false or null"):
+            forwarded_json_body(b'{"stream":' + flag + b"}", chat_stream_rewrite=True)
+    assert forwarded_json_body(b'{"stream":"true"}') == b'{"stream":"true"}'  # other routes
+    assert forwarded_json_body(b'{"stream":null}', chat_stream_rewrite=True) == b'{"stream":null}'
 
 
 def test_serve_sends_what_our_gateway_forwards():
@@ -270,3 +277,118 @@ def test_the_fast_path_cases():
         too_deep = [too_deep]
     with pytest.raises(ForwardedRequestError):
         canonical_json({"x": too_deep})
+
+
+# -- the parse: orjson where its value is the stdlib's (with the hooks), the stdlib elsewhere ---
+
+_NUMBER_TEXT = st.from_regex(
+    r"\A-?(0|[1-9][0-9]{0,24})(\.[0-9]{1,19})?([eE][+-]?[0-9]{1,3})?\Z"
+) | st.sampled_from(
+    ["-0", "-0.0", "0", "-0e0", "-0E1", "1e400", "-1e400", "1e-400", "NaN", "Infinity"]
+    + ["-Infinity", "9223372036854775807", "9223372036854775808", "18446744073709551615"]
+    + ["18446744073709551616", "-9223372036854775809", "123456789012345678", "9007199254740993"]
+    + ["1.0", "1E2", "0.1", "5e-324", "1.7976931348623157e308", "01", "-", "1.", ".5", "+1"]
+)
+_STRING_TEXT = st.builds(json.dumps, st.text(), ensure_ascii=st.booleans()) | st.sampled_from(
+    ['"\\ud800"', '"\\udc00x"', '"a\\u2028<&>\\u2029"', '"2024-05-01"', '"x-0"', '"-0"', '"\t"']
+)
+_KEY_TEXT = st.sampled_from(['"a"', '"b"', '"n"', '"stream"', '"stream_options"']) | _STRING_TEXT
+_VALUE_TEXT = st.recursive(
+    _NUMBER_TEXT | _STRING_TEXT | st.sampled_from(["true", "false", "null"]),
+    lambda inner: (
+        st.lists(inner, max_size=4).map(lambda xs: "[" + ",".join(xs) + "]")
+        | st.lists(st.tuples(_KEY_TEXT, inner), max_size=4).map(
+            lambda kv: "{" + ",".join(f"{k}:{v}" for k, v in kv) + "}"
+        )
+    ),
+    max_leaves=12,
+)
+_WS = st.sampled_from(["", " ", "\n", "\t ", "\r\n", "\x0b", "\u00a0"])
+
+
+@st.composite
+def _json_texts(draw) -> bytes:
+    """JSON texts (mostly objects) with edge numbers, duplicate keys, escapes and whitespace, in
+    UTF-8 and other encodings, and some that are not JSON."""
+    pairs = draw(st.lists(st.tuples(_KEY_TEXT, _VALUE_TEXT), max_size=5))
+    ws = draw(_WS)
+    text = "{" + ws + ("," + ws).join(f"{k}{ws}:{v}" for k, v in pairs) + ws + "}"
+    shape = draw(st.sampled_from(["object", "object", "object", "value", "array"]))
+    if shape == "value":
+        text = draw(_VALUE_TEXT)
+    elif shape == "array":
+        text = "[" + text + "]"
+    coding = draw(st.sampled_from(["utf-8", "utf-8", "utf-8", "utf-8-sig", "utf-16", "utf-32"]))
+    return text.encode(coding, "surrogatepass")
+
+
+def _outcome(parse, body: bytes, chat: bool):
+    try:
+        return parse(body, chat)
+    except ForwardedRequestError as exc:
+        return ("refused", str(exc))
+
+
+def _stdlib_forwarded(body: bytes, chat: bool) -> bytes | None:
+    """:func:`forwarded_json_body` as it was: the stdlib's parser with its hooks throughout."""
+    from broker.wire.forwarded_request import _parse_int, _reject_constant
+
+    try:
+        data = json.loads(body, parse_constant=_reject_constant, parse_int=_parse_int)
+    except ForwardedRequestError:
+        raise
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    if chat:
+        check_chat_stream_flag(data)
+        apply_chat_stream_rewrite(data)
+    return canonical_json(data)
+
+
+def _forwarded(body: bytes, chat: bool) -> bytes | None:
+    return forwarded_json_body(body, chat_stream_rewrite=chat)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_json_texts(), st.booleans())
+def test_the_orjson_parse_forwards_what_the_stdlib_parse_forwarded(body, chat):
+    """orjson parses where its value is the stdlib's; big integers (exact, or refused when a
+    float64 cannot hold them), ``-0`` (a negative zero), ``NaN``/``Infinity`` (refused),
+    duplicate keys (the last wins), lone surrogates (U+FFFD), other encodings and deep texts give
+    the same bytes or the same refusal as before."""
+    assert _outcome(_forwarded, body, chat) == _outcome(_stdlib_forwarded, body, chat)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a": -0}',
+        b'{"a": [-0, -0.0, 0, "x-0"], "d": "2024-05-01"}',
+        b'{"a": 0, "b": "x-0"}',
+        b'{"a": [0, -0], "b": -0.5}',
+        b'{"a": -9223372036854775808, "b": 18446744073709551615, "c": 9223372036854775808}',
+        b'{"a": 1e19, "b": -1e300, "c": 9.3e18}',
+        b'{"a": 9007199254740993}',
+        b'{"a": 18446744073709551616}',
+        b'{"a": 123456789012345678901234567890}',
+        b'{"a": NaN}',
+        b'{"a": -Infinity}',
+        b'{"a": 1e400}',
+        b'{"n": 1, "n": 16}',
+        b'{"a": "\\ud800", "\\udc00": 1}',
+        b'\xef\xbb\xbf{"a": 1}',
+        '{"a": "é<>&\u2028"}'.encode("utf-16"),
+        b'{"a": "\xff"}',
+        b'{"a": ' + b"[" * 300 + b"]" * 300 + b"}",
+        *(b'{"a": ' + b"[" * d + b"0" + b"]" * d + b"}" for d in (254, 255, 256, 257)),
+        b'{"a": ' + b"[" * 2000 + b"]" * 2000 + b"}",
+        b'{"a": 1} x',
+        b"",
+        b"[1]",
+    ],
+)
+def test_the_orjson_parse_edge_cases(body):
+    for chat in (False, True):
+        assert _outcome(_forwarded, body, chat) == _outcome(_stdlib_forwarded, body, chat)
