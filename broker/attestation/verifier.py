@@ -29,6 +29,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_utils import keccak, to_checksum_address
 
+from broker._bounded_read import BoundedReadError, read_bounded
 from broker.attestation.collateral import (
     TcbEvaluationError,
     collateral_expiry,
@@ -137,24 +138,17 @@ def fetch_quote_report(
         with client.stream("GET", target, params=params, timeout=timeout) as resp:
             if not 200 <= resp.status_code < 300:
                 raise AttestationFetchError(f"GET {target} answered HTTP {resp.status_code}")
-            body = bytearray()
-            for chunk in resp.iter_bytes():
-                body += chunk
-                if len(body) > QUOTE_REPORT_MAX_BYTES:
-                    raise AttestationFetchError(
-                        f"GET {target}: the report is larger than {QUOTE_REPORT_MAX_BYTES} bytes"
-                    )
-                if time.monotonic() > deadline:
-                    raise AttestationFetchError(
-                        f"GET {target}: no complete report within {timeout:g} s"
-                    )
+            try:
+                body = read_bounded(resp.iter_bytes(), QUOTE_REPORT_MAX_BYTES, deadline, timeout)
+            except BoundedReadError as exc:
+                raise AttestationFetchError(f"GET {target}: the report is {exc}") from None
             signature = resp.headers.get(QUOTE_SIGNATURE_HEADER)
     except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL: the on-chain url is not one
         raise AttestationFetchError(f"GET {target} failed: {type(exc).__name__}: {exc}") from exc
     finally:
         if own:
             client.close()
-    return FetchedReport(bytes(body), signature, target)
+    return FetchedReport(body, signature, target)
 
 
 def signer_from_report_data(report_data: bytes) -> tuple[str | None, str]:

@@ -13,6 +13,7 @@ import time
 
 import httpx
 
+from broker._bounded_read import BoundedReadError, read_bounded
 from broker.chain.addresses import checksum_address
 from broker.chain.contracts import InferenceServingContract
 from broker.chain.errors import error_class
@@ -121,20 +122,14 @@ class ServiceDirectory:
             with self._http.stream("GET", url, timeout=MODELS_TIMEOUT_S) as response:
                 if not response.is_success:
                     raise ProviderModelsError(f"GET {url} returned HTTP {response.status_code}")
-                body = bytearray()
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > MODELS_MAX_BYTES:
-                        raise ProviderModelsError(
-                            f"GET {url}: body larger than {MODELS_MAX_BYTES} bytes"
-                        )
-                    if time.monotonic() > deadline:
-                        raise ProviderModelsError(
-                            f"GET {url}: no complete answer within {MODELS_TIMEOUT_S:g} s"
-                        )
+                try:
+                    return read_bounded(
+                        response.iter_bytes(), MODELS_MAX_BYTES, deadline, MODELS_TIMEOUT_S
+                    )
+                except BoundedReadError as exc:
+                    raise ProviderModelsError(f"GET {url}: the answer is {exc}") from None
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise ProviderModelsError(f"GET {url} failed: {type(exc).__name__}") from None
-        return bytes(body)
 
     def provider_models(self, provider: str) -> ProviderModels:
         """``GET {url}/v1/models`` [0.9] (no authentication, 10 s, ≤ 5 MB) with a strict shape

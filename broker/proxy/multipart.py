@@ -3,7 +3,8 @@ check that a form is well formed before it is forwarded, read its text fields, a
 missing one (``user-broker.md`` §10.1 audio row, with the boundary parsed properly, quotes
 included).
 
-:func:`form_fields` parses with python-multipart, the parser of the worker's (Starlette) forms: a
+:func:`form_fields` parses with python-multipart (:func:`broker.wire.form.scan_form_fields`, the
+parse the gateway reads an edit's ``n`` with), the parser of the worker's (Starlette) forms: a
 body it cannot parse (no boundary, bytes that are not a form, no closing boundary) is refused by
 ``serve`` with 400 before anything is forwarded or paid, instead of reaching the provider.
 """
@@ -12,9 +13,8 @@ from __future__ import annotations
 
 import re
 
-from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
-
 from broker.proxy.errors import ProxyHTTPError
+from broker.wire.form import scan_form_fields
 
 __all__ = ["append_field", "boundary_of", "ensure_field", "form_fields", "text_field"]
 
@@ -50,58 +50,10 @@ def form_fields(body: bytes, content_type: str, route: str) -> dict[str, list[st
         ProxyHTTPError: 400 ``invalid_request_error`` / ``invalid_multipart`` when the content
             type has no boundary, or the body is not a complete form under it.
     """
-    _, params = parse_options_header(content_type)
-    boundary = params.get(b"boundary")
-    if not boundary:
-        raise _malformed(route, "no boundary in its Content-Type")
-    fields: dict[str, list[str]] = {}
-    part: dict = {}
-
-    def on_part_begin() -> None:
-        part.update(headers={}, field=b"", value=b"", data=bytearray())
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        part["field"] += data[start:end]
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        part["value"] += data[start:end]
-
-    def on_header_end() -> None:
-        part["headers"][part["field"].lower()] = part["value"]
-        part["field"], part["value"] = b"", b""
-        _, disposition = parse_options_header(part["headers"].get(b"content-disposition", b""))
-        part["name"] = disposition.get(b"name")
-        part["file"] = b"filename" in disposition
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        if not part.get("file"):  # file contents are not kept
-            part["data"] += data[start:end]
-
-    def on_part_end() -> None:
-        name = part.get("name")
-        if name is not None and not part.get("file"):
-            text = bytes(part["data"]).decode("utf-8", "replace")
-            fields.setdefault(name.decode("utf-8", "replace"), []).append(text)
-
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_part_begin": on_part_begin,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-        },
-    )
-    try:
-        parser.write(body)
-        parser.finalize()
-    except Exception as exc:  # noqa: BLE001 - python-multipart's errors: any means "not a form"
-        raise _malformed(route, str(exc)[:200] or type(exc).__name__) from None
-    if parser.state != MultipartState.END:
-        raise _malformed(route, "it does not end with the closing boundary")
-    return fields
+    scan = scan_form_fields(body, content_type)
+    if scan.problem is not None:
+        raise _malformed(route, scan.problem)
+    return scan.fields
 
 
 def text_field(body: bytes, content_type: str, name: str) -> str | None:

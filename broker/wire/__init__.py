@@ -7,7 +7,8 @@ module here so that the two sides cannot drift apart. Import the module you need
 
 Modules: ``session_token`` (the ``app-sk-`` format, signing, the provider checks), ``fees`` (the fee
 per service type), ``sse`` (the one SSE parser: usage, chat id, text), ``chat_id``, ``signed_text``,
-``forwarded_request``, ``content_coding``, ``json_body``, ``n``, ``job_id``, ``webhook``,
+``forwarded_request``, ``content_coding``, ``json_body``, ``form`` (a multipart form's text
+fields), ``n``, ``job_id``, ``webhook``,
 ``eth_signature`` (the canonical low-s form of a signature),
 ``openapi``; ``errors`` (token and fee errors).
 """

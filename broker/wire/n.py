@@ -17,9 +17,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from python_multipart.multipart import MultipartParser, parse_options_header
-
 from broker._exceptions import InputError
+from broker.wire.form import scan_form_fields
 from broker.wire.json_body import loads_request_json
 
 __all__ = [
@@ -95,61 +94,18 @@ def parse_n_field(text: str | None, *, maximum: int = MAX_N) -> int:
 
 
 def form_text_fields(body: bytes, content_type: str, name: str) -> list[str]:
-    """Every text (non-file) value of the field ``name`` in a ``multipart/form-data`` body.
+    """Every text (non-file) value of the field ``name`` in a ``multipart/form-data`` body
+    (:func:`broker.wire.form.scan_form_fields`).
 
     Args:
         body: the whole body. content_type: its ``Content-Type`` (with the ``boundary``).
         name: the field name.
 
     Returns:
-        The values in order (UTF-8, invalid bytes replaced); ``[]`` when there is none or the body
-        is not a well-formed form.
+        The values in order (UTF-8, invalid bytes replaced); ``[]`` when there is none. A body
+        that is not a complete form gives the values of the parts read whole before its problem.
     """
-    _, params = parse_options_header(content_type)
-    boundary = params.get(b"boundary")
-    if not boundary:
-        return []
-    values: list[str] = []
-    state: dict[str, Any] = {}
-
-    def on_part_begin() -> None:
-        state.update(headers={}, field=b"", value=b"", data=bytearray())
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        state["field"] += data[start:end]
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        state["value"] += data[start:end]
-
-    def on_header_end() -> None:
-        state["headers"][state["field"].lower()] = state["value"]
-        state["field"], state["value"] = b"", b""
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        state["data"] += data[start:end]
-
-    def on_part_end() -> None:
-        _, disposition = parse_options_header(state["headers"].get(b"content-disposition", b""))
-        if disposition.get(b"name") == name.encode() and b"filename" not in disposition:
-            values.append(bytes(state["data"]).decode("utf-8", "replace"))
-
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_part_begin": on_part_begin,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-        },
-    )
-    try:
-        parser.write(body)
-        parser.finalize()
-    except Exception:  # noqa: BLE001 - a malformed form has no usable field
-        return values
-    return values
+    return scan_form_fields(body, content_type).fields.get(name, [])
 
 
 def request_n(body: bytes, content_type: str | None, *, maximum: int = MAX_N) -> int:
