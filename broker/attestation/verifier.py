@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +28,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_utils import keccak, to_checksum_address
 
-from broker._bounded_read import BoundedReadError, read_bounded
+from broker._bounded_read import BoundedBody, BoundedReadError, read_bounded
 from broker.attestation.collateral import (
     TcbEvaluationError,
     collateral_expiry,
@@ -133,13 +132,13 @@ def fetch_quote_report(
     target = url.rstrip("/") + path
     own = client is None
     client = client or httpx.Client(follow_redirects=True)
-    deadline = time.monotonic() + timeout
+    bounded = BoundedBody(QUOTE_REPORT_MAX_BYTES, timeout)
     try:
         with client.stream("GET", target, params=params, timeout=timeout) as resp:
             if not 200 <= resp.status_code < 300:
                 raise AttestationFetchError(f"GET {target} answered HTTP {resp.status_code}")
             try:
-                body = read_bounded(resp.iter_bytes(), QUOTE_REPORT_MAX_BYTES, deadline, timeout)
+                body = read_bounded(resp.iter_bytes(), bounded)
             except BoundedReadError as exc:
                 raise AttestationFetchError(f"GET {target}: the report is {exc}") from None
             signature = resp.headers.get(QUOTE_SIGNATURE_HEADER)

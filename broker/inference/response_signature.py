@@ -60,6 +60,7 @@ import httpx
 from coincurve import PublicKey
 from eth_utils import keccak, to_checksum_address
 
+from broker._bounded_read import BoundedBody, BoundedReadError, read_bounded
 from broker.inference.errors import InvalidChatIdError
 from broker.inference.service_info import is_verifiable, parse_additional_info, provider_type
 from broker.wire.eth_signature import is_low_s
@@ -548,67 +549,54 @@ _SIGNATURE_HEADERS = {"Content-Type": "application/json"}
 _WIRE_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
 
-class _CappedBody:
-    """The body of one signature answer as its chunks arrive: at most
-    :data:`SIGNATURE_MAX_BYTES` bytes (after content decoding), all within ``timeout`` seconds
-    (httpx's own timeout bounds each read, not the answer: a body dripped byte by byte would
-    never end)."""
-
-    def __init__(self, timeout: float) -> None:
-        self.data = bytearray()
-        self.timeout = timeout
-        self.deadline = time.monotonic() + timeout
-
-    def add(self, chunk: bytes) -> None:
-        """Append ``chunk``.
-
-        Raises:
-            httpx.ReadError: the answer passed the cap. httpx.ReadTimeout: the time is up.
-        """
-        self.data += chunk
-        if len(self.data) > SIGNATURE_MAX_BYTES:
-            raise _too_large()
-        if time.monotonic() > self.deadline:
-            raise httpx.ReadTimeout(f"no complete answer within {self.timeout:g} s")
-
-    def response(self, answer: httpx.Response) -> httpx.Response:
-        """A read :class:`httpx.Response` with ``answer``'s status and headers and this body."""
-        headers = [(k, v) for k, v in answer.headers.items() if k.lower() not in _WIRE_HEADERS]
-        return httpx.Response(answer.status_code, headers=headers, content=bytes(self.data))
+def _capped_error(exc: BoundedReadError) -> httpx.HTTPError:
+    """A refused signature answer as the transport error the verifier reports it as
+    (``signature_unavailable``): ``ReadError`` over the size cap, ``ReadTimeout`` past the time."""
+    message = f"the answer is {exc}"
+    return httpx.ReadError(message) if exc.too_large else httpx.ReadTimeout(message)
 
 
-def _too_large() -> httpx.ReadError:
-    return httpx.ReadError(f"the answer is larger than {SIGNATURE_MAX_BYTES} bytes")
+def _capped_response(answer: httpx.Response, body: BoundedBody) -> httpx.Response:
+    """A read :class:`httpx.Response` with ``answer``'s status and headers and ``body``."""
+    headers = [(k, v) for k, v in answer.headers.items() if k.lower() not in _WIRE_HEADERS]
+    return httpx.Response(answer.status_code, headers=headers, content=body.value())
 
 
 def _get_capped(http: httpx.Client, url: str, timeout: float) -> httpx.Response:
-    """GET ``url`` and read the answer through :class:`_CappedBody`.
+    """GET ``url`` and read the answer within :data:`SIGNATURE_MAX_BYTES` (after content
+    decoding) and ``timeout`` seconds in all (:class:`broker._bounded_read.BoundedBody`: httpx's
+    own timeout bounds each read, not the answer, and a body dripped byte by byte would never
+    end).
 
     Raises:
         httpx.HTTPError: transport failure, ``ReadError`` for a larger answer, ``ReadTimeout``
             for one not complete in time.
     """
-    body = _CappedBody(timeout)
+    body = BoundedBody(SIGNATURE_MAX_BYTES, timeout)
     with http.stream("GET", url, headers=_SIGNATURE_HEADERS, timeout=timeout) as answer:
-        for chunk in answer.iter_bytes():
-            body.add(chunk)
-        return body.response(answer)
+        try:
+            read_bounded(answer.iter_bytes(), body)
+        except BoundedReadError as exc:
+            raise _capped_error(exc) from None
+        return _capped_response(answer, body)
 
 
 async def _aget_capped(http: Any, url: str, timeout: float) -> httpx.Response:
     """Async :func:`_get_capped`; a client that is not an ``httpx.AsyncClient`` reads the body
     itself (serve's caps its read the same way and bounds the whole exchange by ``timeout``), its
     answer's size is checked after."""
-    if not isinstance(http, httpx.AsyncClient):
-        response = await http.get(url, headers=_SIGNATURE_HEADERS, timeout=timeout)
-        if len(response.content) > SIGNATURE_MAX_BYTES:
-            raise _too_large()
-        return response
-    body = _CappedBody(timeout)
-    async with http.stream("GET", url, headers=_SIGNATURE_HEADERS, timeout=timeout) as answer:
-        async for chunk in answer.aiter_bytes():
-            body.add(chunk)
-        return body.response(answer)
+    try:
+        if not isinstance(http, httpx.AsyncClient):  # its own client bounds the exchange's time
+            response = await http.get(url, headers=_SIGNATURE_HEADERS, timeout=timeout)
+            BoundedBody(SIGNATURE_MAX_BYTES).add(response.content)
+            return response
+        body = BoundedBody(SIGNATURE_MAX_BYTES, timeout)
+        async with http.stream("GET", url, headers=_SIGNATURE_HEADERS, timeout=timeout) as answer:
+            async for chunk in answer.aiter_bytes():
+                body.add(chunk)
+            return _capped_response(answer, body)
+    except BoundedReadError as exc:
+        raise _capped_error(exc) from None
 
 
 def retry_after_seconds(response: httpx.Response, default: float = 1.0) -> float:

@@ -9,11 +9,10 @@ provider's ``/v1/models`` list. Addresses passed in are already checksummed by t
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 
-from broker._bounded_read import BoundedReadError, read_bounded
+from broker._bounded_read import BoundedBody, BoundedReadError, read_bounded
 from broker.chain.addresses import checksum_address
 from broker.chain.contracts import InferenceServingContract
 from broker.chain.errors import error_class
@@ -117,15 +116,13 @@ class ServiceDirectory:
             ProviderModelsError: transport failure, an invalid URL, a non-2xx answer, a larger
                 or slower body.
         """
-        deadline = time.monotonic() + MODELS_TIMEOUT_S
+        bounded = BoundedBody(MODELS_MAX_BYTES, MODELS_TIMEOUT_S)
         try:
             with self._http.stream("GET", url, timeout=MODELS_TIMEOUT_S) as response:
                 if not response.is_success:
                     raise ProviderModelsError(f"GET {url} returned HTTP {response.status_code}")
                 try:
-                    return read_bounded(
-                        response.iter_bytes(), MODELS_MAX_BYTES, deadline, MODELS_TIMEOUT_S
-                    )
+                    return read_bounded(response.iter_bytes(), bounded)
                 except BoundedReadError as exc:
                     raise ProviderModelsError(f"GET {url}: the answer is {exc}") from None
         except (httpx.HTTPError, httpx.InvalidURL) as exc:

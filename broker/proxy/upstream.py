@@ -22,6 +22,7 @@ import aiohttp
 import httpx
 from starlette.concurrency import run_in_threadpool
 
+from broker._bounded_read import BoundedBody, BoundedReadError
 from broker.asgi.headers import copy_headers
 from broker.inference.broker import is_session_rejection
 from broker.inference.response_signature import SIGNATURE_MAX_BYTES
@@ -288,16 +289,15 @@ class SignatureClient:
             async with self.session.get(
                 url, headers=headers, timeout=limit, allow_redirects=False
             ) as answer:
-                body = bytearray()
-                async for chunk in answer.content.iter_chunked(SIGNATURE_MAX_BYTES):
-                    body += chunk
-                    if len(body) > SIGNATURE_MAX_BYTES:  # never buffer a hostile answer whole
-                        raise httpx.ReadError(
-                            f"the answer is larger than {SIGNATURE_MAX_BYTES} bytes"
-                        )
+                body = BoundedBody(SIGNATURE_MAX_BYTES)  # the session's timeout bounds the time
+                try:  # never buffer a hostile answer whole
+                    async for chunk in answer.content.iter_chunked(SIGNATURE_MAX_BYTES):
+                        body.add(chunk)
+                except BoundedReadError as exc:
+                    raise httpx.ReadError(f"the answer is {exc}") from None
                 # the raw header bytes: a value that is not ASCII cannot fail to encode again
                 return httpx.Response(
-                    answer.status, headers=answer.raw_headers, content=bytes(body)
+                    answer.status, headers=answer.raw_headers, content=body.value()
                 )
         except TimeoutError:
             raise httpx.ReadTimeout(f"no answer within {timeout:g} s") from None
