@@ -213,15 +213,12 @@ class UpstreamResponse:
             if self._body:
                 yield self._body
             return
-        if limit is None:
-            async for chunk in self._response.content.iter_any():
-                yield chunk
-            return
         received = 0
         async for chunk in self._response.content.iter_any():
-            received += len(chunk)
-            if received > limit:
-                raise UpstreamResponseTooLargeError(limit)
+            if limit is not None:
+                received += len(chunk)
+                if received > limit:
+                    raise UpstreamResponseTooLargeError(limit)
             yield chunk
 
     async def read(self, limit: int | None = None) -> bytes:
@@ -237,17 +234,13 @@ class UpstreamResponse:
             UpstreamResponseTooLargeError: more than ``limit`` bytes.
         """
         if self._body is None:
-            response = self._response
-            if limit is None:
-                self._body = await response.read()
-            else:
-                length = response.content_length
-                if length is not None and length > limit:
+            length = self._response.content_length
+            if limit is None or length is not None:  # the usual answer: read in one go
+                if limit is not None and length > limit:
                     raise UpstreamResponseTooLargeError(limit)
-                if length is not None:  # the usual answer: read in one go, at most its length
-                    self._body = await response.read()
-                else:
-                    self._body = b"".join([chunk async for chunk in self.aiter_raw(limit)])
+                self._body = await self._response.read()
+            else:  # no length: piece by piece, refused as soon as it passes the limit
+                self._body = b"".join([chunk async for chunk in self.aiter_raw(limit)])
         elif limit is not None and len(self._body) > limit:
             raise UpstreamResponseTooLargeError(limit)
         return self._body
