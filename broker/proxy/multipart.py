@@ -16,7 +16,7 @@ import re
 from broker.proxy.errors import ProxyHTTPError
 from broker.wire.form import scan_form_fields
 
-__all__ = ["append_field", "boundary_of", "ensure_field", "form_fields", "text_field"]
+__all__ = ["append_field", "boundary_of", "ensure_field", "form_fields"]
 
 
 def boundary_of(content_type: str) -> str | None:
@@ -56,23 +56,6 @@ def form_fields(body: bytes, content_type: str, route: str) -> dict[str, list[st
     return scan.fields
 
 
-def text_field(body: bytes, content_type: str, name: str) -> str | None:
-    """The value of the text field ``name`` (first occurrence), or ``None``."""
-    boundary = boundary_of(content_type)
-    if boundary is None:
-        return None
-    for part in body.split(b"--" + boundary.encode()):
-        head, sep, value = part.partition(b"\r\n\r\n")
-        if not sep:
-            continue
-        if (
-            re.search(rb'name="' + re.escape(name.encode()) + rb'"(?!\w)', head)
-            and b"filename=" not in head
-        ):
-            return value.rsplit(b"\r\n", 1)[0].decode("utf-8", "replace")
-    return None
-
-
 def append_field(body: bytes, content_type: str, name: str, value: str) -> bytes:
     """``body`` with the text field ``name=value`` appended before the closing boundary
     (unchanged when it has no closing boundary)."""
@@ -92,9 +75,9 @@ def append_field(body: bytes, content_type: str, name: str, value: str) -> bytes
     return body[:idx] + part + body[idx:]
 
 
-def ensure_field(body: bytes, content_type: str, name: str, value: str) -> bytes:
-    """``body`` with the text field ``name=value`` appended before the closing boundary when it has
-    no field ``name``; unchanged otherwise (or when it is not a well-formed multipart body)."""
-    if boundary_of(content_type) is None or text_field(body, content_type, name) is not None:
-        return body
-    return append_field(body, content_type, name, value)
+def ensure_field(
+    body: bytes, content_type: str, fields: dict[str, list[str]], name: str, value: str
+) -> bytes:
+    """``body`` with the text field ``name=value`` appended before the closing boundary when its
+    ``fields`` (:func:`form_fields` of ``body``) have no field ``name``; unchanged otherwise."""
+    return body if name in fields else append_field(body, content_type, name, value)

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from broker.proxy.billing import AnswerBody
 from broker.proxy.context import ProxyContext, complete_response, read_multipart
-from broker.proxy.multipart import append_field, form_fields
+from broker.proxy.multipart import ensure_field, form_fields
 from broker.proxy.service_routes import check_model
 from broker.proxy.streaming import stream_response
 
@@ -24,8 +24,7 @@ async def transcriptions(ctx: ProxyContext, request: Request) -> Response:
     fields = form_fields(raw, ctype, "audio/transcriptions")  # a malformed form is not forwarded
     model = fields.get("model")
     check_model(ctx, "audio", model[0] if model else None)
-    if not model:
-        raw = append_field(raw, ctype, "model", ctx.default_model)
+    raw = ensure_field(raw, ctype, fields, "model", ctx.default_model)
     response = await ctx.upstream.send(
         "POST",
         "/audio/transcriptions",

@@ -39,7 +39,7 @@ from broker.proxy.context import (
 )
 from broker.proxy.errors import ProxyHTTPError
 from broker.proxy.files import link_files
-from broker.proxy.multipart import append_field, form_fields
+from broker.proxy.multipart import ensure_field, form_fields
 from broker.proxy.router_async import pop_router_extensions
 from broker.proxy.service_routes import check_model
 from broker.proxy.upstream import decode_body, error_from_upstream
@@ -144,8 +144,7 @@ async def edit_image(ctx: ProxyContext, request: Request) -> Response:
     fields = form_fields(raw, ctype, "images/edits")  # a malformed form is never forwarded
     model = fields.get("model")
     check_model(ctx, "image-edits", model[0] if model else None)
-    if not model:
-        raw = append_field(raw, ctype, "model", ctx.default_model)
+    raw = ensure_field(raw, ctype, fields, "model", ctx.default_model)
     content = {"n": _checked_n(request_n, raw, ctype)}
     response = await ctx.upstream.send(
         "POST",

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from broker.proxy.errors import ProxyConfigError, ProxyHTTPError
-from broker.proxy.multipart import boundary_of, ensure_field, form_fields, text_field
+from broker.proxy.multipart import append_field, boundary_of, ensure_field, form_fields
 from broker.proxy.serving_chat import prepare_chat_request
 from broker.proxy.serving_images import prepare_image_request
 from broker.proxy.settings import ServeSettings
@@ -71,13 +71,15 @@ def test_multipart_helpers():
     ctype = 'multipart/form-data; boundary="XyZ"'
     assert boundary_of(ctype) == "XyZ" and boundary_of("multipart/form-data; boundary=a1") == "a1"
     body = _form({"n": "2", "prompt": "p"})
-    assert text_field(body, ctype, "n") == "2"
-    assert text_field(body, ctype, "model") is None  # a file's bytes do not count
-    added = ensure_field(body, ctype, "model", "tiny")
-    assert text_field(added, ctype, "model") == "tiny" and added.endswith(b"--XyZ--\r\n")
+    fields = form_fields(body, ctype, "images/edits")
+    assert fields["n"] == ["2"]
+    assert "model" not in fields  # a file's bytes do not count
+    added = ensure_field(body, ctype, fields, "model", "tiny")
+    assert form_fields(added, ctype, "images/edits")["model"] == ["tiny"]
+    assert added.endswith(b"--XyZ--\r\n")
     kept = _form({"model": "mine"})
-    assert ensure_field(kept, ctype, "model", "tiny") == kept
-    assert ensure_field(b"junk", "text/plain", "model", "tiny") == b"junk"
+    assert ensure_field(kept, ctype, form_fields(kept, ctype, "x"), "model", "tiny") == kept
+    assert append_field(b"junk", "text/plain", "model", "tiny") == b"junk"
     # the worker's parser: text fields by name, a file's bytes not among them
     assert form_fields(added, ctype, "images/edits") == {
         "n": ["2"],
